@@ -1,0 +1,63 @@
+//! Accrue attribution service (`accrue.attribution.v1.AttributionService`): programs
+//! (tenants and their settings) and the partner tree — status, role, parent
+//! edge and a denormalized ancestor path kept in step by `SetParent` (seed 004).
+//!
+//! Owns the `attribution` schema and nothing else.
+
+mod api;
+mod domain;
+mod store;
+
+pub use api::AttributionApi;
+
+use accrue_kit::db::{DbConfig, DbError};
+use accrue_kit::server::{Hosted, MAX_MESSAGE_BYTES, ServeError};
+use accrue_proto::attribution::v1::attribution_service_server::AttributionServiceServer;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+/// The Postgres schema this service owns.
+pub const SCHEMA: &str = "attribution";
+/// The gRPC service name (health reports it).
+pub const SERVICE_NAME: &str = "accrue.attribution.v1.AttributionService";
+/// Default listen port.
+pub const DEFAULT_PORT: u16 = 50052;
+/// The service's migrations (run inside [`SCHEMA`]).
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// What the service needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Postgres URL.
+    pub database_url: String,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+/// Why the service stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database could not be set up.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Runs the service on `listener` until `shutdown` is cancelled.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
+    let pool = accrue_kit::db::pool(&DbConfig {
+        url: config.database_url,
+        schema: SCHEMA.to_string(),
+        max_connections: config.max_connections,
+    })?;
+    let server = AttributionServiceServer::new(AttributionApi::new(pool.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let hosted = Hosted { routes: Routes::new(server), service_name: SERVICE_NAME, pool, schema: SCHEMA, migrator: &MIGRATOR };
+    accrue_kit::server::serve(listener, hosted, shutdown).await?;
+    Ok(())
+}

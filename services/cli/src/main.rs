@@ -1,0 +1,2 @@
+//! accrue
+fn main() {}

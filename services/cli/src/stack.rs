@@ -1,0 +1,222 @@
+//! Starts the five services in one process, each on its own port with real
+//! gRPC between them (DESIGN §6 "Dev"). Used by `accrue dev`, `accrue replay
+//! --dev` and the end-to-end tests (with port 0 for ephemeral ports).
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Where each service listens (port 0 picks a free port).
+#[derive(Debug, Clone)]
+pub struct Ports {
+    /// Hierarchy (default 50051).
+    pub hierarchy: u16,
+    /// Attribution (default 50052).
+    pub attribution: u16,
+    /// Commission (default 50053).
+    pub commission: u16,
+    /// Ledger (default 50054).
+    pub ledger: u16,
+    /// Payouts (default 50055).
+    pub payouts: u16,
+}
+
+impl Ports {
+    /// The standard ports 50051..50055.
+    pub fn standard() -> Self {
+        Ports {
+            hierarchy: accrue_hierarchy::DEFAULT_PORT,
+            attribution: accrue_attribution::DEFAULT_PORT,
+            commission: accrue_commission::DEFAULT_PORT,
+            ledger: accrue_ledger::DEFAULT_PORT,
+            payouts: accrue_payouts::DEFAULT_PORT,
+        }
+    }
+
+    /// Ephemeral ports (tests).
+    pub fn ephemeral() -> Self {
+        Ports { hierarchy: 0, attribution: 0, commission: 0, ledger: 0, payouts: 0 }
+    }
+}
+
+/// How to start the stack.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// One Postgres URL for all five schemas.
+    pub database_url: String,
+    /// Host to bind (usually 127.0.0.1).
+    pub host: std::net::IpAddr,
+    /// Ports.
+    pub ports: Ports,
+    /// Pool size per service.
+    pub max_connections: u32,
+    /// Saga worker options for the attribution service.
+    pub saga: accrue_attribution::SagaOptions,
+}
+
+impl StackConfig {
+    /// Loopback, ephemeral ports, default saga options.
+    pub fn for_tests(database_url: String) -> Self {
+        StackConfig {
+            database_url,
+            host: std::net::IpAddr::from([127, 0, 0, 1]),
+            ports: Ports::ephemeral(),
+            max_connections: 8,
+            saga: accrue_attribution::SagaOptions::default(),
+        }
+    }
+}
+
+/// The `http://host:port` endpoint of each running service.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// Hierarchy.
+    pub hierarchy: String,
+    /// Attribution.
+    pub attribution: String,
+    /// Commission.
+    pub commission: String,
+    /// Ledger.
+    pub ledger: String,
+    /// Payouts.
+    pub payouts: String,
+}
+
+impl Endpoints {
+    /// `(service name, endpoint)` pairs, for printing.
+    pub fn list(&self) -> [(&'static str, &str); 5] {
+        [
+            (accrue_hierarchy::SERVICE_NAME, &self.hierarchy),
+            (accrue_attribution::SERVICE_NAME, &self.attribution),
+            (accrue_commission::SERVICE_NAME, &self.commission),
+            (accrue_ledger::SERVICE_NAME, &self.ledger),
+            (accrue_payouts::SERVICE_NAME, &self.payouts),
+        ]
+    }
+}
+
+/// A running stack. Dropping it does not stop it: call [`Stack::shutdown`].
+pub struct Stack {
+    /// Service endpoints.
+    pub endpoints: Endpoints,
+    shutdown: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+async fn bind(host: std::net::IpAddr, port: u16) -> anyhow::Result<(TcpListener, String)> {
+    let addr = SocketAddr::new(host, port);
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    Ok((listener, format!("http://{local}")))
+}
+
+impl Stack {
+    /// Migrates all five schemas, then starts the services and returns once
+    /// every one is listening. The returned stack stops on `shutdown()`.
+    pub async fn start(config: StackConfig) -> anyhow::Result<Stack> {
+        let url = config.database_url.clone();
+        let max = config.max_connections;
+        let (hierarchy_listener, hierarchy) = bind(config.host, config.ports.hierarchy).await?;
+        let (attribution_listener, attribution) = bind(config.host, config.ports.attribution).await?;
+        let (commission_listener, commission) = bind(config.host, config.ports.commission).await?;
+        let (ledger_listener, ledger) = bind(config.host, config.ports.ledger).await?;
+        let (payouts_listener, payouts) = bind(config.host, config.ports.payouts).await?;
+        let endpoints = Endpoints { hierarchy, attribution, commission, ledger, payouts };
+
+        migrate_all(&url).await?;
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let token = shutdown.clone();
+        let hierarchy_config = accrue_hierarchy::Config { database_url: url.clone(), max_connections: max };
+        tasks.spawn(async move {
+            accrue_hierarchy::run(hierarchy_config, hierarchy_listener, token).await.context("hierarchy service")
+        });
+        let token = shutdown.clone();
+        let commission_config = accrue_commission::Config { database_url: url.clone(), max_connections: max };
+        tasks.spawn(async move {
+            accrue_commission::run(commission_config, commission_listener, token).await.context("commission service")
+        });
+        let token = shutdown.clone();
+        let ledger_config = accrue_ledger::Config {
+            database_url: url.clone(),
+            max_connections: max,
+            hierarchy_url: endpoints.hierarchy.clone(),
+        };
+        tasks.spawn(
+            async move { accrue_ledger::run(ledger_config, ledger_listener, token).await.context("ledger service") },
+        );
+        let token = shutdown.clone();
+        let payouts_config = accrue_payouts::Config {
+            database_url: url.clone(),
+            max_connections: max,
+            hierarchy_url: endpoints.hierarchy.clone(),
+            ledger_url: endpoints.ledger.clone(),
+        };
+        tasks.spawn(async move {
+            accrue_payouts::run(payouts_config, payouts_listener, token).await.context("payouts service")
+        });
+        let token = shutdown.clone();
+        let attribution_config = accrue_attribution::Config {
+            database_url: url.clone(),
+            max_connections: max,
+            hierarchy_url: endpoints.hierarchy.clone(),
+            commission_url: endpoints.commission.clone(),
+            ledger_url: endpoints.ledger.clone(),
+            saga: config.saga.clone(),
+        };
+        tasks.spawn(async move {
+            accrue_attribution::run(attribution_config, attribution_listener, token)
+                .await
+                .context("attribution service")
+        });
+        Ok(Stack { endpoints, shutdown, tasks })
+    }
+
+    /// Resolves when any service stops on its own (an error), or never.
+    pub async fn wait_for_failure(&mut self) -> anyhow::Result<()> {
+        match self.tasks.join_next().await {
+            Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(error))) => Err(error),
+            Some(Err(join)) => Err(anyhow::anyhow!("a service task panicked: {join}")),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops every service (draining in-flight RPCs, releasing saga leases)
+    /// and waits for them.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let mut first_error = None;
+        while let Some(result) = self.tasks.join_next().await {
+            let outcome = result.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(error) = outcome
+                && first_error.is_none()
+            {
+                first_error = Some(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Applies every service's migrations to its own schema in `database_url`.
+pub async fn migrate_all(database_url: &str) -> anyhow::Result<()> {
+    use accrue_kit::db::{DbConfig, migrate, pool};
+    let schemas: [(&str, &sqlx::migrate::Migrator); 5] = [
+        (accrue_hierarchy::SCHEMA, &accrue_hierarchy::MIGRATOR),
+        (accrue_attribution::SCHEMA, &accrue_attribution::MIGRATOR),
+        (accrue_commission::SCHEMA, &accrue_commission::MIGRATOR),
+        (accrue_ledger::SCHEMA, &accrue_ledger::MIGRATOR),
+        (accrue_payouts::SCHEMA, &accrue_payouts::MIGRATOR),
+    ];
+    for (schema, migrator) in schemas {
+        let db = pool(&DbConfig { url: database_url.to_string(), schema: schema.to_string(), max_connections: 1 })?;
+        migrate(&db, schema, migrator).await.with_context(|| format!("migrating schema {schema}"))?;
+        db.close().await;
+    }
+    Ok(())
+}

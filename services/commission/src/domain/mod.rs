@@ -1,0 +1,1 @@
+//! Pure commission rules.

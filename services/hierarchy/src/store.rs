@@ -1,0 +1,1 @@
+//! sqlx access to the hierarchy schema.

@@ -1,0 +1,119 @@
+//! `tonic::Status` builders (DESIGN §6 "Errors"): callers' mistakes get
+//! INVALID_ARGUMENT with BadRequest field violations, NOT_FOUND,
+//! FAILED_PRECONDITION or ALREADY_EXISTS with an ErrorInfo reason; only our own
+//! faults are INTERNAL, and their details are logged, never sent.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The ErrorInfo domain on every status Accrue returns.
+pub const ERROR_DOMAIN: &str = "accrue.dev";
+
+/// Collects field violations; [`FieldViolations::into_result`] turns them into
+/// one INVALID_ARGUMENT status.
+#[derive(Debug, Default, Clone)]
+pub struct FieldViolations {
+    violations: Vec<(String, String)>,
+}
+
+impl FieldViolations {
+    /// An empty collector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `field` (a dotted path such as `link.splits[0].basis_points`)
+    /// is wrong, and why.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.violations.push((field.into(), description.into()));
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// Ok when empty; otherwise INVALID_ARGUMENT listing every violation.
+    pub fn into_result(self) -> Result<(), Status> {
+        if self.violations.is_empty() {
+            return Ok(());
+        }
+        Err(self.into_status())
+    }
+
+    /// The INVALID_ARGUMENT status for the recorded violations.
+    pub fn into_status(self) -> Status {
+        let message = self
+            .violations
+            .iter()
+            .map(|(field, description)| format!("{field}: {description}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut details = ErrorDetails::new();
+        for (field, description) in &self.violations {
+            details.add_bad_request_violation(field.clone(), description.clone());
+        }
+        Status::with_error_details(Code::InvalidArgument, format!("invalid argument: {message}"), details)
+    }
+}
+
+/// INVALID_ARGUMENT for a single field.
+pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Status {
+    let mut violations = FieldViolations::new();
+    violations.add(field, description);
+    violations.into_status()
+}
+
+fn with_reason(code: Code, reason: &str, message: String) -> Status {
+    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::<String, String>::new());
+    Status::with_error_details(code, message, details)
+}
+
+/// NOT_FOUND for a resource kind and id (`"partner"`, `"7f…"`).
+pub fn not_found(resource: &str, id: impl std::fmt::Display) -> Status {
+    with_reason(Code::NotFound, &format!("{}_NOT_FOUND", resource.to_uppercase()), format!("{resource} {id} not found"))
+}
+
+/// FAILED_PRECONDITION with a machine-readable reason (`"CYCLE"`).
+pub fn failed_precondition(reason: &str, message: impl Into<String>) -> Status {
+    with_reason(Code::FailedPrecondition, reason, message.into())
+}
+
+/// ALREADY_EXISTS with a machine-readable reason.
+pub fn already_exists(reason: &str, message: impl Into<String>) -> Status {
+    with_reason(Code::AlreadyExists, reason, message.into())
+}
+
+/// ABORTED (a concurrent change won; the caller may retry).
+pub fn aborted(reason: &str, message: impl Into<String>) -> Status {
+    with_reason(Code::Aborted, reason, message.into())
+}
+
+/// INTERNAL for our own fault: logs the error with its context and returns a
+/// status that says nothing about internals.
+pub fn internal(error: impl std::fmt::Display) -> Status {
+    tracing::error!(%error, "internal error");
+    Status::internal("internal error")
+}
+
+/// Maps a database error: unreachable database → UNAVAILABLE (retryable),
+/// anything else → INTERNAL (logged).
+pub fn db_error(error: sqlx::Error) -> Status {
+    match &error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            tracing::warn!(%error, "database unavailable");
+            Status::unavailable("database unavailable")
+        }
+        _ => internal(error),
+    }
+}
+
+/// True when `error` is a Postgres unique violation (SQLSTATE 23505).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+/// True for SQLSTATE 40001/40P01 (serialization failure, deadlock): retry.
+pub fn is_retryable(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001") | Some("40P01")))
+}

@@ -1,0 +1,24 @@
+//! The plumbing every Accrue service shares, so that each service crate holds
+//! only its API, domain and store:
+//!
+//! - [`server`]: host a tonic service with `grpc.health.v1` (NOT_SERVING while
+//!   the database is unreachable), reflection v1 and v1alpha, and graceful
+//!   shutdown.
+//! - [`db`]: a Postgres pool whose `search_path` is the service's own schema,
+//!   and migrations kept in that schema.
+//! - [`error`]: `tonic::Status` builders with google.rpc details
+//!   (BadRequest field violations, ErrorInfo).
+//! - [`convert`]: ids, timestamps and `accrue.type.v1.Money` to and from the wire.
+//! - [`page`]: opaque keyset page tokens.
+//! - [`shutdown`], [`telemetry`], [`client`].
+
+pub mod client;
+pub mod convert;
+pub mod db;
+pub mod error;
+pub mod page;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::{FieldViolations, internal};

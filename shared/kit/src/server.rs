@@ -1,0 +1,107 @@
+//! Hosts one Accrue gRPC service with health, reflection and graceful shutdown.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+/// Why a server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Reflection could not be built from the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// How often the database is probed for the health status.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Largest gRPC message a service accepts or sends (batch calls carry up to
+/// 1000 sales with their facts).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a service hands to [`serve`].
+pub struct Hosted {
+    /// The service's routes (`Routes::new(FooServiceServer::new(api))`).
+    pub routes: Routes,
+    /// Fully qualified service name reported on health
+    /// (`accrue.hierarchy.v1.HierarchyService`).
+    pub service_name: &'static str,
+    /// The service's pool (its own schema).
+    pub pool: PgPool,
+    /// The schema the migrations run in.
+    pub schema: &'static str,
+    /// The service's migrations.
+    pub migrator: &'static Migrator,
+}
+
+/// Serves a service on `listener` together with `grpc.health.v1.Health`
+/// (`service_name` and `""` are SERVING once migrations have run and while the
+/// pool answers, NOT_SERVING otherwise) and reflection v1 and v1alpha over
+/// every Accrue proto and health. Migrations run in the background and are
+/// retried until the database is reachable. Returns when `shutdown` is
+/// cancelled and in-flight RPCs have drained.
+pub async fn serve(listener: TcpListener, hosted: Hosted, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let Hosted { routes, service_name, pool, schema, migrator } = hosted;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter.set_service_status(service_name, ServingStatus::NotServing).await;
+
+    let probe_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut last = None;
+        let mut migrated = false;
+        loop {
+            if !migrated {
+                match crate::db::migrate(&pool, schema, migrator).await {
+                    Ok(()) => migrated = true,
+                    Err(error) => tracing::warn!(service = service_name, %error, "migrations not applied yet; retrying"),
+                }
+            }
+            let status = if migrated && crate::db::is_reachable(&pool).await {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            if last != Some(status) {
+                tracing::info!(service = service_name, ?status, "health");
+                reporter.set_service_status("", status).await;
+                reporter.set_service_status(service_name, status).await;
+                last = Some(status);
+            }
+            tokio::select! {
+                _ = probe_shutdown.cancelled() => {
+                    reporter.set_service_status("", ServingStatus::NotServing).await;
+                    reporter.set_service_status(service_name, ServingStatus::NotServing).await;
+                    break;
+                }
+                _ = tokio::time::sleep(HEALTH_PROBE_INTERVAL) => {}
+            }
+        }
+    });
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(accrue_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(accrue_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! Compiles `proto/` with protox (no system protoc) and writes the descriptor set
+//! that reflection serves.
+
+use std::path::PathBuf;
+
+use prost::Message;
+
+const FILES: &[&str] = &[
+    "accrue/type/v1/money.proto",
+    "accrue/type/v1/earning.proto",
+    "accrue/type/v1/failure.proto",
+    "accrue/hierarchy/v1/hierarchy.proto",
+    "accrue/attribution/v1/attribution.proto",
+    "accrue/commission/v1/commission.proto",
+    "accrue/ledger/v1/ledger.proto",
+    "accrue/payouts/v1/payouts.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let fds = protox::compile(FILES, [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("accrue_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -10,6 +10,11 @@ mod store;
 
 pub use api::AttributionApi;
 
+/// Saga worker options (placeholder until the saga engine lands).
+#[derive(Debug, Clone, Default)]
+pub struct SagaOptions {}
+
+
 use accrue_kit::db::{DbConfig, DbError};
 use accrue_kit::server::{Hosted, MAX_MESSAGE_BYTES, ServeError};
 use accrue_proto::attribution::v1::attribution_service_server::AttributionServiceServer;
@@ -34,6 +39,14 @@ pub struct Config {
     pub database_url: String,
     /// Pool size.
     pub max_connections: u32,
+    /// Hierarchy service endpoint (`http://host:port`).
+    pub hierarchy_url: String,
+    /// Commission service endpoint.
+    pub commission_url: String,
+    /// Ledger service endpoint.
+    pub ledger_url: String,
+    /// Saga worker options.
+    pub saga: SagaOptions,
 }
 
 /// Why the service stopped.

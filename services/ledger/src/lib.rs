@@ -34,6 +34,8 @@ pub struct Config {
     pub database_url: String,
     /// Pool size.
     pub max_connections: u32,
+    /// Hierarchy service endpoint (`http://host:port`), for program settings.
+    pub hierarchy_url: String,
 }
 
 /// Why the service stopped.

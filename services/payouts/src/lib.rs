@@ -34,6 +34,10 @@ pub struct Config {
     pub database_url: String,
     /// Pool size.
     pub max_connections: u32,
+    /// Hierarchy service endpoint (`http://host:port`).
+    pub hierarchy_url: String,
+    /// Ledger service endpoint.
+    pub ledger_url: String,
 }
 
 /// Why the service stopped.

@@ -1,1 +1,161 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: the five services on ephemeral
+//! ports over a fresh Postgres database, typed clients, the data set's
+//! location, and paging helpers that read whole collections.
+
+use std::path::PathBuf;
+
+use accrue_cli::stack::{Stack, StackConfig};
+use accrue_kit::server::MAX_MESSAGE_BYTES;
+use accrue_proto::attribution::v1 as attribution;
+use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
+use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_proto::ledger::v1 as ledger;
+use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use accrue_proto::payouts::v1::payout_service_client::PayoutServiceClient;
+use accrue_testkit::TestDb;
+use anyhow::Context;
+use tonic::transport::Channel;
+
+/// The UCI Online Retail directory: `ACCRUE_DATA_DIR`, else the repository's
+/// bundled copy (`data/uci_online_retail`), else `/work/shared/data/uci_online_retail`.
+pub fn data_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("ACCRUE_DATA_DIR")
+        && !dir.is_empty()
+    {
+        return PathBuf::from(dir);
+    }
+    let bundled = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/uci_online_retail"));
+    if bundled.join("online_retail.csv.gz").is_file() {
+        return bundled;
+    }
+    PathBuf::from("/work/shared/data/uci_online_retail")
+}
+
+/// Typed clients of the five services.
+#[derive(Clone)]
+pub struct Clients {
+    /// Hierarchy.
+    pub hierarchy: HierarchyServiceClient<Channel>,
+    /// Attribution.
+    pub attribution: AttributionServiceClient<Channel>,
+    /// Commission.
+    pub commission: CommissionServiceClient<Channel>,
+    /// Ledger.
+    pub ledger: LedgerServiceClient<Channel>,
+    /// Payouts.
+    pub payouts: PayoutServiceClient<Channel>,
+}
+
+impl Clients {
+    /// Clients for `endpoints`, with the services' message size limits.
+    pub fn connect(endpoints: &accrue_cli::stack::Endpoints) -> anyhow::Result<Clients> {
+        let channel = |url: &str| accrue_kit::client::channel(url).with_context(|| format!("channel to {url}"));
+        let m = MAX_MESSAGE_BYTES;
+        Ok(Clients {
+            hierarchy: HierarchyServiceClient::new(channel(&endpoints.hierarchy)?)
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
+            attribution: AttributionServiceClient::new(channel(&endpoints.attribution)?)
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
+            commission: CommissionServiceClient::new(channel(&endpoints.commission)?)
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
+            ledger: LedgerServiceClient::new(channel(&endpoints.ledger)?)
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
+            payouts: PayoutServiceClient::new(channel(&endpoints.payouts)?)
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
+        })
+    }
+}
+
+/// The five services on ephemeral ports over a fresh database. The database
+/// is dropped when this is dropped; call [`TestStack::shutdown`] first.
+pub struct TestStack {
+    /// The running services.
+    pub stack: Stack,
+    /// Clients of them.
+    pub clients: Clients,
+    /// The database (dropped last).
+    pub db: TestDb,
+}
+
+impl TestStack {
+    /// Creates a fresh database, migrates it and starts the services.
+    pub async fn start() -> anyhow::Result<TestStack> {
+        let db = TestDb::create().await.context("creating a test database")?;
+        let stack = Stack::start(StackConfig::for_tests(db.url.clone())).await.context("starting the stack")?;
+        let clients = Clients::connect(&stack.endpoints)?;
+        Ok(TestStack { stack, clients, db })
+    }
+
+    /// Stops the services (the database goes when `self` is dropped).
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let TestStack { stack, clients, db } = self;
+        drop(clients);
+        stack.shutdown().await?;
+        drop(db);
+        Ok(())
+    }
+}
+
+/// Every sale of a program (ListSales, all pages).
+pub async fn all_sales(clients: &Clients, program_id: &str) -> anyhow::Result<Vec<attribution::Sale>> {
+    let mut client = clients.attribution.clone();
+    let mut sales = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_sales(attribution::ListSalesRequest {
+                program_id: program_id.to_string(),
+                state: 0,
+                page_size: 1000,
+                page_token: page_token.clone(),
+            })
+            .await
+            .context("ListSales")?
+            .into_inner();
+        sales.extend(page.sales);
+        if page.next_page_token.is_empty() {
+            return Ok(sales);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Every ledger entry of a program (ListEntries, all pages, oldest first).
+pub async fn all_entries(clients: &Clients, program_id: &str) -> anyhow::Result<Vec<ledger::Entry>> {
+    let mut client = clients.ledger.clone();
+    let mut entries = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_entries(ledger::ListEntriesRequest {
+                program_id: program_id.to_string(),
+                page_size: 1000,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .context("ListEntries")?
+            .into_inner();
+        entries.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            return Ok(entries);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// A wire amount as an exact decimal (absent or empty → 0).
+pub fn amount(money: Option<&accrue_proto::types::v1::Money>) -> anyhow::Result<rust_decimal::Decimal> {
+    match money {
+        Some(m) if !m.amount.is_empty() => {
+            m.amount.parse().with_context(|| format!("amount {:?} is not a decimal", m.amount))
+        }
+        _ => Ok(rust_decimal::Decimal::ZERO),
+    }
+}

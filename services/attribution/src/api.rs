@@ -1,17 +1,470 @@
-//! tonic implementation of `AttributionService`.
+//! tonic implementation of `AttributionService`: decode and validate, call the
+//! store (and hierarchy for link partners), encode.
 
+use std::sync::Arc;
+
+use accrue_kit::FieldViolations;
+use accrue_kit::convert::{amount_to_proto, from_timestamp, parse_id, require_uuid, timestamp};
+use accrue_kit::error::{already_exists, db_error, failed_precondition, invalid_field, not_found};
+use accrue_kit::page;
+use accrue_money::Currency;
+use accrue_proto::attribution::v1 as pb;
+use accrue_proto::attribution::v1::attribution_service_server::AttributionService;
+use accrue_proto::hierarchy::v1 as hpb;
+use chrono::Utc;
 use sqlx::PgPool;
+use tokio::sync::Notify;
+use tonic::{Code, Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+use crate::domain::link::{MAX_URL_LEN, Split, check_key, check_splits};
+use crate::domain::sale::{EventType, MAX_ID_LEN, SaleInput, parse_sale};
+use crate::domain::state::{SagaState, SaleState};
+use crate::peers::Peers;
+use crate::store::{
+    self, Cursor, LeadRow, LinkInsert, LinkRow, NewLink, RecordOutcome, RetryOutcome, SagaRow, SaleRow,
+};
+
+/// Most sales in one RecordSales message.
+pub const MAX_SALES_PER_MESSAGE: usize = 1000;
+/// Longest request id.
+const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// The `AttributionService` implementation.
 #[derive(Debug, Clone)]
 pub struct AttributionApi {
-    #[allow(dead_code)]
     pool: PgPool,
+    peers: Peers,
+    notify: Arc<Notify>,
 }
 
 impl AttributionApi {
-    /// A new API over the service's pool.
-    pub fn new(pool: PgPool) -> Self {
-        AttributionApi { pool }
+    /// A new API over the service's pool, its peers, and the notifier that
+    /// wakes the local saga workers when sagas are started.
+    pub(crate) fn new(pool: PgPool, peers: Peers, notify: Arc<Notify>) -> Self {
+        AttributionApi { pool, peers, notify }
+    }
+
+    fn wake_workers(&self) {
+        self.notify.notify_waiters();
+    }
+
+    /// Checks that the owner and every split partner exist in the program and
+    /// are ACTIVE (hierarchy.GetUplines).
+    async fn check_partners(&self, program_id: Uuid, partner_ids: &[Uuid]) -> Result<(), Status> {
+        let mut client = self.peers.hierarchy.clone();
+        let response = client
+            .get_uplines(hpb::GetUplinesRequest {
+                program_id: program_id.to_string(),
+                partner_ids: partner_ids.iter().map(Uuid::to_string).collect(),
+            })
+            .await
+            .map_err(|status| match status.code() {
+                Code::NotFound | Code::FailedPrecondition | Code::InvalidArgument | Code::PermissionDenied => status,
+                _ => {
+                    tracing::warn!(error = %status, "hierarchy.GetUplines failed");
+                    Status::unavailable("the hierarchy service is unavailable; retry")
+                }
+            })?
+            .into_inner();
+        for id in partner_ids {
+            let id_text = id.to_string();
+            let partner = response
+                .uplines
+                .iter()
+                .filter_map(|u| u.partner.as_ref())
+                .find(|p| p.id == id_text)
+                .ok_or_else(|| not_found("partner", id))?;
+            if partner.status != hpb::PartnerStatus::Active as i32 {
+                let status = hpb::PartnerStatus::try_from(partner.status)
+                    .map_or_else(|_| partner.status.to_string(), |s| s.as_str_name().to_string());
+                return Err(failed_precondition(
+                    "PARTNER_NOT_ACTIVE",
+                    format!("partner {id} is {status}; link owners and split partners must be ACTIVE"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn record(&self, sales: &[SaleInput], prefix: impl Fn(usize) -> String) -> Result<Vec<SaleRow>, Status> {
+        match store::record_sales(&self.pool, sales).await.map_err(db_error)? {
+            RecordOutcome::Recorded { sales, sagas_started } => {
+                if sagas_started > 0 {
+                    self.wake_workers();
+                }
+                Ok(sales)
+            }
+            RecordOutcome::Conflict { index } => Err(already_exists(
+                "SALE_EXISTS_WITH_DIFFERENT_BODY",
+                format!(
+                    "{}external_id {:?} was already recorded in program {} with a different body",
+                    prefix(index),
+                    sales[index].external_id,
+                    sales[index].program_id
+                ),
+            )),
+        }
+    }
+}
+
+fn link_to_proto(row: LinkRow) -> pb::Link {
+    pb::Link {
+        id: row.id.to_string(),
+        program_id: row.program_id.to_string(),
+        owner_partner_id: row.owner_partner_id.to_string(),
+        key: row.key,
+        destination_url: row.destination_url,
+        splits: row
+            .splits
+            .0
+            .iter()
+            .map(|s| pb::LinkSplit { partner_id: s.partner_id.to_string(), basis_points: s.basis_points })
+            .collect(),
+        create_time: Some(timestamp(row.created_at)),
+    }
+}
+
+fn lead_to_proto(row: LeadRow, created: bool) -> pb::Lead {
+    pb::Lead {
+        program_id: row.program_id.to_string(),
+        customer_external_id: row.customer_external_id,
+        link_id: row.link_id.to_string(),
+        partner_id: row.partner_id.to_string(),
+        occurred_at: Some(timestamp(row.occurred_at)),
+        created,
+    }
+}
+
+fn sale_to_proto(row: SaleRow) -> pb::Sale {
+    let currency = Currency::from_code(&row.currency).ok();
+    let money = |amount| currency.map(|c| amount_to_proto(c, amount));
+    pb::Sale {
+        id: row.id.to_string(),
+        program_id: row.program_id.to_string(),
+        external_id: row.external_id,
+        customer_external_id: row.customer_external_id.unwrap_or_default(),
+        event_type: EventType::parse(&row.event_type).map_or(0, |e| e.to_proto() as i32),
+        amount: money(row.amount),
+        product_code: row.product_code,
+        service_code: row.service_code,
+        occurred_at: Some(timestamp(row.occurred_at)),
+        link_id: row.link_id.map(|id| id.to_string()).unwrap_or_default(),
+        partner_id: row.partner_id.map(|id| id.to_string()).unwrap_or_default(),
+        state: SaleState::parse(&row.state).map_or(0, |s| s.to_proto() as i32),
+        failure_reason: row.failure_reason,
+        saga_id: row.saga_id.map(|id| id.to_string()).unwrap_or_default(),
+        base_commission: row.base_commission.and_then(money),
+        total_commission: row.total_commission.and_then(money),
+        create_time: Some(timestamp(row.created_at)),
+    }
+}
+
+fn saga_to_proto(row: SagaRow, events: Vec<store::EventRow>) -> pb::Saga {
+    pb::Saga {
+        id: row.id.to_string(),
+        program_id: row.program_id.to_string(),
+        sale_id: row.sale_id.to_string(),
+        kind: row.kind,
+        state: SagaState::parse(&row.state).map_or(0, |s| s.to_proto() as i32),
+        generation: row.generation,
+        owner: row.owner.unwrap_or_default(),
+        lease_expire_time: row.lease_expires_at.map(timestamp),
+        failure_reason: row.failure_reason,
+        attempt: row.attempt,
+        events: events
+            .into_iter()
+            .map(|event| {
+                // The run is part of the detail so that one log shows every run.
+                let detail = match event.detail {
+                    serde_json::Value::Object(mut map) => {
+                        map.insert("run".to_string(), serde_json::json!(event.run));
+                        serde_json::Value::Object(map)
+                    }
+                    other => serde_json::json!({ "run": event.run, "value": other }),
+                };
+                pb::SagaStepEvent {
+                    step: event.step,
+                    event: event.event,
+                    detail: detail.to_string(),
+                    generation: event.generation,
+                    event_time: Some(timestamp(event.created_at)),
+                }
+            })
+            .collect(),
+        create_time: Some(timestamp(row.created_at)),
+        update_time: Some(timestamp(row.updated_at)),
+    }
+}
+
+fn required_program(value: &str) -> Result<Uuid, Status> {
+    parse_id("program_id", value)
+}
+
+#[tonic::async_trait]
+impl AttributionService for AttributionApi {
+    /// Creates a link. INVALID_ARGUMENT for a bad key or split config (field
+    /// violations such as `link.splits[1].basis_points`), NOT_FOUND for an
+    /// unknown partner, FAILED_PRECONDITION PARTNER_NOT_ACTIVE (or the
+    /// hierarchy's WRONG_PROGRAM), ALREADY_EXISTS LINK_KEY_TAKEN. Idempotent
+    /// on `request_id`. Nothing is written on rejection.
+    async fn create_link(&self, request: Request<pb::CreateLinkRequest>) -> Result<Response<pb::Link>, Status> {
+        let req = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &req.program_id, &mut violations);
+        let link = req.link.unwrap_or_else(|| {
+            violations.add("link", "is required");
+            pb::Link::default()
+        });
+        let owner = require_uuid("link.owner_partner_id", &link.owner_partner_id, &mut violations);
+        check_key("link.key", &link.key, &mut violations);
+        if link.destination_url.len() > MAX_URL_LEN {
+            violations.add("link.destination_url", format!("must be at most {MAX_URL_LEN} bytes"));
+        }
+        let parsed: Vec<(Option<Uuid>, i32)> = link
+            .splits
+            .iter()
+            .enumerate()
+            .map(|(i, split)| {
+                (
+                    require_uuid(&format!("link.splits[{i}].partner_id"), &split.partner_id, &mut violations),
+                    split.basis_points,
+                )
+            })
+            .collect();
+        check_splits("link.splits", owner, &parsed, &mut violations);
+        if req.request_id.len() > MAX_REQUEST_ID_LEN {
+            violations.add("request_id", format!("must be at most {MAX_REQUEST_ID_LEN} bytes"));
+        }
+        violations.into_result()?;
+        let (Some(program_id), Some(owner)) = (program_id, owner) else {
+            return Err(invalid_field("program_id", "is required"));
+        };
+        let splits: Vec<Split> = parsed
+            .iter()
+            .filter_map(|(partner, bps)| partner.map(|partner_id| Split { partner_id, basis_points: *bps }))
+            .collect();
+        let request_id = (!req.request_id.is_empty()).then_some(req.request_id);
+        if let Some(request_id) = &request_id
+            && let Some(existing) =
+                store::link_by_request(&self.pool, program_id, request_id).await.map_err(db_error)?
+        {
+            return Ok(Response::new(link_to_proto(existing)));
+        }
+        let mut partners = vec![owner];
+        partners.extend(splits.iter().map(|s| s.partner_id));
+        self.check_partners(program_id, &partners).await?;
+        let new = NewLink {
+            program_id,
+            owner_partner_id: owner,
+            key: link.key.clone(),
+            destination_url: link.destination_url,
+            splits,
+            request_id,
+        };
+        match store::insert_link(&self.pool, &new).await.map_err(db_error)? {
+            LinkInsert::Stored(row) => Ok(Response::new(link_to_proto(row))),
+            LinkInsert::KeyTaken => Err(already_exists(
+                "LINK_KEY_TAKEN",
+                format!("link key {:?} is already used in program {program_id}", link.key),
+            )),
+        }
+    }
+
+    /// Gets a link. NOT_FOUND when absent.
+    async fn get_link(&self, request: Request<pb::GetLinkRequest>) -> Result<Response<pb::Link>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        let row = store::get_link(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("link", id))?;
+        Ok(Response::new(link_to_proto(row)))
+    }
+
+    /// Lists a program's links, oldest first (optionally one owner's).
+    async fn list_links(
+        &self,
+        request: Request<pb::ListLinksRequest>,
+    ) -> Result<Response<pb::ListLinksResponse>, Status> {
+        let req = request.into_inner();
+        let program_id = required_program(&req.program_id)?;
+        let mut violations = FieldViolations::new();
+        let owner = accrue_kit::convert::optional_uuid("owner_partner_id", &req.owner_partner_id, &mut violations);
+        violations.into_result()?;
+        let limit = page::page_size(req.page_size)?;
+        let cursor: Option<Cursor> = page::decode(&req.page_token)?;
+        let mut rows = store::list_links(&self.pool, program_id, owner, cursor, limit + 1).await.map_err(db_error)?;
+        let next = next_token(&mut rows, limit, |row| Cursor { t: row.created_at, id: row.id });
+        Ok(Response::new(pb::ListLinksResponse {
+            links: rows.into_iter().map(link_to_proto).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    /// First touch: stores the lead unless the customer already has one
+    /// (`created` tells which). NOT_FOUND when the link is not in the program.
+    async fn track_lead(&self, request: Request<pb::TrackLeadRequest>) -> Result<Response<pb::Lead>, Status> {
+        let req = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &req.program_id, &mut violations);
+        let link_id = require_uuid("link_id", &req.link_id, &mut violations);
+        if req.customer_external_id.trim().is_empty() {
+            violations.add("customer_external_id", "is required");
+        } else if req.customer_external_id.len() > MAX_ID_LEN {
+            violations.add("customer_external_id", format!("must be at most {MAX_ID_LEN} bytes"));
+        }
+        let occurred_at = from_timestamp("occurred_at", req.occurred_at.as_ref(), &mut violations);
+        violations.into_result()?;
+        let (Some(program_id), Some(link_id)) = (program_id, link_id) else {
+            return Err(invalid_field("link_id", "is required"));
+        };
+        let link = store::get_link(&self.pool, link_id)
+            .await
+            .map_err(db_error)?
+            .filter(|link| link.program_id == program_id)
+            .ok_or_else(|| not_found("link", link_id))?;
+        let (lead, created) =
+            store::track_lead(&self.pool, &link, &req.customer_external_id, occurred_at.unwrap_or_else(Utc::now))
+                .await
+                .map_err(db_error)?;
+        Ok(Response::new(lead_to_proto(lead, created)))
+    }
+
+    /// Records one sale and starts its saga in the same transaction.
+    /// INVALID_ARGUMENT for a bad sale; ALREADY_EXISTS when the external id was
+    /// recorded with a different body (the same body returns the stored sale).
+    async fn record_sale(&self, request: Request<pb::RecordSaleRequest>) -> Result<Response<pb::Sale>, Status> {
+        let req = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let sale = parse_sale("", &req, &mut violations);
+        violations.into_result()?;
+        let Some(sale) = sale else {
+            return Err(invalid_field("sale", "is invalid"));
+        };
+        let mut rows = self.record(std::slice::from_ref(&sale), |_| String::new()).await?;
+        let row = rows.pop().ok_or_else(|| accrue_kit::internal("record_sales returned no sale"))?;
+        Ok(Response::new(sale_to_proto(row)))
+    }
+
+    /// Records batches of sales (≤ 1000 per message), each message in one
+    /// transaction; an invalid sale fails the call naming `sales[i].…` and
+    /// nothing of its message is written (earlier messages stay recorded).
+    async fn record_sales(
+        &self,
+        request: Request<Streaming<pb::RecordSalesRequest>>,
+    ) -> Result<Response<pb::RecordSalesResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut out = Vec::new();
+        while let Some(message) = stream.message().await? {
+            if message.sales.is_empty() {
+                continue;
+            }
+            if message.sales.len() > MAX_SALES_PER_MESSAGE {
+                return Err(invalid_field(
+                    "sales",
+                    format!("at most {MAX_SALES_PER_MESSAGE} sales per message (got {})", message.sales.len()),
+                ));
+            }
+            let mut violations = FieldViolations::new();
+            let parsed: Vec<Option<SaleInput>> = message
+                .sales
+                .iter()
+                .enumerate()
+                .map(|(i, sale)| parse_sale(&format!("sales[{i}]."), sale, &mut violations))
+                .collect();
+            violations.into_result()?;
+            let sales: Vec<SaleInput> = parsed.into_iter().flatten().collect();
+            let rows = self.record(&sales, |i| format!("sales[{i}].")).await?;
+            out.extend(rows.into_iter().map(sale_to_proto));
+        }
+        Ok(Response::new(pb::RecordSalesResponse { sales: out }))
+    }
+
+    /// Gets a sale. NOT_FOUND when absent.
+    async fn get_sale(&self, request: Request<pb::GetSaleRequest>) -> Result<Response<pb::Sale>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        let row = store::get_sale(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("sale", id))?;
+        Ok(Response::new(sale_to_proto(row)))
+    }
+
+    /// Lists a program's sales by (occurred_at, id), optionally in one state,
+    /// with the total count.
+    async fn list_sales(
+        &self,
+        request: Request<pb::ListSalesRequest>,
+    ) -> Result<Response<pb::ListSalesResponse>, Status> {
+        let req = request.into_inner();
+        let program_id = required_program(&req.program_id)?;
+        let state = pb::SaleState::try_from(req.state)
+            .map_err(|_| invalid_field("state", format!("unknown sale state {}", req.state)))
+            .map(SaleState::from_proto)?;
+        let limit = page::page_size(req.page_size)?;
+        let cursor: Option<Cursor> = page::decode(&req.page_token)?;
+        let (mut rows, total) =
+            store::list_sales(&self.pool, program_id, state, cursor, limit + 1).await.map_err(db_error)?;
+        let next = next_token(&mut rows, limit, |row| Cursor { t: row.occurred_at, id: row.id });
+        Ok(Response::new(pb::ListSalesResponse {
+            sales: rows.into_iter().map(sale_to_proto).collect(),
+            next_page_token: next,
+            total_size: total,
+        }))
+    }
+
+    /// Gets a saga with its step log (every run, oldest first; each event's
+    /// detail carries its `run`). NOT_FOUND when absent.
+    async fn get_saga(&self, request: Request<pb::GetSagaRequest>) -> Result<Response<pb::Saga>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        let row = store::get_saga(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("saga", id))?;
+        let events = store::saga_events(&self.pool, id).await.map_err(db_error)?;
+        Ok(Response::new(saga_to_proto(row, events)))
+    }
+
+    /// Lists a program's sagas, oldest first, optionally in one state, with the total count.
+    async fn list_sagas(
+        &self,
+        request: Request<pb::ListSagasRequest>,
+    ) -> Result<Response<pb::ListSagasResponse>, Status> {
+        let req = request.into_inner();
+        let program_id = required_program(&req.program_id)?;
+        let state = pb::SagaState::try_from(req.state)
+            .map_err(|_| invalid_field("state", format!("unknown saga state {}", req.state)))
+            .map(SagaState::from_proto)?;
+        let limit = page::page_size(req.page_size)?;
+        let cursor: Option<Cursor> = page::decode(&req.page_token)?;
+        let (mut rows, total) =
+            store::list_sagas(&self.pool, program_id, state, cursor, limit + 1).await.map_err(db_error)?;
+        let next = next_token(&mut rows, limit, |row| Cursor { t: row.created_at, id: row.id });
+        Ok(Response::new(pb::ListSagasResponse {
+            sagas: rows.into_iter().map(|row| saga_to_proto(row, Vec::new())).collect(),
+            next_page_token: next,
+            total_size: total,
+        }))
+    }
+
+    /// Starts a FAILED saga again: a new run (its own log and ledger key),
+    /// attempt 0, sale back to PENDING. FAILED_PRECONDITION SAGA_NOT_FAILED
+    /// otherwise; NOT_FOUND when absent.
+    async fn retry_saga(&self, request: Request<pb::RetrySagaRequest>) -> Result<Response<pb::Saga>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        match store::retry_saga(&self.pool, id).await.map_err(db_error)? {
+            RetryOutcome::NotFound => Err(not_found("saga", id)),
+            RetryOutcome::NotFailed(state) => Err(failed_precondition(
+                "SAGA_NOT_FAILED",
+                format!("saga {id} is {state}; only a failed saga can be retried"),
+            )),
+            RetryOutcome::Restarted(row) => {
+                self.wake_workers();
+                let events = store::saga_events(&self.pool, id).await.map_err(db_error)?;
+                Ok(Response::new(saga_to_proto(row, events)))
+            }
+        }
+    }
+}
+
+/// Trims the look-ahead row and returns the next page token (empty at the end).
+fn next_token<T>(rows: &mut Vec<T>, limit: i64, cursor: impl Fn(&T) -> Cursor) -> String {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|row| page::encode(&cursor(row))).unwrap_or_default()
+    } else {
+        String::new()
     }
 }

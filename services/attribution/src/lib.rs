@@ -1,25 +1,29 @@
-//! Accrue attribution service (`accrue.attribution.v1.AttributionService`): programs
-//! (tenants and their settings) and the partner tree — status, role, parent
-//! edge and a denormalized ancestor path kept in step by `SetParent` (seed 004).
+//! Accrue attribution service (`accrue.attribution.v1.AttributionService`):
+//! links with immutable split configs, first-touch leads, sales, and the
+//! SettleSale saga that drives every attributed sale through hierarchy,
+//! commission and ledger (DESIGN §3).
 //!
-//! Owns the `attribution` schema and nothing else.
+//! Owns the `attribution` schema and nothing else; talks to the other services
+//! only over gRPC.
 
 mod api;
 mod domain;
+mod peers;
+mod saga;
 mod store;
 
 pub use api::AttributionApi;
+pub use saga::{Permanent, SagaOptions, Step};
 
-/// Saga worker options (placeholder until the saga engine lands).
-#[derive(Debug, Clone, Default)]
-pub struct SagaOptions {}
+use std::sync::Arc;
 
-
+use accrue_kit::client::ClientError;
 use accrue_kit::db::{DbConfig, DbError};
 use accrue_kit::server::{Hosted, MAX_MESSAGE_BYTES, ServeError};
 use accrue_proto::attribution::v1::attribution_service_server::AttributionServiceServer;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
@@ -55,22 +59,36 @@ pub enum Error {
     /// The database could not be set up.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// A peer URL is invalid.
+    #[error(transparent)]
+    Client(#[from] ClientError),
     /// The server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
 }
 
-/// Runs the service on `listener` until `shutdown` is cancelled.
+/// Runs the service on `listener` until `shutdown` is cancelled, together with
+/// `SagaOptions::workers` saga workers. On shutdown the RPCs drain, each worker
+/// finishes its current step and releases its leases, then this returns.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
     let pool = accrue_kit::db::pool(&DbConfig {
         url: config.database_url,
         schema: SCHEMA.to_string(),
         max_connections: config.max_connections,
     })?;
-    let server = AttributionServiceServer::new(AttributionApi::new(pool.clone()))
+    let peers = peers::Peers::connect(&config.hierarchy_url, &config.commission_url, &config.ledger_url)?;
+    let notify = Arc::new(Notify::new());
+    let worker_shutdown = shutdown.child_token();
+    let workers =
+        saga::spawn_workers(pool.clone(), peers.clone(), config.saga, notify.clone(), worker_shutdown.clone());
+    let server = AttributionServiceServer::new(AttributionApi::new(pool.clone(), peers, notify))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let hosted = Hosted { routes: Routes::new(server), service_name: SERVICE_NAME, pool, schema: SCHEMA, migrator: &MIGRATOR };
-    accrue_kit::server::serve(listener, hosted, shutdown).await?;
+    let hosted =
+        Hosted { routes: Routes::new(server), service_name: SERVICE_NAME, pool, schema: SCHEMA, migrator: &MIGRATOR };
+    let served = accrue_kit::server::serve(listener, hosted, shutdown).await;
+    worker_shutdown.cancel();
+    workers.join_all().await;
+    served?;
     Ok(())
 }

@@ -1,1 +1,602 @@
-//! sqlx access to the attribution schema.
+//! sqlx access to the attribution schema for the API: links, leads, sales
+//! (with the transactional outbox that starts each sale's saga) and saga reads.
+//! The saga engine's own queries live in `saga::engine`.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::domain::link::Split;
+use crate::domain::sale::SaleInput;
+use crate::domain::state::{SagaState, SaleState};
+
+/// A stored link.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct LinkRow {
+    pub(crate) id: Uuid,
+    pub(crate) program_id: Uuid,
+    pub(crate) owner_partner_id: Uuid,
+    pub(crate) key: String,
+    pub(crate) destination_url: String,
+    pub(crate) splits: Json<Vec<Split>>,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// A link to insert.
+#[derive(Debug, Clone)]
+pub(crate) struct NewLink {
+    pub(crate) program_id: Uuid,
+    pub(crate) owner_partner_id: Uuid,
+    pub(crate) key: String,
+    pub(crate) destination_url: String,
+    pub(crate) splits: Vec<Split>,
+    pub(crate) request_id: Option<String>,
+}
+
+/// What inserting a link did.
+#[derive(Debug)]
+pub(crate) enum LinkInsert {
+    /// Created (or replayed by request id).
+    Stored(LinkRow),
+    /// The key is taken in the program.
+    KeyTaken,
+}
+
+/// A stored lead.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct LeadRow {
+    pub(crate) program_id: Uuid,
+    pub(crate) customer_external_id: String,
+    pub(crate) link_id: Uuid,
+    pub(crate) partner_id: Uuid,
+    pub(crate) occurred_at: DateTime<Utc>,
+}
+
+/// A stored sale.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct SaleRow {
+    pub(crate) id: Uuid,
+    pub(crate) program_id: Uuid,
+    pub(crate) external_id: String,
+    pub(crate) request_hash: String,
+    pub(crate) customer_external_id: Option<String>,
+    pub(crate) event_type: String,
+    pub(crate) currency: String,
+    pub(crate) amount: Decimal,
+    pub(crate) product_code: String,
+    pub(crate) service_code: String,
+    pub(crate) occurred_at: DateTime<Utc>,
+    pub(crate) link_id: Option<Uuid>,
+    pub(crate) partner_id: Option<Uuid>,
+    pub(crate) state: String,
+    pub(crate) failure_reason: String,
+    pub(crate) saga_id: Option<Uuid>,
+    pub(crate) base_commission: Option<Decimal>,
+    pub(crate) total_commission: Option<Decimal>,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+const SALE_COLUMNS: &str = "id, program_id, external_id, request_hash, customer_external_id, event_type, currency, \
+    amount, product_code, service_code, occurred_at, link_id, partner_id, state, failure_reason, saga_id, \
+    base_commission, total_commission, created_at";
+
+/// A stored saga.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct SagaRow {
+    pub(crate) id: Uuid,
+    pub(crate) program_id: Uuid,
+    pub(crate) sale_id: Uuid,
+    pub(crate) kind: String,
+    pub(crate) state: String,
+    pub(crate) generation: i64,
+    pub(crate) owner: Option<String>,
+    pub(crate) lease_expires_at: Option<DateTime<Utc>>,
+    pub(crate) attempt: i32,
+    pub(crate) failure_reason: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+}
+
+const SAGA_COLUMNS: &str = "id, program_id, sale_id, kind, state, generation, owner, lease_expires_at, attempt, \
+    failure_reason, created_at, updated_at";
+
+/// One row of a saga's step log.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct EventRow {
+    pub(crate) run: i32,
+    pub(crate) step: String,
+    pub(crate) event: String,
+    pub(crate) detail: serde_json::Value,
+    pub(crate) generation: i64,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// Keyset cursor over (time, id).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Cursor {
+    /// Last row's time.
+    pub(crate) t: DateTime<Utc>,
+    /// Last row's id.
+    pub(crate) id: Uuid,
+}
+
+// ---------------------------------------------------------------- links
+
+/// The link created earlier under `request_id` in the program, if any.
+pub(crate) async fn link_by_request(
+    pool: &PgPool,
+    program_id: Uuid,
+    request_id: &str,
+) -> Result<Option<LinkRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, program_id, owner_partner_id, key, destination_url, splits, created_at
+         FROM links WHERE program_id = $1 AND request_id = $2",
+    )
+    .bind(program_id)
+    .bind(request_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Inserts a link; a request-id race returns the winner's link, a taken key
+/// returns [`LinkInsert::KeyTaken`].
+pub(crate) async fn insert_link(pool: &PgPool, link: &NewLink) -> Result<LinkInsert, sqlx::Error> {
+    let inserted: Result<LinkRow, sqlx::Error> = sqlx::query_as(
+        "INSERT INTO links (id, program_id, owner_partner_id, key, destination_url, splits, request_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING id, program_id, owner_partner_id, key, destination_url, splits, created_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(link.program_id)
+    .bind(link.owner_partner_id)
+    .bind(&link.key)
+    .bind(&link.destination_url)
+    .bind(Json(&link.splits))
+    .bind(link.request_id.as_deref())
+    .fetch_one(pool)
+    .await;
+    match inserted {
+        Ok(row) => Ok(LinkInsert::Stored(row)),
+        Err(error) if accrue_kit::error::is_unique_violation(&error) => {
+            if let Some(request_id) = &link.request_id
+                && let Some(existing) = link_by_request(pool, link.program_id, request_id).await?
+            {
+                return Ok(LinkInsert::Stored(existing));
+            }
+            Ok(LinkInsert::KeyTaken)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// A link by id.
+pub(crate) async fn get_link(pool: &PgPool, id: Uuid) -> Result<Option<LinkRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, program_id, owner_partner_id, key, destination_url, splits, created_at FROM links WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A program's links, oldest first, after `cursor`, at most `limit`.
+pub(crate) async fn list_links(
+    pool: &PgPool,
+    program_id: Uuid,
+    owner: Option<Uuid>,
+    cursor: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<LinkRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, program_id, owner_partner_id, key, destination_url, splits, created_at FROM links
+         WHERE program_id = $1 AND ($2::uuid IS NULL OR owner_partner_id = $2)
+           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
+         ORDER BY created_at, id LIMIT $5",
+    )
+    .bind(program_id)
+    .bind(owner)
+    .bind(cursor.map(|c| c.t))
+    .bind(cursor.map(|c| c.id))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+// ---------------------------------------------------------------- leads
+
+/// First touch: stores the lead unless the customer already has one; returns
+/// the stored lead and whether this call created it.
+pub(crate) async fn track_lead(
+    pool: &PgPool,
+    link: &LinkRow,
+    customer: &str,
+    occurred_at: DateTime<Utc>,
+) -> Result<(LeadRow, bool), sqlx::Error> {
+    let created: Option<LeadRow> = sqlx::query_as(
+        "INSERT INTO leads (program_id, customer_external_id, link_id, partner_id, occurred_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (program_id, customer_external_id) DO NOTHING
+         RETURNING program_id, customer_external_id, link_id, partner_id, occurred_at",
+    )
+    .bind(link.program_id)
+    .bind(customer)
+    .bind(link.id)
+    .bind(link.owner_partner_id)
+    .bind(occurred_at)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(lead) = created {
+        return Ok((lead, true));
+    }
+    let existing: LeadRow = sqlx::query_as(
+        "SELECT program_id, customer_external_id, link_id, partner_id, occurred_at FROM leads
+         WHERE program_id = $1 AND customer_external_id = $2",
+    )
+    .bind(link.program_id)
+    .bind(customer)
+    .fetch_one(pool)
+    .await?;
+    Ok((existing, false))
+}
+
+// ---------------------------------------------------------------- sales
+
+/// What recording a batch of sales did.
+#[derive(Debug)]
+pub(crate) enum RecordOutcome {
+    /// Every sale, in input order (replays return the stored sale).
+    Recorded {
+        /// The sales.
+        sales: Vec<SaleRow>,
+        /// How many sagas were started.
+        sagas_started: usize,
+    },
+    /// Input `index` reuses an external id with a different body; nothing was written.
+    Conflict {
+        /// Input index.
+        index: usize,
+    },
+}
+
+#[derive(sqlx::FromRow)]
+struct Attribution {
+    program_id: Uuid,
+    customer_external_id: String,
+    link_id: Uuid,
+    partner_id: Uuid,
+    splits: serde_json::Value,
+}
+
+/// Records a batch of validated sales in one transaction (set-based, UNNEST):
+/// idempotent on (program, external_id) with the request hash; each sale is
+/// attributed through its customer's lead to the link owner (with the link's
+/// splits snapshotted) and gets its SettleSale saga row in the same
+/// transaction (transactional outbox); a sale with no customer or no lead is
+/// UNATTRIBUTED and gets no saga.
+pub(crate) async fn record_sales(pool: &PgPool, sales: &[SaleInput]) -> Result<RecordOutcome, sqlx::Error> {
+    let hashes: Vec<String> = sales.iter().map(SaleInput::request_hash).collect();
+    // Duplicates inside the batch: the first occurrence stands for the rest.
+    let mut first: HashMap<(Uuid, &str), usize> = HashMap::new();
+    let mut unique: Vec<usize> = Vec::with_capacity(sales.len());
+    for (i, sale) in sales.iter().enumerate() {
+        match first.get(&(sale.program_id, sale.external_id.as_str())) {
+            Some(&j) if hashes[j] != hashes[i] => return Ok(RecordOutcome::Conflict { index: i }),
+            Some(_) => {}
+            None => {
+                first.insert((sale.program_id, sale.external_id.as_str()), i);
+                unique.push(i);
+            }
+        }
+    }
+
+    let mut tx = pool.begin().await?;
+    let programs: Vec<Uuid> = unique.iter().map(|&i| sales[i].program_id).collect();
+    let externals: Vec<String> = unique.iter().map(|&i| sales[i].external_id.clone()).collect();
+    let mut stored: HashMap<(Uuid, String), SaleRow> = fetch_by_external(&mut tx, &programs, &externals).await?;
+    for &i in &unique {
+        if let Some(row) = stored.get(&(sales[i].program_id, sales[i].external_id.clone()))
+            && row.request_hash != hashes[i]
+        {
+            return Ok(RecordOutcome::Conflict { index: i });
+        }
+    }
+    let fresh: Vec<usize> = unique
+        .iter()
+        .copied()
+        .filter(|&i| !stored.contains_key(&(sales[i].program_id, sales[i].external_id.clone())))
+        .collect();
+
+    let mut sagas_started = 0;
+    if !fresh.is_empty() {
+        // Attribution: customer → lead → link (owner, splits).
+        let with_customer: Vec<usize> =
+            fresh.iter().copied().filter(|&i| sales[i].customer_external_id.is_some()).collect();
+        let lead_programs: Vec<Uuid> = with_customer.iter().map(|&i| sales[i].program_id).collect();
+        let lead_customers: Vec<String> =
+            with_customer.iter().map(|&i| sales[i].customer_external_id.clone().unwrap_or_default()).collect();
+        let attributions: Vec<Attribution> = sqlx::query_as(
+            "SELECT DISTINCT l.program_id, l.customer_external_id, l.link_id, k.owner_partner_id AS partner_id, k.splits
+             FROM UNNEST($1::uuid[], $2::text[]) AS u(program_id, customer)
+             JOIN leads l ON l.program_id = u.program_id AND l.customer_external_id = u.customer
+             JOIN links k ON k.id = l.link_id",
+        )
+        .bind(&lead_programs)
+        .bind(&lead_customers)
+        .fetch_all(&mut *tx)
+        .await?;
+        let by_customer: HashMap<(Uuid, &str), &Attribution> =
+            attributions.iter().map(|a| ((a.program_id, a.customer_external_id.as_str()), a)).collect();
+
+        let n = fresh.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut program_ids = Vec::with_capacity(n);
+        let mut external_ids = Vec::with_capacity(n);
+        let mut request_hashes = Vec::with_capacity(n);
+        let mut customers: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut event_types = Vec::with_capacity(n);
+        let mut currencies = Vec::with_capacity(n);
+        let mut amounts = Vec::with_capacity(n);
+        let mut products = Vec::with_capacity(n);
+        let mut services = Vec::with_capacity(n);
+        let mut occurred = Vec::with_capacity(n);
+        let mut link_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
+        let mut partner_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
+        let mut splits: Vec<serde_json::Value> = Vec::with_capacity(n);
+        let mut states = Vec::with_capacity(n);
+        let mut saga_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
+        for &i in &fresh {
+            let sale = &sales[i];
+            let attribution = sale
+                .customer_external_id
+                .as_deref()
+                .and_then(|customer| by_customer.get(&(sale.program_id, customer)).copied());
+            ids.push(Uuid::now_v7());
+            program_ids.push(sale.program_id);
+            external_ids.push(sale.external_id.clone());
+            request_hashes.push(hashes[i].clone());
+            customers.push(sale.customer_external_id.clone());
+            event_types.push(sale.event_type.as_str().to_string());
+            currencies.push(sale.amount.currency.code().to_string());
+            amounts.push(sale.amount.amount);
+            products.push(sale.product_code.clone());
+            services.push(sale.service_code.clone());
+            occurred.push(sale.occurred_at);
+            link_ids.push(attribution.map(|a| a.link_id));
+            partner_ids.push(attribution.map(|a| a.partner_id));
+            splits.push(attribution.map_or_else(|| serde_json::json!([]), |a| a.splits.clone()));
+            let state = if attribution.is_some() { SaleState::Pending } else { SaleState::Unattributed };
+            states.push(state.as_str().to_string());
+            saga_ids.push(attribution.map(|_| Uuid::now_v7()));
+        }
+        let inserted: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO sales (id, program_id, external_id, request_hash, customer_external_id, event_type, currency,
+                 amount, product_code, service_code, occurred_at, link_id, partner_id, splits, state, saga_id)
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                 $8::numeric[], $9::text[], $10::text[], $11::timestamptz[], $12::uuid[], $13::uuid[], $14::jsonb[],
+                 $15::text[], $16::uuid[])
+             ON CONFLICT (program_id, external_id) DO NOTHING
+             RETURNING {SALE_COLUMNS}"
+        )))
+        .bind(&ids)
+        .bind(&program_ids)
+        .bind(&external_ids)
+        .bind(&request_hashes)
+        .bind(&customers)
+        .bind(&event_types)
+        .bind(&currencies)
+        .bind(&amounts)
+        .bind(&products)
+        .bind(&services)
+        .bind(&occurred)
+        .bind(&link_ids)
+        .bind(&partner_ids)
+        .bind(&splits)
+        .bind(&states)
+        .bind(&saga_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+
+        let started: Vec<&SaleRow> = inserted.iter().filter(|row| row.saga_id.is_some()).collect();
+        if !started.is_empty() {
+            let saga_ids: Vec<Uuid> = started.iter().filter_map(|row| row.saga_id).collect();
+            let saga_programs: Vec<Uuid> = started.iter().map(|row| row.program_id).collect();
+            let saga_sales: Vec<Uuid> = started.iter().map(|row| row.id).collect();
+            sqlx::query(
+                "INSERT INTO sagas (id, program_id, sale_id, kind, state)
+                 SELECT id, program_id, sale_id, 'SETTLE_SALE', 'running'
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS u(id, program_id, sale_id)",
+            )
+            .bind(&saga_ids)
+            .bind(&saga_programs)
+            .bind(&saga_sales)
+            .execute(&mut *tx)
+            .await?;
+            sagas_started = saga_ids.len();
+        }
+        let inserted_keys: HashSet<(Uuid, String)> =
+            inserted.iter().map(|row| (row.program_id, row.external_id.clone())).collect();
+        for row in inserted {
+            stored.insert((row.program_id, row.external_id.clone()), row);
+        }
+        // A concurrent call inserted some of ours first: read theirs and compare.
+        let lost: Vec<usize> = fresh
+            .iter()
+            .copied()
+            .filter(|&i| !inserted_keys.contains(&(sales[i].program_id, sales[i].external_id.clone())))
+            .collect();
+        if !lost.is_empty() {
+            let programs: Vec<Uuid> = lost.iter().map(|&i| sales[i].program_id).collect();
+            let externals: Vec<String> = lost.iter().map(|&i| sales[i].external_id.clone()).collect();
+            let winners = fetch_by_external(&mut tx, &programs, &externals).await?;
+            for &i in &lost {
+                match winners.get(&(sales[i].program_id, sales[i].external_id.clone())) {
+                    Some(row) if row.request_hash == hashes[i] => {}
+                    _ => return Ok(RecordOutcome::Conflict { index: i }),
+                }
+            }
+            stored.extend(winners);
+        }
+    }
+    tx.commit().await?;
+
+    let mut out = Vec::with_capacity(sales.len());
+    for sale in sales {
+        match stored.get(&(sale.program_id, sale.external_id.clone())) {
+            Some(row) => out.push(row.clone()),
+            None => return Err(sqlx::Error::RowNotFound),
+        }
+    }
+    Ok(RecordOutcome::Recorded { sales: out, sagas_started })
+}
+
+async fn fetch_by_external(
+    tx: &mut Transaction<'_, Postgres>,
+    programs: &[Uuid],
+    externals: &[String],
+) -> Result<HashMap<(Uuid, String), SaleRow>, sqlx::Error> {
+    let rows: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM sales s JOIN UNNEST($1::uuid[], $2::text[]) AS u(program_id, external_id)
+           ON s.program_id = u.program_id AND s.external_id = u.external_id",
+        SALE_COLUMNS.split(", ").map(|c| format!("s.{}", c.trim())).collect::<Vec<_>>().join(", ")
+    )))
+    .bind(programs)
+    .bind(externals)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|row| ((row.program_id, row.external_id.clone()), row)).collect())
+}
+
+/// A sale by id.
+pub(crate) async fn get_sale(pool: &PgPool, id: Uuid) -> Result<Option<SaleRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SALE_COLUMNS} FROM sales WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A program's sales by (occurred_at, id) after `cursor`, and how many match the filter.
+pub(crate) async fn list_sales(
+    pool: &PgPool,
+    program_id: Uuid,
+    state: Option<SaleState>,
+    cursor: Option<Cursor>,
+    limit: i64,
+) -> Result<(Vec<SaleRow>, i64), sqlx::Error> {
+    let state = state.map(SaleState::as_str);
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SALE_COLUMNS} FROM sales
+         WHERE program_id = $1 AND ($2::text IS NULL OR state = $2)
+           AND ($3::timestamptz IS NULL OR (occurred_at, id) > ($3, $4))
+         ORDER BY occurred_at, id LIMIT $5"
+    )))
+    .bind(program_id)
+    .bind(state)
+    .bind(cursor.map(|c| c.t))
+    .bind(cursor.map(|c| c.id))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sales WHERE program_id = $1 AND ($2::text IS NULL OR state = $2)")
+            .bind(program_id)
+            .bind(state)
+            .fetch_one(pool)
+            .await?;
+    Ok((rows, total))
+}
+
+// ---------------------------------------------------------------- sagas
+
+/// A saga by id.
+pub(crate) async fn get_saga(pool: &PgPool, id: Uuid) -> Result<Option<SagaRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A saga's step log across all runs, oldest first.
+pub(crate) async fn saga_events(pool: &PgPool, id: Uuid) -> Result<Vec<EventRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT run, step, event, detail, generation, created_at FROM saga_step_events WHERE saga_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}
+
+/// A program's sagas, oldest first, after `cursor`, and how many match the filter.
+pub(crate) async fn list_sagas(
+    pool: &PgPool,
+    program_id: Uuid,
+    state: Option<SagaState>,
+    cursor: Option<Cursor>,
+    limit: i64,
+) -> Result<(Vec<SagaRow>, i64), sqlx::Error> {
+    let state = state.map(SagaState::as_str);
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SAGA_COLUMNS} FROM sagas
+         WHERE program_id = $1 AND ($2::text IS NULL OR state = $2)
+           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
+         ORDER BY created_at, id LIMIT $5"
+    )))
+    .bind(program_id)
+    .bind(state)
+    .bind(cursor.map(|c| c.t))
+    .bind(cursor.map(|c| c.id))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sagas WHERE program_id = $1 AND ($2::text IS NULL OR state = $2)")
+            .bind(program_id)
+            .bind(state)
+            .fetch_one(pool)
+            .await?;
+    Ok((rows, total))
+}
+
+/// What RetrySaga did.
+#[derive(Debug)]
+pub(crate) enum RetryOutcome {
+    /// Restarted: a new run, attempt 0, state running, sale back to PENDING.
+    Restarted(SagaRow),
+    /// No such saga.
+    NotFound,
+    /// The saga is not FAILED (its current state).
+    NotFailed(String),
+}
+
+/// Starts a FAILED saga again (a new run with its own log) and puts its sale
+/// back to PENDING, in one transaction.
+pub(crate) async fn retry_saga(pool: &PgPool, id: Uuid) -> Result<RetryOutcome, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let current: Option<(String,)> =
+        sqlx::query_as("SELECT state FROM sagas WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
+    let Some((state,)) = current else {
+        return Ok(RetryOutcome::NotFound);
+    };
+    if state != SagaState::Failed.as_str() {
+        return Ok(RetryOutcome::NotFailed(state));
+    }
+    let saga: SagaRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE sagas SET run = run + 1, attempt = 0, state = 'running', owner = NULL, lease_expires_at = NULL,
+             next_attempt_at = now(), failure_reason = '', updated_at = now()
+         WHERE id = $1 RETURNING {SAGA_COLUMNS}"
+    )))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE sales SET state = 'PENDING', failure_reason = '', base_commission = NULL, total_commission = NULL
+         WHERE id = $1",
+    )
+    .bind(saga.sale_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(RetryOutcome::Restarted(saga))
+}

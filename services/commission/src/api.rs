@@ -1,11 +1,23 @@
-//! tonic implementation of `CommissionService`.
+//! tonic implementation of `CommissionService`: decode and validate, call the
+//! store and the pure domain, encode.
 
+use accrue_kit::FieldViolations;
+use accrue_kit::convert::{optional_uuid, require_uuid, timestamp};
+use accrue_proto::commission::v1 as pb;
+use accrue_proto::commission::v1::commission_service_server::CommissionService;
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::convert::{self, MAX_REQUEST_ID_LEN, MAX_SALES_PER_CALL};
+use crate::domain::{self, AgreementBook, AgreementRules, OverridePlan};
+use crate::store::{self, NewVersion, StoredVersion};
 
 /// The `CommissionService` implementation.
 #[derive(Debug, Clone)]
 pub struct CommissionApi {
-    #[allow(dead_code)]
     pool: PgPool,
 }
 
@@ -13,5 +25,201 @@ impl CommissionApi {
     /// A new API over the service's pool.
     pub fn new(pool: PgPool) -> Self {
         CommissionApi { pool }
+    }
+}
+
+fn check_request_id(request_id: &str, violations: &mut FieldViolations) -> Option<String> {
+    if request_id.len() > MAX_REQUEST_ID_LEN {
+        violations.add("request_id", format!("must be at most {MAX_REQUEST_ID_LEN} bytes"));
+    }
+    (!request_id.is_empty()).then(|| request_id.to_string())
+}
+
+/// Canonical form of a CreateAgreement request, compared when a `request_id` repeats.
+#[derive(Serialize)]
+struct AgreementFingerprint<'a> {
+    partner_id: Option<Uuid>,
+    effective_from: Option<DateTime<Utc>>,
+    rules: &'a AgreementRules,
+}
+
+/// Keyset cursor of ListAgreementVersions, bound to its scope.
+#[derive(Serialize, Deserialize)]
+struct VersionCursor {
+    program_id: Uuid,
+    partner_id: Option<Uuid>,
+    after_version: i32,
+}
+
+fn encode_version(stored: &StoredVersion) -> pb::AgreementVersion {
+    let version = &stored.version;
+    pb::AgreementVersion {
+        id: version.id.to_string(),
+        agreement_id: version.agreement_id.to_string(),
+        program_id: stored.program_id.to_string(),
+        partner_id: version.partner_id.map(|id| id.to_string()).unwrap_or_default(),
+        version: version.version,
+        effective_from: Some(timestamp(version.effective_from)),
+        rules: Some(convert::encode_rules(&version.rules)),
+        create_time: Some(timestamp(stored.created_at)),
+    }
+}
+
+#[tonic::async_trait]
+impl CommissionService for CommissionApi {
+    /// Validates the rules (every violation reported together, INVALID_ARGUMENT)
+    /// and inserts the next version of the scope's agreement. `effective_from`
+    /// unset = now. Repeating a `request_id` returns the stored version; reusing
+    /// it for a different request is ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+    #[tracing::instrument(skip_all, fields(program_id = %request.get_ref().program_id))]
+    async fn create_agreement(
+        &self,
+        request: Request<pb::CreateAgreementRequest>,
+    ) -> Result<Response<pb::AgreementVersion>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        let partner_id = optional_uuid("partner_id", &request.partner_id, &mut violations);
+        let effective_from = convert::decode_effective_from(request.effective_from.as_ref(), &mut violations);
+        let request_id = check_request_id(&request.request_id, &mut violations);
+        let rules = convert::decode_rules(request.rules.as_ref(), &mut violations);
+        violations.into_result()?;
+        let (Some(program_id), Some(rules)) = (program_id, rules) else {
+            return Err(accrue_kit::internal("validated CreateAgreement request lost a field"));
+        };
+        let fingerprint = serde_json::to_string(&AgreementFingerprint { partner_id, effective_from, rules: &rules })
+            .map_err(accrue_kit::internal)?;
+        let effective_from = effective_from.unwrap_or_else(Utc::now).trunc_subsecs(6);
+        let stored = store::create_agreement_version(
+            &self.pool,
+            &NewVersion {
+                program_id,
+                partner_id,
+                effective_from,
+                rules: &rules,
+                request_id: request_id.as_deref(),
+                fingerprint: &fingerprint,
+            },
+        )
+        .await?;
+        Ok(Response::new(encode_version(&stored)))
+    }
+
+    /// Lists a scope's versions oldest first (by version number); a scope
+    /// without an agreement lists nothing.
+    #[tracing::instrument(skip_all, fields(program_id = %request.get_ref().program_id))]
+    async fn list_agreement_versions(
+        &self,
+        request: Request<pb::ListAgreementVersionsRequest>,
+    ) -> Result<Response<pb::ListAgreementVersionsResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        let partner_id = optional_uuid("partner_id", &request.partner_id, &mut violations);
+        if request.page_size < 0 {
+            violations.add("page_size", "must not be negative");
+        }
+        violations.into_result()?;
+        let Some(program_id) = program_id else {
+            return Err(accrue_kit::internal("validated ListAgreementVersions request lost program_id"));
+        };
+        let page_size = accrue_kit::page::page_size(request.page_size)?;
+        let after = match accrue_kit::page::decode::<VersionCursor>(&request.page_token)? {
+            None => 0,
+            Some(cursor) if cursor.program_id == program_id && cursor.partner_id == partner_id => cursor.after_version,
+            Some(_) => {
+                return Err(accrue_kit::error::invalid_field("page_token", "belongs to another program or partner"));
+            }
+        };
+        let mut versions = store::list_versions(&self.pool, program_id, partner_id, after, page_size + 1).await?;
+        let next_page_token = if versions.len() as i64 > page_size {
+            versions.truncate(page_size as usize);
+            versions
+                .last()
+                .map(|last| {
+                    accrue_kit::page::encode(&VersionCursor {
+                        program_id,
+                        partner_id,
+                        after_version: last.version.version,
+                    })
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListAgreementVersionsResponse {
+            versions: versions.iter().map(encode_version).collect(),
+            next_page_token,
+        }))
+    }
+
+    /// Validates and upserts the plan of its scope (INVALID_ARGUMENT with field
+    /// violations on bad input; nothing written).
+    #[tracing::instrument(skip_all)]
+    async fn set_override_plan(
+        &self,
+        request: Request<pb::SetOverridePlanRequest>,
+    ) -> Result<Response<pb::OverridePlan>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let decoded = convert::decode_plan(request.plan.as_ref(), &mut violations);
+        let request_id = check_request_id(&request.request_id, &mut violations);
+        violations.into_result()?;
+        let Some((scope, plan)) = decoded else {
+            return Err(accrue_kit::internal("validated SetOverridePlan request lost the plan"));
+        };
+        let fingerprint = serde_json::to_string::<OverridePlan>(&plan).map_err(accrue_kit::internal)?;
+        let stored = store::set_override_plan(
+            &self.pool,
+            scope.program_id,
+            scope.partner_id,
+            &plan,
+            request_id.as_deref(),
+            &fingerprint,
+        )
+        .await?;
+        Ok(Response::new(convert::encode_plan(&scope, &stored.plan, stored.updated_at)))
+    }
+
+    /// Settles up to 1000 sales: loads the program's agreement versions and
+    /// override plans in two queries, then computes each sale purely.
+    /// Request-level problems are INVALID_ARGUMENT; a sale's own problem is its
+    /// `Settlement.failure`.
+    #[tracing::instrument(skip_all, fields(sales = request.get_ref().sales.len()))]
+    async fn compute_settlements(
+        &self,
+        request: Request<pb::ComputeSettlementsRequest>,
+    ) -> Result<Response<pb::ComputeSettlementsResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program = convert::decode_program(request.program.as_ref(), &mut violations);
+        if request.sales.len() > MAX_SALES_PER_CALL {
+            violations
+                .add("sales", format!("at most {MAX_SALES_PER_CALL} sales per call, got {}", request.sales.len()));
+        }
+        violations.into_result()?;
+        let Some((program_id, settings)) = program else {
+            return Err(accrue_kit::internal("validated ComputeSettlements request lost the program"));
+        };
+        if request.sales.is_empty() {
+            return Ok(Response::new(pb::ComputeSettlementsResponse { settlements: Vec::new() }));
+        }
+        let sales: Vec<_> =
+            request.sales.iter().enumerate().map(|(index, sale)| convert::decode_sale(index, sale)).collect();
+        let (sellers, uplines) = convert::referenced_partners(&sales);
+        let book = AgreementBook::new(store::load_versions(&self.pool, program_id, &sellers).await?);
+        let plans = store::load_plans(&self.pool, program_id, &uplines).await?;
+        let settlements = sales
+            .into_iter()
+            .zip(&request.sales)
+            .map(|(sale, wire)| {
+                let settlement = match sale {
+                    Ok(sale) => domain::settle(&settings, &book, &plans, &sale),
+                    Err(failure) => convert::failed_settlement(&wire.sale_id, failure),
+                };
+                convert::encode_settlement(settlement)
+            })
+            .collect();
+        Ok(Response::new(pb::ComputeSettlementsResponse { settlements }))
     }
 }

@@ -1,11 +1,15 @@
-//! Accrue commission service (`accrue.commission.v1.CommissionService`): programs
-//! (tenants and their settings) and the partner tree — status, role, parent
-//! edge and a denormalized ancestor path kept in step by `SetParent` (seed 004).
+//! Accrue commission service (`accrue.commission.v1.CommissionService`):
+//! versioned agreements (seed 003), override plans (seed 004) and the pure,
+//! deterministic settlement math of DESIGN §4 — base commission with its
+//! breakdown, link splits by largest remainder (seed 000) and upline overrides.
 //!
-//! Owns the `commission` schema and nothing else.
+//! Owns the `commission` schema and nothing else; never calls other services.
+//! The calculation lives in [`domain`] (pure, no I/O) so that other crates and
+//! checkers can run it directly.
 
 mod api;
-mod domain;
+pub mod convert;
+pub mod domain;
 mod store;
 
 pub use api::CommissionApi;
@@ -57,7 +61,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let server = CommissionServiceServer::new(CommissionApi::new(pool.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let hosted = Hosted { routes: Routes::new(server), service_name: SERVICE_NAME, pool, schema: SCHEMA, migrator: &MIGRATOR };
+    let hosted =
+        Hosted { routes: Routes::new(server), service_name: SERVICE_NAME, pool, schema: SCHEMA, migrator: &MIGRATOR };
     accrue_kit::server::serve(listener, hosted, shutdown).await?;
     Ok(())
 }

@@ -7,7 +7,11 @@ use clap::Parser;
 
 /// Command-line flags; each also reads an environment variable.
 #[derive(Debug, Parser)]
-#[command(name = "accrue-commission", version, about = "Accrue commission service (accrue.commission.v1.CommissionService)")]
+#[command(
+    name = "accrue-commission",
+    version,
+    about = "Accrue commission service (accrue.commission.v1.CommissionService)"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "ACCRUE_COMMISSION_LISTEN", default_value = "0.0.0.0:50053")]

@@ -1,11 +1,36 @@
-//! tonic implementation of `HierarchyService`.
+//! tonic implementation of `HierarchyService`: decode and validate, call the
+//! domain rules and the store, encode.
 
+use std::collections::HashMap;
+
+use accrue_kit::FieldViolations;
+use accrue_kit::convert::{amount_to_proto, optional_uuid, parse_id, require_uuid, timestamp};
+use accrue_kit::error::{already_exists, db_error, failed_precondition, internal, invalid_field, not_found};
+use accrue_kit::page;
+use accrue_money::Currency;
+use accrue_proto::hierarchy::v1 as pb;
+use accrue_proto::hierarchy::v1::hierarchy_service_server::HierarchyService;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::domain::program::{rounding_mode_from_str, rounding_mode_to_proto};
+use crate::domain::tree::{self, ParentNode};
+use crate::domain::{
+    PartnerStatus, TreeError, check_role_on_ladder, check_status_change, validate_new_partner, validate_new_program,
+};
+use crate::store::{self, PartnerRow, ProgramRow};
+
+/// Most partners one GetUplines call may ask for.
+pub const MAX_UPLINE_BATCH: usize = 1000;
+/// Longest status-change reason kept (characters).
+pub const MAX_REASON_CHARS: usize = 1000;
 
 /// The `HierarchyService` implementation.
 #[derive(Debug, Clone)]
 pub struct HierarchyApi {
-    #[allow(dead_code)]
     pool: PgPool,
 }
 
@@ -13,5 +38,450 @@ impl HierarchyApi {
     /// A new API over the service's pool.
     pub fn new(pool: PgPool) -> Self {
         HierarchyApi { pool }
+    }
+}
+
+/// Keyset cursor of ListPartners: (created_at, id).
+#[derive(Debug, Serialize, Deserialize)]
+struct PartnerCursor {
+    t: DateTime<Utc>,
+    id: Uuid,
+}
+
+/// Keyset cursor of ListDownline: (depth, created_at, id).
+#[derive(Debug, Serialize, Deserialize)]
+struct DownlineCursor {
+    d: i32,
+    t: DateTime<Utc>,
+    id: Uuid,
+}
+
+fn tree_error(error: TreeError) -> Status {
+    failed_precondition(error.reason(), error.to_string())
+}
+
+fn program_to_proto(row: &ProgramRow) -> Result<pb::Program, Status> {
+    let currency = Currency::from_code(&row.default_currency).map_err(internal)?;
+    let rounding = rounding_mode_from_str(&row.rounding_mode)
+        .ok_or_else(|| internal(format!("stored rounding mode {:?} is unknown", row.rounding_mode)))?;
+    Ok(pb::Program {
+        id: row.id.to_string(),
+        display_name: row.display_name.clone(),
+        default_currency: row.default_currency.clone(),
+        rounding_mode: rounding_mode_to_proto(rounding) as i32,
+        override_depth_cap: row.override_depth_cap,
+        compression_enabled: row.compression_enabled,
+        auto_approve_cleared: row.auto_approve_cleared,
+        minimum_payout: Some(amount_to_proto(currency, row.minimum_payout)),
+        role_ladder: row.role_ladder.clone(),
+        create_time: Some(timestamp(row.created_at)),
+    })
+}
+
+fn status_of(row: &PartnerRow) -> Result<PartnerStatus, Status> {
+    PartnerStatus::from_str_name(&row.status)
+        .ok_or_else(|| internal(format!("stored partner status {:?} is unknown", row.status)))
+}
+
+fn partner_to_proto(row: &PartnerRow) -> Result<pb::Partner, Status> {
+    Ok(pb::Partner {
+        id: row.id.to_string(),
+        program_id: row.program_id.to_string(),
+        display_name: row.display_name.clone(),
+        external_id: row.external_id.clone().unwrap_or_default(),
+        status: status_of(row)?.to_proto() as i32,
+        role: row.role.clone().unwrap_or_default(),
+        parent_id: row.parent_id.map(|id| id.to_string()).unwrap_or_default(),
+        ancestor_ids: row.ancestor_ids.iter().map(Uuid::to_string).collect(),
+        depth: row.depth,
+        create_time: Some(timestamp(row.created_at)),
+    })
+}
+
+fn partner_ref(row: &PartnerRow) -> Result<pb::PartnerRef, Status> {
+    Ok(pb::PartnerRef {
+        id: row.id.to_string(),
+        status: status_of(row)?.to_proto() as i32,
+        role: row.role.clone().unwrap_or_default(),
+    })
+}
+
+fn parent_node(row: &PartnerRow) -> ParentNode<'_> {
+    ParentNode { id: row.id, ancestor_ids: &row.ancestor_ids }
+}
+
+#[tonic::async_trait]
+impl HierarchyService for HierarchyApi {
+    #[tracing::instrument(skip_all)]
+    async fn create_program(
+        &self,
+        request: Request<pb::CreateProgramRequest>,
+    ) -> Result<Response<pb::Program>, Status> {
+        let spec = validate_new_program(request.get_ref())?;
+        if let Some(request_id) = spec.request_id.as_deref()
+            && let Some(existing) = store::program_by_request_id(&self.pool, request_id).await.map_err(db_error)?
+        {
+            return Ok(Response::new(program_to_proto(&existing)?));
+        }
+        let row = match store::insert_program(&self.pool, Uuid::now_v7(), &spec).await.map_err(db_error)? {
+            Some(row) => row,
+            // A concurrent request with the same key won the insert.
+            None => {
+                let request_id = spec.request_id.as_deref().unwrap_or_default();
+                store::program_by_request_id(&self.pool, request_id)
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(|| internal("program insert conflicted but no program holds the request id"))?
+            }
+        };
+        tracing::info!(program_id = %row.id, "program created");
+        Ok(Response::new(program_to_proto(&row)?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_program(&self, request: Request<pb::GetProgramRequest>) -> Result<Response<pb::Program>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        let row =
+            store::get_program(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("program", id))?;
+        Ok(Response::new(program_to_proto(&row)?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_partner(
+        &self,
+        request: Request<pb::CreatePartnerRequest>,
+    ) -> Result<Response<pb::Partner>, Status> {
+        let new = validate_new_partner(request.get_ref())?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        store::lock_program_tree(&mut tx, new.program_id, false).await.map_err(db_error)?;
+        let program = store::get_program(&mut *tx, new.program_id)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| not_found("program", new.program_id))?;
+        if let Some(request_id) = new.request_id.as_deref()
+            && let Some(existing) =
+                store::partner_by_request_id(&mut *tx, program.id, request_id).await.map_err(db_error)?
+        {
+            return Ok(Response::new(partner_to_proto(&existing)?));
+        }
+        let mut violations = FieldViolations::new();
+        check_role_on_ladder("partner.role", new.role.as_deref(), &program.role_ladder, &mut violations);
+        violations.into_result()?;
+
+        let parent = match new.parent_id {
+            None => None,
+            Some(parent_id) => {
+                let parent = store::get_partner(&mut *tx, parent_id)
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(|| not_found("partner", parent_id))?;
+                if parent.program_id != program.id {
+                    return Err(failed_precondition(
+                        "PROGRAM_MISMATCH",
+                        format!("parent {parent_id} belongs to another program than {}", program.id),
+                    ));
+                }
+                Some(parent)
+            }
+        };
+        let placement =
+            tree::place_new(parent.as_ref().map(parent_node), program.override_depth_cap).map_err(tree_error)?;
+        if let Some(parent) = &parent {
+            tree::check_role_rank(&program.role_ladder, parent.role.as_deref(), new.role.as_deref())
+                .map_err(tree_error)?;
+        }
+        let insert = store::PartnerInsert {
+            id: Uuid::now_v7(),
+            program_id: program.id,
+            display_name: &new.display_name,
+            external_id: new.external_id.as_deref(),
+            role: new.role.as_deref(),
+            parent_id: new.parent_id,
+            ancestor_ids: &placement.ancestor_ids,
+            depth: placement.depth,
+            request_id: new.request_id.as_deref(),
+        };
+        let row = match store::insert_partner(&mut *tx, &insert).await {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                let request_id = new.request_id.as_deref().unwrap_or_default();
+                store::partner_by_request_id(&mut *tx, program.id, request_id)
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(|| internal("partner insert conflicted but no partner holds the request id"))?
+            }
+            Err(sqlx::Error::Database(error)) if error.constraint() == Some(store::EXTERNAL_ID_CONSTRAINT) => {
+                return Err(already_exists(
+                    "EXTERNAL_ID_TAKEN",
+                    format!(
+                        "program {} already has a partner with external_id {:?}",
+                        program.id,
+                        new.external_id.unwrap_or_default()
+                    ),
+                ));
+            }
+            Err(error) => return Err(db_error(error)),
+        };
+        tx.commit().await.map_err(db_error)?;
+        Ok(Response::new(partner_to_proto(&row)?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_partner(&self, request: Request<pb::GetPartnerRequest>) -> Result<Response<pb::Partner>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        let row =
+            store::get_partner(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("partner", id))?;
+        Ok(Response::new(partner_to_proto(&row)?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_partners(
+        &self,
+        request: Request<pb::ListPartnersRequest>,
+    ) -> Result<Response<pb::ListPartnersResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        let status = match request.status {
+            0 => None,
+            value => {
+                let status = PartnerStatus::from_proto(value);
+                if status.is_none() {
+                    violations.add("status", format!("unknown partner status {value}"));
+                }
+                status
+            }
+        };
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        let limit = page::page_size(request.page_size)?;
+        let after = page::decode::<PartnerCursor>(&request.page_token)?.map(|cursor| (cursor.t, cursor.id));
+        if store::get_program(&self.pool, program_id).await.map_err(db_error)?.is_none() {
+            return Err(not_found("program", program_id));
+        }
+        let mut rows =
+            store::list_partners(&self.pool, program_id, status.map(PartnerStatus::as_str), after, limit + 1)
+                .await
+                .map_err(db_error)?;
+        let next_page_token =
+            next_token(&mut rows, limit, |row| page::encode(&PartnerCursor { t: row.created_at, id: row.id }));
+        let partners = rows.iter().map(partner_to_proto).collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(pb::ListPartnersResponse { partners, next_page_token }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_partner_status(
+        &self,
+        request: Request<pb::UpdatePartnerStatusRequest>,
+    ) -> Result<Response<pb::Partner>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let id = require_uuid("id", &request.id, &mut violations);
+        let to = PartnerStatus::from_proto(request.status);
+        if to.is_none() {
+            violations.add("status", "must be ACTIVE, SUSPENDED or TERMINATED");
+        }
+        let reason = request.reason.trim();
+        if reason.chars().count() > MAX_REASON_CHARS {
+            violations.add("reason", format!("must be at most {MAX_REASON_CHARS} characters"));
+        }
+        violations.into_result()?;
+        let (Some(id), Some(to)) = (id, to) else {
+            return Err(invalid_field("id", "is required"));
+        };
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let current =
+            store::lock_partner(&mut tx, id).await.map_err(db_error)?.ok_or_else(|| not_found("partner", id))?;
+        let from = status_of(&current)?;
+        let changed = check_status_change(from, to)
+            .map_err(|error| failed_precondition("PARTNER_TERMINATED", error.to_string()))?;
+        if !changed {
+            return Ok(Response::new(partner_to_proto(&current)?));
+        }
+        let row = store::update_status(&mut tx, id, from.as_str(), to.as_str(), reason).await.map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        tracing::info!(partner_id = %id, from = from.as_str(), to = to.as_str(), "partner status changed");
+        Ok(Response::new(partner_to_proto(&row)?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_parent(
+        &self,
+        request: Request<pb::SetParentRequest>,
+    ) -> Result<Response<pb::SetParentResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let id = require_uuid("id", &request.id, &mut violations);
+        let parent_id = optional_uuid("parent_id", &request.parent_id, &mut violations);
+        violations.into_result()?;
+        let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
+
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let program_id = store::get_partner(&mut *tx, id)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| not_found("partner", id))?
+            .program_id;
+        // Serialize every move in the program: paths read below cannot change
+        // until this transaction ends.
+        store::lock_program_tree(&mut tx, program_id, true).await.map_err(db_error)?;
+        let partner =
+            store::lock_partner(&mut tx, id).await.map_err(db_error)?.ok_or_else(|| not_found("partner", id))?;
+        let program = store::get_program(&mut *tx, program_id)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| internal(format!("partner {id} has no program {program_id}")))?;
+        let new_parent = match parent_id {
+            None => None,
+            Some(parent_id) => {
+                let parent = store::get_partner(&mut *tx, parent_id)
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(|| not_found("partner", parent_id))?;
+                if parent.program_id != program.id {
+                    return Err(failed_precondition(
+                        "PROGRAM_MISMATCH",
+                        format!("parent {parent_id} belongs to another program than partner {id}"),
+                    ));
+                }
+                Some(parent)
+            }
+        };
+        if parent_id == partner.parent_id {
+            // Already there: nothing to rewrite.
+            return Ok(Response::new(pb::SetParentResponse {
+                partner: Some(partner_to_proto(&partner)?),
+                rewritten_count: 0,
+            }));
+        }
+        let (height, _descendants) = store::subtree_stats(&mut *tx, id, partner.depth).await.map_err(db_error)?;
+        let placement = tree::plan_move(id, new_parent.as_ref().map(parent_node), height, program.override_depth_cap)
+            .map_err(tree_error)?;
+        if let Some(parent) = &new_parent {
+            tree::check_role_rank(&program.role_ladder, parent.role.as_deref(), partner.role.as_deref())
+                .map_err(tree_error)?;
+        }
+        let moved = store::set_placement(&mut *tx, id, parent_id, &placement.ancestor_ids, placement.depth)
+            .await
+            .map_err(db_error)?;
+        let mut rewritten: i64 = 1;
+        let mut after = Uuid::nil();
+        loop {
+            let batch = store::rewrite_descendants_batch(
+                &mut *tx,
+                id,
+                &placement.ancestor_ids,
+                placement.depth,
+                after,
+                store::REWRITE_BATCH,
+            )
+            .await
+            .map_err(db_error)?;
+            rewritten += i64::try_from(batch.len()).unwrap_or(i64::MAX);
+            match batch.last() {
+                Some(last) if i64::try_from(batch.len()).unwrap_or(i64::MAX) >= store::REWRITE_BATCH => after = *last,
+                _ => break,
+            }
+        }
+        tx.commit().await.map_err(db_error)?;
+        tracing::info!(partner_id = %id, parent_id = ?parent_id, rewritten, "partner moved");
+        Ok(Response::new(pb::SetParentResponse {
+            partner: Some(partner_to_proto(&moved)?),
+            rewritten_count: rewritten,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_uplines(
+        &self,
+        request: Request<pb::GetUplinesRequest>,
+    ) -> Result<Response<pb::GetUplinesResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        if request.partner_ids.len() > MAX_UPLINE_BATCH {
+            violations.add("partner_ids", format!("at most {MAX_UPLINE_BATCH} partners per call"));
+        }
+        let mut ids = Vec::with_capacity(request.partner_ids.len());
+        for (index, value) in request.partner_ids.iter().enumerate() {
+            if let Some(id) = require_uuid(&format!("partner_ids[{index}]"), value, &mut violations) {
+                ids.push(id);
+            }
+        }
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        let program = store::get_program(&self.pool, program_id)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| not_found("program", program_id))?;
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        let rows = if unique.is_empty() {
+            Vec::new()
+        } else {
+            store::partners_with_ancestors(&self.pool, &unique).await.map_err(db_error)?
+        };
+        let by_id: HashMap<Uuid, &PartnerRow> = rows.iter().map(|row| (row.id, row)).collect();
+        let mut uplines = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row =
+                by_id.get(&id).filter(|row| row.program_id == program_id).ok_or_else(|| not_found("partner", id))?;
+            let ancestors = row
+                .ancestor_ids
+                .iter()
+                .map(|ancestor| {
+                    by_id
+                        .get(ancestor)
+                        .ok_or_else(|| internal(format!("ancestor {ancestor} of partner {id} is missing")))
+                        .and_then(|ancestor| partner_ref(ancestor))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            uplines.push(pb::Upline { partner: Some(partner_ref(row)?), ancestors });
+        }
+        Ok(Response::new(pb::GetUplinesResponse { program: Some(program_to_proto(&program)?), uplines }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_downline(
+        &self,
+        request: Request<pb::ListDownlineRequest>,
+    ) -> Result<Response<pb::ListDownlineResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let id = require_uuid("id", &request.id, &mut violations);
+        if request.max_depth < 0 {
+            violations.add("max_depth", "must not be negative");
+        }
+        violations.into_result()?;
+        let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
+        let limit = page::page_size(request.page_size)?;
+        let after = page::decode::<DownlineCursor>(&request.page_token)?.map(|cursor| (cursor.d, cursor.t, cursor.id));
+        let own =
+            store::get_partner(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("partner", id))?;
+        let deepest = (request.max_depth > 0).then(|| own.depth.saturating_add(request.max_depth));
+        let mut rows = store::list_downline(&self.pool, id, deepest, after, limit + 1).await.map_err(db_error)?;
+        let next_page_token = next_token(&mut rows, limit, |row| {
+            page::encode(&DownlineCursor { d: row.depth, t: row.created_at, id: row.id })
+        });
+        let members = rows
+            .iter()
+            .map(|row| {
+                Ok(pb::DownlineMember { partner: Some(partner_to_proto(row)?), relative_depth: row.depth - own.depth })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        Ok(Response::new(pb::ListDownlineResponse { members, next_page_token }))
+    }
+}
+
+/// Trims a page fetched with `limit + 1` rows to `limit` and returns the
+/// token for the next page (empty at the end).
+fn next_token<T>(rows: &mut Vec<T>, limit: i64, cursor: impl Fn(&T) -> String) -> String {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(cursor).unwrap_or_default()
+    } else {
+        String::new()
     }
 }

@@ -5,7 +5,7 @@
 //! Owns the `hierarchy` schema and nothing else.
 
 mod api;
-mod domain;
+pub mod domain;
 mod store;
 
 pub use api::HierarchyApi;
@@ -57,7 +57,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let server = HierarchyServiceServer::new(HierarchyApi::new(pool.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let hosted = Hosted { routes: Routes::new(server), service_name: SERVICE_NAME, pool, schema: SCHEMA, migrator: &MIGRATOR };
+    let hosted =
+        Hosted { routes: Routes::new(server), service_name: SERVICE_NAME, pool, schema: SCHEMA, migrator: &MIGRATOR };
     accrue_kit::server::serve(listener, hosted, shutdown).await?;
     Ok(())
 }

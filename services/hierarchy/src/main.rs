@@ -7,7 +7,11 @@ use clap::Parser;
 
 /// Command-line flags; each also reads an environment variable.
 #[derive(Debug, Parser)]
-#[command(name = "accrue-hierarchy", version, about = "Accrue hierarchy service (accrue.hierarchy.v1.HierarchyService)")]
+#[command(
+    name = "accrue-hierarchy",
+    version,
+    about = "Accrue hierarchy service (accrue.hierarchy.v1.HierarchyService)"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "ACCRUE_HIERARCHY_LISTEN", default_value = "0.0.0.0:50051")]

@@ -1,1 +1,390 @@
-//! sqlx access to the hierarchy schema.
+//! sqlx access to the hierarchy schema (runtime queries; the connection's
+//! search_path is `hierarchy`).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::domain::ProgramSpec;
+
+/// How many descendants one `UPDATE` statement of a subtree move rewrites.
+pub const REWRITE_BATCH: i64 = 500;
+
+macro_rules! program_columns {
+    () => {
+        "id, display_name, default_currency, rounding_mode, override_depth_cap, compression_enabled, \
+         auto_approve_cleared, minimum_payout, role_ladder, created_at"
+    };
+}
+
+macro_rules! partner_columns {
+    () => {
+        "id, program_id, display_name, external_id, status, role, parent_id, ancestor_ids, depth, created_at"
+    };
+}
+
+/// A stored program.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProgramRow {
+    /// Id.
+    pub id: Uuid,
+    /// Display name.
+    pub display_name: String,
+    /// ISO 4217 code.
+    pub default_currency: String,
+    /// "HALF_AWAY_FROM_ZERO" or "HALF_EVEN".
+    pub rounding_mode: String,
+    /// 1..=32.
+    pub override_depth_cap: i32,
+    /// Dynamic compression.
+    pub compression_enabled: bool,
+    /// Approve cleared entries at once.
+    pub auto_approve_cleared: bool,
+    /// Minimum payout in the default currency.
+    pub minimum_payout: Decimal,
+    /// Role ladder, highest first.
+    pub role_ladder: Vec<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored partner.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PartnerRow {
+    /// Id.
+    pub id: Uuid,
+    /// Program.
+    pub program_id: Uuid,
+    /// Display name.
+    pub display_name: String,
+    /// Caller's id.
+    pub external_id: Option<String>,
+    /// "ACTIVE", "SUSPENDED" or "TERMINATED".
+    pub status: String,
+    /// Role on the ladder.
+    pub role: Option<String>,
+    /// Direct upline.
+    pub parent_id: Option<Uuid>,
+    /// Ancestors, nearest first.
+    pub ancestor_ids: Vec<Uuid>,
+    /// Depth (root 0).
+    pub depth: i32,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Inserts a program; `None` when a program with the same `request_id`
+/// already exists (the caller re-reads it).
+pub async fn insert_program(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    spec: &ProgramSpec,
+) -> Result<Option<ProgramRow>, sqlx::Error> {
+    sqlx::query_as::<_, ProgramRow>(concat!(
+        "INSERT INTO programs (id, display_name, default_currency, rounding_mode, override_depth_cap, ",
+        "compression_enabled, auto_approve_cleared, minimum_payout, role_ladder, request_id) ",
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ",
+        "ON CONFLICT (request_id) DO NOTHING RETURNING ",
+        program_columns!()
+    ))
+    .bind(id)
+    .bind(&spec.display_name)
+    .bind(spec.default_currency.code())
+    .bind(spec.rounding_mode.as_str())
+    .bind(spec.override_depth_cap)
+    .bind(spec.compression_enabled)
+    .bind(spec.auto_approve_cleared)
+    .bind(spec.minimum_payout)
+    .bind(&spec.role_ladder)
+    .bind(spec.request_id.as_deref())
+    .fetch_optional(executor)
+    .await
+}
+
+/// The program created under `request_id`, if any.
+pub async fn program_by_request_id(
+    executor: impl PgExecutor<'_>,
+    request_id: &str,
+) -> Result<Option<ProgramRow>, sqlx::Error> {
+    sqlx::query_as::<_, ProgramRow>(concat!("SELECT ", program_columns!(), " FROM programs WHERE request_id = $1"))
+        .bind(request_id)
+        .fetch_optional(executor)
+        .await
+}
+
+/// A program by id.
+pub async fn get_program(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ProgramRow>, sqlx::Error> {
+    sqlx::query_as::<_, ProgramRow>(concat!("SELECT ", program_columns!(), " FROM programs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+}
+
+/// Takes the program's tree lock for the rest of the transaction: exclusive
+/// for moves (SetParent), shared for inserts under a parent, so a move never
+/// races another move or a new child reading a path being rewritten.
+pub async fn lock_program_tree(conn: &mut PgConnection, program_id: Uuid, exclusive: bool) -> Result<(), sqlx::Error> {
+    let sql = if exclusive {
+        "SELECT pg_advisory_xact_lock(hashtextextended('accrue.hierarchy.tree:' || $1::text, 0))"
+    } else {
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended('accrue.hierarchy.tree:' || $1::text, 0))"
+    };
+    sqlx::query(sql).bind(program_id).execute(conn).await?;
+    Ok(())
+}
+
+/// A partner by id.
+pub async fn get_partner(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<PartnerRow>, sqlx::Error> {
+    sqlx::query_as::<_, PartnerRow>(concat!("SELECT ", partner_columns!(), " FROM partners WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+}
+
+/// The partner created in `program_id` under `request_id`, if any.
+pub async fn partner_by_request_id(
+    executor: impl PgExecutor<'_>,
+    program_id: Uuid,
+    request_id: &str,
+) -> Result<Option<PartnerRow>, sqlx::Error> {
+    sqlx::query_as::<_, PartnerRow>(concat!(
+        "SELECT ",
+        partner_columns!(),
+        " FROM partners WHERE program_id = $1 AND request_id = $2"
+    ))
+    .bind(program_id)
+    .bind(request_id)
+    .fetch_optional(executor)
+    .await
+}
+
+/// What a new partner row holds.
+#[derive(Debug, Clone)]
+pub struct PartnerInsert<'a> {
+    /// Id.
+    pub id: Uuid,
+    /// Program.
+    pub program_id: Uuid,
+    /// Display name.
+    pub display_name: &'a str,
+    /// Caller's id.
+    pub external_id: Option<&'a str>,
+    /// Role.
+    pub role: Option<&'a str>,
+    /// Parent.
+    pub parent_id: Option<Uuid>,
+    /// Ancestors, nearest first.
+    pub ancestor_ids: &'a [Uuid],
+    /// Depth.
+    pub depth: i32,
+    /// Idempotency key.
+    pub request_id: Option<&'a str>,
+}
+
+/// Inserts an ACTIVE partner; `None` when the program already has a partner
+/// with the same `request_id`. A taken `external_id` is a unique violation on
+/// [`EXTERNAL_ID_CONSTRAINT`].
+pub async fn insert_partner(
+    executor: impl PgExecutor<'_>,
+    partner: &PartnerInsert<'_>,
+) -> Result<Option<PartnerRow>, sqlx::Error> {
+    sqlx::query_as::<_, PartnerRow>(concat!(
+        "INSERT INTO partners (id, program_id, display_name, external_id, status, role, parent_id, ancestor_ids, ",
+        "depth, request_id) VALUES ($1, $2, $3, $4, 'ACTIVE', $5, $6, $7, $8, $9) ",
+        "ON CONFLICT ON CONSTRAINT partners_request_id_key DO NOTHING RETURNING ",
+        partner_columns!()
+    ))
+    .bind(partner.id)
+    .bind(partner.program_id)
+    .bind(partner.display_name)
+    .bind(partner.external_id)
+    .bind(partner.role)
+    .bind(partner.parent_id)
+    .bind(partner.ancestor_ids)
+    .bind(partner.depth)
+    .bind(partner.request_id)
+    .fetch_optional(executor)
+    .await
+}
+
+/// The unique constraint on (program_id, external_id).
+pub const EXTERNAL_ID_CONSTRAINT: &str = "partners_external_id_key";
+
+/// A page of a program's partners in (created_at, id) order after `after`.
+pub async fn list_partners(
+    executor: impl PgExecutor<'_>,
+    program_id: Uuid,
+    status: Option<&str>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<PartnerRow>, sqlx::Error> {
+    let (after_time, after_id) = after.unzip();
+    sqlx::query_as::<_, PartnerRow>(concat!(
+        "SELECT ",
+        partner_columns!(),
+        " FROM partners WHERE program_id = $1 AND ($2::text IS NULL OR status = $2) ",
+        "AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4)) ",
+        "ORDER BY created_at, id LIMIT $5"
+    ))
+    .bind(program_id)
+    .bind(status)
+    .bind(after_time)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}
+
+/// Locks a partner row for update.
+pub async fn lock_partner(conn: &mut PgConnection, id: Uuid) -> Result<Option<PartnerRow>, sqlx::Error> {
+    sqlx::query_as::<_, PartnerRow>(concat!("SELECT ", partner_columns!(), " FROM partners WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Sets a partner's status and appends the audit event, in the caller's
+/// transaction.
+pub async fn update_status(
+    conn: &mut PgConnection,
+    id: Uuid,
+    from: &str,
+    to: &str,
+    reason: &str,
+) -> Result<PartnerRow, sqlx::Error> {
+    let row = sqlx::query_as::<_, PartnerRow>(concat!(
+        "UPDATE partners SET status = $2 WHERE id = $1 RETURNING ",
+        partner_columns!()
+    ))
+    .bind(id)
+    .bind(to)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO partner_status_events (partner_id, from_status, to_status, reason) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(to)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    Ok(row)
+}
+
+/// Height of a partner's subtree below it (0 for a leaf) and its number of
+/// descendants.
+pub async fn subtree_stats(executor: impl PgExecutor<'_>, id: Uuid, own_depth: i32) -> Result<(i32, i64), sqlx::Error> {
+    let (deepest, count): (Option<i32>, i64) =
+        sqlx::query_as("SELECT MAX(depth), COUNT(*) FROM partners WHERE ancestor_ids @> ARRAY[$1]::uuid[]")
+            .bind(id)
+            .fetch_one(executor)
+            .await?;
+    Ok((deepest.map_or(0, |deepest| deepest - own_depth), count))
+}
+
+/// Sets a partner's parent, path and depth.
+pub async fn set_placement(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    parent_id: Option<Uuid>,
+    ancestor_ids: &[Uuid],
+    depth: i32,
+) -> Result<PartnerRow, sqlx::Error> {
+    sqlx::query_as::<_, PartnerRow>(concat!(
+        "UPDATE partners SET parent_id = $2, ancestor_ids = $3, depth = $4 WHERE id = $1 RETURNING ",
+        partner_columns!()
+    ))
+    .bind(id)
+    .bind(parent_id)
+    .bind(ancestor_ids)
+    .bind(depth)
+    .fetch_one(executor)
+    .await
+}
+
+/// Rewrites one batch (at most `limit`) of `moved`'s descendants with id
+/// greater than `after`, applying
+/// [`crate::domain::tree::rewrite_descendant_path`]: the path up to and
+/// including `moved` is kept and followed by `moved_ancestors`; depth is the
+/// position of `moved` in the old path plus `moved_depth`. Returns the ids
+/// rewritten, ascending.
+pub async fn rewrite_descendants_batch(
+    executor: impl PgExecutor<'_>,
+    moved: Uuid,
+    moved_ancestors: &[Uuid],
+    moved_depth: i32,
+    after: Uuid,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut ids: Vec<Uuid> = sqlx::query_scalar(
+        "WITH batch AS ( \
+             SELECT id FROM partners WHERE ancestor_ids @> ARRAY[$1]::uuid[] AND id > $4 \
+             ORDER BY id LIMIT $5 FOR UPDATE \
+         ) \
+         UPDATE partners p SET \
+             ancestor_ids = p.ancestor_ids[1:array_position(p.ancestor_ids, $1)] || $2::uuid[], \
+             depth = array_position(p.ancestor_ids, $1) + $3 \
+         FROM batch WHERE p.id = batch.id \
+         RETURNING p.id",
+    )
+    .bind(moved)
+    .bind(moved_ancestors)
+    .bind(moved_depth)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The requested partners and all their ancestors, in one query.
+pub async fn partners_with_ancestors(
+    executor: impl PgExecutor<'_>,
+    ids: &[Uuid],
+) -> Result<Vec<PartnerRow>, sqlx::Error> {
+    sqlx::query_as::<_, PartnerRow>(concat!(
+        "WITH wanted AS ( ",
+        "SELECT id FROM partners WHERE id = ANY($1) ",
+        "UNION SELECT unnest(ancestor_ids) FROM partners WHERE id = ANY($1) ",
+        ") SELECT ",
+        partner_columns!(),
+        " FROM partners WHERE id IN (SELECT id FROM wanted)"
+    ))
+    .bind(ids)
+    .fetch_all(executor)
+    .await
+}
+
+/// A page of `id`'s downline (at most `max_depth` levels below `own_depth`
+/// when given) in (depth, created_at, id) order after `after`.
+pub async fn list_downline(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    deepest: Option<i32>,
+    after: Option<(i32, DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<PartnerRow>, sqlx::Error> {
+    let (after_depth, after_time, after_id) = match after {
+        Some((depth, time, id)) => (Some(depth), Some(time), Some(id)),
+        None => (None, None, None),
+    };
+    sqlx::query_as::<_, PartnerRow>(concat!(
+        "SELECT ",
+        partner_columns!(),
+        " FROM partners WHERE ancestor_ids @> ARRAY[$1]::uuid[] ",
+        "AND ($2::int IS NULL OR depth <= $2) ",
+        "AND ($3::int IS NULL OR (depth, created_at, id) > ($3, $4, $5)) ",
+        "ORDER BY depth, created_at, id LIMIT $6"
+    ))
+    .bind(id)
+    .bind(deepest)
+    .bind(after_depth)
+    .bind(after_time)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}

@@ -1,17 +1,500 @@
-//! tonic implementation of `LedgerService`.
+//! tonic implementation of `LedgerService`: decode and validate, call the
+//! store (which applies the pure rules in `domain`), encode.
 
+use std::collections::{HashMap, HashSet};
+
+use accrue_kit::FieldViolations;
+use accrue_kit::convert::{
+    amount_to_proto, from_timestamp, optional_money, optional_uuid, parse_id, require_timestamp, require_uuid,
+    timestamp,
+};
+use accrue_kit::error::{db_error, failed_precondition, internal, invalid_field, not_found};
+use accrue_kit::page;
+use accrue_money::Currency;
+use accrue_proto::hierarchy::v1 as hierarchy;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_proto::ledger::v1 as pb;
+use accrue_proto::ledger::v1::ledger_service_server::LedgerService;
+use accrue_proto::types::v1 as types;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+use uuid::Uuid;
+
+use crate::domain::posting::{self, EntryType, Kind, Posting, StoredBreakdown};
+use crate::domain::status::{Status as EntryStatus, TransitionError, proto_from_stored};
+use crate::store::{self, EntryFilter, PostingOutcome, ReservationRequest, ReserveError, TransitionOutcome};
+
+/// Most postings in one `PostEntries` call.
+pub const MAX_POSTINGS: usize = 1000;
+/// Most partner reservations in one `ReserveForPayout` call.
+pub const MAX_RESERVATIONS: usize = 1000;
+/// Most entry ids in one `TransitionEntries` call.
+pub const MAX_TRANSITION_IDS: usize = 100_000;
+/// Longest actor / reason accepted on a transition.
+const MAX_TEXT_LEN: usize = 1000;
 
 /// The `LedgerService` implementation.
 #[derive(Debug, Clone)]
 pub struct LedgerApi {
-    #[allow(dead_code)]
     pool: PgPool,
+    hierarchy: HierarchyServiceClient<Channel>,
 }
 
 impl LedgerApi {
-    /// A new API over the service's pool.
-    pub fn new(pool: PgPool) -> Self {
-        LedgerApi { pool }
+    /// A new API over the service's pool and a client of the hierarchy
+    /// service (for `GetProgram` → `auto_approve_cleared`).
+    pub fn new(pool: PgPool, hierarchy: HierarchyServiceClient<Channel>) -> Self {
+        LedgerApi { pool, hierarchy }
+    }
+
+    /// Reads a program's `auto_approve_cleared` from the hierarchy service.
+    /// NOT_FOUND when the program does not exist; UNAVAILABLE when the
+    /// hierarchy cannot answer.
+    async fn auto_approve(&self, program_id: Uuid) -> Result<bool, Status> {
+        let mut client = self.hierarchy.clone();
+        match client.get_program(hierarchy::GetProgramRequest { id: program_id.to_string() }).await {
+            Ok(program) => Ok(program.into_inner().auto_approve_cleared),
+            Err(status) if status.code() == Code::NotFound => Err(not_found("program", program_id)),
+            Err(status) if status.code() == Code::InvalidArgument => {
+                Err(invalid_field("program_id", status.message().to_string()))
+            }
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "hierarchy GetProgram failed");
+                Err(Status::unavailable(format!("hierarchy service unavailable: {}", status.message())))
+            }
+        }
+    }
+}
+
+/// ListEntries keyset cursor: `(created_at, id)` of the last entry served.
+#[derive(Debug, Serialize, Deserialize)]
+struct EntryCursor {
+    /// created_at in microseconds since the epoch.
+    t: i64,
+    /// Entry id.
+    id: Uuid,
+}
+
+fn item_failure(code: &str, reason: &str, message: impl Into<String>) -> types::ItemFailure {
+    types::ItemFailure { code: code.to_string(), reason: reason.to_string(), message: message.into() }
+}
+
+fn entry_to_proto(row: store::EntryRow, history: Vec<store::EventRow>) -> Result<pb::Entry, Status> {
+    let currency = Currency::from_code(&row.currency).map_err(internal)?;
+    let kind = Kind::parse(&row.kind).ok_or_else(|| internal(format!("stored kind {:?}", row.kind)))?;
+    let entry_type =
+        EntryType::parse(&row.entry_type).ok_or_else(|| internal(format!("stored entry_type {:?}", row.entry_type)))?;
+    let breakdown = match &row.breakdown {
+        serde_json::Value::Object(map) if map.is_empty() => None,
+        value => Some(serde_json::from_value::<StoredBreakdown>(value.clone()).map_err(internal)?.to_proto()),
+    };
+    Ok(pb::Entry {
+        id: row.id.to_string(),
+        program_id: row.program_id.to_string(),
+        partner_id: row.partner_id.to_string(),
+        sale_id: row.sale_id,
+        kind: kind.to_proto() as i32,
+        entry_type: entry_type.to_proto() as i32,
+        amount: Some(amount_to_proto(currency, row.amount)),
+        status: proto_from_stored(&row.status) as i32,
+        level: row.level,
+        source_partner_id: row.source_partner_id.map(|id| id.to_string()).unwrap_or_default(),
+        occurred_at: Some(timestamp(row.occurred_at)),
+        clears_at: Some(timestamp(row.clears_at)),
+        breakdown,
+        idempotency_key: row.idempotency_key,
+        payout_id: row.payout_id.map(|id| id.to_string()).unwrap_or_default(),
+        create_time: Some(timestamp(row.created_at)),
+        history: history
+            .into_iter()
+            .map(|event| pb::StatusEvent {
+                from_status: proto_from_stored(&event.from_status) as i32,
+                to_status: proto_from_stored(&event.to_status) as i32,
+                actor: event.actor,
+                reason: event.reason,
+                event_time: Some(timestamp(event.created_at)),
+            })
+            .collect(),
+    })
+}
+
+fn money(currency: Currency, amount: Decimal) -> Option<types::Money> {
+    Some(amount_to_proto(currency, amount))
+}
+
+#[tonic::async_trait]
+impl LedgerService for LedgerApi {
+    /// Posts many sales' lines in ONE database transaction, idempotent per
+    /// posting on (program, key) + request hash. Request-level mistakes
+    /// (program id, more than 1000 postings) → INVALID_ARGUMENT; an invalid
+    /// posting fails alone (ItemFailure INVALID_ARGUMENT / INVALID_POSTING);
+    /// a key reused with another body fails alone (ALREADY_EXISTS /
+    /// IDEMPOTENCY_KEY_REUSED). Results are in request order.
+    #[tracing::instrument(skip_all, fields(postings = request.get_ref().postings.len()))]
+    async fn post_entries(
+        &self,
+        request: Request<pb::PostEntriesRequest>,
+    ) -> Result<Response<pb::PostEntriesResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        if request.postings.len() > MAX_POSTINGS {
+            violations.add("postings", format!("at most {MAX_POSTINGS} postings per call"));
+        }
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+
+        // Validate each posting on its own; the first valid posting of a key
+        // is the one written, later ones with that key are compared to it.
+        let mut parsed: Vec<Result<Posting, types::ItemFailure>> = Vec::with_capacity(request.postings.len());
+        for (index, input) in request.postings.iter().enumerate() {
+            parsed.push(posting::validate(input, &format!("postings[{index}]")).map_err(|violations| {
+                item_failure("INVALID_ARGUMENT", "INVALID_POSTING", violations.into_status().message())
+            }));
+        }
+        let mut first_of_key: HashMap<&str, usize> = HashMap::new();
+        let mut to_write: Vec<&Posting> = Vec::new();
+        let mut write_slot: HashMap<usize, usize> = HashMap::new();
+        for (index, result) in parsed.iter().enumerate() {
+            if let Ok(posting) = result
+                && !first_of_key.contains_key(posting.key.as_str())
+            {
+                first_of_key.insert(posting.key.as_str(), index);
+                write_slot.insert(index, to_write.len());
+                to_write.push(posting);
+            }
+        }
+        let outcomes = store::post(&self.pool, program_id, &to_write).await.map_err(db_error)?;
+
+        let reused = |key: &str| {
+            item_failure(
+                "ALREADY_EXISTS",
+                "IDEMPOTENCY_KEY_REUSED",
+                format!("idempotency key {key:?} was already used with a different request body"),
+            )
+        };
+        let mut results = Vec::with_capacity(parsed.len());
+        for (index, result) in parsed.iter().enumerate() {
+            let key = request.postings[index].idempotency_key.clone();
+            let posting = match result {
+                Err(failure) => {
+                    results.push(pb::PostingResult {
+                        idempotency_key: key,
+                        failure: Some(failure.clone()),
+                        ..Default::default()
+                    });
+                    continue;
+                }
+                Ok(posting) => posting,
+            };
+            let first = first_of_key.get(posting.key.as_str()).copied().unwrap_or(index);
+            let slot = write_slot.get(&first).copied().unwrap_or(usize::MAX);
+            let (Some(outcome), Some(written)) = (outcomes.get(slot), to_write.get(slot)) else {
+                return Err(internal("posting outcome missing"));
+            };
+            // A repeat of a key inside this request is compared with its first occurrence.
+            let duplicate = first != index;
+            let result = match outcome {
+                _ if duplicate && written.hash != posting.hash => {
+                    pb::PostingResult { failure: Some(reused(&key)), idempotency_key: key, ..Default::default() }
+                }
+                PostingOutcome::KeyReused => {
+                    pb::PostingResult { failure: Some(reused(&key)), idempotency_key: key, ..Default::default() }
+                }
+                PostingOutcome::Posted(ids) | PostingOutcome::Replayed(ids) => pb::PostingResult {
+                    idempotency_key: key,
+                    entry_ids: ids.iter().map(Uuid::to_string).collect(),
+                    replayed: duplicate || matches!(outcome, PostingOutcome::Replayed(_)),
+                    failure: None,
+                },
+            };
+            results.push(result);
+        }
+        Ok(Response::new(pb::PostEntriesResponse { results }))
+    }
+
+    /// One entry with its breakdown, current status, reserving payout and
+    /// status history (oldest first). INVALID_ARGUMENT for a malformed id,
+    /// NOT_FOUND when absent.
+    async fn get_entry(&self, request: Request<pb::GetEntryRequest>) -> Result<Response<pb::Entry>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        let Some((row, history)) = store::get_entry(&self.pool, id).await.map_err(db_error)? else {
+            return Err(not_found("entry", id));
+        };
+        Ok(Response::new(entry_to_proto(row, history)?))
+    }
+
+    /// A program's entries, oldest first (`(create_time, id)` keyset), with
+    /// optional partner, sale, status and kind filters. INVALID_ARGUMENT for
+    /// malformed ids, unknown enum values, negative page sizes or bad tokens.
+    async fn list_entries(
+        &self,
+        request: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        let partner_id = optional_uuid("partner_id", &request.partner_id, &mut violations);
+        let status = match request.status {
+            0 => None,
+            value => {
+                let status = EntryStatus::from_proto(value);
+                if status.is_none() {
+                    violations.add("status", format!("unknown entry status {value}"));
+                }
+                status
+            }
+        };
+        let kind = match request.kind {
+            0 => None,
+            value => {
+                let kind = Kind::from_proto(value);
+                if kind.is_none() {
+                    violations.add("kind", format!("unknown earning kind {value}"));
+                }
+                kind
+            }
+        };
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        let size = page::page_size(request.page_size)?;
+        let after = match page::decode::<EntryCursor>(&request.page_token)? {
+            None => None,
+            Some(cursor) => {
+                let time = DateTime::<Utc>::from_timestamp_micros(cursor.t)
+                    .ok_or_else(|| invalid_field("page_token", "is not a valid page token"))?;
+                Some((time, cursor.id))
+            }
+        };
+        let filter = EntryFilter {
+            partner_id,
+            sale_id: (!request.sale_id.is_empty()).then(|| request.sale_id.clone()),
+            status,
+            kind: kind.map(Kind::as_str),
+        };
+        let mut rows = store::list_entries(&self.pool, program_id, &filter, after, size + 1).await.map_err(db_error)?;
+        let more = rows.len() as i64 > size;
+        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some(last) if more => page::encode(&EntryCursor { t: last.created_at.timestamp_micros(), id: last.id }),
+            _ => String::new(),
+        };
+        let entries = rows.into_iter().map(|row| entry_to_proto(row, Vec::new())).collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(pb::ListEntriesResponse { entries, next_page_token }))
+    }
+
+    /// Moves entries to `to_status`, all or nothing (DESIGN §5 / seed 003
+    /// state machine). Entries already there are skipped and not counted.
+    /// NOT_FOUND for an entry not in the program; FAILED_PRECONDITION
+    /// INVALID_TRANSITION (naming the entry) for an illegal move, or
+    /// ENTRY_RESERVED when voiding an entry held by a payout; nothing changes
+    /// then. `actor` is required.
+    async fn transition_entries(
+        &self,
+        request: Request<pb::TransitionEntriesRequest>,
+    ) -> Result<Response<pb::TransitionEntriesResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        if request.entry_ids.is_empty() {
+            violations.add("entry_ids", "is required");
+        } else if request.entry_ids.len() > MAX_TRANSITION_IDS {
+            violations.add("entry_ids", format!("at most {MAX_TRANSITION_IDS} entries per call"));
+        }
+        let mut ids = Vec::with_capacity(request.entry_ids.len());
+        let mut seen = HashSet::new();
+        for (index, id) in request.entry_ids.iter().enumerate() {
+            if let Some(id) = require_uuid(&format!("entry_ids[{index}]"), id, &mut violations)
+                && seen.insert(id)
+            {
+                ids.push(id);
+            }
+        }
+        let to = EntryStatus::from_proto(request.to_status);
+        if to.is_none() {
+            violations.add("to_status", "must be a known status other than UNSPECIFIED");
+        }
+        if request.actor.trim().is_empty() {
+            violations.add("actor", "is required");
+        } else if request.actor.len() > MAX_TEXT_LEN {
+            violations.add("actor", format!("is longer than {MAX_TEXT_LEN} bytes"));
+        }
+        if request.reason.len() > MAX_TEXT_LEN {
+            violations.add("reason", format!("is longer than {MAX_TEXT_LEN} bytes"));
+        }
+        violations.into_result()?;
+        let (Some(program_id), Some(to)) = (program_id, to) else {
+            return Err(invalid_field("program_id", "is required"));
+        };
+        let outcome = store::transition(&self.pool, program_id, &ids, to, &request.actor, &request.reason)
+            .await
+            .map_err(db_error)?;
+        match outcome {
+            TransitionOutcome::Done(count) => Ok(Response::new(pb::TransitionEntriesResponse {
+                transitioned_count: i64::try_from(count).unwrap_or(i64::MAX),
+            })),
+            TransitionOutcome::NotFound(id) => Err(not_found("entry", id)),
+            TransitionOutcome::Refused(error @ TransitionError::Invalid { .. }) => {
+                Err(failed_precondition("INVALID_TRANSITION", error.to_string()))
+            }
+            TransitionOutcome::Refused(error @ TransitionError::Reserved { .. }) => {
+                Err(failed_precondition("ENTRY_RESERVED", error.to_string()))
+            }
+        }
+    }
+
+    /// Per (partner, currency): Σ by kind of CREDIT − DEBIT, VOIDED entries
+    /// excluded; direct, split, override, margin and total. Ordered by partner
+    /// id, then currency. INVALID_ARGUMENT for malformed ids.
+    async fn get_earnings_summary(
+        &self,
+        request: Request<pb::GetEarningsSummaryRequest>,
+    ) -> Result<Response<pb::GetEarningsSummaryResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        let partner_ids: Vec<Uuid> = request
+            .partner_ids
+            .iter()
+            .enumerate()
+            .filter_map(|(index, id)| require_uuid(&format!("partner_ids[{index}]"), id, &mut violations))
+            .collect();
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        let rows = store::earnings_summary(&self.pool, program_id, &partner_ids).await.map_err(db_error)?;
+        let mut summaries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let currency = Currency::from_code(&row.currency).map_err(internal)?;
+            summaries.push(pb::EarningsSummary {
+                partner_id: row.partner_id.to_string(),
+                currency_code: currency.code().to_string(),
+                direct: money(currency, row.direct),
+                split: money(currency, row.split),
+                r#override: money(currency, row.override_amount),
+                margin: money(currency, row.margin),
+                total: money(currency, row.total),
+            });
+        }
+        Ok(Response::new(pb::GetEarningsSummaryResponse { summaries }))
+    }
+
+    /// PENDING entries with `clears_at ≤ as_of` (default now) → CLEARED, and
+    /// on to APPROVED when hierarchy `GetProgram(program_id).auto_approve_cleared`.
+    /// NOT_FOUND when the program does not exist; UNAVAILABLE when the
+    /// hierarchy service cannot answer.
+    async fn clear_matured(
+        &self,
+        request: Request<pb::ClearMaturedRequest>,
+    ) -> Result<Response<pb::ClearMaturedResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        let as_of = from_timestamp("as_of", request.as_of.as_ref(), &mut violations);
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        let as_of = as_of.unwrap_or_else(Utc::now);
+        let auto_approve = self.auto_approve(program_id).await?;
+        let (cleared_count, approved_count) =
+            store::clear_matured(&self.pool, program_id, as_of, auto_approve).await.map_err(db_error)?;
+        Ok(Response::new(pb::ClearMaturedResponse { cleared_count, approved_count }))
+    }
+
+    /// For each (partner, payout, minimum): a payout that already holds
+    /// reservations returns them (idempotent); otherwise the partner's
+    /// APPROVED, unreserved entries in the currency with `clears_at ≤ cutoff`
+    /// are summed (CREDIT − DEBIT) and reserved when the sum is > 0 and ≥ the
+    /// minimum, else carried forward. One transaction. INVALID_ARGUMENT for
+    /// malformed input (duplicate partner or payout ids, a minimum in another
+    /// currency or negative, more than 1000 reservations); ABORTED when a
+    /// concurrent run reserved an entry first (retry).
+    async fn reserve_for_payout(
+        &self,
+        request: Request<pb::ReserveForPayoutRequest>,
+    ) -> Result<Response<pb::ReserveForPayoutResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        let currency = match Currency::from_code(&request.currency_code) {
+            Ok(currency) => Some(currency),
+            Err(error) => {
+                violations.add("currency_code", error.to_string());
+                None
+            }
+        };
+        let cutoff = require_timestamp("cutoff", request.cutoff.as_ref(), &mut violations);
+        if request.reservations.len() > MAX_RESERVATIONS {
+            violations.add("reservations", format!("at most {MAX_RESERVATIONS} reservations per call"));
+        }
+        let mut requests = Vec::with_capacity(request.reservations.len());
+        let mut partners = HashSet::new();
+        let mut payouts = HashSet::new();
+        for (index, reservation) in request.reservations.iter().enumerate() {
+            let field = format!("reservations[{index}]");
+            let partner_id = require_uuid(&format!("{field}.partner_id"), &reservation.partner_id, &mut violations);
+            let payout_id = require_uuid(&format!("{field}.payout_id"), &reservation.payout_id, &mut violations);
+            let minimum = optional_money(
+                &format!("{field}.minimum_amount"),
+                reservation.minimum_amount.as_ref(),
+                &mut violations,
+            );
+            if let Some(minimum) = minimum {
+                if currency.is_some_and(|currency| currency != minimum.currency) {
+                    violations.add(
+                        format!("{field}.minimum_amount.currency_code"),
+                        format!("{} differs from currency_code {}", minimum.currency, request.currency_code),
+                    );
+                }
+                if minimum.amount.is_sign_negative() && !minimum.amount.is_zero() {
+                    violations.add(format!("{field}.minimum_amount.amount"), "must not be negative");
+                }
+            }
+            if let Some(partner_id) = partner_id
+                && !partners.insert(partner_id)
+            {
+                violations.add(format!("{field}.partner_id"), format!("partner {partner_id} appears twice"));
+            }
+            if let Some(payout_id) = payout_id
+                && !payouts.insert(payout_id)
+            {
+                violations.add(format!("{field}.payout_id"), format!("payout {payout_id} appears twice"));
+            }
+            if let (Some(partner_id), Some(payout_id)) = (partner_id, payout_id) {
+                requests.push(ReservationRequest {
+                    partner_id,
+                    payout_id,
+                    minimum: minimum.map(|m| m.amount).unwrap_or(Decimal::ZERO),
+                });
+            }
+        }
+        violations.into_result()?;
+        let (Some(program_id), Some(currency), Some(cutoff)) = (program_id, currency, cutoff) else {
+            return Err(invalid_field("program_id", "is required"));
+        };
+        let outcomes = match store::reserve(&self.pool, program_id, currency.code(), cutoff, &requests).await {
+            Ok(outcomes) => outcomes,
+            Err(ReserveError::Conflict) => {
+                return Err(accrue_kit::error::aborted(
+                    "CONCURRENT_RESERVATION",
+                    "an entry was reserved by a concurrent payout run; retry",
+                ));
+            }
+            Err(ReserveError::Db(error)) => return Err(db_error(error)),
+        };
+        let results = requests
+            .iter()
+            .zip(outcomes)
+            .map(|(request, outcome)| pb::ReservationResult {
+                partner_id: request.partner_id.to_string(),
+                payout_id: request.payout_id.to_string(),
+                amount: money(currency, outcome.amount),
+                entry_count: outcome.entry_count,
+                reserved: outcome.reserved,
+            })
+            .collect();
+        Ok(Response::new(pb::ReserveForPayoutResponse { results }))
     }
 }

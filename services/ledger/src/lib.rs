@@ -1,8 +1,12 @@
-//! Accrue ledger service (`accrue.ledger.v1.LedgerService`): programs
-//! (tenants and their settings) and the partner tree — status, role, parent
-//! edge and a denormalized ancestor path kept in step by `SetParent` (seed 004).
+//! Accrue ledger service (`accrue.ledger.v1.LedgerService`): the append-only
+//! earnings ledger (seed 003, DESIGN §5) — immutable entries posted per sale
+//! in one transaction and idempotent on key + request hash, append-only status
+//! events with a current-status projection, earnings summaries, clearance
+//! (with per-program auto-approval read from the hierarchy service) and payout
+//! reservations (an entry is in at most one payout, enforced by the database).
 //!
-//! Owns the `ledger` schema and nothing else.
+//! Owns the `ledger` schema and nothing else; asks the hierarchy service for
+//! program settings over gRPC.
 
 mod api;
 mod domain;
@@ -12,6 +16,7 @@ pub use api::LedgerApi;
 
 use accrue_kit::db::{DbConfig, DbError};
 use accrue_kit::server::{Hosted, MAX_MESSAGE_BYTES, ServeError};
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1::ledger_service_server::LedgerServiceServer;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
@@ -47,19 +52,27 @@ pub enum Error {
     /// The server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// A peer service URL is invalid.
+    #[error(transparent)]
+    Client(#[from] accrue_kit::client::ClientError),
 }
 
-/// Runs the service on `listener` until `shutdown` is cancelled.
+/// Runs the service on `listener` until `shutdown` is cancelled. Errors when
+/// the database URL or the hierarchy URL is invalid, or the server fails.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
     let pool = accrue_kit::db::pool(&DbConfig {
         url: config.database_url,
         schema: SCHEMA.to_string(),
         max_connections: config.max_connections,
     })?;
-    let server = LedgerServiceServer::new(LedgerApi::new(pool.clone()))
+    let hierarchy = HierarchyServiceClient::new(accrue_kit::client::channel(&config.hierarchy_url)?)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let hosted = Hosted { routes: Routes::new(server), service_name: SERVICE_NAME, pool, schema: SCHEMA, migrator: &MIGRATOR };
+    let server = LedgerServiceServer::new(LedgerApi::new(pool.clone(), hierarchy))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let hosted =
+        Hosted { routes: Routes::new(server), service_name: SERVICE_NAME, pool, schema: SCHEMA, migrator: &MIGRATOR };
     accrue_kit::server::serve(listener, hosted, shutdown).await?;
     Ok(())
 }

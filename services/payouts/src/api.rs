@@ -1,17 +1,361 @@
-//! tonic implementation of `PayoutsService`.
+//! tonic implementation of `PayoutService`: decode and validate, call the
+//! domain rules, the store and the peer services (hierarchy, ledger), encode.
 
+use std::time::Duration;
+
+use accrue_kit::FieldViolations;
+use accrue_kit::convert::{amount_to_proto, optional_uuid, parse_id, require_uuid, timestamp};
+use accrue_kit::error::{db_error, failed_precondition, internal, invalid_field, not_found};
+use accrue_kit::page;
+use accrue_money::{Currency, Decimal, Money};
+use accrue_proto::hierarchy::v1 as hierarchy_pb;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_proto::ledger::v1 as ledger_pb;
+use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use accrue_proto::payouts::v1 as pb;
+use accrue_proto::payouts::v1::payout_service_server::PayoutService;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+use uuid::Uuid;
 
-/// The `PayoutsService` implementation.
+use crate::domain::{CarriedForward, PayoutStatus, RunRequest, payout_id, resolve_minimum, validate_run_request};
+use crate::store::{self, NewPayout, PayoutFilter, PayoutRow, RunRow};
+
+/// Partners per hierarchy page and per ledger ReserveForPayout call.
+pub const RESERVE_BATCH: i32 = 1000;
+/// How often a ReserveForPayout that the ledger ABORTED (a concurrent run
+/// reserved an entry first) is retried.
+const RESERVE_ATTEMPTS: u32 = 4;
+
+/// The `PayoutService` implementation.
 #[derive(Debug, Clone)]
 pub struct PayoutsApi {
-    #[allow(dead_code)]
     pool: PgPool,
+    hierarchy: HierarchyServiceClient<Channel>,
+    ledger: LedgerServiceClient<Channel>,
 }
 
 impl PayoutsApi {
-    /// A new API over the service's pool.
-    pub fn new(pool: PgPool) -> Self {
-        PayoutsApi { pool }
+    /// A new API over the service's pool and channels to the hierarchy and
+    /// ledger services.
+    pub fn new(pool: PgPool, hierarchy: Channel, ledger: Channel) -> Self {
+        let max = accrue_kit::server::MAX_MESSAGE_BYTES;
+        PayoutsApi {
+            pool,
+            hierarchy: HierarchyServiceClient::new(hierarchy)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            ledger: LedgerServiceClient::new(ledger).max_decoding_message_size(max).max_encoding_message_size(max),
+        }
+    }
+}
+
+/// Keyset cursor of ListPayouts: (created_at, id).
+#[derive(Debug, Serialize, Deserialize)]
+struct PayoutCursor {
+    t: DateTime<Utc>,
+    id: Uuid,
+}
+
+/// Maps a peer's failure: transient ones become UNAVAILABLE (the caller
+/// retries; the run resumes), anything else is our fault (INTERNAL, logged).
+fn peer_error(peer: &str, status: Status) -> Status {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Cancelled => {
+            tracing::warn!(peer, code = ?status.code(), message = status.message(), "peer unavailable");
+            Status::unavailable(format!("{peer} service unavailable; retry the request"))
+        }
+        _ => internal(format!("{peer} call failed: {:?} {}", status.code(), status.message())),
+    }
+}
+
+fn currency_of(code: &str) -> Result<Currency, Status> {
+    Currency::from_code(code).map_err(internal)
+}
+
+fn run_to_proto(row: &RunRow) -> Result<pb::PayoutRun, Status> {
+    let currency = currency_of(&row.currency)?;
+    Ok(pb::PayoutRun {
+        id: row.id.to_string(),
+        program_id: row.program_id.to_string(),
+        currency_code: row.currency.clone(),
+        period: row.period.clone(),
+        cutoff: Some(timestamp(row.cutoff)),
+        payout_count: row.payout_count,
+        total_amount: Some(amount_to_proto(currency, row.total_amount)),
+        carried_forward_count: row.carried_forward_count,
+        carried_forward_amount: Some(amount_to_proto(currency, row.carried_forward_amount)),
+        create_time: Some(timestamp(row.created_at)),
+    })
+}
+
+fn payout_to_proto(row: &PayoutRow) -> Result<pb::Payout, Status> {
+    let currency = currency_of(&row.currency)?;
+    let status = PayoutStatus::from_str_name(&row.status)
+        .ok_or_else(|| internal(format!("stored payout status {:?} is unknown", row.status)))?;
+    Ok(pb::Payout {
+        id: row.id.to_string(),
+        program_id: row.program_id.to_string(),
+        partner_id: row.partner_id.to_string(),
+        payout_run_id: row.payout_run_id.to_string(),
+        amount: Some(amount_to_proto(currency, row.amount)),
+        status: status.to_proto() as i32,
+        period: row.period.clone(),
+        entry_count: row.entry_count,
+        create_time: Some(timestamp(row.created_at)),
+        update_time: Some(timestamp(row.updated_at)),
+    })
+}
+
+impl PayoutsApi {
+    /// The program's minimum payout from the hierarchy service.
+    /// NOT_FOUND when the program does not exist.
+    async fn program_minimum(&self, program_id: Uuid) -> Result<Option<Money>, Status> {
+        let program = match self
+            .hierarchy
+            .clone()
+            .get_program(hierarchy_pb::GetProgramRequest { id: program_id.to_string() })
+            .await
+        {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.code() == Code::NotFound => return Err(not_found("program", program_id)),
+            Err(status) => return Err(peer_error("hierarchy", status)),
+        };
+        match program.minimum_payout {
+            None => Ok(None),
+            Some(minimum) if minimum.amount.is_empty() => Ok(None),
+            Some(minimum) => Money::parse(&minimum.currency_code, &minimum.amount).map(Some).map_err(internal),
+        }
+    }
+
+    /// Starts a new run, or returns the one a concurrent request created.
+    async fn start_run(&self, request: &RunRequest) -> Result<RunRow, Status> {
+        let program_minimum = self.program_minimum(request.program_id).await?;
+        let minimum = resolve_minimum(request.minimum, program_minimum, request.currency)
+            .map_err(|error| failed_precondition("MINIMUM_CURRENCY_MISMATCH", error.to_string()))?;
+        let period = request.period.to_string();
+        let insert = store::RunInsert {
+            id: Uuid::now_v7(),
+            program_id: request.program_id,
+            currency: request.currency.code(),
+            period: &period,
+            cutoff: request.cutoff.unwrap_or_else(|| request.period.default_cutoff()),
+            minimum_amount: minimum,
+            request_id: request.request_id.as_deref(),
+        };
+        if let Some(run) = store::insert_run(&self.pool, &insert).await.map_err(db_error)? {
+            tracing::info!(run_id = %run.id, program_id = %run.program_id, period = %run.period, "payout run started");
+            return Ok(run);
+        }
+        store::find_run(&self.pool, request.program_id, request.currency.code(), &period)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| internal("payout run insert conflicted but no run exists"))
+    }
+
+    /// Reserves one batch of partners in the ledger, retrying when a
+    /// concurrent run won an entry (ABORTED).
+    async fn reserve(
+        &self,
+        run: &RunRow,
+        reservations: Vec<ledger_pb::PartnerReservation>,
+    ) -> Result<Vec<ledger_pb::ReservationResult>, Status> {
+        let request = ledger_pb::ReserveForPayoutRequest {
+            program_id: run.program_id.to_string(),
+            currency_code: run.currency.clone(),
+            cutoff: Some(timestamp(run.cutoff)),
+            reservations,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.ledger.clone().reserve_for_payout(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner().results),
+                Err(status) if status.code() == Code::Aborted && attempt < RESERVE_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+                Err(status) => return Err(peer_error("ledger", status)),
+            }
+        }
+    }
+
+    /// Runs (or resumes) a RUNNING run to completion: every ACTIVE partner of
+    /// the program, page by page, is asked for a reservation under its
+    /// deterministic payout id; reserved balances become PENDING_APPROVAL
+    /// payouts, smaller ones are carried forward.
+    async fn execute(&self, run: RunRow) -> Result<RunRow, Status> {
+        let currency = currency_of(&run.currency)?;
+        let minimum = amount_to_proto(currency, run.minimum_amount);
+        let mut carried = CarriedForward::default();
+        let mut created: u64 = 0;
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .hierarchy
+                .clone()
+                .list_partners(hierarchy_pb::ListPartnersRequest {
+                    program_id: run.program_id.to_string(),
+                    status: hierarchy_pb::PartnerStatus::Active as i32,
+                    page_size: RESERVE_BATCH,
+                    page_token: page_token.clone(),
+                })
+                .await
+                .map_err(|status| peer_error("hierarchy", status))?
+                .into_inner();
+            let mut partners = Vec::with_capacity(page.partners.len());
+            for partner in &page.partners {
+                let partner_id = Uuid::parse_str(&partner.id).map_err(internal)?;
+                partners.push((partner_id, payout_id(run.id, partner_id)));
+            }
+            if !partners.is_empty() {
+                let reservations = partners
+                    .iter()
+                    .map(|(partner_id, payout_id)| ledger_pb::PartnerReservation {
+                        partner_id: partner_id.to_string(),
+                        payout_id: payout_id.to_string(),
+                        minimum_amount: Some(minimum.clone()),
+                    })
+                    .collect();
+                let results = self.reserve(&run, reservations).await?;
+                if results.len() != partners.len() {
+                    return Err(internal(format!(
+                        "ledger answered {} reservations for {} partners",
+                        results.len(),
+                        partners.len()
+                    )));
+                }
+                let mut payouts = Vec::new();
+                for ((partner_id, payout_id), result) in partners.iter().zip(&results) {
+                    if result.payout_id != payout_id.to_string() {
+                        return Err(internal(format!(
+                            "ledger answered payout {} where {payout_id} was asked",
+                            result.payout_id
+                        )));
+                    }
+                    let amount = match &result.amount {
+                        Some(money) if money.currency_code == run.currency => {
+                            currency.parse_amount(&money.amount).map_err(internal)?
+                        }
+                        Some(money) => {
+                            return Err(internal(format!(
+                                "ledger answered {} for a {} run",
+                                money.currency_code, run.currency
+                            )));
+                        }
+                        None => Decimal::ZERO,
+                    };
+                    carried.record(result.reserved, amount);
+                    if result.reserved {
+                        if amount <= Decimal::ZERO {
+                            return Err(internal(format!("ledger reserved a non-positive {amount} for {partner_id}")));
+                        }
+                        payouts.push(NewPayout {
+                            id: *payout_id,
+                            partner_id: *partner_id,
+                            amount,
+                            entry_count: result.entry_count,
+                        });
+                    }
+                }
+                created += store::insert_payouts(&self.pool, &run, &payouts).await.map_err(db_error)?;
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        let done = store::complete_run(&self.pool, run.id, carried).await.map_err(db_error)?;
+        tracing::info!(
+            run_id = %done.id,
+            payouts = done.payout_count,
+            created,
+            total = %done.total_amount,
+            carried_forward = done.carried_forward_count,
+            "payout run complete"
+        );
+        Ok(done)
+    }
+}
+
+#[tonic::async_trait]
+impl PayoutService for PayoutsApi {
+    /// Creates, resumes or returns the run for (program, currency, period).
+    /// INVALID_ARGUMENT for malformed input, NOT_FOUND for an unknown
+    /// program, FAILED_PRECONDITION (MINIMUM_CURRENCY_MISMATCH) when the
+    /// program's minimum is in another currency and none is given,
+    /// UNAVAILABLE when a peer is down (retrying resumes the run).
+    #[tracing::instrument(skip_all)]
+    async fn create_payout_run(
+        &self,
+        request: Request<pb::CreatePayoutRunRequest>,
+    ) -> Result<Response<pb::PayoutRun>, Status> {
+        let request = validate_run_request(request.get_ref())?;
+        let period = request.period.to_string();
+        let existing = store::find_run(&self.pool, request.program_id, request.currency.code(), &period)
+            .await
+            .map_err(db_error)?;
+        let run = match existing {
+            Some(run) if run.is_complete() => return Ok(Response::new(run_to_proto(&run)?)),
+            Some(run) => {
+                tracing::info!(run_id = %run.id, "resuming payout run");
+                run
+            }
+            None => {
+                let run = self.start_run(&request).await?;
+                if run.is_complete() {
+                    return Ok(Response::new(run_to_proto(&run)?));
+                }
+                run
+            }
+        };
+        let done = self.execute(run).await?;
+        Ok(Response::new(run_to_proto(&done)?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_payout(&self, request: Request<pb::GetPayoutRequest>) -> Result<Response<pb::Payout>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        let row = store::get_payout(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("payout", id))?;
+        Ok(Response::new(payout_to_proto(&row)?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_payouts(
+        &self,
+        request: Request<pb::ListPayoutsRequest>,
+    ) -> Result<Response<pb::ListPayoutsResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        let partner_id = optional_uuid("partner_id", &request.partner_id, &mut violations);
+        let payout_run_id = optional_uuid("payout_run_id", &request.payout_run_id, &mut violations);
+        let status = match request.status {
+            0 => None,
+            value => {
+                let status = PayoutStatus::from_proto(value);
+                if status.is_none() {
+                    violations.add("status", format!("unknown payout status {value}"));
+                }
+                status
+            }
+        };
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        let limit = page::page_size(request.page_size)?;
+        let after = page::decode::<PayoutCursor>(&request.page_token)?.map(|cursor| (cursor.t, cursor.id));
+        let filter = PayoutFilter { program_id, partner_id, payout_run_id, status: status.map(PayoutStatus::as_str) };
+        let mut rows = store::list_payouts(&self.pool, &filter, after, limit + 1).await.map_err(db_error)?;
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let next_page_token = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|row| page::encode(&PayoutCursor { t: row.created_at, id: row.id })).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let payouts = rows.iter().map(payout_to_proto).collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(pb::ListPayoutsResponse { payouts, next_page_token }))
     }
 }

@@ -1,11 +1,15 @@
-//! Accrue payouts service (`accrue.payouts.v1.PayoutsService`): programs
-//! (tenants and their settings) and the partner tree — status, role, parent
-//! edge and a denormalized ancestor path kept in step by `SetParent` (seed 004).
+//! Accrue payouts service (`accrue.payouts.v1.PayoutService`): payout runs
+//! per (program, currency, period) that reserve each active partner's payable
+//! ledger entries at or above the minimum and create payouts awaiting
+//! approval, carrying smaller balances forward; payouts and their append-only
+//! audit log (seed 001, DESIGN §5).
 //!
-//! Owns the `payouts` schema and nothing else.
+//! Owns the `payouts` schema and nothing else; reads partners and program
+//! settings from the hierarchy service and reserves entries in the ledger
+//! service, over gRPC.
 
 mod api;
-mod domain;
+pub mod domain;
 mod store;
 
 pub use api::PayoutsApi;
@@ -49,6 +53,9 @@ pub enum Error {
     /// The server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// A peer service URL is invalid.
+    #[error(transparent)]
+    Client(#[from] accrue_kit::client::ClientError),
 }
 
 /// Runs the service on `listener` until `shutdown` is cancelled.
@@ -58,10 +65,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         schema: SCHEMA.to_string(),
         max_connections: config.max_connections,
     })?;
-    let server = PayoutServiceServer::new(PayoutsApi::new(pool.clone()))
+    let hierarchy = accrue_kit::client::channel(&config.hierarchy_url)?;
+    let ledger = accrue_kit::client::channel(&config.ledger_url)?;
+    let server = PayoutServiceServer::new(PayoutsApi::new(pool.clone(), hierarchy, ledger))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let hosted = Hosted { routes: Routes::new(server), service_name: SERVICE_NAME, pool, schema: SCHEMA, migrator: &MIGRATOR };
+    let hosted =
+        Hosted { routes: Routes::new(server), service_name: SERVICE_NAME, pool, schema: SCHEMA, migrator: &MIGRATOR };
     accrue_kit::server::serve(listener, hosted, shutdown).await?;
     Ok(())
 }

@@ -1,1 +1,281 @@
-//! sqlx access to the payouts schema.
+//! sqlx access to the payouts schema (runtime queries; the connection's
+//! search_path is `payouts`).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::domain::CarriedForward;
+use crate::domain::status::{CREATED_FROM, PayoutStatus};
+
+/// The actor recorded on audit events written by a payout run.
+pub const RUN_ACTOR: &str = "payout-run";
+
+macro_rules! run_columns {
+    () => {
+        "id, program_id, currency, period, cutoff, minimum_amount, state, payout_count, total_amount, \
+         carried_forward_count, carried_forward_amount, created_at"
+    };
+}
+
+macro_rules! payout_columns {
+    () => {
+        "id, payout_run_id, program_id, partner_id, currency, amount, status, period, entry_count, created_at, \
+         updated_at"
+    };
+}
+
+/// A stored payout run.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    /// Id.
+    pub id: Uuid,
+    /// Program.
+    pub program_id: Uuid,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// "YYYY-MM".
+    pub period: String,
+    /// Payable cutoff.
+    pub cutoff: DateTime<Utc>,
+    /// Minimum applied to every partner.
+    pub minimum_amount: Decimal,
+    /// "RUNNING" or "COMPLETE".
+    pub state: String,
+    /// Payouts created.
+    pub payout_count: i64,
+    /// Σ payouts.
+    pub total_amount: Decimal,
+    /// Partners carried forward.
+    pub carried_forward_count: i64,
+    /// Σ carried forward.
+    pub carried_forward_amount: Decimal,
+    /// When it started.
+    pub created_at: DateTime<Utc>,
+}
+
+impl RunRow {
+    /// Whether the run finished.
+    pub fn is_complete(&self) -> bool {
+        self.state == "COMPLETE"
+    }
+}
+
+/// A stored payout.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PayoutRow {
+    /// Id.
+    pub id: Uuid,
+    /// Run that created it.
+    pub payout_run_id: Uuid,
+    /// Program.
+    pub program_id: Uuid,
+    /// Partner.
+    pub partner_id: Uuid,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Amount.
+    pub amount: Decimal,
+    /// State name.
+    pub status: String,
+    /// "YYYY-MM".
+    pub period: String,
+    /// Ledger entries reserved.
+    pub entry_count: i64,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The run for (program, currency, period), if any.
+pub async fn find_run(
+    executor: impl PgExecutor<'_>,
+    program_id: Uuid,
+    currency: &str,
+    period: &str,
+) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as::<_, RunRow>(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM payout_runs WHERE program_id = $1 AND currency = $2 AND period = $3"
+    ))
+    .bind(program_id)
+    .bind(currency)
+    .bind(period)
+    .fetch_optional(executor)
+    .await
+}
+
+/// What a new run row holds.
+#[derive(Debug, Clone)]
+pub struct RunInsert<'a> {
+    /// Id.
+    pub id: Uuid,
+    /// Program.
+    pub program_id: Uuid,
+    /// ISO 4217 code.
+    pub currency: &'a str,
+    /// "YYYY-MM".
+    pub period: &'a str,
+    /// Payable cutoff.
+    pub cutoff: DateTime<Utc>,
+    /// Minimum applied to every partner.
+    pub minimum_amount: Decimal,
+    /// Idempotency key.
+    pub request_id: Option<&'a str>,
+}
+
+/// Inserts a RUNNING run; `None` when the (program, currency, period) already
+/// has one (the caller re-reads it).
+pub async fn insert_run(executor: impl PgExecutor<'_>, run: &RunInsert<'_>) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as::<_, RunRow>(concat!(
+        "INSERT INTO payout_runs (id, program_id, currency, period, cutoff, minimum_amount, state, request_id) ",
+        "VALUES ($1, $2, $3, $4, $5, $6, 'RUNNING', $7) ",
+        "ON CONFLICT ON CONSTRAINT payout_runs_period_key DO NOTHING RETURNING ",
+        run_columns!()
+    ))
+    .bind(run.id)
+    .bind(run.program_id)
+    .bind(run.currency)
+    .bind(run.period)
+    .bind(run.cutoff)
+    .bind(run.minimum_amount)
+    .bind(run.request_id)
+    .fetch_optional(executor)
+    .await
+}
+
+/// One payout a run creates.
+#[derive(Debug, Clone)]
+pub struct NewPayout {
+    /// Deterministic id (see [`crate::domain::payout_id`]).
+    pub id: Uuid,
+    /// Partner.
+    pub partner_id: Uuid,
+    /// Reserved amount (> 0).
+    pub amount: Decimal,
+    /// Entries reserved.
+    pub entry_count: i64,
+}
+
+/// Inserts a batch of PENDING_APPROVAL payouts for `run` and an audit event
+/// (actor [`RUN_ACTOR`], UNSPECIFIED → PENDING_APPROVAL) for each one newly
+/// created, in one transaction. Payouts that already exist (a resumed run)
+/// are left alone. Returns how many were created.
+pub async fn insert_payouts(pool: &PgPool, run: &RunRow, payouts: &[NewPayout]) -> Result<u64, sqlx::Error> {
+    if payouts.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = payouts.iter().map(|payout| payout.id).collect();
+    let partners: Vec<Uuid> = payouts.iter().map(|payout| payout.partner_id).collect();
+    let amounts: Vec<Decimal> = payouts.iter().map(|payout| payout.amount).collect();
+    let counts: Vec<i64> = payouts.iter().map(|payout| payout.entry_count).collect();
+    let mut tx = pool.begin().await?;
+    let created: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO payouts (id, payout_run_id, program_id, partner_id, currency, amount, status, period, entry_count) \
+         SELECT p.id, $5, $6, p.partner_id, $7, p.amount, $8, $9, p.entry_count \
+         FROM unnest($1::uuid[], $2::uuid[], $3::numeric[], $4::bigint[]) AS p(id, partner_id, amount, entry_count) \
+         ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(&ids)
+    .bind(&partners)
+    .bind(&amounts)
+    .bind(&counts)
+    .bind(run.id)
+    .bind(run.program_id)
+    .bind(&run.currency)
+    .bind(PayoutStatus::PendingApproval.as_str())
+    .bind(&run.period)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !created.is_empty() {
+        sqlx::query(
+            "INSERT INTO payout_audit_events (payout_id, actor, from_status, to_status, reason) \
+             SELECT id, $2, $3, $4, $5 FROM unnest($1::uuid[]) AS created(id)",
+        )
+        .bind(&created)
+        .bind(RUN_ACTOR)
+        .bind(CREATED_FROM)
+        .bind(PayoutStatus::PendingApproval.as_str())
+        .bind(format!("payout run {} for {}", run.id, run.period))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(created.len() as u64)
+}
+
+/// Marks a run COMPLETE with its totals: payouts counted and summed from the
+/// stored payouts (so a resumed run counts each once), carried forward as
+/// tallied by the final pass.
+pub async fn complete_run(
+    executor: impl PgExecutor<'_>,
+    run_id: Uuid,
+    carried: CarriedForward,
+) -> Result<RunRow, sqlx::Error> {
+    sqlx::query_as::<_, RunRow>(concat!(
+        "UPDATE payout_runs r SET state = 'COMPLETE', completed_at = clock_timestamp(), ",
+        "payout_count = t.n, total_amount = t.total, carried_forward_count = $2, carried_forward_amount = $3 ",
+        "FROM (SELECT COUNT(*) AS n, COALESCE(SUM(amount), 0) AS total FROM payouts WHERE payout_run_id = $1) t ",
+        "WHERE r.id = $1 RETURNING ",
+        "r.id, r.program_id, r.currency, r.period, r.cutoff, r.minimum_amount, r.state, r.payout_count, ",
+        "r.total_amount, r.carried_forward_count, r.carried_forward_amount, r.created_at"
+    ))
+    .bind(run_id)
+    .bind(carried.count)
+    .bind(carried.amount)
+    .fetch_one(executor)
+    .await
+}
+
+/// A payout by id.
+pub async fn get_payout(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<PayoutRow>, sqlx::Error> {
+    sqlx::query_as::<_, PayoutRow>(concat!("SELECT ", payout_columns!(), " FROM payouts WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+}
+
+/// ListPayouts filters.
+#[derive(Debug, Clone, Default)]
+pub struct PayoutFilter<'a> {
+    /// Program (required).
+    pub program_id: Uuid,
+    /// Only this partner's.
+    pub partner_id: Option<Uuid>,
+    /// Only this run's.
+    pub payout_run_id: Option<Uuid>,
+    /// Only in this state.
+    pub status: Option<&'a str>,
+}
+
+/// A page of payouts in (created_at, id) order after `after`.
+pub async fn list_payouts(
+    executor: impl PgExecutor<'_>,
+    filter: &PayoutFilter<'_>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<PayoutRow>, sqlx::Error> {
+    let (after_time, after_id) = after.unzip();
+    sqlx::query_as::<_, PayoutRow>(concat!(
+        "SELECT ",
+        payout_columns!(),
+        " FROM payouts WHERE program_id = $1 ",
+        "AND ($2::uuid IS NULL OR partner_id = $2) ",
+        "AND ($3::uuid IS NULL OR payout_run_id = $3) ",
+        "AND ($4::text IS NULL OR status = $4) ",
+        "AND ($5::timestamptz IS NULL OR (created_at, id) > ($5, $6)) ",
+        "ORDER BY created_at, id LIMIT $7"
+    ))
+    .bind(filter.program_id)
+    .bind(filter.partner_id)
+    .bind(filter.payout_run_id)
+    .bind(filter.status)
+    .bind(after_time)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}

@@ -1,1 +1,12 @@
-//! Pure commission rules.
+//! Pure commission rules (DESIGN §4): the agreement and override-plan models
+//! ([`rules`]) and the settlement of a sale ([`settle`]). No I/O; every
+//! function here is deterministic and unit-tested without a database.
+
+mod money_serde;
+pub mod rules;
+pub mod settle;
+#[cfg(test)]
+mod tests;
+
+pub use rules::*;
+pub use settle::*;

@@ -1,0 +1,118 @@
+//! Link rules: the key format and the split config (seed 000).
+
+use accrue_kit::FieldViolations;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Longest link key.
+pub(crate) const MAX_KEY_LEN: usize = 64;
+/// Longest destination URL.
+pub(crate) const MAX_URL_LEN: usize = 2048;
+/// Basis points in a whole (100%).
+pub(crate) const WHOLE_BPS: i64 = 10_000;
+
+/// One split partner and its share of the base commission (basis points).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Split {
+    /// The split partner.
+    pub(crate) partner_id: Uuid,
+    /// Share in basis points (1..9999).
+    pub(crate) basis_points: i32,
+}
+
+/// Checks a link key: 1..64 characters of `[a-z0-9_-]`.
+pub(crate) fn check_key(field: &str, key: &str, violations: &mut FieldViolations) {
+    if key.is_empty() {
+        violations.add(field, "is required");
+    } else if key.len() > MAX_KEY_LEN {
+        violations.add(field, format!("must be at most {MAX_KEY_LEN} characters"));
+    } else if !key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+        violations.add(field, "may contain only a-z, 0-9, '-' and '_'");
+    }
+}
+
+/// Checks a split config (seed 000): every share 1..9999 bps, Σ ≤ 10000, no
+/// partner twice, the owner not among the splits. `splits` holds each split's
+/// parsed partner (None when the id was already reported as malformed) and
+/// basis points; violations name `{prefix}[i].basis_points` / `.partner_id`.
+pub(crate) fn check_splits(
+    prefix: &str,
+    owner: Option<Uuid>,
+    splits: &[(Option<Uuid>, i32)],
+    violations: &mut FieldViolations,
+) {
+    let mut total: i64 = 0;
+    let mut seen: Vec<Uuid> = Vec::with_capacity(splits.len());
+    for (i, (partner, bps)) in splits.iter().enumerate() {
+        if !(1..WHOLE_BPS as i32).contains(bps) {
+            violations.add(format!("{prefix}[{i}].basis_points"), format!("must be between 1 and 9999 (got {bps})"));
+        }
+        total += i64::from(*bps).max(0);
+        if let Some(partner) = partner {
+            if Some(*partner) == owner {
+                violations.add(format!("{prefix}[{i}].partner_id"), "the link owner cannot also be a split partner");
+            } else if seen.contains(partner) {
+                violations
+                    .add(format!("{prefix}[{i}].partner_id"), format!("partner {partner} appears more than once"));
+            }
+            seen.push(*partner);
+        }
+    }
+    if total > WHOLE_BPS {
+        violations.add(prefix.to_string(), format!("basis points sum to {total}, more than {WHOLE_BPS}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(violations: FieldViolations) -> String {
+        match violations.into_result() {
+            Ok(()) => String::new(),
+            Err(status) => status.message().to_string(),
+        }
+    }
+
+    #[test]
+    fn keys() {
+        for good in ["summer-sale", "a", "x_1", &"a".repeat(64)] {
+            let mut v = FieldViolations::new();
+            check_key("link.key", good, &mut v);
+            assert!(v.is_empty(), "{good}");
+        }
+        for bad in ["", "Summer", "a b", "é", &"a".repeat(65)] {
+            let mut v = FieldViolations::new();
+            check_key("link.key", bad, &mut v);
+            assert!(!v.is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn splits_rules() {
+        let owner = Uuid::now_v7();
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        let mut v = FieldViolations::new();
+        check_splits("link.splits", Some(owner), &[(Some(a), 3000), (Some(b), 2000)], &mut v);
+        assert!(v.is_empty());
+
+        let mut v = FieldViolations::new();
+        check_splits("link.splits", Some(owner), &[(Some(a), 6000), (Some(b), 5000)], &mut v);
+        assert!(fields(v).contains("sum to 11000"));
+
+        let mut v = FieldViolations::new();
+        check_splits("link.splits", Some(owner), &[(Some(a), 10), (Some(b), 0)], &mut v);
+        assert!(fields(v).contains("link.splits[1].basis_points"));
+
+        let mut v = FieldViolations::new();
+        check_splits("link.splits", Some(owner), &[(Some(a), 10), (Some(a), 10), (Some(owner), 5)], &mut v);
+        let message = fields(v);
+        assert!(message.contains("link.splits[1].partner_id"), "{message}");
+        assert!(message.contains("link.splits[2].partner_id"), "{message}");
+
+        let mut v = FieldViolations::new();
+        check_splits("link.splits", Some(owner), &[(Some(a), 10_000)], &mut v);
+        assert!(fields(v).contains("link.splits[0].basis_points"));
+    }
+}

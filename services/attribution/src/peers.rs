@@ -1,0 +1,67 @@
+//! gRPC clients of the services attribution calls (hierarchy, commission,
+//! ledger), and how their errors are classified for the saga.
+
+use accrue_kit::client::{ClientError, channel};
+use accrue_kit::server::MAX_MESSAGE_BYTES;
+use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// Lazily connected clients of the peer services (cheap to clone).
+#[derive(Debug, Clone)]
+pub(crate) struct Peers {
+    pub(crate) hierarchy: HierarchyServiceClient<Channel>,
+    pub(crate) commission: CommissionServiceClient<Channel>,
+    pub(crate) ledger: LedgerServiceClient<Channel>,
+}
+
+impl Peers {
+    /// Channels to the three peers; nothing connects until the first call.
+    pub(crate) fn connect(hierarchy: &str, commission: &str, ledger: &str) -> Result<Self, ClientError> {
+        Ok(Peers {
+            hierarchy: HierarchyServiceClient::new(channel(hierarchy)?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            commission: CommissionServiceClient::new(channel(commission)?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            ledger: LedgerServiceClient::new(channel(ledger)?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        })
+    }
+}
+
+/// True when a peer's status is worth retrying (the peer or the network is
+/// having trouble); false when the request itself is wrong (retrying gives the
+/// same answer).
+pub(crate) fn is_transient(code: Code) -> bool {
+    !matches!(
+        code,
+        Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::OutOfRange
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_codes() {
+        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Aborted, Code::ResourceExhausted, Code::Internal]
+        {
+            assert!(is_transient(code), "{code:?}");
+        }
+        for code in [Code::InvalidArgument, Code::FailedPrecondition, Code::NotFound, Code::AlreadyExists] {
+            assert!(!is_transient(code), "{code:?}");
+        }
+    }
+}

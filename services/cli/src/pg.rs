@@ -1,0 +1,415 @@
+//! A throwaway Postgres for `accrue dev` and `accrue replay --dev` (DESIGN §6
+//! "Dev"): when no `DATABASE_URL` is given and nothing listens on
+//! 127.0.0.1:5432, `initdb` a temporary directory with trust auth, start
+//! `postgres` on a free port with durability off, create the `accrue`
+//! database, and on [`ThrowawayPostgres::stop`] (or drop) stop the server with
+//! SIGINT (fast shutdown) and delete the directory.
+//!
+//! The server binaries come from `pg_config --bindir`, else the newest
+//! `/usr/lib/postgresql/*/bin`. As root, `initdb` and `postgres` refuse to run,
+//! so they run as the `postgres` user through `setpriv` (or `runuser`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection};
+
+/// The database `accrue dev` creates and uses.
+pub const DATABASE_NAME: &str = "accrue";
+
+/// The conventional local server the dev command tries first.
+pub const LOCAL_ADDR: &str = "127.0.0.1:5432";
+
+/// Why a dev database could not be provided.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// No PostgreSQL server binaries were found.
+    #[error("no PostgreSQL server binaries found (tried `pg_config --bindir` and /usr/lib/postgresql/*/bin)")]
+    NoBinaries,
+    /// A helper command could not be run or failed.
+    #[error("{command} failed: {detail}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its stderr or the spawn error.
+        detail: String,
+    },
+    /// The server did not accept connections in time.
+    #[error("postgres did not accept connections within {0:?}; log: {1}")]
+    NotReady(Duration, String),
+    /// A filesystem operation failed.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    /// A SQL statement failed.
+    #[error("{0}: {1}")]
+    Sql(String, #[source] sqlx::Error),
+}
+
+/// Where the dev database lives.
+#[derive(Debug)]
+pub enum DevDatabase {
+    /// A URL the user gave (flag or `DATABASE_URL`), used as is.
+    Given(String),
+    /// The server already listening on 127.0.0.1:5432 (database `accrue`).
+    Local(String),
+    /// A throwaway server started for this process.
+    Throwaway(ThrowawayPostgres),
+}
+
+impl DevDatabase {
+    /// The URL the services connect with.
+    pub fn url(&self) -> &str {
+        match self {
+            DevDatabase::Given(url) | DevDatabase::Local(url) => url,
+            DevDatabase::Throwaway(pg) => pg.url(),
+        }
+    }
+
+    /// A one-line human description ("throwaway Postgres in /tmp/… on port 40123").
+    pub fn describe(&self) -> String {
+        match self {
+            DevDatabase::Given(url) => format!("given database {}", redact(url)),
+            DevDatabase::Local(url) => format!("local Postgres {url}"),
+            DevDatabase::Throwaway(pg) => {
+                format!("throwaway Postgres in {} on port {} ({})", pg.dir().display(), pg.port(), pg.url())
+            }
+        }
+    }
+
+    /// Stops a throwaway server (and deletes its directory); a no-op otherwise.
+    pub async fn stop(self) -> Result<(), PgError> {
+        match self {
+            DevDatabase::Throwaway(pg) => pg.stop().await,
+            DevDatabase::Given(_) | DevDatabase::Local(_) => Ok(()),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let rest = &url[scheme_end..];
+    let Some(at) = rest.find('@') else { return url.to_string() };
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// Picks the dev database: `url` when given; else the server on
+/// 127.0.0.1:5432 (user `postgres`, database `accrue`, created if missing)
+/// when it accepts connections; else a fresh [`ThrowawayPostgres`].
+pub async fn dev_database(url: Option<String>) -> Result<DevDatabase, PgError> {
+    if let Some(url) = url.filter(|u| !u.trim().is_empty()) {
+        return Ok(DevDatabase::Given(url));
+    }
+    if accepts_connections(LOCAL_ADDR).await {
+        let admin = "postgres://postgres@127.0.0.1:5432/postgres";
+        ensure_database(admin, DATABASE_NAME).await?;
+        return Ok(DevDatabase::Local(format!("postgres://postgres@127.0.0.1:5432/{DATABASE_NAME}")));
+    }
+    Ok(DevDatabase::Throwaway(ThrowawayPostgres::start().await?))
+}
+
+/// Whether something accepts TCP connections at `addr` (within one second).
+pub async fn accepts_connections(addr: &str) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Creates database `name` through `admin_url` unless it exists.
+pub async fn ensure_database(admin_url: &str, name: &str) -> Result<(), PgError> {
+    let mut conn = PgConnection::connect(admin_url)
+        .await
+        .map_err(|e| PgError::Sql(format!("connecting to {}", redact(admin_url)), e))?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(|e| PgError::Sql("looking up the database".into(), e))?;
+    if exists.is_none() {
+        let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await {
+            // Another process may have created it meanwhile (42P04 duplicate_database).
+            let duplicate = error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "42P04");
+            if !duplicate {
+                return Err(PgError::Sql(format!("CREATE DATABASE {name}"), error));
+            }
+        }
+    }
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// The directory holding `initdb` and `postgres`.
+pub fn find_bindir() -> Result<PathBuf, PgError> {
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output()
+        && output.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if dir.join("initdb").is_file() && dir.join("postgres").is_file() {
+            return Ok(dir);
+        }
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_string_lossy().split('.').next()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            (bin.join("initdb").is_file() && bin.join("postgres").is_file()).then_some((version, bin))
+        })
+        .collect();
+    candidates.sort();
+    candidates.pop().map(|(_, bin)| bin).ok_or(PgError::NoBinaries)
+}
+
+/// Whether this process runs as root (`id -u` prints 0).
+pub fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A command that runs `program` as the `postgres` user when we are root.
+fn server_command(program: &Path, as_postgres: bool) -> Command {
+    if !as_postgres {
+        return Command::new(program);
+    }
+    if Path::new("/usr/bin/setpriv").exists() || which("setpriv") {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(program);
+        command
+    } else {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    }
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+fn run(mut command: Command) -> Result<(), PgError> {
+    let label = format!("{command:?}");
+    let output = command.output().map_err(|e| PgError::Command { command: label.clone(), detail: e.to_string() })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let mut detail = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        if detail.is_empty() {
+            detail = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        }
+        Err(PgError::Command { command: label, detail: format!("{} ({detail})", output.status) })
+    }
+}
+
+fn free_port() -> Result<u16, PgError> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| PgError::Io("finding a free port".into(), e))?;
+    let port = listener.local_addr().map_err(|e| PgError::Io("finding a free port".into(), e))?.port();
+    Ok(port)
+}
+
+/// A Postgres server in a temporary directory, owned by this process.
+#[derive(Debug)]
+pub struct ThrowawayPostgres {
+    dir: Option<tempfile::TempDir>,
+    child: Option<Child>,
+    port: u16,
+    url: String,
+}
+
+impl ThrowawayPostgres {
+    /// Initializes a cluster in a new temporary directory (trust auth, user
+    /// `postgres`), starts it on a free loopback port with fsync,
+    /// synchronous_commit and full_page_writes off, waits until it accepts
+    /// connections (up to 30 s) and creates database [`DATABASE_NAME`].
+    pub async fn start() -> Result<Self, PgError> {
+        let bindir = find_bindir()?;
+        let as_postgres = running_as_root();
+        let dir = tempfile::Builder::new()
+            .prefix("accrue-pg-")
+            .tempdir()
+            .map_err(|e| PgError::Io("creating a temporary directory".into(), e))?;
+        let root = dir.path().to_path_buf();
+        let data = root.join("data");
+        if as_postgres {
+            let mut chown = Command::new("chown");
+            chown.args(["-R", "postgres:postgres"]).arg(&root);
+            run(chown)?;
+        }
+        let mut initdb = server_command(&bindir.join("initdb"), as_postgres);
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .current_dir(&root);
+        run(initdb)?;
+
+        let port = free_port()?;
+        let log_path = root.join("postgres.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| PgError::Io(format!("creating {}", log_path.display()), e))?;
+        let log_err = log.try_clone().map_err(|e| PgError::Io("duplicating the log handle".into(), e))?;
+        let mut postgres = server_command(&bindir.join("postgres"), as_postgres);
+        postgres
+            .arg("-D")
+            .arg(&data)
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-k")
+            .arg(&root)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ])
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err));
+        // Own process group: a terminal's Ctrl-C reaches us, not the server, so
+        // the services drain before the database stops.
+        std::os::unix::process::CommandExt::process_group(&mut postgres, 0);
+        let child = postgres
+            .spawn()
+            .map_err(|e| PgError::Command { command: format!("{postgres:?}"), detail: e.to_string() })?;
+        let url = format!("postgres://postgres@127.0.0.1:{port}/{DATABASE_NAME}");
+        let mut server = ThrowawayPostgres { dir: Some(dir), child: Some(child), port, url };
+
+        let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let limit = Duration::from_secs(30);
+        let started = Instant::now();
+        loop {
+            if let Some(child) = server.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                server.child = None;
+                return Err(PgError::Command { command: "postgres".into(), detail: format!("exited with {status}: {log}") });
+            }
+            if let Ok(conn) = PgConnection::connect(&admin).await {
+                let _ = conn.close().await;
+                break;
+            }
+            if started.elapsed() > limit {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(PgError::NotReady(limit, log));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure_database(&admin, DATABASE_NAME).await?;
+        Ok(server)
+    }
+
+    /// URL of database [`DATABASE_NAME`] on this server.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The temporary directory (data directory is `data/` inside it).
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().map_or(Path::new(""), |d| d.path())
+    }
+
+    /// Stops the server (SIGINT: fast shutdown, up to 10 s, then SIGKILL) and
+    /// deletes its directory.
+    pub async fn stop(mut self) -> Result<(), PgError> {
+        if let Some(mut child) = self.child.take() {
+            interrupt(&child);
+            let started = Instant::now();
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if started.elapsed() < Duration::from_secs(10) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            let path = dir.path().display().to_string();
+            dir.close().map_err(|e| PgError::Io(format!("removing {path}"), e))?;
+        }
+        Ok(())
+    }
+}
+
+fn interrupt(child: &Child) {
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            interrupt(&child);
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // `dir` (a TempDir) deletes itself when dropped after this.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[tokio::test]
+    async fn throwaway_postgres_starts_accepts_sql_and_cleans_up() {
+        if find_bindir().is_err() {
+            eprintln!("skipping: no PostgreSQL server binaries");
+            return;
+        }
+        let pg = ThrowawayPostgres::start().await.expect("start");
+        let dir = pg.dir().to_path_buf();
+        let mut conn = PgConnection::connect(pg.url()).await.expect("connect");
+        let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.expect("select");
+        assert_eq!(one, 1);
+        conn.close().await.expect("close");
+        pg.stop().await.expect("stop");
+        assert!(!dir.exists(), "temporary directory removed");
+    }
+}

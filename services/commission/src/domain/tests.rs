@@ -1,0 +1,990 @@
+//! Unit tests of the settlement math (DESIGN §4; seeds 000, 003, 004).
+
+use accrue_money::{Money, RoundingMode};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use uuid::Uuid;
+
+use super::settle::prior_firing_events;
+use super::*;
+
+fn money(currency: &str, amount: &str) -> Money {
+    Money::parse(currency, amount).unwrap()
+}
+
+fn usd(amount: &str) -> Money {
+    money("USD", amount)
+}
+
+fn pid(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+fn partner(n: u128, status: PartnerStatus) -> PartnerRef {
+    PartnerRef { id: pid(n), status }
+}
+
+fn active(n: u128) -> PartnerRef {
+    partner(n, PartnerStatus::Active)
+}
+
+const SELLER: u128 = 1;
+const DEFAULT_AGREEMENT: u128 = 900;
+const DEFAULT_VERSION: u128 = 1000;
+
+fn program() -> ProgramSettings {
+    ProgramSettings { rounding: RoundingMode::HalfAwayFromZero, override_depth_cap: 8, compression_enabled: false }
+}
+
+fn rules(model: Model) -> AgreementRules {
+    AgreementRules {
+        model,
+        trigger: Trigger::OnPayment,
+        setup_fee: None,
+        min_commission: None,
+        max_commission: None,
+        clearance_days: 30,
+        max_duration_months: 0,
+        max_commissions: 0,
+    }
+}
+
+fn pct(rate: Decimal) -> Model {
+    Model::Percentage { rate }
+}
+
+fn version(
+    id: u128,
+    agreement: u128,
+    partner: Option<u128>,
+    number: i32,
+    from: &str,
+    rules: AgreementRules,
+) -> AgreementVersion {
+    AgreementVersion {
+        id: pid(id),
+        agreement_id: pid(agreement),
+        partner_id: partner.map(pid),
+        version: number,
+        effective_from: at(from),
+        rules,
+    }
+}
+
+fn default_book(rules: AgreementRules) -> AgreementBook {
+    AgreementBook::new([version(DEFAULT_VERSION, DEFAULT_AGREEMENT, None, 1, "2000-01-01T00:00:00Z", rules)])
+}
+
+fn sale(amount: Money) -> Sale {
+    Sale {
+        sale_id: "sale-1".into(),
+        event_type: SaleEventType::Payment,
+        amount,
+        product_code: String::new(),
+        occurred_at: at("2024-06-01T12:00:00Z"),
+        seller: active(SELLER),
+        splits: Vec::new(),
+        ancestors: Vec::new(),
+        is_first_payment: true,
+        seller_prior_volume: None,
+        customer_history: Vec::new(),
+    }
+}
+
+fn prior(id: &str, event_type: SaleEventType, seller: u128, when: &str) -> PriorEvent {
+    PriorEvent { sale_id: id.into(), event_type, seller_partner_id: pid(seller), occurred_at: at(when) }
+}
+
+fn split(n: u128, basis_points: u32, status: PartnerStatus) -> SplitShare {
+    SplitShare { partner: partner(n, status), basis_points }
+}
+
+fn run(book: &AgreementBook, sale: &Sale) -> Settlement {
+    settle(&program(), book, &OverridePlans::default(), sale)
+}
+
+/// (partner, kind, amount, level) of every line.
+fn lines(settlement: &Settlement) -> Vec<(Uuid, LineKind, String, u32)> {
+    settlement.lines.iter().map(|l| (l.partner_id, l.kind, l.amount.amount_string(), l.level)).collect()
+}
+
+fn base(settlement: &Settlement) -> String {
+    settlement.base_commission.map(|m| m.amount_string()).unwrap_or_else(|| "none".into())
+}
+
+fn assert_conserves(settlement: &Settlement) {
+    let shares: Decimal = settlement
+        .lines
+        .iter()
+        .filter(|l| matches!(l.kind, LineKind::Direct | LineKind::Split))
+        .map(|l| l.amount.amount)
+        .sum();
+    assert_eq!(shares, settlement.base_commission.map_or(Decimal::ZERO, |m| m.amount));
+}
+
+// ---------------------------------------------------------------- seed 000
+
+#[test]
+fn seed_000_split_owner_50_a_30_b_20() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let mut s = sale(usd("100.00"));
+    s.splits = vec![split(2, 3000, PartnerStatus::Active), split(3, 2000, PartnerStatus::Active)];
+    let out = run(&book, &s);
+    assert_eq!(out.failure, None);
+    assert_eq!(base(&out), "10.00");
+    assert_eq!(
+        lines(&out),
+        vec![
+            (pid(SELLER), LineKind::Direct, "5.00".into(), 0),
+            (pid(2), LineKind::Split, "3.00".into(), 0),
+            (pid(3), LineKind::Split, "2.00".into(), 0),
+        ]
+    );
+    assert_conserves(&out);
+    let direct = &out.lines[0];
+    assert_eq!(direct.breakdown.model, "LARGEST_REMAINDER");
+    assert_eq!(direct.breakdown.agreement_version_id, Some(pid(DEFAULT_VERSION)));
+    assert_eq!(direct.source_partner_id, pid(SELLER));
+    assert_eq!(direct.clears_at, at("2024-07-01T12:00:00Z"));
+    assert_eq!(out.lines[2].breakdown.rule, "split[1]");
+}
+
+#[test]
+fn one_cent_over_three_shares_goes_to_the_largest_remainder() {
+    // 1.00 × 0.01 = 0.01; owner keeps 3334 bp.
+    let book = default_book(rules(pct(dec!(0.01))));
+    let mut s = sale(usd("1.00"));
+    s.splits = vec![split(2, 3333, PartnerStatus::Active), split(3, 3333, PartnerStatus::Active)];
+    let out = run(&book, &s);
+    assert_eq!(lines(&out), vec![(pid(SELLER), LineKind::Direct, "0.01".into(), 0)]);
+    // The split with the largest remainder wins over the owner.
+    s.splits = vec![split(2, 3334, PartnerStatus::Active), split(3, 3333, PartnerStatus::Active)];
+    let out = run(&book, &s);
+    assert_eq!(lines(&out), vec![(pid(2), LineKind::Split, "0.01".into(), 0)]);
+    // 0.02 over [3333, 3333, 3334]: the largest remainder first, then the owner wins the tie.
+    let mut s = sale(usd("2.00"));
+    s.splits = vec![split(2, 3333, PartnerStatus::Active), split(3, 3334, PartnerStatus::Active)];
+    let out = run(&book, &s);
+    assert_eq!(
+        lines(&out),
+        vec![(pid(SELLER), LineKind::Direct, "0.01".into(), 0), (pid(3), LineKind::Split, "0.01".into(), 0)]
+    );
+    assert_conserves(&out);
+}
+
+#[test]
+fn one_basis_point_shares() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let mut s = sale(usd("1000.00"));
+    s.splits = vec![split(2, 1, PartnerStatus::Active), split(3, 1, PartnerStatus::Active)];
+    let out = run(&book, &s);
+    assert_eq!(
+        lines(&out),
+        vec![
+            (pid(SELLER), LineKind::Direct, "99.98".into(), 0),
+            (pid(2), LineKind::Split, "0.01".into(), 0),
+            (pid(3), LineKind::Split, "0.01".into(), 0),
+        ]
+    );
+    // On a 10.00 commission a 1 bp share is 0.001: floors to 0, the owner keeps the cents.
+    let out = run(&book, &{
+        let mut s = sale(usd("100.00"));
+        s.splits = vec![split(2, 1, PartnerStatus::Active)];
+        s
+    });
+    assert_eq!(lines(&out), vec![(pid(SELLER), LineKind::Direct, "10.00".into(), 0)]);
+}
+
+#[test]
+fn splits_taking_everything_leave_the_owner_no_line() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let mut s = sale(usd("100.00"));
+    s.splits = vec![split(2, 6000, PartnerStatus::Active), split(3, 4000, PartnerStatus::Active)];
+    let out = run(&book, &s);
+    assert_eq!(
+        lines(&out),
+        vec![(pid(2), LineKind::Split, "6.00".into(), 0), (pid(3), LineKind::Split, "4.00".into(), 0)]
+    );
+    assert_conserves(&out);
+}
+
+#[test]
+fn jpy_has_no_minor_unit() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let mut s = sale(money("JPY", "1000"));
+    s.splits = vec![split(2, 3333, PartnerStatus::Active), split(3, 3333, PartnerStatus::Active)];
+    let out = run(&book, &s);
+    assert_eq!(base(&out), "100");
+    assert_eq!(
+        lines(&out),
+        vec![
+            (pid(SELLER), LineKind::Direct, "34".into(), 0),
+            (pid(2), LineKind::Split, "33".into(), 0),
+            (pid(3), LineKind::Split, "33".into(), 0),
+        ]
+    );
+    // ¥1005 × 0.10 = 100.5 → 101 (half away from zero).
+    let out = run(&book, &sale(money("JPY", "1005")));
+    assert_eq!(base(&out), "101");
+    assert_eq!(out.base_breakdown.rounding, "HALF_AWAY_FROM_ZERO to 0 dp: 100.50 → 101");
+}
+
+#[test]
+fn terminated_split_falls_back_to_owner_and_suspended_still_accrues() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let mut s = sale(usd("100.00"));
+    s.splits = vec![split(2, 3000, PartnerStatus::Terminated), split(3, 2000, PartnerStatus::Suspended)];
+    let out = run(&book, &s);
+    assert_eq!(
+        lines(&out),
+        vec![(pid(SELLER), LineKind::Direct, "8.00".into(), 0), (pid(3), LineKind::Split, "2.00".into(), 0)]
+    );
+    assert!(out.lines[0].breakdown.note.contains("TERMINATED"));
+    assert!(out.base_breakdown.note.contains("fall back to the owner"));
+}
+
+#[test]
+fn invalid_splits_and_negative_amounts_fail_the_sale() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let mut s = sale(usd("100.00"));
+    s.splits = vec![split(2, 6000, PartnerStatus::Active), split(3, 5000, PartnerStatus::Active)];
+    let out = run(&book, &s);
+    let failure = out.failure.unwrap();
+    assert_eq!((failure.code, failure.reason.as_str()), (FailureCode::InvalidArgument, "INVALID_SPLITS"));
+    assert!(out.lines.is_empty());
+    let out = run(&book, &sale(usd("-1.00")));
+    assert_eq!(out.failure.unwrap().reason, "NEGATIVE_AMOUNT");
+}
+
+// ---------------------------------------------------------------- seed 003 examples
+
+#[test]
+fn seed_003_example_1_fifteen_percent() {
+    let out = run(&default_book(rules(pct(dec!(0.15)))), &sale(usd("100.00")));
+    assert_eq!(base(&out), "15.00");
+    assert_eq!(lines(&out), vec![(pid(SELLER), LineKind::Direct, "15.00".into(), 0)]);
+    assert_eq!(out.agreement_version_id, Some(pid(DEFAULT_VERSION)));
+    assert_eq!(out.base_breakdown.model, "PERCENTAGE");
+    assert_eq!(out.base_breakdown.formula, "100.00 × 0.15 = 15.0000 → 15.00");
+    assert_eq!(out.base_breakdown.inputs["rate"], "0.15");
+    assert_eq!(out.base_breakdown.rounding, "HALF_AWAY_FROM_ZERO to 2 dp: 15.0000 → 15.00");
+}
+
+#[test]
+fn seed_003_example_2_fixed_per_renewal() {
+    let mut r = rules(Model::Fixed { fixed_amount: usd("10.00") });
+    r.trigger = Trigger::OnRenewal;
+    let book = default_book(r);
+    let mut s = sale(usd("49.99"));
+    s.event_type = SaleEventType::Renewal;
+    s.is_first_payment = false;
+    let out = run(&book, &s);
+    assert_eq!(base(&out), "10.00");
+    assert_eq!(lines(&out), vec![(pid(SELLER), LineKind::Direct, "10.00".into(), 0)]);
+    // A plain payment does not fire ON_RENEWAL.
+    let out = run(&book, &sale(usd("49.99")));
+    assert_eq!(base(&out), "0.00");
+    assert!(out.lines.is_empty());
+    assert!(out.base_breakdown.note.contains("does not fire"));
+    assert_eq!(out.agreement_version_id, Some(pid(DEFAULT_VERSION)));
+}
+
+#[test]
+fn seed_003_example_3_setup_fee_on_signup() {
+    let mut r = rules(pct(dec!(0)));
+    r.trigger = Trigger::OnSignup;
+    r.setup_fee = Some(usd("50.00"));
+    let book = default_book(r);
+    let mut s = sale(usd("0.00"));
+    s.event_type = SaleEventType::Signup;
+    s.is_first_payment = false;
+    let out = run(&book, &s);
+    assert_eq!(base(&out), "50.00");
+    assert_eq!(lines(&out), vec![(pid(SELLER), LineKind::Direct, "50.00".into(), 0)]);
+    assert_eq!(out.base_breakdown.inputs["setup_fee"], "50.00");
+    // A second signup of the same customer under the agreement: no fee, 0.
+    s.customer_history = vec![prior("sale-0", SaleEventType::Signup, SELLER, "2024-01-01T00:00:00Z")];
+    let out = run(&book, &s);
+    assert_eq!(base(&out), "0.00");
+    assert!(out.lines.is_empty());
+}
+
+#[test]
+fn seed_003_example_4_ten_percent_plus_setup_fee() {
+    let mut r = rules(pct(dec!(0.10)));
+    r.setup_fee = Some(usd("25.00"));
+    let book = default_book(r);
+    let out = run(&book, &sale(usd("100.00")));
+    assert_eq!(base(&out), "35.00");
+    assert_eq!(out.base_breakdown.formula, "100.00 × 0.10 = 10.0000 + setup_fee 25.00 = 35.0000 → 35.00");
+    let mut renewal = sale(usd("100.00"));
+    renewal.event_type = SaleEventType::Renewal;
+    renewal.is_first_payment = false;
+    renewal.customer_history = vec![prior("sale-0", SaleEventType::Payment, SELLER, "2024-05-01T00:00:00Z")];
+    assert_eq!(base(&run(&book, &renewal)), "10.00");
+}
+
+fn seed_003_tiers() -> Model {
+    Model::Tiered {
+        tiers: vec![
+            Tier { min_volume: dec!(0), max_volume: Some(dec!(10000)), pays: TierPays::Rate(dec!(0.20)) },
+            Tier { min_volume: dec!(10000), max_volume: Some(dec!(50000)), pays: TierPays::Rate(dec!(0.15)) },
+            Tier { min_volume: dec!(50000), max_volume: None, pays: TierPays::Rate(dec!(0.10)) },
+        ],
+    }
+}
+
+#[test]
+fn seed_003_example_5_volume_tiers() {
+    let book = default_book(rules(seed_003_tiers()));
+    let with_volume = |volume: &str| {
+        let mut s = sale(usd("100.00"));
+        s.seller_prior_volume = Some(usd(volume));
+        run(&book, &s)
+    };
+    let out = with_volume("25000.00");
+    assert_eq!(base(&out), "15.00");
+    assert_eq!(out.base_breakdown.rule, "tier[1]");
+    assert_eq!(base(&with_volume("9999.99")), "20.00");
+    assert_eq!(base(&with_volume("10000.00")), "15.00");
+    assert_eq!(base(&with_volume("50000.00")), "10.00");
+    assert_eq!(base(&with_volume("0.00")), "20.00");
+    // No prior volume given = 0.
+    assert_eq!(base(&run(&book, &sale(usd("100.00")))), "20.00");
+    // A prior volume in another currency cannot choose a tier.
+    let mut s = sale(usd("100.00"));
+    s.seller_prior_volume = Some(money("EUR", "1.00"));
+    assert_eq!(run(&book, &s).failure.unwrap().reason, "CURRENCY_MISMATCH");
+}
+
+#[test]
+fn tiered_fixed_and_closed_last_tier() {
+    let book = default_book(rules(Model::Tiered {
+        tiers: vec![
+            Tier { min_volume: dec!(0), max_volume: Some(dec!(100)), pays: TierPays::FixedAmount(usd("2.50")) },
+            Tier { min_volume: dec!(100), max_volume: Some(dec!(200)), pays: TierPays::Rate(dec!(0.5)) },
+        ],
+    }));
+    let mut s = sale(usd("10.00"));
+    assert_eq!(base(&run(&book, &s)), "2.50");
+    s.seller_prior_volume = Some(usd("150.00"));
+    assert_eq!(base(&run(&book, &s)), "5.00");
+    s.seller_prior_volume = Some(usd("200.00"));
+    let out = run(&book, &s);
+    assert_eq!(base(&out), "0.00");
+    assert!(out.base_breakdown.note.contains("no tier"));
+}
+
+fn seed_003_hybrid() -> Model {
+    Model::Hybrid {
+        rules: vec![
+            HybridRule { condition: Condition::IsFirstPayment { value: true }, model: pct(dec!(0.25)) },
+            HybridRule {
+                condition: Condition::EventType { operator: Operator::Equals, values: vec![SaleEventType::Renewal] },
+                model: pct(dec!(0.10)),
+            },
+        ],
+    }
+}
+
+#[test]
+fn seed_003_example_6_hybrid() {
+    let book = default_book(rules(seed_003_hybrid()));
+    let out = run(&book, &sale(usd("100.00")));
+    assert_eq!(base(&out), "25.00");
+    assert_eq!(out.base_breakdown.model, "HYBRID");
+    assert_eq!(out.base_breakdown.rule, "rule[0]");
+    let mut renewal = sale(usd("100.00"));
+    renewal.event_type = SaleEventType::Renewal;
+    renewal.is_first_payment = false;
+    let out = run(&book, &renewal);
+    assert_eq!(base(&out), "10.00");
+    assert_eq!(out.base_breakdown.rule, "rule[1]");
+    // A later PAYMENT matches neither rule: 0.
+    let mut later = sale(usd("100.00"));
+    later.is_first_payment = false;
+    let out = run(&book, &later);
+    assert_eq!(base(&out), "0.00");
+    assert!(out.lines.is_empty());
+    assert!(out.base_breakdown.note.contains("no HYBRID rule matched"));
+}
+
+#[test]
+fn hybrid_gross_amount_product_code_and_nested_tiers() {
+    let book = default_book(rules(Model::Hybrid {
+        rules: vec![
+            HybridRule {
+                condition: Condition::GrossAmount { operator: Operator::Gte, values: vec![dec!(1000)] },
+                model: Model::Fixed { fixed_amount: usd("100.00") },
+            },
+            HybridRule {
+                condition: Condition::ProductCode { operator: Operator::In, values: vec!["PRO".into(), "TEAM".into()] },
+                model: seed_003_tiers(),
+            },
+        ],
+    }));
+    assert_eq!(base(&run(&book, &sale(usd("1000.00")))), "100.00");
+    let mut s = sale(usd("100.00"));
+    s.product_code = "TEAM".into();
+    s.seller_prior_volume = Some(usd("60000.00"));
+    let out = run(&book, &s);
+    assert_eq!(base(&out), "10.00");
+    assert_eq!(out.base_breakdown.rule, "rule[1] tier[2]");
+    s.product_code = "team".into();
+    assert_eq!(base(&run(&book, &s)), "0.00");
+}
+
+// ---------------------------------------------------------------- caps, limits, setup fee
+
+#[test]
+fn min_and_max_clamp_only_positive_commissions() {
+    let mut r = rules(pct(dec!(0.01)));
+    r.min_commission = Some(usd("5.00"));
+    r.max_commission = Some(usd("12.00"));
+    let book = default_book(r.clone());
+    let out = run(&book, &sale(usd("100.00")));
+    assert_eq!(base(&out), "5.00");
+    assert!(out.base_breakdown.formula.contains("raised to min_commission 5.00"));
+    r.model = pct(dec!(0.15));
+    let out = run(&default_book(r.clone()), &sale(usd("100.00")));
+    assert_eq!(base(&out), "12.00");
+    assert!(out.base_breakdown.formula.contains("capped at max_commission 12.00"));
+    // C = 0 stays 0.
+    r.model = pct(dec!(0));
+    let out = run(&default_book(r), &sale(usd("100.00")));
+    assert_eq!(base(&out), "0.00");
+    assert!(out.lines.is_empty());
+}
+
+#[test]
+fn setup_fee_once_per_customer_per_agreement() {
+    let mut default_rules = rules(pct(dec!(0.10)));
+    default_rules.setup_fee = Some(usd("25.00"));
+    let other_rules = rules(pct(dec!(0.10)));
+    let book = AgreementBook::new([
+        version(DEFAULT_VERSION, DEFAULT_AGREEMENT, None, 1, "2000-01-01T00:00:00Z", default_rules.clone()),
+        // v2 of the default agreement: the same series.
+        version(1001, DEFAULT_AGREEMENT, None, 2, "2024-03-01T00:00:00Z", default_rules),
+        // Seller 7 has an agreement of their own.
+        version(2000, 901, Some(7), 1, "2000-01-01T00:00:00Z", other_rules),
+    ]);
+    let mut s = sale(usd("100.00"));
+    s.is_first_payment = false;
+    // An earlier firing event under another version of the same agreement: no fee.
+    s.customer_history = vec![prior("p", SaleEventType::Payment, SELLER, "2024-01-01T00:00:00Z")];
+    assert_eq!(base(&run(&book, &s)), "10.00");
+    // Under another agreement (seller 7's): the fee is still due.
+    s.customer_history = vec![prior("p", SaleEventType::Payment, 7, "2024-01-01T00:00:00Z")];
+    assert_eq!(base(&run(&book, &s)), "35.00");
+    // An earlier event that did not fire (SIGNUP under ON_PAYMENT): the fee is still due.
+    s.customer_history = vec![prior("p", SaleEventType::Signup, SELLER, "2024-01-01T00:00:00Z")];
+    assert_eq!(base(&run(&book, &s)), "35.00");
+    // The sale itself appearing in its history is ignored.
+    s.customer_history = vec![prior("sale-1", SaleEventType::Payment, SELLER, "2024-06-01T12:00:00Z")];
+    assert_eq!(base(&run(&book, &s)), "35.00");
+}
+
+#[test]
+fn setup_fee_only_when_the_event_fires() {
+    let mut r = rules(pct(dec!(0.10)));
+    r.setup_fee = Some(usd("25.00"));
+    let book = default_book(r);
+    let mut s = sale(usd("0.00"));
+    s.event_type = SaleEventType::Signup;
+    let out = run(&book, &s);
+    assert_eq!(base(&out), "0.00");
+    assert!(out.lines.is_empty());
+}
+
+#[test]
+fn activation_history_counts_only_the_first_payment() {
+    let mut r = rules(pct(dec!(0.10)));
+    r.trigger = Trigger::OnActivation;
+    let book = default_book(r);
+    let mut s = sale(usd("100.00"));
+    s.customer_history = vec![
+        prior("a", SaleEventType::Signup, SELLER, "2024-01-01T00:00:00Z"),
+        prior("b", SaleEventType::Renewal, SELLER, "2024-02-01T00:00:00Z"),
+        prior("c", SaleEventType::Payment, SELLER, "2024-03-01T00:00:00Z"),
+    ];
+    let firing: Vec<&str> =
+        prior_firing_events(&book, pid(DEFAULT_AGREEMENT), &s).iter().map(|e| e.sale_id.as_str()).collect();
+    assert_eq!(firing, vec!["b"]);
+    // The current sale is not the first payment: ON_ACTIVATION does not fire.
+    s.is_first_payment = false;
+    let out = run(&book, &s);
+    assert_eq!(base(&out), "0.00");
+    assert!(out.base_breakdown.note.contains("not the first payment"));
+}
+
+#[test]
+fn max_commissions_per_customer() {
+    let mut r = rules(pct(dec!(0.10)));
+    r.max_commissions = 2;
+    let book = default_book(r);
+    let mut s = sale(usd("100.00"));
+    s.is_first_payment = false;
+    s.customer_history = vec![prior("a", SaleEventType::Payment, SELLER, "2024-01-01T00:00:00Z")];
+    assert_eq!(base(&run(&book, &s)), "10.00");
+    s.customer_history.push(prior("b", SaleEventType::Renewal, SELLER, "2024-02-01T00:00:00Z"));
+    let out = run(&book, &s);
+    assert_eq!(base(&out), "0.00");
+    assert!(out.lines.is_empty());
+    assert!(out.base_breakdown.note.contains("max_commissions 2 reached"));
+    // Non-firing history does not count.
+    s.customer_history[1].event_type = SaleEventType::Signup;
+    assert_eq!(base(&run(&book, &s)), "10.00");
+}
+
+#[test]
+fn max_duration_months_from_the_first_commissioned_event() {
+    let mut r = rules(pct(dec!(0.10)));
+    r.max_duration_months = 12;
+    let book = default_book(r);
+    let mut s = sale(usd("100.00"));
+    s.is_first_payment = false;
+    s.customer_history = vec![
+        prior("a", SaleEventType::Signup, SELLER, "2023-01-01T00:00:00Z"),
+        prior("b", SaleEventType::Payment, SELLER, "2023-06-01T12:00:00Z"),
+    ];
+    s.occurred_at = at("2024-06-01T11:59:59Z");
+    assert_eq!(base(&run(&book, &s)), "10.00");
+    s.occurred_at = at("2024-06-01T12:00:00Z");
+    let out = run(&book, &s);
+    assert_eq!(base(&out), "0.00");
+    assert!(out.base_breakdown.note.contains("max_duration_months 12 passed"));
+    // Calendar months clamp to the month's end: Jan 31 + 1 month = Feb 29 (2024).
+    let mut r = rules(pct(dec!(0.10)));
+    r.max_duration_months = 1;
+    let book = default_book(r);
+    s.customer_history = vec![prior("a", SaleEventType::Payment, SELLER, "2024-01-31T00:00:00Z")];
+    s.occurred_at = at("2024-02-28T23:59:59Z");
+    assert_eq!(base(&run(&book, &s)), "10.00");
+    s.occurred_at = at("2024-02-29T00:00:00Z");
+    assert_eq!(base(&run(&book, &s)), "0.00");
+}
+
+// ---------------------------------------------------------------- versions
+
+#[test]
+fn version_in_force_at_occurred_at_and_fallback_to_default() {
+    let book = AgreementBook::new([
+        version(DEFAULT_VERSION, DEFAULT_AGREEMENT, None, 1, "2000-01-01T00:00:00Z", rules(pct(dec!(0.01)))),
+        version(11, 10, Some(SELLER), 1, "2020-01-01T00:00:00Z", rules(pct(dec!(0.10)))),
+        version(12, 10, Some(SELLER), 2, "2021-01-01T00:00:00Z", rules(pct(dec!(0.20)))),
+        // Seller 5's agreement starts only in 2030.
+        version(51, 50, Some(5), 1, "2030-01-01T00:00:00Z", rules(pct(dec!(0.50)))),
+    ]);
+    let mut s = sale(usd("100.00"));
+    s.occurred_at = at("2020-06-01T00:00:00Z");
+    let out = run(&book, &s);
+    assert_eq!((base(&out), out.agreement_version_id), ("10.00".into(), Some(pid(11))));
+    s.occurred_at = at("2021-01-01T00:00:00Z");
+    let out = run(&book, &s);
+    assert_eq!((base(&out), out.agreement_version_id), ("20.00".into(), Some(pid(12))));
+    s.occurred_at = at("2019-12-31T23:59:59Z");
+    let out = run(&book, &s);
+    assert_eq!((base(&out), out.agreement_version_id), ("1.00".into(), Some(pid(DEFAULT_VERSION))));
+    s.seller = active(5);
+    s.occurred_at = at("2024-01-01T00:00:00Z");
+    assert_eq!(run(&book, &s).agreement_version_id, Some(pid(DEFAULT_VERSION)));
+}
+
+#[test]
+fn no_agreement_in_force_pays_nothing() {
+    let book = AgreementBook::new([version(
+        DEFAULT_VERSION,
+        DEFAULT_AGREEMENT,
+        None,
+        1,
+        "2030-01-01T00:00:00Z",
+        rules(pct(dec!(0.10))),
+    )]);
+    let mut s = sale(usd("100.00"));
+    s.ancestors = vec![active(20)];
+    let plans = OverridePlans { program: Some(flat_plan(&["1.00"])), partners: Default::default() };
+    let out = settle(&program(), &book, &plans, &s);
+    assert_eq!(out.failure, None);
+    assert_eq!(base(&out), "0.00");
+    assert_eq!(out.agreement_version_id, None);
+    assert!(out.lines.is_empty());
+    assert_eq!(out.base_breakdown.note, "no agreement in force");
+}
+
+#[test]
+fn terminated_seller_earns_nothing_and_suspended_seller_accrues() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let plans = OverridePlans { program: Some(flat_plan(&["1.00"])), partners: Default::default() };
+    let mut s = sale(usd("100.00"));
+    s.ancestors = vec![active(20)];
+    s.seller = partner(SELLER, PartnerStatus::Terminated);
+    let out = settle(&program(), &book, &plans, &s);
+    assert!(out.lines.is_empty());
+    assert_eq!(base(&out), "0.00");
+    assert!(out.base_breakdown.note.contains("TERMINATED"));
+    s.seller = partner(SELLER, PartnerStatus::Suspended);
+    let out = settle(&program(), &book, &plans, &s);
+    assert_eq!(
+        lines(&out),
+        vec![(pid(SELLER), LineKind::Direct, "10.00".into(), 0), (pid(20), LineKind::Override, "1.00".into(), 1)]
+    );
+}
+
+// ---------------------------------------------------------------- currency and rounding
+
+#[test]
+fn fixed_amount_in_another_currency_fails_the_sale() {
+    let book = default_book(rules(Model::Fixed { fixed_amount: money("EUR", "10.00") }));
+    let out = run(&book, &sale(usd("100.00")));
+    let failure = out.failure.clone().unwrap();
+    assert_eq!(failure.code, FailureCode::FailedPrecondition);
+    assert_eq!(failure.code.as_str(), "FAILED_PRECONDITION");
+    assert_eq!(failure.reason, "CURRENCY_MISMATCH");
+    assert!(out.lines.is_empty());
+    assert_eq!(out.base_commission, None);
+    assert_eq!(out.agreement_version_id, Some(pid(DEFAULT_VERSION)));
+    // Setup fees and caps in another currency fail the same way.
+    let mut r = rules(pct(dec!(0.10)));
+    r.setup_fee = Some(money("EUR", "1.00"));
+    assert_eq!(run(&default_book(r), &sale(usd("100.00"))).failure.unwrap().reason, "CURRENCY_MISMATCH");
+}
+
+#[test]
+fn amounts_too_large_to_multiply_exactly_fail_instead_of_losing_digits() {
+    let book = default_book(rules(pct(dec!(0.15))));
+    let out = run(&book, &sale(usd("79228162514264337593543950.33")));
+    let failure = out.failure.unwrap();
+    assert_eq!((failure.code, failure.reason.as_str()), (FailureCode::InvalidArgument, "AMOUNT_OUT_OF_RANGE"));
+    // A zero rate on the same amount is exactly zero.
+    assert_eq!(base(&run(&default_book(rules(pct(dec!(0)))), &sale(usd("79228162514264337593543950.33")))), "0.00");
+}
+
+#[test]
+fn half_even_versus_half_away_from_zero() {
+    let book = default_book(rules(pct(dec!(0.05))));
+    // 100.50 × 0.05 = 5.025.
+    let s = sale(usd("100.50"));
+    let away = run(&book, &s);
+    assert_eq!(base(&away), "5.03");
+    assert_eq!(away.base_breakdown.rounding, "HALF_AWAY_FROM_ZERO to 2 dp: 5.0250 → 5.03");
+    let even_program = ProgramSettings { rounding: RoundingMode::HalfEven, ..program() };
+    let even = settle(&even_program, &book, &OverridePlans::default(), &s);
+    assert_eq!(base(&even), "5.02");
+    assert_eq!(even.base_breakdown.rounding, "HALF_EVEN to 2 dp: 5.0250 → 5.02");
+    // 100.30 × 0.05 = 5.015 → 5.02 under both.
+    let s = sale(usd("100.30"));
+    assert_eq!(base(&run(&book, &s)), "5.02");
+    assert_eq!(base(&settle(&even_program, &book, &OverridePlans::default(), &s)), "5.02");
+}
+
+// ---------------------------------------------------------------- overrides (seed 004)
+
+fn pct_plan(basis: OverrideBasis, rates: &[Option<Decimal>]) -> OverridePlan {
+    OverridePlan {
+        mode: OverrideMode::Percentage,
+        basis,
+        levels: rates.iter().map(|rate| OverrideLevel { rate: *rate, flat_amount: None }).collect(),
+    }
+}
+
+fn flat_plan(amounts: &[&str]) -> OverridePlan {
+    OverridePlan {
+        mode: OverrideMode::Flat,
+        basis: OverrideBasis::DealAmount,
+        levels: amounts.iter().map(|a| OverrideLevel { rate: None, flat_amount: Some(usd(a)) }).collect(),
+    }
+}
+
+fn chain_sale() -> Sale {
+    let mut s = sale(usd("100.00"));
+    s.ancestors = vec![active(21), partner(22, PartnerStatus::Suspended), active(23), active(24)];
+    s
+}
+
+fn override_lines(settlement: &Settlement) -> Vec<(Uuid, String, u32)> {
+    settlement
+        .lines
+        .iter()
+        .filter(|l| l.kind == LineKind::Override)
+        .map(|l| (l.partner_id, l.amount.amount_string(), l.level))
+        .collect()
+}
+
+#[test]
+fn overrides_on_deal_amount_without_compression() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let plans = OverridePlans {
+        program: Some(pct_plan(OverrideBasis::DealAmount, &[Some(dec!(0.05)), Some(dec!(0.03)), Some(dec!(0.02))])),
+        partners: Default::default(),
+    };
+    let out = settle(&program(), &book, &plans, &chain_sale());
+    assert_eq!(base(&out), "10.00");
+    // Level 2 (suspended) forfeits; level 4 has no rate.
+    assert_eq!(override_lines(&out), vec![(pid(21), "5.00".into(), 1), (pid(23), "2.00".into(), 3)]);
+    assert!(out.base_breakdown.note.contains("level 2"));
+    assert!(out.base_breakdown.note.contains("SUSPENDED and forfeits"));
+    assert!(out.base_breakdown.note.contains("no rate for level 4"));
+    let line = &out.lines[1];
+    assert_eq!(line.breakdown.model, "OVERRIDE_PERCENTAGE");
+    assert_eq!(line.breakdown.rule, "level 1");
+    assert_eq!(line.breakdown.formula, "DEAL_AMOUNT 100.00 × 0.05 = 5.0000 → 5.00");
+    assert_eq!(line.source_partner_id, pid(SELLER));
+    assert_eq!(line.clears_at, at("2024-07-01T12:00:00Z"));
+    // Overrides are on top of C: the direct line is still all of C.
+    assert_eq!(out.lines[0].amount.amount_string(), "10.00");
+}
+
+#[test]
+fn overrides_on_deal_amount_with_compression() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let plans = OverridePlans {
+        program: Some(pct_plan(OverrideBasis::DealAmount, &[Some(dec!(0.05)), Some(dec!(0.03)), Some(dec!(0.02))])),
+        partners: Default::default(),
+    };
+    let compressed = ProgramSettings { compression_enabled: true, ..program() };
+    let out = settle(&compressed, &book, &plans, &chain_sale());
+    assert_eq!(
+        override_lines(&out),
+        vec![(pid(21), "5.00".into(), 1), (pid(23), "3.00".into(), 2), (pid(24), "2.00".into(), 3)]
+    );
+    assert!(out.base_breakdown.note.contains("skipped (compression)"));
+    // The cap counts compressed levels.
+    let capped = ProgramSettings { override_depth_cap: 2, ..compressed };
+    assert_eq!(
+        override_lines(&settle(&capped, &book, &plans, &chain_sale())),
+        vec![(pid(21), "5.00".into(), 1), (pid(23), "3.00".into(), 2)]
+    );
+    // Without compression the cap counts positions.
+    let capped = ProgramSettings { override_depth_cap: 2, ..program() };
+    assert_eq!(override_lines(&settle(&capped, &book, &plans, &chain_sale())), vec![(pid(21), "5.00".into(), 1)]);
+}
+
+#[test]
+fn overrides_on_base_commission_with_and_without_compression() {
+    let book = default_book(rules(pct(dec!(0.125))));
+    let plans = OverridePlans {
+        program: Some(pct_plan(OverrideBasis::BaseCommission, &[Some(dec!(0.10)), Some(dec!(0.05)), Some(dec!(0.03))])),
+        partners: Default::default(),
+    };
+    // C = 100.00 × 0.125 = 12.50.
+    let out = settle(&program(), &book, &plans, &chain_sale());
+    assert_eq!(base(&out), "12.50");
+    // Level 1: 1.25; level 2 forfeited; level 3: 12.50 × 0.03 = 0.375 → 0.38.
+    assert_eq!(override_lines(&out), vec![(pid(21), "1.25".into(), 1), (pid(23), "0.38".into(), 3)]);
+    assert_eq!(out.lines[2].breakdown.rounding, "HALF_AWAY_FROM_ZERO to 2 dp: 0.3750 → 0.38");
+    let compressed = ProgramSettings { compression_enabled: true, ..program() };
+    let out = settle(&compressed, &book, &plans, &chain_sale());
+    // Level 2: 0.625 → 0.63; level 3: 0.375 → 0.38.
+    assert_eq!(
+        override_lines(&out),
+        vec![(pid(21), "1.25".into(), 1), (pid(23), "0.63".into(), 2), (pid(24), "0.38".into(), 3)]
+    );
+    let even = ProgramSettings { rounding: RoundingMode::HalfEven, ..compressed };
+    let out = settle(&even, &book, &plans, &chain_sale());
+    assert_eq!(
+        override_lines(&out),
+        vec![(pid(21), "1.25".into(), 1), (pid(23), "0.62".into(), 2), (pid(24), "0.38".into(), 3)]
+    );
+}
+
+#[test]
+fn ancestor_plan_beats_program_plan_and_missing_levels_pay_nothing() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let mut partners = std::collections::HashMap::new();
+    partners.insert(pid(21), flat_plan(&["7.00"]));
+    // Ancestor 23's own plan has level 3 unset.
+    partners.insert(pid(23), pct_plan(OverrideBasis::DealAmount, &[Some(dec!(0.5)), Some(dec!(0.5)), None]));
+    let plans = OverridePlans { program: None, partners };
+    let out = settle(&program(), &book, &plans, &chain_sale());
+    assert_eq!(override_lines(&out), vec![(pid(21), "7.00".into(), 1)]);
+    assert_eq!(out.lines[1].breakdown.model, "OVERRIDE_FLAT");
+    assert_eq!(out.lines[1].breakdown.inputs["plan"], "partner");
+    assert!(out.base_breakdown.note.contains("has no rate for level 3"));
+    assert!(out.base_breakdown.note.contains("no override plan for ancestor"));
+}
+
+#[test]
+fn zero_commission_still_pays_deal_amount_overrides_but_not_base_commission_ones() {
+    let book = default_book(rules(pct(dec!(0))));
+    let mut s = sale(usd("100.00"));
+    s.ancestors = vec![active(21)];
+    let deal = OverridePlans {
+        program: Some(pct_plan(OverrideBasis::DealAmount, &[Some(dec!(0.02))])),
+        partners: Default::default(),
+    };
+    let out = settle(&program(), &book, &deal, &s);
+    assert_eq!(base(&out), "0.00");
+    assert_eq!(lines(&out), vec![(pid(21), LineKind::Override, "2.00".into(), 1)]);
+    let on_base = OverridePlans {
+        program: Some(pct_plan(OverrideBasis::BaseCommission, &[Some(dec!(0.5))])),
+        partners: Default::default(),
+    };
+    assert!(settle(&program(), &book, &on_base, &s).lines.is_empty());
+    // A trigger that does not fire pays no overrides either.
+    s.event_type = SaleEventType::Signup;
+    assert!(settle(&program(), &book, &deal, &s).lines.is_empty());
+}
+
+#[test]
+fn flat_override_in_another_currency_fails_the_sale() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let plans = OverridePlans {
+        program: Some(OverridePlan {
+            mode: OverrideMode::Flat,
+            basis: OverrideBasis::DealAmount,
+            levels: vec![OverrideLevel { rate: None, flat_amount: Some(money("GBP", "1.00")) }],
+        }),
+        partners: Default::default(),
+    };
+    let out = settle(&program(), &book, &plans, &chain_sale());
+    assert_eq!(out.failure.unwrap().reason, "CURRENCY_MISMATCH");
+    assert!(out.lines.is_empty());
+}
+
+#[test]
+fn line_order_direct_splits_then_overrides_by_level() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let plans = OverridePlans {
+        program: Some(pct_plan(OverrideBasis::DealAmount, &[Some(dec!(0.01)), Some(dec!(0.01))])),
+        partners: Default::default(),
+    };
+    let mut s = sale(usd("100.00"));
+    s.splits = vec![split(2, 5000, PartnerStatus::Active)];
+    s.ancestors = vec![active(21), active(22)];
+    let kinds: Vec<(LineKind, u32)> =
+        settle(&program(), &book, &plans, &s).lines.iter().map(|l| (l.kind, l.level)).collect();
+    assert_eq!(
+        kinds,
+        vec![(LineKind::Direct, 0), (LineKind::Split, 0), (LineKind::Override, 1), (LineKind::Override, 2)]
+    );
+}
+
+// ---------------------------------------------------------------- properties
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cents(max: i64) -> impl Strategy<Value = Decimal> {
+        (0..=max).prop_map(|c| Decimal::new(c, 2))
+    }
+
+    fn model() -> impl Strategy<Value = Model> {
+        let percentage = (0i64..=10_000).prop_map(|r| Model::Percentage { rate: Decimal::new(r, 4) });
+        let fixed = cents(100_000).prop_map(|amount| Model::Fixed {
+            fixed_amount: Money { amount, currency: accrue_money::Currency::from_code("USD").unwrap() },
+        });
+        let tiered = (
+            proptest::collection::vec(1i64..100_000, 0..4),
+            proptest::collection::vec(0i64..=10_000, 4),
+            any::<bool>(),
+        )
+            .prop_map(|(mut bounds, rates, open)| {
+                bounds.sort_unstable();
+                bounds.dedup();
+                let mut tiers = Vec::new();
+                let mut min = Decimal::ZERO;
+                for (i, bound) in bounds.iter().enumerate() {
+                    let max = Decimal::new(*bound, 0);
+                    tiers.push(Tier {
+                        min_volume: min,
+                        max_volume: Some(max),
+                        pays: TierPays::Rate(Decimal::new(rates[i], 4)),
+                    });
+                    min = max;
+                }
+                tiers.push(Tier {
+                    min_volume: min,
+                    max_volume: if open { None } else { Some(min + Decimal::new(50_000, 0)) },
+                    pays: TierPays::Rate(Decimal::new(rates[3], 4)),
+                });
+                Model::Tiered { tiers }
+            });
+        prop_oneof![percentage, fixed, tiered]
+    }
+
+    fn caps() -> impl Strategy<Value = (Option<Decimal>, Option<Decimal>)> {
+        (proptest::option::of(cents(5_000)), proptest::option::of(cents(50_000))).prop_map(|(min, max)| {
+            match (min, max) {
+                (Some(min), Some(max)) if min > max => (Some(max), Some(min)),
+                other => other,
+            }
+        })
+    }
+
+    fn splits() -> impl Strategy<Value = Vec<SplitShare>> {
+        proptest::collection::vec((1u32..5_000, 0u8..3), 0..4).prop_map(|raw| {
+            let mut total = 0;
+            raw.into_iter()
+                .enumerate()
+                .filter_map(|(i, (bps, status))| {
+                    if total + bps > BASIS_POINTS_WHOLE {
+                        return None;
+                    }
+                    total += bps;
+                    let status = match status {
+                        0 => PartnerStatus::Active,
+                        1 => PartnerStatus::Suspended,
+                        _ => PartnerStatus::Terminated,
+                    };
+                    Some(SplitShare { partner: partner(100 + i as u128, status), basis_points: bps })
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn commission_is_exact_capped_conserved_and_deterministic(
+            model in model(),
+            (min, max) in caps(),
+            setup in proptest::option::of(cents(10_000)),
+            amount in cents(10_000_000),
+            volume in cents(20_000_000),
+            splits in splits(),
+            half_even in any::<bool>(),
+            event in 0u8..3,
+            first in any::<bool>(),
+        ) {
+            let mut r = rules(model);
+            r.min_commission = min.map(|a| usd(&a.to_string()));
+            r.max_commission = max.map(|a| usd(&a.to_string()));
+            r.setup_fee = setup.map(|a| usd(&a.to_string()));
+            let book = default_book(r);
+            let mut s = sale(usd(&amount.to_string()));
+            s.seller_prior_volume = Some(usd(&volume.to_string()));
+            s.splits = splits;
+            s.event_type = [SaleEventType::Signup, SaleEventType::Payment, SaleEventType::Renewal][event as usize];
+            s.is_first_payment = first;
+            s.ancestors = vec![active(21), partner(22, PartnerStatus::Suspended), active(23)];
+            let plans = OverridePlans {
+                program: Some(pct_plan(OverrideBasis::BaseCommission, &[Some(dec!(0.1)), Some(dec!(0.333)), None])),
+                partners: Default::default(),
+            };
+            let settings = ProgramSettings {
+                rounding: if half_even { RoundingMode::HalfEven } else { RoundingMode::HalfAwayFromZero },
+                ..program()
+            };
+            let out = settle(&settings, &book, &plans, &s);
+            prop_assert_eq!(&out.failure, &None);
+            let c = out.base_commission.unwrap().amount;
+            prop_assert!(c >= Decimal::ZERO);
+            prop_assert!(c.scale() == 2);
+            if c > Decimal::ZERO {
+                if let Some(min) = min { prop_assert!(c >= min); }
+                if let Some(max) = max { prop_assert!(c <= max); }
+            }
+            assert_conserves(&out);
+            for line in &out.lines {
+                prop_assert!(line.amount.amount > Decimal::ZERO);
+                prop_assert!(line.amount.currency.is_exact(line.amount.amount));
+            }
+            prop_assert_eq!(settle(&settings, &book, &plans, &s), out);
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! CommissionService over real gRPC against a fresh Postgres database per test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use accrue_proto::commission::v1 as pb;
+use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
+use accrue_proto::types::v1 as types;
+use accrue_testkit::TestDb;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
+
+struct Service {
+    client: CommissionServiceClient<Channel>,
+    shutdown: CancellationToken,
+    db: TestDb,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start() -> Service {
+    let db = TestDb::create().await.expect("test database");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let config = accrue_commission::Config { database_url: db.url.clone(), max_connections: 4 };
+    tokio::spawn(accrue_commission::run(config, listener, shutdown.clone()));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    // Serving once migrations have run.
+    let mut health = HealthClient::new(channel.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let request = tonic_health::pb::HealthCheckRequest { service: accrue_commission::SERVICE_NAME.into() };
+        if let Ok(response) = health.check(request).await
+            && response.into_inner().status == ServingStatus::Serving as i32
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "commission service never became SERVING");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = CommissionServiceClient::new(channel)
+        .max_decoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES);
+    Service { client, shutdown, db }
+}
+
+fn id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn usd(amount: &str) -> Option<types::Money> {
+    Some(types::Money { currency_code: "USD".into(), amount: amount.into() })
+}
+
+fn ts(text: &str) -> Option<prost_types::Timestamp> {
+    let time: chrono::DateTime<chrono::Utc> = text.parse().unwrap();
+    Some(prost_types::Timestamp { seconds: time.timestamp(), nanos: 0 })
+}
+
+fn percentage(rate: &str) -> pb::AgreementRules {
+    pb::AgreementRules {
+        model: pb::CommissionModel::Percentage as i32,
+        trigger: pb::CommissionTrigger::OnPayment as i32,
+        rate: rate.into(),
+        clearance_days: 30,
+        ..Default::default()
+    }
+}
+
+fn violations(status: &tonic::Status) -> Vec<String> {
+    let mut fields: Vec<String> = status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default();
+    fields.sort();
+    fields
+}
+
+async fn list(service: &mut Service, program: &str, partner: &str) -> Vec<pb::AgreementVersion> {
+    service
+        .client
+        .list_agreement_versions(pb::ListAgreementVersionsRequest {
+            program_id: program.into(),
+            partner_id: partner.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .versions
+}
+
+#[tokio::test]
+async fn create_agreement_versions_and_list_them_oldest_first() {
+    let mut service = start().await;
+    let (program, partner) = (id(), id());
+    let create = |rate: &str, from: &str, request_id: &str| pb::CreateAgreementRequest {
+        program_id: program.clone(),
+        partner_id: partner.clone(),
+        effective_from: ts(from),
+        rules: Some(percentage(rate)),
+        request_id: request_id.into(),
+    };
+    let v1 = service.client.create_agreement(create("0.10", "2020-01-01T00:00:00Z", "r1")).await.unwrap().into_inner();
+    assert_eq!(v1.version, 1);
+    assert_eq!(v1.partner_id, partner);
+    assert_eq!(v1.program_id, program);
+    assert_eq!(v1.rules.as_ref().unwrap().rate, "0.1");
+    assert_eq!(v1.rules.as_ref().unwrap().clearance_days, 30);
+    assert_eq!(v1.effective_from, ts("2020-01-01T00:00:00Z"));
+    let v2 = service.client.create_agreement(create("0.20", "2021-01-01T00:00:00Z", "r2")).await.unwrap().into_inner();
+    assert_eq!((v2.version, &v2.agreement_id), (2, &v1.agreement_id));
+
+    // Idempotent on request_id; reusing it for another body is ALREADY_EXISTS.
+    let again =
+        service.client.create_agreement(create("0.10", "2020-01-01T00:00:00Z", "r1")).await.unwrap().into_inner();
+    assert_eq!(again.id, v1.id);
+    let reused = service.client.create_agreement(create("0.30", "2020-01-01T00:00:00Z", "r1")).await.unwrap_err();
+    assert_eq!(reused.code(), tonic::Code::AlreadyExists);
+
+    let versions = list(&mut service, &program, &partner).await;
+    assert_eq!(versions.iter().map(|v| (v.version, v.id.clone())).collect::<Vec<_>>(), vec![(1, v1.id), (2, v2.id)]);
+    // Paging: one per page.
+    let page = service
+        .client
+        .list_agreement_versions(pb::ListAgreementVersionsRequest {
+            program_id: program.clone(),
+            partner_id: partner.clone(),
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.versions.len(), 1);
+    let next = service
+        .client
+        .list_agreement_versions(pb::ListAgreementVersionsRequest {
+            program_id: program.clone(),
+            partner_id: partner.clone(),
+            page_size: 1,
+            page_token: page.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.versions[0].version, 2);
+    // The program default scope is separate.
+    assert!(list(&mut service, &program, "").await.is_empty());
+    let default = service
+        .client
+        .create_agreement(pb::CreateAgreementRequest {
+            program_id: program.clone(),
+            rules: Some(percentage("0.05")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((default.version, default.partner_id.as_str()), (1, ""));
+    assert_ne!(default.agreement_id, v1.agreement_id);
+    assert_eq!(list(&mut service, &program, "").await.len(), 1);
+
+    // Versions are immutable in the database itself.
+    let pool = sqlx::PgPool::connect(&service.db.url).await.unwrap();
+    for statement in [
+        "UPDATE commission.agreement_versions SET version = version + 10",
+        "DELETE FROM commission.agreement_versions",
+        "TRUNCATE commission.agreement_versions CASCADE",
+    ] {
+        let error = sqlx::query(statement).execute(&pool).await.unwrap_err();
+        assert!(error.to_string().contains("immutable"), "{statement}: {error}");
+    }
+    assert_eq!(list(&mut service, &program, &partner).await.len(), 2);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn invalid_agreements_are_rejected_with_every_violation_and_write_nothing() {
+    let mut service = start().await;
+    let program = id();
+    let mut rules = percentage("1.5");
+    rules.clearance_days = 5000;
+    rules.min_commission = usd("10.00");
+    rules.max_commission = usd("5.00");
+    rules.max_commissions = -1;
+    rules.tiers = vec![pb::Tier { min_volume: "0".into(), rate: "0.1".into(), ..Default::default() }];
+    let status = service
+        .client
+        .create_agreement(pb::CreateAgreementRequest {
+            program_id: program.clone(),
+            partner_id: "not-a-uuid".into(),
+            rules: Some(rules),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        violations(&status),
+        vec![
+            "partner_id",
+            "rules.clearance_days",
+            "rules.max_commissions",
+            "rules.min_commission.amount",
+            "rules.rate",
+            "rules.tiers",
+        ]
+    );
+
+    // TIERED: gap between tiers, open tier not last, a tier with both rate and fixed.
+    let tiered = pb::AgreementRules {
+        model: pb::CommissionModel::Tiered as i32,
+        tiers: vec![
+            pb::Tier { min_volume: "0".into(), max_volume: "100".into(), rate: "0.1".into(), ..Default::default() },
+            pb::Tier { min_volume: "200".into(), max_volume: "".into(), rate: "0.2".into(), ..Default::default() },
+            pb::Tier { min_volume: "300".into(), max_volume: "".into(), rate: "0.3".into(), fixed_amount: usd("1.00") },
+        ],
+        ..Default::default()
+    };
+    let status = service
+        .client
+        .create_agreement(pb::CreateAgreementRequest {
+            program_id: program.clone(),
+            rules: Some(tiered),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(violations(&status), vec!["rules.tiers[1].max_volume", "rules.tiers[1].min_volume", "rules.tiers[2]"]);
+
+    // HYBRID: a numeric operator on EVENT_TYPE, IN without values, a bad product rule model.
+    let hybrid = pb::AgreementRules {
+        model: pb::CommissionModel::Hybrid as i32,
+        rules: vec![
+            pb::HybridRule {
+                condition: Some(pb::Condition {
+                    field: pb::ConditionField::EventType as i32,
+                    operator: pb::ConditionOperator::Gt as i32,
+                    value: "PAYMENT".into(),
+                    values: vec![],
+                }),
+                model: pb::CommissionModel::Percentage as i32,
+                rate: "0.1".into(),
+                ..Default::default()
+            },
+            pb::HybridRule {
+                condition: Some(pb::Condition {
+                    field: pb::ConditionField::ProductCode as i32,
+                    operator: pb::ConditionOperator::In as i32,
+                    value: String::new(),
+                    values: vec![],
+                }),
+                model: pb::CommissionModel::Hybrid as i32,
+                ..Default::default()
+            },
+            pb::HybridRule {
+                condition: Some(pb::Condition {
+                    field: pb::ConditionField::GrossAmount as i32,
+                    operator: pb::ConditionOperator::Gte as i32,
+                    value: "lots".into(),
+                    values: vec![],
+                }),
+                model: pb::CommissionModel::Fixed as i32,
+                fixed_amount: usd("-1.00"),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let status = service
+        .client
+        .create_agreement(pb::CreateAgreementRequest {
+            program_id: program.clone(),
+            rules: Some(hybrid),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violations(&status),
+        vec![
+            "rules.rules[0].condition.operator",
+            "rules.rules[1].condition.values",
+            "rules.rules[1].model",
+            "rules.rules[2].condition.value",
+            "rules.rules[2].fixed_amount.amount",
+        ]
+    );
+
+    // Nothing was written in either scope.
+    assert!(list(&mut service, &program, "").await.is_empty());
+
+    // Override plans: too many levels, a bad rate, a flat amount in a PERCENTAGE plan.
+    let status = service
+        .client
+        .set_override_plan(pb::SetOverridePlanRequest {
+            plan: Some(pb::OverridePlan {
+                program_id: program.clone(),
+                mode: pb::OverrideMode::Percentage as i32,
+                rates_by_level: (0..33)
+                    .map(|i| match i {
+                        0 => pb::OverrideLevel { rate: "2".into(), flat_amount: None },
+                        1 => pb::OverrideLevel { rate: String::new(), flat_amount: usd("1.00") },
+                        _ => pb::OverrideLevel { rate: "0.01".into(), flat_amount: None },
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        violations(&status),
+        vec!["plan.rates_by_level", "plan.rates_by_level[0].rate", "plan.rates_by_level[1].flat_amount"]
+    );
+}
+
+#[tokio::test]
+async fn an_amount_with_too_many_decimals_is_rejected() {
+    let mut service = start().await;
+    let program = id();
+    let rules = pb::AgreementRules {
+        model: pb::CommissionModel::Fixed as i32,
+        fixed_amount: usd("10.001"),
+        setup_fee: Some(types::Money { currency_code: "JPY".into(), amount: "1.5".into() }),
+        ..Default::default()
+    };
+    let status = service
+        .client
+        .create_agreement(pb::CreateAgreementRequest {
+            program_id: program.clone(),
+            rules: Some(rules),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(violations(&status), vec!["rules.fixed_amount.amount", "rules.setup_fee.amount"]);
+    assert!(list(&mut service, &program, "").await.is_empty());
+}
+
+fn partner_ctx(partner: &str) -> Option<pb::PartnerContext> {
+    Some(pb::PartnerContext { partner_id: partner.into(), status: 1, role: String::new() })
+}
+
+fn sale(sale_id: &str, seller: &str, amount: &str, occurred_at: &str) -> pb::SaleContext {
+    pb::SaleContext {
+        sale_id: sale_id.into(),
+        event_type: pb::SaleEventType::Payment as i32,
+        amount: usd(amount),
+        occurred_at: ts(occurred_at),
+        customer_id: "customer-1".into(),
+        seller: partner_ctx(seller),
+        is_first_payment: true,
+        ..Default::default()
+    }
+}
+
+fn program_ctx(program: &str) -> Option<pb::ProgramContext> {
+    Some(pb::ProgramContext {
+        program_id: program.into(),
+        rounding_mode: 1,
+        override_depth_cap: 8,
+        compression_enabled: false,
+    })
+}
+
+#[tokio::test]
+async fn compute_settlements_uses_the_version_in_force_at_occurred_at() {
+    let mut service = start().await;
+    let (program, seller) = (id(), id());
+    let mut versions = Vec::new();
+    for (rate, from) in [("0.10", "2020-01-01T00:00:00Z"), ("0.20", "2021-01-01T00:00:00Z")] {
+        let version = service
+            .client
+            .create_agreement(pb::CreateAgreementRequest {
+                program_id: program.clone(),
+                partner_id: seller.clone(),
+                effective_from: ts(from),
+                rules: Some(percentage(rate)),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        versions.push(version);
+    }
+    let response = service
+        .client
+        .compute_settlements(pb::ComputeSettlementsRequest {
+            program: program_ctx(&program),
+            sales: vec![
+                sale("s-2020", &seller, "100.00", "2020-06-01T00:00:00Z"),
+                sale("s-2021", &seller, "100.00", "2021-06-01T00:00:00Z"),
+                sale("s-2019", &seller, "100.00", "2019-06-01T00:00:00Z"),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let [s2020, s2021, s2019] = &response.settlements[..] else { panic!("three settlements") };
+    assert_eq!(s2020.agreement_version_id, versions[0].id);
+    assert_eq!(s2020.base_commission, usd("10.00"));
+    assert_eq!(s2020.lines.len(), 1);
+    assert_eq!(s2020.lines[0].breakdown.as_ref().unwrap().agreement_version_id, versions[0].id);
+    assert_eq!(s2020.lines[0].clears_at, ts("2020-07-01T00:00:00Z"));
+    assert_eq!(s2021.agreement_version_id, versions[1].id);
+    assert_eq!(s2021.base_commission, usd("20.00"));
+    // Before any version: no agreement in force.
+    assert_eq!(s2019.agreement_version_id, "");
+    assert_eq!(s2019.base_commission, usd("0.00"));
+    assert!(s2019.lines.is_empty());
+    assert_eq!(s2019.base_breakdown.as_ref().unwrap().note, "no agreement in force");
+}
+
+#[tokio::test]
+async fn seed_000_example_end_to_end_with_overrides_and_failures() {
+    let mut service = start().await;
+    let (program, owner, a, b, parent) = (id(), id(), id(), id(), id());
+    service
+        .client
+        .create_agreement(pb::CreateAgreementRequest {
+            program_id: program.clone(),
+            effective_from: ts("2024-01-01T00:00:00Z"),
+            rules: Some(percentage("0.10")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let plan = service
+        .client
+        .set_override_plan(pb::SetOverridePlanRequest {
+            plan: Some(pb::OverridePlan {
+                program_id: program.clone(),
+                mode: pb::OverrideMode::Percentage as i32,
+                rates_by_level: vec![pb::OverrideLevel { rate: "0.02".into(), flat_amount: None }],
+                ..Default::default()
+            }),
+            request_id: "plan-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plan.basis, pb::OverrideBasis::DealAmount as i32);
+    let mut seed = sale("seed-000", &owner, "100.00", "2024-03-01T00:00:00Z");
+    seed.splits = vec![
+        pb::SplitContext { partner: partner_ctx(&a), basis_points: 3000 },
+        pb::SplitContext { partner: partner_ctx(&b), basis_points: 2000 },
+    ];
+    seed.ancestors = vec![pb::PartnerContext { partner_id: parent.clone(), status: 1, role: String::new() }];
+    let mut broken = sale("broken", "nope", "1.001", "2024-03-01T00:00:00Z");
+    broken.event_type = 0;
+    let response = service
+        .client
+        .compute_settlements(pb::ComputeSettlementsRequest {
+            program: program_ctx(&program),
+            sales: vec![seed, broken],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let settlement = &response.settlements[0];
+    assert_eq!(settlement.failure, None);
+    assert_eq!(settlement.base_commission, usd("10.00"));
+    let lines: Vec<(String, i32, String, i32)> = settlement
+        .lines
+        .iter()
+        .map(|l| (l.partner_id.clone(), l.kind, l.amount.as_ref().unwrap().amount.clone(), l.level))
+        .collect();
+    let (direct, split, over) =
+        (types::EarningKind::Direct as i32, types::EarningKind::Split as i32, types::EarningKind::Override as i32);
+    assert_eq!(
+        lines,
+        vec![
+            (owner.clone(), direct, "5.00".into(), 0),
+            (a, split, "3.00".into(), 0),
+            (b, split, "2.00".into(), 0),
+            (parent, over, "2.00".into(), 1),
+        ]
+    );
+    assert!(settlement.lines.iter().all(|l| l.source_partner_id == owner));
+    assert_eq!(settlement.lines[0].breakdown.as_ref().unwrap().model, "LARGEST_REMAINDER");
+    assert_eq!(settlement.base_breakdown.as_ref().unwrap().inputs["rate"], "0.1");
+
+    let failed = &response.settlements[1];
+    assert_eq!(failed.sale_id, "broken");
+    let failure = failed.failure.as_ref().unwrap();
+    assert_eq!((failure.code.as_str(), failure.reason.as_str()), ("INVALID_ARGUMENT", "INVALID_SALE"));
+    assert!(failure.message.contains("sales[1].amount.amount"), "{}", failure.message);
+    assert!(failure.message.contains("sales[1].seller.partner_id"), "{}", failure.message);
+    assert!(failed.lines.is_empty());
+
+    // Request-level problems are INVALID_ARGUMENT.
+    let status = service
+        .client
+        .compute_settlements(pb::ComputeSettlementsRequest {
+            program: program_ctx("not-a-program"),
+            sales: vec![pb::SaleContext::default(); 1001],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(violations(&status), vec!["program.program_id", "sales"]);
+}

@@ -1,0 +1,297 @@
+//! Program settings and their validation (DESIGN §2 hierarchy, §4 money).
+
+use accrue_kit::FieldViolations;
+use accrue_kit::convert::optional_money;
+use accrue_money::{Currency, Decimal, RoundingMode};
+use accrue_proto::hierarchy::v1 as pb;
+
+/// Override depth cap used when a program does not set one (DESIGN §2).
+pub const DEFAULT_OVERRIDE_DEPTH_CAP: i32 = 8;
+/// Smallest allowed override depth cap.
+pub const MIN_OVERRIDE_DEPTH_CAP: i32 = 1;
+/// Largest allowed override depth cap.
+pub const MAX_OVERRIDE_DEPTH_CAP: i32 = 32;
+/// Longest display name accepted (characters).
+pub const MAX_NAME_CHARS: usize = 200;
+/// Longest idempotency key / external id accepted (characters).
+pub const MAX_KEY_CHARS: usize = 200;
+
+/// The role ladder of seed 002, highest first; the default for a program that
+/// does not name its own.
+pub const DEFAULT_ROLE_LADDER: [&str; 6] =
+    ["ADMIN", "WHITE_LABEL", "MASTER_DISTRIBUTOR", "DISTRIBUTOR", "RETAILER", "CUSTOMER"];
+
+/// A validated program, ready to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramSpec {
+    /// Display name (trimmed, non-empty).
+    pub display_name: String,
+    /// Default currency.
+    pub default_currency: Currency,
+    /// Rounding mode for every line amount.
+    pub rounding_mode: RoundingMode,
+    /// Override depth cap and maximum tree depth, 1..=32.
+    pub override_depth_cap: i32,
+    /// Dynamic compression of override levels.
+    pub compression_enabled: bool,
+    /// Whether cleared entries are approved at once.
+    pub auto_approve_cleared: bool,
+    /// Minimum payout in the default currency (≥ 0, exact in its minor unit).
+    pub minimum_payout: Decimal,
+    /// Role ladder, highest first.
+    pub role_ladder: Vec<String>,
+    /// Idempotency key, when given.
+    pub request_id: Option<String>,
+}
+
+/// The rounding mode a wire value names: UNSPECIFIED means half away from
+/// zero; `None` for a value outside the enum.
+pub fn rounding_mode_from_proto(value: i32) -> Option<RoundingMode> {
+    match pb::RoundingMode::try_from(value).ok()? {
+        pb::RoundingMode::Unspecified | pb::RoundingMode::HalfAwayFromZero => Some(RoundingMode::HalfAwayFromZero),
+        pb::RoundingMode::HalfEven => Some(RoundingMode::HalfEven),
+    }
+}
+
+/// The wire value of a rounding mode.
+pub fn rounding_mode_to_proto(mode: RoundingMode) -> pb::RoundingMode {
+    match mode {
+        RoundingMode::HalfAwayFromZero => pb::RoundingMode::HalfAwayFromZero,
+        RoundingMode::HalfEven => pb::RoundingMode::HalfEven,
+    }
+}
+
+/// Parses a stored rounding mode name ("HALF_EVEN").
+pub fn rounding_mode_from_str(name: &str) -> Option<RoundingMode> {
+    match name {
+        "HALF_AWAY_FROM_ZERO" => Some(RoundingMode::HalfAwayFromZero),
+        "HALF_EVEN" => Some(RoundingMode::HalfEven),
+        _ => None,
+    }
+}
+
+/// Records a violation when an optional key is too long; returns it trimmed,
+/// or `None` when empty.
+pub fn optional_key(field: &str, value: &str, violations: &mut FieldViolations) -> Option<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    if trimmed.chars().count() > MAX_KEY_CHARS {
+        violations.add(field, format!("must be at most {MAX_KEY_CHARS} characters"));
+    }
+    Some(trimmed.to_string())
+}
+
+/// Records a violation when a required display name is empty or too long.
+pub fn required_name(field: &str, value: &str, violations: &mut FieldViolations) -> String {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        violations.add(field, "is required");
+    } else if trimmed.chars().count() > MAX_NAME_CHARS {
+        violations.add(field, format!("must be at most {MAX_NAME_CHARS} characters"));
+    }
+    trimmed.to_string()
+}
+
+/// Validates a CreateProgram request, collecting every violation.
+///
+/// Rules: `program.display_name` required; `program.default_currency` an ISO
+/// 4217 code; `override_depth_cap` 0 (→ 8) or 1..=32; `minimum_payout`
+/// optional, in the default currency, ≥ 0 and exact in its minor unit;
+/// `role_ladder` empty (→ seed 002's ladder) or distinct non-empty names;
+/// `rounding_mode` UNSPECIFIED → HALF_AWAY_FROM_ZERO.
+///
+/// Errors: INVALID_ARGUMENT with one field violation per problem.
+pub fn validate_new_program(request: &pb::CreateProgramRequest) -> Result<ProgramSpec, tonic::Status> {
+    let mut violations = FieldViolations::new();
+    let request_id = optional_key("request_id", &request.request_id, &mut violations);
+    let Some(program) = request.program.as_ref() else {
+        violations.add("program", "is required");
+        return Err(violations.into_status());
+    };
+    let display_name = required_name("program.display_name", &program.display_name, &mut violations);
+    let default_currency = match Currency::from_code(&program.default_currency) {
+        Ok(currency) => Some(currency),
+        Err(error) => {
+            violations.add("program.default_currency", error.to_string());
+            None
+        }
+    };
+    let rounding_mode = rounding_mode_from_proto(program.rounding_mode);
+    if rounding_mode.is_none() {
+        violations.add("program.rounding_mode", format!("unknown rounding mode {}", program.rounding_mode));
+    }
+    let override_depth_cap = match program.override_depth_cap {
+        0 => DEFAULT_OVERRIDE_DEPTH_CAP,
+        cap if (MIN_OVERRIDE_DEPTH_CAP..=MAX_OVERRIDE_DEPTH_CAP).contains(&cap) => cap,
+        cap => {
+            violations.add(
+                "program.override_depth_cap",
+                format!(
+                    "{cap} is out of range {MIN_OVERRIDE_DEPTH_CAP}..={MAX_OVERRIDE_DEPTH_CAP} (0 means the default 8)"
+                ),
+            );
+            DEFAULT_OVERRIDE_DEPTH_CAP
+        }
+    };
+    let mut minimum_payout = Decimal::ZERO;
+    if let Some(minimum) = optional_money("program.minimum_payout", program.minimum_payout.as_ref(), &mut violations) {
+        if let Some(currency) = default_currency
+            && minimum.currency != currency
+        {
+            violations.add(
+                "program.minimum_payout.currency_code",
+                format!("must be the program's default currency {currency}, not {}", minimum.currency),
+            );
+        }
+        if minimum.amount < Decimal::ZERO {
+            violations.add("program.minimum_payout.amount", "must not be negative");
+        }
+        minimum_payout = minimum.amount;
+    }
+    let role_ladder = validate_ladder(&program.role_ladder, &mut violations);
+    violations.into_result()?;
+    let (Some(default_currency), Some(rounding_mode)) = (default_currency, rounding_mode) else {
+        // Unreachable: both record a violation when absent.
+        return Err(accrue_kit::error::invalid_field("program", "is invalid"));
+    };
+    Ok(ProgramSpec {
+        display_name,
+        default_currency,
+        rounding_mode,
+        override_depth_cap,
+        compression_enabled: program.compression_enabled,
+        auto_approve_cleared: program.auto_approve_cleared,
+        minimum_payout: default_currency.rescale(minimum_payout),
+        role_ladder,
+        request_id,
+    })
+}
+
+fn validate_ladder(ladder: &[String], violations: &mut FieldViolations) -> Vec<String> {
+    if ladder.is_empty() {
+        return DEFAULT_ROLE_LADDER.iter().map(|role| (*role).to_string()).collect();
+    }
+    let mut roles: Vec<String> = Vec::with_capacity(ladder.len());
+    for (index, role) in ladder.iter().enumerate() {
+        let role = role.trim();
+        let field = format!("program.role_ladder[{index}]");
+        if role.is_empty() {
+            violations.add(field, "must not be empty");
+        } else if role.chars().count() > MAX_KEY_CHARS {
+            violations.add(field, format!("must be at most {MAX_KEY_CHARS} characters"));
+        } else if roles.iter().any(|seen| seen == role) {
+            violations.add(field, format!("role {role:?} appears twice"));
+        } else {
+            roles.push(role.to_string());
+        }
+    }
+    roles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use accrue_proto::types::v1::Money;
+    use rust_decimal_macros::dec;
+
+    fn request(program: pb::Program) -> pb::CreateProgramRequest {
+        pb::CreateProgramRequest { program: Some(program), request_id: String::new() }
+    }
+
+    fn gbp_program() -> pb::Program {
+        pb::Program { display_name: "Acme".into(), default_currency: "GBP".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let spec = validate_new_program(&request(gbp_program())).unwrap();
+        assert_eq!(spec.override_depth_cap, 8);
+        assert_eq!(spec.rounding_mode, RoundingMode::HalfAwayFromZero);
+        assert_eq!(spec.role_ladder, DEFAULT_ROLE_LADDER.to_vec());
+        assert_eq!(spec.minimum_payout, dec!(0.00));
+        assert_eq!(spec.request_id, None);
+    }
+
+    #[test]
+    fn explicit_settings_are_kept() {
+        let program = pb::Program {
+            rounding_mode: pb::RoundingMode::HalfEven as i32,
+            override_depth_cap: 3,
+            minimum_payout: Some(Money { currency_code: "GBP".into(), amount: "50".into() }),
+            role_ladder: vec!["GOLD".into(), "SILVER".into()],
+            compression_enabled: true,
+            ..gbp_program()
+        };
+        let spec = validate_new_program(&request(program)).unwrap();
+        assert_eq!(spec.rounding_mode, RoundingMode::HalfEven);
+        assert_eq!(spec.override_depth_cap, 3);
+        assert_eq!(spec.minimum_payout.to_string(), "50.00");
+        assert_eq!(spec.role_ladder, vec!["GOLD".to_string(), "SILVER".to_string()]);
+        assert!(spec.compression_enabled);
+    }
+
+    #[test]
+    fn collects_every_violation() {
+        let program = pb::Program {
+            display_name: " ".into(),
+            default_currency: "XXQ".into(),
+            override_depth_cap: 33,
+            rounding_mode: 9,
+            role_ladder: vec!["A".into(), "A".into(), "".into()],
+            ..Default::default()
+        };
+        let status = validate_new_program(&request(program)).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        for field in [
+            "program.display_name",
+            "program.default_currency",
+            "program.override_depth_cap",
+            "program.rounding_mode",
+            "program.role_ladder[1]",
+            "program.role_ladder[2]",
+        ] {
+            assert!(status.message().contains(field), "{field} missing in {}", status.message());
+        }
+    }
+
+    #[test]
+    fn minimum_payout_must_match_currency_and_be_exact() {
+        let wrong_currency = pb::Program {
+            minimum_payout: Some(Money { currency_code: "USD".into(), amount: "5".into() }),
+            ..gbp_program()
+        };
+        let status = validate_new_program(&request(wrong_currency)).unwrap_err();
+        assert!(status.message().contains("program.minimum_payout.currency_code"));
+
+        let too_precise = pb::Program {
+            minimum_payout: Some(Money { currency_code: "GBP".into(), amount: "5.001".into() }),
+            ..gbp_program()
+        };
+        let status = validate_new_program(&request(too_precise)).unwrap_err();
+        assert!(status.message().contains("program.minimum_payout.amount"));
+
+        let negative = pb::Program {
+            minimum_payout: Some(Money { currency_code: "GBP".into(), amount: "-1".into() }),
+            ..gbp_program()
+        };
+        assert!(validate_new_program(&request(negative)).is_err());
+    }
+
+    #[test]
+    fn missing_program_is_invalid() {
+        let status = validate_new_program(&pb::CreateProgramRequest::default()).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("program"));
+    }
+
+    #[test]
+    fn rounding_mode_names_round_trip() {
+        for mode in [RoundingMode::HalfAwayFromZero, RoundingMode::HalfEven] {
+            assert_eq!(rounding_mode_from_str(mode.as_str()), Some(mode));
+            assert_eq!(rounding_mode_from_proto(rounding_mode_to_proto(mode) as i32), Some(mode));
+        }
+        assert_eq!(rounding_mode_from_str("UP"), None);
+    }
+}

@@ -1,0 +1,738 @@
+//! HierarchyService over real gRPC against a fresh Postgres database per test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use accrue_hierarchy::{Config, MIGRATOR, SCHEMA};
+use accrue_kit::db::DbConfig;
+use accrue_proto::hierarchy::v1 as pb;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_proto::types::v1::Money;
+use accrue_testkit::TestDb;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+struct Harness {
+    client: HierarchyServiceClient<Channel>,
+    pool: PgPool,
+    shutdown: CancellationToken,
+    _db: TestDb,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start() -> Harness {
+    let db = TestDb::create().await.expect("test database");
+    let pool = accrue_kit::db::pool(&DbConfig { url: db.url.clone(), schema: SCHEMA.to_string(), max_connections: 2 })
+        .expect("pool");
+    accrue_kit::db::migrate(&pool, SCHEMA, &MIGRATOR).await.expect("migrate");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let config = Config { database_url: db.url.clone(), max_connections: 8 };
+    tokio::spawn(accrue_hierarchy::run(config, listener, shutdown.clone()));
+    let channel = accrue_kit::client::channel(&format!("http://{addr}")).expect("channel");
+    let client = HierarchyServiceClient::new(channel)
+        .max_decoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES);
+    Harness { client, pool, shutdown, _db: db }
+}
+
+fn program(name: &str, cap: i32) -> pb::Program {
+    pb::Program {
+        display_name: name.into(),
+        default_currency: "GBP".into(),
+        override_depth_cap: cap,
+        ..Default::default()
+    }
+}
+
+async fn create_program(h: &mut Harness, cap: i32) -> pb::Program {
+    h.client
+        .create_program(pb::CreateProgramRequest { program: Some(program("Acme", cap)), request_id: String::new() })
+        .await
+        .expect("create program")
+        .into_inner()
+}
+
+async fn create_partner(h: &mut Harness, program_id: &str, name: &str, parent: Option<&str>) -> pb::Partner {
+    h.client
+        .create_partner(pb::CreatePartnerRequest {
+            program_id: program_id.to_string(),
+            partner: Some(pb::Partner {
+                display_name: name.into(),
+                parent_id: parent.unwrap_or_default().to_string(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_or_else(|status| panic!("create partner {name}: {status:?}"))
+        .into_inner()
+}
+
+async fn get(h: &mut Harness, id: &str) -> pb::Partner {
+    h.client.get_partner(pb::GetPartnerRequest { id: id.to_string() }).await.expect("get partner").into_inner()
+}
+
+/// Every partner's (id, ancestor_ids, depth), as stored.
+async fn snapshot(pool: &PgPool) -> Vec<(Uuid, Vec<Uuid>, i32)> {
+    sqlx::query_as("SELECT id, ancestor_ids, depth FROM partners ORDER BY id").fetch_all(pool).await.expect("snapshot")
+}
+
+async fn count(pool: &PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+fn violation_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn creates_program_and_partners() {
+    let mut h = start().await;
+    let created = create_program(&mut h, 0).await;
+    assert_eq!(created.override_depth_cap, 8);
+    assert_eq!(created.rounding_mode, pb::RoundingMode::HalfAwayFromZero as i32);
+    assert_eq!(
+        created.role_ladder,
+        vec!["ADMIN", "WHITE_LABEL", "MASTER_DISTRIBUTOR", "DISTRIBUTOR", "RETAILER", "CUSTOMER"]
+    );
+    assert_eq!(created.minimum_payout, Some(Money { currency_code: "GBP".into(), amount: "0.00".into() }));
+    let fetched = h.client.get_program(pb::GetProgramRequest { id: created.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(fetched, created);
+
+    let a = create_partner(&mut h, &created.id, "A", None).await;
+    let b = create_partner(&mut h, &created.id, "B", Some(&a.id)).await;
+    let c = create_partner(&mut h, &created.id, "C", Some(&b.id)).await;
+    assert_eq!((a.depth, a.ancestor_ids.len(), a.status), (0, 0, pb::PartnerStatus::Active as i32));
+    assert_eq!((b.depth, b.parent_id.as_str(), b.ancestor_ids.clone()), (1, a.id.as_str(), vec![a.id.clone()]));
+    assert_eq!(c.ancestor_ids, vec![b.id.clone(), a.id.clone()]);
+    assert_eq!(c.depth, 2);
+    assert_eq!(get(&mut h, &c.id).await, c);
+
+    // Status change writes an audit event; a repeat changes nothing.
+    let suspended = h
+        .client
+        .update_partner_status(pb::UpdatePartnerStatusRequest {
+            id: b.id.clone(),
+            status: pb::PartnerStatus::Suspended as i32,
+            reason: "kyc pending".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(suspended.status, pb::PartnerStatus::Suspended as i32);
+    h.client
+        .update_partner_status(pb::UpdatePartnerStatusRequest {
+            id: b.id.clone(),
+            status: pb::PartnerStatus::Suspended as i32,
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    let events: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT from_status, to_status, reason FROM partner_status_events")
+            .fetch_all(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(events, vec![("ACTIVE".into(), "SUSPENDED".into(), "kyc pending".into())]);
+    // The audit log is append-only.
+    assert!(sqlx::query("DELETE FROM partner_status_events").execute(&h.pool).await.is_err());
+
+    // Terminated is final.
+    h.client
+        .update_partner_status(pb::UpdatePartnerStatusRequest {
+            id: c.id.clone(),
+            status: pb::PartnerStatus::Terminated as i32,
+            reason: "left".into(),
+        })
+        .await
+        .unwrap();
+    let status = h
+        .client
+        .update_partner_status(pb::UpdatePartnerStatusRequest {
+            id: c.id.clone(),
+            status: pb::PartnerStatus::Active as i32,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+
+    // Paging in creation order, and the status filter.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = h
+            .client
+            .list_partners(pb::ListPartnersRequest {
+                program_id: created.id.clone(),
+                status: 0,
+                page_size: 2,
+                page_token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.partners.len() <= 2);
+        seen.extend(page.partners.into_iter().map(|p| p.display_name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, vec!["A", "B", "C"]);
+    let active = h
+        .client
+        .list_partners(pb::ListPartnersRequest {
+            program_id: created.id.clone(),
+            status: pb::PartnerStatus::Active as i32,
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(active.partners.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), vec![a.id.clone()]);
+
+    let missing = h.client.get_partner(pb::GetPartnerRequest { id: Uuid::now_v7().to_string() }).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn creates_are_idempotent_on_request_id() {
+    let mut h = start().await;
+    let request = pb::CreateProgramRequest { program: Some(program("Acme", 4)), request_id: "prog-1".into() };
+    let first = h.client.create_program(request.clone()).await.unwrap().into_inner();
+    let second = h.client.create_program(request).await.unwrap().into_inner();
+    assert_eq!(first, second);
+    assert_eq!(count(&h.pool, "programs").await, 1);
+
+    let partner_request = pb::CreatePartnerRequest {
+        program_id: first.id.clone(),
+        partner: Some(pb::Partner {
+            display_name: "Ann".into(),
+            external_id: "ext-ann".into(),
+            role: "RETAILER".into(),
+            ..Default::default()
+        }),
+        request_id: "partner-1".into(),
+    };
+    let (mut c1, mut c2) = (h.client.clone(), h.client.clone());
+    let (one, two) =
+        tokio::join!(c1.create_partner(partner_request.clone()), c2.create_partner(partner_request.clone()));
+    let (one, two) = (one.unwrap().into_inner(), two.unwrap().into_inner());
+    assert_eq!(one, two);
+    assert_eq!(one.role, "RETAILER");
+    assert_eq!(count(&h.pool, "partners").await, 1);
+
+    // Another request with a taken external id is ALREADY_EXISTS.
+    let mut clash = partner_request.clone();
+    clash.request_id = "partner-2".into();
+    let status = h.client.create_partner(clash).await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert_eq!(reason(&status), "EXTERNAL_ID_TAKEN");
+    assert_eq!(count(&h.pool, "partners").await, 1);
+}
+
+#[tokio::test]
+async fn invalid_input_is_rejected_and_changes_nothing() {
+    let mut h = start().await;
+    let status = h
+        .client
+        .create_program(pb::CreateProgramRequest {
+            program: Some(pb::Program {
+                display_name: String::new(),
+                default_currency: "EURO".into(),
+                override_depth_cap: 40,
+                minimum_payout: Some(Money { currency_code: "GBP".into(), amount: "1.001".into() }),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let fields = violation_fields(&status);
+    for field in [
+        "program.display_name",
+        "program.default_currency",
+        "program.override_depth_cap",
+        "program.minimum_payout.amount",
+    ] {
+        assert!(fields.iter().any(|f| f == field), "{field} not in {fields:?}");
+    }
+    assert_eq!(count(&h.pool, "programs").await, 0);
+
+    let program = create_program(&mut h, 3).await;
+    let status = h
+        .client
+        .create_partner(pb::CreatePartnerRequest {
+            program_id: program.id.clone(),
+            partner: Some(pb::Partner { parent_id: "not-a-uuid".into(), ..Default::default() }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let fields = violation_fields(&status);
+    assert!(fields.contains(&"partner.display_name".to_string()) && fields.contains(&"partner.parent_id".to_string()));
+
+    let status = h
+        .client
+        .create_partner(pb::CreatePartnerRequest {
+            program_id: program.id.clone(),
+            partner: Some(pb::Partner { display_name: "X".into(), role: "EMPEROR".into(), ..Default::default() }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violation_fields(&status), vec!["partner.role"]);
+
+    let status = h
+        .client
+        .create_partner(pb::CreatePartnerRequest {
+            program_id: Uuid::now_v7().to_string(),
+            partner: Some(pb::Partner { display_name: "X".into(), ..Default::default() }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    let status = h
+        .client
+        .create_partner(pb::CreatePartnerRequest {
+            program_id: program.id.clone(),
+            partner: Some(pb::Partner {
+                display_name: "X".into(),
+                parent_id: Uuid::now_v7().to_string(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(count(&h.pool, "partners").await, 0);
+
+    // A parent may not rank below its child on the ladder.
+    let retailer = h
+        .client
+        .create_partner(pb::CreatePartnerRequest {
+            program_id: program.id.clone(),
+            partner: Some(pb::Partner { display_name: "R".into(), role: "RETAILER".into(), ..Default::default() }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = h
+        .client
+        .create_partner(pb::CreatePartnerRequest {
+            program_id: program.id.clone(),
+            partner: Some(pb::Partner {
+                display_name: "D".into(),
+                role: "DISTRIBUTOR".into(),
+                parent_id: retailer.id.clone(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "ROLE_RANK"));
+
+    let status = h
+        .client
+        .update_partner_status(pb::UpdatePartnerStatusRequest {
+            id: retailer.id.clone(),
+            status: pb::PartnerStatus::Unspecified as i32,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violation_fields(&status), vec!["status"]);
+    assert_eq!(count(&h.pool, "partners").await, 1);
+    assert_eq!(count(&h.pool, "partner_status_events").await, 0);
+
+    // Depth cap on create: cap 3 allows depth 3, not 4.
+    let mut parent = retailer.id.clone();
+    for depth in 1..=3 {
+        let child = create_partner(&mut h, &program.id, &format!("L{depth}"), Some(&parent)).await;
+        assert_eq!(child.depth, depth);
+        parent = child.id;
+    }
+    let status = h
+        .client
+        .create_partner(pb::CreatePartnerRequest {
+            program_id: program.id.clone(),
+            partner: Some(pb::Partner { display_name: "too deep".into(), parent_id: parent, ..Default::default() }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "DEPTH_EXCEEDED"));
+    assert_eq!(count(&h.pool, "partners").await, 4);
+}
+
+#[tokio::test]
+async fn set_parent_rejects_cycles_and_depth_over_cap_without_changes() {
+    let mut h = start().await;
+    let program = create_program(&mut h, 3).await;
+    let a = create_partner(&mut h, &program.id, "A", None).await;
+    let b = create_partner(&mut h, &program.id, "B", Some(&a.id)).await;
+    let c = create_partner(&mut h, &program.id, "C", Some(&b.id)).await;
+    let x = create_partner(&mut h, &program.id, "X", None).await;
+    let y = create_partner(&mut h, &program.id, "Y", Some(&x.id)).await;
+    let before = snapshot(&h.pool).await;
+
+    // A under its grandchild C: a cycle.
+    let status =
+        h.client.set_parent(pb::SetParentRequest { id: a.id.clone(), parent_id: c.id.clone() }).await.unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "CYCLE"));
+    // A under itself.
+    let status =
+        h.client.set_parent(pb::SetParentRequest { id: a.id.clone(), parent_id: a.id.clone() }).await.unwrap_err();
+    assert_eq!(reason(&status), "CYCLE");
+    assert_eq!(snapshot(&h.pool).await, before);
+
+    // A (subtree 2 levels tall) under Y (depth 1): C would sit at depth 4 > cap 3.
+    let status =
+        h.client.set_parent(pb::SetParentRequest { id: a.id.clone(), parent_id: y.id.clone() }).await.unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "DEPTH_EXCEEDED"));
+    assert_eq!(snapshot(&h.pool).await, before);
+
+    // Unknown parent / partner are NOT_FOUND and change nothing.
+    let status = h
+        .client
+        .set_parent(pb::SetParentRequest { id: a.id.clone(), parent_id: Uuid::now_v7().to_string() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let status =
+        h.client.set_parent(pb::SetParentRequest { id: "junk".into(), parent_id: String::new() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(snapshot(&h.pool).await, before);
+
+    // A parent from another program is refused.
+    let other = create_program(&mut h, 3).await;
+    let stranger = create_partner(&mut h, &other.id, "S", None).await;
+    let status = h
+        .client
+        .set_parent(pb::SetParentRequest { id: a.id.clone(), parent_id: stranger.id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "PROGRAM_MISMATCH"));
+    assert_eq!(get(&mut h, &a.id).await, a);
+
+    // B (subtree height 1) under Y fits: B → 2, C → 3.
+    let moved = h
+        .client
+        .set_parent(pb::SetParentRequest { id: b.id.clone(), parent_id: y.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(moved.rewritten_count, 2);
+    assert_eq!(get(&mut h, &c.id).await.ancestor_ids, vec![b.id.clone(), y.id.clone(), x.id.clone()]);
+}
+
+#[tokio::test]
+async fn subtree_move_rewrites_every_descendant() {
+    let mut h = start().await;
+    let program = create_program(&mut h, 8).await;
+    let r1 = create_partner(&mut h, &program.id, "R1", None).await;
+    let m = create_partner(&mut h, &program.id, "M", Some(&r1.id)).await;
+    let c1 = create_partner(&mut h, &program.id, "C1", Some(&m.id)).await;
+    let c2 = create_partner(&mut h, &program.id, "C2", Some(&m.id)).await;
+    let g1 = create_partner(&mut h, &program.id, "G1", Some(&c1.id)).await;
+    let r2 = create_partner(&mut h, &program.id, "R2", None).await;
+    let p = create_partner(&mut h, &program.id, "P", Some(&r2.id)).await;
+
+    let response = h
+        .client
+        .set_parent(pb::SetParentRequest { id: m.id.clone(), parent_id: p.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.rewritten_count, 4);
+    let moved = response.partner.unwrap();
+    assert_eq!((moved.parent_id.as_str(), moved.depth), (p.id.as_str(), 2));
+    assert_eq!(moved.ancestor_ids, vec![p.id.clone(), r2.id.clone()]);
+    let c1_now = get(&mut h, &c1.id).await;
+    assert_eq!((c1_now.depth, c1_now.ancestor_ids), (3, vec![m.id.clone(), p.id.clone(), r2.id.clone()]));
+    let c2_now = get(&mut h, &c2.id).await;
+    assert_eq!((c2_now.depth, c2_now.ancestor_ids), (3, vec![m.id.clone(), p.id.clone(), r2.id.clone()]));
+    let g1_now = get(&mut h, &g1.id).await;
+    assert_eq!(g1_now.depth, 4);
+    assert_eq!(g1_now.ancestor_ids, vec![c1.id.clone(), m.id.clone(), p.id.clone(), r2.id.clone()]);
+    assert_eq!(g1_now.parent_id, c1.id);
+    // R1 lost its downline; R2's grew.
+    let r1_downline = h
+        .client
+        .list_downline(pb::ListDownlineRequest { id: r1.id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r1_downline.members.is_empty());
+
+    // Back to the root.
+    let response = h
+        .client
+        .set_parent(pb::SetParentRequest { id: m.id.clone(), parent_id: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.rewritten_count, 4);
+    let root = response.partner.unwrap();
+    assert_eq!((root.depth, root.parent_id.as_str(), root.ancestor_ids.len()), (0, "", 0));
+    let g1_now = get(&mut h, &g1.id).await;
+    assert_eq!((g1_now.depth, g1_now.ancestor_ids), (2, vec![c1.id.clone(), m.id.clone()]));
+    // Moving to where it already is rewrites nothing.
+    let response = h
+        .client
+        .set_parent(pb::SetParentRequest { id: m.id.clone(), parent_id: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.rewritten_count, 0);
+}
+
+#[tokio::test]
+async fn large_subtree_moves_in_batches() {
+    let mut h = start().await;
+    let program = create_program(&mut h, 8).await;
+    let top = create_partner(&mut h, &program.id, "top", None).await;
+    let hub = create_partner(&mut h, &program.id, "hub", Some(&top.id)).await;
+    let target = create_partner(&mut h, &program.id, "target", None).await;
+    // 1,100 descendants: more than two rewrite batches of 500.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1100 {
+        let mut client = h.client.clone();
+        let (program_id, parent) = (program.id.clone(), hub.id.clone());
+        tasks.spawn(async move {
+            client
+                .create_partner(pb::CreatePartnerRequest {
+                    program_id,
+                    partner: Some(pb::Partner {
+                        display_name: format!("leaf {i}"),
+                        parent_id: parent,
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                })
+                .await
+                .map(|_| ())
+        });
+        if tasks.len() >= 16 {
+            tasks.join_next().await.unwrap().unwrap().unwrap();
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let response = h
+        .client
+        .set_parent(pb::SetParentRequest { id: hub.id.clone(), parent_id: target.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.rewritten_count, 1101);
+    let hub_id = Uuid::parse_str(&hub.id).unwrap();
+    let target_id = Uuid::parse_str(&target.id).unwrap();
+    let wrong: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM partners WHERE parent_id = $1 AND (ancestor_ids <> ARRAY[$1, $2]::uuid[] OR depth <> 2)",
+    )
+    .bind(hub_id)
+    .bind(target_id)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(wrong, 0);
+}
+
+#[tokio::test]
+async fn concurrent_moves_cannot_build_a_cycle() {
+    let mut h = start().await;
+    let program = create_program(&mut h, 8).await;
+    for _ in 0..5 {
+        let a = create_partner(&mut h, &program.id, "A", None).await;
+        let b = create_partner(&mut h, &program.id, "B", None).await;
+        let (mut c1, mut c2) = (h.client.clone(), h.client.clone());
+        let (one, two) = tokio::join!(
+            c1.set_parent(pb::SetParentRequest { id: a.id.clone(), parent_id: b.id.clone() }),
+            c2.set_parent(pb::SetParentRequest { id: b.id.clone(), parent_id: a.id.clone() })
+        );
+        let outcomes = [one.map(|_| ()), two.map(|_| ())];
+        assert_eq!(outcomes.iter().filter(|outcome| outcome.is_ok()).count(), 1, "{outcomes:?}");
+        let failure = outcomes.iter().find_map(|outcome| outcome.as_ref().err()).unwrap();
+        assert_eq!(reason(failure), "CYCLE");
+    }
+    let cyclic: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM partners p WHERE p.ancestor_ids @> ARRAY[p.id]")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(cyclic, 0);
+}
+
+#[tokio::test]
+async fn get_uplines_returns_batch_in_request_order() {
+    let mut h = start().await;
+    let program = create_program(&mut h, 8).await;
+    let root = create_partner(&mut h, &program.id, "root", None).await;
+    let mid = create_partner(&mut h, &program.id, "mid", Some(&root.id)).await;
+    let leaf = create_partner(&mut h, &program.id, "leaf", Some(&mid.id)).await;
+    let solo = create_partner(&mut h, &program.id, "solo", None).await;
+    h.client
+        .update_partner_status(pb::UpdatePartnerStatusRequest {
+            id: mid.id.clone(),
+            status: pb::PartnerStatus::Suspended as i32,
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let response = h
+        .client
+        .get_uplines(pb::GetUplinesRequest {
+            program_id: program.id.clone(),
+            partner_ids: vec![leaf.id.clone(), solo.id.clone(), mid.id.clone(), leaf.id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.program.unwrap().id, program.id);
+    let shape: Vec<(String, Vec<(String, i32)>)> = response
+        .uplines
+        .iter()
+        .map(|u| {
+            (u.partner.clone().unwrap().id, u.ancestors.iter().map(|a| (a.id.clone(), a.status)).collect::<Vec<_>>())
+        })
+        .collect();
+    let active = pb::PartnerStatus::Active as i32;
+    let suspended = pb::PartnerStatus::Suspended as i32;
+    assert_eq!(
+        shape,
+        vec![
+            (leaf.id.clone(), vec![(mid.id.clone(), suspended), (root.id.clone(), active)]),
+            (solo.id.clone(), vec![]),
+            (mid.id.clone(), vec![(root.id.clone(), active)]),
+            (leaf.id.clone(), vec![(mid.id.clone(), suspended), (root.id.clone(), active)]),
+        ]
+    );
+    assert_eq!(response.uplines[2].partner.clone().unwrap().status, suspended);
+
+    let unknown = Uuid::now_v7().to_string();
+    let status = h
+        .client
+        .get_uplines(pb::GetUplinesRequest {
+            program_id: program.id.clone(),
+            partner_ids: vec![leaf.id.clone(), unknown.clone()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains(&unknown), "{}", status.message());
+
+    let other = create_program(&mut h, 8).await;
+    let status = h
+        .client
+        .get_uplines(pb::GetUplinesRequest { program_id: other.id.clone(), partner_ids: vec![leaf.id.clone()] })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains(&leaf.id));
+
+    let status = h
+        .client
+        .get_uplines(pb::GetUplinesRequest { program_id: program.id.clone(), partner_ids: vec![leaf.id.clone(); 1001] })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn list_downline_reports_relative_depth_and_pages() {
+    let mut h = start().await;
+    let program = create_program(&mut h, 8).await;
+    let top = create_partner(&mut h, &program.id, "top", None).await;
+    let r = create_partner(&mut h, &program.id, "R", Some(&top.id)).await;
+    let a = create_partner(&mut h, &program.id, "A", Some(&r.id)).await;
+    let b = create_partner(&mut h, &program.id, "B", Some(&r.id)).await;
+    let a1 = create_partner(&mut h, &program.id, "A1", Some(&a.id)).await;
+    let b1 = create_partner(&mut h, &program.id, "B1", Some(&b.id)).await;
+    let a2 = create_partner(&mut h, &program.id, "A2", Some(&a.id)).await;
+    let a11 = create_partner(&mut h, &program.id, "A11", Some(&a1.id)).await;
+
+    let mut members = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = h
+            .client
+            .list_downline(pb::ListDownlineRequest { id: r.id.clone(), max_depth: 0, page_size: 2, page_token: token })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        members.extend(page.members.into_iter().map(|m| (m.partner.unwrap().display_name, m.relative_depth)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<(String, i32)> = [("A", 1), ("B", 1), ("A1", 2), ("B1", 2), ("A2", 2), ("A11", 3)]
+        .iter()
+        .map(|(n, d)| (n.to_string(), *d))
+        .collect();
+    assert_eq!(members, expected);
+
+    let shallow = h
+        .client
+        .list_downline(pb::ListDownlineRequest { id: r.id.clone(), max_depth: 1, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shallow.members.iter().map(|m| m.partner.clone().unwrap().id).collect::<Vec<_>>(), vec![a.id, b.id]);
+
+    let under_a1 = h
+        .client
+        .list_downline(pb::ListDownlineRequest { id: a1.id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(under_a1.members.len(), 1);
+    assert_eq!((under_a1.members[0].partner.clone().unwrap().id, under_a1.members[0].relative_depth), (a11.id, 1));
+    let _ = (b1, a2);
+
+    let status = h
+        .client
+        .list_downline(pb::ListDownlineRequest {
+            id: r.id.clone(),
+            page_token: "garbage!".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}

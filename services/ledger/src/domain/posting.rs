@@ -1,0 +1,406 @@
+//! Validating one sale's posting and hashing its body for idempotency
+//! (DESIGN §5; TigerBeetle / Formance: same key + same body → stored result,
+//! same key + different body → ALREADY_EXISTS).
+
+use std::collections::BTreeMap;
+
+use accrue_kit::FieldViolations;
+use accrue_kit::convert::{optional_uuid, require_money, require_timestamp, require_uuid};
+use accrue_money::Currency;
+use accrue_proto::ledger::v1 as pb;
+use accrue_proto::types::v1 as types;
+use chrono::{DateTime, Utc};
+use prost::Message;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Longest idempotency key accepted.
+pub const MAX_KEY_LEN: usize = 256;
+/// Longest sale id accepted.
+pub const MAX_SALE_ID_LEN: usize = 256;
+/// Most lines in one posting.
+pub const MAX_LINES: usize = 1000;
+/// Highest override level accepted.
+pub const MAX_LEVEL: i32 = 64;
+
+/// What an entry pays for (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The link owner's share.
+    Direct,
+    /// A split partner's share.
+    Split,
+    /// An upline override.
+    Override,
+    /// A scheme margin.
+    Margin,
+}
+
+impl Kind {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Direct => "DIRECT",
+            Kind::Split => "SPLIT",
+            Kind::Override => "OVERRIDE",
+            Kind::Margin => "MARGIN",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(name: &str) -> Option<Kind> {
+        [Kind::Direct, Kind::Split, Kind::Override, Kind::Margin].into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// From the wire; `None` for UNSPECIFIED or unknown values.
+    pub fn from_proto(value: i32) -> Option<Kind> {
+        match types::EarningKind::try_from(value).ok()? {
+            types::EarningKind::Unspecified => None,
+            types::EarningKind::Direct => Some(Kind::Direct),
+            types::EarningKind::Split => Some(Kind::Split),
+            types::EarningKind::Override => Some(Kind::Override),
+            types::EarningKind::Margin => Some(Kind::Margin),
+        }
+    }
+
+    /// To the wire.
+    pub fn to_proto(self) -> types::EarningKind {
+        match self {
+            Kind::Direct => types::EarningKind::Direct,
+            Kind::Split => types::EarningKind::Split,
+            Kind::Override => types::EarningKind::Override,
+            Kind::Margin => types::EarningKind::Margin,
+        }
+    }
+}
+
+/// CREDIT earns; DEBIT claws back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryType {
+    /// Earning.
+    Credit,
+    /// Clawback.
+    Debit,
+}
+
+impl EntryType {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryType::Credit => "CREDIT",
+            EntryType::Debit => "DEBIT",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(name: &str) -> Option<EntryType> {
+        match name {
+            "CREDIT" => Some(EntryType::Credit),
+            "DEBIT" => Some(EntryType::Debit),
+            _ => None,
+        }
+    }
+
+    /// To the wire.
+    pub fn to_proto(self) -> pb::EntryType {
+        match self {
+            EntryType::Credit => pb::EntryType::Credit,
+            EntryType::Debit => pb::EntryType::Debit,
+        }
+    }
+}
+
+/// The breakdown as stored in `entries.breakdown` (jsonb); inputs in key order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoredBreakdown {
+    /// Model name.
+    pub model: String,
+    /// Formula with numbers.
+    pub formula: String,
+    /// Inputs by name.
+    pub inputs: BTreeMap<String, String>,
+    /// Rule / tier / level chosen.
+    pub rule: String,
+    /// Agreement version.
+    pub agreement_version_id: String,
+    /// Rounding applied.
+    pub rounding: String,
+    /// Note.
+    pub note: String,
+}
+
+impl StoredBreakdown {
+    /// From the wire.
+    pub fn from_proto(breakdown: &types::CommissionBreakdown) -> Self {
+        StoredBreakdown {
+            model: breakdown.model.clone(),
+            formula: breakdown.formula.clone(),
+            inputs: breakdown.inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            rule: breakdown.rule.clone(),
+            agreement_version_id: breakdown.agreement_version_id.clone(),
+            rounding: breakdown.rounding.clone(),
+            note: breakdown.note.clone(),
+        }
+    }
+
+    /// To the wire.
+    pub fn to_proto(&self) -> types::CommissionBreakdown {
+        types::CommissionBreakdown {
+            model: self.model.clone(),
+            formula: self.formula.clone(),
+            inputs: self.inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            rule: self.rule.clone(),
+            agreement_version_id: self.agreement_version_id.clone(),
+            rounding: self.rounding.clone(),
+            note: self.note.clone(),
+        }
+    }
+}
+
+/// One validated line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// Who earns it.
+    pub partner_id: Uuid,
+    /// Kind.
+    pub kind: Kind,
+    /// CREDIT for a positive input amount, DEBIT for a negative one.
+    pub entry_type: EntryType,
+    /// Currency.
+    pub currency: Currency,
+    /// Absolute amount (> 0), at the currency's minor unit.
+    pub amount: Decimal,
+    /// Override level (0 for other kinds).
+    pub level: i32,
+    /// The selling partner, when given.
+    pub source_partner_id: Option<Uuid>,
+    /// When the sale occurred.
+    pub occurred_at: DateTime<Utc>,
+    /// When the entry clears.
+    pub clears_at: DateTime<Utc>,
+    /// Breakdown (`None` when absent).
+    pub breakdown: Option<StoredBreakdown>,
+}
+
+/// A validated posting with its request hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Posting {
+    /// Idempotency key.
+    pub key: String,
+    /// Sale id.
+    pub sale_id: String,
+    /// Lines, in request order.
+    pub lines: Vec<Line>,
+    /// [`request_hash`] of the posting.
+    pub hash: Vec<u8>,
+}
+
+/// Validates one posting; `prefix` names it in violations (`postings[3]`).
+/// Rules: key and sale id non-empty and short; each line has UUID
+/// `partner_id` (and `source_partner_id` when set), a kind, a strict non-zero
+/// `Money` amount (positive → CREDIT, negative → DEBIT of its absolute value),
+/// level 0..=64, `occurred_at` and `clears_at`; all lines share one currency.
+pub fn validate(posting: &pb::SalePosting, prefix: &str) -> Result<Posting, FieldViolations> {
+    let mut violations = FieldViolations::new();
+    let key = posting.idempotency_key.as_str();
+    if key.trim().is_empty() {
+        violations.add(format!("{prefix}.idempotency_key"), "is required");
+    } else if key.len() > MAX_KEY_LEN {
+        violations.add(format!("{prefix}.idempotency_key"), format!("is longer than {MAX_KEY_LEN} bytes"));
+    }
+    let sale_id = posting.sale_id.as_str();
+    if sale_id.trim().is_empty() {
+        violations.add(format!("{prefix}.sale_id"), "is required");
+    } else if sale_id.len() > MAX_SALE_ID_LEN {
+        violations.add(format!("{prefix}.sale_id"), format!("is longer than {MAX_SALE_ID_LEN} bytes"));
+    }
+    if posting.lines.len() > MAX_LINES {
+        violations.add(format!("{prefix}.lines"), format!("has more than {MAX_LINES} lines"));
+    }
+    let mut lines = Vec::with_capacity(posting.lines.len());
+    let mut posting_currency: Option<Currency> = None;
+    for (index, input) in posting.lines.iter().enumerate() {
+        let field = format!("{prefix}.lines[{index}]");
+        let partner_id = require_uuid(&format!("{field}.partner_id"), &input.partner_id, &mut violations);
+        let source_partner_id =
+            optional_uuid(&format!("{field}.source_partner_id"), &input.source_partner_id, &mut violations);
+        let kind = Kind::from_proto(input.kind);
+        if kind.is_none() {
+            violations.add(format!("{field}.kind"), "must be DIRECT, SPLIT, OVERRIDE or MARGIN");
+        }
+        let money = require_money(&format!("{field}.amount"), input.amount.as_ref(), &mut violations);
+        if let Some(money) = money {
+            if money.amount.is_zero() {
+                violations.add(format!("{field}.amount.amount"), "must not be zero");
+            }
+            match posting_currency {
+                None => posting_currency = Some(money.currency),
+                Some(currency) if currency != money.currency => violations.add(
+                    format!("{field}.amount.currency_code"),
+                    format!("{} differs from the posting's currency {currency}", money.currency),
+                ),
+                Some(_) => {}
+            }
+        }
+        if !(0..=MAX_LEVEL).contains(&input.level) {
+            violations.add(format!("{field}.level"), format!("must be between 0 and {MAX_LEVEL}"));
+        }
+        let occurred_at =
+            require_timestamp(&format!("{field}.occurred_at"), input.occurred_at.as_ref(), &mut violations);
+        let clears_at = require_timestamp(&format!("{field}.clears_at"), input.clears_at.as_ref(), &mut violations);
+        if let (Some(partner_id), Some(kind), Some(money), Some(occurred_at), Some(clears_at)) =
+            (partner_id, kind, money, occurred_at, clears_at)
+        {
+            let entry_type = if money.amount.is_sign_negative() { EntryType::Debit } else { EntryType::Credit };
+            lines.push(Line {
+                partner_id,
+                kind,
+                entry_type,
+                currency: money.currency,
+                amount: money.amount.abs(),
+                level: input.level,
+                source_partner_id,
+                occurred_at,
+                clears_at,
+                breakdown: input.breakdown.as_ref().map(StoredBreakdown::from_proto),
+            });
+        }
+    }
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    Ok(Posting { key: key.to_string(), sale_id: sale_id.to_string(), lines, hash: request_hash(posting) })
+}
+
+/// SHA-256 of the prost-encoded `SalePosting`, made deterministic: protobuf
+/// maps (breakdown inputs) encode in hash-map order, so each line's inputs are
+/// taken out before encoding and appended afterwards in key order, each
+/// string length-prefixed.
+pub fn request_hash(posting: &pb::SalePosting) -> Vec<u8> {
+    let mut canonical = posting.clone();
+    let mut inputs: Vec<Vec<(String, String)>> = Vec::with_capacity(canonical.lines.len());
+    for line in &mut canonical.lines {
+        let mut pairs: Vec<(String, String)> = match line.breakdown.as_mut() {
+            Some(breakdown) => std::mem::take(&mut breakdown.inputs).into_iter().collect(),
+            None => Vec::new(),
+        };
+        pairs.sort();
+        inputs.push(pairs);
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(canonical.encode_to_vec());
+    for (index, pairs) in inputs.iter().enumerate() {
+        hasher.update((index as u64).to_be_bytes());
+        hasher.update((pairs.len() as u64).to_be_bytes());
+        for (key, value) in pairs {
+            hasher.update((key.len() as u64).to_be_bytes());
+            hasher.update(key.as_bytes());
+            hasher.update((value.len() as u64).to_be_bytes());
+            hasher.update(value.as_bytes());
+        }
+    }
+    hasher.finalize().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    fn line(amount: &str, currency: &str) -> pb::EntryInput {
+        pb::EntryInput {
+            partner_id: Uuid::from_u128(7).to_string(),
+            kind: types::EarningKind::Direct as i32,
+            amount: Some(types::Money { currency_code: currency.into(), amount: amount.into() }),
+            level: 0,
+            source_partner_id: String::new(),
+            occurred_at: ts(1_700_000_000),
+            clears_at: ts(1_702_592_000),
+            breakdown: Some(types::CommissionBreakdown {
+                model: "PERCENTAGE".into(),
+                inputs: [("rate", "0.10"), ("amount", "100.00"), ("base", "x"), ("z", "y")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn posting(lines: Vec<pb::EntryInput>) -> pb::SalePosting {
+        pb::SalePosting { idempotency_key: "saga:1:post".into(), sale_id: "sale-1".into(), lines }
+    }
+
+    #[test]
+    fn valid_posting_parses_credit_and_debit() {
+        let parsed = validate(&posting(vec![line("10.00", "GBP"), line("-2.5", "GBP")]), "postings[0]").unwrap();
+        assert_eq!(parsed.lines.len(), 2);
+        assert_eq!(parsed.lines[0].entry_type, EntryType::Credit);
+        assert_eq!(parsed.lines[0].amount.to_string(), "10.00");
+        assert_eq!(parsed.lines[1].entry_type, EntryType::Debit);
+        assert_eq!(parsed.lines[1].amount.to_string(), "2.50");
+        assert_eq!(parsed.lines[0].breakdown.as_ref().unwrap().inputs.len(), 4);
+    }
+
+    #[test]
+    fn empty_posting_is_valid() {
+        assert!(validate(&posting(vec![]), "p").unwrap().lines.is_empty());
+    }
+
+    #[test]
+    fn every_violation_is_reported() {
+        let mut bad = line("1.001", "GBP");
+        bad.partner_id = "nope".into();
+        bad.kind = 0;
+        bad.clears_at = None;
+        let mut other_currency = line("1.00", "USD");
+        other_currency.level = -1;
+        let zero = line("0", "GBP");
+        let mut p = posting(vec![line("1.00", "GBP"), bad, other_currency, zero]);
+        p.idempotency_key = " ".into();
+        let status = validate(&p, "postings[2]").unwrap_err().into_status();
+        let message = status.message();
+        for expected in [
+            "postings[2].idempotency_key",
+            "postings[2].lines[1].partner_id",
+            "postings[2].lines[1].kind",
+            "postings[2].lines[1].amount.amount",
+            "postings[2].lines[1].clears_at",
+            "postings[2].lines[2].amount.currency_code",
+            "postings[2].lines[2].level",
+            "postings[2].lines[3].amount.amount: must not be zero",
+        ] {
+            assert!(message.contains(expected), "{expected} missing from {message}");
+        }
+    }
+
+    #[test]
+    fn hash_is_deterministic_and_body_sensitive() {
+        let a = posting(vec![line("10.00", "GBP")]);
+        let hashes: Vec<_> = (0..20).map(|_| request_hash(&a.clone())).collect();
+        assert!(hashes.windows(2).all(|w| w[0] == w[1]));
+        let b = posting(vec![line("10.01", "GBP")]);
+        assert_ne!(request_hash(&a), request_hash(&b));
+        let mut c = a.clone();
+        if let Some(breakdown) = c.lines[0].breakdown.as_mut() {
+            breakdown.inputs.insert("rate".into(), "0.11".into());
+        }
+        assert_ne!(request_hash(&a), request_hash(&c));
+        assert_eq!(request_hash(&a).len(), 32);
+    }
+
+    #[test]
+    fn breakdown_round_trips() {
+        let wire = line("1.00", "GBP").breakdown.unwrap();
+        assert_eq!(StoredBreakdown::from_proto(&wire).to_proto(), wire);
+        let json = serde_json::to_value(StoredBreakdown::from_proto(&wire)).unwrap();
+        let back: StoredBreakdown = serde_json::from_value(json).unwrap();
+        assert_eq!(back.to_proto(), wire);
+    }
+}

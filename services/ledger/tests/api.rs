@@ -1,0 +1,758 @@
+//! LedgerService against real Postgres over real gRPC, with the real
+//! hierarchy service (program settings) — no mocks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use accrue_kit::db::DbConfig;
+use accrue_proto::hierarchy::v1 as hpb;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_proto::ledger::v1 as pb;
+use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use accrue_proto::types::v1 as types;
+use accrue_testkit::TestDb;
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+/// Seconds of 2024-01-01T00:00:00Z.
+const T0: i64 = 1_704_067_200;
+const DAY: i64 = 86_400;
+
+struct Harness {
+    ledger: LedgerServiceClient<Channel>,
+    hierarchy: HierarchyServiceClient<Channel>,
+    pool: PgPool,
+    shutdown: CancellationToken,
+    _db: TestDb,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start() -> Harness {
+    let db = TestDb::create().await.unwrap();
+    let hierarchy_pool = accrue_kit::db::pool(&DbConfig {
+        url: db.url.clone(),
+        schema: accrue_hierarchy::SCHEMA.into(),
+        max_connections: 2,
+    })
+    .unwrap();
+    accrue_kit::db::migrate(&hierarchy_pool, accrue_hierarchy::SCHEMA, &accrue_hierarchy::MIGRATOR).await.unwrap();
+    hierarchy_pool.close().await;
+    let pool = accrue_kit::db::pool(&DbConfig {
+        url: db.url.clone(),
+        schema: accrue_ledger::SCHEMA.into(),
+        max_connections: 4,
+    })
+    .unwrap();
+    accrue_kit::db::migrate(&pool, accrue_ledger::SCHEMA, &accrue_ledger::MIGRATOR).await.unwrap();
+
+    let shutdown = CancellationToken::new();
+    let hierarchy_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hierarchy_url = format!("http://{}", hierarchy_listener.local_addr().unwrap());
+    let config = accrue_hierarchy::Config { database_url: db.url.clone(), max_connections: 4 };
+    let token = shutdown.clone();
+    tokio::spawn(async move { accrue_hierarchy::run(config, hierarchy_listener, token).await });
+
+    let ledger_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ledger_url = format!("http://{}", ledger_listener.local_addr().unwrap());
+    let config = accrue_ledger::Config {
+        database_url: db.url.clone(),
+        max_connections: 8,
+        hierarchy_url: hierarchy_url.clone(),
+    };
+    let token = shutdown.clone();
+    tokio::spawn(async move { accrue_ledger::run(config, ledger_listener, token).await });
+
+    let ledger = LedgerServiceClient::new(accrue_kit::client::channel(&ledger_url).unwrap())
+        .max_decoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES);
+    let hierarchy = HierarchyServiceClient::new(accrue_kit::client::channel(&hierarchy_url).unwrap());
+    Harness { ledger, hierarchy, pool, shutdown, _db: db }
+}
+
+impl Harness {
+    async fn program(&mut self, auto_approve: bool) -> String {
+        self.hierarchy
+            .create_program(hpb::CreateProgramRequest {
+                program: Some(hpb::Program {
+                    display_name: "Ledger test".into(),
+                    default_currency: "GBP".into(),
+                    auto_approve_cleared: auto_approve,
+                    ..Default::default()
+                }),
+                request_id: Uuid::new_v4().to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .id
+    }
+
+    async fn post(&mut self, program: &str, postings: Vec<pb::SalePosting>) -> Vec<pb::PostingResult> {
+        self.ledger
+            .post_entries(pb::PostEntriesRequest { program_id: program.into(), postings })
+            .await
+            .unwrap()
+            .into_inner()
+            .results
+    }
+
+    async fn entry(&mut self, id: &str) -> pb::Entry {
+        self.ledger.get_entry(pb::GetEntryRequest { id: id.into() }).await.unwrap().into_inner()
+    }
+
+    async fn status(&mut self, id: &str) -> pb::EntryStatus {
+        self.entry(id).await.status()
+    }
+
+    async fn transition(&mut self, program: &str, ids: &[&str], to: pb::EntryStatus) -> Result<i64, tonic::Status> {
+        self.ledger
+            .transition_entries(pb::TransitionEntriesRequest {
+                program_id: program.into(),
+                entry_ids: ids.iter().map(|id| id.to_string()).collect(),
+                to_status: to as i32,
+                actor: "tester".into(),
+                reason: "test".into(),
+            })
+            .await
+            .map(|r| r.into_inner().transitioned_count)
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn clear(&mut self, program: &str, as_of: i64) -> Result<pb::ClearMaturedResponse, tonic::Status> {
+        self.ledger
+            .clear_matured(pb::ClearMaturedRequest { program_id: program.into(), as_of: ts(as_of) })
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+fn gbp(amount: &str) -> Option<types::Money> {
+    Some(types::Money { currency_code: "GBP".into(), amount: amount.into() })
+}
+
+fn line(partner: Uuid, kind: types::EarningKind, amount: &str, clears_at: i64) -> pb::EntryInput {
+    pb::EntryInput {
+        partner_id: partner.to_string(),
+        kind: kind as i32,
+        amount: gbp(amount),
+        level: if kind == types::EarningKind::Override { 1 } else { 0 },
+        source_partner_id: partner.to_string(),
+        occurred_at: ts(T0),
+        clears_at: ts(clears_at),
+        breakdown: Some(types::CommissionBreakdown {
+            model: "PERCENTAGE".into(),
+            formula: format!("x × 0.10 = {amount}"),
+            inputs: [("rate", "0.10"), ("amount", "100.00"), ("basis", "DEAL_AMOUNT")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            rule: "level 1".into(),
+            agreement_version_id: Uuid::from_u128(9).to_string(),
+            rounding: "HALF_AWAY_FROM_ZERO to 2 dp".into(),
+            note: String::new(),
+        }),
+    }
+}
+
+fn posting(key: &str, lines: Vec<pb::EntryInput>) -> pb::SalePosting {
+    pb::SalePosting { idempotency_key: key.into(), sale_id: format!("sale-{key}"), lines }
+}
+
+fn amount(money: &Option<types::Money>) -> Decimal {
+    Decimal::from_str(&money.as_ref().unwrap().amount).unwrap()
+}
+
+fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status.get_error_details().error_info().map(|info| info.reason.clone()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn post_entries_is_idempotent_per_key_and_body() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let direct = types::EarningKind::Direct;
+    let good_1 = posting("k1", vec![line(a, direct, "10.00", T0), line(b, types::EarningKind::Override, "1.50", T0)]);
+    let mut bad_line = line(a, direct, "1.001", T0);
+    bad_line.partner_id = "not-a-uuid".into();
+    let bad = posting("k2", vec![line(a, direct, "1.00", T0), bad_line]);
+    let good_3 = posting("k3", vec![line(b, types::EarningKind::Split, "2.25", T0)]);
+    let empty = posting("k4", vec![]);
+
+    let results = h.post(&program, vec![good_1.clone(), bad.clone(), good_3.clone(), empty.clone()]).await;
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0].idempotency_key, "k1");
+    assert_eq!(results[0].entry_ids.len(), 2);
+    assert!(!results[0].replayed && results[0].failure.is_none());
+    let failure = results[1].failure.as_ref().expect("invalid posting fails alone");
+    assert_eq!(failure.code, "INVALID_ARGUMENT");
+    assert!(failure.message.contains("postings[1].lines[1].partner_id"), "{}", failure.message);
+    assert!(failure.message.contains("postings[1].lines[1].amount.amount"), "{}", failure.message);
+    assert!(results[1].entry_ids.is_empty());
+    assert_eq!(results[2].entry_ids.len(), 1);
+    assert!(results[3].failure.is_none() && results[3].entry_ids.is_empty());
+    assert_eq!(h.count("entries").await, 3);
+    assert_eq!(h.count("entry_status_events").await, 3);
+    assert_eq!(h.count("entry_states").await, 3);
+    assert_eq!(h.count("postings").await, 3);
+
+    // The stored entry carries everything that was posted, and its creation event.
+    let entry = h.entry(&results[0].entry_ids[1]).await;
+    assert_eq!(entry.partner_id, b.to_string());
+    assert_eq!(entry.program_id, program);
+    assert_eq!(entry.sale_id, "sale-k1");
+    assert_eq!(entry.kind(), types::EarningKind::Override);
+    assert_eq!(entry.entry_type(), pb::EntryType::Credit);
+    assert_eq!(entry.amount, gbp("1.50"));
+    assert_eq!(entry.level, 1);
+    assert_eq!(entry.status(), pb::EntryStatus::Pending);
+    assert_eq!(entry.idempotency_key, "k1");
+    assert_eq!(entry.breakdown, good_1.lines[1].breakdown);
+    assert_eq!(entry.history.len(), 1);
+    assert_eq!(entry.history[0].from_status(), pb::EntryStatus::Unspecified);
+    assert_eq!(entry.history[0].to_status(), pb::EntryStatus::Pending);
+    assert_eq!(entry.history[0].actor, "ledger");
+
+    // Same key, same body → the stored result, nothing new written. A repeat of
+    // the key inside one request is a replay of its first occurrence.
+    let replay = h.post(&program, vec![good_3.clone(), good_1.clone(), good_1.clone()]).await;
+    assert!(replay.iter().all(|r| r.replayed && r.failure.is_none()));
+    assert_eq!(replay[0].entry_ids, results[2].entry_ids);
+    assert_eq!(replay[1].entry_ids, results[0].entry_ids);
+    assert_eq!(replay[2].entry_ids, results[0].entry_ids);
+    assert_eq!(h.count("entries").await, 3);
+    assert_eq!(h.count("entry_status_events").await, 3);
+
+    // Same key, different body → ALREADY_EXISTS, nothing written; the others post.
+    let mut changed = good_1.clone();
+    changed.lines[0].amount = gbp("10.01");
+    let mut changed_inputs = good_3.clone();
+    changed_inputs.lines[0].breakdown.as_mut().unwrap().inputs.insert("rate".into(), "0.11".into());
+    let fresh = posting("k5", vec![line(a, direct, "3.00", T0)]);
+    let mixed = h.post(&program, vec![changed, fresh.clone(), changed_inputs, posting("k5", vec![])]).await;
+    for index in [0, 2, 3] {
+        let failure = mixed[index].failure.as_ref().unwrap();
+        assert_eq!(failure.code, "ALREADY_EXISTS", "posting {index}");
+        assert_eq!(failure.reason, "IDEMPOTENCY_KEY_REUSED");
+        assert!(mixed[index].entry_ids.is_empty());
+    }
+    assert!(mixed[1].failure.is_none() && !mixed[1].replayed && mixed[1].entry_ids.len() == 1);
+    assert_eq!(h.count("entries").await, 4);
+    assert_eq!(h.count("postings").await, 4);
+    assert_eq!(h.entry(&results[0].entry_ids[0]).await.amount, gbp("10.00"));
+
+    // The same key in another program is independent.
+    let other = h.program(false).await;
+    let elsewhere = h.post(&other, vec![good_1.clone()]).await;
+    assert!(!elsewhere[0].replayed && elsewhere[0].entry_ids.len() == 2);
+
+    // Request-level mistakes reject the whole call and write nothing.
+    let error = h
+        .ledger
+        .post_entries(pb::PostEntriesRequest { program_id: "nope".into(), postings: vec![fresh.clone()] })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    let too_many = (0..1001).map(|i| posting(&format!("many-{i}"), vec![])).collect();
+    let error = h
+        .ledger
+        .post_entries(pb::PostEntriesRequest { program_id: program.clone(), postings: too_many })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert_eq!(h.count("postings").await, 5);
+
+    // A negative amount is a DEBIT of its absolute value.
+    let debit = h.post(&program, vec![posting("k6", vec![line(a, direct, "-4.00", T0)])]).await;
+    let entry = h.entry(&debit[0].entry_ids[0]).await;
+    assert_eq!(entry.entry_type(), pb::EntryType::Debit);
+    assert_eq!(entry.amount, gbp("4.00"));
+
+    // Unknown / malformed GetEntry ids.
+    let error = h.ledger.get_entry(pb::GetEntryRequest { id: Uuid::new_v4().to_string() }).await.unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+    let error = h.ledger.get_entry(pb::GetEntryRequest { id: "x".into() }).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn list_entries_filters_and_pages_oldest_first() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let direct = types::EarningKind::Direct;
+    let mut all_ids = Vec::new();
+    for i in 0..3 {
+        let results = h
+            .post(
+                &program,
+                vec![posting(
+                    &format!("s{i}"),
+                    vec![line(a, direct, "1.00", T0), line(b, types::EarningKind::Override, "0.10", T0)],
+                )],
+            )
+            .await;
+        all_ids.extend(results[0].entry_ids.clone());
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = h
+            .ledger
+            .list_entries(pb::ListEntriesRequest {
+                program_id: program.clone(),
+                page_size: 4,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.entries.len() <= 4);
+        seen.extend(page.entries.iter().map(|e| e.id.clone()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, all_ids, "every entry once, oldest first");
+
+    let only_b = h
+        .ledger
+        .list_entries(pb::ListEntriesRequest {
+            program_id: program.clone(),
+            partner_id: b.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(only_b.entries.len(), 3);
+    assert!(only_b.entries.iter().all(|e| e.partner_id == b.to_string()));
+    let by_sale_and_kind = h
+        .ledger
+        .list_entries(pb::ListEntriesRequest {
+            program_id: program.clone(),
+            sale_id: "sale-s1".into(),
+            kind: direct as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_sale_and_kind.entries.len(), 1);
+    assert_eq!(by_sale_and_kind.entries[0].id, all_ids[2]);
+
+    h.transition(&program, &[&all_ids[0]], pb::EntryStatus::Voided).await.unwrap();
+    let voided = h
+        .ledger
+        .list_entries(pb::ListEntriesRequest {
+            program_id: program.clone(),
+            status: pb::EntryStatus::Voided as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(voided.entries.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![all_ids[0].clone()]);
+
+    let error = h
+        .ledger
+        .list_entries(pb::ListEntriesRequest {
+            program_id: program.clone(),
+            page_token: "garbage!".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn entries_and_events_are_immutable() {
+    let mut h = start().await;
+    let h_program = h.program(false).await;
+    let partner = Uuid::new_v4();
+    let results =
+        h.post(&h_program, vec![posting("imm", vec![line(partner, types::EarningKind::Direct, "5.00", T0)])]).await;
+    let id = Uuid::parse_str(&results[0].entry_ids[0]).unwrap();
+    for statement in [
+        "UPDATE entries SET amount = 999 WHERE id = $1",
+        "DELETE FROM entries WHERE id = $1",
+        "UPDATE entry_status_events SET actor = 'mallory' WHERE entry_id = $1",
+        "DELETE FROM entry_status_events WHERE entry_id = $1",
+        "UPDATE postings SET request_hash = '\\x00' WHERE $1::uuid = ANY(entry_ids)",
+    ] {
+        let error = sqlx::query(statement).bind(id).execute(&h.pool).await.expect_err(statement);
+        assert!(error.to_string().contains("append-only"), "{statement}: {error}");
+    }
+    assert!(sqlx::query("TRUNCATE entry_status_events").execute(&h.pool).await.is_err());
+    let entry = h.entry(&id.to_string()).await;
+    assert_eq!(entry.amount, gbp("5.00"));
+    assert_eq!(entry.history.len(), 1);
+    assert_eq!(entry.history[0].actor, "ledger");
+}
+
+#[tokio::test]
+async fn transitions_follow_the_state_machine_all_or_nothing() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    let partner = Uuid::new_v4();
+    let direct = types::EarningKind::Direct;
+    let results = h
+        .post(
+            &program,
+            vec![posting(
+                "t",
+                vec![
+                    line(partner, direct, "1.00", T0),
+                    line(partner, direct, "2.00", T0),
+                    line(partner, direct, "3.00", T0),
+                ],
+            )],
+        )
+        .await;
+    let ids: Vec<&str> = results[0].entry_ids.iter().map(String::as_str).collect();
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+
+    assert_eq!(h.transition(&program, &[b], pb::EntryStatus::Cleared).await.unwrap(), 1);
+    // b CLEARED → APPROVED is legal, a PENDING → APPROVED is not: nothing changes.
+    let error = h.transition(&program, &[b, a], pb::EntryStatus::Approved).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&error), "INVALID_TRANSITION");
+    assert!(error.message().contains(a), "{}", error.message());
+    assert_eq!(h.status(a).await, pb::EntryStatus::Pending);
+    assert_eq!(h.status(b).await, pb::EntryStatus::Cleared);
+    assert_eq!(h.entry(b).await.history.len(), 2);
+
+    // Unknown entry → NOT_FOUND, nothing changes; another program's entry is unknown too.
+    let error = h.transition(&program, &[c, &Uuid::new_v4().to_string()], pb::EntryStatus::Voided).await.unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+    assert_eq!(h.status(c).await, pb::EntryStatus::Pending);
+    let other = h.program(false).await;
+    assert_eq!(h.transition(&other, &[c], pb::EntryStatus::Voided).await.unwrap_err().code(), Code::NotFound);
+
+    // Void twice: the second run skips what is already VOIDED.
+    assert_eq!(h.transition(&program, &[a, c], pb::EntryStatus::Voided).await.unwrap(), 2);
+    assert_eq!(h.transition(&program, &[a, c], pb::EntryStatus::Voided).await.unwrap(), 0);
+    let entry = h.entry(a).await;
+    assert_eq!(entry.status(), pb::EntryStatus::Voided);
+    assert_eq!(entry.history.len(), 2);
+    assert_eq!(entry.history[1].from_status(), pb::EntryStatus::Pending);
+    assert_eq!(entry.history[1].to_status(), pb::EntryStatus::Voided);
+    assert_eq!(entry.history[1].actor, "tester");
+    assert_eq!(entry.history[1].reason, "test");
+
+    // VOIDED is terminal.
+    let error = h.transition(&program, &[a], pb::EntryStatus::Cleared).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+
+    // The full happy path, then dispute and resolve.
+    for to in [pb::EntryStatus::Approved, pb::EntryStatus::Paid, pb::EntryStatus::Disputed, pb::EntryStatus::Cleared] {
+        assert_eq!(h.transition(&program, &[b], to).await.unwrap(), 1, "{to:?}");
+    }
+    assert_eq!(h.entry(b).await.history.len(), 6);
+
+    // Bad input changes nothing.
+    let error = h
+        .ledger
+        .transition_entries(pb::TransitionEntriesRequest {
+            program_id: program.clone(),
+            entry_ids: vec![b.into(), "x".into()],
+            to_status: 0,
+            actor: String::new(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert_eq!(h.status(b).await, pb::EntryStatus::Cleared);
+}
+
+#[tokio::test]
+async fn clear_matured_clears_by_as_of_and_auto_approves_per_program() {
+    let mut h = start().await;
+    let manual = h.program(false).await;
+    let auto = h.program(true).await;
+    let partner = Uuid::new_v4();
+    let direct = types::EarningKind::Direct;
+    let early_late =
+        || posting("c", vec![line(partner, direct, "1.00", T0 + DAY), line(partner, direct, "2.00", T0 + 30 * DAY)]);
+    let manual_ids = h.post(&manual, vec![early_late()]).await[0].entry_ids.clone();
+    let auto_ids = h.post(&auto, vec![early_late()]).await[0].entry_ids.clone();
+
+    let response = h.clear(&manual, T0 + 2 * DAY).await.unwrap();
+    assert_eq!((response.cleared_count, response.approved_count), (1, 0));
+    assert_eq!(h.status(&manual_ids[0]).await, pb::EntryStatus::Cleared);
+    assert_eq!(h.status(&manual_ids[1]).await, pb::EntryStatus::Pending);
+    // The other program's entries are untouched.
+    assert_eq!(h.status(&auto_ids[0]).await, pb::EntryStatus::Pending);
+    // Running again clears nothing new; clears_at == as_of clears.
+    assert_eq!(h.clear(&manual, T0 + 2 * DAY).await.unwrap().cleared_count, 0);
+    assert_eq!(h.clear(&manual, T0 + 30 * DAY).await.unwrap().cleared_count, 1);
+
+    let response = h.clear(&auto, T0 + 2 * DAY).await.unwrap();
+    assert_eq!((response.cleared_count, response.approved_count), (1, 1));
+    let entry = h.entry(&auto_ids[0]).await;
+    assert_eq!(entry.status(), pb::EntryStatus::Approved);
+    let steps: Vec<_> = entry.history.iter().map(|e| (e.from_status(), e.to_status(), e.actor.clone())).collect();
+    assert_eq!(
+        steps,
+        vec![
+            (pb::EntryStatus::Unspecified, pb::EntryStatus::Pending, "ledger".to_string()),
+            (pb::EntryStatus::Pending, pb::EntryStatus::Cleared, "ledger".to_string()),
+            (pb::EntryStatus::Cleared, pb::EntryStatus::Approved, "auto-approve".to_string()),
+        ]
+    );
+    assert_eq!(h.status(&auto_ids[1]).await, pb::EntryStatus::Pending);
+
+    // Without as_of it uses now (both entries are long past clearance).
+    let response = h
+        .ledger
+        .clear_matured(pb::ClearMaturedRequest { program_id: auto.clone(), as_of: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((response.cleared_count, response.approved_count), (1, 1));
+
+    let error = h.clear(&Uuid::new_v4().to_string(), T0).await.unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn earnings_summary_sums_lines_by_kind_excluding_voided() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    let mut partners = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    partners.sort();
+    let [a, b, c] = partners;
+    use types::EarningKind::{Direct, Margin, Override, Split};
+    let lines = vec![
+        (a, Direct, "10.00"),
+        (a, Direct, "5.55"),
+        (a, Split, "2.10"),
+        (a, Override, "0.99"),
+        (a, Margin, "1.01"),
+        (a, Direct, "-3.00"),
+        (b, Override, "4.44"),
+        (b, Override, "0.01"),
+        (c, Margin, "7.00"),
+    ];
+    let mut postings = Vec::new();
+    for (i, (partner, kind, amt)) in lines.iter().enumerate() {
+        postings.push(posting(&format!("sum{i}"), vec![line(*partner, *kind, amt, T0)]));
+    }
+    let voided = posting("void-me", vec![line(a, Direct, "100.00", T0), line(c, Margin, "50.00", T0)]);
+    postings.push(voided);
+    let results = h.post(&program, postings).await;
+    let voided_ids: Vec<&str> = results.last().unwrap().entry_ids.iter().map(String::as_str).collect();
+    h.transition(&program, &voided_ids, pb::EntryStatus::Voided).await.unwrap();
+    // A USD line is its own (partner, currency) row.
+    let mut usd = line(a, Direct, "1.00", T0);
+    usd.amount = Some(types::Money { currency_code: "USD".into(), amount: "1.00".into() });
+    h.post(&program, vec![posting("usd", vec![usd])]).await;
+
+    let summaries = h
+        .ledger
+        .get_earnings_summary(pb::GetEarningsSummaryRequest { program_id: program.clone(), partner_ids: vec![] })
+        .await
+        .unwrap()
+        .into_inner()
+        .summaries;
+    let keys: Vec<_> = summaries.iter().map(|s| (s.partner_id.clone(), s.currency_code.clone())).collect();
+    assert_eq!(
+        keys,
+        vec![
+            (a.to_string(), "GBP".to_string()),
+            (a.to_string(), "USD".to_string()),
+            (b.to_string(), "GBP".to_string()),
+            (c.to_string(), "GBP".to_string()),
+        ]
+    );
+    for summary in summaries.iter().filter(|s| s.currency_code == "GBP") {
+        let partner = Uuid::parse_str(&summary.partner_id).unwrap();
+        let mut expected: BTreeMap<i32, Decimal> = BTreeMap::new();
+        for (p, kind, amt) in &lines {
+            if *p == partner {
+                *expected.entry(*kind as i32).or_default() += Decimal::from_str(amt).unwrap();
+            }
+        }
+        let get = |kind: types::EarningKind| expected.get(&(kind as i32)).copied().unwrap_or_default();
+        assert_eq!(amount(&summary.direct), get(Direct), "{partner} direct");
+        assert_eq!(amount(&summary.split), get(Split));
+        assert_eq!(amount(&summary.r#override), get(Override));
+        assert_eq!(amount(&summary.margin), get(Margin));
+        assert_eq!(amount(&summary.total), expected.values().copied().sum::<Decimal>());
+        assert!(summary.total.as_ref().unwrap().amount.contains('.'), "minor units kept");
+    }
+    assert_eq!(amount(&summaries[0].total), dec!(16.65));
+    assert_eq!(amount(&summaries[0].direct), dec!(12.55));
+    assert_eq!(summaries[0].direct.as_ref().unwrap().amount, "12.55");
+
+    let only_b = h
+        .ledger
+        .get_earnings_summary(pb::GetEarningsSummaryRequest {
+            program_id: program.clone(),
+            partner_ids: vec![b.to_string()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .summaries;
+    assert_eq!(only_b.len(), 1);
+    assert_eq!(only_b[0].total, gbp("4.45"));
+    assert_eq!(only_b[0].direct, gbp("0.00"));
+}
+
+#[tokio::test]
+async fn reserve_for_payout_respects_thresholds_idempotency_and_exclusivity() {
+    let mut h = start().await;
+    let program = h.program(true).await;
+    let mut partners = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    partners.sort();
+    let [a, b, c] = partners;
+    let direct = types::EarningKind::Direct;
+    let results = h
+        .post(
+            &program,
+            vec![
+                posting("a1", vec![line(a, direct, "20.00", T0 + DAY), line(a, direct, "15.00", T0 + DAY)]),
+                posting("a2", vec![line(a, direct, "-5.00", T0 + DAY)]),
+                // Clears after the cutoff: not payable yet.
+                posting("a3", vec![line(a, direct, "100.00", T0 + 60 * DAY)]),
+                posting("b1", vec![line(b, direct, "5.00", T0 + DAY)]),
+                // Still pending (never cleared): not payable.
+                posting("c1", vec![line(c, direct, "50.00", T0 + 90 * DAY)]),
+            ],
+        )
+        .await;
+    // Auto-approve program: clearing approves.
+    let cleared = h.clear(&program, T0 + 70 * DAY).await.unwrap();
+    assert_eq!(cleared.approved_count, 5);
+    let cutoff = ts(T0 + 30 * DAY);
+    let (pay_a, pay_b, pay_c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let reservation = |partner: Uuid, payout: Uuid| pb::PartnerReservation {
+        partner_id: partner.to_string(),
+        payout_id: payout.to_string(),
+        minimum_amount: gbp("10.00"),
+    };
+    let request = pb::ReserveForPayoutRequest {
+        program_id: program.clone(),
+        currency_code: "GBP".into(),
+        cutoff,
+        // Request order is kept in the response, whatever the lock order.
+        reservations: vec![reservation(c, pay_c), reservation(a, pay_a), reservation(b, pay_b)],
+    };
+    let first = h.ledger.reserve_for_payout(request.clone()).await.unwrap().into_inner().results;
+    assert_eq!(first[0].partner_id, c.to_string());
+    assert!(!first[0].reserved);
+    assert_eq!(first[0].amount, gbp("0.00"));
+    assert_eq!(first[1].partner_id, a.to_string());
+    assert!(first[1].reserved);
+    assert_eq!(first[1].amount, gbp("30.00"), "20 + 15 − 5; the 100 clears after the cutoff");
+    assert_eq!(first[1].entry_count, 3);
+    assert!(!first[2].reserved, "5.00 is below the 10.00 minimum");
+    assert_eq!(first[2].amount, gbp("5.00"));
+    assert_eq!(first[2].entry_count, 0);
+    assert_eq!(h.count("payout_reservations").await, 3);
+    let reserved_entry = &results[0].entry_ids[0];
+    assert_eq!(h.entry(reserved_entry).await.payout_id, pay_a.to_string());
+
+    // Same payout ids again: the stored reservation, nothing new.
+    let again = h.ledger.reserve_for_payout(request.clone()).await.unwrap().into_inner().results;
+    assert_eq!(again, first);
+    assert_eq!(h.count("payout_reservations").await, 3);
+
+    // A new payout for A finds nothing left (an entry is in at most one payout).
+    let next = h
+        .ledger
+        .reserve_for_payout(pb::ReserveForPayoutRequest {
+            program_id: program.clone(),
+            currency_code: "GBP".into(),
+            cutoff: ts(T0 + 30 * DAY),
+            reservations: vec![pb::PartnerReservation {
+                partner_id: a.to_string(),
+                payout_id: Uuid::new_v4().to_string(),
+                minimum_amount: None,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(!next[0].reserved);
+    assert_eq!(next[0].amount, gbp("0.00"));
+    // A later cutoff picks up only the entry not yet reserved.
+    let later = h
+        .ledger
+        .reserve_for_payout(pb::ReserveForPayoutRequest {
+            program_id: program.clone(),
+            currency_code: "GBP".into(),
+            cutoff: ts(T0 + 65 * DAY),
+            reservations: vec![pb::PartnerReservation {
+                partner_id: a.to_string(),
+                payout_id: Uuid::new_v4().to_string(),
+                minimum_amount: None,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(later[0].reserved);
+    assert_eq!((later[0].amount.clone(), later[0].entry_count), (gbp("100.00"), 1));
+
+    // The database itself refuses a second reservation of an entry.
+    let error = sqlx::query(
+        "INSERT INTO payout_reservations (entry_id, payout_id, program_id, partner_id) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(Uuid::parse_str(reserved_entry).unwrap())
+    .bind(Uuid::new_v4())
+    .bind(Uuid::parse_str(&program).unwrap())
+    .bind(a)
+    .execute(&h.pool)
+    .await
+    .unwrap_err();
+    assert!(accrue_kit::error::is_unique_violation(&error));
+
+    // A reserved entry cannot be voided (it can be disputed, then not voided).
+    let error = h.transition(&program, &[reserved_entry], pb::EntryStatus::Voided).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert_eq!(h.transition(&program, &[reserved_entry], pb::EntryStatus::Disputed).await.unwrap(), 1);
+    let error = h.transition(&program, &[reserved_entry], pb::EntryStatus::Voided).await.unwrap_err();
+    assert_eq!(reason(&error), "ENTRY_RESERVED");
+    assert_eq!(h.status(reserved_entry).await, pb::EntryStatus::Disputed);
+
+    // Bad input.
+    let mut bad = request.clone();
+    bad.reservations.push(reservation(a, Uuid::new_v4()));
+    bad.reservations[0].minimum_amount = Some(types::Money { currency_code: "USD".into(), amount: "1.00".into() });
+    let error = h.ledger.reserve_for_payout(bad).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(error.message().contains("reservations[3].partner_id"), "{}", error.message());
+    assert!(error.message().contains("reservations[0].minimum_amount.currency_code"), "{}", error.message());
+}

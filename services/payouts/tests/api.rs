@@ -1,0 +1,474 @@
+//! PayoutService over real gRPC, with the real hierarchy and ledger services
+//! on a fresh Postgres database per test — no mocks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use accrue_kit::db::DbConfig;
+use accrue_proto::hierarchy::v1 as hpb;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_proto::ledger::v1 as lpb;
+use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use accrue_proto::payouts::v1 as pb;
+use accrue_proto::payouts::v1::payout_service_client::PayoutServiceClient;
+use accrue_proto::types::v1 as types;
+use accrue_testkit::TestDb;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+/// 2011-01-05T00:00:00Z.
+const JAN_5: i64 = 1_294_185_600;
+const DAY: i64 = 86_400;
+
+struct Harness {
+    payouts: PayoutServiceClient<Channel>,
+    ledger: LedgerServiceClient<Channel>,
+    hierarchy: HierarchyServiceClient<Channel>,
+    pool: PgPool,
+    shutdown: CancellationToken,
+    _db: TestDb,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn migrate(url: &str, schema: &str, migrator: &'static sqlx::migrate::Migrator) -> PgPool {
+    let pool = accrue_kit::db::pool(&DbConfig { url: url.to_string(), schema: schema.to_string(), max_connections: 2 })
+        .unwrap();
+    accrue_kit::db::migrate(&pool, schema, migrator).await.unwrap();
+    pool
+}
+
+async fn listen() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+async fn start() -> Harness {
+    let db = TestDb::create().await.unwrap();
+    migrate(&db.url, accrue_hierarchy::SCHEMA, &accrue_hierarchy::MIGRATOR).await.close().await;
+    migrate(&db.url, accrue_ledger::SCHEMA, &accrue_ledger::MIGRATOR).await.close().await;
+    let pool = migrate(&db.url, accrue_payouts::SCHEMA, &accrue_payouts::MIGRATOR).await;
+
+    let shutdown = CancellationToken::new();
+    let (hierarchy_listener, hierarchy_url) = listen().await;
+    let (ledger_listener, ledger_url) = listen().await;
+    let (payouts_listener, payouts_url) = listen().await;
+    let config = accrue_hierarchy::Config { database_url: db.url.clone(), max_connections: 4 };
+    tokio::spawn(accrue_hierarchy::run(config, hierarchy_listener, shutdown.clone()));
+    let config = accrue_ledger::Config {
+        database_url: db.url.clone(),
+        max_connections: 4,
+        hierarchy_url: hierarchy_url.clone(),
+    };
+    tokio::spawn(accrue_ledger::run(config, ledger_listener, shutdown.clone()));
+    let config = accrue_payouts::Config {
+        database_url: db.url.clone(),
+        max_connections: 4,
+        hierarchy_url: hierarchy_url.clone(),
+        ledger_url: ledger_url.clone(),
+    };
+    tokio::spawn(accrue_payouts::run(config, payouts_listener, shutdown.clone()));
+
+    let channel = |url: &str| accrue_kit::client::channel(url).unwrap();
+    Harness {
+        payouts: PayoutServiceClient::new(channel(&payouts_url)),
+        ledger: LedgerServiceClient::new(channel(&ledger_url)),
+        hierarchy: HierarchyServiceClient::new(channel(&hierarchy_url)),
+        pool,
+        shutdown,
+        _db: db,
+    }
+}
+
+fn gbp(amount: &str) -> Option<types::Money> {
+    Some(types::Money { currency_code: "GBP".into(), amount: amount.into() })
+}
+
+fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
+}
+
+impl Harness {
+    async fn program(&mut self, minimum: &str) -> String {
+        self.hierarchy
+            .create_program(hpb::CreateProgramRequest {
+                program: Some(hpb::Program {
+                    display_name: "Payout test".into(),
+                    default_currency: "GBP".into(),
+                    auto_approve_cleared: true,
+                    minimum_payout: gbp(minimum),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .id
+    }
+
+    async fn partner(&mut self, program: &str, name: &str) -> Uuid {
+        let id = self
+            .hierarchy
+            .create_partner(hpb::CreatePartnerRequest {
+                program_id: program.into(),
+                partner: Some(hpb::Partner { display_name: name.into(), ..Default::default() }),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        Uuid::parse_str(&id).unwrap()
+    }
+
+    /// Posts one credit of `amount` for `partner`, clearing `clear_days` after 2011-01-05.
+    async fn earn(&mut self, program: &str, key: &str, partner: Uuid, amount: &str, clear_days: i64) {
+        let line = lpb::EntryInput {
+            partner_id: partner.to_string(),
+            kind: types::EarningKind::Direct as i32,
+            amount: gbp(amount),
+            level: 0,
+            source_partner_id: partner.to_string(),
+            occurred_at: ts(JAN_5),
+            clears_at: ts(JAN_5 + clear_days * DAY),
+            breakdown: Some(types::CommissionBreakdown {
+                model: "FIXED".into(),
+                formula: format!("fixed {amount}"),
+                ..Default::default()
+            }),
+        };
+        let results = self
+            .ledger
+            .post_entries(lpb::PostEntriesRequest {
+                program_id: program.into(),
+                postings: vec![lpb::SalePosting {
+                    idempotency_key: key.into(),
+                    sale_id: format!("sale-{key}"),
+                    lines: vec![line],
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert!(results[0].failure.is_none(), "{:?}", results[0].failure);
+    }
+
+    async fn clear_all(&mut self, program: &str) {
+        self.ledger.clear_matured(lpb::ClearMaturedRequest { program_id: program.into(), as_of: None }).await.unwrap();
+    }
+
+    async fn run(
+        &mut self,
+        program: &str,
+        period: &str,
+        minimum: Option<&str>,
+    ) -> Result<pb::PayoutRun, tonic::Status> {
+        self.payouts
+            .create_payout_run(pb::CreatePayoutRunRequest {
+                program_id: program.into(),
+                currency_code: "GBP".into(),
+                period: period.into(),
+                cutoff: None,
+                minimum_amount: minimum.and_then(gbp),
+                request_id: format!("run-{period}"),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn payouts(&mut self, program: &str, run_id: &str) -> Vec<pb::Payout> {
+        self.payouts
+            .list_payouts(pb::ListPayoutsRequest {
+                program_id: program.into(),
+                payout_run_id: run_id.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .payouts
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn payout_run_pays_partners_over_the_threshold_and_carries_the_rest_forward() {
+    let mut h = start().await;
+    let program = h.program("50.00").await;
+    let ann = h.partner(&program, "Ann").await;
+    let bob = h.partner(&program, "Bob").await;
+    let cat = h.partner(&program, "Cat").await;
+    let dan = h.partner(&program, "Dan").await;
+    h.hierarchy
+        .update_partner_status(hpb::UpdatePartnerStatusRequest {
+            id: dan.to_string(),
+            status: hpb::PartnerStatus::Suspended as i32,
+            reason: "kyc".into(),
+        })
+        .await
+        .unwrap();
+
+    // January: Ann 40 + 25 (≥ 50), Bob 20 (< 50), Dan 100 (suspended: not paid).
+    h.earn(&program, "ann-1", ann, "40.00", 10).await;
+    h.earn(&program, "ann-2", ann, "25.00", 15).await;
+    h.earn(&program, "bob-1", bob, "20.00", 10).await;
+    h.earn(&program, "dan-1", dan, "100.00", 10).await;
+    // Clearing in February: not payable in January.
+    h.earn(&program, "ann-3", ann, "30.00", 30).await;
+    h.earn(&program, "cat-1", cat, "80.00", 30).await;
+    h.clear_all(&program).await;
+
+    let run = h.run(&program, "2011-01", None).await.unwrap();
+    assert_eq!(run.period, "2011-01");
+    assert_eq!(run.currency_code, "GBP");
+    assert_eq!(run.cutoff, Some(prost_types::Timestamp { seconds: 1_296_518_399, nanos: 999_999_000 }));
+    assert_eq!((run.payout_count, run.total_amount.clone()), (1, gbp("65.00")));
+    assert_eq!((run.carried_forward_count, run.carried_forward_amount.clone()), (1, gbp("20.00")));
+
+    let payouts = h.payouts(&program, &run.id).await;
+    assert_eq!(payouts.len(), 1);
+    let payout = &payouts[0];
+    let run_id = Uuid::parse_str(&run.id).unwrap();
+    assert_eq!(payout.id, Uuid::new_v5(&run_id, ann.as_bytes()).to_string());
+    assert_eq!(payout.partner_id, ann.to_string());
+    assert_eq!(payout.amount, gbp("65.00"));
+    assert_eq!(payout.entry_count, 2);
+    assert_eq!(payout.status, pb::PayoutStatus::PendingApproval as i32);
+    assert_eq!(payout.period, "2011-01");
+    let fetched = h.payouts.get_payout(pb::GetPayoutRequest { id: payout.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(&fetched, payout);
+
+    // The ledger holds Ann's two January entries for this payout, nothing else.
+    let entries = h
+        .ledger
+        .list_entries(lpb::ListEntriesRequest { program_id: program.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let reserved: Vec<&str> =
+        entries.iter().filter(|e| !e.payout_id.is_empty()).map(|e| e.idempotency_key.as_str()).collect();
+    assert_eq!(reserved, vec!["ann-1", "ann-2"]);
+    assert!(entries.iter().filter(|e| !e.payout_id.is_empty()).all(|e| e.payout_id == payout.id));
+
+    // The audit log has the creation.
+    let events: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT actor, from_status, to_status FROM payout_audit_events")
+            .fetch_all(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(events, vec![("payout-run".into(), "UNSPECIFIED".into(), "PENDING_APPROVAL".into())]);
+
+    // The same run again: the same run, nothing new.
+    let again = h.run(&program, "2011-01", None).await.unwrap();
+    assert_eq!(again, run);
+    assert_eq!(h.count("payouts").await, 1);
+    assert_eq!(h.count("payout_audit_events").await, 1);
+    assert_eq!(h.count("payout_runs").await, 1);
+
+    // February with a lower minimum: Bob's carried 20 now pays, with Ann's and Cat's February earnings.
+    let february = h.run(&program, "2011-02", Some("10.00")).await.unwrap();
+    assert_ne!(february.id, run.id);
+    assert_eq!((february.payout_count, february.total_amount.clone()), (3, gbp("130.00")));
+    assert_eq!(february.carried_forward_count, 0);
+    let mut paid: Vec<(String, Option<types::Money>)> =
+        h.payouts(&program, &february.id).await.into_iter().map(|p| (p.partner_id, p.amount)).collect();
+    paid.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected =
+        vec![(ann.to_string(), gbp("30.00")), (bob.to_string(), gbp("20.00")), (cat.to_string(), gbp("80.00"))];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(paid, expected);
+
+    // Filters and paging over the whole program.
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = h
+            .payouts
+            .list_payouts(pb::ListPayoutsRequest {
+                program_id: program.clone(),
+                page_size: 1,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.payouts);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].id, payout.id, "oldest first");
+    let anns = h
+        .payouts
+        .list_payouts(pb::ListPayoutsRequest {
+            program_id: program.clone(),
+            partner_id: ann.to_string(),
+            status: pb::PayoutStatus::PendingApproval as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payouts;
+    assert_eq!(anns.len(), 2);
+    let approved = h
+        .payouts
+        .list_payouts(pb::ListPayoutsRequest {
+            program_id: program.clone(),
+            status: pb::PayoutStatus::Approved as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payouts;
+    assert!(approved.is_empty());
+}
+
+#[tokio::test]
+async fn a_crashed_run_resumes_without_duplicates() {
+    let mut h = start().await;
+    let program = h.program("0").await;
+    let ann = h.partner(&program, "Ann").await;
+    let bob = h.partner(&program, "Bob").await;
+    h.earn(&program, "ann-1", ann, "12.00", 1).await;
+    h.earn(&program, "bob-1", bob, "7.50", 1).await;
+    h.clear_all(&program).await;
+
+    // A run that crashed after the ledger reserved Ann's entries but before
+    // any payout row was written.
+    let run_id = Uuid::now_v7();
+    let program_id = Uuid::parse_str(&program).unwrap();
+    sqlx::query(
+        "INSERT INTO payout_runs (id, program_id, currency, period, cutoff, minimum_amount, state) \
+         VALUES ($1, $2, 'GBP', '2011-01', '2011-01-31T23:59:59.999999Z', 0, 'RUNNING')",
+    )
+    .bind(run_id)
+    .bind(program_id)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    let ann_payout = Uuid::new_v5(&run_id, ann.as_bytes());
+    let reserved = h
+        .ledger
+        .reserve_for_payout(lpb::ReserveForPayoutRequest {
+            program_id: program.clone(),
+            currency_code: "GBP".into(),
+            cutoff: ts(1_296_518_399),
+            reservations: vec![lpb::PartnerReservation {
+                partner_id: ann.to_string(),
+                payout_id: ann_payout.to_string(),
+                minimum_amount: gbp("0"),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(reserved[0].reserved);
+
+    let run = h.run(&program, "2011-01", None).await.unwrap();
+    assert_eq!(run.id, run_id.to_string(), "the RUNNING run is resumed");
+    assert_eq!((run.payout_count, run.total_amount.clone()), (2, gbp("19.50")));
+    let payouts = h.payouts(&program, &run.id).await;
+    let ann_row = payouts.iter().find(|p| p.partner_id == ann.to_string()).unwrap();
+    assert_eq!(
+        (ann_row.id.as_str(), ann_row.amount.clone(), ann_row.entry_count),
+        (ann_payout.to_string().as_str(), gbp("12.00"), 1)
+    );
+    assert_eq!(h.count("payout_audit_events").await, 2);
+    let again = h.run(&program, "2011-01", None).await.unwrap();
+    assert_eq!(again, run);
+    assert_eq!(h.count("payouts").await, 2);
+}
+
+#[tokio::test]
+async fn invalid_runs_are_rejected_and_create_nothing() {
+    let mut h = start().await;
+    let program = h.program("50.00").await;
+
+    let status = h
+        .payouts
+        .create_payout_run(pb::CreatePayoutRunRequest {
+            program_id: "nope".into(),
+            currency_code: "GBX".into(),
+            period: "2011-13".into(),
+            cutoff: None,
+            minimum_amount: Some(types::Money { currency_code: "USD".into(), amount: "1.001".into() }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let fields: Vec<String> = status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default();
+    for field in ["program_id", "currency_code", "period", "minimum_amount.amount"] {
+        assert!(fields.iter().any(|f| f == field), "{field} not in {fields:?}");
+    }
+
+    let status = h
+        .payouts
+        .create_payout_run(pb::CreatePayoutRunRequest {
+            program_id: program.clone(),
+            currency_code: "GBP".into(),
+            period: "2011-01".into(),
+            cutoff: None,
+            minimum_amount: Some(types::Money { currency_code: "USD".into(), amount: "5".into() }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    let status = h.run(&Uuid::now_v7().to_string(), "2011-01", None).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    // The program's minimum is in GBP: a USD run must name its own minimum.
+    let status = h
+        .payouts
+        .create_payout_run(pb::CreatePayoutRunRequest {
+            program_id: program.clone(),
+            currency_code: "USD".into(),
+            period: "2011-01".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "MINIMUM_CURRENCY_MISMATCH"));
+    assert_eq!(h.count("payout_runs").await, 0);
+
+    let status = h.payouts.get_payout(pb::GetPayoutRequest { id: Uuid::now_v7().to_string() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let status = h
+        .payouts
+        .list_payouts(pb::ListPayoutsRequest { program_id: program, status: 42, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}

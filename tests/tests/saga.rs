@@ -1,0 +1,726 @@
+//! The SettleSale saga end to end: the five services on ephemeral ports over a
+//! fresh Postgres database per test, real gRPC between them. After omicron's
+//! saga tests: every node twice yields one effect; a failure injected at each
+//! node unwinds to a clean slate; a crash after each node resumes elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use accrue_attribution::{Permanent, SagaOptions, Step};
+use accrue_cli::stack::{Stack, StackConfig};
+use accrue_proto::attribution::v1 as apb;
+use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
+use accrue_proto::commission::v1 as cpb;
+use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
+use accrue_proto::hierarchy::v1 as hpb;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_proto::ledger::v1 as lpb;
+use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use accrue_proto::types::v1::{EarningKind, Money};
+use accrue_testkit::TestDb;
+use rust_decimal::Decimal;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const SAGA_WAIT: Duration = Duration::from_secs(30);
+
+struct Clients {
+    hierarchy: HierarchyServiceClient<Channel>,
+    attribution: AttributionServiceClient<Channel>,
+    commission: CommissionServiceClient<Channel>,
+    ledger: LedgerServiceClient<Channel>,
+}
+
+fn channel(url: &str) -> Channel {
+    accrue_kit::client::channel(url).expect("channel")
+}
+
+async fn start(db: &TestDb, saga: SagaOptions) -> (Stack, Clients) {
+    let mut config = StackConfig::for_tests(db.url.clone());
+    config.saga = saga;
+    let stack = Stack::start(config).await.expect("stack starts");
+    let max = accrue_kit::server::MAX_MESSAGE_BYTES;
+    let e = &stack.endpoints;
+    let clients = Clients {
+        hierarchy: HierarchyServiceClient::new(channel(&e.hierarchy))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        attribution: AttributionServiceClient::new(channel(&e.attribution))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        commission: CommissionServiceClient::new(channel(&e.commission))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        ledger: LedgerServiceClient::new(channel(&e.ledger))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+    };
+    (stack, clients)
+}
+
+fn gbp(amount: &str) -> Money {
+    Money { currency_code: "GBP".into(), amount: amount.into() }
+}
+
+fn ts(rfc3339: &str) -> prost_types::Timestamp {
+    let t = chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap();
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 }
+}
+
+fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+/// A program with a seller (under a parent upline), two split partners, a
+/// default 10% agreement, a 1% level-1 override plan, and a link with splits
+/// 3000/2000 bps; customer `cust-1` is a lead of that link.
+struct World {
+    program_id: String,
+    parent: String,
+    seller: String,
+    split_a: String,
+    split_b: String,
+    link_id: String,
+}
+
+async fn create_partner(c: &mut Clients, program_id: &str, name: &str, parent: &str) -> String {
+    c.hierarchy
+        .create_partner(hpb::CreatePartnerRequest {
+            program_id: program_id.into(),
+            partner: Some(hpb::Partner { display_name: name.into(), parent_id: parent.into(), ..Default::default() }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("create partner {name}: {s:?}"))
+        .into_inner()
+        .id
+}
+
+async fn setup(c: &mut Clients) -> World {
+    let program = c
+        .hierarchy
+        .create_program(hpb::CreateProgramRequest {
+            program: Some(hpb::Program {
+                display_name: "Saga Co".into(),
+                default_currency: "GBP".into(),
+                override_depth_cap: 8,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create program")
+        .into_inner();
+    let program_id = program.id;
+    let parent = create_partner(c, &program_id, "Parent", "").await;
+    let seller = create_partner(c, &program_id, "Seller", &parent).await;
+    let split_a = create_partner(c, &program_id, "Split A", "").await;
+    let split_b = create_partner(c, &program_id, "Split B", "").await;
+    c.commission
+        .create_agreement(cpb::CreateAgreementRequest {
+            program_id: program_id.clone(),
+            partner_id: String::new(),
+            effective_from: Some(ts("2020-01-01T00:00:00Z")),
+            rules: Some(cpb::AgreementRules {
+                model: cpb::CommissionModel::Percentage as i32,
+                trigger: cpb::CommissionTrigger::OnPayment as i32,
+                rate: "0.10".into(),
+                clearance_days: 30,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create agreement");
+    c.commission
+        .set_override_plan(cpb::SetOverridePlanRequest {
+            plan: Some(cpb::OverridePlan {
+                program_id: program_id.clone(),
+                partner_id: String::new(),
+                mode: cpb::OverrideMode::Percentage as i32,
+                basis: cpb::OverrideBasis::DealAmount as i32,
+                rates_by_level: vec![cpb::OverrideLevel { rate: "0.01".into(), flat_amount: None }],
+                update_time: None,
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("set override plan");
+    let link = c
+        .attribution
+        .create_link(apb::CreateLinkRequest {
+            program_id: program_id.clone(),
+            link: Some(apb::Link {
+                owner_partner_id: seller.clone(),
+                key: "summer-sale".into(),
+                destination_url: "https://example.com/summer".into(),
+                splits: vec![
+                    apb::LinkSplit { partner_id: split_a.clone(), basis_points: 3000 },
+                    apb::LinkSplit { partner_id: split_b.clone(), basis_points: 2000 },
+                ],
+                ..Default::default()
+            }),
+            request_id: "link-1".into(),
+        })
+        .await
+        .expect("create link")
+        .into_inner();
+    let lead = c
+        .attribution
+        .track_lead(apb::TrackLeadRequest {
+            program_id: program_id.clone(),
+            link_id: link.id.clone(),
+            customer_external_id: "cust-1".into(),
+            occurred_at: Some(ts("2024-01-01T00:00:00Z")),
+        })
+        .await
+        .expect("track lead")
+        .into_inner();
+    assert!(lead.created);
+    assert_eq!(lead.partner_id, seller);
+    World { program_id, parent, seller, split_a, split_b, link_id: link.id }
+}
+
+fn sale_request(w: &World, external_id: &str, customer: &str, amount: &str) -> apb::RecordSaleRequest {
+    apb::RecordSaleRequest {
+        program_id: w.program_id.clone(),
+        external_id: external_id.into(),
+        customer_external_id: customer.into(),
+        event_type: cpb::SaleEventType::Payment as i32,
+        amount: Some(gbp(amount)),
+        product_code: "P-1".into(),
+        service_code: String::new(),
+        occurred_at: Some(ts("2024-03-01T12:00:00Z")),
+    }
+}
+
+async fn record(c: &mut Clients, w: &World, external_id: &str) -> apb::Sale {
+    c.attribution.record_sale(sale_request(w, external_id, "cust-1", "100.00")).await.expect("record sale").into_inner()
+}
+
+fn finished(state: i32) -> bool {
+    [apb::SagaState::Done, apb::SagaState::Failed, apb::SagaState::Stuck].iter().any(|s| *s as i32 == state)
+}
+
+/// Polls GetSaga until the saga is done, failed or stuck (30 s cap).
+async fn wait_saga(c: &mut Clients, saga_id: &str) -> apb::Saga {
+    let deadline = Instant::now() + SAGA_WAIT;
+    loop {
+        let saga =
+            c.attribution.get_saga(apb::GetSagaRequest { id: saga_id.into() }).await.expect("get saga").into_inner();
+        if finished(saga.state) {
+            return saga;
+        }
+        assert!(Instant::now() < deadline, "saga {saga_id} did not finish in time: {saga:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls GetSaga until its log shows `step` succeeded.
+async fn wait_step(c: &mut Clients, saga_id: &str, step: Step) -> apb::Saga {
+    let deadline = Instant::now() + SAGA_WAIT;
+    loop {
+        let saga =
+            c.attribution.get_saga(apb::GetSagaRequest { id: saga_id.into() }).await.expect("get saga").into_inner();
+        if saga.events.iter().any(|e| e.step == step.name() && e.event == "succeeded") {
+            return saga;
+        }
+        assert!(Instant::now() < deadline, "saga {saga_id} never logged {step} succeeded: {saga:#?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn get_sale(c: &mut Clients, id: &str) -> apb::Sale {
+    c.attribution.get_sale(apb::GetSaleRequest { id: id.into() }).await.expect("get sale").into_inner()
+}
+
+async fn entries(c: &mut Clients, program_id: &str, sale_id: &str) -> Vec<lpb::Entry> {
+    c.ledger
+        .list_entries(lpb::ListEntriesRequest {
+            program_id: program_id.into(),
+            sale_id: sale_id.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list entries")
+        .into_inner()
+        .entries
+}
+
+async fn live_entries(c: &mut Clients, program_id: &str, sale_id: &str) -> Vec<lpb::Entry> {
+    entries(c, program_id, sale_id).await.into_iter().filter(|e| e.status != lpb::EntryStatus::Voided as i32).collect()
+}
+
+/// (partner, kind) → amount of the live entries.
+fn lines(entries: &[lpb::Entry]) -> BTreeMap<(String, i32), Decimal> {
+    let mut out = BTreeMap::new();
+    for e in entries {
+        let amount = dec(&e.amount.as_ref().unwrap().amount);
+        *out.entry((e.partner_id.clone(), e.kind)).or_insert(Decimal::ZERO) += amount;
+    }
+    out
+}
+
+/// The one expected set for a £100 sale: 10% = 10.00 split 5/3/2, override 1.00.
+fn expected_set(w: &World) -> BTreeMap<(String, i32), Decimal> {
+    BTreeMap::from([
+        ((w.seller.clone(), EarningKind::Direct as i32), dec("5.00")),
+        ((w.split_a.clone(), EarningKind::Split as i32), dec("3.00")),
+        ((w.split_b.clone(), EarningKind::Split as i32), dec("2.00")),
+        ((w.parent.clone(), EarningKind::Override as i32), dec("1.00")),
+    ])
+}
+
+/// Asserts the sale is SETTLED once with exactly one live set of entries.
+async fn assert_settled_once(c: &mut Clients, w: &World, sale_id: &str) {
+    let sale = get_sale(c, sale_id).await;
+    assert_eq!(sale.state, apb::SaleState::Settled as i32, "{sale:#?}");
+    assert_eq!(sale.base_commission.as_ref().map(|m| dec(&m.amount)), Some(dec("10.00")));
+    assert_eq!(sale.total_commission.as_ref().map(|m| dec(&m.amount)), Some(dec("11.00")));
+    let live = live_entries(c, &w.program_id, sale_id).await;
+    assert_eq!(live.len(), 4, "exactly one set of entries: {live:#?}");
+    assert_eq!(lines(&live), expected_set(w));
+    for e in &live {
+        assert_eq!(e.status, lpb::EntryStatus::Pending as i32);
+        assert_eq!(e.sale_id, sale_id);
+        assert_eq!(e.source_partner_id, w.seller);
+    }
+}
+
+/// Σ total of a partner's earnings summary (zero when it has none).
+async fn earned(c: &mut Clients, program_id: &str, partner_id: &str) -> Decimal {
+    let summaries = c
+        .ledger
+        .get_earnings_summary(lpb::GetEarningsSummaryRequest {
+            program_id: program_id.into(),
+            partner_ids: vec![partner_id.into()],
+        })
+        .await
+        .expect("earnings summary")
+        .into_inner()
+        .summaries;
+    summaries.iter().filter_map(|s| s.total.as_ref()).map(|m| dec(&m.amount)).sum()
+}
+
+async fn assert_earned(c: &mut Clients, w: &World, settled_sales: u32) {
+    let k = Decimal::from(settled_sales);
+    assert_eq!(earned(c, &w.program_id, &w.seller).await, dec("5.00") * k, "seller");
+    assert_eq!(earned(c, &w.program_id, &w.split_a).await, dec("3.00") * k, "split A");
+    assert_eq!(earned(c, &w.program_id, &w.split_b).await, dec("2.00") * k, "split B");
+    assert_eq!(earned(c, &w.program_id, &w.parent).await, dec("1.00") * k, "parent override");
+}
+
+fn quick() -> SagaOptions {
+    SagaOptions {
+        poll_interval: Duration::from_millis(50),
+        retry_base: Duration::from_millis(50),
+        ..SagaOptions::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn happy_path_settles_splits_and_override() {
+    let db = TestDb::create().await.unwrap();
+    let (stack, mut c) = start(&db, quick()).await;
+    let w = setup(&mut c).await;
+
+    let sale = record(&mut c, &w, "inv-1").await;
+    assert_eq!(sale.state, apb::SaleState::Pending as i32);
+    assert_eq!(sale.partner_id, w.seller);
+    assert_eq!(sale.link_id, w.link_id);
+    assert!(!sale.saga_id.is_empty());
+
+    let saga = wait_saga(&mut c, &sale.saga_id).await;
+    assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
+    assert_eq!(saga.kind, "SETTLE_SALE");
+    assert!(saga.owner.is_empty(), "a finished saga holds no lease");
+    let succeeded: Vec<&str> = saga.events.iter().filter(|e| e.event == "succeeded").map(|e| e.step.as_str()).collect();
+    assert_eq!(succeeded, ["resolve", "upline", "compute", "post", "settle"]);
+    let resolve = saga.events.iter().find(|e| e.step == "resolve" && e.event == "succeeded").unwrap();
+    let resolve: serde_json::Value = serde_json::from_str(&resolve.detail).unwrap();
+    assert_eq!(resolve["is_first_payment"], true);
+    assert_eq!(resolve["run"], 1);
+
+    assert_settled_once(&mut c, &w, &sale.id).await;
+    assert_earned(&mut c, &w, 1).await;
+
+    // A second payment by the same customer: not the first, prior volume 100.
+    let second = c
+        .attribution
+        .record_sale(apb::RecordSaleRequest {
+            occurred_at: Some(ts("2024-04-01T12:00:00Z")),
+            ..sale_request(&w, "inv-2", "cust-1", "100.00")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let saga = wait_saga(&mut c, &second.saga_id).await;
+    assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
+    let resolve = saga.events.iter().find(|e| e.step == "resolve" && e.event == "succeeded").unwrap();
+    let resolve: serde_json::Value = serde_json::from_str(&resolve.detail).unwrap();
+    assert_eq!(resolve["is_first_payment"], false);
+    assert_eq!(dec(resolve["seller_prior_volume"].as_str().unwrap()), dec("100"));
+    assert_eq!(resolve["customer_history"].as_array().unwrap().len(), 1);
+    assert_earned(&mut c, &w, 2).await;
+
+    let sales = c
+        .attribution
+        .list_sales(apb::ListSalesRequest {
+            program_id: w.program_id.clone(),
+            state: apb::SaleState::Settled as i32,
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sales.total_size, 2);
+    assert_eq!(sales.sales.len(), 1);
+    assert_eq!(sales.sales[0].id, sale.id, "ordered by occurred_at");
+    assert!(!sales.next_page_token.is_empty());
+    stack.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_step_twice_yields_one_effect() {
+    let db = TestDb::create().await.unwrap();
+    let (stack, mut c) = start(&db, SagaOptions { repeat_actions: true, ..quick() }).await;
+    let w = setup(&mut c).await;
+    let sale = record(&mut c, &w, "inv-twice").await;
+    let saga = wait_saga(&mut c, &sale.saga_id).await;
+    assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
+    assert_settled_once(&mut c, &w, &sale.id).await;
+    // Everything the ledger holds for the sale is that one set (nothing voided either).
+    assert_eq!(entries(&mut c, &w.program_id, &sale.id).await.len(), 4);
+    assert_earned(&mut c, &w, 1).await;
+    stack.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failure_at_each_step_unwinds_then_retry_settles() {
+    let db = TestDb::create().await.unwrap();
+    let (stack, mut c) = start(&db, quick()).await;
+    let w = setup(&mut c).await;
+    stack.shutdown().await.unwrap();
+
+    for (n, step) in Step::ALL.into_iter().enumerate() {
+        let faulty = SagaOptions {
+            inject_failure: Some((step, Permanent::new(format!("boom at {step}")))),
+            repeat_actions: true, // undo twice too: still one clean slate
+            ..quick()
+        };
+        let (stack, mut c) = start(&db, faulty).await;
+        let sale = record(&mut c, &w, &format!("inv-fail-{step}")).await;
+        let saga = wait_saga(&mut c, &sale.saga_id).await;
+        assert_eq!(saga.state, apb::SagaState::Failed as i32, "{step}: {saga:#?}");
+        assert!(saga.failure_reason.contains(&format!("boom at {step}")), "{step}: {}", saga.failure_reason);
+        let failed = get_sale(&mut c, &sale.id).await;
+        assert_eq!(failed.state, apb::SaleState::Failed as i32, "{step}");
+        assert!(failed.failure_reason.contains("injected failure"), "{step}: {}", failed.failure_reason);
+        assert!(failed.base_commission.is_none());
+        // Every started step was undone, newest first.
+        let undone: Vec<&str> =
+            saga.events.iter().filter(|e| e.event == "undo_finished").map(|e| e.step.as_str()).collect();
+        let mut expected: Vec<&str> = Step::ALL[..=n].iter().map(|s| s.name()).collect();
+        expected.reverse();
+        assert_eq!(undone, expected, "{step}");
+        // Clean slate: nothing live in the ledger for this sale; earnings are those of the retried ones.
+        assert!(live_entries(&mut c, &w.program_id, &sale.id).await.is_empty(), "{step}");
+        assert_earned(&mut c, &w, n as u32).await;
+        stack.shutdown().await.unwrap();
+
+        // Without the fault the retried run settles with exactly one live set.
+        let (stack, mut c) = start(&db, quick()).await;
+        let retried = c.attribution.retry_saga(apb::RetrySagaRequest { id: sale.saga_id.clone() }).await.unwrap();
+        assert_eq!(retried.into_inner().state, apb::SagaState::Running as i32);
+        let saga = wait_saga(&mut c, &sale.saga_id).await;
+        assert_eq!(saga.state, apb::SagaState::Done as i32, "{step} retry: {saga:#?}");
+        assert!(saga.events.iter().any(|e| e.detail.contains("\"run\":2")), "{step}: run 2 logged");
+        assert_settled_once(&mut c, &w, &sale.id).await;
+        assert_earned(&mut c, &w, n as u32 + 1).await;
+        let again = c.attribution.retry_saga(apb::RetrySagaRequest { id: sale.saga_id.clone() }).await.unwrap_err();
+        assert_eq!(again.code(), Code::FailedPrecondition);
+        stack.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_after_each_step_resumes_on_a_new_worker() {
+    let db = TestDb::create().await.unwrap();
+    let (stack, mut c) = start(&db, quick()).await;
+    let w = setup(&mut c).await;
+    stack.shutdown().await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+
+    for (n, step) in Step::ALL.into_iter().enumerate() {
+        let crashing = SagaOptions { crash_after: Some(step), workers: 1, lease: Duration::from_secs(1), ..quick() };
+        let (stack, mut c) = start(&db, crashing).await;
+        let sale = record(&mut c, &w, &format!("inv-crash-{step}")).await;
+        wait_step(&mut c, &sale.saga_id, step).await;
+        stack.shutdown().await.unwrap();
+        // The crashed worker kept its lease (a graceful stop would have released it).
+        let owner: Option<String> = sqlx::query_scalar("SELECT owner FROM attribution.sagas WHERE id = $1::uuid")
+            .bind(&sale.saga_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if step == Step::Settle {
+            assert!(owner.is_none(), "a done saga holds no lease");
+        } else {
+            assert!(owner.is_some(), "{step}: the crashed worker kept its lease");
+        }
+
+        let (stack, mut c) = start(&db, quick()).await;
+        let saga = wait_saga(&mut c, &sale.saga_id).await;
+        assert_eq!(saga.state, apb::SagaState::Done as i32, "{step}: {saga:#?}");
+        assert!(saga.generation >= 2 || step == Step::Settle, "{step}: claimed again");
+        // Steps that succeeded before the crash were not run again.
+        for done in &Step::ALL[..=n] {
+            let count = saga.events.iter().filter(|e| e.step == done.name() && e.event == "succeeded").count();
+            assert_eq!(count, 1, "{step}: {done} succeeded once");
+        }
+        assert_settled_once(&mut c, &w, &sale.id).await;
+        assert_earned(&mut c, &w, n as u32 + 1).await;
+        stack.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transient_failures_retry_until_settled() {
+    let db = TestDb::create().await.unwrap();
+    let (stack, mut c) = start(&db, SagaOptions { inject_transient: Some((Step::Post, 2)), ..quick() }).await;
+    let w = setup(&mut c).await;
+    let sale = record(&mut c, &w, "inv-flaky").await;
+    let saga = wait_saga(&mut c, &sale.saga_id).await;
+    assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
+    assert!(saga.attempt >= 3, "{saga:#?}");
+    let transient =
+        saga.events.iter().filter(|e| e.event == "failed" && e.detail.contains("\"transient\":true")).count();
+    assert_eq!(transient, 2);
+    assert_settled_once(&mut c, &w, &sale.id).await;
+    stack.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn record_sale_idempotency_and_unattributed_sales() {
+    let db = TestDb::create().await.unwrap();
+    let (stack, mut c) = start(&db, quick()).await;
+    let w = setup(&mut c).await;
+
+    let first = record(&mut c, &w, "inv-1").await;
+    let again = c.attribution.record_sale(sale_request(&w, "inv-1", "cust-1", "100")).await.unwrap().into_inner();
+    assert_eq!(again.id, first.id, "same body (100 == 100.00) → same sale");
+    assert_eq!(again.saga_id, first.saga_id);
+    let status = c.attribution.record_sale(sale_request(&w, "inv-1", "cust-1", "99.99")).await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+
+    // No customer, and a customer without a lead: recorded, no saga, no entries.
+    let anonymous = c.attribution.record_sale(sale_request(&w, "inv-anon", "", "50.00")).await.unwrap().into_inner();
+    assert_eq!(anonymous.state, apb::SaleState::Unattributed as i32);
+    assert!(anonymous.saga_id.is_empty());
+    assert!(anonymous.partner_id.is_empty());
+    let stranger =
+        c.attribution.record_sale(sale_request(&w, "inv-stranger", "nobody", "50.00")).await.unwrap().into_inner();
+    assert_eq!(stranger.state, apb::SaleState::Unattributed as i32);
+
+    // Bad input: field violations, nothing written.
+    let mut bad = sale_request(&w, "inv-bad", "cust-1", "1.001");
+    let status = c.attribution.record_sale(bad.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("amount"), "{status:?}");
+    bad.amount = Some(gbp("0"));
+    assert_eq!(c.attribution.record_sale(bad).await.unwrap_err().code(), Code::InvalidArgument);
+
+    // RecordSales: one invalid sale fails its whole message naming sales[i].
+    let batch = apb::RecordSalesRequest {
+        sales: vec![sale_request(&w, "inv-b1", "cust-1", "10.00"), sale_request(&w, "inv-b2", "cust-1", "-1.00")],
+    };
+    let status = c.attribution.record_sales(futures::stream::iter(vec![batch])).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("sales[1].amount"), "{status:?}");
+
+    // A good stream: duplicates inside and across messages map to one sale.
+    let messages = vec![
+        apb::RecordSalesRequest {
+            sales: vec![sale_request(&w, "inv-b1", "cust-1", "10.00"), sale_request(&w, "inv-b1", "cust-1", "10.00")],
+        },
+        apb::RecordSalesRequest {
+            sales: vec![sale_request(&w, "inv-1", "cust-1", "100.00"), sale_request(&w, "inv-b3", "", "5.00")],
+        },
+    ];
+    let recorded = c.attribution.record_sales(futures::stream::iter(messages)).await.unwrap().into_inner().sales;
+    assert_eq!(recorded.len(), 4);
+    assert_eq!(recorded[0].id, recorded[1].id);
+    assert_eq!(recorded[2].id, first.id);
+    assert_eq!(recorded[3].state, apb::SaleState::Unattributed as i32);
+
+    let all = c
+        .attribution
+        .list_sales(apb::ListSalesRequest { program_id: w.program_id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.total_size, 5, "inv-1, inv-anon, inv-stranger, inv-b1, inv-b3: {all:#?}");
+
+    for s in [&first, &recorded[0]] {
+        let saga = wait_saga(&mut c, &s.saga_id).await;
+        assert_eq!(saga.state, apb::SagaState::Done as i32);
+    }
+    let sagas = c
+        .attribution
+        .list_sagas(apb::ListSagasRequest { program_id: w.program_id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sagas.total_size, 2, "only attributed sales start sagas");
+    for s in [&anonymous, &stranger, &recorded[3]] {
+        assert!(entries(&mut c, &w.program_id, &s.id).await.is_empty());
+    }
+    stack.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_link_validation_writes_nothing_on_rejection() {
+    let db = TestDb::create().await.unwrap();
+    let (stack, mut c) = start(&db, quick()).await;
+    let w = setup(&mut c).await;
+    let suspended = create_partner(&mut c, &w.program_id, "Suspended", "").await;
+    c.hierarchy
+        .update_partner_status(hpb::UpdatePartnerStatusRequest {
+            id: suspended.clone(),
+            status: hpb::PartnerStatus::Suspended as i32,
+            reason: "test".into(),
+        })
+        .await
+        .unwrap();
+
+    let link = |key: &str, splits: Vec<(&str, i32)>| apb::CreateLinkRequest {
+        program_id: w.program_id.clone(),
+        link: Some(apb::Link {
+            owner_partner_id: w.seller.clone(),
+            key: key.into(),
+            splits: splits.into_iter().map(|(p, b)| apb::LinkSplit { partner_id: p.into(), basis_points: b }).collect(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    };
+
+    let over = c.attribution.create_link(link("over", vec![(&w.split_a, 6000), (&w.split_b, 5000)])).await.unwrap_err();
+    assert_eq!(over.code(), Code::InvalidArgument, "{over:?}");
+    assert!(over.message().contains("link.splits"), "{over:?}");
+
+    let zero = c.attribution.create_link(link("zero", vec![(&w.split_a, 3000), (&w.split_b, 0)])).await.unwrap_err();
+    assert_eq!(zero.code(), Code::InvalidArgument);
+    assert!(zero.message().contains("link.splits[1].basis_points"), "{zero:?}");
+
+    let bad_key = c.attribution.create_link(link("Not OK", vec![])).await.unwrap_err();
+    assert_eq!(bad_key.code(), Code::InvalidArgument);
+    assert!(bad_key.message().contains("link.key"), "{bad_key:?}");
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let missing = c.attribution.create_link(link("unknown", vec![(&unknown, 1000)])).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+
+    let inactive = c.attribution.create_link(link("inactive", vec![(&suspended, 1000)])).await.unwrap_err();
+    assert_eq!(inactive.code(), Code::FailedPrecondition, "{inactive:?}");
+
+    let taken = c.attribution.create_link(link("summer-sale", vec![])).await.unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+
+    // Idempotent on request_id.
+    let replay = c
+        .attribution
+        .create_link(apb::CreateLinkRequest { request_id: "link-1".into(), ..link("whatever", vec![]) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replay.id, w.link_id);
+
+    let links = c
+        .attribution
+        .list_links(apb::ListLinksRequest { program_id: w.program_id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .links;
+    assert_eq!(links.len(), 1, "nothing written on rejection: {links:#?}");
+    assert_eq!(links[0].splits.len(), 2);
+    let got = c.attribution.get_link(apb::GetLinkRequest { id: w.link_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(got.key, "summer-sale");
+    stack.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_batch_of_1000_sales_settles() {
+    let db = TestDb::create().await.unwrap();
+    let (stack, mut c) = start(&db, quick()).await;
+    let w = setup(&mut c).await;
+    // 200 customers (leads of the link) with 5 payments each, like a real ingest.
+    for k in 0..200 {
+        c.attribution
+            .track_lead(apb::TrackLeadRequest {
+                program_id: w.program_id.clone(),
+                link_id: w.link_id.clone(),
+                customer_external_id: format!("bulk-cust-{k}"),
+                occurred_at: Some(ts("2024-01-01T00:00:00Z")),
+            })
+            .await
+            .unwrap();
+    }
+    let sales: Vec<apb::RecordSaleRequest> = (0..1000)
+        .map(|i| apb::RecordSaleRequest {
+            occurred_at: Some(prost_types::Timestamp { seconds: 1_709_294_400 + i, nanos: 0 }),
+            ..sale_request(&w, &format!("bulk-{i}"), &format!("bulk-cust-{}", i % 200), "100.00")
+        })
+        .collect();
+    let started = Instant::now();
+    let recorded = c
+        .attribution
+        .record_sales(futures::stream::iter(vec![apb::RecordSalesRequest { sales }]))
+        .await
+        .unwrap()
+        .into_inner()
+        .sales;
+    let ingest = started.elapsed();
+    assert_eq!(recorded.len(), 1000);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let settled = c
+            .attribution
+            .list_sales(apb::ListSalesRequest {
+                program_id: w.program_id.clone(),
+                state: apb::SaleState::Settled as i32,
+                page_size: 1,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .total_size;
+        if settled == 1000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {settled} of 1000 settled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let total = started.elapsed();
+    eprintln!("bulk: ingest of 1000 sales {ingest:?}; all settled after {total:?}");
+    let failed = c
+        .attribution
+        .list_sagas(apb::ListSagasRequest {
+            program_id: w.program_id.clone(),
+            state: apb::SagaState::Failed as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(failed.total_size, 0);
+    assert_eq!(earned(&mut c, &w.program_id, &w.seller).await, dec("5000.00"));
+    stack.shutdown().await.unwrap();
+}

@@ -80,7 +80,9 @@ fn parse_money(field: &str, money: &pb::Money, violations: &mut FieldViolations)
 /// Parses a rate given as a decimal string in [0, 1].
 pub fn parse_rate(field: &str, value: &str, violations: &mut FieldViolations) -> Option<Decimal> {
     match value.trim().parse::<Decimal>() {
-        Ok(rate) if rate >= Decimal::ZERO && rate <= Decimal::ONE && !value.contains(['e', 'E']) => Some(rate.normalize()),
+        Ok(rate) if rate >= Decimal::ZERO && rate <= Decimal::ONE && !value.contains(['e', 'E']) => {
+            Some(rate.normalize())
+        }
         Ok(_) => {
             violations.add(field, format!("rate {value:?} must be between 0 and 1"));
             None

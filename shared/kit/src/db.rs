@@ -66,8 +66,5 @@ pub async fn migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> Result
 
 /// True when a trivial query succeeds within two seconds.
 pub async fn is_reachable(pool: &PgPool) -> bool {
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool)).await,
-        Ok(Ok(_))
-    )
+    matches!(tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool)).await, Ok(Ok(_)))
 }

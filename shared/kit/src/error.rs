@@ -65,7 +65,8 @@ pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -
 }
 
 fn with_reason(code: Code, reason: &str, message: String) -> Status {
-    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::<String, String>::new());
+    let details =
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::<String, String>::new());
     Status::with_error_details(code, message, details)
 }
 

@@ -63,7 +63,9 @@ pub async fn serve(listener: TcpListener, hosted: Hosted, shutdown: Cancellation
             if !migrated {
                 match crate::db::migrate(&pool, schema, migrator).await {
                     Ok(()) => migrated = true,
-                    Err(error) => tracing::warn!(service = service_name, %error, "migrations not applied yet; retrying"),
+                    Err(error) => {
+                        tracing::warn!(service = service_name, %error, "migrations not applied yet; retrying")
+                    }
                 }
             }
             let status = if migrated && crate::db::is_reachable(&pool).await {

@@ -90,8 +90,17 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
             let all = total_by_sale.get(sale.id.as_str()).copied().unwrap_or_default();
             assert_eq!(all, total, "sale {} ({}): lines = total commission", sale.id, sale.external_id);
         } else {
-            assert_eq!(sale.state, SaleState::Unattributed as i32, "sale {} is settled or unattributed", sale.external_id);
-            assert!(!total_by_sale.contains_key(sale.id.as_str()), "unattributed sale {} posts nothing", sale.external_id);
+            assert_eq!(
+                sale.state,
+                SaleState::Unattributed as i32,
+                "sale {} is settled or unattributed",
+                sale.external_id
+            );
+            assert!(
+                !total_by_sale.contains_key(sale.id.as_str()),
+                "unattributed sale {} posts nothing",
+                sale.external_id
+            );
         }
     }
     assert_eq!(settled, first.settled);

@@ -114,10 +114,7 @@ pub async fn dev_database(url: Option<String>) -> Result<DevDatabase, PgError> {
 
 /// Whether something accepts TCP connections at `addr` (within one second).
 pub async fn accepts_connections(addr: &str) -> bool {
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
-        Ok(Ok(_))
-    )
+    matches!(tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await, Ok(Ok(_)))
 }
 
 /// Creates database `name` through `admin_url` unless it exists.
@@ -258,7 +255,8 @@ impl ThrowawayPostgres {
 
         let port = free_port()?;
         let log_path = root.join("postgres.log");
-        let log = std::fs::File::create(&log_path).map_err(|e| PgError::Io(format!("creating {}", log_path.display()), e))?;
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| PgError::Io(format!("creating {}", log_path.display()), e))?;
         let log_err = log.try_clone().map_err(|e| PgError::Io("duplicating the log handle".into(), e))?;
         let mut postgres = server_command(&bindir.join("postgres"), as_postgres);
         postgres
@@ -300,7 +298,10 @@ impl ThrowawayPostgres {
             {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 server.child = None;
-                return Err(PgError::Command { command: "postgres".into(), detail: format!("exited with {status}: {log}") });
+                return Err(PgError::Command {
+                    command: "postgres".into(),
+                    detail: format!("exited with {status}: {log}"),
+                });
             }
             if let Ok(conn) = PgConnection::connect(&admin).await {
                 let _ = conn.close().await;

@@ -146,9 +146,9 @@ impl Stack {
             max_connections: max,
             hierarchy_url: endpoints.hierarchy.clone(),
         };
-        tasks.spawn(
-            async move { accrue_ledger::run(ledger_config, ledger_listener, token).await.context("ledger service") },
-        );
+        tasks.spawn(async move {
+            accrue_ledger::run(ledger_config, ledger_listener, token).await.context("ledger service")
+        });
         let token = shutdown.clone();
         let payouts_config = accrue_payouts::Config {
             database_url: url.clone(),

@@ -234,7 +234,9 @@ pub fn generate(seed: u64) -> Plan {
                     ..RulesSpec::default()
                 },
             ),
-            10..20 => ("setup_fee", RulesSpec { setup_fee: Some(Decimal::new(500, 2)), ..percentage(Decimal::new(12, 2)) }),
+            10..20 => {
+                ("setup_fee", RulesSpec { setup_fee: Some(Decimal::new(500, 2)), ..percentage(Decimal::new(12, 2)) })
+            }
             20..25 => (
                 "capped",
                 RulesSpec {

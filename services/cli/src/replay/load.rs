@@ -63,7 +63,9 @@ pub enum LoadError {
     #[error(transparent)]
     Currency(#[from] accrue_money::MoneyError),
     /// The header row is not the expected one.
-    #[error("unexpected header {0:?} (expected InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country)")]
+    #[error(
+        "unexpected header {0:?} (expected InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country)"
+    )]
     Header(String),
 }
 
@@ -170,7 +172,8 @@ impl Dataset {
 /// first appearance) when given.
 pub fn load_dir(dir: &Path, limit: Option<usize>) -> Result<Dataset, LoadError> {
     let path = dir.join(LINE_FILE);
-    let file = std::fs::File::open(&path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
+    let file =
+        std::fs::File::open(&path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
     let reader = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
     load_reader(reader, limit)
 }
@@ -179,7 +182,8 @@ pub fn load_dir(dir: &Path, limit: Option<usize>) -> Result<Dataset, LoadError> 
 pub fn load_reader<R: Read>(reader: R, limit: Option<usize>) -> Result<Dataset, LoadError> {
     let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(reader);
     let headers = csv.headers().map_err(|source| LoadError::Csv { record: 0, source })?.clone();
-    let expected = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"];
+    let expected =
+        ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"];
     if headers.iter().map(str::trim).collect::<Vec<_>>() != expected {
         return Err(LoadError::Header(headers.iter().collect::<Vec<_>>().join(",")));
     }
@@ -297,10 +301,10 @@ pub fn london_to_utc(naive: NaiveDateTime) -> DateTime<Utc> {
         LocalResult::Ambiguous(earlier, _) => earlier.with_timezone(&Utc),
         LocalResult::None => {
             let shifted = naive + chrono::Duration::hours(1);
-            London.from_local_datetime(&shifted).earliest().map_or_else(
-                || DateTime::<Utc>::from_naive_utc_and_offset(naive, Utc),
-                |time| time.with_timezone(&Utc),
-            )
+            London
+                .from_local_datetime(&shifted)
+                .earliest()
+                .map_or_else(|| DateTime::<Utc>::from_naive_utc_and_offset(naive, Utc), |time| time.with_timezone(&Utc))
         }
     }
 }
@@ -505,7 +509,8 @@ A563186,B,Adjust bad debt,1,2011-08-12 14:51:00,-11062.06,,United Kingdom
         assert_eq!(data.credit_lines, 9_288);
         assert_eq!(data.skipped[SKIP_ADJUSTMENT].invoices, 3);
         assert_eq!(data.skipped[SKIP_WRITE_OFF].lines, 1_336);
-        let accounted = data.sales().len() as u64 + data.credit_invoices + data.skipped.values().map(|s| s.invoices).sum::<u64>();
+        let accounted =
+            data.sales().len() as u64 + data.credit_invoices + data.skipped.values().map(|s| s.invoices).sum::<u64>();
         assert_eq!(accounted, 25_900);
     }
 

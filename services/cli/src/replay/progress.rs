@@ -60,7 +60,13 @@ impl Phase {
             eprintln!("{label}: 0/{total}");
         }
         Phase {
-            inner: Arc::new(Inner { label: label.to_string(), total, bar, lines, last: Mutex::new((Instant::now(), 0)) }),
+            inner: Arc::new(Inner {
+                label: label.to_string(),
+                total,
+                bar,
+                lines,
+                last: Mutex::new((Instant::now(), 0)),
+            }),
         }
     }
 

@@ -302,7 +302,10 @@ async fn configure(clients: &Clients, plan: &Plan, mode: ProgressMode) -> Result
         let splits = spec
             .splits
             .iter()
-            .map(|s| attribution::LinkSplit { partner_id: partners[s.partner].id.clone(), basis_points: s.basis_points })
+            .map(|s| attribution::LinkSplit {
+                partner_id: partners[s.partner].id.clone(),
+                basis_points: s.basis_points,
+            })
             .collect();
         let link = attribution_client
             .create_link(attribution::CreateLinkRequest {
@@ -433,9 +436,9 @@ async fn track_leads(
     let mut customers: BTreeMap<String, (usize, DateTime<Utc>)> = BTreeMap::new();
     for sale in sales {
         if let Some(customer) = &sale.customer {
-            customers.entry(customer.clone()).or_insert_with(|| {
-                (config::customer_link(plan.seed, customer, created.links.len()), sale.occurred_at)
-            });
+            customers
+                .entry(customer.clone())
+                .or_insert_with(|| (config::customer_link(plan.seed, customer, created.links.len()), sale.occurred_at));
         }
     }
     let phase = Phase::start(mode, "tracking leads", customers.len() as u64);
@@ -600,11 +603,8 @@ async fn record_sales(
             progress.set(now);
             message
         });
-        let response = client
-            .record_sales(stream)
-            .await
-            .map_err(rpc(format!("RecordSales (batch from {first})")))?
-            .into_inner();
+        let response =
+            client.record_sales(stream).await.map_err(rpc(format!("RecordSales (batch from {first})")))?.into_inner();
         if response.sales.len() != expected {
             return Err(ReplayError::Response {
                 call: "RecordSales".into(),
@@ -773,7 +773,8 @@ async fn commission_totals(clients: &Clients, program_id: &str) -> Result<Commis
         totals.margin += parse_amount(call, summary.margin.as_ref())?;
         totals.total += parse_amount(call, summary.total.as_ref())?;
     }
-    for amount in [&mut totals.direct, &mut totals.split, &mut totals.r#override, &mut totals.margin, &mut totals.total] {
+    for amount in [&mut totals.direct, &mut totals.split, &mut totals.r#override, &mut totals.margin, &mut totals.total]
+    {
         amount.rescale(2);
     }
     Ok(totals)
@@ -800,8 +801,7 @@ async fn summarize(
     let commission = commission_totals(clients, &program_id).await?;
     let millis = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX).max(1);
     let elapsed_seconds = Decimal::new(millis, 3);
-    let settled_per_second =
-        (Decimal::from(settled) * Decimal::from(1000) / Decimal::from(millis)).round_dp(1);
+    let settled_per_second = (Decimal::from(settled) * Decimal::from(1000) / Decimal::from(millis)).round_dp(1);
     Ok(Summary {
         program_id,
         seed: options.seed,

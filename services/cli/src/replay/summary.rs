@@ -119,7 +119,11 @@ impl fmt::Display for Summary {
         if self.pending > 0 || self.sagas_stuck > 0 {
             writeln!(f, "    pending            {:>10}   ({} sagas stuck)", self.pending, self.sagas_stuck)?;
         }
-        writeln!(f, "  credit invoices      {:>10}   ({} lines counted, not applied)", self.credit_invoices, self.credit_lines_counted)?;
+        writeln!(
+            f,
+            "  credit invoices      {:>10}   ({} lines counted, not applied)",
+            self.credit_invoices, self.credit_lines_counted
+        )?;
         for (reason, count) in &self.skipped {
             writeln!(f, "  skipped {:<12} {:>10}   invoices, {} lines", reason, count.invoices, count.lines)?;
         }
@@ -134,7 +138,11 @@ impl fmt::Display for Summary {
             writeln!(
                 f,
                 "    {}  {:>5} payouts  {:>12} GBP   ({} carried forward, {} GBP)",
-                month.period, month.payout_count, month.amount, month.carried_forward_count, month.carried_forward_amount
+                month.period,
+                month.payout_count,
+                month.amount,
+                month.carried_forward_count,
+                month.carried_forward_amount
             )?;
         }
         writeln!(

@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use accrue_cli::pg::{DevDatabase, dev_database};
+use accrue_cli::pg::{DevDatabase, ThrowawayPostgres, dev_database};
 use accrue_cli::replay::{ProgressMode, ReplayOptions, Summary, replay};
 use accrue_cli::stack::{Endpoints, Ports, Stack, StackConfig};
 use anyhow::Context;
@@ -47,6 +47,9 @@ struct DatabaseArgs {
     /// Postgres URL; without it, 127.0.0.1:5432 (database `accrue`) or a throwaway server.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
+    /// Always start a throwaway Postgres (ignore DATABASE_URL and 127.0.0.1:5432).
+    #[arg(long, conflicts_with = "database_url")]
+    throwaway_db: bool,
     /// Database connections per service.
     #[arg(long, env = "ACCRUE_DB_MAX_CONNECTIONS", default_value_t = 16)]
     max_connections: u32,
@@ -131,7 +134,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn start_database(args: &DatabaseArgs) -> anyhow::Result<DevDatabase> {
-    let database = dev_database(args.database_url.clone()).await.context("providing a database")?;
+    let database = if args.throwaway_db {
+        DevDatabase::Throwaway(ThrowawayPostgres::start().await.context("starting a throwaway Postgres")?)
+    } else {
+        dev_database(args.database_url.clone()).await.context("providing a database")?
+    };
     eprintln!("database: {}", database.describe());
     Ok(database)
 }

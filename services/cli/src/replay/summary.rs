@@ -124,8 +124,9 @@ impl fmt::Display for Summary {
             "  credit invoices      {:>10}   ({} lines counted, not applied)",
             self.credit_invoices, self.credit_lines_counted
         )?;
+        writeln!(f, "  skipped")?;
         for (reason, count) in &self.skipped {
-            writeln!(f, "  skipped {:<12} {:>10}   invoices, {} lines", reason, count.invoices, count.lines)?;
+            writeln!(f, "    {:<18} {:>10}   invoices ({} lines)", reason, count.invoices, count.lines)?;
         }
         writeln!(f, "  commission (GBP)")?;
         writeln!(f, "    direct             {:>14}", self.commission.direct)?;

@@ -21,6 +21,9 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// The health service's name; reflection advertises it beside the service's own.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
 /// How often the database is probed for the health status.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -93,10 +96,14 @@ pub async fn serve(listener: TcpListener, hosted: Hosted, shutdown: Cancellation
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(accrue_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(service_name)
+        .with_service_name(HEALTH_SERVICE)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(accrue_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(service_name)
+        .with_service_name(HEALTH_SERVICE)
         .build_v1alpha()?;
 
     let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);

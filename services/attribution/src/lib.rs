@@ -71,16 +71,16 @@ pub enum Error {
 /// `SagaOptions::workers` saga workers. On shutdown the RPCs drain, each worker
 /// finishes its current step and releases its leases, then this returns.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
-    let pool = accrue_kit::db::pool(&DbConfig {
-        url: config.database_url,
-        schema: SCHEMA.to_string(),
-        max_connections: config.max_connections,
-    })?;
+    let db = DbConfig { url: config.database_url, schema: SCHEMA.to_string(), max_connections: config.max_connections };
+    let pool = accrue_kit::db::pool(&db)?;
+    // The workers' writes are all re-derivable (steps are idempotent and
+    // re-run when their log rows are missing), so they need not wait for
+    // WAL flush; RPC writes (sales, sagas) stay fully durable.
+    let worker_pool = accrue_kit::db::relaxed_durability_pool(&db)?;
     let peers = peers::Peers::connect(&config.hierarchy_url, &config.commission_url, &config.ledger_url)?;
     let notify = Arc::new(Notify::new());
     let worker_shutdown = shutdown.child_token();
-    let workers =
-        saga::spawn_workers(pool.clone(), peers.clone(), config.saga, notify.clone(), worker_shutdown.clone());
+    let workers = saga::spawn_workers(worker_pool, peers.clone(), config.saga, notify.clone(), worker_shutdown.clone());
     let server = AttributionServiceServer::new(AttributionApi::new(pool.clone(), peers, notify))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

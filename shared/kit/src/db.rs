@@ -49,6 +49,21 @@ pub fn pool(config: &DbConfig) -> Result<PgPool, DbError> {
         .connect_lazy_with(options))
 }
 
+/// Like [`pool`], but every transaction commits with `synchronous_commit =
+/// off`: a crash may lose the last few hundred milliseconds of commits (never
+/// a torn one). Only for work that is idempotent and re-derivable after a
+/// crash — the saga workers' step log, whose lost rows just make a step run
+/// again (DESIGN §3: every step may run twice). Never for acknowledged writes.
+pub fn relaxed_durability_pool(config: &DbConfig) -> Result<PgPool, DbError> {
+    let options = PgConnectOptions::from_str(&config.url)
+        .map_err(DbError::Url)?
+        .options([("search_path", config.schema.as_str()), ("synchronous_commit", "off")]);
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options))
+}
+
 /// Creates the schema if needed and applies the service's migrations inside
 /// it. Safe to run from several replicas at once (sqlx takes an advisory lock).
 pub async fn migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> Result<(), DbError> {

@@ -136,7 +136,11 @@ impl Stack {
             accrue_hierarchy::run(hierarchy_config, hierarchy_listener, token).await.context("hierarchy service")
         });
         let token = shutdown.clone();
-        let commission_config = accrue_commission::Config { database_url: url.clone(), max_connections: max };
+        let commission_config = accrue_commission::Config {
+            database_url: url.clone(),
+            max_connections: max,
+            hierarchy_url: endpoints.hierarchy.clone(),
+        };
         tasks.spawn(async move {
             accrue_commission::run(commission_config, commission_listener, token).await.context("commission service")
         });

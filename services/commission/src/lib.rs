@@ -3,7 +3,9 @@
 //! deterministic settlement math of DESIGN §4 — base commission with its
 //! breakdown, link splits by largest remainder (seed 000) and upline overrides.
 //!
-//! Owns the `commission` schema and nothing else; never calls other services.
+//! Owns the `commission` schema and nothing else. Asks the hierarchy service
+//! (over gRPC) for programs and partners where a scheme write or a quote needs
+//! them; the settlement of recorded sales gets every fact in its request.
 //! The calculation lives in [`domain`] (pure, no I/O) so that other crates and
 //! checkers can run it directly.
 
@@ -17,6 +19,7 @@ pub use api::CommissionApi;
 use accrue_kit::db::{DbConfig, DbError};
 use accrue_kit::server::{Hosted, MAX_MESSAGE_BYTES, ServeError};
 use accrue_proto::commission::v1::commission_service_server::CommissionServiceServer;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +41,9 @@ pub struct Config {
     pub database_url: String,
     /// Pool size.
     pub max_connections: u32,
+    /// Hierarchy service endpoint (role ladders, partners and uplines for
+    /// schemes and QuoteSale).
+    pub hierarchy_url: String,
 }
 
 /// Why the service stopped.
@@ -49,16 +55,23 @@ pub enum Error {
     /// The server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// A peer service URL is invalid.
+    #[error(transparent)]
+    Client(#[from] accrue_kit::client::ClientError),
 }
 
-/// Runs the service on `listener` until `shutdown` is cancelled.
+/// Runs the service on `listener` until `shutdown` is cancelled. Errors when
+/// the database URL or the hierarchy URL is invalid, or the server fails.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
     let pool = accrue_kit::db::pool(&DbConfig {
         url: config.database_url,
         schema: SCHEMA.to_string(),
         max_connections: config.max_connections,
     })?;
-    let server = CommissionServiceServer::new(CommissionApi::new(pool.clone()))
+    let hierarchy = HierarchyServiceClient::new(accrue_kit::client::channel(&config.hierarchy_url)?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let server = CommissionServiceServer::new(CommissionApi::new(pool.clone(), hierarchy))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let hosted =

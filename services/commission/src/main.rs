@@ -19,6 +19,9 @@ struct Args {
     /// Postgres URL for this service (falls back to DATABASE_URL).
     #[arg(long, env = "ACCRUE_COMMISSION_DATABASE_URL")]
     database_url: Option<String>,
+    /// Hierarchy service endpoint (role ladders, partners, uplines).
+    #[arg(long, env = "ACCRUE_HIERARCHY_URL", default_value = "http://127.0.0.1:50051")]
+    hierarchy_url: String,
     /// Maximum database connections.
     #[arg(long, env = "ACCRUE_DB_MAX_CONNECTIONS", default_value_t = 16)]
     max_connections: u32,
@@ -34,7 +37,11 @@ async fn main() -> anyhow::Result<()> {
         .context("set --database-url, ACCRUE_COMMISSION_DATABASE_URL or DATABASE_URL")?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("bind {}", args.listen))?;
     tracing::info!(addr = %args.listen, "commission service listening");
-    let config = accrue_commission::Config { database_url, max_connections: args.max_connections };
+    let config = accrue_commission::Config {
+        database_url,
+        max_connections: args.max_connections,
+        hierarchy_url: args.hierarchy_url,
+    };
     accrue_commission::run(config, listener, accrue_kit::shutdown::on_signal()).await?;
     Ok(())
 }

@@ -31,7 +31,11 @@ async fn start() -> Service {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let config = accrue_commission::Config { database_url: db.url.clone(), max_connections: 4 };
+    let config = accrue_commission::Config {
+        database_url: db.url.clone(),
+        max_connections: 4,
+        hierarchy_url: "http://127.0.0.1:9".into(),
+    };
     tokio::spawn(accrue_commission::run(config, listener, shutdown.clone()));
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
     // Serving once migrations have run.

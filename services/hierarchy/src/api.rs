@@ -75,6 +75,8 @@ fn program_to_proto(row: &ProgramRow) -> Result<pb::Program, Status> {
         minimum_payout: Some(amount_to_proto(currency, row.minimum_payout)),
         role_ladder: row.role_ladder.clone(),
         create_time: Some(timestamp(row.created_at)),
+        // TODO(issue 3, helper C): stored per program; this is the documented default.
+        non_transacting_roles: row.role_ladder.iter().filter(|role| *role == "ADMIN").cloned().collect(),
     })
 }
 

@@ -160,6 +160,30 @@ impl AgreementBook {
         book
     }
 
+    /// The book with `rules` as `seller`'s agreement at every time (QuoteSale's
+    /// unsaved draft): the what-if "had the seller been on these rules". The
+    /// draft keeps the seller's agreement id when it has one (it is the next
+    /// version of that agreement), so the customer's earlier events by this
+    /// seller count for the setup fee and per-customer limits as they would;
+    /// its version id is the nil UUID (never stored).
+    pub fn with_draft(mut self, seller: Uuid, rules: AgreementRules) -> Self {
+        let agreement_id = self
+            .partners
+            .get(&seller)
+            .and_then(|versions| versions.first())
+            .map_or_else(|| Uuid::new_v5(&Uuid::NAMESPACE_OID, seller.as_bytes()), |version| version.agreement_id);
+        let draft = AgreementVersion {
+            id: Uuid::nil(),
+            agreement_id,
+            partner_id: Some(seller),
+            version: 0,
+            effective_from: DateTime::<Utc>::MIN_UTC,
+            rules,
+        };
+        self.partners.insert(seller, vec![draft]);
+        self
+    }
+
     fn in_force_of(versions: &[AgreementVersion], at: DateTime<Utc>) -> Option<&AgreementVersion> {
         versions.iter().filter(|v| v.effective_from <= at).max_by_key(|v| (v.effective_from, v.version))
     }

@@ -1,30 +1,80 @@
 //! tonic implementation of `CommissionService`: decode and validate, call the
-//! store and the pure domain, encode.
+//! store and the pure domain, encode. Agreements, override plans and
+//! ComputeSettlements live here; [`schemes`] holds the scheme RPCs and
+//! [`quote`] QuoteSale and GetAgreementInForce.
+
+mod quote;
+mod schemes;
 
 use accrue_kit::FieldViolations;
 use accrue_kit::convert::{optional_uuid, require_uuid, timestamp};
 use accrue_proto::commission::v1 as pb;
 use accrue_proto::commission::v1::commission_service_server::CommissionService;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::convert::{self, MAX_REQUEST_ID_LEN, MAX_SALES_PER_CALL};
-use crate::domain::{self, AgreementBook, AgreementRules, OverridePlan};
+use crate::domain::{self, AgreementBook, AgreementRules, OverridePlan, ProgramSettings};
 use crate::store::{self, NewVersion, StoredVersion};
 
 /// The `CommissionService` implementation.
 #[derive(Debug, Clone)]
 pub struct CommissionApi {
     pool: PgPool,
+    hierarchy: HierarchyServiceClient<Channel>,
+}
+
+/// A draft agreement that QuoteSale applies to one seller in place of the
+/// version in force (never stored).
+#[derive(Debug, Clone)]
+pub(crate) struct Draft {
+    /// The seller it applies to.
+    pub seller: Uuid,
+    /// The validated draft rules.
+    pub rules: AgreementRules,
 }
 
 impl CommissionApi {
-    /// A new API over the service's pool.
-    pub fn new(pool: PgPool) -> Self {
-        CommissionApi { pool }
+    /// A new API over the service's pool and a client of the hierarchy service.
+    pub fn new(pool: PgPool, hierarchy: HierarchyServiceClient<Channel>) -> Self {
+        CommissionApi { pool, hierarchy }
+    }
+
+    /// Settles wire sales of one program: decodes each (a malformed sale is
+    /// its own INVALID_ARGUMENT failure), loads the agreement versions,
+    /// override plans and schemes it needs in a few queries, then computes each
+    /// sale purely. Shared by ComputeSettlements and QuoteSale so a quote is
+    /// exactly what settlement would post.
+    pub(crate) async fn settle_sales(
+        &self,
+        program_id: Uuid,
+        settings: &ProgramSettings,
+        wire: &[pb::SaleContext],
+        draft: Option<&Draft>,
+    ) -> Result<Vec<pb::Settlement>, Status> {
+        let sales: Vec<_> = wire.iter().enumerate().map(|(index, sale)| convert::decode_sale(index, sale)).collect();
+        let (sellers, uplines) = convert::referenced_partners(&sales);
+        let mut book = AgreementBook::new(store::load_versions(&self.pool, program_id, &sellers).await?);
+        if let Some(draft) = draft {
+            book = book.with_draft(draft.seller, draft.rules.clone());
+        }
+        let plans = store::load_plans(&self.pool, program_id, &uplines).await?;
+        Ok(sales
+            .into_iter()
+            .zip(wire)
+            .map(|(sale, wire)| {
+                let settlement = match sale {
+                    Ok(sale) => domain::settle(settings, &book, &plans, &sale),
+                    Err(failure) => convert::failed_settlement(&wire.sale_id, failure),
+                };
+                convert::encode_settlement(settlement)
+            })
+            .collect())
     }
 }
 
@@ -204,22 +254,57 @@ impl CommissionService for CommissionApi {
         if request.sales.is_empty() {
             return Ok(Response::new(pb::ComputeSettlementsResponse { settlements: Vec::new() }));
         }
-        let sales: Vec<_> =
-            request.sales.iter().enumerate().map(|(index, sale)| convert::decode_sale(index, sale)).collect();
-        let (sellers, uplines) = convert::referenced_partners(&sales);
-        let book = AgreementBook::new(store::load_versions(&self.pool, program_id, &sellers).await?);
-        let plans = store::load_plans(&self.pool, program_id, &uplines).await?;
-        let settlements = sales
-            .into_iter()
-            .zip(&request.sales)
-            .map(|(sale, wire)| {
-                let settlement = match sale {
-                    Ok(sale) => domain::settle(&settings, &book, &plans, &sale),
-                    Err(failure) => convert::failed_settlement(&wire.sale_id, failure),
-                };
-                convert::encode_settlement(settlement)
-            })
-            .collect();
+        let settlements = self.settle_sales(program_id, &settings, &request.sales, None).await?;
         Ok(Response::new(pb::ComputeSettlementsResponse { settlements }))
+    }
+
+    /// See [`quote::get_agreement_in_force`].
+    async fn get_agreement_in_force(
+        &self,
+        request: Request<pb::GetAgreementInForceRequest>,
+    ) -> Result<Response<pb::AgreementVersion>, Status> {
+        quote::get_agreement_in_force(self, request.into_inner()).await.map(Response::new)
+    }
+
+    /// See [`quote::quote_sale`].
+    async fn quote_sale(
+        &self,
+        request: Request<pb::QuoteSaleRequest>,
+    ) -> Result<Response<pb::QuoteSaleResponse>, Status> {
+        quote::quote_sale(self, request.into_inner()).await.map(Response::new)
+    }
+
+    /// See [`schemes::create_scheme`].
+    async fn create_scheme(&self, request: Request<pb::CreateSchemeRequest>) -> Result<Response<pb::Scheme>, Status> {
+        schemes::create_scheme(self, request.into_inner()).await.map(Response::new)
+    }
+
+    /// See [`schemes::get_scheme`].
+    async fn get_scheme(&self, request: Request<pb::GetSchemeRequest>) -> Result<Response<pb::Scheme>, Status> {
+        schemes::get_scheme(self, request.into_inner()).await.map(Response::new)
+    }
+
+    /// See [`schemes::set_scheme_rates`].
+    async fn set_scheme_rates(
+        &self,
+        request: Request<pb::SetSchemeRatesRequest>,
+    ) -> Result<Response<pb::Scheme>, Status> {
+        schemes::set_scheme_rates(self, request.into_inner()).await.map(Response::new)
+    }
+
+    /// See [`schemes::assign_scheme`].
+    async fn assign_scheme(
+        &self,
+        request: Request<pb::AssignSchemeRequest>,
+    ) -> Result<Response<pb::SchemeAssignment>, Status> {
+        schemes::assign_scheme(self, request.into_inner()).await.map(Response::new)
+    }
+
+    /// See [`schemes::get_scheme_chain`].
+    async fn get_scheme_chain(
+        &self,
+        request: Request<pb::GetSchemeChainRequest>,
+    ) -> Result<Response<pb::GetSchemeChainResponse>, Status> {
+        schemes::get_scheme_chain(self, request.into_inner()).await.map(Response::new)
     }
 }

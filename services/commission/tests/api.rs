@@ -2,92 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+mod common;
 
 use accrue_proto::commission::v1 as pb;
-use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
 use accrue_proto::types::v1 as types;
-use accrue_testkit::TestDb;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_types::StatusExt;
-
-struct Service {
-    client: CommissionServiceClient<Channel>,
-    shutdown: CancellationToken,
-    db: TestDb,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn start() -> Service {
-    let db = TestDb::create().await.expect("test database");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let config = accrue_commission::Config {
-        database_url: db.url.clone(),
-        max_connections: 4,
-        hierarchy_url: "http://127.0.0.1:9".into(),
-    };
-    tokio::spawn(accrue_commission::run(config, listener, shutdown.clone()));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-    // Serving once migrations have run.
-    let mut health = HealthClient::new(channel.clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let request = tonic_health::pb::HealthCheckRequest { service: accrue_commission::SERVICE_NAME.into() };
-        if let Ok(response) = health.check(request).await
-            && response.into_inner().status == ServingStatus::Serving as i32
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "commission service never became SERVING");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let client = CommissionServiceClient::new(channel)
-        .max_decoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES);
-    Service { client, shutdown, db }
-}
-
-fn id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-fn usd(amount: &str) -> Option<types::Money> {
-    Some(types::Money { currency_code: "USD".into(), amount: amount.into() })
-}
-
-fn ts(text: &str) -> Option<prost_types::Timestamp> {
-    let time: chrono::DateTime<chrono::Utc> = text.parse().unwrap();
-    Some(prost_types::Timestamp { seconds: time.timestamp(), nanos: 0 })
-}
-
-fn percentage(rate: &str) -> pb::AgreementRules {
-    pb::AgreementRules {
-        model: pb::CommissionModel::Percentage as i32,
-        trigger: pb::CommissionTrigger::OnPayment as i32,
-        rate: rate.into(),
-        clearance_days: 30,
-        ..Default::default()
-    }
-}
-
-fn violations(status: &tonic::Status) -> Vec<String> {
-    let mut fields: Vec<String> = status
-        .get_details_bad_request()
-        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default();
-    fields.sort();
-    fields
-}
+use common::{Service, id, percentage, start, ts, usd, violations};
 
 async fn list(service: &mut Service, program: &str, partner: &str) -> Vec<pb::AgreementVersion> {
     service

@@ -13,9 +13,10 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::domain::{
-    AgreementRules, Breakdown, Condition, Failure, Line, LineKind, Model, Operator, OverrideBasis, OverrideLevel,
-    OverrideMode, OverridePlan, PartnerRef, PartnerStatus, PriorEvent, ProgramSettings, Sale, SaleEventType,
-    Settlement, SplitShare, Tier, TierPays, Trigger,
+    AgreementRules, Breakdown, Condition, Failure, Line, LineKind, MAX_SERVICE_CODE_LEN, Model, Operator,
+    OverrideBasis, OverrideLevel, OverrideMode, OverridePlan, PartnerRef, PartnerStatus, PriorEvent, ProgramSettings,
+    RateChange, RateKey, Sale, SaleEventType, Scheme, Settlement, SplitShare, Tier, TierPays, Trigger,
+    valid_service_code,
 };
 
 /// Most days an agreement may hold entries before they clear.
@@ -741,7 +742,8 @@ fn decode_partner(
         return None;
     };
     let id = require_uuid(&format!("{field}.partner_id"), &partner.partner_id, violations)?;
-    Some(PartnerRef { id, status: PartnerStatus::from_number(partner.status) })
+    let role = (!partner.role.is_empty()).then(|| partner.role.clone());
+    Some(PartnerRef { id, status: PartnerStatus::from_number(partner.status), role })
 }
 
 /// Decodes one sale; any problem is a per-sale INVALID_ARGUMENT failure
@@ -801,6 +803,7 @@ pub fn decode_sale(index: usize, sale: &pb::SaleContext) -> Result<Sale, Failure
             event_type,
             amount,
             product_code: sale.product_code.clone(),
+            service_code: sale.service_code.clone(),
             occurred_at,
             seller,
             splits,
@@ -845,6 +848,7 @@ fn encode_line(line: Line) -> pb::SettlementLine {
             LineKind::Direct => types::EarningKind::Direct,
             LineKind::Split => types::EarningKind::Split,
             LineKind::Override => types::EarningKind::Override,
+            LineKind::Margin => types::EarningKind::Margin,
         } as i32,
         amount: Some(amount_to_proto(line.amount.currency, line.amount.amount)),
         level: i32::try_from(line.level).unwrap_or(i32::MAX),
@@ -879,6 +883,110 @@ pub fn failed_settlement(sale_id: &str, failure: Failure) -> Settlement {
         lines: Vec::new(),
         base_breakdown: Breakdown { note: format!("failed: {}", failure.message), ..Breakdown::default() },
         failure: Some(failure),
+    }
+}
+
+/// Most rates one CreateScheme or SetSchemeRates call writes.
+pub const MAX_RATES_PER_CALL: usize = 1000;
+/// Longest scheme display name, in characters.
+pub const MAX_DISPLAY_NAME_LEN: usize = 200;
+
+/// Decodes the rates of a scheme write (field paths `{prefix}[i].…`, prefix
+/// `rates` or `scheme.rates`; seed 002): `service_code` 1..=64 characters of
+/// `[A-Za-z0-9_.-]`; `role` required (checked against the ladder by
+/// [`check_rate_roles`] once the program is known); `rate` an absolute rate in
+/// [0, 1] with at most [`MAX_RATE_DECIMALS`] decimals, or empty to unset
+/// (NULL = inherit); one (service_code, role) at most once per request.
+/// Returns one change per rate, in request order, when all are valid.
+pub fn decode_rate_changes(
+    prefix: &str,
+    rates: &[pb::SchemeRate],
+    violations: &mut FieldViolations,
+) -> Option<Vec<RateChange>> {
+    if rates.len() > MAX_RATES_PER_CALL {
+        violations.add(prefix, format!("at most {MAX_RATES_PER_CALL} rates per call, got {}", rates.len()));
+        return None;
+    }
+    let mut changes = Vec::with_capacity(rates.len());
+    let mut seen: std::collections::HashMap<RateKey, usize> = std::collections::HashMap::new();
+    let mut ok = true;
+    for (index, rate) in rates.iter().enumerate() {
+        let field = format!("{prefix}[{index}]");
+        if !valid_service_code(&rate.service_code) {
+            violations.add(
+                format!("{field}.service_code"),
+                format!(
+                    "{:?} must be 1..{MAX_SERVICE_CODE_LEN} characters of A-Z, a-z, 0-9, '_', '.', '-'",
+                    rate.service_code
+                ),
+            );
+            ok = false;
+        }
+        if rate.role.is_empty() {
+            violations.add(format!("{field}.role"), "is required (a role on the program's role ladder)");
+            ok = false;
+        }
+        let value = if rate.rate.trim().is_empty() {
+            None
+        } else {
+            match bounded_rate(&format!("{field}.rate"), &rate.rate, violations) {
+                Some(value) => Some(value),
+                None => {
+                    ok = false;
+                    None
+                }
+            }
+        };
+        let key = RateKey::new(rate.service_code.clone(), rate.role.clone());
+        if let Some(first) = seen.get(&key) {
+            violations
+                .add(field, format!("sets {} {} again (first at {prefix}[{first}])", rate.service_code, rate.role));
+            ok = false;
+        } else {
+            seen.insert(key.clone(), index);
+        }
+        changes.push(RateChange { key, rate: value });
+    }
+    ok.then_some(changes)
+}
+
+/// Records a violation on `{prefix}[i].role` for every rate whose role is
+/// not on the program's role ladder (highest first).
+pub fn check_rate_roles(prefix: &str, changes: &[RateChange], ladder: &[String], violations: &mut FieldViolations) {
+    for (index, change) in changes.iter().enumerate() {
+        if !ladder.contains(&change.key.role) {
+            violations.add(
+                format!("{prefix}[{index}].role"),
+                format!("{:?} is not on the program's role ladder ({})", change.key.role, ladder.join(", ")),
+            );
+        }
+    }
+}
+
+/// Encodes a scheme with its own set rates, by service_code then role.
+pub fn encode_scheme(
+    program_id: Uuid,
+    scheme: &Scheme,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+) -> pb::Scheme {
+    pb::Scheme {
+        id: scheme.id.to_string(),
+        program_id: program_id.to_string(),
+        parent_id: scheme.parent_id.map(|id| id.to_string()).unwrap_or_default(),
+        display_name: scheme.display_name.clone(),
+        clearance_days: i32::try_from(scheme.clearance_days).unwrap_or(i32::MAX),
+        rates: scheme
+            .rates
+            .iter()
+            .map(|(key, rate)| pb::SchemeRate {
+                service_code: key.service_code.clone(),
+                role: key.role.clone(),
+                rate: rate.normalize().to_string(),
+            })
+            .collect(),
+        create_time: Some(timestamp(created_at)),
+        update_time: Some(timestamp(updated_at)),
     }
 }
 
@@ -1017,6 +1125,86 @@ mod tests {
         assert!(decode_program(Some(&bad), &mut violations).is_none());
         let message = violations.into_status().message().to_string();
         assert!(message.contains("program.rounding_mode") && message.contains("program.override_depth_cap"));
+    }
+
+    #[test]
+    fn sale_roles_and_service_code_decode_and_margins_encode() {
+        let sale = pb::SaleContext {
+            sale_id: "s".into(),
+            event_type: pb::SaleEventType::Payment as i32,
+            amount: usd("10.00"),
+            service_code: "RECHARGE".into(),
+            occurred_at: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }),
+            seller: Some(pb::PartnerContext {
+                partner_id: Uuid::from_u128(1).to_string(),
+                status: 1,
+                role: "RETAILER".into(),
+            }),
+            ancestors: vec![pb::PartnerContext {
+                partner_id: Uuid::from_u128(2).to_string(),
+                status: 2,
+                role: String::new(),
+            }],
+            ..Default::default()
+        };
+        let decoded = decode_sale(0, &sale).unwrap();
+        assert_eq!(decoded.service_code, "RECHARGE");
+        assert_eq!(decoded.seller.role.as_deref(), Some("RETAILER"));
+        assert_eq!(decoded.ancestors[0].role, None, "an empty role is no role");
+        let line = Line {
+            partner_id: Uuid::from_u128(1),
+            kind: LineKind::Margin,
+            amount: Money::parse("USD", "1.00").unwrap(),
+            level: 3,
+            source_partner_id: Uuid::from_u128(1),
+            clears_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+            breakdown: Breakdown::default(),
+        };
+        let encoded = encode_line(line);
+        assert_eq!((encoded.kind, encoded.level), (types::EarningKind::Margin as i32, 3));
+    }
+
+    #[test]
+    fn scheme_rates_decode_with_unset_and_every_violation() {
+        let rate = |service_code: &str, role: &str, rate: &str| pb::SchemeRate {
+            service_code: service_code.into(),
+            role: role.into(),
+            rate: rate.into(),
+        };
+        let mut violations = FieldViolations::new();
+        let changes = decode_rate_changes(
+            "rates",
+            &[rate("RECHARGE", "ADMIN", "0.050"), rate("DTH", "RETAILER", "")],
+            &mut violations,
+        )
+        .unwrap();
+        assert_eq!(changes[0].rate, Some(Decimal::new(5, 2)));
+        assert_eq!(changes[1].rate, None, "empty = unset (inherit)");
+        check_rate_roles("rates", &changes, &["ADMIN".to_string()], &mut violations);
+        let message = violations.into_status().message().to_string();
+        assert!(message.contains("rates[1].role") && !message.contains("rates[0]"), "{message}");
+
+        let mut violations = FieldViolations::new();
+        let long = "X".repeat(MAX_SERVICE_CODE_LEN + 1);
+        let wire = [
+            rate("RE/CHARGE", "ADMIN", "0.1"),
+            rate(&long, "ADMIN", "0.1"),
+            rate("OK", "", "-0.1"),
+            rate("OK", "ADMIN", "0.00000000001"),
+            rate("OK", "ADMIN", "0.1"),
+        ];
+        assert!(decode_rate_changes("rates", &wire, &mut violations).is_none());
+        let message = violations.into_status().message().to_string();
+        for field in [
+            "rates[0].service_code",
+            "rates[1].service_code",
+            "rates[2].role",
+            "rates[2].rate",
+            "rates[3].rate",
+            "rates[4]: sets OK ADMIN again",
+        ] {
+            assert!(message.contains(field), "{field} missing from {message}");
+        }
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Accrue commission service (`accrue.commission.v1.CommissionService`):
 //! versioned agreements (seed 003), override plans (seed 004) and the pure,
 //! deterministic settlement math of DESIGN §4 — base commission with its
-//! breakdown, link splits by largest remainder (seed 000) and upline overrides.
+//! breakdown, link splits by largest remainder (seed 000), upline overrides,
+//! and scheme trees with role-based margins (seed 002): a sale whose
+//! service_code a scheme configures pays MARGIN lines up the seller's upline
+//! instead of agreement commissions.
 //!
 //! Owns the `commission` schema and nothing else. Asks the hierarchy service
 //! (over gRPC) for programs and partners where a scheme write or a quote needs
@@ -12,6 +15,7 @@
 mod api;
 pub mod convert;
 pub mod domain;
+mod scheme_store;
 mod store;
 
 pub use api::CommissionApi;

@@ -213,6 +213,22 @@ pub async fn load_versions(
     rows.iter().map(|row| version_from_row(row).map(|(stored, _)| stored.version).map_err(StoreError::from)).collect()
 }
 
+/// Every version of the program default's agreement and, when `partner_id`
+/// is set, of that partner's agreement, with scope and creation time (what
+/// GetAgreementInForce chooses from), oldest agreement first.
+pub async fn scope_versions(
+    pool: &PgPool,
+    program_id: Uuid,
+    partner_id: Option<Uuid>,
+) -> Result<Vec<StoredVersion>, StoreError> {
+    let sql = format!(
+        "{VERSION_COLUMNS} WHERE a.program_id = $1 AND (a.partner_id IS NULL OR a.partner_id = $2) \
+         ORDER BY v.agreement_id, v.version"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(program_id).bind(partner_id).fetch_all(pool).await?;
+    rows.iter().map(|row| version_from_row(row).map(|(stored, _)| stored).map_err(StoreError::from)).collect()
+}
+
 /// A stored override plan.
 #[derive(Debug, Clone)]
 pub struct StoredPlan {

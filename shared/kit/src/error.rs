@@ -28,6 +28,13 @@ impl FieldViolations {
         self.violations.push((field.into(), description.into()));
     }
 
+    /// Moves every violation of `other` into `self`, its field path passed
+    /// through `rename` (e.g. to report a nested message's `rules.rate` as
+    /// `draft_rules.rate`).
+    pub fn absorb(&mut self, other: FieldViolations, rename: impl Fn(&str) -> String) {
+        self.violations.extend(other.violations.into_iter().map(|(field, description)| (rename(&field), description)));
+    }
+
     /// True when nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.violations.is_empty()
@@ -64,7 +71,9 @@ pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -
     violations.into_status()
 }
 
-fn with_reason(code: Code, reason: &str, message: String) -> Status {
+/// A status with `code`, `message` and a google.rpc.ErrorInfo carrying
+/// `reason` (UPPER_SNAKE) in the [`ERROR_DOMAIN`].
+pub fn with_reason(code: Code, reason: &str, message: String) -> Status {
     let details =
         ErrorDetails::with_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::<String, String>::new());
     Status::with_error_details(code, message, details)

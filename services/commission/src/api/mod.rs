@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::convert::{self, MAX_REQUEST_ID_LEN, MAX_SALES_PER_CALL};
 use crate::domain::{self, AgreementBook, AgreementRules, OverridePlan, ProgramSettings};
+use crate::scheme_store;
 use crate::store::{self, NewVersion, StoredVersion};
 
 /// The `CommissionService` implementation.
@@ -64,12 +65,13 @@ impl CommissionApi {
             book = book.with_draft(draft.seller, draft.rules.clone());
         }
         let plans = store::load_plans(&self.pool, program_id, &uplines).await?;
+        let schemes = scheme_store::load_book(&self.pool, program_id, &sales).await?;
         Ok(sales
             .into_iter()
             .zip(wire)
             .map(|(sale, wire)| {
                 let settlement = match sale {
-                    Ok(sale) => domain::settle(settings, &book, &plans, &sale),
+                    Ok(sale) => domain::settle(settings, &book, &plans, &schemes, &sale),
                     Err(failure) => convert::failed_settlement(&wire.sale_id, failure),
                 };
                 convert::encode_settlement(settlement)

@@ -1,22 +1,413 @@
 //! QuoteSale (what-if settlement, writes nothing) and GetAgreementInForce.
+//!
+//! Both answer from the same source settlement uses: GetAgreementInForce runs
+//! [`AgreementBook::in_force`] over the stored versions, and QuoteSale builds
+//! one `SaleContext` from the hierarchy's current facts and hands it to
+//! [`CommissionApi::settle_sales`], the path ComputeSettlements takes, so a
+//! quote is exactly what settlement would post.
 
+use std::collections::HashMap;
+
+use accrue_kit::FieldViolations;
+use accrue_kit::convert::{
+    from_timestamp, money_to_proto, optional_money, optional_uuid, require_money, require_timestamp, require_uuid,
+};
+use accrue_kit::error::{failed_precondition, internal};
+use accrue_money::Money;
 use accrue_proto::commission::v1 as pb;
-use tonic::Status;
+use accrue_proto::hierarchy::v1 as hpb;
+use chrono::{DateTime, Utc};
+use tonic::{Code, Status};
+use uuid::Uuid;
 
-use super::CommissionApi;
+use super::{CommissionApi, Draft};
+use crate::convert;
+use crate::domain::{AgreementBook, AgreementRules, BASIS_POINTS_WHOLE};
+use crate::store;
 
-/// The version a partner's sale at a time is settled under.
+/// Most split partners a quoted sale may carry: the seller and its split
+/// partners are looked up in one hierarchy GetUplines batch (at most 1000).
+pub const MAX_QUOTE_SPLITS: usize = 999;
+
+/// The sale id every quoted settlement carries.
+pub const QUOTE_SALE_ID: &str = "quote";
+
+/// The agreement version a partner's sale at a time is settled under
+/// (DESIGN §4 "one version in force per scope"; seed 003 versioned agreements).
+///
+/// Request: `program_id` (UUID, required); `partner_id` (UUID, optional; empty
+/// asks for the program default alone); `time` (optional; unset means now).
+///
+/// The answer is the rule settlement applies ([`AgreementBook::in_force`]): the
+/// partner's own agreement's version with the greatest `effective_from ≤ time`
+/// (equal `effective_from`: the higher version number), else the program
+/// default's version in force at `time`. It is returned whole: scope, version
+/// number, `effective_from`, rules and `create_time`. The partner is not looked
+/// up in the hierarchy: an unknown partner has no own agreement and gets the
+/// default, as its sale would.
+///
+/// Errors: INVALID_ARGUMENT with field violations (`program_id`, `partner_id`,
+/// `time`) for malformed input; NOT_FOUND (reason `AGREEMENT_NOT_FOUND`) when
+/// neither the partner's agreement nor the program default has a version in
+/// force at `time` (including a program with no agreements at all); UNAVAILABLE
+/// when the database is unreachable.
 pub(super) async fn get_agreement_in_force(
-    _api: &CommissionApi,
-    _request: pb::GetAgreementInForceRequest,
+    api: &CommissionApi,
+    request: pb::GetAgreementInForceRequest,
 ) -> Result<pb::AgreementVersion, Status> {
-    Err(Status::unimplemented("GetAgreementInForce is being built"))
+    let mut violations = FieldViolations::new();
+    let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+    let partner_id = optional_uuid("partner_id", &request.partner_id, &mut violations);
+    let time = from_timestamp("time", request.time.as_ref(), &mut violations);
+    violations.into_result()?;
+    let Some(program_id) = program_id else {
+        return Err(internal("validated GetAgreementInForce request lost program_id"));
+    };
+    let at = time.unwrap_or_else(Utc::now);
+    let stored = store::scope_versions(&api.pool, program_id, partner_id).await?;
+    let book = AgreementBook::new(stored.iter().map(|stored| stored.version.clone()));
+    // Without a partner the book holds the default alone, so any seller id
+    // falls through to it.
+    let Some(chosen) = book.in_force(partner_id.unwrap_or_else(Uuid::nil), at) else {
+        let scope = match partner_id {
+            Some(partner) => format!("partner {partner} (nor the program default)"),
+            None => "the program default".to_string(),
+        };
+        return Err(accrue_kit::error::with_reason(
+            Code::NotFound,
+            "AGREEMENT_NOT_FOUND",
+            format!("no agreement version of {scope} is in force in program {program_id} at {}", at.to_rfc3339()),
+        ));
+    };
+    let stored = stored
+        .iter()
+        .find(|stored| stored.version.id == chosen.id)
+        .ok_or_else(|| internal("the version in force is not among the loaded versions"))?;
+    Ok(super::encode_version(stored))
 }
 
-/// The settlement of a hypothetical sale.
+/// The full settlement (every line, every breakdown) of a hypothetical sale by
+/// a real partner, optionally under unsaved draft rules (DESIGN §4; seed 003
+/// models, seed 000 splits, seed 004 overrides, seed 002 margins). Writes
+/// nothing, ever.
+///
+/// Request: `program_id` (UUID); `sale.seller_partner_id` (UUID of a partner of
+/// the program); `sale.event_type` (required); `sale.amount` (required, ≥ 0,
+/// at most the currency's minor-unit decimals); `sale.occurred_at` (unset:
+/// now; selects the agreement version and starts clearance);
+/// `sale.splits[i]` (partner UUID of the program, not the seller, no
+/// duplicates, `basis_points` 1..9999, Σ ≤ 10000, at most
+/// [`MAX_QUOTE_SPLITS`]); `sale.seller_prior_volume` (optional, ≥ 0, in the
+/// sale's currency; unset = 0); `sale.customer_history[i]` (`event_type`,
+/// `seller_partner_id` UUID and `occurred_at` required, `sale_id` optional);
+/// `draft_rules` (optional; validated exactly like CreateAgreement's `rules`,
+/// violations named under `draft_rules.`).
+///
+/// The seller's ancestors (nearest first) and every partner's status and role
+/// come from hierarchy GetUplines, as do the program's rounding mode, override
+/// depth cap and compression. The sale settles as `sale_id` "quote" through the
+/// same path as ComputeSettlements; with `draft_rules` the seller's sale uses
+/// them in place of the version in force (the settlement's
+/// `agreement_version_id` is then empty) and `draft_applied` is true.
+///
+/// Errors: INVALID_ARGUMENT with every field violation at once (paths such as
+/// `sale.amount.amount`, `sale.splits[1].basis_points`, `draft_rules.rate`);
+/// NOT_FOUND (reason `PROGRAM_NOT_FOUND` / `PARTNER_NOT_FOUND`) for an unknown
+/// program, or a seller or split partner that is not in the program;
+/// FAILED_PRECONDITION (reason `ROLE_MAY_NOT_TRANSACT`) when the seller's role
+/// is one of the program's `non_transacting_roles` (seed 002: ADMIN);
+/// UNAVAILABLE when the hierarchy service or the database cannot answer. A
+/// sale that cannot be settled (e.g. CURRENCY_MISMATCH against the agreement)
+/// is not an error: the settlement carries its `failure`, as in
+/// ComputeSettlements.
 pub(super) async fn quote_sale(
-    _api: &CommissionApi,
-    _request: pb::QuoteSaleRequest,
+    api: &CommissionApi,
+    request: pb::QuoteSaleRequest,
 ) -> Result<pb::QuoteSaleResponse, Status> {
-    Err(Status::unimplemented("QuoteSale is being built"))
+    let quote = decode_quote(&request)?;
+    let mut partners = vec![(quote.seller, "sale.seller_partner_id".to_string())];
+    partners.extend(
+        quote.splits.iter().enumerate().map(|(i, (partner, _))| (*partner, format!("sale.splits[{i}].partner_id"))),
+    );
+    let uplines = get_uplines(api, quote.program_id, &partners).await?;
+    let program = uplines.program.ok_or_else(|| internal("hierarchy GetUplines returned no program"))?;
+    let settings = program_settings(quote.program_id, &program)?;
+    let by_id: HashMap<&str, &hpb::Upline> = uplines
+        .uplines
+        .iter()
+        .filter_map(|upline| upline.partner.as_ref().map(|partner| (partner.id.as_str(), upline)))
+        .collect();
+    let upline_of = |id: Uuid| {
+        by_id.get(id.to_string().as_str()).copied().ok_or_else(|| internal(format!("GetUplines left out {id}")))
+    };
+    let seller = upline_of(quote.seller)?;
+    let seller_ref = partner_context(seller.partner.as_ref())?;
+    if !seller_ref.role.is_empty() && program.non_transacting_roles.contains(&seller_ref.role) {
+        return Err(failed_precondition(
+            "ROLE_MAY_NOT_TRANSACT",
+            format!(
+                "partner {} has role {}, which may not transact in program {} (non-transacting roles: {})",
+                quote.seller,
+                seller_ref.role,
+                quote.program_id,
+                program.non_transacting_roles.join(", ")
+            ),
+        ));
+    }
+    let mut splits = Vec::with_capacity(quote.splits.len());
+    for (partner, basis_points) in &quote.splits {
+        let partner = partner_context(upline_of(*partner)?.partner.as_ref())?;
+        splits.push(pb::SplitContext { partner: Some(partner), basis_points: *basis_points });
+    }
+    let ancestors =
+        seller.ancestors.iter().map(|ancestor| partner_context(Some(ancestor))).collect::<Result<Vec<_>, _>>()?;
+    let sale = pb::SaleContext {
+        sale_id: QUOTE_SALE_ID.to_string(),
+        event_type: quote.event_type as i32,
+        amount: Some(money_to_proto(quote.amount)),
+        product_code: quote.product_code,
+        service_code: quote.service_code,
+        occurred_at: Some(accrue_kit::convert::timestamp(quote.occurred_at)),
+        customer_id: String::new(),
+        seller: Some(seller_ref),
+        splits,
+        ancestors,
+        is_first_payment: quote.is_first_payment,
+        seller_prior_volume: quote.prior_volume.map(money_to_proto),
+        customer_history: quote.customer_history,
+    };
+    let draft = quote.draft.map(|rules| Draft { seller: quote.seller, rules });
+    let mut settlement = api
+        .settle_sales(quote.program_id, &settings, std::slice::from_ref(&sale), draft.as_ref())
+        .await?
+        .pop()
+        .ok_or_else(|| internal("settle_sales returned no settlement for the quoted sale"))?;
+    if draft.is_some() {
+        clear_draft_version_id(&mut settlement);
+    }
+    Ok(pb::QuoteSaleResponse { settlement: Some(settlement), draft_applied: draft.is_some() })
+}
+
+/// The domain gives an unsaved draft the nil version id; on the wire a draft's
+/// version id is empty (QuoteSaleResponse contract), in the settlement and in
+/// every breakdown.
+fn clear_draft_version_id(settlement: &mut pb::Settlement) {
+    let nil = Uuid::nil().to_string();
+    let clear = |id: &mut String| {
+        if *id == nil {
+            id.clear();
+        }
+    };
+    clear(&mut settlement.agreement_version_id);
+    let breakdowns = settlement
+        .base_breakdown
+        .iter_mut()
+        .chain(settlement.lines.iter_mut().filter_map(|line| line.breakdown.as_mut()));
+    for breakdown in breakdowns {
+        clear(&mut breakdown.agreement_version_id);
+    }
+}
+
+/// A validated QuoteSale request.
+struct Quote {
+    program_id: Uuid,
+    seller: Uuid,
+    event_type: pb::SaleEventType,
+    amount: Money,
+    product_code: String,
+    service_code: String,
+    occurred_at: DateTime<Utc>,
+    /// (partner, basis points), in split order.
+    splits: Vec<(Uuid, i32)>,
+    is_first_payment: bool,
+    prior_volume: Option<Money>,
+    /// Validated; passed on as sent.
+    customer_history: Vec<pb::PriorEvent>,
+    draft: Option<AgreementRules>,
+}
+
+/// Validates the whole request, collecting every violation before failing.
+fn decode_quote(request: &pb::QuoteSaleRequest) -> Result<Quote, Status> {
+    let mut violations = FieldViolations::new();
+    let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+    let draft = request.draft_rules.as_ref().and_then(|rules| decode_draft(rules, &mut violations));
+    let Some(sale) = request.sale.as_ref() else {
+        violations.add("sale", "is required");
+        return Err(violations.into_status());
+    };
+    let seller = require_uuid("sale.seller_partner_id", &sale.seller_partner_id, &mut violations);
+    let event_type = decode_event_type("sale.event_type", sale.event_type, &mut violations);
+    let amount = require_money("sale.amount", sale.amount.as_ref(), &mut violations);
+    if let Some(amount) = amount
+        && amount.amount.is_sign_negative()
+        && !amount.amount.is_zero()
+    {
+        violations.add("sale.amount.amount", "must not be negative");
+    }
+    let occurred_at = from_timestamp("sale.occurred_at", sale.occurred_at.as_ref(), &mut violations);
+    let splits = decode_splits(&sale.splits, seller, &mut violations);
+    let prior_volume = optional_money("sale.seller_prior_volume", sale.seller_prior_volume.as_ref(), &mut violations);
+    if let Some(prior) = prior_volume {
+        if prior.amount.is_sign_negative() && !prior.amount.is_zero() {
+            violations.add("sale.seller_prior_volume.amount", "must not be negative");
+        }
+        if let Some(amount) = amount
+            && amount.currency != prior.currency
+        {
+            violations.add(
+                "sale.seller_prior_volume.currency_code",
+                format!("is {} but the sale is in {}", prior.currency, amount.currency),
+            );
+        }
+    }
+    for (i, event) in sale.customer_history.iter().enumerate() {
+        let field = format!("sale.customer_history[{i}]");
+        decode_event_type(&format!("{field}.event_type"), event.event_type, &mut violations);
+        require_uuid(&format!("{field}.seller_partner_id"), &event.seller_partner_id, &mut violations);
+        require_timestamp(&format!("{field}.occurred_at"), event.occurred_at.as_ref(), &mut violations);
+    }
+    violations.into_result()?;
+    let (Some(program_id), Some(seller), Some(event_type), Some(amount)) = (program_id, seller, event_type, amount)
+    else {
+        return Err(internal("validated QuoteSale request lost a field"));
+    };
+    Ok(Quote {
+        program_id,
+        seller,
+        event_type,
+        amount,
+        product_code: sale.product_code.clone(),
+        service_code: sale.service_code.clone(),
+        occurred_at: occurred_at.unwrap_or_else(Utc::now),
+        splits,
+        is_first_payment: sale.is_first_payment,
+        prior_volume,
+        customer_history: sale.customer_history.clone(),
+        draft,
+    })
+}
+
+fn decode_event_type(field: &str, value: i32, violations: &mut FieldViolations) -> Option<pb::SaleEventType> {
+    match pb::SaleEventType::try_from(value) {
+        Ok(pb::SaleEventType::Unspecified) | Err(_) => {
+            violations.add(field, "is required (SIGNUP, PAYMENT or RENEWAL)");
+            None
+        }
+        Ok(event_type) => Some(event_type),
+    }
+}
+
+/// Link split rules (seed 000): each share 1..9999 basis points, Σ ≤ 10000,
+/// each partner once and never the seller (the link owner keeps the rest).
+fn decode_splits(
+    splits: &[pb::QuoteSplit],
+    seller: Option<Uuid>,
+    violations: &mut FieldViolations,
+) -> Vec<(Uuid, i32)> {
+    if splits.len() > MAX_QUOTE_SPLITS {
+        violations.add("sale.splits", format!("at most {MAX_QUOTE_SPLITS} splits, got {}", splits.len()));
+    }
+    let whole = i64::from(BASIS_POINTS_WHOLE);
+    let mut decoded: Vec<(Uuid, i32)> = Vec::with_capacity(splits.len());
+    let mut total: i64 = 0;
+    for (i, split) in splits.iter().enumerate() {
+        let field = format!("sale.splits[{i}]");
+        if !(1..whole).contains(&i64::from(split.basis_points)) {
+            violations.add(
+                format!("{field}.basis_points"),
+                format!("must be between 1 and 9999 (got {})", split.basis_points),
+            );
+        }
+        total += i64::from(split.basis_points).max(0);
+        let Some(partner) = require_uuid(&format!("{field}.partner_id"), &split.partner_id, violations) else {
+            continue;
+        };
+        if Some(partner) == seller {
+            violations.add(format!("{field}.partner_id"), "is the seller; the seller keeps what the splits leave");
+        } else if let Some(first) = decoded.iter().position(|(seen, _)| *seen == partner) {
+            violations.add(format!("{field}.partner_id"), format!("partner {partner} is already sale.splits[{first}]"));
+        }
+        decoded.push((partner, split.basis_points));
+    }
+    if total > whole {
+        violations.add("sale.splits", format!("basis points sum to {total}, more than {whole}"));
+    }
+    decoded
+}
+
+/// Validates draft rules exactly as CreateAgreement does, naming violations
+/// under `draft_rules` instead of `rules`.
+fn decode_draft(rules: &pb::AgreementRules, violations: &mut FieldViolations) -> Option<AgreementRules> {
+    // decode_rules refuses to decode while any violation is recorded, so the
+    // draft gets its own collector.
+    let mut own = FieldViolations::new();
+    let decoded = convert::decode_rules(Some(rules), &mut own);
+    if !own.is_empty() {
+        violations.absorb(own, |field| match field.strip_prefix("rules") {
+            Some(rest) => format!("draft_rules{rest}"),
+            None => format!("draft_rules.{field}"),
+        });
+        return None;
+    }
+    decoded
+}
+
+/// Asks the hierarchy for the uplines of `partners` (id and the request field
+/// naming it). NOT_FOUND names the program or the partner; any other failure
+/// is UNAVAILABLE (the quote needs the hierarchy's answer).
+async fn get_uplines(
+    api: &CommissionApi,
+    program_id: Uuid,
+    partners: &[(Uuid, String)],
+) -> Result<hpb::GetUplinesResponse, Status> {
+    let request = hpb::GetUplinesRequest {
+        program_id: program_id.to_string(),
+        partner_ids: partners.iter().map(|(id, _)| id.to_string()).collect(),
+    };
+    let mut hierarchy = api.hierarchy.clone();
+    match hierarchy.get_uplines(request).await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status) if status.code() == Code::NotFound => {
+            // The hierarchy names the missing partner by id in its message.
+            let missing = partners.iter().find(|(id, _)| status.message().contains(&id.to_string()));
+            Err(match missing {
+                Some((id, field)) => accrue_kit::error::with_reason(
+                    Code::NotFound,
+                    "PARTNER_NOT_FOUND",
+                    format!("partner {id} ({field}) not found in program {program_id}"),
+                ),
+                None => accrue_kit::error::with_reason(
+                    Code::NotFound,
+                    "PROGRAM_NOT_FOUND",
+                    format!("program {program_id} not found"),
+                ),
+            })
+        }
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), message = status.message(), "hierarchy GetUplines failed");
+            Err(Status::unavailable(format!("hierarchy service could not answer GetUplines: {}", status.message())))
+        }
+    }
+}
+
+/// The program settings from the hierarchy's program, decoded exactly as a
+/// ComputeSettlements `ProgramContext`.
+fn program_settings(program_id: Uuid, program: &hpb::Program) -> Result<crate::domain::ProgramSettings, Status> {
+    let context = pb::ProgramContext {
+        program_id: program_id.to_string(),
+        rounding_mode: program.rounding_mode,
+        override_depth_cap: program.override_depth_cap,
+        compression_enabled: program.compression_enabled,
+    };
+    let mut violations = FieldViolations::new();
+    let decoded = convert::decode_program(Some(&context), &mut violations);
+    if let Err(status) = violations.into_result() {
+        return Err(internal(format!("hierarchy returned a program the calculation rejects: {}", status.message())));
+    }
+    decoded.map(|(_, settings)| settings).ok_or_else(|| internal("decoded program lost its settings"))
+}
+
+fn partner_context(partner: Option<&hpb::PartnerRef>) -> Result<pb::PartnerContext, Status> {
+    let partner = partner.ok_or_else(|| internal("hierarchy GetUplines returned an upline without its partner"))?;
+    Ok(pb::PartnerContext { partner_id: partner.id.clone(), status: partner.status, role: partner.role.clone() })
 }

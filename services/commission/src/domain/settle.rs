@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::rules::{
     AgreementRules, ConditionFacts, Model, OverrideBasis, OverrideMode, OverridePlan, SaleEventType, TierPays,
 };
+use super::scheme::{self, SchemeBook};
 
 /// Basis points in a whole (a link's splits share 10000).
 pub const BASIS_POINTS_WHOLE: u32 = 10_000;
@@ -54,17 +55,20 @@ impl PartnerStatus {
     }
 }
 
-/// A partner and its status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A partner, its status and its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartnerRef {
     /// Partner id.
     pub id: Uuid,
     /// Status at settlement time.
     pub status: PartnerStatus,
+    /// Role on the program's role ladder (`None` when the partner has none):
+    /// scheme margins pay by role (seed 002); agreements and overrides ignore it.
+    pub role: Option<String>,
 }
 
 /// A split partner of the sale's link with its share of C.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitShare {
     /// The split partner.
     pub partner: PartnerRef,
@@ -96,6 +100,9 @@ pub struct Sale {
     pub amount: Money,
     /// Product code (HYBRID conditions).
     pub product_code: String,
+    /// Service code: a sale whose service code any scheme of the program sets
+    /// a rate for settles by scheme margins instead of agreements (seed 002).
+    pub service_code: String,
     /// When it occurred: selects the agreement version and starts clearance.
     pub occurred_at: DateTime<Utc>,
     /// The selling partner (the link owner).
@@ -218,12 +225,16 @@ pub enum LineKind {
     Split,
     /// An upline's override (seed 004).
     Override,
+    /// A scheme margin: a partner's role's absolute rate minus that of the
+    /// partner just below it (seed 002).
+    Margin,
 }
 
 /// Why a line (or the base commission) earned what it earned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Breakdown {
-    /// PERCENTAGE, FIXED, TIERED, HYBRID, LARGEST_REMAINDER, OVERRIDE_PERCENTAGE, OVERRIDE_FLAT.
+    /// PERCENTAGE, FIXED, TIERED, HYBRID, NONE, SCHEME (base of a scheme-managed
+    /// sale), LARGEST_REMAINDER, OVERRIDE_PERCENTAGE, OVERRIDE_FLAT, MARGIN.
     pub model: String,
     /// The formula with its numbers.
     pub formula: String,
@@ -240,11 +251,11 @@ pub struct Breakdown {
 }
 
 impl Breakdown {
-    fn input(&mut self, name: &str, value: impl ToString) {
+    pub(super) fn input(&mut self, name: &str, value: impl ToString) {
         self.inputs.insert(name.to_string(), value.to_string());
     }
 
-    fn add_note(&mut self, note: impl AsRef<str>) {
+    pub(super) fn add_note(&mut self, note: impl AsRef<str>) {
         if !self.note.is_empty() {
             self.note.push_str("; ");
         }
@@ -261,7 +272,8 @@ pub struct Line {
     pub kind: LineKind,
     /// Amount.
     pub amount: Money,
-    /// Override level (1 = parent); 0 for DIRECT and SPLIT.
+    /// OVERRIDE: level (1 = parent). MARGIN: position in the upline walk (0 =
+    /// the seller, 1 = its parent, …). 0 for DIRECT and SPLIT.
     pub level: u32,
     /// The seller.
     pub source_partner_id: Uuid,
@@ -322,7 +334,8 @@ pub struct Settlement {
     pub base_commission: Option<Money>,
     /// The agreement version applied (also set on a failure under a version).
     pub agreement_version_id: Option<Uuid>,
-    /// DIRECT, SPLITs in split order, OVERRIDEs by level. Empty on failure.
+    /// DIRECT, SPLITs in split order, OVERRIDEs by level; for a scheme-managed
+    /// sale only MARGINs in walk order. Empty on failure.
     pub lines: Vec<Line>,
     /// Set when the sale cannot be settled.
     pub failure: Option<Failure>,
@@ -337,13 +350,13 @@ fn mismatch(what: &str, theirs: Currency, sale: Currency) -> Failure {
     )
 }
 
-fn out_of_range() -> Failure {
+pub(super) fn out_of_range() -> Failure {
     Failure::invalid("AMOUNT_OUT_OF_RANGE", "an amount in this sale is too large to compute with")
 }
 
 /// Exact `a × b`: fails rather than let `Decimal` drop digits (its product
 /// keeps at most 28 decimals and 96 bits of mantissa).
-fn mul(a: Decimal, b: Decimal) -> Result<Decimal, Failure> {
+pub(super) fn mul(a: Decimal, b: Decimal) -> Result<Decimal, Failure> {
     let product = a.checked_mul(b).ok_or_else(out_of_range)?;
     // A zero product comes back as plain 0 (scale 0): exact.
     if !product.is_zero() && product.scale() != a.scale() + b.scale() {
@@ -353,7 +366,7 @@ fn mul(a: Decimal, b: Decimal) -> Result<Decimal, Failure> {
 }
 
 /// `value` written with at least the currency's minor-unit decimals.
-fn show(currency: Currency, value: Decimal) -> String {
+pub(super) fn show(currency: Currency, value: Decimal) -> String {
     if value.scale() < currency.minor_unit() { currency.rescale(value).to_string() } else { value.to_string() }
 }
 
@@ -550,7 +563,19 @@ fn check_sale(sale: &Sale) -> Result<(), Failure> {
 ///    remainder over minor units (seed 000);
 /// 8. overrides up the ancestors (seed 004), on top of C;
 /// 9. every line clears at `occurred_at + clearance_days`.
-pub fn settle(program: &ProgramSettings, book: &AgreementBook, plans: &OverridePlans, sale: &Sale) -> Settlement {
+///
+/// A sale whose `service_code` is scheme-managed (some scheme of the program
+/// sets a rate for it) skips all of the above: DESIGN §4 "a program may use
+/// schemes instead of agreements for a service_code", so C = 0 (base model
+/// SCHEME), no agreement, split or override applies, and the lines are the
+/// MARGINs of [`scheme::settle_margins`] (seed 002).
+pub fn settle(
+    program: &ProgramSettings,
+    book: &AgreementBook,
+    plans: &OverridePlans,
+    schemes: &SchemeBook,
+    sale: &Sale,
+) -> Settlement {
     let mut settlement = Settlement {
         sale_id: sale.sale_id.clone(),
         base_commission: Some(Money::zero(sale.amount.currency)),
@@ -559,7 +584,12 @@ pub fn settle(program: &ProgramSettings, book: &AgreementBook, plans: &OverrideP
         failure: None,
         base_breakdown: Breakdown::default(),
     };
-    if let Err(failure) = compute(program, book, plans, sale, &mut settlement) {
+    let result = if schemes.manages(&sale.service_code) {
+        check_sale(sale).and_then(|()| scheme::settle_margins(program, schemes, sale, &mut settlement))
+    } else {
+        compute(program, book, plans, sale, &mut settlement)
+    };
+    if let Err(failure) = result {
         settlement.base_commission = None;
         settlement.lines.clear();
         settlement.base_breakdown.add_note(format!("failed: {}", failure.message));

@@ -26,7 +26,7 @@ fn at(text: &str) -> DateTime<Utc> {
 }
 
 fn partner(n: u128, status: PartnerStatus) -> PartnerRef {
-    PartnerRef { id: pid(n), status }
+    PartnerRef { id: pid(n), status, role: None }
 }
 
 fn active(n: u128) -> PartnerRef {
@@ -86,6 +86,7 @@ fn sale(amount: Money) -> Sale {
         event_type: SaleEventType::Payment,
         amount,
         product_code: String::new(),
+        service_code: String::new(),
         occurred_at: at("2024-06-01T12:00:00Z"),
         seller: active(SELLER),
         splits: Vec::new(),
@@ -105,7 +106,7 @@ fn split(n: u128, basis_points: u32, status: PartnerStatus) -> SplitShare {
 }
 
 fn run(book: &AgreementBook, sale: &Sale) -> Settlement {
-    settle(&program(), book, &OverridePlans::default(), sale)
+    settle(&program(), book, &OverridePlans::default(), &SchemeBook::default(), sale)
 }
 
 /// (partner, kind, amount, level) of every line.
@@ -608,7 +609,7 @@ fn no_agreement_in_force_pays_nothing() {
     let mut s = sale(usd("100.00"));
     s.ancestors = vec![active(20)];
     let plans = OverridePlans { program: Some(flat_plan(&["1.00"])), partners: Default::default() };
-    let out = settle(&program(), &book, &plans, &s);
+    let out = settle(&program(), &book, &plans, &SchemeBook::default(), &s);
     assert_eq!(out.failure, None);
     assert_eq!(base(&out), "0.00");
     assert_eq!(out.agreement_version_id, None);
@@ -623,12 +624,12 @@ fn terminated_seller_earns_nothing_and_suspended_seller_accrues() {
     let mut s = sale(usd("100.00"));
     s.ancestors = vec![active(20)];
     s.seller = partner(SELLER, PartnerStatus::Terminated);
-    let out = settle(&program(), &book, &plans, &s);
+    let out = settle(&program(), &book, &plans, &SchemeBook::default(), &s);
     assert!(out.lines.is_empty());
     assert_eq!(base(&out), "0.00");
     assert!(out.base_breakdown.note.contains("TERMINATED"));
     s.seller = partner(SELLER, PartnerStatus::Suspended);
-    let out = settle(&program(), &book, &plans, &s);
+    let out = settle(&program(), &book, &plans, &SchemeBook::default(), &s);
     assert_eq!(
         lines(&out),
         vec![(pid(SELLER), LineKind::Direct, "10.00".into(), 0), (pid(20), LineKind::Override, "1.00".into(), 1)]
@@ -673,13 +674,13 @@ fn half_even_versus_half_away_from_zero() {
     assert_eq!(base(&away), "5.03");
     assert_eq!(away.base_breakdown.rounding, "HALF_AWAY_FROM_ZERO to 2 dp: 5.0250 → 5.03");
     let even_program = ProgramSettings { rounding: RoundingMode::HalfEven, ..program() };
-    let even = settle(&even_program, &book, &OverridePlans::default(), &s);
+    let even = settle(&even_program, &book, &OverridePlans::default(), &SchemeBook::default(), &s);
     assert_eq!(base(&even), "5.02");
     assert_eq!(even.base_breakdown.rounding, "HALF_EVEN to 2 dp: 5.0250 → 5.02");
     // 100.30 × 0.05 = 5.015 → 5.02 under both.
     let s = sale(usd("100.30"));
     assert_eq!(base(&run(&book, &s)), "5.02");
-    assert_eq!(base(&settle(&even_program, &book, &OverridePlans::default(), &s)), "5.02");
+    assert_eq!(base(&settle(&even_program, &book, &OverridePlans::default(), &SchemeBook::default(), &s)), "5.02");
 }
 
 // ---------------------------------------------------------------- overrides (seed 004)
@@ -722,7 +723,7 @@ fn overrides_on_deal_amount_without_compression() {
         program: Some(pct_plan(OverrideBasis::DealAmount, &[Some(dec!(0.05)), Some(dec!(0.03)), Some(dec!(0.02))])),
         partners: Default::default(),
     };
-    let out = settle(&program(), &book, &plans, &chain_sale());
+    let out = settle(&program(), &book, &plans, &SchemeBook::default(), &chain_sale());
     assert_eq!(base(&out), "10.00");
     // Level 2 (suspended) forfeits; level 4 has no rate.
     assert_eq!(override_lines(&out), vec![(pid(21), "5.00".into(), 1), (pid(23), "2.00".into(), 3)]);
@@ -747,7 +748,7 @@ fn overrides_on_deal_amount_with_compression() {
         partners: Default::default(),
     };
     let compressed = ProgramSettings { compression_enabled: true, ..program() };
-    let out = settle(&compressed, &book, &plans, &chain_sale());
+    let out = settle(&compressed, &book, &plans, &SchemeBook::default(), &chain_sale());
     assert_eq!(
         override_lines(&out),
         vec![(pid(21), "5.00".into(), 1), (pid(23), "3.00".into(), 2), (pid(24), "2.00".into(), 3)]
@@ -756,12 +757,15 @@ fn overrides_on_deal_amount_with_compression() {
     // The cap counts compressed levels.
     let capped = ProgramSettings { override_depth_cap: 2, ..compressed };
     assert_eq!(
-        override_lines(&settle(&capped, &book, &plans, &chain_sale())),
+        override_lines(&settle(&capped, &book, &plans, &SchemeBook::default(), &chain_sale())),
         vec![(pid(21), "5.00".into(), 1), (pid(23), "3.00".into(), 2)]
     );
     // Without compression the cap counts positions.
     let capped = ProgramSettings { override_depth_cap: 2, ..program() };
-    assert_eq!(override_lines(&settle(&capped, &book, &plans, &chain_sale())), vec![(pid(21), "5.00".into(), 1)]);
+    assert_eq!(
+        override_lines(&settle(&capped, &book, &plans, &SchemeBook::default(), &chain_sale())),
+        vec![(pid(21), "5.00".into(), 1)]
+    );
 }
 
 #[test]
@@ -772,20 +776,20 @@ fn overrides_on_base_commission_with_and_without_compression() {
         partners: Default::default(),
     };
     // C = 100.00 × 0.125 = 12.50.
-    let out = settle(&program(), &book, &plans, &chain_sale());
+    let out = settle(&program(), &book, &plans, &SchemeBook::default(), &chain_sale());
     assert_eq!(base(&out), "12.50");
     // Level 1: 1.25; level 2 forfeited; level 3: 12.50 × 0.03 = 0.375 → 0.38.
     assert_eq!(override_lines(&out), vec![(pid(21), "1.25".into(), 1), (pid(23), "0.38".into(), 3)]);
     assert_eq!(out.lines[2].breakdown.rounding, "HALF_AWAY_FROM_ZERO to 2 dp: 0.3750 → 0.38");
     let compressed = ProgramSettings { compression_enabled: true, ..program() };
-    let out = settle(&compressed, &book, &plans, &chain_sale());
+    let out = settle(&compressed, &book, &plans, &SchemeBook::default(), &chain_sale());
     // Level 2: 0.625 → 0.63; level 3: 0.375 → 0.38.
     assert_eq!(
         override_lines(&out),
         vec![(pid(21), "1.25".into(), 1), (pid(23), "0.63".into(), 2), (pid(24), "0.38".into(), 3)]
     );
     let even = ProgramSettings { rounding: RoundingMode::HalfEven, ..compressed };
-    let out = settle(&even, &book, &plans, &chain_sale());
+    let out = settle(&even, &book, &plans, &SchemeBook::default(), &chain_sale());
     assert_eq!(
         override_lines(&out),
         vec![(pid(21), "1.25".into(), 1), (pid(23), "0.62".into(), 2), (pid(24), "0.38".into(), 3)]
@@ -800,7 +804,7 @@ fn ancestor_plan_beats_program_plan_and_missing_levels_pay_nothing() {
     // Ancestor 23's own plan has level 3 unset.
     partners.insert(pid(23), pct_plan(OverrideBasis::DealAmount, &[Some(dec!(0.5)), Some(dec!(0.5)), None]));
     let plans = OverridePlans { program: None, partners };
-    let out = settle(&program(), &book, &plans, &chain_sale());
+    let out = settle(&program(), &book, &plans, &SchemeBook::default(), &chain_sale());
     assert_eq!(override_lines(&out), vec![(pid(21), "7.00".into(), 1)]);
     assert_eq!(out.lines[1].breakdown.model, "OVERRIDE_FLAT");
     assert_eq!(out.lines[1].breakdown.inputs["plan"], "partner");
@@ -817,17 +821,17 @@ fn zero_commission_still_pays_deal_amount_overrides_but_not_base_commission_ones
         program: Some(pct_plan(OverrideBasis::DealAmount, &[Some(dec!(0.02))])),
         partners: Default::default(),
     };
-    let out = settle(&program(), &book, &deal, &s);
+    let out = settle(&program(), &book, &deal, &SchemeBook::default(), &s);
     assert_eq!(base(&out), "0.00");
     assert_eq!(lines(&out), vec![(pid(21), LineKind::Override, "2.00".into(), 1)]);
     let on_base = OverridePlans {
         program: Some(pct_plan(OverrideBasis::BaseCommission, &[Some(dec!(0.5))])),
         partners: Default::default(),
     };
-    assert!(settle(&program(), &book, &on_base, &s).lines.is_empty());
+    assert!(settle(&program(), &book, &on_base, &SchemeBook::default(), &s).lines.is_empty());
     // A trigger that does not fire pays no overrides either.
     s.event_type = SaleEventType::Signup;
-    assert!(settle(&program(), &book, &deal, &s).lines.is_empty());
+    assert!(settle(&program(), &book, &deal, &SchemeBook::default(), &s).lines.is_empty());
 }
 
 #[test]
@@ -841,7 +845,7 @@ fn flat_override_in_another_currency_fails_the_sale() {
         }),
         partners: Default::default(),
     };
-    let out = settle(&program(), &book, &plans, &chain_sale());
+    let out = settle(&program(), &book, &plans, &SchemeBook::default(), &chain_sale());
     assert_eq!(out.failure.unwrap().reason, "CURRENCY_MISMATCH");
     assert!(out.lines.is_empty());
 }
@@ -857,7 +861,7 @@ fn line_order_direct_splits_then_overrides_by_level() {
     s.splits = vec![split(2, 5000, PartnerStatus::Active)];
     s.ancestors = vec![active(21), active(22)];
     let kinds: Vec<(LineKind, u32)> =
-        settle(&program(), &book, &plans, &s).lines.iter().map(|l| (l.kind, l.level)).collect();
+        settle(&program(), &book, &plans, &SchemeBook::default(), &s).lines.iter().map(|l| (l.kind, l.level)).collect();
     assert_eq!(
         kinds,
         vec![(LineKind::Direct, 0), (LineKind::Split, 0), (LineKind::Override, 1), (LineKind::Override, 2)]
@@ -970,7 +974,7 @@ mod properties {
                 rounding: if half_even { RoundingMode::HalfEven } else { RoundingMode::HalfAwayFromZero },
                 ..program()
             };
-            let out = settle(&settings, &book, &plans, &s);
+            let out = settle(&settings, &book, &plans, &SchemeBook::default(), &s);
             prop_assert_eq!(&out.failure, &None);
             let c = out.base_commission.unwrap().amount;
             prop_assert!(c >= Decimal::ZERO);
@@ -984,7 +988,435 @@ mod properties {
                 prop_assert!(line.amount.amount > Decimal::ZERO);
                 prop_assert!(line.amount.currency.is_exact(line.amount.amount));
             }
-            prop_assert_eq!(settle(&settings, &book, &plans, &s), out);
+            prop_assert_eq!(settle(&settings, &book, &plans, &SchemeBook::default(), &s), out);
         }
+    }
+}
+
+// ---------------------------------------------------------------- scheme margins (seed 002)
+
+mod margins {
+    use std::collections::HashMap;
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const SERVICE: &str = "RECHARGE";
+    const ROOT: u128 = 500;
+    const CHILD: u128 = 501;
+    const GRANDCHILD: u128 = 502;
+    const LADDER: [&str; 6] = ["ADMIN", "WHITE_LABEL", "MASTER_DISTRIBUTOR", "DISTRIBUTOR", "RETAILER", "CUSTOMER"];
+
+    fn ladder() -> Vec<String> {
+        LADDER.iter().map(|role| role.to_string()).collect()
+    }
+
+    fn scheme(id: u128, parent: Option<u128>, clearance_days: u32, rates: &[(&str, Decimal)]) -> Scheme {
+        Scheme {
+            id: pid(id),
+            parent_id: parent.map(pid),
+            display_name: format!("scheme {id}"),
+            clearance_days,
+            rates: rates.iter().map(|(role, rate)| (RateKey::new(SERVICE, *role), *rate)).collect(),
+        }
+    }
+
+    /// Seed 002's root: Admin 5%, White Label 4%, Master Distributor 3%,
+    /// Distributor 2%, Retailer 1%.
+    fn seed_root() -> Scheme {
+        scheme(
+            ROOT,
+            None,
+            7,
+            &[
+                ("ADMIN", dec!(0.05)),
+                ("WHITE_LABEL", dec!(0.04)),
+                ("MASTER_DISTRIBUTOR", dec!(0.03)),
+                ("DISTRIBUTOR", dec!(0.02)),
+                ("RETAILER", dec!(0.01)),
+            ],
+        )
+    }
+
+    fn book(schemes: Vec<Scheme>, assignments: &[(u128, u128)]) -> SchemeBook {
+        let tree = SchemeTree::new(schemes);
+        assert_eq!(tree.conflicts(&tree.service_codes(), &ladder()), Vec::new(), "test tree must be valid");
+        SchemeBook::new(tree, assignments.iter().map(|(partner, scheme)| (pid(*partner), pid(*scheme))).collect())
+    }
+
+    fn with_role(n: u128, status: PartnerStatus, role: Option<&str>) -> PartnerRef {
+        PartnerRef { id: pid(n), status, role: role.map(str::to_string) }
+    }
+
+    fn member(n: u128, role: &str) -> PartnerRef {
+        with_role(n, PartnerStatus::Active, Some(role))
+    }
+
+    /// A RECHARGE sale by RETAILER 1 up DISTRIBUTOR 2, MASTER_DISTRIBUTOR 3,
+    /// WHITE_LABEL 4, ADMIN 5.
+    fn seed_sale(gross: &str) -> Sale {
+        let mut s = sale(usd(gross));
+        s.service_code = SERVICE.into();
+        s.seller = member(1, "RETAILER");
+        s.ancestors = vec![
+            member(2, "DISTRIBUTOR"),
+            member(3, "MASTER_DISTRIBUTOR"),
+            member(4, "WHITE_LABEL"),
+            member(5, "ADMIN"),
+        ];
+        s
+    }
+
+    fn run_schemes(program: &ProgramSettings, schemes: &SchemeBook, s: &Sale) -> Settlement {
+        // An agreement exists for everyone: scheme-managed sales must ignore it.
+        let agreements = default_book(rules(pct(dec!(0.10))));
+        settle(program, &agreements, &OverridePlans::default(), schemes, s)
+    }
+
+    /// (partner number, amount, level) of every MARGIN line; fails on any other kind.
+    fn margins(settlement: &Settlement) -> Vec<(u128, String, u32)> {
+        assert_eq!(settlement.failure, None);
+        settlement
+            .lines
+            .iter()
+            .map(|l| {
+                assert_eq!(l.kind, LineKind::Margin, "only MARGIN lines on a scheme-managed sale");
+                (l.partner_id.as_u128(), l.amount.amount_string(), l.level)
+            })
+            .collect()
+    }
+
+    fn total(settlement: &Settlement) -> Decimal {
+        settlement.lines.iter().map(|l| l.amount.amount).sum()
+    }
+
+    #[test]
+    fn seed_002_margin_chain_admin5_wl4_md3_d2_r1_pays_one_percent_each() {
+        let schemes = book(vec![seed_root()], &[]);
+        let out = run_schemes(&program(), &schemes, &seed_sale("100.00"));
+        assert_eq!(
+            margins(&out),
+            vec![
+                (1, "1.00".into(), 0),
+                (2, "1.00".into(), 1),
+                (3, "1.00".into(), 2),
+                (4, "1.00".into(), 3),
+                (5, "1.00".into(), 4),
+            ]
+        );
+        assert_eq!(total(&out), dec!(5.00), "Σ margins = abs[ADMIN] × gross");
+        assert_eq!(base(&out), "0.00");
+        assert_eq!(out.agreement_version_id, None);
+        assert_eq!(out.base_breakdown.model, "SCHEME");
+        let md = &out.lines[2].breakdown;
+        assert_eq!(md.model, "MARGIN");
+        assert_eq!(
+            md.formula,
+            "100.00 × (abs[MASTER_DISTRIBUTOR] 0.03 − abs[DISTRIBUTOR] 0.02 = 0.01) = 1.0000 → 1.00"
+        );
+        assert_eq!(md.rule, "role MASTER_DISTRIBUTOR");
+        assert_eq!(md.rounding, "HALF_AWAY_FROM_ZERO to 2 dp: 1.0000 → 1.00");
+        assert_eq!(md.inputs["abs_rate"], "0.03");
+        assert_eq!(md.inputs["below_role"], "DISTRIBUTOR");
+        assert_eq!(md.inputs["below_abs_rate"], "0.02");
+        assert_eq!(md.inputs["margin_rate"], "0.01");
+        assert_eq!(md.inputs["abs_source_scheme_id"], pid(ROOT).to_string());
+        assert_eq!(md.inputs["scheme_id"], pid(ROOT).to_string());
+        assert_eq!(md.inputs["service_code"], SERVICE);
+        let seller = &out.lines[0].breakdown;
+        assert_eq!(seller.formula, "100.00 × (abs[RETAILER] 0.01 − 0 = 0.01) = 1.0000 → 1.00");
+        assert_eq!(seller.inputs["below_role"], "");
+        for line in &out.lines {
+            assert_eq!(line.source_partner_id, pid(1));
+            assert_eq!(line.clears_at, at("2024-06-08T12:00:00Z"), "root scheme clears after 7 days");
+            assert_eq!(line.breakdown.agreement_version_id, None);
+        }
+    }
+
+    #[test]
+    fn margin_chain_that_skips_roles() {
+        let schemes = book(vec![seed_root()], &[]);
+        let mut s = seed_sale("100.00");
+        s.ancestors = vec![member(2, "DISTRIBUTOR"), member(4, "WHITE_LABEL"), member(5, "ADMIN")];
+        let out = run_schemes(&program(), &schemes, &s);
+        assert_eq!(
+            margins(&out),
+            vec![(1, "1.00".into(), 0), (2, "1.00".into(), 1), (4, "2.00".into(), 2), (5, "1.00".into(), 3)]
+        );
+        assert_eq!(out.lines[2].breakdown.inputs["below_role"], "DISTRIBUTOR");
+        assert_eq!(out.lines[2].breakdown.inputs["margin_rate"], "0.02");
+        assert_eq!(total(&out), dec!(5.00));
+    }
+
+    #[test]
+    fn margin_rates_inherit_nulls_from_parent_and_root_schemes() {
+        // The root sets every role; the child only MD and D; the grandchild only R.
+        let child = scheme(CHILD, Some(ROOT), 30, &[("MASTER_DISTRIBUTOR", dec!(0.025)), ("DISTRIBUTOR", dec!(0.015))]);
+        let grandchild = scheme(GRANDCHILD, Some(CHILD), 0, &[("RETAILER", dec!(0.005))]);
+        let schemes = book(vec![seed_root(), child, grandchild], &[(1, GRANDCHILD)]);
+        let tree = schemes.tree();
+        let eff = |role: &str| tree.effective(pid(GRANDCHILD), SERVICE, role);
+        assert_eq!(eff("ADMIN"), Effective { rate: dec!(0.05), source: Some(pid(ROOT)) });
+        assert_eq!(eff("WHITE_LABEL"), Effective { rate: dec!(0.04), source: Some(pid(ROOT)) });
+        assert_eq!(eff("MASTER_DISTRIBUTOR"), Effective { rate: dec!(0.025), source: Some(pid(CHILD)) });
+        assert_eq!(eff("DISTRIBUTOR"), Effective { rate: dec!(0.015), source: Some(pid(CHILD)) });
+        assert_eq!(eff("RETAILER"), Effective { rate: dec!(0.005), source: Some(pid(GRANDCHILD)) });
+        assert_eq!(eff("CUSTOMER"), Effective { rate: Decimal::ZERO, source: None });
+
+        let out = run_schemes(&program(), &schemes, &seed_sale("200.00"));
+        assert_eq!(
+            margins(&out),
+            vec![
+                (1, "1.00".into(), 0),
+                (2, "2.00".into(), 1),
+                (3, "2.00".into(), 2),
+                (4, "3.00".into(), 3),
+                (5, "2.00".into(), 4),
+            ]
+        );
+        assert_eq!(total(&out), dec!(10.00), "Σ = 200.00 × abs[ADMIN] 0.05");
+        let sources: Vec<&str> =
+            out.lines.iter().map(|l| l.breakdown.inputs["abs_source_scheme_id"].as_str()).collect();
+        let (root, child, grandchild) = (pid(ROOT).to_string(), pid(CHILD).to_string(), pid(GRANDCHILD).to_string());
+        assert_eq!(sources, vec![grandchild.as_str(), child.as_str(), child.as_str(), root.as_str(), root.as_str()]);
+        // The grandchild's clearance (0 days) applies: the seller's scheme decides.
+        assert!(out.lines.iter().all(|l| l.clears_at == at("2024-06-01T12:00:00Z")));
+        assert_eq!(out.base_breakdown.inputs["scheme_source"], "assigned");
+    }
+
+    #[test]
+    fn terminated_ancestor_forfeits_its_margin_unless_compression_rolls_it_up() {
+        let schemes = book(vec![seed_root()], &[]);
+        let mut s = seed_sale("100.00");
+        s.ancestors[1] = with_role(3, PartnerStatus::Terminated, Some("MASTER_DISTRIBUTOR"));
+        s.ancestors[0] = with_role(2, PartnerStatus::Suspended, Some("DISTRIBUTOR"));
+        let out = run_schemes(&program(), &schemes, &s);
+        // MD forfeits; WL still earns only 4 − 3; SUSPENDED D still accrues.
+        assert_eq!(
+            margins(&out),
+            vec![(1, "1.00".into(), 0), (2, "1.00".into(), 1), (4, "1.00".into(), 3), (5, "1.00".into(), 4)]
+        );
+        assert!(out.base_breakdown.note.contains("TERMINATED and forfeits its margin"), "{}", out.base_breakdown.note);
+
+        let compressed = ProgramSettings { compression_enabled: true, ..program() };
+        let out = run_schemes(&compressed, &schemes, &s);
+        // MD is transparent: WL earns 4 − 2, the margin rolls up.
+        assert_eq!(
+            margins(&out),
+            vec![(1, "1.00".into(), 0), (2, "1.00".into(), 1), (4, "2.00".into(), 3), (5, "1.00".into(), 4)]
+        );
+        assert_eq!(total(&out), dec!(5.00));
+    }
+
+    #[test]
+    fn terminated_seller_gets_no_margin_lines() {
+        let schemes = book(vec![seed_root()], &[]);
+        let mut s = seed_sale("100.00");
+        s.seller = with_role(1, PartnerStatus::Terminated, Some("RETAILER"));
+        let out = run_schemes(&program(), &schemes, &s);
+        assert_eq!(margins(&out), Vec::new());
+        assert_eq!(base(&out), "0.00");
+        assert!(out.base_breakdown.note.contains("is TERMINATED: no lines"), "{}", out.base_breakdown.note);
+    }
+
+    #[test]
+    fn seller_without_assignment_uses_the_root_scheme() {
+        let child = scheme(CHILD, Some(ROOT), 30, &[("RETAILER", dec!(0.005))]);
+        let schemes = book(vec![seed_root(), child], &[(9, CHILD)]);
+        let out = run_schemes(&program(), &schemes, &seed_sale("100.00"));
+        assert_eq!(out.lines[0].amount.amount_string(), "1.00", "root RETAILER 1%");
+        assert_eq!(out.lines[0].breakdown.inputs["scheme_id"], pid(ROOT).to_string());
+        assert_eq!(out.lines[0].clears_at, at("2024-06-08T12:00:00Z"));
+        assert_eq!(out.base_breakdown.inputs["scheme_source"], "program root");
+
+        // Partner 1 assigned to the child: RETAILER 0.5%, DISTRIBUTOR 2 − 0.5.
+        let schemes =
+            book(vec![seed_root(), scheme(CHILD, Some(ROOT), 30, &[("RETAILER", dec!(0.005))])], &[(1, CHILD)]);
+        let out = run_schemes(&program(), &schemes, &seed_sale("100.00"));
+        assert_eq!(
+            margins(&out),
+            vec![
+                (1, "0.50".into(), 0),
+                (2, "1.50".into(), 1),
+                (3, "1.00".into(), 2),
+                (4, "1.00".into(), 3),
+                (5, "1.00".into(), 4),
+            ]
+        );
+        assert_eq!(out.lines[0].clears_at, at("2024-07-01T12:00:00Z"));
+    }
+
+    #[test]
+    fn role_less_partner_is_transparent() {
+        let schemes = book(vec![seed_root()], &[]);
+        let mut s = seed_sale("100.00");
+        s.ancestors = vec![with_role(7, PartnerStatus::Active, None), member(2, "DISTRIBUTOR")];
+        let out = run_schemes(&program(), &schemes, &s);
+        assert_eq!(margins(&out), vec![(1, "1.00".into(), 0), (2, "1.00".into(), 2)]);
+        assert!(out.base_breakdown.note.contains("has no role and is transparent"));
+
+        // A role-less seller earns nothing; the next one earns its whole abs rate.
+        s.seller = with_role(1, PartnerStatus::Active, None);
+        let out = run_schemes(&program(), &schemes, &s);
+        assert_eq!(margins(&out), vec![(2, "2.00".into(), 2)]);
+    }
+
+    #[test]
+    fn negative_margin_pays_nothing() {
+        let schemes = book(vec![seed_root()], &[]);
+        let mut s = seed_sale("100.00");
+        s.seller = member(1, "DISTRIBUTOR");
+        s.ancestors = vec![member(2, "RETAILER"), member(3, "MASTER_DISTRIBUTOR")];
+        let out = run_schemes(&program(), &schemes, &s);
+        assert_eq!(margins(&out), vec![(1, "2.00".into(), 0), (3, "2.00".into(), 2)]);
+        assert!(out.base_breakdown.note.contains("is negative"), "{}", out.base_breakdown.note);
+    }
+
+    #[test]
+    fn service_code_not_scheme_managed_settles_by_agreement_as_before() {
+        let schemes = book(vec![seed_root()], &[]);
+        let agreements = default_book(rules(pct(dec!(0.10))));
+        for service_code in ["", "SUBSCRIPTION"] {
+            let mut s = seed_sale("100.00");
+            s.service_code = service_code.into();
+            let with_schemes = settle(&program(), &agreements, &OverridePlans::default(), &schemes, &s);
+            let without = settle(&program(), &agreements, &OverridePlans::default(), &SchemeBook::default(), &s);
+            assert_eq!(with_schemes, without);
+            assert_eq!(lines(&with_schemes), vec![(pid(1), LineKind::Direct, "10.00".into(), 0)]);
+            assert_eq!(with_schemes.agreement_version_id, Some(pid(DEFAULT_VERSION)));
+        }
+    }
+
+    #[test]
+    fn margin_rounding_half_even_versus_half_away_from_zero() {
+        let schemes = book(vec![seed_root()], &[]);
+        let mut s = seed_sale("2.50");
+        s.ancestors.clear();
+        // 2.50 × 0.01 = 0.025.
+        let out = run_schemes(&program(), &schemes, &s);
+        assert_eq!(margins(&out), vec![(1, "0.03".into(), 0)]);
+        assert_eq!(out.lines[0].breakdown.rounding, "HALF_AWAY_FROM_ZERO to 2 dp: 0.0250 → 0.03");
+        let even = ProgramSettings { rounding: RoundingMode::HalfEven, ..program() };
+        let out = run_schemes(&even, &schemes, &s);
+        assert_eq!(margins(&out), vec![(1, "0.02".into(), 0)]);
+        assert_eq!(out.lines[0].breakdown.rounding, "HALF_EVEN to 2 dp: 0.0250 → 0.02");
+    }
+
+    fn change(role: &str, rate: Option<Decimal>) -> RateChange {
+        RateChange { key: RateKey::new(SERVICE, role), rate }
+    }
+
+    fn rejected(result: Result<SchemeTree, Vec<WriteViolation>>) -> Vec<Option<usize>> {
+        result.expect_err("the write must be rejected").into_iter().map(|v| v.index).collect()
+    }
+
+    #[test]
+    fn writes_that_let_a_child_exceed_its_parent_or_a_lower_role_a_higher_one_are_rejected() {
+        let child = scheme(CHILD, Some(ROOT), 30, &[("DISTRIBUTOR", dec!(0.015))]);
+        let tree = SchemeTree::new([seed_root(), child]);
+        let ladder = ladder();
+        // Child above parent (0.03 > root's 0.02), reported on the written entry.
+        let changes = [change("RETAILER", Some(dec!(0.005))), change("DISTRIBUTOR", Some(dec!(0.03)))];
+        let result = tree.check_write(pid(CHILD), &changes, &ladder);
+        let violations = result.clone().unwrap_err();
+        assert!(violations[0].message.contains("may not exceed its parent"), "{}", violations[0].message);
+        assert_eq!(rejected(result), vec![Some(1)]);
+        // Lower role above a higher one in the same scheme.
+        assert_eq!(
+            rejected(tree.check_write(pid(CHILD), &[change("RETAILER", Some(dec!(0.02)))], &ladder)),
+            vec![Some(0)]
+        );
+        // Lowering the root below the child's own DISTRIBUTOR 0.015.
+        assert_eq!(
+            rejected(tree.check_write(
+                pid(ROOT),
+                &[change("DISTRIBUTOR", Some(dec!(0.012))), change("RETAILER", Some(dec!(0.01)))],
+                &ladder
+            )),
+            vec![Some(0)]
+        );
+        // Unsetting a root role leaves it at 0, below the roles beneath it.
+        assert_eq!(
+            rejected(tree.check_write(pid(ROOT), &[change("MASTER_DISTRIBUTOR", None)], &ladder)),
+            vec![Some(0)]
+        );
+        // Valid: the child inherits again; the tree is returned updated.
+        let updated = tree.check_write(pid(CHILD), &[change("DISTRIBUTOR", None)], &ladder).unwrap();
+        assert_eq!(updated.effective(pid(CHILD), SERVICE, "DISTRIBUTOR").source, Some(pid(ROOT)));
+        assert_eq!(tree.effective(pid(CHILD), SERVICE, "DISTRIBUTOR").source, Some(pid(CHILD)), "input untouched");
+    }
+
+    proptest! {
+        /// Random seed-002-valid ladders (rates non-increasing down the
+        /// ladder) and chains of strictly rising roles: every line is > 0 and
+        /// exactly round(gross × margin rate); the margin rates sum to
+        /// abs[top role]; Σ lines is within half a minor unit per line of
+        /// gross × abs[top]; the result is deterministic.
+        #[test]
+        fn margins_telescope_to_the_top_role_and_round_once_per_line(
+            mut raw in proptest::collection::vec(0i64..=10_000, 6),
+            chain_mask in proptest::collection::vec(any::<bool>(), 6),
+            gross in 0i64..=10_000_000,
+            half_even in any::<bool>(),
+            suspended in any::<bool>(),
+        ) {
+            raw.sort_unstable_by(|a, b| b.cmp(a));
+            let rates: Vec<(&str, Decimal)> =
+                LADDER.iter().zip(&raw).map(|(role, r)| (*role, Decimal::new(*r, 4))).collect();
+            let schemes = book(vec![scheme(ROOT, None, 30, &rates)], &[]);
+            // Bottom-up partners: a subsequence of the ladder, lowest role first.
+            let chosen: Vec<(usize, &str)> =
+                LADDER.iter().enumerate().rev().filter(|(i, _)| chain_mask[*i]).map(|(i, r)| (i, *r)).collect();
+            prop_assume!(!chosen.is_empty());
+            let mut s = sale(Money { amount: Decimal::new(gross, 2), currency: usd("0").currency });
+            s.service_code = SERVICE.into();
+            let partners: Vec<PartnerRef> = chosen
+                .iter()
+                .enumerate()
+                .map(|(n, (_, role))| {
+                    let status = if suspended && n % 2 == 1 { PartnerStatus::Suspended } else { PartnerStatus::Active };
+                    with_role(n as u128 + 1, status, Some(role))
+                })
+                .collect();
+            s.seller = partners[0].clone();
+            s.ancestors = partners[1..].to_vec();
+            let settings = ProgramSettings {
+                rounding: if half_even { RoundingMode::HalfEven } else { RoundingMode::HalfAwayFromZero },
+                ..program()
+            };
+            let walk = margin_walk(&settings, &schemes, &s).unwrap();
+            let top = rates[chosen[chosen.len() - 1].0].1;
+            let rate_sum: Decimal = walk.shares.iter().map(|share| share.margin_rate).sum();
+            prop_assert_eq!(rate_sum, top);
+            prop_assert!(walk.shares.iter().all(|share| share.margin_rate >= Decimal::ZERO));
+
+            let out = run_schemes(&settings, &schemes, &s);
+            prop_assert_eq!(&out.failure, &None);
+            let currency = s.amount.currency;
+            let by_partner: HashMap<Uuid, Decimal> =
+                walk.shares.iter().map(|share| (share.partner_id, share.margin_rate)).collect();
+            for line in &out.lines {
+                prop_assert_eq!(line.kind, LineKind::Margin);
+                prop_assert!(line.amount.amount > Decimal::ZERO);
+                prop_assert!(currency.is_exact(line.amount.amount));
+                let expected = currency.round(s.amount.amount * by_partner[&line.partner_id], settings.rounding);
+                prop_assert_eq!(line.amount.amount, expected);
+            }
+            let paid: Decimal = out.lines.iter().map(|l| l.amount.amount).sum();
+            let exact = s.amount.amount * top;
+            let slack = Decimal::new(5, 3) * Decimal::from(walk.shares.len());
+            prop_assert!((paid - exact).abs() <= slack, "paid {} vs exact {}", paid, exact);
+            prop_assert_eq!(run_schemes(&settings, &schemes, &s), out);
+        }
+    }
+
+    #[test]
+    fn book_without_schemes_manages_nothing() {
+        let empty = SchemeBook::default();
+        assert!(!empty.manages(SERVICE));
+        assert!(!empty.manages(""));
+        let tree = SchemeTree::new([seed_root()]);
+        let schemes = SchemeBook::new(tree, HashMap::new());
+        assert!(schemes.manages(SERVICE));
     }
 }

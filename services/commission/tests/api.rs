@@ -415,7 +415,7 @@ async fn seed_000_example_end_to_end_with_overrides_and_failures() {
         ]
     );
     assert!(settlement.lines.iter().all(|l| l.source_partner_id == owner));
-    assert_eq!(settlement.lines[0].breakdown.as_ref().unwrap().model, "LARGEST_REMAINDER");
+    assert_eq!(settlement.lines[0].breakdown.as_ref().unwrap().model, "PERCENTAGE");
     assert_eq!(settlement.base_breakdown.as_ref().unwrap().inputs["rate"], "0.1");
 
     let failed = &response.settlements[1];

@@ -233,8 +233,9 @@ pub enum LineKind {
 /// Why a line (or the base commission) earned what it earned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Breakdown {
-    /// PERCENTAGE, FIXED, TIERED, HYBRID, NONE, SCHEME (base of a scheme-managed
-    /// sale), LARGEST_REMAINDER, OVERRIDE_PERCENTAGE, OVERRIDE_FLAT, MARGIN.
+    /// PERCENTAGE, FIXED, TIERED, HYBRID (C, and the DIRECT/SPLIT shares of C),
+    /// NONE, SCHEME (base of a scheme-managed sale), OVERRIDE_PERCENTAGE,
+    /// OVERRIDE_FLAT, MARGIN.
     pub model: String,
     /// The formula with its numbers.
     pub formula: String,
@@ -788,12 +789,23 @@ fn compute(
             } else {
                 (sale.splits[index - 1].partner.id, LineKind::Split, format!("split[{}]", index - 1))
             };
-            let mut breakdown = line_breakdown("LARGEST_REMAINDER", rule);
-            breakdown.formula = format!("{commission} × {weight}/{BASIS_POINTS_WHOLE} → {amount}");
+            // A share line explains C itself (model, tier or rule chosen,
+            // inputs, rounding) and then its share of C, so a partner reading
+            // one ledger entry sees the whole derivation.
+            let base = &out.base_breakdown;
+            let mut breakdown = base.clone();
+            breakdown.rule = if base.rule.is_empty() { rule.clone() } else { format!("{}; {rule}", base.rule) };
+            breakdown.formula =
+                format!("C: {}; {rule} share: {commission} × {weight}/{BASIS_POINTS_WHOLE} → {amount}", base.formula);
+            breakdown.input("share", &rule);
             breakdown.input("base_commission", commission);
             breakdown.input("basis_points", weight);
             breakdown.input("total_basis_points", BASIS_POINTS_WHOLE);
-            breakdown.rounding = format!("largest remainder over {} minor units (Σ shares = C)", units);
+            breakdown.rounding = format!(
+                "C: {}; shares of C by largest remainder over {units} minor units (Σ shares = C)",
+                if base.rounding.is_empty() { "none" } else { base.rounding.as_str() }
+            );
+            breakdown.note = String::new();
             if index == 0 {
                 for note in &fallbacks {
                     breakdown.add_note(note);

@@ -148,7 +148,7 @@ fn seed_000_split_owner_50_a_30_b_20() {
     );
     assert_conserves(&out);
     let direct = &out.lines[0];
-    assert_eq!(direct.breakdown.model, "LARGEST_REMAINDER");
+    assert_eq!(direct.breakdown.model, "PERCENTAGE");
     assert_eq!(direct.breakdown.agreement_version_id, Some(pid(DEFAULT_VERSION)));
     assert_eq!(direct.source_partner_id, pid(SELLER));
     assert_eq!(direct.clears_at, at("2024-07-01T12:00:00Z"));

@@ -2,6 +2,8 @@
 //! ports over a fresh Postgres database, typed clients, the data set's
 //! location, and paging helpers that read whole collections.
 
+pub mod fixtures;
+
 use std::path::PathBuf;
 
 use accrue_cli::stack::{Stack, StackConfig};
@@ -158,4 +160,42 @@ pub fn amount(money: Option<&accrue_proto::types::v1::Money>) -> anyhow::Result<
         }
         _ => Ok(rust_decimal::Decimal::ZERO),
     }
+}
+
+/// How long [`wait_saga`] waits for a saga to finish.
+pub const SAGA_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Polls GetSaga until the saga is DONE, FAILED or STUCK (errors after [`SAGA_WAIT`]).
+pub async fn wait_saga(clients: &Clients, saga_id: &str) -> anyhow::Result<attribution::Saga> {
+    let finished = [attribution::SagaState::Done, attribution::SagaState::Failed, attribution::SagaState::Stuck];
+    let deadline = tokio::time::Instant::now() + SAGA_WAIT;
+    let mut client = clients.attribution.clone();
+    loop {
+        let saga = client
+            .get_saga(attribution::GetSagaRequest { id: saga_id.to_string() })
+            .await
+            .context("GetSaga")?
+            .into_inner();
+        if finished.iter().any(|state| *state as i32 == saga.state) {
+            return Ok(saga);
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "saga {saga_id} did not finish in time: {saga:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The ledger entries of one sale, oldest first (one page of up to 1000).
+pub async fn sale_entries(clients: &Clients, program_id: &str, sale_id: &str) -> anyhow::Result<Vec<ledger::Entry>> {
+    let mut client = clients.ledger.clone();
+    Ok(client
+        .list_entries(ledger::ListEntriesRequest {
+            program_id: program_id.to_string(),
+            sale_id: sale_id.to_string(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .context("ListEntries")?
+        .into_inner()
+        .entries)
 }

@@ -1,7 +1,9 @@
 //! The Online Retail replay end to end (DESIGN §7): the first 2,000 invoices
 //! of the UCI data set through the five real services on a fresh database,
 //! then the ledger is checked against the sales, the earnings summary against
-//! the ledger, and a second replay must add nothing.
+//! the ledger, the TIERED and HYBRID base commissions are recomputed from the
+//! configuration file alone, and a second replay must add nothing and write
+//! the same configuration file.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,9 +14,86 @@ use accrue_e2e::{TestStack, all_entries, all_sales, amount, data_dir};
 use accrue_proto::attribution::v1::SaleState;
 use accrue_proto::ledger::v1 as lpb;
 use accrue_proto::types::v1::EarningKind;
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::Value;
 
 const INVOICES: usize = 2_000;
+
+fn dec(value: &Value) -> Decimal {
+    match value {
+        Value::String(text) => text.parse().unwrap_or_else(|_| panic!("{text:?} is not a decimal")),
+        Value::Number(number) => number.to_string().parse().unwrap(),
+        other => panic!("{other} is not a decimal"),
+    }
+}
+
+/// The raw commission of a TIERED model (config `tiers`) at `prior` volume.
+fn tiered(tiers: &Value, prior: Decimal, gross: Decimal) -> Decimal {
+    let tier = tiers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| dec(&t["min_volume"]) <= prior && (t["max_volume"].is_null() || prior < dec(&t["max_volume"])))
+        .unwrap_or_else(|| panic!("no tier holds {prior}"));
+    if tier["rate"].is_null() { dec(&tier["fixed_amount"]) } else { gross * dec(&tier["rate"]) }
+}
+
+/// The facts a HYBRID condition reads.
+struct Facts<'a> {
+    gross: Decimal,
+    product_code: &'a str,
+    is_first_payment: bool,
+    prior: Decimal,
+}
+
+/// The raw commission of a HYBRID model (config `rules`): the first match decides, none earns 0.
+fn hybrid(rules: &Value, facts: &Facts<'_>) -> Decimal {
+    for rule in rules.as_array().unwrap() {
+        let condition = &rule["condition"];
+        let operator = condition["operator"].as_str().unwrap();
+        let value = condition["value"].as_str().unwrap_or_default();
+        let values: Vec<&str> =
+            condition["values"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let matched = match condition["field"].as_str().unwrap() {
+            "IS_FIRST_PAYMENT" => facts.is_first_payment.to_string() == value,
+            "EVENT_TYPE" => {
+                if operator == "IN" {
+                    values.contains(&"PAYMENT")
+                } else {
+                    value == "PAYMENT"
+                }
+            }
+            "PRODUCT_CODE" => {
+                if operator == "IN" {
+                    values.contains(&facts.product_code)
+                } else {
+                    value == facts.product_code
+                }
+            }
+            "GROSS_AMOUNT" => {
+                let bound: Decimal = value.parse().unwrap_or_default();
+                match operator {
+                    "EQUALS" => facts.gross == bound,
+                    "GT" => facts.gross > bound,
+                    "GTE" => facts.gross >= bound,
+                    "LT" => facts.gross < bound,
+                    "LTE" => facts.gross <= bound,
+                    "IN" => values.iter().any(|v| v.parse::<Decimal>().ok() == Some(facts.gross)),
+                    other => panic!("unknown operator {other}"),
+                }
+            }
+            other => panic!("unknown field {other}"),
+        };
+        if matched {
+            return match rule["model"].as_str().unwrap() {
+                "FIXED" => dec(&rule["fixed_amount"]),
+                "TIERED" => tiered(&rule["tiers"], facts.prior, facts.gross),
+                _ => facts.gross * dec(&rule["rate"]),
+            };
+        }
+    }
+    Decimal::ZERO
+}
 
 fn signed(entry: &lpb::Entry) -> Decimal {
     let value = amount(entry.amount.as_ref()).unwrap();
@@ -63,6 +142,39 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     assert!(config["agreements"].as_array().unwrap().len() > 1);
     assert!(!config["customers"].as_object().unwrap().is_empty());
 
+    // It lists TIERED and HYBRID agreements in full, with their partners.
+    let agreements = config["agreements"].as_array().unwrap();
+    let model_of = |a: &Value| a["rules"]["model"].as_str().unwrap().to_string();
+    for model in ["PERCENTAGE", "FIXED", "TIERED", "HYBRID"] {
+        assert!(agreements.iter().any(|a| model_of(a) == model), "config lists a {model} agreement");
+    }
+    assert_eq!(model_of(&agreements[0]), "PERCENTAGE");
+    assert_eq!(agreements[0]["scope"], "program");
+    for agreement in agreements {
+        assert!(agreement["effective_from"].is_string() && agreement["description"].is_string());
+        match model_of(agreement).as_str() {
+            "TIERED" => {
+                let tiers = agreement["rules"]["tiers"].as_array().unwrap();
+                assert_eq!(dec(&tiers[0]["min_volume"]), Decimal::ZERO);
+                assert!(tiers.last().unwrap()["max_volume"].is_null(), "one open-ended tier");
+            }
+            "HYBRID" => assert!(agreement["rules"]["rules"].as_array().unwrap().len() >= 3),
+            _ => {}
+        }
+    }
+    let variants = config["agreement_variants"].as_array().unwrap();
+    for model in ["TIERED", "HYBRID"] {
+        let variant = variants.iter().find(|v| v["model"] == model).unwrap_or_else(|| panic!("{model} variant"));
+        assert!(!variant["partner_external_ids"].as_array().unwrap().is_empty(), "{model} names its partners");
+    }
+    let model_by_version: HashMap<String, String> =
+        agreements.iter().map(|a| (a["version_id"].as_str().unwrap().to_string(), model_of(a))).collect();
+    let rules_by_partner: HashMap<String, &Value> = agreements
+        .iter()
+        .filter(|a| a["scope"] == "partner")
+        .map(|a| (a["partner_id"].as_str().unwrap().to_string(), &a["rules"]))
+        .collect();
+
     // For every settled sale Σ(DIRECT + SPLIT) = its base commission, exactly,
     // and Σ of all its lines = its total commission.
     let clients = &env.clients;
@@ -104,6 +216,76 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
         }
     }
     assert_eq!(settled, first.settled);
+
+    // Ledger lines were computed under TIERED and HYBRID agreements: each
+    // DIRECT/SPLIT entry's breakdown names its model and its agreement
+    // version, and the configuration file agrees on that version's model.
+    let mut entry_models: BTreeMap<String, usize> = BTreeMap::new();
+    for entry in &entries {
+        if entry.kind != EarningKind::Direct as i32 && entry.kind != EarningKind::Split as i32 {
+            continue;
+        }
+        let breakdown = entry.breakdown.as_ref().unwrap_or_else(|| panic!("entry {} has a breakdown", entry.id));
+        let model = model_by_version
+            .get(&breakdown.agreement_version_id)
+            .unwrap_or_else(|| panic!("entry {} names a configured version", entry.id));
+        assert_eq!(&breakdown.model, model, "entry {} breakdown model", entry.id);
+        *entry_models.entry(breakdown.model.clone()).or_default() += 1;
+    }
+    for model in ["PERCENTAGE", "FIXED", "TIERED", "HYBRID"] {
+        assert!(
+            entry_models.get(model).copied().unwrap_or(0) > 0,
+            "entries with breakdown model {model}: {entry_models:?}"
+        );
+    }
+    assert_eq!(first.settled_by_model.values().sum::<i64>(), first.settled);
+    assert!(first.settled_by_model.get("TIERED").copied().unwrap_or(0) > 0, "{:?}", first.settled_by_model);
+    assert!(first.settled_by_model.get("HYBRID").copied().unwrap_or(0) > 0, "{:?}", first.settled_by_model);
+
+    // Recompute every TIERED and HYBRID base commission from the
+    // configuration file and the sales alone (DESIGN §4): prior volume = Σ
+    // the seller's earlier attributed sales, is_first_payment = the
+    // customer's first sale, ties by sale id (recording order).
+    let mut ordered: Vec<&_> = sales.iter().filter(|s| s.state != SaleState::Unattributed as i32).collect();
+    ordered.sort_by_key(|s| (s.occurred_at.map(|t| (t.seconds, t.nanos)), s.id.clone()));
+    let mut volume: HashMap<&str, Decimal> = HashMap::new();
+    let mut customers_seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let (mut tiers_seen, mut rules_seen) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+    let mut recomputed = 0;
+    for sale in ordered {
+        let gross = amount(sale.amount.as_ref()).unwrap();
+        let prior = volume.get(sale.partner_id.as_str()).copied().unwrap_or_default();
+        *volume.entry(&sale.partner_id).or_default() += gross;
+        let is_first_payment = customers_seen.insert(&sale.customer_external_id);
+        let Some(rules) = rules_by_partner.get(&sale.partner_id) else { continue };
+        let raw = match rules["model"].as_str().unwrap() {
+            "TIERED" => {
+                tiers_seen.insert(
+                    rules["tiers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .position(|t| t["max_volume"].is_null() || prior < dec(&t["max_volume"])),
+                );
+                tiered(&rules["tiers"], prior, gross)
+            }
+            "HYBRID" => {
+                let facts = Facts { gross, product_code: &sale.product_code, is_first_payment, prior };
+                let value = hybrid(&rules["rules"], &facts);
+                rules_seen.insert(value.is_zero());
+                value
+            }
+            _ => continue,
+        };
+        let expected = raw.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+        let base = amount(sale.base_commission.as_ref()).unwrap();
+        assert_eq!(base, expected, "sale {} ({}): recomputed base commission", sale.id, sale.external_id);
+        recomputed += 1;
+    }
+    eprintln!("entries by agreement model {entry_models:?}; recomputed {recomputed} TIERED/HYBRID base commissions");
+    assert!(recomputed > 50, "recomputed {recomputed} TIERED/HYBRID sales");
+    assert!(tiers_seen.len() >= 2, "sales fall in more than one tier: {tiers_seen:?}");
+    assert_eq!(rules_seen.len(), 2, "some HYBRID sales match a rule and some match none");
 
     // Σ ledger lines per partner and kind = GetEarningsSummary.
     let mut by_partner: BTreeMap<String, [Decimal; 5]> = BTreeMap::new();
@@ -150,8 +332,11 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     let grand: Decimal = by_partner.values().map(|s| s[4]).sum();
     assert_eq!(grand, first.commission.total);
 
-    // Replaying the same invoices again adds nothing.
+    // Replaying the same invoices again adds nothing and writes the same configuration.
+    let first_config = std::fs::read(&options.config_out).unwrap();
     let second = replay(options.clone(), &env.stack.endpoints).await.expect("second replay");
+    assert!(std::fs::read(&options.config_out).unwrap() == first_config, "the configuration file is identical");
+    assert_eq!(second.settled_by_model, first.settled_by_model);
     assert_eq!(second.program_id, first.program_id, "same program (CreateProgram is idempotent)");
     assert_eq!(second.sales_recorded, first.sales_recorded);
     assert_eq!(second.settled, first.settled);

@@ -10,53 +10,23 @@ use std::time::{Duration, Instant};
 
 use accrue_attribution::{Permanent, SagaOptions, Step};
 use accrue_cli::stack::{Stack, StackConfig};
+use accrue_e2e::Clients;
 use accrue_proto::attribution::v1 as apb;
-use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
 use accrue_proto::commission::v1 as cpb;
-use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
 use accrue_proto::hierarchy::v1 as hpb;
-use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1 as lpb;
-use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use accrue_proto::types::v1::{EarningKind, Money};
 use accrue_testkit::TestDb;
 use rust_decimal::Decimal;
 use tonic::Code;
-use tonic::transport::Channel;
 
-const SAGA_WAIT: Duration = Duration::from_secs(30);
-
-struct Clients {
-    hierarchy: HierarchyServiceClient<Channel>,
-    attribution: AttributionServiceClient<Channel>,
-    commission: CommissionServiceClient<Channel>,
-    ledger: LedgerServiceClient<Channel>,
-}
-
-fn channel(url: &str) -> Channel {
-    accrue_kit::client::channel(url).expect("channel")
-}
+use accrue_e2e::SAGA_WAIT;
 
 async fn start(db: &TestDb, saga: SagaOptions) -> (Stack, Clients) {
     let mut config = StackConfig::for_tests(db.url.clone());
     config.saga = saga;
     let stack = Stack::start(config).await.expect("stack starts");
-    let max = accrue_kit::server::MAX_MESSAGE_BYTES;
-    let e = &stack.endpoints;
-    let clients = Clients {
-        hierarchy: HierarchyServiceClient::new(channel(&e.hierarchy))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
-        attribution: AttributionServiceClient::new(channel(&e.attribution))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
-        commission: CommissionServiceClient::new(channel(&e.commission))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
-        ledger: LedgerServiceClient::new(channel(&e.ledger))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
-    };
+    let clients = Clients::connect(&stack.endpoints).expect("clients");
     (stack, clients)
 }
 
@@ -200,22 +170,9 @@ async fn record(c: &mut Clients, w: &World, external_id: &str) -> apb::Sale {
     c.attribution.record_sale(sale_request(w, external_id, "cust-1", "100.00")).await.expect("record sale").into_inner()
 }
 
-fn finished(state: i32) -> bool {
-    [apb::SagaState::Done, apb::SagaState::Failed, apb::SagaState::Stuck].iter().any(|s| *s as i32 == state)
-}
-
-/// Polls GetSaga until the saga is done, failed or stuck (30 s cap).
+/// Waits until the saga is done, failed or stuck.
 async fn wait_saga(c: &mut Clients, saga_id: &str) -> apb::Saga {
-    let deadline = Instant::now() + SAGA_WAIT;
-    loop {
-        let saga =
-            c.attribution.get_saga(apb::GetSagaRequest { id: saga_id.into() }).await.expect("get saga").into_inner();
-        if finished(saga.state) {
-            return saga;
-        }
-        assert!(Instant::now() < deadline, "saga {saga_id} did not finish in time: {saga:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    accrue_e2e::wait_saga(c, saga_id).await.expect("saga finishes")
 }
 
 /// Polls GetSaga until its log shows `step` succeeded.
@@ -237,17 +194,7 @@ async fn get_sale(c: &mut Clients, id: &str) -> apb::Sale {
 }
 
 async fn entries(c: &mut Clients, program_id: &str, sale_id: &str) -> Vec<lpb::Entry> {
-    c.ledger
-        .list_entries(lpb::ListEntriesRequest {
-            program_id: program_id.into(),
-            sale_id: sale_id.into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .expect("list entries")
-        .into_inner()
-        .entries
+    accrue_e2e::sale_entries(c, program_id, sale_id).await.expect("list entries")
 }
 
 async fn live_entries(c: &mut Clients, program_id: &str, sale_id: &str) -> Vec<lpb::Entry> {

@@ -1,6 +1,7 @@
 //! tonic implementation of `AttributionService`: decode and validate, call the
-//! store (and hierarchy for link partners), encode.
+//! store (and hierarchy for link partners and for sellers' roles), encode.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use accrue_kit::FieldViolations;
@@ -22,7 +23,7 @@ use crate::domain::sale::{EventType, MAX_ID_LEN, SaleInput, parse_sale};
 use crate::domain::state::{SagaState, SaleState};
 use crate::peers::Peers;
 use crate::store::{
-    self, Cursor, LeadRow, LinkInsert, LinkRow, NewLink, RecordOutcome, RetryOutcome, SagaRow, SaleRow,
+    self, Attributions, Cursor, LeadRow, LinkInsert, LinkRow, NewLink, RecordOutcome, RetryOutcome, SagaRow, SaleRow,
 };
 
 /// Most sales in one RecordSales message.
@@ -49,11 +50,11 @@ impl AttributionApi {
         self.notify.notify_waiters();
     }
 
-    /// Checks that the owner and every split partner exist in the program and
-    /// are ACTIVE (hierarchy.GetUplines).
-    async fn check_partners(&self, program_id: Uuid, partner_ids: &[Uuid]) -> Result<(), Status> {
+    /// hierarchy.GetUplines; the caller's mistakes pass through, anything else
+    /// is UNAVAILABLE (retry).
+    async fn get_uplines(&self, program_id: Uuid, partner_ids: &[Uuid]) -> Result<hpb::GetUplinesResponse, Status> {
         let mut client = self.peers.hierarchy.clone();
-        let response = client
+        Ok(client
             .get_uplines(hpb::GetUplinesRequest {
                 program_id: program_id.to_string(),
                 partner_ids: partner_ids.iter().map(Uuid::to_string).collect(),
@@ -66,7 +67,13 @@ impl AttributionApi {
                     Status::unavailable("the hierarchy service is unavailable; retry")
                 }
             })?
-            .into_inner();
+            .into_inner())
+    }
+
+    /// Checks that the owner and every split partner exist in the program and
+    /// are ACTIVE (hierarchy.GetUplines).
+    async fn check_partners(&self, program_id: Uuid, partner_ids: &[Uuid]) -> Result<(), Status> {
+        let response = self.get_uplines(program_id, partner_ids).await?;
         for id in partner_ids {
             let id_text = id.to_string();
             let partner = response
@@ -87,8 +94,78 @@ impl AttributionApi {
         Ok(())
     }
 
-    async fn record(&self, sales: &[SaleInput], prefix: impl Fn(usize) -> String) -> Result<Vec<SaleRow>, Status> {
-        match store::record_sales(&self.pool, sales).await.map_err(db_error)? {
+    /// The sellers of `sales` (their link owners) that may not transact,
+    /// partner → role (seed 002: a role in the program's
+    /// `non_transacting_roles`). Asks hierarchy.GetUplines once per program
+    /// for the sellers `roles` does not know yet, and remembers the answers
+    /// for the rest of the call.
+    async fn barred_sellers(
+        &self,
+        sales: &[SaleInput],
+        attributions: &Attributions,
+        roles: &mut RoleCache,
+    ) -> Result<HashMap<Uuid, String>, Status> {
+        let mut sellers: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
+        for sale in sales {
+            if let Some(attribution) = store::attribution_of(attributions, sale) {
+                sellers.entry(sale.program_id).or_default().insert(attribution.partner_id);
+            }
+        }
+        let mut barred = HashMap::new();
+        for (program_id, partners) in sellers {
+            // Once the program is known to bar no role, its sellers need no look-up.
+            let open = roles.programs.get(&program_id).is_some_and(Vec::is_empty);
+            let mut unknown: Vec<Uuid> =
+                partners.iter().copied().filter(|id| !open && !roles.partners.contains_key(id)).collect();
+            if !roles.programs.contains_key(&program_id) || !unknown.is_empty() {
+                unknown.sort_unstable();
+                let response = self.get_uplines(program_id, &unknown).await?;
+                let program =
+                    response.program.ok_or_else(|| accrue_kit::internal("hierarchy.GetUplines returned no program"))?;
+                roles.programs.insert(program_id, program.non_transacting_roles);
+                for partner in response.uplines.into_iter().filter_map(|upline| upline.partner) {
+                    if let Ok(id) = Uuid::parse_str(&partner.id) {
+                        roles.partners.insert(id, partner.role);
+                    }
+                }
+            }
+            let Some(non_transacting) = roles.programs.get(&program_id) else { continue };
+            for partner_id in partners {
+                if let Some(role) = roles.partners.get(&partner_id)
+                    && !role.is_empty()
+                    && non_transacting.contains(role)
+                {
+                    barred.insert(partner_id, role.clone());
+                }
+            }
+        }
+        Ok(barred)
+    }
+
+    /// Records validated sales (one transaction): attributes them, rejects
+    /// the batch when a new sale's seller may not transact, writes.
+    async fn record(
+        &self,
+        sales: &[SaleInput],
+        roles: &mut RoleCache,
+        prefix: impl Fn(usize) -> String,
+    ) -> Result<Vec<SaleRow>, Status> {
+        let attributions = store::attributions(&self.pool, sales).await.map_err(db_error)?;
+        let barred = self.barred_sellers(sales, &attributions, roles).await?;
+        match store::record_sales(&self.pool, sales, &attributions, &barred).await.map_err(db_error)? {
+            RecordOutcome::SellerMayNotTransact { index, partner_id, role } => {
+                // "sales[3]: " inside RecordSales, nothing for RecordSale.
+                let at = prefix(index);
+                let at = if at.is_empty() { at } else { format!("{}: ", at.trim_end_matches('.')) };
+                Err(failed_precondition(
+                    "ROLE_MAY_NOT_TRANSACT",
+                    format!(
+                        "{at}sale {:?} is attributed to partner {partner_id}, whose role {role} may not transact in \
+                         program {} (seed 002: the program's non_transacting_roles); nothing was recorded",
+                        sales[index].external_id, sales[index].program_id
+                    ),
+                ))
+            }
             RecordOutcome::Recorded { sales, sagas_started } => {
                 if sagas_started > 0 {
                     self.wake_workers();
@@ -106,6 +183,15 @@ impl AttributionApi {
             )),
         }
     }
+}
+
+/// What one RecordSale / RecordSales call learned from the hierarchy service:
+/// each program's non-transacting roles and each seller's role. Both are
+/// fixed once written (no RPC changes them), so a call may reuse them.
+#[derive(Debug, Default)]
+struct RoleCache {
+    programs: HashMap<Uuid, Vec<String>>,
+    partners: HashMap<Uuid, String>,
 }
 
 fn link_to_proto(row: LinkRow) -> pb::Link {
@@ -329,7 +415,10 @@ impl AttributionService for AttributionApi {
 
     /// Records one sale and starts its saga in the same transaction.
     /// INVALID_ARGUMENT for a bad sale; ALREADY_EXISTS when the external id was
-    /// recorded with a different body (the same body returns the stored sale).
+    /// recorded with a different body (the same body returns the stored sale);
+    /// FAILED_PRECONDITION ROLE_MAY_NOT_TRANSACT when the sale's seller (its
+    /// link owner) has one of the program's non-transacting roles (seed 002),
+    /// writing nothing; UNAVAILABLE when the hierarchy service cannot say.
     async fn record_sale(&self, request: Request<pb::RecordSaleRequest>) -> Result<Response<pb::Sale>, Status> {
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
@@ -338,7 +427,8 @@ impl AttributionService for AttributionApi {
         let Some(sale) = sale else {
             return Err(invalid_field("sale", "is invalid"));
         };
-        let mut rows = self.record(std::slice::from_ref(&sale), |_| String::new()).await?;
+        let mut roles = RoleCache::default();
+        let mut rows = self.record(std::slice::from_ref(&sale), &mut roles, |_| String::new()).await?;
         let row = rows.pop().ok_or_else(|| accrue_kit::internal("record_sales returned no sale"))?;
         Ok(Response::new(sale_to_proto(row)))
     }
@@ -346,12 +436,17 @@ impl AttributionService for AttributionApi {
     /// Records batches of sales (≤ 1000 per message), each message in one
     /// transaction; an invalid sale fails the call naming `sales[i].…` and
     /// nothing of its message is written (earlier messages stay recorded).
+    /// A new sale whose seller may not transact fails the call the same way
+    /// (FAILED_PRECONDITION ROLE_MAY_NOT_TRANSACT naming `sales[i]`). Seller
+    /// roles cost at most one hierarchy.GetUplines per message and program,
+    /// and none for sellers an earlier message of the call already looked up.
     async fn record_sales(
         &self,
         request: Request<Streaming<pb::RecordSalesRequest>>,
     ) -> Result<Response<pb::RecordSalesResponse>, Status> {
         let mut stream = request.into_inner();
         let mut out = Vec::new();
+        let mut roles = RoleCache::default();
         while let Some(message) = stream.message().await? {
             if message.sales.is_empty() {
                 continue;
@@ -371,7 +466,7 @@ impl AttributionService for AttributionApi {
                 .collect();
             violations.into_result()?;
             let sales: Vec<SaleInput> = parsed.into_iter().flatten().collect();
-            let rows = self.record(&sales, |i| format!("sales[{i}].")).await?;
+            let rows = self.record(&sales, &mut roles, |i| format!("sales[{i}].")).await?;
             out.extend(rows.into_iter().map(sale_to_proto));
         }
         Ok(Response::new(pb::RecordSalesResponse { sales: out }))

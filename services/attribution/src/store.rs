@@ -259,24 +259,76 @@ pub(crate) enum RecordOutcome {
         /// Input index.
         index: usize,
     },
+    /// Input `index` is a new sale its seller may not make (the seller's role
+    /// is one of the program's non-transacting roles); nothing was written.
+    SellerMayNotTransact {
+        /// Input index.
+        index: usize,
+        /// The seller (the link owner the sale is attributed to).
+        partner_id: Uuid,
+        /// The seller's role.
+        role: String,
+    },
 }
 
-#[derive(sqlx::FromRow)]
-struct Attribution {
-    program_id: Uuid,
-    customer_external_id: String,
-    link_id: Uuid,
-    partner_id: Uuid,
-    splits: serde_json::Value,
+/// Where a customer's sales go: its lead's link, the link owner (the seller)
+/// and the link's split config.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Attribution {
+    pub(crate) program_id: Uuid,
+    pub(crate) customer_external_id: String,
+    pub(crate) link_id: Uuid,
+    pub(crate) partner_id: Uuid,
+    pub(crate) splits: serde_json::Value,
+}
+
+/// Attributions by (program, customer external id).
+pub(crate) type Attributions = HashMap<(Uuid, String), Attribution>;
+
+/// Resolves the attribution of every sale that names a customer (customer →
+/// lead → link owner and splits), in one query. A lead is first-touch and a
+/// link immutable, so what this reads is what the sale is recorded with.
+pub(crate) async fn attributions(pool: &PgPool, sales: &[SaleInput]) -> Result<Attributions, sqlx::Error> {
+    let with_customer: Vec<&SaleInput> = sales.iter().filter(|sale| sale.customer_external_id.is_some()).collect();
+    if with_customer.is_empty() {
+        return Ok(Attributions::new());
+    }
+    let programs: Vec<Uuid> = with_customer.iter().map(|sale| sale.program_id).collect();
+    let customers: Vec<&str> =
+        with_customer.iter().map(|sale| sale.customer_external_id.as_deref().unwrap_or_default()).collect();
+    let rows: Vec<Attribution> = sqlx::query_as(
+        "SELECT DISTINCT l.program_id, l.customer_external_id, l.link_id, k.owner_partner_id AS partner_id, k.splits
+         FROM UNNEST($1::uuid[], $2::text[]) AS u(program_id, customer)
+         JOIN leads l ON l.program_id = u.program_id AND l.customer_external_id = u.customer
+         JOIN links k ON k.id = l.link_id",
+    )
+    .bind(&programs)
+    .bind(&customers)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|row| ((row.program_id, row.customer_external_id.clone()), row)).collect())
+}
+
+/// The attribution of one sale, if it names a customer with a lead.
+pub(crate) fn attribution_of<'a>(attributions: &'a Attributions, sale: &SaleInput) -> Option<&'a Attribution> {
+    let customer = sale.customer_external_id.as_ref()?;
+    attributions.get(&(sale.program_id, customer.clone()))
 }
 
 /// Records a batch of validated sales in one transaction (set-based, UNNEST):
 /// idempotent on (program, external_id) with the request hash; each sale is
-/// attributed through its customer's lead to the link owner (with the link's
-/// splits snapshotted) and gets its SettleSale saga row in the same
-/// transaction (transactional outbox); a sale with no customer or no lead is
-/// UNATTRIBUTED and gets no saga.
-pub(crate) async fn record_sales(pool: &PgPool, sales: &[SaleInput]) -> Result<RecordOutcome, sqlx::Error> {
+/// attributed (`attributions`, from [`attributions`]) to its customer's link
+/// owner (with the link's splits snapshotted) and gets its SettleSale saga row
+/// in the same transaction (transactional outbox); a sale with no customer or
+/// no lead is UNATTRIBUTED and gets no saga. A new sale whose seller is in
+/// `barred` (partner → role) stops the batch before anything is written; a
+/// replay of a stored sale returns it as stored.
+pub(crate) async fn record_sales(
+    pool: &PgPool,
+    sales: &[SaleInput],
+    attributions: &Attributions,
+    barred: &HashMap<Uuid, String>,
+) -> Result<RecordOutcome, sqlx::Error> {
     let hashes: Vec<String> = sales.iter().map(SaleInput::request_hash).collect();
     // Duplicates inside the batch: the first occurrence stands for the rest.
     let mut first: HashMap<(Uuid, &str), usize> = HashMap::new();
@@ -311,24 +363,18 @@ pub(crate) async fn record_sales(pool: &PgPool, sales: &[SaleInput]) -> Result<R
 
     let mut sagas_started = 0;
     if !fresh.is_empty() {
-        // Attribution: customer → lead → link (owner, splits).
-        let with_customer: Vec<usize> =
-            fresh.iter().copied().filter(|&i| sales[i].customer_external_id.is_some()).collect();
-        let lead_programs: Vec<Uuid> = with_customer.iter().map(|&i| sales[i].program_id).collect();
-        let lead_customers: Vec<String> =
-            with_customer.iter().map(|&i| sales[i].customer_external_id.clone().unwrap_or_default()).collect();
-        let attributions: Vec<Attribution> = sqlx::query_as(
-            "SELECT DISTINCT l.program_id, l.customer_external_id, l.link_id, k.owner_partner_id AS partner_id, k.splits
-             FROM UNNEST($1::uuid[], $2::text[]) AS u(program_id, customer)
-             JOIN leads l ON l.program_id = u.program_id AND l.customer_external_id = u.customer
-             JOIN links k ON k.id = l.link_id",
-        )
-        .bind(&lead_programs)
-        .bind(&lead_customers)
-        .fetch_all(&mut *tx)
-        .await?;
-        let by_customer: HashMap<(Uuid, &str), &Attribution> =
-            attributions.iter().map(|a| ((a.program_id, a.customer_external_id.as_str()), a)).collect();
+        // A new sale by a seller that may not transact stops the batch.
+        for &i in &fresh {
+            if let Some(attribution) = attribution_of(attributions, &sales[i])
+                && let Some(role) = barred.get(&attribution.partner_id)
+            {
+                return Ok(RecordOutcome::SellerMayNotTransact {
+                    index: i,
+                    partner_id: attribution.partner_id,
+                    role: role.clone(),
+                });
+            }
+        }
 
         let n = fresh.len();
         let mut ids = Vec::with_capacity(n);
@@ -349,10 +395,7 @@ pub(crate) async fn record_sales(pool: &PgPool, sales: &[SaleInput]) -> Result<R
         let mut saga_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
         for &i in &fresh {
             let sale = &sales[i];
-            let attribution = sale
-                .customer_external_id
-                .as_deref()
-                .and_then(|customer| by_customer.get(&(sale.program_id, customer)).copied());
+            let attribution = attribution_of(attributions, sale);
             ids.push(Uuid::now_v7());
             program_ids.push(sale.program_id);
             external_ids.push(sale.external_id.clone());

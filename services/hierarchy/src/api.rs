@@ -75,8 +75,7 @@ fn program_to_proto(row: &ProgramRow) -> Result<pb::Program, Status> {
         minimum_payout: Some(amount_to_proto(currency, row.minimum_payout)),
         role_ladder: row.role_ladder.clone(),
         create_time: Some(timestamp(row.created_at)),
-        // TODO(issue 3, helper C): stored per program; this is the documented default.
-        non_transacting_roles: row.role_ladder.iter().filter(|role| *role == "ADMIN").cloned().collect(),
+        non_transacting_roles: row.non_transacting_roles.clone(),
     })
 }
 
@@ -213,6 +212,16 @@ impl HierarchyService for HierarchyApi {
                     .ok_or_else(|| internal("partner insert conflicted but no partner holds the request id"))?
             }
             Err(sqlx::Error::Database(error)) if error.constraint() == Some(store::EXTERNAL_ID_CONSTRAINT) => {
+                // A concurrent retry of this very request can trip the
+                // external_id index before the request_id one: the winner's
+                // row is then this request's answer.
+                tx.rollback().await.map_err(db_error)?;
+                if let Some(request_id) = new.request_id.as_deref()
+                    && let Some(existing) =
+                        store::partner_by_request_id(&self.pool, program.id, request_id).await.map_err(db_error)?
+                {
+                    return Ok(Response::new(partner_to_proto(&existing)?));
+                }
                 return Err(already_exists(
                     "EXTERNAL_ID_TAKEN",
                     format!(

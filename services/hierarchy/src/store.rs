@@ -14,7 +14,7 @@ pub const REWRITE_BATCH: i64 = 500;
 macro_rules! program_columns {
     () => {
         "id, display_name, default_currency, rounding_mode, override_depth_cap, compression_enabled, \
-         auto_approve_cleared, minimum_payout, role_ladder, created_at"
+         auto_approve_cleared, minimum_payout, role_ladder, non_transacting_roles, created_at"
     };
 }
 
@@ -45,6 +45,8 @@ pub struct ProgramRow {
     pub minimum_payout: Decimal,
     /// Role ladder, highest first.
     pub role_ladder: Vec<String>,
+    /// Roles whose partners may not transact (each on the ladder).
+    pub non_transacting_roles: Vec<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
@@ -83,8 +85,8 @@ pub async fn insert_program(
 ) -> Result<Option<ProgramRow>, sqlx::Error> {
     sqlx::query_as::<_, ProgramRow>(concat!(
         "INSERT INTO programs (id, display_name, default_currency, rounding_mode, override_depth_cap, ",
-        "compression_enabled, auto_approve_cleared, minimum_payout, role_ladder, request_id) ",
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ",
+        "compression_enabled, auto_approve_cleared, minimum_payout, role_ladder, non_transacting_roles, request_id) ",
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ",
         "ON CONFLICT (request_id) DO NOTHING RETURNING ",
         program_columns!()
     ))
@@ -97,6 +99,7 @@ pub async fn insert_program(
     .bind(spec.auto_approve_cleared)
     .bind(spec.minimum_payout)
     .bind(&spec.role_ladder)
+    .bind(&spec.non_transacting_roles)
     .bind(spec.request_id.as_deref())
     .fetch_optional(executor)
     .await

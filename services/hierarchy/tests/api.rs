@@ -736,3 +736,112 @@ async fn list_downline_reports_relative_depth_and_pages() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
+
+async fn uplines_program(h: &mut Harness, program_id: &str) -> pb::Program {
+    h.client
+        .get_uplines(pb::GetUplinesRequest { program_id: program_id.to_string(), partner_ids: Vec::new() })
+        .await
+        .expect("get uplines")
+        .into_inner()
+        .program
+        .expect("uplines carry the program")
+}
+
+#[tokio::test]
+async fn non_transacting_roles_default_to_admin_on_the_ladder() {
+    let mut h = start().await;
+    let created = create_program(&mut h, 0).await;
+    assert_eq!(created.non_transacting_roles, vec!["ADMIN"]);
+    let fetched = h.client.get_program(pb::GetProgramRequest { id: created.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(fetched.non_transacting_roles, vec!["ADMIN"]);
+    assert_eq!(uplines_program(&mut h, &created.id).await.non_transacting_roles, vec!["ADMIN"]);
+
+    // A ladder without ADMIN: nobody is barred by default.
+    let own_ladder = h
+        .client
+        .create_program(pb::CreateProgramRequest {
+            program: Some(pb::Program { role_ladder: vec!["GOLD".into(), "SILVER".into()], ..program("Metals", 0) }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(own_ladder.non_transacting_roles.is_empty());
+    assert!(uplines_program(&mut h, &own_ladder.id).await.non_transacting_roles.is_empty());
+    let stored: Vec<String> = sqlx::query_scalar("SELECT non_transacting_roles FROM programs WHERE id = $1")
+        .bind(Uuid::parse_str(&own_ladder.id).unwrap())
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert!(stored.is_empty());
+}
+
+#[tokio::test]
+async fn custom_non_transacting_roles_are_stored_and_returned_with_uplines() {
+    let mut h = start().await;
+    let created = h
+        .client
+        .create_program(pb::CreateProgramRequest {
+            program: Some(pb::Program {
+                non_transacting_roles: vec!["WHITE_LABEL".into(), "ADMIN".into()],
+                ..program("Custom", 0)
+            }),
+            request_id: "custom-roles".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.non_transacting_roles, vec!["WHITE_LABEL", "ADMIN"]);
+    let fetched = h.client.get_program(pb::GetProgramRequest { id: created.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(fetched, created);
+    assert_eq!(uplines_program(&mut h, &created.id).await.non_transacting_roles, vec!["WHITE_LABEL", "ADMIN"]);
+
+    // A ladder of its own with a barred rung other than ADMIN.
+    let metals = h
+        .client
+        .create_program(pb::CreateProgramRequest {
+            program: Some(pb::Program {
+                role_ladder: vec!["PLATINUM".into(), "GOLD".into(), "SILVER".into()],
+                non_transacting_roles: vec!["PLATINUM".into()],
+                ..program("Metals", 0)
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(metals.non_transacting_roles, vec!["PLATINUM"]);
+    assert_eq!(count(&h.pool, "programs").await, 2);
+}
+
+#[tokio::test]
+async fn invalid_non_transacting_roles_are_rejected_and_create_nothing() {
+    let mut h = start().await;
+    let cases: Vec<(Vec<String>, Vec<String>, Vec<&str>)> = vec![
+        // Not on the (default) ladder.
+        (vec![], vec!["SUPER_ADMIN".into()], vec!["program.non_transacting_roles[0]"]),
+        // Twice.
+        (vec![], vec!["ADMIN".into(), "RETAILER".into(), "ADMIN".into()], vec!["program.non_transacting_roles[2]"]),
+        // Empty.
+        (vec![], vec!["ADMIN".into(), " ".into()], vec!["program.non_transacting_roles[1]"]),
+        // ADMIN is not on this program's own ladder.
+        (vec!["GOLD".into(), "SILVER".into()], vec!["ADMIN".into()], vec!["program.non_transacting_roles[0]"]),
+    ];
+    for (ladder, roles, fields) in cases {
+        let status = h
+            .client
+            .create_program(pb::CreateProgramRequest {
+                program: Some(pb::Program {
+                    role_ladder: ladder.clone(),
+                    non_transacting_roles: roles.clone(),
+                    ..program("Bad", 0)
+                }),
+                request_id: format!("bad-{}", roles.join("-")),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{roles:?}");
+        assert_eq!(violation_fields(&status), fields, "{ladder:?} {roles:?}");
+        assert_eq!(count(&h.pool, "programs").await, 0, "{roles:?} created nothing");
+    }
+}

@@ -4,6 +4,10 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`. Each [`TestDb`] creates a
 //! uniquely named database there and drops it (WITH FORCE) when dropped.
 
+mod serving;
+
+pub use serving::{SERVING_TIMEOUT, wait_serving};
+
 use sqlx::{Connection, PgConnection};
 
 /// Why a test database could not be made.

@@ -82,10 +82,59 @@ pub struct LinkSpec {
     pub splits: Vec<SplitSpec>,
 }
 
+/// A TIERED tier: the seller's prior volume in `[min_volume, max_volume)`
+/// (GBP) pays `rate` × the whole sale, or `fixed_amount` per event.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TierSpec {
+    /// Lower bound, inclusive (GBP).
+    pub min_volume: Decimal,
+    /// Upper bound, exclusive (GBP); `null` for the open-ended top tier.
+    pub max_volume: Option<Decimal>,
+    /// Rate of the whole sale (0.08 = 8%).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Decimal>,
+    /// Fixed amount per event instead of a rate (GBP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_amount: Option<Decimal>,
+}
+
+/// A HYBRID rule's condition on one sale field.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConditionSpec {
+    /// EVENT_TYPE, GROSS_AMOUNT, PRODUCT_CODE or IS_FIRST_PAYMENT.
+    pub field: String,
+    /// EQUALS, IN, GT, GTE, LT or LTE.
+    pub operator: String,
+    /// The operand of every operator but IN ("true", "500.00").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The operands of IN.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// One HYBRID rule: when `condition` matches, `model` decides the raw commission.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HybridRuleSpec {
+    /// The condition.
+    pub condition: ConditionSpec,
+    /// PERCENTAGE, FIXED or TIERED.
+    pub model: String,
+    /// PERCENTAGE rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Decimal>,
+    /// FIXED amount (GBP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_amount: Option<Decimal>,
+    /// TIERED tiers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<TierSpec>,
+}
+
 /// The rules of one agreement version, as sent (decimal strings in GBP).
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct RulesSpec {
-    /// PERCENTAGE or FIXED.
+    /// PERCENTAGE, FIXED, TIERED or HYBRID.
     pub model: String,
     /// ON_PAYMENT.
     pub trigger: String,
@@ -104,8 +153,76 @@ pub struct RulesSpec {
     /// Ceiling when the commission is > 0.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_commission: Option<Decimal>,
+    /// TIERED tiers (contiguous from 0, the last open-ended).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<TierSpec>,
+    /// HYBRID rules, in order; the first match decides, no match earns 0.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<HybridRuleSpec>,
     /// Clearance in days.
     pub clearance_days: i32,
+}
+
+impl RulesSpec {
+    /// The rules in one line of prose ("TIERED on ON_PAYMENT: …"), for people
+    /// reading the configuration file; the structured fields are authoritative.
+    pub fn describe(&self) -> String {
+        let mut text = format!("{} on {}: {}", self.model, self.trigger, model_text(self));
+        if let Some(fee) = self.setup_fee {
+            text.push_str(&format!("; plus setup_fee {fee} GBP on the customer's first firing event"));
+        }
+        if let Some(min) = self.min_commission {
+            text.push_str(&format!("; at least {min} GBP when > 0"));
+        }
+        if let Some(max) = self.max_commission {
+            text.push_str(&format!("; at most {max} GBP"));
+        }
+        text.push_str(&format!("; clears after {} days", self.clearance_days));
+        text
+    }
+}
+
+fn tiers_text(tiers: &[TierSpec]) -> String {
+    let tiers: Vec<String> = tiers
+        .iter()
+        .map(|tier| {
+            let upper = tier.max_volume.map_or_else(|| "∞".to_string(), |max| max.to_string());
+            let pays = match (tier.rate, tier.fixed_amount) {
+                (Some(rate), _) => format!("{rate} × sale"),
+                (None, Some(fixed)) => format!("{fixed} GBP"),
+                (None, None) => "0".to_string(),
+            };
+            format!("[{}, {upper}) → {pays}", tier.min_volume)
+        })
+        .collect();
+    format!("by the seller's prior volume (GBP): {}", tiers.join("; "))
+}
+
+fn model_text(rules: &RulesSpec) -> String {
+    match rules.model.as_str() {
+        "TIERED" => tiers_text(&rules.tiers),
+        "HYBRID" => {
+            let mut parts: Vec<String> = rules
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(index, rule)| {
+                    let c = &rule.condition;
+                    let operand = c.value.clone().unwrap_or_else(|| format!("[{}]", c.values.join(", ")));
+                    let pays = match rule.model.as_str() {
+                        "FIXED" => format!("FIXED {} GBP", rule.fixed_amount.unwrap_or_default()),
+                        "TIERED" => format!("TIERED {}", tiers_text(&rule.tiers)),
+                        _ => format!("PERCENTAGE {} × sale", rule.rate.unwrap_or_default()),
+                    };
+                    format!("rule[{index}] if {} {} {operand} → {pays}", c.field, c.operator)
+                })
+                .collect();
+            parts.push("no match → 0".into());
+            format!("first match of {}", parts.join("; "))
+        }
+        "FIXED" => format!("{} GBP per event", rules.fixed_amount.unwrap_or_default()),
+        _ => format!("{} × sale", rules.rate.unwrap_or_default()),
+    }
 }
 
 /// One agreement version to create.
@@ -113,7 +230,8 @@ pub struct RulesSpec {
 pub struct AgreementSpec {
     /// Partner index; `None` is the program default.
     pub partner: Option<usize>,
-    /// Short label of the variant ("default", "fixed", "setup_fee", "capped").
+    /// Short label of the variant ("default", "fixed", "setup_fee", "capped",
+    /// "tiered", "hybrid").
     pub variant: String,
     /// CreateAgreement request id.
     pub request_id: String,
@@ -151,6 +269,69 @@ pub struct Plan {
     pub agreements: Vec<AgreementSpec>,
     /// The program override plan.
     pub override_plan: OverridePlanSpec,
+}
+
+/// StockCodes of real products that often open an invoice (REGENCY
+/// CAKESTAND 3 TIER, WHITE HANGING HEART T-LIGHT HOLDER, PARTY BUNTING,
+/// ASSORTED COLOUR BIRD ORNAMENT): the HYBRID variant's product rule.
+pub const HYBRID_PRODUCT_CODES: [&str; 4] = ["22423", "85123A", "47566", "84879"];
+
+/// The TIERED variant: 8% below £5,000 of prior volume, 10% to £25,000, 12% above.
+pub fn tiered_rules() -> RulesSpec {
+    let tier = |min: i64, max: Option<i64>, rate: i64| TierSpec {
+        min_volume: Decimal::new(min, 0),
+        max_volume: max.map(|max| Decimal::new(max, 0)),
+        rate: Some(Decimal::new(rate, 2)),
+        fixed_amount: None,
+    };
+    RulesSpec {
+        model: "TIERED".into(),
+        trigger: "ON_PAYMENT".into(),
+        tiers: vec![tier(0, Some(5_000), 8), tier(5_000, Some(25_000), 10), tier(25_000, None, 12)],
+        clearance_days: CLEARANCE_DAYS,
+        ..RulesSpec::default()
+    }
+}
+
+/// The HYBRID variant: a customer's first payment earns £5.00; else a sale of
+/// £500 or more earns 12%; else a sale opening with one of
+/// [`HYBRID_PRODUCT_CODES`] earns 15%; anything else earns nothing.
+pub fn hybrid_rules() -> RulesSpec {
+    let condition = |field: &str, operator: &str, value: Option<&str>, values: &[&str]| ConditionSpec {
+        field: field.into(),
+        operator: operator.into(),
+        value: value.map(str::to_string),
+        values: values.iter().map(|v| (*v).to_string()).collect(),
+    };
+    RulesSpec {
+        model: "HYBRID".into(),
+        trigger: "ON_PAYMENT".into(),
+        rules: vec![
+            HybridRuleSpec {
+                condition: condition("IS_FIRST_PAYMENT", "EQUALS", Some("true"), &[]),
+                model: "FIXED".into(),
+                rate: None,
+                fixed_amount: Some(Decimal::new(500, 2)),
+                tiers: Vec::new(),
+            },
+            HybridRuleSpec {
+                condition: condition("GROSS_AMOUNT", "GTE", Some("500.00"), &[]),
+                model: "PERCENTAGE".into(),
+                rate: Some(Decimal::new(12, 2)),
+                fixed_amount: None,
+                tiers: Vec::new(),
+            },
+            HybridRuleSpec {
+                condition: condition("PRODUCT_CODE", "IN", None, &HYBRID_PRODUCT_CODES),
+                model: "PERCENTAGE".into(),
+                rate: Some(Decimal::new(15, 2)),
+                fixed_amount: None,
+                tiers: Vec::new(),
+            },
+        ],
+        clearance_days: CLEARANCE_DAYS,
+        ..RulesSpec::default()
+    }
 }
 
 fn percentage(rate: Decimal) -> RulesSpec {
@@ -245,6 +426,8 @@ pub fn generate(seed: u64) -> Plan {
                     ..percentage(Decimal::new(8, 2))
                 },
             ),
+            25..35 => ("tiered", tiered_rules()),
+            35..45 => ("hybrid", hybrid_rules()),
             _ => continue,
         };
         agreements.push(AgreementSpec {
@@ -312,7 +495,9 @@ pub fn rules_summary() -> Vec<&'static str> {
         "Money: exact decimals in GBP; every line amount is rounded once to pence with the program's rounding mode (HALF_AWAY_FROM_ZERO).",
         "Sale: one UCI invoice with a CustomerID and a positive total (Σ quantity × unit price, exact, rounded once to pence); event PAYMENT; occurred_at = the first line's InvoiceDate in Europe/London; the customer's first PAYMENT is its activation.",
         "Attribution: each customer is attributed (first touch, TrackLead at its first sale) to the link in `customers`; the link owner is the seller.",
-        "Agreement: the seller's own agreement version in force at occurred_at, else the program default. PERCENTAGE: amount × rate; FIXED: fixed_amount per event; setup_fee added on the customer's first firing event under that agreement; min/max clamp a commission > 0. The result, rounded once, is the base commission C.",
+        "Agreement: the seller's own agreement version in force at occurred_at, else the program default (`agreements`: scope, effective_from, rules in full; every version here takes force at 2010-01-01T00:00:00Z and none is ever replaced). Trigger ON_PAYMENT fires on every replayed sale (all are PAYMENT). PERCENTAGE: amount × rate; FIXED: fixed_amount per event; TIERED and HYBRID below; setup_fee added on the customer's first firing event under that agreement; min/max clamp a commission > 0. The raw amount (+ setup fee), rounded once, is the base commission C.",
+        "TIERED: the seller's prior volume = Σ gross amounts of the seller's earlier attributed sales in the program (the seller is the link owner; sales ordered by occurred_at, ties by sale id, a UUIDv7 that follows recording order = data-file order; unattributed sales and credit invoices do not count). The tier [min_volume, max_volume) holding it (max_volume null = open-ended) pays rate × the whole sale amount (seed 003, example 5).",
+        "HYBRID: rules in order, the first whose condition matches decides with its own model (PERCENTAGE / FIXED / TIERED as above); no match earns 0. Fields: is_first_payment (the customer's first PAYMENT in the program, same ordering as above), gross_amount (the sale amount), product_code (the invoice's first counted line's StockCode), event_type (PAYMENT). Operators: EQUALS, IN (values), GT, GTE, LT, LTE (numbers).",
         "Splits: C is allocated over the owner and the link's split partners by basis points (owner keeps 10000 − Σ split bps) with largest remainder over pence: floor each share, hand leftover pence to the largest fractional parts, ties to the owner first, then split order. Σ shares = C. Zero shares post nothing. A SUSPENDED split partner still accrues; a TERMINATED one's share falls back to the owner.",
         "Overrides: walk the seller's ancestors (level 1 = parent) up to min(plan levels, override_depth_cap); line = round(C × rates_by_level[level−1]) (basis BASE_COMMISSION, paid on top of C). With compression enabled, levels count ACTIVE ancestors only (non-active ones are skipped and the next active one takes the level).",
         "Clearance: entries clear at occurred_at + clearance_days; ClearMatured(as_of = month end) clears them, and auto_approve_cleared approves them at once.",
@@ -336,6 +521,9 @@ pub struct ConfigFile {
     pub links: Vec<LinkOut>,
     /// Every agreement version (the program default first).
     pub agreements: Vec<AgreementOut>,
+    /// The agreement variants in use: model, rules in prose, and which
+    /// partners hold each (every other partner sells under the program default).
+    pub agreement_variants: Vec<VariantOut>,
     /// The program override plan.
     pub override_plan: OverridePlanSpec,
     /// Customer external id → the link it is attributed to.
@@ -429,8 +617,51 @@ pub struct AgreementOut {
     pub variant: String,
     /// effective_from (RFC 3339).
     pub effective_from: String,
+    /// The rules in one line of prose (the `rules` object is authoritative).
+    pub description: String,
     /// The rules.
     pub rules: RulesSpec,
+}
+
+/// One agreement variant and the partners holding it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantOut {
+    /// Variant label ("default", "tiered", …).
+    pub variant: String,
+    /// PERCENTAGE, FIXED, TIERED or HYBRID.
+    pub model: String,
+    /// "program" for the default, else "partner".
+    pub scope: String,
+    /// The rules in one line of prose.
+    pub description: String,
+    /// External ids of the partners with a version of this variant (empty
+    /// for the program default).
+    pub partner_external_ids: Vec<String>,
+}
+
+/// The variants of `plan`'s agreements in first-appearance order (the
+/// program default first), each with its partners in index order.
+pub fn variants(plan: &Plan) -> Vec<VariantOut> {
+    let mut out: Vec<VariantOut> = Vec::new();
+    for agreement in &plan.agreements {
+        let position = match out.iter().position(|v| v.variant == agreement.variant) {
+            Some(position) => position,
+            None => {
+                out.push(VariantOut {
+                    variant: agreement.variant.clone(),
+                    model: agreement.rules.model.clone(),
+                    scope: if agreement.partner.is_some() { "partner".into() } else { "program".into() },
+                    description: agreement.rules.describe(),
+                    partner_external_ids: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        if let Some(partner) = agreement.partner.and_then(|index| plan.partners.get(index)) {
+            out[position].partner_external_ids.push(partner.external_id.clone());
+        }
+    }
+    out
 }
 
 /// A customer's attribution.
@@ -477,6 +708,9 @@ mod tests {
         assert_eq!(plan.agreements[0].partner, None);
         let variants = |v: &str| plan.agreements.iter().filter(|a| a.variant == v).count();
         assert!(variants("fixed") > 5 && variants("setup_fee") > 5 && variants("capped") > 2);
+        assert!(variants("tiered") > 5 && variants("hybrid") > 5);
+        let models: std::collections::BTreeSet<&str> = plan.agreements.iter().map(|a| a.rules.model.as_str()).collect();
+        assert_eq!(models.into_iter().collect::<Vec<_>>(), ["FIXED", "HYBRID", "PERCENTAGE", "TIERED"]);
         let ids: std::collections::HashSet<&str> = plan
             .partners
             .iter()
@@ -485,6 +719,44 @@ mod tests {
             .chain(plan.agreements.iter().map(|a| a.request_id.as_str()))
             .collect();
         assert_eq!(ids.len(), plan.partners.len() + plan.links.len() + plan.agreements.len());
+    }
+
+    #[test]
+    fn tiers_are_contiguous_from_zero_with_one_open_end() {
+        let rules = tiered_rules();
+        assert_eq!(rules.tiers[0].min_volume, Decimal::ZERO);
+        for pair in rules.tiers.windows(2) {
+            assert_eq!(pair[0].max_volume, Some(pair[1].min_volume));
+        }
+        assert_eq!(rules.tiers.iter().filter(|t| t.max_volume.is_none()).count(), 1);
+        assert_eq!(rules.tiers.last().and_then(|t| t.max_volume), None);
+        assert!(rules.tiers.iter().all(|t| t.rate.is_some_and(|r| r > Decimal::ZERO && r < Decimal::ONE)));
+    }
+
+    #[test]
+    fn agreements_describe_themselves_and_variants_name_their_partners() {
+        assert_eq!(
+            tiered_rules().describe(),
+            "TIERED on ON_PAYMENT: by the seller's prior volume (GBP): [0, 5000) → 0.08 × sale; \
+             [5000, 25000) → 0.10 × sale; [25000, ∞) → 0.12 × sale; clears after 30 days"
+        );
+        assert_eq!(
+            hybrid_rules().describe(),
+            "HYBRID on ON_PAYMENT: first match of rule[0] if IS_FIRST_PAYMENT EQUALS true → FIXED 5.00 GBP; \
+             rule[1] if GROSS_AMOUNT GTE 500.00 → PERCENTAGE 0.12 × sale; \
+             rule[2] if PRODUCT_CODE IN [22423, 85123A, 47566, 84879] → PERCENTAGE 0.15 × sale; no match → 0; \
+             clears after 30 days"
+        );
+        let plan = generate(42);
+        let variants = variants(&plan);
+        assert_eq!(variants[0].variant, "default");
+        assert!(variants[0].partner_external_ids.is_empty());
+        let listed: usize = variants.iter().map(|v| v.partner_external_ids.len()).sum();
+        assert_eq!(listed, plan.agreements.len() - 1, "every partner agreement is listed once");
+        for model in ["TIERED", "HYBRID"] {
+            let variant = variants.iter().find(|v| v.model == model).unwrap();
+            assert!(!variant.partner_external_ids.is_empty(), "{model} has partners");
+        }
     }
 
     #[test]

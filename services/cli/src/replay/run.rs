@@ -26,7 +26,7 @@ use payouts::payout_service_client::PayoutServiceClient;
 use rust_decimal::Decimal;
 use tonic::transport::{Channel, Endpoint};
 
-use super::config::{self, ConfigFile, Plan, RulesSpec};
+use super::config::{self, ConditionSpec, ConfigFile, Plan, RulesSpec, TierSpec};
 use super::load::{self, Dataset, Invoice, InvoiceClass, LoadError};
 use super::progress::{Phase, ProgressMode, note};
 use super::summary::{CommissionTotals, MonthPayouts, Summary};
@@ -242,7 +242,52 @@ pub async fn replay(options: ReplayOptions, endpoints: &Endpoints) -> Result<Sum
     let elapsed = started.elapsed();
 
     let months = pay_months(&clients, &program_id, &plan, &sales, mode).await?;
-    summarize(&clients, &options, &data, program_id, recorded, with_customer, months, elapsed, config_path).await
+    let mut summary =
+        summarize(&clients, &options, &data, program_id, recorded, with_customer, months, elapsed, config_path).await?;
+    summary.settled_by_model = settled_by_model(&clients, &plan, &created).await?;
+    Ok(summary)
+}
+
+/// Settled sales by the model of the agreement they settled under: each
+/// settled sale's seller's own agreement (every version takes force before
+/// the data starts and none is replaced), else the program default's.
+async fn settled_by_model(
+    clients: &Clients,
+    plan: &Plan,
+    created: &Created,
+) -> Result<BTreeMap<String, i64>, ReplayError> {
+    let default_model = plan.agreements.iter().find(|a| a.partner.is_none()).map_or("NONE", |a| a.rules.model.as_str());
+    let own: std::collections::HashMap<&str, &str> = plan
+        .agreements
+        .iter()
+        .filter_map(|a| {
+            let partner = created.partners.get(a.partner?)?;
+            Some((partner.id.as_str(), a.rules.model.as_str()))
+        })
+        .collect();
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    let mut client = clients.attribution.clone();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_sales(attribution::ListSalesRequest {
+                program_id: created.program_id.clone(),
+                state: attribution::SaleState::Settled as i32,
+                page_size: 1000,
+                page_token: page_token.clone(),
+            })
+            .await
+            .map_err(rpc("ListSales"))?
+            .into_inner();
+        for sale in &page.sales {
+            let model = own.get(sale.partner_id.as_str()).copied().unwrap_or(default_model);
+            *counts.entry(model.to_string()).or_default() += 1;
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(counts);
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 /// Creates (or, on a re-run, finds by request id) the program, partners,
@@ -406,13 +451,43 @@ async fn configure(clients: &Clients, plan: &Plan, mode: ProgressMode) -> Result
     Ok(Created { program_id, partners, links, agreements })
 }
 
-fn rules_to_proto(rules: &RulesSpec) -> commission::AgreementRules {
-    let model = match rules.model.as_str() {
+fn model_to_proto(model: &str) -> commission::CommissionModel {
+    match model {
         "FIXED" => commission::CommissionModel::Fixed,
+        "TIERED" => commission::CommissionModel::Tiered,
+        "HYBRID" => commission::CommissionModel::Hybrid,
         _ => commission::CommissionModel::Percentage,
-    };
+    }
+}
+
+fn tiers_to_proto(tiers: &[TierSpec]) -> Vec<commission::Tier> {
+    tiers
+        .iter()
+        .map(|tier| commission::Tier {
+            min_volume: tier.min_volume.to_string(),
+            max_volume: tier.max_volume.map(|max| max.to_string()).unwrap_or_default(),
+            rate: tier.rate.map(|rate| rate.to_string()).unwrap_or_default(),
+            fixed_amount: tier.fixed_amount.map(gbp),
+        })
+        .collect()
+}
+
+fn condition_to_proto(condition: &ConditionSpec) -> commission::Condition {
+    let field = commission::ConditionField::from_str_name(&format!("CONDITION_FIELD_{}", condition.field))
+        .unwrap_or(commission::ConditionField::Unspecified);
+    let operator = commission::ConditionOperator::from_str_name(&format!("CONDITION_OPERATOR_{}", condition.operator))
+        .unwrap_or(commission::ConditionOperator::Unspecified);
+    commission::Condition {
+        field: field as i32,
+        operator: operator as i32,
+        value: condition.value.clone().unwrap_or_default(),
+        values: condition.values.clone(),
+    }
+}
+
+fn rules_to_proto(rules: &RulesSpec) -> commission::AgreementRules {
     commission::AgreementRules {
-        model: model as i32,
+        model: model_to_proto(&rules.model) as i32,
         trigger: commission::CommissionTrigger::OnPayment as i32,
         rate: rules.rate.map(|r| r.to_string()).unwrap_or_default(),
         fixed_amount: rules.fixed_amount.map(gbp),
@@ -420,6 +495,18 @@ fn rules_to_proto(rules: &RulesSpec) -> commission::AgreementRules {
         min_commission: rules.min_commission.map(gbp),
         max_commission: rules.max_commission.map(gbp),
         clearance_days: rules.clearance_days,
+        tiers: tiers_to_proto(&rules.tiers),
+        rules: rules
+            .rules
+            .iter()
+            .map(|rule| commission::HybridRule {
+                condition: Some(condition_to_proto(&rule.condition)),
+                model: model_to_proto(&rule.model) as i32,
+                rate: rule.rate.map(|r| r.to_string()).unwrap_or_default(),
+                fixed_amount: rule.fixed_amount.map(gbp),
+                tiers: tiers_to_proto(&rule.tiers),
+            })
+            .collect(),
         ..Default::default()
     }
 }
@@ -534,9 +621,11 @@ fn write_config(
                 version: version.version,
                 variant: spec.variant.clone(),
                 effective_from: spec.effective_from.clone(),
+                description: spec.rules.describe(),
                 rules: spec.rules.clone(),
             })
             .collect(),
+        agreement_variants: config::variants(plan),
         override_plan: plan.override_plan.clone(),
         customers: customers
             .into_iter()
@@ -819,6 +908,7 @@ async fn summarize(
         credit_lines_counted: data.credit_lines,
         commission,
         payouts,
+        settled_by_model: BTreeMap::new(),
         elapsed_seconds,
         settled_per_second,
         config_path,
@@ -839,6 +929,39 @@ mod tests {
         assert_eq!(names.len(), 14);
         assert_eq!(months[0].1.to_rfc3339(), "2010-12-31T23:59:59.999999+00:00");
         assert_eq!(months[2].1.to_rfc3339(), "2011-02-28T23:59:59.999999+00:00");
+    }
+
+    #[test]
+    fn tiered_and_hybrid_rules_reach_the_wire_in_full() {
+        let tiered = rules_to_proto(&config::tiered_rules());
+        assert_eq!(tiered.model, commission::CommissionModel::Tiered as i32);
+        let tiers: Vec<(&str, &str, &str)> =
+            tiered.tiers.iter().map(|t| (t.min_volume.as_str(), t.max_volume.as_str(), t.rate.as_str())).collect();
+        assert_eq!(tiers, [("0", "5000", "0.08"), ("5000", "25000", "0.10"), ("25000", "", "0.12")]);
+
+        let hybrid = rules_to_proto(&config::hybrid_rules());
+        assert_eq!(hybrid.model, commission::CommissionModel::Hybrid as i32);
+        let conditions: Vec<(i32, i32, &str, usize)> = hybrid
+            .rules
+            .iter()
+            .filter_map(|r| r.condition.as_ref())
+            .map(|c| (c.field, c.operator, c.value.as_str(), c.values.len()))
+            .collect();
+        use commission::{ConditionField as F, ConditionOperator as O};
+        assert_eq!(
+            conditions,
+            [
+                (F::IsFirstPayment as i32, O::Equals as i32, "true", 0),
+                (F::GrossAmount as i32, O::Gte as i32, "500.00", 0),
+                (F::ProductCode as i32, O::In as i32, "", config::HYBRID_PRODUCT_CODES.len()),
+            ]
+        );
+        let models: Vec<i32> = hybrid.rules.iter().map(|r| r.model).collect();
+        let (fixed, percentage) =
+            (commission::CommissionModel::Fixed as i32, commission::CommissionModel::Percentage as i32);
+        assert_eq!(models, [fixed, percentage, percentage]);
+        assert_eq!(hybrid.rules[0].fixed_amount.as_ref().map(|m| m.amount.as_str()), Some("5.00"));
+        assert_eq!(hybrid.rules[2].rate, "0.15");
     }
 
     #[test]

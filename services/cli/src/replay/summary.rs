@@ -78,6 +78,9 @@ pub struct Summary {
     pub commission: CommissionTotals,
     /// Payout runs, one per month.
     pub payouts: Vec<MonthPayouts>,
+    /// Settled sales by the model of the agreement they settled under
+    /// (PERCENTAGE, FIXED, TIERED, HYBRID).
+    pub settled_by_model: BTreeMap<String, i64>,
     /// Seconds from the first RecordSales until every saga finished (ms precision).
     pub elapsed_seconds: Decimal,
     /// Settled sales per second over `elapsed_seconds`, to 0.1.
@@ -116,6 +119,12 @@ impl fmt::Display for Summary {
         writeln!(f, "    settled            {:>10}", self.settled)?;
         writeln!(f, "    failed             {:>10}", self.failed)?;
         writeln!(f, "    unattributed       {:>10}", self.unattributed)?;
+        if !self.settled_by_model.is_empty() {
+            writeln!(f, "  settled by agreement model")?;
+            for (model, count) in &self.settled_by_model {
+                writeln!(f, "    {:<18} {:>10}", model, count)?;
+            }
+        }
         if self.pending > 0 || self.sagas_stuck > 0 {
             writeln!(f, "    pending            {:>10}   ({} sagas stuck)", self.pending, self.sagas_stuck)?;
         }

@@ -4,8 +4,6 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use accrue_proto::commission::v1 as pb;
 use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
 use accrue_proto::hierarchy::v1 as hpb;
@@ -14,8 +12,6 @@ use accrue_proto::types::v1 as types;
 use accrue_testkit::TestDb;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
 
 /// The running services; dropping it stops them.
@@ -33,21 +29,6 @@ pub struct Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.shutdown.cancel();
-    }
-}
-
-async fn wait_serving(channel: Channel, service: &str) {
-    let mut health = HealthClient::new(channel);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let request = tonic_health::pb::HealthCheckRequest { service: service.into() };
-        if let Ok(response) = health.check(request).await
-            && response.into_inner().status == ServingStatus::Serving as i32
-        {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{service} never became SERVING");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -72,8 +53,8 @@ pub async fn start() -> Service {
 
     let hierarchy_channel = accrue_kit::client::channel(&hierarchy_url).unwrap();
     let commission_channel = accrue_kit::client::channel(&commission_url).unwrap();
-    wait_serving(hierarchy_channel.clone(), accrue_hierarchy::SERVICE_NAME).await;
-    wait_serving(commission_channel.clone(), accrue_commission::SERVICE_NAME).await;
+    accrue_testkit::wait_serving(hierarchy_channel.clone(), accrue_hierarchy::SERVICE_NAME).await.unwrap();
+    accrue_testkit::wait_serving(commission_channel.clone(), accrue_commission::SERVICE_NAME).await.unwrap();
     let client = CommissionServiceClient::new(commission_channel)
         .max_decoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES);

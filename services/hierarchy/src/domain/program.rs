@@ -21,6 +21,11 @@ pub const MAX_KEY_CHARS: usize = 200;
 pub const DEFAULT_ROLE_LADDER: [&str; 6] =
     ["ADMIN", "WHITE_LABEL", "MASTER_DISTRIBUTOR", "DISTRIBUTOR", "RETAILER", "CUSTOMER"];
 
+/// The role that may not transact when a program names none, if it is on the
+/// program's ladder (seed 002: "Admin & SuperAdmin cannot initiate
+/// transactions"; the default ladder has no SuperAdmin rung).
+pub const DEFAULT_NON_TRANSACTING_ROLE: &str = "ADMIN";
+
 /// A validated program, ready to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgramSpec {
@@ -40,6 +45,8 @@ pub struct ProgramSpec {
     pub minimum_payout: Decimal,
     /// Role ladder, highest first.
     pub role_ladder: Vec<String>,
+    /// Roles whose partners may not transact; each on `role_ladder`, distinct.
+    pub non_transacting_roles: Vec<String>,
     /// Idempotency key, when given.
     pub request_id: Option<String>,
 }
@@ -100,7 +107,9 @@ pub fn required_name(field: &str, value: &str, violations: &mut FieldViolations)
 /// 4217 code; `override_depth_cap` 0 (→ 8) or 1..=32; `minimum_payout`
 /// optional, in the default currency, ≥ 0 and exact in its minor unit;
 /// `role_ladder` empty (→ seed 002's ladder) or distinct non-empty names;
-/// `rounding_mode` UNSPECIFIED → HALF_AWAY_FROM_ZERO.
+/// `non_transacting_roles` empty (→ ADMIN when it is on the ladder, else none)
+/// or distinct roles on the ladder; `rounding_mode` UNSPECIFIED →
+/// HALF_AWAY_FROM_ZERO.
 ///
 /// Errors: INVALID_ARGUMENT with one field violation per problem.
 pub fn validate_new_program(request: &pb::CreateProgramRequest) -> Result<ProgramSpec, tonic::Status> {
@@ -151,6 +160,7 @@ pub fn validate_new_program(request: &pb::CreateProgramRequest) -> Result<Progra
         minimum_payout = minimum.amount;
     }
     let role_ladder = validate_ladder(&program.role_ladder, &mut violations);
+    let non_transacting_roles = validate_non_transacting(&program.non_transacting_roles, &role_ladder, &mut violations);
     violations.into_result()?;
     let (Some(default_currency), Some(rounding_mode)) = (default_currency, rounding_mode) else {
         // Unreachable: both record a violation when absent.
@@ -165,6 +175,7 @@ pub fn validate_new_program(request: &pb::CreateProgramRequest) -> Result<Progra
         auto_approve_cleared: program.auto_approve_cleared,
         minimum_payout: default_currency.rescale(minimum_payout),
         role_ladder,
+        non_transacting_roles,
         request_id,
     })
 }
@@ -190,6 +201,30 @@ fn validate_ladder(ladder: &[String], violations: &mut FieldViolations) -> Vec<S
     roles
 }
 
+/// The roles that may not transact: the given ones (each on the ladder, none
+/// twice; violations name `program.non_transacting_roles[i]`), or, when none
+/// is given, ADMIN if the ladder has it.
+fn validate_non_transacting(roles: &[String], ladder: &[String], violations: &mut FieldViolations) -> Vec<String> {
+    if roles.is_empty() {
+        return ladder.iter().filter(|rung| *rung == DEFAULT_NON_TRANSACTING_ROLE).cloned().collect();
+    }
+    let mut kept: Vec<String> = Vec::with_capacity(roles.len());
+    for (index, role) in roles.iter().enumerate() {
+        let role = role.trim();
+        let field = format!("program.non_transacting_roles[{index}]");
+        if role.is_empty() {
+            violations.add(field, "must not be empty");
+        } else if !ladder.iter().any(|rung| rung == role) {
+            violations.add(field, format!("role {role:?} is not on the program's role ladder ({})", ladder.join(", ")));
+        } else if kept.iter().any(|seen| seen == role) {
+            violations.add(field, format!("role {role:?} appears twice"));
+        } else {
+            kept.push(role.to_string());
+        }
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,7 +246,35 @@ mod tests {
         assert_eq!(spec.rounding_mode, RoundingMode::HalfAwayFromZero);
         assert_eq!(spec.role_ladder, DEFAULT_ROLE_LADDER.to_vec());
         assert_eq!(spec.minimum_payout, dec!(0.00));
+        assert_eq!(spec.non_transacting_roles, vec!["ADMIN".to_string()]);
         assert_eq!(spec.request_id, None);
+    }
+
+    #[test]
+    fn non_transacting_roles_default_to_admin_only_when_it_is_on_the_ladder() {
+        let own_ladder = pb::Program { role_ladder: vec!["GOLD".into(), "SILVER".into()], ..gbp_program() };
+        assert!(validate_new_program(&request(own_ladder)).unwrap().non_transacting_roles.is_empty());
+        let custom =
+            pb::Program { non_transacting_roles: vec![" WHITE_LABEL ".into(), "ADMIN".into()], ..gbp_program() };
+        let spec = validate_new_program(&request(custom)).unwrap();
+        assert_eq!(spec.non_transacting_roles, vec!["WHITE_LABEL".to_string(), "ADMIN".to_string()]);
+    }
+
+    #[test]
+    fn non_transacting_roles_must_be_distinct_rungs_of_the_ladder() {
+        let program = pb::Program {
+            non_transacting_roles: vec!["ADMIN".into(), "EMPEROR".into(), "ADMIN".into(), " ".into()],
+            ..gbp_program()
+        };
+        let status = validate_new_program(&request(program)).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let message = status.message();
+        assert!(!message.contains("non_transacting_roles[0]"), "{message}");
+        for field in
+            ["program.non_transacting_roles[1]", "program.non_transacting_roles[2]", "program.non_transacting_roles[3]"]
+        {
+            assert!(message.contains(field), "{field} missing in {message}");
+        }
     }
 
     #[test]

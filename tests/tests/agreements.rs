@@ -1,0 +1,117 @@
+//! Versioned agreements end to end (DESIGN §4, seed 003): a new version — even
+//! one whose `effective_from` reaches back before sales already settled — never
+//! changes what was posted; later sales use the version in force at their
+//! `occurred_at`, and GetAgreementInForce names it. Five real services over
+//! real gRPC on a fresh database.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use accrue_e2e::TestStack;
+use accrue_e2e::fixtures::{dec, link_with_lead, partner, payment, program, record_and_settle, ts};
+use accrue_proto::commission::v1 as cpb;
+use accrue_proto::ledger::v1 as lpb;
+
+fn amounts(entries: &[lpb::Entry]) -> Vec<(String, rust_decimal::Decimal)> {
+    entries.iter().map(|e| (e.partner_id.clone(), dec(&e.amount.as_ref().unwrap().amount))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_agreement_version_never_changes_posted_commissions() {
+    let stack = TestStack::start().await.unwrap();
+    let mut c = stack.clients.clone();
+    let program_id = program(&mut c).await;
+    let seller = partner(&mut c, &program_id, "RETAILER", "").await;
+    link_with_lead(&mut c, &program_id, &seller, "cust-1").await;
+    let v1 = c
+        .commission
+        .create_agreement(cpb::CreateAgreementRequest {
+            program_id: program_id.clone(),
+            partner_id: seller.clone(),
+            effective_from: Some(ts("2020-01-01T00:00:00Z")),
+            rules: Some(cpb::AgreementRules {
+                model: cpb::CommissionModel::Percentage as i32,
+                trigger: cpb::CommissionTrigger::OnPayment as i32,
+                rate: "0.10".into(),
+                ..Default::default()
+            }),
+            request_id: "v1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let (first, posted) =
+        record_and_settle(&mut c, payment(&program_id, "s-1", "cust-1", "100.00", "", "2024-03-01T12:00:00Z")).await;
+    assert_eq!(amounts(&posted), vec![(seller.clone(), dec("10.00"))]);
+    assert_eq!(posted[0].breakdown.as_ref().unwrap().agreement_version_id, v1.id);
+
+    // Version 2: seed 003 example 5's tiers, in force from before the first sale.
+    let tier = |min: &str, max: &str, rate: &str| cpb::Tier {
+        min_volume: min.into(),
+        max_volume: max.into(),
+        rate: rate.into(),
+        fixed_amount: None,
+    };
+    let v2 = c
+        .commission
+        .create_agreement(cpb::CreateAgreementRequest {
+            program_id: program_id.clone(),
+            partner_id: seller.clone(),
+            effective_from: Some(ts("2024-02-01T00:00:00Z")),
+            rules: Some(cpb::AgreementRules {
+                model: cpb::CommissionModel::Tiered as i32,
+                trigger: cpb::CommissionTrigger::OnPayment as i32,
+                tiers: vec![tier("0", "100", "0.20"), tier("100", "", "0.30")],
+                ..Default::default()
+            }),
+            request_id: "v2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v2.version, 2);
+
+    // What was posted stays as it was: same entries, same amounts, same version.
+    let after = accrue_e2e::sale_entries(&c, &program_id, &first.id).await.unwrap();
+    assert_eq!(after, posted);
+
+    // The version in force at the first sale's time is now v2 …
+    let in_force = c
+        .commission
+        .get_agreement_in_force(cpb::GetAgreementInForceRequest {
+            program_id: program_id.clone(),
+            partner_id: seller.clone(),
+            time: Some(ts("2024-03-01T12:00:00Z")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(in_force.id, v2.id);
+    // … and before v2's effective_from it is still v1.
+    let earlier = c
+        .commission
+        .get_agreement_in_force(cpb::GetAgreementInForceRequest {
+            program_id: program_id.clone(),
+            partner_id: seller.clone(),
+            time: Some(ts("2024-01-31T23:59:59Z")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(earlier.id, v1.id);
+
+    // A later sale settles under v2: the seller's prior volume is 100.00 (the
+    // first sale), so the [100, ∞) tier at 30% applies to the whole 50.00.
+    let (_, entries) =
+        record_and_settle(&mut c, payment(&program_id, "s-2", "cust-1", "50.00", "", "2024-03-02T12:00:00Z")).await;
+    assert_eq!(amounts(&entries), vec![(seller.clone(), dec("15.00"))]);
+    let breakdown = entries[0].breakdown.as_ref().unwrap();
+    assert_eq!(breakdown.agreement_version_id, v2.id);
+    // The entry explains itself: the model, the tier chosen and the formula.
+    assert_eq!(breakdown.model, "TIERED");
+    assert!(breakdown.rule.starts_with("tier[1]"), "{breakdown:#?}");
+    assert_eq!(breakdown.inputs["seller_prior_volume"], "100.00");
+    assert!(breakdown.formula.contains("50.00 × 0.3 = 15.0"), "{breakdown:#?}");
+    assert_eq!(entries[0].kind, accrue_proto::types::v1::EarningKind::Direct as i32);
+
+    stack.shutdown().await.unwrap();
+}

@@ -235,6 +235,9 @@ pub async fn replay(options: ReplayOptions, endpoints: &Endpoints) -> Result<Sum
     let config_path = write_config(&options, &plan, &created, customers)?;
     note(mode, &format!("configuration written to {config_path}"));
 
+    // A re-run into the same program settles nothing new: the rate counts
+    // only the sales this run settled.
+    let settled_before = count_sales(&clients, &program_id, attribution::SaleState::Settled).await?;
     let started = Instant::now();
     let recorded = record_sales(&clients, &program_id, &sales, mode).await?;
     let with_customer = sales.iter().filter(|s| s.class == InvoiceClass::Sale).count() as u64;
@@ -242,8 +245,9 @@ pub async fn replay(options: ReplayOptions, endpoints: &Endpoints) -> Result<Sum
     let elapsed = started.elapsed();
 
     let months = pay_months(&clients, &program_id, &plan, &sales, mode).await?;
+    let timing = Timing { elapsed, settled_before };
     let mut summary =
-        summarize(&clients, &options, &data, program_id, recorded, with_customer, months, elapsed, config_path).await?;
+        summarize(&clients, &options, &data, program_id, recorded, with_customer, months, timing, config_path).await?;
     summary.settled_by_model = settled_by_model(&clients, &plan, &created).await?;
     Ok(summary)
 }
@@ -869,6 +873,14 @@ async fn commission_totals(clients: &Clients, program_id: &str) -> Result<Commis
     Ok(totals)
 }
 
+/// The timed section of a run.
+struct Timing {
+    /// From the first RecordSales until every saga finished.
+    elapsed: Duration,
+    /// SETTLED sales of the program before this run recorded any.
+    settled_before: i64,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn summarize(
     clients: &Clients,
@@ -878,7 +890,7 @@ async fn summarize(
     recorded: u64,
     with_customer: u64,
     payouts: Vec<MonthPayouts>,
-    elapsed: Duration,
+    timing: Timing,
     config_path: String,
 ) -> Result<Summary, ReplayError> {
     use attribution::{SagaState, SaleState};
@@ -888,9 +900,11 @@ async fn summarize(
     let pending = count_sales(clients, &program_id, SaleState::Pending).await?;
     let sagas_stuck = count_sagas(clients, &program_id, SagaState::Stuck).await?;
     let commission = commission_totals(clients, &program_id).await?;
-    let millis = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX).max(1);
+    let millis = i64::try_from(timing.elapsed.as_millis()).unwrap_or(i64::MAX).max(1);
     let elapsed_seconds = Decimal::new(millis, 3);
-    let settled_per_second = (Decimal::from(settled) * Decimal::from(1000) / Decimal::from(millis)).round_dp(1);
+    let settled_this_run = (settled - timing.settled_before).max(0);
+    let settled_per_second =
+        (Decimal::from(settled_this_run) * Decimal::from(1000) / Decimal::from(millis)).round_dp(1);
     Ok(Summary {
         program_id,
         seed: options.seed,
@@ -910,6 +924,7 @@ async fn summarize(
         payouts,
         settled_by_model: BTreeMap::new(),
         elapsed_seconds,
+        settled_this_run,
         settled_per_second,
         config_path,
     })

@@ -83,7 +83,9 @@ pub struct Summary {
     pub settled_by_model: BTreeMap<String, i64>,
     /// Seconds from the first RecordSales until every saga finished (ms precision).
     pub elapsed_seconds: Decimal,
-    /// Settled sales per second over `elapsed_seconds`, to 0.1.
+    /// Sales this run settled (0 when re-run into a program that has them all).
+    pub settled_this_run: i64,
+    /// `settled_this_run` per second over `elapsed_seconds`, to 0.1.
     pub settled_per_second: Decimal,
     /// Where the configuration was written.
     pub config_path: String,
@@ -157,8 +159,8 @@ impl fmt::Display for Summary {
         }
         writeln!(
             f,
-            "  elapsed              {:>10} s   ({} settled sales/s)",
-            self.elapsed_seconds, self.settled_per_second
+            "  elapsed              {:>10} s   ({} sales settled by this run, {} settled sales/s)",
+            self.elapsed_seconds, self.settled_this_run, self.settled_per_second
         )?;
         write!(f, "  configuration        {}", self.config_path)
     }

@@ -115,3 +115,103 @@ async fn a_new_agreement_version_never_changes_posted_commissions() {
 
     stack.shutdown().await.unwrap();
 }
+
+async fn agreement(c: &mut accrue_e2e::Clients, program_id: &str, partner_id: &str, rules: cpb::AgreementRules) {
+    c.commission
+        .create_agreement(cpb::CreateAgreementRequest {
+            program_id: program_id.into(),
+            partner_id: partner_id.into(),
+            effective_from: Some(ts("2020-01-01T00:00:00Z")),
+            rules: Some(rules),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
+fn event(
+    program_id: &str,
+    external_id: &str,
+    customer: &str,
+    event_type: cpb::SaleEventType,
+    amount: &str,
+    at: &str,
+) -> accrue_proto::attribution::v1::RecordSaleRequest {
+    let mut request = payment(program_id, external_id, customer, amount, "", at);
+    request.event_type = event_type as i32;
+    request
+}
+
+/// Seed 003 example 3 through the saga: an ON_SIGNUP agreement with rate 0
+/// and a 50.00 setup fee pays 50.00 for a sign-up that carries no money, and
+/// nothing for the customer's later payment (the trigger does not fire).
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_003_example_3_signup_bounty_end_to_end() {
+    let stack = TestStack::start().await.unwrap();
+    let mut c = stack.clients.clone();
+    let program_id = program(&mut c).await;
+    let seller = partner(&mut c, &program_id, "", "").await;
+    link_with_lead(&mut c, &program_id, &seller, "cust-1").await;
+    agreement(
+        &mut c,
+        &program_id,
+        &seller,
+        cpb::AgreementRules {
+            model: cpb::CommissionModel::Percentage as i32,
+            trigger: cpb::CommissionTrigger::OnSignup as i32,
+            rate: "0".into(),
+            setup_fee: Some(accrue_e2e::fixtures::gbp("50.00")),
+            clearance_days: 30,
+            ..Default::default()
+        },
+    )
+    .await;
+    let signup = event(&program_id, "e-1", "cust-1", cpb::SaleEventType::Signup, "0.00", "2024-03-01T00:00:00Z");
+    let (sale, entries) = record_and_settle(&mut c, signup).await;
+    assert_eq!(amounts(&entries), vec![(seller.clone(), dec("50.00"))]);
+    assert_eq!(sale.base_commission.as_ref().map(|m| dec(&m.amount)), Some(dec("50.00")));
+    let paid = event(&program_id, "e-2", "cust-1", cpb::SaleEventType::Payment, "80.00", "2024-03-02T00:00:00Z");
+    let (_, entries) = record_and_settle(&mut c, paid).await;
+    assert!(entries.is_empty(), "ON_SIGNUP does not fire on a payment: {entries:#?}");
+
+    // A PAYMENT must carry money; a SIGNUP may not be negative.
+    for (event_type, amount) in [(cpb::SaleEventType::Payment, "0.00"), (cpb::SaleEventType::Signup, "-1.00")] {
+        let request = event(&program_id, "bad", "cust-1", event_type, amount, "2024-03-03T00:00:00Z");
+        let status = c.attribution.record_sale(request).await.expect_err("rejected");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    }
+    stack.shutdown().await.unwrap();
+}
+
+/// ON_ACTIVATION through the saga: `is_first_payment` is derived from the
+/// customer's history, so only the first PAYMENT earns (seed 003).
+#[tokio::test(flavor = "multi_thread")]
+async fn on_activation_pays_only_the_customers_first_payment_end_to_end() {
+    let stack = TestStack::start().await.unwrap();
+    let mut c = stack.clients.clone();
+    let program_id = program(&mut c).await;
+    let seller = partner(&mut c, &program_id, "", "").await;
+    link_with_lead(&mut c, &program_id, &seller, "cust-1").await;
+    agreement(
+        &mut c,
+        &program_id,
+        "",
+        cpb::AgreementRules {
+            model: cpb::CommissionModel::Percentage as i32,
+            trigger: cpb::CommissionTrigger::OnActivation as i32,
+            rate: "0.20".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let signup = event(&program_id, "e-0", "cust-1", cpb::SaleEventType::Signup, "0.00", "2024-03-01T00:00:00Z");
+    let (_, entries) = record_and_settle(&mut c, signup).await;
+    assert!(entries.is_empty(), "a sign-up is not a payment: {entries:#?}");
+    let first = payment(&program_id, "e-1", "cust-1", "60.00", "", "2024-03-02T00:00:00Z");
+    let (_, entries) = record_and_settle(&mut c, first).await;
+    assert_eq!(amounts(&entries), vec![(seller.clone(), dec("12.00"))]);
+    let second = payment(&program_id, "e-2", "cust-1", "60.00", "", "2024-03-03T00:00:00Z");
+    let (_, entries) = record_and_settle(&mut c, second).await;
+    assert!(entries.is_empty(), "only the first payment activates: {entries:#?}");
+    stack.shutdown().await.unwrap();
+}

@@ -66,7 +66,8 @@ pub(crate) struct SaleInput {
     pub(crate) customer_external_id: Option<String>,
     /// Event type (unset on the wire → PAYMENT).
     pub(crate) event_type: EventType,
-    /// Gross amount, > 0, exact in the currency's minor unit.
+    /// Gross amount, exact in the currency's minor unit: > 0 for PAYMENT and
+    /// RENEWAL, ≥ 0 for SIGNUP.
     pub(crate) amount: Money,
     /// Product code.
     pub(crate) product_code: String,
@@ -108,11 +109,18 @@ pub(crate) fn parse_sale(prefix: &str, req: &RecordSaleRequest, violations: &mut
         }
     };
     let amount = require_money(&format!("{prefix}amount"), req.amount.as_ref(), violations);
-    if let Some(money) = amount
-        && money.amount <= Decimal::ZERO
-    {
-        violations.add(format!("{prefix}amount.amount"), "must be greater than zero");
-        valid = false;
+    // A SIGNUP (an account or subscription created, seed 003 ON_SIGNUP
+    // bounties) usually carries no money; a PAYMENT or RENEWAL always does.
+    match (amount, event_type) {
+        (Some(money), Some(EventType::Signup)) if money.amount < Decimal::ZERO => {
+            violations.add(format!("{prefix}amount.amount"), "must not be negative");
+            valid = false;
+        }
+        (Some(money), Some(EventType::Payment | EventType::Renewal)) if money.amount <= Decimal::ZERO => {
+            violations.add(format!("{prefix}amount.amount"), "must be greater than zero for a PAYMENT or RENEWAL");
+            valid = false;
+        }
+        _ => {}
     }
     let occurred_at = require_timestamp(&format!("{prefix}occurred_at"), req.occurred_at.as_ref(), violations);
     if !valid {

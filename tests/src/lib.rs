@@ -7,17 +7,10 @@ pub mod fixtures;
 use std::path::PathBuf;
 
 use accrue_cli::stack::{Stack, StackConfig};
-use accrue_kit::server::MAX_MESSAGE_BYTES;
 use accrue_proto::attribution::v1 as attribution;
-use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
-use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
-use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1 as ledger;
-use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
-use accrue_proto::payouts::v1::payout_service_client::PayoutServiceClient;
 use accrue_testkit::TestDb;
 use anyhow::Context;
-use tonic::transport::Channel;
 
 /// The UCI Online Retail directory: `ACCRUE_DATA_DIR`, else the repository's
 /// bundled copy (`data/uci_online_retail`), else `/work/shared/data/uci_online_retail`.
@@ -34,45 +27,7 @@ pub fn data_dir() -> PathBuf {
     PathBuf::from("/work/shared/data/uci_online_retail")
 }
 
-/// Typed clients of the five services.
-#[derive(Clone)]
-pub struct Clients {
-    /// Hierarchy.
-    pub hierarchy: HierarchyServiceClient<Channel>,
-    /// Attribution.
-    pub attribution: AttributionServiceClient<Channel>,
-    /// Commission.
-    pub commission: CommissionServiceClient<Channel>,
-    /// Ledger.
-    pub ledger: LedgerServiceClient<Channel>,
-    /// Payouts.
-    pub payouts: PayoutServiceClient<Channel>,
-}
-
-impl Clients {
-    /// Clients for `endpoints`, with the services' message size limits.
-    pub fn connect(endpoints: &accrue_cli::stack::Endpoints) -> anyhow::Result<Clients> {
-        let channel = |url: &str| accrue_kit::client::channel(url).with_context(|| format!("channel to {url}"));
-        let m = MAX_MESSAGE_BYTES;
-        Ok(Clients {
-            hierarchy: HierarchyServiceClient::new(channel(&endpoints.hierarchy)?)
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
-            attribution: AttributionServiceClient::new(channel(&endpoints.attribution)?)
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
-            commission: CommissionServiceClient::new(channel(&endpoints.commission)?)
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
-            ledger: LedgerServiceClient::new(channel(&endpoints.ledger)?)
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
-            payouts: PayoutServiceClient::new(channel(&endpoints.payouts)?)
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
-        })
-    }
-}
+pub use accrue_cli::clients::Clients;
 
 /// The five services on ephemeral ports over a fresh database. The database
 /// is dropped when this is dropped; call [`TestStack::shutdown`] first.

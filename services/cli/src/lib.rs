@@ -2,6 +2,7 @@
 //! `accrue dev`, the replay and the end-to-end tests; the throwaway Postgres
 //! of `accrue dev`; and the Online Retail replay.
 
+pub mod clients;
 pub mod pg;
 pub mod replay;
 pub mod stack;

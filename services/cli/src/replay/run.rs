@@ -9,27 +9,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use accrue_kit::server::MAX_MESSAGE_BYTES;
 use accrue_proto::attribution::v1 as attribution;
 use accrue_proto::commission::v1 as commission;
 use accrue_proto::hierarchy::v1 as hierarchy;
 use accrue_proto::ledger::v1 as ledger;
 use accrue_proto::payouts::v1 as payouts;
 use accrue_proto::types::v1 as types;
-use attribution::attribution_service_client::AttributionServiceClient;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
-use commission::commission_service_client::CommissionServiceClient;
 use futures::{StreamExt, TryStreamExt};
-use hierarchy::hierarchy_service_client::HierarchyServiceClient;
-use ledger::ledger_service_client::LedgerServiceClient;
-use payouts::payout_service_client::PayoutServiceClient;
 use rust_decimal::Decimal;
-use tonic::transport::{Channel, Endpoint};
 
 use super::config::{self, ConditionSpec, ConfigFile, Plan, RulesSpec, TierSpec};
 use super::load::{self, Dataset, Invoice, InvoiceClass, LoadError};
 use super::progress::{Phase, ProgressMode, note};
 use super::summary::{CommissionTotals, MonthPayouts, Summary};
+use crate::clients::Clients;
 use crate::stack::Endpoints;
 
 /// Sales per RecordSales stream message (the API's maximum).
@@ -124,49 +118,6 @@ fn rpc(call: impl Into<String>) -> impl FnOnce(tonic::Status) -> ReplayError {
     move |status| ReplayError::Rpc { call, code: status.code(), message: status.message().to_string() }
 }
 
-/// Clients of the five services.
-#[derive(Clone)]
-struct Clients {
-    hierarchy: HierarchyServiceClient<Channel>,
-    attribution: AttributionServiceClient<Channel>,
-    commission: CommissionServiceClient<Channel>,
-    ledger: LedgerServiceClient<Channel>,
-    payouts: PayoutServiceClient<Channel>,
-}
-
-fn channel(url: &str) -> Result<Channel, ReplayError> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| ReplayError::Endpoint { url: url.to_string(), message: e.to_string() })?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(900))
-        .tcp_nodelay(true)
-        .http2_adaptive_window(true);
-    Ok(endpoint.connect_lazy())
-}
-
-impl Clients {
-    fn new(endpoints: &Endpoints) -> Result<Self, ReplayError> {
-        let m = MAX_MESSAGE_BYTES;
-        Ok(Clients {
-            hierarchy: HierarchyServiceClient::new(channel(&endpoints.hierarchy)?)
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
-            attribution: AttributionServiceClient::new(channel(&endpoints.attribution)?)
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
-            commission: CommissionServiceClient::new(channel(&endpoints.commission)?)
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
-            ledger: LedgerServiceClient::new(channel(&endpoints.ledger)?)
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
-            payouts: PayoutServiceClient::new(channel(&endpoints.payouts)?)
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
-        })
-    }
-}
-
 fn gbp(amount: Decimal) -> types::Money {
     let mut amount = amount;
     amount.rescale(2);
@@ -228,7 +179,7 @@ pub async fn replay(options: ReplayOptions, endpoints: &Endpoints) -> Result<Sum
     );
 
     let plan = config::generate(options.seed);
-    let clients = Clients::new(endpoints)?;
+    let clients = Clients::connect(endpoints).map_err(|e| ReplayError::Endpoint { url: e.url, message: e.message })?;
     let created = configure(&clients, &plan, mode).await?;
     let program_id = created.program_id.clone();
     let customers = track_leads(&clients, &plan, &created, &sales, mode).await?;

@@ -438,3 +438,62 @@ async fn seed_000_example_end_to_end_with_overrides_and_failures() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert_eq!(violations(&status), vec!["program.program_id", "sales"]);
 }
+
+/// A rejected SetOverridePlan reports every violation and leaves the stored
+/// plan as it was: the overrides ComputeSettlements pays are unchanged.
+#[tokio::test]
+async fn a_rejected_override_plan_changes_nothing() {
+    let mut service = start().await;
+    let (program, seller, parent) = (id(), id(), id());
+    service
+        .client
+        .create_agreement(pb::CreateAgreementRequest {
+            program_id: program.clone(),
+            effective_from: ts("2024-01-01T00:00:00Z"),
+            rules: Some(percentage("0.10")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let plan = |rates: Vec<pb::OverrideLevel>, mode: pb::OverrideMode| pb::SetOverridePlanRequest {
+        plan: Some(pb::OverridePlan {
+            program_id: program.clone(),
+            mode: mode as i32,
+            rates_by_level: rates,
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    };
+    let level = |rate: &str| pb::OverrideLevel { rate: rate.into(), flat_amount: None };
+    service.client.set_override_plan(plan(vec![level("0.02")], pb::OverrideMode::Percentage)).await.unwrap();
+
+    let mut sale = sale("s-1", &seller, "100.00", "2024-03-01T00:00:00Z");
+    sale.ancestors = vec![pb::PartnerContext { partner_id: parent.clone(), status: 1, role: String::new() }];
+    let request = pb::ComputeSettlementsRequest { program: program_ctx(&program), sales: vec![sale] };
+    let override_paid = |response: pb::ComputeSettlementsResponse| -> Vec<(String, String)> {
+        response.settlements[0]
+            .lines
+            .iter()
+            .filter(|l| l.kind == types::EarningKind::Override as i32)
+            .map(|l| (l.partner_id.clone(), l.amount.as_ref().unwrap().amount.clone()))
+            .collect()
+    };
+    let before = override_paid(service.client.compute_settlements(request.clone()).await.unwrap().into_inner());
+    assert_eq!(before, vec![(parent.clone(), "2.00".to_string())]);
+
+    let bad_requests = [
+        (
+            plan(vec![level("1.5"), level("abc")], pb::OverrideMode::Percentage),
+            vec!["plan.rates_by_level[0].rate", "plan.rates_by_level[1].rate"],
+        ),
+        (plan(vec![level("0.05")], pb::OverrideMode::Unspecified), vec!["plan.mode"]),
+        (plan(vec![level("0.05")], pb::OverrideMode::Flat), vec!["plan.rates_by_level[0].rate"]),
+    ];
+    for (bad, expected) in bad_requests {
+        let status = service.client.set_override_plan(bad).await.expect_err("rejected");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert_eq!(violations(&status), expected);
+        let after = override_paid(service.client.compute_settlements(request.clone()).await.unwrap().into_inner());
+        assert_eq!(after, before, "a rejected plan must not change the stored one");
+    }
+}

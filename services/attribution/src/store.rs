@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -25,6 +26,8 @@ pub(crate) struct LinkRow {
     pub(crate) splits: Json<Vec<Split>>,
     pub(crate) created_at: DateTime<Utc>,
 }
+
+const LINK_COLUMNS: &str = "id, program_id, owner_partner_id, key, destination_url, splits, created_at";
 
 /// A link to insert.
 #[derive(Debug, Clone)]
@@ -124,6 +127,84 @@ pub(crate) struct Cursor {
     pub(crate) id: Uuid,
 }
 
+/// A program-scoped table the API reads by id and pages through by keyset
+/// over (`time`, id), optionally filtered on one column. Every name here is a
+/// constant, so the SQL built from it is safe.
+struct Table {
+    /// The table's name.
+    name: &'static str,
+    /// The columns its row type reads.
+    columns: &'static str,
+    /// The keyset's time column (the id breaks ties).
+    time: &'static str,
+    /// The column a list filter matches, and its SQL type.
+    filter: (&'static str, &'static str),
+}
+
+const LINKS: Table =
+    Table { name: "links", columns: LINK_COLUMNS, time: "created_at", filter: ("owner_partner_id", "uuid") };
+const SALES: Table = Table { name: "sales", columns: SALE_COLUMNS, time: "occurred_at", filter: ("state", "text") };
+const SAGAS: Table = Table { name: "sagas", columns: SAGA_COLUMNS, time: "created_at", filter: ("state", "text") };
+
+impl Table {
+    /// The row with this id.
+    async fn get<R>(&self, pool: &PgPool, id: Uuid) -> Result<Option<R>, sqlx::Error>
+    where
+        R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let Table { name, columns, .. } = self;
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {columns} FROM {name} WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    }
+
+    /// The program's rows after `cursor` in (time, id) order, at most `limit`;
+    /// with `filter` set, only the rows whose filter column equals it.
+    async fn page<R, F>(
+        &self,
+        pool: &PgPool,
+        program_id: Uuid,
+        filter: Option<F>,
+        cursor: Option<Cursor>,
+        limit: i64,
+    ) -> Result<Vec<R>, sqlx::Error>
+    where
+        R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+        F: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
+    {
+        let Table { name, columns, time, filter: (column, sql_type) } = self;
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM {name}
+             WHERE program_id = $1 AND ($2::{sql_type} IS NULL OR {column} = $2)
+               AND ($3::timestamptz IS NULL OR ({time}, id) > ($3, $4))
+             ORDER BY {time}, id LIMIT $5"
+        )))
+        .bind(program_id)
+        .bind(filter)
+        .bind(cursor.map(|c| c.t))
+        .bind(cursor.map(|c| c.id))
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+    }
+
+    /// How many of the program's rows match `filter` (all of them when unset).
+    async fn count<F>(&self, pool: &PgPool, program_id: Uuid, filter: Option<F>) -> Result<i64, sqlx::Error>
+    where
+        F: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
+    {
+        let Table { name, filter: (column, sql_type), .. } = self;
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {name} WHERE program_id = $1 AND ($2::{sql_type} IS NULL OR {column} = $2)"
+        )))
+        .bind(program_id)
+        .bind(filter)
+        .fetch_one(pool)
+        .await
+    }
+}
+
 // ---------------------------------------------------------------- links
 
 /// The link created earlier under `request_id` in the program, if any.
@@ -132,10 +213,9 @@ pub(crate) async fn link_by_request(
     program_id: Uuid,
     request_id: &str,
 ) -> Result<Option<LinkRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, program_id, owner_partner_id, key, destination_url, splits, created_at
-         FROM links WHERE program_id = $1 AND request_id = $2",
-    )
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {LINK_COLUMNS} FROM links WHERE program_id = $1 AND request_id = $2"
+    )))
     .bind(program_id)
     .bind(request_id)
     .fetch_optional(pool)
@@ -145,11 +225,11 @@ pub(crate) async fn link_by_request(
 /// Inserts a link; a request-id race returns the winner's link, a taken key
 /// returns [`LinkInsert::KeyTaken`].
 pub(crate) async fn insert_link(pool: &PgPool, link: &NewLink) -> Result<LinkInsert, sqlx::Error> {
-    let inserted: Result<LinkRow, sqlx::Error> = sqlx::query_as(
+    let inserted: Result<LinkRow, sqlx::Error> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO links (id, program_id, owner_partner_id, key, destination_url, splits, request_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
-         RETURNING id, program_id, owner_partner_id, key, destination_url, splits, created_at",
-    )
+         RETURNING {LINK_COLUMNS}"
+    )))
     .bind(Uuid::now_v7())
     .bind(link.program_id)
     .bind(link.owner_partner_id)
@@ -175,12 +255,7 @@ pub(crate) async fn insert_link(pool: &PgPool, link: &NewLink) -> Result<LinkIns
 
 /// A link by id.
 pub(crate) async fn get_link(pool: &PgPool, id: Uuid) -> Result<Option<LinkRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, program_id, owner_partner_id, key, destination_url, splits, created_at FROM links WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await
+    LINKS.get(pool, id).await
 }
 
 /// A program's links, oldest first, after `cursor`, at most `limit`.
@@ -191,19 +266,7 @@ pub(crate) async fn list_links(
     cursor: Option<Cursor>,
     limit: i64,
 ) -> Result<Vec<LinkRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, program_id, owner_partner_id, key, destination_url, splits, created_at FROM links
-         WHERE program_id = $1 AND ($2::uuid IS NULL OR owner_partner_id = $2)
-           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
-         ORDER BY created_at, id LIMIT $5",
-    )
-    .bind(program_id)
-    .bind(owner)
-    .bind(cursor.map(|c| c.t))
-    .bind(cursor.map(|c| c.id))
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+    LINKS.page(pool, program_id, owner, cursor, limit).await
 }
 
 // ---------------------------------------------------------------- leads
@@ -514,10 +577,7 @@ async fn fetch_by_external(
 
 /// A sale by id.
 pub(crate) async fn get_sale(pool: &PgPool, id: Uuid) -> Result<Option<SaleRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SALE_COLUMNS} FROM sales WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    SALES.get(pool, id).await
 }
 
 /// A program's sales by (occurred_at, id) after `cursor`, and how many match the filter.
@@ -529,36 +589,15 @@ pub(crate) async fn list_sales(
     limit: i64,
 ) -> Result<(Vec<SaleRow>, i64), sqlx::Error> {
     let state = state.map(SaleState::as_str);
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SALE_COLUMNS} FROM sales
-         WHERE program_id = $1 AND ($2::text IS NULL OR state = $2)
-           AND ($3::timestamptz IS NULL OR (occurred_at, id) > ($3, $4))
-         ORDER BY occurred_at, id LIMIT $5"
-    )))
-    .bind(program_id)
-    .bind(state)
-    .bind(cursor.map(|c| c.t))
-    .bind(cursor.map(|c| c.id))
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    let total: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sales WHERE program_id = $1 AND ($2::text IS NULL OR state = $2)")
-            .bind(program_id)
-            .bind(state)
-            .fetch_one(pool)
-            .await?;
-    Ok((rows, total))
+    let rows = SALES.page(pool, program_id, state, cursor, limit).await?;
+    Ok((rows, SALES.count(pool, program_id, state).await?))
 }
 
 // ---------------------------------------------------------------- sagas
 
 /// A saga by id.
 pub(crate) async fn get_saga(pool: &PgPool, id: Uuid) -> Result<Option<SagaRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    SAGAS.get(pool, id).await
 }
 
 /// A saga's step log across all runs, oldest first.
@@ -580,26 +619,8 @@ pub(crate) async fn list_sagas(
     limit: i64,
 ) -> Result<(Vec<SagaRow>, i64), sqlx::Error> {
     let state = state.map(SagaState::as_str);
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SAGA_COLUMNS} FROM sagas
-         WHERE program_id = $1 AND ($2::text IS NULL OR state = $2)
-           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
-         ORDER BY created_at, id LIMIT $5"
-    )))
-    .bind(program_id)
-    .bind(state)
-    .bind(cursor.map(|c| c.t))
-    .bind(cursor.map(|c| c.id))
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    let total: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sagas WHERE program_id = $1 AND ($2::text IS NULL OR state = $2)")
-            .bind(program_id)
-            .bind(state)
-            .fetch_one(pool)
-            .await?;
-    Ok((rows, total))
+    let rows = SAGAS.page(pool, program_id, state, cursor, limit).await?;
+    Ok((rows, SAGAS.count(pool, program_id, state).await?))
 }
 
 /// What RetrySaga did.

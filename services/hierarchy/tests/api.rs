@@ -9,8 +9,8 @@ use accrue_proto::types::v1::Money;
 use accrue_testkit::TestDb;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tonic::Code;
 use tonic::transport::Channel;
+use tonic::{Code, Response, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
@@ -53,32 +53,77 @@ fn program(name: &str, cap: i32) -> pb::Program {
     }
 }
 
-async fn create_program(h: &mut Harness, cap: i32) -> pb::Program {
-    h.client
-        .create_program(pb::CreateProgramRequest { program: Some(program("Acme", cap)), request_id: String::new() })
-        .await
-        .expect("create program")
-        .into_inner()
+/// CreateProgram (`request_id` may be empty).
+async fn try_create_program(h: &mut Harness, program: pb::Program, request_id: &str) -> Result<pb::Program, Status> {
+    let request = pb::CreateProgramRequest { program: Some(program), request_id: request_id.into() };
+    h.client.create_program(request).await.map(Response::into_inner)
 }
 
+/// A GBP program "Acme" with this override depth cap (0: the default).
+async fn create_program(h: &mut Harness, cap: i32) -> pb::Program {
+    try_create_program(h, program("Acme", cap), "").await.expect("create program")
+}
+
+async fn get_program(h: &mut Harness, id: &str) -> pb::Program {
+    h.client.get_program(pb::GetProgramRequest { id: id.to_string() }).await.expect("get program").into_inner()
+}
+
+/// CreatePartner in the program, with no request id.
+async fn try_create_partner(h: &mut Harness, program_id: &str, partner: pb::Partner) -> Result<pb::Partner, Status> {
+    let request = pb::CreatePartnerRequest {
+        program_id: program_id.to_string(),
+        partner: Some(partner),
+        request_id: String::new(),
+    };
+    h.client.create_partner(request).await.map(Response::into_inner)
+}
+
+/// A partner named `name` under `parent` (a root when `None`).
 async fn create_partner(h: &mut Harness, program_id: &str, name: &str, parent: Option<&str>) -> pb::Partner {
-    h.client
-        .create_partner(pb::CreatePartnerRequest {
-            program_id: program_id.to_string(),
-            partner: Some(pb::Partner {
-                display_name: name.into(),
-                parent_id: parent.unwrap_or_default().to_string(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
+    let partner = pb::Partner {
+        display_name: name.into(),
+        parent_id: parent.unwrap_or_default().to_string(),
+        ..Default::default()
+    };
+    try_create_partner(h, program_id, partner)
         .await
         .unwrap_or_else(|status| panic!("create partner {name}: {status:?}"))
-        .into_inner()
 }
 
 async fn get(h: &mut Harness, id: &str) -> pb::Partner {
     h.client.get_partner(pb::GetPartnerRequest { id: id.to_string() }).await.expect("get partner").into_inner()
+}
+
+/// UpdatePartnerStatus.
+async fn set_status(h: &mut Harness, id: &str, status: pb::PartnerStatus, reason: &str) -> Result<pb::Partner, Status> {
+    let request = pb::UpdatePartnerStatusRequest { id: id.to_string(), status: status as i32, reason: reason.into() };
+    h.client.update_partner_status(request).await.map(Response::into_inner)
+}
+
+/// SetParent (an empty `parent_id` moves the partner to the root).
+async fn set_parent(h: &mut Harness, id: &str, parent_id: &str) -> Result<pb::SetParentResponse, Status> {
+    let request = pb::SetParentRequest { id: id.to_string(), parent_id: parent_id.to_string() };
+    h.client.set_parent(request).await.map(Response::into_inner)
+}
+
+/// ListPartners.
+async fn list_partners(h: &mut Harness, request: pb::ListPartnersRequest) -> pb::ListPartnersResponse {
+    h.client.list_partners(request).await.expect("list partners").into_inner()
+}
+
+/// ListDownline.
+async fn list_downline(h: &mut Harness, request: pb::ListDownlineRequest) -> Result<pb::ListDownlineResponse, Status> {
+    h.client.list_downline(request).await.map(Response::into_inner)
+}
+
+/// GetUplines.
+async fn get_uplines(
+    h: &mut Harness,
+    program_id: &str,
+    partner_ids: Vec<String>,
+) -> Result<pb::GetUplinesResponse, Status> {
+    let request = pb::GetUplinesRequest { program_id: program_id.to_string(), partner_ids };
+    h.client.get_uplines(request).await.map(Response::into_inner)
 }
 
 /// Every partner's (id, ancestor_ids, depth), as stored.
@@ -93,14 +138,14 @@ async fn count(pool: &PgPool, table: &str) -> i64 {
         .expect("count")
 }
 
-fn violation_fields(status: &tonic::Status) -> Vec<String> {
+fn violation_fields(status: &Status) -> Vec<String> {
     status
         .get_details_bad_request()
         .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
 }
 
-fn reason(status: &tonic::Status) -> String {
+fn reason(status: &Status) -> String {
     status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
 }
 
@@ -115,7 +160,7 @@ async fn creates_program_and_partners() {
         vec!["ADMIN", "WHITE_LABEL", "MASTER_DISTRIBUTOR", "DISTRIBUTOR", "RETAILER", "CUSTOMER"]
     );
     assert_eq!(created.minimum_payout, Some(Money { currency_code: "GBP".into(), amount: "0.00".into() }));
-    let fetched = h.client.get_program(pb::GetProgramRequest { id: created.id.clone() }).await.unwrap().into_inner();
+    let fetched = get_program(&mut h, &created.id).await;
     assert_eq!(fetched, created);
 
     let a = create_partner(&mut h, &created.id, "A", None).await;
@@ -128,25 +173,9 @@ async fn creates_program_and_partners() {
     assert_eq!(get(&mut h, &c.id).await, c);
 
     // Status change writes an audit event; a repeat changes nothing.
-    let suspended = h
-        .client
-        .update_partner_status(pb::UpdatePartnerStatusRequest {
-            id: b.id.clone(),
-            status: pb::PartnerStatus::Suspended as i32,
-            reason: "kyc pending".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let suspended = set_status(&mut h, &b.id, pb::PartnerStatus::Suspended, "kyc pending").await.unwrap();
     assert_eq!(suspended.status, pb::PartnerStatus::Suspended as i32);
-    h.client
-        .update_partner_status(pb::UpdatePartnerStatusRequest {
-            id: b.id.clone(),
-            status: pb::PartnerStatus::Suspended as i32,
-            reason: String::new(),
-        })
-        .await
-        .unwrap();
+    set_status(&mut h, &b.id, pb::PartnerStatus::Suspended, "").await.unwrap();
     let events: Vec<(String, String, String)> =
         sqlx::query_as("SELECT from_status, to_status, reason FROM partner_status_events")
             .fetch_all(&h.pool)
@@ -157,40 +186,21 @@ async fn creates_program_and_partners() {
     assert!(sqlx::query("DELETE FROM partner_status_events").execute(&h.pool).await.is_err());
 
     // Terminated is final.
-    h.client
-        .update_partner_status(pb::UpdatePartnerStatusRequest {
-            id: c.id.clone(),
-            status: pb::PartnerStatus::Terminated as i32,
-            reason: "left".into(),
-        })
-        .await
-        .unwrap();
-    let status = h
-        .client
-        .update_partner_status(pb::UpdatePartnerStatusRequest {
-            id: c.id.clone(),
-            status: pb::PartnerStatus::Active as i32,
-            reason: String::new(),
-        })
-        .await
-        .unwrap_err();
+    set_status(&mut h, &c.id, pb::PartnerStatus::Terminated, "left").await.unwrap();
+    let status = set_status(&mut h, &c.id, pb::PartnerStatus::Active, "").await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
 
     // Paging in creation order, and the status filter.
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
-        let page = h
-            .client
-            .list_partners(pb::ListPartnersRequest {
-                program_id: created.id.clone(),
-                status: 0,
-                page_size: 2,
-                page_token: token.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let request = pb::ListPartnersRequest {
+            program_id: created.id.clone(),
+            status: 0,
+            page_size: 2,
+            page_token: token.clone(),
+        };
+        let page = list_partners(&mut h, request).await;
         assert!(page.partners.len() <= 2);
         seen.extend(page.partners.into_iter().map(|p| p.display_name));
         if page.next_page_token.is_empty() {
@@ -199,17 +209,13 @@ async fn creates_program_and_partners() {
         token = page.next_page_token;
     }
     assert_eq!(seen, vec!["A", "B", "C"]);
-    let active = h
-        .client
-        .list_partners(pb::ListPartnersRequest {
-            program_id: created.id.clone(),
-            status: pb::PartnerStatus::Active as i32,
-            page_size: 0,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let request = pb::ListPartnersRequest {
+        program_id: created.id.clone(),
+        status: pb::PartnerStatus::Active as i32,
+        page_size: 0,
+        page_token: String::new(),
+    };
+    let active = list_partners(&mut h, request).await;
     assert_eq!(active.partners.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), vec![a.id.clone()]);
 
     let missing = h.client.get_partner(pb::GetPartnerRequest { id: Uuid::now_v7().to_string() }).await.unwrap_err();
@@ -219,9 +225,8 @@ async fn creates_program_and_partners() {
 #[tokio::test]
 async fn creates_are_idempotent_on_request_id() {
     let mut h = start().await;
-    let request = pb::CreateProgramRequest { program: Some(program("Acme", 4)), request_id: "prog-1".into() };
-    let first = h.client.create_program(request.clone()).await.unwrap().into_inner();
-    let second = h.client.create_program(request).await.unwrap().into_inner();
+    let first = try_create_program(&mut h, program("Acme", 4), "prog-1").await.unwrap();
+    let second = try_create_program(&mut h, program("Acme", 4), "prog-1").await.unwrap();
     assert_eq!(first, second);
     assert_eq!(count(&h.pool, "programs").await, 1);
 
@@ -255,20 +260,14 @@ async fn creates_are_idempotent_on_request_id() {
 #[tokio::test]
 async fn invalid_input_is_rejected_and_changes_nothing() {
     let mut h = start().await;
-    let status = h
-        .client
-        .create_program(pb::CreateProgramRequest {
-            program: Some(pb::Program {
-                display_name: String::new(),
-                default_currency: "EURO".into(),
-                override_depth_cap: 40,
-                minimum_payout: Some(Money { currency_code: "GBP".into(), amount: "1.001".into() }),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let bad = pb::Program {
+        display_name: String::new(),
+        default_currency: "EURO".into(),
+        override_depth_cap: 40,
+        minimum_payout: Some(Money { currency_code: "GBP".into(), amount: "1.001".into() }),
+        ..Default::default()
+    };
+    let status = try_create_program(&mut h, bad, "").await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     let fields = violation_fields(&status);
     for field in [
@@ -282,94 +281,39 @@ async fn invalid_input_is_rejected_and_changes_nothing() {
     assert_eq!(count(&h.pool, "programs").await, 0);
 
     let program = create_program(&mut h, 3).await;
-    let status = h
-        .client
-        .create_partner(pb::CreatePartnerRequest {
-            program_id: program.id.clone(),
-            partner: Some(pb::Partner { parent_id: "not-a-uuid".into(), ..Default::default() }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let partner = pb::Partner { parent_id: "not-a-uuid".into(), ..Default::default() };
+    let status = try_create_partner(&mut h, &program.id, partner).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     let fields = violation_fields(&status);
     assert!(fields.contains(&"partner.display_name".to_string()) && fields.contains(&"partner.parent_id".to_string()));
 
-    let status = h
-        .client
-        .create_partner(pb::CreatePartnerRequest {
-            program_id: program.id.clone(),
-            partner: Some(pb::Partner { display_name: "X".into(), role: "EMPEROR".into(), ..Default::default() }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let partner = pb::Partner { display_name: "X".into(), role: "EMPEROR".into(), ..Default::default() };
+    let status = try_create_partner(&mut h, &program.id, partner).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violation_fields(&status), vec!["partner.role"]);
 
-    let status = h
-        .client
-        .create_partner(pb::CreatePartnerRequest {
-            program_id: Uuid::now_v7().to_string(),
-            partner: Some(pb::Partner { display_name: "X".into(), ..Default::default() }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let partner = pb::Partner { display_name: "X".into(), ..Default::default() };
+    let status = try_create_partner(&mut h, &Uuid::now_v7().to_string(), partner).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 
-    let status = h
-        .client
-        .create_partner(pb::CreatePartnerRequest {
-            program_id: program.id.clone(),
-            partner: Some(pb::Partner {
-                display_name: "X".into(),
-                parent_id: Uuid::now_v7().to_string(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let partner = pb::Partner { display_name: "X".into(), parent_id: Uuid::now_v7().to_string(), ..Default::default() };
+    let status = try_create_partner(&mut h, &program.id, partner).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(count(&h.pool, "partners").await, 0);
 
     // A parent may not rank below its child on the ladder.
-    let retailer = h
-        .client
-        .create_partner(pb::CreatePartnerRequest {
-            program_id: program.id.clone(),
-            partner: Some(pb::Partner { display_name: "R".into(), role: "RETAILER".into(), ..Default::default() }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let status = h
-        .client
-        .create_partner(pb::CreatePartnerRequest {
-            program_id: program.id.clone(),
-            partner: Some(pb::Partner {
-                display_name: "D".into(),
-                role: "DISTRIBUTOR".into(),
-                parent_id: retailer.id.clone(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let partner = pb::Partner { display_name: "R".into(), role: "RETAILER".into(), ..Default::default() };
+    let retailer = try_create_partner(&mut h, &program.id, partner).await.unwrap();
+    let partner = pb::Partner {
+        display_name: "D".into(),
+        role: "DISTRIBUTOR".into(),
+        parent_id: retailer.id.clone(),
+        ..Default::default()
+    };
+    let status = try_create_partner(&mut h, &program.id, partner).await.unwrap_err();
     assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "ROLE_RANK"));
 
-    let status = h
-        .client
-        .update_partner_status(pb::UpdatePartnerStatusRequest {
-            id: retailer.id.clone(),
-            status: pb::PartnerStatus::Unspecified as i32,
-            reason: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let status = set_status(&mut h, &retailer.id, pb::PartnerStatus::Unspecified, "").await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violation_fields(&status), vec!["status"]);
     assert_eq!(count(&h.pool, "partners").await, 1);
@@ -382,15 +326,8 @@ async fn invalid_input_is_rejected_and_changes_nothing() {
         assert_eq!(child.depth, depth);
         parent = child.id;
     }
-    let status = h
-        .client
-        .create_partner(pb::CreatePartnerRequest {
-            program_id: program.id.clone(),
-            partner: Some(pb::Partner { display_name: "too deep".into(), parent_id: parent, ..Default::default() }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let partner = pb::Partner { display_name: "too deep".into(), parent_id: parent, ..Default::default() };
+    let status = try_create_partner(&mut h, &program.id, partner).await.unwrap_err();
     assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "DEPTH_EXCEEDED"));
     assert_eq!(count(&h.pool, "partners").await, 4);
 }
@@ -407,51 +344,34 @@ async fn set_parent_rejects_cycles_and_depth_over_cap_without_changes() {
     let before = snapshot(&h.pool).await;
 
     // A under its grandchild C: a cycle.
-    let status =
-        h.client.set_parent(pb::SetParentRequest { id: a.id.clone(), parent_id: c.id.clone() }).await.unwrap_err();
+    let status = set_parent(&mut h, &a.id, &c.id).await.unwrap_err();
     assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "CYCLE"));
     // A under itself.
-    let status =
-        h.client.set_parent(pb::SetParentRequest { id: a.id.clone(), parent_id: a.id.clone() }).await.unwrap_err();
+    let status = set_parent(&mut h, &a.id, &a.id).await.unwrap_err();
     assert_eq!(reason(&status), "CYCLE");
     assert_eq!(snapshot(&h.pool).await, before);
 
     // A (subtree 2 levels tall) under Y (depth 1): C would sit at depth 4 > cap 3.
-    let status =
-        h.client.set_parent(pb::SetParentRequest { id: a.id.clone(), parent_id: y.id.clone() }).await.unwrap_err();
+    let status = set_parent(&mut h, &a.id, &y.id).await.unwrap_err();
     assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "DEPTH_EXCEEDED"));
     assert_eq!(snapshot(&h.pool).await, before);
 
     // Unknown parent / partner are NOT_FOUND and change nothing.
-    let status = h
-        .client
-        .set_parent(pb::SetParentRequest { id: a.id.clone(), parent_id: Uuid::now_v7().to_string() })
-        .await
-        .unwrap_err();
+    let status = set_parent(&mut h, &a.id, &Uuid::now_v7().to_string()).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let status =
-        h.client.set_parent(pb::SetParentRequest { id: "junk".into(), parent_id: String::new() }).await.unwrap_err();
+    let status = set_parent(&mut h, "junk", "").await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(snapshot(&h.pool).await, before);
 
     // A parent from another program is refused.
     let other = create_program(&mut h, 3).await;
     let stranger = create_partner(&mut h, &other.id, "S", None).await;
-    let status = h
-        .client
-        .set_parent(pb::SetParentRequest { id: a.id.clone(), parent_id: stranger.id.clone() })
-        .await
-        .unwrap_err();
+    let status = set_parent(&mut h, &a.id, &stranger.id).await.unwrap_err();
     assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "PROGRAM_MISMATCH"));
     assert_eq!(get(&mut h, &a.id).await, a);
 
     // B (subtree height 1) under Y fits: B → 2, C → 3.
-    let moved = h
-        .client
-        .set_parent(pb::SetParentRequest { id: b.id.clone(), parent_id: y.id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let moved = set_parent(&mut h, &b.id, &y.id).await.unwrap();
     assert_eq!(moved.rewritten_count, 2);
     assert_eq!(get(&mut h, &c.id).await.ancestor_ids, vec![b.id.clone(), y.id.clone(), x.id.clone()]);
 }
@@ -468,12 +388,7 @@ async fn subtree_move_rewrites_every_descendant() {
     let r2 = create_partner(&mut h, &program.id, "R2", None).await;
     let p = create_partner(&mut h, &program.id, "P", Some(&r2.id)).await;
 
-    let response = h
-        .client
-        .set_parent(pb::SetParentRequest { id: m.id.clone(), parent_id: p.id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let response = set_parent(&mut h, &m.id, &p.id).await.unwrap();
     assert_eq!(response.rewritten_count, 4);
     let moved = response.partner.unwrap();
     assert_eq!((moved.parent_id.as_str(), moved.depth), (p.id.as_str(), 2));
@@ -487,33 +402,19 @@ async fn subtree_move_rewrites_every_descendant() {
     assert_eq!(g1_now.ancestor_ids, vec![c1.id.clone(), m.id.clone(), p.id.clone(), r2.id.clone()]);
     assert_eq!(g1_now.parent_id, c1.id);
     // R1 lost its downline; R2's grew.
-    let r1_downline = h
-        .client
-        .list_downline(pb::ListDownlineRequest { id: r1.id.clone(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let r1_downline =
+        list_downline(&mut h, pb::ListDownlineRequest { id: r1.id.clone(), ..Default::default() }).await.unwrap();
     assert!(r1_downline.members.is_empty());
 
     // Back to the root.
-    let response = h
-        .client
-        .set_parent(pb::SetParentRequest { id: m.id.clone(), parent_id: String::new() })
-        .await
-        .unwrap()
-        .into_inner();
+    let response = set_parent(&mut h, &m.id, "").await.unwrap();
     assert_eq!(response.rewritten_count, 4);
     let root = response.partner.unwrap();
     assert_eq!((root.depth, root.parent_id.as_str(), root.ancestor_ids.len()), (0, "", 0));
     let g1_now = get(&mut h, &g1.id).await;
     assert_eq!((g1_now.depth, g1_now.ancestor_ids), (2, vec![c1.id.clone(), m.id.clone()]));
     // Moving to where it already is rewrites nothing.
-    let response = h
-        .client
-        .set_parent(pb::SetParentRequest { id: m.id.clone(), parent_id: String::new() })
-        .await
-        .unwrap()
-        .into_inner();
+    let response = set_parent(&mut h, &m.id, "").await.unwrap();
     assert_eq!(response.rewritten_count, 0);
 }
 
@@ -550,12 +451,7 @@ async fn large_subtree_moves_in_batches() {
     while let Some(done) = tasks.join_next().await {
         done.unwrap().unwrap();
     }
-    let response = h
-        .client
-        .set_parent(pb::SetParentRequest { id: hub.id.clone(), parent_id: target.id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let response = set_parent(&mut h, &hub.id, &target.id).await.unwrap();
     assert_eq!(response.rewritten_count, 1101);
     let hub_id = Uuid::parse_str(&hub.id).unwrap();
     let target_id = Uuid::parse_str(&target.id).unwrap();
@@ -602,24 +498,10 @@ async fn get_uplines_returns_batch_in_request_order() {
     let mid = create_partner(&mut h, &program.id, "mid", Some(&root.id)).await;
     let leaf = create_partner(&mut h, &program.id, "leaf", Some(&mid.id)).await;
     let solo = create_partner(&mut h, &program.id, "solo", None).await;
-    h.client
-        .update_partner_status(pb::UpdatePartnerStatusRequest {
-            id: mid.id.clone(),
-            status: pb::PartnerStatus::Suspended as i32,
-            reason: String::new(),
-        })
-        .await
-        .unwrap();
+    set_status(&mut h, &mid.id, pb::PartnerStatus::Suspended, "").await.unwrap();
 
-    let response = h
-        .client
-        .get_uplines(pb::GetUplinesRequest {
-            program_id: program.id.clone(),
-            partner_ids: vec![leaf.id.clone(), solo.id.clone(), mid.id.clone(), leaf.id.clone()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let partner_ids = vec![leaf.id.clone(), solo.id.clone(), mid.id.clone(), leaf.id.clone()];
+    let response = get_uplines(&mut h, &program.id, partner_ids).await.unwrap();
     assert_eq!(response.program.unwrap().id, program.id);
     let shape: Vec<(String, Vec<(String, i32)>)> = response
         .uplines
@@ -642,31 +524,16 @@ async fn get_uplines_returns_batch_in_request_order() {
     assert_eq!(response.uplines[2].partner.clone().unwrap().status, suspended);
 
     let unknown = Uuid::now_v7().to_string();
-    let status = h
-        .client
-        .get_uplines(pb::GetUplinesRequest {
-            program_id: program.id.clone(),
-            partner_ids: vec![leaf.id.clone(), unknown.clone()],
-        })
-        .await
-        .unwrap_err();
+    let status = get_uplines(&mut h, &program.id, vec![leaf.id.clone(), unknown.clone()]).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains(&unknown), "{}", status.message());
 
     let other = create_program(&mut h, 8).await;
-    let status = h
-        .client
-        .get_uplines(pb::GetUplinesRequest { program_id: other.id.clone(), partner_ids: vec![leaf.id.clone()] })
-        .await
-        .unwrap_err();
+    let status = get_uplines(&mut h, &other.id, vec![leaf.id.clone()]).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains(&leaf.id));
 
-    let status = h
-        .client
-        .get_uplines(pb::GetUplinesRequest { program_id: program.id.clone(), partner_ids: vec![leaf.id.clone(); 1001] })
-        .await
-        .unwrap_err();
+    let status = get_uplines(&mut h, &program.id, vec![leaf.id.clone(); 1001]).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
@@ -687,12 +554,8 @@ async fn list_downline_reports_relative_depth_and_pages() {
     let mut token = String::new();
     let mut pages = 0;
     loop {
-        let page = h
-            .client
-            .list_downline(pb::ListDownlineRequest { id: r.id.clone(), max_depth: 0, page_size: 2, page_token: token })
-            .await
-            .unwrap()
-            .into_inner();
+        let request = pb::ListDownlineRequest { id: r.id.clone(), max_depth: 0, page_size: 2, page_token: token };
+        let page = list_downline(&mut h, request).await.unwrap();
         pages += 1;
         members.extend(page.members.into_iter().map(|m| (m.partner.unwrap().display_name, m.relative_depth)));
         if page.next_page_token.is_empty() {
@@ -707,44 +570,23 @@ async fn list_downline_reports_relative_depth_and_pages() {
         .collect();
     assert_eq!(members, expected);
 
-    let shallow = h
-        .client
-        .list_downline(pb::ListDownlineRequest { id: r.id.clone(), max_depth: 1, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let request = pb::ListDownlineRequest { id: r.id.clone(), max_depth: 1, ..Default::default() };
+    let shallow = list_downline(&mut h, request).await.unwrap();
     assert_eq!(shallow.members.iter().map(|m| m.partner.clone().unwrap().id).collect::<Vec<_>>(), vec![a.id, b.id]);
 
-    let under_a1 = h
-        .client
-        .list_downline(pb::ListDownlineRequest { id: a1.id.clone(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let under_a1 =
+        list_downline(&mut h, pb::ListDownlineRequest { id: a1.id.clone(), ..Default::default() }).await.unwrap();
     assert_eq!(under_a1.members.len(), 1);
     assert_eq!((under_a1.members[0].partner.clone().unwrap().id, under_a1.members[0].relative_depth), (a11.id, 1));
     let _ = (b1, a2);
 
-    let status = h
-        .client
-        .list_downline(pb::ListDownlineRequest {
-            id: r.id.clone(),
-            page_token: "garbage!".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let request = pb::ListDownlineRequest { id: r.id.clone(), page_token: "garbage!".into(), ..Default::default() };
+    let status = list_downline(&mut h, request).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
 async fn uplines_program(h: &mut Harness, program_id: &str) -> pb::Program {
-    h.client
-        .get_uplines(pb::GetUplinesRequest { program_id: program_id.to_string(), partner_ids: Vec::new() })
-        .await
-        .expect("get uplines")
-        .into_inner()
-        .program
-        .expect("uplines carry the program")
+    get_uplines(h, program_id, Vec::new()).await.expect("get uplines").program.expect("uplines carry the program")
 }
 
 #[tokio::test]
@@ -752,20 +594,13 @@ async fn non_transacting_roles_default_to_admin_on_the_ladder() {
     let mut h = start().await;
     let created = create_program(&mut h, 0).await;
     assert_eq!(created.non_transacting_roles, vec!["ADMIN"]);
-    let fetched = h.client.get_program(pb::GetProgramRequest { id: created.id.clone() }).await.unwrap().into_inner();
+    let fetched = get_program(&mut h, &created.id).await;
     assert_eq!(fetched.non_transacting_roles, vec!["ADMIN"]);
     assert_eq!(uplines_program(&mut h, &created.id).await.non_transacting_roles, vec!["ADMIN"]);
 
     // A ladder without ADMIN: nobody is barred by default.
-    let own_ladder = h
-        .client
-        .create_program(pb::CreateProgramRequest {
-            program: Some(pb::Program { role_ladder: vec!["GOLD".into(), "SILVER".into()], ..program("Metals", 0) }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let metals = pb::Program { role_ladder: vec!["GOLD".into(), "SILVER".into()], ..program("Metals", 0) };
+    let own_ladder = try_create_program(&mut h, metals, "").await.unwrap();
     assert!(own_ladder.non_transacting_roles.is_empty());
     assert!(uplines_program(&mut h, &own_ladder.id).await.non_transacting_roles.is_empty());
     let stored: Vec<String> = sqlx::query_scalar("SELECT non_transacting_roles FROM programs WHERE id = $1")
@@ -779,37 +614,21 @@ async fn non_transacting_roles_default_to_admin_on_the_ladder() {
 #[tokio::test]
 async fn custom_non_transacting_roles_are_stored_and_returned_with_uplines() {
     let mut h = start().await;
-    let created = h
-        .client
-        .create_program(pb::CreateProgramRequest {
-            program: Some(pb::Program {
-                non_transacting_roles: vec!["WHITE_LABEL".into(), "ADMIN".into()],
-                ..program("Custom", 0)
-            }),
-            request_id: "custom-roles".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let custom =
+        pb::Program { non_transacting_roles: vec!["WHITE_LABEL".into(), "ADMIN".into()], ..program("Custom", 0) };
+    let created = try_create_program(&mut h, custom, "custom-roles").await.unwrap();
     assert_eq!(created.non_transacting_roles, vec!["WHITE_LABEL", "ADMIN"]);
-    let fetched = h.client.get_program(pb::GetProgramRequest { id: created.id.clone() }).await.unwrap().into_inner();
+    let fetched = get_program(&mut h, &created.id).await;
     assert_eq!(fetched, created);
     assert_eq!(uplines_program(&mut h, &created.id).await.non_transacting_roles, vec!["WHITE_LABEL", "ADMIN"]);
 
     // A ladder of its own with a barred rung other than ADMIN.
-    let metals = h
-        .client
-        .create_program(pb::CreateProgramRequest {
-            program: Some(pb::Program {
-                role_ladder: vec!["PLATINUM".into(), "GOLD".into(), "SILVER".into()],
-                non_transacting_roles: vec!["PLATINUM".into()],
-                ..program("Metals", 0)
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let metals = pb::Program {
+        role_ladder: vec!["PLATINUM".into(), "GOLD".into(), "SILVER".into()],
+        non_transacting_roles: vec!["PLATINUM".into()],
+        ..program("Metals", 0)
+    };
+    let metals = try_create_program(&mut h, metals, "").await.unwrap();
     assert_eq!(metals.non_transacting_roles, vec!["PLATINUM"]);
     assert_eq!(count(&h.pool, "programs").await, 2);
 }
@@ -828,18 +647,9 @@ async fn invalid_non_transacting_roles_are_rejected_and_create_nothing() {
         (vec!["GOLD".into(), "SILVER".into()], vec!["ADMIN".into()], vec!["program.non_transacting_roles[0]"]),
     ];
     for (ladder, roles, fields) in cases {
-        let status = h
-            .client
-            .create_program(pb::CreateProgramRequest {
-                program: Some(pb::Program {
-                    role_ladder: ladder.clone(),
-                    non_transacting_roles: roles.clone(),
-                    ..program("Bad", 0)
-                }),
-                request_id: format!("bad-{}", roles.join("-")),
-            })
-            .await
-            .unwrap_err();
+        let bad =
+            pb::Program { role_ladder: ladder.clone(), non_transacting_roles: roles.clone(), ..program("Bad", 0) };
+        let status = try_create_program(&mut h, bad, &format!("bad-{}", roles.join("-"))).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{roles:?}");
         assert_eq!(violation_fields(&status), fields, "{ladder:?} {roles:?}");
         assert_eq!(count(&h.pool, "programs").await, 0, "{roles:?} created nothing");

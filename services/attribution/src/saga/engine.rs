@@ -114,6 +114,38 @@ pub(crate) struct Item<'a> {
     pub(crate) sale: &'a SaleFacts,
 }
 
+/// Where a step failed permanently: an action's failure unwinds the saga (the
+/// worker keeps it to run the undos); an undo's leaves it stuck and given back.
+#[derive(Debug, Clone, Copy)]
+enum FailedIn {
+    Action,
+    Undo,
+}
+
+/// A step's results for the sagas it ran on, by outcome: `(index, output)`
+/// or `(index, message)`.
+#[derive(Debug, Default)]
+struct Outcomes {
+    ok: Vec<(usize, Value)>,
+    transient: Vec<(usize, String)>,
+    permanent: Vec<(usize, String)>,
+}
+
+impl Outcomes {
+    /// Splits `results` (one per index in `need`, in order).
+    fn of(need: &[usize], results: Vec<Result<Value, StepError>>) -> Self {
+        let mut outcomes = Outcomes::default();
+        for (&i, result) in need.iter().zip(results) {
+            match result {
+                Ok(output) => outcomes.ok.push((i, output)),
+                Err(StepError::Transient(message)) => outcomes.transient.push((i, message)),
+                Err(StepError::Permanent(message)) => outcomes.permanent.push((i, message)),
+            }
+        }
+        outcomes
+    }
+}
+
 enum Flow {
     Continue,
     Crash,
@@ -312,8 +344,7 @@ impl Engine {
             if need.is_empty() {
                 continue;
             }
-            let pairs: Vec<(usize, Value)> = need.iter().map(|&i| (i, json!({}))).collect();
-            let need = self.append_pairs(batch, &pairs, step, EVENT_STARTED).await?;
+            let need = self.append_marks(batch, &need, step, EVENT_STARTED).await?;
             for &i in &need {
                 batch[i].log[step as usize].started = true;
             }
@@ -323,16 +354,7 @@ impl Engine {
             tracing::debug!(%step, sagas = need.len(), action_ms, "saga step action");
             self.apply_hooks(step, batch, &need, &mut results);
 
-            let mut ok: Vec<(usize, Value)> = Vec::new();
-            let mut transient: Vec<(usize, String)> = Vec::new();
-            let mut permanent: Vec<(usize, String)> = Vec::new();
-            for (&i, result) in need.iter().zip(results) {
-                match result {
-                    Ok(output) => ok.push((i, output)),
-                    Err(StepError::Transient(message)) => transient.push((i, message)),
-                    Err(StepError::Permanent(message)) => permanent.push((i, message)),
-                }
-            }
+            let Outcomes { ok, transient, permanent } = Outcomes::of(&need, results);
             let any_succeeded = !ok.is_empty();
             self.record_succeeded(batch, step, ok).await?;
             self.record_transient(batch, step, "action", transient).await?;
@@ -362,19 +384,9 @@ impl Engine {
             if need.is_empty() {
                 continue;
             }
-            let pairs: Vec<(usize, Value)> = need.iter().map(|&i| (i, json!({}))).collect();
-            let need = self.append_pairs(batch, &pairs, step, EVENT_UNDO_STARTED).await?;
+            let need = self.append_marks(batch, &need, step, EVENT_UNDO_STARTED).await?;
             let results = self.act(step, batch, &need, &sales, true).await;
-            let mut ok: Vec<(usize, Value)> = Vec::new();
-            let mut transient: Vec<(usize, String)> = Vec::new();
-            let mut stuck: Vec<(usize, String)> = Vec::new();
-            for (&i, result) in need.iter().zip(results) {
-                match result {
-                    Ok(output) => ok.push((i, output)),
-                    Err(StepError::Transient(message)) => transient.push((i, message)),
-                    Err(StepError::Permanent(message)) => stuck.push((i, message)),
-                }
-            }
+            let Outcomes { ok, transient, permanent: stuck } = Outcomes::of(&need, results);
             let done = self.append_pairs(batch, &ok, step, EVENT_UNDO_FINISHED).await?;
             for i in done {
                 batch[i].log[step as usize].undo_finished = true;
@@ -388,8 +400,7 @@ impl Engine {
         let finished: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].unwinding).collect();
         if !finished.is_empty() {
             let mut tx = self.pool.begin().await?;
-            let ids: Vec<Uuid> = finished.iter().map(|&i| batch[i].id).collect();
-            let generations: Vec<i64> = finished.iter().map(|&i| batch[i].generation).collect();
+            let (ids, generations) = fence_of(batch, &finished);
             sqlx::query(
                 "UPDATE sales SET state = 'FAILED', failure_reason = s.failure_reason,
                      base_commission = NULL, total_commission = NULL
@@ -401,16 +412,7 @@ impl Engine {
             .bind(&generations)
             .execute(&mut *tx)
             .await?;
-            let failed: Vec<Uuid> = sqlx::query_scalar(
-                "UPDATE sagas s SET state = 'failed', owner = NULL, lease_expires_at = NULL, updated_at = now()
-                 FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, generation)
-                 WHERE s.id = u.id AND s.generation = u.generation
-                 RETURNING s.id",
-            )
-            .bind(&ids)
-            .bind(&generations)
-            .fetch_all(&mut *tx)
-            .await?;
+            let failed = close(&mut tx, "failed", &ids, &generations).await?;
             tx.commit().await?;
             for &i in &finished {
                 if failed.contains(&batch[i].id) {
@@ -484,38 +486,22 @@ impl Engine {
         step: Step,
         ok: Vec<(usize, Value)>,
     ) -> Result<(), sqlx::Error> {
-        if ok.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        let kept = append(&mut tx, step, EVENT_SUCCEEDED, &rows_of(batch, &ok)).await?;
-        if step == Step::Settle {
-            let rows: Vec<(Uuid, i64)> = ok
-                .iter()
-                .filter(|(i, _)| kept.contains(&batch[*i].id))
-                .map(|(i, _)| (batch[*i].id, batch[*i].generation))
-                .collect();
-            let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-            let generations: Vec<i64> = rows.iter().map(|r| r.1).collect();
-            sqlx::query(
-                "UPDATE sagas s SET state = 'done', owner = NULL, lease_expires_at = NULL, updated_at = now()
-                 FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, generation)
-                 WHERE s.id = u.id AND s.generation = u.generation",
-            )
-            .bind(&ids)
-            .bind(&generations)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        for (i, output) in ok {
-            if kept.contains(&batch[i].id) {
-                batch[i].log[step as usize].output = Some(output);
-                if step == Step::Settle {
-                    batch[i].gone = true;
+        let settled = step == Step::Settle;
+        let applied: HashSet<usize> = self
+            .write_fenced(batch, step, EVENT_SUCCEEDED, &ok, async |tx, batch, applied| {
+                if settled {
+                    let (ids, generations) = fence_of(batch, applied);
+                    close(tx, "done", &ids, &generations).await?;
                 }
-            } else {
-                batch[i].gone = true;
+                Ok(())
+            })
+            .await?
+            .into_iter()
+            .collect();
+        for (i, output) in ok {
+            if applied.contains(&i) {
+                batch[i].log[step as usize].output = Some(output);
+                batch[i].gone |= settled;
             }
         }
         Ok(())
@@ -529,27 +515,24 @@ impl Engine {
         phase: &str,
         failures: Vec<(usize, String)>,
     ) -> Result<(), sqlx::Error> {
-        if failures.is_empty() {
-            return Ok(());
-        }
         let details: Vec<(usize, Value)> = failures
             .iter()
             .map(|(i, message)| {
                 (*i, json!({"phase": phase, "error": message, "transient": true, "attempt": batch[*i].attempt}))
             })
             .collect();
-        let mut tx = self.pool.begin().await?;
-        let kept = append(&mut tx, step, EVENT_FAILED, &rows_of(batch, &details)).await?;
-        let rows: Vec<(Uuid, i64, i64)> = failures
-            .iter()
-            .filter(|(i, _)| kept.contains(&batch[*i].id))
-            .map(|(i, _)| {
-                let delay = backoff_delay(batch[*i].attempt, self.options.retry_base, self.options.retry_max);
-                (batch[*i].id, batch[*i].generation, millis(delay))
-            })
-            .collect();
-        release(&mut *tx, &rows).await?;
-        tx.commit().await?;
+        let (retry_base, retry_max) = (self.options.retry_base, self.options.retry_max);
+        self.write_fenced(batch, step, EVENT_FAILED, &details, async |tx, batch, applied| {
+            let rows: Vec<(Uuid, i64, i64)> = applied
+                .iter()
+                .map(|&i| {
+                    let delay = backoff_delay(batch[i].attempt, retry_base, retry_max);
+                    (batch[i].id, batch[i].generation, millis(delay))
+                })
+                .collect();
+            release(tx, &rows).await
+        })
+        .await?;
         for (i, message) in failures {
             tracing::info!(saga = %batch[i].id, %step, phase, error = %message, attempt = batch[i].attempt, "transient saga failure; will retry");
             batch[i].gone = true;
@@ -564,29 +547,14 @@ impl Engine {
         step: Step,
         failures: Vec<(usize, String)>,
     ) -> Result<(), sqlx::Error> {
-        if failures.is_empty() {
-            return Ok(());
-        }
-        let details: Vec<(usize, Value)> = failures
-            .iter()
-            .map(|(i, message)| (*i, json!({"phase": "action", "error": message, "transient": false})))
-            .collect();
-        let mut tx = self.pool.begin().await?;
-        let kept = append(&mut tx, step, EVENT_FAILED, &rows_of(batch, &details)).await?;
-        let rows: Vec<(Uuid, i64, String)> = failures
-            .iter()
-            .filter(|(i, _)| kept.contains(&batch[*i].id))
-            .map(|(i, message)| (batch[*i].id, batch[*i].generation, format!("{step}: {message}")))
-            .collect();
-        set_state(&mut tx, "unwinding", &rows, false).await?;
-        tx.commit().await?;
-        for (i, message) in failures {
-            if kept.contains(&batch[i].id) {
+        let reasons: Vec<String> = failures.iter().map(|(_, message)| format!("{step}: {message}")).collect();
+        let applied: HashSet<usize> =
+            self.record_failed(batch, step, FailedIn::Action, &failures, &reasons).await?.into_iter().collect();
+        for ((i, message), reason) in failures.into_iter().zip(reasons) {
+            if applied.contains(&i) {
                 tracing::info!(saga = %batch[i].id, %step, error = %message, "permanent saga failure; unwinding");
                 batch[i].unwinding = true;
-                batch[i].failure_reason = format!("{step}: {message}");
-            } else {
-                batch[i].gone = true;
+                batch[i].failure_reason = reason;
             }
         }
         Ok(())
@@ -599,33 +567,59 @@ impl Engine {
         step: Step,
         failures: Vec<(usize, String)>,
     ) -> Result<(), sqlx::Error> {
-        if failures.is_empty() {
-            return Ok(());
-        }
-        let details: Vec<(usize, Value)> = failures
+        let reasons: Vec<String> = failures
             .iter()
-            .map(|(i, message)| (*i, json!({"phase": "undo", "error": message, "transient": false})))
+            .map(|(i, message)| format!("{}; undo of {step} failed: {message}", batch[*i].failure_reason))
             .collect();
-        let mut tx = self.pool.begin().await?;
-        let kept = append(&mut tx, step, EVENT_FAILED, &rows_of(batch, &details)).await?;
-        let rows: Vec<(Uuid, i64, String)> = failures
-            .iter()
-            .filter(|(i, _)| kept.contains(&batch[*i].id))
-            .map(|(i, message)| {
-                (
-                    batch[*i].id,
-                    batch[*i].generation,
-                    format!("{}; undo of {step} failed: {message}", batch[*i].failure_reason),
-                )
-            })
-            .collect();
-        set_state(&mut tx, "stuck", &rows, true).await?;
-        tx.commit().await?;
+        self.record_failed(batch, step, FailedIn::Undo, &failures, &reasons).await?;
         for (i, message) in failures {
             tracing::error!(saga = %batch[i].id, sale = %batch[i].sale_id, %step, error = %message, "saga STUCK: an undo action failed; operator action needed");
             batch[i].gone = true;
         }
         Ok(())
+    }
+
+    /// Writes `failed` (permanent, in the action or the undo) for each failure
+    /// and sets the saga's next state with its reason (`reasons`, one per
+    /// failure). Returns the indices written.
+    async fn record_failed(
+        &self,
+        batch: &mut [Live],
+        step: Step,
+        failed_in: FailedIn,
+        failures: &[(usize, String)],
+        reasons: &[String],
+    ) -> Result<Vec<usize>, sqlx::Error> {
+        let (phase, state, release) = match failed_in {
+            FailedIn::Action => ("action", "unwinding", false),
+            FailedIn::Undo => ("undo", "stuck", true),
+        };
+        let details: Vec<(usize, Value)> = failures
+            .iter()
+            .map(|(i, message)| (*i, json!({"phase": phase, "error": message, "transient": false})))
+            .collect();
+        let reason_of: HashMap<usize, &String> = failures.iter().map(|(i, _)| *i).zip(reasons).collect();
+        self.write_fenced(batch, step, EVENT_FAILED, &details, async |tx, batch, applied| {
+            let rows: Vec<(Uuid, i64, String)> = applied
+                .iter()
+                .filter_map(|i| reason_of.get(i).map(|reason| (batch[*i].id, batch[*i].generation, (*reason).clone())))
+                .collect();
+            set_state(tx, state, &rows, release).await
+        })
+        .await
+    }
+
+    /// Appends `event` with an empty detail for each saga at `need`; returns
+    /// the indices whose fenced write applied and drops the rest.
+    async fn append_marks(
+        &self,
+        batch: &mut [Live],
+        need: &[usize],
+        step: Step,
+        event: &str,
+    ) -> Result<Vec<usize>, sqlx::Error> {
+        let pairs: Vec<(usize, Value)> = need.iter().map(|&i| (i, json!({}))).collect();
+        self.append_pairs(batch, &pairs, step, event).await
     }
 
     /// Appends `event` for each `(index, detail)`; returns the indices whose
@@ -637,20 +631,33 @@ impl Engine {
         step: Step,
         event: &str,
     ) -> Result<Vec<usize>, sqlx::Error> {
+        self.write_fenced(batch, step, event, pairs, async |_, _, _| Ok(())).await
+    }
+
+    /// The generation-fenced write of a step event: appends `event` for each
+    /// `(index, detail)` (see [`append`]) and, in the same transaction, lets
+    /// `then` write its change to the saga rows whose event was written, with
+    /// the same fence (`WHERE s.generation = u.generation`). A saga a newer
+    /// owner has claimed gets neither write and is dropped from the batch.
+    /// Returns the indices whose event was written, in `pairs` order.
+    async fn write_fenced(
+        &self,
+        batch: &mut [Live],
+        step: Step,
+        event: &str,
+        pairs: &[(usize, Value)],
+        then: impl AsyncFnOnce(&mut PgConnection, &[Live], &[usize]) -> Result<(), sqlx::Error>,
+    ) -> Result<Vec<usize>, sqlx::Error> {
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.pool.acquire().await?;
-        let kept = append(&mut conn, step, event, &rows_of(batch, pairs)).await?;
-        let mut applied = Vec::with_capacity(pairs.len());
-        for (i, _) in pairs {
-            if kept.contains(&batch[*i].id) {
-                applied.push(*i);
-            } else {
-                tracing::warn!(saga = %batch[*i].id, "lost the saga to a newer owner; dropping it");
-                batch[*i].gone = true;
-            }
-        }
+        let mut tx = self.pool.begin().await?;
+        let kept = append(&mut tx, step, event, &rows_of(batch, pairs)).await?;
+        let indices: Vec<usize> = pairs.iter().map(|(i, _)| *i).collect();
+        let applied: Vec<usize> = indices.iter().copied().filter(|&i| kept.contains(&batch[i].id)).collect();
+        then(&mut tx, batch, &applied).await?;
+        tx.commit().await?;
+        drop_lost(batch, &indices, &kept);
         Ok(applied)
     }
 
@@ -660,8 +667,7 @@ impl Engine {
         if live.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Uuid> = live.iter().map(|&i| batch[i].id).collect();
-        let generations: Vec<i64> = live.iter().map(|&i| batch[i].generation).collect();
+        let (ids, generations) = fence_of(batch, &live);
         let kept: HashSet<Uuid> = sqlx::query_scalar(
             "UPDATE sagas s SET lease_expires_at = now() + $3::bigint * interval '1 millisecond'
              FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, generation)
@@ -675,12 +681,7 @@ impl Engine {
         .await?
         .into_iter()
         .collect();
-        for &i in &live {
-            if !kept.contains(&batch[i].id) {
-                tracing::warn!(saga = %batch[i].id, "lease lost to a newer owner; dropping the saga");
-                batch[i].gone = true;
-            }
-        }
+        drop_lost(batch, &live, &kept);
         Ok(())
     }
 
@@ -703,6 +704,31 @@ fn rows_of(batch: &[Live], pairs: &[(usize, Value)]) -> Vec<(Uuid, i64, Value)> 
     pairs.iter().map(|(i, detail)| (batch[*i].id, batch[*i].generation, detail.clone())).collect()
 }
 
+/// The fence of each saga at `indices`: its id and claimed generation, as the
+/// `UNNEST($1::uuid[], $2::bigint[])` of a fenced statement binds them.
+fn fence_of(batch: &[Live], indices: &[usize]) -> (Vec<Uuid>, Vec<i64>) {
+    indices.iter().map(|&i| (batch[i].id, batch[i].generation)).unzip()
+}
+
+/// The columns of fenced rows `(saga, generation, value)`, to bind as arrays.
+fn columns_of<T: Clone>(rows: &[(Uuid, i64, T)]) -> (Vec<Uuid>, Vec<i64>, Vec<T>) {
+    let ids = rows.iter().map(|r| r.0).collect();
+    let generations = rows.iter().map(|r| r.1).collect();
+    let values = rows.iter().map(|r| r.2.clone()).collect();
+    (ids, generations, values)
+}
+
+/// Drops from the batch each saga at `indices` whose fenced write did not
+/// apply (`kept` lacks it): a newer owner has claimed it.
+fn drop_lost(batch: &mut [Live], indices: &[usize], kept: &HashSet<Uuid>) {
+    for &i in indices {
+        if !kept.contains(&batch[i].id) {
+            tracing::warn!(saga = %batch[i].id, "lost the saga to a newer owner; dropping it");
+            batch[i].gone = true;
+        }
+    }
+}
+
 /// Appends one event per `(saga, generation, detail)`, fenced: a row is only
 /// written while the saga's generation is still the claimed one (the saga row
 /// is share-locked, so a concurrent claim waits or wins cleanly). Returns the
@@ -716,9 +742,7 @@ async fn append(
     if rows.is_empty() {
         return Ok(HashSet::new());
     }
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-    let generations: Vec<i64> = rows.iter().map(|r| r.1).collect();
-    let details: Vec<Value> = rows.iter().map(|r| r.2.clone()).collect();
+    let (ids, generations, details) = columns_of(rows);
     let written: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO saga_step_events (saga_id, run, step, event, detail, generation)
          SELECT s.id, s.run, $1, $2, u.detail, s.generation
@@ -747,9 +771,7 @@ async fn set_state(
     if rows.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-    let generations: Vec<i64> = rows.iter().map(|r| r.1).collect();
-    let reasons: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
+    let (ids, generations, reasons) = columns_of(rows);
     sqlx::query(
         "UPDATE sagas s SET state = $4, failure_reason = u.reason, updated_at = now(),
              owner = CASE WHEN $5 THEN NULL ELSE s.owner END,
@@ -767,6 +789,28 @@ async fn set_state(
     Ok(())
 }
 
+/// Ends fenced sagas in `state` (`done` or `failed`) and gives them back;
+/// returns the sagas it ended.
+async fn close(
+    conn: &mut PgConnection,
+    state: &str,
+    ids: &[Uuid],
+    generations: &[i64],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let closed: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE sagas s SET state = $3, owner = NULL, lease_expires_at = NULL, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, generation)
+         WHERE s.id = u.id AND s.generation = u.generation
+         RETURNING s.id",
+    )
+    .bind(ids)
+    .bind(generations)
+    .bind(state)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(closed.into_iter().collect())
+}
+
 /// Gives sagas back (owner and lease cleared), runnable again after a delay (ms).
 async fn release<'e, E>(executor: E, rows: &[(Uuid, i64, i64)]) -> Result<(), sqlx::Error>
 where
@@ -775,9 +819,7 @@ where
     if rows.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-    let generations: Vec<i64> = rows.iter().map(|r| r.1).collect();
-    let delays: Vec<i64> = rows.iter().map(|r| r.2).collect();
+    let (ids, generations, delays) = columns_of(rows);
     sqlx::query(
         "UPDATE sagas s SET owner = NULL, lease_expires_at = NULL, updated_at = now(),
              next_attempt_at = now() + u.delay * interval '1 millisecond'

@@ -375,9 +375,10 @@ impl AttributionService for AttributionApi {
         let owner = accrue_kit::convert::optional_uuid("owner_partner_id", &req.owner_partner_id, &mut violations);
         violations.into_result()?;
         let limit = page::page_size(req.page_size)?;
-        let cursor: Option<Cursor> = page::decode(&req.page_token)?;
+        let query = format!("links|{program_id}|{owner:?}");
+        let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
         let mut rows = store::list_links(&self.pool, program_id, owner, cursor, limit + 1).await.map_err(db_error)?;
-        let next = next_token(&mut rows, limit, |row| Cursor { t: row.created_at, id: row.id });
+        let next = next_token(&mut rows, limit, &query, |row| Cursor { t: row.created_at, id: row.id });
         Ok(Response::new(pb::ListLinksResponse {
             links: rows.into_iter().map(link_to_proto).collect(),
             next_page_token: next,
@@ -491,10 +492,11 @@ impl AttributionService for AttributionApi {
             .map_err(|_| invalid_field("state", format!("unknown sale state {}", req.state)))
             .map(SaleState::from_proto)?;
         let limit = page::page_size(req.page_size)?;
-        let cursor: Option<Cursor> = page::decode(&req.page_token)?;
+        let query = format!("sales|{program_id}|{}", req.state);
+        let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
         let (mut rows, total) =
             store::list_sales(&self.pool, program_id, state, cursor, limit + 1).await.map_err(db_error)?;
-        let next = next_token(&mut rows, limit, |row| Cursor { t: row.occurred_at, id: row.id });
+        let next = next_token(&mut rows, limit, &query, |row| Cursor { t: row.occurred_at, id: row.id });
         Ok(Response::new(pb::ListSalesResponse {
             sales: rows.into_iter().map(sale_to_proto).collect(),
             next_page_token: next,
@@ -522,10 +524,11 @@ impl AttributionService for AttributionApi {
             .map_err(|_| invalid_field("state", format!("unknown saga state {}", req.state)))
             .map(SagaState::from_proto)?;
         let limit = page::page_size(req.page_size)?;
-        let cursor: Option<Cursor> = page::decode(&req.page_token)?;
+        let query = format!("sagas|{program_id}|{}", req.state);
+        let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
         let (mut rows, total) =
             store::list_sagas(&self.pool, program_id, state, cursor, limit + 1).await.map_err(db_error)?;
-        let next = next_token(&mut rows, limit, |row| Cursor { t: row.created_at, id: row.id });
+        let next = next_token(&mut rows, limit, &query, |row| Cursor { t: row.created_at, id: row.id });
         Ok(Response::new(pb::ListSagasResponse {
             sagas: rows.into_iter().map(|row| saga_to_proto(row, Vec::new())).collect(),
             next_page_token: next,
@@ -554,11 +557,11 @@ impl AttributionService for AttributionApi {
 }
 
 /// Trims the look-ahead row and returns the next page token (empty at the end).
-fn next_token<T>(rows: &mut Vec<T>, limit: i64, cursor: impl Fn(&T) -> Cursor) -> String {
+fn next_token<T>(rows: &mut Vec<T>, limit: i64, query: &str, cursor: impl Fn(&T) -> Cursor) -> String {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     if rows.len() > limit {
         rows.truncate(limit);
-        rows.last().map(|row| page::encode(&cursor(row))).unwrap_or_default()
+        rows.last().map(|row| page::encode(query, &cursor(row))).unwrap_or_default()
     } else {
         String::new()
     }

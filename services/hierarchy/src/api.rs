@@ -266,7 +266,8 @@ impl HierarchyService for HierarchyApi {
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
         let limit = page::page_size(request.page_size)?;
-        let after = page::decode::<PartnerCursor>(&request.page_token)?.map(|cursor| (cursor.t, cursor.id));
+        let query = format!("partners|{program_id}|{}", request.status);
+        let after = page::decode::<PartnerCursor>(&query, &request.page_token)?.map(|cursor| (cursor.t, cursor.id));
         if store::get_program(&self.pool, program_id).await.map_err(db_error)?.is_none() {
             return Err(not_found("program", program_id));
         }
@@ -275,7 +276,7 @@ impl HierarchyService for HierarchyApi {
                 .await
                 .map_err(db_error)?;
         let next_page_token =
-            next_token(&mut rows, limit, |row| page::encode(&PartnerCursor { t: row.created_at, id: row.id }));
+            next_token(&mut rows, limit, |row| page::encode(&query, &PartnerCursor { t: row.created_at, id: row.id }));
         let partners = rows.iter().map(partner_to_proto).collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(pb::ListPartnersResponse { partners, next_page_token }))
     }
@@ -467,13 +468,15 @@ impl HierarchyService for HierarchyApi {
         violations.into_result()?;
         let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
         let limit = page::page_size(request.page_size)?;
-        let after = page::decode::<DownlineCursor>(&request.page_token)?.map(|cursor| (cursor.d, cursor.t, cursor.id));
+        let query = format!("downline|{id}|{}", request.max_depth);
+        let after =
+            page::decode::<DownlineCursor>(&query, &request.page_token)?.map(|cursor| (cursor.d, cursor.t, cursor.id));
         let own =
             store::get_partner(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("partner", id))?;
         let deepest = (request.max_depth > 0).then(|| own.depth.saturating_add(request.max_depth));
         let mut rows = store::list_downline(&self.pool, id, deepest, after, limit + 1).await.map_err(db_error)?;
         let next_page_token = next_token(&mut rows, limit, |row| {
-            page::encode(&DownlineCursor { d: row.depth, t: row.created_at, id: row.id })
+            page::encode(&query, &DownlineCursor { d: row.depth, t: row.created_at, id: row.id })
         });
         let members = rows
             .iter()

@@ -262,7 +262,11 @@ impl LedgerService for LedgerApi {
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
         let size = page::page_size(request.page_size)?;
-        let after = match page::decode::<EntryCursor>(&request.page_token)? {
+        let query = format!(
+            "entries|{program_id}|{}|{}|{}|{}",
+            request.partner_id, request.sale_id, request.status, request.kind
+        );
+        let after = match page::decode::<EntryCursor>(&query, &request.page_token)? {
             None => None,
             Some(cursor) => {
                 let time = DateTime::<Utc>::from_timestamp_micros(cursor.t)
@@ -280,7 +284,9 @@ impl LedgerService for LedgerApi {
         let more = rows.len() as i64 > size;
         rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
         let next_page_token = match rows.last() {
-            Some(last) if more => page::encode(&EntryCursor { t: last.created_at.timestamp_micros(), id: last.id }),
+            Some(last) if more => {
+                page::encode(&query, &EntryCursor { t: last.created_at.timestamp_micros(), id: last.id })
+            }
             _ => String::new(),
         };
         let entries = rows.into_iter().map(|row| entry_to_proto(row, Vec::new())).collect::<Result<Vec<_>, _>>()?;

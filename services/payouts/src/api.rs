@@ -345,13 +345,16 @@ impl PayoutService for PayoutsApi {
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
         let limit = page::page_size(request.page_size)?;
-        let after = page::decode::<PayoutCursor>(&request.page_token)?.map(|cursor| (cursor.t, cursor.id));
+        let query = format!("payouts|{program_id}|{partner_id:?}|{payout_run_id:?}|{}", request.status);
+        let after = page::decode::<PayoutCursor>(&query, &request.page_token)?.map(|cursor| (cursor.t, cursor.id));
         let filter = PayoutFilter { program_id, partner_id, payout_run_id, status: status.map(PayoutStatus::as_str) };
         let mut rows = store::list_payouts(&self.pool, &filter, after, limit + 1).await.map_err(db_error)?;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let next_page_token = if rows.len() > limit {
             rows.truncate(limit);
-            rows.last().map(|row| page::encode(&PayoutCursor { t: row.created_at, id: row.id })).unwrap_or_default()
+            rows.last()
+                .map(|row| page::encode(&query, &PayoutCursor { t: row.created_at, id: row.id }))
+                .unwrap_or_default()
         } else {
             String::new()
         };

@@ -176,7 +176,8 @@ impl CommissionService for CommissionApi {
             return Err(accrue_kit::internal("validated ListAgreementVersions request lost program_id"));
         };
         let page_size = accrue_kit::page::page_size(request.page_size)?;
-        let after = match accrue_kit::page::decode::<VersionCursor>(&request.page_token)? {
+        let query = format!("versions|{program_id}|{partner_id:?}");
+        let after = match accrue_kit::page::decode::<VersionCursor>(&query, &request.page_token)? {
             None => 0,
             Some(cursor) if cursor.program_id == program_id && cursor.partner_id == partner_id => cursor.after_version,
             Some(_) => {
@@ -189,11 +190,10 @@ impl CommissionService for CommissionApi {
             versions
                 .last()
                 .map(|last| {
-                    accrue_kit::page::encode(&VersionCursor {
-                        program_id,
-                        partner_id,
-                        after_version: last.version.version,
-                    })
+                    accrue_kit::page::encode(
+                        &query,
+                        &VersionCursor { program_id, partner_id, after_version: last.version.version },
+                    )
                 })
                 .unwrap_or_default()
         } else {

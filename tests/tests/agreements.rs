@@ -14,6 +14,20 @@ fn amounts(entries: &[lpb::Entry]) -> Vec<(String, rust_decimal::Decimal)> {
     entries.iter().map(|e| (e.partner_id.clone(), dec(&e.amount.as_ref().unwrap().amount))).collect()
 }
 
+/// The id of the version GetAgreementInForce names for `partner_id` at `time`.
+async fn in_force(c: &mut accrue_e2e::Clients, program_id: &str, partner_id: &str, time: &str) -> String {
+    c.commission
+        .get_agreement_in_force(cpb::GetAgreementInForceRequest {
+            program_id: program_id.into(),
+            partner_id: partner_id.into(),
+            time: Some(ts(time)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_agreement_version_never_changes_posted_commissions() {
     let stack = TestStack::start().await.unwrap();
@@ -75,29 +89,9 @@ async fn a_new_agreement_version_never_changes_posted_commissions() {
     assert_eq!(after, posted);
 
     // The version in force at the first sale's time is now v2 …
-    let in_force = c
-        .commission
-        .get_agreement_in_force(cpb::GetAgreementInForceRequest {
-            program_id: program_id.clone(),
-            partner_id: seller.clone(),
-            time: Some(ts("2024-03-01T12:00:00Z")),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(in_force.id, v2.id);
+    assert_eq!(in_force(&mut c, &program_id, &seller, "2024-03-01T12:00:00Z").await, v2.id);
     // … and before v2's effective_from it is still v1.
-    let earlier = c
-        .commission
-        .get_agreement_in_force(cpb::GetAgreementInForceRequest {
-            program_id: program_id.clone(),
-            partner_id: seller.clone(),
-            time: Some(ts("2024-01-31T23:59:59Z")),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(earlier.id, v1.id);
+    assert_eq!(in_force(&mut c, &program_id, &seller, "2024-01-31T23:59:59Z").await, v1.id);
 
     // A later sale settles under v2: the seller's prior volume is 100.00 (the
     // first sale), so the [100, ∞) tier at 30% applies to the whole 50.00.

@@ -141,11 +141,12 @@ pub async fn load_book(
     if stored.is_empty() {
         return Ok(SchemeBook::default());
     }
-    let book = SchemeBook::new(tree_of(&stored), HashMap::new());
+    let tree = tree_of(&stored);
+    let managed = tree.service_codes();
     let mut sellers: Vec<Uuid> =
-        sales.iter().flatten().filter(|sale| book.manages(&sale.service_code)).map(|sale| sale.seller.id).collect();
+        sales.iter().flatten().filter(|sale| managed.contains(&sale.service_code)).map(|sale| sale.seller.id).collect();
     if sellers.is_empty() {
-        return Ok(book);
+        return Ok(SchemeBook::new(tree, HashMap::new()));
     }
     sellers.sort_unstable();
     sellers.dedup();
@@ -160,7 +161,7 @@ pub async fn load_book(
     for row in &rows {
         assignments.insert(row.try_get::<Uuid, _>("partner_id")?, row.try_get::<Uuid, _>("scheme_id")?);
     }
-    Ok(SchemeBook::new(tree_of(&stored), assignments))
+    Ok(SchemeBook::new(tree, assignments))
 }
 
 /// Takes the program's scheme lock for the rest of the transaction.

@@ -95,11 +95,9 @@ struct AgreementFingerprint<'a> {
     rules: &'a AgreementRules,
 }
 
-/// Keyset cursor of ListAgreementVersions, bound to its scope.
+/// Keyset cursor of ListAgreementVersions (the page token binds it to its scope).
 #[derive(Serialize, Deserialize)]
 struct VersionCursor {
-    program_id: Uuid,
-    partner_id: Option<Uuid>,
     after_version: i32,
 }
 
@@ -177,24 +175,14 @@ impl CommissionService for CommissionApi {
         };
         let page_size = accrue_kit::page::page_size(request.page_size)?;
         let query = format!("versions|{program_id}|{partner_id:?}");
-        let after = match accrue_kit::page::decode::<VersionCursor>(&query, &request.page_token)? {
-            None => 0,
-            Some(cursor) if cursor.program_id == program_id && cursor.partner_id == partner_id => cursor.after_version,
-            Some(_) => {
-                return Err(accrue_kit::error::invalid_field("page_token", "belongs to another program or partner"));
-            }
-        };
+        let after = accrue_kit::page::decode::<VersionCursor>(&query, &request.page_token)?
+            .map_or(0, |cursor| cursor.after_version);
         let mut versions = store::list_versions(&self.pool, program_id, partner_id, after, page_size + 1).await?;
         let next_page_token = if versions.len() as i64 > page_size {
             versions.truncate(page_size as usize);
             versions
                 .last()
-                .map(|last| {
-                    accrue_kit::page::encode(
-                        &query,
-                        &VersionCursor { program_id, partner_id, after_version: last.version.version },
-                    )
-                })
+                .map(|last| accrue_kit::page::encode(&query, &VersionCursor { after_version: last.version.version }))
                 .unwrap_or_default()
         } else {
             String::new()

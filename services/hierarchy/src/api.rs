@@ -16,12 +16,13 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::domain::program::{check_non_transacting_roles, validate_program_update};
 use crate::domain::program::{rounding_mode_from_str, rounding_mode_to_proto};
 use crate::domain::tree::{self, ParentNode};
 use crate::domain::{
     PartnerStatus, TreeError, check_role_on_ladder, check_status_change, validate_new_partner, validate_new_program,
 };
-use crate::store::{self, PartnerRow, ProgramRow};
+use crate::store::{self, PartnerRow, ProgramRow, SettingsVersionRow};
 
 /// Most partners one GetUplines call may ask for.
 pub const MAX_UPLINE_BATCH: usize = 1000;
@@ -60,15 +61,38 @@ fn tree_error(error: TreeError) -> Status {
     failed_precondition(error.reason(), error.to_string())
 }
 
-fn program_to_proto(row: &ProgramRow) -> Result<pb::Program, Status> {
+fn stored_rounding_mode(name: &str) -> Result<pb::RoundingMode, Status> {
+    rounding_mode_from_str(name)
+        .map(rounding_mode_to_proto)
+        .ok_or_else(|| internal(format!("stored rounding mode {name:?} is unknown")))
+}
+
+fn settings_version_to_proto(row: &SettingsVersionRow) -> Result<pb::ProgramSettingsVersion, Status> {
+    Ok(pb::ProgramSettingsVersion {
+        version: row.version,
+        effective_from: Some(timestamp(row.effective_from)),
+        rounding_mode: stored_rounding_mode(&row.rounding_mode)? as i32,
+        override_depth_cap: row.override_depth_cap,
+        compression_enabled: row.compression_enabled,
+    })
+}
+
+/// A program as the API shows it, with its settings history (one more query).
+async fn program_reply(executor: impl sqlx::PgExecutor<'_>, row: &ProgramRow) -> Result<pb::Program, Status> {
+    let history = store::settings_history(executor, row.id).await.map_err(db_error)?;
+    if history.is_empty() {
+        return Err(internal(format!("program {} has no settings version", row.id)));
+    }
+    program_to_proto(row, &history)
+}
+
+fn program_to_proto(row: &ProgramRow, history: &[SettingsVersionRow]) -> Result<pb::Program, Status> {
     let currency = Currency::from_code(&row.default_currency).map_err(internal)?;
-    let rounding = rounding_mode_from_str(&row.rounding_mode)
-        .ok_or_else(|| internal(format!("stored rounding mode {:?} is unknown", row.rounding_mode)))?;
     Ok(pb::Program {
         id: row.id.to_string(),
         display_name: row.display_name.clone(),
         default_currency: row.default_currency.clone(),
-        rounding_mode: rounding_mode_to_proto(rounding) as i32,
+        rounding_mode: stored_rounding_mode(&row.rounding_mode)? as i32,
         override_depth_cap: row.override_depth_cap,
         compression_enabled: row.compression_enabled,
         auto_approve_cleared: row.auto_approve_cleared,
@@ -76,6 +100,9 @@ fn program_to_proto(row: &ProgramRow) -> Result<pb::Program, Status> {
         role_ladder: row.role_ladder.clone(),
         create_time: Some(timestamp(row.created_at)),
         non_transacting_roles: row.non_transacting_roles.clone(),
+        max_tree_depth: row.max_tree_depth,
+        update_time: Some(timestamp(row.updated_at)),
+        settings_history: history.iter().map(settings_version_to_proto).collect::<Result<_, _>>()?,
     })
 }
 
@@ -122,7 +149,7 @@ impl HierarchyService for HierarchyApi {
         if let Some(request_id) = spec.request_id.as_deref()
             && let Some(existing) = store::program_by_request_id(&self.pool, request_id).await.map_err(db_error)?
         {
-            return Ok(Response::new(program_to_proto(&existing)?));
+            return Ok(Response::new(program_reply(&self.pool, &existing).await?));
         }
         let row = match store::insert_program(&self.pool, Uuid::now_v7(), &spec).await.map_err(db_error)? {
             Some(row) => row,
@@ -136,7 +163,7 @@ impl HierarchyService for HierarchyApi {
             }
         };
         tracing::info!(program_id = %row.id, "program created");
-        Ok(Response::new(program_to_proto(&row)?))
+        Ok(Response::new(program_reply(&self.pool, &row).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -144,7 +171,83 @@ impl HierarchyService for HierarchyApi {
         let id = parse_id("id", &request.get_ref().id)?;
         let row =
             store::get_program(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("program", id))?;
-        Ok(Response::new(program_to_proto(&row)?))
+        Ok(Response::new(program_reply(&self.pool, &row).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_program(
+        &self,
+        request: Request<pb::UpdateProgramRequest>,
+    ) -> Result<Response<pb::Program>, Status> {
+        let update = validate_program_update(request.get_ref())?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let current = store::lock_program(&mut tx, update.id)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| not_found("program", update.id))?;
+        if let Some(request_id) = update.request_id.as_deref()
+            && let Some(hash) = store::program_update_hash(&mut *tx, update.id, request_id).await.map_err(db_error)?
+        {
+            if hash != update.request_hash {
+                return Err(already_exists(
+                    "REQUEST_ID_REUSED",
+                    format!("request_id {request_id:?} was used for another UpdateProgram of program {}", update.id),
+                ));
+            }
+            return Ok(Response::new(program_reply(&mut *tx, &current).await?));
+        }
+        if let Some(roles) = &update.non_transacting_roles {
+            check_non_transacting_roles(roles, &current.role_ladder)?;
+        }
+        if let Some(depth) = update.max_tree_depth {
+            // Partners cannot be placed while the tree lock is held exclusively,
+            // so the deepest depth read here stays true until commit.
+            store::lock_program_tree(&mut tx, update.id, true).await.map_err(db_error)?;
+            let deepest = store::deepest_partner(&mut *tx, update.id).await.map_err(db_error)?;
+            if deepest > depth {
+                return Err(failed_precondition(
+                    "TREE_TOO_DEEP",
+                    format!("max_tree_depth {depth} is below the program's deepest partner, at depth {deepest}"),
+                ));
+            }
+        }
+        let mut next = current.clone();
+        if let Some(name) = &update.display_name {
+            next.display_name.clone_from(name);
+        }
+        if let Some(mode) = update.rounding_mode {
+            next.rounding_mode = mode.as_str().to_string();
+        }
+        if let Some(cap) = update.override_depth_cap {
+            next.override_depth_cap = cap;
+        }
+        if let Some(depth) = update.max_tree_depth {
+            next.max_tree_depth = depth;
+        }
+        if let Some(enabled) = update.compression_enabled {
+            next.compression_enabled = enabled;
+        }
+        if let Some(roles) = &update.non_transacting_roles {
+            next.non_transacting_roles.clone_from(roles);
+        }
+        if let Some(enabled) = update.auto_approve_cleared {
+            next.auto_approve_cleared = enabled;
+        }
+        let history = store::settings_history(&mut *tx, update.id).await.map_err(db_error)?;
+        let latest =
+            history.last().ok_or_else(|| internal(format!("program {} has no settings version", update.id)))?;
+        // A version starts only when a settlement setting really changes, so
+        // that re-sending the same settings leaves sales' history alone.
+        let settlement_changed = latest.rounding_mode != next.rounding_mode
+            || latest.override_depth_cap != next.override_depth_cap
+            || latest.compression_enabled != next.compression_enabled;
+        let new_version = settlement_changed.then(|| latest.version.saturating_add(1));
+        let key = update.request_id.as_deref().map(|request_id| (request_id, update.request_hash.as_str()));
+        let row = store::update_program(&mut tx, &next, new_version, key).await.map_err(db_error)?;
+        let reply = program_reply(&mut *tx, &row).await?;
+        tx.commit().await.map_err(db_error)?;
+        tracing::info!(program_id = %row.id, ?new_version, "program updated");
+        Ok(Response::new(reply))
     }
 
     #[tracing::instrument(skip_all)]
@@ -186,7 +289,7 @@ impl HierarchyService for HierarchyApi {
             }
         };
         let placement =
-            tree::place_new(parent.as_ref().map(parent_node), program.override_depth_cap).map_err(tree_error)?;
+            tree::place_new(parent.as_ref().map(parent_node), program.max_tree_depth).map_err(tree_error)?;
         if let Some(parent) = &parent {
             tree::check_role_rank(&program.role_ladder, parent.role.as_deref(), new.role.as_deref())
                 .map_err(tree_error)?;
@@ -367,7 +470,7 @@ impl HierarchyService for HierarchyApi {
             }));
         }
         let (height, _descendants) = store::subtree_stats(&mut *tx, id, partner.depth).await.map_err(db_error)?;
-        let placement = tree::plan_move(id, new_parent.as_ref().map(parent_node), height, program.override_depth_cap)
+        let placement = tree::plan_move(id, new_parent.as_ref().map(parent_node), height, program.max_tree_depth)
             .map_err(tree_error)?;
         if let Some(parent) = &new_parent {
             tree::check_role_rank(&program.role_ladder, parent.role.as_deref(), partner.role.as_deref())
@@ -451,7 +554,7 @@ impl HierarchyService for HierarchyApi {
                 .collect::<Result<Vec<_>, _>>()?;
             uplines.push(pb::Upline { partner: Some(partner_ref(row)?), ancestors });
         }
-        Ok(Response::new(pb::GetUplinesResponse { program: Some(program_to_proto(&program)?), uplines }))
+        Ok(Response::new(pb::GetUplinesResponse { program: Some(program_reply(&self.pool, &program).await?), uplines }))
     }
 
     #[tracing::instrument(skip_all)]

@@ -14,7 +14,8 @@ pub const REWRITE_BATCH: i64 = 500;
 macro_rules! program_columns {
     () => {
         "id, display_name, default_currency, rounding_mode, override_depth_cap, compression_enabled, \
-         auto_approve_cleared, minimum_payout, role_ladder, non_transacting_roles, created_at"
+         auto_approve_cleared, minimum_payout, role_ladder, non_transacting_roles, max_tree_depth, created_at, \
+         updated_at"
     };
 }
 
@@ -47,8 +48,27 @@ pub struct ProgramRow {
     pub role_ladder: Vec<String>,
     /// Roles whose partners may not transact (each on the ladder).
     pub non_transacting_roles: Vec<String>,
+    /// Deepest depth a partner may sit at, 1..=1024.
+    pub max_tree_depth: i32,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// Last settings change (the creation time until the first update).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One version of a program's settlement settings (`program_settings_versions`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SettingsVersionRow {
+    /// 1, 2, … per program.
+    pub version: i32,
+    /// When it took effect.
+    pub effective_from: DateTime<Utc>,
+    /// "HALF_AWAY_FROM_ZERO" or "HALF_EVEN".
+    pub rounding_mode: String,
+    /// 1..=32.
+    pub override_depth_cap: i32,
+    /// Dynamic compression.
+    pub compression_enabled: bool,
 }
 
 /// A stored partner.
@@ -76,19 +96,25 @@ pub struct PartnerRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// Inserts a program; `None` when a program with the same `request_id`
-/// already exists (the caller re-reads it).
+/// Inserts a program with its settings version 1 (one statement, so both or
+/// neither); `None` when a program with the same `request_id` already exists
+/// (the caller re-reads it).
 pub async fn insert_program(
     executor: impl PgExecutor<'_>,
     id: Uuid,
     spec: &ProgramSpec,
 ) -> Result<Option<ProgramRow>, sqlx::Error> {
     sqlx::query_as::<_, ProgramRow>(concat!(
-        "INSERT INTO programs (id, display_name, default_currency, rounding_mode, override_depth_cap, ",
-        "compression_enabled, auto_approve_cleared, minimum_payout, role_ladder, non_transacting_roles, request_id) ",
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ",
+        "WITH p AS (INSERT INTO programs (id, display_name, default_currency, rounding_mode, override_depth_cap, ",
+        "compression_enabled, auto_approve_cleared, minimum_payout, role_ladder, non_transacting_roles, request_id, ",
+        "max_tree_depth, updated_at) ",
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, clock_timestamp()) ",
         "ON CONFLICT (request_id) DO NOTHING RETURNING ",
-        program_columns!()
+        program_columns!(),
+        "), v AS (INSERT INTO program_settings_versions (program_id, version, effective_from, rounding_mode, ",
+        "override_depth_cap, compression_enabled) ",
+        "SELECT id, 1, created_at, rounding_mode, override_depth_cap, compression_enabled FROM p) ",
+        "SELECT * FROM p"
     ))
     .bind(id)
     .bind(&spec.display_name)
@@ -101,8 +127,103 @@ pub async fn insert_program(
     .bind(&spec.role_ladder)
     .bind(&spec.non_transacting_roles)
     .bind(spec.request_id.as_deref())
+    .bind(spec.max_tree_depth)
     .fetch_optional(executor)
     .await
+}
+
+/// A program's settlement settings over time, oldest first.
+pub async fn settings_history(
+    executor: impl PgExecutor<'_>,
+    program_id: Uuid,
+) -> Result<Vec<SettingsVersionRow>, sqlx::Error> {
+    sqlx::query_as::<_, SettingsVersionRow>(
+        "SELECT version, effective_from, rounding_mode, override_depth_cap, compression_enabled \
+         FROM program_settings_versions WHERE program_id = $1 ORDER BY version",
+    )
+    .bind(program_id)
+    .fetch_all(executor)
+    .await
+}
+
+/// Locks a program row for the rest of the transaction (UpdateProgram).
+pub async fn lock_program(conn: &mut PgConnection, id: Uuid) -> Result<Option<ProgramRow>, sqlx::Error> {
+    sqlx::query_as::<_, ProgramRow>(concat!("SELECT ", program_columns!(), " FROM programs WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The request hash an UpdateProgram key was first used with, if any.
+pub async fn program_update_hash(
+    executor: impl PgExecutor<'_>,
+    program_id: Uuid,
+    request_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT request_hash FROM program_updates WHERE program_id = $1 AND request_id = $2")
+        .bind(program_id)
+        .bind(request_id)
+        .fetch_optional(executor)
+        .await
+}
+
+/// Depth of a program's deepest partner (0 for an empty program).
+pub async fn deepest_partner(executor: impl PgExecutor<'_>, program_id: Uuid) -> Result<i32, sqlx::Error> {
+    let deepest: Option<i32> = sqlx::query_scalar("SELECT MAX(depth) FROM partners WHERE program_id = $1")
+        .bind(program_id)
+        .fetch_one(executor)
+        .await?;
+    Ok(deepest.unwrap_or(0))
+}
+
+/// Writes a program's new settings (the caller holds [`lock_program`]);
+/// when `new_version` is set, also appends that settings version effective
+/// now, and when `key` is set records `(request_id, request_hash)`.
+pub async fn update_program(
+    conn: &mut PgConnection,
+    row: &ProgramRow,
+    new_version: Option<i32>,
+    key: Option<(&str, &str)>,
+) -> Result<ProgramRow, sqlx::Error> {
+    let updated = sqlx::query_as::<_, ProgramRow>(concat!(
+        "UPDATE programs SET display_name = $2, rounding_mode = $3, override_depth_cap = $4, max_tree_depth = $5, ",
+        "compression_enabled = $6, non_transacting_roles = $7, auto_approve_cleared = $8, ",
+        "updated_at = clock_timestamp() WHERE id = $1 RETURNING ",
+        program_columns!()
+    ))
+    .bind(row.id)
+    .bind(&row.display_name)
+    .bind(&row.rounding_mode)
+    .bind(row.override_depth_cap)
+    .bind(row.max_tree_depth)
+    .bind(row.compression_enabled)
+    .bind(&row.non_transacting_roles)
+    .bind(row.auto_approve_cleared)
+    .fetch_one(&mut *conn)
+    .await?;
+    if let Some(version) = new_version {
+        sqlx::query(
+            "INSERT INTO program_settings_versions (program_id, version, effective_from, rounding_mode, \
+             override_depth_cap, compression_enabled) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(updated.id)
+        .bind(version)
+        .bind(updated.updated_at)
+        .bind(&updated.rounding_mode)
+        .bind(updated.override_depth_cap)
+        .bind(updated.compression_enabled)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some((request_id, request_hash)) = key {
+        sqlx::query("INSERT INTO program_updates (program_id, request_id, request_hash) VALUES ($1, $2, $3)")
+            .bind(updated.id)
+            .bind(request_id)
+            .bind(request_hash)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(updated)
 }
 
 /// The program created under `request_id`, if any.

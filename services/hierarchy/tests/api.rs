@@ -44,13 +44,8 @@ async fn start() -> Harness {
     Harness { client, pool, shutdown, _db: db }
 }
 
-fn program(name: &str, cap: i32) -> pb::Program {
-    pb::Program {
-        display_name: name.into(),
-        default_currency: "GBP".into(),
-        override_depth_cap: cap,
-        ..Default::default()
-    }
+fn program(name: &str, max_tree_depth: i32) -> pb::Program {
+    pb::Program { display_name: name.into(), default_currency: "GBP".into(), max_tree_depth, ..Default::default() }
 }
 
 /// CreateProgram (`request_id` may be empty).
@@ -59,7 +54,7 @@ async fn try_create_program(h: &mut Harness, program: pb::Program, request_id: &
     h.client.create_program(request).await.map(Response::into_inner)
 }
 
-/// A GBP program "Acme" with this override depth cap (0: the default).
+/// A GBP program "Acme" with this maximum tree depth (0: the default 32).
 async fn create_program(h: &mut Harness, cap: i32) -> pb::Program {
     try_create_program(h, program("Acme", cap), "").await.expect("create program")
 }
@@ -654,4 +649,197 @@ async fn invalid_non_transacting_roles_are_rejected_and_create_nothing() {
         assert_eq!(violation_fields(&status), fields, "{ladder:?} {roles:?}");
         assert_eq!(count(&h.pool, "programs").await, 0, "{roles:?} created nothing");
     }
+}
+
+/// UpdateProgram with a mask of `paths`.
+async fn update_program(
+    h: &mut Harness,
+    program: pb::Program,
+    paths: &[&str],
+    request_id: &str,
+) -> Result<pb::Program, Status> {
+    let request = pb::UpdateProgramRequest {
+        program: Some(program),
+        update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| (*p).to_string()).collect() }),
+        request_id: request_id.into(),
+    };
+    h.client.update_program(request).await.map(Response::into_inner)
+}
+
+/// A chain of `levels` partners below a new root; returns the deepest.
+async fn chain(h: &mut Harness, program_id: &str, levels: i32) -> pb::Partner {
+    let mut last = create_partner(h, program_id, "root", None).await;
+    for depth in 1..=levels {
+        last = create_partner(h, program_id, &format!("L{depth}"), Some(&last.id)).await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn tree_depth_is_not_the_override_depth_cap() {
+    let mut h = start().await;
+    // A program paying three override levels may have a tree twenty levels deep.
+    let created =
+        try_create_program(&mut h, pb::Program { override_depth_cap: 3, max_tree_depth: 20, ..program("Deep", 0) }, "")
+            .await
+            .unwrap();
+    assert_eq!((created.override_depth_cap, created.max_tree_depth), (3, 20));
+    let deepest = chain(&mut h, &created.id, 20).await;
+    assert_eq!(deepest.depth, 20);
+    let partner = pb::Partner { display_name: "21".into(), parent_id: deepest.id.clone(), ..Default::default() };
+    let status = try_create_partner(&mut h, &created.id, partner).await.unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "DEPTH_EXCEEDED"));
+    assert!(status.message().contains("max_tree_depth of 20"), "{}", status.message());
+
+    // The default maximum tree depth is 32, whatever the override cap.
+    let defaulted = create_program(&mut h, 0).await;
+    assert_eq!((defaulted.override_depth_cap, defaulted.max_tree_depth), (8, 32));
+    assert_eq!(chain(&mut h, &defaulted.id, 32).await.depth, 32);
+
+    let status = try_create_program(&mut h, pb::Program { max_tree_depth: 1025, ..program("Too deep", 0) }, "")
+        .await
+        .unwrap_err();
+    assert_eq!(violation_fields(&status), vec!["program.max_tree_depth"]);
+}
+
+#[tokio::test]
+async fn update_program_changes_masked_settings_and_versions_settlement_settings() {
+    let mut h = start().await;
+    let created = create_program(&mut h, 0).await;
+    assert_eq!(created.settings_history.len(), 1);
+    assert_eq!(created.settings_history[0].version, 1);
+    assert_eq!(created.settings_history[0].effective_from, created.create_time);
+
+    let change = pb::Program {
+        id: created.id.clone(),
+        display_name: "Acme Partners".into(),
+        rounding_mode: pb::RoundingMode::HalfEven as i32,
+        override_depth_cap: 3,
+        max_tree_depth: 12,
+        compression_enabled: true,
+        non_transacting_roles: vec![],
+        auto_approve_cleared: true,
+        // Not in the mask: ignored.
+        default_currency: "USD".into(),
+        ..Default::default()
+    };
+    let paths = [
+        "display_name",
+        "rounding_mode",
+        "override_depth_cap",
+        "max_tree_depth",
+        "compression_enabled",
+        "non_transacting_roles",
+        "auto_approve_cleared",
+    ];
+    let updated = update_program(&mut h, change.clone(), &paths, "upd-1").await.unwrap();
+    assert_eq!(updated.display_name, "Acme Partners");
+    assert_eq!(updated.default_currency, "GBP");
+    assert_eq!(updated.rounding_mode, pb::RoundingMode::HalfEven as i32);
+    assert_eq!((updated.override_depth_cap, updated.max_tree_depth), (3, 12));
+    assert!(updated.compression_enabled && updated.auto_approve_cleared);
+    // An explicit empty list bars nobody (on create, empty means the default ADMIN).
+    assert!(updated.non_transacting_roles.is_empty());
+    assert_eq!(updated.settings_history.len(), 2);
+    let second = &updated.settings_history[1];
+    assert_eq!(second.version, 2);
+    assert_eq!(second.effective_from, updated.update_time);
+    assert_eq!(
+        (second.rounding_mode, second.override_depth_cap, second.compression_enabled),
+        (pb::RoundingMode::HalfEven as i32, 3, true)
+    );
+    // The first version still says what earlier sales were settled under.
+    assert_eq!(updated.settings_history[0], created.settings_history[0]);
+    assert_eq!(get_program(&mut h, &created.id).await, updated);
+
+    // Same key, same body: the program, nothing new. Same key, other body: ALREADY_EXISTS.
+    let again = update_program(&mut h, change.clone(), &paths, "upd-1").await.unwrap();
+    assert_eq!(again, updated);
+    let other = pb::Program { display_name: "Other".into(), ..change.clone() };
+    let status = update_program(&mut h, other, &paths, "upd-1").await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert_eq!(get_program(&mut h, &created.id).await, updated);
+
+    // A change of non-settlement settings only starts no settings version.
+    let renamed = update_program(
+        &mut h,
+        pb::Program { id: created.id.clone(), display_name: "Acme Ltd".into(), ..Default::default() },
+        &["display_name"],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(renamed.display_name, "Acme Ltd");
+    assert_eq!(renamed.settings_history.len(), 2);
+}
+
+#[tokio::test]
+async fn rejected_program_updates_change_nothing() {
+    let mut h = start().await;
+    let created = create_program(&mut h, 0).await;
+    let id = created.id.clone();
+    let before = get_program(&mut h, &id).await;
+
+    let status =
+        update_program(&mut h, pb::Program { id: id.clone(), ..Default::default() }, &[], "").await.unwrap_err();
+    assert_eq!(violation_fields(&status), vec!["update_mask"]);
+
+    let bad = pb::Program {
+        id: id.clone(),
+        display_name: " ".into(),
+        rounding_mode: pb::RoundingMode::Unspecified as i32,
+        override_depth_cap: 0,
+        max_tree_depth: 2000,
+        non_transacting_roles: vec!["ADMIN".into(), "ADMIN".into()],
+        ..Default::default()
+    };
+    let paths = [
+        "display_name",
+        "rounding_mode",
+        "override_depth_cap",
+        "max_tree_depth",
+        "non_transacting_roles",
+        "default_currency",
+        "colour",
+        "display_name",
+    ];
+    let status = update_program(&mut h, bad, &paths, "").await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let mut fields = violation_fields(&status);
+    fields.sort();
+    assert_eq!(
+        fields,
+        vec![
+            "program.display_name",
+            "program.max_tree_depth",
+            "program.non_transacting_roles[1]",
+            "program.override_depth_cap",
+            "program.rounding_mode",
+            "update_mask.paths[5]",
+            "update_mask.paths[6]",
+            "update_mask.paths[7]",
+        ]
+    );
+
+    // A role off the ladder is checked against the stored program.
+    let off_ladder =
+        pb::Program { id: id.clone(), non_transacting_roles: vec!["EMPEROR".into()], ..Default::default() };
+    let status = update_program(&mut h, off_ladder, &["non_transacting_roles"], "").await.unwrap_err();
+    assert_eq!(violation_fields(&status), vec!["program.non_transacting_roles[0]"]);
+
+    // max_tree_depth below the deepest partner: FAILED_PRECONDITION.
+    chain(&mut h, &id, 4).await;
+    let shallow = pb::Program { id: id.clone(), max_tree_depth: 3, ..Default::default() };
+    let status = update_program(&mut h, shallow, &["max_tree_depth"], "").await.unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "TREE_TOO_DEEP"));
+    let exact = pb::Program { id: id.clone(), max_tree_depth: 4, ..Default::default() };
+    assert_eq!(update_program(&mut h, exact, &["max_tree_depth"], "").await.unwrap().max_tree_depth, 4);
+
+    let unknown = pb::Program { id: Uuid::now_v7().to_string(), display_name: "X".into(), ..Default::default() };
+    let status = update_program(&mut h, unknown, &["display_name"], "").await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    let after = get_program(&mut h, &id).await;
+    assert_eq!((after.display_name.as_str(), after.settings_history.len()), (before.display_name.as_str(), 1));
+    assert_eq!(count(&h.pool, "program_updates").await, 0);
 }

@@ -11,6 +11,12 @@ pub const DEFAULT_OVERRIDE_DEPTH_CAP: i32 = 8;
 pub const MIN_OVERRIDE_DEPTH_CAP: i32 = 1;
 /// Largest allowed override depth cap.
 pub const MAX_OVERRIDE_DEPTH_CAP: i32 = 32;
+/// Maximum tree depth used when a program does not set one (DESIGN §2: a
+/// limit of its own, not the override depth cap).
+pub const DEFAULT_MAX_TREE_DEPTH: i32 = 32;
+/// Largest allowed maximum tree depth (ancestor paths are stored per partner,
+/// so a path stays a few kilobytes at most).
+pub const MAX_MAX_TREE_DEPTH: i32 = 1024;
 /// Longest display name accepted (characters).
 pub const MAX_NAME_CHARS: usize = 200;
 /// Longest idempotency key / external id accepted (characters).
@@ -35,8 +41,10 @@ pub struct ProgramSpec {
     pub default_currency: Currency,
     /// Rounding mode for every line amount.
     pub rounding_mode: RoundingMode,
-    /// Override depth cap and maximum tree depth, 1..=32.
+    /// Override levels paid at most, 1..=32.
     pub override_depth_cap: i32,
+    /// Deepest depth a partner may sit at, 1..=1024.
+    pub max_tree_depth: i32,
     /// Dynamic compression of override levels.
     pub compression_enabled: bool,
     /// Whether cleared entries are approved at once.
@@ -133,16 +141,11 @@ pub fn validate_new_program(request: &pb::CreateProgramRequest) -> Result<Progra
     }
     let override_depth_cap = match program.override_depth_cap {
         0 => DEFAULT_OVERRIDE_DEPTH_CAP,
-        cap if (MIN_OVERRIDE_DEPTH_CAP..=MAX_OVERRIDE_DEPTH_CAP).contains(&cap) => cap,
-        cap => {
-            violations.add(
-                "program.override_depth_cap",
-                format!(
-                    "{cap} is out of range {MIN_OVERRIDE_DEPTH_CAP}..={MAX_OVERRIDE_DEPTH_CAP} (0 means the default 8)"
-                ),
-            );
-            DEFAULT_OVERRIDE_DEPTH_CAP
-        }
+        cap => checked_override_depth_cap(cap, "0 means the default 8", &mut violations),
+    };
+    let max_tree_depth = match program.max_tree_depth {
+        0 => DEFAULT_MAX_TREE_DEPTH,
+        depth => checked_max_tree_depth(depth, "0 means the default 32", &mut violations),
     };
     let mut minimum_payout = Decimal::ZERO;
     if let Some(minimum) = optional_money("program.minimum_payout", program.minimum_payout.as_ref(), &mut violations) {
@@ -171,6 +174,7 @@ pub fn validate_new_program(request: &pb::CreateProgramRequest) -> Result<Progra
         default_currency,
         rounding_mode,
         override_depth_cap,
+        max_tree_depth,
         compression_enabled: program.compression_enabled,
         auto_approve_cleared: program.auto_approve_cleared,
         minimum_payout: default_currency.rescale(minimum_payout),
@@ -178,6 +182,190 @@ pub fn validate_new_program(request: &pb::CreateProgramRequest) -> Result<Progra
         non_transacting_roles,
         request_id,
     })
+}
+
+/// `cap` when it is in 1..=32, else a violation of `program.override_depth_cap`
+/// (`hint` says what 0 means in this request) and the default.
+fn checked_override_depth_cap(cap: i32, hint: &str, violations: &mut FieldViolations) -> i32 {
+    if (MIN_OVERRIDE_DEPTH_CAP..=MAX_OVERRIDE_DEPTH_CAP).contains(&cap) {
+        return cap;
+    }
+    violations.add(
+        "program.override_depth_cap",
+        format!("{cap} is out of range {MIN_OVERRIDE_DEPTH_CAP}..={MAX_OVERRIDE_DEPTH_CAP} ({hint})"),
+    );
+    DEFAULT_OVERRIDE_DEPTH_CAP
+}
+
+/// `depth` when it is in 1..=1024, else a violation of `program.max_tree_depth`
+/// (`hint` says what 0 means in this request) and the default.
+fn checked_max_tree_depth(depth: i32, hint: &str, violations: &mut FieldViolations) -> i32 {
+    if (1..=MAX_MAX_TREE_DEPTH).contains(&depth) {
+        return depth;
+    }
+    violations.add("program.max_tree_depth", format!("{depth} is out of range 1..={MAX_MAX_TREE_DEPTH} ({hint})"));
+    DEFAULT_MAX_TREE_DEPTH
+}
+
+/// The settings an UpdateProgram changes: `Some` for each field its mask names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProgramUpdate {
+    /// The program.
+    pub id: uuid::Uuid,
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New rounding mode (settlement setting).
+    pub rounding_mode: Option<RoundingMode>,
+    /// New override depth cap, 1..=32 (settlement setting).
+    pub override_depth_cap: Option<i32>,
+    /// New maximum tree depth, 1..=1024.
+    pub max_tree_depth: Option<i32>,
+    /// New compression flag (settlement setting).
+    pub compression_enabled: Option<bool>,
+    /// New non-transacting roles (checked against the stored ladder by
+    /// [`check_non_transacting_roles`]); empty means no role is barred.
+    pub non_transacting_roles: Option<Vec<String>>,
+    /// New auto-approve flag.
+    pub auto_approve_cleared: Option<bool>,
+    /// Idempotency key, when given.
+    pub request_id: Option<String>,
+    /// SHA-256 (hex) of the request without its `request_id`: what a reused key is compared by.
+    pub request_hash: String,
+}
+
+/// The fields UpdateProgram may change (AIP-134 mask paths).
+pub const MUTABLE_PROGRAM_FIELDS: [&str; 7] = [
+    "display_name",
+    "rounding_mode",
+    "override_depth_cap",
+    "max_tree_depth",
+    "compression_enabled",
+    "non_transacting_roles",
+    "auto_approve_cleared",
+];
+
+/// Fields of a program that exist but never change after creation.
+const IMMUTABLE_PROGRAM_FIELDS: [&str; 6] =
+    ["id", "default_currency", "minimum_payout", "role_ladder", "create_time", "update_time"];
+
+/// Validates an UpdateProgram request (AIP-134), collecting every violation.
+///
+/// Rules: `program.id` a UUID; `update_mask` non-empty, each path one of
+/// [`MUTABLE_PROGRAM_FIELDS`] (an immutable or unknown path is named in its
+/// violation), none twice; a named field is set to the request's value, zero
+/// values included: `display_name` required, `rounding_mode` not UNSPECIFIED,
+/// `override_depth_cap` 1..=32, `max_tree_depth` 1..=1024,
+/// `non_transacting_roles` distinct (their place on the ladder is checked
+/// against the stored program).
+///
+/// Errors: INVALID_ARGUMENT with one field violation per problem.
+pub fn validate_program_update(request: &pb::UpdateProgramRequest) -> Result<ProgramUpdate, tonic::Status> {
+    let mut violations = FieldViolations::new();
+    let request_id = optional_key("request_id", &request.request_id, &mut violations);
+    let Some(program) = request.program.as_ref() else {
+        violations.add("program", "is required");
+        return Err(violations.into_status());
+    };
+    let id = accrue_kit::convert::require_uuid("program.id", &program.id, &mut violations);
+    let paths = request.update_mask.as_ref().map(|mask| mask.paths.as_slice()).unwrap_or_default();
+    if paths.is_empty() {
+        violations.add(
+            "update_mask",
+            format!("is required: name the fields to change among {}", MUTABLE_PROGRAM_FIELDS.join(", ")),
+        );
+    }
+    let mut update = ProgramUpdate::default();
+    let mut seen: Vec<&str> = Vec::with_capacity(paths.len());
+    for (index, path) in paths.iter().enumerate() {
+        let field = format!("update_mask.paths[{index}]");
+        let path = path.trim();
+        if seen.contains(&path) {
+            violations.add(field, format!("{path:?} appears twice"));
+            continue;
+        }
+        seen.push(path);
+        match path {
+            "display_name" => {
+                update.display_name =
+                    Some(required_name("program.display_name", &program.display_name, &mut violations));
+            }
+            "rounding_mode" => match pb::RoundingMode::try_from(program.rounding_mode) {
+                Ok(pb::RoundingMode::Unspecified) => {
+                    violations.add("program.rounding_mode", "must be HALF_AWAY_FROM_ZERO or HALF_EVEN");
+                }
+                _ => match rounding_mode_from_proto(program.rounding_mode) {
+                    Some(mode) => update.rounding_mode = Some(mode),
+                    None => violations
+                        .add("program.rounding_mode", format!("unknown rounding mode {}", program.rounding_mode)),
+                },
+            },
+            "override_depth_cap" => {
+                update.override_depth_cap = Some(checked_override_depth_cap(
+                    program.override_depth_cap,
+                    "required in an update",
+                    &mut violations,
+                ));
+            }
+            "max_tree_depth" => {
+                update.max_tree_depth =
+                    Some(checked_max_tree_depth(program.max_tree_depth, "required in an update", &mut violations));
+            }
+            "compression_enabled" => update.compression_enabled = Some(program.compression_enabled),
+            "auto_approve_cleared" => update.auto_approve_cleared = Some(program.auto_approve_cleared),
+            "non_transacting_roles" => {
+                let mut kept: Vec<String> = Vec::with_capacity(program.non_transacting_roles.len());
+                for (index, role) in program.non_transacting_roles.iter().enumerate() {
+                    let role = role.trim();
+                    let field = format!("program.non_transacting_roles[{index}]");
+                    if role.is_empty() {
+                        violations.add(field, "must not be empty");
+                    } else if kept.iter().any(|seen| seen == role) {
+                        violations.add(field, format!("role {role:?} appears twice"));
+                    } else {
+                        kept.push(role.to_string());
+                    }
+                }
+                update.non_transacting_roles = Some(kept);
+            }
+            other if IMMUTABLE_PROGRAM_FIELDS.contains(&other) => {
+                violations.add(field, format!("{other:?} cannot change after the program is created"));
+            }
+            other => violations.add(
+                field,
+                format!("unknown field {other:?}; updatable fields are {}", MUTABLE_PROGRAM_FIELDS.join(", ")),
+            ),
+        }
+    }
+    violations.into_result()?;
+    update.id = id.ok_or_else(|| accrue_kit::error::invalid_field("program.id", "is required"))?;
+    update.request_id = request_id;
+    update.request_hash = update_request_hash(request);
+    Ok(update)
+}
+
+/// The hash a reused `request_id` is compared by: the request's protobuf
+/// encoding without the key (prost encodes fields in number order, so equal
+/// requests hash equally).
+fn update_request_hash(request: &pb::UpdateProgramRequest) -> String {
+    use prost::Message;
+    use sha2::{Digest, Sha256};
+    let unkeyed = pb::UpdateProgramRequest { request_id: String::new(), ..request.clone() };
+    Sha256::digest(unkeyed.encode_to_vec()).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Checks an update's non-transacting roles against the program's stored
+/// ladder (violations name `program.non_transacting_roles[i]`).
+pub fn check_non_transacting_roles(roles: &[String], ladder: &[String]) -> Result<(), tonic::Status> {
+    let mut violations = FieldViolations::new();
+    for (index, role) in roles.iter().enumerate() {
+        if !ladder.iter().any(|rung| rung == role) {
+            violations.add(
+                format!("program.non_transacting_roles[{index}]"),
+                format!("role {role:?} is not on the program's role ladder ({})", ladder.join(", ")),
+            );
+        }
+    }
+    violations.into_result()
 }
 
 fn validate_ladder(ladder: &[String], violations: &mut FieldViolations) -> Vec<String> {

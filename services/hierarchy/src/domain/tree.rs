@@ -19,12 +19,13 @@ pub enum TreeError {
         /// The refused parent.
         parent: Uuid,
     },
-    /// The deepest partner would sit below the program's cap (reason DEPTH_EXCEEDED).
-    #[error("the deepest partner would be at depth {depth}, beyond the program's cap of {cap}")]
+    /// The deepest partner would sit below the program's maximum tree depth
+    /// (reason DEPTH_EXCEEDED).
+    #[error("the deepest partner would be at depth {depth}, beyond the program's max_tree_depth of {cap}")]
     DepthExceeded {
         /// Depth the deepest affected partner would reach.
         depth: i32,
-        /// The program's `override_depth_cap`.
+        /// The program's `max_tree_depth` (not its override depth cap: DESIGN §2).
         cap: i32,
     },
     /// The parent ranks below the child on the program's role ladder (reason ROLE_RANK).

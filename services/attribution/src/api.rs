@@ -70,10 +70,18 @@ impl AttributionApi {
             .into_inner())
     }
 
-    /// Checks that the owner and every split partner exist in the program and
-    /// are ACTIVE (hierarchy.GetUplines).
+    /// Checks that the owner and every split partner exist in the program, are
+    /// ACTIVE and hold no role the program bars from transacting
+    /// (hierarchy.GetUplines): a link whose sales could never be recorded is
+    /// refused when it is configured (FAILED_PRECONDITION
+    /// ROLE_MAY_NOT_TRANSACT), not on each sale.
     async fn check_partners(&self, program_id: Uuid, partner_ids: &[Uuid]) -> Result<(), Status> {
         let response = self.get_uplines(program_id, partner_ids).await?;
+        let program = response
+            .program
+            .as_ref()
+            .ok_or_else(|| accrue_kit::internal("hierarchy.GetUplines returned no program"))?;
+        let non_transacting = program.non_transacting_roles.as_slice();
         for id in partner_ids {
             let id_text = id.to_string();
             let partner = response
@@ -88,6 +96,16 @@ impl AttributionApi {
                 return Err(failed_precondition(
                     "PARTNER_NOT_ACTIVE",
                     format!("partner {id} is {status}; link owners and split partners must be ACTIVE"),
+                ));
+            }
+            if !partner.role.is_empty() && non_transacting.contains(&partner.role) {
+                return Err(failed_precondition(
+                    "ROLE_MAY_NOT_TRANSACT",
+                    format!(
+                        "partner {id} has role {}, which may not transact in program {program_id} (seed 002: the \
+                         program's non_transacting_roles); it cannot own or share a link",
+                        partner.role
+                    ),
                 ));
             }
         }
@@ -144,19 +162,24 @@ impl AttributionApi {
 
     /// Records validated sales (one transaction): attributes them, rejects
     /// the batch when a new sale's seller may not transact, writes.
+    /// `stream_message` is the message's position in a RecordSales stream
+    /// (0-based), named in every error so a client knows which message failed.
     async fn record(
         &self,
         sales: &[SaleInput],
         roles: &mut RoleCache,
-        prefix: impl Fn(usize) -> String,
+        stream_message: Option<usize>,
     ) -> Result<Vec<SaleRow>, Status> {
+        // "sales[3] (stream message 2): " inside RecordSales, nothing for RecordSale.
+        let at = |i: usize| match stream_message {
+            Some(message) => format!("sales[{i}] (stream message {message}): "),
+            None => String::new(),
+        };
         let attributions = store::attributions(&self.pool, sales).await.map_err(db_error)?;
         let barred = self.barred_sellers(sales, &attributions, roles).await?;
         match store::record_sales(&self.pool, sales, &attributions, &barred).await.map_err(db_error)? {
             RecordOutcome::SellerMayNotTransact { index, partner_id, role } => {
-                // "sales[3]: " inside RecordSales, nothing for RecordSale.
-                let at = prefix(index);
-                let at = if at.is_empty() { at } else { format!("{}: ", at.trim_end_matches('.')) };
+                let at = at(index);
                 Err(failed_precondition(
                     "ROLE_MAY_NOT_TRANSACT",
                     format!(
@@ -176,7 +199,7 @@ impl AttributionApi {
                 "SALE_EXISTS_WITH_DIFFERENT_BODY",
                 format!(
                     "{}external_id {:?} was already recorded in program {} with a different body",
-                    prefix(index),
+                    at(index),
                     sales[index].external_id,
                     sales[index].program_id
                 ),
@@ -186,8 +209,9 @@ impl AttributionApi {
 }
 
 /// What one RecordSale / RecordSales call learned from the hierarchy service:
-/// each program's non-transacting roles and each seller's role. Both are
-/// fixed once written (no RPC changes them), so a call may reuse them.
+/// each program's non-transacting roles and each seller's role. Roles never
+/// change; the barred list may (UpdateProgram), but one call reads it once so
+/// that every sale of the call is judged by the same list.
 #[derive(Debug, Default)]
 struct RoleCache {
     programs: HashMap<Uuid, Vec<String>>,
@@ -429,7 +453,7 @@ impl AttributionService for AttributionApi {
             return Err(invalid_field("sale", "is invalid"));
         };
         let mut roles = RoleCache::default();
-        let mut rows = self.record(std::slice::from_ref(&sale), &mut roles, |_| String::new()).await?;
+        let mut rows = self.record(std::slice::from_ref(&sale), &mut roles, None).await?;
         let row = rows.pop().ok_or_else(|| accrue_kit::internal("record_sales returned no sale"))?;
         Ok(Response::new(sale_to_proto(row)))
     }
@@ -448,14 +472,20 @@ impl AttributionService for AttributionApi {
         let mut stream = request.into_inner();
         let mut out = Vec::new();
         let mut roles = RoleCache::default();
+        let mut position = 0_usize;
         while let Some(message) = stream.message().await? {
+            let at = position;
+            position += 1;
             if message.sales.is_empty() {
                 continue;
             }
             if message.sales.len() > MAX_SALES_PER_MESSAGE {
                 return Err(invalid_field(
                     "sales",
-                    format!("at most {MAX_SALES_PER_MESSAGE} sales per message (got {})", message.sales.len()),
+                    format!(
+                        "stream message {at}: at most {MAX_SALES_PER_MESSAGE} sales per message (got {})",
+                        message.sales.len()
+                    ),
                 ));
             }
             let mut violations = FieldViolations::new();
@@ -465,9 +495,11 @@ impl AttributionService for AttributionApi {
                 .enumerate()
                 .map(|(i, sale)| parse_sale(&format!("sales[{i}]."), sale, &mut violations))
                 .collect();
-            violations.into_result()?;
+            violations
+                .within(&format!("stream message {at} (0-based; earlier messages are recorded)"))
+                .into_result()?;
             let sales: Vec<SaleInput> = parsed.into_iter().flatten().collect();
-            let rows = self.record(&sales, &mut roles, |i| format!("sales[{i}].")).await?;
+            let rows = self.record(&sales, &mut roles, Some(at)).await?;
             out.extend(rows.into_iter().map(sale_to_proto));
         }
         Ok(Response::new(pb::RecordSalesResponse { sales: out }))

@@ -3,7 +3,10 @@
 //! `non_transacting_roles` is FAILED_PRECONDITION ROLE_MAY_NOT_TRANSACT and
 //! writes nothing. The real hierarchy and attribution services run in-process
 //! on ephemeral ports over a fresh Postgres database; no saga workers run, so
-//! a recorded sale stays PENDING with its saga started.
+//! a recorded sale stays PENDING with its saga started. A link cannot be
+//! configured for such a partner (issue 8 item 4), so the sale-time check is
+//! reached when the program bars a role after its links were made
+//! (UpdateProgram).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use accrue_attribution::SagaOptions;
@@ -79,6 +82,22 @@ impl Harness {
             .await
             .unwrap()
             .into_inner()
+    }
+
+    /// UpdateProgram: from now on exactly `roles` may not transact.
+    async fn bar(&mut self, program_id: &str, roles: &[&str]) {
+        let program = hpb::Program {
+            id: program_id.into(),
+            non_transacting_roles: roles.iter().map(|role| (*role).to_string()).collect(),
+            ..Default::default()
+        };
+        let request = hpb::UpdateProgramRequest {
+            program: Some(program),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["non_transacting_roles".into()] }),
+            request_id: String::new(),
+        };
+        let updated = self.hierarchy.update_program(request).await.unwrap().into_inner();
+        assert_eq!(updated.non_transacting_roles, roles);
     }
 
     async fn partner(&mut self, program_id: &str, role: &str, parent_id: &str) -> String {
@@ -167,8 +186,10 @@ async fn admin_owned_link_cannot_record_a_sale_and_nothing_is_written() {
     assert_eq!(program.non_transacting_roles, vec!["ADMIN"], "the seed 002 default");
     let admin = h.partner(&program.id, "ADMIN", "").await;
     let retailer = h.partner(&program.id, "RETAILER", &admin).await;
+    h.bar(&program.id, &[]).await;
     h.link_with_lead(&program.id, &admin, "admin-link", "cust-admin").await;
     h.link_with_lead(&program.id, &retailer, "retailer-link", "cust-retail").await;
+    h.bar(&program.id, &["ADMIN"]).await;
 
     let status = h.attribution.record_sale(sale(&program.id, "inv-1", "cust-admin")).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
@@ -205,8 +226,10 @@ async fn record_sales_fails_the_message_naming_the_barred_item_and_keeps_earlier
     let program = h.program(&[]).await;
     let admin = h.partner(&program.id, "ADMIN", "").await;
     let retailer = h.partner(&program.id, "RETAILER", &admin).await;
+    h.bar(&program.id, &[]).await;
     h.link_with_lead(&program.id, &admin, "admin-link", "cust-admin").await;
     h.link_with_lead(&program.id, &retailer, "retailer-link", "cust-retail").await;
+    h.bar(&program.id, &["ADMIN"]).await;
 
     let messages = vec![
         pb::RecordSalesRequest { sales: vec![sale(&program.id, "inv-1", "cust-retail")] },
@@ -221,7 +244,8 @@ async fn record_sales_fails_the_message_naming_the_barred_item_and_keeps_earlier
     let status = h.attribution.record_sales(futures::stream::iter(messages)).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert_eq!(reason(&status), "ROLE_MAY_NOT_TRANSACT");
-    assert!(status.message().starts_with("sales[2]: "), "names the item: {}", status.message());
+    // The item inside its message, and the message's position in the stream (issue 8 item 4).
+    assert!(status.message().starts_with("sales[2] (stream message 1): "), "names the item: {}", status.message());
     assert!(status.message().contains("inv-4") && status.message().contains(&admin), "{}", status.message());
 
     // The first message stands; nothing of the second was written.
@@ -248,10 +272,12 @@ async fn custom_non_transacting_roles_bar_their_partners_only() {
     let white_label = h.partner(&program.id, "WHITE_LABEL", &admin).await;
     let distributor = h.partner(&program.id, "DISTRIBUTOR", &white_label).await;
     let retailer = h.partner(&program.id, "RETAILER", &distributor).await;
+    h.bar(&program.id, &[]).await;
     h.link_with_lead(&program.id, &admin, "admin", "cust-admin").await;
     h.link_with_lead(&program.id, &white_label, "white-label", "cust-wl").await;
     h.link_with_lead(&program.id, &distributor, "distributor", "cust-dist").await;
     h.link_with_lead(&program.id, &retailer, "retailer", "cust-retail").await;
+    h.bar(&program.id, &["WHITE_LABEL", "DISTRIBUTOR"]).await;
 
     for (customer, partner, role) in
         [("cust-wl", &white_label, "WHITE_LABEL"), ("cust-dist", &distributor, "DISTRIBUTOR")]
@@ -271,4 +297,47 @@ async fn custom_non_transacting_roles_bar_their_partners_only() {
     assert_eq!(by_retailer.partner_id, retailer);
     assert_eq!(h.sales(&program.id).await.len(), 2);
     assert_eq!(h.saga_count(&program.id).await, 2);
+}
+
+#[tokio::test]
+async fn a_link_for_a_partner_who_may_not_transact_is_refused_when_configured() {
+    let mut h = start().await;
+    let program = h.program(&[]).await;
+    let admin = h.partner(&program.id, "ADMIN", "").await;
+    let retailer = h.partner(&program.id, "RETAILER", &admin).await;
+    let create = |owner: &str, split: Option<&str>, key: &str| pb::CreateLinkRequest {
+        program_id: program.id.clone(),
+        link: Some(pb::Link {
+            owner_partner_id: owner.into(),
+            key: key.into(),
+            splits: split
+                .map(|partner| vec![pb::LinkSplit { partner_id: partner.into(), basis_points: 1000 }])
+                .unwrap_or_default(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    };
+    // As owner and as split partner: the link's sales could never be recorded.
+    for (request, who) in
+        [(create(&admin, None, "admin-owned"), "owner"), (create(&retailer, Some(&admin), "admin-split"), "split")]
+    {
+        let status = h.attribution.create_link(request).await.unwrap_err();
+        assert_eq!(
+            (status.code(), reason(&status).as_str()),
+            (Code::FailedPrecondition, "ROLE_MAY_NOT_TRANSACT"),
+            "{who}: {status:?}"
+        );
+        assert!(status.message().contains(&admin) && status.message().contains("ADMIN"), "{}", status.message());
+    }
+    let links = h
+        .attribution
+        .list_links(pb::ListLinksRequest { program_id: program.id.clone(), page_size: 10, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .links;
+    assert!(links.is_empty(), "nothing was written: {links:?}");
+    // Once the program bars nobody, the same link is accepted.
+    h.bar(&program.id, &[]).await;
+    h.attribution.create_link(create(&admin, None, "admin-owned")).await.unwrap();
 }

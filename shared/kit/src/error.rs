@@ -35,6 +35,15 @@ impl FieldViolations {
         self.violations.extend(other.violations.into_iter().map(|(field, description)| (rename(&field), description)));
     }
 
+    /// Prefixes every description with `context` (e.g. "stream message 3"),
+    /// for violations whose field path alone cannot say where they are.
+    pub fn within(mut self, context: &str) -> Self {
+        for (_, description) in &mut self.violations {
+            *description = format!("{context}: {description}");
+        }
+        self
+    }
+
     /// True when nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.violations.is_empty()

@@ -47,6 +47,20 @@ pub async fn program(c: &mut Clients) -> String {
         .id
 }
 
+/// UpdateProgram: from now on exactly `roles` may not transact in the program.
+pub async fn set_non_transacting_roles(c: &mut Clients, program_id: &str, roles: &[&str]) {
+    let request = hpb::UpdateProgramRequest {
+        program: Some(hpb::Program {
+            id: program_id.into(),
+            non_transacting_roles: roles.iter().map(|role| (*role).to_string()).collect(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["non_transacting_roles".into()] }),
+        request_id: String::new(),
+    };
+    c.hierarchy.update_program(request).await.expect("update program");
+}
+
 /// Creates a partner with `role` (may be empty) under `parent` (empty: a root); returns its id.
 pub async fn partner(c: &mut Clients, program_id: &str, role: &str, parent: &str) -> String {
     c.hierarchy

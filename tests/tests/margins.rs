@@ -6,8 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use accrue_e2e::fixtures::{dec, gbp, link_with_lead, partner, payment, program, record_and_settle, ts};
+use accrue_e2e::fixtures::{
+    dec, gbp, link_with_lead, partner, payment, program, record_and_settle, set_non_transacting_roles, ts,
+};
 use accrue_e2e::{Clients, TestStack, sale_entries};
+use accrue_proto::attribution::v1 as apb;
 use accrue_proto::commission::v1 as cpb;
 use accrue_proto::ledger::v1 as lpb;
 use accrue_proto::types::v1::{EarningKind, Money};
@@ -247,15 +250,28 @@ async fn margin_chain_skipping_a_role_with_inherited_rates_end_to_end() {
     stack.shutdown().await.unwrap();
 }
 
-/// Seed 002: Admin cannot initiate transactions — a sale attributed to an
-/// ADMIN-owned link is FAILED_PRECONDITION and records nothing.
+/// Seed 002: Admin cannot initiate transactions — an ADMIN-owned link is
+/// refused when it is configured, and a sale attributed to one made before the
+/// program barred ADMIN is FAILED_PRECONDITION and records nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_admin_may_not_transact_and_nothing_is_recorded() {
     let stack = TestStack::start().await.unwrap();
     let mut c = stack.clients.clone();
     let program_id = program(&mut c).await;
     let admin = partner(&mut c, &program_id, "ADMIN", "").await;
+    let refused = c
+        .attribution
+        .create_link(apb::CreateLinkRequest {
+            program_id: program_id.clone(),
+            link: Some(apb::Link { owner_partner_id: admin.clone(), key: "admin".into(), ..Default::default() }),
+            request_id: String::new(),
+        })
+        .await
+        .expect_err("an ADMIN may not own a link");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    set_non_transacting_roles(&mut c, &program_id, &[]).await;
     link_with_lead(&mut c, &program_id, &admin, "cust-3").await;
+    set_non_transacting_roles(&mut c, &program_id, &["ADMIN"]).await;
     let status = c
         .attribution
         .record_sale(payment(&program_id, "s-admin", "cust-3", "10.00", SERVICE, AT))

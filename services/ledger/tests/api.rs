@@ -190,6 +190,37 @@ fn reason(status: &tonic::Status) -> String {
     status.get_error_details().error_info().map(|info| info.reason.clone()).unwrap_or_default()
 }
 
+/// DESIGN §5: `entry_states` is a projection of the append-only
+/// `entry_status_events` log (plus the entry's own columns). Recomputed from
+/// the log it must equal what is stored — checked at the end of every test,
+/// so no RPC path can drift the two apart.
+async fn assert_projection_matches_log(pool: &PgPool) {
+    let drift: Vec<(Option<Uuid>, Option<String>, Option<String>)> = sqlx::query_as(
+        "WITH latest AS (
+             SELECT DISTINCT ON (entry_id) entry_id, to_status FROM entry_status_events ORDER BY entry_id, id DESC
+         ), recomputed AS (
+             SELECT e.id AS entry_id, e.program_id, e.partner_id, e.currency, l.to_status AS status
+             FROM entries e LEFT JOIN latest l ON l.entry_id = e.id
+         )
+         SELECT coalesce(r.entry_id, s.entry_id), r.status, s.status
+         FROM recomputed r FULL JOIN entry_states s ON s.entry_id = r.entry_id
+         WHERE r.entry_id IS NULL OR s.entry_id IS NULL
+            OR r.status IS DISTINCT FROM s.status
+            OR (r.program_id, r.partner_id, r.currency) IS DISTINCT FROM (s.program_id, s.partner_id, s.currency)",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(drift.is_empty(), "entry_states differs from the status event log: (entry, from log, stored) {drift:?}");
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM entry_status_events v WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.id = v.entry_id)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0, "status events for entries that do not exist");
+}
+
 #[tokio::test]
 async fn post_entries_is_idempotent_per_key_and_body() {
     let mut h = start().await;
@@ -297,6 +328,7 @@ async fn post_entries_is_idempotent_per_key_and_body() {
     assert_eq!(error.code(), Code::NotFound);
     let error = h.ledger.get_entry(pb::GetEntryRequest { id: "x".into() }).await.unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
+    assert_projection_matches_log(&h.pool).await;
 }
 
 #[tokio::test]
@@ -390,6 +422,7 @@ async fn list_entries_filters_and_pages_oldest_first() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
+    assert_projection_matches_log(&h.pool).await;
 }
 
 #[tokio::test]
@@ -415,6 +448,7 @@ async fn entries_and_events_are_immutable() {
     assert_eq!(entry.amount, gbp("5.00"));
     assert_eq!(entry.history.len(), 1);
     assert_eq!(entry.history[0].actor, "ledger");
+    assert_projection_matches_log(&h.pool).await;
 }
 
 #[tokio::test]
@@ -491,6 +525,7 @@ async fn transitions_follow_the_state_machine_all_or_nothing() {
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
     assert_eq!(h.status(b).await, pb::EntryStatus::Cleared);
+    assert_projection_matches_log(&h.pool).await;
 }
 
 #[tokio::test]
@@ -541,6 +576,7 @@ async fn clear_matured_clears_by_as_of_and_auto_approves_per_program() {
 
     let error = h.clear(&Uuid::new_v4().to_string(), T0).await.unwrap_err();
     assert_eq!(error.code(), Code::NotFound);
+    assert_projection_matches_log(&h.pool).await;
 }
 
 #[tokio::test]
@@ -626,6 +662,7 @@ async fn earnings_summary_sums_lines_by_kind_excluding_voided() {
     assert_eq!(only_b.len(), 1);
     assert_eq!(only_b[0].total, gbp("4.45"));
     assert_eq!(only_b[0].direct, gbp("0.00"));
+    assert_projection_matches_log(&h.pool).await;
 }
 
 #[tokio::test]
@@ -755,4 +792,5 @@ async fn reserve_for_payout_respects_thresholds_idempotency_and_exclusivity() {
     assert_eq!(error.code(), Code::InvalidArgument);
     assert!(error.message().contains("reservations[3].partner_id"), "{}", error.message());
     assert!(error.message().contains("reservations[0].minimum_amount.currency_code"), "{}", error.message());
+    assert_projection_matches_log(&h.pool).await;
 }

@@ -791,7 +791,13 @@ pub fn decode_sale(index: usize, sale: &pb::SaleContext) -> Result<Sale, Failure
         let seller = require_uuid(&format!("{field}.seller_partner_id"), &event.seller_partner_id, &mut v);
         let at = require_timestamp(&format!("{field}.occurred_at"), event.occurred_at.as_ref(), &mut v);
         if let (Some(event_type), Some(seller_partner_id), Some(occurred_at)) = (event_type, seller, at) {
-            history.push(PriorEvent { sale_id: event.sale_id.clone(), event_type, seller_partner_id, occurred_at });
+            history.push(PriorEvent {
+                sale_id: event.sale_id.clone(),
+                event_type,
+                seller_partner_id,
+                occurred_at,
+                service_code: event.service_code.clone(),
+            });
         }
     }
     if !v.is_empty() {

@@ -68,6 +68,10 @@ pub(crate) struct HistoryItem {
     pub(crate) event_type: String,
     pub(crate) seller_partner_id: Option<Uuid>,
     pub(crate) occurred_at: DateTime<Utc>,
+    /// Its service code: commission leaves scheme-managed sales out of the
+    /// events under an agreement. Absent in outputs stored before it existed.
+    #[serde(default)]
+    pub(crate) service_code: String,
 }
 
 /// A partner's status and role.
@@ -240,7 +244,8 @@ async fn resolve(engine: &Engine, items: &[Item<'_>]) -> Vec<StepResult> {
              COALESCE((
                  SELECT jsonb_agg(jsonb_build_object(
                           'sale_id', h.id, 'event_type', h.event_type, 'seller_partner_id', h.partner_id,
-                          'occurred_at', to_char(h.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                          'occurred_at', to_char(h.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                          'service_code', h.service_code)
                         ORDER BY h.occurred_at, h.id)
                  FROM sales h
                  WHERE h.program_id = s.program_id AND h.customer_external_id = s.customer_external_id
@@ -462,6 +467,7 @@ fn sale_context(item: &Item<'_>, r: &ResolveOut, u: &UplineOut, currency: Curren
                 event_type: event_type_proto(&h.event_type),
                 seller_partner_id: h.seller_partner_id.map(|p| p.to_string()).unwrap_or_default(),
                 occurred_at: Some(timestamp(h.occurred_at)),
+                service_code: h.service_code.clone(),
             })
             .collect(),
     }

@@ -14,6 +14,10 @@ use super::settle::{
     out_of_range, rounding_text, show,
 };
 
+/// How a write-rule message shows a role whose rate no scheme up to the root
+/// sets (issue 8 item 4).
+pub const UNSET_RATE_TEXT: &str = "unset (inherits nothing, counts as 0)";
+
 /// Longest accepted service code.
 pub const MAX_SERVICE_CODE_LEN: usize = 64;
 
@@ -111,8 +115,9 @@ pub enum RateConflict {
         service_code: String,
         /// The role higher on the ladder.
         higher_role: String,
-        /// Its effective rate.
-        higher_rate: Decimal,
+        /// Its effective rate: `source` `None` when no scheme up to the root
+        /// sets it (it then counts as 0).
+        higher: Effective,
         /// The role lower on the ladder.
         lower_role: String,
         /// Its effective rate.
@@ -151,18 +156,18 @@ impl RateConflict {
                 tree.label(*scheme_id),
                 tree.label(*parent_id)
             ),
-            RateConflict::LowerRoleAbove {
-                scheme_id,
-                service_code,
-                higher_role,
-                higher_rate,
-                lower_role,
-                lower_rate,
-            } => format!(
-                "{service_code} {lower_role} would be {lower_rate} but {higher_role} {higher_rate} in scheme {}: a \
-                 lower role's rate may not exceed a higher role's",
-                tree.label(*scheme_id)
-            ),
+            RateConflict::LowerRoleAbove { scheme_id, service_code, higher_role, higher, lower_role, lower_rate } => {
+                // An unset rate prints as 0 would read as if someone had set it.
+                let higher_text = match higher.source {
+                    Some(_) => higher.rate.to_string(),
+                    None => UNSET_RATE_TEXT.to_string(),
+                };
+                format!(
+                    "{service_code} {lower_role} would be {lower_rate} but {higher_role} {higher_text} in scheme {}: \
+                     a lower role's rate may not exceed a higher role's",
+                    tree.label(*scheme_id)
+                )
+            }
         }
     }
 }
@@ -282,10 +287,11 @@ impl SchemeTree {
         let mut conflicts = Vec::new();
         for scheme in self.schemes.values() {
             for service_code in service_codes {
-                let rates: Vec<Decimal> =
-                    ladder.iter().map(|role| self.effective(scheme.id, service_code, role).rate).collect();
+                let rates: Vec<Effective> =
+                    ladder.iter().map(|role| self.effective(scheme.id, service_code, role)).collect();
                 if let Some(parent_id) = scheme.parent_id.filter(|parent| self.schemes.contains_key(parent)) {
-                    for (role, rate) in ladder.iter().zip(&rates) {
+                    for (role, effective) in ladder.iter().zip(&rates) {
+                        let rate = &effective.rate;
                         let parent_rate = self.effective(parent_id, service_code, role).rate;
                         if *rate > parent_rate {
                             conflicts.push(RateConflict::AboveParent {
@@ -299,16 +305,16 @@ impl SchemeTree {
                         }
                     }
                 }
-                for (high, (higher_role, higher_rate)) in ladder.iter().zip(&rates).enumerate() {
-                    for (lower_role, lower_rate) in ladder.iter().zip(&rates).skip(high + 1) {
-                        if lower_rate > higher_rate {
+                for (high, (higher_role, higher)) in ladder.iter().zip(&rates).enumerate() {
+                    for (lower_role, lower) in ladder.iter().zip(&rates).skip(high + 1) {
+                        if lower.rate > higher.rate {
                             conflicts.push(RateConflict::LowerRoleAbove {
                                 scheme_id: scheme.id,
                                 service_code: service_code.clone(),
                                 higher_role: higher_role.clone(),
-                                higher_rate: *higher_rate,
+                                higher: *higher,
                                 lower_role: lower_role.clone(),
-                                lower_rate: *lower_rate,
+                                lower_rate: lower.rate,
                             });
                         }
                     }

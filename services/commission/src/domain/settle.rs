@@ -87,6 +87,10 @@ pub struct PriorEvent {
     pub seller_partner_id: Uuid,
     /// When it occurred.
     pub occurred_at: DateTime<Utc>,
+    /// Its service code (empty when it had none). When the program's schemes
+    /// manage it, the earlier sale settled under no agreement and is left out
+    /// of the events under an agreement (DESIGN §4 "setup_fee", issue 8).
+    pub service_code: String,
 }
 
 /// One sale with every fact the rules need.
@@ -507,7 +511,14 @@ fn raw_commission(model: &Model, sale: &Sale) -> Result<Raw, Failure> {
 /// the version that applied to it is its seller's agreement in force at its
 /// `occurred_at`, else the program default's; for ON_ACTIVATION an earlier
 /// event is a first payment when no PAYMENT/RENEWAL precedes it in the history.
-pub(super) fn prior_firing_events<'a>(book: &AgreementBook, agreement_id: Uuid, sale: &'a Sale) -> Vec<&'a PriorEvent> {
+/// An earlier event whose service code `schemes` manages applied no agreement
+/// and is never in F, though it still is a payment for the first-payment test.
+pub(super) fn prior_firing_events<'a>(
+    book: &AgreementBook,
+    schemes: &SchemeBook,
+    agreement_id: Uuid,
+    sale: &'a Sale,
+) -> Vec<&'a PriorEvent> {
     let mut seen_payment = false;
     let mut firing = Vec::new();
     for event in &sale.customer_history {
@@ -516,6 +527,11 @@ pub(super) fn prior_firing_events<'a>(book: &AgreementBook, agreement_id: Uuid, 
         }
         let is_first_payment = event.event_type.is_payment() && !seen_payment;
         seen_payment |= event.event_type.is_payment();
+        // A scheme-managed sale consulted no agreement; it still was a payment
+        // (counted just above) but fired nothing.
+        if schemes.manages(&event.service_code) {
+            continue;
+        }
         let Some(version) = book.in_force(event.seller_partner_id, event.occurred_at) else {
             continue;
         };
@@ -588,7 +604,7 @@ pub fn settle(
     let result = if schemes.manages(&sale.service_code) {
         check_sale(sale).and_then(|()| scheme::settle_margins(program, schemes, sale, &mut settlement))
     } else {
-        compute(program, book, plans, sale, &mut settlement)
+        compute(program, book, plans, schemes, sale, &mut settlement)
     };
     if let Err(failure) = result {
         settlement.base_commission = None;
@@ -603,6 +619,7 @@ fn compute(
     program: &ProgramSettings,
     book: &AgreementBook,
     plans: &OverridePlans,
+    schemes: &SchemeBook,
     sale: &Sale,
     out: &mut Settlement,
 ) -> Result<(), Failure> {
@@ -662,7 +679,7 @@ fn compute(
     }
 
     // 5. Per-customer facts.
-    let firing = prior_firing_events(book, version.agreement_id, sale);
+    let firing = prior_firing_events(book, schemes, version.agreement_id, sale);
     base.input("prior_firing_events", firing.len());
     let mut limited = None;
     if rules.max_commissions > 0 && firing.len() >= rules.max_commissions as usize {
@@ -753,74 +770,90 @@ fn compute(
         ..Breakdown::default()
     };
 
-    // 7. Splits.
+    // 7. Splits: allocate over the configured points first, so an active
+    // partner's share never depends on another's status; only then does a
+    // TERMINATED partner's allocation move to the owner (DESIGN §4, issue 8).
     let units = currency.to_minor_units(commission).ok_or_else(out_of_range)?;
     let split_total: u32 = sale.splits.iter().map(|split| split.basis_points).sum();
-    let mut owner_weight = BASIS_POINTS_WHOLE - split_total;
+    let weights: Vec<u64> = std::iter::once(BASIS_POINTS_WHOLE - split_total)
+        .chain(sale.splits.iter().map(|split| split.basis_points))
+        .map(u64::from)
+        .collect();
+    let mut parts = if units > 0 {
+        allocate_largest_remainder(units, &weights)
+            .map_err(|error| Failure::invalid("INVALID_SPLITS", error.to_string()))?
+    } else {
+        vec![0; weights.len()]
+    };
     let mut fallbacks = Vec::new();
-    let mut weights = vec![0u64];
+    let mut moved_to_owner: i128 = 0;
     for (index, split) in sale.splits.iter().enumerate() {
-        if split.partner.status == PartnerStatus::Terminated {
-            owner_weight += split.basis_points;
-            fallbacks.push(format!(
-                "split[{index}] partner {} is TERMINATED: its {} bp fall back to the owner",
-                split.partner.id, split.basis_points
-            ));
-            weights.push(0);
-        } else {
-            weights.push(u64::from(split.basis_points));
+        if split.partner.status != PartnerStatus::Terminated {
+            continue;
         }
+        let moved = std::mem::take(&mut parts[index + 1]);
+        moved_to_owner += moved;
+        let moved_amount = currency.from_minor_units(moved).ok_or_else(out_of_range)?;
+        fallbacks.push(format!(
+            "split[{index}] partner {} is TERMINATED: the {moved_amount} allocated to its {} bp fall back to the \
+             owner",
+            split.partner.id, split.basis_points
+        ));
     }
-    weights[0] = u64::from(owner_weight);
+    parts[0] += moved_to_owner;
     for note in &fallbacks {
         out.base_breakdown.add_note(note);
     }
+    let moved_to_owner = currency.from_minor_units(moved_to_owner).ok_or_else(out_of_range)?;
     let mut lines = Vec::new();
-    if units > 0 {
-        let parts = allocate_largest_remainder(units, &weights)
-            .map_err(|error| Failure::invalid("INVALID_SPLITS", error.to_string()))?;
-        for (index, (part, weight)) in parts.iter().zip(&weights).enumerate() {
-            if *part == 0 {
-                continue;
-            }
-            let amount = currency.from_minor_units(*part).ok_or_else(out_of_range)?;
-            let (partner_id, kind, rule) = if index == 0 {
-                (sale.seller.id, LineKind::Direct, "owner".to_string())
-            } else {
-                (sale.splits[index - 1].partner.id, LineKind::Split, format!("split[{}]", index - 1))
-            };
-            // A share line explains C itself (model, tier or rule chosen,
-            // inputs, rounding) and then its share of C, so a partner reading
-            // one ledger entry sees the whole derivation.
-            let base = &out.base_breakdown;
-            let mut breakdown = base.clone();
-            breakdown.rule = if base.rule.is_empty() { rule.clone() } else { format!("{}; {rule}", base.rule) };
-            breakdown.formula =
-                format!("C: {}; {rule} share: {commission} × {weight}/{BASIS_POINTS_WHOLE} → {amount}", base.formula);
-            breakdown.input("share", &rule);
-            breakdown.input("base_commission", commission);
-            breakdown.input("basis_points", weight);
-            breakdown.input("total_basis_points", BASIS_POINTS_WHOLE);
-            breakdown.rounding = format!(
-                "C: {}; shares of C by largest remainder over {units} minor units (Σ shares = C)",
-                if base.rounding.is_empty() { "none" } else { base.rounding.as_str() }
-            );
-            breakdown.note = String::new();
-            if index == 0 {
-                for note in &fallbacks {
-                    breakdown.add_note(note);
-                }
-            }
-            lines.push(Line {
-                partner_id,
-                kind,
-                amount: Money { amount, currency },
-                level: 0,
-                source_partner_id: sale.seller.id,
-                clears_at,
-                breakdown,
-            });
+    for (index, (part, weight)) in parts.iter().zip(&weights).enumerate() {
+        if *part == 0 {
+            continue;
         }
+        let amount = currency.from_minor_units(*part).ok_or_else(out_of_range)?;
+        let (partner_id, kind, rule) = if index == 0 {
+            (sale.seller.id, LineKind::Direct, "owner".to_string())
+        } else {
+            (sale.splits[index - 1].partner.id, LineKind::Split, format!("split[{}]", index - 1))
+        };
+        // A share line explains C itself (model, tier or rule chosen,
+        // inputs, rounding) and then its share of C, so a partner reading
+        // one ledger entry sees the whole derivation.
+        let base = &out.base_breakdown;
+        let mut breakdown = base.clone();
+        breakdown.rule = if base.rule.is_empty() { rule.clone() } else { format!("{}; {rule}", base.rule) };
+        breakdown.formula = if index == 0 && !fallbacks.is_empty() {
+            format!(
+                "C: {}; {rule} share: {commission} × {weight}/{BASIS_POINTS_WHOLE} + {moved_to_owner} from \
+                 TERMINATED splits → {amount}",
+                base.formula
+            )
+        } else {
+            format!("C: {}; {rule} share: {commission} × {weight}/{BASIS_POINTS_WHOLE} → {amount}", base.formula)
+        };
+        breakdown.input("share", &rule);
+        breakdown.input("base_commission", commission);
+        breakdown.input("basis_points", weight);
+        breakdown.input("total_basis_points", BASIS_POINTS_WHOLE);
+        breakdown.rounding = format!(
+            "C: {}; shares of C by largest remainder over {units} minor units (Σ shares = C)",
+            if base.rounding.is_empty() { "none" } else { base.rounding.as_str() }
+        );
+        breakdown.note = String::new();
+        if index == 0 {
+            for note in &fallbacks {
+                breakdown.add_note(note);
+            }
+        }
+        lines.push(Line {
+            partner_id,
+            kind,
+            amount: Money { amount, currency },
+            level: 0,
+            source_partner_id: sale.seller.id,
+            clears_at,
+            breakdown,
+        });
     }
 
     // 8. Overrides, on top of C.

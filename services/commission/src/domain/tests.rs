@@ -98,7 +98,13 @@ fn sale(amount: Money) -> Sale {
 }
 
 fn prior(id: &str, event_type: SaleEventType, seller: u128, when: &str) -> PriorEvent {
-    PriorEvent { sale_id: id.into(), event_type, seller_partner_id: pid(seller), occurred_at: at(when) }
+    PriorEvent {
+        sale_id: id.into(),
+        event_type,
+        seller_partner_id: pid(seller),
+        occurred_at: at(when),
+        service_code: String::new(),
+    }
 }
 
 fn split(n: u128, basis_points: u32, status: PartnerStatus) -> SplitShare {
@@ -247,6 +253,44 @@ fn terminated_split_falls_back_to_owner_and_suspended_still_accrues() {
     );
     assert!(out.lines[0].breakdown.note.contains("TERMINATED"));
     assert!(out.base_breakdown.note.contains("fall back to the owner"));
+}
+
+/// Issue 8 item 1: the configured points are allocated first; only then does
+/// a TERMINATED partner's amount move to the owner.
+#[test]
+fn terminated_split_partner_is_allocated_its_points_then_moved_to_the_owner() {
+    // C = 1.40 over owner 3332 / 3333 / 3334 / 1 (the 1-point partner TERMINATED).
+    let book = default_book(rules(pct(dec!(0.01))));
+    let mut s = sale(usd("140.00"));
+    s.splits = vec![
+        split(2, 3333, PartnerStatus::Active),
+        split(3, 3334, PartnerStatus::Active),
+        split(4, 1, PartnerStatus::Terminated),
+    ];
+    let out = run(&book, &s);
+    assert_eq!(base(&out), "1.40");
+    assert_eq!(
+        lines(&out),
+        vec![
+            (pid(SELLER), LineKind::Direct, "0.46".into(), 0),
+            (pid(2), LineKind::Split, "0.47".into(), 0),
+            (pid(3), LineKind::Split, "0.47".into(), 0),
+        ]
+    );
+    assert_conserves(&out);
+
+    // C = 7.22 with splits 7 and 13 points, the 13-point partner TERMINATED:
+    // the 7-point partner's largest-remainder share of 722 cents is 0, and the
+    // cent allocated to the 13-point partner goes to the owner.
+    let mut s = sale(usd("72.20"));
+    s.splits = vec![split(2, 7, PartnerStatus::Active), split(3, 13, PartnerStatus::Terminated)];
+    let book = default_book(rules(pct(dec!(0.10))));
+    let out = run(&book, &s);
+    assert_eq!(base(&out), "7.22");
+    assert_eq!(lines(&out), vec![(pid(SELLER), LineKind::Direct, "7.22".into(), 0)]);
+    assert!(out.base_breakdown.note.contains("the 0.01 allocated to its 13 bp fall back to the owner"));
+    assert!(out.lines[0].breakdown.formula.contains("+ 0.01 from TERMINATED splits → 7.22"));
+    assert_conserves(&out);
 }
 
 #[test]
@@ -513,8 +557,10 @@ fn activation_history_counts_only_the_first_payment() {
         prior("b", SaleEventType::Renewal, SELLER, "2024-02-01T00:00:00Z"),
         prior("c", SaleEventType::Payment, SELLER, "2024-03-01T00:00:00Z"),
     ];
-    let firing: Vec<&str> =
-        prior_firing_events(&book, pid(DEFAULT_AGREEMENT), &s).iter().map(|e| e.sale_id.as_str()).collect();
+    let firing: Vec<&str> = prior_firing_events(&book, &SchemeBook::default(), pid(DEFAULT_AGREEMENT), &s)
+        .iter()
+        .map(|e| e.sale_id.as_str())
+        .collect();
     assert_eq!(firing, vec!["b"]);
     // The current sale is not the first payment: ON_ACTIVATION does not fire.
     s.is_first_payment = false;
@@ -1408,6 +1454,108 @@ mod margins {
             prop_assert!((paid - exact).abs() <= slack, "paid {} vs exact {}", paid, exact);
             prop_assert_eq!(run_schemes(&settings, &schemes, &s), out);
         }
+    }
+
+    /// A customer's earlier sale of `service` by the seller.
+    fn prior_of(id: &str, event_type: SaleEventType, when: &str, service: &str) -> PriorEvent {
+        PriorEvent { service_code: service.into(), ..prior(id, event_type, SELLER, when) }
+    }
+
+    /// Issue 8 item 2: a scheme-managed sale settled under no agreement, so
+    /// it is not the customer's first event under one.
+    #[test]
+    fn scheme_managed_sale_is_not_an_event_under_an_agreement_for_the_setup_fee() {
+        let schemes = book(vec![seed_root()], &[]);
+        let mut r = rules(pct(dec!(0.10)));
+        r.setup_fee = Some(usd("25.00"));
+        let agreements = default_book(r);
+        let mut s = sale(usd("100.00"));
+        s.service_code = "SUBSCRIPTION".into();
+        s.is_first_payment = false;
+        s.customer_history = vec![
+            prior_of("r1", SaleEventType::Payment, "2024-01-01T00:00:00Z", SERVICE),
+            prior_of("r2", SaleEventType::Payment, "2024-02-01T00:00:00Z", SERVICE),
+        ];
+        let out = settle(&program(), &agreements, &OverridePlans::default(), &schemes, &s);
+        assert_eq!(base(&out), "35.00", "{:?}", out.base_breakdown);
+        assert_eq!(out.base_breakdown.inputs["prior_firing_events"], "0");
+        // The same history under an agreement-settled service code: no fee.
+        s.customer_history.iter_mut().for_each(|event| event.service_code = "SUBSCRIPTION".into());
+        let out = settle(&program(), &agreements, &OverridePlans::default(), &schemes, &s);
+        assert_eq!(base(&out), "10.00");
+    }
+
+    /// Issue 8 item 2: a max_duration_months window starts at the first event
+    /// under the agreement, not at an earlier scheme-managed sale.
+    #[test]
+    fn max_duration_months_does_not_start_at_a_scheme_managed_sale() {
+        let schemes = book(vec![seed_root()], &[]);
+        let mut r = rules(pct(dec!(0.10)));
+        r.max_duration_months = 12;
+        let agreements = default_book(r);
+        let mut s = sale(usd("100.00"));
+        s.is_first_payment = false;
+        s.occurred_at = at("2024-06-01T12:00:00Z");
+        s.customer_history = vec![
+            prior_of("r", SaleEventType::Payment, "2022-01-01T00:00:00Z", SERVICE),
+            prior_of("p", SaleEventType::Payment, "2024-01-01T00:00:00Z", ""),
+        ];
+        let out = settle(&program(), &agreements, &OverridePlans::default(), &schemes, &s);
+        assert_eq!(base(&out), "10.00", "{:?}", out.base_breakdown);
+        assert_eq!(out.base_breakdown.inputs["first_commissioned_at"], "2024-01-01T00:00:00+00:00");
+        // Only scheme sales before it: no window has started.
+        s.customer_history.pop();
+        let out = settle(&program(), &agreements, &OverridePlans::default(), &schemes, &s);
+        assert_eq!(base(&out), "10.00");
+    }
+
+    /// Issue 8 item 2: a scheme-managed sale is still the customer's first
+    /// payment, so a later agreement sale is not an activation.
+    #[test]
+    fn scheme_managed_sale_still_counts_as_the_first_payment() {
+        let schemes = book(vec![seed_root()], &[]);
+        let mut r = rules(pct(dec!(0.10)));
+        r.trigger = Trigger::OnActivation;
+        let agreements = default_book(r);
+        let mut s = sale(usd("100.00"));
+        s.customer_history = vec![
+            prior_of("r", SaleEventType::Payment, "2024-01-01T00:00:00Z", SERVICE),
+            prior_of("p", SaleEventType::Payment, "2024-02-01T00:00:00Z", ""),
+        ];
+        // "p" is not a first payment, so it did not fire ON_ACTIVATION.
+        assert_eq!(prior_firing_events(&agreements, &schemes, pid(DEFAULT_AGREEMENT), &s), Vec::<&PriorEvent>::new());
+    }
+
+    /// Issue 8 item 4: a higher role that no scheme sets is shown as unset,
+    /// not as a 0 someone wrote.
+    #[test]
+    fn lower_role_above_an_unset_higher_role_says_unset() {
+        let root = scheme(ROOT, None, 7, &[("ADMIN", dec!(0.05)), ("DISTRIBUTOR", dec!(0.02))]);
+        let tree = SchemeTree::new([root]);
+        let violations = tree
+            .check_write(
+                pid(ROOT),
+                &[change("RETAILER", Some(dec!(0.01)))],
+                &["ADMIN".into(), "WHITE_LABEL".into(), "RETAILER".into()],
+            )
+            .unwrap_err();
+        let message = &violations[0].message;
+        assert!(
+            message.contains(
+                "RECHARGE RETAILER would be 0.01 but WHITE_LABEL unset (inherits nothing, counts as 0) in scheme"
+            ),
+            "{message}"
+        );
+        // A higher role set to 0 says 0.
+        let root = scheme(ROOT, None, 7, &[("ADMIN", dec!(0.05)), ("WHITE_LABEL", dec!(0))]);
+        let violations = SchemeTree::new([root])
+            .check_write(
+                pid(ROOT),
+                &[change("RETAILER", Some(dec!(0.01)))],
+                &["ADMIN".into(), "WHITE_LABEL".into(), "RETAILER".into()],
+            )
+            .unwrap_err();
+        assert!(violations[0].message.contains("but WHITE_LABEL 0 in scheme"), "{}", violations[0].message);
     }
 
     #[test]

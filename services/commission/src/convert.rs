@@ -710,12 +710,17 @@ pub fn decode_program(
             None
         }
     };
+    let settings_version = u32::try_from(program.settings_version);
+    if settings_version.is_err() {
+        violations.add("program.settings_version", "must not be negative (0: no version named)");
+    }
     Some((
         id?,
         ProgramSettings {
             rounding: rounding?,
             override_depth_cap: cap?,
             compression_enabled: program.compression_enabled,
+            settings_version: settings_version.ok()?,
         },
     ))
 }
@@ -1123,14 +1128,17 @@ mod tests {
             rounding_mode: 2,
             override_depth_cap: 0,
             compression_enabled: true,
+            settings_version: 3,
         };
         let (_, settings) = decode_program(Some(&context), &mut violations).unwrap();
         assert_eq!(settings.rounding, RoundingMode::HalfEven);
         assert_eq!(settings.override_depth_cap, DEFAULT_OVERRIDE_DEPTH_CAP);
-        let bad = pb::ProgramContext { rounding_mode: 3, override_depth_cap: -1, ..context };
+        assert_eq!(settings.settings_version, 3);
+        let bad = pb::ProgramContext { rounding_mode: 3, override_depth_cap: -1, settings_version: -1, ..context };
         assert!(decode_program(Some(&bad), &mut violations).is_none());
         let message = violations.into_status().message().to_string();
         assert!(message.contains("program.rounding_mode") && message.contains("program.override_depth_cap"));
+        assert!(message.contains("program.settings_version"), "{message}");
     }
 
     #[test]

@@ -298,6 +298,7 @@ fn program_ctx(program: &str) -> Option<pb::ProgramContext> {
         rounding_mode: 1,
         override_depth_cap: 8,
         compression_enabled: false,
+        settings_version: 1,
     })
 }
 

@@ -249,6 +249,7 @@ async fn a_quote_is_exactly_what_compute_settlements_produces_for_the_same_facts
                 rounding_mode: hierarchy_program.rounding_mode,
                 override_depth_cap: hierarchy_program.override_depth_cap,
                 compression_enabled: hierarchy_program.compression_enabled,
+                settings_version: hierarchy_program.settings_history.last().unwrap().version,
             }),
             sales: vec![context],
         })

@@ -448,6 +448,7 @@ async fn compute_settlements_pays_seed_002_margins_for_scheme_managed_services()
             rounding_mode: 1,
             override_depth_cap: 8,
             compression_enabled: false,
+            settings_version: 1,
         }),
         sales,
     };

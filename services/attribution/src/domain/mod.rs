@@ -4,4 +4,5 @@
 pub(crate) mod link;
 pub(crate) mod retry;
 pub(crate) mod sale;
+pub(crate) mod settings;
 pub(crate) mod state;

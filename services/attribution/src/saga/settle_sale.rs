@@ -31,6 +31,7 @@ use super::Step;
 use super::engine::{Engine, Item, StepError};
 use crate::domain::link::Split;
 use crate::domain::sale::EventType;
+use crate::domain::settings::version_in_force;
 
 /// Most items per peer call (the peers' batch limit).
 const MAX_BATCH: usize = 1000;
@@ -88,6 +89,9 @@ pub(crate) struct ProgramCtx {
     pub(crate) rounding_mode: i32,
     pub(crate) override_depth_cap: i32,
     pub(crate) compression_enabled: bool,
+    /// The hierarchy settings version these are: the one in force at the
+    /// sale's occurred_at (see [`version_in_force`]).
+    pub(crate) settings_version: i32,
 }
 
 /// A split partner with its share.
@@ -372,24 +376,43 @@ async fn upline(engine: &Engine, items: &[Item<'_>]) -> Vec<StepResult> {
             }
         }
         let resolved = &ok_resolved;
+        let occurred: Vec<DateTime<Utc>> = chunk.iter().map(|&i| ok_items[i].sale.occurred_at).collect();
         async move {
             let response = client
                 .get_uplines(hpb::GetUplinesRequest { program_id: program_id.to_string(), partner_ids })
                 .await
                 .map_err(|status| StepError::from_status("hierarchy.GetUplines", &status))?
                 .into_inner();
-            let program = response.program.unwrap_or_default();
-            let program = ProgramCtx {
-                rounding_mode: if program.rounding_mode == 0 { 1 } else { program.rounding_mode },
-                override_depth_cap: program.override_depth_cap,
-                compression_enabled: program.compression_enabled,
-            };
+            let program = response
+                .program
+                .ok_or_else(|| StepError::Permanent("hierarchy.GetUplines returned no program".into()))?;
+            let mut history = Vec::with_capacity(program.settings_history.len());
+            for version in &program.settings_history {
+                let effective_from = version
+                    .effective_from
+                    .as_ref()
+                    .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+                    .ok_or_else(|| {
+                        StepError::Permanent(format!(
+                            "settings version {} has no valid effective_from",
+                            version.version
+                        ))
+                    })?;
+                let ctx = ProgramCtx {
+                    rounding_mode: version.rounding_mode,
+                    override_depth_cap: version.override_depth_cap,
+                    compression_enabled: version.compression_enabled,
+                    settings_version: version.version,
+                };
+                history.push((ctx, effective_from));
+            }
             let by_id: HashMap<&str, &hpb::Upline> =
                 response.uplines.iter().filter_map(|u| u.partner.as_ref().map(|p| (p.id.as_str(), u))).collect();
             let missing = |id: Uuid| StepError::Permanent(format!("hierarchy returned no upline for partner {id}"));
             Ok(chunk
                 .iter()
-                .map(|&i| {
+                .enumerate()
+                .map(|(k, &i)| {
                     let r = resolved[i];
                     let seller = by_id
                         .get(r.seller_partner_id.to_string().as_str())
@@ -402,6 +425,8 @@ async fn upline(engine: &Engine, items: &[Item<'_>]) -> Vec<StepResult> {
                         let partner = partner_ctx(upline.partner.as_ref()).ok_or_else(|| missing(split.partner_id))?;
                         splits.push(SplitCtx { partner, basis_points: split.basis_points });
                     }
+                    let (program, _) = version_in_force(&history, occurred[k], |v| v.1)
+                        .ok_or_else(|| StepError::Permanent(format!("program {program_id} has no settings version")))?;
                     to_value(&UplineOut {
                         program: program.clone(),
                         seller: partner_ctx(seller.partner.as_ref()).ok_or_else(|| missing(r.seller_partner_id))?,
@@ -580,7 +605,7 @@ async fn compute(engine: &Engine, items: &[Item<'_>]) -> Vec<StepResult> {
             .collect();
         let currencies: Vec<Currency> = chunk.iter().map(|&i| ok_inputs[i].2).collect();
         async move {
-            let ctx = ctx.unwrap_or(ProgramCtx { rounding_mode: 1, override_depth_cap: 0, compression_enabled: false });
+            let ctx = ctx.ok_or_else(|| StepError::Permanent("a compute chunk without sales".into()))?;
             let n = sales.len();
             let sale_ids: Vec<String> = sales.iter().map(|s| s.sale_id.clone()).collect();
             let response = client
@@ -590,6 +615,7 @@ async fn compute(engine: &Engine, items: &[Item<'_>]) -> Vec<StepResult> {
                         rounding_mode: ctx.rounding_mode,
                         override_depth_cap: ctx.override_depth_cap,
                         compression_enabled: ctx.compression_enabled,
+                        settings_version: ctx.settings_version,
                     }),
                     sales,
                 })

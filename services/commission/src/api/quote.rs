@@ -390,14 +390,16 @@ async fn get_uplines(
     }
 }
 
-/// The program settings from the hierarchy's program, decoded exactly as a
-/// ComputeSettlements `ProgramContext`.
+/// The program's current settings (a quote is a sale made now), decoded
+/// exactly as a ComputeSettlements `ProgramContext`.
 fn program_settings(program_id: Uuid, program: &hpb::Program) -> Result<crate::domain::ProgramSettings, Status> {
     let context = pb::ProgramContext {
         program_id: program_id.to_string(),
         rounding_mode: program.rounding_mode,
         override_depth_cap: program.override_depth_cap,
         compression_enabled: program.compression_enabled,
+        // The program's fields are its current settings: the newest version.
+        settings_version: program.settings_history.last().map_or(0, |version| version.version),
     };
     let mut violations = FieldViolations::new();
     let decoded = convert::decode_program(Some(&context), &mut violations);

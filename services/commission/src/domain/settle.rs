@@ -132,6 +132,22 @@ pub struct ProgramSettings {
     pub override_depth_cap: u32,
     /// Count only ACTIVE ancestors as levels (dynamic compression).
     pub compression_enabled: bool,
+    /// The hierarchy's settings version these are (0: not named).
+    pub settings_version: u32,
+}
+
+impl ProgramSettings {
+    /// Writes the settings a sale was settled under into a breakdown
+    /// (issue 8 item 3: a settings change applies to later sales only, so
+    /// every line says which settings it used).
+    fn record(&self, breakdown: &mut Breakdown) {
+        if self.settings_version > 0 {
+            breakdown.input("program.settings_version", self.settings_version);
+        }
+        breakdown.input("program.rounding_mode", self.rounding.as_str());
+        breakdown.input("program.override_depth_cap", self.override_depth_cap);
+        breakdown.input("program.compression_enabled", self.compression_enabled);
+    }
 }
 
 /// An immutable agreement version as the calculation sees it.
@@ -611,6 +627,10 @@ pub fn settle(
         settlement.lines.clear();
         settlement.base_breakdown.add_note(format!("failed: {}", failure.message));
         settlement.failure = Some(failure);
+    }
+    program.record(&mut settlement.base_breakdown);
+    for line in &mut settlement.lines {
+        program.record(&mut line.breakdown);
     }
     settlement
 }

@@ -38,7 +38,12 @@ const DEFAULT_AGREEMENT: u128 = 900;
 const DEFAULT_VERSION: u128 = 1000;
 
 fn program() -> ProgramSettings {
-    ProgramSettings { rounding: RoundingMode::HalfAwayFromZero, override_depth_cap: 8, compression_enabled: false }
+    ProgramSettings {
+        rounding: RoundingMode::HalfAwayFromZero,
+        override_depth_cap: 8,
+        compression_enabled: false,
+        settings_version: 1,
+    }
 }
 
 fn rules(model: Model) -> AgreementRules {
@@ -727,6 +732,26 @@ fn half_even_versus_half_away_from_zero() {
     let s = sale(usd("100.30"));
     assert_eq!(base(&run(&book, &s)), "5.02");
     assert_eq!(base(&settle(&even_program, &book, &OverridePlans::default(), &SchemeBook::default(), &s)), "5.02");
+}
+
+/// Issue 8 item 3: a settings change applies to later sales only, so every
+/// line names the settings (and their version) it was computed under.
+#[test]
+fn every_line_records_the_program_settings_it_used() {
+    let book = default_book(rules(pct(dec!(0.05))));
+    let even = ProgramSettings { rounding: RoundingMode::HalfEven, settings_version: 2, ..program() };
+    let out = settle(&even, &book, &OverridePlans::default(), &SchemeBook::default(), &sale(usd("100.50")));
+    assert!(!out.lines.is_empty());
+    for breakdown in out.lines.iter().map(|line| &line.breakdown).chain([&out.base_breakdown]) {
+        assert_eq!(breakdown.inputs["program.settings_version"], "2");
+        assert_eq!(breakdown.inputs["program.rounding_mode"], "HALF_EVEN");
+        assert_eq!(breakdown.inputs["program.override_depth_cap"], "8");
+        assert_eq!(breakdown.inputs["program.compression_enabled"], "false");
+    }
+    // A caller that names no version gets none recorded, not a made-up one.
+    let unnamed = ProgramSettings { settings_version: 0, ..program() };
+    let out = settle(&unnamed, &book, &OverridePlans::default(), &SchemeBook::default(), &sale(usd("100.50")));
+    assert!(!out.base_breakdown.inputs.contains_key("program.settings_version"));
 }
 
 // ---------------------------------------------------------------- overrides (seed 004)

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use accrue_attribution::{Permanent, SagaOptions, Step};
+use accrue_attribution::{SagaOptions, Step, TestHooks};
 use accrue_cli::stack::{Stack, StackConfig};
 use accrue_e2e::Clients;
 use accrue_proto::attribution::v1 as apb;
@@ -23,8 +23,14 @@ use tonic::Code;
 use accrue_e2e::SAGA_WAIT;
 
 async fn start(db: &TestDb, saga: SagaOptions) -> (Stack, Clients) {
+    start_hooked(db, saga, TestHooks::default()).await
+}
+
+/// [`start`] with faults injected into the saga workers.
+async fn start_hooked(db: &TestDb, saga: SagaOptions, hooks: TestHooks) -> (Stack, Clients) {
     let mut config = StackConfig::for_tests(db.url.clone());
     config.saga = saga;
+    config.saga_hooks = hooks;
     let stack = Stack::start(config).await.expect("stack starts");
     let clients = Clients::connect(&stack.endpoints).expect("clients");
     (stack, clients)
@@ -336,7 +342,7 @@ async fn happy_path_settles_splits_and_override() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_step_twice_yields_one_effect() {
     let db = TestDb::create().await.unwrap();
-    let (stack, mut c) = start(&db, SagaOptions { repeat_actions: true, ..quick() }).await;
+    let (stack, mut c) = start_hooked(&db, quick(), TestHooks { repeat_actions: true, ..TestHooks::default() }).await;
     let w = setup(&mut c).await;
     let sale = record(&mut c, &w, "inv-twice").await;
     let saga = wait_saga(&mut c, &sale.saga_id).await;
@@ -356,12 +362,12 @@ async fn failure_at_each_step_unwinds_then_retry_settles() {
     stack.shutdown().await.unwrap();
 
     for (n, step) in Step::ALL.into_iter().enumerate() {
-        let faulty = SagaOptions {
-            inject_failure: Some((step, Permanent::new(format!("boom at {step}")))),
+        let faulty = TestHooks {
+            inject_failure: Some((step.name(), format!("boom at {step}"))),
             repeat_actions: true, // undo twice too: still one clean slate
-            ..quick()
+            ..TestHooks::default()
         };
-        let (stack, mut c) = start(&db, faulty).await;
+        let (stack, mut c) = start_hooked(&db, quick(), faulty).await;
         let sale = record(&mut c, &w, &format!("inv-fail-{step}")).await;
         let saga = wait_saga(&mut c, &sale.saga_id).await;
         assert_eq!(saga.state, apb::SagaState::Failed as i32, "{step}: {saga:#?}");
@@ -405,8 +411,9 @@ async fn crash_after_each_step_resumes_on_a_new_worker() {
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
 
     for (n, step) in Step::ALL.into_iter().enumerate() {
-        let crashing = SagaOptions { crash_after: Some(step), workers: 1, lease: Duration::from_secs(1), ..quick() };
-        let (stack, mut c) = start(&db, crashing).await;
+        let crashing = TestHooks { crash_after: Some(step.name()), ..TestHooks::default() };
+        let single = SagaOptions { workers: 1, lease: Duration::from_secs(1), ..quick() };
+        let (stack, mut c) = start_hooked(&db, single, crashing).await;
         let sale = record(&mut c, &w, &format!("inv-crash-{step}")).await;
         wait_step(&mut c, &sale.saga_id, step).await;
         stack.shutdown().await.unwrap();
@@ -440,7 +447,8 @@ async fn crash_after_each_step_resumes_on_a_new_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transient_failures_retry_until_settled() {
     let db = TestDb::create().await.unwrap();
-    let (stack, mut c) = start(&db, SagaOptions { inject_transient: Some((Step::Post, 2)), ..quick() }).await;
+    let flaky = TestHooks { inject_transient: Some((Step::Post.name(), 2)), ..TestHooks::default() };
+    let (stack, mut c) = start_hooked(&db, quick(), flaky).await;
     let w = setup(&mut c).await;
     let sale = record(&mut c, &w, "inv-flaky").await;
     let saga = wait_saga(&mut c, &sale.saga_id).await;

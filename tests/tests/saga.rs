@@ -444,6 +444,75 @@ async fn crash_after_each_step_resumes_on_a_new_worker() {
     }
 }
 
+/// The saga workers commit their log with `synchronous_commit=off` on the
+/// argument that losing the newest rows only re-runs idempotent steps. A lost
+/// tail is simulated for every prefix of a settled saga's log: the rows after
+/// the first `k` go (past the append-only trigger, as a lost WAL tail would),
+/// the saga becomes runnable again, and a worker must reach the very same
+/// outcome without posting anything twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recovers_from_a_log_truncated_at_every_point() {
+    let db = TestDb::create().await.unwrap();
+    let (stack, mut c) = start(&db, quick()).await;
+    let w = setup(&mut c).await;
+    let sale = record(&mut c, &w, "inv-truncated").await;
+    let saga = wait_saga(&mut c, &sale.saga_id).await;
+    assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
+    assert_settled_once(&mut c, &w, &sale.id).await;
+    let settled = get_sale(&mut c, &sale.id).await;
+    let ledger = entries(&mut c, &w.program_id, &sale.id).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let log: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM attribution.saga_step_events WHERE saga_id = $1::uuid ORDER BY id")
+            .bind(&sale.saga_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(log.len(), 2 * Step::ALL.len(), "started and succeeded per step: {saga:#?}");
+
+    for k in (0..=log.len()).rev() {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
+        sqlx::query("DELETE FROM attribution.saga_step_events WHERE saga_id = $1::uuid AND id > $2")
+            .bind(&sale.saga_id)
+            .bind(k.checked_sub(1).map_or(0, |last| log[last]))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE attribution.sagas SET state = 'running', owner = NULL, lease_expires_at = NULL,
+                 next_attempt_at = now() WHERE id = $1::uuid",
+        )
+        .bind(&sale.saga_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+
+        let saga = wait_saga(&mut c, &sale.saga_id).await;
+        assert_eq!(saga.state, apb::SagaState::Done as i32, "k={k}: {saga:#?}");
+        let succeeded: Vec<&str> =
+            saga.events.iter().filter(|e| e.event == "succeeded").map(|e| e.step.as_str()).collect();
+        let expected: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(succeeded, expected, "k={k}: each step succeeded once in the surviving log");
+        let again = get_sale(&mut c, &sale.id).await;
+        assert_eq!(again.state, apb::SaleState::Settled as i32, "k={k}");
+        assert_eq!(again.base_commission, settled.base_commission, "k={k}");
+        assert_eq!(again.total_commission, settled.total_commission, "k={k}");
+        assert_eq!(entries(&mut c, &w.program_id, &sale.id).await, ledger, "k={k}: the very same ledger lines");
+        assert_earned(&mut c, &w, 1).await;
+        // The next prefix is cut from this run's log, as the first run wrote it.
+        let log_now: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM attribution.saga_step_events WHERE saga_id = $1::uuid ORDER BY id")
+                .bind(&sale.saga_id)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(log_now[..k], log[..k], "k={k}: the surviving prefix is untouched");
+    }
+    stack.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transient_failures_retry_until_settled() {
     let db = TestDb::create().await.unwrap();

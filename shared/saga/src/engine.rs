@@ -337,6 +337,15 @@ impl<D: SagaDef> Engine<D> {
             }
         }
 
+        // A saga whose every step had already succeeded when it was claimed
+        // (its log outlived the close, e.g. a reset) only needs closing.
+        let complete: Vec<usize> = (0..batch.len())
+            .filter(|&i| !batch[i].gone && !batch[i].unwinding && batch[i].log.iter().all(|l| l.output.is_some()))
+            .collect();
+        if !complete.is_empty() {
+            self.finish(batch, &complete).await?;
+        }
+
         // Unwind: undo every started step not yet undone, newest first.
         for index in (0..steps.len()).rev() {
             batch.retain(|s| !s.gone);
@@ -387,6 +396,21 @@ impl<D: SagaDef> Engine<D> {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Closes the sagas at `indices` as done (fenced) with the definition's
+    /// `on_done` in the same transaction, and drops them from the batch.
+    async fn finish(&self, batch: &mut [Saga], indices: &[usize]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let (ids, generations) = fence_of(batch, indices);
+        let closed = close(&mut tx, SagaState::Done, &ids, &generations).await?;
+        let sagas: Vec<&Saga> = indices.iter().map(|&i| &batch[i]).filter(|s| closed.contains(&s.id)).collect();
+        self.def.on_done(&mut tx, &sagas).await?;
+        tx.commit().await?;
+        for &i in indices {
+            batch[i].gone = true;
+        }
+        Ok(())
     }
 
     /// Runs a step's action (or undo) for `need`; under the `repeat_actions`

@@ -185,13 +185,16 @@ impl<D: SagaDef> Engine<D> {
     /// unwinding, unowned or with an expired lease, due), bumping their
     /// generation, and loads the current run's log of each.
     async fn claim(&self, owner: &str) -> Result<Vec<Saga>, sqlx::Error> {
+        // The runnable states are spelled out (SagaState::Running and
+        // ::Unwinding) so that a generic plan can still prove the partial
+        // index `sagas_runnable` applies.
         let claimed: Vec<Claimed> = sqlx::query_as(
             "UPDATE sagas s SET owner = $1, generation = s.generation + 1,
                  lease_expires_at = now() + $2::bigint * interval '1 millisecond',
                  attempt = s.attempt + 1, updated_at = now()
              WHERE s.id IN (
                  SELECT id FROM sagas
-                 WHERE kind = $4 AND state IN ($5, $6)
+                 WHERE kind = $4 AND state IN ('running', 'unwinding')
                    AND (owner IS NULL OR lease_expires_at < now())
                    AND next_attempt_at <= now()
                  ORDER BY created_at, id
@@ -203,8 +206,6 @@ impl<D: SagaDef> Engine<D> {
         .bind(millis(self.options.lease))
         .bind(self.options.batch_size.max(1))
         .bind(D::KIND)
-        .bind(SagaState::Running)
-        .bind(SagaState::Unwinding)
         .fetch_all(&self.pool)
         .await?;
         if claimed.is_empty() {

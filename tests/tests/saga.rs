@@ -444,6 +444,15 @@ async fn crash_after_each_step_resumes_on_a_new_worker() {
     }
 }
 
+/// The ids of a saga's step-log rows, oldest first.
+async fn log_ids(pool: &sqlx::PgPool, saga_id: &str) -> Vec<i64> {
+    sqlx::query_scalar("SELECT id FROM attribution.saga_step_events WHERE saga_id = $1::uuid ORDER BY id")
+        .bind(saga_id)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
 /// The saga workers commit their log with `synchronous_commit=off` on the
 /// argument that losing the newest rows only re-runs idempotent steps. A lost
 /// tail is simulated for every prefix of a settled saga's log: the rows after
@@ -462,12 +471,7 @@ async fn recovers_from_a_log_truncated_at_every_point() {
     let settled = get_sale(&mut c, &sale.id).await;
     let ledger = entries(&mut c, &w.program_id, &sale.id).await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let log: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM attribution.saga_step_events WHERE saga_id = $1::uuid ORDER BY id")
-            .bind(&sale.saga_id)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let log = log_ids(&pool, &sale.saga_id).await;
     assert_eq!(log.len(), 2 * Step::ALL.len(), "started and succeeded per step: {saga:#?}");
 
     for k in (0..=log.len()).rev() {
@@ -502,12 +506,7 @@ async fn recovers_from_a_log_truncated_at_every_point() {
         assert_eq!(entries(&mut c, &w.program_id, &sale.id).await, ledger, "k={k}: the very same ledger lines");
         assert_earned(&mut c, &w, 1).await;
         // The next prefix is cut from this run's log, as the first run wrote it.
-        let log_now: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM attribution.saga_step_events WHERE saga_id = $1::uuid ORDER BY id")
-                .bind(&sale.saga_id)
-                .fetch_all(&pool)
-                .await
-                .unwrap();
+        let log_now = log_ids(&pool, &sale.saga_id).await;
         assert_eq!(log_now[..k], log[..k], "k={k}: the surviving prefix is untouched");
     }
     stack.shutdown().await.unwrap();

@@ -80,6 +80,8 @@ pub(crate) struct SaleRow {
     pub(crate) occurred_at: DateTime<Utc>,
     pub(crate) link_id: Option<Uuid>,
     pub(crate) partner_id: Option<Uuid>,
+    /// The link's splits as they were when the sale was recorded.
+    pub(crate) splits: Json<Vec<Split>>,
     pub(crate) state: SaleState,
     pub(crate) failure_reason: String,
     pub(crate) saga_id: Option<Uuid>,
@@ -89,8 +91,13 @@ pub(crate) struct SaleRow {
 }
 
 const SALE_COLUMNS: &str = "id, program_id, external_id, request_hash, customer_external_id, event_type, currency, \
-    amount, product_code, service_code, occurred_at, link_id, partner_id, state, failure_reason, saga_id, \
+    amount, product_code, service_code, occurred_at, link_id, partner_id, splits, state, failure_reason, saga_id, \
     base_commission, total_commission, created_at";
+
+/// [`SALE_COLUMNS`] of the table aliased `alias`.
+fn sale_columns_of(alias: &str) -> String {
+    SALE_COLUMNS.split(", ").map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
 
 /// A stored saga.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -573,7 +580,7 @@ async fn fetch_by_external(
     let rows: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM sales s JOIN UNNEST($1::uuid[], $2::text[]) AS u(program_id, external_id)
            ON s.program_id = u.program_id AND s.external_id = u.external_id",
-        SALE_COLUMNS.split(", ").map(|c| format!("s.{}", c.trim())).collect::<Vec<_>>().join(", ")
+        sale_columns_of("s")
     )))
     .bind(programs)
     .bind(externals)
@@ -674,36 +681,17 @@ pub(crate) async fn retry_saga(pool: &PgPool, id: Uuid) -> Result<RetryOutcome, 
 
 // ---------------------------------------------------------------- SettleSale
 
-/// The sale a SettleSale saga settles (immutable facts), keyed by its saga.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct SaleFacts {
-    pub(crate) saga_id: Uuid,
-    pub(crate) id: Uuid,
-    pub(crate) program_id: Uuid,
-    pub(crate) customer_external_id: Option<String>,
-    pub(crate) event_type: EventType,
-    pub(crate) currency: String,
-    pub(crate) amount: Decimal,
-    pub(crate) product_code: String,
-    pub(crate) service_code: String,
-    pub(crate) occurred_at: DateTime<Utc>,
-    pub(crate) link_id: Option<Uuid>,
-    pub(crate) partner_id: Option<Uuid>,
-    pub(crate) splits: Json<Vec<Split>>,
-}
-
-/// The sales of a claimed batch of sagas, by saga id (one query).
-pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[Uuid]) -> Result<HashMap<Uuid, SaleFacts>, sqlx::Error> {
-    let sales: Vec<SaleFacts> = sqlx::query_as(
-        "SELECT g.id AS saga_id, s.id, s.program_id, s.customer_external_id, s.event_type, s.currency, s.amount,
-                s.product_code, s.service_code, s.occurred_at, s.link_id, s.partner_id, s.splits
-         FROM sagas g JOIN sales s ON s.id = g.sale_id
-         WHERE g.id = ANY($1)",
-    )
+/// The sales of a claimed batch of SettleSale sagas, by saga id (one query;
+/// a sale's `saga_id` is the saga that settles it).
+pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[Uuid]) -> Result<HashMap<Uuid, SaleRow>, sqlx::Error> {
+    let sales: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM sagas g JOIN sales s ON s.id = g.sale_id WHERE g.id = ANY($1)",
+        sale_columns_of("s")
+    )))
     .bind(saga_ids)
     .fetch_all(pool)
     .await?;
-    Ok(sales.into_iter().map(|s| (s.saga_id, s)).collect())
+    Ok(sales.into_iter().filter_map(|s| s.saga_id.map(|id| (id, s))).collect())
 }
 
 /// What the rules need from a sale's history (see [`sale_histories`]).

@@ -30,7 +30,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::peers::Peers;
-use crate::store::{self, SaleFacts};
+use crate::store::{self, SaleRow};
 
 /// A SettleSale step, in execution order (the index of its row in [`STEPS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -107,17 +107,17 @@ pub(crate) struct SettleSale {
 }
 
 /// A saga and its sale, as a step sees them.
-pub(crate) type Item<'a> = accrue_saga::Item<'a, SaleFacts>;
+pub(crate) type Item<'a> = accrue_saga::Item<'a, SaleRow>;
 
 impl SagaDef for SettleSale {
     const KIND: &'static str = "SETTLE_SALE";
-    type Subject = SaleFacts;
+    type Subject = SaleRow;
 
     fn steps(&self) -> &[accrue_saga::Step<Self>] {
         &STEPS
     }
 
-    async fn load(&self, pool: &PgPool, sagas: &[Uuid]) -> Result<HashMap<Uuid, SaleFacts>, sqlx::Error> {
+    async fn load(&self, pool: &PgPool, sagas: &[Uuid]) -> Result<HashMap<Uuid, SaleRow>, sqlx::Error> {
         store::saga_sales(pool, sagas).await
     }
 

@@ -331,7 +331,7 @@ impl<D: SagaDef> Engine<D> {
             let any_succeeded = !ok.is_empty();
             self.record_succeeded(batch, index, ok).await?;
             self.record_transient(batch, index, "action", transient).await?;
-            self.record_permanent(batch, index, permanent).await?;
+            self.record_permanent(batch, index, FailedIn::Action, permanent).await?;
             #[cfg(feature = "test-hooks")]
             if any_succeeded && self.hooks.crash_after == Some(step.name) {
                 return Ok(Flow::Crash);
@@ -375,7 +375,7 @@ impl<D: SagaDef> Engine<D> {
                 batch[i].log[index].undo_finished = true;
             }
             self.record_transient(batch, index, "undo", transient).await?;
-            self.record_stuck(batch, index, stuck).await?;
+            self.record_permanent(batch, index, FailedIn::Undo, stuck).await?;
         }
 
         // Every undo finished: the definition records the failure, the saga failed.
@@ -539,75 +539,62 @@ impl<D: SagaDef> Engine<D> {
         Ok(())
     }
 
-    /// Writes `failed` (permanent) and turns the saga to unwinding with the reason.
+    /// Writes `failed` (permanent) for each failure and, fenced in the same
+    /// transaction, the saga's next state with its reason: an action's
+    /// failure turns the saga to unwinding (the worker keeps it to run the
+    /// undos); an undo's leaves it stuck and given back (an operator must look).
     async fn record_permanent(
         &self,
         batch: &mut [Saga],
         index: usize,
-        failures: Vec<(usize, String)>,
-    ) -> Result<(), sqlx::Error> {
-        let step = self.def.steps()[index].name;
-        let reasons: Vec<String> = failures.iter().map(|(_, message)| format!("{step}: {message}")).collect();
-        let applied: HashSet<usize> =
-            self.record_failed(batch, index, FailedIn::Action, &failures, &reasons).await?.into_iter().collect();
-        for ((i, message), reason) in failures.into_iter().zip(reasons) {
-            if applied.contains(&i) {
-                tracing::info!(saga = %batch[i].id, step, error = %message, "permanent saga failure; unwinding");
-                batch[i].unwinding = true;
-                batch[i].failure_reason = reason;
-            }
-        }
-        Ok(())
-    }
-
-    /// An undo failed permanently: the saga is stuck (an operator must look).
-    async fn record_stuck(
-        &self,
-        batch: &mut [Saga],
-        index: usize,
-        failures: Vec<(usize, String)>,
-    ) -> Result<(), sqlx::Error> {
-        let step = self.def.steps()[index].name;
-        let reasons: Vec<String> = failures
-            .iter()
-            .map(|(i, message)| format!("{}; undo of {step} failed: {message}", batch[*i].failure_reason))
-            .collect();
-        self.record_failed(batch, index, FailedIn::Undo, &failures, &reasons).await?;
-        for (i, message) in failures {
-            tracing::error!(saga = %batch[i].id, kind = D::KIND, step, error = %message, "saga STUCK: an undo action failed; operator action needed");
-            batch[i].gone = true;
-        }
-        Ok(())
-    }
-
-    /// Writes `failed` (permanent, in the action or the undo) for each failure
-    /// and sets the saga's next state with its reason (`reasons`, one per
-    /// failure). Returns the indices written.
-    async fn record_failed(
-        &self,
-        batch: &mut [Saga],
-        index: usize,
         failed_in: FailedIn,
-        failures: &[(usize, String)],
-        reasons: &[String],
-    ) -> Result<Vec<usize>, sqlx::Error> {
+        failures: Vec<(usize, String)>,
+    ) -> Result<(), sqlx::Error> {
+        let step = self.def.steps()[index].name;
         let (phase, state, release) = match failed_in {
             FailedIn::Action => ("action", SagaState::Unwinding, false),
             FailedIn::Undo => ("undo", SagaState::Stuck, true),
         };
+        let reasons: Vec<String> = failures
+            .iter()
+            .map(|(i, message)| match failed_in {
+                FailedIn::Action => format!("{step}: {message}"),
+                FailedIn::Undo => format!("{}; undo of {step} failed: {message}", batch[*i].failure_reason),
+            })
+            .collect();
         let details: Vec<(usize, Value)> = failures
             .iter()
             .map(|(i, message)| (*i, json!({"phase": phase, "error": message, "transient": false})))
             .collect();
-        let reason_of: HashMap<usize, &String> = failures.iter().map(|(i, _)| *i).zip(reasons).collect();
-        self.write_fenced(batch, index, StepEvent::Failed, &details, async |tx, batch, applied| {
-            let rows: Vec<(Uuid, i64, String)> = applied
-                .iter()
-                .filter_map(|i| reason_of.get(i).map(|reason| (batch[*i].id, batch[*i].generation, (*reason).clone())))
-                .collect();
-            set_state(tx, state, &rows, release).await
-        })
-        .await
+        let reason_of: HashMap<usize, &String> = failures.iter().map(|(i, _)| *i).zip(&reasons).collect();
+        let applied: HashSet<usize> = self
+            .write_fenced(batch, index, StepEvent::Failed, &details, async |tx, batch, applied| {
+                let rows: Vec<(Uuid, i64, String)> = applied
+                    .iter()
+                    .filter_map(|i| {
+                        reason_of.get(i).map(|reason| (batch[*i].id, batch[*i].generation, (*reason).clone()))
+                    })
+                    .collect();
+                set_state(tx, state, &rows, release).await
+            })
+            .await?
+            .into_iter()
+            .collect();
+        for ((i, message), reason) in failures.into_iter().zip(reasons) {
+            match failed_in {
+                FailedIn::Action if applied.contains(&i) => {
+                    tracing::info!(saga = %batch[i].id, step, error = %message, "permanent saga failure; unwinding");
+                    batch[i].unwinding = true;
+                    batch[i].failure_reason = reason;
+                }
+                FailedIn::Action => {}
+                FailedIn::Undo => {
+                    tracing::error!(saga = %batch[i].id, kind = D::KIND, step, error = %message, "saga STUCK: an undo action failed; operator action needed");
+                    batch[i].gone = true;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Appends `event` with an empty detail for each saga at `need`; returns

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use accrue_attribution::{Permanent, SagaOptions, Step};
+use accrue_attribution::{SagaOptions, Step, TestHooks};
 use accrue_cli::stack::{Stack, StackConfig};
 use accrue_e2e::Clients;
 use accrue_proto::attribution::v1 as apb;
@@ -23,8 +23,14 @@ use tonic::Code;
 use accrue_e2e::SAGA_WAIT;
 
 async fn start(db: &TestDb, saga: SagaOptions) -> (Stack, Clients) {
+    start_hooked(db, saga, TestHooks::default()).await
+}
+
+/// [`start`] with faults injected into the saga workers.
+async fn start_hooked(db: &TestDb, saga: SagaOptions, hooks: TestHooks) -> (Stack, Clients) {
     let mut config = StackConfig::for_tests(db.url.clone());
     config.saga = saga;
+    config.saga_hooks = hooks;
     let stack = Stack::start(config).await.expect("stack starts");
     let clients = Clients::connect(&stack.endpoints).expect("clients");
     (stack, clients)
@@ -336,7 +342,7 @@ async fn happy_path_settles_splits_and_override() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_step_twice_yields_one_effect() {
     let db = TestDb::create().await.unwrap();
-    let (stack, mut c) = start(&db, SagaOptions { repeat_actions: true, ..quick() }).await;
+    let (stack, mut c) = start_hooked(&db, quick(), TestHooks { repeat_actions: true, ..TestHooks::default() }).await;
     let w = setup(&mut c).await;
     let sale = record(&mut c, &w, "inv-twice").await;
     let saga = wait_saga(&mut c, &sale.saga_id).await;
@@ -356,12 +362,12 @@ async fn failure_at_each_step_unwinds_then_retry_settles() {
     stack.shutdown().await.unwrap();
 
     for (n, step) in Step::ALL.into_iter().enumerate() {
-        let faulty = SagaOptions {
-            inject_failure: Some((step, Permanent::new(format!("boom at {step}")))),
+        let faulty = TestHooks {
+            inject_failure: Some((step.name(), format!("boom at {step}"))),
             repeat_actions: true, // undo twice too: still one clean slate
-            ..quick()
+            ..TestHooks::default()
         };
-        let (stack, mut c) = start(&db, faulty).await;
+        let (stack, mut c) = start_hooked(&db, quick(), faulty).await;
         let sale = record(&mut c, &w, &format!("inv-fail-{step}")).await;
         let saga = wait_saga(&mut c, &sale.saga_id).await;
         assert_eq!(saga.state, apb::SagaState::Failed as i32, "{step}: {saga:#?}");
@@ -405,8 +411,9 @@ async fn crash_after_each_step_resumes_on_a_new_worker() {
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
 
     for (n, step) in Step::ALL.into_iter().enumerate() {
-        let crashing = SagaOptions { crash_after: Some(step), workers: 1, lease: Duration::from_secs(1), ..quick() };
-        let (stack, mut c) = start(&db, crashing).await;
+        let crashing = TestHooks { crash_after: Some(step.name()), ..TestHooks::default() };
+        let single = SagaOptions { workers: 1, lease: Duration::from_secs(1), ..quick() };
+        let (stack, mut c) = start_hooked(&db, single, crashing).await;
         let sale = record(&mut c, &w, &format!("inv-crash-{step}")).await;
         wait_step(&mut c, &sale.saga_id, step).await;
         stack.shutdown().await.unwrap();
@@ -437,10 +444,79 @@ async fn crash_after_each_step_resumes_on_a_new_worker() {
     }
 }
 
+/// The ids of a saga's step-log rows, oldest first.
+async fn log_ids(pool: &sqlx::PgPool, saga_id: &str) -> Vec<i64> {
+    sqlx::query_scalar("SELECT id FROM attribution.saga_step_events WHERE saga_id = $1::uuid ORDER BY id")
+        .bind(saga_id)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// The saga workers commit their log with `synchronous_commit=off` on the
+/// argument that losing the newest rows only re-runs idempotent steps. A lost
+/// tail is simulated for every prefix of a settled saga's log: the rows after
+/// the first `k` go (past the append-only trigger, as a lost WAL tail would),
+/// the saga becomes runnable again, and a worker must reach the very same
+/// outcome without posting anything twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recovers_from_a_log_truncated_at_every_point() {
+    let db = TestDb::create().await.unwrap();
+    let (stack, mut c) = start(&db, quick()).await;
+    let w = setup(&mut c).await;
+    let sale = record(&mut c, &w, "inv-truncated").await;
+    let saga = wait_saga(&mut c, &sale.saga_id).await;
+    assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
+    assert_settled_once(&mut c, &w, &sale.id).await;
+    let settled = get_sale(&mut c, &sale.id).await;
+    let ledger = entries(&mut c, &w.program_id, &sale.id).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let log = log_ids(&pool, &sale.saga_id).await;
+    assert_eq!(log.len(), 2 * Step::ALL.len(), "started and succeeded per step: {saga:#?}");
+
+    for k in (0..=log.len()).rev() {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
+        sqlx::query("DELETE FROM attribution.saga_step_events WHERE saga_id = $1::uuid AND id > $2")
+            .bind(&sale.saga_id)
+            .bind(k.checked_sub(1).map_or(0, |last| log[last]))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE attribution.sagas SET state = 'running', owner = NULL, lease_expires_at = NULL,
+                 next_attempt_at = now() WHERE id = $1::uuid",
+        )
+        .bind(&sale.saga_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+
+        let saga = wait_saga(&mut c, &sale.saga_id).await;
+        assert_eq!(saga.state, apb::SagaState::Done as i32, "k={k}: {saga:#?}");
+        let succeeded: Vec<&str> =
+            saga.events.iter().filter(|e| e.event == "succeeded").map(|e| e.step.as_str()).collect();
+        let expected: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(succeeded, expected, "k={k}: each step succeeded once in the surviving log");
+        let again = get_sale(&mut c, &sale.id).await;
+        assert_eq!(again.state, apb::SaleState::Settled as i32, "k={k}");
+        assert_eq!(again.base_commission, settled.base_commission, "k={k}");
+        assert_eq!(again.total_commission, settled.total_commission, "k={k}");
+        assert_eq!(entries(&mut c, &w.program_id, &sale.id).await, ledger, "k={k}: the very same ledger lines");
+        assert_earned(&mut c, &w, 1).await;
+        // The next prefix is cut from this run's log, as the first run wrote it.
+        let log_now = log_ids(&pool, &sale.saga_id).await;
+        assert_eq!(log_now[..k], log[..k], "k={k}: the surviving prefix is untouched");
+    }
+    stack.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transient_failures_retry_until_settled() {
     let db = TestDb::create().await.unwrap();
-    let (stack, mut c) = start(&db, SagaOptions { inject_transient: Some((Step::Post, 2)), ..quick() }).await;
+    let flaky = TestHooks { inject_transient: Some((Step::Post.name(), 2)), ..TestHooks::default() };
+    let (stack, mut c) = start_hooked(&db, quick(), flaky).await;
     let w = setup(&mut c).await;
     let sale = record(&mut c, &w, "inv-flaky").await;
     let saga = wait_saga(&mut c, &sale.saga_id).await;

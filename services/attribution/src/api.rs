@@ -19,8 +19,8 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::domain::link::{MAX_URL_LEN, Split, check_key, check_splits};
-use crate::domain::sale::{EventType, MAX_ID_LEN, SaleInput, parse_sale};
-use crate::domain::state::{SagaState, SaleState};
+use crate::domain::sale::{MAX_ID_LEN, SaleInput, parse_sale};
+use crate::domain::state::{SaleState, saga_state_from_proto, saga_state_to_proto};
 use crate::peers::Peers;
 use crate::store::{
     self, Attributions, Cursor, LeadRow, LinkInsert, LinkRow, NewLink, RecordOutcome, RetryOutcome, SagaRow, SaleRow,
@@ -254,14 +254,14 @@ fn sale_to_proto(row: SaleRow) -> pb::Sale {
         program_id: row.program_id.to_string(),
         external_id: row.external_id,
         customer_external_id: row.customer_external_id.unwrap_or_default(),
-        event_type: EventType::parse(&row.event_type).map_or(0, |e| e.to_proto() as i32),
+        event_type: row.event_type.to_proto() as i32,
         amount: money(row.amount),
         product_code: row.product_code,
         service_code: row.service_code,
         occurred_at: Some(timestamp(row.occurred_at)),
         link_id: row.link_id.map(|id| id.to_string()).unwrap_or_default(),
         partner_id: row.partner_id.map(|id| id.to_string()).unwrap_or_default(),
-        state: SaleState::parse(&row.state).map_or(0, |s| s.to_proto() as i32),
+        state: row.state.to_proto() as i32,
         failure_reason: row.failure_reason,
         saga_id: row.saga_id.map(|id| id.to_string()).unwrap_or_default(),
         base_commission: row.base_commission.and_then(money),
@@ -276,7 +276,7 @@ fn saga_to_proto(row: SagaRow, events: Vec<store::EventRow>) -> pb::Saga {
         program_id: row.program_id.to_string(),
         sale_id: row.sale_id.to_string(),
         kind: row.kind,
-        state: SagaState::parse(&row.state).map_or(0, |s| s.to_proto() as i32),
+        state: saga_state_to_proto(row.state) as i32,
         generation: row.generation,
         owner: row.owner.unwrap_or_default(),
         lease_expire_time: row.lease_expires_at.map(timestamp),
@@ -295,7 +295,7 @@ fn saga_to_proto(row: SagaRow, events: Vec<store::EventRow>) -> pb::Saga {
                 };
                 pb::SagaStepEvent {
                     step: event.step,
-                    event: event.event,
+                    event: event.event.as_str().to_string(),
                     detail: detail.to_string(),
                     generation: event.generation,
                     event_time: Some(timestamp(event.created_at)),
@@ -554,7 +554,7 @@ impl AttributionService for AttributionApi {
         let program_id = required_program(&req.program_id)?;
         let state = pb::SagaState::try_from(req.state)
             .map_err(|_| invalid_field("state", format!("unknown saga state {}", req.state)))
-            .map(SagaState::from_proto)?;
+            .map(saga_state_from_proto)?;
         let limit = page::page_size(req.page_size)?;
         let query = format!("sagas|{program_id}|{}", req.state);
         let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;

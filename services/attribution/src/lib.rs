@@ -12,8 +12,11 @@ mod peers;
 mod saga;
 mod store;
 
+pub use accrue_saga::SagaOptions;
+#[cfg(feature = "test-hooks")]
+pub use accrue_saga::TestHooks;
 pub use api::AttributionApi;
-pub use saga::{Permanent, SagaOptions, Step};
+pub use saga::settle_sale::Step;
 
 use std::sync::Arc;
 
@@ -71,6 +74,26 @@ pub enum Error {
 /// `SagaOptions::workers` saga workers. On shutdown the RPCs drain, each worker
 /// finishes its current step and releases its leases, then this returns.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
+    serve(config, saga::no_hooks(), listener, shutdown).await
+}
+
+/// [`run`] with faults injected into the saga workers (tests).
+#[cfg(feature = "test-hooks")]
+pub async fn run_with_hooks(
+    config: Config,
+    hooks: TestHooks,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    serve(config, hooks, listener, shutdown).await
+}
+
+async fn serve(
+    config: Config,
+    hooks: saga::Hooks,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let db = DbConfig { url: config.database_url, schema: SCHEMA.to_string(), max_connections: config.max_connections };
     let pool = accrue_kit::db::pool(&db)?;
     // The workers' writes are all re-derivable (steps are idempotent and
@@ -80,7 +103,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let peers = peers::Peers::connect(&config.hierarchy_url, &config.commission_url, &config.ledger_url)?;
     let notify = Arc::new(Notify::new());
     let worker_shutdown = shutdown.child_token();
-    let workers = saga::spawn_workers(worker_pool, peers.clone(), config.saga, notify.clone(), worker_shutdown.clone());
+    let workers =
+        saga::spawn_workers(worker_pool, peers.clone(), config.saga, hooks, notify.clone(), worker_shutdown.clone());
     let server = AttributionServiceServer::new(AttributionApi::new(pool.clone(), peers, notify))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

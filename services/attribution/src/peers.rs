@@ -6,6 +6,7 @@ use accrue_kit::server::MAX_MESSAGE_BYTES;
 use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use accrue_saga::StepError;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -34,10 +35,17 @@ impl Peers {
     }
 }
 
+/// A peer's error as a saga step sees it: transient when worth retrying (see
+/// [`is_transient`]), permanent when the request itself is wrong.
+pub(crate) fn step_error(peer: &str, status: &tonic::Status) -> StepError {
+    let message = format!("{peer}: {:?}: {}", status.code(), status.message());
+    if is_transient(status.code()) { StepError::Transient(message) } else { StepError::Permanent(message) }
+}
+
 /// True when a peer's status is worth retrying (the peer or the network is
 /// having trouble); false when the request itself is wrong (retrying gives the
 /// same answer).
-pub(crate) fn is_transient(code: Code) -> bool {
+fn is_transient(code: Code) -> bool {
     !matches!(
         code,
         Code::InvalidArgument
@@ -63,5 +71,15 @@ mod tests {
         for code in [Code::InvalidArgument, Code::FailedPrecondition, Code::NotFound, Code::AlreadyExists] {
             assert!(!is_transient(code), "{code:?}");
         }
+    }
+
+    #[test]
+    fn classifies_peer_errors() {
+        let status = tonic::Status::unavailable("down");
+        assert!(matches!(step_error("ledger", &status), StepError::Transient(_)));
+        let status = tonic::Status::failed_precondition("no");
+        assert!(
+            matches!(step_error("ledger", &status), StepError::Permanent(m) if m.starts_with("ledger: FailedPrecondition"))
+        );
     }
 }

@@ -1,6 +1,8 @@
-//! sqlx access to the attribution schema for the API: links, leads, sales
-//! (with the transactional outbox that starts each sale's saga) and saga reads.
-//! The saga engine's own queries live in `saga::engine`.
+//! sqlx access to the attribution schema: links, leads, sales (with the
+//! transactional outbox that starts each sale's saga), saga reads, and the
+//! sale reads and writes SettleSale's steps make. A sale's state is written
+//! here alone. The engine's own queries (claims, the step log) live in
+//! `accrue_saga`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,9 +13,12 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use accrue_saga::{Saga, SagaDef, SagaState, StepEvent};
+
 use crate::domain::link::Split;
-use crate::domain::sale::SaleInput;
-use crate::domain::state::{SagaState, SaleState};
+use crate::domain::sale::{EventType, SaleInput};
+use crate::domain::state::SaleState;
+use crate::saga::settle_sale::SettleSale;
 
 /// A stored link.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -67,7 +72,7 @@ pub(crate) struct SaleRow {
     pub(crate) external_id: String,
     pub(crate) request_hash: String,
     pub(crate) customer_external_id: Option<String>,
-    pub(crate) event_type: String,
+    pub(crate) event_type: EventType,
     pub(crate) currency: String,
     pub(crate) amount: Decimal,
     pub(crate) product_code: String,
@@ -75,7 +80,9 @@ pub(crate) struct SaleRow {
     pub(crate) occurred_at: DateTime<Utc>,
     pub(crate) link_id: Option<Uuid>,
     pub(crate) partner_id: Option<Uuid>,
-    pub(crate) state: String,
+    /// The link's splits as they were when the sale was recorded.
+    pub(crate) splits: Json<Vec<Split>>,
+    pub(crate) state: SaleState,
     pub(crate) failure_reason: String,
     pub(crate) saga_id: Option<Uuid>,
     pub(crate) base_commission: Option<Decimal>,
@@ -84,8 +91,13 @@ pub(crate) struct SaleRow {
 }
 
 const SALE_COLUMNS: &str = "id, program_id, external_id, request_hash, customer_external_id, event_type, currency, \
-    amount, product_code, service_code, occurred_at, link_id, partner_id, state, failure_reason, saga_id, \
+    amount, product_code, service_code, occurred_at, link_id, partner_id, splits, state, failure_reason, saga_id, \
     base_commission, total_commission, created_at";
+
+/// [`SALE_COLUMNS`] of the table aliased `alias`.
+fn sale_columns_of(alias: &str) -> String {
+    SALE_COLUMNS.split(", ").map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
 
 /// A stored saga.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -94,7 +106,7 @@ pub(crate) struct SagaRow {
     pub(crate) program_id: Uuid,
     pub(crate) sale_id: Uuid,
     pub(crate) kind: String,
-    pub(crate) state: String,
+    pub(crate) state: SagaState,
     pub(crate) generation: i64,
     pub(crate) owner: Option<String>,
     pub(crate) lease_expires_at: Option<DateTime<Utc>>,
@@ -112,7 +124,7 @@ const SAGA_COLUMNS: &str = "id, program_id, sale_id, kind, state, generation, ow
 pub(crate) struct EventRow {
     pub(crate) run: i32,
     pub(crate) step: String,
-    pub(crate) event: String,
+    pub(crate) event: StepEvent,
     pub(crate) detail: serde_json::Value,
     pub(crate) generation: i64,
     pub(crate) created_at: DateTime<Utc>,
@@ -512,12 +524,14 @@ pub(crate) async fn record_sales(
             let saga_sales: Vec<Uuid> = started.iter().map(|row| row.id).collect();
             sqlx::query(
                 "INSERT INTO sagas (id, program_id, sale_id, kind, state)
-                 SELECT id, program_id, sale_id, 'SETTLE_SALE', 'running'
+                 SELECT id, program_id, sale_id, $4, $5
                  FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS u(id, program_id, sale_id)",
             )
             .bind(&saga_ids)
             .bind(&saga_programs)
             .bind(&saga_sales)
+            .bind(SettleSale::KIND)
+            .bind(SagaState::Running)
             .execute(&mut *tx)
             .await?;
             sagas_started = saga_ids.len();
@@ -566,7 +580,7 @@ async fn fetch_by_external(
     let rows: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM sales s JOIN UNNEST($1::uuid[], $2::text[]) AS u(program_id, external_id)
            ON s.program_id = u.program_id AND s.external_id = u.external_id",
-        SALE_COLUMNS.split(", ").map(|c| format!("s.{}", c.trim())).collect::<Vec<_>>().join(", ")
+        sale_columns_of("s")
     )))
     .bind(programs)
     .bind(externals)
@@ -588,7 +602,6 @@ pub(crate) async fn list_sales(
     cursor: Option<Cursor>,
     limit: i64,
 ) -> Result<(Vec<SaleRow>, i64), sqlx::Error> {
-    let state = state.map(SaleState::as_str);
     let rows = SALES.page(pool, program_id, state, cursor, limit).await?;
     Ok((rows, SALES.count(pool, program_id, state).await?))
 }
@@ -618,7 +631,6 @@ pub(crate) async fn list_sagas(
     cursor: Option<Cursor>,
     limit: i64,
 ) -> Result<(Vec<SagaRow>, i64), sqlx::Error> {
-    let state = state.map(SagaState::as_str);
     let rows = SAGAS.page(pool, program_id, state, cursor, limit).await?;
     Ok((rows, SAGAS.count(pool, program_id, state).await?))
 }
@@ -631,36 +643,184 @@ pub(crate) enum RetryOutcome {
     /// No such saga.
     NotFound,
     /// The saga is not FAILED (its current state).
-    NotFailed(String),
+    NotFailed(SagaState),
 }
 
 /// Starts a FAILED saga again (a new run with its own log) and puts its sale
 /// back to PENDING, in one transaction.
 pub(crate) async fn retry_saga(pool: &PgPool, id: Uuid) -> Result<RetryOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let current: Option<(String,)> =
+    let current: Option<(SagaState,)> =
         sqlx::query_as("SELECT state FROM sagas WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
     let Some((state,)) = current else {
         return Ok(RetryOutcome::NotFound);
     };
-    if state != SagaState::Failed.as_str() {
+    if state != SagaState::Failed {
         return Ok(RetryOutcome::NotFailed(state));
     }
     let saga: SagaRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE sagas SET run = run + 1, attempt = 0, state = 'running', owner = NULL, lease_expires_at = NULL,
+        "UPDATE sagas SET run = run + 1, attempt = 0, state = $2, owner = NULL, lease_expires_at = NULL,
              next_attempt_at = now(), failure_reason = '', updated_at = now()
          WHERE id = $1 RETURNING {SAGA_COLUMNS}"
     )))
     .bind(id)
+    .bind(SagaState::Running)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(
-        "UPDATE sales SET state = 'PENDING', failure_reason = '', base_commission = NULL, total_commission = NULL
+        "UPDATE sales SET state = $2, failure_reason = '', base_commission = NULL, total_commission = NULL
          WHERE id = $1",
     )
     .bind(saga.sale_id)
+    .bind(SaleState::Pending)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(RetryOutcome::Restarted(saga))
+}
+
+// ---------------------------------------------------------------- SettleSale
+
+/// The sales of a claimed batch of SettleSale sagas, by saga id (one query;
+/// a sale's `saga_id` is the saga that settles it).
+pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[Uuid]) -> Result<HashMap<Uuid, SaleRow>, sqlx::Error> {
+    let sales: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM sagas g JOIN sales s ON s.id = g.sale_id WHERE g.id = ANY($1)",
+        sale_columns_of("s")
+    )))
+    .bind(saga_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(sales.into_iter().filter_map(|s| s.saga_id.map(|id| (id, s))).collect())
+}
+
+/// What the rules need from a sale's history (see [`sale_histories`]).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SaleHistory {
+    /// The sale.
+    pub(crate) id: Uuid,
+    /// A PAYMENT or RENEWAL with no earlier one by its customer in the program.
+    pub(crate) is_first_payment: bool,
+    /// Σ the seller's earlier attributed sales in the sale's currency (major units).
+    pub(crate) prior_volume: Decimal,
+    /// The customer's earlier attributed sales, oldest first, as a JSON array
+    /// of `{sale_id, event_type, seller_partner_id, occurred_at}`.
+    pub(crate) history: serde_json::Value,
+}
+
+/// The history facts of every sale in `ids`, in one query.
+pub(crate) async fn sale_histories(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<SaleHistory>, sqlx::Error> {
+    sqlx::query_as(
+        r#"WITH batch AS (
+               SELECT id, program_id, partner_id, currency, customer_external_id, event_type, occurred_at
+               FROM sales WHERE id = ANY($1)
+           ),
+           sellers AS (
+               SELECT program_id, partner_id, currency, max(occurred_at) AS until
+               FROM batch GROUP BY program_id, partner_id, currency
+           ),
+           -- One pass over each seller's history: the running Σ of the sales before each one.
+           volume AS (
+               SELECT p.id, sum(p.amount) OVER (
+                          PARTITION BY p.program_id, p.partner_id, p.currency ORDER BY p.occurred_at, p.id
+                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prior_volume
+               FROM sellers v
+               JOIN sales p ON p.program_id = v.program_id AND p.partner_id = v.partner_id AND p.currency = v.currency
+                           AND p.occurred_at <= v.until
+               WHERE p.state <> 'UNATTRIBUTED'
+           )
+           SELECT s.id,
+             (s.event_type IN ('PAYMENT', 'RENEWAL') AND s.customer_external_id IS NOT NULL AND NOT EXISTS (
+                 SELECT 1 FROM sales e
+                 WHERE e.program_id = s.program_id AND e.customer_external_id = s.customer_external_id
+                   AND e.event_type IN ('PAYMENT', 'RENEWAL') AND (e.occurred_at, e.id) < (s.occurred_at, s.id)
+             )) AS is_first_payment,
+             COALESCE(v.prior_volume, 0) AS prior_volume,
+             COALESCE((
+                 SELECT jsonb_agg(jsonb_build_object(
+                          'sale_id', h.id, 'event_type', h.event_type, 'seller_partner_id', h.partner_id,
+                          'occurred_at', to_char(h.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                          'service_code', h.service_code)
+                        ORDER BY h.occurred_at, h.id)
+                 FROM sales h
+                 WHERE h.program_id = s.program_id AND h.customer_external_id = s.customer_external_id
+                   AND h.state <> 'UNATTRIBUTED' AND (h.occurred_at, h.id) < (s.occurred_at, s.id)
+             ), '[]'::jsonb) AS history
+           FROM batch s LEFT JOIN volume v ON v.id = s.id"#,
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// A settled sale's totals, for the saga (and generation) that settled it.
+#[derive(Debug, Clone)]
+pub(crate) struct Settled {
+    pub(crate) saga_id: Uuid,
+    pub(crate) generation: i64,
+    pub(crate) base_commission: Decimal,
+    pub(crate) total_commission: Decimal,
+}
+
+/// Marks each saga's sale SETTLED with its totals, fenced on the saga's
+/// generation (a saga a newer owner holds changes nothing).
+pub(crate) async fn settle_sales(pool: &PgPool, settled: &[Settled]) -> Result<(), sqlx::Error> {
+    let saga_ids: Vec<Uuid> = settled.iter().map(|s| s.saga_id).collect();
+    let generations: Vec<i64> = settled.iter().map(|s| s.generation).collect();
+    let bases: Vec<Decimal> = settled.iter().map(|s| s.base_commission).collect();
+    let totals: Vec<Decimal> = settled.iter().map(|s| s.total_commission).collect();
+    sqlx::query(
+        "UPDATE sales SET state = $5, base_commission = u.base, total_commission = u.total, failure_reason = ''
+         FROM UNNEST($1::uuid[], $2::bigint[], $3::numeric[], $4::numeric[]) AS u(saga_id, generation, base, total)
+         JOIN sagas g ON g.id = u.saga_id AND g.generation = u.generation
+         WHERE sales.id = g.sale_id",
+    )
+    .bind(&saga_ids)
+    .bind(&generations)
+    .bind(&bases)
+    .bind(&totals)
+    .bind(SaleState::Settled)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Puts each saga's SETTLED sale back to PENDING without totals (fenced).
+pub(crate) async fn unsettle_sales(pool: &PgPool, sagas: &[&Saga]) -> Result<(), sqlx::Error> {
+    let (saga_ids, generations): (Vec<Uuid>, Vec<i64>) = sagas.iter().map(|s| (s.id, s.generation)).unzip();
+    sqlx::query(
+        "UPDATE sales SET state = $3, base_commission = NULL, total_commission = NULL
+         FROM UNNEST($1::uuid[], $2::bigint[]) AS u(saga_id, generation)
+         JOIN sagas g ON g.id = u.saga_id AND g.generation = u.generation
+         WHERE sales.id = g.sale_id AND sales.state = $4",
+    )
+    .bind(&saga_ids)
+    .bind(&generations)
+    .bind(SaleState::Pending)
+    .bind(SaleState::Settled)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks each unwound saga's sale FAILED with the saga's reason (inside the
+/// engine's fenced transaction that fails the sagas).
+pub(crate) async fn fail_sales(conn: &mut sqlx::PgConnection, sagas: &[&Saga]) -> Result<(), sqlx::Error> {
+    if sagas.is_empty() {
+        return Ok(());
+    }
+    let saga_ids: Vec<Uuid> = sagas.iter().map(|s| s.id).collect();
+    let reasons: Vec<&str> = sagas.iter().map(|s| s.failure_reason.as_str()).collect();
+    sqlx::query(
+        "UPDATE sales SET state = $3, failure_reason = u.reason, base_commission = NULL, total_commission = NULL
+         FROM UNNEST($1::uuid[], $2::text[]) AS u(saga_id, reason)
+         JOIN sagas g ON g.id = u.saga_id
+         WHERE sales.id = g.sale_id",
+    )
+    .bind(&saga_ids)
+    .bind(&reasons)
+    .bind(SaleState::Failed)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -144,13 +144,7 @@ async fn start_database(args: &DatabaseArgs) -> anyhow::Result<DevDatabase> {
 }
 
 fn stack_config(database: &DevDatabase, args: &DatabaseArgs, host: IpAddr, ports: Ports) -> StackConfig {
-    StackConfig {
-        database_url: database.url().to_string(),
-        host,
-        ports,
-        max_connections: args.max_connections,
-        saga: accrue_attribution::SagaOptions::default(),
-    }
+    StackConfig::new(database.url().to_string(), host, ports, args.max_connections)
 }
 
 fn print_endpoints(endpoints: &Endpoints) {

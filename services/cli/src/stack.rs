@@ -55,18 +55,28 @@ pub struct StackConfig {
     pub max_connections: u32,
     /// Saga worker options for the attribution service.
     pub saga: accrue_attribution::SagaOptions,
+    /// Faults injected into the attribution saga workers (none by default).
+    #[cfg(feature = "test-hooks")]
+    pub saga_hooks: accrue_attribution::TestHooks,
 }
 
 impl StackConfig {
-    /// Loopback, ephemeral ports, default saga options.
-    pub fn for_tests(database_url: String) -> Self {
+    /// The stack on `host` and `ports` over one database, default saga options.
+    pub fn new(database_url: String, host: std::net::IpAddr, ports: Ports, max_connections: u32) -> Self {
         StackConfig {
             database_url,
-            host: std::net::IpAddr::from([127, 0, 0, 1]),
-            ports: Ports::ephemeral(),
-            max_connections: 8,
+            host,
+            ports,
+            max_connections,
             saga: accrue_attribution::SagaOptions::default(),
+            #[cfg(feature = "test-hooks")]
+            saga_hooks: accrue_attribution::TestHooks::default(),
         }
+    }
+
+    /// Loopback, ephemeral ports, default saga options.
+    pub fn for_tests(database_url: String) -> Self {
+        StackConfig::new(database_url, std::net::IpAddr::from([127, 0, 0, 1]), Ports::ephemeral(), 8)
     }
 }
 
@@ -172,11 +182,16 @@ impl Stack {
             ledger_url: endpoints.ledger.clone(),
             saga: config.saga.clone(),
         };
-        tasks.spawn(async move {
-            accrue_attribution::run(attribution_config, attribution_listener, token)
-                .await
-                .context("attribution service")
-        });
+        #[cfg(feature = "test-hooks")]
+        let attribution = accrue_attribution::run_with_hooks(
+            attribution_config,
+            config.saga_hooks.clone(),
+            attribution_listener,
+            token,
+        );
+        #[cfg(not(feature = "test-hooks"))]
+        let attribution = accrue_attribution::run(attribution_config, attribution_listener, token);
+        tasks.spawn(async move { attribution.await.context("attribution service") });
         Ok(Stack { endpoints, shutdown, tasks })
     }
 

@@ -131,8 +131,3 @@ pub fn db_error(error: sqlx::Error) -> Status {
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
-
-/// True for SQLSTATE 40001/40P01 (serialization failure, deadlock): retry.
-pub fn is_retryable(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001") | Some("40P01")))
-}

@@ -14,8 +14,10 @@ use uuid::Uuid;
 /// Longest external id, customer id, product or service code.
 pub(crate) const MAX_ID_LEN: usize = 256;
 
-/// A sale event type (DESIGN §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A sale event type (DESIGN §4), stored and logged by its upper-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize, serde::Deserialize)]
+#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub(crate) enum EventType {
     /// A signup.
     Signup,
@@ -33,16 +35,6 @@ impl EventType {
             EventType::Payment => "PAYMENT",
             EventType::Renewal => "RENEWAL",
         }
-    }
-
-    /// From the database name.
-    pub(crate) fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "SIGNUP" => EventType::Signup,
-            "PAYMENT" => EventType::Payment,
-            "RENEWAL" => EventType::Renewal,
-            _ => return None,
-        })
     }
 
     /// The wire enum.

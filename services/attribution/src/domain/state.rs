@@ -1,9 +1,12 @@
-//! Sale and saga states and their names in the database and on the wire.
+//! Sale states, and how sale and saga states map to the wire. A saga's state
+//! is the engine's ([`accrue_saga::SagaState`]).
 
 use accrue_proto::attribution::v1 as pb;
+use accrue_saga::SagaState;
 
-/// A sale's lifecycle state (stored upper case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A sale's lifecycle state (stored upper case). Written by the sale store alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
 pub(crate) enum SaleState {
     /// Recorded; its saga is running.
     Pending,
@@ -16,7 +19,7 @@ pub(crate) enum SaleState {
 }
 
 impl SaleState {
-    /// The database name.
+    /// The stored name.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             SaleState::Pending => "PENDING",
@@ -24,17 +27,6 @@ impl SaleState {
             SaleState::Failed => "FAILED",
             SaleState::Unattributed => "UNATTRIBUTED",
         }
-    }
-
-    /// From the database name.
-    pub(crate) fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "PENDING" => SaleState::Pending,
-            "SETTLED" => SaleState::Settled,
-            "FAILED" => SaleState::Failed,
-            "UNATTRIBUTED" => SaleState::Unattributed,
-            _ => return None,
-        })
     }
 
     /// The wire enum.
@@ -59,66 +51,26 @@ impl SaleState {
     }
 }
 
-/// A saga's state (stored lower case, as steno names them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SagaState {
-    /// Running its actions.
-    Running,
-    /// Running undo actions.
-    Unwinding,
-    /// Finished.
-    Done,
-    /// Unwound.
-    Failed,
-    /// An undo failed; an operator must look.
-    Stuck,
+/// A saga state on the wire.
+pub(crate) fn saga_state_to_proto(state: SagaState) -> pb::SagaState {
+    match state {
+        SagaState::Running => pb::SagaState::Running,
+        SagaState::Unwinding => pb::SagaState::Unwinding,
+        SagaState::Done => pb::SagaState::Done,
+        SagaState::Failed => pb::SagaState::Failed,
+        SagaState::Stuck => pb::SagaState::Stuck,
+    }
 }
 
-impl SagaState {
-    /// The database name.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            SagaState::Running => "running",
-            SagaState::Unwinding => "unwinding",
-            SagaState::Done => "done",
-            SagaState::Failed => "failed",
-            SagaState::Stuck => "stuck",
-        }
-    }
-
-    /// From the database name.
-    pub(crate) fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "running" => SagaState::Running,
-            "unwinding" => SagaState::Unwinding,
-            "done" => SagaState::Done,
-            "failed" => SagaState::Failed,
-            "stuck" => SagaState::Stuck,
-            _ => return None,
-        })
-    }
-
-    /// The wire enum.
-    pub(crate) fn to_proto(self) -> pb::SagaState {
-        match self {
-            SagaState::Running => pb::SagaState::Running,
-            SagaState::Unwinding => pb::SagaState::Unwinding,
-            SagaState::Done => pb::SagaState::Done,
-            SagaState::Failed => pb::SagaState::Failed,
-            SagaState::Stuck => pb::SagaState::Stuck,
-        }
-    }
-
-    /// From the wire enum (UNSPECIFIED → None: no filter).
-    pub(crate) fn from_proto(state: pb::SagaState) -> Option<Self> {
-        match state {
-            pb::SagaState::Unspecified => None,
-            pb::SagaState::Running => Some(SagaState::Running),
-            pb::SagaState::Unwinding => Some(SagaState::Unwinding),
-            pb::SagaState::Done => Some(SagaState::Done),
-            pb::SagaState::Failed => Some(SagaState::Failed),
-            pb::SagaState::Stuck => Some(SagaState::Stuck),
-        }
+/// A saga state from the wire (UNSPECIFIED → None: no filter).
+pub(crate) fn saga_state_from_proto(state: pb::SagaState) -> Option<SagaState> {
+    match state {
+        pb::SagaState::Unspecified => None,
+        pb::SagaState::Running => Some(SagaState::Running),
+        pb::SagaState::Unwinding => Some(SagaState::Unwinding),
+        pb::SagaState::Done => Some(SagaState::Done),
+        pb::SagaState::Failed => Some(SagaState::Failed),
+        pb::SagaState::Stuck => Some(SagaState::Stuck),
     }
 }
 
@@ -127,15 +79,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip() {
+    fn wire_names_round_trip() {
         for s in [SaleState::Pending, SaleState::Settled, SaleState::Failed, SaleState::Unattributed] {
-            assert_eq!(SaleState::parse(s.as_str()), Some(s));
             assert_eq!(SaleState::from_proto(s.to_proto()), Some(s));
         }
-        for s in [SagaState::Running, SagaState::Unwinding, SagaState::Done, SagaState::Failed, SagaState::Stuck] {
-            assert_eq!(SagaState::parse(s.as_str()), Some(s));
-            assert_eq!(SagaState::from_proto(s.to_proto()), Some(s));
+        for s in SagaState::ALL {
+            assert_eq!(saga_state_from_proto(saga_state_to_proto(s)), Some(s));
         }
-        assert_eq!(SaleState::parse("nope"), None);
     }
 }

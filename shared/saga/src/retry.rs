@@ -6,8 +6,9 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 
 /// The delay before attempt `attempt + 1` after `attempt` (1-based) failed
-/// transiently: `base × 2^(attempt−1)`, at most `max`. Deterministic (no jitter).
-pub(crate) fn backoff_delay(attempt: i32, base: Duration, max: Duration) -> Duration {
+/// transiently: `base × 2^(attempt−1)`, at most `max`. Deterministic (no
+/// jitter) so that tests can wait for a known delay.
+pub fn backoff_delay(attempt: i32, base: Duration, max: Duration) -> Duration {
     let nth = usize::try_from(attempt.max(1) - 1).unwrap_or(0).min(64);
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(base)

@@ -1,7 +1,7 @@
-//! The saga engine: claim with `FOR UPDATE SKIP LOCKED` and a lease, fence
-//! every write on the claimed generation, keep the append-only step log, and
-//! drive a claimed batch step by step *across* sagas (one bulk write and one
-//! bulk action per step), then unwind the ones that failed permanently.
+//! The engine: claim with `FOR UPDATE SKIP LOCKED` and a lease, fence every
+//! write on the claimed generation, keep the append-only step log, and drive a
+//! claimed batch step by step *across* sagas (one bulk write and one bulk
+//! action per step), then unwind the ones that failed permanently.
 //!
 //! Recovery reads the current run's log: a step with `succeeded` is skipped and
 //! its stored output reused; a step `started` but not finished is re-run (every
@@ -12,106 +12,27 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{SagaOptions, Step, settle_sale};
-use crate::domain::link::Split;
-use crate::domain::retry::backoff_delay;
-use crate::peers::{Peers, is_transient};
+use crate::def::{Item, Saga, SagaDef, StepError, StepLog, StepResult};
+use crate::options::SagaOptions;
+#[cfg(feature = "test-hooks")]
+use crate::options::TestHooks;
+use crate::retry::backoff_delay;
+use crate::state::{SagaState, StepEvent};
 
-/// Shared by a process's workers.
-#[derive(Debug)]
-pub(crate) struct Engine {
-    pub(crate) pool: PgPool,
-    pub(crate) peers: Peers,
-    pub(crate) options: SagaOptions,
-    pub(crate) notify: Arc<Notify>,
-}
-
-/// Why a step's action (or undo) did not succeed for one saga.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum StepError {
-    /// Worth retrying later (peer unavailable, database hiccup…).
-    Transient(String),
-    /// Retrying gives the same answer: unwind.
-    Permanent(String),
-}
-
-impl StepError {
-    /// Classifies a peer's status (see [`is_transient`]).
-    pub(crate) fn from_status(peer: &str, status: &tonic::Status) -> Self {
-        let message = format!("{peer}: {:?}: {}", status.code(), status.message());
-        if is_transient(status.code()) { StepError::Transient(message) } else { StepError::Permanent(message) }
-    }
-
-    /// A database error during a step: retried.
-    pub(crate) fn from_db(error: &sqlx::Error) -> Self {
-        StepError::Transient(format!("database: {error}"))
-    }
-}
-
-/// What one step's log says for the current run.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct StepLog {
-    /// `started` was written.
-    pub(crate) started: bool,
-    /// `succeeded`'s output, when written.
-    pub(crate) output: Option<Value>,
-    /// `undo_finished` was written.
-    pub(crate) undo_finished: bool,
-}
-
-/// A claimed saga.
-#[derive(Debug, Clone)]
-pub(crate) struct Live {
-    pub(crate) id: Uuid,
-    pub(crate) program_id: Uuid,
-    pub(crate) sale_id: Uuid,
-    pub(crate) run: i32,
-    pub(crate) generation: i64,
-    pub(crate) attempt: i32,
-    pub(crate) unwinding: bool,
-    pub(crate) failure_reason: String,
-    pub(crate) log: [StepLog; 5],
-    /// Dropped from the batch (lost the fence, released, finished).
-    gone: bool,
-}
-
-impl Live {
-    /// The stored output of `step` (from this batch or the log).
-    pub(crate) fn output(&self, step: Step) -> Option<&Value> {
-        self.log[step as usize].output.as_ref()
-    }
-}
-
-/// The sale a saga settles (immutable facts).
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct SaleFacts {
-    pub(crate) id: Uuid,
-    pub(crate) customer_external_id: Option<String>,
-    pub(crate) event_type: String,
-    pub(crate) currency: String,
-    pub(crate) amount: Decimal,
-    pub(crate) product_code: String,
-    pub(crate) service_code: String,
-    pub(crate) occurred_at: DateTime<Utc>,
-    pub(crate) link_id: Option<Uuid>,
-    pub(crate) partner_id: Option<Uuid>,
-    pub(crate) splits: Json<Vec<Split>>,
-}
-
-/// A saga and its sale, as a step action sees them.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Item<'a> {
-    pub(crate) saga: &'a Live,
-    pub(crate) sale: &'a SaleFacts,
+/// A definition's engine, shared by a process's workers.
+pub struct Engine<D: SagaDef> {
+    def: D,
+    pool: PgPool,
+    options: SagaOptions,
+    #[cfg(feature = "test-hooks")]
+    hooks: TestHooks,
 }
 
 /// Where a step failed permanently: an action's failure unwinds the saga (the
@@ -133,7 +54,7 @@ struct Outcomes {
 
 impl Outcomes {
     /// Splits `results` (one per index in `need`, in order).
-    fn of(need: &[usize], results: Vec<Result<Value, StepError>>) -> Self {
+    fn of(need: &[usize], results: Vec<StepResult>) -> Self {
         let mut outcomes = Outcomes::default();
         for (&i, result) in need.iter().zip(results) {
             match result {
@@ -148,18 +69,18 @@ impl Outcomes {
 
 enum Flow {
     Continue,
+    /// The `crash_after` hook fired: stop without releasing anything.
+    #[cfg(feature = "test-hooks")]
     Crash,
 }
 
 #[derive(sqlx::FromRow)]
 struct Claimed {
     id: Uuid,
-    program_id: Uuid,
-    sale_id: Uuid,
     run: i32,
     generation: i64,
     attempt: i32,
-    state: String,
+    state: SagaState,
     failure_reason: String,
 }
 
@@ -167,31 +88,60 @@ struct Claimed {
 struct LoggedEvent {
     saga_id: Uuid,
     step: String,
-    event: String,
+    event: StepEvent,
     detail: Value,
 }
-
-const EVENT_STARTED: &str = "started";
-const EVENT_SUCCEEDED: &str = "succeeded";
-const EVENT_FAILED: &str = "failed";
-const EVENT_UNDO_STARTED: &str = "undo_started";
-const EVENT_UNDO_FINISHED: &str = "undo_finished";
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-impl Engine {
+impl<D: SagaDef> Engine<D> {
+    /// An engine for `def` over `pool` (whose search_path is the schema
+    /// holding `sagas` and `saga_step_events`).
+    pub fn new(def: D, pool: PgPool, options: SagaOptions) -> Self {
+        Engine {
+            def,
+            pool,
+            options,
+            #[cfg(feature = "test-hooks")]
+            hooks: TestHooks::default(),
+        }
+    }
+
+    /// The same engine with faults injected (tests).
+    #[cfg(feature = "test-hooks")]
+    pub fn with_hooks(self, hooks: TestHooks) -> Self {
+        Engine { hooks, ..self }
+    }
+
+    /// Starts `options.workers` workers named `{name}-{pid}-{process}-w{index}`;
+    /// `notify` wakes idle ones early; each stops (releasing its leases) when
+    /// `shutdown` is cancelled.
+    pub fn spawn(self, name: &str, notify: Arc<Notify>, shutdown: CancellationToken) -> JoinSet<()> {
+        let mut set = JoinSet::new();
+        let process = Uuid::new_v4().simple().to_string();
+        let engine = Arc::new(self);
+        for index in 0..engine.options.workers {
+            let engine = engine.clone();
+            let shutdown = shutdown.clone();
+            let notify = notify.clone();
+            let owner = format!("{name}-{}-{}-w{index}", std::process::id(), &process[..8]);
+            set.spawn(async move { engine.work(owner, notify, shutdown).await });
+        }
+        set
+    }
+
     /// One worker: claim a batch, drive it, repeat; sleep on the notifier or
     /// the poll interval when idle. Returns on shutdown (after releasing its
     /// leases) or when the `crash_after` hook fires (keeping them).
-    pub(crate) async fn work(self: Arc<Self>, owner: String, shutdown: CancellationToken) {
+    async fn work(self: Arc<Self>, owner: String, notify: Arc<Notify>, shutdown: CancellationToken) {
         let mut errors: u32 = 0;
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
-            let notified = self.notify.notified();
+            let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             match self.claim(&owner).await {
@@ -205,9 +155,13 @@ impl Engine {
                 }
                 Ok(batch) => {
                     errors = 0;
-                    if let Flow::Crash = self.process(&owner, batch, &shutdown).await {
-                        tracing::warn!(%owner, "saga worker stopped by the crash_after test hook (leases kept)");
-                        return;
+                    match self.process(&owner, batch, &shutdown).await {
+                        Flow::Continue => {}
+                        #[cfg(feature = "test-hooks")]
+                        Flow::Crash => {
+                            tracing::warn!(%owner, "saga worker stopped by the crash_after test hook (leases kept)");
+                            return;
+                        }
                     }
                 }
                 Err(error) => {
@@ -227,27 +181,31 @@ impl Engine {
         tracing::debug!(%owner, "saga worker stopped");
     }
 
-    /// Claims up to `batch_size` runnable sagas (running or unwinding, unowned
-    /// or with an expired lease, due), bumping their generation, and loads the
-    /// current run's log of each.
-    async fn claim(&self, owner: &str) -> Result<Vec<Live>, sqlx::Error> {
+    /// Claims up to `batch_size` runnable sagas of this kind (running or
+    /// unwinding, unowned or with an expired lease, due), bumping their
+    /// generation, and loads the current run's log of each.
+    async fn claim(&self, owner: &str) -> Result<Vec<Saga>, sqlx::Error> {
+        // The runnable states are spelled out (SagaState::Running and
+        // ::Unwinding) so that a generic plan can still prove the partial
+        // index `sagas_runnable` applies.
         let claimed: Vec<Claimed> = sqlx::query_as(
             "UPDATE sagas s SET owner = $1, generation = s.generation + 1,
                  lease_expires_at = now() + $2::bigint * interval '1 millisecond',
                  attempt = s.attempt + 1, updated_at = now()
              WHERE s.id IN (
                  SELECT id FROM sagas
-                 WHERE state IN ('running', 'unwinding')
+                 WHERE kind = $4 AND state IN ('running', 'unwinding')
                    AND (owner IS NULL OR lease_expires_at < now())
                    AND next_attempt_at <= now()
                  ORDER BY created_at, id
                  LIMIT $3
                  FOR UPDATE SKIP LOCKED)
-             RETURNING s.id, s.program_id, s.sale_id, s.run, s.generation, s.attempt, s.state, s.failure_reason",
+             RETURNING s.id, s.run, s.generation, s.attempt, s.state, s.failure_reason",
         )
         .bind(owner)
         .bind(millis(self.options.lease))
         .bind(self.options.batch_size.max(1))
+        .bind(D::KIND)
         .fetch_all(&self.pool)
         .await?;
         if claimed.is_empty() {
@@ -265,38 +223,57 @@ impl Engine {
         .bind(&runs)
         .fetch_all(&self.pool)
         .await?;
-        let mut logs: HashMap<Uuid, [StepLog; 5]> = HashMap::new();
+        let steps = self.def.steps();
+        let mut logs: HashMap<Uuid, Vec<StepLog>> = HashMap::new();
+        let mut corrupt: HashMap<Uuid, String> = HashMap::new();
         for event in events {
-            let Some(step) = Step::from_name(&event.step) else { continue };
-            let log = &mut logs.entry(event.saga_id).or_default()[step as usize];
-            match event.event.as_str() {
-                EVENT_STARTED => log.started = true,
-                EVENT_SUCCEEDED => log.output = Some(event.detail),
-                EVENT_UNDO_FINISHED => log.undo_finished = true,
-                _ => {}
+            let Some(index) = steps.iter().position(|step| step.name == event.step) else {
+                corrupt.entry(event.saga_id).or_insert_with(|| {
+                    format!("the step log names step {:?}, which {} does not have", event.step, D::KIND)
+                });
+                continue;
+            };
+            let log = logs.entry(event.saga_id).or_insert_with(|| vec![StepLog::default(); steps.len()]);
+            let log = &mut log[index];
+            match event.event {
+                StepEvent::Started => log.started = true,
+                StepEvent::Succeeded => log.output = Some(event.detail),
+                StepEvent::UndoFinished => log.undo_finished = true,
+                StepEvent::Failed | StepEvent::UndoStarted => {}
             }
         }
-        let mut batch: Vec<Live> = claimed
+        let mut batch: Vec<Saga> = claimed
             .into_iter()
-            .map(|c| Live {
+            .map(|c| Saga {
+                log: logs.remove(&c.id).unwrap_or_else(|| vec![StepLog::default(); steps.len()]),
                 id: c.id,
-                program_id: c.program_id,
-                sale_id: c.sale_id,
                 run: c.run,
                 generation: c.generation,
                 attempt: c.attempt,
-                unwinding: c.state == "unwinding",
+                unwinding: c.state == SagaState::Unwinding,
                 failure_reason: c.failure_reason,
-                log: logs.remove(&c.id).unwrap_or_default(),
                 gone: false,
             })
             .collect();
         // Claim order is (created_at, id); keep it so that batches are deterministic.
-        batch.sort_by_key(|live| live.id);
+        batch.sort_by_key(|saga| saga.id);
+        if !corrupt.is_empty() {
+            // A log this definition cannot read cannot be resumed or unwound safely.
+            let rows: Vec<(Uuid, i64, String)> = batch
+                .iter()
+                .filter_map(|s| corrupt.get(&s.id).map(|reason| (s.id, s.generation, reason.clone())))
+                .collect();
+            let mut conn = self.pool.acquire().await?;
+            set_state(&mut conn, SagaState::Stuck, &rows, true).await?;
+            for (id, _, reason) in &rows {
+                tracing::error!(saga = %id, %reason, "saga STUCK: unreadable step log; operator action needed");
+            }
+            batch.retain(|s| !corrupt.contains_key(&s.id));
+        }
         Ok(batch)
     }
 
-    async fn process(&self, owner: &str, mut batch: Vec<Live>, shutdown: &CancellationToken) -> Flow {
+    async fn process(&self, owner: &str, mut batch: Vec<Saga>, shutdown: &CancellationToken) -> Flow {
         let started = std::time::Instant::now();
         let size = batch.len();
         let outcome = self.drive(&mut batch, shutdown).await;
@@ -307,8 +284,8 @@ impl Engine {
                 tracing::warn!(%owner, %error, sagas = batch.len(), "saga batch interrupted by a database error; releasing");
                 let rows: Vec<(Uuid, i64, i64)> = batch
                     .iter()
-                    .filter(|l| !l.gone)
-                    .map(|l| (l.id, l.generation, millis(self.options.retry_base)))
+                    .filter(|s| !s.gone)
+                    .map(|s| (s.id, s.generation, millis(self.options.retry_base)))
                     .collect();
                 if let Err(error) = release(&self.pool, &rows).await {
                     tracing::warn!(%error, "releasing saga leases failed; they will expire");
@@ -318,56 +295,62 @@ impl Engine {
         }
     }
 
-    async fn drive(&self, batch: &mut Vec<Live>, shutdown: &CancellationToken) -> Result<Flow, sqlx::Error> {
-        let sale_ids: Vec<Uuid> = batch.iter().map(|l| l.sale_id).collect();
-        let sales: Vec<SaleFacts> = sqlx::query_as(
-            "SELECT id, customer_external_id, event_type, currency, amount, product_code, service_code,
-                    occurred_at, link_id, partner_id, splits
-             FROM sales WHERE id = ANY($1)",
-        )
-        .bind(&sale_ids)
-        .fetch_all(&self.pool)
-        .await?;
-        let sales: HashMap<Uuid, SaleFacts> = sales.into_iter().map(|s| (s.id, s)).collect();
+    async fn drive(&self, batch: &mut Vec<Saga>, shutdown: &CancellationToken) -> Result<Flow, sqlx::Error> {
+        let ids: Vec<Uuid> = batch.iter().map(|s| s.id).collect();
+        let subjects = self.def.load(&self.pool, &ids).await?;
+        let steps = self.def.steps();
 
         // Forward: each step for every saga that still needs it.
-        for step in Step::ALL {
-            batch.retain(|l| !l.gone);
+        for (index, step) in steps.iter().enumerate() {
+            batch.retain(|s| !s.gone);
             if shutdown.is_cancelled() {
                 self.release_all(batch).await?;
                 return Ok(Flow::Continue);
             }
             self.renew(batch).await?;
             let need: Vec<usize> = (0..batch.len())
-                .filter(|&i| !batch[i].gone && !batch[i].unwinding && batch[i].log[step as usize].output.is_none())
+                .filter(|&i| !batch[i].gone && !batch[i].unwinding && batch[i].log[index].output.is_none())
                 .collect();
             if need.is_empty() {
                 continue;
             }
-            let need = self.append_marks(batch, &need, step, EVENT_STARTED).await?;
+            let need = self.append_marks(batch, &need, index, StepEvent::Started).await?;
             for &i in &need {
-                batch[i].log[step as usize].started = true;
+                batch[i].log[index].started = true;
             }
             let started = std::time::Instant::now();
-            let mut results = self.act(step, batch, &need, &sales, false).await;
+            #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
+            let mut results = self.act(index, batch, &need, &subjects, false).await;
             let action_ms = started.elapsed().as_millis();
-            tracing::debug!(%step, sagas = need.len(), action_ms, "saga step action");
-            self.apply_hooks(step, batch, &need, &mut results);
+            tracing::debug!(step = step.name, sagas = need.len(), action_ms, "saga step action");
+            #[cfg(feature = "test-hooks")]
+            self.apply_hooks(index, batch, &need, &mut results);
 
             let Outcomes { ok, transient, permanent } = Outcomes::of(&need, results);
+            #[cfg(feature = "test-hooks")]
             let any_succeeded = !ok.is_empty();
-            self.record_succeeded(batch, step, ok).await?;
-            self.record_transient(batch, step, "action", transient).await?;
-            self.record_permanent(batch, step, permanent).await?;
-            if any_succeeded && self.options.crash_after == Some(step) {
+            self.record_succeeded(batch, index, ok).await?;
+            self.record_transient(batch, index, "action", transient).await?;
+            self.record_permanent(batch, index, FailedIn::Action, permanent).await?;
+            #[cfg(feature = "test-hooks")]
+            if any_succeeded && self.hooks.crash_after == Some(step.name) {
                 return Ok(Flow::Crash);
             }
         }
 
+        // A saga whose every step had already succeeded when it was claimed
+        // (its log outlived the close, e.g. a reset) only needs closing.
+        let complete: Vec<usize> = (0..batch.len())
+            .filter(|&i| !batch[i].gone && !batch[i].unwinding && batch[i].log.iter().all(|l| l.output.is_some()))
+            .collect();
+        if !complete.is_empty() {
+            self.finish(batch, &complete).await?;
+        }
+
         // Unwind: undo every started step not yet undone, newest first.
-        for step in Step::ALL.into_iter().rev() {
-            batch.retain(|l| !l.gone);
-            if !batch.iter().any(|l| l.unwinding) {
+        for index in (0..steps.len()).rev() {
+            batch.retain(|s| !s.gone);
+            if !batch.iter().any(|s| s.unwinding) {
                 return Ok(Flow::Continue);
             }
             if shutdown.is_cancelled() {
@@ -377,46 +360,38 @@ impl Engine {
             self.renew(batch).await?;
             let need: Vec<usize> = (0..batch.len())
                 .filter(|&i| {
-                    let log = &batch[i].log[step as usize];
+                    let log = &batch[i].log[index];
                     !batch[i].gone && batch[i].unwinding && log.started && !log.undo_finished
                 })
                 .collect();
             if need.is_empty() {
                 continue;
             }
-            let need = self.append_marks(batch, &need, step, EVENT_UNDO_STARTED).await?;
-            let results = self.act(step, batch, &need, &sales, true).await;
+            let need = self.append_marks(batch, &need, index, StepEvent::UndoStarted).await?;
+            let results = self.act(index, batch, &need, &subjects, true).await;
             let Outcomes { ok, transient, permanent: stuck } = Outcomes::of(&need, results);
-            let done = self.append_pairs(batch, &ok, step, EVENT_UNDO_FINISHED).await?;
+            let done = self.append_pairs(batch, &ok, index, StepEvent::UndoFinished).await?;
             for i in done {
-                batch[i].log[step as usize].undo_finished = true;
+                batch[i].log[index].undo_finished = true;
             }
-            self.record_transient(batch, step, "undo", transient).await?;
-            self.record_stuck(batch, step, stuck).await?;
+            self.record_transient(batch, index, "undo", transient).await?;
+            self.record_permanent(batch, index, FailedIn::Undo, stuck).await?;
         }
 
-        // Every undo finished: the sale is FAILED, the saga failed.
-        batch.retain(|l| !l.gone);
+        // Every undo finished: the definition records the failure, the saga failed.
+        batch.retain(|s| !s.gone);
         let finished: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].unwinding).collect();
         if !finished.is_empty() {
             let mut tx = self.pool.begin().await?;
             let (ids, generations) = fence_of(batch, &finished);
-            sqlx::query(
-                "UPDATE sales SET state = 'FAILED', failure_reason = s.failure_reason,
-                     base_commission = NULL, total_commission = NULL
-                 FROM sagas s JOIN UNNEST($1::uuid[], $2::bigint[]) AS u(id, generation)
-                   ON s.id = u.id AND s.generation = u.generation
-                 WHERE sales.id = s.sale_id",
-            )
-            .bind(&ids)
-            .bind(&generations)
-            .execute(&mut *tx)
-            .await?;
-            let failed = close(&mut tx, "failed", &ids, &generations).await?;
+            // The close is fenced, so what it ended is what is still ours.
+            let failed = close(&mut tx, SagaState::Failed, &ids, &generations).await?;
+            let sagas: Vec<&Saga> = finished.iter().map(|&i| &batch[i]).filter(|s| failed.contains(&s.id)).collect();
+            self.def.on_failed(&mut tx, &sagas).await?;
             tx.commit().await?;
             for &i in &finished {
                 if failed.contains(&batch[i].id) {
-                    tracing::info!(saga = %batch[i].id, sale = %batch[i].sale_id, reason = %batch[i].failure_reason, "saga unwound; sale FAILED");
+                    tracing::info!(saga = %batch[i].id, kind = D::KIND, reason = %batch[i].failure_reason, "saga unwound; failed");
                 }
                 batch[i].gone = true;
             }
@@ -424,24 +399,42 @@ impl Engine {
         Ok(Flow::Continue)
     }
 
-    /// Runs a step's action (or undo) for `need`, twice under `repeat_actions`
-    /// (the second result counts when the first succeeded: one effect either way).
+    /// Closes the sagas at `indices` as done (fenced) with the definition's
+    /// `on_done` in the same transaction, and drops them from the batch.
+    async fn finish(&self, batch: &mut [Saga], indices: &[usize]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let (ids, generations) = fence_of(batch, indices);
+        let closed = close(&mut tx, SagaState::Done, &ids, &generations).await?;
+        let sagas: Vec<&Saga> = indices.iter().map(|&i| &batch[i]).filter(|s| closed.contains(&s.id)).collect();
+        self.def.on_done(&mut tx, &sagas).await?;
+        tx.commit().await?;
+        for &i in indices {
+            batch[i].gone = true;
+        }
+        Ok(())
+    }
+
+    /// Runs a step's action (or undo) for `need`; under the `repeat_actions`
+    /// hook twice (the second result counts when the first succeeded: one
+    /// effect either way).
     async fn act(
         &self,
-        step: Step,
-        batch: &[Live],
+        index: usize,
+        batch: &[Saga],
         need: &[usize],
-        sales: &HashMap<Uuid, SaleFacts>,
+        subjects: &HashMap<Uuid, D::Subject>,
         undo: bool,
-    ) -> Vec<Result<Value, StepError>> {
-        let mut items: Vec<Option<Item<'_>>> = Vec::with_capacity(need.len());
-        for &i in need {
-            items.push(sales.get(&batch[i].sale_id).map(|sale| Item { saga: &batch[i], sale }));
-        }
-        let present: Vec<Item<'_>> = items.iter().flatten().copied().collect();
-        let mut results = run_once(self, step, &present, undo).await;
-        if self.options.repeat_actions {
-            let again = run_once(self, step, &present, undo).await;
+    ) -> Vec<StepResult> {
+        let step = &self.def.steps()[index];
+        let run = if undo { step.undo } else { step.action };
+        let items: Vec<Option<Item<'_, D::Subject>>> =
+            need.iter().map(|&i| subjects.get(&batch[i].id).map(|subject| Item { saga: &batch[i], subject })).collect();
+        let present: Vec<Item<'_, D::Subject>> = items.iter().flatten().copied().collect();
+        #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
+        let mut results = if present.is_empty() { Vec::new() } else { run(&self.def, &present).await };
+        #[cfg(feature = "test-hooks")]
+        if self.hooks.repeat_actions && !present.is_empty() {
+            let again = run(&self.def, &present).await;
             for (first, second) in results.iter_mut().zip(again) {
                 if first.is_ok() {
                     *first = second;
@@ -452,46 +445,51 @@ impl Engine {
         items
             .iter()
             .map(|item| match item {
-                Some(_) => results
-                    .next()
-                    .unwrap_or_else(|| Err(StepError::Transient("step returned too few results".to_string()))),
-                None => Err(StepError::Permanent("the saga's sale does not exist".to_string())),
+                Some(_) => results.next().unwrap_or_else(|| {
+                    Err(StepError::Transient(format!("step {} returned too few results", step.name)))
+                }),
+                None => Err(StepError::Permanent(format!("the subject of this {} saga does not exist", D::KIND))),
             })
             .collect()
     }
 
-    fn apply_hooks(&self, step: Step, batch: &[Live], need: &[usize], results: &mut [Result<Value, StepError>]) {
-        if let Some((fail_step, reason)) = &self.options.inject_failure
-            && *fail_step == step
+    #[cfg(feature = "test-hooks")]
+    fn apply_hooks(&self, index: usize, batch: &[Saga], need: &[usize], results: &mut [StepResult]) {
+        let name = self.def.steps()[index].name;
+        if let Some((fail_step, reason)) = &self.hooks.inject_failure
+            && *fail_step == name
         {
             for result in results.iter_mut().filter(|r| r.is_ok()) {
-                *result = Err(StepError::Permanent(format!("injected failure at {step}: {}", reason.0)));
+                *result = Err(StepError::Permanent(format!("injected failure at {name}: {reason}")));
             }
         }
-        if let Some((fail_step, times)) = self.options.inject_transient
-            && fail_step == step
+        if let Some((fail_step, times)) = self.hooks.inject_transient
+            && fail_step == name
         {
             for (&i, result) in need.iter().zip(results.iter_mut()) {
                 if result.is_ok() && i64::from(batch[i].attempt) <= i64::from(times) {
-                    *result = Err(StepError::Transient(format!("injected transient failure at {step}")));
+                    *result = Err(StepError::Transient(format!("injected transient failure at {name}")));
                 }
             }
         }
     }
 
-    /// Writes `succeeded` with each output; after `settle` the saga is done.
+    /// Writes `succeeded` with each output; after the last step the saga is done.
     async fn record_succeeded(
         &self,
-        batch: &mut [Live],
-        step: Step,
+        batch: &mut [Saga],
+        index: usize,
         ok: Vec<(usize, Value)>,
     ) -> Result<(), sqlx::Error> {
-        let settled = step == Step::Settle;
+        let last = index + 1 == self.def.steps().len();
+        let def = &self.def;
         let applied: HashSet<usize> = self
-            .write_fenced(batch, step, EVENT_SUCCEEDED, &ok, async |tx, batch, applied| {
-                if settled {
+            .write_fenced(batch, index, StepEvent::Succeeded, &ok, async |tx, batch, applied| {
+                if last {
                     let (ids, generations) = fence_of(batch, applied);
-                    close(tx, "done", &ids, &generations).await?;
+                    close(tx, SagaState::Done, &ids, &generations).await?;
+                    let sagas: Vec<&Saga> = applied.iter().map(|&i| &batch[i]).collect();
+                    def.on_done(tx, &sagas).await?;
                 }
                 Ok(())
             })
@@ -500,8 +498,8 @@ impl Engine {
             .collect();
         for (i, output) in ok {
             if applied.contains(&i) {
-                batch[i].log[step as usize].output = Some(output);
-                batch[i].gone |= settled;
+                batch[i].log[index].output = Some(output);
+                batch[i].gone |= last;
             }
         }
         Ok(())
@@ -510,8 +508,8 @@ impl Engine {
     /// Writes `failed` (transient) and releases the saga until its backoff has passed.
     async fn record_transient(
         &self,
-        batch: &mut [Live],
-        step: Step,
+        batch: &mut [Saga],
+        index: usize,
         phase: &str,
         failures: Vec<(usize, String)>,
     ) -> Result<(), sqlx::Error> {
@@ -522,7 +520,7 @@ impl Engine {
             })
             .collect();
         let (retry_base, retry_max) = (self.options.retry_base, self.options.retry_max);
-        self.write_fenced(batch, step, EVENT_FAILED, &details, async |tx, batch, applied| {
+        self.write_fenced(batch, index, StepEvent::Failed, &details, async |tx, batch, applied| {
             let rows: Vec<(Uuid, i64, i64)> = applied
                 .iter()
                 .map(|&i| {
@@ -533,105 +531,96 @@ impl Engine {
             release(tx, &rows).await
         })
         .await?;
+        let step = self.def.steps()[index].name;
         for (i, message) in failures {
-            tracing::info!(saga = %batch[i].id, %step, phase, error = %message, attempt = batch[i].attempt, "transient saga failure; will retry");
+            tracing::info!(saga = %batch[i].id, step, phase, error = %message, attempt = batch[i].attempt, "transient saga failure; will retry");
             batch[i].gone = true;
         }
         Ok(())
     }
 
-    /// Writes `failed` (permanent) and turns the saga to unwinding with the reason.
+    /// Writes `failed` (permanent) for each failure and, fenced in the same
+    /// transaction, the saga's next state with its reason: an action's
+    /// failure turns the saga to unwinding (the worker keeps it to run the
+    /// undos); an undo's leaves it stuck and given back (an operator must look).
     async fn record_permanent(
         &self,
-        batch: &mut [Live],
-        step: Step,
+        batch: &mut [Saga],
+        index: usize,
+        failed_in: FailedIn,
         failures: Vec<(usize, String)>,
     ) -> Result<(), sqlx::Error> {
-        let reasons: Vec<String> = failures.iter().map(|(_, message)| format!("{step}: {message}")).collect();
-        let applied: HashSet<usize> =
-            self.record_failed(batch, step, FailedIn::Action, &failures, &reasons).await?.into_iter().collect();
-        for ((i, message), reason) in failures.into_iter().zip(reasons) {
-            if applied.contains(&i) {
-                tracing::info!(saga = %batch[i].id, %step, error = %message, "permanent saga failure; unwinding");
-                batch[i].unwinding = true;
-                batch[i].failure_reason = reason;
-            }
-        }
-        Ok(())
-    }
-
-    /// An undo failed permanently: the saga is stuck (an operator must look).
-    async fn record_stuck(
-        &self,
-        batch: &mut [Live],
-        step: Step,
-        failures: Vec<(usize, String)>,
-    ) -> Result<(), sqlx::Error> {
+        let step = self.def.steps()[index].name;
+        let (phase, state, release) = match failed_in {
+            FailedIn::Action => ("action", SagaState::Unwinding, false),
+            FailedIn::Undo => ("undo", SagaState::Stuck, true),
+        };
         let reasons: Vec<String> = failures
             .iter()
-            .map(|(i, message)| format!("{}; undo of {step} failed: {message}", batch[*i].failure_reason))
+            .map(|(i, message)| match failed_in {
+                FailedIn::Action => format!("{step}: {message}"),
+                FailedIn::Undo => format!("{}; undo of {step} failed: {message}", batch[*i].failure_reason),
+            })
             .collect();
-        self.record_failed(batch, step, FailedIn::Undo, &failures, &reasons).await?;
-        for (i, message) in failures {
-            tracing::error!(saga = %batch[i].id, sale = %batch[i].sale_id, %step, error = %message, "saga STUCK: an undo action failed; operator action needed");
-            batch[i].gone = true;
-        }
-        Ok(())
-    }
-
-    /// Writes `failed` (permanent, in the action or the undo) for each failure
-    /// and sets the saga's next state with its reason (`reasons`, one per
-    /// failure). Returns the indices written.
-    async fn record_failed(
-        &self,
-        batch: &mut [Live],
-        step: Step,
-        failed_in: FailedIn,
-        failures: &[(usize, String)],
-        reasons: &[String],
-    ) -> Result<Vec<usize>, sqlx::Error> {
-        let (phase, state, release) = match failed_in {
-            FailedIn::Action => ("action", "unwinding", false),
-            FailedIn::Undo => ("undo", "stuck", true),
-        };
         let details: Vec<(usize, Value)> = failures
             .iter()
             .map(|(i, message)| (*i, json!({"phase": phase, "error": message, "transient": false})))
             .collect();
-        let reason_of: HashMap<usize, &String> = failures.iter().map(|(i, _)| *i).zip(reasons).collect();
-        self.write_fenced(batch, step, EVENT_FAILED, &details, async |tx, batch, applied| {
-            let rows: Vec<(Uuid, i64, String)> = applied
-                .iter()
-                .filter_map(|i| reason_of.get(i).map(|reason| (batch[*i].id, batch[*i].generation, (*reason).clone())))
-                .collect();
-            set_state(tx, state, &rows, release).await
-        })
-        .await
+        let reason_of: HashMap<usize, &String> = failures.iter().map(|(i, _)| *i).zip(&reasons).collect();
+        let applied: HashSet<usize> = self
+            .write_fenced(batch, index, StepEvent::Failed, &details, async |tx, batch, applied| {
+                let rows: Vec<(Uuid, i64, String)> = applied
+                    .iter()
+                    .filter_map(|i| {
+                        reason_of.get(i).map(|reason| (batch[*i].id, batch[*i].generation, (*reason).clone()))
+                    })
+                    .collect();
+                set_state(tx, state, &rows, release).await
+            })
+            .await?
+            .into_iter()
+            .collect();
+        for ((i, message), reason) in failures.into_iter().zip(reasons) {
+            match failed_in {
+                FailedIn::Action if applied.contains(&i) => {
+                    tracing::info!(saga = %batch[i].id, step, error = %message, "permanent saga failure; unwinding");
+                    batch[i].unwinding = true;
+                    batch[i].failure_reason = reason;
+                }
+                FailedIn::Action => {}
+                FailedIn::Undo => {
+                    tracing::error!(saga = %batch[i].id, kind = D::KIND, step, error = %message, "saga STUCK: an undo action failed; operator action needed");
+                    batch[i].gone = true;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Appends `event` with an empty detail for each saga at `need`; returns
     /// the indices whose fenced write applied and drops the rest.
     async fn append_marks(
         &self,
-        batch: &mut [Live],
+        batch: &mut [Saga],
         need: &[usize],
-        step: Step,
-        event: &str,
+        index: usize,
+        event: StepEvent,
     ) -> Result<Vec<usize>, sqlx::Error> {
+        // `started` and `undo_started` carry nothing: the event itself is the record.
         let pairs: Vec<(usize, Value)> = need.iter().map(|&i| (i, json!({}))).collect();
-        self.append_pairs(batch, &pairs, step, event).await
+        self.append_pairs(batch, &pairs, index, event).await
     }
 
     /// Appends `event` for each `(index, detail)`; returns the indices whose
     /// fenced write applied and drops the rest (a newer owner has them).
     async fn append_pairs(
         &self,
-        batch: &mut [Live],
+        batch: &mut [Saga],
         pairs: &[(usize, Value)],
-        step: Step,
-        event: &str,
+        index: usize,
+        event: StepEvent,
     ) -> Result<Vec<usize>, sqlx::Error> {
-        self.write_fenced(batch, step, event, pairs, async |_, _, _| Ok(())).await
+        self.write_fenced(batch, index, event, pairs, async |_, _, _| Ok(())).await
     }
 
     /// The generation-fenced write of a step event: appends `event` for each
@@ -642,15 +631,16 @@ impl Engine {
     /// Returns the indices whose event was written, in `pairs` order.
     async fn write_fenced(
         &self,
-        batch: &mut [Live],
-        step: Step,
-        event: &str,
+        batch: &mut [Saga],
+        index: usize,
+        event: StepEvent,
         pairs: &[(usize, Value)],
-        then: impl AsyncFnOnce(&mut PgConnection, &[Live], &[usize]) -> Result<(), sqlx::Error>,
+        then: impl AsyncFnOnce(&mut PgConnection, &[Saga], &[usize]) -> Result<(), sqlx::Error>,
     ) -> Result<Vec<usize>, sqlx::Error> {
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
+        let step = self.def.steps()[index].name;
         let mut tx = self.pool.begin().await?;
         let kept = append(&mut tx, step, event, &rows_of(batch, pairs)).await?;
         let indices: Vec<usize> = pairs.iter().map(|(i, _)| *i).collect();
@@ -662,7 +652,7 @@ impl Engine {
     }
 
     /// Extends every lease (fenced); sagas that lost their fence are dropped.
-    async fn renew(&self, batch: &mut [Live]) -> Result<(), sqlx::Error> {
+    async fn renew(&self, batch: &mut [Saga]) -> Result<(), sqlx::Error> {
         let live: Vec<usize> = (0..batch.len()).filter(|&i| !batch[i].gone).collect();
         if live.is_empty() {
             return Ok(());
@@ -686,27 +676,23 @@ impl Engine {
     }
 
     /// Graceful shutdown: gives every held saga back at once (no backoff).
-    async fn release_all(&self, batch: &mut [Live]) -> Result<(), sqlx::Error> {
-        let rows: Vec<(Uuid, i64, i64)> = batch.iter().filter(|l| !l.gone).map(|l| (l.id, l.generation, 0)).collect();
+    async fn release_all(&self, batch: &mut [Saga]) -> Result<(), sqlx::Error> {
+        let rows: Vec<(Uuid, i64, i64)> = batch.iter().filter(|s| !s.gone).map(|s| (s.id, s.generation, 0)).collect();
         release(&self.pool, &rows).await?;
-        for live in batch.iter_mut() {
-            live.gone = true;
+        for saga in batch.iter_mut() {
+            saga.gone = true;
         }
         Ok(())
     }
 }
 
-async fn run_once(engine: &Engine, step: Step, items: &[Item<'_>], undo: bool) -> Vec<Result<Value, StepError>> {
-    if undo { settle_sale::undo(engine, step, items).await } else { settle_sale::action(engine, step, items).await }
-}
-
-fn rows_of(batch: &[Live], pairs: &[(usize, Value)]) -> Vec<(Uuid, i64, Value)> {
+fn rows_of(batch: &[Saga], pairs: &[(usize, Value)]) -> Vec<(Uuid, i64, Value)> {
     pairs.iter().map(|(i, detail)| (batch[*i].id, batch[*i].generation, detail.clone())).collect()
 }
 
 /// The fence of each saga at `indices`: its id and claimed generation, as the
 /// `UNNEST($1::uuid[], $2::bigint[])` of a fenced statement binds them.
-fn fence_of(batch: &[Live], indices: &[usize]) -> (Vec<Uuid>, Vec<i64>) {
+fn fence_of(batch: &[Saga], indices: &[usize]) -> (Vec<Uuid>, Vec<i64>) {
     indices.iter().map(|&i| (batch[i].id, batch[i].generation)).unzip()
 }
 
@@ -720,7 +706,7 @@ fn columns_of<T: Clone>(rows: &[(Uuid, i64, T)]) -> (Vec<Uuid>, Vec<i64>, Vec<T>
 
 /// Drops from the batch each saga at `indices` whose fenced write did not
 /// apply (`kept` lacks it): a newer owner has claimed it.
-fn drop_lost(batch: &mut [Live], indices: &[usize], kept: &HashSet<Uuid>) {
+fn drop_lost(batch: &mut [Saga], indices: &[usize], kept: &HashSet<Uuid>) {
     for &i in indices {
         if !kept.contains(&batch[i].id) {
             tracing::warn!(saga = %batch[i].id, "lost the saga to a newer owner; dropping it");
@@ -735,8 +721,8 @@ fn drop_lost(batch: &mut [Live], indices: &[usize], kept: &HashSet<Uuid>) {
 /// sagas whose event was written.
 async fn append(
     conn: &mut PgConnection,
-    step: Step,
-    event: &str,
+    step: &str,
+    event: StepEvent,
     rows: &[(Uuid, i64, Value)],
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
     if rows.is_empty() {
@@ -751,7 +737,7 @@ async fn append(
          FOR SHARE OF s
          RETURNING saga_id",
     )
-    .bind(step.name())
+    .bind(step)
     .bind(event)
     .bind(&ids)
     .bind(&generations)
@@ -764,7 +750,7 @@ async fn append(
 /// Sets a state (and reason) on fenced sagas; `release` also drops the owner.
 async fn set_state(
     conn: &mut PgConnection,
-    state: &str,
+    state: SagaState,
     rows: &[(Uuid, i64, String)],
     release: bool,
 ) -> Result<(), sqlx::Error> {
@@ -789,11 +775,11 @@ async fn set_state(
     Ok(())
 }
 
-/// Ends fenced sagas in `state` (`done` or `failed`) and gives them back;
+/// Ends fenced sagas in `state` (done or failed) and gives them back;
 /// returns the sagas it ended.
 async fn close(
     conn: &mut PgConnection,
-    state: &str,
+    state: SagaState,
     ids: &[Uuid],
     generations: &[i64],
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
@@ -832,19 +818,4 @@ where
     .execute(executor)
     .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classifies_errors() {
-        let status = tonic::Status::unavailable("down");
-        assert!(matches!(StepError::from_status("ledger", &status), StepError::Transient(_)));
-        let status = tonic::Status::failed_precondition("no");
-        let error = StepError::from_status("ledger", &status);
-        assert!(matches!(error, StepError::Permanent(_)));
-        assert!(matches!(error, StepError::Permanent(m) if m.starts_with("ledger: FailedPrecondition")));
-    }
 }

@@ -1,0 +1,291 @@
+//! SettleSale (DESIGN §3): the five steps that take an attributed sale through
+//! hierarchy, commission and ledger, each action paired with its undo in
+//! [`STEPS`]. Every action works on the whole claimed batch at once (one query
+//! or one peer call per ≤1000 items) and is idempotent: running it twice has
+//! the effect of running it once.
+//!
+//! | step    | action                                   | undo                                  |
+//! |---------|------------------------------------------|---------------------------------------|
+//! | resolve | local facts (first payment, volume, …)   | nothing                               |
+//! | upline  | hierarchy.GetUplines                     | nothing                               |
+//! | compute | commission.ComputeSettlements            | nothing                               |
+//! | post    | ledger.PostEntries (key per saga run)    | ledger VOID the run's entries         |
+//! | settle  | sale SETTLED with totals                 | sale back to PENDING                  |
+
+mod compute;
+mod post;
+mod resolve;
+mod settle;
+mod upline;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+
+use accrue_money::Currency;
+use accrue_proto::types::v1 as tpb;
+use accrue_saga::{SagaDef, StepError, StepFuture, StepResult};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::peers::Peers;
+use crate::store::{self, SaleRow};
+
+/// A SettleSale step, in execution order (the index of its row in [`STEPS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Step {
+    /// Local: seller, split snapshot, first payment, prior volume, customer history.
+    Resolve,
+    /// hierarchy.GetUplines: statuses, roles, ancestors, program settings.
+    Upline,
+    /// commission.ComputeSettlements: every line with its breakdown.
+    Compute,
+    /// ledger.PostEntries (undo: void the posted entries).
+    Post,
+    /// Local: the sale becomes SETTLED with its totals (undo: back to PENDING).
+    Settle,
+}
+
+impl Step {
+    /// Every step in execution order.
+    pub const ALL: [Step; 5] = [Step::Resolve, Step::Upline, Step::Compute, Step::Post, Step::Settle];
+
+    /// The name in the step log ("resolve", …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Step::Resolve => "resolve",
+            Step::Upline => "upline",
+            Step::Compute => "compute",
+            Step::Post => "post",
+            Step::Settle => "settle",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The one table of SettleSale: each step's action paired with its undo, in
+/// [`Step`] order.
+const STEPS: [accrue_saga::Step<SettleSale>; 5] = [
+    accrue_saga::Step {
+        name: Step::Resolve.name(),
+        action: |d, items| Box::pin(resolve::action(d, items)),
+        undo: nothing,
+    },
+    accrue_saga::Step {
+        name: Step::Upline.name(),
+        action: |d, items| Box::pin(upline::action(d, items)),
+        undo: nothing,
+    },
+    accrue_saga::Step {
+        name: Step::Compute.name(),
+        action: |d, items| Box::pin(compute::action(d, items)),
+        undo: nothing,
+    },
+    accrue_saga::Step {
+        name: Step::Post.name(),
+        action: |d, items| Box::pin(post::action(d, items)),
+        undo: |d, items| Box::pin(post::undo(d, items)),
+    },
+    accrue_saga::Step {
+        name: Step::Settle.name(),
+        action: |d, items| Box::pin(settle::action(d, items)),
+        undo: |d, items| Box::pin(settle::undo(d, items)),
+    },
+];
+
+/// The SettleSale definition: what its steps talk to.
+#[derive(Debug, Clone)]
+pub(crate) struct SettleSale {
+    pub(crate) pool: PgPool,
+    pub(crate) peers: Peers,
+}
+
+/// A saga and its sale, as a step sees them.
+pub(crate) type Item<'a> = accrue_saga::Item<'a, SaleRow>;
+
+impl SagaDef for SettleSale {
+    const KIND: &'static str = "SETTLE_SALE";
+    type Subject = SaleRow;
+
+    fn steps(&self) -> &[accrue_saga::Step<Self>] {
+        &STEPS
+    }
+
+    async fn load(&self, pool: &PgPool, sagas: &[Uuid]) -> Result<HashMap<Uuid, SaleRow>, sqlx::Error> {
+        store::saga_sales(pool, sagas).await
+    }
+
+    async fn on_failed(&self, conn: &mut PgConnection, sagas: &[&accrue_saga::Saga]) -> Result<(), sqlx::Error> {
+        store::fail_sales(conn, sagas).await
+    }
+}
+
+/// The undo of a step whose action changed nothing outside the saga log.
+fn nothing<'a>(_: &'a SettleSale, items: &'a [Item<'a>]) -> StepFuture<'a> {
+    Box::pin(async move { undone(items) })
+}
+
+/// An undo that has nothing to report (its `undo_finished` says it all).
+fn undone(items: &[Item<'_>]) -> Vec<StepResult> {
+    items.iter().map(|_| Ok(Value::Object(Map::new()))).collect()
+}
+
+/// Most items per peer call (the peers' batch limit).
+const MAX_BATCH: usize = 1000;
+
+/// The ledger idempotency key of a saga run's posting.
+pub(crate) fn post_key(saga_id: Uuid, run: i32) -> String {
+    format!("saga:{saga_id}:run:{run}:post")
+}
+
+/// The logged output of an earlier step of this saga run.
+fn earlier<T: DeserializeOwned>(item: &Item<'_>, step: Step) -> Result<T, StepError> {
+    item.saga.output(step as usize, step.name())
+}
+
+fn currency_of(item: &Item<'_>) -> Result<Currency, StepError> {
+    Currency::from_code(&item.subject.currency).map_err(|e| StepError::Permanent(e.to_string()))
+}
+
+fn failure_message(failure: &tpb::ItemFailure) -> String {
+    format!("{} {}: {}", failure.code, failure.reason, failure.message)
+}
+
+/// Every item fails alike (a batch-wide database error).
+fn all_failed(items: &[Item<'_>], error: &sqlx::Error) -> Vec<StepResult> {
+    items.iter().map(|_| Err(StepError::database(error))).collect()
+}
+
+/// The program of a non-empty chunk (chunks are cut per program).
+fn chunk_program(items: &[Item<'_>], chunk: &[usize]) -> Result<Uuid, StepError> {
+    chunk
+        .first()
+        .and_then(|&i| items.get(i))
+        .map(|item| item.subject.program_id)
+        .ok_or_else(|| StepError::Transient("a peer call was cut with no sales in it".into()))
+}
+
+/// Calls `call` per chunk; when a multi-item chunk fails permanently, retries
+/// its items one by one so that one bad item fails alone.
+async fn per_chunk<T, F, Fut>(chunks: Vec<Vec<usize>>, total: usize, call: F) -> Vec<Result<T, StepError>>
+where
+    F: Fn(Vec<usize>) -> Fut,
+    Fut: Future<Output = Result<Vec<Result<T, StepError>>, StepError>>,
+{
+    let mut results: Vec<Option<Result<T, StepError>>> = (0..total).map(|_| None).collect();
+    for chunk in chunks {
+        match call(chunk.clone()).await {
+            Ok(outcomes) => {
+                for (i, outcome) in chunk.iter().zip(outcomes) {
+                    results[*i] = Some(outcome);
+                }
+            }
+            Err(StepError::Permanent(_)) if chunk.len() > 1 => {
+                for i in chunk {
+                    let outcome = match call(vec![i]).await {
+                        Ok(mut outcomes) => {
+                            outcomes.pop().unwrap_or_else(|| Err(StepError::Transient("no result".into())))
+                        }
+                        Err(error) => Err(error),
+                    };
+                    results[i] = Some(outcome);
+                }
+            }
+            Err(error) => {
+                for i in chunk {
+                    results[i] = Some(Err(error.clone()));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StepError::Transient("item was not processed".into()))))
+        .collect()
+}
+
+/// Groups item indices by program, then cuts each group into chunks whose
+/// `weight` (ids per item) stays within [`MAX_BATCH`].
+fn chunk_by_program(items: &[Item<'_>], weight: impl Fn(usize) -> usize) -> Vec<Vec<usize>> {
+    let mut groups: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        groups.entry(item.subject.program_id).or_default().push(i);
+    }
+    let mut chunks = Vec::new();
+    for (_, group) in groups {
+        let mut current: Vec<usize> = Vec::new();
+        let mut load = 0;
+        for i in group {
+            let w = weight(i).max(1);
+            if !current.is_empty() && load + w > MAX_BATCH {
+                chunks.push(std::mem::take(&mut current));
+                load = 0;
+            }
+            current.push(i);
+            load += w;
+        }
+        if !current.is_empty() {
+            chunks.push(current);
+        }
+    }
+    chunks
+}
+
+/// The items whose inputs decoded, for a step that first reads its inputs
+/// per item and then calls a peer for the ones that are ready.
+struct Ready<'a, 'i, T> {
+    /// Their positions in the step's items.
+    positions: Vec<usize>,
+    /// Those items.
+    items: Vec<Item<'i>>,
+    /// Their inputs.
+    inputs: Vec<&'a T>,
+}
+
+impl<'a, 'i, T> Ready<'a, 'i, T> {
+    fn of(items: &[Item<'i>], inputs: &'a [Result<T, StepError>]) -> Self {
+        let positions: Vec<usize> = (0..items.len()).filter(|&i| inputs[i].is_ok()).collect();
+        Ready {
+            items: positions.iter().map(|&i| items[i]).collect(),
+            inputs: inputs.iter().filter_map(|r| r.as_ref().ok()).collect(),
+            positions,
+        }
+    }
+}
+
+/// Puts the ready items' outcomes back at their `positions` (see [`Ready`]);
+/// the others keep the error their inputs failed with.
+fn merge<T>(inputs: Vec<Result<T, StepError>>, positions: Vec<usize>, outcomes: Vec<StepResult>) -> Vec<StepResult> {
+    let mut results: Vec<StepResult> = inputs.into_iter().map(|r| r.map(|_| Value::Null)).collect();
+    for (i, outcome) in positions.into_iter().zip(outcomes) {
+        results[i] = outcome;
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_in_step_order() {
+        let names: Vec<&str> = STEPS.iter().map(|s| s.name).collect();
+        let expected: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, expected);
+        for step in Step::ALL {
+            assert_eq!(STEPS[step as usize].name, step.name());
+        }
+    }
+
+    #[test]
+    fn post_key_names_saga_and_run() {
+        let id = Uuid::from_u128(0);
+        assert_eq!(post_key(id, 2), "saga:00000000-0000-0000-0000-000000000000:run:2:post");
+    }
+}

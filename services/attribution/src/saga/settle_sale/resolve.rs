@@ -1,0 +1,73 @@
+//! resolve: the facts the rules need from the sale and its history (local,
+//! one query per batch). Its undo is [`super::nothing`].
+
+use std::collections::HashMap;
+
+use accrue_saga::{StepError, StepResult, output};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Item, SettleSale, all_failed};
+use crate::domain::link::Split;
+use crate::domain::sale::EventType;
+use crate::store::{self, SaleHistory};
+
+/// resolve's output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ResolveOut {
+    /// The selling partner (link owner).
+    pub(crate) seller_partner_id: Uuid,
+    /// The attributed link.
+    pub(crate) link_id: Option<Uuid>,
+    /// The link's splits as snapshotted on the sale.
+    pub(crate) splits: Vec<Split>,
+    /// The customer's first PAYMENT/RENEWAL in the program.
+    pub(crate) is_first_payment: bool,
+    /// Σ the seller's earlier sales in the sale's currency (major units).
+    pub(crate) seller_prior_volume: Decimal,
+    /// The customer's earlier sales, oldest first.
+    pub(crate) customer_history: Vec<HistoryItem>,
+}
+
+/// One earlier sale of the customer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HistoryItem {
+    pub(crate) sale_id: Uuid,
+    pub(crate) event_type: EventType,
+    /// None for a sale recorded without a seller.
+    pub(crate) seller_partner_id: Option<Uuid>,
+    pub(crate) occurred_at: DateTime<Utc>,
+    /// Its service code: commission leaves scheme-managed sales out of the
+    /// events under an agreement. Absent in outputs stored before it existed.
+    #[serde(default)]
+    pub(crate) service_code: String,
+}
+
+pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
+    let ids: Vec<Uuid> = items.iter().map(|item| item.subject.id).collect();
+    let rows = match store::sale_histories(&saga.pool, &ids).await {
+        Ok(rows) => rows,
+        Err(error) => return all_failed(items, &error),
+    };
+    let by_id: HashMap<Uuid, SaleHistory> = rows.into_iter().map(|row| (row.id, row)).collect();
+    items
+        .iter()
+        .map(|item| {
+            let sale = item.subject;
+            let row = by_id.get(&sale.id).ok_or_else(|| StepError::Permanent("the sale vanished".into()))?;
+            let seller = sale.partner_id.ok_or_else(|| StepError::Permanent("the sale has no seller".into()))?;
+            let customer_history: Vec<HistoryItem> = serde_json::from_value(row.history.clone())
+                .map_err(|e| StepError::Permanent(format!("customer history does not decode: {e}")))?;
+            output(&ResolveOut {
+                seller_partner_id: seller,
+                link_id: sale.link_id,
+                splits: sale.splits.0.clone(),
+                is_first_payment: row.is_first_payment,
+                seller_prior_volume: row.prior_volume,
+                customer_history,
+            })
+        })
+        .collect()
+}

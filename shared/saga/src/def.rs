@@ -1,0 +1,166 @@
+//! What a saga definition gives the engine: its kind, its ordered steps (each
+//! an action paired with its undo, both working on a whole batch), the subject
+//! each saga works on, and what happens when a saga finishes or fails for good.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Why a step's action (or undo) did not succeed for one saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepError {
+    /// Worth retrying later (a peer is unavailable, a database hiccup…): the
+    /// saga is given back and claimed again after a backoff.
+    Transient(String),
+    /// Retrying gives the same answer: an action's unwinds the saga, an
+    /// undo's leaves it stuck.
+    Permanent(String),
+}
+
+impl StepError {
+    /// A database error during a step: retried, since the step is idempotent.
+    pub fn database(error: &sqlx::Error) -> Self {
+        StepError::Transient(format!("database: {error}"))
+    }
+}
+
+/// One saga's result from a step: the output to log, or why not.
+pub type StepResult = Result<Value, StepError>;
+
+/// A step's output as the log stores it. An output that cannot be encoded
+/// fails the step permanently: the log is the audit trail, so an empty stand-in
+/// would lie.
+pub fn output<T: Serialize>(value: &T) -> StepResult {
+    serde_json::to_value(value).map_err(|e| StepError::Permanent(format!("cannot encode the step output: {e}")))
+}
+
+/// What a step's action or undo returns: one result per item, in item order.
+pub type StepFuture<'a> = Pin<Box<dyn Future<Output = Vec<StepResult>> + Send + 'a>>;
+
+/// A step's action or undo over a batch of sagas.
+pub type StepFn<D> = for<'a> fn(&'a D, &'a [Item<'a, <D as SagaDef>::Subject>]) -> StepFuture<'a>;
+
+/// One step: its name in the log, its action, and the undo that reverses the
+/// action's effect. Both must be idempotent (either may run twice), and the
+/// undo must also clean up after an action that took effect without its
+/// output being logged.
+pub struct Step<D: SagaDef> {
+    /// The name in `saga_step_events.step` ("resolve", …).
+    pub name: &'static str,
+    /// Runs the step for every item.
+    pub action: StepFn<D>,
+    /// Reverses the step for every item (of a saga that is unwinding).
+    pub undo: StepFn<D>,
+}
+
+/// A saga definition, after steno: the engine drives its steps, keeps its log,
+/// and calls back into it for the subject and for the end states.
+pub trait SagaDef: Send + Sync + Sized + 'static {
+    /// The `sagas.kind` this definition runs; the engine claims only these.
+    const KIND: &'static str;
+
+    /// The facts every step of one saga reads (for a sale saga: the sale).
+    type Subject: Send + Sync;
+
+    /// The ordered steps (at most a few; the log names them).
+    fn steps(&self) -> &[Step<Self>];
+
+    /// Loads the subjects of a claimed batch in one query, by saga id. A saga
+    /// with no subject fails permanently.
+    fn load(
+        &self,
+        pool: &PgPool,
+        sagas: &[Uuid],
+    ) -> impl Future<Output = Result<HashMap<Uuid, Self::Subject>, sqlx::Error>> + Send;
+
+    /// Runs in the transaction that marks `sagas` done (fenced: only sagas
+    /// still owned at their claimed generation are passed).
+    fn on_done(
+        &self,
+        conn: &mut PgConnection,
+        sagas: &[&Saga],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+        let _ = (conn, sagas);
+        async { Ok(()) }
+    }
+
+    /// Runs in the transaction that marks `sagas` failed after every undo
+    /// finished; each saga's [`Saga::failure_reason`] says why.
+    fn on_failed(
+        &self,
+        conn: &mut PgConnection,
+        sagas: &[&Saga],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+/// What one step's log says for the current run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StepLog {
+    /// `started` was written.
+    pub(crate) started: bool,
+    /// `succeeded`'s output, when written.
+    pub(crate) output: Option<Value>,
+    /// `undo_finished` was written.
+    pub(crate) undo_finished: bool,
+}
+
+/// A claimed saga as its steps see it.
+#[derive(Debug, Clone)]
+pub struct Saga {
+    /// The saga.
+    pub id: Uuid,
+    /// 1 for the first run; each retry is a new run with its own log.
+    pub run: i32,
+    /// The claim's fence: every write is conditional on it.
+    pub generation: i64,
+    /// Claims of this run so far, this one included (1-based).
+    pub attempt: i32,
+    /// Why the saga is unwinding (empty while it runs forward).
+    pub failure_reason: String,
+    pub(crate) unwinding: bool,
+    /// One entry per step of the definition, in step order.
+    pub(crate) log: Vec<StepLog>,
+    /// Dropped from the batch (lost the fence, released, finished).
+    pub(crate) gone: bool,
+}
+
+impl Saga {
+    /// The logged output of step `index` in this run, decoded. A missing or
+    /// undecodable output fails permanently (the log was written by this
+    /// definition, so it cannot be repaired by retrying).
+    pub fn output<T: DeserializeOwned>(&self, index: usize, name: &str) -> Result<T, StepError> {
+        let value = self
+            .raw_output(index)
+            .ok_or_else(|| StepError::Permanent(format!("the output of {name} is missing from the saga log")))?;
+        serde_json::from_value(value.clone())
+            .map_err(|e| StepError::Permanent(format!("the output of {name} in the saga log does not decode: {e}")))
+    }
+
+    /// The logged output of step `index` in this run, if any.
+    pub fn raw_output(&self, index: usize) -> Option<&Value> {
+        self.log.get(index).and_then(|log| log.output.as_ref())
+    }
+}
+
+/// A saga and its subject, as a step sees them.
+#[derive(Debug)]
+pub struct Item<'a, S> {
+    /// The claimed saga.
+    pub saga: &'a Saga,
+    /// What it works on.
+    pub subject: &'a S,
+}
+
+impl<S> Clone for Item<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for Item<'_, S> {}

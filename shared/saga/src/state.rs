@@ -75,3 +75,23 @@ impl std::fmt::Display for StepEvent {
         f.write_str(self.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_are_the_ones_sql_spells_out() {
+        // The claim and the `sagas_runnable` index name the runnable states literally.
+        assert_eq!([SagaState::Running.as_str(), SagaState::Unwinding.as_str()], ["running", "unwinding"]);
+        let events = [
+            StepEvent::Started,
+            StepEvent::Succeeded,
+            StepEvent::Failed,
+            StepEvent::UndoStarted,
+            StepEvent::UndoFinished,
+        ];
+        let names: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
+        assert_eq!(names, ["started", "succeeded", "failed", "undo_started", "undo_finished"]);
+    }
+}

@@ -114,7 +114,8 @@ pub fn required_name(field: &str, value: &str, violations: &mut FieldViolations)
 /// Errors: INVALID_ARGUMENT with one field violation per problem.
 pub fn validate_new_program(request: &pb::CreateProgramRequest) -> Result<ProgramSpec, tonic::Status> {
     let mut violations = FieldViolations::new();
-    let request_id = optional_key("request_id", &request.request_id, &mut violations);
+    let request_id = accrue_kit::idempotency::request_id("request_id", &request.request_id, &mut violations)
+        .map(|id| id.as_str().to_string());
     let Some(program) = request.program.as_ref() else {
         violations.add("program", "is required");
         return Err(violations.into_status());

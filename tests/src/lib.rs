@@ -41,10 +41,16 @@ pub struct TestStack {
 }
 
 impl TestStack {
-    /// Creates a fresh database, migrates it and starts the services.
+    /// Creates a fresh database, migrates it, starts the services and waits
+    /// until every one reports SERVING.
     pub async fn start() -> anyhow::Result<TestStack> {
         let db = TestDb::create().await.context("creating a test database")?;
         let stack = Stack::start(StackConfig::for_tests(db.url.clone())).await.context("starting the stack")?;
+        for (service, url) in stack.endpoints.list() {
+            accrue_testkit::wait_serving(accrue_kit::client::channel(url)?, service)
+                .await
+                .map_err(anyhow::Error::msg)?;
+        }
         let clients = Clients::connect(&stack.endpoints)?;
         Ok(TestStack { stack, clients, db })
     }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use accrue_kit::FieldViolations;
 use accrue_kit::convert::{amount_to_proto, from_timestamp, parse_id, require_uuid, timestamp};
-use accrue_kit::error::{already_exists, db_error, failed_precondition, invalid_field, not_found};
-use accrue_kit::page;
+use accrue_kit::error::{already_exists, failed_precondition, internal, invalid_field, not_found};
+use accrue_kit::{idempotency, page};
 use accrue_money::Currency;
 use accrue_proto::attribution::v1 as pb;
 use accrue_proto::attribution::v1::attribution_service_server::AttributionService;
@@ -28,8 +28,6 @@ use crate::store::{
 
 /// Most sales in one RecordSales message.
 pub const MAX_SALES_PER_MESSAGE: usize = 1000;
-/// Longest request id.
-const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// The `AttributionService` implementation.
 #[derive(Debug, Clone)]
@@ -175,9 +173,9 @@ impl AttributionApi {
             Some(message) => format!("sales[{i}] (stream message {message}): "),
             None => String::new(),
         };
-        let attributions = store::attributions(&self.pool, sales).await.map_err(db_error)?;
+        let attributions = store::attributions(&self.pool, sales).await?;
         let barred = self.barred_sellers(sales, &attributions, roles).await?;
-        match store::record_sales(&self.pool, sales, &attributions, &barred).await.map_err(db_error)? {
+        match store::record_sales(&self.pool, sales, &attributions, &barred).await? {
             RecordOutcome::SellerMayNotTransact { index, partner_id, role } => {
                 let at = at(index);
                 Err(failed_precondition(
@@ -343,9 +341,7 @@ impl AttributionService for AttributionApi {
             })
             .collect();
         check_splits("link.splits", owner, &parsed, &mut violations);
-        if req.request_id.len() > MAX_REQUEST_ID_LEN {
-            violations.add("request_id", format!("must be at most {MAX_REQUEST_ID_LEN} bytes"));
-        }
+        let request_id = idempotency::request_id("request_id", &req.request_id, &mut violations);
         violations.into_result()?;
         let (Some(program_id), Some(owner)) = (program_id, owner) else {
             return Err(invalid_field("program_id", "is required"));
@@ -354,12 +350,11 @@ impl AttributionService for AttributionApi {
             .iter()
             .filter_map(|(partner, bps)| partner.map(|partner_id| Split { partner_id, basis_points: *bps }))
             .collect();
-        let request_id = (!req.request_id.is_empty()).then_some(req.request_id);
         if let Some(request_id) = &request_id
-            && let Some(existing) =
-                store::link_by_request(&self.pool, program_id, request_id).await.map_err(db_error)?
+            && let Some(existing) = store::link_by_request(&self.pool, program_id, request_id.as_str()).await?
         {
-            return Ok(Response::new(link_to_proto(existing)));
+            let same = |row: &LinkRow| same_link(row, owner, &link.key, &link.destination_url, &splits);
+            return Ok(Response::new(link_to_proto(idempotency::replay(request_id.as_str(), existing, same)?)));
         }
         let mut partners = vec![owner];
         partners.extend(splits.iter().map(|s| s.partner_id));
@@ -370,10 +365,16 @@ impl AttributionService for AttributionApi {
             key: link.key.clone(),
             destination_url: link.destination_url,
             splits,
-            request_id,
+            request_id: request_id.as_ref().map(|id| id.as_str().to_string()),
         };
-        match store::insert_link(&self.pool, &new).await.map_err(db_error)? {
+        match store::insert_link(&self.pool, &new).await? {
             LinkInsert::Stored(row) => Ok(Response::new(link_to_proto(row))),
+            LinkInsert::Raced(row) => {
+                let same =
+                    |row: &LinkRow| same_link(row, new.owner_partner_id, &new.key, &new.destination_url, &new.splits);
+                let request_id = request_id.ok_or_else(|| internal("a link insert raced without a request id"))?;
+                Ok(Response::new(link_to_proto(idempotency::replay(request_id.as_str(), row, same)?)))
+            }
             LinkInsert::KeyTaken => Err(already_exists(
                 "LINK_KEY_TAKEN",
                 format!("link key {:?} is already used in program {program_id}", link.key),
@@ -384,7 +385,7 @@ impl AttributionService for AttributionApi {
     /// Gets a link. NOT_FOUND when absent.
     async fn get_link(&self, request: Request<pb::GetLinkRequest>) -> Result<Response<pb::Link>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let row = store::get_link(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("link", id))?;
+        let row = store::get_link(&self.pool, id).await?.ok_or_else(|| not_found("link", id))?;
         Ok(Response::new(link_to_proto(row)))
     }
 
@@ -401,8 +402,8 @@ impl AttributionService for AttributionApi {
         let limit = page::page_size(req.page_size)?;
         let query = format!("links|{program_id}|{owner:?}");
         let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
-        let mut rows = store::list_links(&self.pool, program_id, owner, cursor, limit + 1).await.map_err(db_error)?;
-        let next = next_token(&mut rows, limit, &query, |row| Cursor { t: row.created_at, id: row.id });
+        let mut rows = store::list_links(&self.pool, program_id, owner, cursor, limit + 1).await?;
+        let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.created_at, id: row.id })?;
         Ok(Response::new(pb::ListLinksResponse {
             links: rows.into_iter().map(link_to_proto).collect(),
             next_page_token: next,
@@ -427,14 +428,12 @@ impl AttributionService for AttributionApi {
             return Err(invalid_field("link_id", "is required"));
         };
         let link = store::get_link(&self.pool, link_id)
-            .await
-            .map_err(db_error)?
+            .await?
             .filter(|link| link.program_id == program_id)
             .ok_or_else(|| not_found("link", link_id))?;
         let (lead, created) =
             store::track_lead(&self.pool, &link, &req.customer_external_id, occurred_at.unwrap_or_else(Utc::now))
-                .await
-                .map_err(db_error)?;
+                .await?;
         Ok(Response::new(lead_to_proto(lead, created)))
     }
 
@@ -508,7 +507,7 @@ impl AttributionService for AttributionApi {
     /// Gets a sale. NOT_FOUND when absent.
     async fn get_sale(&self, request: Request<pb::GetSaleRequest>) -> Result<Response<pb::Sale>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let row = store::get_sale(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("sale", id))?;
+        let row = store::get_sale(&self.pool, id).await?.ok_or_else(|| not_found("sale", id))?;
         Ok(Response::new(sale_to_proto(row)))
     }
 
@@ -526,9 +525,8 @@ impl AttributionService for AttributionApi {
         let limit = page::page_size(req.page_size)?;
         let query = format!("sales|{program_id}|{}", req.state);
         let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
-        let (mut rows, total) =
-            store::list_sales(&self.pool, program_id, state, cursor, limit + 1).await.map_err(db_error)?;
-        let next = next_token(&mut rows, limit, &query, |row| Cursor { t: row.occurred_at, id: row.id });
+        let (mut rows, total) = store::list_sales(&self.pool, program_id, state, cursor, limit + 1).await?;
+        let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.occurred_at, id: row.id })?;
         Ok(Response::new(pb::ListSalesResponse {
             sales: rows.into_iter().map(sale_to_proto).collect(),
             next_page_token: next,
@@ -540,8 +538,8 @@ impl AttributionService for AttributionApi {
     /// detail carries its `run`). NOT_FOUND when absent.
     async fn get_saga(&self, request: Request<pb::GetSagaRequest>) -> Result<Response<pb::Saga>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let row = store::get_saga(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("saga", id))?;
-        let events = store::saga_events(&self.pool, id).await.map_err(db_error)?;
+        let row = store::get_saga(&self.pool, id).await?.ok_or_else(|| not_found("saga", id))?;
+        let events = store::saga_events(&self.pool, id).await?;
         Ok(Response::new(saga_to_proto(row, events)))
     }
 
@@ -558,9 +556,8 @@ impl AttributionService for AttributionApi {
         let limit = page::page_size(req.page_size)?;
         let query = format!("sagas|{program_id}|{}", req.state);
         let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
-        let (mut rows, total) =
-            store::list_sagas(&self.pool, program_id, state, cursor, limit + 1).await.map_err(db_error)?;
-        let next = next_token(&mut rows, limit, &query, |row| Cursor { t: row.created_at, id: row.id });
+        let (mut rows, total) = store::list_sagas(&self.pool, program_id, state, cursor, limit + 1).await?;
+        let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.created_at, id: row.id })?;
         Ok(Response::new(pb::ListSagasResponse {
             sagas: rows.into_iter().map(|row| saga_to_proto(row, Vec::new())).collect(),
             next_page_token: next,
@@ -573,7 +570,7 @@ impl AttributionService for AttributionApi {
     /// otherwise; NOT_FOUND when absent.
     async fn retry_saga(&self, request: Request<pb::RetrySagaRequest>) -> Result<Response<pb::Saga>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        match store::retry_saga(&self.pool, id).await.map_err(db_error)? {
+        match store::retry_saga(&self.pool, id).await? {
             RetryOutcome::NotFound => Err(not_found("saga", id)),
             RetryOutcome::NotFailed(state) => Err(failed_precondition(
                 "SAGA_NOT_FAILED",
@@ -581,20 +578,15 @@ impl AttributionService for AttributionApi {
             )),
             RetryOutcome::Restarted(row) => {
                 self.wake_workers();
-                let events = store::saga_events(&self.pool, id).await.map_err(db_error)?;
+                let events = store::saga_events(&self.pool, id).await?;
                 Ok(Response::new(saga_to_proto(row, events)))
             }
         }
     }
 }
 
-/// Trims the look-ahead row and returns the next page token (empty at the end).
-fn next_token<T>(rows: &mut Vec<T>, limit: i64, query: &str, cursor: impl Fn(&T) -> Cursor) -> String {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(|row| page::encode(query, &cursor(row))).unwrap_or_default()
-    } else {
-        String::new()
-    }
+/// True when a stored link is the one this request describes (a repeat of
+/// its `request_id` with the same body).
+fn same_link(row: &LinkRow, owner: Uuid, key: &str, destination_url: &str, splits: &[Split]) -> bool {
+    row.owner_partner_id == owner && row.key == key && row.destination_url == destination_url && row.splits.0 == splits
 }

@@ -16,36 +16,28 @@ pub use accrue_saga::SagaOptions;
 #[cfg(feature = "test-hooks")]
 pub use accrue_saga::TestHooks;
 pub use api::AttributionApi;
+pub use saga::Hooks as SagaHooks;
 pub use saga::settle_sale::Step;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use accrue_kit::client::ClientError;
-use accrue_kit::db::{DbConfig, DbError};
-use accrue_kit::server::{Hosted, MAX_MESSAGE_BYTES, ServeError};
+use accrue_kit::service::{Error, Service, Setup};
 use accrue_proto::attribution::v1::attribution_service_server::AttributionServiceServer;
 use sqlx::migrate::Migrator;
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-/// The Postgres schema this service owns.
-pub const SCHEMA: &str = "attribution";
-/// The gRPC service name (health reports it).
-pub const SERVICE_NAME: &str = "accrue.attribution.v1.AttributionService";
-/// Default listen port.
-pub const DEFAULT_PORT: u16 = 50052;
-/// The service's migrations (run inside [`SCHEMA`]).
-pub static MIGRATOR: Migrator = sqlx::migrate!();
+static MIGRATOR: Migrator = sqlx::migrate!();
 
-/// What the service needs to run.
+/// The attribution service and its saga workers, as [`accrue_kit::service`]
+/// hosts them.
+#[derive(Debug, Clone, Copy)]
+pub struct Attribution;
+
+/// What attribution needs beyond its database.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Postgres URL.
-    pub database_url: String,
-    /// Pool size.
-    pub max_connections: u32,
     /// Hierarchy service endpoint (`http://host:port`).
     pub hierarchy_url: String,
     /// Commission service endpoint.
@@ -54,65 +46,81 @@ pub struct Config {
     pub ledger_url: String,
     /// Saga worker options.
     pub saga: SagaOptions,
+    /// Faults injected into the saga workers (tests); an empty type without
+    /// the `test-hooks` feature.
+    pub hooks: SagaHooks,
 }
 
-/// Why the service stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The database could not be set up.
-    #[error(transparent)]
-    Db(#[from] DbError),
-    /// A peer URL is invalid.
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    /// The server failed.
-    #[error(transparent)]
-    Serve(#[from] ServeError),
+/// Attribution's command-line flags (each also read from the environment).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Flags {
+    /// Hierarchy service endpoint.
+    #[arg(long, env = "ACCRUE_HIERARCHY_URL", default_value = "http://127.0.0.1:50051")]
+    hierarchy_url: String,
+    /// Commission service endpoint.
+    #[arg(long, env = "ACCRUE_COMMISSION_URL", default_value = "http://127.0.0.1:50053")]
+    commission_url: String,
+    /// Ledger service endpoint.
+    #[arg(long, env = "ACCRUE_LEDGER_URL", default_value = "http://127.0.0.1:50054")]
+    ledger_url: String,
+    /// Saga workers in this process.
+    #[arg(long, env = "ACCRUE_SAGA_WORKERS", default_value_t = 2)]
+    saga_workers: usize,
+    /// Sagas claimed per batch.
+    #[arg(long, env = "ACCRUE_SAGA_BATCH_SIZE", default_value_t = 500)]
+    saga_batch_size: i64,
+    /// Saga lease in seconds.
+    #[arg(long, env = "ACCRUE_SAGA_LEASE_SECONDS", default_value_t = 30)]
+    saga_lease_seconds: u64,
 }
 
-/// Runs the service on `listener` until `shutdown` is cancelled, together with
-/// `SagaOptions::workers` saga workers. On shutdown the RPCs drain, each worker
-/// finishes its current step and releases its leases, then this returns.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
-    serve(config, saga::no_hooks(), listener, shutdown).await
+impl From<Flags> for Config {
+    fn from(flags: Flags) -> Config {
+        Config {
+            hierarchy_url: flags.hierarchy_url,
+            commission_url: flags.commission_url,
+            ledger_url: flags.ledger_url,
+            saga: SagaOptions {
+                workers: flags.saga_workers,
+                batch_size: flags.saga_batch_size,
+                lease: Duration::from_secs(flags.saga_lease_seconds),
+                ..SagaOptions::default()
+            },
+            hooks: SagaHooks::default(),
+        }
+    }
 }
 
-/// [`run`] with faults injected into the saga workers (tests).
-#[cfg(feature = "test-hooks")]
-pub async fn run_with_hooks(
-    config: Config,
-    hooks: TestHooks,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> Result<(), Error> {
-    serve(config, hooks, listener, shutdown).await
-}
+impl Service for Attribution {
+    type Server = AttributionServiceServer<AttributionApi>;
+    type Config = Config;
+    type Flags = Flags;
+    const SCHEMA: &'static str = "attribution";
+    const DEFAULT_PORT: u16 = 50052;
 
-async fn serve(
-    config: Config,
-    hooks: saga::Hooks,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> Result<(), Error> {
-    let db = DbConfig { url: config.database_url, schema: SCHEMA.to_string(), max_connections: config.max_connections };
-    let pool = accrue_kit::db::pool(&db)?;
-    // The workers' writes are all re-derivable (steps are idempotent and
-    // re-run when their log rows are missing), so they need not wait for
-    // WAL flush; RPC writes (sales, sagas) stay fully durable.
-    let worker_pool = accrue_kit::db::relaxed_durability_pool(&db)?;
-    let peers = peers::Peers::connect(&config.hierarchy_url, &config.commission_url, &config.ledger_url)?;
-    let notify = Arc::new(Notify::new());
-    let worker_shutdown = shutdown.child_token();
-    let workers =
-        saga::spawn_workers(worker_pool, peers.clone(), config.saga, hooks, notify.clone(), worker_shutdown.clone());
-    let server = AttributionServiceServer::new(AttributionApi::new(pool.clone(), peers, notify))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let hosted =
-        Hosted { routes: Routes::new(server), service_name: SERVICE_NAME, pool, schema: SCHEMA, migrator: &MIGRATOR };
-    let served = accrue_kit::server::serve(listener, hosted, shutdown).await;
-    worker_shutdown.cancel();
-    workers.join_all().await;
-    served?;
-    Ok(())
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    /// The API plus `SagaOptions::workers` saga workers. On shutdown the RPCs
+    /// drain first, then each worker finishes its current step and releases
+    /// its leases.
+    fn routes(config: &Config, setup: &mut Setup) -> Result<Routes, Error> {
+        // The workers' writes are all re-derivable (steps are idempotent and
+        // re-run when their log rows are missing), so they need not wait for
+        // WAL flush; RPC writes (sales, sagas) stay fully durable.
+        let worker_pool = accrue_kit::db::relaxed_durability_pool(&setup.db)?;
+        let peers = peers::Peers::connect(&config.hierarchy_url, &config.commission_url, &config.ledger_url)?;
+        let notify = Arc::new(Notify::new());
+        let (worker_peers, worker_notify, options) = (peers.clone(), notify.clone(), config.saga.clone());
+        let hooks = config.hooks.clone();
+        setup.spawn(move |shutdown| async move {
+            saga::spawn_workers(worker_pool, worker_peers, options, hooks, worker_notify, shutdown).join_all().await;
+        });
+        Ok(accrue_kit::server::routes(AttributionServiceServer::new(AttributionApi::new(
+            setup.pool.clone(),
+            peers,
+            notify,
+        ))))
+    }
 }

@@ -1,8 +1,7 @@
 //! gRPC clients of the services attribution calls (hierarchy, commission,
 //! ledger), and how their errors are classified for the saga.
 
-use accrue_kit::client::{ClientError, channel};
-use accrue_kit::server::MAX_MESSAGE_BYTES;
+use accrue_kit::client::{ClientError, PEER_TIMEOUT, connect};
 use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
@@ -22,15 +21,9 @@ impl Peers {
     /// Channels to the three peers; nothing connects until the first call.
     pub(crate) fn connect(hierarchy: &str, commission: &str, ledger: &str) -> Result<Self, ClientError> {
         Ok(Peers {
-            hierarchy: HierarchyServiceClient::new(channel(hierarchy)?)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            commission: CommissionServiceClient::new(channel(commission)?)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            ledger: LedgerServiceClient::new(channel(ledger)?)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            hierarchy: connect(hierarchy, PEER_TIMEOUT)?,
+            commission: connect(commission, PEER_TIMEOUT)?,
+            ledger: connect(ledger, PEER_TIMEOUT)?,
         })
     }
 }

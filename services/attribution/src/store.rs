@@ -13,6 +13,7 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+pub(crate) use accrue_kit::error::StoreError;
 use accrue_saga::{Saga, SagaDef, SagaState, StepEvent};
 
 use crate::domain::link::Split;
@@ -48,8 +49,11 @@ pub(crate) struct NewLink {
 /// What inserting a link did.
 #[derive(Debug)]
 pub(crate) enum LinkInsert {
-    /// Created (or replayed by request id).
+    /// Created.
     Stored(LinkRow),
+    /// A concurrent request with the same request id won: its link, for the
+    /// caller to compare with this request.
+    Raced(LinkRow),
     /// The key is taken in the program.
     KeyTaken,
 }
@@ -160,7 +164,7 @@ const SAGAS: Table = Table { name: "sagas", columns: SAGA_COLUMNS, time: "create
 
 impl Table {
     /// The row with this id.
-    async fn get<R>(&self, pool: &PgPool, id: Uuid) -> Result<Option<R>, sqlx::Error>
+    async fn get<R>(&self, pool: &PgPool, id: Uuid) -> Result<Option<R>, StoreError>
     where
         R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
     {
@@ -169,6 +173,7 @@ impl Table {
             .bind(id)
             .fetch_optional(pool)
             .await
+            .map_err(StoreError::from)
     }
 
     /// The program's rows after `cursor` in (time, id) order, at most `limit`;
@@ -180,7 +185,7 @@ impl Table {
         filter: Option<F>,
         cursor: Option<Cursor>,
         limit: i64,
-    ) -> Result<Vec<R>, sqlx::Error>
+    ) -> Result<Vec<R>, StoreError>
     where
         R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
         F: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
@@ -199,10 +204,11 @@ impl Table {
         .bind(limit)
         .fetch_all(pool)
         .await
+        .map_err(StoreError::from)
     }
 
     /// How many of the program's rows match `filter` (all of them when unset).
-    async fn count<F>(&self, pool: &PgPool, program_id: Uuid, filter: Option<F>) -> Result<i64, sqlx::Error>
+    async fn count<F>(&self, pool: &PgPool, program_id: Uuid, filter: Option<F>) -> Result<i64, StoreError>
     where
         F: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
     {
@@ -214,6 +220,7 @@ impl Table {
         .bind(filter)
         .fetch_one(pool)
         .await
+        .map_err(StoreError::from)
     }
 }
 
@@ -224,7 +231,7 @@ pub(crate) async fn link_by_request(
     pool: &PgPool,
     program_id: Uuid,
     request_id: &str,
-) -> Result<Option<LinkRow>, sqlx::Error> {
+) -> Result<Option<LinkRow>, StoreError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {LINK_COLUMNS} FROM links WHERE program_id = $1 AND request_id = $2"
     )))
@@ -232,11 +239,13 @@ pub(crate) async fn link_by_request(
     .bind(request_id)
     .fetch_optional(pool)
     .await
+    .map_err(StoreError::from)
 }
 
-/// Inserts a link; a request-id race returns the winner's link, a taken key
+/// Inserts a link; a request-id race returns the winner's link
+/// ([`LinkInsert::Raced`]), a taken key
 /// returns [`LinkInsert::KeyTaken`].
-pub(crate) async fn insert_link(pool: &PgPool, link: &NewLink) -> Result<LinkInsert, sqlx::Error> {
+pub(crate) async fn insert_link(pool: &PgPool, link: &NewLink) -> Result<LinkInsert, StoreError> {
     let inserted: Result<LinkRow, sqlx::Error> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO links (id, program_id, owner_partner_id, key, destination_url, splits, request_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -257,16 +266,16 @@ pub(crate) async fn insert_link(pool: &PgPool, link: &NewLink) -> Result<LinkIns
             if let Some(request_id) = &link.request_id
                 && let Some(existing) = link_by_request(pool, link.program_id, request_id).await?
             {
-                return Ok(LinkInsert::Stored(existing));
+                return Ok(LinkInsert::Raced(existing));
             }
             Ok(LinkInsert::KeyTaken)
         }
-        Err(error) => Err(error),
+        Err(error) => Err(error.into()),
     }
 }
 
 /// A link by id.
-pub(crate) async fn get_link(pool: &PgPool, id: Uuid) -> Result<Option<LinkRow>, sqlx::Error> {
+pub(crate) async fn get_link(pool: &PgPool, id: Uuid) -> Result<Option<LinkRow>, StoreError> {
     LINKS.get(pool, id).await
 }
 
@@ -277,7 +286,7 @@ pub(crate) async fn list_links(
     owner: Option<Uuid>,
     cursor: Option<Cursor>,
     limit: i64,
-) -> Result<Vec<LinkRow>, sqlx::Error> {
+) -> Result<Vec<LinkRow>, StoreError> {
     LINKS.page(pool, program_id, owner, cursor, limit).await
 }
 
@@ -290,7 +299,7 @@ pub(crate) async fn track_lead(
     link: &LinkRow,
     customer: &str,
     occurred_at: DateTime<Utc>,
-) -> Result<(LeadRow, bool), sqlx::Error> {
+) -> Result<(LeadRow, bool), StoreError> {
     let created: Option<LeadRow> = sqlx::query_as(
         "INSERT INTO leads (program_id, customer_external_id, link_id, partner_id, occurred_at)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (program_id, customer_external_id) DO NOTHING
@@ -363,7 +372,7 @@ pub(crate) type Attributions = HashMap<(Uuid, String), Attribution>;
 /// Resolves the attribution of every sale that names a customer (customer →
 /// lead → link owner and splits), in one query. A lead is first-touch and a
 /// link immutable, so what this reads is what the sale is recorded with.
-pub(crate) async fn attributions(pool: &PgPool, sales: &[SaleInput]) -> Result<Attributions, sqlx::Error> {
+pub(crate) async fn attributions(pool: &PgPool, sales: &[SaleInput]) -> Result<Attributions, StoreError> {
     let with_customer: Vec<&SaleInput> = sales.iter().filter(|sale| sale.customer_external_id.is_some()).collect();
     if with_customer.is_empty() {
         return Ok(Attributions::new());
@@ -403,7 +412,7 @@ pub(crate) async fn record_sales(
     sales: &[SaleInput],
     attributions: &Attributions,
     barred: &HashMap<Uuid, String>,
-) -> Result<RecordOutcome, sqlx::Error> {
+) -> Result<RecordOutcome, StoreError> {
     let hashes: Vec<String> = sales.iter().map(SaleInput::request_hash).collect();
     // Duplicates inside the batch: the first occurrence stands for the rest.
     let mut first: HashMap<(Uuid, &str), usize> = HashMap::new();
@@ -566,7 +575,7 @@ pub(crate) async fn record_sales(
     for sale in sales {
         match stored.get(&(sale.program_id, sale.external_id.clone())) {
             Some(row) => out.push(row.clone()),
-            None => return Err(sqlx::Error::RowNotFound),
+            None => return Err(sqlx::Error::RowNotFound.into()),
         }
     }
     Ok(RecordOutcome::Recorded { sales: out, sagas_started })
@@ -576,7 +585,7 @@ async fn fetch_by_external(
     tx: &mut Transaction<'_, Postgres>,
     programs: &[Uuid],
     externals: &[String],
-) -> Result<HashMap<(Uuid, String), SaleRow>, sqlx::Error> {
+) -> Result<HashMap<(Uuid, String), SaleRow>, StoreError> {
     let rows: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM sales s JOIN UNNEST($1::uuid[], $2::text[]) AS u(program_id, external_id)
            ON s.program_id = u.program_id AND s.external_id = u.external_id",
@@ -590,7 +599,7 @@ async fn fetch_by_external(
 }
 
 /// A sale by id.
-pub(crate) async fn get_sale(pool: &PgPool, id: Uuid) -> Result<Option<SaleRow>, sqlx::Error> {
+pub(crate) async fn get_sale(pool: &PgPool, id: Uuid) -> Result<Option<SaleRow>, StoreError> {
     SALES.get(pool, id).await
 }
 
@@ -601,7 +610,7 @@ pub(crate) async fn list_sales(
     state: Option<SaleState>,
     cursor: Option<Cursor>,
     limit: i64,
-) -> Result<(Vec<SaleRow>, i64), sqlx::Error> {
+) -> Result<(Vec<SaleRow>, i64), StoreError> {
     let rows = SALES.page(pool, program_id, state, cursor, limit).await?;
     Ok((rows, SALES.count(pool, program_id, state).await?))
 }
@@ -609,18 +618,19 @@ pub(crate) async fn list_sales(
 // ---------------------------------------------------------------- sagas
 
 /// A saga by id.
-pub(crate) async fn get_saga(pool: &PgPool, id: Uuid) -> Result<Option<SagaRow>, sqlx::Error> {
+pub(crate) async fn get_saga(pool: &PgPool, id: Uuid) -> Result<Option<SagaRow>, StoreError> {
     SAGAS.get(pool, id).await
 }
 
 /// A saga's step log across all runs, oldest first.
-pub(crate) async fn saga_events(pool: &PgPool, id: Uuid) -> Result<Vec<EventRow>, sqlx::Error> {
+pub(crate) async fn saga_events(pool: &PgPool, id: Uuid) -> Result<Vec<EventRow>, StoreError> {
     sqlx::query_as(
         "SELECT run, step, event, detail, generation, created_at FROM saga_step_events WHERE saga_id = $1 ORDER BY id",
     )
     .bind(id)
     .fetch_all(pool)
     .await
+    .map_err(StoreError::from)
 }
 
 /// A program's sagas, oldest first, after `cursor`, and how many match the filter.
@@ -630,7 +640,7 @@ pub(crate) async fn list_sagas(
     state: Option<SagaState>,
     cursor: Option<Cursor>,
     limit: i64,
-) -> Result<(Vec<SagaRow>, i64), sqlx::Error> {
+) -> Result<(Vec<SagaRow>, i64), StoreError> {
     let rows = SAGAS.page(pool, program_id, state, cursor, limit).await?;
     Ok((rows, SAGAS.count(pool, program_id, state).await?))
 }
@@ -648,7 +658,7 @@ pub(crate) enum RetryOutcome {
 
 /// Starts a FAILED saga again (a new run with its own log) and puts its sale
 /// back to PENDING, in one transaction.
-pub(crate) async fn retry_saga(pool: &PgPool, id: Uuid) -> Result<RetryOutcome, sqlx::Error> {
+pub(crate) async fn retry_saga(pool: &PgPool, id: Uuid) -> Result<RetryOutcome, StoreError> {
     let mut tx = pool.begin().await?;
     let current: Option<(SagaState,)> =
         sqlx::query_as("SELECT state FROM sagas WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;

@@ -15,8 +15,7 @@ use accrue_proto::attribution::v1::attribution_service_client::AttributionServic
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::types::v1::Money;
-use accrue_testkit::TestDb;
-use tokio_util::sync::CancellationToken;
+use accrue_testkit::TestServices;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -24,47 +23,25 @@ use tonic_types::StatusExt;
 struct Harness {
     attribution: AttributionServiceClient<Channel>,
     hierarchy: HierarchyServiceClient<Channel>,
-    shutdown: CancellationToken,
-    _db: TestDb,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    _services: TestServices,
 }
 
 async fn start() -> Harness {
-    let db = TestDb::create().await.expect("test database");
-    let shutdown = CancellationToken::new();
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hierarchy_url = format!("http://{}", listener.local_addr().unwrap());
-    let config = accrue_hierarchy::Config { database_url: db.url.clone(), max_connections: 4 };
-    tokio::spawn(accrue_hierarchy::run(config, listener, shutdown.clone()));
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let attribution_url = format!("http://{}", listener.local_addr().unwrap());
+    let services = TestServices::new().await;
+    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
     let config = accrue_attribution::Config {
-        database_url: db.url.clone(),
-        max_connections: 4,
         hierarchy_url: hierarchy_url.clone(),
         // No saga worker runs, so commission and ledger are never called.
         commission_url: "http://127.0.0.1:9".into(),
         ledger_url: "http://127.0.0.1:9".into(),
         saga: SagaOptions { workers: 0, ..SagaOptions::default() },
+        hooks: Default::default(),
     };
-    tokio::spawn(accrue_attribution::run(config, listener, shutdown.clone()));
-
-    let hierarchy_channel = accrue_kit::client::channel(&hierarchy_url).unwrap();
-    let attribution_channel = accrue_kit::client::channel(&attribution_url).unwrap();
-    accrue_testkit::wait_serving(hierarchy_channel.clone(), accrue_hierarchy::SERVICE_NAME).await.unwrap();
-    accrue_testkit::wait_serving(attribution_channel.clone(), accrue_attribution::SERVICE_NAME).await.unwrap();
+    let attribution_url = services.spawn::<accrue_attribution::Attribution>(config).await;
     Harness {
-        attribution: AttributionServiceClient::new(attribution_channel),
-        hierarchy: HierarchyServiceClient::new(hierarchy_channel),
-        shutdown,
-        _db: db,
+        attribution: services.client(&attribution_url),
+        hierarchy: services.client(&hierarchy_url),
+        _services: services,
     }
 }
 

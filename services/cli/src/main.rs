@@ -63,19 +63,19 @@ struct DevArgs {
     #[arg(long, env = "ACCRUE_HOST", default_value = "127.0.0.1")]
     host: IpAddr,
     /// Hierarchy service port.
-    #[arg(long, default_value_t = accrue_hierarchy::DEFAULT_PORT)]
+    #[arg(long, default_value_t = <accrue_hierarchy::Hierarchy as accrue_kit::service::Service>::DEFAULT_PORT)]
     hierarchy_port: u16,
     /// Attribution service port.
-    #[arg(long, default_value_t = accrue_attribution::DEFAULT_PORT)]
+    #[arg(long, default_value_t = <accrue_attribution::Attribution as accrue_kit::service::Service>::DEFAULT_PORT)]
     attribution_port: u16,
     /// Commission service port.
-    #[arg(long, default_value_t = accrue_commission::DEFAULT_PORT)]
+    #[arg(long, default_value_t = <accrue_commission::Commission as accrue_kit::service::Service>::DEFAULT_PORT)]
     commission_port: u16,
     /// Ledger service port.
-    #[arg(long, default_value_t = accrue_ledger::DEFAULT_PORT)]
+    #[arg(long, default_value_t = <accrue_ledger::Ledger as accrue_kit::service::Service>::DEFAULT_PORT)]
     ledger_port: u16,
     /// Payouts service port.
-    #[arg(long, default_value_t = accrue_payouts::DEFAULT_PORT)]
+    #[arg(long, default_value_t = <accrue_payouts::Payouts as accrue_kit::service::Service>::DEFAULT_PORT)]
     payouts_port: u16,
 }
 

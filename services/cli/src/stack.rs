@@ -4,6 +4,12 @@
 
 use std::net::SocketAddr;
 
+use accrue_attribution::Attribution;
+use accrue_commission::Commission;
+use accrue_hierarchy::Hierarchy;
+use accrue_kit::service::{Service, ServiceConfig};
+use accrue_ledger::Ledger;
+use accrue_payouts::Payouts;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -28,11 +34,11 @@ impl Ports {
     /// The standard ports 50051..50055.
     pub fn standard() -> Self {
         Ports {
-            hierarchy: accrue_hierarchy::DEFAULT_PORT,
-            attribution: accrue_attribution::DEFAULT_PORT,
-            commission: accrue_commission::DEFAULT_PORT,
-            ledger: accrue_ledger::DEFAULT_PORT,
-            payouts: accrue_payouts::DEFAULT_PORT,
+            hierarchy: Hierarchy::DEFAULT_PORT,
+            attribution: Attribution::DEFAULT_PORT,
+            commission: Commission::DEFAULT_PORT,
+            ledger: Ledger::DEFAULT_PORT,
+            payouts: Payouts::DEFAULT_PORT,
         }
     }
 
@@ -55,9 +61,9 @@ pub struct StackConfig {
     pub max_connections: u32,
     /// Saga worker options for the attribution service.
     pub saga: accrue_attribution::SagaOptions,
-    /// Faults injected into the attribution saga workers (none by default).
-    #[cfg(feature = "test-hooks")]
-    pub saga_hooks: accrue_attribution::TestHooks,
+    /// Faults injected into the attribution saga workers (none by default;
+    /// settable only with the `test-hooks` feature).
+    pub saga_hooks: accrue_attribution::SagaHooks,
 }
 
 impl StackConfig {
@@ -69,8 +75,7 @@ impl StackConfig {
             ports,
             max_connections,
             saga: accrue_attribution::SagaOptions::default(),
-            #[cfg(feature = "test-hooks")]
-            saga_hooks: accrue_attribution::TestHooks::default(),
+            saga_hooks: accrue_attribution::SagaHooks::default(),
         }
     }
 
@@ -99,11 +104,11 @@ impl Endpoints {
     /// `(service name, endpoint)` pairs, for printing.
     pub fn list(&self) -> [(&'static str, &str); 5] {
         [
-            (accrue_hierarchy::SERVICE_NAME, &self.hierarchy),
-            (accrue_attribution::SERVICE_NAME, &self.attribution),
-            (accrue_commission::SERVICE_NAME, &self.commission),
-            (accrue_ledger::SERVICE_NAME, &self.ledger),
-            (accrue_payouts::SERVICE_NAME, &self.payouts),
+            (Hierarchy::NAME, &self.hierarchy),
+            (Attribution::NAME, &self.attribution),
+            (Commission::NAME, &self.commission),
+            (Ledger::NAME, &self.ledger),
+            (Payouts::NAME, &self.payouts),
         ]
     }
 }
@@ -140,58 +145,23 @@ impl Stack {
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let token = shutdown.clone();
-        let hierarchy_config = accrue_hierarchy::Config { database_url: url.clone(), max_connections: max };
-        tasks.spawn(async move {
-            accrue_hierarchy::run(hierarchy_config, hierarchy_listener, token).await.context("hierarchy service")
-        });
-        let token = shutdown.clone();
-        let commission_config = accrue_commission::Config {
-            database_url: url.clone(),
-            max_connections: max,
-            hierarchy_url: endpoints.hierarchy.clone(),
-        };
-        tasks.spawn(async move {
-            accrue_commission::run(commission_config, commission_listener, token).await.context("commission service")
-        });
-        let token = shutdown.clone();
-        let ledger_config = accrue_ledger::Config {
-            database_url: url.clone(),
-            max_connections: max,
-            hierarchy_url: endpoints.hierarchy.clone(),
-        };
-        tasks.spawn(async move {
-            accrue_ledger::run(ledger_config, ledger_listener, token).await.context("ledger service")
-        });
-        let token = shutdown.clone();
-        let payouts_config = accrue_payouts::Config {
-            database_url: url.clone(),
-            max_connections: max,
-            hierarchy_url: endpoints.hierarchy.clone(),
-            ledger_url: endpoints.ledger.clone(),
-        };
-        tasks.spawn(async move {
-            accrue_payouts::run(payouts_config, payouts_listener, token).await.context("payouts service")
-        });
-        let token = shutdown.clone();
+        let mut launch = Launch { tasks: &mut tasks, database_url: &url, max_connections: max, shutdown: &shutdown };
+        launch.spawn::<Hierarchy>(accrue_hierarchy::Config {}, hierarchy_listener);
+        let commission_config = accrue_commission::Config { hierarchy_url: endpoints.hierarchy.clone() };
+        launch.spawn::<Commission>(commission_config, commission_listener);
+        let ledger_config = accrue_ledger::Config { hierarchy_url: endpoints.hierarchy.clone() };
+        launch.spawn::<Ledger>(ledger_config, ledger_listener);
+        let payouts_config =
+            accrue_payouts::Config { hierarchy_url: endpoints.hierarchy.clone(), ledger_url: endpoints.ledger.clone() };
+        launch.spawn::<Payouts>(payouts_config, payouts_listener);
         let attribution_config = accrue_attribution::Config {
-            database_url: url.clone(),
-            max_connections: max,
             hierarchy_url: endpoints.hierarchy.clone(),
             commission_url: endpoints.commission.clone(),
             ledger_url: endpoints.ledger.clone(),
             saga: config.saga.clone(),
+            hooks: config.saga_hooks.clone(),
         };
-        #[cfg(feature = "test-hooks")]
-        let attribution = accrue_attribution::run_with_hooks(
-            attribution_config,
-            config.saga_hooks.clone(),
-            attribution_listener,
-            token,
-        );
-        #[cfg(not(feature = "test-hooks"))]
-        let attribution = accrue_attribution::run(attribution_config, attribution_listener, token);
-        tasks.spawn(async move { attribution.await.context("attribution service") });
+        launch.spawn::<Attribution>(attribution_config, attribution_listener);
         Ok(Stack { endpoints, shutdown, tasks })
     }
 
@@ -222,15 +192,40 @@ impl Stack {
     }
 }
 
+/// What every service of the stack shares when it is started.
+struct Launch<'a> {
+    tasks: &'a mut JoinSet<anyhow::Result<()>>,
+    database_url: &'a str,
+    max_connections: u32,
+    shutdown: &'a CancellationToken,
+}
+
+impl Launch<'_> {
+    /// Runs service `S` as one task of the stack.
+    fn spawn<S: Service>(&mut self, service: S::Config, listener: TcpListener) {
+        let config = ServiceConfig {
+            database_url: self.database_url.to_string(),
+            max_connections: self.max_connections,
+            service,
+        };
+        let token = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            accrue_kit::service::run::<S>(config, listener, token)
+                .await
+                .with_context(|| format!("{} service", S::SCHEMA))
+        });
+    }
+}
+
 /// Applies every service's migrations to its own schema in `database_url`.
 pub async fn migrate_all(database_url: &str) -> anyhow::Result<()> {
     use accrue_kit::db::{DbConfig, migrate, pool};
     let schemas: [(&str, &sqlx::migrate::Migrator); 5] = [
-        (accrue_hierarchy::SCHEMA, &accrue_hierarchy::MIGRATOR),
-        (accrue_attribution::SCHEMA, &accrue_attribution::MIGRATOR),
-        (accrue_commission::SCHEMA, &accrue_commission::MIGRATOR),
-        (accrue_ledger::SCHEMA, &accrue_ledger::MIGRATOR),
-        (accrue_payouts::SCHEMA, &accrue_payouts::MIGRATOR),
+        (Hierarchy::SCHEMA, Hierarchy::migrator()),
+        (Attribution::SCHEMA, Attribution::migrator()),
+        (Commission::SCHEMA, Commission::migrator()),
+        (Ledger::SCHEMA, Ledger::migrator()),
+        (Payouts::SCHEMA, Payouts::migrator()),
     ];
     for (schema, migrator) in schemas {
         let db = pool(&DbConfig { url: database_url.to_string(), schema: schema.to_string(), max_connections: 1 })?;

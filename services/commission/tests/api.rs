@@ -94,7 +94,7 @@ async fn create_agreement_versions_and_list_them_oldest_first() {
     assert_eq!(list(&mut service, &program, "").await.len(), 1);
 
     // Versions are immutable in the database itself.
-    let pool = sqlx::PgPool::connect(&service.db.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&service.services.db().url).await.unwrap();
     for statement in [
         "UPDATE commission.agreement_versions SET version = version + 10",
         "DELETE FROM commission.agreement_versions",

@@ -165,7 +165,7 @@ async fn create_root_and_children_then_a_second_root_is_already_exists() {
         .unwrap_err();
     assert_eq!(violations(&status), vec!["scheme.rates[0].rate"]);
     // None of the rejected creations wrote anything.
-    let pool = sqlx::PgPool::connect(&service.db.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&service.services.db().url).await.unwrap();
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM commission.schemes WHERE program_id = $1::uuid")
         .bind(&program)
         .fetch_one(&pool)

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use accrue_kit::FieldViolations;
 use accrue_kit::convert::{amount_to_proto, optional_uuid, parse_id, require_uuid, timestamp};
-use accrue_kit::error::{already_exists, db_error, failed_precondition, internal, invalid_field, not_found};
-use accrue_kit::page;
+use accrue_kit::error::{already_exists, failed_precondition, internal, invalid_field, not_found};
+use accrue_kit::{idempotency, page};
 use accrue_money::Currency;
 use accrue_proto::hierarchy::v1 as pb;
 use accrue_proto::hierarchy::v1::hierarchy_service_server::HierarchyService;
@@ -57,6 +57,13 @@ struct DownlineCursor {
     id: Uuid,
 }
 
+/// Whether a stored row's request fingerprint matches this request's. Rows
+/// made before fingerprints were stored have none and are taken as a match,
+/// as they always were.
+fn same_body(stored: Option<&[u8]>, fingerprint: &[u8]) -> bool {
+    stored.is_none_or(|stored| stored == fingerprint)
+}
+
 fn tree_error(error: TreeError) -> Status {
     failed_precondition(error.reason(), error.to_string())
 }
@@ -79,7 +86,7 @@ fn settings_version_to_proto(row: &SettingsVersionRow) -> Result<pb::ProgramSett
 
 /// A program as the API shows it, with its settings history (one more query).
 async fn program_reply(executor: impl sqlx::PgExecutor<'_>, row: &ProgramRow) -> Result<pb::Program, Status> {
-    let history = store::settings_history(executor, row.id).await.map_err(db_error)?;
+    let history = store::settings_history(executor, row.id).await?;
     if history.is_empty() {
         return Err(internal(format!("program {} has no settings version", row.id)));
     }
@@ -140,60 +147,59 @@ fn parent_node(row: &PartnerRow) -> ParentNode<'_> {
 
 #[tonic::async_trait]
 impl HierarchyService for HierarchyApi {
-    #[tracing::instrument(skip_all)]
     async fn create_program(
         &self,
         request: Request<pb::CreateProgramRequest>,
     ) -> Result<Response<pb::Program>, Status> {
         let spec = validate_new_program(request.get_ref())?;
+        let fingerprint = idempotency::fingerprint_message(&pb::CreateProgramRequest {
+            request_id: String::new(),
+            ..request.into_inner()
+        });
+        let same = |row: &ProgramRow| same_body(row.request_hash.as_deref(), &fingerprint);
         if let Some(request_id) = spec.request_id.as_deref()
-            && let Some(existing) = store::program_by_request_id(&self.pool, request_id).await.map_err(db_error)?
+            && let Some(existing) = store::program_by_request_id(&self.pool, request_id).await?
         {
-            return Ok(Response::new(program_reply(&self.pool, &existing).await?));
+            return Ok(Response::new(
+                program_reply(&self.pool, &idempotency::replay(request_id, existing, same)?).await?,
+            ));
         }
-        let row = match store::insert_program(&self.pool, Uuid::now_v7(), &spec).await.map_err(db_error)? {
+        let row = match store::insert_program(&self.pool, Uuid::now_v7(), &spec, &fingerprint).await? {
             Some(row) => row,
             // A concurrent request with the same key won the insert.
             None => {
                 let request_id = spec.request_id.as_deref().unwrap_or_default();
-                store::program_by_request_id(&self.pool, request_id)
-                    .await
-                    .map_err(db_error)?
-                    .ok_or_else(|| internal("program insert conflicted but no program holds the request id"))?
+                let winner = store::program_by_request_id(&self.pool, request_id)
+                    .await?
+                    .ok_or_else(|| internal("program insert conflicted but no program holds the request id"))?;
+                idempotency::replay(request_id, winner, same)?
             }
         };
         tracing::info!(program_id = %row.id, "program created");
         Ok(Response::new(program_reply(&self.pool, &row).await?))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn get_program(&self, request: Request<pb::GetProgramRequest>) -> Result<Response<pb::Program>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let row =
-            store::get_program(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("program", id))?;
+        let row = store::get_program(&self.pool, id).await?.ok_or_else(|| not_found("program", id))?;
         Ok(Response::new(program_reply(&self.pool, &row).await?))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn update_program(
         &self,
         request: Request<pb::UpdateProgramRequest>,
     ) -> Result<Response<pb::Program>, Status> {
         let update = validate_program_update(request.get_ref())?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let current = store::lock_program(&mut tx, update.id)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| not_found("program", update.id))?;
+        let fingerprint = idempotency::fingerprint_message(&pb::UpdateProgramRequest {
+            request_id: String::new(),
+            ..request.into_inner()
+        });
+        let mut tx = accrue_kit::db::begin(&self.pool).await?;
+        let current = store::lock_program(&mut tx, update.id).await?.ok_or_else(|| not_found("program", update.id))?;
         if let Some(request_id) = update.request_id.as_deref()
-            && let Some(hash) = store::program_update_hash(&mut *tx, update.id, request_id).await.map_err(db_error)?
+            && let Some(hash) = store::program_update_hash(&mut *tx, update.id, request_id).await?
         {
-            if hash != update.request_hash {
-                return Err(already_exists(
-                    "REQUEST_ID_REUSED",
-                    format!("request_id {request_id:?} was used for another UpdateProgram of program {}", update.id),
-                ));
-            }
+            let current = idempotency::replay(request_id, current, |_| hash == fingerprint)?;
             return Ok(Response::new(program_reply(&mut *tx, &current).await?));
         }
         if let Some(roles) = &update.non_transacting_roles {
@@ -202,8 +208,8 @@ impl HierarchyService for HierarchyApi {
         if let Some(depth) = update.max_tree_depth {
             // Partners cannot be placed while the tree lock is held exclusively,
             // so the deepest depth read here stays true until commit.
-            store::lock_program_tree(&mut tx, update.id, true).await.map_err(db_error)?;
-            let deepest = store::deepest_partner(&mut *tx, update.id).await.map_err(db_error)?;
+            store::lock_program_tree(&mut tx, update.id, true).await?;
+            let deepest = store::deepest_partner(&mut *tx, update.id).await?;
             if deepest > depth {
                 return Err(failed_precondition(
                     "TREE_TOO_DEEP",
@@ -233,7 +239,7 @@ impl HierarchyService for HierarchyApi {
         if let Some(enabled) = update.auto_approve_cleared {
             next.auto_approve_cleared = enabled;
         }
-        let history = store::settings_history(&mut *tx, update.id).await.map_err(db_error)?;
+        let history = store::settings_history(&mut *tx, update.id).await?;
         let latest =
             history.last().ok_or_else(|| internal(format!("program {} has no settings version", update.id)))?;
         // A version starts only when a settlement setting really changes, so
@@ -242,31 +248,32 @@ impl HierarchyService for HierarchyApi {
             || latest.override_depth_cap != next.override_depth_cap
             || latest.compression_enabled != next.compression_enabled;
         let new_version = settlement_changed.then(|| latest.version.saturating_add(1));
-        let key = update.request_id.as_deref().map(|request_id| (request_id, update.request_hash.as_str()));
-        let row = store::update_program(&mut tx, &next, new_version, key).await.map_err(db_error)?;
+        let key = update.request_id.as_deref().map(|request_id| (request_id, fingerprint.as_slice()));
+        let row = store::update_program(&mut tx, &next, new_version, key).await?;
         let reply = program_reply(&mut *tx, &row).await?;
-        tx.commit().await.map_err(db_error)?;
+        accrue_kit::db::commit(tx).await?;
         tracing::info!(program_id = %row.id, ?new_version, "program updated");
         Ok(Response::new(reply))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn create_partner(
         &self,
         request: Request<pb::CreatePartnerRequest>,
     ) -> Result<Response<pb::Partner>, Status> {
         let new = validate_new_partner(request.get_ref())?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        store::lock_program_tree(&mut tx, new.program_id, false).await.map_err(db_error)?;
-        let program = store::get_program(&mut *tx, new.program_id)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| not_found("program", new.program_id))?;
+        let fingerprint = idempotency::fingerprint_message(&pb::CreatePartnerRequest {
+            request_id: String::new(),
+            ..request.into_inner()
+        });
+        let same = |row: &PartnerRow| same_body(row.request_hash.as_deref(), &fingerprint);
+        let mut tx = accrue_kit::db::begin(&self.pool).await?;
+        store::lock_program_tree(&mut tx, new.program_id, false).await?;
+        let program =
+            store::get_program(&mut *tx, new.program_id).await?.ok_or_else(|| not_found("program", new.program_id))?;
         if let Some(request_id) = new.request_id.as_deref()
-            && let Some(existing) =
-                store::partner_by_request_id(&mut *tx, program.id, request_id).await.map_err(db_error)?
+            && let Some(existing) = store::partner_by_request_id(&mut *tx, program.id, request_id).await?
         {
-            return Ok(Response::new(partner_to_proto(&existing)?));
+            return Ok(Response::new(partner_to_proto(&idempotency::replay(request_id, existing, same)?)?));
         }
         let mut violations = FieldViolations::new();
         check_role_on_ladder("partner.role", new.role.as_deref(), &program.role_ladder, &mut violations);
@@ -275,10 +282,8 @@ impl HierarchyService for HierarchyApi {
         let parent = match new.parent_id {
             None => None,
             Some(parent_id) => {
-                let parent = store::get_partner(&mut *tx, parent_id)
-                    .await
-                    .map_err(db_error)?
-                    .ok_or_else(|| not_found("partner", parent_id))?;
+                let parent =
+                    store::get_partner(&mut *tx, parent_id).await?.ok_or_else(|| not_found("partner", parent_id))?;
                 if parent.program_id != program.id {
                     return Err(failed_precondition(
                         "PROGRAM_MISMATCH",
@@ -304,26 +309,26 @@ impl HierarchyService for HierarchyApi {
             ancestor_ids: &placement.ancestor_ids,
             depth: placement.depth,
             request_id: new.request_id.as_deref(),
+            request_hash: &fingerprint,
         };
         let row = match store::insert_partner(&mut *tx, &insert).await {
             Ok(Some(row)) => row,
             Ok(None) => {
                 let request_id = new.request_id.as_deref().unwrap_or_default();
-                store::partner_by_request_id(&mut *tx, program.id, request_id)
-                    .await
-                    .map_err(db_error)?
-                    .ok_or_else(|| internal("partner insert conflicted but no partner holds the request id"))?
+                let winner = store::partner_by_request_id(&mut *tx, program.id, request_id)
+                    .await?
+                    .ok_or_else(|| internal("partner insert conflicted but no partner holds the request id"))?;
+                idempotency::replay(request_id, winner, same)?
             }
-            Err(sqlx::Error::Database(error)) if error.constraint() == Some(store::EXTERNAL_ID_CONSTRAINT) => {
+            Err(error) if error.constraint() == Some(store::EXTERNAL_ID_CONSTRAINT) => {
                 // A concurrent retry of this very request can trip the
                 // external_id index before the request_id one: the winner's
                 // row is then this request's answer.
-                tx.rollback().await.map_err(db_error)?;
+                drop(tx);
                 if let Some(request_id) = new.request_id.as_deref()
-                    && let Some(existing) =
-                        store::partner_by_request_id(&self.pool, program.id, request_id).await.map_err(db_error)?
+                    && let Some(existing) = store::partner_by_request_id(&self.pool, program.id, request_id).await?
                 {
-                    return Ok(Response::new(partner_to_proto(&existing)?));
+                    return Ok(Response::new(partner_to_proto(&idempotency::replay(request_id, existing, same)?)?));
                 }
                 return Err(already_exists(
                     "EXTERNAL_ID_TAKEN",
@@ -334,21 +339,18 @@ impl HierarchyService for HierarchyApi {
                     ),
                 ));
             }
-            Err(error) => return Err(db_error(error)),
+            Err(error) => return Err(error.into()),
         };
-        tx.commit().await.map_err(db_error)?;
+        accrue_kit::db::commit(tx).await?;
         Ok(Response::new(partner_to_proto(&row)?))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn get_partner(&self, request: Request<pb::GetPartnerRequest>) -> Result<Response<pb::Partner>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let row =
-            store::get_partner(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("partner", id))?;
+        let row = store::get_partner(&self.pool, id).await?.ok_or_else(|| not_found("partner", id))?;
         Ok(Response::new(partner_to_proto(&row)?))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn list_partners(
         &self,
         request: Request<pb::ListPartnersRequest>,
@@ -371,20 +373,17 @@ impl HierarchyService for HierarchyApi {
         let limit = page::page_size(request.page_size)?;
         let query = format!("partners|{program_id}|{}", request.status);
         let after = page::decode::<PartnerCursor>(&query, &request.page_token)?.map(|cursor| (cursor.t, cursor.id));
-        if store::get_program(&self.pool, program_id).await.map_err(db_error)?.is_none() {
+        if store::get_program(&self.pool, program_id).await?.is_none() {
             return Err(not_found("program", program_id));
         }
         let mut rows =
-            store::list_partners(&self.pool, program_id, status.map(PartnerStatus::as_str), after, limit + 1)
-                .await
-                .map_err(db_error)?;
+            store::list_partners(&self.pool, program_id, status.map(PartnerStatus::as_str), after, limit + 1).await?;
         let next_page_token =
-            next_token(&mut rows, limit, |row| page::encode(&query, &PartnerCursor { t: row.created_at, id: row.id }));
+            page::next_page(&mut rows, limit, &query, |row| PartnerCursor { t: row.created_at, id: row.id })?;
         let partners = rows.iter().map(partner_to_proto).collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(pb::ListPartnersResponse { partners, next_page_token }))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn update_partner_status(
         &self,
         request: Request<pb::UpdatePartnerStatusRequest>,
@@ -404,22 +403,20 @@ impl HierarchyService for HierarchyApi {
         let (Some(id), Some(to)) = (id, to) else {
             return Err(invalid_field("id", "is required"));
         };
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let current =
-            store::lock_partner(&mut tx, id).await.map_err(db_error)?.ok_or_else(|| not_found("partner", id))?;
+        let mut tx = accrue_kit::db::begin(&self.pool).await?;
+        let current = store::lock_partner(&mut tx, id).await?.ok_or_else(|| not_found("partner", id))?;
         let from = status_of(&current)?;
         let changed = check_status_change(from, to)
             .map_err(|error| failed_precondition("PARTNER_TERMINATED", error.to_string()))?;
         if !changed {
             return Ok(Response::new(partner_to_proto(&current)?));
         }
-        let row = store::update_status(&mut tx, id, from.as_str(), to.as_str(), reason).await.map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        let row = store::update_status(&mut tx, id, from.as_str(), to.as_str(), reason).await?;
+        accrue_kit::db::commit(tx).await?;
         tracing::info!(partner_id = %id, from = from.as_str(), to = to.as_str(), "partner status changed");
         Ok(Response::new(partner_to_proto(&row)?))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn set_parent(
         &self,
         request: Request<pb::SetParentRequest>,
@@ -431,28 +428,20 @@ impl HierarchyService for HierarchyApi {
         violations.into_result()?;
         let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
 
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let program_id = store::get_partner(&mut *tx, id)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| not_found("partner", id))?
-            .program_id;
+        let mut tx = accrue_kit::db::begin(&self.pool).await?;
+        let program_id = store::get_partner(&mut *tx, id).await?.ok_or_else(|| not_found("partner", id))?.program_id;
         // Serialize every move in the program: paths read below cannot change
         // until this transaction ends.
-        store::lock_program_tree(&mut tx, program_id, true).await.map_err(db_error)?;
-        let partner =
-            store::lock_partner(&mut tx, id).await.map_err(db_error)?.ok_or_else(|| not_found("partner", id))?;
+        store::lock_program_tree(&mut tx, program_id, true).await?;
+        let partner = store::lock_partner(&mut tx, id).await?.ok_or_else(|| not_found("partner", id))?;
         let program = store::get_program(&mut *tx, program_id)
-            .await
-            .map_err(db_error)?
+            .await?
             .ok_or_else(|| internal(format!("partner {id} has no program {program_id}")))?;
         let new_parent = match parent_id {
             None => None,
             Some(parent_id) => {
-                let parent = store::get_partner(&mut *tx, parent_id)
-                    .await
-                    .map_err(db_error)?
-                    .ok_or_else(|| not_found("partner", parent_id))?;
+                let parent =
+                    store::get_partner(&mut *tx, parent_id).await?.ok_or_else(|| not_found("partner", parent_id))?;
                 if parent.program_id != program.id {
                     return Err(failed_precondition(
                         "PROGRAM_MISMATCH",
@@ -469,16 +458,14 @@ impl HierarchyService for HierarchyApi {
                 rewritten_count: 0,
             }));
         }
-        let (height, _descendants) = store::subtree_stats(&mut *tx, id, partner.depth).await.map_err(db_error)?;
+        let (height, _descendants) = store::subtree_stats(&mut *tx, id, partner.depth).await?;
         let placement = tree::plan_move(id, new_parent.as_ref().map(parent_node), height, program.max_tree_depth)
             .map_err(tree_error)?;
         if let Some(parent) = &new_parent {
             tree::check_role_rank(&program.role_ladder, parent.role.as_deref(), partner.role.as_deref())
                 .map_err(tree_error)?;
         }
-        let moved = store::set_placement(&mut *tx, id, parent_id, &placement.ancestor_ids, placement.depth)
-            .await
-            .map_err(db_error)?;
+        let moved = store::set_placement(&mut *tx, id, parent_id, &placement.ancestor_ids, placement.depth).await?;
         let mut rewritten: i64 = 1;
         let mut after = Uuid::nil();
         loop {
@@ -490,15 +477,14 @@ impl HierarchyService for HierarchyApi {
                 after,
                 store::REWRITE_BATCH,
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
             rewritten += i64::try_from(batch.len()).unwrap_or(i64::MAX);
             match batch.last() {
                 Some(last) if i64::try_from(batch.len()).unwrap_or(i64::MAX) >= store::REWRITE_BATCH => after = *last,
                 _ => break,
             }
         }
-        tx.commit().await.map_err(db_error)?;
+        accrue_kit::db::commit(tx).await?;
         tracing::info!(partner_id = %id, parent_id = ?parent_id, rewritten, "partner moved");
         Ok(Response::new(pb::SetParentResponse {
             partner: Some(partner_to_proto(&moved)?),
@@ -506,7 +492,6 @@ impl HierarchyService for HierarchyApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn get_uplines(
         &self,
         request: Request<pb::GetUplinesRequest>,
@@ -525,18 +510,13 @@ impl HierarchyService for HierarchyApi {
         }
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
-        let program = store::get_program(&self.pool, program_id)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| not_found("program", program_id))?;
+        let program =
+            store::get_program(&self.pool, program_id).await?.ok_or_else(|| not_found("program", program_id))?;
         let mut unique = ids.clone();
         unique.sort_unstable();
         unique.dedup();
-        let rows = if unique.is_empty() {
-            Vec::new()
-        } else {
-            store::partners_with_ancestors(&self.pool, &unique).await.map_err(db_error)?
-        };
+        let rows =
+            if unique.is_empty() { Vec::new() } else { store::partners_with_ancestors(&self.pool, &unique).await? };
         let by_id: HashMap<Uuid, &PartnerRow> = rows.iter().map(|row| (row.id, row)).collect();
         let mut uplines = Vec::with_capacity(ids.len());
         for id in ids {
@@ -557,7 +537,6 @@ impl HierarchyService for HierarchyApi {
         Ok(Response::new(pb::GetUplinesResponse { program: Some(program_reply(&self.pool, &program).await?), uplines }))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn list_downline(
         &self,
         request: Request<pb::ListDownlineRequest>,
@@ -574,13 +553,14 @@ impl HierarchyService for HierarchyApi {
         let query = format!("downline|{id}|{}", request.max_depth);
         let after =
             page::decode::<DownlineCursor>(&query, &request.page_token)?.map(|cursor| (cursor.d, cursor.t, cursor.id));
-        let own =
-            store::get_partner(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("partner", id))?;
+        let own = store::get_partner(&self.pool, id).await?.ok_or_else(|| not_found("partner", id))?;
         let deepest = (request.max_depth > 0).then(|| own.depth.saturating_add(request.max_depth));
-        let mut rows = store::list_downline(&self.pool, id, deepest, after, limit + 1).await.map_err(db_error)?;
-        let next_page_token = next_token(&mut rows, limit, |row| {
-            page::encode(&query, &DownlineCursor { d: row.depth, t: row.created_at, id: row.id })
-        });
+        let mut rows = store::list_downline(&self.pool, id, deepest, after, limit + 1).await?;
+        let next_page_token = page::next_page(&mut rows, limit, &query, |row| DownlineCursor {
+            d: row.depth,
+            t: row.created_at,
+            id: row.id,
+        })?;
         let members = rows
             .iter()
             .map(|row| {
@@ -588,17 +568,5 @@ impl HierarchyService for HierarchyApi {
             })
             .collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(pb::ListDownlineResponse { members, next_page_token }))
-    }
-}
-
-/// Trims a page fetched with `limit + 1` rows to `limit` and returns the
-/// token for the next page (empty at the end).
-fn next_token<T>(rows: &mut Vec<T>, limit: i64, cursor: impl Fn(&T) -> String) -> String {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(cursor).unwrap_or_default()
-    } else {
-        String::new()
     }
 }

@@ -6,6 +6,8 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+pub use accrue_kit::error::StoreError;
+
 use crate::domain::ProgramSpec;
 
 /// How many descendants one `UPDATE` statement of a subtree move rewrites.
@@ -15,13 +17,14 @@ macro_rules! program_columns {
     () => {
         "id, display_name, default_currency, rounding_mode, override_depth_cap, compression_enabled, \
          auto_approve_cleared, minimum_payout, role_ladder, non_transacting_roles, max_tree_depth, created_at, \
-         updated_at"
+         updated_at, request_hash"
     };
 }
 
 macro_rules! partner_columns {
     () => {
-        "id, program_id, display_name, external_id, status, role, parent_id, ancestor_ids, depth, created_at"
+        "id, program_id, display_name, external_id, status, role, parent_id, ancestor_ids, depth, created_at, \
+         request_hash"
     };
 }
 
@@ -54,6 +57,8 @@ pub struct ProgramRow {
     pub created_at: DateTime<Utc>,
     /// Last settings change (the creation time until the first update).
     pub updated_at: DateTime<Utc>,
+    /// Fingerprint of the CreateProgram body that made it (with a request id).
+    pub request_hash: Option<Vec<u8>>,
 }
 
 /// One version of a program's settlement settings (`program_settings_versions`).
@@ -94,6 +99,8 @@ pub struct PartnerRow {
     pub depth: i32,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// Fingerprint of the CreatePartner body that made it (with a request id).
+    pub request_hash: Option<Vec<u8>>,
 }
 
 /// Inserts a program with its settings version 1 (one statement, so both or
@@ -103,12 +110,13 @@ pub async fn insert_program(
     executor: impl PgExecutor<'_>,
     id: Uuid,
     spec: &ProgramSpec,
-) -> Result<Option<ProgramRow>, sqlx::Error> {
+    request_hash: &[u8],
+) -> Result<Option<ProgramRow>, StoreError> {
     sqlx::query_as::<_, ProgramRow>(concat!(
         "WITH p AS (INSERT INTO programs (id, display_name, default_currency, rounding_mode, override_depth_cap, ",
         "compression_enabled, auto_approve_cleared, minimum_payout, role_ladder, non_transacting_roles, request_id, ",
-        "max_tree_depth, updated_at) ",
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, clock_timestamp()) ",
+        "max_tree_depth, updated_at, request_hash) ",
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, clock_timestamp(), $13) ",
         "ON CONFLICT (request_id) DO NOTHING RETURNING ",
         program_columns!(),
         "), v AS (INSERT INTO program_settings_versions (program_id, version, effective_from, rounding_mode, ",
@@ -128,15 +136,17 @@ pub async fn insert_program(
     .bind(&spec.non_transacting_roles)
     .bind(spec.request_id.as_deref())
     .bind(spec.max_tree_depth)
+    .bind(request_hash)
     .fetch_optional(executor)
     .await
+    .map_err(StoreError::from)
 }
 
 /// A program's settlement settings over time, oldest first.
 pub async fn settings_history(
     executor: impl PgExecutor<'_>,
     program_id: Uuid,
-) -> Result<Vec<SettingsVersionRow>, sqlx::Error> {
+) -> Result<Vec<SettingsVersionRow>, StoreError> {
     sqlx::query_as::<_, SettingsVersionRow>(
         "SELECT version, effective_from, rounding_mode, override_depth_cap, compression_enabled \
          FROM program_settings_versions WHERE program_id = $1 ORDER BY version",
@@ -144,14 +154,16 @@ pub async fn settings_history(
     .bind(program_id)
     .fetch_all(executor)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Locks a program row for the rest of the transaction (UpdateProgram).
-pub async fn lock_program(conn: &mut PgConnection, id: Uuid) -> Result<Option<ProgramRow>, sqlx::Error> {
+pub async fn lock_program(conn: &mut PgConnection, id: Uuid) -> Result<Option<ProgramRow>, StoreError> {
     sqlx::query_as::<_, ProgramRow>(concat!("SELECT ", program_columns!(), " FROM programs WHERE id = $1 FOR UPDATE"))
         .bind(id)
         .fetch_optional(conn)
         .await
+        .map_err(StoreError::from)
 }
 
 /// The request hash an UpdateProgram key was first used with, if any.
@@ -159,16 +171,17 @@ pub async fn program_update_hash(
     executor: impl PgExecutor<'_>,
     program_id: Uuid,
     request_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<Vec<u8>>, StoreError> {
     sqlx::query_scalar("SELECT request_hash FROM program_updates WHERE program_id = $1 AND request_id = $2")
         .bind(program_id)
         .bind(request_id)
         .fetch_optional(executor)
         .await
+        .map_err(StoreError::from)
 }
 
 /// Depth of a program's deepest partner (0 for an empty program).
-pub async fn deepest_partner(executor: impl PgExecutor<'_>, program_id: Uuid) -> Result<i32, sqlx::Error> {
+pub async fn deepest_partner(executor: impl PgExecutor<'_>, program_id: Uuid) -> Result<i32, StoreError> {
     let deepest: Option<i32> = sqlx::query_scalar("SELECT MAX(depth) FROM partners WHERE program_id = $1")
         .bind(program_id)
         .fetch_one(executor)
@@ -183,8 +196,8 @@ pub async fn update_program(
     conn: &mut PgConnection,
     row: &ProgramRow,
     new_version: Option<i32>,
-    key: Option<(&str, &str)>,
-) -> Result<ProgramRow, sqlx::Error> {
+    key: Option<(&str, &[u8])>,
+) -> Result<ProgramRow, StoreError> {
     let updated = sqlx::query_as::<_, ProgramRow>(concat!(
         "UPDATE programs SET display_name = $2, rounding_mode = $3, override_depth_cap = $4, max_tree_depth = $5, ",
         "compression_enabled = $6, non_transacting_roles = $7, auto_approve_cleared = $8, ",
@@ -230,25 +243,27 @@ pub async fn update_program(
 pub async fn program_by_request_id(
     executor: impl PgExecutor<'_>,
     request_id: &str,
-) -> Result<Option<ProgramRow>, sqlx::Error> {
+) -> Result<Option<ProgramRow>, StoreError> {
     sqlx::query_as::<_, ProgramRow>(concat!("SELECT ", program_columns!(), " FROM programs WHERE request_id = $1"))
         .bind(request_id)
         .fetch_optional(executor)
         .await
+        .map_err(StoreError::from)
 }
 
 /// A program by id.
-pub async fn get_program(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ProgramRow>, sqlx::Error> {
+pub async fn get_program(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ProgramRow>, StoreError> {
     sqlx::query_as::<_, ProgramRow>(concat!("SELECT ", program_columns!(), " FROM programs WHERE id = $1"))
         .bind(id)
         .fetch_optional(executor)
         .await
+        .map_err(StoreError::from)
 }
 
 /// Takes the program's tree lock for the rest of the transaction: exclusive
 /// for moves (SetParent), shared for inserts under a parent, so a move never
 /// races another move or a new child reading a path being rewritten.
-pub async fn lock_program_tree(conn: &mut PgConnection, program_id: Uuid, exclusive: bool) -> Result<(), sqlx::Error> {
+pub async fn lock_program_tree(conn: &mut PgConnection, program_id: Uuid, exclusive: bool) -> Result<(), StoreError> {
     let sql = if exclusive {
         "SELECT pg_advisory_xact_lock(hashtextextended('accrue.hierarchy.tree:' || $1::text, 0))"
     } else {
@@ -259,11 +274,12 @@ pub async fn lock_program_tree(conn: &mut PgConnection, program_id: Uuid, exclus
 }
 
 /// A partner by id.
-pub async fn get_partner(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<PartnerRow>, sqlx::Error> {
+pub async fn get_partner(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<PartnerRow>, StoreError> {
     sqlx::query_as::<_, PartnerRow>(concat!("SELECT ", partner_columns!(), " FROM partners WHERE id = $1"))
         .bind(id)
         .fetch_optional(executor)
         .await
+        .map_err(StoreError::from)
 }
 
 /// The partner created in `program_id` under `request_id`, if any.
@@ -271,7 +287,7 @@ pub async fn partner_by_request_id(
     executor: impl PgExecutor<'_>,
     program_id: Uuid,
     request_id: &str,
-) -> Result<Option<PartnerRow>, sqlx::Error> {
+) -> Result<Option<PartnerRow>, StoreError> {
     sqlx::query_as::<_, PartnerRow>(concat!(
         "SELECT ",
         partner_columns!(),
@@ -281,6 +297,7 @@ pub async fn partner_by_request_id(
     .bind(request_id)
     .fetch_optional(executor)
     .await
+    .map_err(StoreError::from)
 }
 
 /// What a new partner row holds.
@@ -304,6 +321,8 @@ pub struct PartnerInsert<'a> {
     pub depth: i32,
     /// Idempotency key.
     pub request_id: Option<&'a str>,
+    /// Fingerprint of the request body.
+    pub request_hash: &'a [u8],
 }
 
 /// Inserts an ACTIVE partner; `None` when the program already has a partner
@@ -312,10 +331,10 @@ pub struct PartnerInsert<'a> {
 pub async fn insert_partner(
     executor: impl PgExecutor<'_>,
     partner: &PartnerInsert<'_>,
-) -> Result<Option<PartnerRow>, sqlx::Error> {
+) -> Result<Option<PartnerRow>, StoreError> {
     sqlx::query_as::<_, PartnerRow>(concat!(
         "INSERT INTO partners (id, program_id, display_name, external_id, status, role, parent_id, ancestor_ids, ",
-        "depth, request_id) VALUES ($1, $2, $3, $4, 'ACTIVE', $5, $6, $7, $8, $9) ",
+        "depth, request_id, request_hash) VALUES ($1, $2, $3, $4, 'ACTIVE', $5, $6, $7, $8, $9, $10) ",
         "ON CONFLICT ON CONSTRAINT partners_request_id_key DO NOTHING RETURNING ",
         partner_columns!()
     ))
@@ -328,8 +347,10 @@ pub async fn insert_partner(
     .bind(partner.ancestor_ids)
     .bind(partner.depth)
     .bind(partner.request_id)
+    .bind(partner.request_hash)
     .fetch_optional(executor)
     .await
+    .map_err(StoreError::from)
 }
 
 /// The unique constraint on (program_id, external_id).
@@ -342,7 +363,7 @@ pub async fn list_partners(
     status: Option<&str>,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
-) -> Result<Vec<PartnerRow>, sqlx::Error> {
+) -> Result<Vec<PartnerRow>, StoreError> {
     let (after_time, after_id) = after.unzip();
     sqlx::query_as::<_, PartnerRow>(concat!(
         "SELECT ",
@@ -358,14 +379,16 @@ pub async fn list_partners(
     .bind(limit)
     .fetch_all(executor)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Locks a partner row for update.
-pub async fn lock_partner(conn: &mut PgConnection, id: Uuid) -> Result<Option<PartnerRow>, sqlx::Error> {
+pub async fn lock_partner(conn: &mut PgConnection, id: Uuid) -> Result<Option<PartnerRow>, StoreError> {
     sqlx::query_as::<_, PartnerRow>(concat!("SELECT ", partner_columns!(), " FROM partners WHERE id = $1 FOR UPDATE"))
         .bind(id)
         .fetch_optional(conn)
         .await
+        .map_err(StoreError::from)
 }
 
 /// Sets a partner's status and appends the audit event, in the caller's
@@ -376,7 +399,7 @@ pub async fn update_status(
     from: &str,
     to: &str,
     reason: &str,
-) -> Result<PartnerRow, sqlx::Error> {
+) -> Result<PartnerRow, StoreError> {
     let row = sqlx::query_as::<_, PartnerRow>(concat!(
         "UPDATE partners SET status = $2 WHERE id = $1 RETURNING ",
         partner_columns!()
@@ -399,7 +422,7 @@ pub async fn update_status(
 
 /// Height of a partner's subtree below it (0 for a leaf) and its number of
 /// descendants.
-pub async fn subtree_stats(executor: impl PgExecutor<'_>, id: Uuid, own_depth: i32) -> Result<(i32, i64), sqlx::Error> {
+pub async fn subtree_stats(executor: impl PgExecutor<'_>, id: Uuid, own_depth: i32) -> Result<(i32, i64), StoreError> {
     let (deepest, count): (Option<i32>, i64) =
         sqlx::query_as("SELECT MAX(depth), COUNT(*) FROM partners WHERE ancestor_ids @> ARRAY[$1]::uuid[]")
             .bind(id)
@@ -415,7 +438,7 @@ pub async fn set_placement(
     parent_id: Option<Uuid>,
     ancestor_ids: &[Uuid],
     depth: i32,
-) -> Result<PartnerRow, sqlx::Error> {
+) -> Result<PartnerRow, StoreError> {
     sqlx::query_as::<_, PartnerRow>(concat!(
         "UPDATE partners SET parent_id = $2, ancestor_ids = $3, depth = $4 WHERE id = $1 RETURNING ",
         partner_columns!()
@@ -426,6 +449,7 @@ pub async fn set_placement(
     .bind(depth)
     .fetch_one(executor)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Rewrites one batch (at most `limit`) of `moved`'s descendants with id
@@ -441,7 +465,7 @@ pub async fn rewrite_descendants_batch(
     moved_depth: i32,
     after: Uuid,
     limit: i64,
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Vec<Uuid>, StoreError> {
     let mut ids: Vec<Uuid> = sqlx::query_scalar(
         "WITH batch AS ( \
              SELECT id FROM partners WHERE ancestor_ids @> ARRAY[$1]::uuid[] AND id > $4 \
@@ -468,7 +492,7 @@ pub async fn rewrite_descendants_batch(
 pub async fn partners_with_ancestors(
     executor: impl PgExecutor<'_>,
     ids: &[Uuid],
-) -> Result<Vec<PartnerRow>, sqlx::Error> {
+) -> Result<Vec<PartnerRow>, StoreError> {
     sqlx::query_as::<_, PartnerRow>(concat!(
         "WITH wanted AS ( ",
         "SELECT id FROM partners WHERE id = ANY($1) ",
@@ -480,6 +504,7 @@ pub async fn partners_with_ancestors(
     .bind(ids)
     .fetch_all(executor)
     .await
+    .map_err(StoreError::from)
 }
 
 /// A page of `id`'s downline (at most `max_depth` levels below `own_depth`
@@ -490,7 +515,7 @@ pub async fn list_downline(
     deepest: Option<i32>,
     after: Option<(i32, DateTime<Utc>, Uuid)>,
     limit: i64,
-) -> Result<Vec<PartnerRow>, sqlx::Error> {
+) -> Result<Vec<PartnerRow>, StoreError> {
     let (after_depth, after_time, after_id) = match after {
         Some((depth, time, id)) => (Some(depth), Some(time), Some(id)),
         None => (None, None, None),
@@ -511,4 +536,5 @@ pub async fn list_downline(
     .bind(limit)
     .fetch_all(executor)
     .await
+    .map_err(StoreError::from)
 }

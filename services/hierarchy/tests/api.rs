@@ -1,14 +1,12 @@
 //! HierarchyService over real gRPC against a fresh Postgres database per test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use accrue_hierarchy::{Config, MIGRATOR, SCHEMA};
-use accrue_kit::db::DbConfig;
+use accrue_hierarchy::Hierarchy;
 use accrue_proto::hierarchy::v1 as pb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::types::v1::Money;
-use accrue_testkit::TestDb;
+use accrue_testkit::TestServices;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 use tonic_types::StatusExt;
@@ -17,31 +15,13 @@ use uuid::Uuid;
 struct Harness {
     client: HierarchyServiceClient<Channel>,
     pool: PgPool,
-    shutdown: CancellationToken,
-    _db: TestDb,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    _services: TestServices,
 }
 
 async fn start() -> Harness {
-    let db = TestDb::create().await.expect("test database");
-    let pool = accrue_kit::db::pool(&DbConfig { url: db.url.clone(), schema: SCHEMA.to_string(), max_connections: 2 })
-        .expect("pool");
-    accrue_kit::db::migrate(&pool, SCHEMA, &MIGRATOR).await.expect("migrate");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    let config = Config { database_url: db.url.clone(), max_connections: 8 };
-    tokio::spawn(accrue_hierarchy::run(config, listener, shutdown.clone()));
-    let channel = accrue_kit::client::channel(&format!("http://{addr}")).expect("channel");
-    let client = HierarchyServiceClient::new(channel)
-        .max_decoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES);
-    Harness { client, pool, shutdown, _db: db }
+    let services = TestServices::new().await;
+    let url = services.spawn::<Hierarchy>(accrue_hierarchy::Config {}).await;
+    Harness { client: services.client(&url), pool: services.pool::<Hierarchy>(), _services: services }
 }
 
 fn program(name: &str, max_tree_depth: i32) -> pb::Program {
@@ -250,6 +230,35 @@ async fn creates_are_idempotent_on_request_id() {
     assert_eq!(status.code(), Code::AlreadyExists);
     assert_eq!(reason(&status), "EXTERNAL_ID_TAKEN");
     assert_eq!(count(&h.pool, "partners").await, 1);
+}
+
+#[tokio::test]
+async fn a_request_id_reused_for_another_body_is_already_exists() {
+    let mut h = start().await;
+    let first = try_create_program(&mut h, program("Acme", 4), "prog-1").await.unwrap();
+    let reused = try_create_program(&mut h, program("Other", 4), "prog-1").await.unwrap_err();
+    assert_eq!((reused.code(), reason(&reused).as_str()), (Code::AlreadyExists, "REQUEST_ID_REUSED"));
+    assert_eq!(count(&h.pool, "programs").await, 1);
+    assert_eq!(get_program(&mut h, &first.id).await.display_name, "Acme");
+
+    let partner = |name: &str| pb::CreatePartnerRequest {
+        program_id: first.id.clone(),
+        partner: Some(pb::Partner { display_name: name.into(), ..Default::default() }),
+        request_id: "partner-1".into(),
+    };
+    let ann = h.client.create_partner(partner("Ann")).await.unwrap().into_inner();
+    let again = h.client.create_partner(partner("Ann")).await.unwrap().into_inner();
+    assert_eq!(ann, again);
+    let reused = h.client.create_partner(partner("Bob")).await.unwrap_err();
+    assert_eq!((reused.code(), reason(&reused).as_str()), (Code::AlreadyExists, "REQUEST_ID_REUSED"));
+    assert_eq!(count(&h.pool, "partners").await, 1);
+
+    let too_long = "x".repeat(accrue_kit::idempotency::MAX_REQUEST_ID_BYTES + 1);
+    let status = try_create_program(&mut h, program("Acme", 4), &too_long).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let fields: Vec<String> =
+        status.get_details_bad_request().unwrap().field_violations.into_iter().map(|v| v.field).collect();
+    assert_eq!(fields, ["request_id"]);
 }
 
 #[tokio::test]

@@ -168,7 +168,7 @@ impl LedgerService for LedgerApi {
                 to_write.push(posting);
             }
         }
-        let outcomes = store::post(&self.pool, program_id, &to_write).await.map_err(db_error)?;
+        let outcomes = store::post(&self.pool, program_id, &to_write).await?;
 
         let reused = |key: &str| {
             item_failure(
@@ -222,7 +222,7 @@ impl LedgerService for LedgerApi {
     /// NOT_FOUND when absent.
     async fn get_entry(&self, request: Request<pb::GetEntryRequest>) -> Result<Response<pb::Entry>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let Some((row, history)) = store::get_entry(&self.pool, id).await.map_err(db_error)? else {
+        let Some((row, history)) = store::get_entry(&self.pool, id).await? else {
             return Err(not_found("entry", id));
         };
         Ok(Response::new(entry_to_proto(row, history)?))
@@ -280,15 +280,11 @@ impl LedgerService for LedgerApi {
             status,
             kind: kind.map(Kind::as_str),
         };
-        let mut rows = store::list_entries(&self.pool, program_id, &filter, after, size + 1).await.map_err(db_error)?;
-        let more = rows.len() as i64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => {
-                page::encode(&query, &EntryCursor { t: last.created_at.timestamp_micros(), id: last.id })
-            }
-            _ => String::new(),
-        };
+        let mut rows = store::list_entries(&self.pool, program_id, &filter, after, size + 1).await?;
+        let next_page_token = page::next_page(&mut rows, size, &query, |last| EntryCursor {
+            t: last.created_at.timestamp_micros(),
+            id: last.id,
+        })?;
         let entries = rows.into_iter().map(|row| entry_to_proto(row, Vec::new())).collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(pb::ListEntriesResponse { entries, next_page_token }))
     }
@@ -336,9 +332,7 @@ impl LedgerService for LedgerApi {
         let (Some(program_id), Some(to)) = (program_id, to) else {
             return Err(invalid_field("program_id", "is required"));
         };
-        let outcome = store::transition(&self.pool, program_id, &ids, to, &request.actor, &request.reason)
-            .await
-            .map_err(db_error)?;
+        let outcome = store::transition(&self.pool, program_id, &ids, to, &request.actor, &request.reason).await?;
         match outcome {
             TransitionOutcome::Done(count) => Ok(Response::new(pb::TransitionEntriesResponse {
                 transitioned_count: i64::try_from(count).unwrap_or(i64::MAX),
@@ -371,7 +365,7 @@ impl LedgerService for LedgerApi {
             .collect();
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
-        let rows = store::earnings_summary(&self.pool, program_id, &partner_ids).await.map_err(db_error)?;
+        let rows = store::earnings_summary(&self.pool, program_id, &partner_ids).await?;
         let mut summaries = Vec::with_capacity(rows.len());
         for row in rows {
             let currency = Currency::from_code(&row.currency).map_err(internal)?;
@@ -404,8 +398,7 @@ impl LedgerService for LedgerApi {
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
         let as_of = as_of.unwrap_or_else(Utc::now);
         let auto_approve = self.auto_approve(program_id).await?;
-        let (cleared_count, approved_count) =
-            store::clear_matured(&self.pool, program_id, as_of, auto_approve).await.map_err(db_error)?;
+        let (cleared_count, approved_count) = store::clear_matured(&self.pool, program_id, as_of, auto_approve).await?;
         Ok(Response::new(pb::ClearMaturedResponse { cleared_count, approved_count }))
     }
 

@@ -1,43 +1,5 @@
-//! `accrue-ledger`: runs the ledger service.
+//! `accrue-ledger`: runs the ledger service (flags: `--help`).
 
-use std::net::SocketAddr;
-
-use anyhow::Context;
-use clap::Parser;
-
-/// Command-line flags; each also reads an environment variable.
-#[derive(Debug, Parser)]
-#[command(name = "accrue-ledger", version, about = "Accrue ledger service (accrue.ledger.v1.LedgerService)")]
-struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "ACCRUE_LEDGER_LISTEN", default_value = "0.0.0.0:50054")]
-    listen: SocketAddr,
-    /// Postgres URL for this service (falls back to DATABASE_URL).
-    #[arg(long, env = "ACCRUE_LEDGER_DATABASE_URL")]
-    database_url: Option<String>,
-    /// Hierarchy service endpoint (program settings: auto-approval).
-    #[arg(long, env = "ACCRUE_HIERARCHY_URL", default_value = "http://127.0.0.1:50051")]
-    hierarchy_url: String,
-    /// Maximum database connections.
-    #[arg(long, env = "ACCRUE_DB_MAX_CONNECTIONS", default_value_t = 16)]
-    max_connections: u32,
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    accrue_kit::telemetry::init("info");
-    let args = Args::parse();
-    let database_url = args
-        .database_url
-        .or_else(|| std::env::var("DATABASE_URL").ok())
-        .context("set --database-url, ACCRUE_LEDGER_DATABASE_URL or DATABASE_URL")?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("bind {}", args.listen))?;
-    tracing::info!(addr = %args.listen, "ledger service listening");
-    let config = accrue_ledger::Config {
-        database_url,
-        max_connections: args.max_connections,
-        hierarchy_url: args.hierarchy_url,
-    };
-    accrue_ledger::run(config, listener, accrue_kit::shutdown::on_signal()).await?;
-    Ok(())
+fn main() -> std::process::ExitCode {
+    accrue_kit::service::main::<accrue_ledger::Ledger>()
 }

@@ -10,6 +10,8 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+pub(crate) use accrue_kit::error::StoreError;
+
 use crate::domain::posting::{EntryType, Posting};
 use crate::domain::reserve::{should_reserve, signed};
 use crate::domain::status::{Current, Status, TransitionError, plan_transition};
@@ -34,7 +36,7 @@ pub enum PostingOutcome {
 /// poster of the same key blocks on the unique index until the first commits,
 /// then reads its row (no unique-violation error escapes). Results are in input
 /// order.
-pub async fn post(pool: &PgPool, program_id: Uuid, postings: &[&Posting]) -> Result<Vec<PostingOutcome>, sqlx::Error> {
+pub async fn post(pool: &PgPool, program_id: Uuid, postings: &[&Posting]) -> Result<Vec<PostingOutcome>, StoreError> {
     if postings.is_empty() {
         return Ok(Vec::new());
     }
@@ -189,7 +191,7 @@ pub async fn post(pool: &PgPool, program_id: Uuid, postings: &[&Posting]) -> Res
                 Some(_) => outcomes.push(PostingOutcome::KeyReused),
                 // Neither inserted nor found: cannot happen under READ COMMITTED
                 // (DO NOTHING only skips a committed or in-flight-then-committed row).
-                None => return Err(sqlx::Error::RowNotFound),
+                None => return Err(sqlx::Error::RowNotFound.into()),
             }
         }
     }
@@ -255,7 +257,7 @@ const ENTRY_COLUMNS: &str = "e.id, e.program_id, e.partner_id, e.sale_id, e.kind
      s.status, r.payout_id";
 
 /// One entry with its status history (oldest first); `None` when absent.
-pub async fn get_entry(pool: &PgPool, id: Uuid) -> Result<Option<(EntryRow, Vec<EventRow>)>, sqlx::Error> {
+pub async fn get_entry(pool: &PgPool, id: Uuid) -> Result<Option<(EntryRow, Vec<EventRow>)>, StoreError> {
     let sql = format!(
         "SELECT {ENTRY_COLUMNS} FROM entries e JOIN entry_states s ON s.entry_id = e.id \
          LEFT JOIN payout_reservations r ON r.entry_id = e.id WHERE e.id = $1"
@@ -295,7 +297,7 @@ pub async fn list_entries(
     filter: &EntryFilter,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
-) -> Result<Vec<EntryRow>, sqlx::Error> {
+) -> Result<Vec<EntryRow>, StoreError> {
     let sql = format!(
         "SELECT {ENTRY_COLUMNS} FROM entries e JOIN entry_states s ON s.entry_id = e.id \
          LEFT JOIN payout_reservations r ON r.entry_id = e.id \
@@ -318,6 +320,7 @@ pub async fn list_entries(
         .bind(limit)
         .fetch_all(pool)
         .await
+        .map_err(StoreError::from)
 }
 
 /// What a transition did.
@@ -342,7 +345,7 @@ pub async fn transition(
     to: Status,
     actor: &str,
     reason: &str,
-) -> Result<TransitionOutcome, sqlx::Error> {
+) -> Result<TransitionOutcome, StoreError> {
     let mut tx = pool.begin().await?;
     let rows: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT entry_id, status FROM entry_states WHERE program_id = $1 AND entry_id = ANY($2::uuid[]) \
@@ -423,7 +426,7 @@ pub async fn earnings_summary(
     pool: &PgPool,
     program_id: Uuid,
     partner_ids: &[Uuid],
-) -> Result<Vec<SummaryRow>, sqlx::Error> {
+) -> Result<Vec<SummaryRow>, StoreError> {
     sqlx::query_as::<_, SummaryRow>(
         r#"
         SELECT partner_id, currency,
@@ -447,6 +450,7 @@ pub async fn earnings_summary(
     .bind(partner_ids)
     .fetch_all(pool)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Moves a program's PENDING entries with `clears_at ≤ as_of` to CLEARED —
@@ -458,7 +462,7 @@ pub async fn clear_matured(
     program_id: Uuid,
     as_of: DateTime<Utc>,
     auto_approve: bool,
-) -> Result<(i64, i64), sqlx::Error> {
+) -> Result<(i64, i64), StoreError> {
     let target = if auto_approve { Status::Approved } else { Status::Cleared };
     let (cleared,): (i64,) = sqlx::query_as(
         r#"

@@ -6,18 +6,15 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use accrue_kit::db::DbConfig;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1 as pb;
 use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use accrue_proto::types::v1 as types;
-use accrue_testkit::TestDb;
+use accrue_testkit::TestServices;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -30,56 +27,20 @@ struct Harness {
     ledger: LedgerServiceClient<Channel>,
     hierarchy: HierarchyServiceClient<Channel>,
     pool: PgPool,
-    shutdown: CancellationToken,
-    _db: TestDb,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    _services: TestServices,
 }
 
 async fn start() -> Harness {
-    let db = TestDb::create().await.unwrap();
-    let hierarchy_pool = accrue_kit::db::pool(&DbConfig {
-        url: db.url.clone(),
-        schema: accrue_hierarchy::SCHEMA.into(),
-        max_connections: 2,
-    })
-    .unwrap();
-    accrue_kit::db::migrate(&hierarchy_pool, accrue_hierarchy::SCHEMA, &accrue_hierarchy::MIGRATOR).await.unwrap();
-    hierarchy_pool.close().await;
-    let pool = accrue_kit::db::pool(&DbConfig {
-        url: db.url.clone(),
-        schema: accrue_ledger::SCHEMA.into(),
-        max_connections: 4,
-    })
-    .unwrap();
-    accrue_kit::db::migrate(&pool, accrue_ledger::SCHEMA, &accrue_ledger::MIGRATOR).await.unwrap();
-
-    let shutdown = CancellationToken::new();
-    let hierarchy_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hierarchy_url = format!("http://{}", hierarchy_listener.local_addr().unwrap());
-    let config = accrue_hierarchy::Config { database_url: db.url.clone(), max_connections: 4 };
-    let token = shutdown.clone();
-    tokio::spawn(async move { accrue_hierarchy::run(config, hierarchy_listener, token).await });
-
-    let ledger_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ledger_url = format!("http://{}", ledger_listener.local_addr().unwrap());
-    let config = accrue_ledger::Config {
-        database_url: db.url.clone(),
-        max_connections: 8,
-        hierarchy_url: hierarchy_url.clone(),
-    };
-    let token = shutdown.clone();
-    tokio::spawn(async move { accrue_ledger::run(config, ledger_listener, token).await });
-
-    let ledger = LedgerServiceClient::new(accrue_kit::client::channel(&ledger_url).unwrap())
-        .max_decoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES);
-    let hierarchy = HierarchyServiceClient::new(accrue_kit::client::channel(&hierarchy_url).unwrap());
-    Harness { ledger, hierarchy, pool, shutdown, _db: db }
+    let services = TestServices::new().await;
+    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
+    let ledger_url =
+        services.spawn::<accrue_ledger::Ledger>(accrue_ledger::Config { hierarchy_url: hierarchy_url.clone() }).await;
+    Harness {
+        ledger: services.client(&ledger_url),
+        hierarchy: services.client(&hierarchy_url),
+        pool: services.pool::<accrue_ledger::Ledger>(),
+        _services: services,
+    }
 }
 
 impl Harness {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use accrue_kit::FieldViolations;
 use accrue_kit::convert::{amount_to_proto, optional_uuid, parse_id, require_uuid, timestamp};
-use accrue_kit::error::{db_error, failed_precondition, internal, invalid_field, not_found};
+use accrue_kit::error::{failed_precondition, internal, invalid_field, not_found};
 use accrue_kit::page;
 use accrue_money::{Currency, Decimal, Money};
 use accrue_proto::hierarchy::v1 as hierarchy_pb;
@@ -41,15 +41,8 @@ pub struct PayoutsApi {
 impl PayoutsApi {
     /// A new API over the service's pool and channels to the hierarchy and
     /// ledger services.
-    pub fn new(pool: PgPool, hierarchy: Channel, ledger: Channel) -> Self {
-        let max = accrue_kit::server::MAX_MESSAGE_BYTES;
-        PayoutsApi {
-            pool,
-            hierarchy: HierarchyServiceClient::new(hierarchy)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-            ledger: LedgerServiceClient::new(ledger).max_decoding_message_size(max).max_encoding_message_size(max),
-        }
+    pub fn new(pool: PgPool, hierarchy: HierarchyServiceClient<Channel>, ledger: LedgerServiceClient<Channel>) -> Self {
+        PayoutsApi { pool, hierarchy, ledger }
     }
 }
 
@@ -146,13 +139,12 @@ impl PayoutsApi {
             minimum_amount: minimum,
             request_id: request.request_id.as_deref(),
         };
-        if let Some(run) = store::insert_run(&self.pool, &insert).await.map_err(db_error)? {
+        if let Some(run) = store::insert_run(&self.pool, &insert).await? {
             tracing::info!(run_id = %run.id, program_id = %run.program_id, period = %run.period, "payout run started");
             return Ok(run);
         }
         store::find_run(&self.pool, request.program_id, request.currency.code(), &period)
-            .await
-            .map_err(db_error)?
+            .await?
             .ok_or_else(|| internal("payout run insert conflicted but no run exists"))
     }
 
@@ -260,14 +252,14 @@ impl PayoutsApi {
                         });
                     }
                 }
-                created += store::insert_payouts(&self.pool, &run, &payouts).await.map_err(db_error)?;
+                created += store::insert_payouts(&self.pool, &run, &payouts).await?;
             }
             if page.next_page_token.is_empty() {
                 break;
             }
             page_token = page.next_page_token;
         }
-        let done = store::complete_run(&self.pool, run.id, carried).await.map_err(db_error)?;
+        let done = store::complete_run(&self.pool, run.id, carried).await?;
         tracing::info!(
             run_id = %done.id,
             payouts = done.payout_count,
@@ -287,16 +279,13 @@ impl PayoutService for PayoutsApi {
     /// program, FAILED_PRECONDITION (MINIMUM_CURRENCY_MISMATCH) when the
     /// program's minimum is in another currency and none is given,
     /// UNAVAILABLE when a peer is down (retrying resumes the run).
-    #[tracing::instrument(skip_all)]
     async fn create_payout_run(
         &self,
         request: Request<pb::CreatePayoutRunRequest>,
     ) -> Result<Response<pb::PayoutRun>, Status> {
         let request = validate_run_request(request.get_ref())?;
         let period = request.period.to_string();
-        let existing = store::find_run(&self.pool, request.program_id, request.currency.code(), &period)
-            .await
-            .map_err(db_error)?;
+        let existing = store::find_run(&self.pool, request.program_id, request.currency.code(), &period).await?;
         let run = match existing {
             Some(run) if run.is_complete() => return Ok(Response::new(run_to_proto(&run)?)),
             Some(run) => {
@@ -315,14 +304,12 @@ impl PayoutService for PayoutsApi {
         Ok(Response::new(run_to_proto(&done)?))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn get_payout(&self, request: Request<pb::GetPayoutRequest>) -> Result<Response<pb::Payout>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let row = store::get_payout(&self.pool, id).await.map_err(db_error)?.ok_or_else(|| not_found("payout", id))?;
+        let row = store::get_payout(&self.pool, id).await?.ok_or_else(|| not_found("payout", id))?;
         Ok(Response::new(payout_to_proto(&row)?))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn list_payouts(
         &self,
         request: Request<pb::ListPayoutsRequest>,
@@ -348,16 +335,9 @@ impl PayoutService for PayoutsApi {
         let query = format!("payouts|{program_id}|{partner_id:?}|{payout_run_id:?}|{}", request.status);
         let after = page::decode::<PayoutCursor>(&query, &request.page_token)?.map(|cursor| (cursor.t, cursor.id));
         let filter = PayoutFilter { program_id, partner_id, payout_run_id, status: status.map(PayoutStatus::as_str) };
-        let mut rows = store::list_payouts(&self.pool, &filter, after, limit + 1).await.map_err(db_error)?;
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let next_page_token = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last()
-                .map(|row| page::encode(&query, &PayoutCursor { t: row.created_at, id: row.id }))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let mut rows = store::list_payouts(&self.pool, &filter, after, limit + 1).await?;
+        let next_page_token =
+            page::next_page(&mut rows, limit, &query, |row| PayoutCursor { t: row.created_at, id: row.id })?;
         let payouts = rows.iter().map(payout_to_proto).collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(pb::ListPayoutsResponse { payouts, next_page_token }))
     }

@@ -6,6 +6,8 @@ use rust_decimal::Decimal;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
+pub(crate) use accrue_kit::error::StoreError;
+
 use crate::domain::CarriedForward;
 use crate::domain::status::{CREATED_FROM, PayoutStatus};
 
@@ -95,7 +97,7 @@ pub async fn find_run(
     program_id: Uuid,
     currency: &str,
     period: &str,
-) -> Result<Option<RunRow>, sqlx::Error> {
+) -> Result<Option<RunRow>, StoreError> {
     sqlx::query_as::<_, RunRow>(concat!(
         "SELECT ",
         run_columns!(),
@@ -106,6 +108,7 @@ pub async fn find_run(
     .bind(period)
     .fetch_optional(executor)
     .await
+    .map_err(StoreError::from)
 }
 
 /// What a new run row holds.
@@ -129,7 +132,7 @@ pub struct RunInsert<'a> {
 
 /// Inserts a RUNNING run; `None` when the (program, currency, period) already
 /// has one (the caller re-reads it).
-pub async fn insert_run(executor: impl PgExecutor<'_>, run: &RunInsert<'_>) -> Result<Option<RunRow>, sqlx::Error> {
+pub async fn insert_run(executor: impl PgExecutor<'_>, run: &RunInsert<'_>) -> Result<Option<RunRow>, StoreError> {
     sqlx::query_as::<_, RunRow>(concat!(
         "INSERT INTO payout_runs (id, program_id, currency, period, cutoff, minimum_amount, state, request_id) ",
         "VALUES ($1, $2, $3, $4, $5, $6, 'RUNNING', $7) ",
@@ -145,6 +148,7 @@ pub async fn insert_run(executor: impl PgExecutor<'_>, run: &RunInsert<'_>) -> R
     .bind(run.request_id)
     .fetch_optional(executor)
     .await
+    .map_err(StoreError::from)
 }
 
 /// One payout a run creates.
@@ -164,7 +168,7 @@ pub struct NewPayout {
 /// (actor [`RUN_ACTOR`], UNSPECIFIED → PENDING_APPROVAL) for each one newly
 /// created, in one transaction. Payouts that already exist (a resumed run)
 /// are left alone. Returns how many were created.
-pub async fn insert_payouts(pool: &PgPool, run: &RunRow, payouts: &[NewPayout]) -> Result<u64, sqlx::Error> {
+pub async fn insert_payouts(pool: &PgPool, run: &RunRow, payouts: &[NewPayout]) -> Result<u64, StoreError> {
     if payouts.is_empty() {
         return Ok(0);
     }
@@ -214,7 +218,7 @@ pub async fn complete_run(
     executor: impl PgExecutor<'_>,
     run_id: Uuid,
     carried: CarriedForward,
-) -> Result<RunRow, sqlx::Error> {
+) -> Result<RunRow, StoreError> {
     sqlx::query_as::<_, RunRow>(concat!(
         "UPDATE payout_runs r SET state = 'COMPLETE', completed_at = clock_timestamp(), ",
         "payout_count = t.n, total_amount = t.total, carried_forward_count = $2, carried_forward_amount = $3 ",
@@ -228,14 +232,16 @@ pub async fn complete_run(
     .bind(carried.amount)
     .fetch_one(executor)
     .await
+    .map_err(StoreError::from)
 }
 
 /// A payout by id.
-pub async fn get_payout(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<PayoutRow>, sqlx::Error> {
+pub async fn get_payout(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<PayoutRow>, StoreError> {
     sqlx::query_as::<_, PayoutRow>(concat!("SELECT ", payout_columns!(), " FROM payouts WHERE id = $1"))
         .bind(id)
         .fetch_optional(executor)
         .await
+        .map_err(StoreError::from)
 }
 
 /// ListPayouts filters.
@@ -257,7 +263,7 @@ pub async fn list_payouts(
     filter: &PayoutFilter<'_>,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
-) -> Result<Vec<PayoutRow>, sqlx::Error> {
+) -> Result<Vec<PayoutRow>, StoreError> {
     let (after_time, after_id) = after.unzip();
     sqlx::query_as::<_, PayoutRow>(concat!(
         "SELECT ",
@@ -278,4 +284,5 @@ pub async fn list_payouts(
     .bind(limit)
     .fetch_all(executor)
     .await
+    .map_err(StoreError::from)
 }

@@ -2,7 +2,6 @@
 //! on a fresh Postgres database per test — no mocks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use accrue_kit::db::DbConfig;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1 as lpb;
@@ -10,10 +9,8 @@ use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use accrue_proto::payouts::v1 as pb;
 use accrue_proto::payouts::v1::payout_service_client::PayoutServiceClient;
 use accrue_proto::types::v1 as types;
-use accrue_testkit::TestDb;
+use accrue_testkit::TestServices;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -28,63 +25,23 @@ struct Harness {
     ledger: LedgerServiceClient<Channel>,
     hierarchy: HierarchyServiceClient<Channel>,
     pool: PgPool,
-    shutdown: CancellationToken,
-    _db: TestDb,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn migrate(url: &str, schema: &str, migrator: &'static sqlx::migrate::Migrator) -> PgPool {
-    let pool = accrue_kit::db::pool(&DbConfig { url: url.to_string(), schema: schema.to_string(), max_connections: 2 })
-        .unwrap();
-    accrue_kit::db::migrate(&pool, schema, migrator).await.unwrap();
-    pool
-}
-
-async fn listen() -> (TcpListener, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    (listener, url)
+    _services: TestServices,
 }
 
 async fn start() -> Harness {
-    let db = TestDb::create().await.unwrap();
-    migrate(&db.url, accrue_hierarchy::SCHEMA, &accrue_hierarchy::MIGRATOR).await.close().await;
-    migrate(&db.url, accrue_ledger::SCHEMA, &accrue_ledger::MIGRATOR).await.close().await;
-    let pool = migrate(&db.url, accrue_payouts::SCHEMA, &accrue_payouts::MIGRATOR).await;
-
-    let shutdown = CancellationToken::new();
-    let (hierarchy_listener, hierarchy_url) = listen().await;
-    let (ledger_listener, ledger_url) = listen().await;
-    let (payouts_listener, payouts_url) = listen().await;
-    let config = accrue_hierarchy::Config { database_url: db.url.clone(), max_connections: 4 };
-    tokio::spawn(accrue_hierarchy::run(config, hierarchy_listener, shutdown.clone()));
-    let config = accrue_ledger::Config {
-        database_url: db.url.clone(),
-        max_connections: 4,
-        hierarchy_url: hierarchy_url.clone(),
-    };
-    tokio::spawn(accrue_ledger::run(config, ledger_listener, shutdown.clone()));
-    let config = accrue_payouts::Config {
-        database_url: db.url.clone(),
-        max_connections: 4,
-        hierarchy_url: hierarchy_url.clone(),
-        ledger_url: ledger_url.clone(),
-    };
-    tokio::spawn(accrue_payouts::run(config, payouts_listener, shutdown.clone()));
-
-    let channel = |url: &str| accrue_kit::client::channel(url).unwrap();
+    let services = TestServices::new().await;
+    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
+    let ledger_url =
+        services.spawn::<accrue_ledger::Ledger>(accrue_ledger::Config { hierarchy_url: hierarchy_url.clone() }).await;
+    let payouts_config =
+        accrue_payouts::Config { hierarchy_url: hierarchy_url.clone(), ledger_url: ledger_url.clone() };
+    let payouts_url = services.spawn::<accrue_payouts::Payouts>(payouts_config).await;
     Harness {
-        payouts: PayoutServiceClient::new(channel(&payouts_url)),
-        ledger: LedgerServiceClient::new(channel(&ledger_url)),
-        hierarchy: HierarchyServiceClient::new(channel(&hierarchy_url)),
-        pool,
-        shutdown,
-        _db: db,
+        payouts: services.client(&payouts_url),
+        ledger: services.client(&ledger_url),
+        hierarchy: services.client(&hierarchy_url),
+        pool: services.pool::<accrue_payouts::Payouts>(),
+        _services: services,
     }
 }
 

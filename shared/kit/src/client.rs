@@ -1,8 +1,24 @@
-//! gRPC channels to other Accrue services.
+//! gRPC clients of Accrue services, all made by [`connect`] so that every
+//! caller — a peer service, the CLI, a test — gets the same message limits and
+//! connection settings.
 
 use std::time::Duration;
 
+use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
+use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use accrue_proto::payouts::v1::payout_service_client::PayoutServiceClient;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::server::MAX_MESSAGE_BYTES;
+
+/// Call timeout between services: a peer that has not answered a batch call
+/// in a minute is treated as down.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Call timeout of operators' bulk calls (the CLI's replay), which may carry
+/// the largest batches.
+pub const BULK_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Why a channel could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -13,14 +29,52 @@ pub struct ClientError {
     source: tonic::transport::Error,
 }
 
-/// A lazily connecting channel to `url` (`http://127.0.0.1:50051`): the
-/// service may start before its peers and reconnects when they come back.
+/// A lazily connecting channel to `url` (`http://127.0.0.1:50051`) with the
+/// [`PEER_TIMEOUT`]: the service may start before its peers and reconnects
+/// when they come back.
 pub fn channel(url: &str) -> Result<Channel, ClientError> {
+    channel_with_timeout(url, PEER_TIMEOUT)
+}
+
+fn channel_with_timeout(url: &str, timeout: Duration) -> Result<Channel, ClientError> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|source| ClientError { url: url.to_string(), source })?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(60))
+        .timeout(timeout)
         .tcp_nodelay(true)
         .http2_adaptive_window(true);
     Ok(endpoint.connect_lazy())
+}
+
+/// A generated Accrue client that [`connect`] can build.
+pub trait Client: Sized {
+    /// The client over `channel`, sending and accepting messages up to
+    /// [`MAX_MESSAGE_BYTES`].
+    fn over(channel: Channel) -> Self;
+}
+
+macro_rules! limited_clients {
+    ($($client:ident),* $(,)?) => {$(
+        impl Client for $client<Channel> {
+            fn over(channel: Channel) -> Self {
+                $client::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            }
+        }
+    )*};
+}
+
+limited_clients!(
+    HierarchyServiceClient,
+    AttributionServiceClient,
+    CommissionServiceClient,
+    LedgerServiceClient,
+    PayoutServiceClient,
+);
+
+/// A lazily connecting client of the service at `url` with call `timeout`
+/// (usually [`PEER_TIMEOUT`]); fails only on a malformed URL.
+pub fn connect<C: Client>(url: &str, timeout: Duration) -> Result<C, ClientError> {
+    Ok(C::over(channel_with_timeout(url, timeout)?))
 }

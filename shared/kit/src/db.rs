@@ -11,6 +11,8 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use crate::error::StoreError;
+
 /// Why the database could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -82,4 +84,15 @@ pub async fn migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> Result
 /// True when a trivial query succeeds within two seconds.
 pub async fn is_reachable(pool: &PgPool) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool)).await, Ok(Ok(_)))
+}
+
+/// Starts a transaction on `pool`, its failure a [`StoreError`] like every
+/// other store call's.
+pub async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+    Ok(pool.begin().await?)
+}
+
+/// Commits `tx`.
+pub async fn commit(tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), StoreError> {
+    Ok(tx.commit().await?)
 }

@@ -131,3 +131,26 @@ pub fn db_error(error: sqlx::Error) -> Status {
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
+
+/// A store call failed in the database. Stores return it so that handlers
+/// propagate with `?`: the one mapping to a status is the `From` below
+/// (unreachable → UNAVAILABLE, anything else → INTERNAL, logged).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct StoreError(#[from] pub sqlx::Error);
+
+impl StoreError {
+    /// The name of the constraint a write violated, if any.
+    pub fn constraint(&self) -> Option<&str> {
+        match &self.0 {
+            sqlx::Error::Database(error) => error.constraint(),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for Status {
+    fn from(error: StoreError) -> Status {
+        db_error(error.0)
+    }
+}

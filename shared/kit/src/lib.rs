@@ -1,6 +1,9 @@
 //! The plumbing every Accrue service shares, so that each service crate holds
 //! only its API, domain and store:
 //!
+//! - [`service`]: the scaffold every service implements ([`service::Service`]):
+//!   flags and environment, pool, routes, background tasks, `main`.
+//! - [`layers`]: the tower layers every server runs behind (a span per RPC).
 //! - [`server`]: host a tonic service with `grpc.health.v1` (NOT_SERVING while
 //!   the database is unreachable), reflection v1 and v1alpha, and graceful
 //!   shutdown.
@@ -10,14 +13,19 @@
 //!   (BadRequest field violations, ErrorInfo).
 //! - [`convert`]: ids, timestamps and `accrue.type.v1.Money` to and from the wire.
 //! - [`page`]: opaque keyset page tokens.
-//! - [`shutdown`], [`telemetry`], [`client`].
+//! - [`idempotency`]: request ids and the answer to a repeated one.
+//! - [`client`]: clients of the services, with the message limits set once.
+//! - [`shutdown`], [`telemetry`].
 
 pub mod client;
 pub mod convert;
 pub mod db;
 pub mod error;
+pub mod idempotency;
+pub mod layers;
 pub mod page;
 pub mod server;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 

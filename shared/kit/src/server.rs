@@ -1,4 +1,5 @@
-//! Hosts one Accrue gRPC service with health, reflection and graceful shutdown.
+//! Hosts one Accrue gRPC service with health, reflection, the shared layer
+//! stack ([`crate::layers`]) and graceful shutdown.
 
 use std::time::Duration;
 
@@ -30,6 +31,48 @@ const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Largest gRPC message a service accepts or sends (batch calls carry up to
 /// 1000 sales with their facts).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A generated Accrue `…ServiceServer` that [`routes`] can host.
+pub trait Server: Sized {
+    /// The server, accepting and sending messages up to [`MAX_MESSAGE_BYTES`].
+    fn with_limits(self) -> Self;
+}
+
+macro_rules! limited_servers {
+    ($($server:path),* $(,)?) => {$(
+        impl<T> Server for $server {
+            fn with_limits(self) -> Self {
+                self.max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+            }
+        }
+    )*};
+}
+
+limited_servers!(
+    accrue_proto::hierarchy::v1::hierarchy_service_server::HierarchyServiceServer<T>,
+    accrue_proto::attribution::v1::attribution_service_server::AttributionServiceServer<T>,
+    accrue_proto::commission::v1::commission_service_server::CommissionServiceServer<T>,
+    accrue_proto::ledger::v1::ledger_service_server::LedgerServiceServer<T>,
+    accrue_proto::payouts::v1::payout_service_server::PayoutServiceServer<T>,
+);
+
+/// The routes of one generated server, with the message limits set.
+pub fn routes<S>(server: S) -> Routes
+where
+    S: Server
+        + tower::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    Routes::new(server.with_limits())
+}
 
 /// What a service hands to [`serve`].
 pub struct Hosted {
@@ -109,6 +152,7 @@ pub async fn serve(listener: TcpListener, hosted: Hosted, shutdown: Cancellation
     let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(crate::layers::stack())
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await?;

@@ -23,9 +23,6 @@ pub enum MoneyError {
         /// Its minor unit (decimal places).
         minor_unit: u32,
     },
-    /// Two amounts in different currencies were combined.
-    #[error("currency mismatch: {0} and {1}")]
-    CurrencyMismatch(String, String),
 }
 
 /// How a computed amount is rounded to the currency's minor unit (DESIGN §4:
@@ -127,11 +124,6 @@ impl Currency {
         value
     }
 
-    /// The smallest unit as a decimal (0.01 for GBP, 1 for JPY).
-    pub fn unit(self) -> Decimal {
-        Decimal::new(1, self.minor_unit())
-    }
-
     /// Converts an exact amount to an integer count of minor units.
     pub fn to_minor_units(self, value: Decimal) -> Option<i128> {
         if !self.is_exact(value) {
@@ -177,14 +169,6 @@ impl Money {
     /// The amount as a decimal string with exactly the minor unit's decimals.
     pub fn amount_string(&self) -> String {
         self.currency.rescale(self.amount).to_string()
-    }
-
-    /// Adds two amounts of the same currency.
-    pub fn checked_add(self, other: Money) -> Result<Money, MoneyError> {
-        if self.currency != other.currency {
-            return Err(MoneyError::CurrencyMismatch(self.currency.code().into(), other.currency.code().into()));
-        }
-        Ok(Money { amount: self.amount + other.amount, currency: self.currency })
     }
 }
 

@@ -1,12 +1,16 @@
-//! A fresh, empty Postgres database per test (the zero-to-production pattern).
+//! Test support (the zero-to-production pattern): a fresh, empty Postgres
+//! database per test, and [`TestServices`] to run any Accrue service on it
+//! in-process on an ephemeral port.
 //!
 //! The server comes from `ACCRUE_TEST_DATABASE_URL`, else `DATABASE_URL`, else
 //! `postgres://postgres@127.0.0.1:5432/postgres`. Each [`TestDb`] creates a
 //! uniquely named database there and drops it (WITH FORCE) when dropped.
 
 mod serving;
+mod spawn;
 
 pub use serving::{SERVING_TIMEOUT, wait_serving};
+pub use spawn::TestServices;
 
 use sqlx::{Connection, PgConnection};
 

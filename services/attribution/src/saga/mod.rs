@@ -16,19 +16,12 @@ use settle_sale::SettleSale;
 
 /// Test faults for the workers (see [`accrue_saga::TestHooks`]).
 #[cfg(feature = "test-hooks")]
-pub(crate) type Hooks = accrue_saga::TestHooks;
-/// Without the `test-hooks` feature there are none.
+pub type Hooks = accrue_saga::TestHooks;
+/// Without the `test-hooks` feature there are none: production cannot inject
+/// a fault even by mistake.
 #[cfg(not(feature = "test-hooks"))]
-#[derive(Debug)]
-pub(crate) struct Hooks;
-
-/// No faults: what production runs with.
-pub(crate) fn no_hooks() -> Hooks {
-    #[cfg(feature = "test-hooks")]
-    return Hooks::default();
-    #[cfg(not(feature = "test-hooks"))]
-    Hooks
-}
+#[derive(Debug, Clone, Default)]
+pub struct Hooks;
 
 /// Starts `options.workers` SettleSale workers over `pool`; each stops
 /// (releasing its leases) when `shutdown` is cancelled.

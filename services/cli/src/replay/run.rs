@@ -72,13 +72,8 @@ pub enum ReplayError {
     #[error(transparent)]
     Load(#[from] LoadError),
     /// An endpoint URL is invalid.
-    #[error("invalid endpoint {url:?}: {message}")]
-    Endpoint {
-        /// The URL.
-        url: String,
-        /// Why.
-        message: String,
-    },
+    #[error(transparent)]
+    Endpoint(#[from] accrue_kit::client::ClientError),
     /// A call failed.
     #[error("{call} failed: {code:?}: {message}")]
     Rpc {
@@ -179,7 +174,7 @@ pub async fn replay(options: ReplayOptions, endpoints: &Endpoints) -> Result<Sum
     );
 
     let plan = config::generate(options.seed);
-    let clients = Clients::connect(endpoints).map_err(|e| ReplayError::Endpoint { url: e.url, message: e.message })?;
+    let clients = Clients::connect(endpoints)?;
     let created = configure(&clients, &plan, mode).await?;
     let program_id = created.program_id.clone();
     let customers = track_leads(&clients, &plan, &created, &sales, mode).await?;

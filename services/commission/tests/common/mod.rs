@@ -9,8 +9,7 @@ use accrue_proto::commission::v1::commission_service_client::CommissionServiceCl
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::types::v1 as types;
-use accrue_testkit::TestDb;
-use tokio_util::sync::CancellationToken;
+use accrue_testkit::TestServices;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
@@ -20,46 +19,17 @@ pub struct Service {
     pub client: CommissionServiceClient<Channel>,
     /// Hierarchy client (programs and partners for schemes and quotes).
     pub hierarchy: HierarchyServiceClient<Channel>,
-    /// Stops both services.
-    pub shutdown: CancellationToken,
-    /// The test database (dropped last).
-    pub db: TestDb,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    /// The services and their database.
+    pub services: TestServices,
 }
 
 /// Starts hierarchy and commission on a fresh database and waits until both serve.
 pub async fn start() -> Service {
-    let db = TestDb::create().await.expect("test database");
-    let shutdown = CancellationToken::new();
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hierarchy_url = format!("http://{}", listener.local_addr().unwrap());
-    let config = accrue_hierarchy::Config { database_url: db.url.clone(), max_connections: 4 };
-    tokio::spawn(accrue_hierarchy::run(config, listener, shutdown.clone()));
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let commission_url = format!("http://{}", listener.local_addr().unwrap());
-    let config = accrue_commission::Config {
-        database_url: db.url.clone(),
-        max_connections: 4,
-        hierarchy_url: hierarchy_url.clone(),
-    };
-    tokio::spawn(accrue_commission::run(config, listener, shutdown.clone()));
-
-    let hierarchy_channel = accrue_kit::client::channel(&hierarchy_url).unwrap();
-    let commission_channel = accrue_kit::client::channel(&commission_url).unwrap();
-    accrue_testkit::wait_serving(hierarchy_channel.clone(), accrue_hierarchy::SERVICE_NAME).await.unwrap();
-    accrue_testkit::wait_serving(commission_channel.clone(), accrue_commission::SERVICE_NAME).await.unwrap();
-    let client = CommissionServiceClient::new(commission_channel)
-        .max_decoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(accrue_kit::server::MAX_MESSAGE_BYTES);
-    let hierarchy = HierarchyServiceClient::new(hierarchy_channel);
-    Service { client, hierarchy, shutdown, db }
+    let services = TestServices::new().await;
+    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
+    let config = accrue_commission::Config { hierarchy_url: hierarchy_url.clone() };
+    let commission_url = services.spawn::<accrue_commission::Commission>(config).await;
+    Service { client: services.client(&commission_url), hierarchy: services.client(&hierarchy_url), services }
 }
 
 impl Service {

@@ -107,7 +107,8 @@ pub struct NewPartner {
 pub fn validate_new_partner(request: &pb::CreatePartnerRequest) -> Result<NewPartner, tonic::Status> {
     let mut violations = FieldViolations::new();
     let program_id = require_uuid("program_id", &request.program_id, &mut violations);
-    let request_id = optional_key("request_id", &request.request_id, &mut violations);
+    let request_id = accrue_kit::idempotency::request_id("request_id", &request.request_id, &mut violations)
+        .map(|id| id.as_str().to_string());
     let Some(partner) = request.partner.as_ref() else {
         violations.add("partner", "is required");
         return Err(violations.into_status());

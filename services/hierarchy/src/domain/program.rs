@@ -122,7 +122,8 @@ pub fn required_name(field: &str, value: &str, violations: &mut FieldViolations)
 /// Errors: INVALID_ARGUMENT with one field violation per problem.
 pub fn validate_new_program(request: &pb::CreateProgramRequest) -> Result<ProgramSpec, tonic::Status> {
     let mut violations = FieldViolations::new();
-    let request_id = optional_key("request_id", &request.request_id, &mut violations);
+    let request_id = accrue_kit::idempotency::request_id("request_id", &request.request_id, &mut violations)
+        .map(|id| id.as_str().to_string());
     let Some(program) = request.program.as_ref() else {
         violations.add("program", "is required");
         return Err(violations.into_status());
@@ -229,8 +230,6 @@ pub struct ProgramUpdate {
     pub auto_approve_cleared: Option<bool>,
     /// Idempotency key, when given.
     pub request_id: Option<String>,
-    /// SHA-256 (hex) of the request without its `request_id`: what a reused key is compared by.
-    pub request_hash: String,
 }
 
 /// The fields UpdateProgram may change (AIP-134 mask paths).
@@ -261,7 +260,8 @@ const IMMUTABLE_PROGRAM_FIELDS: [&str; 6] =
 /// Errors: INVALID_ARGUMENT with one field violation per problem.
 pub fn validate_program_update(request: &pb::UpdateProgramRequest) -> Result<ProgramUpdate, tonic::Status> {
     let mut violations = FieldViolations::new();
-    let request_id = optional_key("request_id", &request.request_id, &mut violations);
+    let request_id = accrue_kit::idempotency::request_id("request_id", &request.request_id, &mut violations)
+        .map(|key| key.as_str().to_string());
     let Some(program) = request.program.as_ref() else {
         violations.add("program", "is required");
         return Err(violations.into_status());
@@ -339,18 +339,7 @@ pub fn validate_program_update(request: &pb::UpdateProgramRequest) -> Result<Pro
     violations.into_result()?;
     update.id = id.ok_or_else(|| accrue_kit::error::invalid_field("program.id", "is required"))?;
     update.request_id = request_id;
-    update.request_hash = update_request_hash(request);
     Ok(update)
-}
-
-/// The hash a reused `request_id` is compared by: the request's protobuf
-/// encoding without the key (prost encodes fields in number order, so equal
-/// requests hash equally).
-fn update_request_hash(request: &pb::UpdateProgramRequest) -> String {
-    use prost::Message;
-    use sha2::{Digest, Sha256};
-    let unkeyed = pb::UpdateProgramRequest { request_id: String::new(), ..request.clone() };
-    Sha256::digest(unkeyed.encode_to_vec()).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Checks an update's non-transacting roles against the program's stored

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-/// Longest idempotency key accepted.
-pub const MAX_KEY_LEN: usize = 256;
+/// Longest idempotency key accepted (bytes): the one limit of every request id.
+pub const MAX_KEY_LEN: usize = accrue_kit::idempotency::MAX_REQUEST_ID_BYTES;
 /// Longest sale id accepted.
 pub const MAX_SALE_ID_LEN: usize = 256;
 /// Most lines in one posting.

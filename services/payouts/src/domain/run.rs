@@ -10,9 +10,6 @@ use uuid::Uuid;
 
 use super::period::Period;
 
-/// Longest idempotency key accepted (characters).
-pub const MAX_REQUEST_ID_CHARS: usize = 200;
-
 /// A validated CreatePayoutRun request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRequest {
@@ -33,7 +30,7 @@ pub struct RunRequest {
 /// Validates a CreatePayoutRun request, collecting every violation:
 /// `program_id` a UUID; `currency_code` ISO 4217; `period` "YYYY-MM";
 /// `cutoff` a valid timestamp when set; `minimum_amount` when set in
-/// `currency_code`, ≥ 0 and exact in the minor unit; `request_id` ≤ 200
+/// `currency_code`, ≥ 0 and exact in the minor unit; `request_id` within the kit's limit
 /// characters.
 ///
 /// Errors: INVALID_ARGUMENT with one field violation per problem.
@@ -69,10 +66,7 @@ pub fn validate_run_request(request: &pb::CreatePayoutRunRequest) -> Result<RunR
             violations.add("minimum_amount.amount", "must not be negative");
         }
     }
-    let request_id = request.request_id.trim();
-    if request_id.chars().count() > MAX_REQUEST_ID_CHARS {
-        violations.add("request_id", format!("must be at most {MAX_REQUEST_ID_CHARS} characters"));
-    }
+    let request_id = accrue_kit::idempotency::request_id("request_id", request.request_id.trim(), &mut violations);
     violations.into_result()?;
     let (Some(program_id), Some(currency), Some(period)) = (program_id, currency, period) else {
         return Err(accrue_kit::error::invalid_field("program_id", "is required"));
@@ -83,7 +77,7 @@ pub fn validate_run_request(request: &pb::CreatePayoutRunRequest) -> Result<RunR
         period,
         cutoff,
         minimum: minimum.map(|minimum| minimum.amount),
-        request_id: (!request_id.is_empty()).then(|| request_id.to_string()),
+        request_id: request_id.map(|id| id.as_str().to_string()),
     })
 }
 

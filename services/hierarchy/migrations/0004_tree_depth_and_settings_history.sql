@@ -35,12 +35,13 @@ CREATE TRIGGER program_settings_versions_append_only
     BEFORE UPDATE OR DELETE ON program_settings_versions
     FOR EACH ROW EXECUTE FUNCTION reject_settings_version_change();
 
--- UpdateProgram idempotency (AIP-155): a key with the hash of the request it
--- answered; the same key with another body is ALREADY_EXISTS.
+-- UpdateProgram idempotency (AIP-155): a key with the fingerprint of the
+-- request it answered (accrue_kit::idempotency); the same key with another
+-- body is ALREADY_EXISTS.
 CREATE TABLE program_updates (
     program_id   uuid        NOT NULL REFERENCES programs (id),
     request_id   text        NOT NULL,
-    request_hash text        NOT NULL,
+    request_hash bytea       NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (program_id, request_id)
 );

@@ -655,14 +655,26 @@ async fn create_link_validation_writes_nothing_on_rejection() {
     let taken = c.attribution.create_link(link("summer-sale", vec![])).await.unwrap_err();
     assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
 
-    // Idempotent on request_id.
+    // Idempotent on request_id: the same body gets the stored link, another
+    // body under the same id is ALREADY_EXISTS (issue 7: it used to get the
+    // stored link too).
+    let mut same = link("summer-sale", vec![(&w.split_a, 3000), (&w.split_b, 2000)]);
+    if let Some(body) = same.link.as_mut() {
+        body.destination_url = "https://example.com/summer".into();
+    }
     let replay = c
         .attribution
-        .create_link(apb::CreateLinkRequest { request_id: "link-1".into(), ..link("whatever", vec![]) })
+        .create_link(apb::CreateLinkRequest { request_id: "link-1".into(), ..same })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(replay.id, w.link_id);
+    let reused = c
+        .attribution
+        .create_link(apb::CreateLinkRequest { request_id: "link-1".into(), ..link("whatever", vec![]) })
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
 
     let links = c
         .attribution

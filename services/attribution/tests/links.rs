@@ -1,0 +1,71 @@
+//! CreateLink's idempotency (AIP-155): a repeated `request_id` with the same
+//! body returns the stored link; with another body it is ALREADY_EXISTS
+//! REQUEST_ID_REUSED and writes nothing. Real hierarchy and attribution
+//! services over real gRPC on a fresh database; no saga workers.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use accrue_attribution::{Attribution, SagaOptions};
+use accrue_hierarchy::Hierarchy;
+use accrue_proto::attribution::v1 as pb;
+use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
+use accrue_proto::hierarchy::v1 as hpb;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_testkit::TestServices;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+#[tokio::test]
+async fn a_request_id_reused_for_another_link_is_already_exists() {
+    let services = TestServices::new().await;
+    let hierarchy_url = services.spawn::<Hierarchy>(accrue_hierarchy::Config {}).await;
+    let config = accrue_attribution::Config {
+        hierarchy_url: hierarchy_url.clone(),
+        commission_url: "http://127.0.0.1:9".into(),
+        ledger_url: "http://127.0.0.1:9".into(),
+        saga: SagaOptions { workers: 0, ..SagaOptions::default() },
+        hooks: Default::default(),
+    };
+    let attribution_url = services.spawn::<Attribution>(config).await;
+    let mut hierarchy: HierarchyServiceClient<Channel> = services.client(&hierarchy_url);
+    let mut attribution: AttributionServiceClient<Channel> = services.client(&attribution_url);
+
+    let program =
+        hpb::Program { display_name: "Links Co".into(), default_currency: "GBP".into(), ..Default::default() };
+    let program_id = hierarchy
+        .create_program(hpb::CreateProgramRequest { program: Some(program), request_id: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let owner = hierarchy
+        .create_partner(hpb::CreatePartnerRequest {
+            program_id: program_id.clone(),
+            partner: Some(hpb::Partner { display_name: "Owner".into(), ..Default::default() }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let request = |key: &str| pb::CreateLinkRequest {
+        program_id: program_id.clone(),
+        link: Some(pb::Link { owner_partner_id: owner.clone(), key: key.into(), ..Default::default() }),
+        request_id: "link-1".into(),
+    };
+
+    let first = attribution.create_link(request("spring")).await.unwrap().into_inner();
+    let again = attribution.create_link(request("spring")).await.unwrap().into_inner();
+    assert_eq!(first, again);
+
+    let reused = attribution.create_link(request("autumn")).await.unwrap_err();
+    let reason = reused.get_details_error_info().map(|info| info.reason).unwrap_or_default();
+    assert_eq!((reused.code(), reason.as_str()), (Code::AlreadyExists, "REQUEST_ID_REUSED"));
+    let links = attribution
+        .list_links(pb::ListLinksRequest { program_id: program_id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .links;
+    assert_eq!(links, vec![first]);
+}

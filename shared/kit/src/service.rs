@@ -1,0 +1,255 @@
+//! The one shape every Accrue service has (DESIGN §1 "Each service crate keeps
+//! the same inner shape"): a service says what it is — its gRPC server (whose
+//! `NamedService::NAME` health reports), its schema and migrations, its own
+//! flags — and how to build its routes; this module does the rest for all
+//! five: flags and environment, the pool, hosting, background tasks and
+//! graceful shutdown.
+//!
+//! A service crate implements [`Service`] on a unit struct and its `main.rs`
+//! is one line: `accrue_kit::service::main::<accrue_foo::Foo>()`.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+
+use crate::client::ClientError;
+use crate::db::{DbConfig, DbError};
+use crate::server::{Hosted, ServeError};
+
+/// Default pool size per service (the `--max-connections` default says 16 too).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+/// One Accrue gRPC service, as the scaffold hosts it.
+pub trait Service: 'static {
+    /// The generated `…ServiceServer`; its `NamedService::NAME` is the name
+    /// health and reflection report.
+    type Server: NamedService;
+    /// What the service needs beyond the database (peer URLs, worker options).
+    type Config: Clone + Debug + Send + Sync + 'static;
+    /// The service's own command-line flags (each also read from the
+    /// environment); often the config itself.
+    type Flags: Args + FromArgMatches + Into<Self::Config>;
+
+    /// The Postgres schema the service owns (`hierarchy`); also its short
+    /// name in flags and environment variables (`ACCRUE_HIERARCHY_LISTEN`).
+    const SCHEMA: &'static str;
+    /// The port it listens on unless told otherwise.
+    const DEFAULT_PORT: u16;
+    /// The fully qualified gRPC service name (`accrue.hierarchy.v1.HierarchyService`).
+    const NAME: &'static str = <Self::Server as NamedService>::NAME;
+
+    /// Its migrations, run inside [`Service::SCHEMA`].
+    fn migrator() -> &'static Migrator;
+
+    /// Builds the service's routes over `setup.pool` (usually
+    /// [`crate::server::routes`] of its generated server); background work
+    /// (saga workers) is started through [`Setup::spawn`].
+    fn routes(config: &Self::Config, setup: &mut Setup) -> Result<Routes, Error>;
+}
+
+/// Everything a service needs to run: the database and its own config.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig<C> {
+    /// Postgres URL (the service uses only its own schema in it).
+    pub database_url: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// The service's own configuration.
+    pub service: C,
+}
+
+impl<C> ServiceConfig<C> {
+    /// `service` over `database_url` with the default pool size.
+    pub fn new(database_url: impl Into<String>, service: C) -> Self {
+        ServiceConfig { database_url: database_url.into(), max_connections: DEFAULT_MAX_CONNECTIONS, service }
+    }
+}
+
+/// Why a service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database could not be set up.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A peer URL is invalid.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// The command line or environment is incomplete.
+    #[error("{0}")]
+    Config(String),
+    /// The async runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What [`Service::routes`] gets: the service's pool, the database settings
+/// (for a second pool with other options) and a place to start background
+/// tasks that stop with the service.
+pub struct Setup {
+    /// The service's pool (its own schema, fully durable).
+    pub pool: PgPool,
+    /// The settings `pool` was made from.
+    pub db: DbConfig,
+    background: JoinSet<()>,
+    background_shutdown: CancellationToken,
+}
+
+impl Setup {
+    /// Starts a background task. `task` gets a token that is cancelled once
+    /// the server has stopped and drained its RPCs; the service returns only
+    /// after every such task has finished (saga workers release their leases).
+    pub fn spawn<F, Fut>(&mut self, task: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.background.spawn(task(self.background_shutdown.clone()));
+    }
+}
+
+/// Runs service `S` on `listener` until `shutdown` is cancelled: opens its
+/// pool, builds its routes, hosts them (health, reflection, layers, migrations
+/// via [`crate::server::serve`]), then stops its background tasks.
+pub async fn run<S: Service>(
+    config: ServiceConfig<S::Config>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let db = DbConfig {
+        url: config.database_url.clone(),
+        schema: S::SCHEMA.to_string(),
+        max_connections: config.max_connections,
+    };
+    let pool = crate::db::pool(&db)?;
+    let mut setup =
+        Setup { pool: pool.clone(), db, background: JoinSet::new(), background_shutdown: CancellationToken::new() };
+    let routes = S::routes(&config.service, &mut setup)?;
+    let hosted = Hosted { routes, service_name: S::NAME, pool, schema: S::SCHEMA, migrator: S::migrator() };
+    let served = crate::server::serve(listener, hosted, shutdown).await;
+    setup.background_shutdown.cancel();
+    setup.background.join_all().await;
+    served?;
+    Ok(())
+}
+
+/// The flags every service shares, named after the service.
+struct Common {
+    listen: SocketAddr,
+    database_url: String,
+    max_connections: u32,
+}
+
+/// `ACCRUE_<SCHEMA>_<suffix>`; leaked because clap wants `'static` names and
+/// a process builds its command once.
+fn env_name(schema: &str, suffix: &str) -> &'static str {
+    Box::leak(format!("ACCRUE_{}_{suffix}", schema.to_uppercase()).into_boxed_str())
+}
+
+/// The command line of service `S`: the shared flags plus `S::Flags`.
+pub fn command<S: Service>() -> Command {
+    let name: &'static str = Box::leak(format!("accrue-{}", S::SCHEMA).into_boxed_str());
+    let about: &'static str = Box::leak(format!("Accrue {} service ({})", S::SCHEMA, S::NAME).into_boxed_str());
+    let listen: &'static str = Box::leak(format!("0.0.0.0:{}", S::DEFAULT_PORT).into_boxed_str());
+    let command = Command::new(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .arg(
+            Arg::new("listen")
+                .long("listen")
+                .value_name("ADDR")
+                .env(env_name(S::SCHEMA, "LISTEN"))
+                .default_value(listen)
+                .value_parser(clap::value_parser!(SocketAddr))
+                .help("Address to listen on"),
+        )
+        .arg(
+            Arg::new("database_url")
+                .long("database-url")
+                .value_name("URL")
+                .env(env_name(S::SCHEMA, "DATABASE_URL"))
+                .help("Postgres URL for this service (falls back to DATABASE_URL)"),
+        )
+        .arg(
+            Arg::new("max_connections")
+                .long("max-connections")
+                .value_name("N")
+                .env("ACCRUE_DB_MAX_CONNECTIONS")
+                .default_value("16")
+                .value_parser(clap::value_parser!(u32))
+                .help("Maximum database connections"),
+        );
+    // After the service's flags: their doc comment would replace the about.
+    S::Flags::augment_args(command).about(about)
+}
+
+fn common<S: Service>(matches: &ArgMatches) -> Result<Common, Error> {
+    let listen = matches.get_one::<SocketAddr>("listen").copied().ok_or_else(|| Error::Config("no --listen".into()))?;
+    let database_url =
+        matches.get_one::<String>("database_url").cloned().or_else(|| std::env::var("DATABASE_URL").ok()).ok_or_else(
+            || Error::Config(format!("set --database-url, {} or DATABASE_URL", env_name(S::SCHEMA, "DATABASE_URL"))),
+        )?;
+    let max_connections = matches.get_one::<u32>("max_connections").copied().unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    Ok(Common { listen, database_url, max_connections })
+}
+
+/// The whole `main` of a service binary: parses flags and environment
+/// (`--help` lists them), installs logging, binds, and runs until SIGTERM or
+/// Ctrl-C. A failure is printed and exits with status 1.
+pub fn main<S: Service>() -> std::process::ExitCode {
+    match try_main::<S>() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("accrue-{}: {error}", S::SCHEMA);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main<S: Service>() -> Result<(), Error> {
+    let matches = command::<S>().get_matches();
+    let common = common::<S>(&matches)?;
+    let flags = S::Flags::from_arg_matches(&matches).map_err(|error| Error::Config(error.to_string()))?;
+    let config = ServiceConfig {
+        database_url: common.database_url,
+        max_connections: common.max_connections,
+        service: flags.into(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
+    runtime.block_on(async move {
+        crate::telemetry::init("info");
+        let listener =
+            TcpListener::bind(common.listen).await.map_err(|source| Error::Bind { addr: common.listen, source })?;
+        tracing::info!(addr = %common.listen, service = S::NAME, "listening");
+        run::<S>(config, listener, crate::shutdown::on_signal()).await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_follow_the_schema() {
+        assert_eq!(env_name("hierarchy", "LISTEN"), "ACCRUE_HIERARCHY_LISTEN");
+    }
+}

@@ -1,0 +1,10 @@
+//! The end-to-end tests, one binary (one link step, one process) with a
+//! module per area: the five real services over real gRPC on a fresh Postgres
+//! database per test.
+
+mod agreements;
+mod corrections;
+mod margins;
+mod paging;
+mod replay;
+mod saga;

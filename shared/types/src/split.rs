@@ -38,6 +38,16 @@ impl SplitError {
             SplitError::OverWhole { .. } => None,
         }
     }
+
+    /// The request field the error is about, for splits listed at `prefix`
+    /// (`link.splits` → `link.splits[1].basis_points`, or `link.splits` for
+    /// the sum).
+    pub fn field(&self, prefix: &str) -> String {
+        match self.index() {
+            Some(index) => format!("{prefix}[{index}].basis_points"),
+            None => prefix.to_string(),
+        }
+    }
 }
 
 /// Split shares that obey the points rule, in split order (basis points).
@@ -155,6 +165,10 @@ mod tests {
         );
         assert_eq!(errors.iter().map(SplitError::index).collect::<Vec<_>>(), vec![Some(0), Some(2), Some(3), None]);
         assert_eq!(errors[3].to_string(), "basis points sum to 21000, more than 10000");
+        assert_eq!(
+            (errors[0].field("link.splits"), errors[3].field("link.splits")),
+            ("link.splits[0].basis_points".to_string(), "link.splits".to_string())
+        );
     }
 
     #[test]

@@ -44,10 +44,7 @@ pub(crate) fn check_splits(
 ) {
     if let Err(errors) = SplitPoints::parse(splits.iter().map(|(_, bps)| i64::from(*bps))) {
         for error in errors {
-            match error.index() {
-                Some(i) => violations.add(format!("{prefix}[{i}].basis_points"), error.to_string()),
-                None => violations.add(prefix.to_string(), error.to_string()),
-            }
+            violations.add(error.field(prefix), error.to_string());
         }
     }
     let partners: Vec<Option<Uuid>> = splits.iter().map(|(partner, _)| *partner).collect();

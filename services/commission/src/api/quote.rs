@@ -313,10 +313,7 @@ fn decode_splits(
         Ok(points) => Some(points),
         Err(errors) => {
             for error in errors {
-                match error.index() {
-                    Some(i) => violations.add(format!("sale.splits[{i}].basis_points"), error.to_string()),
-                    None => violations.add("sale.splits", error.to_string()),
-                }
+                violations.add(error.field("sale.splits"), error.to_string());
             }
             None
         }

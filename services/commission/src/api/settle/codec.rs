@@ -149,10 +149,7 @@ pub fn decode_sale(index: usize, sale: &pb::SaleContext) -> Result<Sale, Failure
     }
     if let Err(errors) = SplitPoints::parse(sale.splits.iter().map(|split| i64::from(split.basis_points))) {
         for error in errors {
-            match error.index() {
-                Some(i) => v.add(format!("{p}.splits[{i}].basis_points"), error.to_string()),
-                None => v.add(format!("{p}.splits"), error.to_string()),
-            }
+            v.add(error.field(&format!("{p}.splits")), error.to_string());
         }
     }
     let mut ancestors = Vec::with_capacity(sale.ancestors.len());

@@ -13,7 +13,6 @@
 //! checkers can run it directly.
 
 mod api;
-pub mod convert;
 pub mod domain;
 mod scheme_store;
 mod store;

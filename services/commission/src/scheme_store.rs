@@ -12,7 +12,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::domain::{Failure, RateChange, RateKey, Sale, Scheme, SchemeBook, SchemeTree, WriteViolation};
+use crate::domain::{RateChange, RateKey, Sale, Scheme, SchemeBook, SchemeTree, WriteViolation};
 use crate::store::StoreError;
 
 /// First key of the per-program advisory lock that serializes scheme writes
@@ -131,11 +131,7 @@ fn tree_of(stored: &[StoredScheme]) -> SchemeTree {
 /// some sale of the batch has a scheme-managed service code, one more for
 /// those sellers' assignments. A program without schemes (the Online Retail
 /// replay) costs one query that returns nothing.
-pub async fn load_book(
-    pool: &PgPool,
-    program_id: Uuid,
-    sales: &[Result<Sale, Failure>],
-) -> Result<SchemeBook, StoreError> {
+pub async fn load_book(pool: &PgPool, program_id: Uuid, sales: &[&Sale]) -> Result<SchemeBook, StoreError> {
     let mut conn = pool.acquire().await?;
     let stored = load_program(&mut conn, program_id).await?;
     if stored.is_empty() {
@@ -144,7 +140,7 @@ pub async fn load_book(
     let tree = tree_of(&stored);
     let managed = tree.service_codes();
     let mut sellers: Vec<Uuid> =
-        sales.iter().flatten().filter(|sale| managed.contains(&sale.service_code)).map(|sale| sale.seller.id).collect();
+        sales.iter().filter(|sale| managed.contains(&sale.service_code)).map(|sale| sale.seller.id).collect();
     if sellers.is_empty() {
         return Ok(SchemeBook::new(tree, HashMap::new()));
     }

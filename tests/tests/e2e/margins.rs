@@ -59,6 +59,30 @@ async fn scheme(c: &mut Clients, program_id: &str, parent: &str, name: &str, pai
         .id
 }
 
+/// PERCENTAGE 10 % ON_PAYMENT, the rest unset.
+fn ten_percent_on_payment() -> cpb::AgreementRules {
+    cpb::AgreementRules {
+        model: cpb::CommissionModel::Percentage as i32,
+        trigger: cpb::CommissionTrigger::OnPayment as i32,
+        rate: "0.10".into(),
+        ..Default::default()
+    }
+}
+
+/// The program default agreement, in force since 2020.
+async fn default_agreement(c: &mut Clients, program_id: &str, rules: cpb::AgreementRules) {
+    c.commission
+        .create_agreement(cpb::CreateAgreementRequest {
+            program_id: program_id.into(),
+            partner_id: String::new(),
+            effective_from: Some(ts("2020-01-01T00:00:00Z")),
+            rules: Some(rules),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
 /// (partner, kind, level) → amount.
 fn lines(entries: &[lpb::Entry]) -> BTreeMap<(String, i32, i32), Decimal> {
     entries.iter().map(|e| ((e.partner_id.clone(), e.kind, e.level), dec(&e.amount.as_ref().unwrap().amount))).collect()
@@ -102,22 +126,8 @@ async fn seed_002_margin_chain_pays_one_percent_to_each_role_end_to_end() {
     let d = partner(&mut c, &program_id, "DISTRIBUTOR", &md).await;
     let r = partner(&mut c, &program_id, "RETAILER", &d).await;
     scheme(&mut c, &program_id, "", "SuperAdmin", &SEED_002_ROOT_RATES).await;
-    c.commission
-        .create_agreement(cpb::CreateAgreementRequest {
-            program_id: program_id.clone(),
-            partner_id: String::new(),
-            effective_from: Some(ts("2020-01-01T00:00:00Z")),
-            rules: Some(cpb::AgreementRules {
-                model: cpb::CommissionModel::Percentage as i32,
-                trigger: cpb::CommissionTrigger::OnPayment as i32,
-                rate: "0.10".into(),
-                clearance_days: 30,
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap();
+    default_agreement(&mut c, &program_id, cpb::AgreementRules { clearance_days: 30, ..ten_percent_on_payment() })
+        .await;
     link_with_lead(&mut c, &program_id, &r, "cust-1").await;
 
     let (sale, entries) = record_and_settle(&mut c, payment(&program_id, "s-1", "cust-1", "100.00", SERVICE, AT)).await;
@@ -281,5 +291,38 @@ async fn an_admin_may_not_transact_and_nothing_is_recorded() {
     assert!(status.message().contains("ADMIN"), "{status:?}");
     let sales = accrue_e2e::all_sales(&c, &program_id).await.unwrap();
     assert!(sales.is_empty(), "nothing recorded: {sales:#?}");
+    stack.shutdown().await.unwrap();
+}
+
+/// Issue 8 item 2 end to end: the customer's earlier scheme-managed sale
+/// travels from attribution's history with its service code, so the
+/// commission service does not count it as the first event under the
+/// program's agreement and the later agreement sale still earns the setup fee.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheme_sale_before_an_agreement_sale_leaves_the_setup_fee_due_end_to_end() {
+    let stack = TestStack::start().await.unwrap();
+    let mut c = stack.clients.clone();
+    let program_id = program(&mut c).await;
+    let d = partner(&mut c, &program_id, "DISTRIBUTOR", "").await;
+    let r = partner(&mut c, &program_id, "RETAILER", &d).await;
+    scheme(&mut c, &program_id, "", "SuperAdmin", &SEED_002_ROOT_RATES).await;
+    default_agreement(
+        &mut c,
+        &program_id,
+        cpb::AgreementRules { setup_fee: Some(gbp("5.00")), ..ten_percent_on_payment() },
+    )
+    .await;
+    link_with_lead(&mut c, &program_id, &r, "cust-9").await;
+
+    let (_, scheme_entries) =
+        record_and_settle(&mut c, payment(&program_id, "s-1", "cust-9", "100.00", SERVICE, AT)).await;
+    assert!(scheme_entries.iter().all(|entry| entry.kind == EarningKind::Margin as i32), "{scheme_entries:#?}");
+    let (sale, entries) =
+        record_and_settle(&mut c, payment(&program_id, "s-2", "cust-9", "100.00", "", "2024-03-02T12:00:00Z")).await;
+    // 100.00 × 0.10 + setup fee 5.00: the scheme sale fired no agreement.
+    assert_eq!(amount_of(sale.total_commission.as_ref()), dec("15.00"), "{entries:#?}");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].kind, EarningKind::Direct as i32);
+
     stack.shutdown().await.unwrap();
 }

@@ -1,6 +1,7 @@
 //! Link rules: the key format and the split config (seed 000).
 
 use accrue_kit::FieldViolations;
+use accrue_types::split::{SplitPoints, check_partners};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -8,8 +9,6 @@ use uuid::Uuid;
 pub(crate) const MAX_KEY_LEN: usize = 64;
 /// Longest destination URL.
 pub(crate) const MAX_URL_LEN: usize = 2048;
-/// Basis points in a whole (100%).
-pub(crate) const WHOLE_BPS: i64 = 10_000;
 
 /// One split partner and its share of the base commission (basis points).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,35 +30,26 @@ pub(crate) fn check_key(field: &str, key: &str, violations: &mut FieldViolations
     }
 }
 
-/// Checks a split config (seed 000): every share 1..9999 bps, Σ ≤ 10000, no
-/// partner twice, the owner not among the splits. `splits` holds each split's
-/// parsed partner (None when the id was already reported as malformed) and
-/// basis points; violations name `{prefix}[i].basis_points` / `.partner_id`.
+/// Checks a split config against the link split rule of [`accrue_types::split`]
+/// (seed 000): every share 1..9999 bps, Σ ≤ 10000, no partner twice, the
+/// owner not among the splits. `splits` holds each split's parsed partner
+/// (None when the id was already reported as malformed) and basis points;
+/// violations name `{prefix}[i].basis_points` / `.partner_id`, or `{prefix}`
+/// for the sum.
 pub(crate) fn check_splits(
     prefix: &str,
     owner: Option<Uuid>,
     splits: &[(Option<Uuid>, i32)],
     violations: &mut FieldViolations,
 ) {
-    let mut total: i64 = 0;
-    let mut seen: Vec<Uuid> = Vec::with_capacity(splits.len());
-    for (i, (partner, bps)) in splits.iter().enumerate() {
-        if !(1..WHOLE_BPS as i32).contains(bps) {
-            violations.add(format!("{prefix}[{i}].basis_points"), format!("must be between 1 and 9999 (got {bps})"));
-        }
-        total += i64::from(*bps).max(0);
-        if let Some(partner) = partner {
-            if Some(*partner) == owner {
-                violations.add(format!("{prefix}[{i}].partner_id"), "the link owner cannot also be a split partner");
-            } else if seen.contains(partner) {
-                violations
-                    .add(format!("{prefix}[{i}].partner_id"), format!("partner {partner} appears more than once"));
-            }
-            seen.push(*partner);
+    if let Err(errors) = SplitPoints::parse(splits.iter().map(|(_, bps)| i64::from(*bps))) {
+        for error in errors {
+            violations.add(error.field(prefix), error.to_string());
         }
     }
-    if total > WHOLE_BPS {
-        violations.add(prefix.to_string(), format!("basis points sum to {total}, more than {WHOLE_BPS}"));
+    let partners: Vec<Option<Uuid>> = splits.iter().map(|(partner, _)| *partner).collect();
+    for error in check_partners(owner.as_ref(), &partners) {
+        violations.add(format!("{prefix}[{}].partner_id", error.index()), error.to_string());
     }
 }
 

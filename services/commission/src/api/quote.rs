@@ -2,16 +2,14 @@
 //!
 //! Both answer from the same source settlement uses: GetAgreementInForce runs
 //! [`AgreementBook::in_force`] over the stored versions, and QuoteSale builds
-//! one `SaleContext` from the hierarchy's current facts and hands it to
-//! [`CommissionApi::settle_sales`], the path ComputeSettlements takes, so a
-//! quote is exactly what settlement would post.
+//! one domain [`Sale`] from the request and the hierarchy's current facts and
+//! hands it to [`CommissionApi::settle_sales`], the path ComputeSettlements
+//! takes, so a quote is exactly what settlement would post.
 
 use std::collections::HashMap;
 
 use accrue_kit::FieldViolations;
-use accrue_kit::convert::{
-    from_timestamp, money_to_proto, optional_money, optional_uuid, require_money, require_timestamp, require_uuid,
-};
+use accrue_kit::convert::{from_timestamp, optional_money, optional_uuid, require_money, require_uuid};
 use accrue_kit::error::{failed_precondition, internal};
 use accrue_money::Money;
 use accrue_proto::commission::v1 as pb;
@@ -20,10 +18,16 @@ use chrono::{DateTime, Utc};
 use tonic::{Code, Status};
 use uuid::Uuid;
 
+use super::agreements::codec::decode_rules;
+use super::settle::codec::{
+    self as settle_codec, decode_event_type, decode_history, decode_settings, encode_settlement,
+};
 use super::{CommissionApi, Draft};
-use crate::convert;
-use crate::domain::{AgreementBook, AgreementRules, BASIS_POINTS_WHOLE};
+use crate::domain::{
+    AgreementBook, AgreementRules, PartnerRef, PriorEvent, ProgramSettings, Sale, SaleEventType, SplitShare,
+};
 use crate::store;
+use accrue_types::split::{SplitPoints, check_partners};
 
 /// Most split partners a quoted sale may carry: the seller and its split
 /// partners are looked up in one hierarchy GetUplines batch (at most 1000).
@@ -83,7 +87,7 @@ pub(super) async fn get_agreement_in_force(
         .iter()
         .find(|stored| stored.version.id == chosen.id)
         .ok_or_else(|| internal("the version in force is not among the loaded versions"))?;
-    Ok(super::encode_version(stored))
+    Ok(super::agreements::encode_version(stored))
 }
 
 /// The full settlement (every line, every breakdown) of a hypothetical sale by
@@ -99,7 +103,9 @@ pub(super) async fn get_agreement_in_force(
 /// duplicates, `basis_points` 1..9999, Σ ≤ 10000, at most
 /// [`MAX_QUOTE_SPLITS`]); `sale.seller_prior_volume` (optional, ≥ 0, in the
 /// sale's currency; unset = 0); `sale.customer_history[i]` (`event_type`,
-/// `seller_partner_id` UUID and `occurred_at` required, `sale_id` optional);
+/// `seller_partner_id` UUID and `occurred_at` required, `sale_id` optional,
+/// `service_code` optional — an earlier scheme-managed sale is not an event
+/// under an agreement);
 /// `draft_rules` (optional; validated exactly like CreateAgreement's `rules`,
 /// violations named under `draft_rules.`).
 ///
@@ -126,12 +132,11 @@ pub(super) async fn quote_sale(
 ) -> Result<pb::QuoteSaleResponse, Status> {
     let quote = decode_quote(&request)?;
     let mut partners = vec![(quote.seller, "sale.seller_partner_id".to_string())];
-    partners.extend(
-        quote.splits.iter().enumerate().map(|(i, (partner, _))| (*partner, format!("sale.splits[{i}].partner_id"))),
-    );
+    partners
+        .extend(quote.splits.iter().enumerate().map(|(i, partner)| (*partner, format!("sale.splits[{i}].partner_id"))));
     let uplines = get_uplines(api, quote.program_id, &partners).await?;
     let program = uplines.program.ok_or_else(|| internal("hierarchy GetUplines returned no program"))?;
-    let settings = program_settings(quote.program_id, &program)?;
+    let settings = program_settings(&program)?;
     let by_id: HashMap<&str, &hpb::Upline> = uplines
         .uplines
         .iter()
@@ -141,47 +146,49 @@ pub(super) async fn quote_sale(
         by_id.get(id.to_string().as_str()).copied().ok_or_else(|| internal(format!("GetUplines left out {id}")))
     };
     let seller = upline_of(quote.seller)?;
-    let seller_ref = partner_context(seller.partner.as_ref())?;
-    if !seller_ref.role.is_empty() && program.non_transacting_roles.contains(&seller_ref.role) {
+    let seller_ref = partner_ref(seller.partner.as_ref())?;
+    if let Some(role) = seller_ref.role.as_ref().filter(|role| program.non_transacting_roles.contains(role)) {
         return Err(failed_precondition(
             "ROLE_MAY_NOT_TRANSACT",
             format!(
                 "partner {} has role {}, which may not transact in program {} (non-transacting roles: {})",
                 quote.seller,
-                seller_ref.role,
+                role,
                 quote.program_id,
                 program.non_transacting_roles.join(", ")
             ),
         ));
     }
     let mut splits = Vec::with_capacity(quote.splits.len());
-    for (partner, basis_points) in &quote.splits {
-        let partner = partner_context(upline_of(*partner)?.partner.as_ref())?;
-        splits.push(pb::SplitContext { partner: Some(partner), basis_points: *basis_points });
+    for (partner, basis_points) in quote.splits.iter().zip(quote.points.shares()) {
+        splits.push(SplitShare {
+            partner: partner_ref(upline_of(*partner)?.partner.as_ref())?,
+            basis_points: *basis_points,
+        });
     }
     let ancestors =
-        seller.ancestors.iter().map(|ancestor| partner_context(Some(ancestor))).collect::<Result<Vec<_>, _>>()?;
-    let sale = pb::SaleContext {
+        seller.ancestors.iter().map(|ancestor| partner_ref(Some(ancestor))).collect::<Result<Vec<_>, _>>()?;
+    let sale = Sale {
         sale_id: QUOTE_SALE_ID.to_string(),
-        event_type: quote.event_type as i32,
-        amount: Some(money_to_proto(quote.amount)),
+        event_type: quote.event_type,
+        amount: quote.amount,
         product_code: quote.product_code,
         service_code: quote.service_code,
-        occurred_at: Some(accrue_kit::convert::timestamp(quote.occurred_at)),
-        customer_id: String::new(),
-        seller: Some(seller_ref),
+        occurred_at: quote.occurred_at,
+        seller: seller_ref,
         splits,
         ancestors,
         is_first_payment: quote.is_first_payment,
-        seller_prior_volume: quote.prior_volume.map(money_to_proto),
+        seller_prior_volume: quote.prior_volume,
         customer_history: quote.customer_history,
     };
     let draft = quote.draft.map(|rules| Draft { seller: quote.seller, rules });
-    let mut settlement = api
-        .settle_sales(quote.program_id, &settings, std::slice::from_ref(&sale), draft.as_ref())
+    let settlement = api
+        .settle_sales(quote.program_id, &settings, vec![Ok(sale)], draft.as_ref())
         .await?
         .pop()
         .ok_or_else(|| internal("settle_sales returned no settlement for the quoted sale"))?;
+    let mut settlement = encode_settlement(settlement);
     if draft.is_some() {
         clear_draft_version_id(&mut settlement);
     }
@@ -208,21 +215,21 @@ fn clear_draft_version_id(settlement: &mut pb::Settlement) {
     }
 }
 
-/// A validated QuoteSale request.
+/// A validated QuoteSale request, in domain terms.
 struct Quote {
     program_id: Uuid,
     seller: Uuid,
-    event_type: pb::SaleEventType,
+    event_type: SaleEventType,
     amount: Money,
     product_code: String,
     service_code: String,
     occurred_at: DateTime<Utc>,
-    /// (partner, basis points), in split order.
-    splits: Vec<(Uuid, i32)>,
+    /// Split partners in split order; `points` holds their shares.
+    splits: Vec<Uuid>,
+    points: SplitPoints,
     is_first_payment: bool,
     prior_volume: Option<Money>,
-    /// Validated; passed on as sent.
-    customer_history: Vec<pb::PriorEvent>,
+    customer_history: Vec<PriorEvent>,
     draft: Option<AgreementRules>,
 }
 
@@ -260,14 +267,10 @@ fn decode_quote(request: &pb::QuoteSaleRequest) -> Result<Quote, Status> {
             );
         }
     }
-    for (i, event) in sale.customer_history.iter().enumerate() {
-        let field = format!("sale.customer_history[{i}]");
-        decode_event_type(&format!("{field}.event_type"), event.event_type, &mut violations);
-        require_uuid(&format!("{field}.seller_partner_id"), &event.seller_partner_id, &mut violations);
-        require_timestamp(&format!("{field}.occurred_at"), event.occurred_at.as_ref(), &mut violations);
-    }
+    let history = decode_history("sale.customer_history", &sale.customer_history, &mut violations);
     violations.into_result()?;
-    let (Some(program_id), Some(seller), Some(event_type), Some(amount)) = (program_id, seller, event_type, amount)
+    let (Some(program_id), Some(seller), Some(event_type), Some(amount), Some((splits, points)), Some(history)) =
+        (program_id, seller, event_type, amount, splits, history)
     else {
         return Err(internal("validated QuoteSale request lost a field"));
     };
@@ -280,59 +283,43 @@ fn decode_quote(request: &pb::QuoteSaleRequest) -> Result<Quote, Status> {
         service_code: sale.service_code.clone(),
         occurred_at: occurred_at.unwrap_or_else(Utc::now),
         splits,
+        points,
         is_first_payment: sale.is_first_payment,
         prior_volume,
-        customer_history: sale.customer_history.clone(),
+        customer_history: history,
         draft,
     })
 }
 
-fn decode_event_type(field: &str, value: i32, violations: &mut FieldViolations) -> Option<pb::SaleEventType> {
-    match pb::SaleEventType::try_from(value) {
-        Ok(pb::SaleEventType::Unspecified) | Err(_) => {
-            violations.add(field, "is required (SIGNUP, PAYMENT or RENEWAL)");
-            None
-        }
-        Ok(event_type) => Some(event_type),
-    }
-}
-
-/// Link split rules (seed 000): each share 1..9999 basis points, Σ ≤ 10000,
-/// each partner once and never the seller (the link owner keeps the rest).
+/// Link split rules (seed 000, [`accrue_types::split`]) on the hypothetical
+/// link, with the seller as its owner; `None` when any split is invalid.
 fn decode_splits(
     splits: &[pb::QuoteSplit],
     seller: Option<Uuid>,
     violations: &mut FieldViolations,
-) -> Vec<(Uuid, i32)> {
+) -> Option<(Vec<Uuid>, SplitPoints)> {
     if splits.len() > MAX_QUOTE_SPLITS {
         violations.add("sale.splits", format!("at most {MAX_QUOTE_SPLITS} splits, got {}", splits.len()));
     }
-    let whole = i64::from(BASIS_POINTS_WHOLE);
-    let mut decoded: Vec<(Uuid, i32)> = Vec::with_capacity(splits.len());
-    let mut total: i64 = 0;
-    for (i, split) in splits.iter().enumerate() {
-        let field = format!("sale.splits[{i}]");
-        if !(1..whole).contains(&i64::from(split.basis_points)) {
-            violations.add(
-                format!("{field}.basis_points"),
-                format!("must be between 1 and 9999 (got {})", split.basis_points),
-            );
-        }
-        total += i64::from(split.basis_points).max(0);
-        let Some(partner) = require_uuid(&format!("{field}.partner_id"), &split.partner_id, violations) else {
-            continue;
-        };
-        if Some(partner) == seller {
-            violations.add(format!("{field}.partner_id"), "is the seller; the seller keeps what the splits leave");
-        } else if let Some(first) = decoded.iter().position(|(seen, _)| *seen == partner) {
-            violations.add(format!("{field}.partner_id"), format!("partner {partner} is already sale.splits[{first}]"));
-        }
-        decoded.push((partner, split.basis_points));
+    let partners: Vec<Option<Uuid>> = splits
+        .iter()
+        .enumerate()
+        .map(|(i, split)| require_uuid(&format!("sale.splits[{i}].partner_id"), &split.partner_id, violations))
+        .collect();
+    for error in check_partners(seller.as_ref(), &partners) {
+        violations.add(format!("sale.splits[{}].partner_id", error.index()), error.to_string());
     }
-    if total > whole {
-        violations.add("sale.splits", format!("basis points sum to {total}, more than {whole}"));
-    }
-    decoded
+    let points = match SplitPoints::parse(splits.iter().map(|split| i64::from(split.basis_points))) {
+        Ok(points) => Some(points),
+        Err(errors) => {
+            for error in errors {
+                violations.add(error.field("sale.splits"), error.to_string());
+            }
+            None
+        }
+    };
+    let partners: Option<Vec<Uuid>> = partners.into_iter().collect();
+    partners.zip(points)
 }
 
 /// Validates draft rules exactly as CreateAgreement does, naming violations
@@ -341,7 +328,7 @@ fn decode_draft(rules: &pb::AgreementRules, violations: &mut FieldViolations) ->
     // decode_rules refuses to decode while any violation is recorded, so the
     // draft gets its own collector.
     let mut own = FieldViolations::new();
-    let decoded = convert::decode_rules(Some(rules), &mut own);
+    let decoded = decode_rules(Some(rules), &mut own);
     if !own.is_empty() {
         violations.absorb(own, |field| match field.strip_prefix("rules") {
             Some(rest) => format!("draft_rules{rest}"),
@@ -390,26 +377,27 @@ async fn get_uplines(
     }
 }
 
-/// The program's current settings (a quote is a sale made now), decoded
-/// exactly as a ComputeSettlements `ProgramContext`.
-fn program_settings(program_id: Uuid, program: &hpb::Program) -> Result<crate::domain::ProgramSettings, Status> {
-    let context = pb::ProgramContext {
-        program_id: program_id.to_string(),
-        rounding_mode: program.rounding_mode,
-        override_depth_cap: program.override_depth_cap,
-        compression_enabled: program.compression_enabled,
-        // The program's fields are its current settings: the newest version.
-        settings_version: program.settings_history.last().map_or(0, |version| version.version),
-    };
+/// The program's current settings (a quote is a sale made now: the newest
+/// settings version), decoded by the rules a ComputeSettlements
+/// `ProgramContext` follows.
+fn program_settings(program: &hpb::Program) -> Result<ProgramSettings, Status> {
     let mut violations = FieldViolations::new();
-    let decoded = convert::decode_program(Some(&context), &mut violations);
+    let decoded = decode_settings(
+        program.rounding_mode,
+        program.override_depth_cap,
+        program.compression_enabled,
+        program.settings_history.last().map_or(0, |version| version.version),
+        &mut violations,
+    );
     if let Err(status) = violations.into_result() {
         return Err(internal(format!("hierarchy returned a program the calculation rejects: {}", status.message())));
     }
-    decoded.map(|(_, settings)| settings).ok_or_else(|| internal("decoded program lost its settings"))
+    decoded.ok_or_else(|| internal("decoded program lost its settings"))
 }
 
-fn partner_context(partner: Option<&hpb::PartnerRef>) -> Result<pb::PartnerContext, Status> {
+fn partner_ref(partner: Option<&hpb::PartnerRef>) -> Result<PartnerRef, Status> {
     let partner = partner.ok_or_else(|| internal("hierarchy GetUplines returned an upline without its partner"))?;
-    Ok(pb::PartnerContext { partner_id: partner.id.clone(), status: partner.status, role: partner.role.clone() })
+    let id = Uuid::parse_str(&partner.id)
+        .map_err(|_| internal(format!("hierarchy GetUplines returned partner id {:?}", partner.id)))?;
+    Ok(settle_codec::partner_ref(id, partner.status, &partner.role))
 }

@@ -12,10 +12,13 @@ use serde::Serialize;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
+pub(super) mod codec;
+
+use super::agreements::codec::MAX_CLEARANCE_DAYS;
 use super::{CommissionApi, check_request_id};
-use crate::convert::{self, MAX_CLEARANCE_DAYS, MAX_DISPLAY_NAME_LEN};
 use crate::domain::{RateChange, SchemeTree, valid_service_code};
 use crate::scheme_store::{self, NewScheme, RatesWrite, SchemeError, StoredScheme};
+use codec::MAX_DISPLAY_NAME_LEN;
 
 /// Maps a hierarchy failure: NOT_FOUND stays NOT_FOUND (for `resource` `id`),
 /// anything else is UNAVAILABLE (the hierarchy could not answer).
@@ -71,7 +74,7 @@ fn scheme_error(error: SchemeError, prefix: &str) -> Status {
 }
 
 fn encode(stored: &StoredScheme) -> pb::Scheme {
-    convert::encode_scheme(stored.program_id, &stored.scheme, stored.created_at, stored.updated_at)
+    codec::encode_scheme(stored.program_id, &stored.scheme, stored.created_at, stored.updated_at)
 }
 
 /// Canonical rates of a request, compared when a `request_id` repeats.
@@ -130,7 +133,7 @@ pub(super) async fn create_scheme(api: &CommissionApi, request: pb::CreateScheme
     if !(0..=MAX_CLEARANCE_DAYS).contains(&scheme.clearance_days) {
         violations.add("scheme.clearance_days", format!("must be 0..{MAX_CLEARANCE_DAYS} (0 clears at once)"));
     }
-    let changes = convert::decode_rate_changes("scheme.rates", &scheme.rates, &mut violations);
+    let changes = codec::decode_rate_changes("scheme.rates", &scheme.rates, &mut violations);
     violations.into_result()?;
     let (Some(program_id), Some(changes), Ok(clearance_days)) =
         (program_id, changes, u32::try_from(scheme.clearance_days))
@@ -139,7 +142,7 @@ pub(super) async fn create_scheme(api: &CommissionApi, request: pb::CreateScheme
     };
     let program = get_program(api, program_id).await?;
     let mut violations = FieldViolations::new();
-    convert::check_rate_roles("scheme.rates", &changes, &program.role_ladder, &mut violations);
+    codec::check_rate_roles("scheme.rates", &changes, &program.role_ladder, &mut violations);
     violations.into_result()?;
     let fingerprint = serde_json::to_string(&CreateFingerprint {
         parent_id,
@@ -196,7 +199,7 @@ pub(super) async fn set_scheme_rates(
     if request.rates.is_empty() {
         violations.add("rates", "at least one rate is required");
     }
-    let changes = convert::decode_rate_changes("rates", &request.rates, &mut violations);
+    let changes = codec::decode_rate_changes("rates", &request.rates, &mut violations);
     violations.into_result()?;
     let (Some(scheme_id), Some(changes)) = (scheme_id, changes) else {
         return Err(accrue_kit::internal("validated SetSchemeRates request lost a field"));
@@ -204,7 +207,7 @@ pub(super) async fn set_scheme_rates(
     let stored = scheme_store::get_scheme(&api.pool, scheme_id).await?.ok_or_else(|| not_found("scheme", scheme_id))?;
     let program = get_program(api, stored.program_id).await?;
     let mut violations = FieldViolations::new();
-    convert::check_rate_roles("rates", &changes, &program.role_ladder, &mut violations);
+    codec::check_rate_roles("rates", &changes, &program.role_ladder, &mut violations);
     violations.into_result()?;
     let fingerprint = serde_json::to_string(&RatesFingerprint { scheme_id, rates: rates_fingerprint(&changes) })
         .map_err(accrue_kit::internal)?;

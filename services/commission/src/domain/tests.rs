@@ -6,7 +6,6 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use uuid::Uuid;
 
-use super::settle::prior_firing_events;
 use super::*;
 
 fn money(currency: &str, amount: &str) -> Money {

@@ -1,0 +1,38 @@
+//! SetOverridePlan (seed 004): a program's or an upline partner's plan.
+
+pub(super) mod codec;
+
+use accrue_kit::FieldViolations;
+use accrue_proto::commission::v1 as pb;
+use tonic::Status;
+
+use super::{CommissionApi, check_request_id};
+use crate::domain::OverridePlan;
+use crate::store;
+
+/// Validates and upserts the plan of its scope (INVALID_ARGUMENT with field
+/// violations on bad input; nothing written).
+#[tracing::instrument(skip_all)]
+pub(super) async fn set_override_plan(
+    api: &CommissionApi,
+    request: pb::SetOverridePlanRequest,
+) -> Result<pb::OverridePlan, Status> {
+    let mut violations = FieldViolations::new();
+    let decoded = codec::decode_plan(request.plan.as_ref(), &mut violations);
+    let request_id = check_request_id(&request.request_id, &mut violations);
+    violations.into_result()?;
+    let Some((scope, plan)) = decoded else {
+        return Err(accrue_kit::internal("validated SetOverridePlan request lost the plan"));
+    };
+    let fingerprint = serde_json::to_string::<OverridePlan>(&plan).map_err(accrue_kit::internal)?;
+    let stored = store::set_override_plan(
+        &api.pool,
+        scope.program_id,
+        scope.partner_id,
+        &plan,
+        request_id.as_deref(),
+        &fingerprint,
+    )
+    .await?;
+    Ok(codec::encode_plan(&scope, &stored.plan, stored.updated_at))
+}

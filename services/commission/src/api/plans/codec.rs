@@ -1,0 +1,111 @@
+//! Override plans on the wire ↔ [`OverridePlan`] (seed 004).
+
+use accrue_kit::FieldViolations;
+use accrue_kit::convert::{money_to_proto, optional_money, optional_uuid, require_uuid, timestamp};
+use accrue_proto::commission::v1 as pb;
+use uuid::Uuid;
+
+use crate::domain::{OverrideBasis, OverrideLevel, OverrideMode, OverridePlan};
+
+use crate::api::agreements::codec::{Currencies, bounded_rate};
+
+/// A decoded SetOverridePlan request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanScope {
+    /// Program.
+    pub program_id: Uuid,
+    /// Upline partner; `None` for the program's plan.
+    pub partner_id: Option<Uuid>,
+}
+
+/// Decodes and validates an override plan (field paths under `plan.`): mode
+/// required; basis defaults to DEAL_AMOUNT; at most 32 levels; PERCENTAGE levels
+/// carry a rate in [0, 1] or nothing, FLAT levels a non-negative flat_amount or
+/// nothing.
+pub fn decode_plan(
+    plan: Option<&pb::OverridePlan>,
+    violations: &mut FieldViolations,
+) -> Option<(PlanScope, OverridePlan)> {
+    let Some(plan) = plan else {
+        violations.add("plan", "is required");
+        return None;
+    };
+    let program_id = require_uuid("plan.program_id", &plan.program_id, violations);
+    let partner_id = optional_uuid("plan.partner_id", &plan.partner_id, violations);
+    let mode = match pb::OverrideMode::try_from(plan.mode) {
+        Ok(pb::OverrideMode::Percentage) => Some(OverrideMode::Percentage),
+        Ok(pb::OverrideMode::Flat) => Some(OverrideMode::Flat),
+        _ => {
+            violations.add("plan.mode", "is required (PERCENTAGE or FLAT)");
+            None
+        }
+    };
+    let basis = match pb::OverrideBasis::try_from(plan.basis) {
+        Ok(pb::OverrideBasis::Unspecified | pb::OverrideBasis::DealAmount) => Some(OverrideBasis::DealAmount),
+        Ok(pb::OverrideBasis::BaseCommission) => Some(OverrideBasis::BaseCommission),
+        Err(_) => {
+            violations.add("plan.basis", format!("{} is not DEAL_AMOUNT or BASE_COMMISSION", plan.basis));
+            None
+        }
+    };
+    if plan.rates_by_level.len() > crate::domain::MAX_OVERRIDE_LEVELS {
+        violations.add(
+            "plan.rates_by_level",
+            format!("at most {} levels, got {}", crate::domain::MAX_OVERRIDE_LEVELS, plan.rates_by_level.len()),
+        );
+    }
+    let mut currencies = Currencies::default();
+    let mut levels = Vec::with_capacity(plan.rates_by_level.len());
+    for (index, level) in plan.rates_by_level.iter().enumerate() {
+        let field = format!("plan.rates_by_level[{index}]");
+        let has_rate = !level.rate.trim().is_empty();
+        let flat = optional_money(&format!("{field}.flat_amount"), level.flat_amount.as_ref(), violations);
+        let flat = currencies.non_negative(&format!("{field}.flat_amount"), flat, violations);
+        let has_flat = level.flat_amount.as_ref().is_some_and(|m| !(m.amount.is_empty() && m.currency_code.is_empty()));
+        let rate = if has_rate { bounded_rate(&format!("{field}.rate"), &level.rate, violations) } else { None };
+        match mode {
+            Some(OverrideMode::Percentage) if has_flat => {
+                violations.add(format!("{field}.flat_amount"), "is only used by FLAT plans");
+            }
+            Some(OverrideMode::Flat) if has_rate => {
+                violations.add(format!("{field}.rate"), "is only used by PERCENTAGE plans");
+            }
+            _ => {}
+        }
+        levels.push(OverrideLevel { rate, flat_amount: flat });
+    }
+    currencies.check_single(violations);
+    if !violations.is_empty() {
+        return None;
+    }
+    Some((PlanScope { program_id: program_id?, partner_id }, OverridePlan { mode: mode?, basis: basis?, levels }))
+}
+
+/// Encodes a stored plan.
+pub fn encode_plan(
+    scope: &PlanScope,
+    plan: &OverridePlan,
+    updated_at: chrono::DateTime<chrono::Utc>,
+) -> pb::OverridePlan {
+    pb::OverridePlan {
+        program_id: scope.program_id.to_string(),
+        partner_id: scope.partner_id.map(|p| p.to_string()).unwrap_or_default(),
+        mode: match plan.mode {
+            OverrideMode::Percentage => pb::OverrideMode::Percentage,
+            OverrideMode::Flat => pb::OverrideMode::Flat,
+        } as i32,
+        basis: match plan.basis {
+            OverrideBasis::DealAmount => pb::OverrideBasis::DealAmount,
+            OverrideBasis::BaseCommission => pb::OverrideBasis::BaseCommission,
+        } as i32,
+        rates_by_level: plan
+            .levels
+            .iter()
+            .map(|level| pb::OverrideLevel {
+                rate: level.rate.map(|r| r.to_string()).unwrap_or_default(),
+                flat_amount: level.flat_amount.map(money_to_proto),
+            })
+            .collect(),
+        update_time: Some(timestamp(updated_at)),
+    }
+}

@@ -6,9 +6,9 @@
 use std::str::FromStr;
 
 use accrue_proto::attribution::v1 as apb;
-use accrue_proto::commission::v1 as cpb;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::ledger::v1 as lpb;
+use accrue_proto::types::v1 as types;
 use accrue_proto::types::v1::Money;
 use rust_decimal::Decimal;
 
@@ -122,7 +122,7 @@ pub fn payment(
         program_id: program_id.into(),
         external_id: external_id.into(),
         customer_external_id: customer.into(),
-        event_type: cpb::SaleEventType::Payment as i32,
+        event_type: types::SaleEventType::Payment as i32,
         amount: Some(gbp(amount)),
         product_code: String::new(),
         service_code: service.into(),

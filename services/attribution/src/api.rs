@@ -12,6 +12,7 @@ use accrue_money::Currency;
 use accrue_proto::attribution::v1 as pb;
 use accrue_proto::attribution::v1::attribution_service_server::AttributionService;
 use accrue_proto::hierarchy::v1 as hpb;
+use accrue_proto::types::v1 as types;
 use chrono::Utc;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -19,7 +20,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::domain::link::{MAX_URL_LEN, Split, check_key, check_splits};
-use crate::domain::sale::{MAX_ID_LEN, SaleInput, parse_sale};
+use crate::domain::sale::{MAX_ID_LEN, SaleInput, event_type_to_proto, parse_sale};
 use crate::domain::state::{SaleState, saga_state_from_proto, saga_state_to_proto};
 use crate::peers::Peers;
 use crate::store::{
@@ -88,8 +89,8 @@ impl AttributionApi {
                 .filter_map(|u| u.partner.as_ref())
                 .find(|p| p.id == id_text)
                 .ok_or_else(|| not_found("partner", id))?;
-            if partner.status != hpb::PartnerStatus::Active as i32 {
-                let status = hpb::PartnerStatus::try_from(partner.status)
+            if partner.status != types::PartnerStatus::Active as i32 {
+                let status = types::PartnerStatus::try_from(partner.status)
                     .map_or_else(|_| partner.status.to_string(), |s| s.as_str_name().to_string());
                 return Err(failed_precondition(
                     "PARTNER_NOT_ACTIVE",
@@ -252,7 +253,7 @@ fn sale_to_proto(row: SaleRow) -> pb::Sale {
         program_id: row.program_id.to_string(),
         external_id: row.external_id,
         customer_external_id: row.customer_external_id.unwrap_or_default(),
-        event_type: row.event_type.to_proto() as i32,
+        event_type: event_type_to_proto(row.event_type) as i32,
         amount: money(row.amount),
         product_code: row.product_code,
         service_code: row.service_code,

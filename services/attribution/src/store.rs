@@ -17,7 +17,7 @@ pub(crate) use accrue_kit::error::StoreError;
 use accrue_saga::{Saga, SagaDef, SagaState, StepEvent};
 
 use crate::domain::link::Split;
-use crate::domain::sale::{EventType, SaleInput};
+use crate::domain::sale::{SaleEventType, SaleInput};
 use crate::domain::state::SaleState;
 use crate::saga::settle_sale::SettleSale;
 
@@ -76,7 +76,7 @@ pub(crate) struct SaleRow {
     pub(crate) external_id: String,
     pub(crate) request_hash: String,
     pub(crate) customer_external_id: Option<String>,
-    pub(crate) event_type: EventType,
+    pub(crate) event_type: SaleEventType,
     pub(crate) currency: String,
     pub(crate) amount: Decimal,
     pub(crate) product_code: String,

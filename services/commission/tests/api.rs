@@ -282,7 +282,7 @@ fn partner_ctx(partner: &str) -> Option<pb::PartnerContext> {
 fn sale(sale_id: &str, seller: &str, amount: &str, occurred_at: &str) -> pb::SaleContext {
     pb::SaleContext {
         sale_id: sale_id.into(),
-        event_type: pb::SaleEventType::Payment as i32,
+        event_type: types::SaleEventType::Payment as i32,
         amount: usd(amount),
         occurred_at: ts(occurred_at),
         customer_id: "customer-1".into(),

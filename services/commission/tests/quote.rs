@@ -75,7 +75,7 @@ async fn quote(service: &mut Service, request: pb::QuoteSaleRequest) -> Result<p
 fn payment(seller: &str, amount: &str) -> pb::QuoteSaleInput {
     pb::QuoteSaleInput {
         seller_partner_id: seller.into(),
-        event_type: pb::SaleEventType::Payment as i32,
+        event_type: types::SaleEventType::Payment as i32,
         amount: usd(amount),
         occurred_at: ts("2024-05-01T00:00:00Z"),
         ..Default::default()
@@ -175,7 +175,7 @@ async fn a_quote_is_exactly_what_compute_settlements_produces_for_the_same_facts
         .hierarchy
         .update_partner_status(hpb::UpdatePartnerStatusRequest {
             id: splitter.clone(),
-            status: hpb::PartnerStatus::Suspended as i32,
+            status: types::PartnerStatus::Suspended as i32,
             reason: "test".into(),
         })
         .await
@@ -228,10 +228,10 @@ async fn a_quote_is_exactly_what_compute_settlements_produces_for_the_same_facts
         get_partner(&mut service, &seller).await,
         get_partner(&mut service, &splitter).await,
     );
-    assert_eq!(splitter_p.status, hpb::PartnerStatus::Suspended as i32);
+    assert_eq!(splitter_p.status, types::PartnerStatus::Suspended as i32);
     let context = pb::SaleContext {
         sale_id: "quote".into(),
-        event_type: pb::SaleEventType::Payment as i32,
+        event_type: types::SaleEventType::Payment as i32,
         amount: usd("200.00"),
         product_code: "PRO".into(),
         occurred_at: ts("2024-05-01T00:00:00Z"),
@@ -367,12 +367,12 @@ async fn a_hybrid_draft_pays_by_the_first_matching_rule_and_nothing_without_a_ma
     let seller = service.partner(&program, "", "").await;
     let cases = [
         // (event, is_first_payment, expected C)
-        (pb::SaleEventType::Payment, true, "25.00"),
-        (pb::SaleEventType::Renewal, false, "10.00"),
+        (types::SaleEventType::Payment, true, "25.00"),
+        (types::SaleEventType::Renewal, false, "10.00"),
         // Both rules match: the first decides.
-        (pb::SaleEventType::Renewal, true, "25.00"),
+        (types::SaleEventType::Renewal, true, "25.00"),
         // Neither matches: 0, no lines.
-        (pb::SaleEventType::Payment, false, "0.00"),
+        (types::SaleEventType::Payment, false, "0.00"),
     ];
     for (event, first, expected) in cases {
         let mut sale = payment(&seller, "100.00");

@@ -427,7 +427,7 @@ async fn compute_settlements_pays_seed_002_margins_for_scheme_managed_services()
 
     let sale = |sale_id: &str, service_code: &str| pb::SaleContext {
         sale_id: sale_id.into(),
-        event_type: pb::SaleEventType::Payment as i32,
+        event_type: types::SaleEventType::Payment as i32,
         amount: usd("100.00"),
         service_code: service_code.into(),
         occurred_at: ts("2024-06-01T12:00:00Z"),

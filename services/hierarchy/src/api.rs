@@ -10,6 +10,7 @@ use accrue_kit::{idempotency, page};
 use accrue_money::Currency;
 use accrue_proto::hierarchy::v1 as pb;
 use accrue_proto::hierarchy::v1::hierarchy_service_server::HierarchyService;
+use accrue_proto::types::v1 as types;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -20,7 +21,8 @@ use crate::domain::program::{check_non_transacting_roles, validate_program_updat
 use crate::domain::program::{rounding_mode_from_str, rounding_mode_to_proto};
 use crate::domain::tree::{self, ParentNode};
 use crate::domain::{
-    PartnerStatus, TreeError, check_role_on_ladder, check_status_change, validate_new_partner, validate_new_program,
+    PartnerStatus, TreeError, check_role_on_ladder, check_status_change, status_from_proto, status_to_proto,
+    validate_new_partner, validate_new_program,
 };
 use crate::store::{self, PartnerRow, ProgramRow, SettingsVersionRow};
 
@@ -68,7 +70,7 @@ fn tree_error(error: TreeError) -> Status {
     failed_precondition(error.reason(), error.to_string())
 }
 
-fn stored_rounding_mode(name: &str) -> Result<pb::RoundingMode, Status> {
+fn stored_rounding_mode(name: &str) -> Result<types::RoundingMode, Status> {
     rounding_mode_from_str(name)
         .map(rounding_mode_to_proto)
         .ok_or_else(|| internal(format!("stored rounding mode {name:?} is unknown")))
@@ -114,7 +116,7 @@ fn program_to_proto(row: &ProgramRow, history: &[SettingsVersionRow]) -> Result<
 }
 
 fn status_of(row: &PartnerRow) -> Result<PartnerStatus, Status> {
-    PartnerStatus::from_str_name(&row.status)
+    PartnerStatus::from_name(&row.status)
         .ok_or_else(|| internal(format!("stored partner status {:?} is unknown", row.status)))
 }
 
@@ -124,7 +126,7 @@ fn partner_to_proto(row: &PartnerRow) -> Result<pb::Partner, Status> {
         program_id: row.program_id.to_string(),
         display_name: row.display_name.clone(),
         external_id: row.external_id.clone().unwrap_or_default(),
-        status: status_of(row)?.to_proto() as i32,
+        status: status_to_proto(status_of(row)?) as i32,
         role: row.role.clone().unwrap_or_default(),
         parent_id: row.parent_id.map(|id| id.to_string()).unwrap_or_default(),
         ancestor_ids: row.ancestor_ids.iter().map(Uuid::to_string).collect(),
@@ -136,7 +138,7 @@ fn partner_to_proto(row: &PartnerRow) -> Result<pb::Partner, Status> {
 fn partner_ref(row: &PartnerRow) -> Result<pb::PartnerRef, Status> {
     Ok(pb::PartnerRef {
         id: row.id.to_string(),
-        status: status_of(row)?.to_proto() as i32,
+        status: status_to_proto(status_of(row)?) as i32,
         role: row.role.clone().unwrap_or_default(),
     })
 }
@@ -361,7 +363,7 @@ impl HierarchyService for HierarchyApi {
         let status = match request.status {
             0 => None,
             value => {
-                let status = PartnerStatus::from_proto(value);
+                let status = status_from_proto(value);
                 if status.is_none() {
                     violations.add("status", format!("unknown partner status {value}"));
                 }
@@ -391,7 +393,7 @@ impl HierarchyService for HierarchyApi {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let id = require_uuid("id", &request.id, &mut violations);
-        let to = PartnerStatus::from_proto(request.status);
+        let to = status_from_proto(request.status);
         if to.is_none() {
             violations.add("status", "must be ACTIVE, SUSPENDED or TERMINATED");
         }

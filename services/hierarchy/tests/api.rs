@@ -4,6 +4,7 @@
 use accrue_hierarchy::Hierarchy;
 use accrue_proto::hierarchy::v1 as pb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_proto::types::v1 as types;
 use accrue_proto::types::v1::Money;
 use accrue_testkit::TestServices;
 use sqlx::PgPool;
@@ -70,7 +71,12 @@ async fn get(h: &mut Harness, id: &str) -> pb::Partner {
 }
 
 /// UpdatePartnerStatus.
-async fn set_status(h: &mut Harness, id: &str, status: pb::PartnerStatus, reason: &str) -> Result<pb::Partner, Status> {
+async fn set_status(
+    h: &mut Harness,
+    id: &str,
+    status: types::PartnerStatus,
+    reason: &str,
+) -> Result<pb::Partner, Status> {
     let request = pb::UpdatePartnerStatusRequest { id: id.to_string(), status: status as i32, reason: reason.into() };
     h.client.update_partner_status(request).await.map(Response::into_inner)
 }
@@ -129,7 +135,7 @@ async fn creates_program_and_partners() {
     let mut h = start().await;
     let created = create_program(&mut h, 0).await;
     assert_eq!(created.override_depth_cap, 8);
-    assert_eq!(created.rounding_mode, pb::RoundingMode::HalfAwayFromZero as i32);
+    assert_eq!(created.rounding_mode, types::RoundingMode::HalfAwayFromZero as i32);
     assert_eq!(
         created.role_ladder,
         vec!["ADMIN", "WHITE_LABEL", "MASTER_DISTRIBUTOR", "DISTRIBUTOR", "RETAILER", "CUSTOMER"]
@@ -141,16 +147,16 @@ async fn creates_program_and_partners() {
     let a = create_partner(&mut h, &created.id, "A", None).await;
     let b = create_partner(&mut h, &created.id, "B", Some(&a.id)).await;
     let c = create_partner(&mut h, &created.id, "C", Some(&b.id)).await;
-    assert_eq!((a.depth, a.ancestor_ids.len(), a.status), (0, 0, pb::PartnerStatus::Active as i32));
+    assert_eq!((a.depth, a.ancestor_ids.len(), a.status), (0, 0, types::PartnerStatus::Active as i32));
     assert_eq!((b.depth, b.parent_id.as_str(), b.ancestor_ids.clone()), (1, a.id.as_str(), vec![a.id.clone()]));
     assert_eq!(c.ancestor_ids, vec![b.id.clone(), a.id.clone()]);
     assert_eq!(c.depth, 2);
     assert_eq!(get(&mut h, &c.id).await, c);
 
     // Status change writes an audit event; a repeat changes nothing.
-    let suspended = set_status(&mut h, &b.id, pb::PartnerStatus::Suspended, "kyc pending").await.unwrap();
-    assert_eq!(suspended.status, pb::PartnerStatus::Suspended as i32);
-    set_status(&mut h, &b.id, pb::PartnerStatus::Suspended, "").await.unwrap();
+    let suspended = set_status(&mut h, &b.id, types::PartnerStatus::Suspended, "kyc pending").await.unwrap();
+    assert_eq!(suspended.status, types::PartnerStatus::Suspended as i32);
+    set_status(&mut h, &b.id, types::PartnerStatus::Suspended, "").await.unwrap();
     let events: Vec<(String, String, String)> =
         sqlx::query_as("SELECT from_status, to_status, reason FROM partner_status_events")
             .fetch_all(&h.pool)
@@ -161,8 +167,8 @@ async fn creates_program_and_partners() {
     assert!(sqlx::query("DELETE FROM partner_status_events").execute(&h.pool).await.is_err());
 
     // Terminated is final.
-    set_status(&mut h, &c.id, pb::PartnerStatus::Terminated, "left").await.unwrap();
-    let status = set_status(&mut h, &c.id, pb::PartnerStatus::Active, "").await.unwrap_err();
+    set_status(&mut h, &c.id, types::PartnerStatus::Terminated, "left").await.unwrap();
+    let status = set_status(&mut h, &c.id, types::PartnerStatus::Active, "").await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
 
     // Paging in creation order, and the status filter.
@@ -186,7 +192,7 @@ async fn creates_program_and_partners() {
     assert_eq!(seen, vec!["A", "B", "C"]);
     let request = pb::ListPartnersRequest {
         program_id: created.id.clone(),
-        status: pb::PartnerStatus::Active as i32,
+        status: types::PartnerStatus::Active as i32,
         page_size: 0,
         page_token: String::new(),
     };
@@ -317,7 +323,7 @@ async fn invalid_input_is_rejected_and_changes_nothing() {
     let status = try_create_partner(&mut h, &program.id, partner).await.unwrap_err();
     assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "ROLE_RANK"));
 
-    let status = set_status(&mut h, &retailer.id, pb::PartnerStatus::Unspecified, "").await.unwrap_err();
+    let status = set_status(&mut h, &retailer.id, types::PartnerStatus::Unspecified, "").await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violation_fields(&status), vec!["status"]);
     assert_eq!(count(&h.pool, "partners").await, 1);
@@ -502,7 +508,7 @@ async fn get_uplines_returns_batch_in_request_order() {
     let mid = create_partner(&mut h, &program.id, "mid", Some(&root.id)).await;
     let leaf = create_partner(&mut h, &program.id, "leaf", Some(&mid.id)).await;
     let solo = create_partner(&mut h, &program.id, "solo", None).await;
-    set_status(&mut h, &mid.id, pb::PartnerStatus::Suspended, "").await.unwrap();
+    set_status(&mut h, &mid.id, types::PartnerStatus::Suspended, "").await.unwrap();
 
     let partner_ids = vec![leaf.id.clone(), solo.id.clone(), mid.id.clone(), leaf.id.clone()];
     let response = get_uplines(&mut h, &program.id, partner_ids).await.unwrap();
@@ -514,8 +520,8 @@ async fn get_uplines_returns_batch_in_request_order() {
             (u.partner.clone().unwrap().id, u.ancestors.iter().map(|a| (a.id.clone(), a.status)).collect::<Vec<_>>())
         })
         .collect();
-    let active = pb::PartnerStatus::Active as i32;
-    let suspended = pb::PartnerStatus::Suspended as i32;
+    let active = types::PartnerStatus::Active as i32;
+    let suspended = types::PartnerStatus::Suspended as i32;
     assert_eq!(
         shape,
         vec![
@@ -722,7 +728,7 @@ async fn update_program_changes_masked_settings_and_versions_settlement_settings
     let change = pb::Program {
         id: created.id.clone(),
         display_name: "Acme Partners".into(),
-        rounding_mode: pb::RoundingMode::HalfEven as i32,
+        rounding_mode: types::RoundingMode::HalfEven as i32,
         override_depth_cap: 3,
         max_tree_depth: 12,
         compression_enabled: true,
@@ -744,7 +750,7 @@ async fn update_program_changes_masked_settings_and_versions_settlement_settings
     let updated = update_program(&mut h, change.clone(), &paths, "upd-1").await.unwrap();
     assert_eq!(updated.display_name, "Acme Partners");
     assert_eq!(updated.default_currency, "GBP");
-    assert_eq!(updated.rounding_mode, pb::RoundingMode::HalfEven as i32);
+    assert_eq!(updated.rounding_mode, types::RoundingMode::HalfEven as i32);
     assert_eq!((updated.override_depth_cap, updated.max_tree_depth), (3, 12));
     assert!(updated.compression_enabled && updated.auto_approve_cleared);
     // An explicit empty list bars nobody (on create, empty means the default ADMIN).
@@ -755,7 +761,7 @@ async fn update_program_changes_masked_settings_and_versions_settlement_settings
     assert_eq!(second.effective_from, updated.update_time);
     assert_eq!(
         (second.rounding_mode, second.override_depth_cap, second.compression_enabled),
-        (pb::RoundingMode::HalfEven as i32, 3, true)
+        (types::RoundingMode::HalfEven as i32, 3, true)
     );
     // The first version still says what earlier sales were settled under.
     assert_eq!(updated.settings_history[0], created.settings_history[0]);
@@ -796,7 +802,7 @@ async fn rejected_program_updates_change_nothing() {
     let bad = pb::Program {
         id: id.clone(),
         display_name: " ".into(),
-        rounding_mode: pb::RoundingMode::Unspecified as i32,
+        rounding_mode: types::RoundingMode::Unspecified as i32,
         override_depth_cap: 0,
         max_tree_depth: 2000,
         non_transacting_roles: vec!["ADMIN".into(), "ADMIN".into()],

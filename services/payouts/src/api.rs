@@ -14,6 +14,7 @@ use accrue_proto::ledger::v1 as ledger_pb;
 use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use accrue_proto::payouts::v1 as pb;
 use accrue_proto::payouts::v1::payout_service_server::PayoutService;
+use accrue_proto::types::v1 as types;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -190,7 +191,7 @@ impl PayoutsApi {
                 .clone()
                 .list_partners(hierarchy_pb::ListPartnersRequest {
                     program_id: run.program_id.to_string(),
-                    status: hierarchy_pb::PartnerStatus::Active as i32,
+                    status: types::PartnerStatus::Active as i32,
                     page_size: RESERVE_BATCH,
                     page_token: page_token.clone(),
                 })

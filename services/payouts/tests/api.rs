@@ -179,7 +179,7 @@ async fn payout_run_pays_partners_over_the_threshold_and_carries_the_rest_forwar
     h.hierarchy
         .update_partner_status(hpb::UpdatePartnerStatusRequest {
             id: dan.to_string(),
-            status: hpb::PartnerStatus::Suspended as i32,
+            status: types::PartnerStatus::Suspended as i32,
             reason: "kyc".into(),
         })
         .await

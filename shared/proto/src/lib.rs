@@ -5,7 +5,8 @@
 
 /// The `accrue.*` protobuf packages.
 pub mod accrue {
-    /// `accrue.type.v1`: shared types (Money, breakdowns, item failures).
+    /// `accrue.type.v1`: types shared by several contexts (Money, breakdowns,
+    /// item failures, partner status, rounding mode, sale event type, earning kind).
     pub mod r#type {
         /// Version 1.
         pub mod v1 {

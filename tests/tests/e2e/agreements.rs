@@ -9,6 +9,7 @@ use accrue_e2e::TestStack;
 use accrue_e2e::fixtures::{dec, link_with_lead, partner, payment, program, record_and_settle, ts};
 use accrue_proto::commission::v1 as cpb;
 use accrue_proto::ledger::v1 as lpb;
+use accrue_proto::types::v1 as types;
 
 fn amounts(entries: &[lpb::Entry]) -> Vec<(String, rust_decimal::Decimal)> {
     entries.iter().map(|e| (e.partner_id.clone(), dec(&e.amount.as_ref().unwrap().amount))).collect()
@@ -127,7 +128,7 @@ fn event(
     program_id: &str,
     external_id: &str,
     customer: &str,
-    event_type: cpb::SaleEventType,
+    event_type: types::SaleEventType,
     amount: &str,
     at: &str,
 ) -> accrue_proto::attribution::v1::RecordSaleRequest {
@@ -160,16 +161,16 @@ async fn seed_003_example_3_signup_bounty_end_to_end() {
         },
     )
     .await;
-    let signup = event(&program_id, "e-1", "cust-1", cpb::SaleEventType::Signup, "0.00", "2024-03-01T00:00:00Z");
+    let signup = event(&program_id, "e-1", "cust-1", types::SaleEventType::Signup, "0.00", "2024-03-01T00:00:00Z");
     let (sale, entries) = record_and_settle(&mut c, signup).await;
     assert_eq!(amounts(&entries), vec![(seller.clone(), dec("50.00"))]);
     assert_eq!(sale.base_commission.as_ref().map(|m| dec(&m.amount)), Some(dec("50.00")));
-    let paid = event(&program_id, "e-2", "cust-1", cpb::SaleEventType::Payment, "80.00", "2024-03-02T00:00:00Z");
+    let paid = event(&program_id, "e-2", "cust-1", types::SaleEventType::Payment, "80.00", "2024-03-02T00:00:00Z");
     let (_, entries) = record_and_settle(&mut c, paid).await;
     assert!(entries.is_empty(), "ON_SIGNUP does not fire on a payment: {entries:#?}");
 
     // A PAYMENT must carry money; a SIGNUP may not be negative.
-    for (event_type, amount) in [(cpb::SaleEventType::Payment, "0.00"), (cpb::SaleEventType::Signup, "-1.00")] {
+    for (event_type, amount) in [(types::SaleEventType::Payment, "0.00"), (types::SaleEventType::Signup, "-1.00")] {
         let request = event(&program_id, "bad", "cust-1", event_type, amount, "2024-03-03T00:00:00Z");
         let status = c.attribution.record_sale(request).await.expect_err("rejected");
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
@@ -198,7 +199,7 @@ async fn on_activation_pays_only_the_customers_first_payment_end_to_end() {
         },
     )
     .await;
-    let signup = event(&program_id, "e-0", "cust-1", cpb::SaleEventType::Signup, "0.00", "2024-03-01T00:00:00Z");
+    let signup = event(&program_id, "e-0", "cust-1", types::SaleEventType::Signup, "0.00", "2024-03-01T00:00:00Z");
     let (_, entries) = record_and_settle(&mut c, signup).await;
     assert!(entries.is_empty(), "a sign-up is not a payment: {entries:#?}");
     let first = payment(&program_id, "e-1", "cust-1", "60.00", "", "2024-03-02T00:00:00Z");

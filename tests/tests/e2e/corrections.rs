@@ -15,6 +15,7 @@ use accrue_proto::attribution::v1 as apb;
 use accrue_proto::commission::v1 as cpb;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::ledger::v1 as lpb;
+use accrue_proto::types::v1 as types;
 use accrue_proto::types::v1::EarningKind;
 use rust_decimal::Decimal;
 
@@ -74,7 +75,7 @@ async fn terminate(c: &mut Clients, partner_id: &str) {
     c.hierarchy
         .update_partner_status(hpb::UpdatePartnerStatusRequest {
             id: partner_id.into(),
-            status: hpb::PartnerStatus::Terminated as i32,
+            status: types::PartnerStatus::Terminated as i32,
             reason: "left the programme".into(),
         })
         .await
@@ -249,7 +250,7 @@ async fn a_deep_tree_pays_capped_overrides_and_a_settings_change_applies_to_late
         .update_program(hpb::UpdateProgramRequest {
             program: Some(hpb::Program {
                 id: program_id.clone(),
-                rounding_mode: hpb::RoundingMode::HalfEven as i32,
+                rounding_mode: types::RoundingMode::HalfEven as i32,
                 ..Default::default()
             }),
             update_mask: Some(prost_types::FieldMask { paths: vec!["rounding_mode".into()] }),

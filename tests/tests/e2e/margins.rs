@@ -13,6 +13,7 @@ use accrue_e2e::{Clients, TestStack, sale_entries};
 use accrue_proto::attribution::v1 as apb;
 use accrue_proto::commission::v1 as cpb;
 use accrue_proto::ledger::v1 as lpb;
+use accrue_proto::types::v1 as types;
 use accrue_proto::types::v1::{EarningKind, Money};
 use rust_decimal::Decimal;
 use tonic::Code;
@@ -172,7 +173,7 @@ async fn seed_002_margin_chain_pays_one_percent_to_each_role_end_to_end() {
             program_id: program_id.clone(),
             sale: Some(cpb::QuoteSaleInput {
                 seller_partner_id: r.clone(),
-                event_type: cpb::SaleEventType::Payment as i32,
+                event_type: types::SaleEventType::Payment as i32,
                 amount: Some(gbp("100.00")),
                 service_code: SERVICE.into(),
                 occurred_at: Some(ts("2024-03-01T12:00:00Z")),

@@ -15,6 +15,7 @@ use accrue_proto::attribution::v1 as apb;
 use accrue_proto::commission::v1 as cpb;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::ledger::v1 as lpb;
+use accrue_proto::types::v1 as types;
 use accrue_proto::types::v1::{EarningKind, Money};
 use accrue_testkit::TestDb;
 use rust_decimal::Decimal;
@@ -164,7 +165,7 @@ fn sale_request(w: &World, external_id: &str, customer: &str, amount: &str) -> a
         program_id: w.program_id.clone(),
         external_id: external_id.into(),
         customer_external_id: customer.into(),
-        event_type: cpb::SaleEventType::Payment as i32,
+        event_type: types::SaleEventType::Payment as i32,
         amount: Some(gbp(amount)),
         product_code: "P-1".into(),
         service_code: String::new(),
@@ -616,7 +617,7 @@ async fn create_link_validation_writes_nothing_on_rejection() {
     c.hierarchy
         .update_partner_status(hpb::UpdatePartnerStatusRequest {
             id: suspended.clone(),
-            status: hpb::PartnerStatus::Suspended as i32,
+            status: types::PartnerStatus::Suspended as i32,
             reason: "test".into(),
         })
         .await

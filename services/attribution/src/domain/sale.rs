@@ -5,7 +5,7 @@ use accrue_kit::FieldViolations;
 use accrue_kit::convert::{require_money, require_timestamp, require_uuid};
 use accrue_money::Money;
 use accrue_proto::attribution::v1::RecordSaleRequest;
-use accrue_proto::commission::v1::SaleEventType;
+use accrue_proto::types::v1 as tpb;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
@@ -14,36 +14,17 @@ use uuid::Uuid;
 /// Longest external id, customer id, product or service code.
 pub(crate) const MAX_ID_LEN: usize = 256;
 
-/// A sale event type (DESIGN §4), stored and logged by its upper-case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize, serde::Deserialize)]
-#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub(crate) enum EventType {
-    /// A signup.
-    Signup,
-    /// A payment.
-    Payment,
-    /// A recurring payment.
-    Renewal,
-}
+/// A sale event type, shared with commission (one definition in
+/// accrue-types); stored in `sales.event_type` and the saga's JSON by its
+/// upper-case name.
+pub(crate) use accrue_types::sale::SaleEventType;
 
-impl EventType {
-    /// The database name.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            EventType::Signup => "SIGNUP",
-            EventType::Payment => "PAYMENT",
-            EventType::Renewal => "RENEWAL",
-        }
-    }
-
-    /// The wire enum.
-    pub(crate) fn to_proto(self) -> SaleEventType {
-        match self {
-            EventType::Signup => SaleEventType::Signup,
-            EventType::Payment => SaleEventType::Payment,
-            EventType::Renewal => SaleEventType::Renewal,
-        }
+/// The wire enum of an event type.
+pub(crate) fn event_type_to_proto(event_type: SaleEventType) -> tpb::SaleEventType {
+    match event_type {
+        SaleEventType::Signup => tpb::SaleEventType::Signup,
+        SaleEventType::Payment => tpb::SaleEventType::Payment,
+        SaleEventType::Renewal => tpb::SaleEventType::Renewal,
     }
 }
 
@@ -57,7 +38,7 @@ pub(crate) struct SaleInput {
     /// Caller's customer id; None when unattributed.
     pub(crate) customer_external_id: Option<String>,
     /// Event type (unset on the wire → PAYMENT).
-    pub(crate) event_type: EventType,
+    pub(crate) event_type: SaleEventType,
     /// Gross amount, exact in the currency's minor unit: > 0 for PAYMENT and
     /// RENEWAL, ≥ 0 for SIGNUP.
     pub(crate) amount: Money,
@@ -91,10 +72,10 @@ pub(crate) fn parse_sale(prefix: &str, req: &RecordSaleRequest, violations: &mut
     valid &= check_len(format!("{prefix}customer_external_id"), &req.customer_external_id, violations);
     valid &= check_len(format!("{prefix}product_code"), &req.product_code, violations);
     valid &= check_len(format!("{prefix}service_code"), &req.service_code, violations);
-    let event_type = match SaleEventType::try_from(req.event_type) {
-        Ok(SaleEventType::Unspecified) | Ok(SaleEventType::Payment) => Some(EventType::Payment),
-        Ok(SaleEventType::Signup) => Some(EventType::Signup),
-        Ok(SaleEventType::Renewal) => Some(EventType::Renewal),
+    let event_type = match tpb::SaleEventType::try_from(req.event_type) {
+        Ok(tpb::SaleEventType::Unspecified) | Ok(tpb::SaleEventType::Payment) => Some(SaleEventType::Payment),
+        Ok(tpb::SaleEventType::Signup) => Some(SaleEventType::Signup),
+        Ok(tpb::SaleEventType::Renewal) => Some(SaleEventType::Renewal),
         Err(_) => {
             violations.add(format!("{prefix}event_type"), format!("unknown event type {}", req.event_type));
             None
@@ -104,11 +85,11 @@ pub(crate) fn parse_sale(prefix: &str, req: &RecordSaleRequest, violations: &mut
     // A SIGNUP (an account or subscription created, seed 003 ON_SIGNUP
     // bounties) usually carries no money; a PAYMENT or RENEWAL always does.
     match (amount, event_type) {
-        (Some(money), Some(EventType::Signup)) if money.amount < Decimal::ZERO => {
+        (Some(money), Some(SaleEventType::Signup)) if money.amount < Decimal::ZERO => {
             violations.add(format!("{prefix}amount.amount"), "must not be negative");
             valid = false;
         }
-        (Some(money), Some(EventType::Payment | EventType::Renewal)) if money.amount <= Decimal::ZERO => {
+        (Some(money), Some(SaleEventType::Payment | SaleEventType::Renewal)) if money.amount <= Decimal::ZERO => {
             violations.add(format!("{prefix}amount.amount"), "must be greater than zero for a PAYMENT or RENEWAL");
             valid = false;
         }
@@ -180,7 +161,7 @@ mod tests {
         let mut v = FieldViolations::new();
         let sale = parse_sale("", &req, &mut v).unwrap();
         assert!(v.is_empty());
-        assert_eq!(sale.event_type, EventType::Payment);
+        assert_eq!(sale.event_type, SaleEventType::Payment);
         let mut same = req.clone();
         same.amount = Some(PbMoney { currency_code: "GBP".into(), amount: "100.00".into() });
         let same = parse_sale("", &same, &mut v).unwrap();

@@ -133,7 +133,7 @@ fn parse_amount(call: &str, money: Option<&types::Money>) -> Result<Decimal, Rep
 }
 
 fn status_name(status: i32) -> String {
-    hierarchy::PartnerStatus::try_from(status)
+    types::PartnerStatus::try_from(status)
         .map(|s| s.as_str_name().trim_start_matches("PARTNER_STATUS_").to_string())
         .unwrap_or_else(|_| status.to_string())
 }
@@ -250,7 +250,7 @@ async fn configure(clients: &Clients, plan: &Plan, mode: ProgressMode) -> Result
             program: Some(hierarchy::Program {
                 display_name: spec.display_name.clone(),
                 default_currency: spec.default_currency.clone(),
-                rounding_mode: hierarchy::RoundingMode::HalfAwayFromZero as i32,
+                rounding_mode: types::RoundingMode::HalfAwayFromZero as i32,
                 override_depth_cap: spec.override_depth_cap,
                 compression_enabled: spec.compression_enabled,
                 auto_approve_cleared: spec.auto_approve_cleared,
@@ -368,7 +368,7 @@ async fn configure(clients: &Clients, plan: &Plan, mode: ProgressMode) -> Result
     phase.set(done);
 
     for spec in plan.partners.iter().filter(|p| p.suspended) {
-        let suspended = hierarchy::PartnerStatus::Suspended as i32;
+        let suspended = types::PartnerStatus::Suspended as i32;
         let id = partners[spec.index].id.clone();
         let current = hierarchy_client
             .get_partner(hierarchy::GetPartnerRequest { id: id.clone() })
@@ -604,7 +604,7 @@ fn sale_request(program_id: &str, invoice: &Invoice) -> attribution::RecordSaleR
         program_id: program_id.to_string(),
         external_id: invoice.external_id(),
         customer_external_id: invoice.customer.clone().unwrap_or_default(),
-        event_type: commission::SaleEventType::Payment as i32,
+        event_type: types::SaleEventType::Payment as i32,
         amount: Some(gbp(invoice.total)),
         product_code: invoice.product_code.clone(),
         service_code: String::new(),

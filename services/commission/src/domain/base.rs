@@ -82,7 +82,7 @@ pub fn base_commission<'a>(
     }
 
     // 3. A terminated seller earns nothing new.
-    if sale.seller.status == PartnerStatus::Terminated {
+    if sale.seller.is(PartnerStatus::Terminated) {
         base.formula = "seller terminated = 0".into();
         base.add_note(format!("seller {} is TERMINATED: no lines", sale.seller.id));
         return Ok(None);

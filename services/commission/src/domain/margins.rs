@@ -71,7 +71,7 @@ pub fn margin_walk<'a>(program: &ProgramSettings, book: &'a SchemeBook, sale: &S
             continue;
         };
         let abs = book.tree().effective(scheme.id, &sale.service_code, role);
-        if position > 0 && *status == PartnerStatus::Terminated {
+        if position > 0 && *status == Some(PartnerStatus::Terminated) {
             if program.compression_enabled {
                 walk.notes.push(format!(
                     "position {position}: partner {id} ({role}) is TERMINATED: transparent (compression), its margin \
@@ -136,7 +136,7 @@ pub fn settle_margins(
     };
     base.input("scheme_id", walk.scheme.id);
     base.input("scheme_source", if walk.assigned { "assigned" } else { "program root" });
-    if sale.seller.status == PartnerStatus::Terminated {
+    if sale.seller.is(PartnerStatus::Terminated) {
         base.add_note(format!("seller {} is TERMINATED: no lines", sale.seller.id));
         return Ok(());
     }

@@ -42,13 +42,13 @@ pub fn override_lines(
     let cap = program.override_depth_cap;
     let mut level: u32 = 0;
     for (position, ancestor) in sale.ancestors.iter().enumerate() {
-        let active = ancestor.status == PartnerStatus::Active;
+        let active = ancestor.is(PartnerStatus::Active);
         if program.compression_enabled {
             if !active {
                 out.base_breakdown.add_note(format!(
                     "ancestor {} is {}: skipped (compression)",
                     ancestor.id,
-                    ancestor.status.as_str()
+                    ancestor.status_name()
                 ));
                 continue;
             }
@@ -63,7 +63,7 @@ pub fn override_lines(
             out.base_breakdown.add_note(format!(
                 "level {level}: ancestor {} is {} and forfeits the level",
                 ancestor.id,
-                ancestor.status.as_str()
+                ancestor.status_name()
             ));
             continue;
         }

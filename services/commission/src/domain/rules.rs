@@ -11,44 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::money_serde;
 
-/// A sale event type (DESIGN §4 "Sale event types").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SaleEventType {
-    /// A subscription or account was created.
-    Signup,
-    /// A payment.
-    Payment,
-    /// A recurring payment.
-    Renewal,
-}
-
-impl SaleEventType {
-    /// The name used in conditions and breakdowns ("PAYMENT").
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SaleEventType::Signup => "SIGNUP",
-            SaleEventType::Payment => "PAYMENT",
-            SaleEventType::Renewal => "RENEWAL",
-        }
-    }
-
-    /// Parses "SIGNUP" / "PAYMENT" / "RENEWAL" (also the proto enum names
-    /// "SALE_EVENT_TYPE_PAYMENT" …). Case-sensitive.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name.strip_prefix("SALE_EVENT_TYPE_").unwrap_or(name) {
-            "SIGNUP" => Some(SaleEventType::Signup),
-            "PAYMENT" => Some(SaleEventType::Payment),
-            "RENEWAL" => Some(SaleEventType::Renewal),
-            _ => None,
-        }
-    }
-
-    /// True for PAYMENT and RENEWAL (the events that count as payments).
-    pub fn is_payment(self) -> bool {
-        matches!(self, SaleEventType::Payment | SaleEventType::Renewal)
-    }
-}
+/// A sale event type, shared with attribution (one definition in
+/// accrue-types); stored in rules by its upper-case name.
+pub use accrue_types::sale::SaleEventType;
 
 /// Which sale events fire an agreement (DESIGN §4 "Triggers").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -16,52 +16,34 @@ use super::rules::SaleEventType;
 /// Basis points in a whole (a link's splits share 10000), from the one split rule.
 pub use accrue_types::split::BASIS_POINTS_WHOLE;
 
-/// A partner's status at settlement time (accrue.hierarchy.v1.PartnerStatus).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PartnerStatus {
-    /// Not set (treated as not ACTIVE, not TERMINATED).
-    Unspecified,
-    /// Earns and is paid.
-    Active,
-    /// Still accrues; forfeits override levels unless compression is on.
-    Suspended,
-    /// Earns nothing new; a split share falls back to the link owner.
-    Terminated,
-}
-
-impl PartnerStatus {
-    /// From the hierarchy enum number (1 ACTIVE, 2 SUSPENDED, 3 TERMINATED;
-    /// anything else is `Unspecified`).
-    pub fn from_number(number: i32) -> Self {
-        match number {
-            1 => PartnerStatus::Active,
-            2 => PartnerStatus::Suspended,
-            3 => PartnerStatus::Terminated,
-            _ => PartnerStatus::Unspecified,
-        }
-    }
-
-    /// The status name ("SUSPENDED").
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PartnerStatus::Unspecified => "UNSPECIFIED",
-            PartnerStatus::Active => "ACTIVE",
-            PartnerStatus::Suspended => "SUSPENDED",
-            PartnerStatus::Terminated => "TERMINATED",
-        }
-    }
-}
+/// A partner's status at settlement time, shared with hierarchy (one
+/// definition in accrue-types).
+pub use accrue_types::partner::PartnerStatus;
 
 /// A partner, its status and its role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartnerRef {
     /// Partner id.
     pub id: Uuid,
-    /// Status at settlement time.
-    pub status: PartnerStatus,
+    /// Status at settlement time (hierarchy's); `None` when the caller sent
+    /// UNSPECIFIED or a number this build does not know, which counts as
+    /// neither ACTIVE (no override level) nor TERMINATED (still earns).
+    pub status: Option<PartnerStatus>,
     /// Role on the program's role ladder (`None` when the partner has none):
     /// scheme margins pay by role (seed 002); agreements and overrides ignore it.
     pub role: Option<String>,
+}
+
+impl PartnerRef {
+    /// True when the partner is known to be in `status` (an unknown status is in none).
+    pub fn is(&self, status: PartnerStatus) -> bool {
+        self.status == Some(status)
+    }
+
+    /// The status name breakdown notes show ("UNSPECIFIED" for an unknown status).
+    pub fn status_name(&self) -> &'static str {
+        self.status.map_or("UNSPECIFIED", PartnerStatus::as_str)
+    }
 }
 
 /// A split partner of the sale's link with its share of C.

@@ -34,7 +34,7 @@ pub fn split_lines(
     let mut fallbacks = Vec::new();
     let mut moved_to_owner: i128 = 0;
     for (index, split) in sale.splits.iter().enumerate() {
-        if split.partner.status != PartnerStatus::Terminated {
+        if !split.partner.is(PartnerStatus::Terminated) {
             continue;
         }
         let moved = std::mem::take(&mut parts[index + 1]);

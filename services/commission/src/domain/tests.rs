@@ -25,7 +25,7 @@ fn at(text: &str) -> DateTime<Utc> {
 }
 
 fn partner(n: u128, status: PartnerStatus) -> PartnerRef {
-    PartnerRef { id: pid(n), status, role: None }
+    PartnerRef { id: pid(n), status: Some(status), role: None }
 }
 
 fn active(n: u128) -> PartnerRef {
@@ -1115,7 +1115,7 @@ mod margins {
     }
 
     fn with_role(n: u128, status: PartnerStatus, role: Option<&str>) -> PartnerRef {
-        PartnerRef { id: pid(n), status, role: role.map(str::to_string) }
+        PartnerRef { id: pid(n), status: Some(status), role: role.map(str::to_string) }
     }
 
     fn member(n: u128, role: &str) -> PartnerRef {

@@ -6,6 +6,9 @@ pub mod partner;
 pub mod program;
 pub mod tree;
 
-pub use partner::{NewPartner, PartnerStatus, check_role_on_ladder, check_status_change, validate_new_partner};
+pub use partner::{
+    NewPartner, PartnerStatus, check_role_on_ladder, check_status_change, status_from_proto, status_to_proto,
+    validate_new_partner,
+};
 pub use program::{ProgramSpec, validate_new_program};
 pub use tree::{Placement, TreeError};

@@ -3,60 +3,31 @@
 use accrue_kit::FieldViolations;
 use accrue_kit::convert::{optional_uuid, require_uuid};
 use accrue_proto::hierarchy::v1 as pb;
+use accrue_proto::types::v1 as types;
 use uuid::Uuid;
 
 use super::program::{optional_key, required_name};
 
-/// A partner's standing (DESIGN §2): ACTIVE earns and is paid; SUSPENDED
-/// accrues but is not paid and forfeits override levels; TERMINATED earns
-/// nothing new.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PartnerStatus {
-    /// Earns and is paid.
-    Active,
-    /// Accrues, not paid out.
-    Suspended,
-    /// Earns nothing new.
-    Terminated,
+/// A partner's standing, shared with commission (one definition in accrue-types).
+pub use accrue_types::partner::PartnerStatus;
+
+/// The status a wire value names; `None` for UNSPECIFIED or an unknown value
+/// (the callers turn both into INVALID_ARGUMENT or "no filter").
+pub fn status_from_proto(value: i32) -> Option<PartnerStatus> {
+    match types::PartnerStatus::try_from(value).ok()? {
+        types::PartnerStatus::Unspecified => None,
+        types::PartnerStatus::Active => Some(PartnerStatus::Active),
+        types::PartnerStatus::Suspended => Some(PartnerStatus::Suspended),
+        types::PartnerStatus::Terminated => Some(PartnerStatus::Terminated),
+    }
 }
 
-impl PartnerStatus {
-    /// The stored name ("ACTIVE").
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PartnerStatus::Active => "ACTIVE",
-            PartnerStatus::Suspended => "SUSPENDED",
-            PartnerStatus::Terminated => "TERMINATED",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn from_str_name(name: &str) -> Option<Self> {
-        match name {
-            "ACTIVE" => Some(PartnerStatus::Active),
-            "SUSPENDED" => Some(PartnerStatus::Suspended),
-            "TERMINATED" => Some(PartnerStatus::Terminated),
-            _ => None,
-        }
-    }
-
-    /// The status a wire value names; `None` for UNSPECIFIED or an unknown value.
-    pub fn from_proto(value: i32) -> Option<Self> {
-        match pb::PartnerStatus::try_from(value).ok()? {
-            pb::PartnerStatus::Unspecified => None,
-            pb::PartnerStatus::Active => Some(PartnerStatus::Active),
-            pb::PartnerStatus::Suspended => Some(PartnerStatus::Suspended),
-            pb::PartnerStatus::Terminated => Some(PartnerStatus::Terminated),
-        }
-    }
-
-    /// The wire value.
-    pub fn to_proto(self) -> pb::PartnerStatus {
-        match self {
-            PartnerStatus::Active => pb::PartnerStatus::Active,
-            PartnerStatus::Suspended => pb::PartnerStatus::Suspended,
-            PartnerStatus::Terminated => pb::PartnerStatus::Terminated,
-        }
+/// The wire value of a status.
+pub fn status_to_proto(status: PartnerStatus) -> types::PartnerStatus {
+    match status {
+        PartnerStatus::Active => types::PartnerStatus::Active,
+        PartnerStatus::Suspended => types::PartnerStatus::Suspended,
+        PartnerStatus::Terminated => types::PartnerStatus::Terminated,
     }
 }
 
@@ -140,11 +111,11 @@ mod tests {
     #[test]
     fn status_names_round_trip() {
         for status in [PartnerStatus::Active, PartnerStatus::Suspended, PartnerStatus::Terminated] {
-            assert_eq!(PartnerStatus::from_str_name(status.as_str()), Some(status));
-            assert_eq!(PartnerStatus::from_proto(status.to_proto() as i32), Some(status));
+            assert_eq!(PartnerStatus::from_name(status.as_str()), Some(status));
+            assert_eq!(status_from_proto(status_to_proto(status) as i32), Some(status));
         }
-        assert_eq!(PartnerStatus::from_proto(0), None);
-        assert_eq!(PartnerStatus::from_proto(42), None);
+        assert_eq!(status_from_proto(0), None);
+        assert_eq!(status_from_proto(42), None);
     }
 
     #[test]

@@ -4,9 +4,11 @@ use accrue_kit::FieldViolations;
 use accrue_kit::convert::optional_money;
 use accrue_money::{Currency, Decimal, RoundingMode};
 use accrue_proto::hierarchy::v1 as pb;
+use accrue_proto::types::v1 as types;
 
-/// Override depth cap used when a program does not set one (DESIGN §2).
-pub const DEFAULT_OVERRIDE_DEPTH_CAP: i32 = 8;
+/// The one default override depth cap (accrue-types), as the i32 that the
+/// `programs.override_depth_cap` column and the proto field carry.
+const DEFAULT_OVERRIDE_DEPTH_CAP: i32 = accrue_types::program::DEFAULT_OVERRIDE_DEPTH_CAP as i32;
 /// Smallest allowed override depth cap.
 pub const MIN_OVERRIDE_DEPTH_CAP: i32 = 1;
 /// Largest allowed override depth cap.
@@ -59,20 +61,22 @@ pub struct ProgramSpec {
     pub request_id: Option<String>,
 }
 
-/// The rounding mode a wire value names: UNSPECIFIED means half away from
-/// zero; `None` for a value outside the enum.
+/// The rounding mode a wire value names: UNSPECIFIED means the default
+/// ([`RoundingMode::default`], half away from zero); `None` for a value
+/// outside the enum.
 pub fn rounding_mode_from_proto(value: i32) -> Option<RoundingMode> {
-    match pb::RoundingMode::try_from(value).ok()? {
-        pb::RoundingMode::Unspecified | pb::RoundingMode::HalfAwayFromZero => Some(RoundingMode::HalfAwayFromZero),
-        pb::RoundingMode::HalfEven => Some(RoundingMode::HalfEven),
+    match types::RoundingMode::try_from(value).ok()? {
+        types::RoundingMode::Unspecified => Some(RoundingMode::default()),
+        types::RoundingMode::HalfAwayFromZero => Some(RoundingMode::HalfAwayFromZero),
+        types::RoundingMode::HalfEven => Some(RoundingMode::HalfEven),
     }
 }
 
 /// The wire value of a rounding mode.
-pub fn rounding_mode_to_proto(mode: RoundingMode) -> pb::RoundingMode {
+pub fn rounding_mode_to_proto(mode: RoundingMode) -> types::RoundingMode {
     match mode {
-        RoundingMode::HalfAwayFromZero => pb::RoundingMode::HalfAwayFromZero,
-        RoundingMode::HalfEven => pb::RoundingMode::HalfEven,
+        RoundingMode::HalfAwayFromZero => types::RoundingMode::HalfAwayFromZero,
+        RoundingMode::HalfEven => types::RoundingMode::HalfEven,
     }
 }
 
@@ -142,7 +146,11 @@ pub fn validate_new_program(request: &pb::CreateProgramRequest) -> Result<Progra
     }
     let override_depth_cap = match program.override_depth_cap {
         0 => DEFAULT_OVERRIDE_DEPTH_CAP,
-        cap => checked_override_depth_cap(cap, "0 means the default 8", &mut violations),
+        cap => checked_override_depth_cap(
+            cap,
+            &format!("0 means the default {DEFAULT_OVERRIDE_DEPTH_CAP}"),
+            &mut violations,
+        ),
     };
     let max_tree_depth = match program.max_tree_depth {
         0 => DEFAULT_MAX_TREE_DEPTH,
@@ -289,8 +297,8 @@ pub fn validate_program_update(request: &pb::UpdateProgramRequest) -> Result<Pro
                 update.display_name =
                     Some(required_name("program.display_name", &program.display_name, &mut violations));
             }
-            "rounding_mode" => match pb::RoundingMode::try_from(program.rounding_mode) {
-                Ok(pb::RoundingMode::Unspecified) => {
+            "rounding_mode" => match types::RoundingMode::try_from(program.rounding_mode) {
+                Ok(types::RoundingMode::Unspecified) => {
                     violations.add("program.rounding_mode", "must be HALF_AWAY_FROM_ZERO or HALF_EVEN");
                 }
                 _ => match rounding_mode_from_proto(program.rounding_mode) {
@@ -457,7 +465,7 @@ mod tests {
     #[test]
     fn explicit_settings_are_kept() {
         let program = pb::Program {
-            rounding_mode: pb::RoundingMode::HalfEven as i32,
+            rounding_mode: types::RoundingMode::HalfEven as i32,
             override_depth_cap: 3,
             minimum_payout: Some(Money { currency_code: "GBP".into(), amount: "50".into() }),
             role_ladder: vec!["GOLD".into(), "SILVER".into()],

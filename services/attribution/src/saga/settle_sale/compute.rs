@@ -19,6 +19,7 @@ use super::{
     Item, Ready, SettleSale, Step, chunk_by_program, chunk_program, currency_of, earlier, failure_message, merge,
     per_chunk,
 };
+use crate::domain::sale::event_type_to_proto;
 use crate::peers::step_error;
 
 /// A line's breakdown: how its amount was reached (the audit trail).
@@ -66,7 +67,7 @@ fn sale_context(item: &Item<'_>, r: &ResolveOut, u: &UplineOut, currency: Curren
     let sale = item.subject;
     cpb::SaleContext {
         sale_id: sale.id.to_string(),
-        event_type: sale.event_type.to_proto() as i32,
+        event_type: event_type_to_proto(sale.event_type) as i32,
         amount: Some(amount_to_proto(currency, sale.amount)),
         product_code: sale.product_code.clone(),
         service_code: sale.service_code.clone(),
@@ -87,7 +88,7 @@ fn sale_context(item: &Item<'_>, r: &ResolveOut, u: &UplineOut, currency: Curren
             .iter()
             .map(|h| cpb::PriorEvent {
                 sale_id: h.sale_id.to_string(),
-                event_type: h.event_type.to_proto() as i32,
+                event_type: event_type_to_proto(h.event_type) as i32,
                 seller_partner_id: h.seller_partner_id.map(|p| p.to_string()).unwrap_or_default(),
                 occurred_at: Some(timestamp(h.occurred_at)),
                 service_code: h.service_code.clone(),

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Item, SettleSale, all_failed};
 use crate::domain::link::Split;
-use crate::domain::sale::EventType;
+use crate::domain::sale::SaleEventType;
 use crate::store::{self, SaleHistory};
 
 /// resolve's output.
@@ -35,7 +35,7 @@ pub(crate) struct ResolveOut {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct HistoryItem {
     pub(crate) sale_id: Uuid,
-    pub(crate) event_type: EventType,
+    pub(crate) event_type: SaleEventType,
     /// None for a sale recorded without a seller.
     pub(crate) seller_partner_id: Option<Uuid>,
     pub(crate) occurred_at: DateTime<Utc>,

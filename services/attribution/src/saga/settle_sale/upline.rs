@@ -19,7 +19,7 @@ use crate::peers::step_error;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct PartnerCtx {
     pub(crate) partner_id: String,
-    /// `accrue.hierarchy.v1.PartnerStatus` number.
+    /// `accrue.type.v1.PartnerStatus` number.
     pub(crate) status: i32,
     pub(crate) role: String,
 }
@@ -27,7 +27,7 @@ pub(crate) struct PartnerCtx {
 /// The program settings the calculation needs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct ProgramCtx {
-    /// `accrue.types.v1.RoundingMode` number; never UNSPECIFIED.
+    /// `accrue.type.v1.RoundingMode` number; never UNSPECIFIED.
     pub(crate) rounding_mode: i32,
     pub(crate) override_depth_cap: i32,
     pub(crate) compression_enabled: bool,

@@ -42,8 +42,8 @@ pub fn decode_program(
 }
 
 /// A program's settings from their wire numbers (the hierarchy's `Program`
-/// or a `ProgramContext`; violations under `program.`): rounding_mode 0 → the
-/// default [`RoundingMode`], 1 half away from zero, 2 half even;
+/// or a `ProgramContext`; violations under `program.`): rounding_mode
+/// UNSPECIFIED → the default [`RoundingMode`];
 /// override_depth_cap 0 → [`DEFAULT_OVERRIDE_DEPTH_CAP`], negative → violation;
 /// settings_version 0 → none named, negative → violation.
 pub(crate) fn decode_settings(
@@ -53,12 +53,15 @@ pub(crate) fn decode_settings(
     settings_version: i32,
     violations: &mut FieldViolations,
 ) -> Option<ProgramSettings> {
-    let rounding = match rounding_mode {
-        0 => Some(RoundingMode::default()),
-        1 => Some(RoundingMode::HalfAwayFromZero),
-        2 => Some(RoundingMode::HalfEven),
-        other => {
-            violations.add("program.rounding_mode", format!("{other} is not 1 (HALF_AWAY_FROM_ZERO) or 2 (HALF_EVEN)"));
+    let rounding = match types::RoundingMode::try_from(rounding_mode) {
+        Ok(types::RoundingMode::Unspecified) => Some(RoundingMode::default()),
+        Ok(types::RoundingMode::HalfAwayFromZero) => Some(RoundingMode::HalfAwayFromZero),
+        Ok(types::RoundingMode::HalfEven) => Some(RoundingMode::HalfEven),
+        Err(_) => {
+            violations.add(
+                "program.rounding_mode",
+                format!("{rounding_mode} is not 1 (HALF_AWAY_FROM_ZERO) or 2 (HALF_EVEN)"),
+            );
             None
         }
     };
@@ -83,10 +86,10 @@ pub(crate) fn decode_settings(
 }
 
 pub(crate) fn decode_event_type(field: &str, value: i32, violations: &mut FieldViolations) -> Option<SaleEventType> {
-    match pb::SaleEventType::try_from(value) {
-        Ok(pb::SaleEventType::Signup) => Some(SaleEventType::Signup),
-        Ok(pb::SaleEventType::Payment) => Some(SaleEventType::Payment),
-        Ok(pb::SaleEventType::Renewal) => Some(SaleEventType::Renewal),
+    match types::SaleEventType::try_from(value) {
+        Ok(types::SaleEventType::Signup) => Some(SaleEventType::Signup),
+        Ok(types::SaleEventType::Payment) => Some(SaleEventType::Payment),
+        Ok(types::SaleEventType::Renewal) => Some(SaleEventType::Renewal),
         _ => {
             violations.add(field, "is required (SIGNUP, PAYMENT or RENEWAL)");
             None
@@ -94,10 +97,21 @@ pub(crate) fn decode_event_type(field: &str, value: i32, violations: &mut FieldV
     }
 }
 
-/// A partner's wire status number (1 ACTIVE, 2 SUSPENDED, 3 TERMINATED) and
-/// role (empty: none) as the calculation sees them.
+/// A partner's wire status (`accrue.type.v1.PartnerStatus`) and role (empty:
+/// none) as the calculation sees them.
 pub(crate) fn partner_ref(id: Uuid, status: i32, role: &str) -> PartnerRef {
-    PartnerRef { id, status: PartnerStatus::from_number(status), role: (!role.is_empty()).then(|| role.to_string()) }
+    PartnerRef { id, status: decode_partner_status(status), role: (!role.is_empty()).then(|| role.to_string()) }
+}
+
+/// UNSPECIFIED and numbers this build does not know decode to `None`, which
+/// the rules treat as neither ACTIVE nor TERMINATED.
+fn decode_partner_status(status: i32) -> Option<PartnerStatus> {
+    match types::PartnerStatus::try_from(status).ok()? {
+        types::PartnerStatus::Unspecified => None,
+        types::PartnerStatus::Active => Some(PartnerStatus::Active),
+        types::PartnerStatus::Suspended => Some(PartnerStatus::Suspended),
+        types::PartnerStatus::Terminated => Some(PartnerStatus::Terminated),
+    }
 }
 
 pub(crate) fn decode_partner(
@@ -302,7 +316,7 @@ mod tests {
     fn sale_roles_and_service_code_decode_and_margins_encode() {
         let sale = pb::SaleContext {
             sale_id: "s".into(),
-            event_type: pb::SaleEventType::Payment as i32,
+            event_type: types::SaleEventType::Payment as i32,
             amount: usd("10.00"),
             service_code: "RECHARGE".into(),
             occurred_at: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }),
@@ -342,7 +356,7 @@ mod tests {
         };
         let sale = pb::SaleContext {
             sale_id: "s".into(),
-            event_type: pb::SaleEventType::Payment as i32,
+            event_type: types::SaleEventType::Payment as i32,
             amount: usd("10.00"),
             occurred_at: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }),
             seller: partner(1),

@@ -82,6 +82,18 @@ pub async fn partner(c: &mut Clients, program_id: &str, role: &str, parent: &str
 
 /// A link owned by `owner` with customer `customer` as its lead (2024-01-01); returns the link id.
 pub async fn link_with_lead(c: &mut Clients, program_id: &str, owner: &str, customer: &str) -> String {
+    split_link_with_lead(c, program_id, owner, &[], customer).await
+}
+
+/// A link owned by `owner` with `splits` (partner, basis points) and customer
+/// `customer` as its lead (2024-01-01); returns the link id.
+pub async fn split_link_with_lead(
+    c: &mut Clients,
+    program_id: &str,
+    owner: &str,
+    splits: &[(&str, i32)],
+    customer: &str,
+) -> String {
     let link = c
         .attribution
         .create_link(apb::CreateLinkRequest {
@@ -90,6 +102,10 @@ pub async fn link_with_lead(c: &mut Clients, program_id: &str, owner: &str, cust
                 owner_partner_id: owner.into(),
                 key: format!("link-{customer}"),
                 destination_url: "https://example.com/landing".into(),
+                splits: splits
+                    .iter()
+                    .map(|(partner, points)| apb::LinkSplit { partner_id: (*partner).into(), basis_points: *points })
+                    .collect(),
                 ..Default::default()
             }),
             request_id: String::new(),

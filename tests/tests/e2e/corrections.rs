@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 
 use accrue_e2e::Clients;
 use accrue_e2e::TestStack;
-use accrue_e2e::fixtures::{dec, gbp, partner, payment, program, record_and_settle, ts};
-use accrue_proto::attribution::v1 as apb;
+use accrue_e2e::fixtures::{dec, gbp, partner, payment, program, record_and_settle, split_link_with_lead, ts};
 use accrue_proto::commission::v1 as cpb;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::ledger::v1 as lpb;
@@ -38,37 +37,6 @@ async fn default_agreement(c: &mut Clients, program_id: &str, partner_id: &str, 
         })
         .await
         .expect("create agreement");
-}
-
-/// A link owned by `owner` with `splits` (partner, basis points) and `customer` as its lead.
-async fn split_link(c: &mut Clients, program_id: &str, owner: &str, splits: &[(&str, i32)], customer: &str) {
-    let link = c
-        .attribution
-        .create_link(apb::CreateLinkRequest {
-            program_id: program_id.into(),
-            link: Some(apb::Link {
-                owner_partner_id: owner.into(),
-                key: format!("link-{customer}"),
-                splits: splits
-                    .iter()
-                    .map(|(partner, points)| apb::LinkSplit { partner_id: (*partner).into(), basis_points: *points })
-                    .collect(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create link")
-        .into_inner();
-    c.attribution
-        .track_lead(apb::TrackLeadRequest {
-            program_id: program_id.into(),
-            link_id: link.id,
-            customer_external_id: customer.into(),
-            occurred_at: Some(ts("2024-01-01T00:00:00Z")),
-        })
-        .await
-        .expect("track lead");
 }
 
 async fn terminate(c: &mut Clients, partner_id: &str) {
@@ -104,7 +72,7 @@ async fn a_terminated_split_partners_share_moves_to_the_owner_after_allocation()
         partner(&mut c, &program_id, "", "").await,
         partner(&mut c, &program_id, "", "").await,
     );
-    split_link(&mut c, &program_id, &owner, &[(&a, 3333), (&b, 3334), (&gone, 1)], "cust-1").await;
+    split_link_with_lead(&mut c, &program_id, &owner, &[(&a, 3333), (&b, 3334), (&gone, 1)], "cust-1").await;
     terminate(&mut c, &gone).await;
     let (_, entries) =
         record_and_settle(&mut c, payment(&program_id, "s-1", "cust-1", "14.00", "", "2024-03-01T12:00:00Z")).await;
@@ -116,7 +84,7 @@ async fn a_terminated_split_partners_share_moves_to_the_owner_after_allocation()
 
     // C = 7.22 with splits 7 and 13 points, the 13-point partner TERMINATED.
     let (seven, thirteen) = (partner(&mut c, &program_id, "", "").await, partner(&mut c, &program_id, "", "").await);
-    split_link(&mut c, &program_id, &owner, &[(&seven, 7), (&thirteen, 13)], "cust-2").await;
+    split_link_with_lead(&mut c, &program_id, &owner, &[(&seven, 7), (&thirteen, 13)], "cust-2").await;
     terminate(&mut c, &thirteen).await;
     let (_, entries) =
         record_and_settle(&mut c, payment(&program_id, "s-2", "cust-2", "72.20", "", "2024-03-01T12:00:00Z")).await;
@@ -158,7 +126,7 @@ async fn a_scheme_managed_sale_is_not_an_event_under_the_agreement() {
         })
         .await
         .expect("create scheme");
-    split_link(&mut c, &program_id, &seller, &[], "cust-1").await;
+    split_link_with_lead(&mut c, &program_id, &seller, &[], "cust-1").await;
 
     // The customer's first purchase is scheme-managed: a margin, no agreement event.
     let (_, first) =
@@ -221,7 +189,7 @@ async fn a_deep_tree_pays_capped_overrides_and_a_settings_change_applies_to_late
         })
         .await
         .expect("set override plan");
-    split_link(&mut c, &program_id, &seller, &[], "cust-1").await;
+    split_link_with_lead(&mut c, &program_id, &seller, &[], "cust-1").await;
 
     let (_, deep) =
         record_and_settle(&mut c, payment(&program_id, "s-0", "cust-1", "100.00", "", "2024-03-01T12:00:00Z")).await;

@@ -266,6 +266,7 @@ fn sale_to_proto(row: SaleRow) -> pb::Sale {
         base_commission: row.base_commission.and_then(money),
         total_commission: row.total_commission.and_then(money),
         create_time: Some(timestamp(row.created_at)),
+        refunded_amount: None,
     }
 }
 
@@ -281,6 +282,7 @@ fn saga_to_proto(row: SagaRow, events: Vec<store::EventRow>) -> pb::Saga {
         lease_expire_time: row.lease_expires_at.map(timestamp),
         failure_reason: row.failure_reason,
         attempt: row.attempt,
+        refund_id: String::new(),
         events: events
             .into_iter()
             .map(|event| {
@@ -583,6 +585,21 @@ impl AttributionService for AttributionApi {
                 Ok(Response::new(saga_to_proto(row, events)))
             }
         }
+    }
+
+    async fn record_refund(&self, _request: Request<pb::RecordRefundRequest>) -> Result<Response<pb::Refund>, Status> {
+        Err(Status::unimplemented("RecordRefund is being built (issue 9)"))
+    }
+
+    async fn get_refund(&self, _request: Request<pb::GetRefundRequest>) -> Result<Response<pb::Refund>, Status> {
+        Err(Status::unimplemented("GetRefund is being built (issue 9)"))
+    }
+
+    async fn list_refunds(
+        &self,
+        _request: Request<pb::ListRefundsRequest>,
+    ) -> Result<Response<pb::ListRefundsResponse>, Status> {
+        Err(Status::unimplemented("ListRefunds is being built (issue 9)"))
     }
 }
 

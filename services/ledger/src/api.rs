@@ -109,6 +109,8 @@ fn entry_to_proto(row: store::EntryRow, history: Vec<store::EventRow>) -> Result
         idempotency_key: row.idempotency_key,
         payout_id: row.payout_id.map(|id| id.to_string()).unwrap_or_default(),
         create_time: Some(timestamp(row.created_at)),
+        reverses_entry_id: String::new(),
+        refund_id: String::new(),
         history: history
             .into_iter()
             .map(|event| pb::StatusEvent {
@@ -377,6 +379,7 @@ impl LedgerService for LedgerApi {
                 r#override: money(currency, row.override_amount),
                 margin: money(currency, row.margin),
                 total: money(currency, row.total),
+                ..Default::default()
             });
         }
         Ok(Response::new(pb::GetEarningsSummaryResponse { summaries }))
@@ -495,5 +498,26 @@ impl LedgerService for LedgerApi {
             })
             .collect();
         Ok(Response::new(pb::ReserveForPayoutResponse { results }))
+    }
+
+    async fn reverse_sale(
+        &self,
+        _request: Request<pb::ReverseSaleRequest>,
+    ) -> Result<Response<pb::ReverseSaleResponse>, Status> {
+        Err(Status::unimplemented("ReverseSale is being built (issue 9)"))
+    }
+
+    async fn void_reversal(
+        &self,
+        _request: Request<pb::VoidReversalRequest>,
+    ) -> Result<Response<pb::VoidReversalResponse>, Status> {
+        Err(Status::unimplemented("VoidReversal is being built (issue 9)"))
+    }
+
+    async fn get_balances(
+        &self,
+        _request: Request<pb::GetBalancesRequest>,
+    ) -> Result<Response<pb::GetBalancesResponse>, Status> {
+        Err(Status::unimplemented("GetBalances is being built (issue 9)"))
     }
 }

@@ -90,6 +90,7 @@ async fn list_sales_links_and_sagas_page_through_everything_once() {
                 state: apb::SagaState::Done as i32,
                 page_size: 2,
                 page_token: token.clone(),
+                kind: String::new(),
             })
             .await
             .unwrap()

@@ -16,6 +16,10 @@ pub(crate) enum SaleState {
     Failed,
     /// No customer or no lead.
     Unattributed,
+    /// Settled, then partly refunded and clawed back.
+    PartiallyRefunded,
+    /// Settled, then refunded in full.
+    Refunded,
 }
 
 impl SaleState {
@@ -26,6 +30,8 @@ impl SaleState {
             SaleState::Settled => "SETTLED",
             SaleState::Failed => "FAILED",
             SaleState::Unattributed => "UNATTRIBUTED",
+            SaleState::PartiallyRefunded => "PARTIALLY_REFUNDED",
+            SaleState::Refunded => "REFUNDED",
         }
     }
 
@@ -36,6 +42,8 @@ impl SaleState {
             SaleState::Settled => pb::SaleState::Settled,
             SaleState::Failed => pb::SaleState::Failed,
             SaleState::Unattributed => pb::SaleState::Unattributed,
+            SaleState::PartiallyRefunded => pb::SaleState::PartiallyRefunded,
+            SaleState::Refunded => pb::SaleState::Refunded,
         }
     }
 
@@ -47,6 +55,8 @@ impl SaleState {
             pb::SaleState::Settled => Some(SaleState::Settled),
             pb::SaleState::Failed => Some(SaleState::Failed),
             pb::SaleState::Unattributed => Some(SaleState::Unattributed),
+            pb::SaleState::PartiallyRefunded => Some(SaleState::PartiallyRefunded),
+            pb::SaleState::Refunded => Some(SaleState::Refunded),
         }
     }
 }

@@ -665,6 +665,7 @@ async fn count_sagas(clients: &Clients, program_id: &str, state: attribution::Sa
             state: state as i32,
             page_size: 1,
             page_token: String::new(),
+            kind: String::new(),
         })
         .await
         .map_err(rpc("ListSagas"))?

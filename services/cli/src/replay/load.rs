@@ -94,7 +94,7 @@ pub enum InvoiceClass {
     Sale,
     /// A sale without a customer: recorded, earns nothing.
     Unattributed,
-    /// A `C…` credit invoice (its lines are counted, not applied).
+    /// A `C…` credit invoice: its lines refund earlier sales (see `refunds`).
     Credit,
     /// Skipped with the given reason.
     Skipped(&'static str),
@@ -121,6 +121,26 @@ pub struct Invoice {
     pub write_off_lines: u64,
     /// The classification.
     pub class: InvoiceClass,
+    /// The lines a refund is matched on, in file order: a sale's counted lines
+    /// (write-offs excluded), every line of a credit invoice; empty otherwise.
+    pub items: Vec<Item>,
+}
+
+/// One line of an invoice as refund matching sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// StockCode.
+    pub stock_code: String,
+    /// Quantity (negative on credit lines).
+    pub quantity: i64,
+    /// UnitPrice in GBP, exact.
+    pub unit_price: Decimal,
+}
+
+impl Item {
+    fn of(line: &Line) -> Self {
+        Item { stock_code: line.stock_code.clone(), quantity: line.quantity, unit_price: line.unit_price }
+    }
 }
 
 impl Invoice {
@@ -150,7 +170,7 @@ pub struct Dataset {
     pub skipped: BTreeMap<&'static str, SkipCount>,
     /// Credit invoices read.
     pub credit_invoices: u64,
-    /// Credit lines counted (not applied).
+    /// Lines of credit invoices.
     pub credit_lines: u64,
 }
 
@@ -330,6 +350,7 @@ pub fn fold_invoice(invoice_no: String, lines: &[Line], gbp: Currency) -> Invoic
         line_count,
         write_off_lines: 0,
         class: InvoiceClass::Skipped(SKIP_NON_POSITIVE_TOTAL),
+        items: Vec::new(),
     };
     let exact: Decimal = lines.iter().map(|l| Decimal::from(l.quantity) * l.unit_price).sum();
     invoice.exact_total = exact;
@@ -340,6 +361,7 @@ pub fn fold_invoice(invoice_no: String, lines: &[Line], gbp: Currency) -> Invoic
     }
     if invoice_no.starts_with('C') {
         invoice.class = InvoiceClass::Credit;
+        invoice.items = lines.iter().map(Item::of).collect();
         return invoice;
     }
     let counted: Vec<&Line> = lines.iter().filter(|l| !is_write_off(l)).collect();
@@ -361,6 +383,9 @@ pub fn fold_invoice(invoice_no: String, lines: &[Line], gbp: Currency) -> Invoic
     } else {
         InvoiceClass::Unattributed
     };
+    if invoice.class == InvoiceClass::Sale {
+        invoice.items = counted.iter().map(|l| Item::of(l)).collect();
+    }
     invoice
 }
 

@@ -3,6 +3,7 @@
 //!
 //! - [`load`]: parse the line file and fold invoices (exact decimals).
 //! - [`config`]: the seeded program configuration and the configuration file.
+//! - [`refunds`]: credit invoices matched to the sales they refund.
 //! - [`run`]: the gRPC calls ([`replay`]).
 //! - [`summary`]: what it did.
 //! - [`progress`]: bars and progress lines on stderr.
@@ -10,6 +11,7 @@
 pub mod config;
 pub mod load;
 pub mod progress;
+pub mod refunds;
 pub mod run;
 pub mod summary;
 

@@ -2,8 +2,9 @@
 //! of the UCI data set through the five real services on a fresh database,
 //! then the ledger is checked against the sales, the earnings summary against
 //! the ledger, the TIERED and HYBRID base commissions are recomputed from the
-//! configuration file alone, and a second replay must add nothing and write
-//! the same configuration file.
+//! configuration file alone, every refund's clawback is recomputed from the
+//! sale's lines (DESIGN §4 "Refunds"), and a second replay must add nothing
+//! and write the same configuration file.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -119,7 +120,20 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     assert_eq!(first.invoices_read, INVOICES as u64);
     assert_eq!(first.invoices_accounted(), first.invoices_read);
     assert!(first.sales_recorded > 1_000, "most invoices are sales: {}", first.sales_recorded);
-    assert!(first.credit_invoices > 0 && first.credit_lines_counted >= first.credit_invoices);
+    assert!(first.credit_invoices > 0 && first.credit_lines >= first.credit_invoices);
+    let refunds = &first.refunds;
+    assert!(refunds.refunds_recorded > 0, "credit invoices become refunds");
+    assert_eq!(
+        refunds.credit_lines_matched + refunds.credit_lines_unmatched.values().sum::<u64>(),
+        first.credit_lines,
+        "every credit line is matched or counted by reason"
+    );
+    assert_eq!(refunds.refunds_applied, refunds.refunds_recorded, "every refund applied");
+    assert_eq!((refunds.refunds_failed, refunds.refunds_pending), (0, 0));
+    assert!(first.commission.clawback > Decimal::ZERO, "refunds claw back");
+    assert_eq!(refunds.clawback_amount, first.commission.clawback);
+    let by_kind = &first.commission.clawback_by_kind;
+    assert_eq!(by_kind.direct + by_kind.split + by_kind.r#override + by_kind.margin, first.commission.clawback);
     assert_eq!(first.pending, 0, "no sale left pending");
     assert_eq!(first.sagas_stuck, 0);
     assert_eq!(first.failed, 0, "no sale failed");
@@ -129,6 +143,7 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     assert_eq!(
         first.commission.total,
         first.commission.direct + first.commission.split + first.commission.r#override + first.commission.margin
+            - first.commission.clawback
     );
     assert!(first.commission.r#override > Decimal::ZERO, "the tree earns overrides");
     assert!(first.commission.split > Decimal::ZERO, "split links earn splits");
@@ -141,6 +156,14 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     assert!(config["partners"].as_array().unwrap().len() >= 220);
     assert!(config["agreements"].as_array().unwrap().len() > 1);
     assert!(!config["customers"].as_object().unwrap().is_empty());
+    let planned = config["refunds"].as_array().unwrap();
+    assert_eq!(planned.len() as u64, first.refunds.refunds_recorded);
+    for refund in planned {
+        let lines = refund["lines"].as_array().unwrap();
+        assert!(!lines.is_empty(), "refund {} lists its credit lines", refund["external_id"]);
+        let value: Decimal = lines.iter().map(|l| dec(&l["value"])).sum();
+        assert!(dec(&refund["amount"]) <= value && dec(&refund["amount"]) > Decimal::ZERO);
+    }
 
     // It lists TIERED and HYBRID agreements in full, with their partners.
     let agreements = config["agreements"].as_array().unwrap();
@@ -184,7 +207,9 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     assert!(!entries.is_empty());
     let mut base_by_sale: HashMap<&str, Decimal> = HashMap::new();
     let mut total_by_sale: HashMap<&str, Decimal> = HashMap::new();
-    for entry in entries.iter().filter(|e| e.status != lpb::EntryStatus::Voided as i32) {
+    let credits =
+        |e: &&lpb::Entry| e.status != lpb::EntryStatus::Voided as i32 && e.entry_type == lpb::EntryType::Credit as i32;
+    for entry in entries.iter().filter(credits) {
         let value = signed(entry);
         *total_by_sale.entry(&entry.sale_id).or_default() += value;
         if entry.kind == EarningKind::Direct as i32 || entry.kind == EarningKind::Split as i32 {
@@ -193,7 +218,10 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     }
     let mut settled = 0;
     for sale in &sales {
-        if sale.state == SaleState::Settled as i32 {
+        let was_settled = [SaleState::Settled, SaleState::PartiallyRefunded, SaleState::Refunded]
+            .iter()
+            .any(|state| sale.state == *state as i32);
+        if was_settled {
             settled += 1;
             let base = amount(sale.base_commission.as_ref()).unwrap();
             let posted = base_by_sale.get(sale.id.as_str()).copied().unwrap_or_default();
@@ -216,6 +244,55 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
         }
     }
     assert_eq!(settled, first.settled);
+
+    // Every refunded sale: Σ its debits = round(Σ its lines × T / A) (HALF_AWAY_FROM_ZERO,
+    // the program's mode), each debit names a line of the sale, and no line gives
+    // back more than it earned; a sale refunded in full gives back every line.
+    let by_id: HashMap<&str, &lpb::Entry> = entries.iter().map(|e| (e.id.as_str(), e)).collect();
+    let mut debits_by_sale: HashMap<&str, Decimal> = HashMap::new();
+    let mut debits_by_line: HashMap<&str, Decimal> = HashMap::new();
+    for entry in entries.iter().filter(|e| e.entry_type == lpb::EntryType::Debit as i32) {
+        assert_ne!(entry.status, lpb::EntryStatus::Voided as i32, "no clawback was undone");
+        let line =
+            by_id.get(entry.reverses_entry_id.as_str()).unwrap_or_else(|| panic!("debit {} names its line", entry.id));
+        assert_eq!(
+            (line.sale_id.as_str(), line.partner_id.as_str(), line.kind),
+            (entry.sale_id.as_str(), entry.partner_id.as_str(), entry.kind)
+        );
+        let value = amount(entry.amount.as_ref()).unwrap();
+        *debits_by_sale.entry(&entry.sale_id).or_default() += value;
+        *debits_by_line.entry(&entry.reverses_entry_id).or_default() += value;
+    }
+    for (line, given_back) in &debits_by_line {
+        let earned = amount(by_id[line].amount.as_ref()).unwrap();
+        assert!(*given_back <= earned, "line {line} gave back {given_back} of {earned}");
+    }
+    let mut refunded_sales = 0;
+    for sale in &sales {
+        let refunded = amount(sale.refunded_amount.as_ref()).unwrap_or_default();
+        if refunded.is_zero() || sale.state == SaleState::Unattributed as i32 {
+            assert!(
+                !debits_by_sale.contains_key(sale.id.as_str()),
+                "sale {} has no refund to claw back",
+                sale.external_id
+            );
+            continue;
+        }
+        refunded_sales += 1;
+        let gross = amount(sale.amount.as_ref()).unwrap();
+        let lines = total_by_sale.get(sale.id.as_str()).copied().unwrap_or_default();
+        let target = (lines * refunded / gross).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+        let clawed = debits_by_sale.get(sale.id.as_str()).copied().unwrap_or_default();
+        assert_eq!(
+            clawed, target,
+            "sale {}: Σ debits = round(Σ lines × T / A) with T {refunded} A {gross}",
+            sale.external_id
+        );
+        let expected_state = if refunded == gross { SaleState::Refunded } else { SaleState::PartiallyRefunded };
+        assert_eq!(sale.state, expected_state as i32, "sale {} state", sale.external_id);
+    }
+    eprintln!("{refunded_sales} refunded sales recomputed");
+    assert!(refunded_sales > 10, "refunded sales: {refunded_sales}");
 
     // Ledger lines were computed under TIERED and HYBRID agreements: each
     // DIRECT/SPLIT entry's breakdown names its model and its agreement
@@ -287,19 +364,21 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     assert!(tiers_seen.len() >= 2, "sales fall in more than one tier: {tiers_seen:?}");
     assert_eq!(rules_seen.len(), 2, "some HYBRID sales match a rule and some match none");
 
-    // Σ ledger lines per partner and kind = GetEarningsSummary.
-    let mut by_partner: BTreeMap<String, [Decimal; 5]> = BTreeMap::new();
+    // Σ ledger lines per partner and kind = GetEarningsSummary: credits by
+    // kind, debits as the clawback, the total net.
+    let mut by_partner: BTreeMap<String, [Decimal; 6]> = BTreeMap::new();
     for entry in entries.iter().filter(|e| e.status != lpb::EntryStatus::Voided as i32) {
         let sums = by_partner.entry(entry.partner_id.clone()).or_default();
         let value = signed(entry);
         let slot = match EarningKind::try_from(entry.kind).unwrap() {
+            _ if value < Decimal::ZERO => 5,
             EarningKind::Direct => 0,
             EarningKind::Split => 1,
             EarningKind::Override => 2,
             EarningKind::Margin => 3,
             EarningKind::Unspecified => panic!("entry {} has no kind", entry.id),
         };
-        sums[slot] += value;
+        sums[slot] += value.abs();
         sums[4] += value;
     }
     let summary = clients
@@ -312,7 +391,7 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
         .await
         .unwrap()
         .into_inner();
-    let mut reported: BTreeMap<String, [Decimal; 5]> = BTreeMap::new();
+    let mut reported: BTreeMap<String, [Decimal; 6]> = BTreeMap::new();
     for s in &summary.summaries {
         assert_eq!(s.currency_code, "GBP");
         reported.insert(
@@ -323,6 +402,7 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
                 amount(s.r#override.as_ref()).unwrap(),
                 amount(s.margin.as_ref()).unwrap(),
                 amount(s.total.as_ref()).unwrap(),
+                amount(s.clawback.as_ref()).unwrap(),
             ],
         );
     }
@@ -342,6 +422,8 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     assert_eq!(second.settled, first.settled);
     assert_eq!(second.unattributed, first.unattributed);
     assert_eq!(second.commission, first.commission);
+    assert_eq!(second.refunds.refunds_recorded, first.refunds.refunds_recorded, "refunds are idempotent");
+    assert_eq!(second.refunds.clawback_amount, first.refunds.clawback_amount);
     let payouts = |s: &accrue_cli::replay::Summary| {
         s.payouts.iter().map(|m| (m.period.clone(), m.payout_count, m.amount)).collect::<Vec<_>>()
     };

@@ -502,7 +502,10 @@ pub fn rules_summary() -> Vec<&'static str> {
         "Overrides: walk the seller's ancestors (level 1 = parent) up to min(plan levels, override_depth_cap); line = round(C × rates_by_level[level−1]) (basis BASE_COMMISSION, paid on top of C). With compression enabled, levels count ACTIVE ancestors only (non-active ones are skipped and the next active one takes the level).",
         "Clearance: entries clear at occurred_at + clearance_days; ClearMatured(as_of = month end) clears them, and auto_approve_cleared approves them at once.",
         "Payouts: for each month, CreatePayoutRun(GBP, \"YYYY-MM\", cutoff = month end) pays each ACTIVE partner's approved entries cleared by the cutoff when they total at least minimum_payout; smaller balances carry forward. SUSPENDED partners accrue but are not paid.",
-        "Credit invoices (C…) are counted, not applied; A… adjustments, stock write-offs (price 0, negative quantity, no customer) and non-positive totals are skipped and counted; invoices without a CustomerID are recorded as unattributed sales and earn nothing.",
+        "Credit invoices (C…): each credit line refunds, among the same customer's sales with an earlier occurred_at that contain its StockCode with enough unrefunded quantity (the sale's lines of that StockCode summed, less what earlier credit lines took), the most recent one (same instant: the later in file order); its value is |quantity| × the credit line's unit price, exact (finer than pence: rounded half away from zero). One RecordRefund per (credit invoice, matched sale), amount = Σ its matched values capped at the sale's unrefunded amount, occurred_at = the credit invoice's time, applied in credit-invoice time order (ties by file order); `refunds` lists every one with its lines. Unmatched lines are counted by reason (no customer; no earlier sale; no earlier sale with that StockCode; not enough unrefunded quantity).",
+        "Clawback (DESIGN §4): after refunds totalling T on a sale of amount A, the sale's total clawback is round(Σ its lines × T / A) (the program's rounding mode); a refund posts Δ = that total − what the sale's earlier refunds clawed back, as DEBIT entries over the sale's lines by largest remainder weighted by each line's amount not yet clawed back (ties in line order: DIRECT, SPLIT in split order, OVERRIDE by level). A debit against a line neither paid nor reserved travels with it (same clears_at and status); against a paid or reserved line it is APPROVED at once with clears_at = the refund's time and nets against the next payout run.",
+        "Timeline: every sale is recorded and settled first (a later month's sales never clear before their month); then month by month: that month's refunds (RecordRefund, in time order), ClearMatured(as_of = month end), CreatePayoutRun(cutoff = month end). A payout's amount is the net: approved credits − approved debits cleared by the cutoff; a net ≤ 0 or below the minimum carries forward.",
+        "A… adjustments, stock write-offs (price 0, negative quantity, no customer) and non-positive totals are skipped and counted; invoices without a CustomerID are recorded as unattributed sales and earn nothing.",
     ]
 }
 
@@ -530,6 +533,8 @@ pub struct ConfigFile {
     pub customers: std::collections::BTreeMap<String, CustomerOut>,
     /// The rules of DESIGN §4 in short.
     pub rules: Vec<&'static str>,
+    /// Every refund the credit invoices make, in the order they are applied.
+    pub refunds: Vec<super::refunds::PlannedRefund>,
 }
 
 /// Generator inputs.

@@ -1,6 +1,7 @@
 //! Drives a replay over gRPC: configure the program, attribute customers,
 //! record every sale (RecordSales client streaming), wait for the settlement
-//! sagas, clear and pay month by month, and summarize.
+//! sagas, then month by month record the month's refunds (credit invoices),
+//! wait for their clawback sagas, clear and pay; and summarize.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,7 +23,8 @@ use rust_decimal::Decimal;
 use super::config::{self, ConditionSpec, ConfigFile, Plan, RulesSpec, TierSpec};
 use super::load::{self, Dataset, Invoice, InvoiceClass, LoadError};
 use super::progress::{Phase, ProgressMode, note};
-use super::summary::{CommissionTotals, MonthPayouts, Summary};
+use super::refunds::{self, PlannedRefund, RefundPlan};
+use super::summary::{ClawbackByKind, CommissionTotals, MonthPayouts, RefundTotals, Summary};
 use crate::clients::Clients;
 use crate::stack::Endpoints;
 
@@ -32,6 +34,11 @@ pub const SALES_PER_MESSAGE: usize = 1000;
 const MESSAGES_PER_CALL: usize = 10;
 /// Concurrent TrackLead calls.
 const LEAD_CONCURRENCY: usize = 16;
+/// Concurrent RecordRefund calls (refunds of one sale are never in flight together).
+const REFUND_CONCURRENCY: usize = 16;
+/// Saga kinds as attribution names them.
+const SETTLE_SALE: &str = "SETTLE_SALE";
+const CLAWBACK_SALE: &str = "CLAWBACK_SALE";
 
 /// What to replay and how.
 #[derive(Debug, Clone)]
@@ -173,27 +180,57 @@ pub async fn replay(options: ReplayOptions, endpoints: &Endpoints) -> Result<Sum
         ),
     );
 
+    let gbp = accrue_money::Currency::from_code("GBP").map_err(LoadError::Currency)?;
+    let refund_plan = refunds::plan(&data, gbp);
+    note(
+        mode,
+        &format!(
+            "{} credit lines: {} matched into {} refunds, {} unmatched",
+            data.credit_lines,
+            refund_plan.matched_lines,
+            refund_plan.refunds.len(),
+            refund_plan.unmatched_lines.values().sum::<u64>()
+        ),
+    );
+
     let plan = config::generate(options.seed);
     let clients = Clients::connect(endpoints)?;
     let created = configure(&clients, &plan, mode).await?;
     let program_id = created.program_id.clone();
     let customers = track_leads(&clients, &plan, &created, &sales, mode).await?;
-    let config_path = write_config(&options, &plan, &created, customers)?;
+    let config_path = write_config(&options, &plan, &created, customers, &refund_plan)?;
     note(mode, &format!("configuration written to {config_path}"));
 
     // A re-run into the same program settles nothing new: the rate counts
     // only the sales this run settled.
-    let settled_before = count_sales(&clients, &program_id, attribution::SaleState::Settled).await?;
+    let settled_before = count_settled(&clients, &program_id).await?;
     let started = Instant::now();
     let recorded = record_sales(&clients, &program_id, &sales, mode).await?;
     let with_customer = sales.iter().filter(|s| s.class == InvoiceClass::Sale).count() as u64;
-    wait_for_sagas(&clients, &program_id, with_customer, mode, options.stall_timeout).await?;
+    wait_for_sagas(&clients, &program_id, SETTLE_SALE, with_customer, mode, options.stall_timeout).await?;
     let elapsed = started.elapsed();
+    let settled_after = count_settled(&clients, &program_id).await?;
 
-    let months = pay_months(&clients, &program_id, &plan, &sales, mode).await?;
-    let timing = Timing { elapsed, settled_before };
-    let mut summary =
-        summarize(&clients, &options, &data, program_id, recorded, with_customer, months, timing, config_path).await?;
+    // Later months' sales are already settled, but none of their lines clears
+    // before its month ends, so each cutoff sees exactly what it would have seen
+    // in a strict timeline; refunds are what must wait for their month.
+    let paid =
+        pay_months(&clients, &program_id, &plan, &sales, &refund_plan.refunds, mode, options.stall_timeout).await?;
+    let timing = Timing { elapsed, settled_before, settled_after, refunds: paid.refund_time };
+    let mut summary = summarize(
+        &clients,
+        &options,
+        &data,
+        program_id,
+        recorded,
+        with_customer,
+        paid.months,
+        &refund_plan,
+        paid.refunds_recorded,
+        timing,
+        config_path,
+    )
+    .await?;
     summary.settled_by_model = settled_by_model(&clients, &plan, &created).await?;
     Ok(summary)
 }
@@ -513,6 +550,7 @@ fn write_config(
     plan: &Plan,
     created: &Created,
     customers: BTreeMap<String, (usize, DateTime<Utc>)>,
+    refund_plan: &RefundPlan,
 ) -> Result<String, ReplayError> {
     let partner = |index: usize| &created.partners[index];
     let file = ConfigFile {
@@ -590,6 +628,7 @@ fn write_config(
             })
             .collect(),
         rules: config::rules_summary(),
+        refunds: refund_plan.refunds.clone(),
     };
     let path = options.config_out.display().to_string();
     let json = serde_json::to_vec_pretty(&file)
@@ -657,7 +696,13 @@ async fn record_sales(
     Ok(recorded)
 }
 
-async fn count_sagas(clients: &Clients, program_id: &str, state: attribution::SagaState) -> Result<i64, ReplayError> {
+/// Sagas of `kind` (empty: every kind) in `state`.
+async fn count_sagas(
+    clients: &Clients,
+    program_id: &str,
+    kind: &str,
+    state: attribution::SagaState,
+) -> Result<i64, ReplayError> {
     let mut client = clients.attribution.clone();
     let response = client
         .list_sagas(attribution::ListSagasRequest {
@@ -665,7 +710,7 @@ async fn count_sagas(clients: &Clients, program_id: &str, state: attribution::Sa
             state: state as i32,
             page_size: 1,
             page_token: String::new(),
-            kind: String::new(),
+            kind: kind.to_string(),
         })
         .await
         .map_err(rpc("ListSagas"))?
@@ -688,26 +733,37 @@ async fn count_sales(clients: &Clients, program_id: &str, state: attribution::Sa
     Ok(response.total_size)
 }
 
-/// Polls ListSagas until none is RUNNING or UNWINDING.
+/// Sales settled at some point: SETTLED, PARTIALLY_REFUNDED or REFUNDED.
+async fn count_settled(clients: &Clients, program_id: &str) -> Result<i64, ReplayError> {
+    use attribution::SaleState;
+    Ok(count_sales(clients, program_id, SaleState::Settled).await?
+        + count_sales(clients, program_id, SaleState::PartiallyRefunded).await?
+        + count_sales(clients, program_id, SaleState::Refunded).await?)
+}
+
+/// Polls ListSagas until no saga of `kind` is RUNNING or UNWINDING; progress
+/// counts the ones that finished (DONE or FAILED) out of `expected`.
 async fn wait_for_sagas(
     clients: &Clients,
     program_id: &str,
+    kind: &str,
     expected: u64,
     mode: ProgressMode,
     stall_timeout: Duration,
 ) -> Result<(), ReplayError> {
-    use attribution::{SagaState, SaleState};
-    let phase = Phase::start(mode, "settling sales", expected);
+    use attribution::SagaState;
+    let label = if kind == CLAWBACK_SALE { "clawing back" } else { "settling sales" };
+    let phase = Phase::start(mode, label, expected);
     let mut best = i64::MAX;
     let mut last_change = Instant::now();
     loop {
-        let running = count_sagas(clients, program_id, SagaState::Running).await?
-            + count_sagas(clients, program_id, SagaState::Unwinding).await?;
-        let finished = count_sales(clients, program_id, SaleState::Settled).await?
-            + count_sales(clients, program_id, SaleState::Failed).await?;
+        let running = count_sagas(clients, program_id, kind, SagaState::Running).await?
+            + count_sagas(clients, program_id, kind, SagaState::Unwinding).await?;
+        let finished = count_sagas(clients, program_id, kind, SagaState::Done).await?
+            + count_sagas(clients, program_id, kind, SagaState::Failed).await?;
         phase.set(u64::try_from(finished).unwrap_or(0));
         if running == 0 {
-            phase.finish(&format!("{finished} sales settled or failed"));
+            phase.finish(&format!("{finished} {kind} sagas done or failed"));
             return Ok(());
         }
         if running < best {
@@ -742,21 +798,47 @@ pub fn replay_months(first: DateTime<Utc>, last: DateTime<Utc>) -> Vec<(String, 
     months
 }
 
-/// For each month: ClearMatured(as_of = month end), then CreatePayoutRun.
+/// What the month-by-month phase did.
+struct Paid {
+    months: Vec<MonthPayouts>,
+    /// RecordRefund calls acknowledged.
+    refunds_recorded: u64,
+    /// Time spent recording refunds and waiting for their sagas.
+    refund_time: Duration,
+}
+
+/// For each month: its refunds (RecordRefund, then wait for the clawback
+/// sagas), ClearMatured(as_of = month end), then CreatePayoutRun. Refunds are
+/// in application order (see [`refunds::plan`]); any after the last month end
+/// (none in the data set) are recorded after the last run.
+#[allow(clippy::too_many_arguments)]
 async fn pay_months(
     clients: &Clients,
     program_id: &str,
     plan: &Plan,
     sales: &[&Invoice],
+    refunds: &[PlannedRefund],
     mode: ProgressMode,
-) -> Result<Vec<MonthPayouts>, ReplayError> {
-    let (Some(first), Some(last)) = (sales.first(), sales.last()) else { return Ok(Vec::new()) };
+    stall_timeout: Duration,
+) -> Result<Paid, ReplayError> {
+    let mut paid = Paid { months: Vec::new(), refunds_recorded: 0, refund_time: Duration::ZERO };
+    let (Some(first), Some(last)) = (sales.first(), sales.last()) else { return Ok(paid) };
     let months = replay_months(first.occurred_at, last.occurred_at);
-    let phase = Phase::start(mode, "clearing & paying", months.len() as u64);
+    let phase = Phase::start(mode, "refunding, clearing & paying", months.len() as u64);
     let mut ledger_client = clients.ledger.clone();
     let mut payouts_client = clients.payouts.clone();
-    let mut out = Vec::with_capacity(months.len());
+    let mut pending = refunds;
     for (done, (period, month_end)) in months.into_iter().enumerate() {
+        let due = pending.iter().take_while(|r| r.occurred_at <= month_end).count();
+        let (now, later) = pending.split_at(due);
+        pending = later;
+        let started = Instant::now();
+        let recorded = record_refunds(clients, program_id, now).await?;
+        if recorded > 0 {
+            wait_for_sagas(clients, program_id, CLAWBACK_SALE, recorded, ProgressMode::Quiet, stall_timeout).await?;
+        }
+        paid.refund_time += started.elapsed();
+        paid.refunds_recorded += recorded;
         let cleared = ledger_client
             .clear_matured(ledger::ClearMaturedRequest {
                 program_id: program_id.to_string(),
@@ -778,19 +860,69 @@ async fn pay_months(
             .map_err(rpc(format!("CreatePayoutRun {period}")))?
             .into_inner();
         let call = "CreatePayoutRun";
-        out.push(MonthPayouts {
+        paid.months.push(MonthPayouts {
             period,
             payout_run_id: run.id,
             cleared_entries: cleared.cleared_count,
             payout_count: run.payout_count,
+            refunds_recorded: recorded,
             amount: parse_amount(call, run.total_amount.as_ref())?,
             carried_forward_count: run.carried_forward_count,
             carried_forward_amount: parse_amount(call, run.carried_forward_amount.as_ref())?,
         });
         phase.set(done as u64 + 1);
     }
-    phase.finish(&format!("{} payout runs", out.len()));
-    Ok(out)
+    if !pending.is_empty() {
+        let started = Instant::now();
+        let recorded = record_refunds(clients, program_id, pending).await?;
+        wait_for_sagas(clients, program_id, CLAWBACK_SALE, recorded, ProgressMode::Quiet, stall_timeout).await?;
+        paid.refund_time += started.elapsed();
+        paid.refunds_recorded += recorded;
+    }
+    phase.finish(&format!("{} payout runs, {} refunds", paid.months.len(), paid.refunds_recorded));
+    Ok(paid)
+}
+
+fn refund_request(program_id: &str, refund: &PlannedRefund) -> attribution::RecordRefundRequest {
+    attribution::RecordRefundRequest {
+        program_id: program_id.to_string(),
+        external_id: refund.external_id.clone(),
+        sale: Some(attribution::record_refund_request::Sale::SaleExternalId(refund.sale_external_id.clone())),
+        amount: Some(gbp(refund.amount)),
+        occurred_at: Some(timestamp(refund.occurred_at)),
+        reason: format!("credit invoice {}", refund.credit_invoice),
+    }
+}
+
+/// Records `refunds` in order, [`REFUND_CONCURRENCY`] at a time, in waves that
+/// never hold two refunds of one sale: a sale's refunds get their sequence in
+/// application order. Returns how many were acknowledged.
+async fn record_refunds(clients: &Clients, program_id: &str, refunds: &[PlannedRefund]) -> Result<u64, ReplayError> {
+    let mut recorded = 0u64;
+    let mut rest = refunds;
+    while !rest.is_empty() {
+        let mut sales = std::collections::HashSet::new();
+        let wave = rest
+            .iter()
+            .take_while(|r| sales.insert(r.sale_external_id.as_str()))
+            .take(REFUND_CONCURRENCY * 4)
+            .count()
+            .max(1);
+        let (now, later) = rest.split_at(wave);
+        rest = later;
+        let calls =
+            now.iter().map(|refund| {
+                let mut client = clients.attribution.clone();
+                let request = refund_request(program_id, refund);
+                async move {
+                    client.record_refund(request).await.map_err(rpc(format!("RecordRefund {}", refund.external_id)))
+                }
+            });
+        let acknowledged: Vec<_> =
+            futures::stream::iter(calls).buffer_unordered(REFUND_CONCURRENCY).try_collect().await?;
+        recorded += acknowledged.len() as u64;
+    }
+    Ok(recorded)
 }
 
 /// Sums GetEarningsSummary over every partner of the program (GBP).
@@ -811,21 +943,115 @@ async fn commission_totals(clients: &Clients, program_id: &str) -> Result<Commis
         totals.split += parse_amount(call, summary.split.as_ref())?;
         totals.r#override += parse_amount(call, summary.r#override.as_ref())?;
         totals.margin += parse_amount(call, summary.margin.as_ref())?;
+        totals.clawback += parse_amount(call, summary.clawback.as_ref())?;
+        totals.clawback_by_kind.direct += parse_amount(call, summary.clawback_direct.as_ref())?;
+        totals.clawback_by_kind.split += parse_amount(call, summary.clawback_split.as_ref())?;
+        totals.clawback_by_kind.r#override += parse_amount(call, summary.clawback_override.as_ref())?;
+        totals.clawback_by_kind.margin += parse_amount(call, summary.clawback_margin.as_ref())?;
         totals.total += parse_amount(call, summary.total.as_ref())?;
     }
-    for amount in [&mut totals.direct, &mut totals.split, &mut totals.r#override, &mut totals.margin, &mut totals.total]
-    {
+    let ClawbackByKind { direct, split, r#override, margin } = &mut totals.clawback_by_kind;
+    for amount in [
+        &mut totals.direct,
+        &mut totals.split,
+        &mut totals.r#override,
+        &mut totals.margin,
+        &mut totals.clawback,
+        direct,
+        split,
+        r#override,
+        margin,
+        &mut totals.total,
+    ] {
         amount.rescale(2);
     }
     Ok(totals)
 }
 
-/// The timed section of a run.
-struct Timing {
-    /// From the first RecordSales until every saga finished.
+/// The program's refunds by state with their sums (ListRefunds, every page),
+/// and the partners whose GBP payable balance is negative (GetBalances).
+async fn refund_totals(
+    clients: &Clients,
+    program_id: &str,
+    refund_plan: &RefundPlan,
+    refunds_recorded: u64,
     elapsed: Duration,
-    /// SETTLED sales of the program before this run recorded any.
+) -> Result<RefundTotals, ReplayError> {
+    let mut totals = RefundTotals {
+        credit_lines_matched: refund_plan.matched_lines,
+        credit_lines_unmatched: refund_plan.unmatched_lines.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+        values_rounded: refund_plan.rounded_values,
+        refunds_capped: refund_plan.capped_refunds,
+        refunds_dropped: refund_plan.dropped_refunds,
+        refunds_recorded,
+        elapsed_seconds: Decimal::new(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX), 3),
+        ..Default::default()
+    };
+    let mut client = clients.attribution.clone();
+    let mut page_token = String::new();
+    loop {
+        let call = "ListRefunds";
+        let page = client
+            .list_refunds(attribution::ListRefundsRequest {
+                program_id: program_id.to_string(),
+                page_size: 1000,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc(call))?
+            .into_inner();
+        for refund in &page.refunds {
+            match attribution::RefundState::try_from(refund.state) {
+                Ok(attribution::RefundState::Applied) => totals.refunds_applied += 1,
+                Ok(attribution::RefundState::Failed) => totals.refunds_failed += 1,
+                _ => totals.refunds_pending += 1,
+            }
+            totals.refunded_amount += parse_amount(call, refund.amount.as_ref())?;
+            if let Some(clawback) = refund.clawback_amount.as_ref() {
+                totals.clawback_amount += parse_amount(call, Some(clawback))?;
+            }
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let call = "GetBalances";
+    let balances = clients
+        .ledger
+        .clone()
+        .get_balances(ledger::GetBalancesRequest {
+            program_id: program_id.to_string(),
+            partner_ids: Vec::new(),
+            currency_code: "GBP".into(),
+        })
+        .await
+        .map_err(rpc(call))?
+        .into_inner();
+    for balance in &balances.balances {
+        let payable = parse_amount(call, balance.payable.as_ref())?;
+        if payable < Decimal::ZERO {
+            totals.partners_with_negative_balance += 1;
+            totals.negative_balance_total += payable;
+        }
+    }
+    for amount in [&mut totals.refunded_amount, &mut totals.clawback_amount, &mut totals.negative_balance_total] {
+        amount.rescale(2);
+    }
+    Ok(totals)
+}
+
+/// The timed sections of a run.
+struct Timing {
+    /// From the first RecordSales until every settlement saga finished.
+    elapsed: Duration,
+    /// Settled sales of the program before this run recorded any.
     settled_before: i64,
+    /// Settled sales of the program when every settlement saga had finished.
+    settled_after: i64,
+    /// Recording refunds and waiting for their clawback sagas.
+    refunds: Duration,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -837,19 +1063,24 @@ async fn summarize(
     recorded: u64,
     with_customer: u64,
     payouts: Vec<MonthPayouts>,
+    refund_plan: &RefundPlan,
+    refunds_recorded: u64,
     timing: Timing,
     config_path: String,
 ) -> Result<Summary, ReplayError> {
     use attribution::{SagaState, SaleState};
-    let settled = count_sales(clients, &program_id, SaleState::Settled).await?;
+    let settled = count_settled(clients, &program_id).await?;
+    let partially_refunded = count_sales(clients, &program_id, SaleState::PartiallyRefunded).await?;
+    let refunded = count_sales(clients, &program_id, SaleState::Refunded).await?;
     let failed = count_sales(clients, &program_id, SaleState::Failed).await?;
     let unattributed = count_sales(clients, &program_id, SaleState::Unattributed).await?;
     let pending = count_sales(clients, &program_id, SaleState::Pending).await?;
-    let sagas_stuck = count_sagas(clients, &program_id, SagaState::Stuck).await?;
+    let sagas_stuck = count_sagas(clients, &program_id, "", SagaState::Stuck).await?;
+    let refunds = refund_totals(clients, &program_id, refund_plan, refunds_recorded, timing.refunds).await?;
     let commission = commission_totals(clients, &program_id).await?;
     let millis = i64::try_from(timing.elapsed.as_millis()).unwrap_or(i64::MAX).max(1);
     let elapsed_seconds = Decimal::new(millis, 3);
-    let settled_this_run = (settled - timing.settled_before).max(0);
+    let settled_this_run = (timing.settled_after - timing.settled_before).max(0);
     let settled_per_second =
         (Decimal::from(settled_this_run) * Decimal::from(1000) / Decimal::from(millis)).round_dp(1);
     Ok(Summary {
@@ -860,13 +1091,16 @@ async fn summarize(
         sales_recorded: recorded,
         sales_with_customer: with_customer,
         settled,
+        partially_refunded,
+        refunded,
         failed,
         unattributed,
         pending,
         sagas_stuck,
         skipped: data.skipped.iter().map(|(reason, count)| (reason.to_string(), *count)).collect(),
         credit_invoices: data.credit_invoices,
-        credit_lines_counted: data.credit_lines,
+        credit_lines: data.credit_lines,
+        refunds,
         commission,
         payouts,
         settled_by_model: BTreeMap::new(),

@@ -20,8 +20,58 @@ pub struct CommissionTotals {
     pub r#override: Decimal,
     /// Scheme margins.
     pub margin: Decimal,
-    /// Sum of the above.
+    /// Clawed back by refunds (Σ DEBIT entries), all kinds.
+    pub clawback: Decimal,
+    /// Clawback by the kind of the line it reverses.
+    pub clawback_by_kind: ClawbackByKind,
+    /// Net: direct + split + override + margin − clawback.
     pub total: Decimal,
+}
+
+/// Clawback by the kind of the line each debit reverses (GBP).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClawbackByKind {
+    /// Against link-owner shares.
+    pub direct: Decimal,
+    /// Against split shares.
+    pub split: Decimal,
+    /// Against overrides.
+    pub r#override: Decimal,
+    /// Against scheme margins.
+    pub margin: Decimal,
+}
+
+/// What the credit invoices became (DESIGN §7; see `replay::refunds`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RefundTotals {
+    /// Credit lines matched to a sale.
+    pub credit_lines_matched: u64,
+    /// Credit lines left unmatched, by reason.
+    pub credit_lines_unmatched: BTreeMap<String, u64>,
+    /// Matched values finer than pence, rounded half away from zero.
+    pub values_rounded: u64,
+    /// Refunds capped at the sale's unrefunded amount.
+    pub refunds_capped: u64,
+    /// (credit invoice, sale) pairs with nothing left to refund.
+    pub refunds_dropped: u64,
+    /// RecordRefund calls acknowledged by this run (new or replayed).
+    pub refunds_recorded: u64,
+    /// The program's refunds APPLIED.
+    pub refunds_applied: u64,
+    /// The program's refunds FAILED.
+    pub refunds_failed: u64,
+    /// The program's refunds still PENDING at the end (0 unless a saga is stuck).
+    pub refunds_pending: u64,
+    /// Σ refunded (GBP).
+    pub refunded_amount: Decimal,
+    /// Σ the refunds' clawback (GBP; equals `commission.clawback`).
+    pub clawback_amount: Decimal,
+    /// Partners whose payable balance is negative at the end (clawbacks not yet covered).
+    pub partners_with_negative_balance: u64,
+    /// Σ those negative balances (GBP, ≤ 0).
+    pub negative_balance_total: Decimal,
+    /// Seconds spent recording refunds and waiting for their clawback sagas.
+    pub elapsed_seconds: Decimal,
 }
 
 /// One month's payout run.
@@ -35,7 +85,9 @@ pub struct MonthPayouts {
     pub cleared_entries: i64,
     /// Payouts created.
     pub payout_count: i64,
-    /// Σ payouts (GBP).
+    /// Refunds recorded in this month, before its run.
+    pub refunds_recorded: u64,
+    /// Σ payouts (GBP): each payout is the partner's net (credits − debits).
     pub amount: Decimal,
     /// Partners below the minimum, carried forward.
     pub carried_forward_count: i64,
@@ -58,8 +110,12 @@ pub struct Summary {
     pub sales_recorded: u64,
     /// Of those, sent with a customer.
     pub sales_with_customer: u64,
-    /// Program sales SETTLED.
+    /// Program sales settled (SETTLED, PARTIALLY_REFUNDED or REFUNDED).
     pub settled: i64,
+    /// Of those, PARTIALLY_REFUNDED.
+    pub partially_refunded: i64,
+    /// Of those, REFUNDED in full.
+    pub refunded: i64,
     /// Program sales FAILED.
     pub failed: i64,
     /// Program sales UNATTRIBUTED.
@@ -72,8 +128,10 @@ pub struct Summary {
     pub skipped: BTreeMap<String, SkipCount>,
     /// Credit invoices read.
     pub credit_invoices: u64,
-    /// Credit lines counted (not applied).
-    pub credit_lines_counted: u64,
+    /// Lines of credit invoices.
+    pub credit_lines: u64,
+    /// What the credit invoices became.
+    pub refunds: RefundTotals,
     /// Commission by kind.
     pub commission: CommissionTotals,
     /// Payout runs, one per month.
@@ -130,10 +188,34 @@ impl fmt::Display for Summary {
         if self.pending > 0 || self.sagas_stuck > 0 {
             writeln!(f, "    pending            {:>10}   ({} sagas stuck)", self.pending, self.sagas_stuck)?;
         }
+        writeln!(f, "      partly refunded  {:>10}", self.partially_refunded)?;
+        writeln!(f, "      refunded in full {:>10}", self.refunded)?;
+        let r = &self.refunds;
         writeln!(
             f,
-            "  credit invoices      {:>10}   ({} lines counted, not applied)",
-            self.credit_invoices, self.credit_lines_counted
+            "  credit invoices      {:>10}   ({} lines: {} matched to a sale)",
+            self.credit_invoices, self.credit_lines, r.credit_lines_matched
+        )?;
+        for (reason, count) in &r.credit_lines_unmatched {
+            writeln!(f, "    unmatched: {:<38} {:>6} lines", reason, count)?;
+        }
+        writeln!(
+            f,
+            "  refunds recorded     {:>10}   ({} applied, {} failed, {} pending; {} capped, {} dropped, {} values rounded)",
+            r.refunds_recorded,
+            r.refunds_applied,
+            r.refunds_failed,
+            r.refunds_pending,
+            r.refunds_capped,
+            r.refunds_dropped,
+            r.values_rounded
+        )?;
+        writeln!(f, "    refunded (GBP)     {:>14}", r.refunded_amount)?;
+        writeln!(f, "    clawed back (GBP)  {:>14}   in {} s", r.clawback_amount, r.elapsed_seconds)?;
+        writeln!(
+            f,
+            "    negative balances  {:>10}   partners ({} GBP carried forward)",
+            r.partners_with_negative_balance, r.negative_balance_total
         )?;
         writeln!(f, "  skipped")?;
         for (reason, count) in &self.skipped {
@@ -144,17 +226,24 @@ impl fmt::Display for Summary {
         writeln!(f, "    split              {:>14}", self.commission.split)?;
         writeln!(f, "    override           {:>14}", self.commission.r#override)?;
         writeln!(f, "    margin             {:>14}", self.commission.margin)?;
-        writeln!(f, "    total              {:>14}", self.commission.total)?;
+        let c = &self.commission.clawback_by_kind;
+        writeln!(
+            f,
+            "    clawback           {:>14}   (direct {}, split {}, override {}, margin {})",
+            self.commission.clawback, c.direct, c.split, c.r#override, c.margin
+        )?;
+        writeln!(f, "    total (net)        {:>14}", self.commission.total)?;
         writeln!(f, "  payouts by month")?;
         for month in &self.payouts {
             writeln!(
                 f,
-                "    {}  {:>5} payouts  {:>12} GBP   ({} carried forward, {} GBP)",
+                "    {}  {:>5} payouts  {:>12} GBP net   ({} carried forward, {} GBP; {} refunds before the run)",
                 month.period,
                 month.payout_count,
                 month.amount,
                 month.carried_forward_count,
-                month.carried_forward_amount
+                month.carried_forward_amount,
+                month.refunds_recorded
             )?;
         }
         writeln!(

@@ -6,5 +6,6 @@ mod agreements;
 mod corrections;
 mod margins;
 mod paging;
+mod refunds;
 mod replay;
 mod saga;

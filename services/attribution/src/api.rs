@@ -20,12 +20,17 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::domain::link::{MAX_URL_LEN, Split, check_key, check_splits};
+use crate::domain::refund::{RefundState, SaleRef, parse_refund};
 use crate::domain::sale::{MAX_ID_LEN, SaleInput, event_type_to_proto, parse_sale};
 use crate::domain::state::{SaleState, saga_state_from_proto, saga_state_to_proto};
 use crate::peers::Peers;
+use crate::saga::clawback_sale::ClawbackSale;
+use crate::saga::settle_sale::SettleSale;
 use crate::store::{
-    self, Attributions, Cursor, LeadRow, LinkInsert, LinkRow, NewLink, RecordOutcome, RetryOutcome, SagaRow, SaleRow,
+    self, Attributions, Cursor, LeadRow, LinkInsert, LinkRow, NewLink, RecordOutcome, RefundOutcome, RefundRow,
+    RetryOutcome, SagaRow, SaleRow,
 };
+use accrue_saga::SagaDef;
 
 /// Most sales in one RecordSales message.
 pub const MAX_SALES_PER_MESSAGE: usize = 1000;
@@ -266,7 +271,29 @@ fn sale_to_proto(row: SaleRow) -> pb::Sale {
         base_commission: row.base_commission.and_then(money),
         total_commission: row.total_commission.and_then(money),
         create_time: Some(timestamp(row.created_at)),
-        refunded_amount: None,
+        refunded_amount: money(row.refunded_amount),
+    }
+}
+
+fn refund_to_proto(row: RefundRow) -> pb::Refund {
+    let currency = Currency::from_code(&row.currency).ok();
+    let money = |amount| currency.map(|c| amount_to_proto(c, amount));
+    pb::Refund {
+        id: row.id.to_string(),
+        program_id: row.program_id.to_string(),
+        external_id: row.external_id,
+        sale_id: row.sale_id.to_string(),
+        sale_external_id: row.sale_external_id,
+        amount: money(row.amount),
+        occurred_at: Some(timestamp(row.occurred_at)),
+        reason: row.reason,
+        state: row.state.to_proto() as i32,
+        failure_reason: row.failure_reason,
+        saga_id: row.saga_id.map(|id| id.to_string()).unwrap_or_default(),
+        sequence: row.sequence,
+        refunded_total: money(row.refunded_total),
+        clawback_amount: row.clawback_amount.and_then(money),
+        create_time: Some(timestamp(row.created_at)),
     }
 }
 
@@ -282,7 +309,7 @@ fn saga_to_proto(row: SagaRow, events: Vec<store::EventRow>) -> pb::Saga {
         lease_expire_time: row.lease_expires_at.map(timestamp),
         failure_reason: row.failure_reason,
         attempt: row.attempt,
-        refund_id: String::new(),
+        refund_id: row.refund_id.map(|id| id.to_string()).unwrap_or_default(),
         events: events
             .into_iter()
             .map(|event| {
@@ -546,7 +573,9 @@ impl AttributionService for AttributionApi {
         Ok(Response::new(saga_to_proto(row, events)))
     }
 
-    /// Lists a program's sagas, oldest first, optionally in one state, with the total count.
+    /// Lists a program's sagas, oldest first, optionally in one state and of
+    /// one kind (SETTLE_SALE or CLAWBACK_SALE; any other kind is
+    /// INVALID_ARGUMENT on `kind`), with the total count.
     async fn list_sagas(
         &self,
         request: Request<pb::ListSagasRequest>,
@@ -556,10 +585,20 @@ impl AttributionService for AttributionApi {
         let state = pb::SagaState::try_from(req.state)
             .map_err(|_| invalid_field("state", format!("unknown saga state {}", req.state)))
             .map(saga_state_from_proto)?;
+        let kind = match req.kind.as_str() {
+            "" => None,
+            kind if kind == SettleSale::KIND || kind == ClawbackSale::KIND => Some(kind),
+            other => {
+                return Err(invalid_field(
+                    "kind",
+                    format!("unknown saga kind {other:?} (expected {} or {})", SettleSale::KIND, ClawbackSale::KIND),
+                ));
+            }
+        };
         let limit = page::page_size(req.page_size)?;
-        let query = format!("sagas|{program_id}|{}", req.state);
+        let query = format!("sagas|{program_id}|{}|{}", req.state, req.kind);
         let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
-        let (mut rows, total) = store::list_sagas(&self.pool, program_id, state, cursor, limit + 1).await?;
+        let (mut rows, total) = store::list_sagas(&self.pool, program_id, state, kind, cursor, limit + 1).await?;
         let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.created_at, id: row.id })?;
         Ok(Response::new(pb::ListSagasResponse {
             sagas: rows.into_iter().map(|row| saga_to_proto(row, Vec::new())).collect(),
@@ -569,8 +608,9 @@ impl AttributionService for AttributionApi {
     }
 
     /// Starts a FAILED saga again: a new run (its own log and ledger key),
-    /// attempt 0, sale back to PENDING. FAILED_PRECONDITION SAGA_NOT_FAILED
-    /// otherwise; NOT_FOUND when absent.
+    /// attempt 0, and what it drives back to PENDING (a SettleSale's sale, a
+    /// ClawbackSale's refund). FAILED_PRECONDITION SAGA_NOT_FAILED otherwise;
+    /// NOT_FOUND when absent.
     async fn retry_saga(&self, request: Request<pb::RetrySagaRequest>) -> Result<Response<pb::Saga>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
         match store::retry_saga(&self.pool, id).await? {
@@ -587,19 +627,86 @@ impl AttributionService for AttributionApi {
         }
     }
 
-    async fn record_refund(&self, _request: Request<pb::RecordRefundRequest>) -> Result<Response<pb::Refund>, Status> {
-        Err(Status::unimplemented("RecordRefund is being built (issue 9)"))
+    /// Records a refund and starts its ClawbackSale saga in one transaction
+    /// (DESIGN §3, §4 "Refunds"), the sale row locked so that refunds of one
+    /// sale serialize. Idempotent on (program, external_id): the same body
+    /// returns the stored refund, another body is ALREADY_EXISTS
+    /// REQUEST_ID_REUSED. INVALID_ARGUMENT with field violations for a bad
+    /// refund (amount ≤ 0 or too precise, not the sale's currency, occurred_at
+    /// missing or before the sale, not exactly one of sale_id /
+    /// sale_external_id); NOT_FOUND SALE_NOT_FOUND for no such sale in the
+    /// program; FAILED_PRECONDITION REFUND_EXCEEDS_SALE when the sale's
+    /// refunds would total more than its amount. Nothing is written on any
+    /// error. A refund of an unattributed sale (no saga) is APPLIED at once
+    /// with a zero clawback.
+    async fn record_refund(&self, request: Request<pb::RecordRefundRequest>) -> Result<Response<pb::Refund>, Status> {
+        let refund = parse_refund(request.get_ref())?;
+        match store::record_refund(&self.pool, &refund).await? {
+            RefundOutcome::Recorded { refund, saga_started } => {
+                if saga_started {
+                    self.wake_workers();
+                }
+                Ok(Response::new(refund_to_proto(refund)))
+            }
+            RefundOutcome::Replayed(stored) => Ok(Response::new(refund_to_proto(stored))),
+            RefundOutcome::Conflict => Err(already_exists(
+                idempotency::REUSED_REASON,
+                format!(
+                    "refund external_id {:?} was already recorded in program {} with a different body",
+                    refund.external_id, refund.program_id
+                ),
+            )),
+            RefundOutcome::SaleNotFound => Err(match &refund.sale {
+                SaleRef::Id(id) => not_found("sale", id),
+                SaleRef::External(external_id) => not_found("sale", format!("with external_id {external_id:?}")),
+            }),
+            RefundOutcome::Invalid(status) => Err(status),
+            RefundOutcome::ExceedsSale { sale_amount, refunded, requested, currency } => Err(failed_precondition(
+                "REFUND_EXCEEDS_SALE",
+                format!(
+                    "a refund of {requested} {currency} would bring the sale's refunds to {} {currency}, above its \
+                     amount {sale_amount} {currency} ({refunded} {currency} already refunded); nothing was recorded",
+                    refunded + requested
+                ),
+            )),
+        }
     }
 
-    async fn get_refund(&self, _request: Request<pb::GetRefundRequest>) -> Result<Response<pb::Refund>, Status> {
-        Err(Status::unimplemented("GetRefund is being built (issue 9)"))
+    /// Gets a refund. NOT_FOUND when absent.
+    async fn get_refund(&self, request: Request<pb::GetRefundRequest>) -> Result<Response<pb::Refund>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        let row = store::get_refund(&self.pool, id).await?.ok_or_else(|| not_found("refund", id))?;
+        Ok(Response::new(refund_to_proto(row)))
     }
 
+    /// Lists a program's refunds by (occurred_at, id), optionally only one
+    /// sale's (`sale_id`) and only in one state. INVALID_ARGUMENT for a bad
+    /// id, state or page token.
     async fn list_refunds(
         &self,
-        _request: Request<pb::ListRefundsRequest>,
+        request: Request<pb::ListRefundsRequest>,
     ) -> Result<Response<pb::ListRefundsResponse>, Status> {
-        Err(Status::unimplemented("ListRefunds is being built (issue 9)"))
+        let req = request.into_inner();
+        let program_id = required_program(&req.program_id)?;
+        let mut violations = FieldViolations::new();
+        let sale_id = accrue_kit::convert::optional_uuid("sale_id", &req.sale_id, &mut violations);
+        let state = match pb::RefundState::try_from(req.state) {
+            Ok(state) => RefundState::from_proto(state),
+            Err(_) => {
+                violations.add("state", format!("unknown refund state {}", req.state));
+                None
+            }
+        };
+        violations.into_result()?;
+        let limit = page::page_size(req.page_size)?;
+        let query = format!("refunds|{program_id}|{sale_id:?}|{}", req.state);
+        let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
+        let mut rows = store::list_refunds(&self.pool, program_id, sale_id, state, cursor, limit + 1).await?;
+        let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.occurred_at, id: row.id })?;
+        Ok(Response::new(pb::ListRefundsResponse {
+            refunds: rows.into_iter().map(refund_to_proto).collect(),
+            next_page_token: next,
+        }))
     }
 }
 

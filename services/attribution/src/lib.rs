@@ -1,7 +1,8 @@
 //! Accrue attribution service (`accrue.attribution.v1.AttributionService`):
-//! links with immutable split configs, first-touch leads, sales, and the
+//! links with immutable split configs, first-touch leads, sales, refunds, the
 //! SettleSale saga that drives every attributed sale through hierarchy,
-//! commission and ledger (DESIGN §3).
+//! commission and ledger, and the ClawbackSale saga that claws each refund
+//! back from the sale's ledger lines (DESIGN §3, §4 "Refunds").
 //!
 //! Owns the `attribution` schema and nothing else; talks to the other services
 //! only over gRPC.
@@ -17,6 +18,7 @@ pub use accrue_saga::SagaOptions;
 pub use accrue_saga::TestHooks;
 pub use api::AttributionApi;
 pub use saga::Hooks as SagaHooks;
+pub use saga::clawback_sale::ClawbackStep;
 pub use saga::settle_sale::Step;
 
 use std::sync::Arc;
@@ -115,7 +117,10 @@ impl Service for Attribution {
         let (worker_peers, worker_notify, options) = (peers.clone(), notify.clone(), config.saga.clone());
         let hooks = config.hooks.clone();
         setup.spawn(move |shutdown| async move {
-            saga::spawn_workers(worker_pool, worker_peers, options, hooks, worker_notify, shutdown).join_all().await;
+            let workers = saga::spawn_workers(worker_pool, worker_peers, options, hooks, worker_notify, shutdown);
+            for set in workers {
+                set.join_all().await;
+            }
         });
         Ok(accrue_kit::server::routes(AttributionServiceServer::new(AttributionApi::new(
             setup.pool.clone(),

@@ -1,7 +1,8 @@
 //! sqlx access to the attribution schema: links, leads, sales (with the
 //! transactional outbox that starts each sale's saga), saga reads, and the
-//! sale reads and writes SettleSale's steps make. A sale's state is written
-//! here alone. The engine's own queries (claims, the step log) live in
+//! sale reads and writes SettleSale's steps make; refunds and ClawbackSale's
+//! reads and writes are in [`refunds`]. A sale's state is written by this
+//! store alone. The engine's own queries (claims, the step log) live in
 //! `accrue_saga`.
 
 use std::collections::{HashMap, HashSet};
@@ -20,6 +21,9 @@ use crate::domain::link::Split;
 use crate::domain::sale::{SaleEventType, SaleInput};
 use crate::domain::state::SaleState;
 use crate::saga::settle_sale::SettleSale;
+
+mod refunds;
+pub(crate) use refunds::*;
 
 /// A stored link.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -92,11 +96,13 @@ pub(crate) struct SaleRow {
     pub(crate) base_commission: Option<Decimal>,
     pub(crate) total_commission: Option<Decimal>,
     pub(crate) created_at: DateTime<Utc>,
+    /// Σ the sale's recorded refunds (major units; 0 when none).
+    pub(crate) refunded_amount: Decimal,
 }
 
 const SALE_COLUMNS: &str = "id, program_id, external_id, request_hash, customer_external_id, event_type, currency, \
     amount, product_code, service_code, occurred_at, link_id, partner_id, splits, state, failure_reason, saga_id, \
-    base_commission, total_commission, created_at";
+    base_commission, total_commission, created_at, refunded_amount";
 
 /// [`SALE_COLUMNS`] of the table aliased `alias`.
 fn sale_columns_of(alias: &str) -> String {
@@ -118,10 +124,12 @@ pub(crate) struct SagaRow {
     pub(crate) failure_reason: String,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
+    /// For a CLAWBACK_SALE saga: the refund it applies.
+    pub(crate) refund_id: Option<Uuid>,
 }
 
 const SAGA_COLUMNS: &str = "id, program_id, sale_id, kind, state, generation, owner, lease_expires_at, attempt, \
-    failure_reason, created_at, updated_at";
+    failure_reason, created_at, updated_at, refund_id";
 
 /// One row of a saga's step log.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -633,22 +641,47 @@ pub(crate) async fn saga_events(pool: &PgPool, id: Uuid) -> Result<Vec<EventRow>
     .map_err(StoreError::from)
 }
 
-/// A program's sagas, oldest first, after `cursor`, and how many match the filter.
+/// A program's sagas, oldest first, after `cursor`, and how many match the
+/// filters (a state, a kind; None: any).
 pub(crate) async fn list_sagas(
     pool: &PgPool,
     program_id: Uuid,
     state: Option<SagaState>,
+    kind: Option<&str>,
     cursor: Option<Cursor>,
     limit: i64,
 ) -> Result<(Vec<SagaRow>, i64), StoreError> {
-    let rows = SAGAS.page(pool, program_id, state, cursor, limit).await?;
-    Ok((rows, SAGAS.count(pool, program_id, state).await?))
+    let rows: Vec<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SAGA_COLUMNS} FROM sagas
+         WHERE program_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR kind = $3)
+           AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))
+         ORDER BY created_at, id LIMIT $6"
+    )))
+    .bind(program_id)
+    .bind(state)
+    .bind(kind)
+    .bind(cursor.map(|c| c.t))
+    .bind(cursor.map(|c| c.id))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sagas
+         WHERE program_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR kind = $3)",
+    )
+    .bind(program_id)
+    .bind(state)
+    .bind(kind)
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, total))
 }
 
 /// What RetrySaga did.
 #[derive(Debug)]
 pub(crate) enum RetryOutcome {
-    /// Restarted: a new run, attempt 0, state running, sale back to PENDING.
+    /// Restarted: a new run, attempt 0, state running; its sale (SettleSale)
+    /// or its refund (ClawbackSale) back to PENDING.
     Restarted(SagaRow),
     /// No such saga.
     NotFound,
@@ -656,8 +689,10 @@ pub(crate) enum RetryOutcome {
     NotFailed(SagaState),
 }
 
-/// Starts a FAILED saga again (a new run with its own log) and puts its sale
-/// back to PENDING, in one transaction.
+/// Starts a FAILED saga again (a new run with its own log) and, in the same
+/// transaction, puts what it drives back to PENDING: a SettleSale's sale, or a
+/// ClawbackSale's refund (its sale's state is the refunds' to change, and a
+/// failed clawback never changed it).
 pub(crate) async fn retry_saga(pool: &PgPool, id: Uuid) -> Result<RetryOutcome, StoreError> {
     let mut tx = pool.begin().await?;
     let current: Option<(SagaState,)> =
@@ -677,14 +712,19 @@ pub(crate) async fn retry_saga(pool: &PgPool, id: Uuid) -> Result<RetryOutcome, 
     .bind(SagaState::Running)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
-        "UPDATE sales SET state = $2, failure_reason = '', base_commission = NULL, total_commission = NULL
-         WHERE id = $1",
-    )
-    .bind(saga.sale_id)
-    .bind(SaleState::Pending)
-    .execute(&mut *tx)
-    .await?;
+    match saga.refund_id {
+        Some(refund_id) => refunds::reopen_refund(&mut tx, refund_id).await?,
+        None => {
+            sqlx::query(
+                "UPDATE sales SET state = $2, failure_reason = '', base_commission = NULL, total_commission = NULL
+                 WHERE id = $1",
+            )
+            .bind(saga.sale_id)
+            .bind(SaleState::Pending)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
     tx.commit().await?;
     Ok(RetryOutcome::Restarted(saga))
 }

@@ -1,7 +1,8 @@
-//! Pure attribution rules (no I/O): link and split validation, sale input
-//! validation and request hashing, and sale states.
+//! Pure attribution rules (no I/O): link and split validation, sale and
+//! refund input validation and request hashing, and sale and refund states.
 
 pub(crate) mod link;
+pub(crate) mod refund;
 pub(crate) mod sale;
 pub(crate) mod settings;
 pub(crate) mod state;

@@ -90,7 +90,14 @@ mod tests {
 
     #[test]
     fn wire_names_round_trip() {
-        for s in [SaleState::Pending, SaleState::Settled, SaleState::Failed, SaleState::Unattributed] {
+        for s in [
+            SaleState::Pending,
+            SaleState::Settled,
+            SaleState::Failed,
+            SaleState::Unattributed,
+            SaleState::PartiallyRefunded,
+            SaleState::Refunded,
+        ] {
             assert_eq!(SaleState::from_proto(s.to_proto()), Some(s));
         }
         for s in SagaState::ALL {

@@ -1,6 +1,8 @@
-//! The sagas attribution runs on [`accrue_saga`]'s engine (DESIGN §3): today
-//! [`settle_sale`], one per attributed sale.
+//! The sagas attribution runs on [`accrue_saga`]'s engine (DESIGN §3):
+//! [`settle_sale`], one per attributed sale, and [`clawback_sale`], one per
+//! refund of such a sale.
 
+pub(crate) mod clawback_sale;
 pub(crate) mod settle_sale;
 
 use std::sync::Arc;
@@ -12,9 +14,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::peers::Peers;
+use clawback_sale::ClawbackSale;
 use settle_sale::SettleSale;
 
-/// Test faults for the workers (see [`accrue_saga::TestHooks`]).
+/// Test faults for the workers (see [`accrue_saga::TestHooks`]); both kinds
+/// get the same ones (their steps are named in the log, and only
+/// ClawbackSale has reverse and apply).
 #[cfg(feature = "test-hooks")]
 pub type Hooks = accrue_saga::TestHooks;
 /// Without the `test-hooks` feature there are none: production cannot inject
@@ -23,8 +28,9 @@ pub type Hooks = accrue_saga::TestHooks;
 #[derive(Debug, Clone, Default)]
 pub struct Hooks;
 
-/// Starts `options.workers` SettleSale workers over `pool`; each stops
-/// (releasing its leases) when `shutdown` is cancelled.
+/// Starts `options.workers` SettleSale workers and as many ClawbackSale
+/// workers over `pool`, all woken by `notify`; each stops (releasing its
+/// leases) when `shutdown` is cancelled.
 pub(crate) fn spawn_workers(
     pool: PgPool,
     peers: Peers,
@@ -32,11 +38,15 @@ pub(crate) fn spawn_workers(
     hooks: Hooks,
     notify: Arc<Notify>,
     shutdown: CancellationToken,
-) -> JoinSet<()> {
-    let engine = Engine::new(SettleSale { pool: pool.clone(), peers }, pool, options);
+) -> [JoinSet<()>; 2] {
+    let settle = Engine::new(SettleSale { pool: pool.clone(), peers: peers.clone() }, pool.clone(), options.clone());
+    let clawback = Engine::new(ClawbackSale { pool: pool.clone(), peers }, pool, options);
     #[cfg(feature = "test-hooks")]
-    let engine = engine.with_hooks(hooks);
+    let (settle, clawback) = (settle.with_hooks(hooks.clone()), clawback.with_hooks(hooks));
     #[cfg(not(feature = "test-hooks"))]
     let Hooks = hooks;
-    engine.spawn("attribution", notify, shutdown)
+    [
+        settle.spawn("attribution", notify.clone(), shutdown.clone()),
+        clawback.spawn("attribution-clawback", notify, shutdown),
+    ]
 }

@@ -18,6 +18,10 @@ mod resolve;
 mod settle;
 mod upline;
 
+/// upline's output: ClawbackSale reads the program settings a sale was
+/// settled under from it.
+pub(crate) use upline::UplineOut;
+
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 

@@ -298,7 +298,7 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     // DIRECT/SPLIT entry's breakdown names its model and its agreement
     // version, and the configuration file agrees on that version's model.
     let mut entry_models: BTreeMap<String, usize> = BTreeMap::new();
-    for entry in &entries {
+    for entry in entries.iter().filter(credits) {
         if entry.kind != EarningKind::Direct as i32 && entry.kind != EarningKind::Split as i32 {
             continue;
         }

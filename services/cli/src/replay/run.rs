@@ -39,6 +39,9 @@ const REFUND_CONCURRENCY: usize = 16;
 /// Saga kinds as attribution names them.
 const SETTLE_SALE: &str = "SETTLE_SALE";
 const CLAWBACK_SALE: &str = "CLAWBACK_SALE";
+/// The states of a sale that settled (refunds move it on from SETTLED).
+const SETTLED_STATES: [attribution::SaleState; 3] =
+    [attribution::SaleState::Settled, attribution::SaleState::PartiallyRefunded, attribution::SaleState::Refunded];
 
 /// What to replay and how.
 #[derive(Debug, Clone)]
@@ -254,27 +257,30 @@ async fn settled_by_model(
         .collect();
     let mut counts: BTreeMap<String, i64> = BTreeMap::new();
     let mut client = clients.attribution.clone();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_sales(attribution::ListSalesRequest {
-                program_id: created.program_id.clone(),
-                state: attribution::SaleState::Settled as i32,
-                page_size: 1000,
-                page_token: page_token.clone(),
-            })
-            .await
-            .map_err(rpc("ListSales"))?
-            .into_inner();
-        for sale in &page.sales {
-            let model = own.get(sale.partner_id.as_str()).copied().unwrap_or(default_model);
-            *counts.entry(model.to_string()).or_default() += 1;
+    for state in SETTLED_STATES {
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_sales(attribution::ListSalesRequest {
+                    program_id: created.program_id.clone(),
+                    state: state as i32,
+                    page_size: 1000,
+                    page_token: page_token.clone(),
+                })
+                .await
+                .map_err(rpc("ListSales"))?
+                .into_inner();
+            for sale in &page.sales {
+                let model = own.get(sale.partner_id.as_str()).copied().unwrap_or(default_model);
+                *counts.entry(model.to_string()).or_default() += 1;
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
         }
-        if page.next_page_token.is_empty() {
-            return Ok(counts);
-        }
-        page_token = page.next_page_token;
     }
+    Ok(counts)
 }
 
 /// Creates (or, on a re-run, finds by request id) the program, partners,
@@ -735,10 +741,11 @@ async fn count_sales(clients: &Clients, program_id: &str, state: attribution::Sa
 
 /// Sales settled at some point: SETTLED, PARTIALLY_REFUNDED or REFUNDED.
 async fn count_settled(clients: &Clients, program_id: &str) -> Result<i64, ReplayError> {
-    use attribution::SaleState;
-    Ok(count_sales(clients, program_id, SaleState::Settled).await?
-        + count_sales(clients, program_id, SaleState::PartiallyRefunded).await?
-        + count_sales(clients, program_id, SaleState::Refunded).await?)
+    let mut settled = 0;
+    for state in SETTLED_STATES {
+        settled += count_sales(clients, program_id, state).await?;
+    }
+    Ok(settled)
 }
 
 /// Polls ListSagas until no saga of `kind` is RUNNING or UNWINDING; progress

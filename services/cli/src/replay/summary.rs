@@ -177,6 +177,8 @@ impl fmt::Display for Summary {
             self.sales_recorded, self.sales_with_customer
         )?;
         writeln!(f, "    settled            {:>10}", self.settled)?;
+        writeln!(f, "      partly refunded  {:>10}", self.partially_refunded)?;
+        writeln!(f, "      refunded in full {:>10}", self.refunded)?;
         writeln!(f, "    failed             {:>10}", self.failed)?;
         writeln!(f, "    unattributed       {:>10}", self.unattributed)?;
         if !self.settled_by_model.is_empty() {
@@ -188,8 +190,6 @@ impl fmt::Display for Summary {
         if self.pending > 0 || self.sagas_stuck > 0 {
             writeln!(f, "    pending            {:>10}   ({} sagas stuck)", self.pending, self.sagas_stuck)?;
         }
-        writeln!(f, "      partly refunded  {:>10}", self.partially_refunded)?;
-        writeln!(f, "      refunded in full {:>10}", self.refunded)?;
         let r = &self.refunds;
         writeln!(
             f,

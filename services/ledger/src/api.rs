@@ -312,7 +312,11 @@ impl LedgerService for LedgerApi {
     /// NOT_FOUND for an entry not in the program; FAILED_PRECONDITION
     /// INVALID_TRANSITION (naming the entry) for an illegal move, or
     /// ENTRY_RESERVED when voiding an entry held by a payout; nothing changes
-    /// then. `actor` is required.
+    /// then. `actor` is required. The clawback debits that travel with a
+    /// moved line (issue 9 item 4) and are in the line's status move with it
+    /// in the same transaction, with the same actor and reason; they are not
+    /// counted in `transitioned_count`.  REVERSED is terminal here: only
+    /// VoidReversal leads out of it.
     async fn transition_entries(
         &self,
         request: Request<pb::TransitionEntriesRequest>,

@@ -187,7 +187,8 @@ async fn assert_projection_matches_log(pool: &PgPool) {
 /// partner, currency), the signed sums over entries by their current status
 /// and reservation, and clawed_back = Σ non-VOIDED debits.
 async fn assert_balances_match_entries(pool: &PgPool) {
-    let drift: Vec<(Uuid, Uuid, String, Vec<Decimal>, Vec<Decimal>)> = sqlx::query_as(
+    type Drift = (Uuid, Uuid, String, Vec<Decimal>, Vec<Decimal>);
+    let drift: Vec<Drift> = sqlx::query_as(
         "WITH actual AS (
              SELECT e.program_id, e.partner_id, e.currency,
                     COALESCE(sum(v) FILTER (WHERE s.status = 'PENDING'), 0) AS pending,
@@ -1015,6 +1016,30 @@ async fn reverse_sale_seed_003_full_refund_posts_one_linked_debit_and_reverses_t
     assert_eq!((summary[0].direct.clone(), summary[0].clawback.clone()), (gbp("15.00"), gbp("15.00")));
     assert_eq!((summary[0].clawback_direct.clone(), summary[0].total.clone()), (gbp("15.00"), gbp("0.00")));
 
+    // The reversal log is append-only, and the database refuses a CREDIT that
+    // names a line or a DEBIT link without its refund.
+    for statement in ["UPDATE reversals SET target = 0", "DELETE FROM reversals"] {
+        let error = sqlx::query(statement).execute(&h.pool).await.expect_err(statement);
+        assert!(error.to_string().contains("append-only"), "{statement}: {error}");
+    }
+    for (entry_type, refund) in [("CREDIT", Some(Uuid::new_v4())), ("DEBIT", None)] {
+        let error = sqlx::query(
+            "INSERT INTO entries (id, program_id, partner_id, sale_id, kind, entry_type, currency, amount, level, \
+                 occurred_at, clears_at, idempotency_key, line_index, reverses_entry_id, refund_id, placement) \
+             VALUES ($1, $2, $3, 'x', 'DIRECT', $4, 'GBP', 1, 0, now(), now(), 'k', 0, $5, $6, 'AT_ONCE')",
+        )
+        .bind(Uuid::new_v4())
+        .bind(Uuid::parse_str(&program).unwrap())
+        .bind(partner)
+        .bind(entry_type)
+        .bind(Uuid::parse_str(&line_id).unwrap())
+        .bind(refund)
+        .execute(&h.pool)
+        .await
+        .unwrap_err();
+        assert!(error.to_string().contains("entries_debit_links"), "{entry_type}: {error}");
+    }
+
     // A sale with no live lines: succeeds, posts nothing.
     let empty = h.reverse(reverse_request(&program, "sale-none", "refund-2", "10.00", "5.00")).await.unwrap();
     assert!(empty.debits.is_empty() && empty.reversed_entry_ids.is_empty());
@@ -1295,7 +1320,8 @@ async fn rejected_reversals_change_nothing() {
     let error = h.reverse(exceeds).await.unwrap_err();
     assert_eq!((error.code(), reason(&error)), (Code::FailedPrecondition, "CURRENCY_MISMATCH".to_string()));
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut pb::ReverseSaleRequest)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut pb::ReverseSaleRequest)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("refunded_total.amount", Box::new(|r| r.refunded_total = gbp("5.001"))),
         ("sale_amount.amount", Box::new(|r| r.sale_amount = gbp("0"))),
         ("refunded_total.amount", Box::new(|r| r.refunded_total = gbp("-1.00"))),

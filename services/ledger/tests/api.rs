@@ -1117,6 +1117,16 @@ async fn a_penny_refund_posts_one_debit_on_the_first_line_of_a_tie() {
     let response = h.reverse(reverse_request(&program, "sale-penny", "penny-2", "1.00", "0.02")).await.unwrap();
     assert_eq!(response.debits.len(), 1);
     assert_eq!(response.debits[0].reverses_entry_id, ids[1]);
+    // Voiding the lines voids the debits that travel with them (not counted).
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(h.transition(&program, &all, pb::EntryStatus::Voided).await.unwrap(), 5);
+    for debit in h.sale_entries(&program, "sale-penny", pb::EntryType::Debit).await {
+        assert_eq!(debit.status(), pb::EntryStatus::Voided);
+        assert_eq!(debit.history.len(), 0, "ListEntries carries no history");
+        let last = h.entry(&debit.id).await.history.pop().unwrap();
+        assert_eq!((last.from_status(), last.actor.as_str()), (pb::EntryStatus::Pending, "tester"));
+    }
+    assert!(h.balances(&program).await.iter().all(|b| b.pending == gbp("0.00") && b.clawed_back == gbp("0.00")));
     assert_projection_matches_log(&h.pool).await;
 }
 

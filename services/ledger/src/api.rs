@@ -82,6 +82,21 @@ struct EntryCursor {
     id: Uuid,
 }
 
+/// A store failure as a status: a deadlock or serialization failure between
+/// concurrent writers (SQLSTATE 40P01 / 40001; the transaction was rolled
+/// back, nothing written) is ABORTED CONCURRENT_UPDATE so the caller retries;
+/// anything else maps as usual (UNAVAILABLE / INTERNAL).
+fn store_status(error: store::StoreError) -> Status {
+    if is_concurrency_failure(&error.0) {
+        return accrue_kit::error::aborted("CONCURRENT_UPDATE", "a concurrent ledger write conflicted; retry");
+    }
+    error.into()
+}
+
+fn is_concurrency_failure(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
 fn item_failure(code: &str, reason: &str, message: impl Into<String>) -> types::ItemFailure {
     types::ItemFailure { code: code.to_string(), reason: reason.to_string(), message: message.into() }
 }
@@ -312,7 +327,12 @@ impl LedgerService for LedgerApi {
     /// NOT_FOUND for an entry not in the program; FAILED_PRECONDITION
     /// INVALID_TRANSITION (naming the entry) for an illegal move, or
     /// ENTRY_RESERVED when voiding an entry held by a payout; nothing changes
-    /// then. `actor` is required.
+    /// then. ABORTED CONCURRENT_UPDATE when a concurrent write deadlocked with
+    /// this one (nothing changed; retry). `actor` is required. The clawback debits that travel with a
+    /// moved line (issue 9 item 4) and are in the line's status move with it
+    /// in the same transaction, with the same actor and reason; they are not
+    /// counted in `transitioned_count`.  REVERSED is terminal here: only
+    /// VoidReversal leads out of it.
     async fn transition_entries(
         &self,
         request: Request<pb::TransitionEntriesRequest>,
@@ -350,7 +370,9 @@ impl LedgerService for LedgerApi {
         let (Some(program_id), Some(to)) = (program_id, to) else {
             return Err(invalid_field("program_id", "is required"));
         };
-        let outcome = store::transition(&self.pool, program_id, &ids, to, &request.actor, &request.reason).await?;
+        let outcome = store::transition(&self.pool, program_id, &ids, to, &request.actor, &request.reason)
+            .await
+            .map_err(store_status)?;
         match outcome {
             TransitionOutcome::Done(count) => Ok(Response::new(pb::TransitionEntriesResponse {
                 transitioned_count: i64::try_from(count).unwrap_or(i64::MAX),
@@ -508,6 +530,9 @@ impl LedgerService for LedgerApi {
                     "an entry was reserved by a concurrent payout run; retry",
                 ));
             }
+            Err(ReserveError::Db(error)) if is_concurrency_failure(&error) => {
+                return Err(store_status(store::StoreError(error)));
+            }
             Err(ReserveError::Db(error)) => return Err(db_error(error)),
         };
         let results = requests
@@ -552,8 +577,9 @@ impl LedgerService for LedgerApi {
     /// a missing `occurred_at`, an unknown rounding mode. FAILED_PRECONDITION
     /// REFUND_EXCEEDS_SALE when T > A; CURRENCY_MISMATCH when the sale's lines
     /// are in another currency. A sale without live lines succeeds and posts
-    /// nothing. Nothing is written on any error. An empty `actor` is recorded
-    /// as "ledger".
+    /// nothing. ABORTED CONCURRENT_UPDATE when a concurrent write deadlocked
+    /// with this one (retry). Nothing is written on any error. An empty
+    /// `actor` is recorded as "ledger".
     #[tracing::instrument(skip_all, fields(sale_id = %request.get_ref().sale_id))]
     async fn reverse_sale(
         &self,
@@ -581,33 +607,34 @@ impl LedgerService for LedgerApi {
             actor,
             reason: &request.reason,
         };
-        let (row, replayed) = match store::reverse_sale(&self.pool, valid.program_id, &store_request).await? {
-            ReverseOutcome::Applied(row) => (row, false),
-            ReverseOutcome::Replayed(row) => (row, true),
-            ReverseOutcome::KeyReused => {
-                return Err(already_exists(
-                    "IDEMPOTENCY_KEY_REUSED",
-                    format!(
-                        "idempotency key {:?} was already used with a different request body",
-                        request.idempotency_key
-                    ),
-                ));
-            }
-            ReverseOutcome::CurrencyMismatch(lines) => {
-                return Err(failed_precondition(
-                    "CURRENCY_MISMATCH",
-                    format!(
-                        "sale {:?} has lines in {lines}, the refund is in {}",
-                        request.sale_id,
-                        valid.refund.currency.code()
-                    ),
-                ));
-            }
-            ReverseOutcome::Refused(error @ ReversalError::RefundExceedsSale { .. }) => {
-                return Err(failed_precondition("REFUND_EXCEEDS_SALE", error.to_string()));
-            }
-            ReverseOutcome::Refused(error) => return Err(invalid_field("refunded_total", error.to_string())),
-        };
+        let (row, replayed) =
+            match store::reverse_sale(&self.pool, valid.program_id, &store_request).await.map_err(store_status)? {
+                ReverseOutcome::Applied(row) => (row, false),
+                ReverseOutcome::Replayed(row) => (row, true),
+                ReverseOutcome::KeyReused => {
+                    return Err(already_exists(
+                        "IDEMPOTENCY_KEY_REUSED",
+                        format!(
+                            "idempotency key {:?} was already used with a different request body",
+                            request.idempotency_key
+                        ),
+                    ));
+                }
+                ReverseOutcome::CurrencyMismatch(lines) => {
+                    return Err(failed_precondition(
+                        "CURRENCY_MISMATCH",
+                        format!(
+                            "sale {:?} has lines in {lines}, the refund is in {}",
+                            request.sale_id,
+                            valid.refund.currency.code()
+                        ),
+                    ));
+                }
+                ReverseOutcome::Refused(error @ ReversalError::RefundExceedsSale { .. }) => {
+                    return Err(failed_precondition("REFUND_EXCEEDS_SALE", error.to_string()));
+                }
+                ReverseOutcome::Refused(error) => return Err(invalid_field("refunded_total", error.to_string())),
+            };
         let currency = Currency::from_code(&row.currency).map_err(internal)?;
         let debits = store::entries_by_ids(&self.pool, &row.debit_ids)
             .await?
@@ -651,7 +678,8 @@ impl LedgerService for LedgerApi {
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
         let outcome =
             store::void_reversal(&self.pool, program_id, &request.idempotency_key, &request.actor, &request.reason)
-                .await?;
+                .await
+                .map_err(store_status)?;
         let (voided, restored) = match outcome {
             VoidOutcome::Applied(voided, restored) => (voided, restored),
             VoidOutcome::AlreadyVoided => (Vec::new(), Vec::new()),

@@ -3,7 +3,9 @@
 //! in one transaction and idempotent on key + request hash, append-only status
 //! events with a current-status projection, earnings summaries, clearance
 //! (with per-program auto-approval read from the hierarchy service) and payout
-//! reservations (an entry is in at most one payout, enforced by the database).
+//! reservations (an entry is in at most one payout, enforced by the database),
+//! refund clawbacks (ReverseSale, its undo VoidReversal) and the balance
+//! projection (GetBalances) — see docs/ledger-refunds.md.
 //!
 //! Owns the `ledger` schema and nothing else; asks the hierarchy service for
 //! program settings over gRPC.

@@ -187,7 +187,8 @@ async fn assert_projection_matches_log(pool: &PgPool) {
 /// partner, currency), the signed sums over entries by their current status
 /// and reservation, and clawed_back = Σ non-VOIDED debits.
 async fn assert_balances_match_entries(pool: &PgPool) {
-    let drift: Vec<(Uuid, Uuid, String, Vec<Decimal>, Vec<Decimal>)> = sqlx::query_as(
+    type Drift = (Uuid, Uuid, String, Vec<Decimal>, Vec<Decimal>);
+    let drift: Vec<Drift> = sqlx::query_as(
         "WITH actual AS (
              SELECT e.program_id, e.partner_id, e.currency,
                     COALESCE(sum(v) FILTER (WHERE s.status = 'PENDING'), 0) AS pending,
@@ -1015,9 +1016,465 @@ async fn reverse_sale_seed_003_full_refund_posts_one_linked_debit_and_reverses_t
     assert_eq!((summary[0].direct.clone(), summary[0].clawback.clone()), (gbp("15.00"), gbp("15.00")));
     assert_eq!((summary[0].clawback_direct.clone(), summary[0].total.clone()), (gbp("15.00"), gbp("0.00")));
 
+    // The reversal log is append-only, and the database refuses a CREDIT that
+    // names a line or a DEBIT link without its refund.
+    for statement in ["UPDATE reversals SET target = 0", "DELETE FROM reversals"] {
+        let error = sqlx::query(statement).execute(&h.pool).await.expect_err(statement);
+        assert!(error.to_string().contains("append-only"), "{statement}: {error}");
+    }
+    for (entry_type, refund) in [("CREDIT", Some(Uuid::new_v4())), ("DEBIT", None)] {
+        let error = sqlx::query(
+            "INSERT INTO entries (id, program_id, partner_id, sale_id, kind, entry_type, currency, amount, level, \
+                 occurred_at, clears_at, idempotency_key, line_index, reverses_entry_id, refund_id, placement) \
+             VALUES ($1, $2, $3, 'x', 'DIRECT', $4, 'GBP', 1, 0, now(), now(), 'k', 0, $5, $6, 'AT_ONCE')",
+        )
+        .bind(Uuid::new_v4())
+        .bind(Uuid::parse_str(&program).unwrap())
+        .bind(partner)
+        .bind(entry_type)
+        .bind(Uuid::parse_str(&line_id).unwrap())
+        .bind(refund)
+        .execute(&h.pool)
+        .await
+        .unwrap_err();
+        assert!(error.to_string().contains("entries_debit_links"), "{entry_type}: {error}");
+    }
+
     // A sale with no live lines: succeeds, posts nothing.
     let empty = h.reverse(reverse_request(&program, "sale-none", "refund-2", "10.00", "5.00")).await.unwrap();
     assert!(empty.debits.is_empty() && empty.reversed_entry_ids.is_empty());
     assert_eq!((empty.target, empty.clawed_back), (gbp("0.00"), gbp("0.00")));
+    assert_projection_matches_log(&h.pool).await;
+}
+
+#[tokio::test]
+async fn two_half_refunds_give_back_every_line_exactly_even_when_halves_round_unevenly() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    let amounts = ["0.01", "0.03", "1.05", "2.33", "7.77"];
+    let lines: Vec<_> =
+        amounts.iter().map(|a| line(Uuid::new_v4(), types::EarningKind::Override, a, T0 + DAY)).collect();
+    let ids = h.post(&program, vec![posting("halves", lines)]).await[0].entry_ids.clone();
+
+    let first = h.reverse(reverse_request(&program, "sale-halves", "half-1", "100.00", "50.00")).await.unwrap();
+    assert_eq!(first.lines_total, gbp("11.19"));
+    assert_eq!(first.target, gbp("5.60"), "round(11.19 × 50 / 100 = 5.595) half away from zero");
+    assert_eq!(first.clawed_back, gbp("5.60"));
+    // Largest remainder over [1, 3, 105, 233, 777] minor units: the 0.01 line gives nothing yet.
+    let shares: Vec<(String, Decimal)> =
+        first.debits.iter().map(|d| (d.reverses_entry_id.clone(), amount(&d.amount))).collect();
+    assert_eq!(
+        shares,
+        vec![
+            (ids[1].clone(), dec!(0.01)),
+            (ids[2].clone(), dec!(0.53)),
+            (ids[3].clone(), dec!(1.17)),
+            (ids[4].clone(), dec!(3.89))
+        ]
+    );
+    assert!(first.reversed_entry_ids.is_empty());
+    assert!(first.debits.iter().all(|d| d.status() == pb::EntryStatus::Pending));
+
+    let second = h.reverse(reverse_request(&program, "sale-halves", "half-2", "100.00", "100.00")).await.unwrap();
+    assert_eq!(second.previously_clawed_back, gbp("5.60"));
+    assert_eq!(second.target, gbp("11.19"));
+    assert_eq!(second.clawed_back, gbp("5.59"));
+    assert_eq!(second.reversed_entry_ids, ids);
+    let clawed = h.clawed_per_line(&program, "sale-halves").await;
+    for (id, a) in ids.iter().zip(amounts) {
+        assert_eq!(clawed[id], Decimal::from_str(a).unwrap(), "line {id}");
+        assert_eq!(h.status(id).await, pb::EntryStatus::Reversed);
+    }
+    // Every debit travelled with its line, so all are REVERSED too.
+    for debit in h.sale_entries(&program, "sale-halves", pb::EntryType::Debit).await {
+        assert_eq!(debit.status(), pb::EntryStatus::Reversed);
+    }
+    for balance in h.balances(&program).await {
+        assert_eq!(balance.pending, gbp("0.00"));
+    }
+    assert_projection_matches_log(&h.pool).await;
+}
+
+#[tokio::test]
+async fn a_penny_refund_posts_one_debit_on_the_first_line_of_a_tie() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    use types::EarningKind::{Direct, Margin, Override, Split};
+    let lines = vec![
+        line(Uuid::new_v4(), Direct, "0.20", T0),
+        line(Uuid::new_v4(), Split, "0.20", T0),
+        line(Uuid::new_v4(), Split, "0.20", T0),
+        line(Uuid::new_v4(), Override, "0.20", T0),
+        line(Uuid::new_v4(), Margin, "0.20", T0),
+    ];
+    let ids = h.post(&program, vec![posting("penny", lines)]).await[0].entry_ids.clone();
+    let response = h.reverse(reverse_request(&program, "sale-penny", "penny-1", "1.00", "0.01")).await.unwrap();
+    assert_eq!(response.target, gbp("0.01"));
+    assert_eq!(response.debits.len(), 1);
+    assert_eq!(response.debits[0].amount, gbp("0.01"));
+    assert_eq!(response.debits[0].reverses_entry_id, ids[0], "equal weights: the DIRECT line, first in line order");
+    // A second penny goes to the next line in order (its weight is now the largest).
+    let response = h.reverse(reverse_request(&program, "sale-penny", "penny-2", "1.00", "0.02")).await.unwrap();
+    assert_eq!(response.debits.len(), 1);
+    assert_eq!(response.debits[0].reverses_entry_id, ids[1]);
+    // Voiding the lines voids the debits that travel with them (not counted).
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(h.transition(&program, &all, pb::EntryStatus::Voided).await.unwrap(), 5);
+    for debit in h.sale_entries(&program, "sale-penny", pb::EntryType::Debit).await {
+        assert_eq!(debit.status(), pb::EntryStatus::Voided);
+        assert_eq!(debit.history.len(), 0, "ListEntries carries no history");
+        let last = h.entry(&debit.id).await.history.pop().unwrap();
+        assert_eq!((last.from_status(), last.actor.as_str()), (pb::EntryStatus::Pending, "tester"));
+    }
+    assert!(h.balances(&program).await.iter().all(|b| b.pending == gbp("0.00") && b.clawed_back == gbp("0.00")));
+    assert_projection_matches_log(&h.pool).await;
+}
+
+#[tokio::test]
+async fn splits_and_override_levels_are_reversed_pro_rata() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    use types::EarningKind::{Direct, Override, Split};
+    let owner = Uuid::new_v4();
+    let override_line = |level: i32, amount: &str| {
+        let mut l = line(Uuid::new_v4(), Override, amount, T0 + DAY);
+        l.level = level;
+        l.source_partner_id = owner.to_string();
+        l
+    };
+    let lines = vec![
+        line(owner, Direct, "6.00", T0 + DAY),
+        line(Uuid::new_v4(), Split, "2.50", T0 + DAY),
+        line(Uuid::new_v4(), Split, "1.50", T0 + DAY),
+        override_line(1, "1.00"),
+        override_line(2, "0.50"),
+        override_line(3, "0.25"),
+    ];
+    let amounts: Vec<Decimal> = lines.iter().map(|l| amount(&l.amount)).collect();
+    let ids = h.post(&program, vec![posting("fan", lines)]).await[0].entry_ids.clone();
+    let lines_total: Decimal = amounts.iter().copied().sum();
+    for (n, t) in ["33.33", "50.00", "99.99", "100.00"].iter().enumerate() {
+        let response =
+            h.reverse(reverse_request(&program, "sale-fan", &format!("fan-{n}"), "100.00", t)).await.unwrap();
+        let target = (lines_total * Decimal::from_str(t).unwrap() / dec!(100))
+            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+        assert_eq!(amount(&response.target), target, "target after T = {t}");
+        let clawed = h.clawed_per_line(&program, "sale-fan").await;
+        assert_eq!(clawed.values().copied().sum::<Decimal>(), target, "Σ debits = target after T = {t}");
+        for (id, earned) in ids.iter().zip(&amounts) {
+            let back = clawed.get(id).copied().unwrap_or_default();
+            assert!(back <= *earned, "line {id} gave back {back} > {earned}");
+            // Pro rata: within one penny of the exact share of the target.
+            let exact = target * *earned / lines_total;
+            assert!((back - exact).abs() < dec!(0.01), "line {id}: {back} vs exact {exact}");
+        }
+        let kinds: Vec<i32> = response.debits.iter().map(|d| d.kind).collect();
+        assert!(kinds.windows(2).all(|w| w[0] <= w[1]), "debits in line order");
+    }
+    let clawed = h.clawed_per_line(&program, "sale-fan").await;
+    for (id, earned) in ids.iter().zip(&amounts) {
+        assert_eq!(clawed[id], *earned);
+    }
+    // The earnings summary shows each kind's clawback.
+    let summaries = h
+        .ledger
+        .get_earnings_summary(pb::GetEarningsSummaryRequest { program_id: program.clone(), partner_ids: vec![] })
+        .await
+        .unwrap()
+        .into_inner()
+        .summaries;
+    let split_back: Decimal = summaries.iter().map(|s| amount(&s.clawback_split)).sum();
+    let override_back: Decimal = summaries.iter().map(|s| amount(&s.clawback_override)).sum();
+    assert_eq!((split_back, override_back), (dec!(4.00), dec!(1.75)));
+    assert!(summaries.iter().all(|s| amount(&s.total) == Decimal::ZERO));
+    assert_projection_matches_log(&h.pool).await;
+}
+
+#[tokio::test]
+async fn debits_travel_with_unpaid_lines_and_are_approved_at_once_against_paid_or_reserved_ones() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    let partner = Uuid::new_v4();
+    let direct = types::EarningKind::Direct;
+    let posted = h
+        .post(
+            &program,
+            vec![
+                posting("travel", vec![line(partner, direct, "10.00", T0 + DAY)]),
+                posting("paid", vec![line(partner, direct, "8.00", T0 + DAY)]),
+            ],
+        )
+        .await;
+    let line_id = posted[0].entry_ids[0].clone();
+    let paid_id = posted[1].entry_ids[0].clone();
+
+    // PENDING line → the debit is PENDING, same clears_at.
+    let first = h.reverse(reverse_request(&program, "sale-travel", "t-1", "100.00", "25.00")).await.unwrap();
+    let travelling = first.debits[0].clone();
+    assert_eq!(travelling.amount, gbp("2.50"));
+    assert_eq!(travelling.status(), pb::EntryStatus::Pending);
+    assert_eq!(travelling.clears_at, ts(T0 + DAY));
+    // It follows ClearMatured and an approval of its line.
+    h.clear(&program, T0 + 2 * DAY).await.unwrap();
+    assert_eq!(h.status(&travelling.id).await, pb::EntryStatus::Cleared);
+    assert_eq!(h.transition(&program, &[&line_id, &paid_id], pb::EntryStatus::Approved).await.unwrap(), 2);
+    assert_eq!(h.status(&travelling.id).await, pb::EntryStatus::Approved);
+    let history = h.entry(&travelling.id).await.history;
+    assert_eq!(history.last().unwrap().actor, "tester");
+    assert_eq!(h.balance(&program, partner).await.approved, gbp("15.50"));
+
+    // PAID line → the debit is APPROVED at once, clears at the refund time.
+    assert_eq!(h.transition(&program, &[&paid_id], pb::EntryStatus::Paid).await.unwrap(), 1);
+    let on_paid = h.reverse(reverse_request(&program, "sale-paid", "p-1", "80.00", "40.00")).await.unwrap();
+    assert_eq!(on_paid.debits[0].amount, gbp("4.00"));
+    assert_eq!(on_paid.debits[0].status(), pb::EntryStatus::Approved);
+    assert_eq!(on_paid.debits[0].clears_at, ts(REFUND_AT));
+    assert_eq!(h.status(&paid_id).await, pb::EntryStatus::Paid);
+
+    // ReserveForPayout reserves the line with its travelling debit (same payout).
+    let payout = Uuid::new_v4();
+    let reserved = h.reserve_one(&program, partner, payout, T0 + 3 * DAY).await;
+    assert!(reserved.reserved);
+    assert_eq!((reserved.amount.clone(), reserved.entry_count), (gbp("7.50"), 2));
+    assert_eq!(h.entry(&travelling.id).await.payout_id, payout.to_string());
+    let balance = h.balance(&program, partner).await;
+    assert_eq!(balance.reserved, gbp("7.50"));
+    assert_eq!(balance.paid, gbp("8.00"));
+    assert_eq!(balance.approved, gbp("-4.00"), "the at-once debit clears after this cutoff: still payable later");
+
+    // Reserved line → debit APPROVED at once, not reserved.
+    let on_reserved = h.reverse(reverse_request(&program, "sale-travel", "t-2", "100.00", "50.00")).await.unwrap();
+    let at_once = on_reserved.debits[0].clone();
+    assert_eq!(at_once.amount, gbp("2.50"));
+    assert_eq!(at_once.status(), pb::EntryStatus::Approved);
+    assert_eq!(at_once.clears_at, ts(REFUND_AT));
+    assert!(at_once.payout_id.is_empty());
+    // Reserved line reversed in full → REVERSED, with its travelling debit; the
+    // at-once debits stay APPROVED (they net against the next payout).
+    let full = h.reverse(reverse_request(&program, "sale-travel", "t-3", "100.00", "100.00")).await.unwrap();
+    assert_eq!(full.clawed_back, gbp("5.00"));
+    assert_eq!(full.reversed_entry_ids, vec![line_id.clone()]);
+    assert_eq!(h.status(&line_id).await, pb::EntryStatus::Reversed);
+    assert_eq!(h.entry(&line_id).await.payout_id, payout.to_string(), "still held by its payout");
+    assert_eq!(h.status(&travelling.id).await, pb::EntryStatus::Reversed);
+    assert_eq!(h.status(&at_once.id).await, pb::EntryStatus::Approved);
+    assert_eq!(full.debits[0].status(), pb::EntryStatus::Approved);
+    // PAID line reversed in full → REVERSED (seed 003 allows PAID → REVERSED).
+    let paid_full = h.reverse(reverse_request(&program, "sale-paid", "p-2", "80.00", "80.00")).await.unwrap();
+    assert_eq!(paid_full.reversed_entry_ids, vec![paid_id.clone()]);
+    assert_eq!(h.status(&paid_id).await, pb::EntryStatus::Reversed);
+    let balance = h.balance(&program, partner).await;
+    assert_eq!(balance.reserved, gbp("0.00"), "the reserved line and its debit are REVERSED");
+    assert_eq!(balance.paid, gbp("0.00"));
+    // At-once debits: 4.00 + 4.00 (paid line), 2.50 + 5.00 (reserved line).
+    assert_eq!(balance.approved, gbp("-15.50"));
+    assert_eq!(balance.payable, gbp("-15.50"));
+    assert_eq!(balance.clawed_back, gbp("18.00"));
+    assert_projection_matches_log(&h.pool).await;
+}
+
+#[tokio::test]
+async fn a_refund_after_payout_nets_in_the_next_run_and_a_negative_balance_carries_until_covered() {
+    let mut h = start().await;
+    let program = h.program(true).await;
+    let partner = Uuid::new_v4();
+    let direct = types::EarningKind::Direct;
+    let earned = h.post(&program, vec![posting("e1", vec![line(partner, direct, "10.00", T0 + DAY)])]).await;
+    h.clear(&program, T0 + 2 * DAY).await.unwrap();
+    let first = h.reserve_one(&program, partner, Uuid::new_v4(), T0 + 2 * DAY).await;
+    assert!(first.reserved && first.amount == gbp("10.00"));
+
+    // The refund comes after the payout reserved the line: debit at once.
+    let response = h.reverse(reverse_request(&program, "sale-e1", "r-1", "100.00", "100.00")).await.unwrap();
+    assert_eq!(response.debits[0].status(), pb::EntryStatus::Approved);
+    assert_eq!(h.status(&earned[0].entry_ids[0]).await, pb::EntryStatus::Reversed);
+    assert_eq!(h.balance(&program, partner).await.payable, gbp("-10.00"));
+
+    // Later earnings of 4.00 do not cover it: nothing reserved, the −6.00 carries.
+    h.post(&program, vec![posting("e2", vec![line(partner, direct, "4.00", REFUND_AT)])]).await;
+    h.clear(&program, REFUND_AT).await.unwrap();
+    let second = h.reserve_one(&program, partner, Uuid::new_v4(), REFUND_AT).await;
+    assert!(!second.reserved);
+    assert_eq!((second.amount.clone(), second.entry_count), (gbp("-6.00"), 0));
+    assert_eq!(h.balance(&program, partner).await.payable, gbp("-6.00"));
+    let third = h.reserve_one(&program, partner, Uuid::new_v4(), REFUND_AT + DAY).await;
+    assert!(!third.reserved && third.amount == gbp("-6.00"), "still carried in the next run");
+
+    // 20.00 more covers it: the run reserves the debit with both credits, net 14.00.
+    h.post(&program, vec![posting("e3", vec![line(partner, direct, "20.00", REFUND_AT + DAY)])]).await;
+    h.clear(&program, REFUND_AT + DAY).await.unwrap();
+    let fourth = h.reserve_one(&program, partner, Uuid::new_v4(), REFUND_AT + DAY).await;
+    assert!(fourth.reserved);
+    assert_eq!((fourth.amount.clone(), fourth.entry_count), (gbp("14.00"), 3));
+    let balance = h.balance(&program, partner).await;
+    assert_eq!((balance.payable.clone(), balance.reserved.clone()), (gbp("0.00"), gbp("14.00")));
+    assert_projection_matches_log(&h.pool).await;
+}
+
+#[tokio::test]
+async fn rejected_reversals_change_nothing() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    let partner = Uuid::new_v4();
+    h.post(&program, vec![posting("rej", vec![line(partner, types::EarningKind::Direct, "10.00", T0)])]).await;
+    let good = reverse_request(&program, "sale-rej", "rej-ok", "100.00", "10.00");
+    h.reverse(good.clone()).await.unwrap();
+    let snapshot = (h.count("entries").await, h.count("entry_status_events").await, h.count("reversals").await);
+    let balances = h.balances(&program).await;
+
+    let mut exceeds = reverse_request(&program, "sale-rej", "rej-1", "100.00", "100.01");
+    let error = h.reverse(exceeds.clone()).await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::FailedPrecondition, "REFUND_EXCEEDS_SALE".to_string()));
+    exceeds.sale_amount = Some(types::Money { currency_code: "USD".into(), amount: "100.00".into() });
+    exceeds.refunded_total = Some(types::Money { currency_code: "USD".into(), amount: "50.00".into() });
+    let error = h.reverse(exceeds).await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::FailedPrecondition, "CURRENCY_MISMATCH".to_string()));
+
+    type Mutation = Box<dyn Fn(&mut pb::ReverseSaleRequest)>;
+    let cases: Vec<(&str, Mutation)> = vec![
+        ("refunded_total.amount", Box::new(|r| r.refunded_total = gbp("5.001"))),
+        ("sale_amount.amount", Box::new(|r| r.sale_amount = gbp("0"))),
+        ("refunded_total.amount", Box::new(|r| r.refunded_total = gbp("-1.00"))),
+        (
+            "refunded_total.currency_code",
+            Box::new(|r| r.refunded_total = Some(types::Money { currency_code: "USD".into(), amount: "1".into() })),
+        ),
+        ("refund_id", Box::new(|r| r.refund_id = "nope".into())),
+        ("program_id", Box::new(|r| r.program_id = String::new())),
+        ("idempotency_key", Box::new(|r| r.idempotency_key = " ".into())),
+        ("occurred_at", Box::new(|r| r.occurred_at = None)),
+        ("sale_id", Box::new(|r| r.sale_id = String::new())),
+        ("rounding_mode", Box::new(|r| r.rounding_mode = 99)),
+    ];
+    for (field, mutate) in cases {
+        let mut request = reverse_request(&program, "sale-rej", "rej-2", "100.00", "50.00");
+        mutate(&mut request);
+        let error = h.reverse(request).await.unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{field}");
+        assert!(error.message().contains(field), "{field}: {}", error.message());
+    }
+    // Same key, other body.
+    let mut reused = good.clone();
+    reused.reason = "another reason".into();
+    assert_eq!(h.reverse(reused).await.unwrap_err().code(), Code::AlreadyExists);
+
+    assert_eq!((h.count("entries").await, h.count("entry_status_events").await, h.count("reversals").await), snapshot);
+    assert_eq!(h.balances(&program).await, balances);
+    assert_projection_matches_log(&h.pool).await;
+}
+
+#[tokio::test]
+async fn the_same_reverse_sale_sent_twenty_times_at_once_posts_once() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    let lines = (0..3).map(|_| line(Uuid::new_v4(), types::EarningKind::Split, "3.33", T0)).collect();
+    h.post(&program, vec![posting("conc", lines)]).await;
+    let request = reverse_request(&program, "sale-conc", "conc-1", "100.00", "50.00");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let mut client = h.ledger.clone();
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move { client.reverse_sale(request).await.map(|r| r.into_inner()) }));
+    }
+    let mut responses = Vec::new();
+    for task in tasks {
+        responses.push(task.await.unwrap().unwrap());
+    }
+    assert_eq!(responses.iter().filter(|r| !r.replayed).count(), 1);
+    let ids: Vec<Vec<String>> = responses.iter().map(|r| r.debits.iter().map(|d| d.id.clone()).collect()).collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(ids[0].len(), 3);
+    assert_eq!(h.sale_entries(&program, "sale-conc", pb::EntryType::Debit).await.len(), 3);
+    assert_eq!(h.count("reversals").await, 1);
+    let clawed: Decimal = h.clawed_per_line(&program, "sale-conc").await.values().copied().sum();
+    assert_eq!(clawed, dec!(5.00), "round(9.99 / 2 = 4.995) = 5.00, once");
+
+    // Two different refunds of one sale, concurrently: they serialize, Σ exact.
+    let a = reverse_request(&program, "sale-conc", "conc-2", "100.00", "75.00");
+    let b = reverse_request(&program, "sale-conc", "conc-3", "100.00", "100.00");
+    let (mut ca, mut cb) = (h.ledger.clone(), h.ledger.clone());
+    let (ra, rb) = tokio::join!(ca.reverse_sale(a), cb.reverse_sale(b));
+    ra.unwrap();
+    rb.unwrap();
+    let clawed: Decimal = h.clawed_per_line(&program, "sale-conc").await.values().copied().sum();
+    assert_eq!(clawed, dec!(9.99));
+    assert_projection_matches_log(&h.pool).await;
+}
+
+#[tokio::test]
+async fn void_reversal_restores_the_lines_and_voids_the_debits_once() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    let partner = Uuid::new_v4();
+    let direct = types::EarningKind::Direct;
+    let posted = h
+        .post(
+            &program,
+            vec![posting("v", vec![line(partner, direct, "15.00", T0 + DAY), line(partner, direct, "5.00", T0 + DAY)])],
+        )
+        .await;
+    let (big, small) = (posted[0].entry_ids[0].clone(), posted[0].entry_ids[1].clone());
+    let half = h.reverse(reverse_request(&program, "sale-v", "v-1", "100.00", "50.00")).await.unwrap();
+    h.clear(&program, T0 + 2 * DAY).await.unwrap();
+    let full = h.reverse(reverse_request(&program, "sale-v", "v-2", "100.00", "100.00")).await.unwrap();
+    assert_eq!(full.reversed_entry_ids, vec![big.clone(), small.clone()]);
+    let before_void = h.balance(&program, partner).await;
+    assert_eq!(before_void.cleared, gbp("0.00"));
+
+    // Undo the full refund: its debits VOIDED; the lines, and the first refund's
+    // travelling debits, back to CLEARED.
+    let undone = h.void_reversal(&program, "v-2").await.unwrap();
+    let mut expected_voided: Vec<String> = full.debits.iter().map(|d| d.id.clone()).collect();
+    let mut voided = undone.voided_entry_ids.clone();
+    expected_voided.sort();
+    voided.sort();
+    assert_eq!(voided, expected_voided);
+    let mut restored = undone.restored_entry_ids.clone();
+    restored.sort();
+    let mut expected_restored: Vec<String> =
+        half.debits.iter().map(|d| d.id.clone()).chain([big.clone(), small.clone()]).collect();
+    expected_restored.sort();
+    assert_eq!(restored, expected_restored);
+    for id in [&big, &small] {
+        let entry = h.entry(id).await;
+        assert_eq!(entry.status(), pb::EntryStatus::Cleared);
+        let last = entry.history.last().unwrap();
+        assert_eq!((last.from_status(), last.to_status()), (pb::EntryStatus::Reversed, pb::EntryStatus::Cleared));
+        assert_eq!((last.actor.as_str(), last.reason.as_str()), ("saga-undo", "saga unwound"));
+    }
+    for debit in &full.debits {
+        assert_eq!(h.status(&debit.id).await, pb::EntryStatus::Voided);
+    }
+    let balance = h.balance(&program, partner).await;
+    assert_eq!(balance.cleared, gbp("10.00"), "20.00 earned − 10.00 of the first refund");
+    assert_eq!(balance.clawed_back, gbp("10.00"));
+
+    // A second call changes nothing.
+    let events = h.count("entry_status_events").await;
+    let again = h.void_reversal(&program, "v-2").await.unwrap();
+    assert!(again.voided_entry_ids.is_empty() && again.restored_entry_ids.is_empty());
+    assert_eq!(h.count("entry_status_events").await, events);
+    // Unknown key → NOT_FOUND.
+    assert_eq!(h.void_reversal(&program, "never").await.unwrap_err().code(), Code::NotFound);
+
+    // A later ReverseSale sees the voided debits as not clawed back.
+    let redo = h.reverse(reverse_request(&program, "sale-v", "v-3", "100.00", "100.00")).await.unwrap();
+    assert_eq!(redo.previously_clawed_back, gbp("10.00"));
+    assert_eq!(redo.clawed_back, gbp("10.00"));
+    assert_eq!(h.status(&big).await, pb::EntryStatus::Reversed);
+
+    // A debit reserved by a payout: FAILED_PRECONDITION, nothing changes.
+    let auto = h.program(true).await;
+    h.post(&auto, vec![posting("w", vec![line(partner, direct, "12.00", T0 + DAY)])]).await;
+    h.clear(&auto, T0 + 2 * DAY).await.unwrap();
+    let travelling = h.reverse(reverse_request(&auto, "sale-w", "w-1", "100.00", "50.00")).await.unwrap();
+    assert_eq!(travelling.debits[0].status(), pb::EntryStatus::Approved);
+    assert!(h.reserve_one(&auto, partner, Uuid::new_v4(), T0 + 3 * DAY).await.reserved);
+    let events = h.count("entry_status_events").await;
+    let error = h.void_reversal(&auto, "w-1").await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::FailedPrecondition, "DEBIT_RESERVED".to_string()));
+    assert_eq!(h.status(&travelling.debits[0].id).await, pb::EntryStatus::Approved);
+    assert_eq!(h.count("entry_status_events").await, events);
+    assert_eq!(h.count("reversal_voids").await, 1);
     assert_projection_matches_log(&h.pool).await;
 }

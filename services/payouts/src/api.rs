@@ -276,6 +276,15 @@ impl PayoutsApi {
 #[tonic::async_trait]
 impl PayoutService for PayoutsApi {
     /// Creates, resumes or returns the run for (program, currency, period).
+    /// Each partner's payable is the ledger's net (DESIGN §5, issue 9 item
+    /// 6): approved, unreserved CREDITs cleared by the cutoff minus approved,
+    /// unreserved DEBITs (refund clawbacks) cleared by the cutoff; the ledger
+    /// reserves both, so a payout's amount is that net. A net at or above the
+    /// minimum creates a payout; a positive net below it is carried forward
+    /// (`carried_forward_count` / `carried_forward_amount`); a net ≤ 0 creates
+    /// no payout and is not counted as carried forward — it is a debt the
+    /// ledger keeps (GetBalances shows it as a negative `payable`) and nets
+    /// against later earnings in a later run.
     /// INVALID_ARGUMENT for malformed input, NOT_FOUND for an unknown
     /// program, FAILED_PRECONDITION (MINIMUM_CURRENCY_MISMATCH) when the
     /// program's minimum is in another currency and none is given,

@@ -429,3 +429,82 @@ async fn invalid_runs_are_rejected_and_create_nothing() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
+
+/// Issue 9 item 6: a refund after the payout reserved the line posts an
+/// at-once debit that nets against the next run; a negative net creates no
+/// payout, is not counted as carried forward (it is a debt, not an unpaid
+/// balance) and carries in the ledger until later earnings cover it.
+#[tokio::test]
+async fn refund_debits_net_against_later_runs_and_a_negative_net_creates_no_payout() {
+    let mut h = start().await;
+    let program = h.program("5.00").await;
+    let ann = h.partner(&program, "Ann").await;
+    let bob = h.partner(&program, "Bob").await;
+    h.earn(&program, "ann-1", ann, "30.00", 5).await;
+    h.earn(&program, "bob-1", bob, "2.00", 5).await;
+    h.clear_all(&program).await;
+    let january = h.run(&program, "2011-01", None).await.unwrap();
+    assert_eq!((january.payout_count, january.total_amount.clone()), (1, gbp("30.00")));
+    assert_eq!((january.carried_forward_count, january.carried_forward_amount.clone()), (1, gbp("2.00")));
+
+    // Ann's sale is refunded in full on 2 February, after the payout reserved it.
+    let reversal = h
+        .ledger
+        .reverse_sale(lpb::ReverseSaleRequest {
+            program_id: program.clone(),
+            sale_id: "sale-ann-1".into(),
+            idempotency_key: "refund-ann-1".into(),
+            refund_id: Uuid::new_v4().to_string(),
+            sale_amount: gbp("300.00"),
+            refunded_total: gbp("300.00"),
+            occurred_at: ts(JAN_5 + 28 * DAY),
+            rounding_mode: 0,
+            actor: "test".into(),
+            reason: "refund".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reversal.debits[0].status(), lpb::EntryStatus::Approved);
+    assert_eq!(reversal.debits[0].amount, gbp("30.00"));
+
+    // February: Ann earns 10.00 (net −20.00), Bob 4.00 more (6.00 ≥ 5.00).
+    h.earn(&program, "ann-2", ann, "10.00", 36).await;
+    h.earn(&program, "bob-2", bob, "4.00", 36).await;
+    h.clear_all(&program).await;
+    let february = h.run(&program, "2011-02", None).await.unwrap();
+    assert_eq!((february.payout_count, february.total_amount.clone()), (1, gbp("6.00")));
+    assert_eq!((february.carried_forward_count, february.carried_forward_amount.clone()), (0, gbp("0.00")));
+    let payouts = h.payouts(&program, &february.id).await;
+    assert_eq!(payouts.iter().map(|p| p.partner_id.clone()).collect::<Vec<_>>(), vec![bob.to_string()]);
+    let balance = |balances: &[lpb::Balance], partner: Uuid| {
+        balances.iter().find(|b| b.partner_id == partner.to_string()).unwrap().payable.clone()
+    };
+    let balances = h
+        .ledger
+        .get_balances(lpb::GetBalancesRequest { program_id: program.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .balances;
+    assert_eq!(balance(&balances, ann), gbp("-20.00"));
+
+    // March: Ann earns 25.00 → net 5.00 reaches the minimum: one payout holding
+    // the debit and both credits.
+    h.earn(&program, "ann-3", ann, "25.00", 64).await;
+    h.clear_all(&program).await;
+    let march = h.run(&program, "2011-03", None).await.unwrap();
+    assert_eq!((march.payout_count, march.total_amount.clone()), (1, gbp("5.00")));
+    let payouts = h.payouts(&program, &march.id).await;
+    assert_eq!(payouts.len(), 1);
+    assert_eq!((payouts[0].partner_id.clone(), payouts[0].amount.clone()), (ann.to_string(), gbp("5.00")));
+    assert_eq!(payouts[0].entry_count, 3);
+    let balances = h
+        .ledger
+        .get_balances(lpb::GetBalancesRequest { program_id: program.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .balances;
+    assert_eq!(balance(&balances, ann), gbp("0.00"));
+}

@@ -85,6 +85,10 @@ impl Status {
     /// VOIDED | DISPUTED | REVERSED; CLEARED → APPROVED | DISPUTED | REVERSED;
     /// APPROVED → PAID | DISPUTED | REVERSED; PAID → DISPUTED | REVERSED;
     /// DISPUTED → CLEARED | REVERSED | VOIDED. REVERSED and VOIDED are terminal.
+    /// A refund reversing a line in full needs exactly "any non-terminal →
+    /// REVERSED" (PAID included, seed 003); the one way out of REVERSED, and
+    /// voiding a CLEARED or APPROVED debit, belong to the compensation of a
+    /// reversal only (`reversal::plan_void`), never to this machine.
     pub fn can_move_to(self, to: Status) -> bool {
         use Status::*;
         matches!(

@@ -126,7 +126,10 @@ pub fn resolve_minimum(
     }
 }
 
-/// Partners whose payable balance stayed below the minimum in a run.
+/// Partners whose payable balance stayed below the minimum in a run. Only
+/// positive balances count: a negative net (refund clawbacks exceeding
+/// earnings, issue 9 item 6) is a debt carried in the ledger, not an unpaid
+/// balance, so adding it here would hide unpaid partners behind debtors.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CarriedForward {
     /// How many partners.

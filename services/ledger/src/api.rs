@@ -5,12 +5,12 @@ use std::collections::{HashMap, HashSet};
 
 use accrue_kit::FieldViolations;
 use accrue_kit::convert::{
-    amount_to_proto, from_timestamp, optional_money, optional_uuid, parse_id, require_timestamp, require_uuid,
-    timestamp,
+    amount_to_proto, from_timestamp, optional_money, optional_uuid, parse_id, require_money, require_timestamp,
+    require_uuid, timestamp,
 };
-use accrue_kit::error::{db_error, failed_precondition, internal, invalid_field, not_found};
+use accrue_kit::error::{already_exists, db_error, failed_precondition, internal, invalid_field, not_found};
 use accrue_kit::page;
-use accrue_money::Currency;
+use accrue_money::{Currency, RoundingMode};
 use accrue_proto::hierarchy::v1 as hierarchy;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1 as pb;
@@ -25,8 +25,11 @@ use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
 use crate::domain::posting::{self, EntryType, Kind, Posting, StoredBreakdown};
+use crate::domain::reversal::{Refund, ReversalError, VoidError};
 use crate::domain::status::{Status as EntryStatus, TransitionError, proto_from_stored};
-use crate::store::{self, EntryFilter, PostingOutcome, ReservationRequest, ReserveError, TransitionOutcome};
+use crate::store::{
+    self, EntryFilter, PostingOutcome, ReservationRequest, ReserveError, ReverseOutcome, TransitionOutcome, VoidOutcome,
+};
 
 /// Most postings in one `PostEntries` call.
 pub const MAX_POSTINGS: usize = 1000;
@@ -109,8 +112,8 @@ fn entry_to_proto(row: store::EntryRow, history: Vec<store::EventRow>) -> Result
         idempotency_key: row.idempotency_key,
         payout_id: row.payout_id.map(|id| id.to_string()).unwrap_or_default(),
         create_time: Some(timestamp(row.created_at)),
-        reverses_entry_id: String::new(),
-        refund_id: String::new(),
+        reverses_entry_id: row.reverses_entry_id.map(|id| id.to_string()).unwrap_or_default(),
+        refund_id: row.refund_id.map(|id| id.to_string()).unwrap_or_default(),
         history: history
             .into_iter()
             .map(|event| pb::StatusEvent {
@@ -231,7 +234,8 @@ impl LedgerService for LedgerApi {
     }
 
     /// A program's entries, oldest first (`(create_time, id)` keyset), with
-    /// optional partner, sale, status and kind filters. INVALID_ARGUMENT for
+    /// optional partner, sale, status, kind and entry type (CREDIT / DEBIT)
+    /// filters. INVALID_ARGUMENT for
     /// malformed ids, unknown enum values, negative page sizes or bad tokens.
     async fn list_entries(
         &self,
@@ -261,12 +265,23 @@ impl LedgerService for LedgerApi {
                 kind
             }
         };
+        let entry_type = match request.entry_type {
+            0 => None,
+            value => match pb::EntryType::try_from(value) {
+                Ok(pb::EntryType::Credit) => Some(EntryType::Credit),
+                Ok(pb::EntryType::Debit) => Some(EntryType::Debit),
+                _ => {
+                    violations.add("entry_type", format!("unknown entry type {value}"));
+                    None
+                }
+            },
+        };
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
         let size = page::page_size(request.page_size)?;
         let query = format!(
-            "entries|{program_id}|{}|{}|{}|{}",
-            request.partner_id, request.sale_id, request.status, request.kind
+            "entries|{program_id}|{}|{}|{}|{}|{}",
+            request.partner_id, request.sale_id, request.status, request.kind, request.entry_type
         );
         let after = match page::decode::<EntryCursor>(&query, &request.page_token)? {
             None => None,
@@ -281,6 +296,7 @@ impl LedgerService for LedgerApi {
             sale_id: (!request.sale_id.is_empty()).then(|| request.sale_id.clone()),
             status,
             kind: kind.map(Kind::as_str),
+            entry_type: entry_type.map(EntryType::as_str),
         };
         let mut rows = store::list_entries(&self.pool, program_id, &filter, after, size + 1).await?;
         let next_page_token = page::next_page(&mut rows, size, &query, |last| EntryCursor {
@@ -349,9 +365,13 @@ impl LedgerService for LedgerApi {
         }
     }
 
-    /// Per (partner, currency): Σ by kind of CREDIT − DEBIT, VOIDED entries
-    /// excluded; direct, split, override, margin and total. Ordered by partner
-    /// id, then currency. INVALID_ARGUMENT for malformed ids.
+    /// Per (partner, currency), VOIDED entries excluded: direct, split,
+    /// override and margin are what CREDIT lines of that kind earned;
+    /// `clawback` is Σ DEBITs (and `clawback_<kind>` those of each kind — a
+    /// clawback debit has its line's kind); `total` is the net, Σ kinds −
+    /// clawback. REVERSED lines still count as earned, their debits as clawed
+    /// back. Ordered by partner id, then currency. INVALID_ARGUMENT for
+    /// malformed ids.
     async fn get_earnings_summary(
         &self,
         request: Request<pb::GetEarningsSummaryRequest>,
@@ -379,7 +399,11 @@ impl LedgerService for LedgerApi {
                 r#override: money(currency, row.override_amount),
                 margin: money(currency, row.margin),
                 total: money(currency, row.total),
-                ..Default::default()
+                clawback: money(currency, row.clawback),
+                clawback_direct: money(currency, row.clawback_direct),
+                clawback_split: money(currency, row.clawback_split),
+                clawback_override: money(currency, row.clawback_override),
+                clawback_margin: money(currency, row.clawback_margin),
             });
         }
         Ok(Response::new(pb::GetEarningsSummaryResponse { summaries }))
@@ -500,24 +524,291 @@ impl LedgerService for LedgerApi {
         Ok(Response::new(pb::ReserveForPayoutResponse { results }))
     }
 
+    /// Claws back a refund on one sale (DESIGN §4 "Refunds", issue 9 item 3):
+    /// after refunds totalling T (`refunded_total`) on a sale of amount A
+    /// (`sale_amount`) the sale's total clawback is `target = round(Σ lines ×
+    /// T / A)` (the currency's minor unit, `rounding_mode`, default half away
+    /// from zero); this call posts Δ = target − what earlier reversals clawed
+    /// back (never below 0), allocated in minor units by largest remainder
+    /// weighted by each line's amount not yet clawed back, ties in line order.
+    /// The lines are the sale's non-VOIDED CREDIT entries in the order
+    /// PostEntries received them.
+    ///
+    /// Where a debit goes (issue 9 item 4): against a line neither PAID nor
+    /// reserved by a payout, it *travels with the line* — created in the
+    /// line's status with its clears_at, and from then on moved with it by
+    /// TransitionEntries, ClearMatured (same clears_at) and ReserveForPayout
+    /// (same status and clearance, so reserved together). Against a PAID or
+    /// reserved line it is APPROVED at once with clears_at = `occurred_at`
+    /// and nets against the partner's next payout run. A line given back in
+    /// full becomes REVERSED whatever its status, and its travelling debits
+    /// with it (no payout counts them); at-once debits stay APPROVED.
+    ///
+    /// Atomic, serialized per sale, idempotent on (program, key) + request
+    /// hash: the same key and body → the stored result with `replayed`; the
+    /// same key with another body → ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED).
+    /// INVALID_ARGUMENT (field violations) for malformed ids or key, amounts
+    /// with too many decimals, T ≤ 0, A ≤ 0, T and A in different currencies,
+    /// a missing `occurred_at`, an unknown rounding mode. FAILED_PRECONDITION
+    /// REFUND_EXCEEDS_SALE when T > A; CURRENCY_MISMATCH when the sale's lines
+    /// are in another currency. A sale without live lines succeeds and posts
+    /// nothing. Nothing is written on any error. An empty `actor` is recorded
+    /// as "ledger".
+    #[tracing::instrument(skip_all, fields(sale_id = %request.get_ref().sale_id))]
     async fn reverse_sale(
         &self,
-        _request: Request<pb::ReverseSaleRequest>,
+        request: Request<pb::ReverseSaleRequest>,
     ) -> Result<Response<pb::ReverseSaleResponse>, Status> {
-        Err(Status::unimplemented("ReverseSale is being built (issue 9)"))
+        let request = request.into_inner();
+        let valid = validate_reverse(&request)?;
+        if valid.refund.refunded_total > valid.refund.sale_amount {
+            return Err(failed_precondition(
+                "REFUND_EXCEEDS_SALE",
+                format!(
+                    "refunded_total {} exceeds sale_amount {}",
+                    valid.refund.refunded_total, valid.refund.sale_amount
+                ),
+            ));
+        }
+        let actor = if request.actor.trim().is_empty() { "ledger" } else { request.actor.as_str() };
+        let store_request = store::ReverseRequest {
+            key: &request.idempotency_key,
+            sale_id: &request.sale_id,
+            refund_id: valid.refund_id,
+            hash: accrue_kit::idempotency::fingerprint_message(&request),
+            refund: valid.refund,
+            occurred_at: valid.occurred_at,
+            actor,
+            reason: &request.reason,
+        };
+        let (row, replayed) = match store::reverse_sale(&self.pool, valid.program_id, &store_request).await? {
+            ReverseOutcome::Applied(row) => (row, false),
+            ReverseOutcome::Replayed(row) => (row, true),
+            ReverseOutcome::KeyReused => {
+                return Err(already_exists(
+                    "IDEMPOTENCY_KEY_REUSED",
+                    format!(
+                        "idempotency key {:?} was already used with a different request body",
+                        request.idempotency_key
+                    ),
+                ));
+            }
+            ReverseOutcome::CurrencyMismatch(lines) => {
+                return Err(failed_precondition(
+                    "CURRENCY_MISMATCH",
+                    format!(
+                        "sale {:?} has lines in {lines}, the refund is in {}",
+                        request.sale_id,
+                        valid.refund.currency.code()
+                    ),
+                ));
+            }
+            ReverseOutcome::Refused(error @ ReversalError::RefundExceedsSale { .. }) => {
+                return Err(failed_precondition("REFUND_EXCEEDS_SALE", error.to_string()));
+            }
+            ReverseOutcome::Refused(error) => return Err(invalid_field("refunded_total", error.to_string())),
+        };
+        let currency = Currency::from_code(&row.currency).map_err(internal)?;
+        let debits = store::entries_by_ids(&self.pool, &row.debit_ids)
+            .await?
+            .into_iter()
+            .map(|entry| entry_to_proto(entry, Vec::new()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(pb::ReverseSaleResponse {
+            debits,
+            lines_total: money(currency, row.lines_total),
+            target: money(currency, row.target),
+            previously_clawed_back: money(currency, row.previously_clawed_back),
+            clawed_back: money(currency, row.clawed_back),
+            reversed_entry_ids: row.reversed_line_ids.iter().map(Uuid::to_string).collect(),
+            replayed,
+        }))
     }
 
+    /// The compensation of a ReverseSale (issue 9 item 4): voids the debits
+    /// posted under the key and gives each entry it moved to REVERSED (its
+    /// lines given back in full, and their travelling debits) the status it
+    /// had before, with status events carrying `actor` and `reason` — the only
+    /// way out of REVERSED. A later ReverseSale of the sale then counts those
+    /// debits as not clawed back. Idempotent: a second call changes nothing
+    /// and answers empty lists. NOT_FOUND when no ReverseSale was applied
+    /// under the key; FAILED_PRECONDITION (nothing changes) DEBIT_RESERVED
+    /// when a debit is reserved by a payout, DEBIT_PAID when one is paid,
+    /// REVERSAL_SUPERSEDED when a later reversal of the sale reversed one
+    /// (undo that one first). INVALID_ARGUMENT for a malformed program id,
+    /// missing key or actor.
     async fn void_reversal(
         &self,
-        _request: Request<pb::VoidReversalRequest>,
+        request: Request<pb::VoidReversalRequest>,
     ) -> Result<Response<pb::VoidReversalResponse>, Status> {
-        Err(Status::unimplemented("VoidReversal is being built (issue 9)"))
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        check_key("idempotency_key", &request.idempotency_key, &mut violations);
+        check_text("actor", &request.actor, true, &mut violations);
+        check_text("reason", &request.reason, false, &mut violations);
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        let outcome =
+            store::void_reversal(&self.pool, program_id, &request.idempotency_key, &request.actor, &request.reason)
+                .await?;
+        let (voided, restored) = match outcome {
+            VoidOutcome::Applied(voided, restored) => (voided, restored),
+            VoidOutcome::AlreadyVoided => (Vec::new(), Vec::new()),
+            VoidOutcome::NotFound => return Err(not_found("reversal", &request.idempotency_key)),
+            VoidOutcome::Refused(error @ VoidError::Reserved(_)) => {
+                return Err(failed_precondition("DEBIT_RESERVED", error.to_string()));
+            }
+            VoidOutcome::Refused(error @ VoidError::Paid(_)) => {
+                return Err(failed_precondition("DEBIT_PAID", error.to_string()));
+            }
+            VoidOutcome::Refused(error @ VoidError::Superseded(_)) => {
+                return Err(failed_precondition("REVERSAL_SUPERSEDED", error.to_string()));
+            }
+        };
+        Ok(Response::new(pb::VoidReversalResponse {
+            voided_entry_ids: voided.iter().map(Uuid::to_string).collect(),
+            restored_entry_ids: restored.iter().map(Uuid::to_string).collect(),
+        }))
     }
 
+    /// Per (partner, currency), read only from the balance projection (kept
+    /// in the same transaction as every entry and status change): signed
+    /// totals (CREDIT +, DEBIT −) of entries PENDING, CLEARED, APPROVED and
+    /// not reserved (`approved`), APPROVED and reserved by a payout
+    /// (`reserved`), PAID and DISPUTED — REVERSED and VOIDED entries are in no
+    /// total —, `clawed_back` = Σ non-VOIDED debits, and `payable` =
+    /// `approved` (negative when clawbacks exceed approved credits: carried
+    /// forward). Ordered by partner id, then currency. INVALID_ARGUMENT for
+    /// malformed ids or an unknown currency.
     async fn get_balances(
         &self,
-        _request: Request<pb::GetBalancesRequest>,
+        request: Request<pb::GetBalancesRequest>,
     ) -> Result<Response<pb::GetBalancesResponse>, Status> {
-        Err(Status::unimplemented("GetBalances is being built (issue 9)"))
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        let partner_ids: Vec<Uuid> = request
+            .partner_ids
+            .iter()
+            .enumerate()
+            .filter_map(|(index, id)| require_uuid(&format!("partner_ids[{index}]"), id, &mut violations))
+            .collect();
+        let currency = if request.currency_code.is_empty() {
+            None
+        } else {
+            match Currency::from_code(&request.currency_code) {
+                Ok(currency) => Some(currency),
+                Err(error) => {
+                    violations.add("currency_code", error.to_string());
+                    None
+                }
+            }
+        };
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        let rows = store::balances(&self.pool, program_id, &partner_ids, currency.map(Currency::code)).await?;
+        let mut balances = Vec::with_capacity(rows.len());
+        for row in rows {
+            let currency = Currency::from_code(&row.currency).map_err(internal)?;
+            balances.push(pb::Balance {
+                partner_id: row.partner_id.to_string(),
+                currency_code: currency.code().to_string(),
+                pending: money(currency, row.pending),
+                cleared: money(currency, row.cleared),
+                approved: money(currency, row.approved),
+                reserved: money(currency, row.reserved),
+                paid: money(currency, row.paid),
+                disputed: money(currency, row.disputed),
+                clawed_back: money(currency, row.clawed_back),
+                payable: money(currency, row.approved),
+            });
+        }
+        Ok(Response::new(pb::GetBalancesResponse { balances }))
     }
+}
+
+/// A ReverseSale request, validated.
+struct ValidReverse {
+    program_id: Uuid,
+    refund_id: Uuid,
+    refund: Refund,
+    occurred_at: DateTime<Utc>,
+}
+
+fn check_key(field: &str, key: &str, violations: &mut FieldViolations) {
+    if key.trim().is_empty() {
+        violations.add(field, "is required");
+    } else if key.len() > posting::MAX_KEY_LEN {
+        violations.add(field, format!("is longer than {} bytes", posting::MAX_KEY_LEN));
+    }
+}
+
+fn check_text(field: &str, text: &str, required: bool, violations: &mut FieldViolations) {
+    if required && text.trim().is_empty() {
+        violations.add(field, "is required");
+    } else if text.len() > MAX_TEXT_LEN {
+        violations.add(field, format!("is longer than {MAX_TEXT_LEN} bytes"));
+    }
+}
+
+/// Field checks of ReverseSale (INVALID_ARGUMENT with every violation): ids,
+/// key, strict money for A and T (> 0, same currency), `occurred_at`, a known
+/// rounding mode, short actor / reason. T > A is not checked here (it is a
+/// FAILED_PRECONDITION).
+fn validate_reverse(request: &pb::ReverseSaleRequest) -> Result<ValidReverse, Status> {
+    let mut violations = FieldViolations::new();
+    let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+    if request.sale_id.trim().is_empty() {
+        violations.add("sale_id", "is required");
+    } else if request.sale_id.len() > posting::MAX_SALE_ID_LEN {
+        violations.add("sale_id", format!("is longer than {} bytes", posting::MAX_SALE_ID_LEN));
+    }
+    check_key("idempotency_key", &request.idempotency_key, &mut violations);
+    let refund_id = require_uuid("refund_id", &request.refund_id, &mut violations);
+    let sale_amount = require_money("sale_amount", request.sale_amount.as_ref(), &mut violations);
+    let refunded_total = require_money("refunded_total", request.refunded_total.as_ref(), &mut violations);
+    if let Some(a) = sale_amount
+        && a.amount <= Decimal::ZERO
+    {
+        violations.add("sale_amount.amount", "must be greater than zero");
+    }
+    if let Some(t) = refunded_total
+        && t.amount <= Decimal::ZERO
+    {
+        violations.add("refunded_total.amount", "must be greater than zero");
+    }
+    if let (Some(a), Some(t)) = (sale_amount, refunded_total)
+        && a.currency != t.currency
+    {
+        violations.add(
+            "refunded_total.currency_code",
+            format!("{} differs from the sale amount's currency {}", t.currency, a.currency),
+        );
+    }
+    let occurred_at = require_timestamp("occurred_at", request.occurred_at.as_ref(), &mut violations);
+    let mode = match types::RoundingMode::try_from(request.rounding_mode) {
+        Ok(types::RoundingMode::Unspecified | types::RoundingMode::HalfAwayFromZero) => {
+            Some(RoundingMode::HalfAwayFromZero)
+        }
+        Ok(types::RoundingMode::HalfEven) => Some(RoundingMode::HalfEven),
+        Err(_) => {
+            violations.add("rounding_mode", format!("unknown rounding mode {}", request.rounding_mode));
+            None
+        }
+    };
+    check_text("actor", &request.actor, false, &mut violations);
+    check_text("reason", &request.reason, false, &mut violations);
+    violations.into_result()?;
+    let (Some(program_id), Some(refund_id), Some(a), Some(t), Some(occurred_at), Some(mode)) =
+        (program_id, refund_id, sale_amount, refunded_total, occurred_at, mode)
+    else {
+        return Err(invalid_field("program_id", "is required"));
+    };
+    Ok(ValidReverse {
+        program_id,
+        refund_id,
+        refund: Refund { sale_amount: a.amount, refunded_total: t.amount, mode, currency: a.currency },
+        occurred_at,
+    })
 }

@@ -14,6 +14,7 @@ pub(crate) use accrue_kit::error::StoreError;
 
 use crate::domain::posting::{EntryType, Posting};
 use crate::domain::reserve::{should_reserve, signed};
+use crate::domain::reversal::{self, LiveLine, Placement, Refund, ReversalError, VoidError, VoidTarget};
 use crate::domain::status::{Current, Status, TransitionError, plan_transition};
 
 /// What became of one posting.
@@ -165,6 +166,11 @@ pub async fn post(pool: &PgPool, program_id: Uuid, postings: &[&Posting]) -> Res
         .await?
     };
     let inserted: HashSet<String> = inserted.into_iter().map(|(key,)| key).collect();
+    if !inserted.is_empty() {
+        // The balance projection, in the same transaction: one statement for
+        // the whole batch (ids of postings that were not inserted match no entry).
+        apply_balance_changes::<&str>(&mut tx, &ids, &[], &[]).await?;
+    }
 
     let existing_keys: Vec<&str> = all_keys.iter().copied().filter(|key| !inserted.contains(*key)).collect();
     let mut existing: HashMap<String, (Vec<u8>, Vec<Uuid>)> = HashMap::new();
@@ -235,6 +241,10 @@ pub struct EntryRow {
     pub status: String,
     /// Reserving payout, if any.
     pub payout_id: Option<Uuid>,
+    /// For a clawback DEBIT: the CREDIT line it claws back.
+    pub reverses_entry_id: Option<Uuid>,
+    /// For a clawback DEBIT: the refund.
+    pub refund_id: Option<Uuid>,
 }
 
 /// One status event.
@@ -254,7 +264,7 @@ pub struct EventRow {
 
 const ENTRY_COLUMNS: &str = "e.id, e.program_id, e.partner_id, e.sale_id, e.kind, e.entry_type, e.currency, e.amount, \
      e.level, e.source_partner_id, e.occurred_at, e.clears_at, e.breakdown, e.idempotency_key, e.created_at, \
-     s.status, r.payout_id";
+     s.status, r.payout_id, e.reverses_entry_id, e.refund_id";
 
 /// One entry with its status history (oldest first); `None` when absent.
 pub async fn get_entry(pool: &PgPool, id: Uuid) -> Result<Option<(EntryRow, Vec<EventRow>)>, StoreError> {
@@ -287,6 +297,8 @@ pub struct EntryFilter {
     pub status: Option<Status>,
     /// Only this kind (stored name).
     pub kind: Option<&'static str>,
+    /// Only CREDITs or only DEBITs (stored name).
+    pub entry_type: Option<&'static str>,
 }
 
 /// A page of a program's entries in `(created_at, id)` order after `after`;
@@ -307,6 +319,7 @@ pub async fn list_entries(
            AND ($4::text IS NULL OR s.status = $4) \
            AND ($5::text IS NULL OR e.kind = $5) \
            AND ($6::timestamptz IS NULL OR (e.created_at, e.id) > ($6, $7::uuid)) \
+           AND ($9::text IS NULL OR e.entry_type = $9) \
          ORDER BY e.created_at, e.id LIMIT $8"
     );
     sqlx::query_as::<_, EntryRow>(sqlx::AssertSqlSafe(sql))
@@ -318,6 +331,7 @@ pub async fn list_entries(
         .bind(after.map(|(time, _)| time))
         .bind(after.map(|(_, id)| id))
         .bind(limit)
+        .bind(filter.entry_type)
         .fetch_all(pool)
         .await
         .map_err(StoreError::from)
@@ -335,9 +349,13 @@ pub enum TransitionOutcome {
 }
 
 /// Moves `ids` (distinct) of `program_id` to `to`, all or nothing, in one
-/// transaction: locks their status rows in id order, reads reservations, plans
-/// with [`plan_transition`], then updates the projection and appends one event
-/// per changed entry in one statement.
+/// transaction: locks their status rows — and those of the clawback debits
+/// that travel with them (issue 9 item 4) — in id order, reads reservations,
+/// plans with [`plan_transition`], then updates the projection and appends
+/// one event per changed entry in one statement, and the balances in one
+/// more. A travelling debit in the same status as its line moves with it
+/// (same event actor and reason); it is not counted in the result, which
+/// counts the requested entries that changed.
 pub async fn transition(
     pool: &PgPool,
     program_id: Uuid,
@@ -347,30 +365,44 @@ pub async fn transition(
     reason: &str,
 ) -> Result<TransitionOutcome, StoreError> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT entry_id, status FROM entry_states WHERE program_id = $1 AND entry_id = ANY($2::uuid[]) \
-         ORDER BY entry_id FOR UPDATE",
+    let rows: Vec<(Uuid, String, Option<Uuid>)> = sqlx::query_as(
+        "SELECT s.entry_id, s.status, e.reverses_entry_id FROM entry_states s JOIN entries e ON e.id = s.entry_id \
+         WHERE s.program_id = $1 \
+           AND (s.entry_id = ANY($2::uuid[]) OR (e.reverses_entry_id = ANY($2::uuid[]) AND e.placement = 'TRAVELS')) \
+         ORDER BY s.entry_id FOR UPDATE OF s",
     )
     .bind(program_id)
     .bind(ids)
     .fetch_all(&mut *tx)
     .await?;
+    let locked: Vec<Uuid> = rows.iter().map(|(id, _, _)| *id).collect();
     // Read after locking (a fresh snapshot), so a reservation committed while
     // we waited is seen.
     let reserved: Vec<(Uuid,)> =
         sqlx::query_as("SELECT entry_id FROM payout_reservations WHERE entry_id = ANY($1::uuid[])")
-            .bind(ids)
+            .bind(&locked)
             .fetch_all(&mut *tx)
             .await?;
     let reserved: HashSet<Uuid> = reserved.into_iter().map(|(id,)| id).collect();
-    let statuses: HashMap<Uuid, String> = rows.into_iter().collect();
+    let requested: HashSet<Uuid> = ids.iter().copied().collect();
+    let mut statuses: HashMap<Uuid, Status> = HashMap::with_capacity(rows.len());
+    let mut followers: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for (id, status, line) in &rows {
+        let status = Status::parse(status).ok_or_else(|| sqlx::Error::Decode(format!("bad status {status}").into()))?;
+        statuses.insert(*id, status);
+        if let Some(line) = line
+            && requested.contains(line)
+            && !requested.contains(id)
+        {
+            followers.entry(*line).or_default().push(*id);
+        }
+    }
     let mut current = Vec::with_capacity(ids.len());
     for id in ids {
         let Some(status) = statuses.get(id) else {
             return Ok(TransitionOutcome::NotFound(*id));
         };
-        let status = Status::parse(status).ok_or_else(|| sqlx::Error::Decode(format!("bad status {status}").into()))?;
-        current.push(Current { id: *id, status, reserved: reserved.contains(id) });
+        current.push(Current { id: *id, status: *status, reserved: reserved.contains(id) });
     }
     let moves = match plan_transition(&current, to) {
         Ok(moves) => moves,
@@ -379,48 +411,114 @@ pub async fn transition(
     if moves.is_empty() {
         return Ok(TransitionOutcome::Done(0));
     }
-    let move_ids: Vec<Uuid> = moves.iter().map(|(id, _)| *id).collect();
-    let froms: Vec<&str> = moves.iter().map(|(_, from)| from.as_str()).collect();
+    let requested_moves = moves.len() as u64;
+    let mut all_moves = moves.clone();
+    for (line, from) in &moves {
+        for debit in followers.get(line).into_iter().flatten() {
+            // A debit voided by VoidReversal or reversed with its line no
+            // longer travels: only those still in the line's status follow.
+            if statuses.get(debit) == Some(from) {
+                all_moves.push((*debit, *from));
+            }
+        }
+    }
+    let move_ids: Vec<Uuid> = all_moves.iter().map(|(id, _)| *id).collect();
+    let froms: Vec<&str> = all_moves.iter().map(|(_, from)| from.as_str()).collect();
+    let tos: Vec<&str> = vec![to.as_str(); all_moves.len()];
+    let was_reserved: Vec<bool> = move_ids.iter().map(|id| reserved.contains(id)).collect();
+    write_moves(&mut tx, &move_ids, &froms, &tos, actor, reason).await?;
+    apply_balance_changes(&mut tx, &move_ids, &froms, &was_reserved).await?;
+    tx.commit().await?;
+    Ok(TransitionOutcome::Done(requested_moves))
+}
+
+/// Moves entries' status rows (`ids[i]`: `froms[i]` → `tos[i]`, rows already
+/// locked by the caller) and appends one status event each, in input order,
+/// in one statement.
+async fn write_moves(
+    tx: &mut sqlx::PgConnection,
+    ids: &[Uuid],
+    froms: &[&str],
+    tos: &[&str],
+    actor: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         r#"
-        WITH m AS (SELECT * FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS m(id, from_status, n)),
-        u AS (UPDATE entry_states s SET status = $3, updated_at = now() FROM m WHERE s.entry_id = m.id)
+        WITH m AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS m(id, from_status, to_status, n)),
+        u AS (UPDATE entry_states s SET status = m.to_status, updated_at = now() FROM m WHERE s.entry_id = m.id)
         INSERT INTO entry_status_events (entry_id, from_status, to_status, actor, reason)
-        SELECT id, from_status, $3, $4, $5 FROM m ORDER BY n
+        SELECT id, from_status, to_status, $4, $5 FROM m ORDER BY n
         "#,
     )
-    .bind(&move_ids)
-    .bind(&froms)
-    .bind(to.as_str())
+    .bind(ids)
+    .bind(froms)
+    .bind(tos)
     .bind(actor)
     .bind(reason)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(TransitionOutcome::Done(moves.len() as u64))
+    Ok(())
 }
 
-/// One partner's earnings in one currency (signed sums; voided excluded).
+/// Applies the change of `ids` to the balance projection (the migration's
+/// `apply_balance_changes`): `old_status[i]` / `old_reserved[i]` are what
+/// entry i was before this transaction (shorter arrays are padded with NULL:
+/// "created now" / "not reserved"). Call once per transaction, after its writes.
+async fn apply_balance_changes<S: AsRef<str>>(
+    tx: &mut sqlx::PgConnection,
+    ids: &[Uuid],
+    old_status: &[S],
+    old_reserved: &[bool],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let old_status: Vec<&str> = old_status.iter().map(AsRef::as_ref).collect();
+    sqlx::query("SELECT apply_balance_changes($1::uuid[], $2::text[], $3::boolean[])")
+        .bind(ids)
+        .bind(&old_status)
+        .bind(old_reserved)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// One partner's earnings in one currency (VOIDED entries excluded).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SummaryRow {
     /// Partner.
     pub partner_id: Uuid,
     /// ISO 4217 code.
     pub currency: String,
-    /// DIRECT.
+    /// DIRECT CREDITs.
     pub direct: Decimal,
-    /// SPLIT.
+    /// SPLIT CREDITs.
     pub split: Decimal,
-    /// OVERRIDE.
+    /// OVERRIDE CREDITs.
     pub override_amount: Decimal,
-    /// MARGIN.
+    /// MARGIN CREDITs.
     pub margin: Decimal,
-    /// All kinds.
+    /// Net: Σ CREDITs − Σ DEBITs.
     pub total: Decimal,
+    /// Σ DEBITs (positive).
+    pub clawback: Decimal,
+    /// DEBITs of kind DIRECT.
+    pub clawback_direct: Decimal,
+    /// DEBITs of kind SPLIT.
+    pub clawback_split: Decimal,
+    /// DEBITs of kind OVERRIDE.
+    pub clawback_override: Decimal,
+    /// DEBITs of kind MARGIN.
+    pub clawback_margin: Decimal,
 }
 
-/// Σ by kind of CREDIT − DEBIT per (partner, currency), excluding VOIDED
-/// entries, ordered by partner id then currency; one aggregate query.
+/// Per (partner, currency), VOIDED entries excluded: Σ CREDITs by kind, Σ
+/// DEBITs in all and by kind (a clawback debit has its line's kind), and the
+/// net total; ordered by partner id then currency; one aggregate query.
 /// `partner_ids` empty = every partner with entries.
 pub async fn earnings_summary(
     pool: &PgPool,
@@ -430,14 +528,18 @@ pub async fn earnings_summary(
     sqlx::query_as::<_, SummaryRow>(
         r#"
         SELECT partner_id, currency,
-               COALESCE(sum(v) FILTER (WHERE kind = 'DIRECT'), 0)   AS direct,
-               COALESCE(sum(v) FILTER (WHERE kind = 'SPLIT'), 0)    AS split,
-               COALESCE(sum(v) FILTER (WHERE kind = 'OVERRIDE'), 0) AS override_amount,
-               COALESCE(sum(v) FILTER (WHERE kind = 'MARGIN'), 0)   AS margin,
-               COALESCE(sum(v), 0)                                  AS total
+               COALESCE(sum(amount) FILTER (WHERE credit AND kind = 'DIRECT'), 0)       AS direct,
+               COALESCE(sum(amount) FILTER (WHERE credit AND kind = 'SPLIT'), 0)        AS split,
+               COALESCE(sum(amount) FILTER (WHERE credit AND kind = 'OVERRIDE'), 0)     AS override_amount,
+               COALESCE(sum(amount) FILTER (WHERE credit AND kind = 'MARGIN'), 0)       AS margin,
+               COALESCE(sum(CASE WHEN credit THEN amount ELSE -amount END), 0)          AS total,
+               COALESCE(sum(amount) FILTER (WHERE NOT credit), 0)                       AS clawback,
+               COALESCE(sum(amount) FILTER (WHERE NOT credit AND kind = 'DIRECT'), 0)   AS clawback_direct,
+               COALESCE(sum(amount) FILTER (WHERE NOT credit AND kind = 'SPLIT'), 0)    AS clawback_split,
+               COALESCE(sum(amount) FILTER (WHERE NOT credit AND kind = 'OVERRIDE'), 0) AS clawback_override,
+               COALESCE(sum(amount) FILTER (WHERE NOT credit AND kind = 'MARGIN'), 0)   AS clawback_margin
         FROM (
-            SELECT e.partner_id, e.currency, e.kind,
-                   CASE WHEN e.entry_type = 'CREDIT' THEN e.amount ELSE -e.amount END AS v
+            SELECT e.partner_id, e.currency, e.kind, e.amount, e.entry_type = 'CREDIT' AS credit
             FROM entries e JOIN entry_states s ON s.entry_id = e.id
             WHERE e.program_id = $1 AND s.status <> 'VOIDED'
               AND (cardinality($2::uuid[]) = 0 OR e.partner_id = ANY($2::uuid[]))
@@ -456,7 +558,9 @@ pub async fn earnings_summary(
 /// Moves a program's PENDING entries with `clears_at ≤ as_of` to CLEARED —
 /// or straight on to APPROVED when `auto_approve` — in one statement, with one
 /// event PENDING → CLEARED (actor "ledger") and, when approving, a second
-/// CLEARED → APPROVED (actor "auto-approve"). Returns (cleared, approved).
+/// CLEARED → APPROVED (actor "auto-approve"); then the balances, in the same
+/// transaction. A travelling clawback debit has its line's clears_at and
+/// status, so it clears with it. Returns (cleared, approved).
 pub async fn clear_matured(
     pool: &PgPool,
     program_id: Uuid,
@@ -464,7 +568,8 @@ pub async fn clear_matured(
     auto_approve: bool,
 ) -> Result<(i64, i64), StoreError> {
     let target = if auto_approve { Status::Approved } else { Status::Cleared };
-    let (cleared,): (i64,) = sqlx::query_as(
+    let mut tx = pool.begin().await?;
+    let (cleared_ids,): (Vec<Uuid>,) = sqlx::query_as(
         r#"
         WITH c AS (
             UPDATE entry_states SET status = $3, updated_at = now()
@@ -480,15 +585,20 @@ pub async fn clear_matured(
             WHERE x.n = 1 OR $4
             ORDER BY c.entry_id, x.n
         )
-        SELECT count(*) FROM c
+        SELECT COALESCE(array_agg(entry_id), '{}') FROM c
         "#,
     )
     .bind(program_id)
     .bind(as_of)
     .bind(target.as_str())
     .bind(auto_approve)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    // A PENDING entry is never reserved (reservations take APPROVED ones).
+    let froms = vec![Status::Pending.as_str(); cleared_ids.len()];
+    apply_balance_changes(&mut tx, &cleared_ids, &froms, &[]).await?;
+    tx.commit().await?;
+    let cleared = i64::try_from(cleared_ids.len()).unwrap_or(i64::MAX);
     Ok((cleared, if auto_approve { cleared } else { 0 }))
 }
 
@@ -527,7 +637,9 @@ pub enum ReserveError {
 
 /// Reserves, in ONE transaction, each partner's APPROVED, unreserved entries
 /// in `currency` with `clears_at ≤ cutoff` for its payout when their signed
-/// sum passes [`should_reserve`]. A payout that already holds reservations
+/// sum — CREDITs minus DEBITs, so clawback debits net against the payout and
+/// a travelling debit is reserved with its line — passes [`should_reserve`];
+/// a net ≤ 0 or below the minimum reserves nothing and carries forward. A payout that already holds reservations
 /// returns them (idempotent). Candidate status rows are locked in (partner,
 /// entry) order; the primary key on `payout_reservations.entry_id` keeps an
 /// entry in at most one payout (a race surfaces as [`ReserveError::Conflict`]).
@@ -620,7 +732,530 @@ pub async fn reserve(
             Err(error) if accrue_kit::error::is_unique_violation(&error) => return Err(ReserveError::Conflict),
             Err(error) => return Err(error.into()),
         }
+        // Approved → reserved in the balance projection, same transaction.
+        let froms = vec![Status::Approved.as_str(); insert_entries.len()];
+        apply_balance_changes(&mut tx, &insert_entries, &froms, &[]).await.map_err(|error| error.0)?;
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// Advisory-lock classes (two-key form, so the two never collide): a
+/// reversal key, and a sale. Always taken key first, then sale.
+const LOCK_REVERSAL_KEY: i32 = 1;
+const LOCK_SALE: i32 = 2;
+
+async fn lock(tx: &mut sqlx::PgConnection, class: i32, program_id: Uuid, name: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text || '/' || $3))")
+        .bind(class)
+        .bind(program_id)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// A validated ReverseSale request.
+#[derive(Debug, Clone)]
+pub struct ReverseRequest<'a> {
+    /// Idempotency key.
+    pub key: &'a str,
+    /// The sale.
+    pub sale_id: &'a str,
+    /// The refund.
+    pub refund_id: Uuid,
+    /// Request hash.
+    pub hash: Vec<u8>,
+    /// A, T, rounding and currency.
+    pub refund: Refund,
+    /// The refund's time.
+    pub occurred_at: DateTime<Utc>,
+    /// Audit actor.
+    pub actor: &'a str,
+    /// Audit reason.
+    pub reason: &'a str,
+}
+
+/// A stored reversal (what ReverseSale answers, now or on a replay).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReversalRow {
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Debits posted, in line order.
+    pub debit_ids: Vec<Uuid>,
+    /// Σ live lines.
+    pub lines_total: Decimal,
+    /// The target.
+    pub target: Decimal,
+    /// Clawed back before.
+    pub previously_clawed_back: Decimal,
+    /// Δ.
+    pub clawed_back: Decimal,
+    /// Lines moved to REVERSED.
+    pub reversed_line_ids: Vec<Uuid>,
+    /// Travelling debits moved to REVERSED with their lines.
+    pub reversed_debit_ids: Vec<Uuid>,
+    /// The sale.
+    pub sale_id: String,
+    /// Request hash.
+    pub request_hash: Vec<u8>,
+}
+
+/// What ReverseSale did.
+#[derive(Debug)]
+pub enum ReverseOutcome {
+    /// Applied now.
+    Applied(ReversalRow),
+    /// The key was applied before with the same body.
+    Replayed(ReversalRow),
+    /// The key was applied before with another body (nothing written).
+    KeyReused,
+    /// The sale's lines are in another currency (nothing written).
+    CurrencyMismatch(String),
+    /// The rule refused (nothing written).
+    Refused(ReversalError),
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct SaleEntry {
+    id: Uuid,
+    partner_id: Uuid,
+    kind: String,
+    entry_type: String,
+    currency: String,
+    amount: Decimal,
+    level: i32,
+    source_partner_id: Option<Uuid>,
+    clears_at: DateTime<Utc>,
+    reverses_entry_id: Option<Uuid>,
+    placement: Option<String>,
+    status: String,
+    reserved: bool,
+}
+
+async fn lock_sale_entries(
+    tx: &mut sqlx::PgConnection,
+    program_id: Uuid,
+    sale_id: &str,
+) -> Result<Vec<SaleEntry>, StoreError> {
+    // Lock every entry of the sale (lines and debits) in id order, the same
+    // order TransitionEntries locks in, then read them afresh.
+    sqlx::query(
+        "SELECT s.entry_id FROM entry_states s JOIN entries e ON e.id = s.entry_id \
+         WHERE e.program_id = $1 AND e.sale_id = $2 ORDER BY s.entry_id FOR UPDATE OF s",
+    )
+    .bind(program_id)
+    .bind(sale_id)
+    .execute(&mut *tx)
+    .await?;
+    let rows = sqlx::query_as::<_, SaleEntry>(
+        "SELECT e.id, e.partner_id, e.kind, e.entry_type, e.currency, e.amount, e.level, e.source_partner_id, \
+                e.clears_at, e.reverses_entry_id, e.placement, s.status, \
+                EXISTS (SELECT 1 FROM payout_reservations r WHERE r.entry_id = e.id) AS reserved \
+         FROM entries e JOIN entry_states s ON s.entry_id = e.id \
+         WHERE e.program_id = $1 AND e.sale_id = $2 \
+         ORDER BY e.created_at, e.line_index, e.id",
+    )
+    .bind(program_id)
+    .bind(sale_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows)
+}
+
+fn parse_status(name: &str) -> Result<Status, StoreError> {
+    Status::parse(name).ok_or_else(|| StoreError(sqlx::Error::Decode(format!("bad status {name}").into())))
+}
+
+const REVERSAL_COLUMNS: &str = "currency, debit_ids, lines_total, target, previously_clawed_back, clawed_back, \
+     reversed_line_ids, reversed_debit_ids, sale_id, request_hash";
+
+async fn find_reversal(
+    tx: &mut sqlx::PgConnection,
+    program_id: Uuid,
+    key: &str,
+) -> Result<Option<ReversalRow>, StoreError> {
+    let sql = format!("SELECT {REVERSAL_COLUMNS} FROM reversals WHERE program_id = $1 AND idempotency_key = $2");
+    Ok(sqlx::query_as::<_, ReversalRow>(sqlx::AssertSqlSafe(sql))
+        .bind(program_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?)
+}
+
+/// Claws back a refund on one sale in ONE transaction (DESIGN §4 "Refunds"):
+/// serialized per key and per sale by advisory locks (so concurrent calls of
+/// one key post once, and two refunds of one sale see each other); a stored
+/// key is replayed or refused by request hash; otherwise the sale's entries
+/// are locked, [`reversal::plan`] computes the shares, each non-zero share is
+/// posted as a DEBIT placed by [`Placement::of`], lines given back in full
+/// move to REVERSED with their travelling debits, the reversal is recorded
+/// and the balances updated.
+pub async fn reverse_sale(
+    pool: &PgPool,
+    program_id: Uuid,
+    request: &ReverseRequest<'_>,
+) -> Result<ReverseOutcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    lock(&mut tx, LOCK_REVERSAL_KEY, program_id, request.key).await?;
+    lock(&mut tx, LOCK_SALE, program_id, request.sale_id).await?;
+    if let Some(stored) = find_reversal(&mut tx, program_id, request.key).await? {
+        return Ok(if stored.request_hash == request.hash {
+            ReverseOutcome::Replayed(stored)
+        } else {
+            ReverseOutcome::KeyReused
+        });
+    }
+    let entries = lock_sale_entries(&mut tx, program_id, request.sale_id).await?;
+    let currency = request.refund.currency;
+    let mut clawed: HashMap<Uuid, Decimal> = HashMap::new();
+    let mut travelling: HashMap<Uuid, Vec<(Uuid, Status, bool)>> = HashMap::new();
+    for entry in entries.iter().filter(|e| e.entry_type == EntryType::Debit.as_str()) {
+        let Some(line) = entry.reverses_entry_id else { continue };
+        let status = parse_status(&entry.status)?;
+        if status != Status::Voided {
+            *clawed.entry(line).or_default() += entry.amount;
+        }
+        if entry.placement.as_deref() == Some(Placement::Travels.as_str()) {
+            travelling.entry(line).or_default().push((entry.id, status, entry.reserved));
+        }
+    }
+    let lines: Vec<&SaleEntry> = entries
+        .iter()
+        .filter(|e| e.entry_type == EntryType::Credit.as_str() && e.status != Status::Voided.as_str())
+        .collect();
+    if let Some(other) = lines.iter().find(|line| line.currency != currency.code()) {
+        return Ok(ReverseOutcome::CurrencyMismatch(other.currency.clone()));
+    }
+    let live: Vec<LiveLine> = lines
+        .iter()
+        .map(|line| LiveLine {
+            id: line.id,
+            amount: line.amount,
+            clawed_back: clawed.get(&line.id).copied().unwrap_or_default(),
+        })
+        .collect();
+    let plan = match reversal::plan(&live, request.refund) {
+        Ok(plan) => plan,
+        Err(error) => return Ok(ReverseOutcome::Refused(error)),
+    };
+
+    let mut debit_ids = Vec::new();
+    let (mut partners, mut kinds, mut amounts, mut levels, mut sources) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut clears, mut breakdowns, mut indexes, mut reverses, mut placements, mut initial) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Existing entries that change status (with what they were), then the new debits.
+    let mut moves: Vec<(Uuid, Status, Status, bool)> = Vec::new();
+    let mut new_moves: Vec<(Uuid, Status)> = Vec::new();
+    let mut reversed_lines = Vec::new();
+    let mut reversed_debits = Vec::new();
+    let reason = if request.reason.is_empty() {
+        format!("clawback of refund {}", request.refund_id)
+    } else {
+        format!("clawback of refund {}: {}", request.refund_id, request.reason)
+    };
+    for (share, line) in plan.shares.iter().zip(&lines) {
+        let status = parse_status(&line.status)?;
+        let new_debit = if share.amount > Decimal::ZERO {
+            let (placement, created_in) = Placement::of(status, line.reserved);
+            let id = Uuid::now_v7();
+            debit_ids.push(id);
+            partners.push(line.partner_id);
+            kinds.push(line.kind.clone());
+            amounts.push(share.amount);
+            levels.push(line.level);
+            sources.push(line.source_partner_id);
+            clears.push(match placement {
+                Placement::Travels => line.clears_at,
+                Placement::AtOnce => request.occurred_at,
+            });
+            let breakdown = plan.breakdown(share, request.refund, request.refund_id);
+            breakdowns.push(serde_json::to_value(&breakdown).unwrap_or_else(|_| serde_json::json!({})));
+            indexes.push(i32::try_from(share.index).unwrap_or(i32::MAX));
+            reverses.push(line.id);
+            placements.push(placement.as_str());
+            initial.push(created_in.as_str());
+            Some((id, placement, created_in))
+        } else {
+            None
+        };
+        if share.reversed_in_full && status != Status::Reversed && status.can_move_to(Status::Reversed) {
+            moves.push((line.id, status, Status::Reversed, line.reserved));
+            reversed_lines.push(line.id);
+            for (debit, debit_status, debit_reserved) in travelling.get(&line.id).into_iter().flatten() {
+                if debit_status.can_move_to(Status::Reversed) {
+                    moves.push((*debit, *debit_status, Status::Reversed, *debit_reserved));
+                    reversed_debits.push(*debit);
+                }
+            }
+            if let Some((id, Placement::Travels, created_in)) = new_debit {
+                new_moves.push((id, created_in));
+                reversed_debits.push(id);
+            }
+        }
+    }
+
+    if !debit_ids.is_empty() {
+        sqlx::query(
+            r#"
+            WITH d AS (
+                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::int4[], $6::uuid[],
+                                     $7::timestamptz[], $8::jsonb[], $9::int4[], $10::uuid[], $11::text[], $12::text[])
+                    WITH ORDINALITY AS d(id, partner_id, kind, amount, level, source_partner_id, clears_at, breakdown,
+                                         line_index, reverses_entry_id, placement, status, n)
+            ), e AS (
+                INSERT INTO entries (id, program_id, partner_id, sale_id, kind, entry_type, currency, amount, level,
+                                     source_partner_id, occurred_at, clears_at, breakdown, idempotency_key, line_index,
+                                     reverses_entry_id, refund_id, placement)
+                SELECT id, $13, partner_id, $14, kind, 'DEBIT', $15, amount, level, source_partner_id, $16, clears_at,
+                       breakdown, $17, line_index, reverses_entry_id, $18, placement
+                FROM d ORDER BY n
+            ), ev AS (
+                INSERT INTO entry_status_events (entry_id, from_status, to_status, actor, reason)
+                SELECT id, 'UNSPECIFIED', status, $19, $20 FROM d ORDER BY n
+            )
+            INSERT INTO entry_states (entry_id, program_id, partner_id, currency, status, clears_at)
+            SELECT id, $13, partner_id, $15, status, clears_at FROM d
+            "#,
+        )
+        .bind(&debit_ids)
+        .bind(&partners)
+        .bind(&kinds)
+        .bind(&amounts)
+        .bind(&levels)
+        .bind(&sources)
+        .bind(&clears)
+        .bind(&breakdowns)
+        .bind(&indexes)
+        .bind(&reverses)
+        .bind(&placements)
+        .bind(&initial)
+        .bind(program_id)
+        .bind(request.sale_id)
+        .bind(currency.code())
+        .bind(request.occurred_at)
+        .bind(request.key)
+        .bind(request.refund_id)
+        .bind(request.actor)
+        .bind(&reason)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut move_ids: Vec<Uuid> = moves.iter().map(|m| m.0).collect();
+    let mut move_froms: Vec<&str> = moves.iter().map(|m| m.1.as_str()).collect();
+    let mut move_tos: Vec<&str> = moves.iter().map(|m| m.2.as_str()).collect();
+    move_ids.extend(new_moves.iter().map(|m| m.0));
+    move_froms.extend(new_moves.iter().map(|m| m.1.as_str()));
+    move_tos.extend(new_moves.iter().map(|_| Status::Reversed.as_str()));
+    let full_reason = format!("{reason} (clawed back in full)");
+    write_moves(&mut tx, &move_ids, &move_froms, &move_tos, request.actor, &full_reason).await?;
+
+    let row = ReversalRow {
+        currency: currency.code().to_string(),
+        debit_ids: debit_ids.clone(),
+        lines_total: plan.lines_total,
+        target: plan.target,
+        previously_clawed_back: plan.previously_clawed_back,
+        clawed_back: plan.delta,
+        reversed_line_ids: reversed_lines,
+        reversed_debit_ids: reversed_debits,
+        sale_id: request.sale_id.to_string(),
+        request_hash: request.hash.clone(),
+    };
+    sqlx::query(
+        "INSERT INTO reversals (program_id, idempotency_key, sale_id, refund_id, request_hash, currency, debit_ids, \
+             lines_total, target, previously_clawed_back, clawed_back, reversed_line_ids, reversed_debit_ids) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(program_id)
+    .bind(request.key)
+    .bind(request.sale_id)
+    .bind(request.refund_id)
+    .bind(&row.request_hash)
+    .bind(&row.currency)
+    .bind(&row.debit_ids)
+    .bind(row.lines_total)
+    .bind(row.target)
+    .bind(row.previously_clawed_back)
+    .bind(row.clawed_back)
+    .bind(&row.reversed_line_ids)
+    .bind(&row.reversed_debit_ids)
+    .execute(&mut *tx)
+    .await?;
+
+    // Balances once, existing entries first (with what they were), the new
+    // debits last (padded NULL = created now).
+    let mut balance_ids: Vec<Uuid> = moves.iter().map(|m| m.0).collect();
+    let balance_froms: Vec<&str> = moves.iter().map(|m| m.1.as_str()).collect();
+    let balance_reserved: Vec<bool> = moves.iter().map(|m| m.3).collect();
+    balance_ids.extend(&debit_ids);
+    apply_balance_changes(&mut tx, &balance_ids, &balance_froms, &balance_reserved).await?;
+    tx.commit().await?;
+    Ok(ReverseOutcome::Applied(row))
+}
+
+/// What VoidReversal did.
+#[derive(Debug)]
+pub enum VoidOutcome {
+    /// Applied now: (debits voided, entries restored).
+    Applied(Vec<Uuid>, Vec<Uuid>),
+    /// Undone before: nothing changes.
+    AlreadyVoided,
+    /// No reversal under that key.
+    NotFound,
+    /// Refused (nothing changes).
+    Refused(VoidError),
+}
+
+/// Undoes the reversal stored under `key` in ONE transaction (under the same
+/// key and sale locks as ReverseSale): plans with [`reversal::plan_void`]
+/// (the status each REVERSED entry had before comes from its last event into
+/// REVERSED), writes the moves with `actor`/`reason`, records the undo and
+/// updates the balances.
+pub async fn void_reversal(
+    pool: &PgPool,
+    program_id: Uuid,
+    key: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<VoidOutcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    lock(&mut tx, LOCK_REVERSAL_KEY, program_id, key).await?;
+    let Some(stored) = find_reversal(&mut tx, program_id, key).await? else {
+        return Ok(VoidOutcome::NotFound);
+    };
+    lock(&mut tx, LOCK_SALE, program_id, &stored.sale_id).await?;
+    let voided: Option<(i32,)> =
+        sqlx::query_as("SELECT 1 FROM reversal_voids WHERE program_id = $1 AND idempotency_key = $2")
+            .bind(program_id)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if voided.is_some() {
+        return Ok(VoidOutcome::AlreadyVoided);
+    }
+    let entries = lock_sale_entries(&mut tx, program_id, &stored.sale_id).await?;
+    let by_id: HashMap<Uuid, &SaleEntry> = entries.iter().map(|e| (e.id, e)).collect();
+    let own: HashSet<Uuid> = stored.debit_ids.iter().copied().collect();
+    let restore_ids: Vec<Uuid> = stored
+        .reversed_line_ids
+        .iter()
+        .chain(stored.reversed_debit_ids.iter().filter(|id| !own.contains(id)))
+        .copied()
+        .collect();
+    let befores: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT DISTINCT ON (entry_id) entry_id, from_status FROM entry_status_events \
+         WHERE entry_id = ANY($1::uuid[]) AND to_status = 'REVERSED' ORDER BY entry_id, id DESC",
+    )
+    .bind(&restore_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let befores: HashMap<Uuid, Status> =
+        befores.into_iter().filter_map(|(id, from)| Status::parse(&from).map(|status| (id, status))).collect();
+    let target = |id: &Uuid| -> Result<VoidTarget, StoreError> {
+        let entry = by_id.get(id).ok_or_else(|| StoreError(sqlx::Error::RowNotFound))?;
+        Ok(VoidTarget {
+            id: *id,
+            status: parse_status(&entry.status)?,
+            reserved: entry.reserved,
+            before_reversed: befores.get(id).copied(),
+        })
+    };
+    let debits = stored.debit_ids.iter().map(target).collect::<Result<Vec<_>, _>>()?;
+    let restores = restore_ids.iter().map(target).collect::<Result<Vec<_>, _>>()?;
+    let reversed_here: HashSet<Uuid> = stored.reversed_debit_ids.iter().copied().collect();
+    let plan = match reversal::plan_void(&debits, &restores, &reversed_here) {
+        Ok(plan) => plan,
+        Err(error) => return Ok(VoidOutcome::Refused(error)),
+    };
+    let mut ids = Vec::new();
+    let mut froms = Vec::new();
+    let mut tos = Vec::new();
+    let mut was_reserved = Vec::new();
+    for (id, from) in &plan.voids {
+        ids.push(*id);
+        froms.push(from.as_str());
+        tos.push(Status::Voided.as_str());
+        was_reserved.push(false);
+    }
+    for (id, from, to) in &plan.restores {
+        ids.push(*id);
+        froms.push(from.as_str());
+        tos.push(to.as_str());
+        was_reserved.push(by_id.get(id).is_some_and(|e| e.reserved));
+    }
+    write_moves(&mut tx, &ids, &froms, &tos, actor, reason).await?;
+    let voided_ids: Vec<Uuid> = plan.voids.iter().map(|(id, _)| *id).collect();
+    let restored_ids: Vec<Uuid> = plan.restores.iter().map(|(id, _, _)| *id).collect();
+    sqlx::query(
+        "INSERT INTO reversal_voids (program_id, idempotency_key, voided_ids, restored_ids, actor, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(program_id)
+    .bind(key)
+    .bind(&voided_ids)
+    .bind(&restored_ids)
+    .bind(actor)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    apply_balance_changes(&mut tx, &ids, &froms, &was_reserved).await?;
+    tx.commit().await?;
+    Ok(VoidOutcome::Applied(voided_ids, restored_ids))
+}
+
+/// Entries by id, in the order given (absent ids are skipped).
+pub async fn entries_by_ids(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<EntryRow>, StoreError> {
+    let sql = format!(
+        "SELECT {ENTRY_COLUMNS} FROM unnest($1::uuid[]) WITH ORDINALITY AS q(id, n) \
+         JOIN entries e ON e.id = q.id JOIN entry_states s ON s.entry_id = e.id \
+         LEFT JOIN payout_reservations r ON r.entry_id = e.id ORDER BY q.n"
+    );
+    Ok(sqlx::query_as::<_, EntryRow>(sqlx::AssertSqlSafe(sql)).bind(ids).fetch_all(pool).await?)
+}
+
+/// One row of the balance projection.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BalanceRow {
+    /// Partner.
+    pub partner_id: Uuid,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// PENDING.
+    pub pending: Decimal,
+    /// CLEARED.
+    pub cleared: Decimal,
+    /// APPROVED, not reserved.
+    pub approved: Decimal,
+    /// APPROVED, reserved.
+    pub reserved: Decimal,
+    /// PAID.
+    pub paid: Decimal,
+    /// DISPUTED.
+    pub disputed: Decimal,
+    /// Σ non-VOIDED debits.
+    pub clawed_back: Decimal,
+}
+
+/// The balance projection of a program, optionally for some partners and one
+/// currency, ordered by partner id then currency. Reads nothing else.
+pub async fn balances(
+    pool: &PgPool,
+    program_id: Uuid,
+    partner_ids: &[Uuid],
+    currency: Option<&str>,
+) -> Result<Vec<BalanceRow>, StoreError> {
+    Ok(sqlx::query_as::<_, BalanceRow>(
+        "SELECT partner_id, currency, pending, cleared, approved, reserved, paid, disputed, clawed_back \
+         FROM balances WHERE program_id = $1 \
+           AND (cardinality($2::uuid[]) = 0 OR partner_id = ANY($2::uuid[])) \
+           AND ($3::text IS NULL OR currency = $3) \
+         ORDER BY partner_id, currency",
+    )
+    .bind(program_id)
+    .bind(partner_ids)
+    .bind(currency)
+    .fetch_all(pool)
+    .await?)
 }

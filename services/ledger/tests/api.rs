@@ -180,6 +180,51 @@ async fn assert_projection_matches_log(pool: &PgPool) {
     .await
     .unwrap();
     assert_eq!(orphans, 0, "status events for entries that do not exist");
+    assert_balances_match_entries(pool).await;
+}
+
+/// DESIGN §5 / issue 9 item 5: the balance projection equals, per (program,
+/// partner, currency), the signed sums over entries by their current status
+/// and reservation, and clawed_back = Σ non-VOIDED debits.
+async fn assert_balances_match_entries(pool: &PgPool) {
+    let drift: Vec<(Uuid, Uuid, String, Vec<Decimal>, Vec<Decimal>)> = sqlx::query_as(
+        "WITH actual AS (
+             SELECT e.program_id, e.partner_id, e.currency,
+                    COALESCE(sum(v) FILTER (WHERE s.status = 'PENDING'), 0) AS pending,
+                    COALESCE(sum(v) FILTER (WHERE s.status = 'CLEARED'), 0) AS cleared,
+                    COALESCE(sum(v) FILTER (WHERE s.status = 'APPROVED' AND r.entry_id IS NULL), 0) AS approved,
+                    COALESCE(sum(v) FILTER (WHERE s.status = 'APPROVED' AND r.entry_id IS NOT NULL), 0) AS reserved,
+                    COALESCE(sum(v) FILTER (WHERE s.status = 'PAID'), 0) AS paid,
+                    COALESCE(sum(v) FILTER (WHERE s.status = 'DISPUTED'), 0) AS disputed,
+                    COALESCE(sum(e.amount) FILTER (WHERE e.entry_type = 'DEBIT' AND s.status <> 'VOIDED'), 0)
+                        AS clawed_back
+             FROM entries e JOIN entry_states s ON s.entry_id = e.id
+             LEFT JOIN payout_reservations r ON r.entry_id = e.id
+             CROSS JOIN LATERAL (SELECT CASE WHEN e.entry_type = 'CREDIT' THEN e.amount ELSE -e.amount END AS v) x
+             GROUP BY e.program_id, e.partner_id, e.currency
+         ), both_sides AS (
+             SELECT coalesce(a.program_id, b.program_id) AS program_id, coalesce(a.partner_id, b.partner_id) AS partner_id,
+                    coalesce(a.currency, b.currency) AS currency,
+                    ARRAY[coalesce(a.pending, 0), coalesce(a.cleared, 0), coalesce(a.approved, 0),
+                          coalesce(a.reserved, 0), coalesce(a.paid, 0), coalesce(a.disputed, 0),
+                          coalesce(a.clawed_back, 0)] AS from_entries,
+                    ARRAY[coalesce(b.pending, 0), coalesce(b.cleared, 0), coalesce(b.approved, 0),
+                          coalesce(b.reserved, 0), coalesce(b.paid, 0), coalesce(b.disputed, 0),
+                          coalesce(b.clawed_back, 0)] AS projected
+             FROM actual a FULL JOIN balances b
+               ON (a.program_id, a.partner_id, a.currency) = (b.program_id, b.partner_id, b.currency)
+         )
+         SELECT program_id, partner_id, currency, from_entries, projected FROM both_sides
+         WHERE from_entries <> projected",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        drift.is_empty(),
+        "balances differ from entries (program, partner, currency, [pending, cleared, approved, reserved, paid, \
+         disputed, clawed_back] from entries, projected): {drift:?}"
+    );
 }
 
 #[tokio::test]
@@ -592,23 +637,37 @@ async fn earnings_summary_sums_lines_by_kind_excluding_voided() {
     );
     for summary in summaries.iter().filter(|s| s.currency_code == "GBP") {
         let partner = Uuid::parse_str(&summary.partner_id).unwrap();
-        let mut expected: BTreeMap<i32, Decimal> = BTreeMap::new();
+        // Kinds are what CREDITs earned; DEBITs are the clawback; total is the net.
+        let mut earned: BTreeMap<i32, Decimal> = BTreeMap::new();
+        let mut clawed: BTreeMap<i32, Decimal> = BTreeMap::new();
         for (p, kind, amt) in &lines {
             if *p == partner {
-                *expected.entry(*kind as i32).or_default() += Decimal::from_str(amt).unwrap();
+                let value = Decimal::from_str(amt).unwrap();
+                let bucket = if value.is_sign_negative() { &mut clawed } else { &mut earned };
+                *bucket.entry(*kind as i32).or_default() += value.abs();
             }
         }
-        let get = |kind: types::EarningKind| expected.get(&(kind as i32)).copied().unwrap_or_default();
+        let get = |kind: types::EarningKind| earned.get(&(kind as i32)).copied().unwrap_or_default();
+        let back = |kind: types::EarningKind| clawed.get(&(kind as i32)).copied().unwrap_or_default();
         assert_eq!(amount(&summary.direct), get(Direct), "{partner} direct");
         assert_eq!(amount(&summary.split), get(Split));
         assert_eq!(amount(&summary.r#override), get(Override));
         assert_eq!(amount(&summary.margin), get(Margin));
-        assert_eq!(amount(&summary.total), expected.values().copied().sum::<Decimal>());
+        assert_eq!(amount(&summary.clawback_direct), back(Direct));
+        assert_eq!(amount(&summary.clawback_split), back(Split));
+        assert_eq!(amount(&summary.clawback_override), back(Override));
+        assert_eq!(amount(&summary.clawback_margin), back(Margin));
+        assert_eq!(amount(&summary.clawback), clawed.values().copied().sum::<Decimal>());
+        assert_eq!(
+            amount(&summary.total),
+            earned.values().copied().sum::<Decimal>() - clawed.values().copied().sum::<Decimal>()
+        );
         assert!(summary.total.as_ref().unwrap().amount.contains('.'), "minor units kept");
     }
     assert_eq!(amount(&summaries[0].total), dec!(16.65));
-    assert_eq!(amount(&summaries[0].direct), dec!(12.55));
-    assert_eq!(summaries[0].direct.as_ref().unwrap().amount, "12.55");
+    assert_eq!(amount(&summaries[0].direct), dec!(15.55));
+    assert_eq!(summaries[0].direct.as_ref().unwrap().amount, "15.55");
+    assert_eq!(summaries[0].clawback, gbp("3.00"));
 
     let only_b = h
         .ledger
@@ -753,5 +812,212 @@ async fn reserve_for_payout_respects_thresholds_idempotency_and_exclusivity() {
     assert_eq!(error.code(), Code::InvalidArgument);
     assert!(error.message().contains("reservations[3].partner_id"), "{}", error.message());
     assert!(error.message().contains("reservations[0].minimum_amount.currency_code"), "{}", error.message());
+    assert_projection_matches_log(&h.pool).await;
+}
+
+// ---------------------------------------------------------------------------
+// Refunds and clawbacks (DESIGN §4 "Refunds", issue 9 items 3–6).
+
+/// Seconds of the refunds in these tests (2024-02-01).
+const REFUND_AT: i64 = T0 + 31 * DAY;
+
+fn reverse_request(program: &str, sale: &str, key: &str, a: &str, t: &str) -> pb::ReverseSaleRequest {
+    pb::ReverseSaleRequest {
+        program_id: program.into(),
+        sale_id: sale.into(),
+        idempotency_key: key.into(),
+        refund_id: Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes()).to_string(),
+        sale_amount: gbp(a),
+        refunded_total: gbp(t),
+        occurred_at: ts(REFUND_AT),
+        rounding_mode: types::RoundingMode::HalfAwayFromZero as i32,
+        actor: "refund-saga".into(),
+        reason: "customer refund".into(),
+    }
+}
+
+impl Harness {
+    async fn reverse(&mut self, request: pb::ReverseSaleRequest) -> Result<pb::ReverseSaleResponse, tonic::Status> {
+        self.ledger.reverse_sale(request).await.map(|r| r.into_inner())
+    }
+
+    async fn void_reversal(&mut self, program: &str, key: &str) -> Result<pb::VoidReversalResponse, tonic::Status> {
+        self.ledger
+            .void_reversal(pb::VoidReversalRequest {
+                program_id: program.into(),
+                idempotency_key: key.into(),
+                actor: "saga-undo".into(),
+                reason: "saga unwound".into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn balances(&mut self, program: &str) -> Vec<pb::Balance> {
+        self.ledger
+            .get_balances(pb::GetBalancesRequest { program_id: program.into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .balances
+    }
+
+    async fn balance(&mut self, program: &str, partner: Uuid) -> pb::Balance {
+        let balances = self
+            .ledger
+            .get_balances(pb::GetBalancesRequest {
+                program_id: program.into(),
+                partner_ids: vec![partner.to_string()],
+                currency_code: "GBP".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .balances;
+        assert_eq!(balances.len(), 1, "one GBP balance for {partner}");
+        balances.into_iter().next().unwrap()
+    }
+
+    async fn reserve_one(&mut self, program: &str, partner: Uuid, payout: Uuid, cutoff: i64) -> pb::ReservationResult {
+        self.ledger
+            .reserve_for_payout(pb::ReserveForPayoutRequest {
+                program_id: program.into(),
+                currency_code: "GBP".into(),
+                cutoff: ts(cutoff),
+                reservations: vec![pb::PartnerReservation {
+                    partner_id: partner.to_string(),
+                    payout_id: payout.to_string(),
+                    minimum_amount: gbp("0.00"),
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .results
+            .remove(0)
+    }
+
+    async fn sale_entries(&mut self, program: &str, sale: &str, entry_type: pb::EntryType) -> Vec<pb::Entry> {
+        self.ledger
+            .list_entries(pb::ListEntriesRequest {
+                program_id: program.into(),
+                sale_id: sale.into(),
+                entry_type: entry_type as i32,
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .entries
+    }
+
+    /// Σ of each line's debits (non-VOIDED), by line id.
+    async fn clawed_per_line(&mut self, program: &str, sale: &str) -> BTreeMap<String, Decimal> {
+        let mut sums = BTreeMap::new();
+        for debit in self.sale_entries(program, sale, pb::EntryType::Debit).await {
+            if debit.status() != pb::EntryStatus::Voided {
+                *sums.entry(debit.reverses_entry_id.clone()).or_default() += amount(&debit.amount);
+            }
+        }
+        sums
+    }
+}
+
+#[tokio::test]
+async fn reverse_sale_seed_003_full_refund_posts_one_linked_debit_and_reverses_the_line() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    let partner = Uuid::new_v4();
+    let posted =
+        h.post(&program, vec![posting("s3", vec![line(partner, types::EarningKind::Direct, "15.00", T0 + DAY)])]).await;
+    let line_id = posted[0].entry_ids[0].clone();
+    let request = reverse_request(&program, "sale-s3", "refund-1", "150.00", "150.00");
+
+    let response = h.reverse(request.clone()).await.unwrap();
+    assert!(!response.replayed);
+    assert_eq!(response.lines_total, gbp("15.00"));
+    assert_eq!(response.target, gbp("15.00"));
+    assert_eq!(response.previously_clawed_back, gbp("0.00"));
+    assert_eq!(response.clawed_back, gbp("15.00"));
+    assert_eq!(response.reversed_entry_ids, vec![line_id.clone()]);
+    assert_eq!(response.debits.len(), 1);
+    let debit = &response.debits[0];
+    assert_eq!(debit.entry_type(), pb::EntryType::Debit);
+    assert_eq!(debit.amount, gbp("15.00"));
+    assert_eq!(debit.reverses_entry_id, line_id);
+    assert_eq!(debit.refund_id, request.refund_id);
+    assert_eq!(debit.partner_id, partner.to_string());
+    assert_eq!(debit.kind(), types::EarningKind::Direct);
+    assert_eq!(debit.sale_id, "sale-s3");
+    assert_eq!(debit.idempotency_key, "refund-1");
+    // The line was PENDING: the debit travelled with it, so it is REVERSED with it.
+    assert_eq!(debit.status(), pb::EntryStatus::Reversed);
+    assert_eq!(debit.clears_at, ts(T0 + DAY));
+    let breakdown = debit.breakdown.as_ref().unwrap();
+    assert_eq!(breakdown.model, "CLAWBACK");
+    assert_eq!(breakdown.inputs["target"], "15.00");
+    assert_eq!(breakdown.inputs["refunded_total"], "150.00");
+    assert!(breakdown.rounding.contains("HALF_AWAY_FROM_ZERO"), "{}", breakdown.rounding);
+
+    // GetEntry shows both, linked, with their histories.
+    let original = h.entry(&line_id).await;
+    assert_eq!(original.status(), pb::EntryStatus::Reversed);
+    assert!(original.reverses_entry_id.is_empty() && original.refund_id.is_empty());
+    let last = original.history.last().unwrap();
+    assert_eq!((last.from_status(), last.to_status()), (pb::EntryStatus::Pending, pb::EntryStatus::Reversed));
+    assert_eq!(last.actor, "refund-saga");
+    assert!(last.reason.contains("customer refund"), "{}", last.reason);
+    let stored = h.entry(&debit.id).await;
+    assert_eq!(stored.reverses_entry_id, line_id);
+    let steps: Vec<_> = stored.history.iter().map(|e| (e.from_status(), e.to_status())).collect();
+    assert_eq!(
+        steps,
+        vec![
+            (pb::EntryStatus::Unspecified, pb::EntryStatus::Pending),
+            (pb::EntryStatus::Pending, pb::EntryStatus::Reversed)
+        ]
+    );
+    // ListEntries filters by entry type.
+    let debits = h.sale_entries(&program, "sale-s3", pb::EntryType::Debit).await;
+    assert_eq!(debits.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![debit.id.clone()]);
+    let credits = h.sale_entries(&program, "sale-s3", pb::EntryType::Credit).await;
+    assert_eq!(credits.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![line_id.clone()]);
+
+    // Same key, same body → the stored result; nothing new.
+    let entries_before = h.count("entries").await;
+    let replay = h.reverse(request.clone()).await.unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.debits.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), vec![debit.id.clone()]);
+    assert_eq!(replay.clawed_back, gbp("15.00"));
+    assert_eq!(h.count("entries").await, entries_before);
+    // Same key, other body → ALREADY_EXISTS.
+    let mut other = request.clone();
+    other.refunded_total = gbp("100.00");
+    let error = h.reverse(other).await.unwrap_err();
+    assert_eq!(error.code(), Code::AlreadyExists);
+    assert_eq!(reason(&error), "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(h.count("entries").await, entries_before);
+
+    // Balances: a reversed line and its debit are in no bucket; 15.00 clawed back.
+    let balance = h.balance(&program, partner).await;
+    assert_eq!(balance.pending, gbp("0.00"));
+    assert_eq!(balance.clawed_back, gbp("15.00"));
+    assert_eq!(balance.payable, gbp("0.00"));
+    let summary = h
+        .ledger
+        .get_earnings_summary(pb::GetEarningsSummaryRequest { program_id: program.clone(), partner_ids: vec![] })
+        .await
+        .unwrap()
+        .into_inner()
+        .summaries;
+    assert_eq!(summary.len(), 1);
+    assert_eq!((summary[0].direct.clone(), summary[0].clawback.clone()), (gbp("15.00"), gbp("15.00")));
+    assert_eq!((summary[0].clawback_direct.clone(), summary[0].total.clone()), (gbp("15.00"), gbp("0.00")));
+
+    // A sale with no live lines: succeeds, posts nothing.
+    let empty = h.reverse(reverse_request(&program, "sale-none", "refund-2", "10.00", "5.00")).await.unwrap();
+    assert!(empty.debits.is_empty() && empty.reversed_entry_ids.is_empty());
+    assert_eq!((empty.target, empty.clawed_back), (gbp("0.00"), gbp("0.00")));
     assert_projection_matches_log(&h.pool).await;
 }

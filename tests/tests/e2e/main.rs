@@ -3,6 +3,7 @@
 //! database per test.
 
 mod agreements;
+mod clawback;
 mod corrections;
 mod margins;
 mod paging;

@@ -24,9 +24,11 @@ use settle_sale::SettleSale;
 pub type Hooks = accrue_saga::TestHooks;
 /// Without the `test-hooks` feature there are none: production cannot inject
 /// a fault even by mistake.
+/// (A private field, not a unit struct, so that `Hooks::default()` reads
+/// the same with and without the feature.)
 #[cfg(not(feature = "test-hooks"))]
 #[derive(Debug, Clone, Default)]
-pub struct Hooks;
+pub struct Hooks(());
 
 /// Starts `options.workers` SettleSale workers and as many ClawbackSale
 /// workers over `pool`, all woken by `notify`; each stops (releasing its
@@ -44,7 +46,7 @@ pub(crate) fn spawn_workers(
     #[cfg(feature = "test-hooks")]
     let (settle, clawback) = (settle.with_hooks(hooks.clone()), clawback.with_hooks(hooks));
     #[cfg(not(feature = "test-hooks"))]
-    let Hooks = hooks;
+    let Hooks(()) = hooks;
     [
         settle.spawn("attribution", notify.clone(), shutdown.clone()),
         clawback.spawn("attribution-clawback", notify, shutdown),

@@ -43,6 +43,10 @@ pub(super) async fn action(saga: &ClawbackSale, items: &[Item<'_>]) -> Vec<StepR
     outs.into_iter().map(|o| o.and_then(|o| output(&o))).collect()
 }
 
+/// Runs only when apply failed for good after taking effect (apply is the
+/// last step, and its own failures are transient database errors), which
+/// today only the test hooks cause; a later refund of the sale may then have
+/// resolved already, so this is not a path production relies on.
 pub(super) async fn undo(saga: &ClawbackSale, items: &[Item<'_>]) -> Vec<StepResult> {
     let sagas: Vec<&accrue_saga::Saga> = items.iter().map(|item| item.saga).collect();
     match store::unapply_refunds(&saga.pool, &sagas).await {

@@ -368,7 +368,14 @@ impl<D: SagaDef> Engine<D> {
                 continue;
             }
             let need = self.append_marks(batch, &need, index, StepEvent::UndoStarted).await?;
-            let results = self.act(index, batch, &need, &subjects, true).await;
+            #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
+            let mut results = self.act(index, batch, &need, &subjects, true).await;
+            #[cfg(feature = "test-hooks")]
+            if self.hooks.fail_undo == Some(steps[index].name) {
+                for result in results.iter_mut().filter(|r| r.is_ok()) {
+                    *result = Err(StepError::Permanent(format!("injected undo failure at {}", steps[index].name)));
+                }
+            }
             let Outcomes { ok, transient, permanent: stuck } = Outcomes::of(&need, results);
             let done = self.append_pairs(batch, &ok, index, StepEvent::UndoFinished).await?;
             for i in done {

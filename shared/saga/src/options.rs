@@ -49,4 +49,7 @@ pub struct TestHooks {
     /// The worker stops abruptly right after this step succeeded, keeping
     /// its leases (a simulated kill -9).
     pub crash_after: Option<&'static str>,
+    /// This step's undo fails permanently (after it ran), so an unwinding
+    /// saga ends STUCK for an operator instead of FAILED.
+    pub fail_undo: Option<&'static str>,
 }

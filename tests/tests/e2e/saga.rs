@@ -404,6 +404,50 @@ async fn failure_at_each_step_unwinds_then_retry_settles() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_undo_leaves_the_saga_stuck_for_an_operator() {
+    let db = TestDb::create().await.unwrap();
+    let (stack, mut c) = start(&db, quick()).await;
+    let w = setup(&mut c).await;
+    stack.shutdown().await.unwrap();
+
+    // settle fails for good; unwinding, settle's undo runs, then post's undo fails.
+    let faulty = TestHooks {
+        inject_failure: Some((Step::Settle.name(), "boom at settle".into())),
+        fail_undo: Some(Step::Post.name()),
+        ..TestHooks::default()
+    };
+    let (stack, mut c) = start_hooked(&db, quick(), faulty).await;
+    let sale = record(&mut c, &w, "inv-stuck").await;
+    let saga = wait_saga(&mut c, &sale.saga_id).await;
+    assert_eq!(saga.state, apb::SagaState::Stuck as i32, "{saga:#?}");
+    assert!(saga.failure_reason.contains("injected undo failure at post"), "{}", saga.failure_reason);
+    let undone: Vec<&str> =
+        saga.events.iter().filter(|e| e.event == "undo_finished").map(|e| e.step.as_str()).collect();
+    assert_eq!(undone, vec![Step::Settle.name()], "only settle was undone: {saga:#?}");
+    // Nothing pretends the unwind finished: the sale is not FAILED.
+    assert_eq!(get_sale(&mut c, &sale.id).await.state, apb::SaleState::Pending as i32);
+    // Operators find it, it is not claimed again, and RetrySaga refuses it.
+    let stuck = c
+        .attribution
+        .list_sagas(apb::ListSagasRequest {
+            program_id: w.program_id.clone(),
+            state: apb::SagaState::Stuck as i32,
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stuck.sagas.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), vec![sale.saga_id.as_str()]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = wait_saga(&mut c, &sale.saga_id).await;
+    assert_eq!((later.events.len(), later.generation), (saga.events.len(), saga.generation), "not claimed again");
+    let retry = c.attribution.retry_saga(apb::RetrySagaRequest { id: sale.saga_id.clone() }).await.unwrap_err();
+    assert_eq!(retry.code(), Code::FailedPrecondition);
+    stack.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_after_each_step_resumes_on_a_new_worker() {
     let db = TestDb::create().await.unwrap();
     let (stack, mut c) = start(&db, quick()).await;

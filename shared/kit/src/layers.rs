@@ -48,8 +48,9 @@ where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
     S::Error: std::fmt::Display,
+    ResBody: http_body::Body,
 {
-    type Response = S::Response;
+    type Response = http::Response<TracedBody<ResBody>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -66,36 +67,115 @@ where
         );
         let started = Instant::now();
         let future = span.in_scope(|| self.inner.call(request));
+        let outer = span.clone();
         Box::pin(
             async move {
-                let result = future.await;
-                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                let span = tracing::Span::current();
-                span.record("latency_ms", latency_ms);
-                match &result {
+                match future.await {
                     Ok(response) => {
-                        let code = grpc_code(response.headers());
-                        span.record("rpc.code", format!("{code:?}"));
-                        log_finished(code, latency_ms);
+                        let mut finish = Finish { span: tracing::Span::current(), started, done: false };
+                        // A trailers-only response (every error tonic makes
+                        // before the body) carries its status in the headers.
+                        if let Some(code) = header_code(response.headers()) {
+                            finish.record(code);
+                        }
+                        Ok(response.map(|inner| TracedBody { inner, finish }))
                     }
-                    Err(error) => tracing::warn!(%error, latency_ms, "rpc transport error"),
+                    Err(error) => {
+                        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                        tracing::warn!(%error, latency_ms, "rpc transport error");
+                        Err(error)
+                    }
                 }
-                result
             }
-            .instrument(span),
+            .instrument(outer),
         )
     }
 }
 
-/// The status of a response: tonic puts `grpc-status` in the headers of an
-/// error (a trailers-only response) and in the trailers of a success, so no
-/// status header means OK.
-fn grpc_code(headers: &http::HeaderMap) -> Code {
+/// Records an RPC's end once: its code and latency on the span, and the log line.
+#[derive(Debug)]
+struct Finish {
+    span: tracing::Span,
+    started: Instant,
+    done: bool,
+}
+
+impl Finish {
+    fn record(&mut self, code: Code) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let _entered = self.span.enter();
+        self.span.record("rpc.code", format!("{code:?}"));
+        self.span.record("latency_ms", latency_ms);
+        log_finished(code, latency_ms);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records the RPC's status when it ends: from the
+    /// `grpc-status` trailer of a response with a body (every unary success
+    /// and every stream, including one that fails midway), so the span and
+    /// log line carry the real code and the latency to the last frame.
+    #[derive(Debug)]
+    pub struct TracedBody<B> {
+        #[pin]
+        inner: B,
+        finish: Finish,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TracedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.finish.record(header_code(trailers).unwrap_or(Code::Ok));
+                }
+            }
+            // The body broke off (the client went away): no status was sent.
+            Poll::Ready(Some(Err(_))) => this.finish.record(Code::Unknown),
+            Poll::Ready(None) => this.finish.record(Code::Ok),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        // Dropped before its end (the client cancelled): say so, once.
+        if !self.done {
+            self.record(Code::Cancelled);
+        }
+    }
+}
+
+/// The `grpc-status` in a header map (headers of a trailers-only response, or
+/// trailers), if any.
+fn header_code(headers: &http::HeaderMap) -> Option<Code> {
     headers
         .get("grpc-status")
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<i32>().ok())
-        .map_or(Code::Ok, Code::from)
+        .map(Code::from)
 }
 
 /// Our faults are WARN (INTERNAL is already logged at ERROR where it is made),
@@ -117,13 +197,75 @@ fn log_finished(code: Code, latency_ms: f64) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
     use super::*;
 
     #[test]
-    fn a_missing_status_header_is_ok() {
+    fn a_status_header_names_the_code() {
         let mut headers = http::HeaderMap::new();
-        assert_eq!(grpc_code(&headers), Code::Ok);
+        assert_eq!(header_code(&headers), None);
         headers.insert("grpc-status", http::HeaderValue::from_static("5"));
-        assert_eq!(grpc_code(&headers), Code::NotFound);
+        assert_eq!(header_code(&headers), Some(Code::NotFound));
+    }
+
+    /// Captures what the layer logs.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    type Frames = tokio_stream::Iter<std::vec::IntoIter<Result<http_body::Frame<bytes::Bytes>, Infallible>>>;
+
+    /// A response whose status comes only in its trailers, as a stream that
+    /// fails midway is sent.
+    fn streamed(status: &'static str) -> http::Response<http_body_util::StreamBody<Frames>> {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static(status));
+        let frames = vec![
+            Ok(http_body::Frame::data(bytes::Bytes::from_static(b"msg"))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ];
+        http::Response::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)))
+    }
+
+    async fn logged_for(status: &'static str) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let service = RpcTraceLayer
+            .layer(tower::service_fn(move |_: http::Request<()>| async move { Ok::<_, Infallible>(streamed(status)) }));
+        let request = http::Request::builder().uri("/accrue.test.v1.Test/Stream").body(()).unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_code_in_the_trailers_is_the_one_recorded() {
+        let failed = logged_for("3").await;
+        assert!(failed.contains("rpc rejected") && failed.contains("InvalidArgument"), "{failed}");
+        assert!(failed.contains("/accrue.test.v1.Test/Stream"), "{failed}");
+        let ok = logged_for("0").await;
+        assert!(ok.contains("rpc finished") && ok.contains("code=Ok"), "{ok}");
+        assert_eq!(ok.matches("rpc finished").count(), 1, "logged once: {ok}");
     }
 }

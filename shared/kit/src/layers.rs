@@ -66,13 +66,14 @@ where
             latency_ms = tracing::field::Empty,
         );
         let started = Instant::now();
+        let method = request.uri().path().to_string();
         let future = span.in_scope(|| self.inner.call(request));
         let outer = span.clone();
         Box::pin(
             async move {
                 match future.await {
                     Ok(response) => {
-                        let mut finish = Finish { span: tracing::Span::current(), started, done: false };
+                        let mut finish = Finish { span: tracing::Span::current(), method, started, done: false };
                         // A trailers-only response (every error tonic makes
                         // before the body) carries its status in the headers.
                         if let Some(code) = header_code(response.headers()) {
@@ -92,10 +93,16 @@ where
     }
 }
 
-/// Records an RPC's end once: its code and latency on the span, and the log line.
+/// Records an RPC's end once: its code and latency on the span, the log
+/// line, and the `metrics` counter `accrue_rpc_requests_total` and histogram
+/// `accrue_rpc_duration_seconds`, labelled `service`
+/// ("accrue.ledger.v1.LedgerService"), `method` ("PostEntries") and `code`
+/// ("Ok"). Without an installed recorder the metrics cost nothing.
 #[derive(Debug)]
 struct Finish {
     span: tracing::Span,
+    /// The request path, "/<service>/<method>".
+    method: String,
     started: Instant,
     done: bool,
 }
@@ -105,11 +112,16 @@ impl Finish {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = self.started.elapsed();
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let _entered = self.span.enter();
         self.span.record("rpc.code", format!("{code:?}"));
         self.span.record("latency_ms", latency_ms);
         log_finished(code, latency_ms);
+        let (service, method) = self.method.trim_start_matches('/').split_once('/').unwrap_or(("", &self.method));
+        let labels = [("service", service.to_string()), ("method", method.to_string()), ("code", format!("{code:?}"))];
+        metrics::counter!("accrue_rpc_requests_total", &labels).increment(1);
+        metrics::histogram!("accrue_rpc_duration_seconds", &labels).record(elapsed.as_secs_f64());
     }
 }
 

@@ -7,6 +7,11 @@
 //! its stored output reused; a step `started` but not finished is re-run (every
 //! action is idempotent). An unwinding saga undoes every started step whose
 //! `undo_finished` is missing, newest first.
+//!
+//! Metrics (the `metrics` crate; free without a recorder):
+//! `accrue_saga_batches_total{kind}` per claimed batch,
+//! `accrue_saga_claims_total{kind}` per claimed saga, and
+//! `accrue_saga_step_duration_seconds{kind, step}` per step action over a batch.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -211,6 +216,8 @@ impl<D: SagaDef> Engine<D> {
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
+        metrics::counter!("accrue_saga_batches_total", "kind" => D::KIND).increment(1);
+        metrics::counter!("accrue_saga_claims_total", "kind" => D::KIND).increment(claimed.len() as u64);
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
         let runs: Vec<i32> = claimed.iter().map(|c| c.run).collect();
         let events: Vec<LoggedEvent> = sqlx::query_as(
@@ -323,6 +330,8 @@ impl<D: SagaDef> Engine<D> {
             let mut results = self.act(index, batch, &need, &subjects, false).await;
             let action_ms = started.elapsed().as_millis();
             tracing::debug!(step = step.name, sagas = need.len(), action_ms, "saga step action");
+            metrics::histogram!("accrue_saga_step_duration_seconds", "kind" => D::KIND, "step" => step.name)
+                .record(started.elapsed().as_secs_f64());
             #[cfg(feature = "test-hooks")]
             self.apply_hooks(index, batch, &need, &mut results);
 

@@ -38,7 +38,8 @@ pub enum EarningKind {
 
 impl EarningKind {
     /// Every kind, in wire-number order.
-    pub const ALL: [EarningKind; 4] = [EarningKind::Direct, EarningKind::Split, EarningKind::Override, EarningKind::Margin];
+    pub const ALL: [EarningKind; 4] =
+        [EarningKind::Direct, EarningKind::Split, EarningKind::Override, EarningKind::Margin];
 
     /// The stored name ("DIRECT"): the proto value name without its
     /// `EARNING_KIND_` prefix.
@@ -266,7 +267,10 @@ mod serde_tests {
         assert_eq!(line.breakdown.as_ref().map(|b| b.rule.as_str()), Some("level 2"));
 
         let new = serde_json::to_value(Line { source_partner_id: Some(seller), ..line.clone() }).unwrap();
-        assert_eq!((new["kind"].as_str(), new["source_partner_id"].as_str()), (Some("OVERRIDE"), Some(&*seller.to_string())));
+        assert_eq!(
+            (new["kind"].as_str(), new["source_partner_id"].as_str()),
+            (Some("OVERRIDE"), Some(&*seller.to_string()))
+        );
         assert_eq!(serde_json::from_value::<Line>(new).unwrap(), Line { source_partner_id: Some(seller), ..line });
 
         let bad_currency = serde_json::json!({

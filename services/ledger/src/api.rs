@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use accrue_kit::FieldViolations;
+use accrue_kit::convert::settlement::{breakdown_to_proto, kind_from_proto, kind_to_proto};
 use accrue_kit::convert::{
     amount_to_proto, from_timestamp, optional_money, optional_uuid, parse_id, require_money, require_timestamp,
     require_uuid, timestamp,
@@ -16,6 +17,7 @@ use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClien
 use accrue_proto::ledger::v1 as pb;
 use accrue_proto::ledger::v1::ledger_service_server::LedgerService;
 use accrue_proto::types::v1 as types;
+use accrue_types::settlement::{Breakdown, EarningKind};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -24,7 +26,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
-use crate::domain::posting::{self, EntryType, Kind, Posting, StoredBreakdown};
+use crate::domain::posting::{self, EntryType, Posting};
 use crate::domain::reversal::{Refund, ReversalError, VoidError};
 use crate::domain::status::{Status as EntryStatus, TransitionError, proto_from_stored};
 use crate::store::{
@@ -103,19 +105,19 @@ fn item_failure(code: &str, reason: &str, message: impl Into<String>) -> types::
 
 fn entry_to_proto(row: store::EntryRow, history: Vec<store::EventRow>) -> Result<pb::Entry, Status> {
     let currency = Currency::from_code(&row.currency).map_err(internal)?;
-    let kind = Kind::parse(&row.kind).ok_or_else(|| internal(format!("stored kind {:?}", row.kind)))?;
+    let kind = EarningKind::from_name(&row.kind).ok_or_else(|| internal(format!("stored kind {:?}", row.kind)))?;
     let entry_type =
         EntryType::parse(&row.entry_type).ok_or_else(|| internal(format!("stored entry_type {:?}", row.entry_type)))?;
     let breakdown = match &row.breakdown {
         serde_json::Value::Object(map) if map.is_empty() => None,
-        value => Some(serde_json::from_value::<StoredBreakdown>(value.clone()).map_err(internal)?.to_proto()),
+        value => Some(breakdown_to_proto(serde_json::from_value::<Breakdown>(value.clone()).map_err(internal)?)),
     };
     Ok(pb::Entry {
         id: row.id.to_string(),
         program_id: row.program_id.to_string(),
         partner_id: row.partner_id.to_string(),
         sale_id: row.sale_id,
-        kind: kind.to_proto() as i32,
+        kind: kind_to_proto(kind) as i32,
         entry_type: entry_type.to_proto() as i32,
         amount: Some(amount_to_proto(currency, row.amount)),
         status: proto_from_stored(&row.status) as i32,
@@ -273,7 +275,7 @@ impl LedgerService for LedgerApi {
         let kind = match request.kind {
             0 => None,
             value => {
-                let kind = Kind::from_proto(value);
+                let kind = kind_from_proto(value);
                 if kind.is_none() {
                     violations.add("kind", format!("unknown earning kind {value}"));
                 }
@@ -310,7 +312,7 @@ impl LedgerService for LedgerApi {
             partner_id,
             sale_id: (!request.sale_id.is_empty()).then(|| request.sale_id.clone()),
             status,
-            kind: kind.map(Kind::as_str),
+            kind: kind.map(EarningKind::as_str),
             entry_type: entry_type.map(EntryType::as_str),
         };
         let mut rows = store::list_entries(&self.pool, program_id, &filter, after, size + 1).await?;

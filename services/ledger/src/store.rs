@@ -84,19 +84,21 @@ pub async fn post(pool: &PgPool, program_id: Uuid, postings: &[&Posting]) -> Res
         // 1-based inclusive slice bounds into the flat id array.
         lows.push(i32::try_from(ids.len() + 1).unwrap_or(i32::MAX));
         let mut these = Vec::with_capacity(posting.lines.len());
-        for (index, line) in posting.lines.iter().enumerate() {
+        for (index, posted) in posting.lines.iter().enumerate() {
+            let line = &posted.line;
             let id = Uuid::now_v7();
             these.push(id);
             ids.push(id);
             partner_ids.push(line.partner_id);
             line_sales.push(posting.sale_id.clone());
             kinds.push(line.kind.as_str());
-            entry_types.push(line.entry_type.as_str());
-            currencies.push(line.currency.code());
-            amounts.push(line.amount);
-            levels.push(line.level);
+            entry_types.push(posted.entry_type().as_str());
+            currencies.push(posted.currency().code());
+            amounts.push(posted.amount());
+            // Validated to 0..=MAX_LEVEL, so it fits the int4 column.
+            levels.push(i32::try_from(line.level).unwrap_or(i32::MAX));
             sources.push(line.source_partner_id);
-            occurred.push(line.occurred_at);
+            occurred.push(posted.occurred_at);
             clears.push(line.clears_at);
             breakdowns.push(match &line.breakdown {
                 Some(breakdown) => serde_json::to_value(breakdown).unwrap_or_else(|_| serde_json::json!({})),

@@ -1,4 +1,5 @@
-//! Wire conversions with field-aware validation.
+//! Wire conversions with field-aware validation; a settlement line and its
+//! breakdown in [`settlement`].
 
 use accrue_money::{Currency, Money};
 use accrue_proto::types::v1 as pb;
@@ -7,6 +8,8 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::FieldViolations;
+
+pub mod settlement;
 
 /// Parses a required UUID field; records a violation and returns `None` when
 /// it is empty or malformed.

@@ -11,7 +11,8 @@
 //!   and migrations kept in that schema.
 //! - [`error`]: `tonic::Status` builders with google.rpc details
 //!   (BadRequest field violations, ErrorInfo).
-//! - [`convert`]: ids, timestamps and `accrue.type.v1.Money` to and from the wire.
+//! - [`convert`]: ids, timestamps and `accrue.type.v1.Money` to and from the wire;
+//!   a settlement line and its breakdown ([`convert::settlement`]).
 //! - [`page`]: opaque keyset page tokens.
 //! - [`idempotency`]: request ids and the answer to a repeated one.
 //! - [`client`]: clients of the services, with the message limits set once.

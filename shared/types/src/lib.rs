@@ -1,12 +1,14 @@
 //! Domain values more than one Accrue service relies on, so that each rule and
 //! each shared concept is written once: the link split rule ([`split`], seed
 //! 000), the program defaults ([`program`], DESIGN §4), a partner's status
-//! ([`partner`]) and a sale's event type ([`sale`]). Pure and dependency-light
-//! on purpose: every service crate may depend on it, it depends on no service
-//! and on no protobuf; storage and serialization derives are opt-in features
-//! (`sqlx`, `serde`).
+//! ([`partner`]), a sale's event type ([`sale`]) and a settlement line with its
+//! breakdown ([`settlement`], from commission to the ledger row). Pure and
+//! dependency-light on purpose: every service crate may depend on it, it
+//! depends on no service and on no protobuf (only accrue-money for amounts);
+//! storage and serialization derives are opt-in features (`sqlx`, `serde`).
 
 pub mod partner;
 pub mod program;
 pub mod sale;
+pub mod settlement;
 pub mod split;

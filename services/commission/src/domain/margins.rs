@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::sale::{
-    Breakdown, Failure, Line, LineKind, PartnerRef, PartnerStatus, ProgramSettings, Sale, Settlement, mul,
+    Breakdown, EarningKind, Failure, Line, PartnerRef, PartnerStatus, ProgramSettings, Sale, Settlement, mul,
     out_of_range, rounding_text, show,
 };
 use super::scheme::{Effective, Scheme, SchemeBook};
@@ -189,12 +189,12 @@ pub fn settle_margins(
         breakdown.input("margin_rate", margin_rate);
         lines.push(Line {
             partner_id: *partner_id,
-            kind: LineKind::Margin,
+            kind: EarningKind::Margin,
             amount: accrue_money::Money { amount: rounded, currency },
             level: u32::try_from(*position).map_err(|_| out_of_range())?,
-            source_partner_id: sale.seller.id,
+            source_partner_id: Some(sale.seller.id),
             clears_at,
-            breakdown,
+            breakdown: Some(breakdown),
         });
     }
     out.lines = lines;

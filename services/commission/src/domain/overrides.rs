@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::base::Base;
 use super::rules::{OverrideBasis, OverrideMode, OverridePlan};
 use super::sale::{
-    Failure, Line, LineKind, PartnerStatus, ProgramSettings, Sale, Settlement, mismatch, mul, rounding_text, show,
+    EarningKind, Failure, Line, PartnerStatus, ProgramSettings, Sale, Settlement, mismatch, mul, rounding_text, show,
 };
 
 /// The override plans of one program.
@@ -141,12 +141,12 @@ pub fn override_lines(
         if amount > Decimal::ZERO {
             lines.push(Line {
                 partner_id: ancestor.id,
-                kind: LineKind::Override,
+                kind: EarningKind::Override,
                 amount: Money { amount: currency.rescale(amount), currency },
                 level,
-                source_partner_id: sale.seller.id,
+                source_partner_id: Some(sale.seller.id),
                 clears_at,
-                breakdown,
+                breakdown: Some(breakdown),
             });
         } else {
             out.base_breakdown.add_note(format!("level {level}: override is 0, no line"));

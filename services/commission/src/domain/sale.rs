@@ -4,8 +4,6 @@
 //! modules ([`super::base`], [`super::splits`], [`super::overrides`],
 //! [`super::margins`]) import from here and never from each other's callers.
 
-use std::collections::BTreeMap;
-
 use accrue_money::{Currency, Money, RoundingMode};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -19,6 +17,11 @@ pub use accrue_types::split::BASIS_POINTS_WHOLE;
 /// A partner's status at settlement time, shared with hierarchy (one
 /// definition in accrue-types).
 pub use accrue_types::partner::PartnerStatus;
+
+/// A settlement line, what it pays for and why: one definition in
+/// accrue-types, the same value the saga logs and the ledger stores (its
+/// wire conversion is `accrue_kit::convert::settlement`).
+pub use accrue_types::settlement::{Breakdown, EarningKind, Line};
 
 /// A partner, its status and its role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,74 +130,6 @@ impl ProgramSettings {
         breakdown.input("program.override_depth_cap", self.override_depth_cap);
         breakdown.input("program.compression_enabled", self.compression_enabled);
     }
-}
-
-/// What a line pays for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LineKind {
-    /// The link owner's (seller's) share of C.
-    Direct,
-    /// A split partner's share of C (seed 000).
-    Split,
-    /// An upline's override (seed 004).
-    Override,
-    /// A scheme margin: a partner's role's absolute rate minus that of the
-    /// partner just below it (seed 002).
-    Margin,
-}
-
-/// Why a line (or the base commission) earned what it earned.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Breakdown {
-    /// PERCENTAGE, FIXED, TIERED, HYBRID (C, and the DIRECT/SPLIT shares of C),
-    /// NONE, SCHEME (base of a scheme-managed sale), OVERRIDE_PERCENTAGE,
-    /// OVERRIDE_FLAT, MARGIN.
-    pub model: String,
-    /// The formula with its numbers.
-    pub formula: String,
-    /// Inputs by name.
-    pub inputs: BTreeMap<String, String>,
-    /// Rule, tier or level chosen.
-    pub rule: String,
-    /// The agreement version applied.
-    pub agreement_version_id: Option<Uuid>,
-    /// The rounding applied.
-    pub rounding: String,
-    /// Notes (why nothing was paid, why a share fell back), "; "-separated.
-    pub note: String,
-}
-
-impl Breakdown {
-    pub(super) fn input(&mut self, name: &str, value: impl ToString) {
-        self.inputs.insert(name.to_string(), value.to_string());
-    }
-
-    pub(super) fn add_note(&mut self, note: impl AsRef<str>) {
-        if !self.note.is_empty() {
-            self.note.push_str("; ");
-        }
-        self.note.push_str(note.as_ref());
-    }
-}
-
-/// One line of a settlement (amount > 0, exact in the minor unit).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
-    /// Who earns it.
-    pub partner_id: Uuid,
-    /// What for.
-    pub kind: LineKind,
-    /// Amount.
-    pub amount: Money,
-    /// OVERRIDE: level (1 = parent). MARGIN: position in the upline walk (0 =
-    /// the seller, 1 = its parent, …). 0 for DIRECT and SPLIT.
-    pub level: u32,
-    /// The seller.
-    pub source_partner_id: Uuid,
-    /// `occurred_at + clearance_days`.
-    pub clears_at: DateTime<Utc>,
-    /// Why.
-    pub breakdown: Breakdown,
 }
 
 /// The gRPC code a per-sale failure carries.

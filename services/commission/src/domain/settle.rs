@@ -83,8 +83,8 @@ pub fn settle(
         settlement.failure = Some(failure);
     }
     program.record(&mut settlement.base_breakdown);
-    for line in &mut settlement.lines {
-        program.record(&mut line.breakdown);
+    for breakdown in settlement.lines.iter_mut().filter_map(|line| line.breakdown.as_mut()) {
+        program.record(breakdown);
     }
     settlement
 }

@@ -6,7 +6,7 @@ use accrue_money::{Money, allocate_largest_remainder};
 use accrue_types::split::{BASIS_POINTS_WHOLE, SplitPoints};
 
 use super::base::Base;
-use super::sale::{Failure, Line, LineKind, PartnerStatus, Sale, Settlement, out_of_range};
+use super::sale::{EarningKind, Failure, Line, PartnerStatus, Sale, Settlement, out_of_range};
 
 /// The DIRECT line (owner) and SPLIT lines (split order) of C; zero shares
 /// post nothing, Σ lines = C. `points` are the sale's checked split points.
@@ -58,9 +58,9 @@ pub fn split_lines(
         }
         let amount = currency.from_minor_units(*part).ok_or_else(out_of_range)?;
         let (partner_id, kind, rule) = if index == 0 {
-            (sale.seller.id, LineKind::Direct, "owner".to_string())
+            (sale.seller.id, EarningKind::Direct, "owner".to_string())
         } else {
-            (sale.splits[index - 1].partner.id, LineKind::Split, format!("split[{}]", index - 1))
+            (sale.splits[index - 1].partner.id, EarningKind::Split, format!("split[{}]", index - 1))
         };
         // A share line explains C itself (model, tier or rule chosen,
         // inputs, rounding) and then its share of C, so a partner reading
@@ -96,9 +96,9 @@ pub fn split_lines(
             kind,
             amount: Money { amount, currency },
             level: 0,
-            source_partner_id: sale.seller.id,
+            source_partner_id: Some(sale.seller.id),
             clears_at,
-            breakdown,
+            breakdown: Some(breakdown),
         });
     }
     Ok(lines)

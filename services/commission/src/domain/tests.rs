@@ -119,8 +119,13 @@ fn run(book: &AgreementBook, sale: &Sale) -> Settlement {
     settle(&program(), book, &OverridePlans::default(), &SchemeBook::default(), sale)
 }
 
+/// A computed line's breakdown (commission gives every line one).
+fn why(line: &Line) -> &Breakdown {
+    line.breakdown.as_ref().expect("every computed line has a breakdown")
+}
+
 /// (partner, kind, amount, level) of every line.
-fn lines(settlement: &Settlement) -> Vec<(Uuid, LineKind, String, u32)> {
+fn lines(settlement: &Settlement) -> Vec<(Uuid, EarningKind, String, u32)> {
     settlement.lines.iter().map(|l| (l.partner_id, l.kind, l.amount.amount_string(), l.level)).collect()
 }
 
@@ -132,7 +137,7 @@ fn assert_conserves(settlement: &Settlement) {
     let shares: Decimal = settlement
         .lines
         .iter()
-        .filter(|l| matches!(l.kind, LineKind::Direct | LineKind::Split))
+        .filter(|l| matches!(l.kind, EarningKind::Direct | EarningKind::Split))
         .map(|l| l.amount.amount)
         .sum();
     assert_eq!(shares, settlement.base_commission.map_or(Decimal::ZERO, |m| m.amount));
@@ -151,18 +156,18 @@ fn seed_000_split_owner_50_a_30_b_20() {
     assert_eq!(
         lines(&out),
         vec![
-            (pid(SELLER), LineKind::Direct, "5.00".into(), 0),
-            (pid(2), LineKind::Split, "3.00".into(), 0),
-            (pid(3), LineKind::Split, "2.00".into(), 0),
+            (pid(SELLER), EarningKind::Direct, "5.00".into(), 0),
+            (pid(2), EarningKind::Split, "3.00".into(), 0),
+            (pid(3), EarningKind::Split, "2.00".into(), 0),
         ]
     );
     assert_conserves(&out);
     let direct = &out.lines[0];
-    assert_eq!(direct.breakdown.model, "PERCENTAGE");
-    assert_eq!(direct.breakdown.agreement_version_id, Some(pid(DEFAULT_VERSION)));
-    assert_eq!(direct.source_partner_id, pid(SELLER));
+    assert_eq!(why(direct).model, "PERCENTAGE");
+    assert_eq!(why(direct).agreement_version_id, Some(pid(DEFAULT_VERSION)));
+    assert_eq!(direct.source_partner_id, Some(pid(SELLER)));
     assert_eq!(direct.clears_at, at("2024-07-01T12:00:00Z"));
-    assert_eq!(out.lines[2].breakdown.rule, "split[1]");
+    assert_eq!(why(&out.lines[2]).rule, "split[1]");
 }
 
 #[test]
@@ -172,18 +177,18 @@ fn one_cent_over_three_shares_goes_to_the_largest_remainder() {
     let mut s = sale(usd("1.00"));
     s.splits = vec![split(2, 3333, PartnerStatus::Active), split(3, 3333, PartnerStatus::Active)];
     let out = run(&book, &s);
-    assert_eq!(lines(&out), vec![(pid(SELLER), LineKind::Direct, "0.01".into(), 0)]);
+    assert_eq!(lines(&out), vec![(pid(SELLER), EarningKind::Direct, "0.01".into(), 0)]);
     // The split with the largest remainder wins over the owner.
     s.splits = vec![split(2, 3334, PartnerStatus::Active), split(3, 3333, PartnerStatus::Active)];
     let out = run(&book, &s);
-    assert_eq!(lines(&out), vec![(pid(2), LineKind::Split, "0.01".into(), 0)]);
+    assert_eq!(lines(&out), vec![(pid(2), EarningKind::Split, "0.01".into(), 0)]);
     // 0.02 over [3333, 3333, 3334]: the largest remainder first, then the owner wins the tie.
     let mut s = sale(usd("2.00"));
     s.splits = vec![split(2, 3333, PartnerStatus::Active), split(3, 3334, PartnerStatus::Active)];
     let out = run(&book, &s);
     assert_eq!(
         lines(&out),
-        vec![(pid(SELLER), LineKind::Direct, "0.01".into(), 0), (pid(3), LineKind::Split, "0.01".into(), 0)]
+        vec![(pid(SELLER), EarningKind::Direct, "0.01".into(), 0), (pid(3), EarningKind::Split, "0.01".into(), 0)]
     );
     assert_conserves(&out);
 }
@@ -197,9 +202,9 @@ fn one_basis_point_shares() {
     assert_eq!(
         lines(&out),
         vec![
-            (pid(SELLER), LineKind::Direct, "99.98".into(), 0),
-            (pid(2), LineKind::Split, "0.01".into(), 0),
-            (pid(3), LineKind::Split, "0.01".into(), 0),
+            (pid(SELLER), EarningKind::Direct, "99.98".into(), 0),
+            (pid(2), EarningKind::Split, "0.01".into(), 0),
+            (pid(3), EarningKind::Split, "0.01".into(), 0),
         ]
     );
     // On a 10.00 commission a 1 bp share is 0.001: floors to 0, the owner keeps the cents.
@@ -208,7 +213,7 @@ fn one_basis_point_shares() {
         s.splits = vec![split(2, 1, PartnerStatus::Active)];
         s
     });
-    assert_eq!(lines(&out), vec![(pid(SELLER), LineKind::Direct, "10.00".into(), 0)]);
+    assert_eq!(lines(&out), vec![(pid(SELLER), EarningKind::Direct, "10.00".into(), 0)]);
 }
 
 #[test]
@@ -219,7 +224,7 @@ fn splits_taking_everything_leave_the_owner_no_line() {
     let out = run(&book, &s);
     assert_eq!(
         lines(&out),
-        vec![(pid(2), LineKind::Split, "6.00".into(), 0), (pid(3), LineKind::Split, "4.00".into(), 0)]
+        vec![(pid(2), EarningKind::Split, "6.00".into(), 0), (pid(3), EarningKind::Split, "4.00".into(), 0)]
     );
     assert_conserves(&out);
 }
@@ -234,9 +239,9 @@ fn jpy_has_no_minor_unit() {
     assert_eq!(
         lines(&out),
         vec![
-            (pid(SELLER), LineKind::Direct, "34".into(), 0),
-            (pid(2), LineKind::Split, "33".into(), 0),
-            (pid(3), LineKind::Split, "33".into(), 0),
+            (pid(SELLER), EarningKind::Direct, "34".into(), 0),
+            (pid(2), EarningKind::Split, "33".into(), 0),
+            (pid(3), EarningKind::Split, "33".into(), 0),
         ]
     );
     // ¥1005 × 0.10 = 100.5 → 101 (half away from zero).
@@ -253,9 +258,9 @@ fn terminated_split_falls_back_to_owner_and_suspended_still_accrues() {
     let out = run(&book, &s);
     assert_eq!(
         lines(&out),
-        vec![(pid(SELLER), LineKind::Direct, "8.00".into(), 0), (pid(3), LineKind::Split, "2.00".into(), 0)]
+        vec![(pid(SELLER), EarningKind::Direct, "8.00".into(), 0), (pid(3), EarningKind::Split, "2.00".into(), 0)]
     );
-    assert!(out.lines[0].breakdown.note.contains("TERMINATED"));
+    assert!(why(&out.lines[0]).note.contains("TERMINATED"));
     assert!(out.base_breakdown.note.contains("fall back to the owner"));
 }
 
@@ -276,9 +281,9 @@ fn terminated_split_partner_is_allocated_its_points_then_moved_to_the_owner() {
     assert_eq!(
         lines(&out),
         vec![
-            (pid(SELLER), LineKind::Direct, "0.46".into(), 0),
-            (pid(2), LineKind::Split, "0.47".into(), 0),
-            (pid(3), LineKind::Split, "0.47".into(), 0),
+            (pid(SELLER), EarningKind::Direct, "0.46".into(), 0),
+            (pid(2), EarningKind::Split, "0.47".into(), 0),
+            (pid(3), EarningKind::Split, "0.47".into(), 0),
         ]
     );
     assert_conserves(&out);
@@ -291,9 +296,9 @@ fn terminated_split_partner_is_allocated_its_points_then_moved_to_the_owner() {
     let book = default_book(rules(pct(dec!(0.10))));
     let out = run(&book, &s);
     assert_eq!(base(&out), "7.22");
-    assert_eq!(lines(&out), vec![(pid(SELLER), LineKind::Direct, "7.22".into(), 0)]);
+    assert_eq!(lines(&out), vec![(pid(SELLER), EarningKind::Direct, "7.22".into(), 0)]);
     assert!(out.base_breakdown.note.contains("the 0.01 allocated to its 13 bp fall back to the owner"));
-    assert!(out.lines[0].breakdown.formula.contains("+ 0.01 from TERMINATED splits → 7.22"));
+    assert!(why(&out.lines[0]).formula.contains("+ 0.01 from TERMINATED splits → 7.22"));
     assert_conserves(&out);
 }
 
@@ -316,7 +321,7 @@ fn invalid_splits_and_negative_amounts_fail_the_sale() {
 fn seed_003_example_1_fifteen_percent() {
     let out = run(&default_book(rules(pct(dec!(0.15)))), &sale(usd("100.00")));
     assert_eq!(base(&out), "15.00");
-    assert_eq!(lines(&out), vec![(pid(SELLER), LineKind::Direct, "15.00".into(), 0)]);
+    assert_eq!(lines(&out), vec![(pid(SELLER), EarningKind::Direct, "15.00".into(), 0)]);
     assert_eq!(out.agreement_version_id, Some(pid(DEFAULT_VERSION)));
     assert_eq!(out.base_breakdown.model, "PERCENTAGE");
     assert_eq!(out.base_breakdown.formula, "100.00 × 0.15 = 15.0000 → 15.00");
@@ -334,7 +339,7 @@ fn seed_003_example_2_fixed_per_renewal() {
     s.is_first_payment = false;
     let out = run(&book, &s);
     assert_eq!(base(&out), "10.00");
-    assert_eq!(lines(&out), vec![(pid(SELLER), LineKind::Direct, "10.00".into(), 0)]);
+    assert_eq!(lines(&out), vec![(pid(SELLER), EarningKind::Direct, "10.00".into(), 0)]);
     // A plain payment does not fire ON_RENEWAL.
     let out = run(&book, &sale(usd("49.99")));
     assert_eq!(base(&out), "0.00");
@@ -354,7 +359,7 @@ fn seed_003_example_3_setup_fee_on_signup() {
     s.is_first_payment = false;
     let out = run(&book, &s);
     assert_eq!(base(&out), "50.00");
-    assert_eq!(lines(&out), vec![(pid(SELLER), LineKind::Direct, "50.00".into(), 0)]);
+    assert_eq!(lines(&out), vec![(pid(SELLER), EarningKind::Direct, "50.00".into(), 0)]);
     assert_eq!(out.base_breakdown.inputs["setup_fee"], "50.00");
     // A second signup of the same customer under the agreement: no fee, 0.
     s.customer_history = vec![prior("sale-0", SaleEventType::Signup, SELLER, "2024-01-01T00:00:00Z")];
@@ -682,7 +687,7 @@ fn terminated_seller_earns_nothing_and_suspended_seller_accrues() {
     let out = settle(&program(), &book, &plans, &SchemeBook::default(), &s);
     assert_eq!(
         lines(&out),
-        vec![(pid(SELLER), LineKind::Direct, "10.00".into(), 0), (pid(20), LineKind::Override, "1.00".into(), 1)]
+        vec![(pid(SELLER), EarningKind::Direct, "10.00".into(), 0), (pid(20), EarningKind::Override, "1.00".into(), 1)]
     );
 }
 
@@ -741,7 +746,7 @@ fn every_line_records_the_program_settings_it_used() {
     let even = ProgramSettings { rounding: RoundingMode::HalfEven, settings_version: 2, ..program() };
     let out = settle(&even, &book, &OverridePlans::default(), &SchemeBook::default(), &sale(usd("100.50")));
     assert!(!out.lines.is_empty());
-    for breakdown in out.lines.iter().map(|line| &line.breakdown).chain([&out.base_breakdown]) {
+    for breakdown in out.lines.iter().map(why).chain([&out.base_breakdown]) {
         assert_eq!(breakdown.inputs["program.settings_version"], "2");
         assert_eq!(breakdown.inputs["program.rounding_mode"], "HALF_EVEN");
         assert_eq!(breakdown.inputs["program.override_depth_cap"], "8");
@@ -781,7 +786,7 @@ fn override_lines(settlement: &Settlement) -> Vec<(Uuid, String, u32)> {
     settlement
         .lines
         .iter()
-        .filter(|l| l.kind == LineKind::Override)
+        .filter(|l| l.kind == EarningKind::Override)
         .map(|l| (l.partner_id, l.amount.amount_string(), l.level))
         .collect()
 }
@@ -801,10 +806,10 @@ fn overrides_on_deal_amount_without_compression() {
     assert!(out.base_breakdown.note.contains("SUSPENDED and forfeits"));
     assert!(out.base_breakdown.note.contains("no rate for level 4"));
     let line = &out.lines[1];
-    assert_eq!(line.breakdown.model, "OVERRIDE_PERCENTAGE");
-    assert_eq!(line.breakdown.rule, "level 1");
-    assert_eq!(line.breakdown.formula, "DEAL_AMOUNT 100.00 × 0.05 = 5.0000 → 5.00");
-    assert_eq!(line.source_partner_id, pid(SELLER));
+    assert_eq!(why(line).model, "OVERRIDE_PERCENTAGE");
+    assert_eq!(why(line).rule, "level 1");
+    assert_eq!(why(line).formula, "DEAL_AMOUNT 100.00 × 0.05 = 5.0000 → 5.00");
+    assert_eq!(line.source_partner_id, Some(pid(SELLER)));
     assert_eq!(line.clears_at, at("2024-07-01T12:00:00Z"));
     // Overrides are on top of C: the direct line is still all of C.
     assert_eq!(out.lines[0].amount.amount_string(), "10.00");
@@ -850,7 +855,7 @@ fn overrides_on_base_commission_with_and_without_compression() {
     assert_eq!(base(&out), "12.50");
     // Level 1: 1.25; level 2 forfeited; level 3: 12.50 × 0.03 = 0.375 → 0.38.
     assert_eq!(override_lines(&out), vec![(pid(21), "1.25".into(), 1), (pid(23), "0.38".into(), 3)]);
-    assert_eq!(out.lines[2].breakdown.rounding, "HALF_AWAY_FROM_ZERO to 2 dp: 0.3750 → 0.38");
+    assert_eq!(why(&out.lines[2]).rounding, "HALF_AWAY_FROM_ZERO to 2 dp: 0.3750 → 0.38");
     let compressed = ProgramSettings { compression_enabled: true, ..program() };
     let out = settle(&compressed, &book, &plans, &SchemeBook::default(), &chain_sale());
     // Level 2: 0.625 → 0.63; level 3: 0.375 → 0.38.
@@ -876,8 +881,8 @@ fn ancestor_plan_beats_program_plan_and_missing_levels_pay_nothing() {
     let plans = OverridePlans { program: None, partners };
     let out = settle(&program(), &book, &plans, &SchemeBook::default(), &chain_sale());
     assert_eq!(override_lines(&out), vec![(pid(21), "7.00".into(), 1)]);
-    assert_eq!(out.lines[1].breakdown.model, "OVERRIDE_FLAT");
-    assert_eq!(out.lines[1].breakdown.inputs["plan"], "partner");
+    assert_eq!(why(&out.lines[1]).model, "OVERRIDE_FLAT");
+    assert_eq!(why(&out.lines[1]).inputs["plan"], "partner");
     assert!(out.base_breakdown.note.contains("has no rate for level 3"));
     assert!(out.base_breakdown.note.contains("no override plan for ancestor"));
 }
@@ -893,7 +898,7 @@ fn zero_commission_still_pays_deal_amount_overrides_but_not_base_commission_ones
     };
     let out = settle(&program(), &book, &deal, &SchemeBook::default(), &s);
     assert_eq!(base(&out), "0.00");
-    assert_eq!(lines(&out), vec![(pid(21), LineKind::Override, "2.00".into(), 1)]);
+    assert_eq!(lines(&out), vec![(pid(21), EarningKind::Override, "2.00".into(), 1)]);
     let on_base = OverridePlans {
         program: Some(pct_plan(OverrideBasis::BaseCommission, &[Some(dec!(0.5))])),
         partners: Default::default(),
@@ -930,11 +935,11 @@ fn line_order_direct_splits_then_overrides_by_level() {
     let mut s = sale(usd("100.00"));
     s.splits = vec![split(2, 5000, PartnerStatus::Active)];
     s.ancestors = vec![active(21), active(22)];
-    let kinds: Vec<(LineKind, u32)> =
+    let kinds: Vec<(EarningKind, u32)> =
         settle(&program(), &book, &plans, &SchemeBook::default(), &s).lines.iter().map(|l| (l.kind, l.level)).collect();
     assert_eq!(
         kinds,
-        vec![(LineKind::Direct, 0), (LineKind::Split, 0), (LineKind::Override, 1), (LineKind::Override, 2)]
+        vec![(EarningKind::Direct, 0), (EarningKind::Split, 0), (EarningKind::Override, 1), (EarningKind::Override, 2)]
     );
 }
 
@@ -1150,7 +1155,7 @@ mod margins {
             .lines
             .iter()
             .map(|l| {
-                assert_eq!(l.kind, LineKind::Margin, "only MARGIN lines on a scheme-managed sale");
+                assert_eq!(l.kind, EarningKind::Margin, "only MARGIN lines on a scheme-managed sale");
                 (l.partner_id.as_u128(), l.amount.amount_string(), l.level)
             })
             .collect()
@@ -1178,7 +1183,7 @@ mod margins {
         assert_eq!(base(&out), "0.00");
         assert_eq!(out.agreement_version_id, None);
         assert_eq!(out.base_breakdown.model, "SCHEME");
-        let md = &out.lines[2].breakdown;
+        let md = why(&out.lines[2]);
         assert_eq!(md.model, "MARGIN");
         assert_eq!(
             md.formula,
@@ -1193,13 +1198,13 @@ mod margins {
         assert_eq!(md.inputs["abs_source_scheme_id"], pid(ROOT).to_string());
         assert_eq!(md.inputs["scheme_id"], pid(ROOT).to_string());
         assert_eq!(md.inputs["service_code"], SERVICE);
-        let seller = &out.lines[0].breakdown;
+        let seller = why(&out.lines[0]);
         assert_eq!(seller.formula, "100.00 × (abs[RETAILER] 0.01 − 0 = 0.01) = 1.0000 → 1.00");
         assert_eq!(seller.inputs["below_role"], "");
         for line in &out.lines {
-            assert_eq!(line.source_partner_id, pid(1));
+            assert_eq!(line.source_partner_id, Some(pid(1)));
             assert_eq!(line.clears_at, at("2024-06-08T12:00:00Z"), "root scheme clears after 7 days");
-            assert_eq!(line.breakdown.agreement_version_id, None);
+            assert_eq!(why(line).agreement_version_id, None);
         }
     }
 
@@ -1213,8 +1218,8 @@ mod margins {
             margins(&out),
             vec![(1, "1.00".into(), 0), (2, "1.00".into(), 1), (4, "2.00".into(), 2), (5, "1.00".into(), 3)]
         );
-        assert_eq!(out.lines[2].breakdown.inputs["below_role"], "DISTRIBUTOR");
-        assert_eq!(out.lines[2].breakdown.inputs["margin_rate"], "0.02");
+        assert_eq!(why(&out.lines[2]).inputs["below_role"], "DISTRIBUTOR");
+        assert_eq!(why(&out.lines[2]).inputs["margin_rate"], "0.02");
         assert_eq!(total(&out), dec!(5.00));
     }
 
@@ -1245,8 +1250,7 @@ mod margins {
             ]
         );
         assert_eq!(total(&out), dec!(10.00), "Σ = 200.00 × abs[ADMIN] 0.05");
-        let sources: Vec<&str> =
-            out.lines.iter().map(|l| l.breakdown.inputs["abs_source_scheme_id"].as_str()).collect();
+        let sources: Vec<&str> = out.lines.iter().map(|l| why(l).inputs["abs_source_scheme_id"].as_str()).collect();
         let (root, child, grandchild) = (pid(ROOT).to_string(), pid(CHILD).to_string(), pid(GRANDCHILD).to_string());
         assert_eq!(sources, vec![grandchild.as_str(), child.as_str(), child.as_str(), root.as_str(), root.as_str()]);
         // The grandchild's clearance (0 days) applies: the seller's scheme decides.
@@ -1295,7 +1299,7 @@ mod margins {
         let schemes = book(vec![seed_root(), child], &[(9, CHILD)]);
         let out = run_schemes(&program(), &schemes, &seed_sale("100.00"));
         assert_eq!(out.lines[0].amount.amount_string(), "1.00", "root RETAILER 1%");
-        assert_eq!(out.lines[0].breakdown.inputs["scheme_id"], pid(ROOT).to_string());
+        assert_eq!(why(&out.lines[0]).inputs["scheme_id"], pid(ROOT).to_string());
         assert_eq!(out.lines[0].clears_at, at("2024-06-08T12:00:00Z"));
         assert_eq!(out.base_breakdown.inputs["scheme_source"], "program root");
 
@@ -1352,7 +1356,7 @@ mod margins {
             let with_schemes = settle(&program(), &agreements, &OverridePlans::default(), &schemes, &s);
             let without = settle(&program(), &agreements, &OverridePlans::default(), &SchemeBook::default(), &s);
             assert_eq!(with_schemes, without);
-            assert_eq!(lines(&with_schemes), vec![(pid(1), LineKind::Direct, "10.00".into(), 0)]);
+            assert_eq!(lines(&with_schemes), vec![(pid(1), EarningKind::Direct, "10.00".into(), 0)]);
             assert_eq!(with_schemes.agreement_version_id, Some(pid(DEFAULT_VERSION)));
         }
     }
@@ -1365,11 +1369,11 @@ mod margins {
         // 2.50 × 0.01 = 0.025.
         let out = run_schemes(&program(), &schemes, &s);
         assert_eq!(margins(&out), vec![(1, "0.03".into(), 0)]);
-        assert_eq!(out.lines[0].breakdown.rounding, "HALF_AWAY_FROM_ZERO to 2 dp: 0.0250 → 0.03");
+        assert_eq!(why(&out.lines[0]).rounding, "HALF_AWAY_FROM_ZERO to 2 dp: 0.0250 → 0.03");
         let even = ProgramSettings { rounding: RoundingMode::HalfEven, ..program() };
         let out = run_schemes(&even, &schemes, &s);
         assert_eq!(margins(&out), vec![(1, "0.02".into(), 0)]);
-        assert_eq!(out.lines[0].breakdown.rounding, "HALF_EVEN to 2 dp: 0.0250 → 0.02");
+        assert_eq!(why(&out.lines[0]).rounding, "HALF_EVEN to 2 dp: 0.0250 → 0.02");
     }
 
     fn change(role: &str, rate: Option<Decimal>) -> RateChange {
@@ -1466,7 +1470,7 @@ mod margins {
             let by_partner: HashMap<Uuid, Decimal> =
                 walk.shares.iter().map(|share| (share.partner_id, share.margin_rate)).collect();
             for line in &out.lines {
-                prop_assert_eq!(line.kind, LineKind::Margin);
+                prop_assert_eq!(line.kind, EarningKind::Margin);
                 prop_assert!(line.amount.amount > Decimal::ZERO);
                 prop_assert!(currency.is_exact(line.amount.amount));
                 let expected = currency.round(s.amount.amount * by_partner[&line.partner_id], settings.rounding);

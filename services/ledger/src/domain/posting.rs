@@ -2,19 +2,15 @@
 //! (DESIGN §5; TigerBeetle / Formance: same key + same body → stored result,
 //! same key + different body → ALREADY_EXISTS).
 
-use std::collections::BTreeMap;
-
 use accrue_kit::FieldViolations;
-use accrue_kit::convert::{optional_uuid, require_money, require_timestamp, require_uuid};
-use accrue_money::Currency;
+use accrue_kit::convert::settlement::entry_input_to_line;
+use accrue_money::{Currency, Money};
 use accrue_proto::ledger::v1 as pb;
-use accrue_proto::types::v1 as types;
+use accrue_types::settlement::Line;
 use chrono::{DateTime, Utc};
 use prost::Message;
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 /// Longest idempotency key accepted (bytes): the one limit of every request id.
 pub const MAX_KEY_LEN: usize = accrue_kit::idempotency::MAX_REQUEST_ID_BYTES;
@@ -23,58 +19,7 @@ pub const MAX_SALE_ID_LEN: usize = 256;
 /// Most lines in one posting.
 pub const MAX_LINES: usize = 1000;
 /// Highest override level accepted.
-pub const MAX_LEVEL: i32 = 64;
-
-/// What an entry pays for (DESIGN §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// The link owner's share.
-    Direct,
-    /// A split partner's share.
-    Split,
-    /// An upline override.
-    Override,
-    /// A scheme margin.
-    Margin,
-}
-
-impl Kind {
-    /// Stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Direct => "DIRECT",
-            Kind::Split => "SPLIT",
-            Kind::Override => "OVERRIDE",
-            Kind::Margin => "MARGIN",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(name: &str) -> Option<Kind> {
-        [Kind::Direct, Kind::Split, Kind::Override, Kind::Margin].into_iter().find(|k| k.as_str() == name)
-    }
-
-    /// From the wire; `None` for UNSPECIFIED or unknown values.
-    pub fn from_proto(value: i32) -> Option<Kind> {
-        match types::EarningKind::try_from(value).ok()? {
-            types::EarningKind::Unspecified => None,
-            types::EarningKind::Direct => Some(Kind::Direct),
-            types::EarningKind::Split => Some(Kind::Split),
-            types::EarningKind::Override => Some(Kind::Override),
-            types::EarningKind::Margin => Some(Kind::Margin),
-        }
-    }
-
-    /// To the wire.
-    pub fn to_proto(self) -> types::EarningKind {
-        match self {
-            Kind::Direct => types::EarningKind::Direct,
-            Kind::Split => types::EarningKind::Split,
-            Kind::Override => types::EarningKind::Override,
-            Kind::Margin => types::EarningKind::Margin,
-        }
-    }
-}
+pub const MAX_LEVEL: u32 = 64;
 
 /// CREDIT earns; DEBIT claws back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,77 +57,33 @@ impl EntryType {
     }
 }
 
-/// The breakdown as stored in `entries.breakdown` (jsonb); inputs in key order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct StoredBreakdown {
-    /// Model name.
-    pub model: String,
-    /// Formula with numbers.
-    pub formula: String,
-    /// Inputs by name.
-    pub inputs: BTreeMap<String, String>,
-    /// Rule / tier / level chosen.
-    pub rule: String,
-    /// Agreement version.
-    pub agreement_version_id: String,
-    /// Rounding applied.
-    pub rounding: String,
-    /// Note.
-    pub note: String,
-}
-
-impl StoredBreakdown {
-    /// From the wire.
-    pub fn from_proto(breakdown: &types::CommissionBreakdown) -> Self {
-        StoredBreakdown {
-            model: breakdown.model.clone(),
-            formula: breakdown.formula.clone(),
-            inputs: breakdown.inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            rule: breakdown.rule.clone(),
-            agreement_version_id: breakdown.agreement_version_id.clone(),
-            rounding: breakdown.rounding.clone(),
-            note: breakdown.note.clone(),
-        }
-    }
-
-    /// To the wire.
-    pub fn to_proto(&self) -> types::CommissionBreakdown {
-        types::CommissionBreakdown {
-            model: self.model.clone(),
-            formula: self.formula.clone(),
-            inputs: self.inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            rule: self.rule.clone(),
-            agreement_version_id: self.agreement_version_id.clone(),
-            rounding: self.rounding.clone(),
-            note: self.note.clone(),
-        }
-    }
-}
-
-/// One validated line.
+/// One validated line of a posting: the shared settlement [`Line`] as sent
+/// (its amount signed: > 0 a CREDIT, < 0 a DEBIT) and when the sale occurred.
+/// Its breakdown is stored as `entries.breakdown` (jsonb, `{}` when absent)
+/// in the shared `Breakdown`'s JSON; its kind by `EarningKind::as_str`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Line {
-    /// Who earns it.
-    pub partner_id: Uuid,
-    /// Kind.
-    pub kind: Kind,
-    /// CREDIT for a positive input amount, DEBIT for a negative one.
-    pub entry_type: EntryType,
-    /// Currency.
-    pub currency: Currency,
-    /// Absolute amount (> 0), at the currency's minor unit.
-    pub amount: Decimal,
-    /// Override level (0 for other kinds).
-    pub level: i32,
-    /// The selling partner, when given.
-    pub source_partner_id: Option<Uuid>,
+pub struct PostedLine {
+    /// The line.
+    pub line: Line,
     /// When the sale occurred.
     pub occurred_at: DateTime<Utc>,
-    /// When the entry clears.
-    pub clears_at: DateTime<Utc>,
-    /// Breakdown (`None` when absent).
-    pub breakdown: Option<StoredBreakdown>,
+}
+
+impl PostedLine {
+    /// CREDIT for a positive amount, DEBIT for a negative one.
+    pub fn entry_type(&self) -> EntryType {
+        if self.line.amount.amount.is_sign_negative() { EntryType::Debit } else { EntryType::Credit }
+    }
+
+    /// The absolute amount (> 0), at the currency's minor unit: what the entry row holds.
+    pub fn amount(&self) -> Decimal {
+        self.line.amount.amount.abs()
+    }
+
+    /// The currency.
+    pub fn currency(&self) -> Currency {
+        self.line.amount.currency
+    }
 }
 
 /// A validated posting with its request hash.
@@ -193,16 +94,18 @@ pub struct Posting {
     /// Sale id.
     pub sale_id: String,
     /// Lines, in request order.
-    pub lines: Vec<Line>,
+    pub lines: Vec<PostedLine>,
     /// [`request_hash`] of the posting.
     pub hash: Vec<u8>,
 }
 
 /// Validates one posting; `prefix` names it in violations (`postings[3]`).
-/// Rules: key and sale id non-empty and short; each line has UUID
-/// `partner_id` (and `source_partner_id` when set), a kind, a strict non-zero
-/// `Money` amount (positive → CREDIT, negative → DEBIT of its absolute value),
-/// level 0..=64, `occurred_at` and `clears_at`; all lines share one currency.
+/// Rules: key and sale id non-empty and short; each line decodes by
+/// `accrue_kit::convert::settlement::entry_input_to_line` (UUID `partner_id`,
+/// and `source_partner_id` when set, a kind, a strict `Money` amount, level
+/// 0..=64, `occurred_at` and `clears_at`, a breakdown's agreement version
+/// empty or a UUID) and its amount is non-zero (positive → CREDIT, negative →
+/// DEBIT of its absolute value); all lines share one currency.
 pub fn validate(posting: &pb::SalePosting, prefix: &str) -> Result<Posting, FieldViolations> {
     let mut violations = FieldViolations::new();
     let key = posting.idempotency_key.as_str();
@@ -224,14 +127,11 @@ pub fn validate(posting: &pb::SalePosting, prefix: &str) -> Result<Posting, Fiel
     let mut posting_currency: Option<Currency> = None;
     for (index, input) in posting.lines.iter().enumerate() {
         let field = format!("{prefix}.lines[{index}]");
-        let partner_id = require_uuid(&format!("{field}.partner_id"), &input.partner_id, &mut violations);
-        let source_partner_id =
-            optional_uuid(&format!("{field}.source_partner_id"), &input.source_partner_id, &mut violations);
-        let kind = Kind::from_proto(input.kind);
-        if kind.is_none() {
-            violations.add(format!("{field}.kind"), "must be DIRECT, SPLIT, OVERRIDE or MARGIN");
-        }
-        let money = require_money(&format!("{field}.amount"), input.amount.as_ref(), &mut violations);
+        let decoded = entry_input_to_line(&field, input, MAX_LEVEL, &mut violations);
+        // The amount's own rules apply whenever it parses, even on a line
+        // with other faults, so that every violation is reported at once
+        // (the decoder has reported why it does not parse).
+        let money = input.amount.as_ref().and_then(|money| Money::parse(&money.currency_code, &money.amount).ok());
         if let Some(money) = money {
             if money.amount.is_zero() {
                 violations.add(format!("{field}.amount.amount"), "must not be zero");
@@ -245,28 +145,8 @@ pub fn validate(posting: &pb::SalePosting, prefix: &str) -> Result<Posting, Fiel
                 Some(_) => {}
             }
         }
-        if !(0..=MAX_LEVEL).contains(&input.level) {
-            violations.add(format!("{field}.level"), format!("must be between 0 and {MAX_LEVEL}"));
-        }
-        let occurred_at =
-            require_timestamp(&format!("{field}.occurred_at"), input.occurred_at.as_ref(), &mut violations);
-        let clears_at = require_timestamp(&format!("{field}.clears_at"), input.clears_at.as_ref(), &mut violations);
-        if let (Some(partner_id), Some(kind), Some(money), Some(occurred_at), Some(clears_at)) =
-            (partner_id, kind, money, occurred_at, clears_at)
-        {
-            let entry_type = if money.amount.is_sign_negative() { EntryType::Debit } else { EntryType::Credit };
-            lines.push(Line {
-                partner_id,
-                kind,
-                entry_type,
-                currency: money.currency,
-                amount: money.amount.abs(),
-                level: input.level,
-                source_partner_id,
-                occurred_at,
-                clears_at,
-                breakdown: input.breakdown.as_ref().map(StoredBreakdown::from_proto),
-            });
+        if let Some((line, occurred_at)) = decoded {
+            lines.push(PostedLine { line, occurred_at });
         }
     }
     if !violations.is_empty() {
@@ -307,6 +187,11 @@ pub fn request_hash(posting: &pb::SalePosting) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use accrue_kit::convert::settlement::{breakdown_from_proto, breakdown_to_proto};
+    use accrue_proto::types::v1 as types;
+    use accrue_types::settlement::Breakdown;
+    use uuid::Uuid;
+
     use super::*;
 
     fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
@@ -341,11 +226,11 @@ mod tests {
     fn valid_posting_parses_credit_and_debit() {
         let parsed = validate(&posting(vec![line("10.00", "GBP"), line("-2.5", "GBP")]), "postings[0]").unwrap();
         assert_eq!(parsed.lines.len(), 2);
-        assert_eq!(parsed.lines[0].entry_type, EntryType::Credit);
-        assert_eq!(parsed.lines[0].amount.to_string(), "10.00");
-        assert_eq!(parsed.lines[1].entry_type, EntryType::Debit);
-        assert_eq!(parsed.lines[1].amount.to_string(), "2.50");
-        assert_eq!(parsed.lines[0].breakdown.as_ref().unwrap().inputs.len(), 4);
+        assert_eq!(parsed.lines[0].entry_type(), EntryType::Credit);
+        assert_eq!(parsed.lines[0].amount().to_string(), "10.00");
+        assert_eq!(parsed.lines[1].entry_type(), EntryType::Debit);
+        assert_eq!(parsed.lines[1].amount().to_string(), "2.50");
+        assert_eq!(parsed.lines[0].line.breakdown.as_ref().unwrap().inputs.len(), 4);
     }
 
     #[test]
@@ -398,9 +283,10 @@ mod tests {
     #[test]
     fn breakdown_round_trips() {
         let wire = line("1.00", "GBP").breakdown.unwrap();
-        assert_eq!(StoredBreakdown::from_proto(&wire).to_proto(), wire);
-        let json = serde_json::to_value(StoredBreakdown::from_proto(&wire)).unwrap();
-        let back: StoredBreakdown = serde_json::from_value(json).unwrap();
-        assert_eq!(back.to_proto(), wire);
+        let decode = |wire| breakdown_from_proto("b", wire, &mut FieldViolations::new()).unwrap();
+        assert_eq!(breakdown_to_proto(decode(&wire)), wire);
+        let json = serde_json::to_value(decode(&wire)).unwrap();
+        let back: Breakdown = serde_json::from_value(json).unwrap();
+        assert_eq!(breakdown_to_proto(back), wire);
     }
 }

@@ -14,10 +14,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use accrue_money::{Currency, RoundingMode, allocate_largest_remainder};
+use accrue_types::settlement::Breakdown;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::posting::StoredBreakdown;
 use super::status::Status;
 
 /// The breakdown model name of every clawback debit.
@@ -173,7 +173,7 @@ pub fn plan(lines: &[LiveLine], refund: Refund) -> Result<Plan, ReversalError> {
 impl Plan {
     /// The breakdown stored on the debit of `share` (model CLAWBACK): every
     /// input of the rule, the formula with its numbers and the rounding used.
-    pub fn breakdown(&self, share: &Share, refund: Refund, refund_id: Uuid) -> StoredBreakdown {
+    pub fn breakdown(&self, share: &Share, refund: Refund, refund_id: Uuid) -> Breakdown {
         let total_weight: Decimal = self.shares.iter().map(|s| s.weight).sum();
         let inputs: BTreeMap<String, String> = [
             ("refunded_total", refund.refunded_total.to_string()),
@@ -190,7 +190,7 @@ impl Plan {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        StoredBreakdown {
+        Breakdown {
             model: CLAWBACK_MODEL.to_string(),
             formula: format!(
                 "target = round({} × {} / {}) = {}; Δ = {} − {} = {}; share = Δ × {} / {} by largest remainder = {}",
@@ -207,7 +207,7 @@ impl Plan {
             ),
             inputs,
             rule: format!("line {} of the sale (line order)", share.index),
-            agreement_version_id: String::new(),
+            agreement_version_id: None,
             rounding: format!(
                 "target {} to {} dp; shares by largest remainder in minor units, ties in line order",
                 refund.mode.as_str(),

@@ -2,14 +2,16 @@
 //! agreement version in force at the sale's `occurred_at`; one call per
 //! program (and program settings) chunk. Its undo is [`super::nothing`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
+use accrue_kit::FieldViolations;
+use accrue_kit::convert::settlement::settlement_line_from_proto;
 use accrue_kit::convert::{amount_to_proto, timestamp};
 use accrue_money::Currency;
 use accrue_proto::commission::v1 as cpb;
 use accrue_proto::types::v1 as tpb;
 use accrue_saga::{StepError, StepResult, output};
-use chrono::{DateTime, Utc};
+use accrue_types::settlement::Line;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -22,33 +24,6 @@ use super::{
 use crate::domain::sale::event_type_to_proto;
 use crate::peers::step_error;
 
-/// A line's breakdown: how its amount was reached (the audit trail).
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub(crate) struct BreakdownOut {
-    pub(super) model: String,
-    pub(super) formula: String,
-    pub(super) inputs: BTreeMap<String, String>,
-    pub(super) rule: String,
-    pub(super) agreement_version_id: String,
-    pub(super) rounding: String,
-    pub(super) note: String,
-}
-
-/// One settlement line.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct LineOut {
-    pub(super) partner_id: String,
-    /// The `accrue.types.v1.EarningKind` name ("EARNING_KIND_DIRECT", …).
-    pub(super) kind: String,
-    pub(super) currency: String,
-    /// Major units, exact in the currency's minor unit.
-    pub(super) amount: Decimal,
-    pub(super) level: i32,
-    pub(super) source_partner_id: String,
-    pub(super) clears_at: Option<DateTime<Utc>>,
-    pub(super) breakdown: Option<BreakdownOut>,
-}
-
 /// compute's output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ComputeOut {
@@ -56,7 +31,10 @@ pub(crate) struct ComputeOut {
     /// Major units; zero when no rule earned a base commission.
     pub(crate) base_commission: Decimal,
     pub(crate) agreement_version_id: String,
-    pub(crate) lines: Vec<LineOut>,
+    /// The lines as post sends them to the ledger (the shared settlement
+    /// line, its kind logged by stored name; logs that named it
+    /// "EARNING_KIND_DIRECT" still read).
+    pub(crate) lines: Vec<Line>,
 }
 
 fn partner_context(p: &PartnerCtx) -> cpb::PartnerContext {
@@ -101,25 +79,6 @@ fn invalid(what: &str) -> StepError {
     StepError::Permanent(format!("commission returned {what}"))
 }
 
-fn from_timestamp(ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, StepError> {
-    u32::try_from(ts.nanos)
-        .ok()
-        .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
-        .ok_or_else(|| invalid(&format!("an invalid timestamp {ts:?}")))
-}
-
-fn breakdown_out(b: &tpb::CommissionBreakdown) -> BreakdownOut {
-    BreakdownOut {
-        model: b.model.clone(),
-        formula: b.formula.clone(),
-        inputs: b.inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        rule: b.rule.clone(),
-        agreement_version_id: b.agreement_version_id.clone(),
-        rounding: b.rounding.clone(),
-        note: b.note.clone(),
-    }
-}
-
 /// An amount commission sent, in its currency (the sale's when it names none).
 fn parse_money(money: &tpb::Money, sale_currency: Currency) -> Result<(Currency, Decimal), StepError> {
     let bad = |e: accrue_money::MoneyError| invalid(&format!("an invalid amount: {e}"));
@@ -141,23 +100,18 @@ pub(super) fn compute_out(settlement: &cpb::Settlement, currency: Currency) -> S
         None => (currency, Decimal::ZERO),
     };
     let mut lines = Vec::with_capacity(settlement.lines.len());
-    for line in &settlement.lines {
-        let money = line.amount.as_ref().ok_or_else(|| invalid("a line without an amount"))?;
-        let (line_currency, amount) = parse_money(money, currency)?;
-        let kind = tpb::EarningKind::try_from(line.kind)
-            .ok()
-            .filter(|kind| *kind != tpb::EarningKind::Unspecified)
-            .ok_or_else(|| invalid(&format!("a line of unknown kind {}", line.kind)))?;
-        lines.push(LineOut {
-            partner_id: line.partner_id.clone(),
-            kind: kind.as_str_name().to_string(),
-            currency: line_currency.code().to_string(),
-            amount,
-            level: line.level,
-            source_partner_id: line.source_partner_id.clone(),
-            clears_at: line.clears_at.as_ref().map(from_timestamp).transpose()?,
-            breakdown: line.breakdown.as_ref().map(breakdown_out),
-        });
+    let mut violations = FieldViolations::new();
+    for (index, line) in settlement.lines.iter().enumerate() {
+        let mut line = line.clone();
+        // A line that names no currency is in the sale's.
+        if let Some(money) = line.amount.as_mut().filter(|money| money.currency_code.is_empty()) {
+            money.currency_code = currency.code().to_string();
+        }
+        lines.extend(settlement_line_from_proto(&format!("lines[{index}]"), &line, &mut violations));
+    }
+    if !violations.is_empty() {
+        let status = violations.into_status();
+        return Err(invalid(&format!("an invalid line ({})", status.message())));
     }
     output(&ComputeOut {
         currency: base_currency.code().to_string(),
@@ -237,6 +191,9 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
 
 #[cfg(test)]
 mod tests {
+    use accrue_kit::convert::settlement::entry_input;
+    use accrue_types::settlement::EarningKind;
+
     use super::*;
 
     #[test]
@@ -252,9 +209,10 @@ mod tests {
         };
         assert!(matches!(compute_out(&failed, gbp), Err(StepError::Permanent(m)) if m.contains("CURRENCY_MISMATCH")));
         let line = cpb::SettlementLine {
-            partner_id: "p".into(),
+            partner_id: uuid::Uuid::from_u128(1).to_string(),
             kind: tpb::EarningKind::Direct as i32,
             amount: Some(tpb::Money { currency_code: "GBP".into(), amount: "5.00".into() }),
+            clears_at: Some(prost_types::Timestamp { seconds: 1_702_592_000, nanos: 0 }),
             ..Default::default()
         };
         let ok = cpb::Settlement {
@@ -263,15 +221,16 @@ mod tests {
             ..Default::default()
         };
         let value = compute_out(&ok, gbp).unwrap();
+        assert_eq!(value["lines"][0]["kind"], "DIRECT", "logged by stored name");
         let out: ComputeOut = serde_json::from_value(value).unwrap();
-        assert_eq!(out.lines[0].kind, "EARNING_KIND_DIRECT");
+        assert_eq!(out.lines[0].kind, EarningKind::Direct);
         assert_eq!(out.base_commission, Decimal::new(1000, 2));
-        let input = super::super::post::entry_input(&out.lines[0], Utc::now()).unwrap();
+        let input = entry_input(out.lines[0].clone(), chrono::Utc::now());
         assert_eq!(input.kind, tpb::EarningKind::Direct as i32);
         assert_eq!(input.amount.unwrap().amount, "5.00");
 
         let unknown = cpb::Settlement { lines: vec![cpb::SettlementLine { kind: 99, ..line.clone() }], ..ok.clone() };
-        assert!(matches!(compute_out(&unknown, gbp), Err(StepError::Permanent(m)) if m.contains("unknown kind 99")));
+        assert!(matches!(compute_out(&unknown, gbp), Err(StepError::Permanent(m)) if m.contains("lines[0].kind")));
         let no_amount = cpb::Settlement { lines: vec![cpb::SettlementLine { amount: None, ..line }], ..ok };
         assert!(matches!(compute_out(&no_amount, gbp), Err(StepError::Permanent(_))));
     }

@@ -4,16 +4,13 @@
 
 use std::collections::HashMap;
 
-use accrue_kit::convert::{amount_to_proto, timestamp};
-use accrue_money::Currency;
+use accrue_kit::convert::settlement::entry_input;
 use accrue_proto::ledger::v1 as lpb;
-use accrue_proto::types::v1 as tpb;
 use accrue_saga::{StepError, StepResult, output};
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::compute::{BreakdownOut, ComputeOut, LineOut};
+use super::compute::ComputeOut;
 use super::{
     Item, Ready, SettleSale, Step, chunk_by_program, chunk_program, earlier, failure_message, merge, per_chunk,
     post_key,
@@ -40,38 +37,9 @@ struct UndoOut {
     voided: usize,
 }
 
-fn breakdown_proto(b: &BreakdownOut) -> tpb::CommissionBreakdown {
-    tpb::CommissionBreakdown {
-        model: b.model.clone(),
-        formula: b.formula.clone(),
-        inputs: b.inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        rule: b.rule.clone(),
-        agreement_version_id: b.agreement_version_id.clone(),
-        rounding: b.rounding.clone(),
-        note: b.note.clone(),
-    }
-}
-
-pub(super) fn entry_input(line: &LineOut, occurred_at: DateTime<Utc>) -> Result<lpb::EntryInput, StepError> {
-    let currency = Currency::from_code(&line.currency).map_err(|e| StepError::Permanent(e.to_string()))?;
-    let kind = tpb::EarningKind::from_str_name(&line.kind)
-        .ok_or_else(|| StepError::Permanent(format!("the logged line kind {:?} is unknown", line.kind)))?;
-    Ok(lpb::EntryInput {
-        partner_id: line.partner_id.clone(),
-        kind: kind as i32,
-        amount: Some(amount_to_proto(currency, line.amount)),
-        level: line.level,
-        source_partner_id: line.source_partner_id.clone(),
-        occurred_at: Some(timestamp(occurred_at)),
-        clears_at: line.clears_at.map(timestamp),
-        breakdown: line.breakdown.as_ref().map(breakdown_proto),
-    })
-}
-
 fn posting(item: &Item<'_>) -> Result<lpb::SalePosting, StepError> {
     let computed: ComputeOut = earlier(item, Step::Compute)?;
-    let lines =
-        computed.lines.iter().map(|line| entry_input(line, item.subject.occurred_at)).collect::<Result<Vec<_>, _>>()?;
+    let lines = computed.lines.into_iter().map(|line| entry_input(line, item.subject.occurred_at)).collect();
     Ok(lpb::SalePosting {
         idempotency_key: post_key(item.saga.id, item.saga.run),
         sale_id: item.subject.id.to_string(),
@@ -176,4 +144,73 @@ async fn undo_one(saga: &SettleSale, item: Item<'_>) -> StepResult {
             .map_err(|status| step_error("ledger.TransitionEntries", &status))?;
     }
     output(&UndoOut { idempotency_key: key, voided: to_void.len(), voided_entry_ids: to_void })
+}
+
+#[cfg(test)]
+mod tests {
+    use accrue_proto::types::v1 as tpb;
+    use chrono::DateTime;
+
+    use super::*;
+
+    /// A compute log written before lines were the shared type (kind by its
+    /// proto name, no source partner as "") still posts, and posts the very
+    /// EntryInput the old code built: the ledger's request hash of a resumed
+    /// saga run is unchanged.
+    #[test]
+    fn an_old_compute_log_posts_the_same_entry_input() {
+        let (partner, seller, version) =
+            (uuid::Uuid::from_u128(1).to_string(), uuid::Uuid::from_u128(2).to_string(), uuid::Uuid::from_u128(9));
+        let old = serde_json::json!({
+            "currency": "GBP", "base_commission": "10.00", "agreement_version_id": version.to_string(),
+            "lines": [
+                {"partner_id": partner, "kind": "EARNING_KIND_OVERRIDE", "currency": "GBP", "amount": "1.50",
+                 "level": 1, "source_partner_id": seller, "clears_at": "2024-02-01T00:00:00Z",
+                 "breakdown": {"model": "OVERRIDE_PERCENTAGE", "formula": "f", "inputs": {"rate": "0.05"},
+                               "rule": "level 1", "agreement_version_id": version.to_string(),
+                               "rounding": "r", "note": ""}},
+                {"partner_id": partner, "kind": "EARNING_KIND_MARGIN", "currency": "GBP", "amount": "0.10",
+                 "level": 0, "source_partner_id": "", "clears_at": "2024-02-01T00:00:00Z", "breakdown": null},
+            ],
+        });
+        let computed: ComputeOut = serde_json::from_value(old).unwrap();
+        let occurred_at = DateTime::from_timestamp(1_704_067_200, 0).unwrap();
+        let inputs: Vec<lpb::EntryInput> =
+            computed.lines.into_iter().map(|line| entry_input(line, occurred_at)).collect();
+        let ts = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        let gbp = |amount: &str| Some(tpb::Money { currency_code: "GBP".into(), amount: amount.into() });
+        assert_eq!(
+            inputs,
+            vec![
+                lpb::EntryInput {
+                    partner_id: partner.clone(),
+                    kind: tpb::EarningKind::Override as i32,
+                    amount: gbp("1.50"),
+                    level: 1,
+                    source_partner_id: seller,
+                    occurred_at: ts(1_704_067_200),
+                    clears_at: ts(1_706_745_600),
+                    breakdown: Some(tpb::CommissionBreakdown {
+                        model: "OVERRIDE_PERCENTAGE".into(),
+                        formula: "f".into(),
+                        inputs: [("rate".to_string(), "0.05".to_string())].into_iter().collect(),
+                        rule: "level 1".into(),
+                        agreement_version_id: version.to_string(),
+                        rounding: "r".into(),
+                        note: String::new(),
+                    }),
+                },
+                lpb::EntryInput {
+                    partner_id: partner,
+                    kind: tpb::EarningKind::Margin as i32,
+                    amount: gbp("0.10"),
+                    level: 0,
+                    source_partner_id: String::new(),
+                    occurred_at: ts(1_704_067_200),
+                    clears_at: ts(1_706_745_600),
+                    breakdown: None,
+                },
+            ]
+        );
+    }
 }

@@ -25,7 +25,7 @@ fn settle_out(item: &Item<'_>) -> Result<SettleOut, StepError> {
     Ok(SettleOut {
         currency: item.subject.currency.clone(),
         base_commission: computed.base_commission,
-        total_commission: computed.lines.iter().map(|l| l.amount).sum::<Decimal>(),
+        total_commission: computed.lines.iter().map(|l| l.amount.amount).sum::<Decimal>(),
     })
 }
 

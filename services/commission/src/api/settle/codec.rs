@@ -2,9 +2,8 @@
 //! a malformed sale becomes its own failure, never the request's.
 
 use accrue_kit::FieldViolations;
-use accrue_kit::convert::{
-    amount_to_proto, money_to_proto, optional_money, require_money, require_timestamp, require_uuid, timestamp,
-};
+use accrue_kit::convert::settlement::{breakdown_to_proto, settlement_line_to_proto};
+use accrue_kit::convert::{money_to_proto, optional_money, require_money, require_timestamp, require_uuid};
 use accrue_money::RoundingMode;
 use accrue_proto::commission::v1 as pb;
 use accrue_proto::types::v1 as types;
@@ -13,8 +12,8 @@ use accrue_types::split::SplitPoints;
 use uuid::Uuid;
 
 use crate::domain::{
-    Breakdown, Failure, Line, LineKind, PartnerRef, PartnerStatus, PriorEvent, ProgramSettings, Sale, SaleEventType,
-    Settlement, SplitShare,
+    Breakdown, Failure, PartnerRef, PartnerStatus, PriorEvent, ProgramSettings, Sale, SaleEventType, Settlement,
+    SplitShare,
 };
 
 /// Most sales one ComputeSettlements call takes.
@@ -225,48 +224,19 @@ pub fn referenced_partners(sales: &[&Sale]) -> (Vec<Uuid>, Vec<Uuid>) {
     (sellers.into_iter().collect(), uplines.into_iter().collect())
 }
 
-pub(crate) fn encode_breakdown(breakdown: Breakdown) -> types::CommissionBreakdown {
-    types::CommissionBreakdown {
-        model: breakdown.model,
-        formula: breakdown.formula,
-        inputs: breakdown.inputs.into_iter().collect(),
-        rule: breakdown.rule,
-        agreement_version_id: breakdown.agreement_version_id.map(|id| id.to_string()).unwrap_or_default(),
-        rounding: breakdown.rounding,
-        note: breakdown.note,
-    }
-}
-
-fn encode_line(line: Line) -> pb::SettlementLine {
-    pb::SettlementLine {
-        partner_id: line.partner_id.to_string(),
-        kind: match line.kind {
-            LineKind::Direct => types::EarningKind::Direct,
-            LineKind::Split => types::EarningKind::Split,
-            LineKind::Override => types::EarningKind::Override,
-            LineKind::Margin => types::EarningKind::Margin,
-        } as i32,
-        amount: Some(amount_to_proto(line.amount.currency, line.amount.amount)),
-        level: i32::try_from(line.level).unwrap_or(i32::MAX),
-        source_partner_id: line.source_partner_id.to_string(),
-        clears_at: Some(timestamp(line.clears_at)),
-        breakdown: Some(encode_breakdown(line.breakdown)),
-    }
-}
-
 /// Encodes a settlement.
 pub fn encode_settlement(settlement: Settlement) -> pb::Settlement {
     pb::Settlement {
         sale_id: settlement.sale_id,
         base_commission: settlement.base_commission.map(money_to_proto),
         agreement_version_id: settlement.agreement_version_id.map(|id| id.to_string()).unwrap_or_default(),
-        lines: settlement.lines.into_iter().map(encode_line).collect(),
+        lines: settlement.lines.into_iter().map(settlement_line_to_proto).collect(),
         failure: settlement.failure.map(|failure| types::ItemFailure {
             code: failure.code.as_str().to_string(),
             reason: failure.reason,
             message: failure.message,
         }),
-        base_breakdown: Some(encode_breakdown(settlement.base_breakdown)),
+        base_breakdown: Some(breakdown_to_proto(settlement.base_breakdown)),
     }
 }
 
@@ -336,16 +306,16 @@ mod tests {
         assert_eq!(decoded.service_code, "RECHARGE");
         assert_eq!(decoded.seller.role.as_deref(), Some("RETAILER"));
         assert_eq!(decoded.ancestors[0].role, None, "an empty role is no role");
-        let line = Line {
+        let line = crate::domain::Line {
             partner_id: Uuid::from_u128(1),
-            kind: LineKind::Margin,
+            kind: crate::domain::EarningKind::Margin,
             amount: Money::parse("USD", "1.00").unwrap(),
             level: 3,
-            source_partner_id: Uuid::from_u128(1),
+            source_partner_id: Some(Uuid::from_u128(1)),
             clears_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
-            breakdown: Breakdown::default(),
+            breakdown: Some(Breakdown::default()),
         };
-        let encoded = encode_line(line);
+        let encoded = settlement_line_to_proto(line);
         assert_eq!((encoded.kind, encoded.level), (types::EarningKind::Margin as i32, 3));
     }
 

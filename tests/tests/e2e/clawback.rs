@@ -15,136 +15,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use accrue_attribution::{ClawbackStep, SagaOptions, TestHooks};
-use accrue_cli::stack::{Stack, StackConfig};
-use accrue_e2e::{Clients, SAGA_WAIT};
+use accrue_e2e::Clients;
+use accrue_e2e::fixtures::{dec, gbp, payment, record_and_settle, ts};
 use accrue_proto::attribution::v1 as apb;
 use accrue_proto::attribution::v1::record_refund_request::Sale as SaleRef;
-use accrue_proto::commission::v1 as cpb;
-use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::ledger::v1 as lpb;
 use accrue_proto::types::v1::{EarningKind, Money};
 use accrue_testkit::TestDb;
 use rust_decimal::Decimal;
 use tonic::Code;
 
-use accrue_e2e::fixtures::{gbp, payment, record_and_settle, ts};
-
-async fn start(db: &TestDb, saga: SagaOptions) -> (Stack, Clients) {
-    start_hooked(db, saga, TestHooks::default()).await
-}
-
-async fn start_hooked(db: &TestDb, saga: SagaOptions, hooks: TestHooks) -> (Stack, Clients) {
-    let mut config = StackConfig::for_tests(db.url.clone());
-    config.saga = saga;
-    config.saga_hooks = hooks;
-    let stack = Stack::start(config).await.expect("stack starts");
-    let clients = Clients::connect(&stack.endpoints).expect("clients");
-    (stack, clients)
-}
-
-fn quick() -> SagaOptions {
-    SagaOptions {
-        poll_interval: Duration::from_millis(50),
-        retry_base: Duration::from_millis(50),
-        retry_max: Duration::from_secs(1),
-        ..SagaOptions::default()
-    }
-}
-
-fn dec(s: &str) -> Decimal {
-    Decimal::from_str(s).unwrap()
-}
+use super::world::{World, get_sale, quick, setup, start, start_hooked, wait_saga, wait_step};
 
 fn amount(money: Option<&Money>) -> Decimal {
     money.map_or(Decimal::ZERO, |m| dec(&m.amount))
-}
-
-/// A program whose seller (under a parent upline) sells through a link with
-/// two split partners; customer `cust-1` is the link's lead.
-struct World {
-    program_id: String,
-    parent: String,
-    seller: String,
-    split_a: String,
-    split_b: String,
-}
-
-async fn create_partner(c: &mut Clients, program_id: &str, name: &str, parent: &str) -> String {
-    c.hierarchy
-        .create_partner(hpb::CreatePartnerRequest {
-            program_id: program_id.into(),
-            partner: Some(hpb::Partner { display_name: name.into(), parent_id: parent.into(), ..Default::default() }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap_or_else(|s| panic!("create partner {name}: {s:?}"))
-        .into_inner()
-        .id
-}
-
-async fn setup(c: &mut Clients) -> World {
-    let program_id = c
-        .hierarchy
-        .create_program(hpb::CreateProgramRequest {
-            program: Some(hpb::Program {
-                display_name: "Clawback Co".into(),
-                default_currency: "GBP".into(),
-                override_depth_cap: 8,
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create program")
-        .into_inner()
-        .id;
-    let parent = create_partner(c, &program_id, "Parent", "").await;
-    let seller = create_partner(c, &program_id, "Seller", &parent).await;
-    let split_a = create_partner(c, &program_id, "Split A", "").await;
-    let split_b = create_partner(c, &program_id, "Split B", "").await;
-    c.commission
-        .create_agreement(cpb::CreateAgreementRequest {
-            program_id: program_id.clone(),
-            partner_id: String::new(),
-            effective_from: Some(ts("2020-01-01T00:00:00Z")),
-            rules: Some(cpb::AgreementRules {
-                model: cpb::CommissionModel::Percentage as i32,
-                trigger: cpb::CommissionTrigger::OnPayment as i32,
-                rate: "0.10".into(),
-                clearance_days: 30,
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create agreement");
-    c.commission
-        .set_override_plan(cpb::SetOverridePlanRequest {
-            plan: Some(cpb::OverridePlan {
-                program_id: program_id.clone(),
-                partner_id: String::new(),
-                mode: cpb::OverrideMode::Percentage as i32,
-                basis: cpb::OverrideBasis::DealAmount as i32,
-                rates_by_level: vec![cpb::OverrideLevel { rate: "0.01".into(), flat_amount: None }],
-                update_time: None,
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("set override plan");
-    accrue_e2e::fixtures::split_link_with_lead(
-        c,
-        &program_id,
-        &seller,
-        &[(&split_a, 3000), (&split_b, 2000)],
-        "cust-1",
-    )
-    .await;
-    World { program_id, parent, seller, split_a, split_b }
 }
 
 /// Records a £100 sale by `cust-1` and waits until it is SETTLED.
@@ -172,28 +59,6 @@ async fn record_refund(c: &mut Clients, w: &World, sale: &apb::Sale, external_id
     assert_eq!(refund.state, apb::RefundState::Pending as i32, "{refund:#?}");
     assert!(!refund.saga_id.is_empty());
     refund
-}
-
-async fn wait_saga(c: &mut Clients, saga_id: &str) -> apb::Saga {
-    accrue_e2e::wait_saga(c, saga_id).await.expect("saga finishes")
-}
-
-/// Polls GetSaga until its log shows `step` succeeded.
-async fn wait_step(c: &mut Clients, saga_id: &str, step: ClawbackStep) -> apb::Saga {
-    let deadline = Instant::now() + SAGA_WAIT;
-    loop {
-        let saga =
-            c.attribution.get_saga(apb::GetSagaRequest { id: saga_id.into() }).await.expect("get saga").into_inner();
-        if saga.events.iter().any(|e| e.step == step.name() && e.event == "succeeded") {
-            return saga;
-        }
-        assert!(Instant::now() < deadline, "saga {saga_id} never logged {step} succeeded: {saga:#?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-async fn get_sale(c: &mut Clients, id: &str) -> apb::Sale {
-    c.attribution.get_sale(apb::GetSaleRequest { id: id.into() }).await.expect("get sale").into_inner()
 }
 
 async fn get_refund(c: &mut Clients, id: &str) -> apb::Refund {
@@ -302,7 +167,7 @@ fn succeeded_at(saga: &apb::Saga, step: &str) -> (i64, i32) {
 async fn a_partial_then_the_full_refund_claw_back_every_line_in_order() {
     let db = TestDb::create().await.unwrap();
     let (stack, mut c) = start(&db, quick()).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Clawback Co").await;
     let sale = settled_sale(&mut c, &w, "inv-1").await;
 
     let first = record_refund(&mut c, &w, &sale, "ref-1", "25.00").await;
@@ -382,7 +247,7 @@ async fn a_refund_recorded_while_the_sale_settles_waits_then_applies() {
     // (≈ 0.75 s of backoff); ClawbackSale has no compute step.
     let slow = TestHooks { inject_transient: Some(("compute", 4)), ..TestHooks::default() };
     let (stack, mut c) = start_hooked(&db, quick(), slow).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Clawback Co").await;
     let request = payment(&w.program_id, "inv-slow", "cust-1", "100.00", "", "2024-03-01T12:00:00Z");
     let sale = c.attribution.record_sale(request).await.unwrap().into_inner();
     let refund = record_refund(&mut c, &w, &sale, "ref-slow", "25.00").await;
@@ -409,7 +274,7 @@ async fn a_refund_recorded_while_the_sale_settles_waits_then_applies() {
 async fn every_step_twice_yields_one_effect() {
     let db = TestDb::create().await.unwrap();
     let (stack, mut c) = start_hooked(&db, quick(), TestHooks { repeat_actions: true, ..TestHooks::default() }).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Clawback Co").await;
     let sale = settled_sale(&mut c, &w, "inv-twice").await;
     let refund = record_refund(&mut c, &w, &sale, "ref-twice", "25.00").await;
     let saga = wait_saga(&mut c, &refund.saga_id).await;
@@ -427,7 +292,7 @@ async fn every_step_twice_yields_one_effect() {
 async fn failure_at_each_step_unwinds_then_retry_applies() {
     let db = TestDb::create().await.unwrap();
     let (stack, mut c) = start(&db, quick()).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Clawback Co").await;
     stack.shutdown().await.unwrap();
 
     for (n, step) in ClawbackStep::ALL.into_iter().enumerate() {
@@ -494,7 +359,7 @@ async fn a_refund_of_a_failed_settlement_fails_until_the_sale_is_retried() {
     let db = TestDb::create().await.unwrap();
     let faulty = TestHooks { inject_failure: Some(("post", "ledger down for good".into())), ..TestHooks::default() };
     let (stack, mut c) = start_hooked(&db, quick(), faulty).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Clawback Co").await;
     let request = payment(&w.program_id, "inv-failed", "cust-1", "100.00", "", "2024-03-01T12:00:00Z");
     let sale = c.attribution.record_sale(request).await.unwrap().into_inner();
     assert_eq!(wait_saga(&mut c, &sale.saga_id).await.state, apb::SagaState::Failed as i32);
@@ -521,7 +386,7 @@ async fn a_refund_of_a_failed_settlement_fails_until_the_sale_is_retried() {
 async fn crash_after_each_step_resumes_on_a_new_worker() {
     let db = TestDb::create().await.unwrap();
     let (stack, mut c) = start(&db, quick()).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Clawback Co").await;
     stack.shutdown().await.unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
 

@@ -10,3 +10,4 @@ mod paging;
 mod refunds;
 mod replay;
 mod saga;
+mod world;

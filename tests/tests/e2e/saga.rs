@@ -5,160 +5,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use accrue_attribution::{SagaOptions, Step, TestHooks};
-use accrue_cli::stack::{Stack, StackConfig};
 use accrue_e2e::Clients;
+use accrue_e2e::fixtures::{dec, gbp, ts};
 use accrue_proto::attribution::v1 as apb;
-use accrue_proto::commission::v1 as cpb;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::ledger::v1 as lpb;
 use accrue_proto::types::v1 as types;
-use accrue_proto::types::v1::{EarningKind, Money};
+use accrue_proto::types::v1::EarningKind;
 use accrue_testkit::TestDb;
 use rust_decimal::Decimal;
 use tonic::Code;
 
-use accrue_e2e::SAGA_WAIT;
-
-async fn start(db: &TestDb, saga: SagaOptions) -> (Stack, Clients) {
-    start_hooked(db, saga, TestHooks::default()).await
-}
-
-/// [`start`] with faults injected into the saga workers.
-async fn start_hooked(db: &TestDb, saga: SagaOptions, hooks: TestHooks) -> (Stack, Clients) {
-    let mut config = StackConfig::for_tests(db.url.clone());
-    config.saga = saga;
-    config.saga_hooks = hooks;
-    let stack = Stack::start(config).await.expect("stack starts");
-    let clients = Clients::connect(&stack.endpoints).expect("clients");
-    (stack, clients)
-}
-
-fn gbp(amount: &str) -> Money {
-    Money { currency_code: "GBP".into(), amount: amount.into() }
-}
-
-fn ts(rfc3339: &str) -> prost_types::Timestamp {
-    let t = chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap();
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 }
-}
-
-fn dec(s: &str) -> Decimal {
-    Decimal::from_str(s).unwrap()
-}
-
-/// A program with a seller (under a parent upline), two split partners, a
-/// default 10% agreement, a 1% level-1 override plan, and a link with splits
-/// 3000/2000 bps; customer `cust-1` is a lead of that link.
-struct World {
-    program_id: String,
-    parent: String,
-    seller: String,
-    split_a: String,
-    split_b: String,
-    link_id: String,
-}
-
-async fn create_partner(c: &mut Clients, program_id: &str, name: &str, parent: &str) -> String {
-    c.hierarchy
-        .create_partner(hpb::CreatePartnerRequest {
-            program_id: program_id.into(),
-            partner: Some(hpb::Partner { display_name: name.into(), parent_id: parent.into(), ..Default::default() }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap_or_else(|s| panic!("create partner {name}: {s:?}"))
-        .into_inner()
-        .id
-}
-
-async fn setup(c: &mut Clients) -> World {
-    let program = c
-        .hierarchy
-        .create_program(hpb::CreateProgramRequest {
-            program: Some(hpb::Program {
-                display_name: "Saga Co".into(),
-                default_currency: "GBP".into(),
-                override_depth_cap: 8,
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create program")
-        .into_inner();
-    let program_id = program.id;
-    let parent = create_partner(c, &program_id, "Parent", "").await;
-    let seller = create_partner(c, &program_id, "Seller", &parent).await;
-    let split_a = create_partner(c, &program_id, "Split A", "").await;
-    let split_b = create_partner(c, &program_id, "Split B", "").await;
-    c.commission
-        .create_agreement(cpb::CreateAgreementRequest {
-            program_id: program_id.clone(),
-            partner_id: String::new(),
-            effective_from: Some(ts("2020-01-01T00:00:00Z")),
-            rules: Some(cpb::AgreementRules {
-                model: cpb::CommissionModel::Percentage as i32,
-                trigger: cpb::CommissionTrigger::OnPayment as i32,
-                rate: "0.10".into(),
-                clearance_days: 30,
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create agreement");
-    c.commission
-        .set_override_plan(cpb::SetOverridePlanRequest {
-            plan: Some(cpb::OverridePlan {
-                program_id: program_id.clone(),
-                partner_id: String::new(),
-                mode: cpb::OverrideMode::Percentage as i32,
-                basis: cpb::OverrideBasis::DealAmount as i32,
-                rates_by_level: vec![cpb::OverrideLevel { rate: "0.01".into(), flat_amount: None }],
-                update_time: None,
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("set override plan");
-    let link = c
-        .attribution
-        .create_link(apb::CreateLinkRequest {
-            program_id: program_id.clone(),
-            link: Some(apb::Link {
-                owner_partner_id: seller.clone(),
-                key: "summer-sale".into(),
-                destination_url: "https://example.com/summer".into(),
-                splits: vec![
-                    apb::LinkSplit { partner_id: split_a.clone(), basis_points: 3000 },
-                    apb::LinkSplit { partner_id: split_b.clone(), basis_points: 2000 },
-                ],
-                ..Default::default()
-            }),
-            request_id: "link-1".into(),
-        })
-        .await
-        .expect("create link")
-        .into_inner();
-    let lead = c
-        .attribution
-        .track_lead(apb::TrackLeadRequest {
-            program_id: program_id.clone(),
-            link_id: link.id.clone(),
-            customer_external_id: "cust-1".into(),
-            occurred_at: Some(ts("2024-01-01T00:00:00Z")),
-        })
-        .await
-        .expect("track lead")
-        .into_inner();
-    assert!(lead.created);
-    assert_eq!(lead.partner_id, seller);
-    World { program_id, parent, seller, split_a, split_b, link_id: link.id }
-}
+use super::world::{World, create_partner, get_sale, quick, setup, start, start_hooked, wait_saga, wait_step};
 
 fn sale_request(w: &World, external_id: &str, customer: &str, amount: &str) -> apb::RecordSaleRequest {
     apb::RecordSaleRequest {
@@ -175,29 +36,6 @@ fn sale_request(w: &World, external_id: &str, customer: &str, amount: &str) -> a
 
 async fn record(c: &mut Clients, w: &World, external_id: &str) -> apb::Sale {
     c.attribution.record_sale(sale_request(w, external_id, "cust-1", "100.00")).await.expect("record sale").into_inner()
-}
-
-/// Waits until the saga is done, failed or stuck.
-async fn wait_saga(c: &mut Clients, saga_id: &str) -> apb::Saga {
-    accrue_e2e::wait_saga(c, saga_id).await.expect("saga finishes")
-}
-
-/// Polls GetSaga until its log shows `step` succeeded.
-async fn wait_step(c: &mut Clients, saga_id: &str, step: Step) -> apb::Saga {
-    let deadline = Instant::now() + SAGA_WAIT;
-    loop {
-        let saga =
-            c.attribution.get_saga(apb::GetSagaRequest { id: saga_id.into() }).await.expect("get saga").into_inner();
-        if saga.events.iter().any(|e| e.step == step.name() && e.event == "succeeded") {
-            return saga;
-        }
-        assert!(Instant::now() < deadline, "saga {saga_id} never logged {step} succeeded: {saga:#?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-async fn get_sale(c: &mut Clients, id: &str) -> apb::Sale {
-    c.attribution.get_sale(apb::GetSaleRequest { id: id.into() }).await.expect("get sale").into_inner()
 }
 
 async fn entries(c: &mut Clients, program_id: &str, sale_id: &str) -> Vec<lpb::Entry> {
@@ -267,21 +105,13 @@ async fn assert_earned(c: &mut Clients, w: &World, settled_sales: u32) {
     assert_eq!(earned(c, &w.program_id, &w.parent).await, dec("1.00") * k, "parent override");
 }
 
-fn quick() -> SagaOptions {
-    SagaOptions {
-        poll_interval: Duration::from_millis(50),
-        retry_base: Duration::from_millis(50),
-        ..SagaOptions::default()
-    }
-}
-
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn happy_path_settles_splits_and_override() {
     let db = TestDb::create().await.unwrap();
     let (stack, mut c) = start(&db, quick()).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Saga Co").await;
 
     let sale = record(&mut c, &w, "inv-1").await;
     assert_eq!(sale.state, apb::SaleState::Pending as i32);
@@ -344,7 +174,7 @@ async fn happy_path_settles_splits_and_override() {
 async fn every_step_twice_yields_one_effect() {
     let db = TestDb::create().await.unwrap();
     let (stack, mut c) = start_hooked(&db, quick(), TestHooks { repeat_actions: true, ..TestHooks::default() }).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Saga Co").await;
     let sale = record(&mut c, &w, "inv-twice").await;
     let saga = wait_saga(&mut c, &sale.saga_id).await;
     assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
@@ -359,7 +189,7 @@ async fn every_step_twice_yields_one_effect() {
 async fn failure_at_each_step_unwinds_then_retry_settles() {
     let db = TestDb::create().await.unwrap();
     let (stack, mut c) = start(&db, quick()).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Saga Co").await;
     stack.shutdown().await.unwrap();
 
     for (n, step) in Step::ALL.into_iter().enumerate() {
@@ -407,7 +237,7 @@ async fn failure_at_each_step_unwinds_then_retry_settles() {
 async fn a_failed_undo_leaves_the_saga_stuck_for_an_operator() {
     let db = TestDb::create().await.unwrap();
     let (stack, mut c) = start(&db, quick()).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Saga Co").await;
     stack.shutdown().await.unwrap();
 
     // settle fails for good; unwinding, settle's undo runs, then post's undo fails.
@@ -451,7 +281,7 @@ async fn a_failed_undo_leaves_the_saga_stuck_for_an_operator() {
 async fn crash_after_each_step_resumes_on_a_new_worker() {
     let db = TestDb::create().await.unwrap();
     let (stack, mut c) = start(&db, quick()).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Saga Co").await;
     stack.shutdown().await.unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
 
@@ -508,7 +338,7 @@ async fn log_ids(pool: &sqlx::PgPool, saga_id: &str) -> Vec<i64> {
 async fn recovers_from_a_log_truncated_at_every_point() {
     let db = TestDb::create().await.unwrap();
     let (stack, mut c) = start(&db, quick()).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Saga Co").await;
     let sale = record(&mut c, &w, "inv-truncated").await;
     let saga = wait_saga(&mut c, &sale.saga_id).await;
     assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
@@ -562,7 +392,7 @@ async fn transient_failures_retry_until_settled() {
     let db = TestDb::create().await.unwrap();
     let flaky = TestHooks { inject_transient: Some((Step::Post.name(), 2)), ..TestHooks::default() };
     let (stack, mut c) = start_hooked(&db, quick(), flaky).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Saga Co").await;
     let sale = record(&mut c, &w, "inv-flaky").await;
     let saga = wait_saga(&mut c, &sale.saga_id).await;
     assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
@@ -578,7 +408,7 @@ async fn transient_failures_retry_until_settled() {
 async fn record_sale_idempotency_and_unattributed_sales() {
     let db = TestDb::create().await.unwrap();
     let (stack, mut c) = start(&db, quick()).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Saga Co").await;
 
     let first = record(&mut c, &w, "inv-1").await;
     let again = c.attribution.record_sale(sale_request(&w, "inv-1", "cust-1", "100")).await.unwrap().into_inner();
@@ -656,7 +486,7 @@ async fn record_sale_idempotency_and_unattributed_sales() {
 async fn create_link_validation_writes_nothing_on_rejection() {
     let db = TestDb::create().await.unwrap();
     let (stack, mut c) = start(&db, quick()).await;
-    let w = setup(&mut c).await;
+    let w = setup(&mut c, "Saga Co").await;
     let suspended = create_partner(&mut c, &w.program_id, "Suspended", "").await;
     c.hierarchy
         .update_partner_status(hpb::UpdatePartnerStatusRequest {

@@ -98,6 +98,41 @@ pub struct TierSpec {
     pub fixed_amount: Option<Decimal>,
 }
 
+/// A commission model as the configuration names it (the proto's
+/// `CommissionModel` without its prefix); one closed set, so a rule can
+/// never be sent as a model the replay did not mean.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Model {
+    /// `rate` × the sale amount.
+    #[default]
+    Percentage,
+    /// `fixed_amount` per firing event.
+    Fixed,
+    /// By the seller's prior volume, one tier's rate or amount.
+    Tiered,
+    /// The first matching rule's own model.
+    Hybrid,
+}
+
+impl Model {
+    /// The name written in the configuration file ("TIERED").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Model::Percentage => "PERCENTAGE",
+            Model::Fixed => "FIXED",
+            Model::Tiered => "TIERED",
+            Model::Hybrid => "HYBRID",
+        }
+    }
+}
+
+impl std::fmt::Display for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A HYBRID rule's condition on one sale field.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ConditionSpec {
@@ -119,7 +154,7 @@ pub struct HybridRuleSpec {
     /// The condition.
     pub condition: ConditionSpec,
     /// PERCENTAGE, FIXED or TIERED.
-    pub model: String,
+    pub model: Model,
     /// PERCENTAGE rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<Decimal>,
@@ -135,7 +170,7 @@ pub struct HybridRuleSpec {
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct RulesSpec {
     /// PERCENTAGE, FIXED, TIERED or HYBRID.
-    pub model: String,
+    pub model: Model,
     /// ON_PAYMENT.
     pub trigger: String,
     /// PERCENTAGE rate (0.10 = 10%).
@@ -199,9 +234,9 @@ fn tiers_text(tiers: &[TierSpec]) -> String {
 }
 
 fn model_text(rules: &RulesSpec) -> String {
-    match rules.model.as_str() {
-        "TIERED" => tiers_text(&rules.tiers),
-        "HYBRID" => {
+    match rules.model {
+        Model::Tiered => tiers_text(&rules.tiers),
+        Model::Hybrid => {
             let mut parts: Vec<String> = rules
                 .rules
                 .iter()
@@ -209,10 +244,11 @@ fn model_text(rules: &RulesSpec) -> String {
                 .map(|(index, rule)| {
                     let c = &rule.condition;
                     let operand = c.value.clone().unwrap_or_else(|| format!("[{}]", c.values.join(", ")));
-                    let pays = match rule.model.as_str() {
-                        "FIXED" => format!("FIXED {} GBP", rule.fixed_amount.unwrap_or_default()),
-                        "TIERED" => format!("TIERED {}", tiers_text(&rule.tiers)),
-                        _ => format!("PERCENTAGE {} × sale", rule.rate.unwrap_or_default()),
+                    let pays = match rule.model {
+                        Model::Fixed => format!("FIXED {} GBP", rule.fixed_amount.unwrap_or_default()),
+                        Model::Tiered => format!("TIERED {}", tiers_text(&rule.tiers)),
+                        Model::Percentage => format!("PERCENTAGE {} × sale", rule.rate.unwrap_or_default()),
+                        Model::Hybrid => format!("HYBRID {}", rule.rate.unwrap_or_default()),
                     };
                     format!("rule[{index}] if {} {} {operand} → {pays}", c.field, c.operator)
                 })
@@ -220,8 +256,8 @@ fn model_text(rules: &RulesSpec) -> String {
             parts.push("no match → 0".into());
             format!("first match of {}", parts.join("; "))
         }
-        "FIXED" => format!("{} GBP per event", rules.fixed_amount.unwrap_or_default()),
-        _ => format!("{} × sale", rules.rate.unwrap_or_default()),
+        Model::Fixed => format!("{} GBP per event", rules.fixed_amount.unwrap_or_default()),
+        Model::Percentage => format!("{} × sale", rules.rate.unwrap_or_default()),
     }
 }
 
@@ -285,7 +321,7 @@ pub fn tiered_rules() -> RulesSpec {
         fixed_amount: None,
     };
     RulesSpec {
-        model: "TIERED".into(),
+        model: Model::Tiered,
         trigger: "ON_PAYMENT".into(),
         tiers: vec![tier(0, Some(5_000), 8), tier(5_000, Some(25_000), 10), tier(25_000, None, 12)],
         clearance_days: CLEARANCE_DAYS,
@@ -304,26 +340,26 @@ pub fn hybrid_rules() -> RulesSpec {
         values: values.iter().map(|v| (*v).to_string()).collect(),
     };
     RulesSpec {
-        model: "HYBRID".into(),
+        model: Model::Hybrid,
         trigger: "ON_PAYMENT".into(),
         rules: vec![
             HybridRuleSpec {
                 condition: condition("IS_FIRST_PAYMENT", "EQUALS", Some("true"), &[]),
-                model: "FIXED".into(),
+                model: Model::Fixed,
                 rate: None,
                 fixed_amount: Some(Decimal::new(500, 2)),
                 tiers: Vec::new(),
             },
             HybridRuleSpec {
                 condition: condition("GROSS_AMOUNT", "GTE", Some("500.00"), &[]),
-                model: "PERCENTAGE".into(),
+                model: Model::Percentage,
                 rate: Some(Decimal::new(12, 2)),
                 fixed_amount: None,
                 tiers: Vec::new(),
             },
             HybridRuleSpec {
                 condition: condition("PRODUCT_CODE", "IN", None, &HYBRID_PRODUCT_CODES),
-                model: "PERCENTAGE".into(),
+                model: Model::Percentage,
                 rate: Some(Decimal::new(15, 2)),
                 fixed_amount: None,
                 tiers: Vec::new(),
@@ -336,7 +372,7 @@ pub fn hybrid_rules() -> RulesSpec {
 
 fn percentage(rate: Decimal) -> RulesSpec {
     RulesSpec {
-        model: "PERCENTAGE".into(),
+        model: Model::Percentage,
         trigger: "ON_PAYMENT".into(),
         rate: Some(rate),
         clearance_days: CLEARANCE_DAYS,
@@ -408,7 +444,7 @@ pub fn generate(seed: u64) -> Plan {
             0..10 => (
                 "fixed",
                 RulesSpec {
-                    model: "FIXED".into(),
+                    model: Model::Fixed,
                     trigger: "ON_PAYMENT".into(),
                     fixed_amount: Some(Decimal::new(250, 2)),
                     clearance_days: CLEARANCE_DAYS,
@@ -634,7 +670,7 @@ pub struct VariantOut {
     /// Variant label ("default", "tiered", …).
     pub variant: String,
     /// PERCENTAGE, FIXED, TIERED or HYBRID.
-    pub model: String,
+    pub model: Model,
     /// "program" for the default, else "partner".
     pub scope: String,
     /// The rules in one line of prose.
@@ -654,7 +690,7 @@ pub fn variants(plan: &Plan) -> Vec<VariantOut> {
             None => {
                 out.push(VariantOut {
                     variant: agreement.variant.clone(),
-                    model: agreement.rules.model.clone(),
+                    model: agreement.rules.model,
                     scope: if agreement.partner.is_some() { "partner".into() } else { "program".into() },
                     description: agreement.rules.describe(),
                     partner_external_ids: Vec::new(),
@@ -759,7 +795,7 @@ mod tests {
         let listed: usize = variants.iter().map(|v| v.partner_external_ids.len()).sum();
         assert_eq!(listed, plan.agreements.len() - 1, "every partner agreement is listed once");
         for model in ["TIERED", "HYBRID"] {
-            let variant = variants.iter().find(|v| v.model == model).unwrap();
+            let variant = variants.iter().find(|v| v.model.as_str() == model).unwrap();
             assert!(!variant.partner_external_ids.is_empty(), "{model} has partners");
         }
     }

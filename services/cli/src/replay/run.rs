@@ -20,7 +20,7 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use futures::{StreamExt, TryStreamExt};
 use rust_decimal::Decimal;
 
-use super::config::{self, ConditionSpec, ConfigFile, Plan, RulesSpec, TierSpec};
+use super::config::{self, ConditionSpec, ConfigFile, Model, Plan, RulesSpec, TierSpec};
 use super::load::{self, Dataset, Invoice, InvoiceClass, LoadError};
 use super::progress::{Phase, ProgressMode, note};
 use super::refunds::{self, PlannedRefund, RefundPlan};
@@ -308,7 +308,8 @@ async fn configure(clients: &Clients, plan: &Plan, mode: ProgressMode) -> Result
     let program_id = program.id.clone();
     note(mode, &format!("program {program_id} ({})", spec.display_name));
 
-    let total = (plan.partners.len() * 2 + plan.agreements.len() + 1) as u64;
+    let suspensions = plan.partners.iter().filter(|p| p.suspended).count();
+    let total = (plan.partners.len() + plan.links.len() + plan.agreements.len() + 1 + suspensions) as u64;
     let phase = Phase::start(mode, "configuring", total);
     let mut done = 0u64;
     let mut partners: Vec<hierarchy::Partner> = Vec::with_capacity(plan.partners.len());
@@ -444,12 +445,12 @@ async fn configure(clients: &Clients, plan: &Plan, mode: ProgressMode) -> Result
     Ok(Created { program_id, partners, links, agreements })
 }
 
-fn model_to_proto(model: &str) -> commission::CommissionModel {
+fn model_to_proto(model: Model) -> commission::CommissionModel {
     match model {
-        "FIXED" => commission::CommissionModel::Fixed,
-        "TIERED" => commission::CommissionModel::Tiered,
-        "HYBRID" => commission::CommissionModel::Hybrid,
-        _ => commission::CommissionModel::Percentage,
+        Model::Percentage => commission::CommissionModel::Percentage,
+        Model::Fixed => commission::CommissionModel::Fixed,
+        Model::Tiered => commission::CommissionModel::Tiered,
+        Model::Hybrid => commission::CommissionModel::Hybrid,
     }
 }
 
@@ -480,7 +481,7 @@ fn condition_to_proto(condition: &ConditionSpec) -> commission::Condition {
 
 fn rules_to_proto(rules: &RulesSpec) -> commission::AgreementRules {
     commission::AgreementRules {
-        model: model_to_proto(&rules.model) as i32,
+        model: model_to_proto(rules.model) as i32,
         trigger: commission::CommissionTrigger::OnPayment as i32,
         rate: rules.rate.map(|r| r.to_string()).unwrap_or_default(),
         fixed_amount: rules.fixed_amount.map(gbp),
@@ -494,7 +495,7 @@ fn rules_to_proto(rules: &RulesSpec) -> commission::AgreementRules {
             .iter()
             .map(|rule| commission::HybridRule {
                 condition: Some(condition_to_proto(&rule.condition)),
-                model: model_to_proto(&rule.model) as i32,
+                model: model_to_proto(rule.model) as i32,
                 rate: rule.rate.map(|r| r.to_string()).unwrap_or_default(),
                 fixed_amount: rule.fixed_amount.map(gbp),
                 tiers: tiers_to_proto(&rule.tiers),

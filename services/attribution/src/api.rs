@@ -445,7 +445,7 @@ impl AttributionService for AttributionApi {
     async fn track_lead(&self, request: Request<pb::TrackLeadRequest>) -> Result<Response<pb::Lead>, Status> {
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
-        let program_id = require_uuid("program_id", &req.program_id, &mut violations);
+        let program_id: Option<Uuid> = require_uuid("program_id", &req.program_id, &mut violations);
         let link_id = require_uuid("link_id", &req.link_id, &mut violations);
         if req.customer_external_id.trim().is_empty() {
             violations.add("customer_external_id", "is required");

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use accrue_types::SagaId;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgRow;
@@ -92,7 +93,7 @@ pub(crate) struct SaleRow {
     pub(crate) splits: Json<Vec<Split>>,
     pub(crate) state: SaleState,
     pub(crate) failure_reason: String,
-    pub(crate) saga_id: Option<Uuid>,
+    pub(crate) saga_id: Option<SagaId>,
     pub(crate) base_commission: Option<Decimal>,
     pub(crate) total_commission: Option<Decimal>,
     pub(crate) created_at: DateTime<Utc>,
@@ -484,7 +485,7 @@ pub(crate) async fn record_sales(
         let mut partner_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
         let mut splits: Vec<serde_json::Value> = Vec::with_capacity(n);
         let mut states = Vec::with_capacity(n);
-        let mut saga_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
+        let mut saga_ids: Vec<Option<SagaId>> = Vec::with_capacity(n);
         for &i in &fresh {
             let sale = &sales[i];
             let attribution = attribution_of(attributions, sale);
@@ -504,7 +505,7 @@ pub(crate) async fn record_sales(
             splits.push(attribution.map_or_else(|| serde_json::json!([]), |a| a.splits.clone()));
             let state = if attribution.is_some() { SaleState::Pending } else { SaleState::Unattributed };
             states.push(state.as_str().to_string());
-            saga_ids.push(attribution.map(|_| Uuid::now_v7()));
+            saga_ids.push(attribution.map(|_| SagaId::new_v7()));
         }
         let inserted: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO sales (id, program_id, external_id, request_hash, customer_external_id, event_type, currency,
@@ -536,7 +537,7 @@ pub(crate) async fn record_sales(
 
         let started: Vec<&SaleRow> = inserted.iter().filter(|row| row.saga_id.is_some()).collect();
         if !started.is_empty() {
-            let saga_ids: Vec<Uuid> = started.iter().filter_map(|row| row.saga_id).collect();
+            let saga_ids: Vec<SagaId> = started.iter().filter_map(|row| row.saga_id).collect();
             let saga_programs: Vec<Uuid> = started.iter().map(|row| row.program_id).collect();
             let saga_sales: Vec<Uuid> = started.iter().map(|row| row.id).collect();
             sqlx::query(
@@ -733,7 +734,7 @@ pub(crate) async fn retry_saga(pool: &PgPool, id: Uuid) -> Result<RetryOutcome, 
 
 /// The sales of a claimed batch of SettleSale sagas, by saga id (one query;
 /// a sale's `saga_id` is the saga that settles it).
-pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[Uuid]) -> Result<HashMap<Uuid, SaleRow>, sqlx::Error> {
+pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[SagaId]) -> Result<HashMap<SagaId, SaleRow>, sqlx::Error> {
     let sales: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM sagas g JOIN sales s ON s.id = g.sale_id WHERE g.id = ANY($1)",
         sale_columns_of("s")
@@ -806,7 +807,7 @@ pub(crate) async fn sale_histories(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Sa
 /// A settled sale's totals, for the saga (and generation) that settled it.
 #[derive(Debug, Clone)]
 pub(crate) struct Settled {
-    pub(crate) saga_id: Uuid,
+    pub(crate) saga_id: SagaId,
     pub(crate) generation: i64,
     pub(crate) base_commission: Decimal,
     pub(crate) total_commission: Decimal,
@@ -815,7 +816,7 @@ pub(crate) struct Settled {
 /// Marks each saga's sale SETTLED with its totals, fenced on the saga's
 /// generation (a saga a newer owner holds changes nothing).
 pub(crate) async fn settle_sales(pool: &PgPool, settled: &[Settled]) -> Result<(), sqlx::Error> {
-    let saga_ids: Vec<Uuid> = settled.iter().map(|s| s.saga_id).collect();
+    let saga_ids: Vec<SagaId> = settled.iter().map(|s| s.saga_id).collect();
     let generations: Vec<i64> = settled.iter().map(|s| s.generation).collect();
     let bases: Vec<Decimal> = settled.iter().map(|s| s.base_commission).collect();
     let totals: Vec<Decimal> = settled.iter().map(|s| s.total_commission).collect();
@@ -837,7 +838,7 @@ pub(crate) async fn settle_sales(pool: &PgPool, settled: &[Settled]) -> Result<(
 
 /// Puts each saga's SETTLED sale back to PENDING without totals (fenced).
 pub(crate) async fn unsettle_sales(pool: &PgPool, sagas: &[&Saga]) -> Result<(), sqlx::Error> {
-    let (saga_ids, generations): (Vec<Uuid>, Vec<i64>) = sagas.iter().map(|s| (s.id, s.generation)).unzip();
+    let (saga_ids, generations): (Vec<SagaId>, Vec<i64>) = sagas.iter().map(|s| (s.id, s.generation)).unzip();
     sqlx::query(
         "UPDATE sales SET state = $3, base_commission = NULL, total_commission = NULL
          FROM UNNEST($1::uuid[], $2::bigint[]) AS u(saga_id, generation)
@@ -859,7 +860,7 @@ pub(crate) async fn fail_sales(conn: &mut sqlx::PgConnection, sagas: &[&Saga]) -
     if sagas.is_empty() {
         return Ok(());
     }
-    let saga_ids: Vec<Uuid> = sagas.iter().map(|s| s.id).collect();
+    let saga_ids: Vec<SagaId> = sagas.iter().map(|s| s.id).collect();
     let reasons: Vec<&str> = sagas.iter().map(|s| s.failure_reason.as_str()).collect();
     sqlx::query(
         "UPDATE sales SET state = $3, failure_reason = u.reason, base_commission = NULL, total_commission = NULL

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use accrue_saga::{Saga, SagaDef, SagaState};
+use accrue_types::SagaId;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -36,7 +37,7 @@ pub(crate) struct RefundRow {
     pub(crate) reason: String,
     pub(crate) state: RefundState,
     pub(crate) failure_reason: String,
-    pub(crate) saga_id: Option<Uuid>,
+    pub(crate) saga_id: Option<SagaId>,
     /// Σ the DEBIT entries it posted (major units), once APPLIED.
     pub(crate) clawback_amount: Option<Decimal>,
     pub(crate) created_at: DateTime<Utc>,
@@ -84,7 +85,7 @@ struct LockedSale {
     amount: Decimal,
     refunded_amount: Decimal,
     occurred_at: DateTime<Utc>,
-    saga_id: Option<Uuid>,
+    saga_id: Option<SagaId>,
 }
 
 async fn refund_by_external(
@@ -157,7 +158,7 @@ pub(crate) async fn record_refund(pool: &PgPool, refund: &RefundInput) -> Result
         .fetch_one(&mut *tx)
         .await?;
     let id = Uuid::now_v7();
-    let saga_id = sale.saga_id.map(|_| Uuid::now_v7());
+    let saga_id = sale.saga_id.map(|_| SagaId::new_v7());
     let (state, clawback) = match saga_id {
         Some(_) => (RefundState::Pending, None),
         None => (RefundState::Applied, Some(Decimal::ZERO)),
@@ -280,17 +281,17 @@ pub(crate) struct ClawbackSubject {
     /// A: the sale's gross amount (major units).
     pub(crate) sale_amount: Decimal,
     /// The sale's SettleSale saga.
-    pub(crate) settle_saga_id: Option<Uuid>,
+    pub(crate) settle_saga_id: Option<SagaId>,
 }
 
 /// The subjects of a claimed batch of ClawbackSale sagas, by saga id (one query).
 pub(crate) async fn clawback_subjects(
     pool: &PgPool,
-    saga_ids: &[Uuid],
-) -> Result<HashMap<Uuid, ClawbackSubject>, sqlx::Error> {
+    saga_ids: &[SagaId],
+) -> Result<HashMap<SagaId, ClawbackSubject>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
-        clawback_saga_id: Uuid,
+        clawback_saga_id: SagaId,
         #[sqlx(flatten)]
         subject: ClawbackSubject,
     }
@@ -352,7 +353,7 @@ pub(crate) async fn clawback_facts(
 /// A refund clawed back, for the saga (and generation) that applied it.
 #[derive(Debug, Clone)]
 pub(crate) struct Applied {
-    pub(crate) saga_id: Uuid,
+    pub(crate) saga_id: SagaId,
     pub(crate) generation: i64,
     /// Σ the DEBIT entries it posted (major units).
     pub(crate) clawback_amount: Decimal,
@@ -393,7 +394,7 @@ pub(crate) async fn apply_refunds(pool: &PgPool, applied: &[Applied]) -> Result<
     if applied.is_empty() {
         return Ok(());
     }
-    let saga_ids: Vec<Uuid> = applied.iter().map(|a| a.saga_id).collect();
+    let saga_ids: Vec<SagaId> = applied.iter().map(|a| a.saga_id).collect();
     let generations: Vec<i64> = applied.iter().map(|a| a.generation).collect();
     let amounts: Vec<Decimal> = applied.iter().map(|a| a.clawback_amount).collect();
     let mut tx = pool.begin().await?;
@@ -421,7 +422,7 @@ pub(crate) async fn unapply_refunds(pool: &PgPool, sagas: &[&Saga]) -> Result<()
     if sagas.is_empty() {
         return Ok(());
     }
-    let (saga_ids, generations): (Vec<Uuid>, Vec<i64>) = sagas.iter().map(|s| (s.id, s.generation)).unzip();
+    let (saga_ids, generations): (Vec<SagaId>, Vec<i64>) = sagas.iter().map(|s| (s.id, s.generation)).unzip();
     let mut tx = pool.begin().await?;
     let sales: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE refunds r SET state = $3, clawback_amount = NULL
@@ -446,7 +447,7 @@ pub(crate) async fn fail_refunds(conn: &mut PgConnection, sagas: &[&Saga]) -> Re
     if sagas.is_empty() {
         return Ok(());
     }
-    let saga_ids: Vec<Uuid> = sagas.iter().map(|s| s.id).collect();
+    let saga_ids: Vec<SagaId> = sagas.iter().map(|s| s.id).collect();
     let reasons: Vec<&str> = sagas.iter().map(|s| s.failure_reason.as_str()).collect();
     sqlx::query(
         "UPDATE refunds r SET state = $3, failure_reason = u.reason, clawback_amount = NULL

@@ -4,6 +4,7 @@
 //! max_duration_months), one rounding and the caps.
 
 use accrue_money::Money;
+use accrue_types::AgreementVersionId;
 use chrono::{DateTime, Months, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -31,7 +32,12 @@ pub struct Base<'a> {
 impl Base<'_> {
     /// A line breakdown under this version (overrides start from it).
     pub(super) fn line_breakdown(&self, model: &str, rule: String) -> Breakdown {
-        Breakdown { model: model.into(), rule, agreement_version_id: Some(self.version.id), ..Breakdown::default() }
+        Breakdown {
+            model: model.into(),
+            rule,
+            agreement_version_id: Some(AgreementVersionId::from_uuid(self.version.id)),
+            ..Breakdown::default()
+        }
     }
 }
 
@@ -62,7 +68,7 @@ pub fn base_commission<'a>(
     };
     let rules = &version.rules;
     out.agreement_version_id = Some(version.id);
-    base.agreement_version_id = Some(version.id);
+    base.agreement_version_id = Some(AgreementVersionId::from_uuid(version.id));
     base.model = rules.model.as_str().into();
     base.input("trigger", rules.trigger.as_str());
     base.input("agreement_id", version.agreement_id);

@@ -2,6 +2,7 @@
 //! sale pays MARGIN lines up the seller's upline, each partner its role's
 //! absolute rate minus that of the partner below it.
 
+use accrue_types::PartnerId;
 use chrono::TimeDelta;
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -188,11 +189,11 @@ pub fn settle_margins(
         breakdown.input("service_code", &sale.service_code);
         breakdown.input("margin_rate", margin_rate);
         lines.push(Line {
-            partner_id: *partner_id,
+            partner_id: PartnerId::from_uuid(*partner_id),
             kind: EarningKind::Margin,
             amount: accrue_money::Money { amount: rounded, currency },
             level: u32::try_from(*position).map_err(|_| out_of_range())?,
-            source_partner_id: Some(sale.seller.id),
+            source_partner_id: Some(PartnerId::from_uuid(sale.seller.id)),
             clears_at,
             breakdown: Some(breakdown),
         });

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use accrue_money::Money;
+use accrue_types::PartnerId;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -140,11 +141,11 @@ pub fn override_lines(
         };
         if amount > Decimal::ZERO {
             lines.push(Line {
-                partner_id: ancestor.id,
+                partner_id: PartnerId::from_uuid(ancestor.id),
                 kind: EarningKind::Override,
                 amount: Money { amount: currency.rescale(amount), currency },
                 level,
-                source_partner_id: Some(sale.seller.id),
+                source_partner_id: Some(PartnerId::from_uuid(sale.seller.id)),
                 clears_at,
                 breakdown: Some(breakdown),
             });

@@ -1,6 +1,7 @@
 //! Unit tests of the settlement math (DESIGN §4; seeds 000, 003, 004).
 
 use accrue_money::{Money, RoundingMode};
+use accrue_types::{AgreementVersionId, PartnerId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -126,7 +127,7 @@ fn why(line: &Line) -> &Breakdown {
 
 /// (partner, kind, amount, level) of every line.
 fn lines(settlement: &Settlement) -> Vec<(Uuid, EarningKind, String, u32)> {
-    settlement.lines.iter().map(|l| (l.partner_id, l.kind, l.amount.amount_string(), l.level)).collect()
+    settlement.lines.iter().map(|l| (l.partner_id.into_uuid(), l.kind, l.amount.amount_string(), l.level)).collect()
 }
 
 fn base(settlement: &Settlement) -> String {
@@ -164,8 +165,8 @@ fn seed_000_split_owner_50_a_30_b_20() {
     assert_conserves(&out);
     let direct = &out.lines[0];
     assert_eq!(why(direct).model, "PERCENTAGE");
-    assert_eq!(why(direct).agreement_version_id, Some(pid(DEFAULT_VERSION)));
-    assert_eq!(direct.source_partner_id, Some(pid(SELLER)));
+    assert_eq!(why(direct).agreement_version_id, Some(AgreementVersionId::from_uuid(pid(DEFAULT_VERSION))));
+    assert_eq!(direct.source_partner_id, Some(PartnerId::from_uuid(pid(SELLER))));
     assert_eq!(direct.clears_at, at("2024-07-01T12:00:00Z"));
     assert_eq!(why(&out.lines[2]).rule, "split[1]");
 }
@@ -787,7 +788,7 @@ fn override_lines(settlement: &Settlement) -> Vec<(Uuid, String, u32)> {
         .lines
         .iter()
         .filter(|l| l.kind == EarningKind::Override)
-        .map(|l| (l.partner_id, l.amount.amount_string(), l.level))
+        .map(|l| (l.partner_id.into_uuid(), l.amount.amount_string(), l.level))
         .collect()
 }
 
@@ -809,7 +810,7 @@ fn overrides_on_deal_amount_without_compression() {
     assert_eq!(why(line).model, "OVERRIDE_PERCENTAGE");
     assert_eq!(why(line).rule, "level 1");
     assert_eq!(why(line).formula, "DEAL_AMOUNT 100.00 × 0.05 = 5.0000 → 5.00");
-    assert_eq!(line.source_partner_id, Some(pid(SELLER)));
+    assert_eq!(line.source_partner_id, Some(PartnerId::from_uuid(pid(SELLER))));
     assert_eq!(line.clears_at, at("2024-07-01T12:00:00Z"));
     // Overrides are on top of C: the direct line is still all of C.
     assert_eq!(out.lines[0].amount.amount_string(), "10.00");
@@ -1156,7 +1157,7 @@ mod margins {
             .iter()
             .map(|l| {
                 assert_eq!(l.kind, EarningKind::Margin, "only MARGIN lines on a scheme-managed sale");
-                (l.partner_id.as_u128(), l.amount.amount_string(), l.level)
+                (l.partner_id.as_uuid().as_u128(), l.amount.amount_string(), l.level)
             })
             .collect()
     }
@@ -1202,7 +1203,7 @@ mod margins {
         assert_eq!(seller.formula, "100.00 × (abs[RETAILER] 0.01 − 0 = 0.01) = 1.0000 → 1.00");
         assert_eq!(seller.inputs["below_role"], "");
         for line in &out.lines {
-            assert_eq!(line.source_partner_id, Some(pid(1)));
+            assert_eq!(line.source_partner_id, Some(PartnerId::from_uuid(pid(1))));
             assert_eq!(line.clears_at, at("2024-06-08T12:00:00Z"), "root scheme clears after 7 days");
             assert_eq!(why(line).agreement_version_id, None);
         }
@@ -1473,7 +1474,7 @@ mod margins {
                 prop_assert_eq!(line.kind, EarningKind::Margin);
                 prop_assert!(line.amount.amount > Decimal::ZERO);
                 prop_assert!(currency.is_exact(line.amount.amount));
-                let expected = currency.round(s.amount.amount * by_partner[&line.partner_id], settings.rounding);
+                let expected = currency.round(s.amount.amount * by_partner[line.partner_id.as_uuid()], settings.rounding);
                 prop_assert_eq!(line.amount.amount, expected);
             }
             let paid: Decimal = out.lines.iter().map(|l| l.amount.amount).sum();

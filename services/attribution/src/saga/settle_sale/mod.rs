@@ -28,6 +28,7 @@ use std::future::Future;
 use accrue_money::Currency;
 use accrue_proto::types::v1 as tpb;
 use accrue_saga::{SagaDef, StepError, StepFuture, StepResult};
+use accrue_types::SagaId;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
@@ -121,7 +122,7 @@ impl SagaDef for SettleSale {
         &STEPS
     }
 
-    async fn load(&self, pool: &PgPool, sagas: &[Uuid]) -> Result<HashMap<Uuid, SaleRow>, sqlx::Error> {
+    async fn load(&self, pool: &PgPool, sagas: &[SagaId]) -> Result<HashMap<SagaId, SaleRow>, sqlx::Error> {
         store::saga_sales(pool, sagas).await
     }
 
@@ -144,7 +145,7 @@ fn undone(items: &[Item<'_>]) -> Vec<StepResult> {
 const MAX_BATCH: usize = 1000;
 
 /// The ledger idempotency key of a saga run's posting.
-pub(crate) fn post_key(saga_id: Uuid, run: i32) -> String {
+pub(crate) fn post_key(saga_id: SagaId, run: i32) -> String {
     format!("saga:{saga_id}:run:{run}:post")
 }
 
@@ -289,7 +290,7 @@ mod tests {
 
     #[test]
     fn post_key_names_saga_and_run() {
-        let id = Uuid::from_u128(0);
+        let id = SagaId::from_u128(0);
         assert_eq!(post_key(id, 2), "saga:00000000-0000-0000-0000-000000000000:run:2:post");
     }
 }

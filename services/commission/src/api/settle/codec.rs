@@ -256,6 +256,7 @@ pub fn failed_settlement(sale_id: &str, failure: Failure) -> Settlement {
 mod tests {
     use super::*;
     use accrue_money::Money;
+    use accrue_types::PartnerId;
 
     fn usd(amount: &str) -> Option<types::Money> {
         Some(types::Money { currency_code: "USD".into(), amount: amount.into() })
@@ -307,11 +308,11 @@ mod tests {
         assert_eq!(decoded.seller.role.as_deref(), Some("RETAILER"));
         assert_eq!(decoded.ancestors[0].role, None, "an empty role is no role");
         let line = crate::domain::Line {
-            partner_id: Uuid::from_u128(1),
+            partner_id: PartnerId::from_u128(1),
             kind: crate::domain::EarningKind::Margin,
             amount: Money::parse("USD", "1.00").unwrap(),
             level: 3,
-            source_partner_id: Some(Uuid::from_u128(1)),
+            source_partner_id: Some(PartnerId::from_u128(1)),
             clears_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
             breakdown: Some(Breakdown::default()),
         };

@@ -6,11 +6,10 @@
 use std::collections::HashMap;
 
 use accrue_saga::{Saga, SagaDef, SagaState};
-use accrue_types::SagaId;
+use accrue_types::{ProgramId, RefundId, SagaId, SaleId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
-use uuid::Uuid;
 
 use super::{Cursor, StoreError};
 use crate::domain::refund::{RefundInput, RefundState, SaleRef, check_against_sale};
@@ -20,11 +19,11 @@ use crate::saga::clawback_sale::ClawbackSale;
 /// A stored refund, with its sale's external id.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct RefundRow {
-    pub(crate) id: Uuid,
-    pub(crate) program_id: Uuid,
+    pub(crate) id: RefundId,
+    pub(crate) program_id: ProgramId,
     pub(crate) external_id: String,
     pub(crate) request_hash: String,
-    pub(crate) sale_id: Uuid,
+    pub(crate) sale_id: SaleId,
     pub(crate) sale_external_id: String,
     /// 1 for the sale's first refund, then 2, …
     pub(crate) sequence: i32,
@@ -80,7 +79,7 @@ pub(crate) enum RefundOutcome {
 /// The refunded sale as RecordRefund reads it (locked).
 #[derive(Debug, sqlx::FromRow)]
 struct LockedSale {
-    id: Uuid,
+    id: SaleId,
     currency: String,
     amount: Decimal,
     refunded_amount: Decimal,
@@ -90,7 +89,7 @@ struct LockedSale {
 
 async fn refund_by_external(
     executor: impl sqlx::PgExecutor<'_>,
-    program_id: Uuid,
+    program_id: ProgramId,
     external_id: &str,
 ) -> Result<Option<RefundRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("{REFUND_SELECT} WHERE r.program_id = $1 AND r.external_id = $2")))
@@ -157,7 +156,7 @@ pub(crate) async fn record_refund(pool: &PgPool, refund: &RefundInput) -> Result
         .bind(sale.id)
         .fetch_one(&mut *tx)
         .await?;
-    let id = Uuid::now_v7();
+    let id = RefundId::new_v7();
     let saga_id = sale.saga_id.map(|_| SagaId::new_v7());
     let (state, clawback) = match saga_id {
         Some(_) => (RefundState::Pending, None),
@@ -225,7 +224,7 @@ pub(crate) async fn record_refund(pool: &PgPool, refund: &RefundInput) -> Result
 }
 
 /// A refund by id.
-pub(crate) async fn get_refund(pool: &PgPool, id: Uuid) -> Result<Option<RefundRow>, StoreError> {
+pub(crate) async fn get_refund(pool: &PgPool, id: RefundId) -> Result<Option<RefundRow>, StoreError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("{REFUND_SELECT} WHERE r.id = $1")))
         .bind(id)
         .fetch_optional(pool)
@@ -237,8 +236,8 @@ pub(crate) async fn get_refund(pool: &PgPool, id: Uuid) -> Result<Option<RefundR
 /// optionally only one sale's and only in one state.
 pub(crate) async fn list_refunds(
     pool: &PgPool,
-    program_id: Uuid,
-    sale_id: Option<Uuid>,
+    program_id: ProgramId,
+    sale_id: Option<SaleId>,
     state: Option<RefundState>,
     cursor: Option<Cursor>,
     limit: i64,
@@ -262,7 +261,7 @@ pub(crate) async fn list_refunds(
 
 /// RetrySaga of a failed ClawbackSale: its refund is PENDING again (inside
 /// RetrySaga's transaction).
-pub(crate) async fn reopen_refund(tx: &mut Transaction<'_, Postgres>, refund_id: Uuid) -> Result<(), sqlx::Error> {
+pub(crate) async fn reopen_refund(tx: &mut Transaction<'_, Postgres>, refund_id: RefundId) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE refunds SET state = $2, failure_reason = '', clawback_amount = NULL WHERE id = $1")
         .bind(refund_id)
         .bind(RefundState::Pending)
@@ -313,7 +312,7 @@ pub(crate) async fn clawback_subjects(
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct ClawbackFacts {
     /// The refund.
-    pub(crate) refund_id: Uuid,
+    pub(crate) refund_id: RefundId,
     /// The state of the sale's SettleSale saga (None: the sale has none).
     pub(crate) settle_state: Option<SagaState>,
     /// The `succeeded` output of `settle_step` in the settlement saga's
@@ -328,7 +327,7 @@ pub(crate) struct ClawbackFacts {
 /// the SettleSale step whose logged output is wanted.
 pub(crate) async fn clawback_facts(
     pool: &PgPool,
-    refund_ids: &[Uuid],
+    refund_ids: &[RefundId],
     settle_step: &str,
 ) -> Result<Vec<ClawbackFacts>, sqlx::Error> {
     sqlx::query_as(
@@ -364,7 +363,7 @@ pub(crate) struct Applied {
 /// PARTIALLY_REFUNDED. Refunds apply in sequence order, so the largest T
 /// among the applied ones is the latest. Only settled sales change (an
 /// UNATTRIBUTED sale keeps its state when refunded).
-async fn refresh_sale_states(conn: &mut PgConnection, sale_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+async fn refresh_sale_states(conn: &mut PgConnection, sale_ids: &[SaleId]) -> Result<(), sqlx::Error> {
     if sale_ids.is_empty() {
         return Ok(());
     }
@@ -398,7 +397,7 @@ pub(crate) async fn apply_refunds(pool: &PgPool, applied: &[Applied]) -> Result<
     let generations: Vec<i64> = applied.iter().map(|a| a.generation).collect();
     let amounts: Vec<Decimal> = applied.iter().map(|a| a.clawback_amount).collect();
     let mut tx = pool.begin().await?;
-    let sales: Vec<Uuid> = sqlx::query_scalar(
+    let sales: Vec<SaleId> = sqlx::query_scalar(
         "UPDATE refunds r SET state = $4, clawback_amount = u.clawback, failure_reason = ''
          FROM UNNEST($1::uuid[], $2::bigint[], $3::numeric[]) AS u(saga_id, generation, clawback)
          JOIN sagas g ON g.id = u.saga_id AND g.generation = u.generation
@@ -424,7 +423,7 @@ pub(crate) async fn unapply_refunds(pool: &PgPool, sagas: &[&Saga]) -> Result<()
     }
     let (saga_ids, generations): (Vec<SagaId>, Vec<i64>) = sagas.iter().map(|s| (s.id, s.generation)).unzip();
     let mut tx = pool.begin().await?;
-    let sales: Vec<Uuid> = sqlx::query_scalar(
+    let sales: Vec<SaleId> = sqlx::query_scalar(
         "UPDATE refunds r SET state = $3, clawback_amount = NULL
          FROM UNNEST($1::uuid[], $2::bigint[]) AS u(saga_id, generation)
          JOIN sagas g ON g.id = u.saga_id AND g.generation = u.generation

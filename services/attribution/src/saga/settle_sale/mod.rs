@@ -28,11 +28,10 @@ use std::future::Future;
 use accrue_money::Currency;
 use accrue_proto::types::v1 as tpb;
 use accrue_saga::{SagaDef, StepError, StepFuture, StepResult};
-use accrue_types::SagaId;
+use accrue_types::{ProgramId, SagaId};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 use crate::peers::Peers;
 use crate::store::{self, SaleRow};
@@ -168,7 +167,7 @@ fn all_failed(items: &[Item<'_>], error: &sqlx::Error) -> Vec<StepResult> {
 }
 
 /// The program of a non-empty chunk (chunks are cut per program).
-fn chunk_program(items: &[Item<'_>], chunk: &[usize]) -> Result<Uuid, StepError> {
+fn chunk_program(items: &[Item<'_>], chunk: &[usize]) -> Result<ProgramId, StepError> {
     chunk
         .first()
         .and_then(|&i| items.get(i))
@@ -218,7 +217,7 @@ where
 /// Groups item indices by program, then cuts each group into chunks whose
 /// `weight` (ids per item) stays within [`MAX_BATCH`].
 fn chunk_by_program(items: &[Item<'_>], weight: impl Fn(usize) -> usize) -> Vec<Vec<usize>> {
-    let mut groups: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
+    let mut groups: BTreeMap<ProgramId, Vec<usize>> = BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
         groups.entry(item.subject.program_id).or_default().push(i);
     }

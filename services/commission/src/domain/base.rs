@@ -4,10 +4,9 @@
 //! max_duration_months), one rounding and the caps.
 
 use accrue_money::Money;
-use accrue_types::AgreementVersionId;
+use accrue_types::AgreementId;
 use chrono::{DateTime, Months, TimeDelta, Utc};
 use rust_decimal::Decimal;
-use uuid::Uuid;
 
 use super::agreements::{AgreementBook, AgreementVersion};
 use super::rules::{ConditionFacts, Model, TierPays};
@@ -32,12 +31,7 @@ pub struct Base<'a> {
 impl Base<'_> {
     /// A line breakdown under this version (overrides start from it).
     pub(super) fn line_breakdown(&self, model: &str, rule: String) -> Breakdown {
-        Breakdown {
-            model: model.into(),
-            rule,
-            agreement_version_id: Some(AgreementVersionId::from_uuid(self.version.id)),
-            ..Breakdown::default()
-        }
+        Breakdown { model: model.into(), rule, agreement_version_id: Some(self.version.id), ..Breakdown::default() }
     }
 }
 
@@ -68,7 +62,7 @@ pub fn base_commission<'a>(
     };
     let rules = &version.rules;
     out.agreement_version_id = Some(version.id);
-    base.agreement_version_id = Some(AgreementVersionId::from_uuid(version.id));
+    base.agreement_version_id = Some(version.id);
     base.model = rules.model.as_str().into();
     base.input("trigger", rules.trigger.as_str());
     base.input("agreement_id", version.agreement_id);
@@ -327,7 +321,7 @@ fn raw_commission(model: &Model, sale: &Sale) -> Result<Raw, Failure> {
 pub fn prior_firing_events<'a>(
     book: &AgreementBook,
     schemes: &SchemeBook,
-    agreement_id: Uuid,
+    agreement_id: AgreementId,
     sale: &'a Sale,
 ) -> Vec<&'a PriorEvent> {
     let mut seen_payment = false;

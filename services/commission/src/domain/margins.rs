@@ -5,7 +5,6 @@
 use accrue_types::PartnerId;
 use chrono::TimeDelta;
 use rust_decimal::Decimal;
-use uuid::Uuid;
 
 use super::sale::{
     Breakdown, EarningKind, Failure, Line, PartnerRef, PartnerStatus, ProgramSettings, Sale, Settlement, mul,
@@ -19,7 +18,7 @@ pub struct MarginShare {
     /// Position in the walk (0 = seller, 1 = its parent, …).
     pub position: usize,
     /// The partner.
-    pub partner_id: Uuid,
+    pub partner_id: PartnerId,
     /// Its role.
     pub role: String,
     /// abs[role] in the scheme used.
@@ -189,11 +188,11 @@ pub fn settle_margins(
         breakdown.input("service_code", &sale.service_code);
         breakdown.input("margin_rate", margin_rate);
         lines.push(Line {
-            partner_id: PartnerId::from_uuid(*partner_id),
+            partner_id: *partner_id,
             kind: EarningKind::Margin,
             amount: accrue_money::Money { amount: rounded, currency },
             level: u32::try_from(*position).map_err(|_| out_of_range())?,
-            source_partner_id: Some(PartnerId::from_uuid(sale.seller.id)),
+            source_partner_id: Some(sale.seller.id),
             clears_at,
             breakdown: Some(breakdown),
         });

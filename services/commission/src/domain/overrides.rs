@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use accrue_money::Money;
 use accrue_types::PartnerId;
 use rust_decimal::Decimal;
-use uuid::Uuid;
 
 use super::base::Base;
 use super::rules::{OverrideBasis, OverrideMode, OverridePlan};
@@ -21,7 +20,7 @@ pub struct OverridePlans {
     /// The program's plan.
     pub program: Option<OverridePlan>,
     /// Upline partners' own plans.
-    pub partners: HashMap<Uuid, OverridePlan>,
+    pub partners: HashMap<PartnerId, OverridePlan>,
 }
 
 /// The OVERRIDE lines of a sale whose agreement fired, by level; why a level
@@ -141,11 +140,11 @@ pub fn override_lines(
         };
         if amount > Decimal::ZERO {
             lines.push(Line {
-                partner_id: PartnerId::from_uuid(ancestor.id),
+                partner_id: ancestor.id,
                 kind: EarningKind::Override,
                 amount: Money { amount: currency.rescale(amount), currency },
                 level,
-                source_partner_id: Some(PartnerId::from_uuid(sale.seller.id)),
+                source_partner_id: Some(sale.seller.id),
                 clears_at,
                 breakdown: Some(breakdown),
             });

@@ -3,7 +3,6 @@
 //! the configured points; a TERMINATED partner's amount then moves to the owner.
 
 use accrue_money::{Money, allocate_largest_remainder};
-use accrue_types::PartnerId;
 use accrue_types::split::{BASIS_POINTS_WHOLE, SplitPoints};
 
 use super::base::Base;
@@ -93,11 +92,11 @@ pub fn split_lines(
             }
         }
         lines.push(Line {
-            partner_id: PartnerId::from_uuid(partner_id),
+            partner_id,
             kind,
             amount: Money { amount, currency },
             level: 0,
-            source_partner_id: Some(PartnerId::from_uuid(sale.seller.id)),
+            source_partner_id: Some(sale.seller.id),
             clears_at,
             breakdown: Some(breakdown),
         });

@@ -1,7 +1,9 @@
 //! Unit tests of the settlement math (DESIGN §4; seeds 000, 003, 004).
 
+use std::str::FromStr;
+
 use accrue_money::{Money, RoundingMode};
-use accrue_types::{AgreementVersionId, PartnerId};
+use accrue_types::{ParseIdError, PartnerId, SchemeId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -17,8 +19,10 @@ fn usd(amount: &str) -> Money {
     money("USD", amount)
 }
 
-fn pid(n: u128) -> Uuid {
-    Uuid::from_u128(n)
+/// The id `n` of whichever kind the call site wants (partner, scheme,
+/// agreement, version): the fixtures number every id in one space.
+fn pid<T: FromStr<Err = ParseIdError>>(n: u128) -> T {
+    Uuid::from_u128(n).to_string().parse().expect("a UUID parses as every kind of id")
 }
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -126,8 +130,8 @@ fn why(line: &Line) -> &Breakdown {
 }
 
 /// (partner, kind, amount, level) of every line.
-fn lines(settlement: &Settlement) -> Vec<(Uuid, EarningKind, String, u32)> {
-    settlement.lines.iter().map(|l| (l.partner_id.into_uuid(), l.kind, l.amount.amount_string(), l.level)).collect()
+fn lines(settlement: &Settlement) -> Vec<(PartnerId, EarningKind, String, u32)> {
+    settlement.lines.iter().map(|l| (l.partner_id, l.kind, l.amount.amount_string(), l.level)).collect()
 }
 
 fn base(settlement: &Settlement) -> String {
@@ -165,8 +169,8 @@ fn seed_000_split_owner_50_a_30_b_20() {
     assert_conserves(&out);
     let direct = &out.lines[0];
     assert_eq!(why(direct).model, "PERCENTAGE");
-    assert_eq!(why(direct).agreement_version_id, Some(AgreementVersionId::from_uuid(pid(DEFAULT_VERSION))));
-    assert_eq!(direct.source_partner_id, Some(PartnerId::from_uuid(pid(SELLER))));
+    assert_eq!(why(direct).agreement_version_id, Some(pid(DEFAULT_VERSION)));
+    assert_eq!(direct.source_partner_id, Some(pid(SELLER)));
     assert_eq!(direct.clears_at, at("2024-07-01T12:00:00Z"));
     assert_eq!(why(&out.lines[2]).rule, "split[1]");
 }
@@ -783,12 +787,12 @@ fn chain_sale() -> Sale {
     s
 }
 
-fn override_lines(settlement: &Settlement) -> Vec<(Uuid, String, u32)> {
+fn override_lines(settlement: &Settlement) -> Vec<(PartnerId, String, u32)> {
     settlement
         .lines
         .iter()
         .filter(|l| l.kind == EarningKind::Override)
-        .map(|l| (l.partner_id.into_uuid(), l.amount.amount_string(), l.level))
+        .map(|l| (l.partner_id, l.amount.amount_string(), l.level))
         .collect()
 }
 
@@ -810,7 +814,7 @@ fn overrides_on_deal_amount_without_compression() {
     assert_eq!(why(line).model, "OVERRIDE_PERCENTAGE");
     assert_eq!(why(line).rule, "level 1");
     assert_eq!(why(line).formula, "DEAL_AMOUNT 100.00 × 0.05 = 5.0000 → 5.00");
-    assert_eq!(line.source_partner_id, Some(PartnerId::from_uuid(pid(SELLER))));
+    assert_eq!(line.source_partner_id, Some(pid(SELLER)));
     assert_eq!(line.clears_at, at("2024-07-01T12:00:00Z"));
     // Overrides are on top of C: the direct line is still all of C.
     assert_eq!(out.lines[0].amount.amount_string(), "10.00");
@@ -1196,14 +1200,14 @@ mod margins {
         assert_eq!(md.inputs["below_role"], "DISTRIBUTOR");
         assert_eq!(md.inputs["below_abs_rate"], "0.02");
         assert_eq!(md.inputs["margin_rate"], "0.01");
-        assert_eq!(md.inputs["abs_source_scheme_id"], pid(ROOT).to_string());
-        assert_eq!(md.inputs["scheme_id"], pid(ROOT).to_string());
+        assert_eq!(md.inputs["abs_source_scheme_id"], pid::<SchemeId>(ROOT).to_string());
+        assert_eq!(md.inputs["scheme_id"], pid::<SchemeId>(ROOT).to_string());
         assert_eq!(md.inputs["service_code"], SERVICE);
         let seller = why(&out.lines[0]);
         assert_eq!(seller.formula, "100.00 × (abs[RETAILER] 0.01 − 0 = 0.01) = 1.0000 → 1.00");
         assert_eq!(seller.inputs["below_role"], "");
         for line in &out.lines {
-            assert_eq!(line.source_partner_id, Some(PartnerId::from_uuid(pid(1))));
+            assert_eq!(line.source_partner_id, Some(pid(1)));
             assert_eq!(line.clears_at, at("2024-06-08T12:00:00Z"), "root scheme clears after 7 days");
             assert_eq!(why(line).agreement_version_id, None);
         }
@@ -1252,7 +1256,11 @@ mod margins {
         );
         assert_eq!(total(&out), dec!(10.00), "Σ = 200.00 × abs[ADMIN] 0.05");
         let sources: Vec<&str> = out.lines.iter().map(|l| why(l).inputs["abs_source_scheme_id"].as_str()).collect();
-        let (root, child, grandchild) = (pid(ROOT).to_string(), pid(CHILD).to_string(), pid(GRANDCHILD).to_string());
+        let (root, child, grandchild) = (
+            pid::<SchemeId>(ROOT).to_string(),
+            pid::<SchemeId>(CHILD).to_string(),
+            pid::<SchemeId>(GRANDCHILD).to_string(),
+        );
         assert_eq!(sources, vec![grandchild.as_str(), child.as_str(), child.as_str(), root.as_str(), root.as_str()]);
         // The grandchild's clearance (0 days) applies: the seller's scheme decides.
         assert!(out.lines.iter().all(|l| l.clears_at == at("2024-06-01T12:00:00Z")));
@@ -1300,7 +1308,7 @@ mod margins {
         let schemes = book(vec![seed_root(), child], &[(9, CHILD)]);
         let out = run_schemes(&program(), &schemes, &seed_sale("100.00"));
         assert_eq!(out.lines[0].amount.amount_string(), "1.00", "root RETAILER 1%");
-        assert_eq!(why(&out.lines[0]).inputs["scheme_id"], pid(ROOT).to_string());
+        assert_eq!(why(&out.lines[0]).inputs["scheme_id"], pid::<SchemeId>(ROOT).to_string());
         assert_eq!(out.lines[0].clears_at, at("2024-06-08T12:00:00Z"));
         assert_eq!(out.base_breakdown.inputs["scheme_source"], "program root");
 
@@ -1468,13 +1476,13 @@ mod margins {
             let out = run_schemes(&settings, &schemes, &s);
             prop_assert_eq!(&out.failure, &None);
             let currency = s.amount.currency;
-            let by_partner: HashMap<Uuid, Decimal> =
+            let by_partner: HashMap<PartnerId, Decimal> =
                 walk.shares.iter().map(|share| (share.partner_id, share.margin_rate)).collect();
             for line in &out.lines {
                 prop_assert_eq!(line.kind, EarningKind::Margin);
                 prop_assert!(line.amount.amount > Decimal::ZERO);
                 prop_assert!(currency.is_exact(line.amount.amount));
-                let expected = currency.round(s.amount.amount * by_partner[line.partner_id.as_uuid()], settings.rounding);
+                let expected = currency.round(s.amount.amount * by_partner[&line.partner_id], settings.rounding);
                 prop_assert_eq!(line.amount.amount, expected);
             }
             let paid: Decimal = out.lines.iter().map(|l| l.amount.amount).sum();

@@ -13,11 +13,11 @@ use accrue_proto::attribution::v1 as pb;
 use accrue_proto::attribution::v1::attribution_service_server::AttributionService;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::types::v1 as types;
+use accrue_types::{PartnerId, ProgramId};
 use chrono::Utc;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tonic::{Code, Request, Response, Status, Streaming};
-use uuid::Uuid;
 
 use crate::domain::link::{MAX_URL_LEN, Split, check_key, check_splits};
 use crate::domain::refund::{RefundState, SaleRef, parse_refund};
@@ -56,12 +56,16 @@ impl AttributionApi {
 
     /// hierarchy.GetUplines; the caller's mistakes pass through, anything else
     /// is UNAVAILABLE (retry).
-    async fn get_uplines(&self, program_id: Uuid, partner_ids: &[Uuid]) -> Result<hpb::GetUplinesResponse, Status> {
+    async fn get_uplines(
+        &self,
+        program_id: ProgramId,
+        partner_ids: &[PartnerId],
+    ) -> Result<hpb::GetUplinesResponse, Status> {
         let mut client = self.peers.hierarchy.clone();
         Ok(client
             .get_uplines(hpb::GetUplinesRequest {
                 program_id: program_id.to_string(),
-                partner_ids: partner_ids.iter().map(Uuid::to_string).collect(),
+                partner_ids: partner_ids.iter().map(PartnerId::to_string).collect(),
             })
             .await
             .map_err(|status| match status.code() {
@@ -79,7 +83,7 @@ impl AttributionApi {
     /// (hierarchy.GetUplines): a link whose sales could never be recorded is
     /// refused when it is configured (FAILED_PRECONDITION
     /// ROLE_MAY_NOT_TRANSACT), not on each sale.
-    async fn check_partners(&self, program_id: Uuid, partner_ids: &[Uuid]) -> Result<(), Status> {
+    async fn check_partners(&self, program_id: ProgramId, partner_ids: &[PartnerId]) -> Result<(), Status> {
         let response = self.get_uplines(program_id, partner_ids).await?;
         let program = response
             .program
@@ -126,8 +130,8 @@ impl AttributionApi {
         sales: &[SaleInput],
         attributions: &Attributions,
         roles: &mut RoleCache,
-    ) -> Result<HashMap<Uuid, String>, Status> {
-        let mut sellers: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
+    ) -> Result<HashMap<PartnerId, String>, Status> {
+        let mut sellers: HashMap<ProgramId, HashSet<PartnerId>> = HashMap::new();
         for sale in sales {
             if let Some(attribution) = store::attribution_of(attributions, sale) {
                 sellers.entry(sale.program_id).or_default().insert(attribution.partner_id);
@@ -137,7 +141,7 @@ impl AttributionApi {
         for (program_id, partners) in sellers {
             // Once the program is known to bar no role, its sellers need no look-up.
             let open = roles.programs.get(&program_id).is_some_and(Vec::is_empty);
-            let mut unknown: Vec<Uuid> =
+            let mut unknown: Vec<PartnerId> =
                 partners.iter().copied().filter(|id| !open && !roles.partners.contains_key(id)).collect();
             if !roles.programs.contains_key(&program_id) || !unknown.is_empty() {
                 unknown.sort_unstable();
@@ -146,7 +150,7 @@ impl AttributionApi {
                     response.program.ok_or_else(|| accrue_kit::internal("hierarchy.GetUplines returned no program"))?;
                 roles.programs.insert(program_id, program.non_transacting_roles);
                 for partner in response.uplines.into_iter().filter_map(|upline| upline.partner) {
-                    if let Ok(id) = Uuid::parse_str(&partner.id) {
+                    if let Ok(id) = partner.id.parse::<PartnerId>() {
                         roles.partners.insert(id, partner.role);
                     }
                 }
@@ -218,8 +222,8 @@ impl AttributionApi {
 /// that every sale of the call is judged by the same list.
 #[derive(Debug, Default)]
 struct RoleCache {
-    programs: HashMap<Uuid, Vec<String>>,
-    partners: HashMap<Uuid, String>,
+    programs: HashMap<ProgramId, Vec<String>>,
+    partners: HashMap<PartnerId, String>,
 }
 
 fn link_to_proto(row: LinkRow) -> pb::Link {
@@ -335,7 +339,7 @@ fn saga_to_proto(row: SagaRow, events: Vec<store::EventRow>) -> pb::Saga {
     }
 }
 
-fn required_program(value: &str) -> Result<Uuid, Status> {
+fn required_program(value: &str) -> Result<ProgramId, Status> {
     parse_id("program_id", value)
 }
 
@@ -359,7 +363,7 @@ impl AttributionService for AttributionApi {
         if link.destination_url.len() > MAX_URL_LEN {
             violations.add("link.destination_url", format!("must be at most {MAX_URL_LEN} bytes"));
         }
-        let parsed: Vec<(Option<Uuid>, i32)> = link
+        let parsed: Vec<(Option<PartnerId>, i32)> = link
             .splits
             .iter()
             .enumerate()
@@ -433,7 +437,7 @@ impl AttributionService for AttributionApi {
         let query = format!("links|{program_id}|{owner:?}");
         let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
         let mut rows = store::list_links(&self.pool, program_id, owner, cursor, limit + 1).await?;
-        let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.created_at, id: row.id })?;
+        let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.created_at, id: row.id.into() })?;
         Ok(Response::new(pb::ListLinksResponse {
             links: rows.into_iter().map(link_to_proto).collect(),
             next_page_token: next,
@@ -445,7 +449,7 @@ impl AttributionService for AttributionApi {
     async fn track_lead(&self, request: Request<pb::TrackLeadRequest>) -> Result<Response<pb::Lead>, Status> {
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
-        let program_id = require_uuid("program_id", &req.program_id, &mut violations);
+        let program_id: Option<ProgramId> = require_uuid("program_id", &req.program_id, &mut violations);
         let link_id = require_uuid("link_id", &req.link_id, &mut violations);
         if req.customer_external_id.trim().is_empty() {
             violations.add("customer_external_id", "is required");
@@ -556,7 +560,7 @@ impl AttributionService for AttributionApi {
         let query = format!("sales|{program_id}|{}", req.state);
         let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
         let (mut rows, total) = store::list_sales(&self.pool, program_id, state, cursor, limit + 1).await?;
-        let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.occurred_at, id: row.id })?;
+        let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.occurred_at, id: row.id.into() })?;
         Ok(Response::new(pb::ListSalesResponse {
             sales: rows.into_iter().map(sale_to_proto).collect(),
             next_page_token: next,
@@ -599,7 +603,7 @@ impl AttributionService for AttributionApi {
         let query = format!("sagas|{program_id}|{}|{}", req.state, req.kind);
         let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
         let (mut rows, total) = store::list_sagas(&self.pool, program_id, state, kind, cursor, limit + 1).await?;
-        let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.created_at, id: row.id })?;
+        let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.created_at, id: row.id.into() })?;
         Ok(Response::new(pb::ListSagasResponse {
             sagas: rows.into_iter().map(|row| saga_to_proto(row, Vec::new())).collect(),
             next_page_token: next,
@@ -702,7 +706,7 @@ impl AttributionService for AttributionApi {
         let query = format!("refunds|{program_id}|{sale_id:?}|{}", req.state);
         let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
         let mut rows = store::list_refunds(&self.pool, program_id, sale_id, state, cursor, limit + 1).await?;
-        let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.occurred_at, id: row.id })?;
+        let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.occurred_at, id: row.id.into() })?;
         Ok(Response::new(pb::ListRefundsResponse {
             refunds: rows.into_iter().map(refund_to_proto).collect(),
             next_page_token: next,
@@ -712,6 +716,6 @@ impl AttributionService for AttributionApi {
 
 /// True when a stored link is the one this request describes (a repeat of
 /// its `request_id` with the same body).
-fn same_link(row: &LinkRow, owner: Uuid, key: &str, destination_url: &str, splits: &[Split]) -> bool {
+fn same_link(row: &LinkRow, owner: PartnerId, key: &str, destination_url: &str, splits: &[Split]) -> bool {
     row.owner_partner_id == owner && row.key == key && row.destination_url == destination_url && row.splits.0 == splits
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use accrue_types::{LinkId, PartnerId, ProgramId, RefundId, SagaId, SaleId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgRow;
@@ -28,9 +29,9 @@ pub(crate) use refunds::*;
 /// A stored link.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct LinkRow {
-    pub(crate) id: Uuid,
-    pub(crate) program_id: Uuid,
-    pub(crate) owner_partner_id: Uuid,
+    pub(crate) id: LinkId,
+    pub(crate) program_id: ProgramId,
+    pub(crate) owner_partner_id: PartnerId,
     pub(crate) key: String,
     pub(crate) destination_url: String,
     pub(crate) splits: Json<Vec<Split>>,
@@ -42,8 +43,8 @@ const LINK_COLUMNS: &str = "id, program_id, owner_partner_id, key, destination_u
 /// A link to insert.
 #[derive(Debug, Clone)]
 pub(crate) struct NewLink {
-    pub(crate) program_id: Uuid,
-    pub(crate) owner_partner_id: Uuid,
+    pub(crate) program_id: ProgramId,
+    pub(crate) owner_partner_id: PartnerId,
     pub(crate) key: String,
     pub(crate) destination_url: String,
     pub(crate) splits: Vec<Split>,
@@ -65,18 +66,18 @@ pub(crate) enum LinkInsert {
 /// A stored lead.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct LeadRow {
-    pub(crate) program_id: Uuid,
+    pub(crate) program_id: ProgramId,
     pub(crate) customer_external_id: String,
-    pub(crate) link_id: Uuid,
-    pub(crate) partner_id: Uuid,
+    pub(crate) link_id: LinkId,
+    pub(crate) partner_id: PartnerId,
     pub(crate) occurred_at: DateTime<Utc>,
 }
 
 /// A stored sale.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct SaleRow {
-    pub(crate) id: Uuid,
-    pub(crate) program_id: Uuid,
+    pub(crate) id: SaleId,
+    pub(crate) program_id: ProgramId,
     pub(crate) external_id: String,
     pub(crate) request_hash: String,
     pub(crate) customer_external_id: Option<String>,
@@ -86,13 +87,13 @@ pub(crate) struct SaleRow {
     pub(crate) product_code: String,
     pub(crate) service_code: String,
     pub(crate) occurred_at: DateTime<Utc>,
-    pub(crate) link_id: Option<Uuid>,
-    pub(crate) partner_id: Option<Uuid>,
+    pub(crate) link_id: Option<LinkId>,
+    pub(crate) partner_id: Option<PartnerId>,
     /// The link's splits as they were when the sale was recorded.
     pub(crate) splits: Json<Vec<Split>>,
     pub(crate) state: SaleState,
     pub(crate) failure_reason: String,
-    pub(crate) saga_id: Option<Uuid>,
+    pub(crate) saga_id: Option<SagaId>,
     pub(crate) base_commission: Option<Decimal>,
     pub(crate) total_commission: Option<Decimal>,
     pub(crate) created_at: DateTime<Utc>,
@@ -112,9 +113,9 @@ fn sale_columns_of(alias: &str) -> String {
 /// A stored saga.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct SagaRow {
-    pub(crate) id: Uuid,
-    pub(crate) program_id: Uuid,
-    pub(crate) sale_id: Uuid,
+    pub(crate) id: SagaId,
+    pub(crate) program_id: ProgramId,
+    pub(crate) sale_id: SaleId,
     pub(crate) kind: String,
     pub(crate) state: SagaState,
     pub(crate) generation: i64,
@@ -125,7 +126,7 @@ pub(crate) struct SagaRow {
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
     /// For a CLAWBACK_SALE saga: the refund it applies.
-    pub(crate) refund_id: Option<Uuid>,
+    pub(crate) refund_id: Option<RefundId>,
 }
 
 const SAGA_COLUMNS: &str = "id, program_id, sale_id, kind, state, generation, owner, lease_expires_at, attempt, \
@@ -147,7 +148,8 @@ pub(crate) struct EventRow {
 pub(crate) struct Cursor {
     /// Last row's time.
     pub(crate) t: DateTime<Utc>,
-    /// Last row's id.
+    /// Last row's id: a link's, a sale's or a saga's (one cursor type for
+    /// every [`Table`]).
     pub(crate) id: Uuid,
 }
 
@@ -172,13 +174,13 @@ const SAGAS: Table = Table { name: "sagas", columns: SAGA_COLUMNS, time: "create
 
 impl Table {
     /// The row with this id.
-    async fn get<R>(&self, pool: &PgPool, id: Uuid) -> Result<Option<R>, StoreError>
+    async fn get<R>(&self, pool: &PgPool, id: impl Into<Uuid>) -> Result<Option<R>, StoreError>
     where
         R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
     {
         let Table { name, columns, .. } = self;
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {columns} FROM {name} WHERE id = $1")))
-            .bind(id)
+            .bind(id.into())
             .fetch_optional(pool)
             .await
             .map_err(StoreError::from)
@@ -189,7 +191,7 @@ impl Table {
     async fn page<R, F>(
         &self,
         pool: &PgPool,
-        program_id: Uuid,
+        program_id: ProgramId,
         filter: Option<F>,
         cursor: Option<Cursor>,
         limit: i64,
@@ -216,7 +218,7 @@ impl Table {
     }
 
     /// How many of the program's rows match `filter` (all of them when unset).
-    async fn count<F>(&self, pool: &PgPool, program_id: Uuid, filter: Option<F>) -> Result<i64, StoreError>
+    async fn count<F>(&self, pool: &PgPool, program_id: ProgramId, filter: Option<F>) -> Result<i64, StoreError>
     where
         F: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
     {
@@ -237,7 +239,7 @@ impl Table {
 /// The link created earlier under `request_id` in the program, if any.
 pub(crate) async fn link_by_request(
     pool: &PgPool,
-    program_id: Uuid,
+    program_id: ProgramId,
     request_id: &str,
 ) -> Result<Option<LinkRow>, StoreError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -259,7 +261,7 @@ pub(crate) async fn insert_link(pool: &PgPool, link: &NewLink) -> Result<LinkIns
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          RETURNING {LINK_COLUMNS}"
     )))
-    .bind(Uuid::now_v7())
+    .bind(LinkId::new_v7())
     .bind(link.program_id)
     .bind(link.owner_partner_id)
     .bind(&link.key)
@@ -283,15 +285,15 @@ pub(crate) async fn insert_link(pool: &PgPool, link: &NewLink) -> Result<LinkIns
 }
 
 /// A link by id.
-pub(crate) async fn get_link(pool: &PgPool, id: Uuid) -> Result<Option<LinkRow>, StoreError> {
+pub(crate) async fn get_link(pool: &PgPool, id: LinkId) -> Result<Option<LinkRow>, StoreError> {
     LINKS.get(pool, id).await
 }
 
 /// A program's links, oldest first, after `cursor`, at most `limit`.
 pub(crate) async fn list_links(
     pool: &PgPool,
-    program_id: Uuid,
-    owner: Option<Uuid>,
+    program_id: ProgramId,
+    owner: Option<PartnerId>,
     cursor: Option<Cursor>,
     limit: i64,
 ) -> Result<Vec<LinkRow>, StoreError> {
@@ -357,7 +359,7 @@ pub(crate) enum RecordOutcome {
         /// Input index.
         index: usize,
         /// The seller (the link owner the sale is attributed to).
-        partner_id: Uuid,
+        partner_id: PartnerId,
         /// The seller's role.
         role: String,
     },
@@ -367,15 +369,15 @@ pub(crate) enum RecordOutcome {
 /// and the link's split config.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct Attribution {
-    pub(crate) program_id: Uuid,
+    pub(crate) program_id: ProgramId,
     pub(crate) customer_external_id: String,
-    pub(crate) link_id: Uuid,
-    pub(crate) partner_id: Uuid,
+    pub(crate) link_id: LinkId,
+    pub(crate) partner_id: PartnerId,
     pub(crate) splits: serde_json::Value,
 }
 
 /// Attributions by (program, customer external id).
-pub(crate) type Attributions = HashMap<(Uuid, String), Attribution>;
+pub(crate) type Attributions = HashMap<(ProgramId, String), Attribution>;
 
 /// Resolves the attribution of every sale that names a customer (customer →
 /// lead → link owner and splits), in one query. A lead is first-touch and a
@@ -385,7 +387,7 @@ pub(crate) async fn attributions(pool: &PgPool, sales: &[SaleInput]) -> Result<A
     if with_customer.is_empty() {
         return Ok(Attributions::new());
     }
-    let programs: Vec<Uuid> = with_customer.iter().map(|sale| sale.program_id).collect();
+    let programs: Vec<ProgramId> = with_customer.iter().map(|sale| sale.program_id).collect();
     let customers: Vec<&str> =
         with_customer.iter().map(|sale| sale.customer_external_id.as_deref().unwrap_or_default()).collect();
     let rows: Vec<Attribution> = sqlx::query_as(
@@ -419,11 +421,11 @@ pub(crate) async fn record_sales(
     pool: &PgPool,
     sales: &[SaleInput],
     attributions: &Attributions,
-    barred: &HashMap<Uuid, String>,
+    barred: &HashMap<PartnerId, String>,
 ) -> Result<RecordOutcome, StoreError> {
     let hashes: Vec<String> = sales.iter().map(SaleInput::request_hash).collect();
     // Duplicates inside the batch: the first occurrence stands for the rest.
-    let mut first: HashMap<(Uuid, &str), usize> = HashMap::new();
+    let mut first: HashMap<(ProgramId, &str), usize> = HashMap::new();
     let mut unique: Vec<usize> = Vec::with_capacity(sales.len());
     for (i, sale) in sales.iter().enumerate() {
         match first.get(&(sale.program_id, sale.external_id.as_str())) {
@@ -437,9 +439,9 @@ pub(crate) async fn record_sales(
     }
 
     let mut tx = pool.begin().await?;
-    let programs: Vec<Uuid> = unique.iter().map(|&i| sales[i].program_id).collect();
+    let programs: Vec<ProgramId> = unique.iter().map(|&i| sales[i].program_id).collect();
     let externals: Vec<String> = unique.iter().map(|&i| sales[i].external_id.clone()).collect();
-    let mut stored: HashMap<(Uuid, String), SaleRow> = fetch_by_external(&mut tx, &programs, &externals).await?;
+    let mut stored: HashMap<(ProgramId, String), SaleRow> = fetch_by_external(&mut tx, &programs, &externals).await?;
     for &i in &unique {
         if let Some(row) = stored.get(&(sales[i].program_id, sales[i].external_id.clone()))
             && row.request_hash != hashes[i]
@@ -480,15 +482,15 @@ pub(crate) async fn record_sales(
         let mut products = Vec::with_capacity(n);
         let mut services = Vec::with_capacity(n);
         let mut occurred = Vec::with_capacity(n);
-        let mut link_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
-        let mut partner_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
+        let mut link_ids: Vec<Option<LinkId>> = Vec::with_capacity(n);
+        let mut partner_ids: Vec<Option<PartnerId>> = Vec::with_capacity(n);
         let mut splits: Vec<serde_json::Value> = Vec::with_capacity(n);
         let mut states = Vec::with_capacity(n);
-        let mut saga_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
+        let mut saga_ids: Vec<Option<SagaId>> = Vec::with_capacity(n);
         for &i in &fresh {
             let sale = &sales[i];
             let attribution = attribution_of(attributions, sale);
-            ids.push(Uuid::now_v7());
+            ids.push(SaleId::new_v7());
             program_ids.push(sale.program_id);
             external_ids.push(sale.external_id.clone());
             request_hashes.push(hashes[i].clone());
@@ -504,7 +506,7 @@ pub(crate) async fn record_sales(
             splits.push(attribution.map_or_else(|| serde_json::json!([]), |a| a.splits.clone()));
             let state = if attribution.is_some() { SaleState::Pending } else { SaleState::Unattributed };
             states.push(state.as_str().to_string());
-            saga_ids.push(attribution.map(|_| Uuid::now_v7()));
+            saga_ids.push(attribution.map(|_| SagaId::new_v7()));
         }
         let inserted: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO sales (id, program_id, external_id, request_hash, customer_external_id, event_type, currency,
@@ -536,9 +538,9 @@ pub(crate) async fn record_sales(
 
         let started: Vec<&SaleRow> = inserted.iter().filter(|row| row.saga_id.is_some()).collect();
         if !started.is_empty() {
-            let saga_ids: Vec<Uuid> = started.iter().filter_map(|row| row.saga_id).collect();
-            let saga_programs: Vec<Uuid> = started.iter().map(|row| row.program_id).collect();
-            let saga_sales: Vec<Uuid> = started.iter().map(|row| row.id).collect();
+            let saga_ids: Vec<SagaId> = started.iter().filter_map(|row| row.saga_id).collect();
+            let saga_programs: Vec<ProgramId> = started.iter().map(|row| row.program_id).collect();
+            let saga_sales: Vec<SaleId> = started.iter().map(|row| row.id).collect();
             sqlx::query(
                 "INSERT INTO sagas (id, program_id, sale_id, kind, state)
                  SELECT id, program_id, sale_id, $4, $5
@@ -553,7 +555,7 @@ pub(crate) async fn record_sales(
             .await?;
             sagas_started = saga_ids.len();
         }
-        let inserted_keys: HashSet<(Uuid, String)> =
+        let inserted_keys: HashSet<(ProgramId, String)> =
             inserted.iter().map(|row| (row.program_id, row.external_id.clone())).collect();
         for row in inserted {
             stored.insert((row.program_id, row.external_id.clone()), row);
@@ -565,7 +567,7 @@ pub(crate) async fn record_sales(
             .filter(|&i| !inserted_keys.contains(&(sales[i].program_id, sales[i].external_id.clone())))
             .collect();
         if !lost.is_empty() {
-            let programs: Vec<Uuid> = lost.iter().map(|&i| sales[i].program_id).collect();
+            let programs: Vec<ProgramId> = lost.iter().map(|&i| sales[i].program_id).collect();
             let externals: Vec<String> = lost.iter().map(|&i| sales[i].external_id.clone()).collect();
             let winners = fetch_by_external(&mut tx, &programs, &externals).await?;
             for &i in &lost {
@@ -591,9 +593,9 @@ pub(crate) async fn record_sales(
 
 async fn fetch_by_external(
     tx: &mut Transaction<'_, Postgres>,
-    programs: &[Uuid],
+    programs: &[ProgramId],
     externals: &[String],
-) -> Result<HashMap<(Uuid, String), SaleRow>, StoreError> {
+) -> Result<HashMap<(ProgramId, String), SaleRow>, StoreError> {
     let rows: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM sales s JOIN UNNEST($1::uuid[], $2::text[]) AS u(program_id, external_id)
            ON s.program_id = u.program_id AND s.external_id = u.external_id",
@@ -607,14 +609,14 @@ async fn fetch_by_external(
 }
 
 /// A sale by id.
-pub(crate) async fn get_sale(pool: &PgPool, id: Uuid) -> Result<Option<SaleRow>, StoreError> {
+pub(crate) async fn get_sale(pool: &PgPool, id: SaleId) -> Result<Option<SaleRow>, StoreError> {
     SALES.get(pool, id).await
 }
 
 /// A program's sales by (occurred_at, id) after `cursor`, and how many match the filter.
 pub(crate) async fn list_sales(
     pool: &PgPool,
-    program_id: Uuid,
+    program_id: ProgramId,
     state: Option<SaleState>,
     cursor: Option<Cursor>,
     limit: i64,
@@ -626,12 +628,12 @@ pub(crate) async fn list_sales(
 // ---------------------------------------------------------------- sagas
 
 /// A saga by id.
-pub(crate) async fn get_saga(pool: &PgPool, id: Uuid) -> Result<Option<SagaRow>, StoreError> {
+pub(crate) async fn get_saga(pool: &PgPool, id: SagaId) -> Result<Option<SagaRow>, StoreError> {
     SAGAS.get(pool, id).await
 }
 
 /// A saga's step log across all runs, oldest first.
-pub(crate) async fn saga_events(pool: &PgPool, id: Uuid) -> Result<Vec<EventRow>, StoreError> {
+pub(crate) async fn saga_events(pool: &PgPool, id: SagaId) -> Result<Vec<EventRow>, StoreError> {
     sqlx::query_as(
         "SELECT run, step, event, detail, generation, created_at FROM saga_step_events WHERE saga_id = $1 ORDER BY id",
     )
@@ -645,7 +647,7 @@ pub(crate) async fn saga_events(pool: &PgPool, id: Uuid) -> Result<Vec<EventRow>
 /// filters (a state, a kind; None: any).
 pub(crate) async fn list_sagas(
     pool: &PgPool,
-    program_id: Uuid,
+    program_id: ProgramId,
     state: Option<SagaState>,
     kind: Option<&str>,
     cursor: Option<Cursor>,
@@ -693,7 +695,7 @@ pub(crate) enum RetryOutcome {
 /// transaction, puts what it drives back to PENDING: a SettleSale's sale, or a
 /// ClawbackSale's refund (its sale's state is the refunds' to change, and a
 /// failed clawback never changed it).
-pub(crate) async fn retry_saga(pool: &PgPool, id: Uuid) -> Result<RetryOutcome, StoreError> {
+pub(crate) async fn retry_saga(pool: &PgPool, id: SagaId) -> Result<RetryOutcome, StoreError> {
     let mut tx = pool.begin().await?;
     let current: Option<(SagaState,)> =
         sqlx::query_as("SELECT state FROM sagas WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
@@ -733,7 +735,7 @@ pub(crate) async fn retry_saga(pool: &PgPool, id: Uuid) -> Result<RetryOutcome, 
 
 /// The sales of a claimed batch of SettleSale sagas, by saga id (one query;
 /// a sale's `saga_id` is the saga that settles it).
-pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[Uuid]) -> Result<HashMap<Uuid, SaleRow>, sqlx::Error> {
+pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[SagaId]) -> Result<HashMap<SagaId, SaleRow>, sqlx::Error> {
     let sales: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM sagas g JOIN sales s ON s.id = g.sale_id WHERE g.id = ANY($1)",
         sale_columns_of("s")
@@ -748,7 +750,7 @@ pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[Uuid]) -> Result<HashM
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct SaleHistory {
     /// The sale.
-    pub(crate) id: Uuid,
+    pub(crate) id: SaleId,
     /// A PAYMENT or RENEWAL with no earlier one by its customer in the program.
     pub(crate) is_first_payment: bool,
     /// Σ the seller's earlier attributed sales in the sale's currency (major units).
@@ -759,7 +761,7 @@ pub(crate) struct SaleHistory {
 }
 
 /// The history facts of every sale in `ids`, in one query.
-pub(crate) async fn sale_histories(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<SaleHistory>, sqlx::Error> {
+pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<SaleHistory>, sqlx::Error> {
     sqlx::query_as(
         r#"WITH batch AS (
                SELECT id, program_id, partner_id, currency, customer_external_id, event_type, occurred_at
@@ -806,7 +808,7 @@ pub(crate) async fn sale_histories(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Sa
 /// A settled sale's totals, for the saga (and generation) that settled it.
 #[derive(Debug, Clone)]
 pub(crate) struct Settled {
-    pub(crate) saga_id: Uuid,
+    pub(crate) saga_id: SagaId,
     pub(crate) generation: i64,
     pub(crate) base_commission: Decimal,
     pub(crate) total_commission: Decimal,
@@ -815,7 +817,7 @@ pub(crate) struct Settled {
 /// Marks each saga's sale SETTLED with its totals, fenced on the saga's
 /// generation (a saga a newer owner holds changes nothing).
 pub(crate) async fn settle_sales(pool: &PgPool, settled: &[Settled]) -> Result<(), sqlx::Error> {
-    let saga_ids: Vec<Uuid> = settled.iter().map(|s| s.saga_id).collect();
+    let saga_ids: Vec<SagaId> = settled.iter().map(|s| s.saga_id).collect();
     let generations: Vec<i64> = settled.iter().map(|s| s.generation).collect();
     let bases: Vec<Decimal> = settled.iter().map(|s| s.base_commission).collect();
     let totals: Vec<Decimal> = settled.iter().map(|s| s.total_commission).collect();
@@ -837,7 +839,7 @@ pub(crate) async fn settle_sales(pool: &PgPool, settled: &[Settled]) -> Result<(
 
 /// Puts each saga's SETTLED sale back to PENDING without totals (fenced).
 pub(crate) async fn unsettle_sales(pool: &PgPool, sagas: &[&Saga]) -> Result<(), sqlx::Error> {
-    let (saga_ids, generations): (Vec<Uuid>, Vec<i64>) = sagas.iter().map(|s| (s.id, s.generation)).unzip();
+    let (saga_ids, generations): (Vec<SagaId>, Vec<i64>) = sagas.iter().map(|s| (s.id, s.generation)).unzip();
     sqlx::query(
         "UPDATE sales SET state = $3, base_commission = NULL, total_commission = NULL
          FROM UNNEST($1::uuid[], $2::bigint[]) AS u(saga_id, generation)
@@ -859,7 +861,7 @@ pub(crate) async fn fail_sales(conn: &mut sqlx::PgConnection, sagas: &[&Saga]) -
     if sagas.is_empty() {
         return Ok(());
     }
-    let saga_ids: Vec<Uuid> = sagas.iter().map(|s| s.id).collect();
+    let saga_ids: Vec<SagaId> = sagas.iter().map(|s| s.id).collect();
     let reasons: Vec<&str> = sagas.iter().map(|s| s.failure_reason.as_str()).collect();
     sqlx::query(
         "UPDATE sales SET state = $3, failure_reason = u.reason, base_commission = NULL, total_commission = NULL

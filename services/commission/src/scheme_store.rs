@@ -6,11 +6,11 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
+use accrue_types::{PartnerId, ProgramId, SchemeId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
-use uuid::Uuid;
 
 use crate::domain::{RateChange, RateKey, Sale, Scheme, SchemeBook, SchemeTree, WriteViolation};
 use crate::store::StoreError;
@@ -23,7 +23,7 @@ const SCHEME_LOCK_CLASS: i32 = 2002;
 #[derive(Debug, Clone)]
 pub struct StoredScheme {
     /// Program.
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// The scheme and its own rates.
     pub scheme: Scheme,
     /// When it was created.
@@ -40,24 +40,24 @@ pub enum SchemeError {
     Store(#[from] StoreError),
     /// The parent (or written) scheme does not exist (NOT_FOUND).
     #[error("scheme {0} not found")]
-    NotFound(Uuid),
+    NotFound(SchemeId),
     /// The program already has a root (ALREADY_EXISTS `ROOT_SCHEME_EXISTS`).
     #[error("program {program_id} already has a root scheme {root_id}")]
     RootExists {
         /// Program.
-        program_id: Uuid,
+        program_id: ProgramId,
         /// Its root.
-        root_id: Uuid,
+        root_id: SchemeId,
     },
     /// The parent belongs to another program (FAILED_PRECONDITION `SCHEME_IN_OTHER_PROGRAM`).
     #[error("scheme {scheme_id} belongs to program {scheme_program}, not {program_id}")]
     OtherProgram {
         /// The scheme.
-        scheme_id: Uuid,
+        scheme_id: SchemeId,
         /// Its program.
-        scheme_program: Uuid,
+        scheme_program: ProgramId,
         /// The program asked for.
-        program_id: Uuid,
+        program_id: ProgramId,
     },
     /// The write would break a rule of the tree (INVALID_ARGUMENT).
     #[error("the write breaks the scheme tree's rules")]
@@ -75,10 +75,10 @@ const SCHEME_COLUMNS: &str = "SELECT s.id, s.program_id, s.parent_id, s.display_
      FROM schemes s LEFT JOIN scheme_rates r ON r.scheme_id = s.id";
 
 /// Folds joined scheme × rate rows into schemes, by id.
-fn schemes_from_rows(rows: &[PgRow]) -> Result<BTreeMap<Uuid, StoredScheme>, StoreError> {
-    let mut schemes: BTreeMap<Uuid, StoredScheme> = BTreeMap::new();
+fn schemes_from_rows(rows: &[PgRow]) -> Result<BTreeMap<SchemeId, StoredScheme>, StoreError> {
+    let mut schemes: BTreeMap<SchemeId, StoredScheme> = BTreeMap::new();
     for row in rows {
-        let id: Uuid = row.try_get("id")?;
+        let id: SchemeId = row.try_get("id")?;
         let stored = match schemes.entry(id) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
@@ -109,7 +109,7 @@ fn schemes_from_rows(rows: &[PgRow]) -> Result<BTreeMap<Uuid, StoredScheme>, Sto
 }
 
 /// One scheme with its own rates, if it exists.
-pub async fn load_scheme(conn: &mut PgConnection, id: Uuid) -> Result<Option<StoredScheme>, StoreError> {
+pub async fn load_scheme(conn: &mut PgConnection, id: SchemeId) -> Result<Option<StoredScheme>, StoreError> {
     let sql = format!("{SCHEME_COLUMNS} WHERE s.id = $1");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(conn).await?;
     Ok(schemes_from_rows(&rows)?.remove(&id))
@@ -117,7 +117,7 @@ pub async fn load_scheme(conn: &mut PgConnection, id: Uuid) -> Result<Option<Sto
 
 /// Every scheme of a program with its own rates, in one query (nothing when
 /// the program has no scheme).
-pub async fn load_program(conn: &mut PgConnection, program_id: Uuid) -> Result<Vec<StoredScheme>, StoreError> {
+pub async fn load_program(conn: &mut PgConnection, program_id: ProgramId) -> Result<Vec<StoredScheme>, StoreError> {
     let sql = format!("{SCHEME_COLUMNS} WHERE s.program_id = $1");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(program_id).fetch_all(conn).await?;
     Ok(schemes_from_rows(&rows)?.into_values().collect())
@@ -131,7 +131,7 @@ fn tree_of(stored: &[StoredScheme]) -> SchemeTree {
 /// some sale of the batch has a scheme-managed service code, one more for
 /// those sellers' assignments. A program without schemes (the Online Retail
 /// replay) costs one query that returns nothing.
-pub async fn load_book(pool: &PgPool, program_id: Uuid, sales: &[&Sale]) -> Result<SchemeBook, StoreError> {
+pub async fn load_book(pool: &PgPool, program_id: ProgramId, sales: &[&Sale]) -> Result<SchemeBook, StoreError> {
     let mut conn = pool.acquire().await?;
     let stored = load_program(&mut conn, program_id).await?;
     if stored.is_empty() {
@@ -139,7 +139,7 @@ pub async fn load_book(pool: &PgPool, program_id: Uuid, sales: &[&Sale]) -> Resu
     }
     let tree = tree_of(&stored);
     let managed = tree.service_codes();
-    let mut sellers: Vec<Uuid> =
+    let mut sellers: Vec<PartnerId> =
         sales.iter().filter(|sale| managed.contains(&sale.service_code)).map(|sale| sale.seller.id).collect();
     if sellers.is_empty() {
         return Ok(SchemeBook::new(tree, HashMap::new()));
@@ -155,13 +155,13 @@ pub async fn load_book(pool: &PgPool, program_id: Uuid, sales: &[&Sale]) -> Resu
     .await?;
     let mut assignments = HashMap::with_capacity(rows.len());
     for row in &rows {
-        assignments.insert(row.try_get::<Uuid, _>("partner_id")?, row.try_get::<Uuid, _>("scheme_id")?);
+        assignments.insert(row.try_get::<PartnerId, _>("partner_id")?, row.try_get::<SchemeId, _>("scheme_id")?);
     }
     Ok(SchemeBook::new(tree, assignments))
 }
 
 /// Takes the program's scheme lock for the rest of the transaction.
-async fn lock_program(conn: &mut PgConnection, program_id: Uuid) -> Result<(), sqlx::Error> {
+async fn lock_program(conn: &mut PgConnection, program_id: ProgramId) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
         .bind(SCHEME_LOCK_CLASS)
         .bind(program_id.to_string())
@@ -173,8 +173,8 @@ async fn lock_program(conn: &mut PgConnection, program_id: Uuid) -> Result<(), s
 /// Inserts or replaces the set rates and deletes the unset ones of a scheme.
 async fn write_rates(
     conn: &mut PgConnection,
-    program_id: Uuid,
-    scheme_id: Uuid,
+    program_id: ProgramId,
+    scheme_id: SchemeId,
     changes: &[RateChange],
 ) -> Result<(), sqlx::Error> {
     let (mut set_codes, mut set_roles, mut set_rates) = (Vec::new(), Vec::new(), Vec::new());
@@ -224,9 +224,9 @@ async fn write_rates(
 #[derive(Debug)]
 pub struct NewScheme<'a> {
     /// Program (known to exist).
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// Parent; `None` for the root.
-    pub parent_id: Option<Uuid>,
+    pub parent_id: Option<SchemeId>,
     /// Display name.
     pub display_name: &'a str,
     /// Clearance days (0..=3650).
@@ -253,7 +253,7 @@ pub async fn create_scheme(pool: &PgPool, new: &NewScheme<'_>) -> Result<StoredS
     let mut tx = pool.begin().await?;
     lock_program(&mut tx, new.program_id).await?;
     if let Some(request_id) = new.request_id {
-        let existing: Option<(Uuid, Option<String>)> =
+        let existing: Option<(SchemeId, Option<String>)> =
             sqlx::query_as("SELECT id, request_fingerprint FROM schemes WHERE program_id = $1 AND request_id = $2")
                 .bind(new.program_id)
                 .bind(request_id)
@@ -276,10 +276,11 @@ pub async fn create_scheme(pool: &PgPool, new: &NewScheme<'_>) -> Result<StoredS
         }
         Some(parent_id) => {
             if tree.get(parent_id).is_none() {
-                let parent_program: Option<Uuid> = sqlx::query_scalar("SELECT program_id FROM schemes WHERE id = $1")
-                    .bind(parent_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let parent_program: Option<ProgramId> =
+                    sqlx::query_scalar("SELECT program_id FROM schemes WHERE id = $1")
+                        .bind(parent_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 return Err(match parent_program {
                     Some(scheme_program) => {
                         SchemeError::OtherProgram { scheme_id: parent_id, scheme_program, program_id: new.program_id }
@@ -289,7 +290,7 @@ pub async fn create_scheme(pool: &PgPool, new: &NewScheme<'_>) -> Result<StoredS
             }
         }
     }
-    let id = Uuid::now_v7();
+    let id = SchemeId::new_v7();
     tree.insert(Scheme {
         id,
         parent_id: new.parent_id,
@@ -321,9 +322,9 @@ pub async fn create_scheme(pool: &PgPool, new: &NewScheme<'_>) -> Result<StoredS
 #[derive(Debug)]
 pub struct RatesWrite<'a> {
     /// The scheme (known to exist).
-    pub scheme_id: Uuid,
+    pub scheme_id: SchemeId,
     /// Its program.
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// The changes (validated syntax and roles).
     pub changes: &'a [RateChange],
     /// The program's role ladder, highest first.
@@ -393,9 +394,9 @@ pub async fn set_rates(pool: &PgPool, write: &RatesWrite<'_>) -> Result<StoredSc
 /// when it was assigned.
 pub async fn assign(
     pool: &PgPool,
-    program_id: Uuid,
-    partner_id: Uuid,
-    scheme_id: Uuid,
+    program_id: ProgramId,
+    partner_id: PartnerId,
+    scheme_id: SchemeId,
 ) -> Result<DateTime<Utc>, StoreError> {
     Ok(sqlx::query_scalar(
         "INSERT INTO scheme_assignments (partner_id, program_id, scheme_id) VALUES ($1, $2, $3) \
@@ -410,7 +411,7 @@ pub async fn assign(
 }
 
 /// The scheme a partner is assigned to, if any.
-pub async fn assignment(pool: &PgPool, partner_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+pub async fn assignment(pool: &PgPool, partner_id: PartnerId) -> Result<Option<SchemeId>, StoreError> {
     Ok(sqlx::query_scalar("SELECT scheme_id FROM scheme_assignments WHERE partner_id = $1")
         .bind(partner_id)
         .fetch_optional(pool)
@@ -418,13 +419,13 @@ pub async fn assignment(pool: &PgPool, partner_id: Uuid) -> Result<Option<Uuid>,
 }
 
 /// [`load_scheme`] on a pooled connection.
-pub async fn get_scheme(pool: &PgPool, id: Uuid) -> Result<Option<StoredScheme>, StoreError> {
+pub async fn get_scheme(pool: &PgPool, id: SchemeId) -> Result<Option<StoredScheme>, StoreError> {
     let mut conn = pool.acquire().await?;
     load_scheme(&mut conn, id).await
 }
 
 /// [`load_program`] on a pooled connection.
-pub async fn program_schemes(pool: &PgPool, program_id: Uuid) -> Result<Vec<StoredScheme>, StoreError> {
+pub async fn program_schemes(pool: &PgPool, program_id: ProgramId) -> Result<Vec<StoredScheme>, StoreError> {
     let mut conn = pool.acquire().await?;
     load_program(&mut conn, program_id).await
 }

@@ -1,11 +1,11 @@
 //! sqlx access to the commission schema: agreements, their immutable versions
 //! and override plans. Runtime queries only (no build-time database).
 
+use accrue_types::{AgreementId, AgreementVersionId, PartnerId, ProgramId};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Row};
-use uuid::Uuid;
 
 use crate::domain::{
     AgreementRules, AgreementVersion, OverrideBasis, OverrideLevel, OverrideMode, OverridePlan, OverridePlans,
@@ -39,7 +39,7 @@ impl From<StoreError> for tonic::Status {
 #[derive(Debug, Clone)]
 pub struct StoredVersion {
     /// Program.
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// The version as the calculation sees it.
     pub version: AgreementVersion,
     /// When it was created.
@@ -50,9 +50,9 @@ pub struct StoredVersion {
 #[derive(Debug)]
 pub struct NewVersion<'a> {
     /// Program.
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// Partner scope; `None` for the program default.
-    pub partner_id: Option<Uuid>,
+    pub partner_id: Option<PartnerId>,
     /// When it takes force (microsecond precision).
     pub effective_from: DateTime<Utc>,
     /// Validated rules.
@@ -88,7 +88,7 @@ fn version_from_row(row: &PgRow) -> Result<(StoredVersion, Option<String>), sqlx
 
 async fn find_by_request(
     conn: &mut PgConnection,
-    program_id: Uuid,
+    program_id: ProgramId,
     request_id: &str,
 ) -> Result<Option<(StoredVersion, Option<String>)>, StoreError> {
     let sql = format!("{VERSION_COLUMNS} WHERE v.program_id = $1 AND v.request_id = $2");
@@ -111,13 +111,13 @@ async fn try_create(pool: &PgPool, new: &NewVersion<'_>) -> Result<StoredVersion
         "INSERT INTO agreements (id, program_id, partner_id) VALUES ($1, $2, $3) \
          ON CONFLICT ON CONSTRAINT agreements_scope_key DO NOTHING",
     )
-    .bind(Uuid::now_v7())
+    .bind(AgreementId::new_v7())
     .bind(new.program_id)
     .bind(new.partner_id)
     .execute(&mut *tx)
     .await?;
     // Locking the agreement row serializes version numbering per scope.
-    let agreement_id: Uuid = sqlx::query_scalar(
+    let agreement_id: AgreementId = sqlx::query_scalar(
         "SELECT id FROM agreements WHERE program_id = $1 AND partner_id IS NOT DISTINCT FROM $2 FOR UPDATE",
     )
     .bind(new.program_id)
@@ -129,7 +129,7 @@ async fn try_create(pool: &PgPool, new: &NewVersion<'_>) -> Result<StoredVersion
             .bind(agreement_id)
             .fetch_one(&mut *tx)
             .await?;
-    let id = Uuid::now_v7();
+    let id = AgreementVersionId::new_v7();
     let created_at: DateTime<Utc> = sqlx::query_scalar(
         "INSERT INTO agreement_versions \
          (id, agreement_id, program_id, version, effective_from, rules, request_id, request_fingerprint) \
@@ -179,8 +179,8 @@ pub async fn create_agreement_version(pool: &PgPool, new: &NewVersion<'_>) -> Re
 /// Versions of one scope's agreement with `version > after`, oldest first.
 pub async fn list_versions(
     pool: &PgPool,
-    program_id: Uuid,
-    partner_id: Option<Uuid>,
+    program_id: ProgramId,
+    partner_id: Option<PartnerId>,
     after: i32,
     limit: i64,
 ) -> Result<Vec<StoredVersion>, StoreError> {
@@ -202,8 +202,8 @@ pub async fn list_versions(
 /// `partners`, in one query.
 pub async fn load_versions(
     pool: &PgPool,
-    program_id: Uuid,
-    partners: &[Uuid],
+    program_id: ProgramId,
+    partners: &[PartnerId],
 ) -> Result<Vec<AgreementVersion>, StoreError> {
     let sql = format!(
         "{VERSION_COLUMNS} WHERE a.program_id = $1 AND (a.partner_id IS NULL OR a.partner_id = ANY($2)) \
@@ -218,8 +218,8 @@ pub async fn load_versions(
 /// GetAgreementInForce chooses from), oldest agreement first.
 pub async fn scope_versions(
     pool: &PgPool,
-    program_id: Uuid,
-    partner_id: Option<Uuid>,
+    program_id: ProgramId,
+    partner_id: Option<PartnerId>,
 ) -> Result<Vec<StoredVersion>, StoreError> {
     let sql = format!(
         "{VERSION_COLUMNS} WHERE a.program_id = $1 AND (a.partner_id IS NULL OR a.partner_id = $2) \
@@ -233,7 +233,7 @@ pub async fn scope_versions(
 #[derive(Debug, Clone)]
 pub struct StoredPlan {
     /// Upline partner; `None` for the program's plan.
-    pub partner_id: Option<Uuid>,
+    pub partner_id: Option<PartnerId>,
     /// The plan.
     pub plan: OverridePlan,
     /// When it was last set.
@@ -262,8 +262,8 @@ fn plan_from_row(row: &PgRow) -> Result<(StoredPlan, Option<String>, Option<Stri
 /// unchanged; with another body it is [`StoreError::RequestIdReused`].
 pub async fn set_override_plan(
     pool: &PgPool,
-    program_id: Uuid,
-    partner_id: Option<Uuid>,
+    program_id: ProgramId,
+    partner_id: Option<PartnerId>,
     plan: &OverridePlan,
     request_id: Option<&str>,
     fingerprint: &str,
@@ -309,7 +309,11 @@ pub async fn set_override_plan(
 }
 
 /// The program's plan and the plans of `partners`, in one query.
-pub async fn load_plans(pool: &PgPool, program_id: Uuid, partners: &[Uuid]) -> Result<OverridePlans, StoreError> {
+pub async fn load_plans(
+    pool: &PgPool,
+    program_id: ProgramId,
+    partners: &[PartnerId],
+) -> Result<OverridePlans, StoreError> {
     let rows = sqlx::query(
         "SELECT partner_id, mode, basis, levels, request_id, request_fingerprint, updated_at FROM override_plans \
          WHERE program_id = $1 AND (partner_id IS NULL OR partner_id = ANY($2))",

@@ -11,6 +11,7 @@ use accrue_money::Currency;
 use accrue_proto::hierarchy::v1 as pb;
 use accrue_proto::hierarchy::v1::hierarchy_service_server::HierarchyService;
 use accrue_proto::types::v1 as types;
+use accrue_types::{PartnerId, ProgramId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -48,7 +49,7 @@ impl HierarchyApi {
 #[derive(Debug, Serialize, Deserialize)]
 struct PartnerCursor {
     t: DateTime<Utc>,
-    id: Uuid,
+    id: PartnerId,
 }
 
 /// Keyset cursor of ListDownline: (depth, created_at, id).
@@ -56,7 +57,7 @@ struct PartnerCursor {
 struct DownlineCursor {
     d: i32,
     t: DateTime<Utc>,
-    id: Uuid,
+    id: PartnerId,
 }
 
 /// Whether a stored row's request fingerprint matches this request's. Rows
@@ -129,7 +130,7 @@ fn partner_to_proto(row: &PartnerRow) -> Result<pb::Partner, Status> {
         status: status_to_proto(status_of(row)?) as i32,
         role: row.role.clone().unwrap_or_default(),
         parent_id: row.parent_id.map(|id| id.to_string()).unwrap_or_default(),
-        ancestor_ids: row.ancestor_ids.iter().map(Uuid::to_string).collect(),
+        ancestor_ids: row.ancestor_ids.iter().map(PartnerId::to_string).collect(),
         depth: row.depth,
         create_time: Some(timestamp(row.created_at)),
     })
@@ -166,7 +167,7 @@ impl HierarchyService for HierarchyApi {
                 program_reply(&self.pool, &idempotency::replay(request_id, existing, same)?).await?,
             ));
         }
-        let row = match store::insert_program(&self.pool, Uuid::now_v7(), &spec, &fingerprint).await? {
+        let row = match store::insert_program(&self.pool, ProgramId::new_v7(), &spec, &fingerprint).await? {
             Some(row) => row,
             // A concurrent request with the same key won the insert.
             None => {
@@ -302,7 +303,7 @@ impl HierarchyService for HierarchyApi {
                 .map_err(tree_error)?;
         }
         let insert = store::PartnerInsert {
-            id: Uuid::now_v7(),
+            id: PartnerId::new_v7(),
             program_id: program.id,
             display_name: &new.display_name,
             external_id: new.external_id.as_deref(),
@@ -469,7 +470,7 @@ impl HierarchyService for HierarchyApi {
         }
         let moved = store::set_placement(&mut *tx, id, parent_id, &placement.ancestor_ids, placement.depth).await?;
         let mut rewritten: i64 = 1;
-        let mut after = Uuid::nil();
+        let mut after = PartnerId::from_uuid(Uuid::nil());
         loop {
             let batch = store::rewrite_descendants_batch(
                 &mut *tx,
@@ -519,7 +520,7 @@ impl HierarchyService for HierarchyApi {
         unique.dedup();
         let rows =
             if unique.is_empty() { Vec::new() } else { store::partners_with_ancestors(&self.pool, &unique).await? };
-        let by_id: HashMap<Uuid, &PartnerRow> = rows.iter().map(|row| (row.id, row)).collect();
+        let by_id: HashMap<PartnerId, &PartnerRow> = rows.iter().map(|row| (row.id, row)).collect();
         let mut uplines = Vec::with_capacity(ids.len());
         for id in ids {
             let row =

@@ -1,10 +1,10 @@
 //! sqlx access to the hierarchy schema (runtime queries; the connection's
 //! search_path is `hierarchy`).
 
+use accrue_types::{PartnerId, ProgramId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgExecutor};
-use uuid::Uuid;
 
 pub use accrue_kit::error::StoreError;
 
@@ -32,7 +32,7 @@ macro_rules! partner_columns {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ProgramRow {
     /// Id.
-    pub id: Uuid,
+    pub id: ProgramId,
     /// Display name.
     pub display_name: String,
     /// ISO 4217 code.
@@ -80,9 +80,9 @@ pub struct SettingsVersionRow {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PartnerRow {
     /// Id.
-    pub id: Uuid,
+    pub id: PartnerId,
     /// Program.
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// Display name.
     pub display_name: String,
     /// Caller's id.
@@ -92,9 +92,9 @@ pub struct PartnerRow {
     /// Role on the ladder.
     pub role: Option<String>,
     /// Direct upline.
-    pub parent_id: Option<Uuid>,
+    pub parent_id: Option<PartnerId>,
     /// Ancestors, nearest first.
-    pub ancestor_ids: Vec<Uuid>,
+    pub ancestor_ids: Vec<PartnerId>,
     /// Depth (root 0).
     pub depth: i32,
     /// Creation time.
@@ -108,7 +108,7 @@ pub struct PartnerRow {
 /// (the caller re-reads it).
 pub async fn insert_program(
     executor: impl PgExecutor<'_>,
-    id: Uuid,
+    id: ProgramId,
     spec: &ProgramSpec,
     request_hash: &[u8],
 ) -> Result<Option<ProgramRow>, StoreError> {
@@ -145,7 +145,7 @@ pub async fn insert_program(
 /// A program's settlement settings over time, oldest first.
 pub async fn settings_history(
     executor: impl PgExecutor<'_>,
-    program_id: Uuid,
+    program_id: ProgramId,
 ) -> Result<Vec<SettingsVersionRow>, StoreError> {
     sqlx::query_as::<_, SettingsVersionRow>(
         "SELECT version, effective_from, rounding_mode, override_depth_cap, compression_enabled \
@@ -158,7 +158,7 @@ pub async fn settings_history(
 }
 
 /// Locks a program row for the rest of the transaction (UpdateProgram).
-pub async fn lock_program(conn: &mut PgConnection, id: Uuid) -> Result<Option<ProgramRow>, StoreError> {
+pub async fn lock_program(conn: &mut PgConnection, id: ProgramId) -> Result<Option<ProgramRow>, StoreError> {
     sqlx::query_as::<_, ProgramRow>(concat!("SELECT ", program_columns!(), " FROM programs WHERE id = $1 FOR UPDATE"))
         .bind(id)
         .fetch_optional(conn)
@@ -169,7 +169,7 @@ pub async fn lock_program(conn: &mut PgConnection, id: Uuid) -> Result<Option<Pr
 /// The request hash an UpdateProgram key was first used with, if any.
 pub async fn program_update_hash(
     executor: impl PgExecutor<'_>,
-    program_id: Uuid,
+    program_id: ProgramId,
     request_id: &str,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     sqlx::query_scalar("SELECT request_hash FROM program_updates WHERE program_id = $1 AND request_id = $2")
@@ -181,7 +181,7 @@ pub async fn program_update_hash(
 }
 
 /// Depth of a program's deepest partner (0 for an empty program).
-pub async fn deepest_partner(executor: impl PgExecutor<'_>, program_id: Uuid) -> Result<i32, StoreError> {
+pub async fn deepest_partner(executor: impl PgExecutor<'_>, program_id: ProgramId) -> Result<i32, StoreError> {
     let deepest: Option<i32> = sqlx::query_scalar("SELECT MAX(depth) FROM partners WHERE program_id = $1")
         .bind(program_id)
         .fetch_one(executor)
@@ -252,7 +252,7 @@ pub async fn program_by_request_id(
 }
 
 /// A program by id.
-pub async fn get_program(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ProgramRow>, StoreError> {
+pub async fn get_program(executor: impl PgExecutor<'_>, id: ProgramId) -> Result<Option<ProgramRow>, StoreError> {
     sqlx::query_as::<_, ProgramRow>(concat!("SELECT ", program_columns!(), " FROM programs WHERE id = $1"))
         .bind(id)
         .fetch_optional(executor)
@@ -263,7 +263,11 @@ pub async fn get_program(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Opti
 /// Takes the program's tree lock for the rest of the transaction: exclusive
 /// for moves (SetParent), shared for inserts under a parent, so a move never
 /// races another move or a new child reading a path being rewritten.
-pub async fn lock_program_tree(conn: &mut PgConnection, program_id: Uuid, exclusive: bool) -> Result<(), StoreError> {
+pub async fn lock_program_tree(
+    conn: &mut PgConnection,
+    program_id: ProgramId,
+    exclusive: bool,
+) -> Result<(), StoreError> {
     let sql = if exclusive {
         "SELECT pg_advisory_xact_lock(hashtextextended('accrue.hierarchy.tree:' || $1::text, 0))"
     } else {
@@ -274,7 +278,7 @@ pub async fn lock_program_tree(conn: &mut PgConnection, program_id: Uuid, exclus
 }
 
 /// A partner by id.
-pub async fn get_partner(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<PartnerRow>, StoreError> {
+pub async fn get_partner(executor: impl PgExecutor<'_>, id: PartnerId) -> Result<Option<PartnerRow>, StoreError> {
     sqlx::query_as::<_, PartnerRow>(concat!("SELECT ", partner_columns!(), " FROM partners WHERE id = $1"))
         .bind(id)
         .fetch_optional(executor)
@@ -285,7 +289,7 @@ pub async fn get_partner(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Opti
 /// The partner created in `program_id` under `request_id`, if any.
 pub async fn partner_by_request_id(
     executor: impl PgExecutor<'_>,
-    program_id: Uuid,
+    program_id: ProgramId,
     request_id: &str,
 ) -> Result<Option<PartnerRow>, StoreError> {
     sqlx::query_as::<_, PartnerRow>(concat!(
@@ -304,9 +308,9 @@ pub async fn partner_by_request_id(
 #[derive(Debug, Clone)]
 pub struct PartnerInsert<'a> {
     /// Id.
-    pub id: Uuid,
+    pub id: PartnerId,
     /// Program.
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// Display name.
     pub display_name: &'a str,
     /// Caller's id.
@@ -314,9 +318,9 @@ pub struct PartnerInsert<'a> {
     /// Role.
     pub role: Option<&'a str>,
     /// Parent.
-    pub parent_id: Option<Uuid>,
+    pub parent_id: Option<PartnerId>,
     /// Ancestors, nearest first.
-    pub ancestor_ids: &'a [Uuid],
+    pub ancestor_ids: &'a [PartnerId],
     /// Depth.
     pub depth: i32,
     /// Idempotency key.
@@ -359,9 +363,9 @@ pub const EXTERNAL_ID_CONSTRAINT: &str = "partners_external_id_key";
 /// A page of a program's partners in (created_at, id) order after `after`.
 pub async fn list_partners(
     executor: impl PgExecutor<'_>,
-    program_id: Uuid,
+    program_id: ProgramId,
     status: Option<&str>,
-    after: Option<(DateTime<Utc>, Uuid)>,
+    after: Option<(DateTime<Utc>, PartnerId)>,
     limit: i64,
 ) -> Result<Vec<PartnerRow>, StoreError> {
     let (after_time, after_id) = after.unzip();
@@ -383,7 +387,7 @@ pub async fn list_partners(
 }
 
 /// Locks a partner row for update.
-pub async fn lock_partner(conn: &mut PgConnection, id: Uuid) -> Result<Option<PartnerRow>, StoreError> {
+pub async fn lock_partner(conn: &mut PgConnection, id: PartnerId) -> Result<Option<PartnerRow>, StoreError> {
     sqlx::query_as::<_, PartnerRow>(concat!("SELECT ", partner_columns!(), " FROM partners WHERE id = $1 FOR UPDATE"))
         .bind(id)
         .fetch_optional(conn)
@@ -395,7 +399,7 @@ pub async fn lock_partner(conn: &mut PgConnection, id: Uuid) -> Result<Option<Pa
 /// transaction.
 pub async fn update_status(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: PartnerId,
     from: &str,
     to: &str,
     reason: &str,
@@ -422,7 +426,11 @@ pub async fn update_status(
 
 /// Height of a partner's subtree below it (0 for a leaf) and its number of
 /// descendants.
-pub async fn subtree_stats(executor: impl PgExecutor<'_>, id: Uuid, own_depth: i32) -> Result<(i32, i64), StoreError> {
+pub async fn subtree_stats(
+    executor: impl PgExecutor<'_>,
+    id: PartnerId,
+    own_depth: i32,
+) -> Result<(i32, i64), StoreError> {
     let (deepest, count): (Option<i32>, i64) =
         sqlx::query_as("SELECT MAX(depth), COUNT(*) FROM partners WHERE ancestor_ids @> ARRAY[$1]::uuid[]")
             .bind(id)
@@ -434,9 +442,9 @@ pub async fn subtree_stats(executor: impl PgExecutor<'_>, id: Uuid, own_depth: i
 /// Sets a partner's parent, path and depth.
 pub async fn set_placement(
     executor: impl PgExecutor<'_>,
-    id: Uuid,
-    parent_id: Option<Uuid>,
-    ancestor_ids: &[Uuid],
+    id: PartnerId,
+    parent_id: Option<PartnerId>,
+    ancestor_ids: &[PartnerId],
     depth: i32,
 ) -> Result<PartnerRow, StoreError> {
     sqlx::query_as::<_, PartnerRow>(concat!(
@@ -460,13 +468,13 @@ pub async fn set_placement(
 /// rewritten, ascending.
 pub async fn rewrite_descendants_batch(
     executor: impl PgExecutor<'_>,
-    moved: Uuid,
-    moved_ancestors: &[Uuid],
+    moved: PartnerId,
+    moved_ancestors: &[PartnerId],
     moved_depth: i32,
-    after: Uuid,
+    after: PartnerId,
     limit: i64,
-) -> Result<Vec<Uuid>, StoreError> {
-    let mut ids: Vec<Uuid> = sqlx::query_scalar(
+) -> Result<Vec<PartnerId>, StoreError> {
+    let mut ids: Vec<PartnerId> = sqlx::query_scalar(
         "WITH batch AS ( \
              SELECT id FROM partners WHERE ancestor_ids @> ARRAY[$1]::uuid[] AND id > $4 \
              ORDER BY id LIMIT $5 FOR UPDATE \
@@ -491,7 +499,7 @@ pub async fn rewrite_descendants_batch(
 /// The requested partners and all their ancestors, in one query.
 pub async fn partners_with_ancestors(
     executor: impl PgExecutor<'_>,
-    ids: &[Uuid],
+    ids: &[PartnerId],
 ) -> Result<Vec<PartnerRow>, StoreError> {
     sqlx::query_as::<_, PartnerRow>(concat!(
         "WITH wanted AS ( ",
@@ -511,9 +519,9 @@ pub async fn partners_with_ancestors(
 /// when given) in (depth, created_at, id) order after `after`.
 pub async fn list_downline(
     executor: impl PgExecutor<'_>,
-    id: Uuid,
+    id: PartnerId,
     deepest: Option<i32>,
-    after: Option<(i32, DateTime<Utc>, Uuid)>,
+    after: Option<(i32, DateTime<Utc>, PartnerId)>,
     limit: i64,
 ) -> Result<Vec<PartnerRow>, StoreError> {
     let (after_depth, after_time, after_id) = match after {

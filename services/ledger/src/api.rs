@@ -18,13 +18,13 @@ use accrue_proto::ledger::v1 as pb;
 use accrue_proto::ledger::v1::ledger_service_server::LedgerService;
 use accrue_proto::types::v1 as types;
 use accrue_types::settlement::{Breakdown, EarningKind};
+use accrue_types::{EntryId, PartnerId, ProgramId, RefundId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
-use uuid::Uuid;
 
 use crate::domain::posting::{self, EntryType, Posting};
 use crate::domain::reversal::{Refund, ReversalError, VoidError};
@@ -59,7 +59,7 @@ impl LedgerApi {
     /// Reads a program's `auto_approve_cleared` from the hierarchy service.
     /// NOT_FOUND when the program does not exist; UNAVAILABLE when the
     /// hierarchy cannot answer.
-    async fn auto_approve(&self, program_id: Uuid) -> Result<bool, Status> {
+    async fn auto_approve(&self, program_id: ProgramId) -> Result<bool, Status> {
         let mut client = self.hierarchy.clone();
         match client.get_program(hierarchy::GetProgramRequest { id: program_id.to_string() }).await {
             Ok(program) => Ok(program.into_inner().auto_approve_cleared),
@@ -81,7 +81,7 @@ struct EntryCursor {
     /// created_at in microseconds since the epoch.
     t: i64,
     /// Entry id.
-    id: Uuid,
+    id: EntryId,
 }
 
 /// A store failure as a status: a deadlock or serialization failure between
@@ -229,7 +229,7 @@ impl LedgerService for LedgerApi {
                 }
                 PostingOutcome::Posted(ids) | PostingOutcome::Replayed(ids) => pb::PostingResult {
                     idempotency_key: key,
-                    entry_ids: ids.iter().map(Uuid::to_string).collect(),
+                    entry_ids: ids.iter().map(EntryId::to_string).collect(),
                     replayed: duplicate || matches!(outcome, PostingOutcome::Replayed(_)),
                     failure: None,
                 },
@@ -403,7 +403,7 @@ impl LedgerService for LedgerApi {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
-        let partner_ids: Vec<Uuid> = request
+        let partner_ids: Vec<PartnerId> = request
             .partner_ids
             .iter()
             .enumerate()
@@ -649,7 +649,7 @@ impl LedgerService for LedgerApi {
             target: money(currency, row.target),
             previously_clawed_back: money(currency, row.previously_clawed_back),
             clawed_back: money(currency, row.clawed_back),
-            reversed_entry_ids: row.reversed_line_ids.iter().map(Uuid::to_string).collect(),
+            reversed_entry_ids: row.reversed_line_ids.iter().map(EntryId::to_string).collect(),
             replayed,
         }))
     }
@@ -697,8 +697,8 @@ impl LedgerService for LedgerApi {
             }
         };
         Ok(Response::new(pb::VoidReversalResponse {
-            voided_entry_ids: voided.iter().map(Uuid::to_string).collect(),
-            restored_entry_ids: restored.iter().map(Uuid::to_string).collect(),
+            voided_entry_ids: voided.iter().map(EntryId::to_string).collect(),
+            restored_entry_ids: restored.iter().map(EntryId::to_string).collect(),
         }))
     }
 
@@ -718,7 +718,7 @@ impl LedgerService for LedgerApi {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
-        let partner_ids: Vec<Uuid> = request
+        let partner_ids: Vec<PartnerId> = request
             .partner_ids
             .iter()
             .enumerate()
@@ -760,8 +760,8 @@ impl LedgerService for LedgerApi {
 
 /// A ReverseSale request, validated.
 struct ValidReverse {
-    program_id: Uuid,
-    refund_id: Uuid,
+    program_id: ProgramId,
+    refund_id: RefundId,
     refund: Refund,
     occurred_at: DateTime<Utc>,
 }

@@ -5,10 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use accrue_types::{EntryId, PartnerId, PayoutId, ProgramId, RefundId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 pub(crate) use accrue_kit::error::StoreError;
 
@@ -21,9 +21,9 @@ use crate::domain::status::{Current, Status, TransitionError, plan_transition};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PostingOutcome {
     /// Newly written; entry ids in line order.
-    Posted(Vec<Uuid>),
+    Posted(Vec<EntryId>),
     /// The key was already posted with the same body: the stored ids.
-    Replayed(Vec<Uuid>),
+    Replayed(Vec<EntryId>),
     /// The key was already posted with a different body (nothing written).
     KeyReused,
 }
@@ -37,7 +37,11 @@ pub enum PostingOutcome {
 /// poster of the same key blocks on the unique index until the first commits,
 /// then reads its row (no unique-violation error escapes). Results are in input
 /// order.
-pub async fn post(pool: &PgPool, program_id: Uuid, postings: &[&Posting]) -> Result<Vec<PostingOutcome>, StoreError> {
+pub async fn post(
+    pool: &PgPool,
+    program_id: ProgramId,
+    postings: &[&Posting],
+) -> Result<Vec<PostingOutcome>, StoreError> {
     if postings.is_empty() {
         return Ok(Vec::new());
     }
@@ -62,7 +66,7 @@ pub async fn post(pool: &PgPool, program_id: Uuid, postings: &[&Posting]) -> Res
     let mut hashes = Vec::with_capacity(fresh.len());
     let mut lows = Vec::with_capacity(fresh.len());
     let mut highs = Vec::with_capacity(fresh.len());
-    let mut ids: Vec<Uuid> = Vec::with_capacity(line_count);
+    let mut ids: Vec<EntryId> = Vec::with_capacity(line_count);
     let mut partner_ids = Vec::with_capacity(line_count);
     let mut line_sales = Vec::with_capacity(line_count);
     let mut kinds = Vec::with_capacity(line_count);
@@ -76,7 +80,7 @@ pub async fn post(pool: &PgPool, program_id: Uuid, postings: &[&Posting]) -> Res
     let mut breakdowns = Vec::with_capacity(line_count);
     let mut line_keys = Vec::with_capacity(line_count);
     let mut line_indexes = Vec::with_capacity(line_count);
-    let mut posting_ids: HashMap<&str, Vec<Uuid>> = HashMap::with_capacity(fresh.len());
+    let mut posting_ids: HashMap<&str, Vec<EntryId>> = HashMap::with_capacity(fresh.len());
     for posting in &fresh {
         keys.push(posting.key.clone());
         sale_ids.push(posting.sale_id.clone());
@@ -86,7 +90,7 @@ pub async fn post(pool: &PgPool, program_id: Uuid, postings: &[&Posting]) -> Res
         let mut these = Vec::with_capacity(posting.lines.len());
         for (index, posted) in posting.lines.iter().enumerate() {
             let line = &posted.line;
-            let id = Uuid::now_v7();
+            let id = EntryId::new_v7();
             these.push(id);
             ids.push(id);
             partner_ids.push(line.partner_id);
@@ -175,9 +179,9 @@ pub async fn post(pool: &PgPool, program_id: Uuid, postings: &[&Posting]) -> Res
     }
 
     let existing_keys: Vec<&str> = all_keys.iter().copied().filter(|key| !inserted.contains(*key)).collect();
-    let mut existing: HashMap<String, (Vec<u8>, Vec<Uuid>)> = HashMap::new();
+    let mut existing: HashMap<String, (Vec<u8>, Vec<EntryId>)> = HashMap::new();
     if !existing_keys.is_empty() {
-        let rows: Vec<(String, Vec<u8>, Vec<Uuid>)> = sqlx::query_as(
+        let rows: Vec<(String, Vec<u8>, Vec<EntryId>)> = sqlx::query_as(
             "SELECT idempotency_key, request_hash, entry_ids FROM postings \
              WHERE program_id = $1 AND idempotency_key = ANY($2::text[])",
         )
@@ -210,11 +214,11 @@ pub async fn post(pool: &PgPool, program_id: Uuid, postings: &[&Posting]) -> Res
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EntryRow {
     /// Entry id.
-    pub id: Uuid,
+    pub id: EntryId,
     /// Program.
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// Partner.
-    pub partner_id: Uuid,
+    pub partner_id: PartnerId,
     /// Sale.
     pub sale_id: String,
     /// Kind name.
@@ -228,7 +232,7 @@ pub struct EntryRow {
     /// Override level.
     pub level: i32,
     /// Seller.
-    pub source_partner_id: Option<Uuid>,
+    pub source_partner_id: Option<PartnerId>,
     /// Sale time.
     pub occurred_at: DateTime<Utc>,
     /// Clearance time.
@@ -242,11 +246,11 @@ pub struct EntryRow {
     /// Current status name.
     pub status: String,
     /// Reserving payout, if any.
-    pub payout_id: Option<Uuid>,
+    pub payout_id: Option<PayoutId>,
     /// For a clawback DEBIT: the CREDIT line it claws back.
-    pub reverses_entry_id: Option<Uuid>,
+    pub reverses_entry_id: Option<EntryId>,
     /// For a clawback DEBIT: the refund.
-    pub refund_id: Option<Uuid>,
+    pub refund_id: Option<RefundId>,
 }
 
 /// One status event.
@@ -269,7 +273,7 @@ const ENTRY_COLUMNS: &str = "e.id, e.program_id, e.partner_id, e.sale_id, e.kind
      s.status, r.payout_id, e.reverses_entry_id, e.refund_id";
 
 /// One entry with its status history (oldest first); `None` when absent.
-pub async fn get_entry(pool: &PgPool, id: Uuid) -> Result<Option<(EntryRow, Vec<EventRow>)>, StoreError> {
+pub async fn get_entry(pool: &PgPool, id: EntryId) -> Result<Option<(EntryRow, Vec<EventRow>)>, StoreError> {
     let sql = format!(
         "SELECT {ENTRY_COLUMNS} FROM entries e JOIN entry_states s ON s.entry_id = e.id \
          LEFT JOIN payout_reservations r ON r.entry_id = e.id WHERE e.id = $1"
@@ -292,7 +296,7 @@ pub async fn get_entry(pool: &PgPool, id: Uuid) -> Result<Option<(EntryRow, Vec<
 #[derive(Debug, Clone, Default)]
 pub struct EntryFilter {
     /// Only this partner's.
-    pub partner_id: Option<Uuid>,
+    pub partner_id: Option<PartnerId>,
     /// Only this sale's.
     pub sale_id: Option<String>,
     /// Only in this status.
@@ -307,9 +311,9 @@ pub struct EntryFilter {
 /// returns up to `limit` rows.
 pub async fn list_entries(
     pool: &PgPool,
-    program_id: Uuid,
+    program_id: ProgramId,
     filter: &EntryFilter,
-    after: Option<(DateTime<Utc>, Uuid)>,
+    after: Option<(DateTime<Utc>, EntryId)>,
     limit: i64,
 ) -> Result<Vec<EntryRow>, StoreError> {
     let sql = format!(
@@ -345,7 +349,7 @@ pub enum TransitionOutcome {
     /// Applied; how many entries changed.
     Done(u64),
     /// An entry id is not in the program (nothing changed).
-    NotFound(Uuid),
+    NotFound(EntryId),
     /// The state machine refused (nothing changed).
     Refused(TransitionError),
 }
@@ -360,14 +364,14 @@ pub enum TransitionOutcome {
 /// counts the requested entries that changed.
 pub async fn transition(
     pool: &PgPool,
-    program_id: Uuid,
-    ids: &[Uuid],
+    program_id: ProgramId,
+    ids: &[EntryId],
     to: Status,
     actor: &str,
     reason: &str,
 ) -> Result<TransitionOutcome, StoreError> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<(Uuid, String, Option<Uuid>)> = sqlx::query_as(
+    let rows: Vec<(EntryId, String, Option<EntryId>)> = sqlx::query_as(
         "SELECT s.entry_id, s.status, e.reverses_entry_id FROM entry_states s JOIN entries e ON e.id = s.entry_id \
          WHERE s.program_id = $1 \
            AND (s.entry_id = ANY($2::uuid[]) OR (e.reverses_entry_id = ANY($2::uuid[]) AND e.placement = 'TRAVELS')) \
@@ -377,18 +381,18 @@ pub async fn transition(
     .bind(ids)
     .fetch_all(&mut *tx)
     .await?;
-    let locked: Vec<Uuid> = rows.iter().map(|(id, _, _)| *id).collect();
+    let locked: Vec<EntryId> = rows.iter().map(|(id, _, _)| *id).collect();
     // Read after locking (a fresh snapshot), so a reservation committed while
     // we waited is seen.
-    let reserved: Vec<(Uuid,)> =
+    let reserved: Vec<(EntryId,)> =
         sqlx::query_as("SELECT entry_id FROM payout_reservations WHERE entry_id = ANY($1::uuid[])")
             .bind(&locked)
             .fetch_all(&mut *tx)
             .await?;
-    let reserved: HashSet<Uuid> = reserved.into_iter().map(|(id,)| id).collect();
-    let requested: HashSet<Uuid> = ids.iter().copied().collect();
-    let mut statuses: HashMap<Uuid, Status> = HashMap::with_capacity(rows.len());
-    let mut followers: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    let reserved: HashSet<EntryId> = reserved.into_iter().map(|(id,)| id).collect();
+    let requested: HashSet<EntryId> = ids.iter().copied().collect();
+    let mut statuses: HashMap<EntryId, Status> = HashMap::with_capacity(rows.len());
+    let mut followers: HashMap<EntryId, Vec<EntryId>> = HashMap::new();
     for (id, status, line) in &rows {
         let status = Status::parse(status).ok_or_else(|| sqlx::Error::Decode(format!("bad status {status}").into()))?;
         statuses.insert(*id, status);
@@ -424,7 +428,7 @@ pub async fn transition(
             }
         }
     }
-    let move_ids: Vec<Uuid> = all_moves.iter().map(|(id, _)| *id).collect();
+    let move_ids: Vec<EntryId> = all_moves.iter().map(|(id, _)| *id).collect();
     let froms: Vec<&str> = all_moves.iter().map(|(_, from)| from.as_str()).collect();
     let tos: Vec<&str> = vec![to.as_str(); all_moves.len()];
     let was_reserved: Vec<bool> = move_ids.iter().map(|id| reserved.contains(id)).collect();
@@ -439,7 +443,7 @@ pub async fn transition(
 /// in one statement.
 async fn write_moves(
     tx: &mut sqlx::PgConnection,
-    ids: &[Uuid],
+    ids: &[EntryId],
     froms: &[&str],
     tos: &[&str],
     actor: &str,
@@ -472,7 +476,7 @@ async fn write_moves(
 /// "created now" / "not reserved"). Call once per transaction, after its writes.
 async fn apply_balance_changes<S: AsRef<str>>(
     tx: &mut sqlx::PgConnection,
-    ids: &[Uuid],
+    ids: &[EntryId],
     old_status: &[S],
     old_reserved: &[bool],
 ) -> Result<(), StoreError> {
@@ -493,7 +497,7 @@ async fn apply_balance_changes<S: AsRef<str>>(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SummaryRow {
     /// Partner.
-    pub partner_id: Uuid,
+    pub partner_id: PartnerId,
     /// ISO 4217 code.
     pub currency: String,
     /// DIRECT CREDITs.
@@ -524,8 +528,8 @@ pub struct SummaryRow {
 /// `partner_ids` empty = every partner with entries.
 pub async fn earnings_summary(
     pool: &PgPool,
-    program_id: Uuid,
-    partner_ids: &[Uuid],
+    program_id: ProgramId,
+    partner_ids: &[PartnerId],
 ) -> Result<Vec<SummaryRow>, StoreError> {
     sqlx::query_as::<_, SummaryRow>(
         r#"
@@ -565,13 +569,13 @@ pub async fn earnings_summary(
 /// status, so it clears with it. Returns (cleared, approved).
 pub async fn clear_matured(
     pool: &PgPool,
-    program_id: Uuid,
+    program_id: ProgramId,
     as_of: DateTime<Utc>,
     auto_approve: bool,
 ) -> Result<(i64, i64), StoreError> {
     let target = if auto_approve { Status::Approved } else { Status::Cleared };
     let mut tx = pool.begin().await?;
-    let (cleared_ids,): (Vec<Uuid>,) = sqlx::query_as(
+    let (cleared_ids,): (Vec<EntryId>,) = sqlx::query_as(
         r#"
         WITH c AS (
             UPDATE entry_states SET status = $3, updated_at = now()
@@ -608,9 +612,9 @@ pub async fn clear_matured(
 #[derive(Debug, Clone, Copy)]
 pub struct ReservationRequest {
     /// Partner.
-    pub partner_id: Uuid,
+    pub partner_id: PartnerId,
     /// Payout.
-    pub payout_id: Uuid,
+    pub payout_id: PayoutId,
     /// Minimum payable sum to reserve.
     pub minimum: Decimal,
 }
@@ -647,14 +651,14 @@ pub enum ReserveError {
 /// entry in at most one payout (a race surfaces as [`ReserveError::Conflict`]).
 pub async fn reserve(
     pool: &PgPool,
-    program_id: Uuid,
+    program_id: ProgramId,
     currency: &str,
     cutoff: DateTime<Utc>,
     requests: &[ReservationRequest],
 ) -> Result<Vec<ReservationOutcome>, ReserveError> {
     let mut tx = pool.begin().await?;
-    let payout_ids: Vec<Uuid> = requests.iter().map(|r| r.payout_id).collect();
-    let existing: Vec<(Uuid, i64, Decimal)> = sqlx::query_as(
+    let payout_ids: Vec<PayoutId> = requests.iter().map(|r| r.payout_id).collect();
+    let existing: Vec<(PayoutId, i64, Decimal)> = sqlx::query_as(
         "SELECT r.payout_id, count(*), COALESCE(sum(CASE WHEN e.entry_type = 'CREDIT' THEN e.amount ELSE -e.amount END), 0) \
          FROM payout_reservations r JOIN entries e ON e.id = r.entry_id \
          WHERE r.program_id = $1 AND r.payout_id = ANY($2::uuid[]) GROUP BY r.payout_id",
@@ -663,16 +667,16 @@ pub async fn reserve(
     .bind(&payout_ids)
     .fetch_all(&mut *tx)
     .await?;
-    let existing: HashMap<Uuid, (i64, Decimal)> =
+    let existing: HashMap<PayoutId, (i64, Decimal)> =
         existing.into_iter().map(|(payout, count, sum)| (payout, (count, sum))).collect();
 
     let mut fresh: Vec<&ReservationRequest> =
         requests.iter().filter(|r| !existing.contains_key(&r.payout_id)).collect();
     fresh.sort_by_key(|r| r.partner_id);
-    let partner_ids: Vec<Uuid> = fresh.iter().map(|r| r.partner_id).collect();
-    let mut candidates: HashMap<Uuid, (Decimal, Vec<Uuid>)> = HashMap::new();
+    let partner_ids: Vec<PartnerId> = fresh.iter().map(|r| r.partner_id).collect();
+    let mut candidates: HashMap<PartnerId, (Decimal, Vec<EntryId>)> = HashMap::new();
     if !partner_ids.is_empty() {
-        let rows: Vec<(Uuid, Uuid, String, Decimal)> = sqlx::query_as(
+        let rows: Vec<(PartnerId, EntryId, String, Decimal)> = sqlx::query_as(
             "SELECT s.partner_id, s.entry_id, e.entry_type, e.amount \
              FROM entry_states s JOIN entries e ON e.id = s.entry_id \
              WHERE s.program_id = $1 AND s.partner_id = ANY($2::uuid[]) AND s.currency = $3 \
@@ -747,7 +751,7 @@ pub async fn reserve(
 const LOCK_REVERSAL_KEY: i32 = 1;
 const LOCK_SALE: i32 = 2;
 
-async fn lock(tx: &mut sqlx::PgConnection, class: i32, program_id: Uuid, name: &str) -> Result<(), StoreError> {
+async fn lock(tx: &mut sqlx::PgConnection, class: i32, program_id: ProgramId, name: &str) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text || '/' || $3))")
         .bind(class)
         .bind(program_id)
@@ -765,7 +769,7 @@ pub struct ReverseRequest<'a> {
     /// The sale.
     pub sale_id: &'a str,
     /// The refund.
-    pub refund_id: Uuid,
+    pub refund_id: RefundId,
     /// Request hash.
     pub hash: Vec<u8>,
     /// A, T, rounding and currency.
@@ -784,7 +788,7 @@ pub struct ReversalRow {
     /// ISO 4217 code.
     pub currency: String,
     /// Debits posted, in line order.
-    pub debit_ids: Vec<Uuid>,
+    pub debit_ids: Vec<EntryId>,
     /// Σ live lines.
     pub lines_total: Decimal,
     /// The target.
@@ -794,9 +798,9 @@ pub struct ReversalRow {
     /// Δ.
     pub clawed_back: Decimal,
     /// Lines moved to REVERSED.
-    pub reversed_line_ids: Vec<Uuid>,
+    pub reversed_line_ids: Vec<EntryId>,
     /// Travelling debits moved to REVERSED with their lines.
-    pub reversed_debit_ids: Vec<Uuid>,
+    pub reversed_debit_ids: Vec<EntryId>,
     /// The sale.
     pub sale_id: String,
     /// Request hash.
@@ -820,16 +824,16 @@ pub enum ReverseOutcome {
 
 #[derive(Debug, sqlx::FromRow)]
 struct SaleEntry {
-    id: Uuid,
-    partner_id: Uuid,
+    id: EntryId,
+    partner_id: PartnerId,
     kind: String,
     entry_type: String,
     currency: String,
     amount: Decimal,
     level: i32,
-    source_partner_id: Option<Uuid>,
+    source_partner_id: Option<PartnerId>,
     clears_at: DateTime<Utc>,
-    reverses_entry_id: Option<Uuid>,
+    reverses_entry_id: Option<EntryId>,
     placement: Option<String>,
     status: String,
     reserved: bool,
@@ -837,7 +841,7 @@ struct SaleEntry {
 
 async fn lock_sale_entries(
     tx: &mut sqlx::PgConnection,
-    program_id: Uuid,
+    program_id: ProgramId,
     sale_id: &str,
 ) -> Result<Vec<SaleEntry>, StoreError> {
     // Lock every entry of the sale (lines and debits) in id order, the same
@@ -874,7 +878,7 @@ const REVERSAL_COLUMNS: &str = "currency, debit_ids, lines_total, target, previo
 
 async fn find_reversal(
     tx: &mut sqlx::PgConnection,
-    program_id: Uuid,
+    program_id: ProgramId,
     key: &str,
 ) -> Result<Option<ReversalRow>, StoreError> {
     let sql = format!("SELECT {REVERSAL_COLUMNS} FROM reversals WHERE program_id = $1 AND idempotency_key = $2");
@@ -895,7 +899,7 @@ async fn find_reversal(
 /// and the balances updated.
 pub async fn reverse_sale(
     pool: &PgPool,
-    program_id: Uuid,
+    program_id: ProgramId,
     request: &ReverseRequest<'_>,
 ) -> Result<ReverseOutcome, StoreError> {
     let mut tx = pool.begin().await?;
@@ -910,8 +914,8 @@ pub async fn reverse_sale(
     }
     let entries = lock_sale_entries(&mut tx, program_id, request.sale_id).await?;
     let currency = request.refund.currency;
-    let mut clawed: HashMap<Uuid, Decimal> = HashMap::new();
-    let mut travelling: HashMap<Uuid, Vec<(Uuid, Status, bool)>> = HashMap::new();
+    let mut clawed: HashMap<EntryId, Decimal> = HashMap::new();
+    let mut travelling: HashMap<EntryId, Vec<(EntryId, Status, bool)>> = HashMap::new();
     for entry in entries.iter().filter(|e| e.entry_type == EntryType::Debit.as_str()) {
         let Some(line) = entry.reverses_entry_id else { continue };
         let status = parse_status(&entry.status)?;
@@ -948,8 +952,8 @@ pub async fn reverse_sale(
     let (mut clears, mut breakdowns, mut indexes, mut reverses, mut placements, mut initial) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Existing entries that change status (with what they were), then the new debits.
-    let mut moves: Vec<(Uuid, Status, Status, bool)> = Vec::new();
-    let mut new_moves: Vec<(Uuid, Status)> = Vec::new();
+    let mut moves: Vec<(EntryId, Status, Status, bool)> = Vec::new();
+    let mut new_moves: Vec<(EntryId, Status)> = Vec::new();
     let mut reversed_lines = Vec::new();
     let mut reversed_debits = Vec::new();
     let reason = if request.reason.is_empty() {
@@ -961,7 +965,7 @@ pub async fn reverse_sale(
         let status = parse_status(&line.status)?;
         let new_debit = if share.amount > Decimal::ZERO {
             let (placement, created_in) = Placement::of(status, line.reserved);
-            let id = Uuid::now_v7();
+            let id = EntryId::new_v7();
             debit_ids.push(id);
             partners.push(line.partner_id);
             kinds.push(line.kind.clone());
@@ -1044,7 +1048,7 @@ pub async fn reverse_sale(
         .execute(&mut *tx)
         .await?;
     }
-    let mut move_ids: Vec<Uuid> = moves.iter().map(|m| m.0).collect();
+    let mut move_ids: Vec<EntryId> = moves.iter().map(|m| m.0).collect();
     let mut move_froms: Vec<&str> = moves.iter().map(|m| m.1.as_str()).collect();
     let mut move_tos: Vec<&str> = moves.iter().map(|m| m.2.as_str()).collect();
     move_ids.extend(new_moves.iter().map(|m| m.0));
@@ -1088,7 +1092,7 @@ pub async fn reverse_sale(
 
     // Balances once, existing entries first (with what they were), the new
     // debits last (padded NULL = created now).
-    let mut balance_ids: Vec<Uuid> = moves.iter().map(|m| m.0).collect();
+    let mut balance_ids: Vec<EntryId> = moves.iter().map(|m| m.0).collect();
     let balance_froms: Vec<&str> = moves.iter().map(|m| m.1.as_str()).collect();
     let balance_reserved: Vec<bool> = moves.iter().map(|m| m.3).collect();
     balance_ids.extend(&debit_ids);
@@ -1101,7 +1105,7 @@ pub async fn reverse_sale(
 #[derive(Debug)]
 pub enum VoidOutcome {
     /// Applied now: (debits voided, entries restored).
-    Applied(Vec<Uuid>, Vec<Uuid>),
+    Applied(Vec<EntryId>, Vec<EntryId>),
     /// Undone before: nothing changes.
     AlreadyVoided,
     /// No reversal under that key.
@@ -1117,7 +1121,7 @@ pub enum VoidOutcome {
 /// updates the balances.
 pub async fn void_reversal(
     pool: &PgPool,
-    program_id: Uuid,
+    program_id: ProgramId,
     key: &str,
     actor: &str,
     reason: &str,
@@ -1138,24 +1142,24 @@ pub async fn void_reversal(
         return Ok(VoidOutcome::AlreadyVoided);
     }
     let entries = lock_sale_entries(&mut tx, program_id, &stored.sale_id).await?;
-    let by_id: HashMap<Uuid, &SaleEntry> = entries.iter().map(|e| (e.id, e)).collect();
-    let own: HashSet<Uuid> = stored.debit_ids.iter().copied().collect();
-    let restore_ids: Vec<Uuid> = stored
+    let by_id: HashMap<EntryId, &SaleEntry> = entries.iter().map(|e| (e.id, e)).collect();
+    let own: HashSet<EntryId> = stored.debit_ids.iter().copied().collect();
+    let restore_ids: Vec<EntryId> = stored
         .reversed_line_ids
         .iter()
         .chain(stored.reversed_debit_ids.iter().filter(|id| !own.contains(id)))
         .copied()
         .collect();
-    let befores: Vec<(Uuid, String)> = sqlx::query_as(
+    let befores: Vec<(EntryId, String)> = sqlx::query_as(
         "SELECT DISTINCT ON (entry_id) entry_id, from_status FROM entry_status_events \
          WHERE entry_id = ANY($1::uuid[]) AND to_status = 'REVERSED' ORDER BY entry_id, id DESC",
     )
     .bind(&restore_ids)
     .fetch_all(&mut *tx)
     .await?;
-    let befores: HashMap<Uuid, Status> =
+    let befores: HashMap<EntryId, Status> =
         befores.into_iter().filter_map(|(id, from)| Status::parse(&from).map(|status| (id, status))).collect();
-    let target = |id: &Uuid| -> Result<VoidTarget, StoreError> {
+    let target = |id: &EntryId| -> Result<VoidTarget, StoreError> {
         let entry = by_id.get(id).ok_or_else(|| StoreError(sqlx::Error::RowNotFound))?;
         Ok(VoidTarget {
             id: *id,
@@ -1166,7 +1170,7 @@ pub async fn void_reversal(
     };
     let debits = stored.debit_ids.iter().map(target).collect::<Result<Vec<_>, _>>()?;
     let restores = restore_ids.iter().map(target).collect::<Result<Vec<_>, _>>()?;
-    let reversed_here: HashSet<Uuid> = stored.reversed_debit_ids.iter().copied().collect();
+    let reversed_here: HashSet<EntryId> = stored.reversed_debit_ids.iter().copied().collect();
     let plan = match reversal::plan_void(&debits, &restores, &reversed_here) {
         Ok(plan) => plan,
         Err(error) => return Ok(VoidOutcome::Refused(error)),
@@ -1188,8 +1192,8 @@ pub async fn void_reversal(
         was_reserved.push(by_id.get(id).is_some_and(|e| e.reserved));
     }
     write_moves(&mut tx, &ids, &froms, &tos, actor, reason).await?;
-    let voided_ids: Vec<Uuid> = plan.voids.iter().map(|(id, _)| *id).collect();
-    let restored_ids: Vec<Uuid> = plan.restores.iter().map(|(id, _, _)| *id).collect();
+    let voided_ids: Vec<EntryId> = plan.voids.iter().map(|(id, _)| *id).collect();
+    let restored_ids: Vec<EntryId> = plan.restores.iter().map(|(id, _, _)| *id).collect();
     sqlx::query(
         "INSERT INTO reversal_voids (program_id, idempotency_key, voided_ids, restored_ids, actor, reason) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -1208,7 +1212,7 @@ pub async fn void_reversal(
 }
 
 /// Entries by id, in the order given (absent ids are skipped).
-pub async fn entries_by_ids(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<EntryRow>, StoreError> {
+pub async fn entries_by_ids(pool: &PgPool, ids: &[EntryId]) -> Result<Vec<EntryRow>, StoreError> {
     let sql = format!(
         "SELECT {ENTRY_COLUMNS} FROM unnest($1::uuid[]) WITH ORDINALITY AS q(id, n) \
          JOIN entries e ON e.id = q.id JOIN entry_states s ON s.entry_id = e.id \
@@ -1221,7 +1225,7 @@ pub async fn entries_by_ids(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<EntryRow>
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BalanceRow {
     /// Partner.
-    pub partner_id: Uuid,
+    pub partner_id: PartnerId,
     /// ISO 4217 code.
     pub currency: String,
     /// PENDING.
@@ -1244,8 +1248,8 @@ pub struct BalanceRow {
 /// currency, ordered by partner id then currency. Reads nothing else.
 pub async fn balances(
     pool: &PgPool,
-    program_id: Uuid,
-    partner_ids: &[Uuid],
+    program_id: ProgramId,
+    partner_ids: &[PartnerId],
     currency: Option<&str>,
 ) -> Result<Vec<BalanceRow>, StoreError> {
     Ok(sqlx::query_as::<_, BalanceRow>(

@@ -1,6 +1,7 @@
 //! tonic implementation of `PayoutService`: decode and validate, call the
 //! domain rules, the store and the peer services (hierarchy, ledger), encode.
 
+use accrue_types::{PartnerId, PayoutId, PayoutRunId, ProgramId};
 use std::time::Duration;
 
 use accrue_kit::FieldViolations;
@@ -20,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
-use uuid::Uuid;
 
 use crate::domain::{CarriedForward, PayoutStatus, RunRequest, payout_id, resolve_minimum, validate_run_request};
 use crate::store::{self, NewPayout, PayoutFilter, PayoutRow, RunRow};
@@ -51,7 +51,7 @@ impl PayoutsApi {
 #[derive(Debug, Serialize, Deserialize)]
 struct PayoutCursor {
     t: DateTime<Utc>,
-    id: Uuid,
+    id: PayoutId,
 }
 
 /// Maps a peer's failure: transient ones become UNAVAILABLE (the caller
@@ -107,7 +107,7 @@ fn payout_to_proto(row: &PayoutRow) -> Result<pb::Payout, Status> {
 impl PayoutsApi {
     /// The program's minimum payout from the hierarchy service.
     /// NOT_FOUND when the program does not exist.
-    async fn program_minimum(&self, program_id: Uuid) -> Result<Option<Money>, Status> {
+    async fn program_minimum(&self, program_id: ProgramId) -> Result<Option<Money>, Status> {
         let program = match self
             .hierarchy
             .clone()
@@ -132,7 +132,7 @@ impl PayoutsApi {
             .map_err(|error| failed_precondition("MINIMUM_CURRENCY_MISMATCH", error.to_string()))?;
         let period = request.period.to_string();
         let insert = store::RunInsert {
-            id: Uuid::now_v7(),
+            id: PayoutRunId::new_v7(),
             program_id: request.program_id,
             currency: request.currency.code(),
             period: &period,
@@ -200,7 +200,7 @@ impl PayoutsApi {
                 .into_inner();
             let mut partners = Vec::with_capacity(page.partners.len());
             for partner in &page.partners {
-                let partner_id = Uuid::parse_str(&partner.id).map_err(internal)?;
+                let partner_id = partner.id.parse::<PartnerId>().map_err(internal)?;
                 partners.push((partner_id, payout_id(run.id, partner_id)));
             }
             if !partners.is_empty() {

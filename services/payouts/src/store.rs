@@ -1,10 +1,10 @@
 //! sqlx access to the payouts schema (runtime queries; the connection's
 //! search_path is `payouts`).
 
+use accrue_types::{PartnerId, PayoutId, PayoutRunId, ProgramId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgExecutor, PgPool};
-use uuid::Uuid;
 
 pub(crate) use accrue_kit::error::StoreError;
 
@@ -32,9 +32,9 @@ macro_rules! payout_columns {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunRow {
     /// Id.
-    pub id: Uuid,
+    pub id: PayoutRunId,
     /// Program.
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// ISO 4217 code.
     pub currency: String,
     /// "YYYY-MM".
@@ -68,13 +68,13 @@ impl RunRow {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PayoutRow {
     /// Id.
-    pub id: Uuid,
+    pub id: PayoutId,
     /// Run that created it.
-    pub payout_run_id: Uuid,
+    pub payout_run_id: PayoutRunId,
     /// Program.
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// Partner.
-    pub partner_id: Uuid,
+    pub partner_id: PartnerId,
     /// ISO 4217 code.
     pub currency: String,
     /// Amount.
@@ -94,7 +94,7 @@ pub struct PayoutRow {
 /// The run for (program, currency, period), if any.
 pub async fn find_run(
     executor: impl PgExecutor<'_>,
-    program_id: Uuid,
+    program_id: ProgramId,
     currency: &str,
     period: &str,
 ) -> Result<Option<RunRow>, StoreError> {
@@ -115,9 +115,9 @@ pub async fn find_run(
 #[derive(Debug, Clone)]
 pub struct RunInsert<'a> {
     /// Id.
-    pub id: Uuid,
+    pub id: PayoutRunId,
     /// Program.
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// ISO 4217 code.
     pub currency: &'a str,
     /// "YYYY-MM".
@@ -155,9 +155,9 @@ pub async fn insert_run(executor: impl PgExecutor<'_>, run: &RunInsert<'_>) -> R
 #[derive(Debug, Clone)]
 pub struct NewPayout {
     /// Deterministic id (see [`crate::domain::payout_id`]).
-    pub id: Uuid,
+    pub id: PayoutId,
     /// Partner.
-    pub partner_id: Uuid,
+    pub partner_id: PartnerId,
     /// Reserved amount (> 0).
     pub amount: Decimal,
     /// Entries reserved.
@@ -172,12 +172,12 @@ pub async fn insert_payouts(pool: &PgPool, run: &RunRow, payouts: &[NewPayout]) 
     if payouts.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<Uuid> = payouts.iter().map(|payout| payout.id).collect();
-    let partners: Vec<Uuid> = payouts.iter().map(|payout| payout.partner_id).collect();
+    let ids: Vec<PayoutId> = payouts.iter().map(|payout| payout.id).collect();
+    let partners: Vec<PartnerId> = payouts.iter().map(|payout| payout.partner_id).collect();
     let amounts: Vec<Decimal> = payouts.iter().map(|payout| payout.amount).collect();
     let counts: Vec<i64> = payouts.iter().map(|payout| payout.entry_count).collect();
     let mut tx = pool.begin().await?;
-    let created: Vec<Uuid> = sqlx::query_scalar(
+    let created: Vec<PayoutId> = sqlx::query_scalar(
         "INSERT INTO payouts (id, payout_run_id, program_id, partner_id, currency, amount, status, period, entry_count) \
          SELECT p.id, $5, $6, p.partner_id, $7, p.amount, $8, $9, p.entry_count \
          FROM unnest($1::uuid[], $2::uuid[], $3::numeric[], $4::bigint[]) AS p(id, partner_id, amount, entry_count) \
@@ -216,7 +216,7 @@ pub async fn insert_payouts(pool: &PgPool, run: &RunRow, payouts: &[NewPayout]) 
 /// tallied by the final pass.
 pub async fn complete_run(
     executor: impl PgExecutor<'_>,
-    run_id: Uuid,
+    run_id: PayoutRunId,
     carried: CarriedForward,
 ) -> Result<RunRow, StoreError> {
     sqlx::query_as::<_, RunRow>(concat!(
@@ -236,7 +236,7 @@ pub async fn complete_run(
 }
 
 /// A payout by id.
-pub async fn get_payout(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<PayoutRow>, StoreError> {
+pub async fn get_payout(executor: impl PgExecutor<'_>, id: PayoutId) -> Result<Option<PayoutRow>, StoreError> {
     sqlx::query_as::<_, PayoutRow>(concat!("SELECT ", payout_columns!(), " FROM payouts WHERE id = $1"))
         .bind(id)
         .fetch_optional(executor)
@@ -245,14 +245,14 @@ pub async fn get_payout(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Optio
 }
 
 /// ListPayouts filters.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PayoutFilter<'a> {
     /// Program (required).
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// Only this partner's.
-    pub partner_id: Option<Uuid>,
+    pub partner_id: Option<PartnerId>,
     /// Only this run's.
-    pub payout_run_id: Option<Uuid>,
+    pub payout_run_id: Option<PayoutRunId>,
     /// Only in this state.
     pub status: Option<&'a str>,
 }
@@ -261,7 +261,7 @@ pub struct PayoutFilter<'a> {
 pub async fn list_payouts(
     executor: impl PgExecutor<'_>,
     filter: &PayoutFilter<'_>,
-    after: Option<(DateTime<Utc>, Uuid)>,
+    after: Option<(DateTime<Utc>, PayoutId)>,
     limit: i64,
 ) -> Result<Vec<PayoutRow>, StoreError> {
     let (after_time, after_id) = after.unzip();

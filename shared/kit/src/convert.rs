@@ -1,24 +1,26 @@
 //! Wire conversions with field-aware validation; a settlement line and its
 //! breakdown in [`settlement`].
 
+use std::str::FromStr;
+
 use accrue_money::{Currency, Money};
 use accrue_proto::types::v1 as pb;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use uuid::Uuid;
 
 use crate::FieldViolations;
 
 pub mod settlement;
 
-/// Parses a required UUID field; records a violation and returns `None` when
-/// it is empty or malformed.
-pub fn require_uuid(field: &str, value: &str, violations: &mut FieldViolations) -> Option<Uuid> {
+/// Parses a required id field (any typed id of `accrue_types::id`, or a bare
+/// `Uuid`); records a violation and returns `None` when it is empty or
+/// malformed. The one place a request's id text becomes an id.
+pub fn require_uuid<T: FromStr>(field: &str, value: &str, violations: &mut FieldViolations) -> Option<T> {
     if value.is_empty() {
         violations.add(field, "is required");
         return None;
     }
-    match Uuid::parse_str(value) {
+    match value.parse() {
         Ok(id) => Some(id),
         Err(_) => {
             violations.add(field, format!("{value:?} is not a UUID"));
@@ -27,14 +29,14 @@ pub fn require_uuid(field: &str, value: &str, violations: &mut FieldViolations) 
     }
 }
 
-/// Parses an optional UUID field (empty → `None` with no violation).
-pub fn optional_uuid(field: &str, value: &str, violations: &mut FieldViolations) -> Option<Uuid> {
+/// Parses an optional id field (empty → `None` with no violation).
+pub fn optional_uuid<T: FromStr>(field: &str, value: &str, violations: &mut FieldViolations) -> Option<T> {
     if value.is_empty() { None } else { require_uuid(field, value, violations) }
 }
 
-/// Parses a UUID path id for a Get: malformed ids are NOT_FOUND-equivalent
+/// Parses an id for a Get: malformed ids are NOT_FOUND-equivalent
 /// INVALID_ARGUMENT on `field`.
-pub fn parse_id(field: &str, value: &str) -> Result<Uuid, tonic::Status> {
+pub fn parse_id<T: FromStr>(field: &str, value: &str) -> Result<T, tonic::Status> {
     let mut violations = FieldViolations::new();
     let id = require_uuid(field, value, &mut violations);
     violations.into_result()?;

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
+use accrue_types::SagaId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 /// Why a step's action (or undo) did not succeed for one saga.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,8 +76,8 @@ pub trait SagaDef: Send + Sync + Sized + 'static {
     fn load(
         &self,
         pool: &PgPool,
-        sagas: &[Uuid],
-    ) -> impl Future<Output = Result<HashMap<Uuid, Self::Subject>, sqlx::Error>> + Send;
+        sagas: &[SagaId],
+    ) -> impl Future<Output = Result<HashMap<SagaId, Self::Subject>, sqlx::Error>> + Send;
 
     /// Runs in the transaction that marks `sagas` done (fenced: only sagas
     /// still owned at their claimed generation are passed).
@@ -114,7 +114,7 @@ pub(crate) struct StepLog {
 #[derive(Debug, Clone)]
 pub struct Saga {
     /// The saga.
-    pub id: Uuid,
+    pub id: SagaId,
     /// 1 for the first run; each retry is a new run with its own log.
     pub run: i32,
     /// The claim's fence: every write is conditional on it.

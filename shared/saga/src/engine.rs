@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use accrue_types::SagaId;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
@@ -81,7 +82,7 @@ enum Flow {
 
 #[derive(sqlx::FromRow)]
 struct Claimed {
-    id: Uuid,
+    id: SagaId,
     run: i32,
     generation: i64,
     attempt: i32,
@@ -91,7 +92,7 @@ struct Claimed {
 
 #[derive(sqlx::FromRow)]
 struct LoggedEvent {
-    saga_id: Uuid,
+    saga_id: SagaId,
     step: String,
     event: StepEvent,
     detail: Value,
@@ -218,7 +219,7 @@ impl<D: SagaDef> Engine<D> {
         }
         metrics::counter!("accrue_saga_batches_total", "kind" => D::KIND).increment(1);
         metrics::counter!("accrue_saga_claims_total", "kind" => D::KIND).increment(claimed.len() as u64);
-        let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
+        let ids: Vec<SagaId> = claimed.iter().map(|c| c.id).collect();
         let runs: Vec<i32> = claimed.iter().map(|c| c.run).collect();
         let events: Vec<LoggedEvent> = sqlx::query_as(
             "SELECT e.saga_id, e.step, e.event, e.detail
@@ -231,8 +232,8 @@ impl<D: SagaDef> Engine<D> {
         .fetch_all(&self.pool)
         .await?;
         let steps = self.def.steps();
-        let mut logs: HashMap<Uuid, Vec<StepLog>> = HashMap::new();
-        let mut corrupt: HashMap<Uuid, String> = HashMap::new();
+        let mut logs: HashMap<SagaId, Vec<StepLog>> = HashMap::new();
+        let mut corrupt: HashMap<SagaId, String> = HashMap::new();
         for event in events {
             let Some(index) = steps.iter().position(|step| step.name == event.step) else {
                 corrupt.entry(event.saga_id).or_insert_with(|| {
@@ -266,7 +267,7 @@ impl<D: SagaDef> Engine<D> {
         batch.sort_by_key(|saga| saga.id);
         if !corrupt.is_empty() {
             // A log this definition cannot read cannot be resumed or unwound safely.
-            let rows: Vec<(Uuid, i64, String)> = batch
+            let rows: Vec<(SagaId, i64, String)> = batch
                 .iter()
                 .filter_map(|s| corrupt.get(&s.id).map(|reason| (s.id, s.generation, reason.clone())))
                 .collect();
@@ -289,7 +290,7 @@ impl<D: SagaDef> Engine<D> {
             Ok(flow) => flow,
             Err(error) => {
                 tracing::warn!(%owner, %error, sagas = batch.len(), "saga batch interrupted by a database error; releasing");
-                let rows: Vec<(Uuid, i64, i64)> = batch
+                let rows: Vec<(SagaId, i64, i64)> = batch
                     .iter()
                     .filter(|s| !s.gone)
                     .map(|s| (s.id, s.generation, millis(self.options.retry_base)))
@@ -303,7 +304,7 @@ impl<D: SagaDef> Engine<D> {
     }
 
     async fn drive(&self, batch: &mut Vec<Saga>, shutdown: &CancellationToken) -> Result<Flow, sqlx::Error> {
-        let ids: Vec<Uuid> = batch.iter().map(|s| s.id).collect();
+        let ids: Vec<SagaId> = batch.iter().map(|s| s.id).collect();
         let subjects = self.def.load(&self.pool, &ids).await?;
         let steps = self.def.steps();
 
@@ -438,7 +439,7 @@ impl<D: SagaDef> Engine<D> {
         index: usize,
         batch: &[Saga],
         need: &[usize],
-        subjects: &HashMap<Uuid, D::Subject>,
+        subjects: &HashMap<SagaId, D::Subject>,
         undo: bool,
     ) -> Vec<StepResult> {
         let step = &self.def.steps()[index];
@@ -537,7 +538,7 @@ impl<D: SagaDef> Engine<D> {
             .collect();
         let (retry_base, retry_max) = (self.options.retry_base, self.options.retry_max);
         self.write_fenced(batch, index, StepEvent::Failed, &details, async |tx, batch, applied| {
-            let rows: Vec<(Uuid, i64, i64)> = applied
+            let rows: Vec<(SagaId, i64, i64)> = applied
                 .iter()
                 .map(|&i| {
                     let delay = backoff_delay(batch[i].attempt, retry_base, retry_max);
@@ -585,7 +586,7 @@ impl<D: SagaDef> Engine<D> {
         let reason_of: HashMap<usize, &String> = failures.iter().map(|(i, _)| *i).zip(&reasons).collect();
         let applied: HashSet<usize> = self
             .write_fenced(batch, index, StepEvent::Failed, &details, async |tx, batch, applied| {
-                let rows: Vec<(Uuid, i64, String)> = applied
+                let rows: Vec<(SagaId, i64, String)> = applied
                     .iter()
                     .filter_map(|i| {
                         reason_of.get(i).map(|reason| (batch[*i].id, batch[*i].generation, (*reason).clone()))
@@ -674,7 +675,7 @@ impl<D: SagaDef> Engine<D> {
             return Ok(());
         }
         let (ids, generations) = fence_of(batch, &live);
-        let kept: HashSet<Uuid> = sqlx::query_scalar(
+        let kept: HashSet<SagaId> = sqlx::query_scalar(
             "UPDATE sagas s SET lease_expires_at = now() + $3::bigint * interval '1 millisecond'
              FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, generation)
              WHERE s.id = u.id AND s.generation = u.generation
@@ -693,7 +694,7 @@ impl<D: SagaDef> Engine<D> {
 
     /// Graceful shutdown: gives every held saga back at once (no backoff).
     async fn release_all(&self, batch: &mut [Saga]) -> Result<(), sqlx::Error> {
-        let rows: Vec<(Uuid, i64, i64)> = batch.iter().filter(|s| !s.gone).map(|s| (s.id, s.generation, 0)).collect();
+        let rows: Vec<(SagaId, i64, i64)> = batch.iter().filter(|s| !s.gone).map(|s| (s.id, s.generation, 0)).collect();
         release(&self.pool, &rows).await?;
         for saga in batch.iter_mut() {
             saga.gone = true;
@@ -702,18 +703,18 @@ impl<D: SagaDef> Engine<D> {
     }
 }
 
-fn rows_of(batch: &[Saga], pairs: &[(usize, Value)]) -> Vec<(Uuid, i64, Value)> {
+fn rows_of(batch: &[Saga], pairs: &[(usize, Value)]) -> Vec<(SagaId, i64, Value)> {
     pairs.iter().map(|(i, detail)| (batch[*i].id, batch[*i].generation, detail.clone())).collect()
 }
 
 /// The fence of each saga at `indices`: its id and claimed generation, as the
 /// `UNNEST($1::uuid[], $2::bigint[])` of a fenced statement binds them.
-fn fence_of(batch: &[Saga], indices: &[usize]) -> (Vec<Uuid>, Vec<i64>) {
+fn fence_of(batch: &[Saga], indices: &[usize]) -> (Vec<SagaId>, Vec<i64>) {
     indices.iter().map(|&i| (batch[i].id, batch[i].generation)).unzip()
 }
 
 /// The columns of fenced rows `(saga, generation, value)`, to bind as arrays.
-fn columns_of<T: Clone>(rows: &[(Uuid, i64, T)]) -> (Vec<Uuid>, Vec<i64>, Vec<T>) {
+fn columns_of<T: Clone>(rows: &[(SagaId, i64, T)]) -> (Vec<SagaId>, Vec<i64>, Vec<T>) {
     let ids = rows.iter().map(|r| r.0).collect();
     let generations = rows.iter().map(|r| r.1).collect();
     let values = rows.iter().map(|r| r.2.clone()).collect();
@@ -722,7 +723,7 @@ fn columns_of<T: Clone>(rows: &[(Uuid, i64, T)]) -> (Vec<Uuid>, Vec<i64>, Vec<T>
 
 /// Drops from the batch each saga at `indices` whose fenced write did not
 /// apply (`kept` lacks it): a newer owner has claimed it.
-fn drop_lost(batch: &mut [Saga], indices: &[usize], kept: &HashSet<Uuid>) {
+fn drop_lost(batch: &mut [Saga], indices: &[usize], kept: &HashSet<SagaId>) {
     for &i in indices {
         if !kept.contains(&batch[i].id) {
             tracing::warn!(saga = %batch[i].id, "lost the saga to a newer owner; dropping it");
@@ -739,13 +740,13 @@ async fn append(
     conn: &mut PgConnection,
     step: &str,
     event: StepEvent,
-    rows: &[(Uuid, i64, Value)],
-) -> Result<HashSet<Uuid>, sqlx::Error> {
+    rows: &[(SagaId, i64, Value)],
+) -> Result<HashSet<SagaId>, sqlx::Error> {
     if rows.is_empty() {
         return Ok(HashSet::new());
     }
     let (ids, generations, details) = columns_of(rows);
-    let written: Vec<Uuid> = sqlx::query_scalar(
+    let written: Vec<SagaId> = sqlx::query_scalar(
         "INSERT INTO saga_step_events (saga_id, run, step, event, detail, generation)
          SELECT s.id, s.run, $1, $2, u.detail, s.generation
          FROM UNNEST($3::uuid[], $4::bigint[], $5::jsonb[]) AS u(id, generation, detail)
@@ -767,7 +768,7 @@ async fn append(
 async fn set_state(
     conn: &mut PgConnection,
     state: SagaState,
-    rows: &[(Uuid, i64, String)],
+    rows: &[(SagaId, i64, String)],
     release: bool,
 ) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
@@ -796,10 +797,10 @@ async fn set_state(
 async fn close(
     conn: &mut PgConnection,
     state: SagaState,
-    ids: &[Uuid],
+    ids: &[SagaId],
     generations: &[i64],
-) -> Result<HashSet<Uuid>, sqlx::Error> {
-    let closed: Vec<Uuid> = sqlx::query_scalar(
+) -> Result<HashSet<SagaId>, sqlx::Error> {
+    let closed: Vec<SagaId> = sqlx::query_scalar(
         "UPDATE sagas s SET state = $3, owner = NULL, lease_expires_at = NULL, updated_at = now()
          FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, generation)
          WHERE s.id = u.id AND s.generation = u.generation
@@ -814,7 +815,7 @@ async fn close(
 }
 
 /// Gives sagas back (owner and lease cleared), runnable again after a delay (ms).
-async fn release<'e, E>(executor: E, rows: &[(Uuid, i64, i64)]) -> Result<(), sqlx::Error>
+async fn release<'e, E>(executor: E, rows: &[(SagaId, i64, i64)]) -> Result<(), sqlx::Error>
 where
     E: sqlx::PgExecutor<'e>,
 {

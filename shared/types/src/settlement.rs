@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use accrue_money::Money;
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
+
+use crate::id::{AgreementVersionId, PartnerId};
 
 /// What a line pays for (DESIGN §4). Stored (the ledger's `entries.kind`)
 /// and serialized by [`EarningKind::as_str`]; the wire form is
@@ -76,7 +77,7 @@ pub struct Breakdown {
     pub rule: String,
     /// The agreement version C was computed under; stored and sent as "" when none.
     #[cfg_attr(feature = "serde", serde(with = "empty_is_none"))]
-    pub agreement_version_id: Option<Uuid>,
+    pub agreement_version_id: Option<AgreementVersionId>,
     /// The rounding applied ("HALF_AWAY_FROM_ZERO to 2 dp: 3.335 → 3.34").
     pub rounding: String,
     /// Notes (why nothing was paid, why a share fell back), "; "-separated.
@@ -105,7 +106,7 @@ impl Breakdown {
 #[cfg_attr(feature = "serde", serde(try_from = "serde_line::LineJson", into = "serde_line::LineJson"))]
 pub struct Line {
     /// Who earns it.
-    pub partner_id: Uuid,
+    pub partner_id: PartnerId,
     /// What for.
     pub kind: EarningKind,
     /// Exact in the currency's minor unit. Commission's lines are > 0; on a
@@ -117,31 +118,37 @@ pub struct Line {
     pub level: u32,
     /// The seller whose sale produced it; commission always names it, a
     /// posting may leave it out (the wire's empty string).
-    pub source_partner_id: Option<Uuid>,
+    pub source_partner_id: Option<PartnerId>,
     /// When it clears: the sale's `occurred_at` + the agreement's clearance days.
     pub clears_at: DateTime<Utc>,
     /// Why; commission always gives one, a posting may leave it out.
     pub breakdown: Option<Breakdown>,
 }
 
-/// `Option<Uuid>` as the string the ledger and the wire use: "" for `None`
+/// An optional id as the string the ledger and the wire use: "" for `None`
 /// (a JSON `null` or a missing field also reads as `None`).
 #[cfg(feature = "serde")]
 mod empty_is_none {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use uuid::Uuid;
+    use std::fmt::Display;
+    use std::str::FromStr;
 
-    pub(super) fn serialize<S: Serializer>(id: &Option<Uuid>, serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer, T: Display>(id: &Option<T>, serializer: S) -> Result<S::Ok, S::Error> {
         match id {
             Some(id) => serializer.collect_str(id),
             None => serializer.serialize_str(""),
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Uuid>, D::Error> {
+    pub(super) fn deserialize<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: FromStr<Err: Display>,
+    {
         match Option::<String>::deserialize(deserializer)?.as_deref() {
             None | Some("") => Ok(None),
-            Some(text) => Uuid::parse_str(text).map(Some).map_err(serde::de::Error::custom),
+            Some(text) => text.parse().map(Some).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -154,19 +161,19 @@ mod serde_line {
     use chrono::{DateTime, Utc};
     use rust_decimal::Decimal;
     use serde::{Deserialize, Serialize};
-    use uuid::Uuid;
 
     use super::{Breakdown, EarningKind, Line};
+    use crate::id::PartnerId;
 
     #[derive(Serialize, Deserialize)]
     pub(super) struct LineJson {
-        partner_id: Uuid,
+        partner_id: PartnerId,
         kind: EarningKind,
         currency: String,
         amount: Decimal,
         level: u32,
         #[serde(default, with = "super::empty_is_none")]
-        source_partner_id: Option<Uuid>,
+        source_partner_id: Option<PartnerId>,
         clears_at: DateTime<Utc>,
         #[serde(default)]
         breakdown: Option<Breakdown>,
@@ -236,7 +243,7 @@ mod serde_tests {
 
     #[test]
     fn a_ledger_stored_breakdown_reads_back_and_writes_the_same_json() {
-        let version = Uuid::from_u128(9);
+        let version = AgreementVersionId::from_u128(9);
         let stored = serde_json::json!({
             "model": "PERCENTAGE", "formula": "100.00 × 0.10 = 10.00", "inputs": {"a": "1", "rate": "0.10"},
             "rule": "", "agreement_version_id": version.to_string(), "rounding": "HALF_EVEN to 2 dp", "note": "",
@@ -254,7 +261,7 @@ mod serde_tests {
 
     #[test]
     fn an_old_compute_log_line_reads_back_and_new_ones_name_the_stored_kind() {
-        let seller = Uuid::from_u128(1);
+        let seller = PartnerId::from_u128(1);
         let old = serde_json::json!({
             "partner_id": seller.to_string(), "kind": "EARNING_KIND_OVERRIDE", "currency": "GBP", "amount": "5.00",
             "level": 2, "source_partner_id": "", "clears_at": "2024-02-01T00:00:00Z",

@@ -1,9 +1,9 @@
 //! Link rules: the key format and the split config (seed 000).
 
 use accrue_kit::FieldViolations;
+use accrue_types::PartnerId;
 use accrue_types::split::{SplitPoints, check_partners};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 /// Longest link key.
 pub(crate) const MAX_KEY_LEN: usize = 64;
@@ -14,7 +14,7 @@ pub(crate) const MAX_URL_LEN: usize = 2048;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Split {
     /// The split partner.
-    pub(crate) partner_id: Uuid,
+    pub(crate) partner_id: PartnerId,
     /// Share in basis points (1..9999).
     pub(crate) basis_points: i32,
 }
@@ -38,8 +38,8 @@ pub(crate) fn check_key(field: &str, key: &str, violations: &mut FieldViolations
 /// for the sum.
 pub(crate) fn check_splits(
     prefix: &str,
-    owner: Option<Uuid>,
-    splits: &[(Option<Uuid>, i32)],
+    owner: Option<PartnerId>,
+    splits: &[(Option<PartnerId>, i32)],
     violations: &mut FieldViolations,
 ) {
     if let Err(errors) = SplitPoints::parse(splits.iter().map(|(_, bps)| i64::from(*bps))) {
@@ -47,7 +47,7 @@ pub(crate) fn check_splits(
             violations.add(error.field(prefix), error.to_string());
         }
     }
-    let partners: Vec<Option<Uuid>> = splits.iter().map(|(partner, _)| *partner).collect();
+    let partners: Vec<Option<PartnerId>> = splits.iter().map(|(partner, _)| *partner).collect();
     for error in check_partners(owner.as_ref(), &partners) {
         violations.add(format!("{prefix}[{}].partner_id", error.index()), error.to_string());
     }
@@ -80,9 +80,9 @@ mod tests {
 
     #[test]
     fn splits_rules() {
-        let owner = Uuid::now_v7();
-        let a = Uuid::now_v7();
-        let b = Uuid::now_v7();
+        let owner = PartnerId::new_v7();
+        let a = PartnerId::new_v7();
+        let b = PartnerId::new_v7();
         let mut v = FieldViolations::new();
         check_splits("link.splits", Some(owner), &[(Some(a), 3000), (Some(b), 2000)], &mut v);
         assert!(v.is_empty());

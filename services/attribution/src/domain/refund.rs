@@ -8,11 +8,11 @@ use accrue_kit::idempotency;
 use accrue_money::Money;
 use accrue_proto::attribution::v1 as pb;
 use accrue_proto::attribution::v1::record_refund_request::Sale as SaleRefProto;
+use accrue_types::{ProgramId, SaleId};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tonic::Status;
-use uuid::Uuid;
 
 use super::sale::MAX_ID_LEN;
 
@@ -23,7 +23,7 @@ pub(crate) const MAX_REASON_CHARS: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SaleRef {
     /// By Accrue's sale id.
-    Id(Uuid),
+    Id(SaleId),
     /// By the caller's external id of the sale (in the refund's program).
     External(String),
 }
@@ -32,7 +32,7 @@ pub(crate) enum SaleRef {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RefundInput {
     /// Program.
-    pub(crate) program_id: Uuid,
+    pub(crate) program_id: ProgramId,
     /// Caller's refund id (idempotency key within the program).
     pub(crate) external_id: String,
     /// The refunded sale.
@@ -132,9 +132,9 @@ pub(crate) fn check_against_sale(
 /// The canonical body a refund's request hash is taken over.
 #[derive(Serialize)]
 struct HashedBody<'a> {
-    program_id: Uuid,
+    program_id: ProgramId,
     external_id: &'a str,
-    sale_id: Uuid,
+    sale_id: SaleId,
     currency: &'a str,
     amount: String,
     occurred_at: String,
@@ -145,7 +145,7 @@ impl RefundInput {
     /// SHA-256 (hex) of the refund's canonical body with the sale resolved to
     /// its id: naming the sale by id or by external id, or writing "10" or
     /// "10.00" GBP, is the same refund; any other change is another body.
-    pub(crate) fn request_hash(&self, sale_id: Uuid) -> Result<String, Status> {
+    pub(crate) fn request_hash(&self, sale_id: SaleId) -> Result<String, Status> {
         let body = HashedBody {
             program_id: self.program_id,
             external_id: &self.external_id,
@@ -208,7 +208,7 @@ mod tests {
 
     fn request() -> pb::RecordRefundRequest {
         pb::RecordRefundRequest {
-            program_id: Uuid::from_u128(7).to_string(),
+            program_id: ProgramId::from_u128(7).to_string(),
             external_id: "ref-1".into(),
             sale: Some(SaleRefProto::SaleExternalId("inv-1".into())),
             amount: Some(PbMoney { currency_code: "GBP".into(), amount: "10".into() }),
@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn parses_and_hashes_canonically() {
         let refund = parse_refund(&request()).unwrap();
-        let sale = Uuid::now_v7();
+        let sale = SaleId::new_v7();
         let mut same = request();
         same.amount = Some(PbMoney { currency_code: "GBP".into(), amount: "10.00".into() });
         let same = parse_refund(&same).unwrap();
@@ -232,7 +232,7 @@ mod tests {
         let mut other = request();
         other.reason = "lost".into();
         assert_ne!(refund.request_hash(sale).unwrap(), parse_refund(&other).unwrap().request_hash(sale).unwrap());
-        assert_ne!(refund.request_hash(sale).unwrap(), refund.request_hash(Uuid::now_v7()).unwrap());
+        assert_ne!(refund.request_hash(sale).unwrap(), refund.request_hash(SaleId::new_v7()).unwrap());
     }
 
     #[test]

@@ -6,10 +6,10 @@ use accrue_kit::convert::{require_money, require_timestamp, require_uuid};
 use accrue_money::Money;
 use accrue_proto::attribution::v1::RecordSaleRequest;
 use accrue_proto::types::v1 as tpb;
+use accrue_types::ProgramId;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 /// Longest external id, customer id, product or service code.
 pub(crate) const MAX_ID_LEN: usize = 256;
@@ -32,7 +32,7 @@ pub(crate) fn event_type_to_proto(event_type: SaleEventType) -> tpb::SaleEventTy
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SaleInput {
     /// Program.
-    pub(crate) program_id: Uuid,
+    pub(crate) program_id: ProgramId,
     /// Caller's event id (idempotency key within the program).
     pub(crate) external_id: String,
     /// Caller's customer id; None when unattributed.
@@ -144,7 +144,7 @@ mod tests {
 
     fn request() -> RecordSaleRequest {
         RecordSaleRequest {
-            program_id: Uuid::now_v7().to_string(),
+            program_id: ProgramId::new_v7().to_string(),
             external_id: "inv-1".into(),
             customer_external_id: "cust-1".into(),
             event_type: 0,

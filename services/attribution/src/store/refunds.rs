@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 
 use accrue_saga::{Saga, SagaDef, SagaState};
+use accrue_types::{ProgramId, RefundId, SagaId, SaleId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
-use uuid::Uuid;
 
 use super::{Cursor, StoreError};
 use crate::domain::refund::{RefundInput, RefundState, SaleRef, check_against_sale};
@@ -19,11 +19,11 @@ use crate::saga::clawback_sale::ClawbackSale;
 /// A stored refund, with its sale's external id.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct RefundRow {
-    pub(crate) id: Uuid,
-    pub(crate) program_id: Uuid,
+    pub(crate) id: RefundId,
+    pub(crate) program_id: ProgramId,
     pub(crate) external_id: String,
     pub(crate) request_hash: String,
-    pub(crate) sale_id: Uuid,
+    pub(crate) sale_id: SaleId,
     pub(crate) sale_external_id: String,
     /// 1 for the sale's first refund, then 2, …
     pub(crate) sequence: i32,
@@ -36,7 +36,7 @@ pub(crate) struct RefundRow {
     pub(crate) reason: String,
     pub(crate) state: RefundState,
     pub(crate) failure_reason: String,
-    pub(crate) saga_id: Option<Uuid>,
+    pub(crate) saga_id: Option<SagaId>,
     /// Σ the DEBIT entries it posted (major units), once APPLIED.
     pub(crate) clawback_amount: Option<Decimal>,
     pub(crate) created_at: DateTime<Utc>,
@@ -79,17 +79,17 @@ pub(crate) enum RefundOutcome {
 /// The refunded sale as RecordRefund reads it (locked).
 #[derive(Debug, sqlx::FromRow)]
 struct LockedSale {
-    id: Uuid,
+    id: SaleId,
     currency: String,
     amount: Decimal,
     refunded_amount: Decimal,
     occurred_at: DateTime<Utc>,
-    saga_id: Option<Uuid>,
+    saga_id: Option<SagaId>,
 }
 
 async fn refund_by_external(
     executor: impl sqlx::PgExecutor<'_>,
-    program_id: Uuid,
+    program_id: ProgramId,
     external_id: &str,
 ) -> Result<Option<RefundRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("{REFUND_SELECT} WHERE r.program_id = $1 AND r.external_id = $2")))
@@ -156,8 +156,8 @@ pub(crate) async fn record_refund(pool: &PgPool, refund: &RefundInput) -> Result
         .bind(sale.id)
         .fetch_one(&mut *tx)
         .await?;
-    let id = Uuid::now_v7();
-    let saga_id = sale.saga_id.map(|_| Uuid::now_v7());
+    let id = RefundId::new_v7();
+    let saga_id = sale.saga_id.map(|_| SagaId::new_v7());
     let (state, clawback) = match saga_id {
         Some(_) => (RefundState::Pending, None),
         None => (RefundState::Applied, Some(Decimal::ZERO)),
@@ -224,7 +224,7 @@ pub(crate) async fn record_refund(pool: &PgPool, refund: &RefundInput) -> Result
 }
 
 /// A refund by id.
-pub(crate) async fn get_refund(pool: &PgPool, id: Uuid) -> Result<Option<RefundRow>, StoreError> {
+pub(crate) async fn get_refund(pool: &PgPool, id: RefundId) -> Result<Option<RefundRow>, StoreError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("{REFUND_SELECT} WHERE r.id = $1")))
         .bind(id)
         .fetch_optional(pool)
@@ -236,8 +236,8 @@ pub(crate) async fn get_refund(pool: &PgPool, id: Uuid) -> Result<Option<RefundR
 /// optionally only one sale's and only in one state.
 pub(crate) async fn list_refunds(
     pool: &PgPool,
-    program_id: Uuid,
-    sale_id: Option<Uuid>,
+    program_id: ProgramId,
+    sale_id: Option<SaleId>,
     state: Option<RefundState>,
     cursor: Option<Cursor>,
     limit: i64,
@@ -261,7 +261,7 @@ pub(crate) async fn list_refunds(
 
 /// RetrySaga of a failed ClawbackSale: its refund is PENDING again (inside
 /// RetrySaga's transaction).
-pub(crate) async fn reopen_refund(tx: &mut Transaction<'_, Postgres>, refund_id: Uuid) -> Result<(), sqlx::Error> {
+pub(crate) async fn reopen_refund(tx: &mut Transaction<'_, Postgres>, refund_id: RefundId) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE refunds SET state = $2, failure_reason = '', clawback_amount = NULL WHERE id = $1")
         .bind(refund_id)
         .bind(RefundState::Pending)
@@ -280,17 +280,17 @@ pub(crate) struct ClawbackSubject {
     /// A: the sale's gross amount (major units).
     pub(crate) sale_amount: Decimal,
     /// The sale's SettleSale saga.
-    pub(crate) settle_saga_id: Option<Uuid>,
+    pub(crate) settle_saga_id: Option<SagaId>,
 }
 
 /// The subjects of a claimed batch of ClawbackSale sagas, by saga id (one query).
 pub(crate) async fn clawback_subjects(
     pool: &PgPool,
-    saga_ids: &[Uuid],
-) -> Result<HashMap<Uuid, ClawbackSubject>, sqlx::Error> {
+    saga_ids: &[SagaId],
+) -> Result<HashMap<SagaId, ClawbackSubject>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
-        clawback_saga_id: Uuid,
+        clawback_saga_id: SagaId,
         #[sqlx(flatten)]
         subject: ClawbackSubject,
     }
@@ -312,7 +312,7 @@ pub(crate) async fn clawback_subjects(
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct ClawbackFacts {
     /// The refund.
-    pub(crate) refund_id: Uuid,
+    pub(crate) refund_id: RefundId,
     /// The state of the sale's SettleSale saga (None: the sale has none).
     pub(crate) settle_state: Option<SagaState>,
     /// The `succeeded` output of `settle_step` in the settlement saga's
@@ -327,7 +327,7 @@ pub(crate) struct ClawbackFacts {
 /// the SettleSale step whose logged output is wanted.
 pub(crate) async fn clawback_facts(
     pool: &PgPool,
-    refund_ids: &[Uuid],
+    refund_ids: &[RefundId],
     settle_step: &str,
 ) -> Result<Vec<ClawbackFacts>, sqlx::Error> {
     sqlx::query_as(
@@ -352,7 +352,7 @@ pub(crate) async fn clawback_facts(
 /// A refund clawed back, for the saga (and generation) that applied it.
 #[derive(Debug, Clone)]
 pub(crate) struct Applied {
-    pub(crate) saga_id: Uuid,
+    pub(crate) saga_id: SagaId,
     pub(crate) generation: i64,
     /// Σ the DEBIT entries it posted (major units).
     pub(crate) clawback_amount: Decimal,
@@ -363,7 +363,7 @@ pub(crate) struct Applied {
 /// PARTIALLY_REFUNDED. Refunds apply in sequence order, so the largest T
 /// among the applied ones is the latest. Only settled sales change (an
 /// UNATTRIBUTED sale keeps its state when refunded).
-async fn refresh_sale_states(conn: &mut PgConnection, sale_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+async fn refresh_sale_states(conn: &mut PgConnection, sale_ids: &[SaleId]) -> Result<(), sqlx::Error> {
     if sale_ids.is_empty() {
         return Ok(());
     }
@@ -393,11 +393,11 @@ pub(crate) async fn apply_refunds(pool: &PgPool, applied: &[Applied]) -> Result<
     if applied.is_empty() {
         return Ok(());
     }
-    let saga_ids: Vec<Uuid> = applied.iter().map(|a| a.saga_id).collect();
+    let saga_ids: Vec<SagaId> = applied.iter().map(|a| a.saga_id).collect();
     let generations: Vec<i64> = applied.iter().map(|a| a.generation).collect();
     let amounts: Vec<Decimal> = applied.iter().map(|a| a.clawback_amount).collect();
     let mut tx = pool.begin().await?;
-    let sales: Vec<Uuid> = sqlx::query_scalar(
+    let sales: Vec<SaleId> = sqlx::query_scalar(
         "UPDATE refunds r SET state = $4, clawback_amount = u.clawback, failure_reason = ''
          FROM UNNEST($1::uuid[], $2::bigint[], $3::numeric[]) AS u(saga_id, generation, clawback)
          JOIN sagas g ON g.id = u.saga_id AND g.generation = u.generation
@@ -421,9 +421,9 @@ pub(crate) async fn unapply_refunds(pool: &PgPool, sagas: &[&Saga]) -> Result<()
     if sagas.is_empty() {
         return Ok(());
     }
-    let (saga_ids, generations): (Vec<Uuid>, Vec<i64>) = sagas.iter().map(|s| (s.id, s.generation)).unzip();
+    let (saga_ids, generations): (Vec<SagaId>, Vec<i64>) = sagas.iter().map(|s| (s.id, s.generation)).unzip();
     let mut tx = pool.begin().await?;
-    let sales: Vec<Uuid> = sqlx::query_scalar(
+    let sales: Vec<SaleId> = sqlx::query_scalar(
         "UPDATE refunds r SET state = $3, clawback_amount = NULL
          FROM UNNEST($1::uuid[], $2::bigint[]) AS u(saga_id, generation)
          JOIN sagas g ON g.id = u.saga_id AND g.generation = u.generation
@@ -446,7 +446,7 @@ pub(crate) async fn fail_refunds(conn: &mut PgConnection, sagas: &[&Saga]) -> Re
     if sagas.is_empty() {
         return Ok(());
     }
-    let saga_ids: Vec<Uuid> = sagas.iter().map(|s| s.id).collect();
+    let saga_ids: Vec<SagaId> = sagas.iter().map(|s| s.id).collect();
     let reasons: Vec<&str> = sagas.iter().map(|s| s.failure_reason.as_str()).collect();
     sqlx::query(
         "UPDATE refunds r SET state = $3, failure_reason = u.reason, clawback_amount = NULL

@@ -5,10 +5,10 @@ pub(super) mod codec;
 use accrue_kit::FieldViolations;
 use accrue_kit::convert::{optional_uuid, require_uuid, timestamp};
 use accrue_proto::commission::v1 as pb;
+use accrue_types::PartnerId;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
-use uuid::Uuid;
 
 use super::{CommissionApi, check_request_id};
 use crate::domain::AgreementRules;
@@ -17,7 +17,7 @@ use crate::store::{self, NewVersion, StoredVersion};
 /// Canonical form of a CreateAgreement request, compared when a `request_id` repeats.
 #[derive(Serialize)]
 struct AgreementFingerprint<'a> {
-    partner_id: Option<Uuid>,
+    partner_id: Option<PartnerId>,
     effective_from: Option<DateTime<Utc>>,
     rules: &'a AgreementRules,
 }

@@ -13,10 +13,10 @@ use accrue_kit::FieldViolations;
 use accrue_proto::commission::v1 as pb;
 use accrue_proto::commission::v1::commission_service_server::CommissionService;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_types::PartnerId;
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::domain::AgreementRules;
 
@@ -35,7 +35,7 @@ pub struct CommissionApi {
 #[derive(Debug, Clone)]
 pub(crate) struct Draft {
     /// The seller it applies to.
-    pub seller: Uuid,
+    pub seller: PartnerId,
     /// The validated draft rules.
     pub rules: AgreementRules,
 }

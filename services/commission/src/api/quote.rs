@@ -14,6 +14,7 @@ use accrue_kit::error::{failed_precondition, internal};
 use accrue_money::Money;
 use accrue_proto::commission::v1 as pb;
 use accrue_proto::hierarchy::v1 as hpb;
+use accrue_types::{PartnerId, ProgramId};
 use chrono::{DateTime, Utc};
 use tonic::{Code, Status};
 use uuid::Uuid;
@@ -72,7 +73,7 @@ pub(super) async fn get_agreement_in_force(
     let book = AgreementBook::new(stored.iter().map(|stored| stored.version.clone()));
     // Without a partner the book holds the default alone, so any seller id
     // falls through to it.
-    let Some(chosen) = book.in_force(partner_id.unwrap_or_else(Uuid::nil), at) else {
+    let Some(chosen) = book.in_force(partner_id.unwrap_or(PartnerId::from_uuid(Uuid::nil())), at) else {
         let scope = match partner_id {
             Some(partner) => format!("partner {partner} (nor the program default)"),
             None => "the program default".to_string(),
@@ -142,7 +143,7 @@ pub(super) async fn quote_sale(
         .iter()
         .filter_map(|upline| upline.partner.as_ref().map(|partner| (partner.id.as_str(), upline)))
         .collect();
-    let upline_of = |id: Uuid| {
+    let upline_of = |id: PartnerId| {
         by_id.get(id.to_string().as_str()).copied().ok_or_else(|| internal(format!("GetUplines left out {id}")))
     };
     let seller = upline_of(quote.seller)?;
@@ -217,15 +218,15 @@ fn clear_draft_version_id(settlement: &mut pb::Settlement) {
 
 /// A validated QuoteSale request, in domain terms.
 struct Quote {
-    program_id: Uuid,
-    seller: Uuid,
+    program_id: ProgramId,
+    seller: PartnerId,
     event_type: SaleEventType,
     amount: Money,
     product_code: String,
     service_code: String,
     occurred_at: DateTime<Utc>,
     /// Split partners in split order; `points` holds their shares.
-    splits: Vec<Uuid>,
+    splits: Vec<PartnerId>,
     points: SplitPoints,
     is_first_payment: bool,
     prior_volume: Option<Money>,
@@ -295,13 +296,13 @@ fn decode_quote(request: &pb::QuoteSaleRequest) -> Result<Quote, Status> {
 /// link, with the seller as its owner; `None` when any split is invalid.
 fn decode_splits(
     splits: &[pb::QuoteSplit],
-    seller: Option<Uuid>,
+    seller: Option<PartnerId>,
     violations: &mut FieldViolations,
-) -> Option<(Vec<Uuid>, SplitPoints)> {
+) -> Option<(Vec<PartnerId>, SplitPoints)> {
     if splits.len() > MAX_QUOTE_SPLITS {
         violations.add("sale.splits", format!("at most {MAX_QUOTE_SPLITS} splits, got {}", splits.len()));
     }
-    let partners: Vec<Option<Uuid>> = splits
+    let partners: Vec<Option<PartnerId>> = splits
         .iter()
         .enumerate()
         .map(|(i, split)| require_uuid(&format!("sale.splits[{i}].partner_id"), &split.partner_id, violations))
@@ -318,7 +319,7 @@ fn decode_splits(
             None
         }
     };
-    let partners: Option<Vec<Uuid>> = partners.into_iter().collect();
+    let partners: Option<Vec<PartnerId>> = partners.into_iter().collect();
     partners.zip(points)
 }
 
@@ -344,8 +345,8 @@ fn decode_draft(rules: &pb::AgreementRules, violations: &mut FieldViolations) ->
 /// is UNAVAILABLE (the quote needs the hierarchy's answer).
 async fn get_uplines(
     api: &CommissionApi,
-    program_id: Uuid,
-    partners: &[(Uuid, String)],
+    program_id: ProgramId,
+    partners: &[(PartnerId, String)],
 ) -> Result<hpb::GetUplinesResponse, Status> {
     let request = hpb::GetUplinesRequest {
         program_id: program_id.to_string(),
@@ -397,7 +398,9 @@ fn program_settings(program: &hpb::Program) -> Result<ProgramSettings, Status> {
 
 fn partner_ref(partner: Option<&hpb::PartnerRef>) -> Result<PartnerRef, Status> {
     let partner = partner.ok_or_else(|| internal("hierarchy GetUplines returned an upline without its partner"))?;
-    let id = Uuid::parse_str(&partner.id)
+    let id = partner
+        .id
+        .parse::<PartnerId>()
         .map_err(|_| internal(format!("hierarchy GetUplines returned partner id {:?}", partner.id)))?;
     Ok(settle_codec::partner_ref(id, partner.status, &partner.role))
 }

@@ -8,9 +8,9 @@ use accrue_kit::convert::{optional_uuid, parse_id, require_uuid, timestamp};
 use accrue_kit::error::{already_exists, failed_precondition, not_found};
 use accrue_proto::commission::v1 as pb;
 use accrue_proto::hierarchy::v1 as hpb;
+use accrue_types::{PartnerId, ProgramId, SchemeId};
 use serde::Serialize;
 use tonic::{Code, Status};
-use uuid::Uuid;
 
 pub(super) mod codec;
 
@@ -22,7 +22,7 @@ use codec::MAX_DISPLAY_NAME_LEN;
 
 /// Maps a hierarchy failure: NOT_FOUND stays NOT_FOUND (for `resource` `id`),
 /// anything else is UNAVAILABLE (the hierarchy could not answer).
-fn hierarchy_error(status: Status, resource: &str, id: Uuid) -> Status {
+fn hierarchy_error(status: Status, resource: &str, id: impl std::fmt::Display) -> Status {
     if status.code() == Code::NotFound {
         return not_found(resource, id);
     }
@@ -31,7 +31,7 @@ fn hierarchy_error(status: Status, resource: &str, id: Uuid) -> Status {
 }
 
 /// The program (with its role ladder, highest first) from the hierarchy.
-async fn get_program(api: &CommissionApi, id: Uuid) -> Result<hpb::Program, Status> {
+async fn get_program(api: &CommissionApi, id: ProgramId) -> Result<hpb::Program, Status> {
     let request = hpb::GetProgramRequest { id: id.to_string() };
     match api.hierarchy.clone().get_program(request).await {
         Ok(response) => Ok(response.into_inner()),
@@ -40,13 +40,15 @@ async fn get_program(api: &CommissionApi, id: Uuid) -> Result<hpb::Program, Stat
 }
 
 /// The partner (program, role, status) from the hierarchy, with its program id.
-async fn get_partner(api: &CommissionApi, id: Uuid) -> Result<(hpb::Partner, Uuid), Status> {
+async fn get_partner(api: &CommissionApi, id: PartnerId) -> Result<(hpb::Partner, ProgramId), Status> {
     let request = hpb::GetPartnerRequest { id: id.to_string() };
     let partner = match api.hierarchy.clone().get_partner(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Err(hierarchy_error(status, "partner", id)),
     };
-    let program_id = Uuid::parse_str(&partner.program_id)
+    let program_id = partner
+        .program_id
+        .parse::<ProgramId>()
         .map_err(|_| accrue_kit::internal(format!("hierarchy partner {id} has program id {:?}", partner.program_id)))?;
     Ok((partner, program_id))
 }
@@ -90,7 +92,7 @@ fn rates_fingerprint(changes: &[RateChange]) -> Vec<(String, String, Option<Stri
 /// Canonical form of a CreateScheme request.
 #[derive(Serialize)]
 struct CreateFingerprint<'a> {
-    parent_id: Option<Uuid>,
+    parent_id: Option<SchemeId>,
     display_name: &'a str,
     clearance_days: i32,
     rates: Vec<(String, String, Option<String>)>,
@@ -99,7 +101,7 @@ struct CreateFingerprint<'a> {
 /// Canonical form of a SetSchemeRates request.
 #[derive(Serialize)]
 struct RatesFingerprint {
-    scheme_id: Uuid,
+    scheme_id: SchemeId,
     rates: Vec<(String, String, Option<String>)>,
 }
 

@@ -6,8 +6,8 @@ pub(super) mod codec;
 
 use accrue_kit::FieldViolations;
 use accrue_proto::commission::v1 as pb;
+use accrue_types::ProgramId;
 use tonic::Status;
-use uuid::Uuid;
 
 use super::{CommissionApi, Draft};
 use crate::domain::{self, AgreementBook, Failure, ProgramSettings, Sale, Settlement};
@@ -23,7 +23,7 @@ impl CommissionApi {
     /// seller's agreement (QuoteSale's draft_rules).
     pub(crate) async fn settle_sales(
         &self,
-        program_id: Uuid,
+        program_id: ProgramId,
         settings: &ProgramSettings,
         sales: Vec<Result<Sale, (String, Failure)>>,
         draft: Option<&Draft>,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use accrue_types::{AgreementId, AgreementVersionId, PartnerId};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -12,11 +13,11 @@ use super::rules::AgreementRules;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgreementVersion {
     /// Version id.
-    pub id: Uuid,
+    pub id: AgreementVersionId,
     /// The agreement (scope series) it belongs to.
-    pub agreement_id: Uuid,
+    pub agreement_id: AgreementId,
     /// Partner scope; `None` for the program default.
-    pub partner_id: Option<Uuid>,
+    pub partner_id: Option<PartnerId>,
     /// 1, 2, 3… within the agreement.
     pub version: i32,
     /// When it takes force.
@@ -29,7 +30,7 @@ pub struct AgreementVersion {
 #[derive(Debug, Clone, Default)]
 pub struct AgreementBook {
     default: Vec<AgreementVersion>,
-    partners: HashMap<Uuid, Vec<AgreementVersion>>,
+    partners: HashMap<PartnerId, Vec<AgreementVersion>>,
 }
 
 impl AgreementBook {
@@ -51,14 +52,13 @@ impl AgreementBook {
     /// version of that agreement), so the customer's earlier events by this
     /// seller count for the setup fee and per-customer limits as they would;
     /// its version id is the nil UUID (never stored).
-    pub fn with_draft(mut self, seller: Uuid, rules: AgreementRules) -> Self {
-        let agreement_id = self
-            .partners
-            .get(&seller)
-            .and_then(|versions| versions.first())
-            .map_or_else(|| Uuid::new_v5(&Uuid::NAMESPACE_OID, seller.as_bytes()), |version| version.agreement_id);
+    pub fn with_draft(mut self, seller: PartnerId, rules: AgreementRules) -> Self {
+        let agreement_id = self.partners.get(&seller).and_then(|versions| versions.first()).map_or_else(
+            || AgreementId::from_uuid(Uuid::new_v5(&Uuid::NAMESPACE_OID, seller.as_uuid().as_bytes())),
+            |version| version.agreement_id,
+        );
         let draft = AgreementVersion {
-            id: Uuid::nil(),
+            id: AgreementVersionId::from_uuid(Uuid::nil()),
             agreement_id,
             partner_id: Some(seller),
             version: 0,
@@ -77,7 +77,7 @@ impl AgreementBook {
     /// own agreement's version with the greatest `effective_from ≤ at` (equal
     /// `effective_from`: the higher version number), else the program
     /// default's version in force, else none.
-    pub fn in_force(&self, seller: Uuid, at: DateTime<Utc>) -> Option<&AgreementVersion> {
+    pub fn in_force(&self, seller: PartnerId, at: DateTime<Utc>) -> Option<&AgreementVersion> {
         self.partners
             .get(&seller)
             .and_then(|versions| Self::in_force_of(versions, at))

@@ -4,9 +4,9 @@
 //! max_duration_months), one rounding and the caps.
 
 use accrue_money::Money;
+use accrue_types::AgreementId;
 use chrono::{DateTime, Months, TimeDelta, Utc};
 use rust_decimal::Decimal;
-use uuid::Uuid;
 
 use super::agreements::{AgreementBook, AgreementVersion};
 use super::rules::{ConditionFacts, Model, TierPays};
@@ -321,7 +321,7 @@ fn raw_commission(model: &Model, sale: &Sale) -> Result<Raw, Failure> {
 pub fn prior_firing_events<'a>(
     book: &AgreementBook,
     schemes: &SchemeBook,
-    agreement_id: Uuid,
+    agreement_id: AgreementId,
     sale: &'a Sale,
 ) -> Vec<&'a PriorEvent> {
     let mut seen_payment = false;

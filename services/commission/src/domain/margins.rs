@@ -2,9 +2,9 @@
 //! sale pays MARGIN lines up the seller's upline, each partner its role's
 //! absolute rate minus that of the partner below it.
 
+use accrue_types::PartnerId;
 use chrono::TimeDelta;
 use rust_decimal::Decimal;
-use uuid::Uuid;
 
 use super::sale::{
     Breakdown, EarningKind, Failure, Line, PartnerRef, PartnerStatus, ProgramSettings, Sale, Settlement, mul,
@@ -18,7 +18,7 @@ pub struct MarginShare {
     /// Position in the walk (0 = seller, 1 = its parent, …).
     pub position: usize,
     /// The partner.
-    pub partner_id: Uuid,
+    pub partner_id: PartnerId,
     /// Its role.
     pub role: String,
     /// abs[role] in the scheme used.

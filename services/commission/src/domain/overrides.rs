@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use accrue_money::Money;
+use accrue_types::PartnerId;
 use rust_decimal::Decimal;
-use uuid::Uuid;
 
 use super::base::Base;
 use super::rules::{OverrideBasis, OverrideMode, OverridePlan};
@@ -20,7 +20,7 @@ pub struct OverridePlans {
     /// The program's plan.
     pub program: Option<OverridePlan>,
     /// Upline partners' own plans.
-    pub partners: HashMap<Uuid, OverridePlan>,
+    pub partners: HashMap<PartnerId, OverridePlan>,
 }
 
 /// The OVERRIDE lines of a sale whose agreement fired, by level; why a level

@@ -5,9 +5,9 @@
 //! [`super::margins`]) import from here and never from each other's callers.
 
 use accrue_money::{Currency, Money, RoundingMode};
+use accrue_types::{AgreementVersionId, PartnerId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use uuid::Uuid;
 
 use super::rules::SaleEventType;
 
@@ -27,7 +27,7 @@ pub use accrue_types::settlement::{Breakdown, EarningKind, Line};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartnerRef {
     /// Partner id.
-    pub id: Uuid,
+    pub id: PartnerId,
     /// Status at settlement time (hierarchy's); `None` when the caller sent
     /// UNSPECIFIED or a number this build does not know, which counts as
     /// neither ACTIVE (no override level) nor TERMINATED (still earns).
@@ -66,7 +66,7 @@ pub struct PriorEvent {
     /// Its event type.
     pub event_type: SaleEventType,
     /// Its selling partner.
-    pub seller_partner_id: Uuid,
+    pub seller_partner_id: PartnerId,
     /// When it occurred.
     pub occurred_at: DateTime<Utc>,
     /// Its service code (empty when it had none). When the program's schemes
@@ -182,7 +182,7 @@ pub struct Settlement {
     /// Base commission C (zero when nothing fired); `None` on failure.
     pub base_commission: Option<Money>,
     /// The agreement version applied (also set on a failure under a version).
-    pub agreement_version_id: Option<Uuid>,
+    pub agreement_version_id: Option<AgreementVersionId>,
     /// DIRECT, SPLITs in split order, OVERRIDEs by level; for a scheme-managed
     /// sale only MARGINs in walk order. Empty on failure.
     pub lines: Vec<Line>,

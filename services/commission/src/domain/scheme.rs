@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use accrue_types::{PartnerId, SchemeId};
 use rust_decimal::Decimal;
-use uuid::Uuid;
 
 /// How a write-rule message shows a role whose rate no scheme up to the root
 /// sets (issue 8 item 4).
@@ -45,9 +45,9 @@ impl RateKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scheme {
     /// Scheme id.
-    pub id: Uuid,
+    pub id: SchemeId,
     /// Parent scheme; `None` for the program's root.
-    pub parent_id: Option<Uuid>,
+    pub parent_id: Option<SchemeId>,
     /// Display name (used in messages).
     pub display_name: String,
     /// Days from a sale's `occurred_at` until its margin lines clear; the
@@ -73,14 +73,14 @@ pub struct Effective {
     /// The absolute rate (0 when no scheme up to the root sets it).
     pub rate: Decimal,
     /// The scheme the value comes from; `None` when none sets it.
-    pub source: Option<Uuid>,
+    pub source: Option<SchemeId>,
 }
 
 /// The schemes of one program, indexed by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SchemeTree {
-    schemes: BTreeMap<Uuid, Scheme>,
-    root: Option<Uuid>,
+    schemes: BTreeMap<SchemeId, Scheme>,
+    root: Option<SchemeId>,
 }
 
 /// A place where the scheme tree breaks a write rule of seed 002.
@@ -89,9 +89,9 @@ pub enum RateConflict {
     /// eff(scheme, role) > eff(parent, role): a child may not exceed its parent.
     AboveParent {
         /// The child scheme.
-        scheme_id: Uuid,
+        scheme_id: SchemeId,
         /// Its parent.
-        parent_id: Uuid,
+        parent_id: SchemeId,
         /// Service.
         service_code: String,
         /// Role.
@@ -105,7 +105,7 @@ pub enum RateConflict {
     /// earn more than a higher one.
     LowerRoleAbove {
         /// The scheme.
-        scheme_id: Uuid,
+        scheme_id: SchemeId,
         /// Service.
         service_code: String,
         /// The role higher on the ladder.
@@ -121,7 +121,7 @@ pub enum RateConflict {
 }
 
 impl RateConflict {
-    fn scheme_id(&self) -> Uuid {
+    fn scheme_id(&self) -> SchemeId {
         match self {
             RateConflict::AboveParent { scheme_id, .. } | RateConflict::LowerRoleAbove { scheme_id, .. } => *scheme_id,
         }
@@ -206,7 +206,7 @@ impl SchemeTree {
     }
 
     /// One scheme.
-    pub fn get(&self, id: Uuid) -> Option<&Scheme> {
+    pub fn get(&self, id: SchemeId) -> Option<&Scheme> {
         self.schemes.get(&id)
     }
 
@@ -215,7 +215,7 @@ impl SchemeTree {
         self.root.and_then(|id| self.schemes.get(&id))
     }
 
-    fn label(&self, id: Uuid) -> String {
+    fn label(&self, id: SchemeId) -> String {
         match self.schemes.get(&id) {
             Some(scheme) => format!("{id} ({:?})", scheme.display_name),
             None => id.to_string(),
@@ -225,7 +225,7 @@ impl SchemeTree {
     /// The scheme and its parents up to the root, starting scheme first
     /// (empty when `id` is unknown). Stops on a repeated id, so a corrupt
     /// parent edge cannot loop.
-    pub fn chain(&self, id: Uuid) -> Vec<&Scheme> {
+    pub fn chain(&self, id: SchemeId) -> Vec<&Scheme> {
         let mut chain: Vec<&Scheme> = Vec::new();
         let mut next = Some(id);
         while let Some(id) = next {
@@ -242,7 +242,7 @@ impl SchemeTree {
     /// eff(scheme, service, role): the first set value walking the scheme →
     /// parent → … → root (seed 002 "first non-null value wins"); 0 with no
     /// source when none sets it.
-    pub fn effective(&self, scheme_id: Uuid, service_code: &str, role: &str) -> Effective {
+    pub fn effective(&self, scheme_id: SchemeId, service_code: &str, role: &str) -> Effective {
         let key = RateKey::new(service_code, role);
         self.chain(scheme_id)
             .into_iter()
@@ -258,7 +258,7 @@ impl SchemeTree {
 
     /// Applies `changes` to one scheme's own rates (set or delete). False when
     /// the scheme is unknown.
-    pub fn apply(&mut self, scheme_id: Uuid, changes: &[RateChange]) -> bool {
+    pub fn apply(&mut self, scheme_id: SchemeId, changes: &[RateChange]) -> bool {
         let Some(scheme) = self.schemes.get_mut(&scheme_id) else { return false };
         for change in changes {
             match change.rate {
@@ -320,7 +320,7 @@ impl SchemeTree {
     }
 
     /// Whether `candidate` is `scheme_id` or one of its parents.
-    fn is_self_or_parent(&self, candidate: Uuid, scheme_id: Uuid) -> bool {
+    fn is_self_or_parent(&self, candidate: SchemeId, scheme_id: SchemeId) -> bool {
         self.chain(scheme_id).iter().any(|scheme| scheme.id == candidate)
     }
 
@@ -334,7 +334,7 @@ impl SchemeTree {
     /// value). Returns the updated tree, or every violation (nothing applied).
     pub fn check_write(
         &self,
-        scheme_id: Uuid,
+        scheme_id: SchemeId,
         changes: &[RateChange],
         ladder: &[String],
     ) -> Result<SchemeTree, Vec<WriteViolation>> {
@@ -378,14 +378,14 @@ impl SchemeTree {
 #[derive(Debug, Clone, Default)]
 pub struct SchemeBook {
     tree: SchemeTree,
-    assignments: HashMap<Uuid, Uuid>,
+    assignments: HashMap<PartnerId, SchemeId>,
     managed: BTreeSet<String>,
 }
 
 impl SchemeBook {
     /// A book over a program's tree and (some of) its partners' assignments
     /// (partner → scheme).
-    pub fn new(tree: SchemeTree, assignments: HashMap<Uuid, Uuid>) -> Self {
+    pub fn new(tree: SchemeTree, assignments: HashMap<PartnerId, SchemeId>) -> Self {
         let managed = tree.service_codes();
         SchemeBook { tree, assignments, managed }
     }
@@ -405,7 +405,7 @@ impl SchemeBook {
     /// The scheme a partner's sale uses: its assigned scheme, else the
     /// program's root (seed 002 "root scheme acts as the final fallback").
     /// The flag is true when the scheme was assigned.
-    pub fn scheme_for(&self, partner: Uuid) -> Option<(&Scheme, bool)> {
+    pub fn scheme_for(&self, partner: PartnerId) -> Option<(&Scheme, bool)> {
         match self.assignments.get(&partner).and_then(|id| self.tree.get(*id)) {
             Some(scheme) => Some((scheme, true)),
             None => self.tree.root().map(|root| (root, false)),

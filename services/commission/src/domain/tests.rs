@@ -1,6 +1,9 @@
 //! Unit tests of the settlement math (DESIGN §4; seeds 000, 003, 004).
 
+use std::str::FromStr;
+
 use accrue_money::{Money, RoundingMode};
+use accrue_types::{ParseIdError, PartnerId, SchemeId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -16,8 +19,10 @@ fn usd(amount: &str) -> Money {
     money("USD", amount)
 }
 
-fn pid(n: u128) -> Uuid {
-    Uuid::from_u128(n)
+/// The id `n` of whichever kind the call site wants (partner, scheme,
+/// agreement, version): the fixtures number every id in one space.
+fn pid<T: FromStr<Err = ParseIdError>>(n: u128) -> T {
+    Uuid::from_u128(n).to_string().parse().expect("a UUID parses as every kind of id")
 }
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -125,7 +130,7 @@ fn why(line: &Line) -> &Breakdown {
 }
 
 /// (partner, kind, amount, level) of every line.
-fn lines(settlement: &Settlement) -> Vec<(Uuid, EarningKind, String, u32)> {
+fn lines(settlement: &Settlement) -> Vec<(PartnerId, EarningKind, String, u32)> {
     settlement.lines.iter().map(|l| (l.partner_id, l.kind, l.amount.amount_string(), l.level)).collect()
 }
 
@@ -782,7 +787,7 @@ fn chain_sale() -> Sale {
     s
 }
 
-fn override_lines(settlement: &Settlement) -> Vec<(Uuid, String, u32)> {
+fn override_lines(settlement: &Settlement) -> Vec<(PartnerId, String, u32)> {
     settlement
         .lines
         .iter()
@@ -1156,7 +1161,7 @@ mod margins {
             .iter()
             .map(|l| {
                 assert_eq!(l.kind, EarningKind::Margin, "only MARGIN lines on a scheme-managed sale");
-                (l.partner_id.as_u128(), l.amount.amount_string(), l.level)
+                (l.partner_id.as_uuid().as_u128(), l.amount.amount_string(), l.level)
             })
             .collect()
     }
@@ -1195,8 +1200,8 @@ mod margins {
         assert_eq!(md.inputs["below_role"], "DISTRIBUTOR");
         assert_eq!(md.inputs["below_abs_rate"], "0.02");
         assert_eq!(md.inputs["margin_rate"], "0.01");
-        assert_eq!(md.inputs["abs_source_scheme_id"], pid(ROOT).to_string());
-        assert_eq!(md.inputs["scheme_id"], pid(ROOT).to_string());
+        assert_eq!(md.inputs["abs_source_scheme_id"], pid::<SchemeId>(ROOT).to_string());
+        assert_eq!(md.inputs["scheme_id"], pid::<SchemeId>(ROOT).to_string());
         assert_eq!(md.inputs["service_code"], SERVICE);
         let seller = why(&out.lines[0]);
         assert_eq!(seller.formula, "100.00 × (abs[RETAILER] 0.01 − 0 = 0.01) = 1.0000 → 1.00");
@@ -1251,7 +1256,11 @@ mod margins {
         );
         assert_eq!(total(&out), dec!(10.00), "Σ = 200.00 × abs[ADMIN] 0.05");
         let sources: Vec<&str> = out.lines.iter().map(|l| why(l).inputs["abs_source_scheme_id"].as_str()).collect();
-        let (root, child, grandchild) = (pid(ROOT).to_string(), pid(CHILD).to_string(), pid(GRANDCHILD).to_string());
+        let (root, child, grandchild) = (
+            pid::<SchemeId>(ROOT).to_string(),
+            pid::<SchemeId>(CHILD).to_string(),
+            pid::<SchemeId>(GRANDCHILD).to_string(),
+        );
         assert_eq!(sources, vec![grandchild.as_str(), child.as_str(), child.as_str(), root.as_str(), root.as_str()]);
         // The grandchild's clearance (0 days) applies: the seller's scheme decides.
         assert!(out.lines.iter().all(|l| l.clears_at == at("2024-06-01T12:00:00Z")));
@@ -1299,7 +1308,7 @@ mod margins {
         let schemes = book(vec![seed_root(), child], &[(9, CHILD)]);
         let out = run_schemes(&program(), &schemes, &seed_sale("100.00"));
         assert_eq!(out.lines[0].amount.amount_string(), "1.00", "root RETAILER 1%");
-        assert_eq!(why(&out.lines[0]).inputs["scheme_id"], pid(ROOT).to_string());
+        assert_eq!(why(&out.lines[0]).inputs["scheme_id"], pid::<SchemeId>(ROOT).to_string());
         assert_eq!(out.lines[0].clears_at, at("2024-06-08T12:00:00Z"));
         assert_eq!(out.base_breakdown.inputs["scheme_source"], "program root");
 
@@ -1467,7 +1476,7 @@ mod margins {
             let out = run_schemes(&settings, &schemes, &s);
             prop_assert_eq!(&out.failure, &None);
             let currency = s.amount.currency;
-            let by_partner: HashMap<Uuid, Decimal> =
+            let by_partner: HashMap<PartnerId, Decimal> =
                 walk.shares.iter().map(|share| (share.partner_id, share.margin_rate)).collect();
             for line in &out.lines {
                 prop_assert_eq!(line.kind, EarningKind::Margin);

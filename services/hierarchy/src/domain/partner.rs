@@ -4,7 +4,7 @@ use accrue_kit::FieldViolations;
 use accrue_kit::convert::{optional_uuid, require_uuid};
 use accrue_proto::hierarchy::v1 as pb;
 use accrue_proto::types::v1 as types;
-use uuid::Uuid;
+use accrue_types::{PartnerId, ProgramId};
 
 use super::program::{optional_key, required_name};
 
@@ -57,7 +57,7 @@ pub fn check_status_change(from: PartnerStatus, to: PartnerStatus) -> Result<boo
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPartner {
     /// Program to create the partner in.
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// Display name (trimmed).
     pub display_name: String,
     /// Caller's id, unique per program when set.
@@ -65,7 +65,7 @@ pub struct NewPartner {
     /// Role (must be on the program's ladder; checked against the program).
     pub role: Option<String>,
     /// Parent, when not a root.
-    pub parent_id: Option<Uuid>,
+    pub parent_id: Option<PartnerId>,
     /// Idempotency key.
     pub request_id: Option<String>,
 }
@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn validates_shape() {
-        let program_id = Uuid::now_v7();
+        let program_id = ProgramId::new_v7();
         let request = pb::CreatePartnerRequest {
             program_id: program_id.to_string(),
             partner: Some(pb::Partner {

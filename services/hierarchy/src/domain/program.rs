@@ -5,6 +5,7 @@ use accrue_kit::convert::optional_money;
 use accrue_money::{Currency, Decimal, RoundingMode};
 use accrue_proto::hierarchy::v1 as pb;
 use accrue_proto::types::v1 as types;
+use accrue_types::ProgramId;
 
 /// The one default override depth cap (accrue-types), as the i32 that the
 /// `programs.override_depth_cap` column and the proto field carry.
@@ -217,10 +218,10 @@ fn checked_max_tree_depth(depth: i32, hint: &str, violations: &mut FieldViolatio
 }
 
 /// The settings an UpdateProgram changes: `Some` for each field its mask names.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgramUpdate {
     /// The program.
-    pub id: uuid::Uuid,
+    pub id: ProgramId,
     /// New display name.
     pub display_name: Option<String>,
     /// New rounding mode (settlement setting).
@@ -282,7 +283,18 @@ pub fn validate_program_update(request: &pb::UpdateProgramRequest) -> Result<Pro
             format!("is required: name the fields to change among {}", MUTABLE_PROGRAM_FIELDS.join(", ")),
         );
     }
-    let mut update = ProgramUpdate::default();
+    // The id is set once every field has been checked (the request may lack it).
+    let mut update = ProgramUpdate {
+        id: ProgramId::from_uuid(uuid::Uuid::nil()),
+        display_name: None,
+        rounding_mode: None,
+        override_depth_cap: None,
+        max_tree_depth: None,
+        compression_enabled: None,
+        non_transacting_roles: None,
+        auto_approve_cleared: None,
+        request_id: None,
+    };
     let mut seen: Vec<&str> = Vec::with_capacity(paths.len());
     for (index, path) in paths.iter().enumerate() {
         let field = format!("update_mask.paths[{index}]");

@@ -6,7 +6,7 @@
 //! grandparent, …, root]` and its depth is the path's length (a root has depth
 //! 0 and an empty path).
 
-use uuid::Uuid;
+use accrue_types::PartnerId;
 
 /// Why a placement is refused (all map to FAILED_PRECONDITION).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,9 +15,9 @@ pub enum TreeError {
     #[error("partner {partner} cannot move under {parent}: {parent} is the partner or one of its descendants")]
     Cycle {
         /// The partner being moved.
-        partner: Uuid,
+        partner: PartnerId,
         /// The refused parent.
-        parent: Uuid,
+        parent: PartnerId,
     },
     /// The deepest partner would sit below the program's maximum tree depth
     /// (reason DEPTH_EXCEEDED).
@@ -53,7 +53,7 @@ impl TreeError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     /// Ancestors, nearest first.
-    pub ancestor_ids: Vec<Uuid>,
+    pub ancestor_ids: Vec<PartnerId>,
     /// Depth (0 for a root).
     pub depth: i32,
 }
@@ -66,7 +66,7 @@ impl Placement {
 
     /// The placement of a child of `parent_id`, whose own ancestors are
     /// `parent_ancestors` (nearest first).
-    pub fn under(parent_id: Uuid, parent_ancestors: &[Uuid]) -> Self {
+    pub fn under(parent_id: PartnerId, parent_ancestors: &[PartnerId]) -> Self {
         let mut ancestor_ids = Vec::with_capacity(parent_ancestors.len() + 1);
         ancestor_ids.push(parent_id);
         ancestor_ids.extend_from_slice(parent_ancestors);
@@ -79,9 +79,9 @@ impl Placement {
 #[derive(Debug, Clone, Copy)]
 pub struct ParentNode<'a> {
     /// Its id.
-    pub id: Uuid,
+    pub id: PartnerId,
     /// Its ancestors, nearest first.
-    pub ancestor_ids: &'a [Uuid],
+    pub ancestor_ids: &'a [PartnerId],
 }
 
 /// Places a new partner under `parent` (or at the root), enforcing the
@@ -109,7 +109,7 @@ pub fn place_new(parent: Option<ParentNode<'_>>, cap: i32) -> Result<Placement, 
 ///
 /// Errors: [`TreeError::Cycle`], [`TreeError::DepthExceeded`].
 pub fn plan_move(
-    partner: Uuid,
+    partner: PartnerId,
     new_parent: Option<ParentNode<'_>>,
     subtree_height: i32,
     cap: i32,
@@ -137,7 +137,11 @@ pub fn plan_move(
 ///
 /// The store applies the same rule in SQL, in bounded batches:
 /// `ancestor_ids[1:array_position(ancestor_ids, moved)] || new_ancestors`.
-pub fn rewrite_descendant_path(path: &[Uuid], moved: Uuid, moved_new_ancestors: &[Uuid]) -> Option<Vec<Uuid>> {
+pub fn rewrite_descendant_path(
+    path: &[PartnerId],
+    moved: PartnerId,
+    moved_new_ancestors: &[PartnerId],
+) -> Option<Vec<PartnerId>> {
     let position = path.iter().position(|id| *id == moved)?;
     let mut rewritten = Vec::with_capacity(position + 1 + moved_new_ancestors.len());
     rewritten.extend_from_slice(&path[..=position]);
@@ -172,8 +176,8 @@ pub fn check_role_rank(
 mod tests {
     use super::*;
 
-    fn ids(n: usize) -> Vec<Uuid> {
-        (0..n).map(|_| Uuid::now_v7()).collect()
+    fn ids(n: usize) -> Vec<PartnerId> {
+        (0..n).map(|_| PartnerId::new_v7()).collect()
     }
 
     #[test]

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use accrue_money::{Currency, RoundingMode, allocate_largest_remainder};
 use accrue_types::settlement::Breakdown;
+use accrue_types::{EntryId, RefundId};
 use rust_decimal::Decimal;
-use uuid::Uuid;
 
 use super::status::Status;
 
@@ -27,7 +27,7 @@ pub const CLAWBACK_MODEL: &str = "CLAWBACK";
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveLine {
     /// The entry.
-    pub id: Uuid,
+    pub id: EntryId,
     /// What it earned (> 0, in the currency's minor unit).
     pub amount: Decimal,
     /// Σ of its non-VOIDED debits so far (≥ 0).
@@ -53,7 +53,7 @@ pub struct Share {
     /// Index of the line in the input (line order).
     pub index: usize,
     /// The line.
-    pub line_id: Uuid,
+    pub line_id: EntryId,
     /// Its weight: what it had not yet given back.
     pub weight: Decimal,
     /// Its share of Δ (the debit's amount; may be zero — then no debit).
@@ -173,7 +173,7 @@ pub fn plan(lines: &[LiveLine], refund: Refund) -> Result<Plan, ReversalError> {
 impl Plan {
     /// The breakdown stored on the debit of `share` (model CLAWBACK): every
     /// input of the rule, the formula with its numbers and the rounding used.
-    pub fn breakdown(&self, share: &Share, refund: Refund, refund_id: Uuid) -> Breakdown {
+    pub fn breakdown(&self, share: &Share, refund: Refund, refund_id: RefundId) -> Breakdown {
         let total_weight: Decimal = self.shares.iter().map(|s| s.weight).sum();
         let inputs: BTreeMap<String, String> = [
             ("refunded_total", refund.refunded_total.to_string()),
@@ -254,7 +254,7 @@ impl Placement {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VoidTarget {
     /// Entry.
-    pub id: Uuid,
+    pub id: EntryId,
     /// Status now.
     pub status: Status,
     /// Whether a payout holds it.
@@ -269,23 +269,23 @@ pub struct VoidTarget {
 pub enum VoidError {
     /// A debit is reserved by a payout (FAILED_PRECONDITION DEBIT_RESERVED).
     #[error("debit {0} is reserved by a payout; release the payout first")]
-    Reserved(Uuid),
+    Reserved(EntryId),
     /// A debit is PAID (FAILED_PRECONDITION DEBIT_PAID).
     #[error("debit {0} is paid; an operator must look")]
-    Paid(Uuid),
+    Paid(EntryId),
     /// A debit was moved to REVERSED by a later reversal of the sale
     /// (FAILED_PRECONDITION REVERSAL_SUPERSEDED): undo that one first.
     #[error("debit {0} was reversed by a later reversal of the sale; void that reversal first")]
-    Superseded(Uuid),
+    Superseded(EntryId),
 }
 
 /// What a VoidReversal changes: `(entry, from, to)` moves, in input order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VoidPlan {
     /// The reversal's own debits → VOIDED.
-    pub voids: Vec<(Uuid, Status)>,
+    pub voids: Vec<(EntryId, Status)>,
     /// Entries it REVERSED → back to their earlier status.
-    pub restores: Vec<(Uuid, Status, Status)>,
+    pub restores: Vec<(EntryId, Status, Status)>,
 }
 
 /// Plans the undo of a reversal: each of its `debits` is voided (from
@@ -299,7 +299,7 @@ pub struct VoidPlan {
 pub fn plan_void(
     debits: &[VoidTarget],
     restores: &[VoidTarget],
-    reversed_here: &HashSet<Uuid>,
+    reversed_here: &HashSet<EntryId>,
 ) -> Result<VoidPlan, VoidError> {
     let mut plan = VoidPlan::default();
     for debit in debits {
@@ -342,7 +342,11 @@ mod tests {
         amounts
             .iter()
             .enumerate()
-            .map(|(i, amount)| LiveLine { id: Uuid::from_u128(i as u128 + 1), amount: *amount, clawed_back: dec!(0) })
+            .map(|(i, amount)| LiveLine {
+                id: EntryId::from_u128(i as u128 + 1),
+                amount: *amount,
+                clawed_back: dec!(0),
+            })
             .collect()
     }
 
@@ -418,7 +422,7 @@ mod tests {
     fn breakdown_names_inputs_and_rounding() {
         let r = refund(dec!(100.00), dec!(50.00));
         let plan = plan(&lines(&[dec!(1.05), dec!(2.33)]), r).unwrap();
-        let breakdown = plan.breakdown(&plan.shares[1], r, Uuid::from_u128(9));
+        let breakdown = plan.breakdown(&plan.shares[1], r, RefundId::from_u128(9));
         assert_eq!(breakdown.model, "CLAWBACK");
         assert_eq!(breakdown.inputs["target"], "1.69");
         assert_eq!(breakdown.inputs["share"], plan.shares[1].amount.to_string());
@@ -437,28 +441,34 @@ mod tests {
     #[test]
     fn void_plan_refuses_reserved_paid_and_superseded_debits() {
         let target = |n: u128, status: Status, reserved: bool| VoidTarget {
-            id: Uuid::from_u128(n),
+            id: EntryId::from_u128(n),
             status,
             reserved,
             before_reversed: Some(Status::Cleared),
         };
-        let here: HashSet<Uuid> = [Uuid::from_u128(2)].into_iter().collect();
+        let here: HashSet<EntryId> = [EntryId::from_u128(2)].into_iter().collect();
         let plan = plan_void(
             &[target(1, Status::Approved, false), target(2, Status::Reversed, false), target(3, Status::Voided, false)],
             &[target(4, Status::Reversed, false), target(5, Status::Cleared, false)],
             &here,
         )
         .unwrap();
-        assert_eq!(plan.voids, vec![(Uuid::from_u128(1), Status::Approved), (Uuid::from_u128(2), Status::Reversed)]);
-        assert_eq!(plan.restores, vec![(Uuid::from_u128(4), Status::Reversed, Status::Cleared)]);
+        assert_eq!(
+            plan.voids,
+            vec![(EntryId::from_u128(1), Status::Approved), (EntryId::from_u128(2), Status::Reversed)]
+        );
+        assert_eq!(plan.restores, vec![(EntryId::from_u128(4), Status::Reversed, Status::Cleared)]);
         assert_eq!(
             plan_void(&[target(1, Status::Approved, true)], &[], &here),
-            Err(VoidError::Reserved(Uuid::from_u128(1)))
+            Err(VoidError::Reserved(EntryId::from_u128(1)))
         );
-        assert_eq!(plan_void(&[target(1, Status::Paid, false)], &[], &here), Err(VoidError::Paid(Uuid::from_u128(1))));
+        assert_eq!(
+            plan_void(&[target(1, Status::Paid, false)], &[], &here),
+            Err(VoidError::Paid(EntryId::from_u128(1)))
+        );
         assert_eq!(
             plan_void(&[target(7, Status::Reversed, false)], &[], &here),
-            Err(VoidError::Superseded(Uuid::from_u128(7)))
+            Err(VoidError::Superseded(EntryId::from_u128(7)))
         );
     }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use accrue_proto::ledger::v1 as pb;
-use uuid::Uuid;
+use accrue_types::EntryId;
 
 /// An entry's status, as stored (`entry_states.status`, `entry_status_events`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -118,7 +118,7 @@ pub fn proto_from_stored(name: &str) -> pb::EntryStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Current {
     /// Entry id.
-    pub id: Uuid,
+    pub id: EntryId,
     /// Its status now.
     pub status: Status,
     /// Whether a payout holds a reservation on it.
@@ -132,7 +132,7 @@ pub enum TransitionError {
     #[error("entry {id} cannot move from {from} to {to}")]
     Invalid {
         /// The entry.
-        id: Uuid,
+        id: EntryId,
         /// Its status.
         from: Status,
         /// The requested status.
@@ -142,7 +142,7 @@ pub enum TransitionError {
     #[error("entry {id} is reserved for a payout and cannot be voided")]
     Reserved {
         /// The entry.
-        id: Uuid,
+        id: EntryId,
     },
 }
 
@@ -150,7 +150,7 @@ pub enum TransitionError {
 /// in `to` are skipped (so an undo that voids twice is harmless); any illegal
 /// move, or voiding a reserved entry, refuses the whole batch. Returns the
 /// `(id, from)` pairs that change, in input order.
-pub fn plan_transition(entries: &[Current], to: Status) -> Result<Vec<(Uuid, Status)>, TransitionError> {
+pub fn plan_transition(entries: &[Current], to: Status) -> Result<Vec<(EntryId, Status)>, TransitionError> {
     let mut moves = Vec::with_capacity(entries.len());
     for entry in entries {
         if entry.status == to {
@@ -210,9 +210,9 @@ mod tests {
 
     #[test]
     fn plan_skips_entries_already_there_and_refuses_illegal_moves() {
-        let a = Uuid::from_u128(1);
-        let b = Uuid::from_u128(2);
-        let c = Uuid::from_u128(3);
+        let a = EntryId::from_u128(1);
+        let b = EntryId::from_u128(2);
+        let c = EntryId::from_u128(3);
         let entries = [
             Current { id: a, status: Status::Pending, reserved: false },
             Current { id: b, status: Status::Voided, reserved: false },
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn reserved_entries_cannot_be_voided() {
-        let a = Uuid::from_u128(1);
+        let a = EntryId::from_u128(1);
         let entries = [Current { id: a, status: Status::Disputed, reserved: true }];
         assert!(matches!(plan_transition(&entries, Status::Voided), Err(TransitionError::Reserved { .. })));
         assert_eq!(plan_transition(&entries, Status::Cleared), Ok(vec![(a, Status::Disputed)]));

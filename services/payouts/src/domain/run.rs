@@ -5,6 +5,7 @@ use accrue_kit::FieldViolations;
 use accrue_kit::convert::{from_timestamp, optional_money, require_uuid};
 use accrue_money::{Currency, Decimal, Money};
 use accrue_proto::payouts::v1 as pb;
+use accrue_types::{PartnerId, PayoutId, PayoutRunId, ProgramId};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -14,7 +15,7 @@ use super::period::Period;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRequest {
     /// Program.
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// Currency of the run.
     pub currency: Currency,
     /// The calendar month.
@@ -84,8 +85,8 @@ pub fn validate_run_request(request: &pb::CreatePayoutRunRequest) -> Result<RunR
 /// The payout id a run gives a partner: UUID v5 in the run's namespace, so a
 /// resumed run asks the ledger for the same reservation again (the ledger is
 /// idempotent per payout id).
-pub fn payout_id(run_id: Uuid, partner_id: Uuid) -> Uuid {
-    Uuid::new_v5(&run_id, partner_id.as_bytes())
+pub fn payout_id(run_id: PayoutRunId, partner_id: PartnerId) -> PayoutId {
+    PayoutId::from_uuid(Uuid::new_v5(run_id.as_uuid(), partner_id.as_uuid().as_bytes()))
 }
 
 /// Why the program's minimum cannot apply to a run (FAILED_PRECONDITION,
@@ -162,7 +163,7 @@ mod tests {
 
     fn valid() -> pb::CreatePayoutRunRequest {
         pb::CreatePayoutRunRequest {
-            program_id: Uuid::now_v7().to_string(),
+            program_id: ProgramId::new_v7().to_string(),
             currency_code: "GBP".into(),
             period: "2011-01".into(),
             cutoff: None,
@@ -216,11 +217,12 @@ mod tests {
 
     #[test]
     fn payout_ids_are_deterministic_per_run_and_partner() {
-        let (run, other_run, partner, other_partner) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (run, other_run, partner, other_partner) =
+            (PayoutRunId::new_v7(), PayoutRunId::new_v7(), PartnerId::new_v7(), PartnerId::new_v7());
         assert_eq!(payout_id(run, partner), payout_id(run, partner));
         assert_ne!(payout_id(run, partner), payout_id(other_run, partner));
         assert_ne!(payout_id(run, partner), payout_id(run, other_partner));
-        assert_eq!(payout_id(run, partner).get_version_num(), 5);
+        assert_eq!(payout_id(run, partner).as_uuid().get_version_num(), 5);
     }
 
     #[test]

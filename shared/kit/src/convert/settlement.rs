@@ -226,22 +226,22 @@ mod tests {
     use std::collections::BTreeMap;
 
     use accrue_money::Money;
-    use uuid::Uuid;
+    use accrue_types::{AgreementVersionId, PartnerId};
 
     use super::*;
 
     fn line() -> Line {
         Line {
-            partner_id: Uuid::from_u128(1),
+            partner_id: PartnerId::from_u128(1),
             kind: EarningKind::Override,
             amount: Money::parse("GBP", "2.50").unwrap(),
             level: 2,
-            source_partner_id: Some(Uuid::from_u128(3)),
+            source_partner_id: Some(PartnerId::from_u128(3)),
             clears_at: DateTime::from_timestamp(1_702_592_000, 0).unwrap(),
             breakdown: Some(Breakdown {
                 model: "OVERRIDE_PERCENTAGE".into(),
                 inputs: BTreeMap::from([("rate".to_string(), "0.05".to_string())]),
-                agreement_version_id: Some(Uuid::from_u128(9)),
+                agreement_version_id: Some(AgreementVersionId::from_u128(9)),
                 ..Breakdown::default()
             }),
         }
@@ -261,12 +261,12 @@ mod tests {
         let mut violations = FieldViolations::new();
         let wire = settlement_line_to_proto(line());
         assert_eq!((wire.amount.as_ref().unwrap().amount.as_str(), wire.level), ("2.50", 2));
-        assert_eq!(wire.breakdown.as_ref().unwrap().agreement_version_id, Uuid::from_u128(9).to_string());
+        assert_eq!(wire.breakdown.as_ref().unwrap().agreement_version_id, AgreementVersionId::from_u128(9).to_string());
         assert_eq!(settlement_line_from_proto("lines[0]", &wire, &mut violations), Some(line()));
 
         let occurred_at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let input = entry_input(line(), occurred_at);
-        assert_eq!(input.source_partner_id, Uuid::from_u128(3).to_string());
+        assert_eq!(input.source_partner_id, PartnerId::from_u128(3).to_string());
         assert_eq!(entry_input_to_line("p", &input, 64, &mut violations), Some((line(), occurred_at)));
 
         let bare = Line { source_partner_id: None, breakdown: None, ..line() };

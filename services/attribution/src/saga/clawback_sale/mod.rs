@@ -18,10 +18,10 @@ use std::collections::HashMap;
 
 use accrue_money::Currency;
 use accrue_saga::{SagaDef, StepError, StepFuture, StepResult};
+use accrue_types::SagaId;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 use crate::peers::Peers;
 use crate::store::{self, ClawbackSubject};
@@ -96,7 +96,7 @@ impl SagaDef for ClawbackSale {
         &STEPS
     }
 
-    async fn load(&self, pool: &PgPool, sagas: &[Uuid]) -> Result<HashMap<Uuid, ClawbackSubject>, sqlx::Error> {
+    async fn load(&self, pool: &PgPool, sagas: &[SagaId]) -> Result<HashMap<SagaId, ClawbackSubject>, sqlx::Error> {
         store::clawback_subjects(pool, sagas).await
     }
 
@@ -125,7 +125,7 @@ const CONCURRENCY: usize = 16;
 const ACTOR: &str = "attribution-saga";
 
 /// The ledger idempotency key of a saga run's reversal.
-pub(crate) fn reverse_key(saga_id: Uuid, run: i32) -> String {
+pub(crate) fn reverse_key(saga_id: SagaId, run: i32) -> String {
     format!("saga:{saga_id}:run:{run}:reverse")
 }
 
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn reverse_key_names_saga_and_run() {
-        let id = Uuid::from_u128(0);
+        let id = SagaId::from_u128(0);
         assert_eq!(reverse_key(id, 3), "saga:00000000-0000-0000-0000-000000000000:run:3:reverse");
     }
 }

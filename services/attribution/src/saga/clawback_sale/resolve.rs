@@ -14,10 +14,10 @@ use std::collections::HashMap;
 
 use accrue_proto::types::v1 as tpb;
 use accrue_saga::{SagaState, StepError, StepResult, output};
+use accrue_types::{RefundId, SaleId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::{ClawbackSale, Item, all_failed};
 use crate::domain::refund::RefundState;
@@ -28,7 +28,7 @@ use crate::store::{self, ClawbackFacts};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ResolveOut {
     /// The refunded sale.
-    pub(crate) sale_id: Uuid,
+    pub(crate) sale_id: SaleId,
     /// The refund's place among the sale's refunds (1-based).
     pub(crate) sequence: i32,
     /// ISO 4217 code of the sale (and the refund).
@@ -49,18 +49,18 @@ pub(crate) struct ResolveOut {
 /// An earlier refund of the same sale that is not APPLIED.
 #[derive(Debug, Deserialize)]
 struct Earlier {
-    id: Uuid,
+    id: RefundId,
     sequence: i32,
     state: String,
 }
 
 pub(super) async fn action(saga: &ClawbackSale, items: &[Item<'_>]) -> Vec<StepResult> {
-    let ids: Vec<Uuid> = items.iter().map(|item| item.subject.refund.id).collect();
+    let ids: Vec<RefundId> = items.iter().map(|item| item.subject.refund.id).collect();
     let rows = match store::clawback_facts(&saga.pool, &ids, SettleStep::Upline.name()).await {
         Ok(rows) => rows,
         Err(error) => return all_failed(items, &error),
     };
-    let by_id: HashMap<Uuid, ClawbackFacts> = rows.into_iter().map(|row| (row.refund_id, row)).collect();
+    let by_id: HashMap<RefundId, ClawbackFacts> = rows.into_iter().map(|row| (row.refund_id, row)).collect();
     items
         .iter()
         .map(|item| {

@@ -28,10 +28,10 @@ use std::future::Future;
 use accrue_money::Currency;
 use accrue_proto::types::v1 as tpb;
 use accrue_saga::{SagaDef, StepError, StepFuture, StepResult};
+use accrue_types::{ProgramId, SagaId};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 use crate::peers::Peers;
 use crate::store::{self, SaleRow};
@@ -121,7 +121,7 @@ impl SagaDef for SettleSale {
         &STEPS
     }
 
-    async fn load(&self, pool: &PgPool, sagas: &[Uuid]) -> Result<HashMap<Uuid, SaleRow>, sqlx::Error> {
+    async fn load(&self, pool: &PgPool, sagas: &[SagaId]) -> Result<HashMap<SagaId, SaleRow>, sqlx::Error> {
         store::saga_sales(pool, sagas).await
     }
 
@@ -144,7 +144,7 @@ fn undone(items: &[Item<'_>]) -> Vec<StepResult> {
 const MAX_BATCH: usize = 1000;
 
 /// The ledger idempotency key of a saga run's posting.
-pub(crate) fn post_key(saga_id: Uuid, run: i32) -> String {
+pub(crate) fn post_key(saga_id: SagaId, run: i32) -> String {
     format!("saga:{saga_id}:run:{run}:post")
 }
 
@@ -167,7 +167,7 @@ fn all_failed(items: &[Item<'_>], error: &sqlx::Error) -> Vec<StepResult> {
 }
 
 /// The program of a non-empty chunk (chunks are cut per program).
-fn chunk_program(items: &[Item<'_>], chunk: &[usize]) -> Result<Uuid, StepError> {
+fn chunk_program(items: &[Item<'_>], chunk: &[usize]) -> Result<ProgramId, StepError> {
     chunk
         .first()
         .and_then(|&i| items.get(i))
@@ -217,7 +217,7 @@ where
 /// Groups item indices by program, then cuts each group into chunks whose
 /// `weight` (ids per item) stays within [`MAX_BATCH`].
 fn chunk_by_program(items: &[Item<'_>], weight: impl Fn(usize) -> usize) -> Vec<Vec<usize>> {
-    let mut groups: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
+    let mut groups: BTreeMap<ProgramId, Vec<usize>> = BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
         groups.entry(item.subject.program_id).or_default().push(i);
     }
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn post_key_names_saga_and_run() {
-        let id = Uuid::from_u128(0);
+        let id = SagaId::from_u128(0);
         assert_eq!(post_key(id, 2), "saga:00000000-0000-0000-0000-000000000000:run:2:post");
     }
 }

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use accrue_saga::{StepError, StepResult, output};
+use accrue_types::{LinkId, PartnerId, SaleId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::{Item, SettleSale, all_failed};
 use crate::domain::link::Split;
@@ -18,9 +18,9 @@ use crate::store::{self, SaleHistory};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ResolveOut {
     /// The selling partner (link owner).
-    pub(crate) seller_partner_id: Uuid,
+    pub(crate) seller_partner_id: PartnerId,
     /// The attributed link.
-    pub(crate) link_id: Option<Uuid>,
+    pub(crate) link_id: Option<LinkId>,
     /// The link's splits as snapshotted on the sale.
     pub(crate) splits: Vec<Split>,
     /// The customer's first PAYMENT/RENEWAL in the program.
@@ -34,10 +34,10 @@ pub(crate) struct ResolveOut {
 /// One earlier sale of the customer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct HistoryItem {
-    pub(crate) sale_id: Uuid,
+    pub(crate) sale_id: SaleId,
     pub(crate) event_type: SaleEventType,
     /// None for a sale recorded without a seller.
-    pub(crate) seller_partner_id: Option<Uuid>,
+    pub(crate) seller_partner_id: Option<PartnerId>,
     pub(crate) occurred_at: DateTime<Utc>,
     /// Its service code: commission leaves scheme-managed sales out of the
     /// events under an agreement. Absent in outputs stored before it existed.
@@ -46,12 +46,12 @@ pub(crate) struct HistoryItem {
 }
 
 pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
-    let ids: Vec<Uuid> = items.iter().map(|item| item.subject.id).collect();
+    let ids: Vec<SaleId> = items.iter().map(|item| item.subject.id).collect();
     let rows = match store::sale_histories(&saga.pool, &ids).await {
         Ok(rows) => rows,
         Err(error) => return all_failed(items, &error),
     };
-    let by_id: HashMap<Uuid, SaleHistory> = rows.into_iter().map(|row| (row.id, row)).collect();
+    let by_id: HashMap<SaleId, SaleHistory> = rows.into_iter().map(|row| (row.id, row)).collect();
     items
         .iter()
         .map(|item| {

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_saga::{StepError, StepResult, output};
+use accrue_types::PartnerId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::resolve::ResolveOut;
 use super::{Item, Ready, SettleSale, Step, chunk_by_program, chunk_program, earlier, merge, per_chunk};
@@ -116,7 +116,7 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
             let history = settings_history(response.program.as_ref())?;
             let by_id: HashMap<&str, &hpb::Upline> =
                 response.uplines.iter().filter_map(|u| u.partner.as_ref().map(|p| (p.id.as_str(), u))).collect();
-            let partner = |id: Uuid| {
+            let partner = |id: PartnerId| {
                 by_id
                     .get(id.to_string().as_str())
                     .and_then(|upline| upline.partner.as_ref().map(|p| (*upline, partner_ctx(p))))

@@ -3,7 +3,7 @@
 use accrue_kit::FieldViolations;
 use accrue_kit::convert::{money_to_proto, optional_money, optional_uuid, require_uuid, timestamp};
 use accrue_proto::commission::v1 as pb;
-use uuid::Uuid;
+use accrue_types::{PartnerId, ProgramId};
 
 use crate::domain::{OverrideBasis, OverrideLevel, OverrideMode, OverridePlan};
 
@@ -13,9 +13,9 @@ use crate::api::agreements::codec::{Currencies, bounded_rate};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanScope {
     /// Program.
-    pub program_id: Uuid,
+    pub program_id: ProgramId,
     /// Upline partner; `None` for the program's plan.
-    pub partner_id: Option<Uuid>,
+    pub partner_id: Option<PartnerId>,
 }
 
 /// Decodes and validates an override plan (field paths under `plan.`): mode

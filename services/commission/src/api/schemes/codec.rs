@@ -3,7 +3,7 @@
 use accrue_kit::FieldViolations;
 use accrue_kit::convert::timestamp;
 use accrue_proto::commission::v1 as pb;
-use uuid::Uuid;
+use accrue_types::ProgramId;
 
 use crate::domain::{MAX_SERVICE_CODE_LEN, RateChange, RateKey, Scheme, valid_service_code};
 
@@ -89,7 +89,7 @@ pub fn check_rate_roles(prefix: &str, changes: &[RateChange], ladder: &[String],
 
 /// Encodes a scheme with its own set rates, by service_code then role.
 pub fn encode_scheme(
-    program_id: Uuid,
+    program_id: ProgramId,
     scheme: &Scheme,
     created_at: chrono::DateTime<chrono::Utc>,
     updated_at: chrono::DateTime<chrono::Utc>,

@@ -9,7 +9,7 @@ use accrue_proto::commission::v1 as pb;
 use accrue_proto::types::v1 as types;
 use accrue_types::program::DEFAULT_OVERRIDE_DEPTH_CAP;
 use accrue_types::split::SplitPoints;
-use uuid::Uuid;
+use accrue_types::{PartnerId, ProgramId};
 
 use crate::domain::{
     Breakdown, Failure, PartnerRef, PartnerStatus, PriorEvent, ProgramSettings, Sale, SaleEventType, Settlement,
@@ -24,7 +24,7 @@ pub const MAX_SALES_PER_CALL: usize = 1000;
 pub fn decode_program(
     program: Option<&pb::ProgramContext>,
     violations: &mut FieldViolations,
-) -> Option<(Uuid, ProgramSettings)> {
+) -> Option<(ProgramId, ProgramSettings)> {
     let Some(program) = program else {
         violations.add("program", "is required");
         return None;
@@ -98,7 +98,7 @@ pub(crate) fn decode_event_type(field: &str, value: i32, violations: &mut FieldV
 
 /// A partner's wire status (`accrue.type.v1.PartnerStatus`) and role (empty:
 /// none) as the calculation sees them.
-pub(crate) fn partner_ref(id: Uuid, status: i32, role: &str) -> PartnerRef {
+pub(crate) fn partner_ref(id: PartnerId, status: i32, role: &str) -> PartnerRef {
     PartnerRef { id, status: decode_partner_status(status), role: (!role.is_empty()).then(|| role.to_string()) }
 }
 
@@ -213,7 +213,7 @@ pub fn decode_sale(index: usize, sale: &pb::SaleContext) -> Result<Sale, Failure
 
 /// The partner ids a batch needs agreements for (sellers and the sellers of
 /// customer history) and override plans for (ancestors), sorted and unique.
-pub fn referenced_partners(sales: &[&Sale]) -> (Vec<Uuid>, Vec<Uuid>) {
+pub fn referenced_partners(sales: &[&Sale]) -> (Vec<PartnerId>, Vec<PartnerId>) {
     let mut sellers = std::collections::BTreeSet::new();
     let mut uplines = std::collections::BTreeSet::new();
     for sale in sales {
@@ -265,7 +265,7 @@ mod tests {
     fn program_context_defaults_and_errors() {
         let mut violations = FieldViolations::new();
         let context = pb::ProgramContext {
-            program_id: Uuid::nil().to_string(),
+            program_id: uuid::Uuid::nil().to_string(),
             rounding_mode: 2,
             override_depth_cap: 0,
             compression_enabled: true,
@@ -291,12 +291,12 @@ mod tests {
             service_code: "RECHARGE".into(),
             occurred_at: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }),
             seller: Some(pb::PartnerContext {
-                partner_id: Uuid::from_u128(1).to_string(),
+                partner_id: PartnerId::from_u128(1).to_string(),
                 status: 1,
                 role: "RETAILER".into(),
             }),
             ancestors: vec![pb::PartnerContext {
-                partner_id: Uuid::from_u128(2).to_string(),
+                partner_id: PartnerId::from_u128(2).to_string(),
                 status: 2,
                 role: String::new(),
             }],
@@ -307,11 +307,11 @@ mod tests {
         assert_eq!(decoded.seller.role.as_deref(), Some("RETAILER"));
         assert_eq!(decoded.ancestors[0].role, None, "an empty role is no role");
         let line = crate::domain::Line {
-            partner_id: Uuid::from_u128(1),
+            partner_id: PartnerId::from_u128(1),
             kind: crate::domain::EarningKind::Margin,
             amount: Money::parse("USD", "1.00").unwrap(),
             level: 3,
-            source_partner_id: Some(Uuid::from_u128(1)),
+            source_partner_id: Some(PartnerId::from_u128(1)),
             clears_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
             breakdown: Some(Breakdown::default()),
         };
@@ -322,7 +322,7 @@ mod tests {
     #[test]
     fn a_sale_with_oversubscribed_splits_is_invalid() {
         let partner = |n: u128| {
-            Some(pb::PartnerContext { partner_id: Uuid::from_u128(n).to_string(), status: 1, role: String::new() })
+            Some(pb::PartnerContext { partner_id: PartnerId::from_u128(n).to_string(), status: 1, role: String::new() })
         };
         let sale = pb::SaleContext {
             sale_id: "s".into(),

@@ -138,7 +138,9 @@ impl Saga {
         let value = self
             .raw_output(index)
             .ok_or_else(|| StepError::Permanent(format!("the output of {name} is missing from the saga log")))?;
-        serde_json::from_value(value.clone())
+        // Decoded from the borrowed tree: cloning it first (from_value) was a
+        // deep copy of every output per step per saga, a hot spot of settling.
+        T::deserialize(value)
             .map_err(|e| StepError::Permanent(format!("the output of {name} in the saga log does not decode: {e}")))
     }
 

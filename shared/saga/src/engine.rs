@@ -659,8 +659,12 @@ impl<D: SagaDef> Engine<D> {
         }
         let step = self.def.steps()[index].name;
         let mut tx = self.pool.begin().await?;
-        let kept = append(&mut tx, step, event, &rows_of(batch, pairs)).await?;
         let indices: Vec<usize> = pairs.iter().map(|(i, _)| *i).collect();
+        let (ids, generations) = fence_of(batch, &indices);
+        // Sent as JSON text: one serialization per detail, as binding jsonb
+        // costs anyway, without deep-copying the outputs the log keeps.
+        let details: Vec<String> = pairs.iter().map(|(_, detail)| detail.to_string()).collect();
+        let kept = append(&mut tx, step, event, &ids, &generations, &details).await?;
         let applied: Vec<usize> = indices.iter().copied().filter(|&i| kept.contains(&batch[i].id)).collect();
         then(&mut tx, batch, &applied).await?;
         tx.commit().await?;
@@ -703,10 +707,6 @@ impl<D: SagaDef> Engine<D> {
     }
 }
 
-fn rows_of(batch: &[Saga], pairs: &[(usize, Value)]) -> Vec<(SagaId, i64, Value)> {
-    pairs.iter().map(|(i, detail)| (batch[*i].id, batch[*i].generation, detail.clone())).collect()
-}
-
 /// The fence of each saga at `indices`: its id and claimed generation, as the
 /// `UNNEST($1::uuid[], $2::bigint[])` of a fenced statement binds them.
 fn fence_of(batch: &[Saga], indices: &[usize]) -> (Vec<SagaId>, Vec<i64>) {
@@ -732,7 +732,8 @@ fn drop_lost(batch: &mut [Saga], indices: &[usize], kept: &HashSet<SagaId>) {
     }
 }
 
-/// Appends one event per `(saga, generation, detail)`, fenced: a row is only
+/// Appends one event per saga (`ids`, `generations` and `details` as JSON
+/// text, index by index), fenced: a row is only
 /// written while the saga's generation is still the claimed one (the saga row
 /// is share-locked, so a concurrent claim waits or wins cleanly). Returns the
 /// sagas whose event was written.
@@ -740,25 +741,26 @@ async fn append(
     conn: &mut PgConnection,
     step: &str,
     event: StepEvent,
-    rows: &[(SagaId, i64, Value)],
+    ids: &[SagaId],
+    generations: &[i64],
+    details: &[String],
 ) -> Result<HashSet<SagaId>, sqlx::Error> {
-    if rows.is_empty() {
+    if ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let (ids, generations, details) = columns_of(rows);
     let written: Vec<SagaId> = sqlx::query_scalar(
         "INSERT INTO saga_step_events (saga_id, run, step, event, detail, generation)
-         SELECT s.id, s.run, $1, $2, u.detail, s.generation
-         FROM UNNEST($3::uuid[], $4::bigint[], $5::jsonb[]) AS u(id, generation, detail)
+         SELECT s.id, s.run, $1, $2, u.detail::jsonb, s.generation
+         FROM UNNEST($3::uuid[], $4::bigint[], $5::text[]) AS u(id, generation, detail)
          JOIN sagas s ON s.id = u.id AND s.generation = u.generation
          FOR SHARE OF s
          RETURNING saga_id",
     )
     .bind(step)
     .bind(event)
-    .bind(&ids)
-    .bind(&generations)
-    .bind(&details)
+    .bind(ids)
+    .bind(generations)
+    .bind(details)
     .fetch_all(&mut *conn)
     .await?;
     Ok(written.into_iter().collect())

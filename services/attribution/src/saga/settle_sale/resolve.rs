@@ -58,7 +58,7 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
             let sale = item.subject;
             let row = by_id.get(&sale.id).ok_or_else(|| StepError::Permanent("the sale vanished".into()))?;
             let seller = sale.partner_id.ok_or_else(|| StepError::Permanent("the sale has no seller".into()))?;
-            let customer_history: Vec<HistoryItem> = serde_json::from_value(row.history.clone())
+            let customer_history = Vec::<HistoryItem>::deserialize(&row.history)
                 .map_err(|e| StepError::Permanent(format!("customer history does not decode: {e}")))?;
             output(&ResolveOut {
                 seller_partner_id: seller,

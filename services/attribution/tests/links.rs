@@ -4,31 +4,20 @@
 //! services over real gRPC on a fresh database; no saga workers.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use accrue_attribution::{Attribution, SagaOptions};
-use accrue_hierarchy::Hierarchy;
+mod common;
+
 use accrue_proto::attribution::v1 as pb;
-use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
 use accrue_proto::hierarchy::v1 as hpb;
-use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
-use accrue_testkit::TestServices;
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
+
+use common::start;
 
 #[tokio::test]
 async fn a_request_id_reused_for_another_link_is_already_exists() {
-    let services = TestServices::new().await;
-    let hierarchy_url = services.spawn::<Hierarchy>(accrue_hierarchy::Config {}).await;
-    let config = accrue_attribution::Config {
-        hierarchy_url: hierarchy_url.clone(),
-        commission_url: "http://127.0.0.1:9".into(),
-        ledger_url: "http://127.0.0.1:9".into(),
-        saga: SagaOptions { workers: 0, ..SagaOptions::default() },
-        hooks: Default::default(),
-    };
-    let attribution_url = services.spawn::<Attribution>(config).await;
-    let mut hierarchy: HierarchyServiceClient<Channel> = services.client(&hierarchy_url);
-    let mut attribution: AttributionServiceClient<Channel> = services.client(&attribution_url);
+    // `h` keeps the services running to the end of the test.
+    let h = start().await;
+    let (mut hierarchy, mut attribution) = (h.hierarchy.clone(), h.attribution.clone());
 
     let program =
         hpb::Program { display_name: "Links Co".into(), default_currency: "GBP".into(), ..Default::default() };

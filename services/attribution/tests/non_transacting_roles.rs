@@ -9,41 +9,15 @@
 //! (UpdateProgram).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use accrue_attribution::SagaOptions;
+mod common;
+
 use accrue_proto::attribution::v1 as pb;
-use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
 use accrue_proto::hierarchy::v1 as hpb;
-use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::types::v1::Money;
-use accrue_testkit::TestServices;
 use tonic::Code;
-use tonic::transport::Channel;
+
+use common::{Harness, start};
 use tonic_types::StatusExt;
-
-struct Harness {
-    attribution: AttributionServiceClient<Channel>,
-    hierarchy: HierarchyServiceClient<Channel>,
-    _services: TestServices,
-}
-
-async fn start() -> Harness {
-    let services = TestServices::new().await;
-    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
-    let config = accrue_attribution::Config {
-        hierarchy_url: hierarchy_url.clone(),
-        // No saga worker runs, so commission and ledger are never called.
-        commission_url: "http://127.0.0.1:9".into(),
-        ledger_url: "http://127.0.0.1:9".into(),
-        saga: SagaOptions { workers: 0, ..SagaOptions::default() },
-        hooks: Default::default(),
-    };
-    let attribution_url = services.spawn::<accrue_attribution::Attribution>(config).await;
-    Harness {
-        attribution: services.client(&attribution_url),
-        hierarchy: services.client(&hierarchy_url),
-        _services: services,
-    }
-}
 
 impl Harness {
     /// A GBP program on the default ladder, with its own non-transacting roles when given.

@@ -8,26 +8,19 @@
 //! module `clawback`'s).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::str::FromStr;
 
-use accrue_attribution::SagaOptions;
 use accrue_proto::attribution::v1 as pb;
-use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
 use accrue_proto::attribution::v1::record_refund_request::Sale as SaleRef;
 use accrue_proto::hierarchy::v1 as hpb;
-use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::types::v1::Money;
-use accrue_testkit::TestServices;
 use rust_decimal::Decimal;
 use tonic::Code;
-use tonic::transport::Channel;
-use tonic_types::StatusExt;
 
-struct Harness {
-    attribution: AttributionServiceClient<Channel>,
-    hierarchy: HierarchyServiceClient<Channel>,
-    _services: TestServices,
-}
+use common::{Harness, start};
+use tonic_types::StatusExt;
 
 /// A program with one partner, a link and a lead `cust-1`, and its sales:
 /// an attributed £100 sale `inv-1` (PENDING: no workers) and an unattributed
@@ -36,25 +29,6 @@ struct World {
     program_id: String,
     sale: pb::Sale,
     anonymous: pb::Sale,
-}
-
-async fn start() -> Harness {
-    let services = TestServices::new().await;
-    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
-    let config = accrue_attribution::Config {
-        hierarchy_url: hierarchy_url.clone(),
-        // No saga worker runs, so commission and ledger are never called.
-        commission_url: "http://127.0.0.1:9".into(),
-        ledger_url: "http://127.0.0.1:9".into(),
-        saga: SagaOptions { workers: 0, ..SagaOptions::default() },
-        hooks: Default::default(),
-    };
-    let attribution_url = services.spawn::<accrue_attribution::Attribution>(config).await;
-    Harness {
-        attribution: services.client(&attribution_url),
-        hierarchy: services.client(&hierarchy_url),
-        _services: services,
-    }
 }
 
 fn gbp(amount: &str) -> Money {

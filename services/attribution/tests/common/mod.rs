@@ -1,0 +1,37 @@
+//! The harness of attribution's API tests: the real hierarchy and attribution
+//! services in-process on ephemeral ports over a fresh Postgres database, real
+//! gRPC between them. No saga worker runs, so a recorded sale stays PENDING
+//! with its saga started and commission and ledger are never called (their
+//! URLs point at a closed port).
+
+use accrue_attribution::SagaOptions;
+use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_testkit::TestServices;
+use tonic::transport::Channel;
+
+/// Clients of the two services; the services stop when it is dropped.
+pub struct Harness {
+    pub attribution: AttributionServiceClient<Channel>,
+    pub hierarchy: HierarchyServiceClient<Channel>,
+    _services: TestServices,
+}
+
+/// Starts hierarchy, then attribution pointed at it.
+pub async fn start() -> Harness {
+    let services = TestServices::new().await;
+    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
+    let config = accrue_attribution::Config {
+        hierarchy_url: hierarchy_url.clone(),
+        commission_url: "http://127.0.0.1:9".into(),
+        ledger_url: "http://127.0.0.1:9".into(),
+        saga: SagaOptions { workers: 0, ..SagaOptions::default() },
+        hooks: Default::default(),
+    };
+    let attribution_url = services.spawn::<accrue_attribution::Attribution>(config).await;
+    Harness {
+        attribution: services.client(&attribution_url),
+        hierarchy: services.client(&hierarchy_url),
+        _services: services,
+    }
+}

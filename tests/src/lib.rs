@@ -51,7 +51,7 @@ impl TestStack {
                 .await
                 .map_err(anyhow::Error::msg)?;
         }
-        let clients = Clients::connect(&stack.endpoints)?;
+        let clients = Clients::connect(&stack.endpoints, &stack.admin)?;
         Ok(TestStack { stack, clients, db })
     }
 

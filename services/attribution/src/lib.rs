@@ -112,7 +112,12 @@ impl Service for Attribution {
         // re-run when their log rows are missing), so they need not wait for
         // WAL flush; RPC writes (sales, sagas) stay fully durable.
         let worker_pool = accrue_kit::db::relaxed_durability_pool(&setup.db)?;
-        let peers = peers::Peers::connect(&config.hierarchy_url, &config.commission_url, &config.ledger_url)?;
+        let peers = peers::Peers::connect(
+            &config.hierarchy_url,
+            &config.commission_url,
+            &config.ledger_url,
+            &setup.credential,
+        )?;
         let notify = Arc::new(Notify::new());
         let (worker_peers, worker_notify, options) = (peers.clone(), notify.clone(), config.saga.clone());
         let hooks = config.hooks.clone();

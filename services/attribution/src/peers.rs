@@ -1,29 +1,36 @@
 //! gRPC clients of the services attribution calls (hierarchy, commission,
 //! ledger), and how their errors are classified for the saga.
 
+use accrue_kit::auth::Credential;
+use accrue_kit::client::AuthChannel;
 use accrue_kit::client::{ClientError, PEER_TIMEOUT, connect};
 use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use accrue_saga::StepError;
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// Lazily connected clients of the peer services (cheap to clone).
 #[derive(Debug, Clone)]
 pub(crate) struct Peers {
-    pub(crate) hierarchy: HierarchyServiceClient<Channel>,
-    pub(crate) commission: CommissionServiceClient<Channel>,
-    pub(crate) ledger: LedgerServiceClient<Channel>,
+    pub(crate) hierarchy: HierarchyServiceClient<AuthChannel>,
+    pub(crate) commission: CommissionServiceClient<AuthChannel>,
+    pub(crate) ledger: LedgerServiceClient<AuthChannel>,
 }
 
 impl Peers {
-    /// Channels to the three peers; nothing connects until the first call.
-    pub(crate) fn connect(hierarchy: &str, commission: &str, ledger: &str) -> Result<Self, ClientError> {
+    /// Channels to the three peers, every call carrying `credential`;
+    /// nothing connects until the first call.
+    pub(crate) fn connect(
+        hierarchy: &str,
+        commission: &str,
+        ledger: &str,
+        credential: &Credential,
+    ) -> Result<Self, ClientError> {
         Ok(Peers {
-            hierarchy: connect(hierarchy, PEER_TIMEOUT)?,
-            commission: connect(commission, PEER_TIMEOUT)?,
-            ledger: connect(ledger, PEER_TIMEOUT)?,
+            hierarchy: connect(hierarchy, PEER_TIMEOUT, credential)?,
+            commission: connect(commission, PEER_TIMEOUT, credential)?,
+            ledger: connect(ledger, PEER_TIMEOUT, credential)?,
         })
     }
 }

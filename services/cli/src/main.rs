@@ -6,6 +6,7 @@
 //! - `accrue replay online-retail --data DIR`: replays the UCI Online Retail
 //!   data set against a running stack, or with `--dev` against one started
 //!   in-process.
+//! - `accrue token mint`: a development bearer token (HS256).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -13,6 +14,8 @@ use std::path::PathBuf;
 use accrue_cli::pg::{DevDatabase, ThrowawayPostgres, dev_database};
 use accrue_cli::replay::{ProgressMode, ReplayOptions, Summary, replay};
 use accrue_cli::stack::{Endpoints, Ports, Stack, StackConfig};
+use accrue_kit::auth::{AuthConfig, Credential, Minter, Role};
+use accrue_types::id::{PartnerId, ProgramId};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
@@ -33,6 +36,63 @@ enum Command {
         #[command(subcommand)]
         dataset: Dataset,
     },
+    /// Development bearer tokens (HS256; production tokens come from your identity provider).
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a token signed with the development HS256 secret.
+    Mint(MintArgs),
+}
+
+#[derive(Debug, Args)]
+struct MintArgs {
+    /// The HS256 secret the services verify with (what `accrue dev` prints).
+    #[arg(long, env = "ACCRUE_AUTH_HS256_SECRET", hide_env_values = true)]
+    secret: String,
+    /// A role: admin, finance, partner, service or viewer (repeat for several).
+    #[arg(long = "role", required = true)]
+    roles: Vec<String>,
+    /// A program id, or `*` for every program (repeat for several).
+    #[arg(long = "program", required = true)]
+    programs: Vec<String>,
+    /// The partner a partner token speaks for.
+    #[arg(long)]
+    partner: Option<String>,
+    /// Subject (`sub`): who the audit trail names.
+    #[arg(long, default_value = "dev-user")]
+    subject: String,
+    /// Lifetime: a number with s, m, h or d (`90m`, `1h`, `7d`).
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    ttl: std::time::Duration,
+    /// Expected issuer.
+    #[arg(long, env = "ACCRUE_AUTH_ISSUER", default_value = accrue_kit::auth::DEFAULT_ISSUER)]
+    issuer: String,
+    /// Expected audience.
+    #[arg(long, env = "ACCRUE_AUTH_AUDIENCE", default_value = accrue_kit::auth::DEFAULT_AUDIENCE)]
+    audience: String,
+}
+
+/// `90m` → 90 minutes; units s, m, h, d; at least one second.
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let count: u64 = digits.parse().map_err(|_| format!("{text:?}: want a number and a unit (s, m, h, d)"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    match count.checked_mul(seconds) {
+        Some(total) if total > 0 => Ok(std::time::Duration::from_secs(total)),
+        _ => Err(format!("{text:?}: out of range")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +119,9 @@ struct DatabaseArgs {
 struct DevArgs {
     #[command(flatten)]
     database: DatabaseArgs,
+    /// HS256 secret the services verify tokens with; a fresh random one when absent.
+    #[arg(long, env = "ACCRUE_AUTH_HS256_SECRET", hide_env_values = true)]
+    auth_hs256_secret: Option<String>,
     /// Address to bind the services on.
     #[arg(long, env = "ACCRUE_HOST", default_value = "127.0.0.1")]
     host: IpAddr,
@@ -116,6 +179,9 @@ struct ReplayArgs {
     /// Payouts service URL (without --dev).
     #[arg(long, env = "ACCRUE_PAYOUTS_URL", default_value = "http://127.0.0.1:50055")]
     payouts_url: String,
+    /// Bearer token for the services (without --dev; an admin token of the program's deployment).
+    #[arg(long, env = "ACCRUE_TOKEN", hide_env_values = true, required_unless_present = "dev")]
+    token: Option<String>,
 }
 
 #[tokio::main]
@@ -130,7 +196,22 @@ async fn main() -> anyhow::Result<()> {
             accrue_kit::telemetry::init("warn");
             replay_online_retail(args).await
         }
+        Command::Token { action: TokenCommand::Mint(args) } => mint(args),
     }
+}
+
+fn mint(args: MintArgs) -> anyhow::Result<()> {
+    let roles = args.roles.iter().map(|r| r.parse::<Role>()).collect::<Result<Vec<_>, _>>()?;
+    let partner = args.partner.as_deref().map(str::parse::<PartnerId>).transpose()?;
+    if roles.contains(&Role::Partner) && partner.is_none() {
+        anyhow::bail!("a partner token needs --partner");
+    }
+    for program in args.programs.iter().filter(|p| p.as_str() != "*") {
+        program.parse::<ProgramId>()?;
+    }
+    let minter = Minter::new(&args.secret, &args.issuer, &args.audience)?;
+    println!("{}", minter.mint(&args.subject, &roles, &args.programs, partner, args.ttl)?);
+    Ok(())
 }
 
 async fn start_database(args: &DatabaseArgs) -> anyhow::Result<DevDatabase> {
@@ -147,17 +228,23 @@ fn stack_config(database: &DevDatabase, args: &DatabaseArgs, host: IpAddr, ports
     StackConfig::new(database.url().to_string(), host, ports, args.max_connections)
 }
 
-fn print_endpoints(endpoints: &Endpoints) {
+fn print_endpoints(stack: &Stack, secret: &str) {
+    let endpoints = &stack.endpoints;
     println!("Accrue is up. gRPC services (plaintext, health + reflection on each):");
     for (service, url) in endpoints.list() {
         println!("  {service:<42} {url}");
     }
     let hierarchy = endpoints.hierarchy.trim_start_matches("http://");
     println!();
+    println!("Every RPC needs a bearer token. An admin token over every program (30 days):");
+    println!("  export ACCRUE_TOKEN={}", stack.admin_token);
+    println!("Tokens are signed with this development HS256 secret (`accrue token mint` reads it):");
+    println!("  export ACCRUE_AUTH_HS256_SECRET={secret}");
+    println!();
     println!("Try:");
     println!("  grpcurl -plaintext {hierarchy} list");
     println!(
-        "  grpcurl -plaintext -d '{{\"program\":{{\"display_name\":\"Demo\",\"default_currency\":\"GBP\"}},\"request_id\":\"demo-1\"}}' {hierarchy} accrue.hierarchy.v1.HierarchyService/CreateProgram"
+        "  grpcurl -plaintext -H \"authorization: Bearer $ACCRUE_TOKEN\" -d '{{\"program\":{{\"display_name\":\"Demo\",\"default_currency\":\"GBP\"}},\"request_id\":\"demo-1\"}}' {hierarchy} accrue.hierarchy.v1.HierarchyService/CreateProgram"
     );
     println!();
     println!("Press Ctrl-C to stop.");
@@ -172,7 +259,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ledger: args.ledger_port,
         payouts: args.payouts_port,
     };
-    let config = stack_config(&database, &args.database, args.host, ports);
+    let mut config = stack_config(&database, &args.database, args.host, ports);
+    if let Some(secret) = &args.auth_hs256_secret {
+        config.auth = AuthConfig::hs256(secret.clone());
+    }
+    let secret = config.auth.hs256_secret.clone().unwrap_or_default();
     let mut stack = match Stack::start(config).await {
         Ok(stack) => stack,
         Err(error) => {
@@ -180,7 +271,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             return Err(error.context("starting the services"));
         }
     };
-    print_endpoints(&stack.endpoints);
+    print_endpoints(&stack, &secret);
     let failure = tokio::select! {
         () = accrue_kit::shutdown::wait_for_signal() => None,
         result = stack.wait_for_failure() => Some(result),
@@ -213,10 +304,10 @@ async fn replay_online_retail(args: ReplayArgs) -> anyhow::Result<()> {
                 return Err(error.context("starting the services"));
             }
         };
-        let endpoints = stack.endpoints.clone();
+        let (endpoints, admin) = (stack.endpoints.clone(), stack.admin.clone());
         let outcome = tokio::select! {
             () = accrue_kit::shutdown::wait_for_signal() => Err(anyhow::anyhow!("interrupted")),
-            result = replay(options, &endpoints) => result.map_err(anyhow::Error::from),
+            result = replay(options, &endpoints, &admin) => result.map_err(anyhow::Error::from),
         };
         let stopped = stack.shutdown().await;
         database.stop().await?;
@@ -231,7 +322,8 @@ async fn replay_online_retail(args: ReplayArgs) -> anyhow::Result<()> {
             ledger: args.ledger_url,
             payouts: args.payouts_url,
         };
-        replay(options, &endpoints).await?
+        let token = args.token.context("--token or ACCRUE_TOKEN is required without --dev")?;
+        replay(options, &endpoints, &Credential::token(token)).await?
     };
     print_summary(&summary, args.json);
     Ok(())

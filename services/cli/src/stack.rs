@@ -2,6 +2,7 @@
 //! gRPC between them (DESIGN §6 "Dev"). Used by `accrue dev`, `accrue replay
 //! --dev` and the end-to-end tests (with port 0 for ephemeral ports).
 
+use accrue_kit::auth::{AuthConfig, Credential, Minter, Role};
 use std::net::SocketAddr;
 
 use accrue_attribution::Attribution;
@@ -64,6 +65,10 @@ pub struct StackConfig {
     /// Faults injected into the attribution saga workers (none by default;
     /// settable only with the `test-hooks` feature).
     pub saga_hooks: accrue_attribution::SagaHooks,
+    /// The token keys every service verifies with: a fresh random HS256
+    /// secret per stack (development), from which each service mints its
+    /// peer credential and [`Stack::admin`] is minted.
+    pub auth: AuthConfig,
 }
 
 impl StackConfig {
@@ -76,6 +81,7 @@ impl StackConfig {
             max_connections,
             saga: accrue_attribution::SagaOptions::default(),
             saga_hooks: accrue_attribution::SagaHooks::default(),
+            auth: AuthConfig::hs256(dev_secret()),
         }
     }
 
@@ -84,6 +90,14 @@ impl StackConfig {
         StackConfig::new(database_url, std::net::IpAddr::from([127, 0, 0, 1]), Ports::ephemeral(), 8)
     }
 }
+
+/// A random HS256 secret: 32 random bytes as 64 hex digits.
+pub fn dev_secret() -> String {
+    rand::random::<[u8; 32]>().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// How long the stack's admin token lives.
+pub const ADMIN_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// The `http://host:port` endpoint of each running service.
 #[derive(Debug, Clone)]
@@ -117,6 +131,11 @@ impl Endpoints {
 pub struct Stack {
     /// Service endpoints.
     pub endpoints: Endpoints,
+    /// An admin token over every program, signed with the stack's secret
+    /// (`accrue dev` prints it; the replay and the tests call with it).
+    pub admin_token: String,
+    /// [`Stack::admin_token`] as a client credential.
+    pub admin: Credential,
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -145,7 +164,20 @@ impl Stack {
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let mut launch = Launch { tasks: &mut tasks, database_url: &url, max_connections: max, shutdown: &shutdown };
+        let minter = Minter::new(
+            config.auth.hs256_secret.as_deref().unwrap_or_default(),
+            &config.auth.issuer,
+            &config.auth.audience,
+        )
+        .context("the stack's token secret")?;
+        let admin_token = minter.mint("accrue-dev-admin", &[Role::Admin], &["*".to_string()], None, ADMIN_TOKEN_TTL)?;
+        let mut launch = Launch {
+            tasks: &mut tasks,
+            database_url: &url,
+            max_connections: max,
+            auth: &config.auth,
+            shutdown: &shutdown,
+        };
         launch.spawn::<Hierarchy>(accrue_hierarchy::Config {}, hierarchy_listener);
         let commission_config = accrue_commission::Config { hierarchy_url: endpoints.hierarchy.clone() };
         launch.spawn::<Commission>(commission_config, commission_listener);
@@ -162,7 +194,8 @@ impl Stack {
             hooks: config.saga_hooks.clone(),
         };
         launch.spawn::<Attribution>(attribution_config, attribution_listener);
-        Ok(Stack { endpoints, shutdown, tasks })
+        let admin = Credential::token(admin_token.clone());
+        Ok(Stack { endpoints, admin_token, admin, shutdown, tasks })
     }
 
     /// Resolves when any service stops on its own (an error), or never.
@@ -197,6 +230,7 @@ struct Launch<'a> {
     tasks: &'a mut JoinSet<anyhow::Result<()>>,
     database_url: &'a str,
     max_connections: u32,
+    auth: &'a AuthConfig,
     shutdown: &'a CancellationToken,
 }
 
@@ -206,6 +240,7 @@ impl Launch<'_> {
         let config = ServiceConfig {
             database_url: self.database_url.to_string(),
             max_connections: self.max_connections,
+            auth: self.auth.clone(),
             service,
         };
         let token = self.shutdown.clone();

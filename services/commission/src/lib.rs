@@ -52,7 +52,7 @@ impl Service for Commission {
     }
 
     fn routes(config: &Config, setup: &mut Setup) -> Result<Routes, Error> {
-        let hierarchy = accrue_kit::client::connect(&config.hierarchy_url, PEER_TIMEOUT)?;
+        let hierarchy = accrue_kit::client::connect(&config.hierarchy_url, PEER_TIMEOUT, &setup.credential)?;
         Ok(accrue_kit::server::routes(CommissionServiceServer::new(CommissionApi::new(setup.pool.clone(), hierarchy))))
     }
 }

@@ -2,19 +2,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use accrue_hierarchy::Hierarchy;
+use accrue_kit::client::AuthChannel;
 use accrue_proto::hierarchy::v1 as pb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::types::v1 as types;
 use accrue_proto::types::v1::Money;
 use accrue_testkit::TestServices;
 use sqlx::PgPool;
-use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
 struct Harness {
-    client: HierarchyServiceClient<Channel>,
+    client: HierarchyServiceClient<AuthChannel>,
     pool: PgPool,
     _services: TestServices,
 }

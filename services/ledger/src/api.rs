@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use accrue_kit::FieldViolations;
+use accrue_kit::client::AuthChannel;
 use accrue_kit::convert::settlement::{breakdown_to_proto, kind_from_proto, kind_to_proto};
 use accrue_kit::convert::{
     amount_to_proto, from_timestamp, optional_money, optional_uuid, parse_id, require_money, require_timestamp,
@@ -23,7 +24,6 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::domain::posting::{self, EntryType, Posting};
@@ -46,13 +46,13 @@ const MAX_TEXT_LEN: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct LedgerApi {
     pool: PgPool,
-    hierarchy: HierarchyServiceClient<Channel>,
+    hierarchy: HierarchyServiceClient<AuthChannel>,
 }
 
 impl LedgerApi {
     /// A new API over the service's pool and a client of the hierarchy
     /// service (for `GetProgram` → `auto_approve_cleared`).
-    pub fn new(pool: PgPool, hierarchy: HierarchyServiceClient<Channel>) -> Self {
+    pub fn new(pool: PgPool, hierarchy: HierarchyServiceClient<AuthChannel>) -> Self {
         LedgerApi { pool, hierarchy }
     }
 

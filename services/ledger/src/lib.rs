@@ -48,7 +48,7 @@ impl Service for Ledger {
     }
 
     fn routes(config: &Config, setup: &mut Setup) -> Result<Routes, Error> {
-        let hierarchy = accrue_kit::client::connect(&config.hierarchy_url, PEER_TIMEOUT)?;
+        let hierarchy = accrue_kit::client::connect(&config.hierarchy_url, PEER_TIMEOUT, &setup.credential)?;
         Ok(accrue_kit::server::routes(LedgerServiceServer::new(LedgerApi::new(setup.pool.clone(), hierarchy))))
     }
 }

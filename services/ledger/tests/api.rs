@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+use accrue_kit::client::AuthChannel;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1 as pb;
@@ -16,7 +17,6 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
 use tonic::Code;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 /// Seconds of 2024-01-01T00:00:00Z.
@@ -24,8 +24,8 @@ const T0: i64 = 1_704_067_200;
 const DAY: i64 = 86_400;
 
 struct Harness {
-    ledger: LedgerServiceClient<Channel>,
-    hierarchy: HierarchyServiceClient<Channel>,
+    ledger: LedgerServiceClient<AuthChannel>,
+    hierarchy: HierarchyServiceClient<AuthChannel>,
     pool: PgPool,
     _services: TestServices,
 }

@@ -5,6 +5,7 @@ use accrue_types::{PartnerId, PayoutId, PayoutRunId, ProgramId};
 use std::time::Duration;
 
 use accrue_kit::FieldViolations;
+use accrue_kit::client::AuthChannel;
 use accrue_kit::convert::{amount_to_proto, optional_uuid, parse_id, require_uuid, timestamp};
 use accrue_kit::error::{failed_precondition, internal, invalid_field, not_found};
 use accrue_kit::page;
@@ -19,7 +20,6 @@ use accrue_proto::types::v1 as types;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::domain::{CarriedForward, PayoutStatus, RunRequest, payout_id, resolve_minimum, validate_run_request};
@@ -35,14 +35,18 @@ const RESERVE_ATTEMPTS: u32 = 4;
 #[derive(Debug, Clone)]
 pub struct PayoutsApi {
     pool: PgPool,
-    hierarchy: HierarchyServiceClient<Channel>,
-    ledger: LedgerServiceClient<Channel>,
+    hierarchy: HierarchyServiceClient<AuthChannel>,
+    ledger: LedgerServiceClient<AuthChannel>,
 }
 
 impl PayoutsApi {
     /// A new API over the service's pool and channels to the hierarchy and
     /// ledger services.
-    pub fn new(pool: PgPool, hierarchy: HierarchyServiceClient<Channel>, ledger: LedgerServiceClient<Channel>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        hierarchy: HierarchyServiceClient<AuthChannel>,
+        ledger: LedgerServiceClient<AuthChannel>,
+    ) -> Self {
         PayoutsApi { pool, hierarchy, ledger }
     }
 }

@@ -49,8 +49,8 @@ impl Service for Payouts {
     }
 
     fn routes(config: &Config, setup: &mut Setup) -> Result<Routes, Error> {
-        let hierarchy = accrue_kit::client::connect(&config.hierarchy_url, PEER_TIMEOUT)?;
-        let ledger = accrue_kit::client::connect(&config.ledger_url, PEER_TIMEOUT)?;
+        let hierarchy = accrue_kit::client::connect(&config.hierarchy_url, PEER_TIMEOUT, &setup.credential)?;
+        let ledger = accrue_kit::client::connect(&config.ledger_url, PEER_TIMEOUT, &setup.credential)?;
         Ok(accrue_kit::server::routes(PayoutServiceServer::new(PayoutsApi::new(setup.pool.clone(), hierarchy, ledger))))
     }
 }

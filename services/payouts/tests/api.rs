@@ -2,6 +2,7 @@
 //! on a fresh Postgres database per test — no mocks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use accrue_kit::client::AuthChannel;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1 as lpb;
@@ -12,7 +13,6 @@ use accrue_proto::types::v1 as types;
 use accrue_testkit::TestServices;
 use sqlx::PgPool;
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
@@ -21,9 +21,9 @@ const JAN_5: i64 = 1_294_185_600;
 const DAY: i64 = 86_400;
 
 struct Harness {
-    payouts: PayoutServiceClient<Channel>,
-    ledger: LedgerServiceClient<Channel>,
-    hierarchy: HierarchyServiceClient<Channel>,
+    payouts: PayoutServiceClient<AuthChannel>,
+    ledger: LedgerServiceClient<AuthChannel>,
+    hierarchy: HierarchyServiceClient<AuthChannel>,
     pool: PgPool,
     _services: TestServices,
 }

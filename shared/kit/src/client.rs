@@ -1,6 +1,6 @@
 //! gRPC clients of Accrue services, all made by [`connect`] so that every
-//! caller — a peer service, the CLI, a test — gets the same message limits and
-//! connection settings.
+//! caller — a peer service, the CLI, a test — gets the same message limits,
+//! connection settings and bearer token ([`Credential`]).
 
 use std::time::Duration;
 
@@ -9,7 +9,10 @@ use accrue_proto::commission::v1::commission_service_client::CommissionServiceCl
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use accrue_proto::payouts::v1::payout_service_client::PayoutServiceClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::auth::{Bearer, Credential};
 
 use crate::server::MAX_MESSAGE_BYTES;
 
@@ -46,17 +49,21 @@ fn channel_with_timeout(url: &str, timeout: Duration) -> Result<Channel, ClientE
     Ok(endpoint.connect_lazy())
 }
 
+/// The transport of every Accrue client: a channel that adds the caller's
+/// bearer token to each call.
+pub type AuthChannel = InterceptedService<Channel, Bearer>;
+
 /// A generated Accrue client that [`connect`] can build.
 pub trait Client: Sized {
     /// The client over `channel`, sending and accepting messages up to
     /// [`MAX_MESSAGE_BYTES`].
-    fn over(channel: Channel) -> Self;
+    fn over(channel: AuthChannel) -> Self;
 }
 
 macro_rules! limited_clients {
     ($($client:ident),* $(,)?) => {$(
-        impl Client for $client<Channel> {
-            fn over(channel: Channel) -> Self {
+        impl Client for $client<AuthChannel> {
+            fn over(channel: AuthChannel) -> Self {
                 $client::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -75,6 +82,8 @@ limited_clients!(
 
 /// A lazily connecting client of the service at `url` with call `timeout`
 /// (usually [`PEER_TIMEOUT`]); fails only on a malformed URL.
-pub fn connect<C: Client>(url: &str, timeout: Duration) -> Result<C, ClientError> {
-    Ok(C::over(channel_with_timeout(url, timeout)?))
+/// Every call carries `credential`'s token.
+pub fn connect<C: Client>(url: &str, timeout: Duration, credential: &Credential) -> Result<C, ClientError> {
+    let channel = channel_with_timeout(url, timeout)?;
+    Ok(C::over(InterceptedService::new(channel, Bearer(credential.clone()))))
 }

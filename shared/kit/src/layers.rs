@@ -1,10 +1,11 @@
 //! The tower layers every service runs behind, added once in
-//! [`crate::server::serve`] (DESIGN §6): today a tracing span per RPC; the
-//! authentication and metrics layers of later work go into [`stack`] beside it,
-//! so every service gets them without touching its handlers.
+//! [`crate::server::serve`] (DESIGN §6): a tracing span, log line and metrics
+//! per RPC, and authentication ([`crate::auth`]), so every service gets them
+//! without touching its handlers.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -14,13 +15,16 @@ use tower::layer::util::{Identity, Stack};
 use tower::{Layer, Service, ServiceBuilder};
 use tracing::Instrument;
 
-/// The layers in the order a request meets them (outermost first).
-pub type Layers = ServiceBuilder<Stack<RpcTraceLayer, Identity>>;
+use crate::auth::{AuthLayer, Verifier};
 
-/// The layer stack of every Accrue server. Later layers (auth, metrics) are
-/// added here, inside the trace layer so their rejections are traced too.
-pub fn stack() -> Layers {
-    ServiceBuilder::new().layer(RpcTraceLayer)
+/// The layers in the order a request meets them (outermost first).
+pub type Layers = ServiceBuilder<Stack<AuthLayer, Stack<RpcTraceLayer, Identity>>>;
+
+/// The layer stack of every Accrue server: the trace layer (span, log line,
+/// metrics), then authentication and authorization ([`crate::auth`]) inside
+/// it, so refused calls are traced and counted too.
+pub fn stack(verifier: Arc<Verifier>) -> Layers {
+    ServiceBuilder::new().layer(RpcTraceLayer).layer(AuthLayer::new(verifier))
 }
 
 /// Wraps each RPC in an `rpc` span carrying the gRPC method

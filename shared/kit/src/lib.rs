@@ -18,6 +18,7 @@
 //! - [`client`]: clients of the services, with the message limits set once.
 //! - [`shutdown`], [`telemetry`].
 
+pub mod auth;
 pub mod client;
 pub mod convert;
 pub mod db;

@@ -1,6 +1,7 @@
 //! Hosts one Accrue gRPC service with health, reflection, the shared layer
 //! stack ([`crate::layers`]) and graceful shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -10,6 +11,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
+
+use crate::auth::Verifier;
 
 /// Why a server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +90,8 @@ pub struct Hosted {
     pub schema: &'static str,
     /// The service's migrations.
     pub migrator: &'static Migrator,
+    /// Verifies every RPC's bearer token ([`crate::auth`]).
+    pub verifier: Arc<Verifier>,
 }
 
 /// Serves a service on `listener` together with `grpc.health.v1.Health`
@@ -96,7 +101,7 @@ pub struct Hosted {
 /// retried until the database is reachable. Returns when `shutdown` is
 /// cancelled and in-flight RPCs have drained.
 pub async fn serve(listener: TcpListener, hosted: Hosted, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let Hosted { routes, service_name, pool, schema, migrator } = hosted;
+    let Hosted { routes, service_name, pool, schema, migrator, verifier } = hosted;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter.set_service_status("", ServingStatus::NotServing).await;
     reporter.set_service_status(service_name, ServingStatus::NotServing).await;
@@ -152,7 +157,7 @@ pub async fn serve(listener: TcpListener, hosted: Hosted, shutdown: Cancellation
     let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .layer(crate::layers::stack())
+        .layer(crate::layers::stack(verifier))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await?;

@@ -11,6 +11,8 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
 use sqlx::PgPool;
@@ -21,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 
+use crate::auth::{AuthConfig, AuthError, Credential};
 use crate::client::ClientError;
 use crate::db::{DbConfig, DbError};
 use crate::server::{Hosted, ServeError};
@@ -63,14 +66,21 @@ pub struct ServiceConfig<C> {
     pub database_url: String,
     /// Pool size.
     pub max_connections: u32,
+    /// Token keys, and this service's credential for its peers.
+    pub auth: AuthConfig,
     /// The service's own configuration.
     pub service: C,
 }
 
 impl<C> ServiceConfig<C> {
     /// `service` over `database_url` with the default pool size.
-    pub fn new(database_url: impl Into<String>, service: C) -> Self {
-        ServiceConfig { database_url: database_url.into(), max_connections: DEFAULT_MAX_CONNECTIONS, service }
+    pub fn new(database_url: impl Into<String>, auth: AuthConfig, service: C) -> Self {
+        ServiceConfig { database_url: database_url.into(), max_connections: DEFAULT_MAX_CONNECTIONS, auth, service }
+    }
+
+    /// The same with a pool of `max_connections`.
+    pub fn with_max_connections(self, max_connections: u32) -> Self {
+        ServiceConfig { max_connections, ..self }
     }
 }
 
@@ -86,6 +96,9 @@ pub enum Error {
     /// The server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The token keys or the service credential are unusable.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The command line or environment is incomplete.
     #[error("{0}")]
     Config(String),
@@ -111,6 +124,8 @@ pub struct Setup {
     pub pool: PgPool,
     /// The settings `pool` was made from.
     pub db: DbConfig,
+    /// The token this service calls its peers with (`service:<schema>`).
+    pub credential: Credential,
     background: JoinSet<()>,
     background_shutdown: CancellationToken,
 }
@@ -141,11 +156,18 @@ pub async fn run<S: Service>(
         schema: S::SCHEMA.to_string(),
         max_connections: config.max_connections,
     };
+    let verifier = Arc::new(config.auth.verifier()?);
+    let credential = config.auth.service_credential(S::SCHEMA)?;
     let pool = crate::db::pool(&db)?;
-    let mut setup =
-        Setup { pool: pool.clone(), db, background: JoinSet::new(), background_shutdown: CancellationToken::new() };
+    let mut setup = Setup {
+        pool: pool.clone(),
+        db,
+        credential,
+        background: JoinSet::new(),
+        background_shutdown: CancellationToken::new(),
+    };
     let routes = S::routes(&config.service, &mut setup)?;
-    let hosted = Hosted { routes, service_name: S::NAME, pool, schema: S::SCHEMA, migrator: S::migrator() };
+    let hosted = Hosted { routes, service_name: S::NAME, pool, schema: S::SCHEMA, migrator: S::migrator(), verifier };
     let served = crate::server::serve(listener, hosted, shutdown).await;
     setup.background_shutdown.cancel();
     setup.background.join_all().await;
@@ -158,6 +180,7 @@ struct Common {
     listen: SocketAddr,
     database_url: String,
     max_connections: u32,
+    auth: AuthConfig,
 }
 
 /// `ACCRUE_<SCHEMA>_<suffix>`; leaked because clap wants `'static` names and
@@ -197,6 +220,46 @@ pub fn command<S: Service>() -> Command {
                 .default_value("16")
                 .value_parser(clap::value_parser!(u32))
                 .help("Maximum database connections"),
+        )
+        .arg(
+            Arg::new("auth_jwks_file")
+                .long("auth-jwks-file")
+                .value_name("PATH")
+                .env("ACCRUE_AUTH_JWKS_FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("JWKS file of the RS256/ES256 keys that sign bearer tokens (production; re-read on change)"),
+        )
+        .arg(
+            Arg::new("auth_hs256_secret")
+                .long("auth-hs256-secret")
+                .value_name("SECRET")
+                .env("ACCRUE_AUTH_HS256_SECRET")
+                .hide_env_values(true)
+                .help("HS256 secret (at least 32 bytes) that signs bearer tokens (development)"),
+        )
+        .arg(
+            Arg::new("auth_issuer")
+                .long("auth-issuer")
+                .value_name("ISS")
+                .env("ACCRUE_AUTH_ISSUER")
+                .default_value(crate::auth::DEFAULT_ISSUER)
+                .help("Expected `iss` of bearer tokens"),
+        )
+        .arg(
+            Arg::new("auth_audience")
+                .long("auth-audience")
+                .value_name("AUD")
+                .env("ACCRUE_AUTH_AUDIENCE")
+                .default_value(crate::auth::DEFAULT_AUDIENCE)
+                .help("Expected `aud` of bearer tokens"),
+        )
+        .arg(
+            Arg::new("service_token_file")
+                .long("service-token-file")
+                .value_name("PATH")
+                .env(env_name(S::SCHEMA, "SERVICE_TOKEN_FILE"))
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("This service's token for calls to its peers, re-read on change (minted from the HS256 secret when absent)"),
         );
     // After the service's flags: their doc comment would replace the about.
     S::Flags::augment_args(command).about(about)
@@ -209,7 +272,15 @@ fn common<S: Service>(matches: &ArgMatches) -> Result<Common, Error> {
             || Error::Config(format!("set --database-url, {} or DATABASE_URL", env_name(S::SCHEMA, "DATABASE_URL"))),
         )?;
     let max_connections = matches.get_one::<u32>("max_connections").copied().unwrap_or(DEFAULT_MAX_CONNECTIONS);
-    Ok(Common { listen, database_url, max_connections })
+    let text = |name: &str, default: &str| matches.get_one::<String>(name).cloned().unwrap_or_else(|| default.into());
+    let auth = AuthConfig {
+        hs256_secret: matches.get_one::<String>("auth_hs256_secret").cloned(),
+        jwks_file: matches.get_one::<PathBuf>("auth_jwks_file").cloned(),
+        issuer: text("auth_issuer", crate::auth::DEFAULT_ISSUER),
+        audience: text("auth_audience", crate::auth::DEFAULT_AUDIENCE),
+        service_token_file: matches.get_one::<PathBuf>("service_token_file").cloned(),
+    };
+    Ok(Common { listen, database_url, max_connections, auth })
 }
 
 /// The whole `main` of a service binary: parses flags and environment
@@ -232,6 +303,7 @@ fn try_main<S: Service>() -> Result<(), Error> {
     let config = ServiceConfig {
         database_url: common.database_url,
         max_connections: common.max_connections,
+        auth: common.auth,
         service: flags.into(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;

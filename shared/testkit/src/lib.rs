@@ -10,7 +10,7 @@ mod serving;
 mod spawn;
 
 pub use serving::{SERVING_TIMEOUT, wait_serving};
-pub use spawn::TestServices;
+pub use spawn::{TEST_SECRET, TestServices};
 
 use sqlx::{Connection, PgConnection};
 

@@ -2,6 +2,9 @@
 //! way the zero-to-production `spawn_app` does it: the real service, real
 //! gRPC, real Postgres — no mocks.
 
+use std::time::Duration;
+
+use accrue_kit::auth::{AuthConfig, Credential, Minter, Role};
 use accrue_kit::client::{Client, PEER_TIMEOUT};
 use accrue_kit::service::{Service, ServiceConfig};
 use sqlx::PgPool;
@@ -12,6 +15,9 @@ use crate::{TestDb, wait_serving};
 
 /// Pool size of each spawned service.
 const MAX_CONNECTIONS: u32 = 4;
+
+/// The HS256 secret every spawned service verifies tokens with (test only).
+pub const TEST_SECRET: &str = "accrue-testkit-hs256-secret-not-for-production";
 
 /// Services spawned for one test over one fresh database. Dropping it stops
 /// them, then drops the database.
@@ -40,8 +46,8 @@ impl TestServices {
             Ok(addr) => format!("http://{addr}"),
             Err(error) => panic!("local address: {error}"),
         };
-        let config =
-            ServiceConfig { database_url: self.db.url.clone(), max_connections: MAX_CONNECTIONS, service: config };
+        let config = ServiceConfig::new(self.db.url.clone(), AuthConfig::hs256(TEST_SECRET), config)
+            .with_max_connections(MAX_CONNECTIONS);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             if let Err(error) = accrue_kit::service::run::<S>(config, listener, shutdown).await {
@@ -53,9 +59,25 @@ impl TestServices {
         url
     }
 
-    /// A client of the service at `url` (from [`TestServices::spawn`]).
+    /// A client of the service at `url` (from [`TestServices::spawn`]) with
+    /// an admin token over every program.
     pub fn client<C: Client>(&self, url: &str) -> C {
-        accrue_kit::client::connect(url, PEER_TIMEOUT).unwrap_or_else(|error| panic!("{error}"))
+        let admin = self
+            .minter()
+            .mint("test-admin", &[Role::Admin], &["*".to_string()], None, Duration::from_secs(3600))
+            .unwrap_or_else(|error| panic!("{error}"));
+        self.client_as(url, &Credential::token(admin))
+    }
+
+    /// A client of the service at `url` calling with `credential`.
+    pub fn client_as<C: Client>(&self, url: &str, credential: &Credential) -> C {
+        accrue_kit::client::connect(url, PEER_TIMEOUT, credential).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Signs tokens the spawned services accept ([`TEST_SECRET`]).
+    pub fn minter(&self) -> Minter {
+        Minter::new(TEST_SECRET, accrue_kit::auth::DEFAULT_ISSUER, accrue_kit::auth::DEFAULT_AUDIENCE)
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// A small pool on `S`'s schema, for reading its tables directly.

@@ -3,6 +3,7 @@
 //! database per test.
 
 mod agreements;
+mod auth;
 mod clawback;
 mod corrections;
 mod margins;

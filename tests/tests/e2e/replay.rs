@@ -113,7 +113,7 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     options.progress = ProgressMode::Quiet;
 
     let started = Instant::now();
-    let first = replay(options.clone(), &env.stack.endpoints).await.expect("first replay");
+    let first = replay(options.clone(), &env.stack.endpoints, &env.stack.admin).await.expect("first replay");
     eprintln!("{first}\n(first replay {:?})", started.elapsed());
 
     // Every invoice is accounted for.
@@ -414,7 +414,7 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
 
     // Replaying the same invoices again adds nothing and writes the same configuration.
     let first_config = std::fs::read(&options.config_out).unwrap();
-    let second = replay(options.clone(), &env.stack.endpoints).await.expect("second replay");
+    let second = replay(options.clone(), &env.stack.endpoints, &env.stack.admin).await.expect("second replay");
     assert!(std::fs::read(&options.config_out).unwrap() == first_config, "the configuration file is identical");
     assert_eq!(second.settled_by_model, first.settled_by_model);
     assert_eq!(second.program_id, first.program_id, "same program (CreateProgram is idempotent)");

@@ -42,7 +42,7 @@ pub async fn start_hooked(db: &TestDb, saga: SagaOptions, hooks: TestHooks) -> (
     config.saga = saga;
     config.saga_hooks = hooks;
     let stack = Stack::start(config).await.expect("stack starts");
-    let clients = Clients::connect(&stack.endpoints).expect("clients");
+    let clients = Clients::connect(&stack.endpoints, &stack.admin).expect("clients");
     (stack, clients)
 }
 

@@ -5,15 +5,15 @@
 //! URLs point at a closed port).
 
 use accrue_attribution::SagaOptions;
+use accrue_kit::client::AuthChannel;
 use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_testkit::TestServices;
-use tonic::transport::Channel;
 
 /// Clients of the two services; the services stop when it is dropped.
 pub struct Harness {
-    pub attribution: AttributionServiceClient<Channel>,
-    pub hierarchy: HierarchyServiceClient<Channel>,
+    pub attribution: AttributionServiceClient<AuthChannel>,
+    pub hierarchy: HierarchyServiceClient<AuthChannel>,
     _services: TestServices,
 }
 

@@ -3,6 +3,7 @@
 //! sagas, then month by month record the month's refunds (credit invoices),
 //! wait for their clawback sagas, clear and pay; and summarize.
 
+use accrue_kit::auth::Credential;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -162,7 +163,11 @@ struct Created {
 /// Errors: [`ReplayError::Load`] for an unreadable data set, [`ReplayError::Rpc`]
 /// when a call fails (with its gRPC code), [`ReplayError::Stalled`] when the
 /// sagas stop finishing.
-pub async fn replay(options: ReplayOptions, endpoints: &Endpoints) -> Result<Summary, ReplayError> {
+pub async fn replay(
+    options: ReplayOptions,
+    endpoints: &Endpoints,
+    credential: &Credential,
+) -> Result<Summary, ReplayError> {
     let mode = options.progress;
     let data_dir = options.data_dir.clone();
     let limit = options.limit_invoices;
@@ -197,7 +202,7 @@ pub async fn replay(options: ReplayOptions, endpoints: &Endpoints) -> Result<Sum
     );
 
     let plan = config::generate(options.seed);
-    let clients = Clients::connect(endpoints)?;
+    let clients = Clients::connect(endpoints, credential)?;
     let created = configure(&clients, &plan, mode).await?;
     let program_id = created.program_id.clone();
     let customers = track_leads(&clients, &plan, &created, &sales, mode).await?;

@@ -10,12 +10,12 @@ mod schemes;
 mod settle;
 
 use accrue_kit::FieldViolations;
+use accrue_kit::client::AuthChannel;
 use accrue_proto::commission::v1 as pb;
 use accrue_proto::commission::v1::commission_service_server::CommissionService;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_types::PartnerId;
 use sqlx::PgPool;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::domain::AgreementRules;
@@ -27,7 +27,7 @@ pub const MAX_REQUEST_ID_LEN: usize = 200;
 #[derive(Debug, Clone)]
 pub struct CommissionApi {
     pool: PgPool,
-    hierarchy: HierarchyServiceClient<Channel>,
+    hierarchy: HierarchyServiceClient<AuthChannel>,
 }
 
 /// A draft agreement that QuoteSale applies to one seller in place of the
@@ -42,7 +42,7 @@ pub(crate) struct Draft {
 
 impl CommissionApi {
     /// A new API over the service's pool and a client of the hierarchy service.
-    pub fn new(pool: PgPool, hierarchy: HierarchyServiceClient<Channel>) -> Self {
+    pub fn new(pool: PgPool, hierarchy: HierarchyServiceClient<AuthChannel>) -> Self {
         CommissionApi { pool, hierarchy }
     }
 }

@@ -4,21 +4,21 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use accrue_kit::client::AuthChannel;
 use accrue_proto::commission::v1 as pb;
 use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::types::v1 as types;
 use accrue_testkit::TestServices;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 /// The running services; dropping it stops them.
 pub struct Service {
     /// Commission client.
-    pub client: CommissionServiceClient<Channel>,
+    pub client: CommissionServiceClient<AuthChannel>,
     /// Hierarchy client (programs and partners for schemes and quotes).
-    pub hierarchy: HierarchyServiceClient<Channel>,
+    pub hierarchy: HierarchyServiceClient<AuthChannel>,
     /// The services and their database.
     pub services: TestServices,
 }

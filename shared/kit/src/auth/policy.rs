@@ -1,0 +1,174 @@
+//! The one RPC × role table (DESIGN §6 "Identity"; issue 10 item 2), enforced
+//! by [`super::AuthLayer`] for every service; docs/authorization.md is the
+//! same table in prose. An RPC missing from [`TABLE`] is refused to everyone
+//! (a test over the descriptor set keeps the table complete).
+//!
+//! Partner tokens are refused everywhere until partner-scoped reads exist
+//! (issue 10 item 3): a partner must never see another partner's amounts, and
+//! today's reads are scoped by program only.
+
+use super::{Identity, Role};
+
+/// Who may call an RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Reads: admin, finance, viewer, and any Accrue service.
+    Read,
+    /// Configuration and recording: admin.
+    Admin,
+    /// Money movement (transitions, clearance, payout runs): admin, finance,
+    /// and the services named (their `service:<schema>` subject).
+    Finance(&'static [&'static str]),
+    /// Calls only the saga and the other services make: admin and the
+    /// services named.
+    Service(&'static [&'static str]),
+}
+
+const ATTRIBUTION: &[&str] = &["service:attribution"];
+const PAYOUTS: &[&str] = &["service:payouts"];
+
+/// Every RPC of every Accrue service with its rule, by gRPC path.
+pub const TABLE: &[(&str, Rule)] = &[
+    ("/accrue.hierarchy.v1.HierarchyService/CreateProgram", Rule::Admin),
+    ("/accrue.hierarchy.v1.HierarchyService/GetProgram", Rule::Read),
+    ("/accrue.hierarchy.v1.HierarchyService/UpdateProgram", Rule::Admin),
+    ("/accrue.hierarchy.v1.HierarchyService/CreatePartner", Rule::Admin),
+    ("/accrue.hierarchy.v1.HierarchyService/GetPartner", Rule::Read),
+    ("/accrue.hierarchy.v1.HierarchyService/ListPartners", Rule::Read),
+    ("/accrue.hierarchy.v1.HierarchyService/UpdatePartnerStatus", Rule::Admin),
+    ("/accrue.hierarchy.v1.HierarchyService/SetParent", Rule::Admin),
+    ("/accrue.hierarchy.v1.HierarchyService/GetUplines", Rule::Read),
+    ("/accrue.hierarchy.v1.HierarchyService/ListDownline", Rule::Read),
+    ("/accrue.attribution.v1.AttributionService/CreateLink", Rule::Admin),
+    ("/accrue.attribution.v1.AttributionService/GetLink", Rule::Read),
+    ("/accrue.attribution.v1.AttributionService/ListLinks", Rule::Read),
+    ("/accrue.attribution.v1.AttributionService/TrackLead", Rule::Admin),
+    ("/accrue.attribution.v1.AttributionService/RecordSale", Rule::Admin),
+    ("/accrue.attribution.v1.AttributionService/RecordSales", Rule::Admin),
+    ("/accrue.attribution.v1.AttributionService/GetSale", Rule::Read),
+    ("/accrue.attribution.v1.AttributionService/ListSales", Rule::Read),
+    ("/accrue.attribution.v1.AttributionService/GetSaga", Rule::Read),
+    ("/accrue.attribution.v1.AttributionService/ListSagas", Rule::Read),
+    ("/accrue.attribution.v1.AttributionService/RetrySaga", Rule::Admin),
+    ("/accrue.attribution.v1.AttributionService/RecordRefund", Rule::Admin),
+    ("/accrue.attribution.v1.AttributionService/GetRefund", Rule::Read),
+    ("/accrue.attribution.v1.AttributionService/ListRefunds", Rule::Read),
+    ("/accrue.commission.v1.CommissionService/CreateAgreement", Rule::Admin),
+    ("/accrue.commission.v1.CommissionService/ListAgreementVersions", Rule::Read),
+    ("/accrue.commission.v1.CommissionService/GetAgreementInForce", Rule::Read),
+    ("/accrue.commission.v1.CommissionService/SetOverridePlan", Rule::Admin),
+    ("/accrue.commission.v1.CommissionService/ComputeSettlements", Rule::Service(ATTRIBUTION)),
+    ("/accrue.commission.v1.CommissionService/QuoteSale", Rule::Read),
+    ("/accrue.commission.v1.CommissionService/CreateScheme", Rule::Admin),
+    ("/accrue.commission.v1.CommissionService/GetScheme", Rule::Read),
+    ("/accrue.commission.v1.CommissionService/SetSchemeRates", Rule::Admin),
+    ("/accrue.commission.v1.CommissionService/AssignScheme", Rule::Admin),
+    ("/accrue.commission.v1.CommissionService/GetSchemeChain", Rule::Read),
+    ("/accrue.ledger.v1.LedgerService/PostEntries", Rule::Service(ATTRIBUTION)),
+    ("/accrue.ledger.v1.LedgerService/GetEntry", Rule::Read),
+    ("/accrue.ledger.v1.LedgerService/ListEntries", Rule::Read),
+    ("/accrue.ledger.v1.LedgerService/TransitionEntries", Rule::Finance(ATTRIBUTION)),
+    ("/accrue.ledger.v1.LedgerService/GetEarningsSummary", Rule::Read),
+    ("/accrue.ledger.v1.LedgerService/ClearMatured", Rule::Finance(&[])),
+    ("/accrue.ledger.v1.LedgerService/ReserveForPayout", Rule::Service(PAYOUTS)),
+    ("/accrue.ledger.v1.LedgerService/ReverseSale", Rule::Service(ATTRIBUTION)),
+    ("/accrue.ledger.v1.LedgerService/VoidReversal", Rule::Service(ATTRIBUTION)),
+    ("/accrue.ledger.v1.LedgerService/GetBalances", Rule::Read),
+    ("/accrue.payouts.v1.PayoutService/CreatePayoutRun", Rule::Finance(&[])),
+    ("/accrue.payouts.v1.PayoutService/GetPayout", Rule::Read),
+    ("/accrue.payouts.v1.PayoutService/ListPayouts", Rule::Read),
+];
+
+/// Health and reflection answer without a token (probes, grpcurl's
+/// discovery).
+pub fn is_exempt(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+}
+
+/// The rule of the RPC at `path`, if it is an Accrue RPC.
+pub fn rule(path: &str) -> Option<Rule> {
+    TABLE.iter().find(|(p, _)| *p == path).map(|(_, rule)| *rule)
+}
+
+/// True when `identity` may call an RPC under `rule`.
+pub fn allows(rule: Rule, identity: &Identity) -> bool {
+    let service_named = |names: &[&str]| identity.has(Role::Service) && names.contains(&identity.subject.as_str());
+    match rule {
+        Rule::Read => [Role::Admin, Role::Finance, Role::Viewer, Role::Service].iter().any(|r| identity.has(*r)),
+        Rule::Admin => identity.has(Role::Admin),
+        Rule::Finance(services) => identity.has(Role::Admin) || identity.has(Role::Finance) || service_named(services),
+        Rule::Service(services) => identity.has(Role::Admin) || service_named(services),
+    }
+}
+
+/// Ok when `identity` may call the RPC at `path`; else the PERMISSION_DENIED
+/// message (names the RPC and the roles, nothing about any resource).
+pub fn authorize(path: &str, identity: &Identity) -> Result<(), String> {
+    match rule(path) {
+        Some(rule) if allows(rule, identity) => Ok(()),
+        Some(_) => Err(format!(
+            "{path} is not allowed for roles [{}]",
+            identity.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+        None => Err(format!("{path} is not an Accrue RPC")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use prost::Message;
+    use prost_types::FileDescriptorSet;
+
+    use super::*;
+    use crate::auth::Programs;
+
+    fn identity(subject: &str, roles: &[Role]) -> Identity {
+        Identity {
+            subject: subject.into(),
+            programs: Programs::All,
+            roles: roles.iter().copied().collect(),
+            partner_id: None,
+        }
+    }
+
+    /// A new RPC cannot be forgotten: every method of every Accrue service in
+    /// the descriptor set has exactly one row, and every row is a real method.
+    #[test]
+    fn the_table_covers_every_rpc_of_the_descriptor_set() {
+        let set = FileDescriptorSet::decode(accrue_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let mut paths = BTreeSet::new();
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    paths.insert(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
+                }
+            }
+        }
+        let rows: BTreeSet<String> = TABLE.iter().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(rows.len(), TABLE.len(), "a path listed twice");
+        assert_eq!(rows, paths);
+    }
+
+    #[test]
+    fn roles_map_to_rules() {
+        let admin = identity("u", &[Role::Admin]);
+        let finance = identity("u", &[Role::Finance]);
+        let viewer = identity("u", &[Role::Viewer]);
+        let saga = identity("service:attribution", &[Role::Service]);
+        let payouts = identity("service:payouts", &[Role::Service]);
+        let partner = identity("p", &[Role::Partner]);
+        let post = "/accrue.ledger.v1.LedgerService/PostEntries";
+        let run = "/accrue.payouts.v1.PayoutService/CreatePayoutRun";
+        let read = "/accrue.ledger.v1.LedgerService/GetBalances";
+        assert!(authorize(post, &admin).is_ok() && authorize(post, &saga).is_ok());
+        assert!(authorize(post, &payouts).is_err() && authorize(post, &finance).is_err());
+        assert!(authorize(run, &finance).is_ok() && authorize(run, &viewer).is_err() && authorize(run, &saga).is_err());
+        assert!(authorize(read, &viewer).is_ok() && authorize(read, &payouts).is_ok());
+        assert!(authorize(read, &partner).is_err(), "partners wait for scoped reads");
+        assert!(authorize("/accrue.ledger.v1.LedgerService/Nope", &admin).is_err());
+        assert!(is_exempt("/grpc.health.v1.Health/Check"));
+        assert!(is_exempt("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
+    }
+}

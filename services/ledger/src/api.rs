@@ -39,7 +39,7 @@ pub const MAX_POSTINGS: usize = 1000;
 pub const MAX_RESERVATIONS: usize = 1000;
 /// Most entry ids in one `TransitionEntries` call.
 pub const MAX_TRANSITION_IDS: usize = 100_000;
-/// Longest actor / reason accepted on a transition.
+/// Longest reason accepted on a transition.
 const MAX_TEXT_LEN: usize = 1000;
 
 /// The `LedgerService` implementation.
@@ -161,6 +161,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::PostEntriesRequest>,
     ) -> Result<Response<pb::PostEntriesResponse>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
@@ -190,7 +191,7 @@ impl LedgerService for LedgerApi {
                 to_write.push(posting);
             }
         }
-        let outcomes = store::post(&self.pool, program_id, &to_write).await?;
+        let outcomes = store::post(&self.pool, program_id, &to_write, &actor).await?;
 
         let reused = |key: &str| {
             item_failure(
@@ -330,7 +331,7 @@ impl LedgerService for LedgerApi {
     /// INVALID_TRANSITION (naming the entry) for an illegal move, or
     /// ENTRY_RESERVED when voiding an entry held by a payout; nothing changes
     /// then. ABORTED CONCURRENT_UPDATE when a concurrent write deadlocked with
-    /// this one (nothing changed; retry). `actor` is required. The clawback debits that travel with a
+    /// this one (nothing changed; retry). The events' actor is the caller's token subject. The clawback debits that travel with a
     /// moved line (issue 9 item 4) and are in the line's status move with it
     /// in the same transaction, with the same actor and reason; they are not
     /// counted in `transitioned_count`.  REVERSED is terminal here: only
@@ -339,6 +340,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::TransitionEntriesRequest>,
     ) -> Result<Response<pb::TransitionEntriesResponse>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
@@ -360,11 +362,6 @@ impl LedgerService for LedgerApi {
         if to.is_none() {
             violations.add("to_status", "must be a known status other than UNSPECIFIED");
         }
-        if request.actor.trim().is_empty() {
-            violations.add("actor", "is required");
-        } else if request.actor.len() > MAX_TEXT_LEN {
-            violations.add("actor", format!("is longer than {MAX_TEXT_LEN} bytes"));
-        }
         if request.reason.len() > MAX_TEXT_LEN {
             violations.add("reason", format!("is longer than {MAX_TEXT_LEN} bytes"));
         }
@@ -372,9 +369,8 @@ impl LedgerService for LedgerApi {
         let (Some(program_id), Some(to)) = (program_id, to) else {
             return Err(invalid_field("program_id", "is required"));
         };
-        let outcome = store::transition(&self.pool, program_id, &ids, to, &request.actor, &request.reason)
-            .await
-            .map_err(store_status)?;
+        let outcome =
+            store::transition(&self.pool, program_id, &ids, to, &actor, &request.reason).await.map_err(store_status)?;
         match outcome {
             TransitionOutcome::Done(count) => Ok(Response::new(pb::TransitionEntriesResponse {
                 transitioned_count: i64::try_from(count).unwrap_or(i64::MAX),
@@ -441,6 +437,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::ClearMaturedRequest>,
     ) -> Result<Response<pb::ClearMaturedResponse>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
@@ -449,7 +446,8 @@ impl LedgerService for LedgerApi {
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
         let as_of = as_of.unwrap_or_else(Utc::now);
         let auto_approve = self.auto_approve(program_id).await?;
-        let (cleared_count, approved_count) = store::clear_matured(&self.pool, program_id, as_of, auto_approve).await?;
+        let (cleared_count, approved_count) =
+            store::clear_matured(&self.pool, program_id, as_of, auto_approve, &actor).await?;
         Ok(Response::new(pb::ClearMaturedResponse { cleared_count, approved_count }))
     }
 
@@ -580,13 +578,14 @@ impl LedgerService for LedgerApi {
     /// REFUND_EXCEEDS_SALE when T > A; CURRENCY_MISMATCH when the sale's lines
     /// are in another currency. A sale without live lines succeeds and posts
     /// nothing. ABORTED CONCURRENT_UPDATE when a concurrent write deadlocked
-    /// with this one (retry). Nothing is written on any error. An empty
-    /// `actor` is recorded as "ledger".
+    /// with this one (retry). Nothing is written on any error. The status
+    /// events' actor is the caller's token subject.
     #[tracing::instrument(skip_all, fields(sale_id = %request.get_ref().sale_id))]
     async fn reverse_sale(
         &self,
         request: Request<pb::ReverseSaleRequest>,
     ) -> Result<Response<pb::ReverseSaleResponse>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
         let request = request.into_inner();
         let valid = validate_reverse(&request)?;
         if valid.refund.refunded_total > valid.refund.sale_amount {
@@ -598,7 +597,6 @@ impl LedgerService for LedgerApi {
                 ),
             ));
         }
-        let actor = if request.actor.trim().is_empty() { "ledger" } else { request.actor.as_str() };
         let store_request = store::ReverseRequest {
             key: &request.idempotency_key,
             sale_id: &request.sale_id,
@@ -606,7 +604,7 @@ impl LedgerService for LedgerApi {
             hash: accrue_kit::idempotency::fingerprint_message(&request),
             refund: valid.refund,
             occurred_at: valid.occurred_at,
-            actor,
+            actor: &actor,
             reason: &request.reason,
         };
         let (row, replayed) =
@@ -657,31 +655,30 @@ impl LedgerService for LedgerApi {
     /// The compensation of a ReverseSale (issue 9 item 4): voids the debits
     /// posted under the key and gives each entry it moved to REVERSED (its
     /// lines given back in full, and their travelling debits) the status it
-    /// had before, with status events carrying `actor` and `reason` — the only
+    /// had before, with status events carrying the caller (token subject) and `reason` — the only
     /// way out of REVERSED. A later ReverseSale of the sale then counts those
     /// debits as not clawed back. Idempotent: a second call changes nothing
     /// and answers empty lists. NOT_FOUND when no ReverseSale was applied
     /// under the key; FAILED_PRECONDITION (nothing changes) DEBIT_RESERVED
     /// when a debit is reserved by a payout, DEBIT_PAID when one is paid,
     /// REVERSAL_SUPERSEDED when a later reversal of the sale reversed one
-    /// (undo that one first). INVALID_ARGUMENT for a malformed program id,
-    /// missing key or actor.
+    /// (undo that one first). INVALID_ARGUMENT for a malformed program id or
+    /// a missing key.
     async fn void_reversal(
         &self,
         request: Request<pb::VoidReversalRequest>,
     ) -> Result<Response<pb::VoidReversalResponse>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
         check_key("idempotency_key", &request.idempotency_key, &mut violations);
-        check_text("actor", &request.actor, true, &mut violations);
         check_text("reason", &request.reason, false, &mut violations);
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
-        let outcome =
-            store::void_reversal(&self.pool, program_id, &request.idempotency_key, &request.actor, &request.reason)
-                .await
-                .map_err(store_status)?;
+        let outcome = store::void_reversal(&self.pool, program_id, &request.idempotency_key, &actor, &request.reason)
+            .await
+            .map_err(store_status)?;
         let (voided, restored) = match outcome {
             VoidOutcome::Applied(voided, restored) => (voided, restored),
             VoidOutcome::AlreadyVoided => (Vec::new(), Vec::new()),
@@ -784,7 +781,7 @@ fn check_text(field: &str, text: &str, required: bool, violations: &mut FieldVio
 
 /// Field checks of ReverseSale (INVALID_ARGUMENT with every violation): ids,
 /// key, strict money for A and T (> 0, same currency), `occurred_at`, a known
-/// rounding mode, short actor / reason. T > A is not checked here (it is a
+/// rounding mode, a short reason. T > A is not checked here (it is a
 /// FAILED_PRECONDITION).
 fn validate_reverse(request: &pb::ReverseSaleRequest) -> Result<ValidReverse, Status> {
     let mut violations = FieldViolations::new();
@@ -827,7 +824,6 @@ fn validate_reverse(request: &pb::ReverseSaleRequest) -> Result<ValidReverse, St
             None
         }
     };
-    check_text("actor", &request.actor, false, &mut violations);
     check_text("reason", &request.reason, false, &mut violations);
     violations.into_result()?;
     let (Some(program_id), Some(refund_id), Some(a), Some(t), Some(occurred_at), Some(mode)) =

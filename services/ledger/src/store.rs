@@ -32,7 +32,7 @@ pub enum PostingOutcome {
 /// keys already stored are skipped up front; the rest go through
 /// `INSERT … ON CONFLICT DO NOTHING` on the postings, then, for the keys
 /// actually inserted, their entries, creation events (UNSPECIFIED → PENDING,
-/// actor "ledger") and status projections — all in one statement. Keys that
+/// by `actor`: the caller's token subject) and status projections — all in one statement. Keys that
 /// already existed are read back and compared by request hash. A concurrent
 /// poster of the same key blocks on the unique index until the first commits,
 /// then reads its row (no unique-violation error escapes). Results are in input
@@ -41,6 +41,7 @@ pub async fn post(
     pool: &PgPool,
     program_id: ProgramId,
     postings: &[&Posting],
+    actor: &str,
 ) -> Result<Vec<PostingOutcome>, StoreError> {
     if postings.is_empty() {
         return Ok(Vec::new());
@@ -140,7 +141,7 @@ pub async fn post(
             RETURNING id, partner_id, currency, clears_at
         ), ev AS (
             INSERT INTO entry_status_events (entry_id, from_status, to_status, actor, reason)
-            SELECT id, 'UNSPECIFIED', 'PENDING', 'ledger', 'posted' FROM e
+            SELECT id, 'UNSPECIFIED', 'PENDING', $21, 'posted' FROM e
         ), st AS (
             INSERT INTO entry_states (entry_id, program_id, partner_id, currency, status, clears_at)
             SELECT id, $1, partner_id, currency, 'PENDING', clears_at FROM e
@@ -168,6 +169,7 @@ pub async fn post(
         .bind(&breakdowns)
         .bind(&line_keys)
         .bind(&line_indexes)
+        .bind(actor)
         .fetch_all(&mut *tx)
         .await?
     };
@@ -563,8 +565,9 @@ pub async fn earnings_summary(
 
 /// Moves a program's PENDING entries with `clears_at ≤ as_of` to CLEARED —
 /// or straight on to APPROVED when `auto_approve` — in one statement, with one
-/// event PENDING → CLEARED (actor "ledger") and, when approving, a second
-/// CLEARED → APPROVED (actor "auto-approve"); then the balances, in the same
+/// event PENDING → CLEARED and, when approving, a second CLEARED → APPROVED
+/// (reason: the program auto-approves), both by `actor` (the caller's token
+/// subject); then the balances, in the same
 /// transaction. A travelling clawback debit has its line's clears_at and
 /// status, so it clears with it. Returns (cleared, approved).
 pub async fn clear_matured(
@@ -572,6 +575,7 @@ pub async fn clear_matured(
     program_id: ProgramId,
     as_of: DateTime<Utc>,
     auto_approve: bool,
+    actor: &str,
 ) -> Result<(i64, i64), StoreError> {
     let target = if auto_approve { Status::Approved } else { Status::Cleared };
     let mut tx = pool.begin().await?;
@@ -585,8 +589,8 @@ pub async fn clear_matured(
             INSERT INTO entry_status_events (entry_id, from_status, to_status, actor, reason)
             SELECT c.entry_id, x.from_status, x.to_status, x.actor, x.reason
             FROM c CROSS JOIN (VALUES
-                (1, 'PENDING', 'CLEARED', 'ledger', 'clearance period ended'),
-                (2, 'CLEARED', 'APPROVED', 'auto-approve', 'program auto-approves cleared entries')
+                (1, 'PENDING', 'CLEARED', $5, 'clearance period ended'),
+                (2, 'CLEARED', 'APPROVED', $5, 'program auto-approves cleared entries')
             ) AS x(n, from_status, to_status, actor, reason)
             WHERE x.n = 1 OR $4
             ORDER BY c.entry_id, x.n
@@ -598,6 +602,7 @@ pub async fn clear_matured(
     .bind(as_of)
     .bind(target.as_str())
     .bind(auto_approve)
+    .bind(actor)
     .fetch_one(&mut *tx)
     .await?;
     // A PENDING entry is never reserved (reservations take APPROVED ones).

@@ -27,7 +27,8 @@ struct Harness {
     ledger: LedgerServiceClient<AuthChannel>,
     hierarchy: HierarchyServiceClient<AuthChannel>,
     pool: PgPool,
-    _services: TestServices,
+    ledger_url: String,
+    services: TestServices,
 }
 
 async fn start() -> Harness {
@@ -39,7 +40,8 @@ async fn start() -> Harness {
         ledger: services.client(&ledger_url),
         hierarchy: services.client(&hierarchy_url),
         pool: services.pool::<accrue_ledger::Ledger>(),
-        _services: services,
+        ledger_url,
+        services,
     }
 }
 
@@ -84,7 +86,6 @@ impl Harness {
                 program_id: program.into(),
                 entry_ids: ids.iter().map(|id| id.to_string()).collect(),
                 to_status: to as i32,
-                actor: "tester".into(),
                 reason: "test".into(),
             })
             .await
@@ -273,7 +274,7 @@ async fn post_entries_is_idempotent_per_key_and_body() {
     assert_eq!(entry.history.len(), 1);
     assert_eq!(entry.history[0].from_status(), pb::EntryStatus::Unspecified);
     assert_eq!(entry.history[0].to_status(), pb::EntryStatus::Pending);
-    assert_eq!(entry.history[0].actor, "ledger");
+    assert_eq!(entry.history[0].actor, "test-admin");
 
     // Same key, same body → the stored result, nothing new written. A repeat of
     // the key inside one request is a replay of its first occurrence.
@@ -454,7 +455,7 @@ async fn entries_and_events_are_immutable() {
     let entry = h.entry(&id.to_string()).await;
     assert_eq!(entry.amount, gbp("5.00"));
     assert_eq!(entry.history.len(), 1);
-    assert_eq!(entry.history[0].actor, "ledger");
+    assert_eq!(entry.history[0].actor, "test-admin");
     assert_projection_matches_log(&h.pool).await;
 }
 
@@ -505,7 +506,7 @@ async fn transitions_follow_the_state_machine_all_or_nothing() {
     assert_eq!(entry.history.len(), 2);
     assert_eq!(entry.history[1].from_status(), pb::EntryStatus::Pending);
     assert_eq!(entry.history[1].to_status(), pb::EntryStatus::Voided);
-    assert_eq!(entry.history[1].actor, "tester");
+    assert_eq!(entry.history[1].actor, "test-admin");
     assert_eq!(entry.history[1].reason, "test");
 
     // VOIDED is terminal.
@@ -525,7 +526,6 @@ async fn transitions_follow_the_state_machine_all_or_nothing() {
             program_id: program.clone(),
             entry_ids: vec![b.into(), "x".into()],
             to_status: 0,
-            actor: String::new(),
             reason: String::new(),
         })
         .await
@@ -565,9 +565,9 @@ async fn clear_matured_clears_by_as_of_and_auto_approves_per_program() {
     assert_eq!(
         steps,
         vec![
-            (pb::EntryStatus::Unspecified, pb::EntryStatus::Pending, "ledger".to_string()),
-            (pb::EntryStatus::Pending, pb::EntryStatus::Cleared, "ledger".to_string()),
-            (pb::EntryStatus::Cleared, pb::EntryStatus::Approved, "auto-approve".to_string()),
+            (pb::EntryStatus::Unspecified, pb::EntryStatus::Pending, "test-admin".to_string()),
+            (pb::EntryStatus::Pending, pb::EntryStatus::Cleared, "test-admin".to_string()),
+            (pb::EntryStatus::Cleared, pb::EntryStatus::Approved, "test-admin".to_string()),
         ]
     );
     assert_eq!(h.status(&auto_ids[1]).await, pb::EntryStatus::Pending);
@@ -832,7 +832,6 @@ fn reverse_request(program: &str, sale: &str, key: &str, a: &str, t: &str) -> pb
         refunded_total: gbp(t),
         occurred_at: ts(REFUND_AT),
         rounding_mode: types::RoundingMode::HalfAwayFromZero as i32,
-        actor: "refund-saga".into(),
         reason: "customer refund".into(),
     }
 }
@@ -847,7 +846,6 @@ impl Harness {
             .void_reversal(pb::VoidReversalRequest {
                 program_id: program.into(),
                 idempotency_key: key.into(),
-                actor: "saga-undo".into(),
                 reason: "saga unwound".into(),
             })
             .await
@@ -967,7 +965,7 @@ async fn reverse_sale_seed_003_full_refund_posts_one_linked_debit_and_reverses_t
     assert!(original.reverses_entry_id.is_empty() && original.refund_id.is_empty());
     let last = original.history.last().unwrap();
     assert_eq!((last.from_status(), last.to_status()), (pb::EntryStatus::Pending, pb::EntryStatus::Reversed));
-    assert_eq!(last.actor, "refund-saga");
+    assert_eq!(last.actor, "test-admin");
     assert!(last.reason.contains("customer refund"), "{}", last.reason);
     let stored = h.entry(&debit.id).await;
     assert_eq!(stored.reverses_entry_id, line_id);
@@ -1124,7 +1122,7 @@ async fn a_penny_refund_posts_one_debit_on_the_first_line_of_a_tie() {
         assert_eq!(debit.status(), pb::EntryStatus::Voided);
         assert_eq!(debit.history.len(), 0, "ListEntries carries no history");
         let last = h.entry(&debit.id).await.history.pop().unwrap();
-        assert_eq!((last.from_status(), last.actor.as_str()), (pb::EntryStatus::Pending, "tester"));
+        assert_eq!((last.from_status(), last.actor.as_str()), (pb::EntryStatus::Pending, "test-admin"));
     }
     assert!(h.balances(&program).await.iter().all(|b| b.pending == gbp("0.00") && b.clawed_back == gbp("0.00")));
     assert_projection_matches_log(&h.pool).await;
@@ -1220,7 +1218,7 @@ async fn debits_travel_with_unpaid_lines_and_are_approved_at_once_against_paid_o
     assert_eq!(h.transition(&program, &[&line_id, &paid_id], pb::EntryStatus::Approved).await.unwrap(), 2);
     assert_eq!(h.status(&travelling.id).await, pb::EntryStatus::Approved);
     let history = h.entry(&travelling.id).await.history;
-    assert_eq!(history.last().unwrap().actor, "tester");
+    assert_eq!(history.last().unwrap().actor, "test-admin");
     assert_eq!(h.balance(&program, partner).await.approved, gbp("15.50"));
 
     // PAID line → the debit is APPROVED at once, clears at the refund time.
@@ -1440,7 +1438,7 @@ async fn void_reversal_restores_the_lines_and_voids_the_debits_once() {
         assert_eq!(entry.status(), pb::EntryStatus::Cleared);
         let last = entry.history.last().unwrap();
         assert_eq!((last.from_status(), last.to_status()), (pb::EntryStatus::Reversed, pb::EntryStatus::Cleared));
-        assert_eq!((last.actor.as_str(), last.reason.as_str()), ("saga-undo", "saga unwound"));
+        assert_eq!((last.actor.as_str(), last.reason.as_str()), ("test-admin", "saga unwound"));
     }
     for debit in &full.debits {
         assert_eq!(h.status(&debit.id).await, pb::EntryStatus::Voided);
@@ -1477,4 +1475,43 @@ async fn void_reversal_restores_the_lines_and_voids_the_debits_once() {
     assert_eq!(h.count("entry_status_events").await, events);
     assert_eq!(h.count("reversal_voids").await, 1);
     assert_projection_matches_log(&h.pool).await;
+}
+
+/// Issue 10 item 4: the status events name the caller's token subject, not
+/// a request field; a role the table refuses changes nothing.
+#[tokio::test]
+async fn status_events_name_the_token_subject() {
+    use accrue_kit::auth::{Credential, Role};
+    let mut h = start().await;
+    let program = h.program(false).await;
+    let partner = Uuid::new_v4();
+    let ids = h.post(&program, vec![posting("who", vec![line(partner, types::EarningKind::Direct, "5.00", T0)])]).await
+        [0]
+    .entry_ids
+    .clone();
+    h.clear(&program, T0 + DAY).await.unwrap();
+    let token = |subject: &str, role: Role| {
+        let minted =
+            h.services.minter().mint(subject, &[role], &["*".into()], None, std::time::Duration::from_secs(600));
+        Credential::token(minted.unwrap())
+    };
+    let url = h.ledger_url.clone();
+    let mut alice: LedgerServiceClient<AuthChannel> =
+        h.services.client_as(&url, &token("alice@finance.example", Role::Finance));
+    let mut viewer: LedgerServiceClient<AuthChannel> = h.services.client_as(&url, &token("vic", Role::Viewer));
+    let approve = || pb::TransitionEntriesRequest {
+        program_id: program.clone(),
+        entry_ids: ids.clone(),
+        to_status: pb::EntryStatus::Approved as i32,
+        reason: "checked".into(),
+    };
+    let refused = viewer.transition_entries(approve()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(h.status(&ids[0]).await, pb::EntryStatus::Cleared, "a refused call changes nothing");
+
+    alice.transition_entries(approve()).await.unwrap();
+    let entry = h.entry(&ids[0]).await;
+    let actors: Vec<&str> = entry.history.iter().map(|e| e.actor.as_str()).collect();
+    assert_eq!(actors, ["test-admin", "test-admin", "alice@finance.example"]);
+    assert_eq!(entry.history[2].reason, "checked");
 }

@@ -183,7 +183,7 @@ impl PayoutsApi {
     /// the program, page by page, is asked for a reservation under its
     /// deterministic payout id; reserved balances become PENDING_APPROVAL
     /// payouts, smaller ones are carried forward.
-    async fn execute(&self, run: RunRow) -> Result<RunRow, Status> {
+    async fn execute(&self, run: RunRow, actor: &str) -> Result<RunRow, Status> {
         let currency = currency_of(&run.currency)?;
         let minimum = amount_to_proto(currency, run.minimum_amount);
         let mut carried = CarriedForward::default();
@@ -257,7 +257,7 @@ impl PayoutsApi {
                         });
                     }
                 }
-                created += store::insert_payouts(&self.pool, &run, &payouts).await?;
+                created += store::insert_payouts(&self.pool, &run, &payouts, actor).await?;
             }
             if page.next_page_token.is_empty() {
                 break;
@@ -297,6 +297,7 @@ impl PayoutService for PayoutsApi {
         &self,
         request: Request<pb::CreatePayoutRunRequest>,
     ) -> Result<Response<pb::PayoutRun>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
         let request = validate_run_request(request.get_ref())?;
         let period = request.period.to_string();
         let existing = store::find_run(&self.pool, request.program_id, request.currency.code(), &period).await?;
@@ -314,7 +315,7 @@ impl PayoutService for PayoutsApi {
                 run
             }
         };
-        let done = self.execute(run).await?;
+        let done = self.execute(run, &actor).await?;
         Ok(Response::new(run_to_proto(&done)?))
     }
 

@@ -11,9 +11,6 @@ pub(crate) use accrue_kit::error::StoreError;
 use crate::domain::CarriedForward;
 use crate::domain::status::{CREATED_FROM, PayoutStatus};
 
-/// The actor recorded on audit events written by a payout run.
-pub const RUN_ACTOR: &str = "payout-run";
-
 macro_rules! run_columns {
     () => {
         "id, program_id, currency, period, cutoff, minimum_amount, state, payout_count, total_amount, \
@@ -165,10 +162,15 @@ pub struct NewPayout {
 }
 
 /// Inserts a batch of PENDING_APPROVAL payouts for `run` and an audit event
-/// (actor [`RUN_ACTOR`], UNSPECIFIED → PENDING_APPROVAL) for each one newly
+/// (by `actor`, the caller's token subject; UNSPECIFIED → PENDING_APPROVAL) for each one newly
 /// created, in one transaction. Payouts that already exist (a resumed run)
 /// are left alone. Returns how many were created.
-pub async fn insert_payouts(pool: &PgPool, run: &RunRow, payouts: &[NewPayout]) -> Result<u64, StoreError> {
+pub async fn insert_payouts(
+    pool: &PgPool,
+    run: &RunRow,
+    payouts: &[NewPayout],
+    actor: &str,
+) -> Result<u64, StoreError> {
     if payouts.is_empty() {
         return Ok(0);
     }
@@ -200,7 +202,7 @@ pub async fn insert_payouts(pool: &PgPool, run: &RunRow, payouts: &[NewPayout]) 
              SELECT id, $2, $3, $4, $5 FROM unnest($1::uuid[]) AS created(id)",
         )
         .bind(&created)
-        .bind(RUN_ACTOR)
+        .bind(actor)
         .bind(CREATED_FROM)
         .bind(PayoutStatus::PendingApproval.as_str())
         .bind(format!("payout run {} for {}", run.id, run.period))

@@ -134,6 +134,19 @@ impl Identity {
     }
 }
 
+/// The verified caller of `request`, put there by [`AuthLayer`].
+/// UNAUTHENTICATED when absent, which only a service hosted without the
+/// layer would see.
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Identity, tonic::Status> {
+    request.extensions().get::<Identity>().ok_or_else(|| tonic::Status::unauthenticated("invalid token"))
+}
+
+/// The audit actor of `request`: its caller's token subject (issue 10 item
+/// 4: the actor comes from identity, never from a request field).
+pub fn actor<T>(request: &tonic::Request<T>) -> Result<String, tonic::Status> {
+    caller(request).map(|identity| identity.subject.clone())
+}
+
 /// The claims of an Accrue token (RFC 7519 registered claims plus
 /// `programs`, `roles`, `partner_id`); `exp`, `nbf`, `iat` in Unix seconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]

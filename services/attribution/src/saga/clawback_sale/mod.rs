@@ -121,9 +121,6 @@ fn undone(items: &[Item<'_>]) -> Vec<StepResult> {
 /// refund each).
 const CONCURRENCY: usize = 16;
 
-/// Who the ledger's status events name for a clawback and its undo.
-const ACTOR: &str = "attribution-saga";
-
 /// The ledger idempotency key of a saga run's reversal.
 pub(crate) fn reverse_key(saga_id: SagaId, run: i32) -> String {
     format!("saga:{saga_id}:run:{run}:reverse")

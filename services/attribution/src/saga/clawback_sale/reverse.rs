@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Code;
 
 use super::resolve::ResolveOut;
-use super::{ACTOR, CONCURRENCY, ClawbackSale, ClawbackStep, Item, currency_of, earlier, reverse_key};
+use super::{CONCURRENCY, ClawbackSale, ClawbackStep, Item, currency_of, earlier, reverse_key};
 use crate::peers::step_error;
 
 /// reverse's output (amounts in major units of the sale's currency).
@@ -79,7 +79,6 @@ async fn reverse_one(saga: &ClawbackSale, item: Item<'_>) -> StepResult {
         refunded_total: Some(amount_to_proto(currency, resolved.refunded_total)),
         occurred_at: Some(timestamp(resolved.occurred_at)),
         rounding_mode: resolved.rounding_mode,
-        actor: ACTOR.to_string(),
         reason: resolved.reason.clone(),
     };
     let mut client = saga.peers.ledger.clone();
@@ -117,7 +116,6 @@ async fn undo_one(saga: &ClawbackSale, item: Item<'_>) -> StepResult {
     let request = lpb::VoidReversalRequest {
         program_id: item.subject.refund.program_id.to_string(),
         idempotency_key: key.clone(),
-        actor: ACTOR.to_string(),
         reason: format!("saga {} run {} unwound: {}", item.saga.id, item.saga.run, item.saga.failure_reason),
     };
     match client.void_reversal(request).await {

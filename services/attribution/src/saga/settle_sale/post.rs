@@ -19,8 +19,6 @@ use crate::peers::step_error;
 
 /// Concurrent per-saga undo calls.
 const UNDO_CONCURRENCY: usize = 16;
-/// Who voids entries when a saga unwinds.
-const ACTOR: &str = "attribution-saga";
 
 /// post's output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,7 +135,6 @@ async fn undo_one(saga: &SettleSale, item: Item<'_>) -> StepResult {
                 program_id: program_id.clone(),
                 entry_ids: to_void.clone(),
                 to_status: lpb::EntryStatus::Voided as i32,
-                actor: ACTOR.to_string(),
                 reason: format!("saga {} run {} unwound: {}", item.saga.id, item.saga.run, item.saga.failure_reason),
             })
             .await

@@ -162,6 +162,7 @@ impl LedgerService for LedgerApi {
         request: Request<pb::PostEntriesRequest>,
     ) -> Result<Response<pb::PostEntriesResponse>, Status> {
         let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
@@ -170,6 +171,7 @@ impl LedgerService for LedgerApi {
         }
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
 
         // Validate each posting on its own; the first valid posting of a key
         // is the one written, later ones with that key are compared to it.
@@ -245,7 +247,11 @@ impl LedgerService for LedgerApi {
     /// NOT_FOUND when absent.
     async fn get_entry(&self, request: Request<pb::GetEntryRequest>) -> Result<Response<pb::Entry>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let Some((row, history)) = store::get_entry(&self.pool, id).await? else {
+        // Another program's entry is answered exactly as a missing one.
+        let scope = accrue_kit::auth::caller(&request)?;
+        let Some((row, history)) =
+            store::get_entry(&self.pool, id).await?.filter(|(row, _)| scope.programs.contains(row.program_id))
+        else {
             return Err(not_found("entry", id));
         };
         Ok(Response::new(entry_to_proto(row, history)?))
@@ -259,6 +265,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::ListEntriesRequest>,
     ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
@@ -296,6 +303,7 @@ impl LedgerService for LedgerApi {
         };
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
         let size = page::page_size(request.page_size)?;
         let query = format!(
             "entries|{program_id}|{}|{}|{}|{}|{}",
@@ -341,6 +349,7 @@ impl LedgerService for LedgerApi {
         request: Request<pb::TransitionEntriesRequest>,
     ) -> Result<Response<pb::TransitionEntriesResponse>, Status> {
         let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
@@ -369,6 +378,7 @@ impl LedgerService for LedgerApi {
         let (Some(program_id), Some(to)) = (program_id, to) else {
             return Err(invalid_field("program_id", "is required"));
         };
+        scope.require_program(program_id)?;
         let outcome =
             store::transition(&self.pool, program_id, &ids, to, &actor, &request.reason).await.map_err(store_status)?;
         match outcome {
@@ -396,6 +406,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::GetEarningsSummaryRequest>,
     ) -> Result<Response<pb::GetEarningsSummaryResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
@@ -407,6 +418,7 @@ impl LedgerService for LedgerApi {
             .collect();
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
         let rows = store::earnings_summary(&self.pool, program_id, &partner_ids).await?;
         let mut summaries = Vec::with_capacity(rows.len());
         for row in rows {
@@ -438,12 +450,14 @@ impl LedgerService for LedgerApi {
         request: Request<pb::ClearMaturedRequest>,
     ) -> Result<Response<pb::ClearMaturedResponse>, Status> {
         let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
         let as_of = from_timestamp("as_of", request.as_of.as_ref(), &mut violations);
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
         let as_of = as_of.unwrap_or_else(Utc::now);
         let auto_approve = self.auto_approve(program_id).await?;
         let (cleared_count, approved_count) =
@@ -463,6 +477,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::ReserveForPayoutRequest>,
     ) -> Result<Response<pb::ReserveForPayoutResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
@@ -522,6 +537,7 @@ impl LedgerService for LedgerApi {
         let (Some(program_id), Some(currency), Some(cutoff)) = (program_id, currency, cutoff) else {
             return Err(invalid_field("program_id", "is required"));
         };
+        scope.require_program(program_id)?;
         let outcomes = match store::reserve(&self.pool, program_id, currency.code(), cutoff, &requests).await {
             Ok(outcomes) => outcomes,
             Err(ReserveError::Conflict) => {
@@ -586,8 +602,10 @@ impl LedgerService for LedgerApi {
         request: Request<pb::ReverseSaleRequest>,
     ) -> Result<Response<pb::ReverseSaleResponse>, Status> {
         let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let valid = validate_reverse(&request)?;
+        scope.require_program(valid.program_id)?;
         if valid.refund.refunded_total > valid.refund.sale_amount {
             return Err(failed_precondition(
                 "REFUND_EXCEEDS_SALE",
@@ -669,6 +687,7 @@ impl LedgerService for LedgerApi {
         request: Request<pb::VoidReversalRequest>,
     ) -> Result<Response<pb::VoidReversalResponse>, Status> {
         let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
@@ -676,6 +695,7 @@ impl LedgerService for LedgerApi {
         check_text("reason", &request.reason, false, &mut violations);
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
         let outcome = store::void_reversal(&self.pool, program_id, &request.idempotency_key, &actor, &request.reason)
             .await
             .map_err(store_status)?;
@@ -712,6 +732,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::GetBalancesRequest>,
     ) -> Result<Response<pb::GetBalancesResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
@@ -734,6 +755,7 @@ impl LedgerService for LedgerApi {
         };
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
         let rows = store::balances(&self.pool, program_id, &partner_ids, currency.map(Currency::code)).await?;
         let mut balances = Vec::with_capacity(rows.len());
         for row in rows {

@@ -1515,3 +1515,69 @@ async fn status_events_name_the_token_subject() {
     assert_eq!(actors, ["test-admin", "test-admin", "alice@finance.example"]);
     assert_eq!(entry.history[2].reason, "checked");
 }
+
+/// Issue 10 item 2: a token sees only the programs it names. Another
+/// program's entry, list, summary, balances and transitions answer NOT_FOUND
+/// exactly as a program or entry that does not exist, and change nothing.
+#[tokio::test]
+async fn a_token_sees_only_its_programs() {
+    use accrue_kit::auth::{Credential, Role};
+    let mut h = start().await;
+    let mine = h.program(false).await;
+    let theirs = h.program(false).await;
+    let partner = Uuid::new_v4();
+    let their_entry =
+        h.post(&theirs, vec![posting("theirs", vec![line(partner, types::EarningKind::Direct, "5.00", T0)])]).await[0]
+            .entry_ids[0]
+            .clone();
+    let minted = h.services.minter().mint(
+        "scoped",
+        &[Role::Finance],
+        std::slice::from_ref(&mine),
+        None,
+        std::time::Duration::from_secs(600),
+    );
+    let url = h.ledger_url.clone();
+    let mut scoped: LedgerServiceClient<AuthChannel> = h.services.client_as(&url, &Credential::token(minted.unwrap()));
+
+    let random = Uuid::now_v7().to_string();
+    let shape = |status: tonic::Status, id: &str| (status.code(), status.message().replace(id, "<id>"));
+    let foreign = scoped.get_entry(pb::GetEntryRequest { id: their_entry.clone() }).await.unwrap_err();
+    let missing = scoped.get_entry(pb::GetEntryRequest { id: random.clone() }).await.unwrap_err();
+    assert_eq!(shape(foreign, &their_entry), shape(missing, &random));
+    assert_eq!(scoped.get_entry(pb::GetEntryRequest { id: random.clone() }).await.unwrap_err().code(), Code::NotFound);
+
+    let list = |program: &str| pb::ListEntriesRequest { program_id: program.into(), ..Default::default() };
+    let foreign = scoped.list_entries(list(&theirs)).await.unwrap_err();
+    let missing = scoped.list_entries(list(&random)).await.unwrap_err();
+    assert_eq!(shape(foreign, &theirs), shape(missing, &random));
+    assert!(scoped.list_entries(list(&mine)).await.unwrap().into_inner().entries.is_empty());
+
+    let balances = scoped
+        .get_balances(pb::GetBalancesRequest { program_id: theirs.clone(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(balances.code(), Code::NotFound);
+    let summary = scoped
+        .get_earnings_summary(pb::GetEarningsSummaryRequest { program_id: theirs.clone(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(summary.code(), Code::NotFound);
+    let cleared = scoped
+        .clear_matured(pb::ClearMaturedRequest { program_id: theirs.clone(), as_of: ts(T0 + DAY) })
+        .await
+        .unwrap_err();
+    assert_eq!(cleared.code(), Code::NotFound);
+    let moved = scoped
+        .transition_entries(pb::TransitionEntriesRequest {
+            program_id: theirs.clone(),
+            entry_ids: vec![their_entry.clone()],
+            to_status: pb::EntryStatus::Disputed as i32,
+            reason: "probe".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(moved.code(), Code::NotFound);
+    assert_eq!(h.status(&their_entry).await, pb::EntryStatus::Pending, "nothing changed");
+    assert_projection_matches_log(&h.pool).await;
+}

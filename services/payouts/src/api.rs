@@ -298,7 +298,9 @@ impl PayoutService for PayoutsApi {
         request: Request<pb::CreatePayoutRunRequest>,
     ) -> Result<Response<pb::PayoutRun>, Status> {
         let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = validate_run_request(request.get_ref())?;
+        scope.require_program(request.program_id)?;
         let period = request.period.to_string();
         let existing = store::find_run(&self.pool, request.program_id, request.currency.code(), &period).await?;
         let run = match existing {
@@ -321,7 +323,12 @@ impl PayoutService for PayoutsApi {
 
     async fn get_payout(&self, request: Request<pb::GetPayoutRequest>) -> Result<Response<pb::Payout>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let row = store::get_payout(&self.pool, id).await?.ok_or_else(|| not_found("payout", id))?;
+        // Another program's payout is answered exactly as a missing one.
+        let scope = accrue_kit::auth::caller(&request)?;
+        let row = store::get_payout(&self.pool, id)
+            .await?
+            .filter(|row| scope.programs.contains(row.program_id))
+            .ok_or_else(|| not_found("payout", id))?;
         Ok(Response::new(payout_to_proto(&row)?))
     }
 
@@ -329,6 +336,7 @@ impl PayoutService for PayoutsApi {
         &self,
         request: Request<pb::ListPayoutsRequest>,
     ) -> Result<Response<pb::ListPayoutsResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
@@ -346,6 +354,7 @@ impl PayoutService for PayoutsApi {
         };
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
         let limit = page::page_size(request.page_size)?;
         let query = format!("payouts|{program_id}|{partner_id:?}|{payout_run_id:?}|{}", request.status);
         let after = page::decode::<PayoutCursor>(&query, &request.page_token)?.map(|cursor| (cursor.t, cursor.id));

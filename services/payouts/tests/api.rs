@@ -25,7 +25,8 @@ struct Harness {
     ledger: LedgerServiceClient<AuthChannel>,
     hierarchy: HierarchyServiceClient<AuthChannel>,
     pool: PgPool,
-    _services: TestServices,
+    payouts_url: String,
+    services: TestServices,
 }
 
 async fn start() -> Harness {
@@ -41,7 +42,8 @@ async fn start() -> Harness {
         ledger: services.client(&ledger_url),
         hierarchy: services.client(&hierarchy_url),
         pool: services.pool::<accrue_payouts::Payouts>(),
-        _services: services,
+        payouts_url,
+        services,
     }
 }
 
@@ -507,4 +509,67 @@ async fn refund_debits_net_against_later_runs_and_a_negative_net_creates_no_payo
         .into_inner()
         .balances;
     assert_eq!(balance(&balances, ann), gbp("0.00"));
+}
+
+/// Issue 10 item 2: a finance token of another program cannot list, read or
+/// run its payouts; each answer is NOT_FOUND as for a program or payout
+/// that does not exist, and no run is created.
+#[tokio::test]
+async fn a_token_sees_only_its_programs_payouts() {
+    use accrue_kit::auth::{Credential, Role};
+    let mut h = start().await;
+    let program = h.program("50.00").await;
+    let other = h.program("50.00").await;
+    let ann = h.partner(&program, "Ann").await;
+    h.earn(&program, "ann-1", ann, "80.00", 10).await;
+    h.clear_all(&program).await;
+    let run = h.run(&program, "2011-01", None).await.unwrap();
+    assert_eq!(run.payout_count, 1);
+    let payout = h
+        .payouts
+        .list_payouts(pb::ListPayoutsRequest { program_id: program.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .payouts
+        .remove(0);
+
+    let minted = h.services.minter().mint(
+        "other-finance",
+        &[Role::Finance],
+        std::slice::from_ref(&other),
+        None,
+        std::time::Duration::from_secs(600),
+    );
+    let url = h.payouts_url.clone();
+    let mut scoped: PayoutServiceClient<AuthChannel> = h.services.client_as(&url, &Credential::token(minted.unwrap()));
+    let random = Uuid::now_v7().to_string();
+    let shape = |status: tonic::Status, id: &str| (status.code(), status.message().replace(id, "<id>"));
+    let foreign = scoped.get_payout(pb::GetPayoutRequest { id: payout.id.clone() }).await.unwrap_err();
+    let missing = scoped.get_payout(pb::GetPayoutRequest { id: random.clone() }).await.unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound);
+    assert_eq!(shape(foreign, &payout.id), shape(missing, &random));
+    let listed = scoped
+        .list_payouts(pb::ListPayoutsRequest { program_id: program.clone(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), Code::NotFound);
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM payout_runs").fetch_one(&h.pool).await.unwrap();
+    let rerun = scoped
+        .create_payout_run(pb::CreatePayoutRunRequest {
+            program_id: program.clone(),
+            currency_code: "GBP".into(),
+            period: "2011-02".into(),
+            cutoff: None,
+            minimum_amount: None,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rerun.code(), Code::NotFound);
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM payout_runs").fetch_one(&h.pool).await.unwrap();
+    assert_eq!(after, before, "no run created");
+    // Its own program answers (empty).
+    let own = scoped.list_payouts(pb::ListPayoutsRequest { program_id: other, ..Default::default() }).await.unwrap();
+    assert!(own.into_inner().payouts.is_empty());
 }

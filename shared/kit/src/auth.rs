@@ -132,6 +132,14 @@ impl Identity {
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }
+
+    /// Ok when the token names `program`; else NOT_FOUND PROGRAM_NOT_FOUND
+    /// "program <id> not found" (issue 10 item 2). The answer does not depend
+    /// on whether the program exists, so a token learns nothing about
+    /// programs it does not name.
+    pub fn require_program(&self, program: ProgramId) -> Result<(), tonic::Status> {
+        if self.programs.contains(program) { Ok(()) } else { Err(crate::error::not_found("program", program)) }
+    }
 }
 
 /// The verified caller of `request`, put there by [`AuthLayer`].

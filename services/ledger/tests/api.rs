@@ -1481,7 +1481,7 @@ async fn void_reversal_restores_the_lines_and_voids_the_debits_once() {
 /// a request field; a role the table refuses changes nothing.
 #[tokio::test]
 async fn status_events_name_the_token_subject() {
-    use accrue_kit::auth::{Credential, Role};
+    use accrue_kit::auth::Role;
     let mut h = start().await;
     let program = h.program(false).await;
     let partner = Uuid::new_v4();
@@ -1490,15 +1490,10 @@ async fn status_events_name_the_token_subject() {
     .entry_ids
     .clone();
     h.clear(&program, T0 + DAY).await.unwrap();
-    let token = |subject: &str, role: Role| {
-        let minted =
-            h.services.minter().mint(subject, &[role], &["*".into()], None, std::time::Duration::from_secs(600));
-        Credential::token(minted.unwrap())
-    };
     let url = h.ledger_url.clone();
     let mut alice: LedgerServiceClient<AuthChannel> =
-        h.services.client_as(&url, &token("alice@finance.example", Role::Finance));
-    let mut viewer: LedgerServiceClient<AuthChannel> = h.services.client_as(&url, &token("vic", Role::Viewer));
+        h.services.client_for(&url, "alice@finance.example", Role::Finance, "*");
+    let mut viewer: LedgerServiceClient<AuthChannel> = h.services.client_for(&url, "vic", Role::Viewer, "*");
     let approve = || pb::TransitionEntriesRequest {
         program_id: program.clone(),
         entry_ids: ids.clone(),
@@ -1521,7 +1516,7 @@ async fn status_events_name_the_token_subject() {
 /// exactly as a program or entry that does not exist, and change nothing.
 #[tokio::test]
 async fn a_token_sees_only_its_programs() {
-    use accrue_kit::auth::{Credential, Role};
+    use accrue_kit::auth::Role;
     let mut h = start().await;
     let mine = h.program(false).await;
     let theirs = h.program(false).await;
@@ -1530,15 +1525,8 @@ async fn a_token_sees_only_its_programs() {
         h.post(&theirs, vec![posting("theirs", vec![line(partner, types::EarningKind::Direct, "5.00", T0)])]).await[0]
             .entry_ids[0]
             .clone();
-    let minted = h.services.minter().mint(
-        "scoped",
-        &[Role::Finance],
-        std::slice::from_ref(&mine),
-        None,
-        std::time::Duration::from_secs(600),
-    );
-    let url = h.ledger_url.clone();
-    let mut scoped: LedgerServiceClient<AuthChannel> = h.services.client_as(&url, &Credential::token(minted.unwrap()));
+    let mut scoped: LedgerServiceClient<AuthChannel> =
+        h.services.client_for(&h.ledger_url, "scoped", Role::Finance, &mine);
 
     let random = Uuid::now_v7().to_string();
     let shape = |status: tonic::Status, id: &str| (status.code(), status.message().replace(id, "<id>"));

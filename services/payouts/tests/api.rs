@@ -516,7 +516,7 @@ async fn refund_debits_net_against_later_runs_and_a_negative_net_creates_no_payo
 /// that does not exist, and no run is created.
 #[tokio::test]
 async fn a_token_sees_only_its_programs_payouts() {
-    use accrue_kit::auth::{Credential, Role};
+    use accrue_kit::auth::Role;
     let mut h = start().await;
     let program = h.program("50.00").await;
     let other = h.program("50.00").await;
@@ -534,15 +534,8 @@ async fn a_token_sees_only_its_programs_payouts() {
         .payouts
         .remove(0);
 
-    let minted = h.services.minter().mint(
-        "other-finance",
-        &[Role::Finance],
-        std::slice::from_ref(&other),
-        None,
-        std::time::Duration::from_secs(600),
-    );
-    let url = h.payouts_url.clone();
-    let mut scoped: PayoutServiceClient<AuthChannel> = h.services.client_as(&url, &Credential::token(minted.unwrap()));
+    let mut scoped: PayoutServiceClient<AuthChannel> =
+        h.services.client_for(&h.payouts_url, "other-finance", Role::Finance, &other);
     let random = Uuid::now_v7().to_string();
     let shape = |status: tonic::Status, id: &str| (status.code(), status.message().replace(id, "<id>"));
     let foreign = scoped.get_payout(pb::GetPayoutRequest { id: payout.id.clone() }).await.unwrap_err();

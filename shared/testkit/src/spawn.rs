@@ -69,6 +69,16 @@ impl TestServices {
         self.client_as(url, &Credential::token(admin))
     }
 
+    /// A client of the service at `url` calling as `subject` with one
+    /// `role` in `program` (an id or `*`), for a ten-minute token.
+    pub fn client_for<C: Client>(&self, url: &str, subject: &str, role: Role, program: &str) -> C {
+        let token = self
+            .minter()
+            .mint(subject, &[role], &[program.to_string()], None, Duration::from_secs(600))
+            .unwrap_or_else(|error| panic!("{error}"));
+        self.client_as(url, &Credential::token(token))
+    }
+
     /// A client of the service at `url` calling with `credential`.
     pub fn client_as<C: Client>(&self, url: &str, credential: &Credential) -> C {
         accrue_kit::client::connect(url, PEER_TIMEOUT, credential).unwrap_or_else(|error| panic!("{error}"))

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use accrue_kit::FieldViolations;
+use accrue_kit::auth::Programs;
 use accrue_kit::convert::{amount_to_proto, optional_uuid, parse_id, require_uuid, timestamp};
 use accrue_kit::error::{already_exists, failed_precondition, internal, invalid_field, not_found};
 use accrue_kit::{idempotency, page};
@@ -155,6 +156,9 @@ impl HierarchyService for HierarchyApi {
         request: Request<pb::CreateProgramRequest>,
     ) -> Result<Response<pb::Program>, Status> {
         let spec = validate_new_program(request.get_ref())?;
+        if accrue_kit::auth::caller(&request)?.programs != Programs::All {
+            return Err(Status::permission_denied("creating a program needs a token for every program (\"*\")"));
+        }
         let fingerprint = idempotency::fingerprint_message(&pb::CreateProgramRequest {
             request_id: String::new(),
             ..request.into_inner()
@@ -184,6 +188,7 @@ impl HierarchyService for HierarchyApi {
 
     async fn get_program(&self, request: Request<pb::GetProgramRequest>) -> Result<Response<pb::Program>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
+        accrue_kit::auth::caller(&request)?.require_program(id)?;
         let row = store::get_program(&self.pool, id).await?.ok_or_else(|| not_found("program", id))?;
         Ok(Response::new(program_reply(&self.pool, &row).await?))
     }
@@ -193,6 +198,7 @@ impl HierarchyService for HierarchyApi {
         request: Request<pb::UpdateProgramRequest>,
     ) -> Result<Response<pb::Program>, Status> {
         let update = validate_program_update(request.get_ref())?;
+        accrue_kit::auth::caller(&request)?.require_program(update.id)?;
         let fingerprint = idempotency::fingerprint_message(&pb::UpdateProgramRequest {
             request_id: String::new(),
             ..request.into_inner()
@@ -264,6 +270,7 @@ impl HierarchyService for HierarchyApi {
         request: Request<pb::CreatePartnerRequest>,
     ) -> Result<Response<pb::Partner>, Status> {
         let new = validate_new_partner(request.get_ref())?;
+        accrue_kit::auth::caller(&request)?.require_program(new.program_id)?;
         let fingerprint = idempotency::fingerprint_message(&pb::CreatePartnerRequest {
             request_id: String::new(),
             ..request.into_inner()
@@ -350,7 +357,12 @@ impl HierarchyService for HierarchyApi {
 
     async fn get_partner(&self, request: Request<pb::GetPartnerRequest>) -> Result<Response<pb::Partner>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let row = store::get_partner(&self.pool, id).await?.ok_or_else(|| not_found("partner", id))?;
+        // Another program's partner is answered exactly as a missing one.
+        let scope = accrue_kit::auth::caller(&request)?;
+        let row = store::get_partner(&self.pool, id)
+            .await?
+            .filter(|row| scope.programs.contains(row.program_id))
+            .ok_or_else(|| not_found("partner", id))?;
         Ok(Response::new(partner_to_proto(&row)?))
     }
 
@@ -358,6 +370,7 @@ impl HierarchyService for HierarchyApi {
         &self,
         request: Request<pb::ListPartnersRequest>,
     ) -> Result<Response<pb::ListPartnersResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
@@ -373,6 +386,7 @@ impl HierarchyService for HierarchyApi {
         };
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
         let limit = page::page_size(request.page_size)?;
         let query = format!("partners|{program_id}|{}", request.status);
         let after = page::decode::<PartnerCursor>(&query, &request.page_token)?.map(|cursor| (cursor.t, cursor.id));
@@ -391,6 +405,7 @@ impl HierarchyService for HierarchyApi {
         &self,
         request: Request<pb::UpdatePartnerStatusRequest>,
     ) -> Result<Response<pb::Partner>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let id = require_uuid("id", &request.id, &mut violations);
@@ -407,7 +422,10 @@ impl HierarchyService for HierarchyApi {
             return Err(invalid_field("id", "is required"));
         };
         let mut tx = accrue_kit::db::begin(&self.pool).await?;
-        let current = store::lock_partner(&mut tx, id).await?.ok_or_else(|| not_found("partner", id))?;
+        let current = store::lock_partner(&mut tx, id)
+            .await?
+            .filter(|row| scope.programs.contains(row.program_id))
+            .ok_or_else(|| not_found("partner", id))?;
         let from = status_of(&current)?;
         let changed = check_status_change(from, to)
             .map_err(|error| failed_precondition("PARTNER_TERMINATED", error.to_string()))?;
@@ -424,6 +442,7 @@ impl HierarchyService for HierarchyApi {
         &self,
         request: Request<pb::SetParentRequest>,
     ) -> Result<Response<pb::SetParentResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let id = require_uuid("id", &request.id, &mut violations);
@@ -432,7 +451,11 @@ impl HierarchyService for HierarchyApi {
         let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
 
         let mut tx = accrue_kit::db::begin(&self.pool).await?;
-        let program_id = store::get_partner(&mut *tx, id).await?.ok_or_else(|| not_found("partner", id))?.program_id;
+        let program_id = store::get_partner(&mut *tx, id)
+            .await?
+            .filter(|row| scope.programs.contains(row.program_id))
+            .ok_or_else(|| not_found("partner", id))?
+            .program_id;
         // Serialize every move in the program: paths read below cannot change
         // until this transaction ends.
         store::lock_program_tree(&mut tx, program_id, true).await?;
@@ -499,6 +522,7 @@ impl HierarchyService for HierarchyApi {
         &self,
         request: Request<pb::GetUplinesRequest>,
     ) -> Result<Response<pb::GetUplinesResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &request.program_id, &mut violations);
@@ -513,6 +537,7 @@ impl HierarchyService for HierarchyApi {
         }
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
         let program =
             store::get_program(&self.pool, program_id).await?.ok_or_else(|| not_found("program", program_id))?;
         let mut unique = ids.clone();
@@ -544,6 +569,7 @@ impl HierarchyService for HierarchyApi {
         &self,
         request: Request<pb::ListDownlineRequest>,
     ) -> Result<Response<pb::ListDownlineResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let id = require_uuid("id", &request.id, &mut violations);
@@ -556,7 +582,10 @@ impl HierarchyService for HierarchyApi {
         let query = format!("downline|{id}|{}", request.max_depth);
         let after =
             page::decode::<DownlineCursor>(&query, &request.page_token)?.map(|cursor| (cursor.d, cursor.t, cursor.id));
-        let own = store::get_partner(&self.pool, id).await?.ok_or_else(|| not_found("partner", id))?;
+        let own = store::get_partner(&self.pool, id)
+            .await?
+            .filter(|row| scope.programs.contains(row.program_id))
+            .ok_or_else(|| not_found("partner", id))?;
         let deepest = (request.max_depth > 0).then(|| own.depth.saturating_add(request.max_depth));
         let mut rows = store::list_downline(&self.pool, id, deepest, after, limit + 1).await?;
         let next_page_token = page::next_page(&mut rows, limit, &query, |row| DownlineCursor {

@@ -16,13 +16,14 @@ use uuid::Uuid;
 struct Harness {
     client: HierarchyServiceClient<AuthChannel>,
     pool: PgPool,
-    _services: TestServices,
+    url: String,
+    services: TestServices,
 }
 
 async fn start() -> Harness {
     let services = TestServices::new().await;
     let url = services.spawn::<Hierarchy>(accrue_hierarchy::Config {}).await;
-    Harness { client: services.client(&url), pool: services.pool::<Hierarchy>(), _services: services }
+    Harness { client: services.client(&url), pool: services.pool::<Hierarchy>(), url, services }
 }
 
 fn program(name: &str, max_tree_depth: i32) -> pb::Program {
@@ -857,4 +858,67 @@ async fn rejected_program_updates_change_nothing() {
     let after = get_program(&mut h, &id).await;
     assert_eq!((after.display_name.as_str(), after.settings_history.len()), (before.display_name.as_str(), 1));
     assert_eq!(count(&h.pool, "program_updates").await, 0);
+}
+
+/// Issue 10 item 2: a token sees only the programs it names. Another
+/// program, its partners, lists and trees answer NOT_FOUND exactly as ones
+/// that do not exist, writes to it change nothing, and only a `*` token
+/// creates programs.
+#[tokio::test]
+async fn a_token_sees_only_its_programs() {
+    use accrue_kit::auth::Role;
+    let mut h = start().await;
+    let mine = create_program(&mut h, 8).await;
+    let theirs = create_program(&mut h, 8).await;
+    let their_partner = create_partner(&mut h, &theirs.id, "Theirs", None).await;
+    let mut scoped: HierarchyServiceClient<AuthChannel> =
+        h.services.client_for(&h.url, "scoped", Role::Admin, &mine.id);
+    let random = Uuid::now_v7().to_string();
+    let shape = |status: Status, id: &str| (status.code(), status.message().replace(id, "<id>"));
+
+    let foreign = scoped.get_program(pb::GetProgramRequest { id: theirs.id.clone() }).await.unwrap_err();
+    let missing = scoped.get_program(pb::GetProgramRequest { id: random.clone() }).await.unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound);
+    assert_eq!(shape(foreign, &theirs.id), shape(missing, &random));
+    let foreign = scoped.get_partner(pb::GetPartnerRequest { id: their_partner.id.clone() }).await.unwrap_err();
+    let missing = scoped.get_partner(pb::GetPartnerRequest { id: random.clone() }).await.unwrap_err();
+    assert_eq!(shape(foreign, &their_partner.id), shape(missing, &random));
+    let list = |program: &str| pb::ListPartnersRequest { program_id: program.into(), ..Default::default() };
+    let foreign = scoped.list_partners(list(&theirs.id)).await.unwrap_err();
+    let missing = scoped.list_partners(list(&random)).await.unwrap_err();
+    assert_eq!(shape(foreign, &theirs.id), shape(missing, &random));
+    let downline = pb::ListDownlineRequest { id: their_partner.id.clone(), ..Default::default() };
+    assert_eq!(scoped.list_downline(downline).await.unwrap_err().code(), Code::NotFound);
+
+    let partner = pb::Partner { display_name: "Probe".into(), ..Default::default() };
+    let created = scoped
+        .create_partner(pb::CreatePartnerRequest {
+            program_id: theirs.id.clone(),
+            partner: Some(partner),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(created.code(), Code::NotFound);
+    let suspended = scoped
+        .update_partner_status(pb::UpdatePartnerStatusRequest {
+            id: their_partner.id.clone(),
+            status: types::PartnerStatus::Suspended as i32,
+            reason: "probe".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(suspended.code(), Code::NotFound);
+    let partners: i64 = sqlx::query_scalar("SELECT count(*) FROM partners").fetch_one(&h.pool).await.unwrap();
+    assert_eq!(partners, 1, "nothing written");
+    let unchanged = h.client.get_partner(pb::GetPartnerRequest { id: their_partner.id.clone() }).await.unwrap();
+    assert_eq!(unchanged.into_inner().status, types::PartnerStatus::Active as i32);
+
+    let new_program = pb::CreateProgramRequest { program: Some(program("Mine too", 8)), request_id: String::new() };
+    assert_eq!(scoped.create_program(new_program).await.unwrap_err().code(), Code::PermissionDenied);
+    // Its own program answers.
+    assert_eq!(
+        scoped.get_program(pb::GetProgramRequest { id: mine.id.clone() }).await.unwrap().into_inner().id,
+        mine.id
+    );
 }

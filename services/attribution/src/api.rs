@@ -351,6 +351,7 @@ impl AttributionService for AttributionApi {
     /// hierarchy's WRONG_PROGRAM), ALREADY_EXISTS LINK_KEY_TAKEN. Idempotent
     /// on `request_id`. Nothing is written on rejection.
     async fn create_link(&self, request: Request<pb::CreateLinkRequest>) -> Result<Response<pb::Link>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id = require_uuid("program_id", &req.program_id, &mut violations);
@@ -380,6 +381,7 @@ impl AttributionService for AttributionApi {
         let (Some(program_id), Some(owner)) = (program_id, owner) else {
             return Err(invalid_field("program_id", "is required"));
         };
+        scope.require_program(program_id)?;
         let splits: Vec<Split> = parsed
             .iter()
             .filter_map(|(partner, bps)| partner.map(|partner_id| Split { partner_id, basis_points: *bps }))
@@ -419,7 +421,12 @@ impl AttributionService for AttributionApi {
     /// Gets a link. NOT_FOUND when absent.
     async fn get_link(&self, request: Request<pb::GetLinkRequest>) -> Result<Response<pb::Link>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let row = store::get_link(&self.pool, id).await?.ok_or_else(|| not_found("link", id))?;
+        // Another program's link is answered exactly as a missing one.
+        let scope = accrue_kit::auth::caller(&request)?;
+        let row = store::get_link(&self.pool, id)
+            .await?
+            .filter(|row| scope.programs.contains(row.program_id))
+            .ok_or_else(|| not_found("link", id))?;
         Ok(Response::new(link_to_proto(row)))
     }
 
@@ -428,8 +435,10 @@ impl AttributionService for AttributionApi {
         &self,
         request: Request<pb::ListLinksRequest>,
     ) -> Result<Response<pb::ListLinksResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let req = request.into_inner();
         let program_id = required_program(&req.program_id)?;
+        scope.require_program(program_id)?;
         let mut violations = FieldViolations::new();
         let owner = accrue_kit::convert::optional_uuid("owner_partner_id", &req.owner_partner_id, &mut violations);
         violations.into_result()?;
@@ -447,6 +456,7 @@ impl AttributionService for AttributionApi {
     /// First touch: stores the lead unless the customer already has one
     /// (`created` tells which). NOT_FOUND when the link is not in the program.
     async fn track_lead(&self, request: Request<pb::TrackLeadRequest>) -> Result<Response<pb::Lead>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
         let program_id: Option<ProgramId> = require_uuid("program_id", &req.program_id, &mut violations);
@@ -461,6 +471,7 @@ impl AttributionService for AttributionApi {
         let (Some(program_id), Some(link_id)) = (program_id, link_id) else {
             return Err(invalid_field("link_id", "is required"));
         };
+        scope.require_program(program_id)?;
         let link = store::get_link(&self.pool, link_id)
             .await?
             .filter(|link| link.program_id == program_id)
@@ -478,6 +489,7 @@ impl AttributionService for AttributionApi {
     /// link owner) has one of the program's non-transacting roles (seed 002),
     /// writing nothing; UNAVAILABLE when the hierarchy service cannot say.
     async fn record_sale(&self, request: Request<pb::RecordSaleRequest>) -> Result<Response<pb::Sale>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
         let sale = parse_sale("", &req, &mut violations);
@@ -485,6 +497,7 @@ impl AttributionService for AttributionApi {
         let Some(sale) = sale else {
             return Err(invalid_field("sale", "is invalid"));
         };
+        scope.require_program(sale.program_id)?;
         let mut roles = RoleCache::default();
         let mut rows = self.record(std::slice::from_ref(&sale), &mut roles, None).await?;
         let row = rows.pop().ok_or_else(|| accrue_kit::internal("record_sales returned no sale"))?;
@@ -502,6 +515,7 @@ impl AttributionService for AttributionApi {
         &self,
         request: Request<Streaming<pb::RecordSalesRequest>>,
     ) -> Result<Response<pb::RecordSalesResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let mut stream = request.into_inner();
         let mut out = Vec::new();
         let mut roles = RoleCache::default();
@@ -532,6 +546,9 @@ impl AttributionService for AttributionApi {
                 .within(&format!("stream message {at} (0-based; earlier messages are recorded)"))
                 .into_result()?;
             let sales: Vec<SaleInput> = parsed.into_iter().flatten().collect();
+            for sale in &sales {
+                scope.require_program(sale.program_id)?;
+            }
             let rows = self.record(&sales, &mut roles, Some(at)).await?;
             out.extend(rows.into_iter().map(sale_to_proto));
         }
@@ -541,7 +558,12 @@ impl AttributionService for AttributionApi {
     /// Gets a sale. NOT_FOUND when absent.
     async fn get_sale(&self, request: Request<pb::GetSaleRequest>) -> Result<Response<pb::Sale>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let row = store::get_sale(&self.pool, id).await?.ok_or_else(|| not_found("sale", id))?;
+        // Another program's sale is answered exactly as a missing one.
+        let scope = accrue_kit::auth::caller(&request)?;
+        let row = store::get_sale(&self.pool, id)
+            .await?
+            .filter(|row| scope.programs.contains(row.program_id))
+            .ok_or_else(|| not_found("sale", id))?;
         Ok(Response::new(sale_to_proto(row)))
     }
 
@@ -551,8 +573,10 @@ impl AttributionService for AttributionApi {
         &self,
         request: Request<pb::ListSalesRequest>,
     ) -> Result<Response<pb::ListSalesResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let req = request.into_inner();
         let program_id = required_program(&req.program_id)?;
+        scope.require_program(program_id)?;
         let state = pb::SaleState::try_from(req.state)
             .map_err(|_| invalid_field("state", format!("unknown sale state {}", req.state)))
             .map(SaleState::from_proto)?;
@@ -572,7 +596,12 @@ impl AttributionService for AttributionApi {
     /// detail carries its `run`). NOT_FOUND when absent.
     async fn get_saga(&self, request: Request<pb::GetSagaRequest>) -> Result<Response<pb::Saga>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let row = store::get_saga(&self.pool, id).await?.ok_or_else(|| not_found("saga", id))?;
+        // Another program's saga is answered exactly as a missing one.
+        let scope = accrue_kit::auth::caller(&request)?;
+        let row = store::get_saga(&self.pool, id)
+            .await?
+            .filter(|row| scope.programs.contains(row.program_id))
+            .ok_or_else(|| not_found("saga", id))?;
         let events = store::saga_events(&self.pool, id).await?;
         Ok(Response::new(saga_to_proto(row, events)))
     }
@@ -584,8 +613,10 @@ impl AttributionService for AttributionApi {
         &self,
         request: Request<pb::ListSagasRequest>,
     ) -> Result<Response<pb::ListSagasResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let req = request.into_inner();
         let program_id = required_program(&req.program_id)?;
+        scope.require_program(program_id)?;
         let state = pb::SagaState::try_from(req.state)
             .map_err(|_| invalid_field("state", format!("unknown saga state {}", req.state)))
             .map(saga_state_from_proto)?;
@@ -617,6 +648,12 @@ impl AttributionService for AttributionApi {
     /// NOT_FOUND when absent.
     async fn retry_saga(&self, request: Request<pb::RetrySagaRequest>) -> Result<Response<pb::Saga>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
+        // Another program's saga is answered exactly as a missing one (a
+        // saga never changes program, so reading first is enough).
+        let scope = accrue_kit::auth::caller(&request)?;
+        if !store::get_saga(&self.pool, id).await?.is_some_and(|row| scope.programs.contains(row.program_id)) {
+            return Err(not_found("saga", id));
+        }
         match store::retry_saga(&self.pool, id).await? {
             RetryOutcome::NotFound => Err(not_found("saga", id)),
             RetryOutcome::NotFailed(state) => Err(failed_precondition(
@@ -645,6 +682,7 @@ impl AttributionService for AttributionApi {
     /// with a zero clawback.
     async fn record_refund(&self, request: Request<pb::RecordRefundRequest>) -> Result<Response<pb::Refund>, Status> {
         let refund = parse_refund(request.get_ref())?;
+        accrue_kit::auth::caller(&request)?.require_program(refund.program_id)?;
         match store::record_refund(&self.pool, &refund).await? {
             RefundOutcome::Recorded { refund, saga_started } => {
                 if saga_started {
@@ -679,7 +717,12 @@ impl AttributionService for AttributionApi {
     /// Gets a refund. NOT_FOUND when absent.
     async fn get_refund(&self, request: Request<pb::GetRefundRequest>) -> Result<Response<pb::Refund>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let row = store::get_refund(&self.pool, id).await?.ok_or_else(|| not_found("refund", id))?;
+        // Another program's refund is answered exactly as a missing one.
+        let scope = accrue_kit::auth::caller(&request)?;
+        let row = store::get_refund(&self.pool, id)
+            .await?
+            .filter(|row| scope.programs.contains(row.program_id))
+            .ok_or_else(|| not_found("refund", id))?;
         Ok(Response::new(refund_to_proto(row)))
     }
 
@@ -690,8 +733,10 @@ impl AttributionService for AttributionApi {
         &self,
         request: Request<pb::ListRefundsRequest>,
     ) -> Result<Response<pb::ListRefundsResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
         let req = request.into_inner();
         let program_id = required_program(&req.program_id)?;
+        scope.require_program(program_id)?;
         let mut violations = FieldViolations::new();
         let sale_id = accrue_kit::convert::optional_uuid("sale_id", &req.sale_id, &mut violations);
         let state = match pb::RefundState::try_from(req.state) {

@@ -491,3 +491,103 @@ async fn sagas_show_their_kind_and_refund() {
     let status = h.attribution.retry_saga(pb::RetrySagaRequest { id: refunded.saga_id.clone() }).await.unwrap_err();
     assert_eq!((status.code(), reason(&status).as_str()), (Code::FailedPrecondition, "SAGA_NOT_FAILED"));
 }
+
+/// Issue 10 item 2: a token of another program finds none of this
+/// program's links, sales, sagas or refunds (NOT_FOUND exactly as for ids
+/// that do not exist), cannot list, record into or retry in it, and writes
+/// nothing.
+#[tokio::test]
+async fn another_programs_token_finds_nothing_and_writes_nothing() {
+    use accrue_kit::auth::Role;
+    use accrue_kit::client::AuthChannel;
+    use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
+    let mut h = start().await;
+    let w = h.world("Mine").await;
+    let other = h.world("Other").await;
+    let refund = h
+        .attribution
+        .record_refund(pb::RecordRefundRequest {
+            program_id: w.program_id.clone(),
+            external_id: "r-1".into(),
+            sale: Some(SaleRef::SaleId(w.sale.id.clone())),
+            amount: Some(gbp("10.00")),
+            occurred_at: Some(ts("2024-03-02T00:00:00Z")),
+            reason: "probe".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut scoped: AttributionServiceClient<AuthChannel> =
+        h.services.client_for(&h.attribution_url, "other-admin", Role::Admin, &other.program_id);
+    let random = uuid::Uuid::now_v7().to_string();
+    let shape = |status: tonic::Status, id: &str| (status.code(), status.message().replace(id, "<id>"));
+
+    let foreign = scoped.get_sale(pb::GetSaleRequest { id: w.sale.id.clone() }).await.unwrap_err();
+    let missing = scoped.get_sale(pb::GetSaleRequest { id: random.clone() }).await.unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound);
+    assert_eq!(shape(foreign, &w.sale.id), shape(missing, &random));
+    let foreign = scoped.get_saga(pb::GetSagaRequest { id: w.sale.saga_id.clone() }).await.unwrap_err();
+    let missing = scoped.get_saga(pb::GetSagaRequest { id: random.clone() }).await.unwrap_err();
+    assert_eq!(shape(foreign, &w.sale.saga_id), shape(missing, &random));
+    let foreign = scoped.get_refund(pb::GetRefundRequest { id: refund.id.clone() }).await.unwrap_err();
+    let missing = scoped.get_refund(pb::GetRefundRequest { id: random.clone() }).await.unwrap_err();
+    assert_eq!(shape(foreign, &refund.id), shape(missing, &random));
+    let foreign = scoped.get_link(pb::GetLinkRequest { id: w.sale.link_id.clone() }).await.unwrap_err();
+    let missing = scoped.get_link(pb::GetLinkRequest { id: random.clone() }).await.unwrap_err();
+    assert_eq!(shape(foreign, &w.sale.link_id), shape(missing, &random));
+    let retried = scoped.retry_saga(pb::RetrySagaRequest { id: w.sale.saga_id.clone() }).await.unwrap_err();
+    assert_eq!(retried.code(), Code::NotFound);
+
+    let listed = scoped
+        .list_sales(pb::ListSalesRequest { program_id: w.program_id.clone(), ..Default::default() })
+        .await
+        .unwrap_err();
+    let missing =
+        scoped.list_sales(pb::ListSalesRequest { program_id: random.clone(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(shape(listed, &w.program_id), shape(missing, &random));
+    let sagas = scoped.list_sagas(pb::ListSagasRequest { program_id: w.program_id.clone(), ..Default::default() });
+    assert_eq!(sagas.await.unwrap_err().code(), Code::NotFound);
+    let refunds =
+        scoped.list_refunds(pb::ListRefundsRequest { program_id: w.program_id.clone(), ..Default::default() });
+    assert_eq!(refunds.await.unwrap_err().code(), Code::NotFound);
+
+    let before = h.refunds(&w.program_id).await.len();
+    let recorded = scoped
+        .record_sale(pb::RecordSaleRequest {
+            program_id: w.program_id.clone(),
+            external_id: "probe".into(),
+            customer_external_id: "cust-1".into(),
+            event_type: 0,
+            amount: Some(gbp("5.00")),
+            product_code: String::new(),
+            service_code: String::new(),
+            occurred_at: Some(ts("2024-03-03T00:00:00Z")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(recorded.code(), Code::NotFound);
+    let refunded = scoped
+        .record_refund(pb::RecordRefundRequest {
+            program_id: w.program_id.clone(),
+            external_id: "r-probe".into(),
+            sale: Some(SaleRef::SaleId(w.sale.id.clone())),
+            amount: Some(gbp("1.00")),
+            occurred_at: Some(ts("2024-03-02T00:00:00Z")),
+            reason: "probe".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refunded.code(), Code::NotFound);
+    assert_eq!(h.refunds(&w.program_id).await.len(), before, "no refund written");
+    let sale = h.get_sale(&w.sale.id).await;
+    assert_eq!(sale.refunded_amount, Some(gbp("10.00")), "only the first refund counts");
+    let sales = h
+        .attribution
+        .list_sales(pb::ListSalesRequest { program_id: w.program_id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sales.sales.len(), 2, "no sale written");
+    // Its own program answers.
+    scoped.get_sale(pb::GetSaleRequest { id: other.sale.id.clone() }).await.unwrap();
+}

@@ -3,6 +3,8 @@
 //! gRPC between them. No saga worker runs, so a recorded sale stays PENDING
 //! with its saga started and commission and ledger are never called (their
 //! URLs point at a closed port).
+// Each test binary that includes this module uses only part of it.
+#![allow(dead_code)]
 
 use accrue_attribution::SagaOptions;
 use accrue_kit::client::AuthChannel;
@@ -14,7 +16,8 @@ use accrue_testkit::TestServices;
 pub struct Harness {
     pub attribution: AttributionServiceClient<AuthChannel>,
     pub hierarchy: HierarchyServiceClient<AuthChannel>,
-    _services: TestServices,
+    pub attribution_url: String,
+    pub services: TestServices,
 }
 
 /// Starts hierarchy, then attribution pointed at it.
@@ -32,6 +35,7 @@ pub async fn start() -> Harness {
     Harness {
         attribution: services.client(&attribution_url),
         hierarchy: services.client(&hierarchy_url),
-        _services: services,
+        attribution_url,
+        services,
     }
 }

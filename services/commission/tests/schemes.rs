@@ -511,3 +511,62 @@ async fn compute_settlements_pays_seed_002_margins_for_scheme_managed_services()
         response.settlements[0].lines.iter().map(|l| l.amount.as_ref().unwrap().amount.as_str()).collect();
     assert_eq!(amounts, vec!["0.40", "1.60", "1.00", "1.00", "1.00"]);
 }
+
+/// Issue 10 item 2: a token of another program finds none of this
+/// program's schemes or partners (NOT_FOUND exactly as missing ones) and
+/// cannot create or list in it; nothing is written.
+#[tokio::test]
+async fn another_programs_token_finds_no_scheme_and_writes_nothing() {
+    use accrue_kit::auth::Role;
+    use accrue_kit::client::AuthChannel;
+    use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
+    let mut service = start().await;
+    let program = service.program(&[]).await;
+    let other = service.program(&[]).await;
+    let root = create(&mut service, &program, "", "Root", seed_rates("RECHARGE")).await.unwrap();
+    let partner = service.partner(&program, "", "").await;
+    let mut scoped: CommissionServiceClient<AuthChannel> =
+        service.services.client_for(&service.url, "other-admin", Role::Admin, &other);
+    let random = uuid::Uuid::now_v7().to_string();
+    let shape = |status: tonic::Status, id: &str| (status.code(), status.message().replace(id, "<id>"));
+
+    let foreign = scoped.get_scheme(pb::GetSchemeRequest { id: root.id.clone() }).await.unwrap_err();
+    let missing = scoped.get_scheme(pb::GetSchemeRequest { id: random.clone() }).await.unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound);
+    assert_eq!(shape(foreign, &root.id), shape(missing, &random));
+    let chain = pb::GetSchemeChainRequest { scheme_id: root.id.clone(), ..Default::default() };
+    assert_eq!(scoped.get_scheme_chain(chain).await.unwrap_err().code(), Code::NotFound);
+    let chain = pb::GetSchemeChainRequest { partner_id: partner.clone(), ..Default::default() };
+    assert_eq!(scoped.get_scheme_chain(chain).await.unwrap_err().code(), Code::NotFound);
+    let assign = pb::AssignSchemeRequest { partner_id: partner.clone(), scheme_id: root.id.clone() };
+    assert_eq!(scoped.assign_scheme(assign).await.unwrap_err().code(), Code::NotFound);
+
+    let scheme = pb::Scheme { display_name: "Probe".into(), clearance_days: 30, ..Default::default() };
+    let created = scoped
+        .create_scheme(pb::CreateSchemeRequest {
+            program_id: program.clone(),
+            scheme: Some(scheme),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    let missing_program = scoped
+        .create_scheme(pb::CreateSchemeRequest {
+            program_id: random.clone(),
+            scheme: Some(pb::Scheme { display_name: "Probe".into(), clearance_days: 30, ..Default::default() }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(shape(created, &program), shape(missing_program, &random));
+    let versions = pb::ListAgreementVersionsRequest { program_id: program.clone(), ..Default::default() };
+    assert_eq!(scoped.list_agreement_versions(versions).await.unwrap_err().code(), Code::NotFound);
+    // Nothing was written: one scheme, no assignment.
+    let pool = service.services.pool::<accrue_commission::Commission>();
+    let counts: (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM schemes), (SELECT count(*) FROM scheme_assignments)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(counts, (1, 0));
+}

@@ -14,9 +14,19 @@ use accrue_kit::client::AuthChannel;
 use accrue_proto::commission::v1 as pb;
 use accrue_proto::commission::v1::commission_service_server::CommissionService;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
-use accrue_types::PartnerId;
+use accrue_types::{PartnerId, ProgramId};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
+
+/// NOT_FOUND PROGRAM_NOT_FOUND when the caller's token does not name the
+/// program `program_id` (issue 10 item 2), whether or not it exists; a
+/// malformed or missing id is left to the handler's field violations.
+fn in_scope<T>(request: &Request<T>, program_id: &str) -> Result<(), Status> {
+    match program_id.parse::<ProgramId>() {
+        Ok(id) => accrue_kit::auth::caller(request)?.require_program(id),
+        Err(_) => Ok(()),
+    }
+}
 
 use crate::domain::AgreementRules;
 
@@ -61,6 +71,7 @@ impl CommissionService for CommissionApi {
         &self,
         request: Request<pb::CreateAgreementRequest>,
     ) -> Result<Response<pb::AgreementVersion>, Status> {
+        in_scope(&request, &request.get_ref().program_id)?;
         agreements::create_agreement(self, request.into_inner()).await.map(Response::new)
     }
 
@@ -69,6 +80,7 @@ impl CommissionService for CommissionApi {
         &self,
         request: Request<pb::ListAgreementVersionsRequest>,
     ) -> Result<Response<pb::ListAgreementVersionsResponse>, Status> {
+        in_scope(&request, &request.get_ref().program_id)?;
         agreements::list_agreement_versions(self, request.into_inner()).await.map(Response::new)
     }
 
@@ -77,6 +89,7 @@ impl CommissionService for CommissionApi {
         &self,
         request: Request<pb::SetOverridePlanRequest>,
     ) -> Result<Response<pb::OverridePlan>, Status> {
+        in_scope(&request, request.get_ref().plan.as_ref().map_or("", |plan| plan.program_id.as_str()))?;
         plans::set_override_plan(self, request.into_inner()).await.map(Response::new)
     }
 
@@ -85,6 +98,7 @@ impl CommissionService for CommissionApi {
         &self,
         request: Request<pb::ComputeSettlementsRequest>,
     ) -> Result<Response<pb::ComputeSettlementsResponse>, Status> {
+        in_scope(&request, request.get_ref().program.as_ref().map_or("", |program| program.program_id.as_str()))?;
         settle::compute_settlements(self, request.into_inner()).await.map(Response::new)
     }
 
@@ -93,6 +107,7 @@ impl CommissionService for CommissionApi {
         &self,
         request: Request<pb::GetAgreementInForceRequest>,
     ) -> Result<Response<pb::AgreementVersion>, Status> {
+        in_scope(&request, &request.get_ref().program_id)?;
         quote::get_agreement_in_force(self, request.into_inner()).await.map(Response::new)
     }
 
@@ -101,17 +116,20 @@ impl CommissionService for CommissionApi {
         &self,
         request: Request<pb::QuoteSaleRequest>,
     ) -> Result<Response<pb::QuoteSaleResponse>, Status> {
+        in_scope(&request, &request.get_ref().program_id)?;
         quote::quote_sale(self, request.into_inner()).await.map(Response::new)
     }
 
     /// See [`schemes::create_scheme`].
     async fn create_scheme(&self, request: Request<pb::CreateSchemeRequest>) -> Result<Response<pb::Scheme>, Status> {
+        in_scope(&request, &request.get_ref().program_id)?;
         schemes::create_scheme(self, request.into_inner()).await.map(Response::new)
     }
 
     /// See [`schemes::get_scheme`].
     async fn get_scheme(&self, request: Request<pb::GetSchemeRequest>) -> Result<Response<pb::Scheme>, Status> {
-        schemes::get_scheme(self, request.into_inner()).await.map(Response::new)
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        schemes::get_scheme(self, &scope, request.into_inner()).await.map(Response::new)
     }
 
     /// See [`schemes::set_scheme_rates`].
@@ -119,7 +137,8 @@ impl CommissionService for CommissionApi {
         &self,
         request: Request<pb::SetSchemeRatesRequest>,
     ) -> Result<Response<pb::Scheme>, Status> {
-        schemes::set_scheme_rates(self, request.into_inner()).await.map(Response::new)
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        schemes::set_scheme_rates(self, &scope, request.into_inner()).await.map(Response::new)
     }
 
     /// See [`schemes::assign_scheme`].
@@ -127,7 +146,8 @@ impl CommissionService for CommissionApi {
         &self,
         request: Request<pb::AssignSchemeRequest>,
     ) -> Result<Response<pb::SchemeAssignment>, Status> {
-        schemes::assign_scheme(self, request.into_inner()).await.map(Response::new)
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        schemes::assign_scheme(self, &scope, request.into_inner()).await.map(Response::new)
     }
 
     /// See [`schemes::get_scheme_chain`].
@@ -135,6 +155,7 @@ impl CommissionService for CommissionApi {
         &self,
         request: Request<pb::GetSchemeChainRequest>,
     ) -> Result<Response<pb::GetSchemeChainResponse>, Status> {
-        schemes::get_scheme_chain(self, request.into_inner()).await.map(Response::new)
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        schemes::get_scheme_chain(self, &scope, request.into_inner()).await.map(Response::new)
     }
 }

@@ -4,6 +4,7 @@
 //! NOT_FOUND is NOT_FOUND here, any other hierarchy failure UNAVAILABLE.
 
 use accrue_kit::FieldViolations;
+use accrue_kit::auth::Identity;
 use accrue_kit::convert::{optional_uuid, parse_id, require_uuid, timestamp};
 use accrue_kit::error::{already_exists, failed_precondition, not_found};
 use accrue_proto::commission::v1 as pb;
@@ -28,6 +29,15 @@ fn hierarchy_error(status: Status, resource: &str, id: impl std::fmt::Display) -
     }
     tracing::warn!(code = ?status.code(), message = status.message(), "hierarchy call failed");
     Status::unavailable(format!("hierarchy service unavailable: {}", status.message()))
+}
+
+/// The scheme `id` when the token names its program; NOT_FOUND exactly as a
+/// missing scheme otherwise (issue 10 item 2).
+async fn visible_scheme(api: &CommissionApi, scope: &Identity, id: SchemeId) -> Result<StoredScheme, Status> {
+    scheme_store::get_scheme(&api.pool, id)
+        .await?
+        .filter(|stored| scope.programs.contains(stored.program_id))
+        .ok_or_else(|| not_found("scheme", id))
 }
 
 /// The program (with its role ladder, highest first) from the hierarchy.
@@ -173,9 +183,13 @@ pub(super) async fn create_scheme(api: &CommissionApi, request: pb::CreateScheme
 
 /// Returns one scheme with its own set rates by service_code then role;
 /// NOT_FOUND when it does not exist.
-pub(super) async fn get_scheme(api: &CommissionApi, request: pb::GetSchemeRequest) -> Result<pb::Scheme, Status> {
+pub(super) async fn get_scheme(
+    api: &CommissionApi,
+    scope: &Identity,
+    request: pb::GetSchemeRequest,
+) -> Result<pb::Scheme, Status> {
     let id = parse_id("id", &request.id)?;
-    let stored = scheme_store::get_scheme(&api.pool, id).await?.ok_or_else(|| not_found("scheme", id))?;
+    let stored = visible_scheme(api, scope, id).await?;
     Ok(encode(&stored))
 }
 
@@ -193,6 +207,7 @@ pub(super) async fn get_scheme(api: &CommissionApi, request: pb::GetSchemeReques
 /// is; reusing it for another body is ALREADY_EXISTS `REQUEST_ID_REUSED`.
 pub(super) async fn set_scheme_rates(
     api: &CommissionApi,
+    scope: &Identity,
     request: pb::SetSchemeRatesRequest,
 ) -> Result<pb::Scheme, Status> {
     let mut violations = FieldViolations::new();
@@ -206,7 +221,7 @@ pub(super) async fn set_scheme_rates(
     let (Some(scheme_id), Some(changes)) = (scheme_id, changes) else {
         return Err(accrue_kit::internal("validated SetSchemeRates request lost a field"));
     };
-    let stored = scheme_store::get_scheme(&api.pool, scheme_id).await?.ok_or_else(|| not_found("scheme", scheme_id))?;
+    let stored = visible_scheme(api, scope, scheme_id).await?;
     let program = get_program(api, stored.program_id).await?;
     let mut violations = FieldViolations::new();
     codec::check_rate_roles("rates", &changes, &program.role_ladder, &mut violations);
@@ -235,6 +250,7 @@ pub(super) async fn set_scheme_rates(
 /// program than the partner's → FAILED_PRECONDITION `SCHEME_IN_OTHER_PROGRAM`.
 pub(super) async fn assign_scheme(
     api: &CommissionApi,
+    scope: &Identity,
     request: pb::AssignSchemeRequest,
 ) -> Result<pb::SchemeAssignment, Status> {
     let mut violations = FieldViolations::new();
@@ -245,7 +261,10 @@ pub(super) async fn assign_scheme(
         return Err(accrue_kit::internal("validated AssignScheme request lost a field"));
     };
     let (_, program_id) = get_partner(api, partner_id).await?;
-    let stored = scheme_store::get_scheme(&api.pool, scheme_id).await?.ok_or_else(|| not_found("scheme", scheme_id))?;
+    if !scope.programs.contains(program_id) {
+        return Err(not_found("partner", partner_id));
+    }
+    let stored = visible_scheme(api, scope, scheme_id).await?;
     if stored.program_id != program_id {
         return Err(failed_precondition(
             "SCHEME_IN_OTHER_PROGRAM",
@@ -275,6 +294,7 @@ pub(super) async fn assign_scheme(
 /// by service_code then ladder order.
 pub(super) async fn get_scheme_chain(
     api: &CommissionApi,
+    scope: &Identity,
     request: pb::GetSchemeChainRequest,
 ) -> Result<pb::GetSchemeChainResponse, Status> {
     let mut violations = FieldViolations::new();
@@ -290,11 +310,13 @@ pub(super) async fn get_scheme_chain(
     let (program_id, partner_role, start) = match (partner_id, scheme_id) {
         (Some(partner_id), None) => {
             let (partner, program_id) = get_partner(api, partner_id).await?;
+            if !scope.programs.contains(program_id) {
+                return Err(not_found("partner", partner_id));
+            }
             (program_id, partner.role, scheme_store::assignment(&api.pool, partner_id).await?)
         }
         (None, Some(scheme_id)) => {
-            let stored =
-                scheme_store::get_scheme(&api.pool, scheme_id).await?.ok_or_else(|| not_found("scheme", scheme_id))?;
+            let stored = visible_scheme(api, scope, scheme_id).await?;
             (stored.program_id, String::new(), Some(scheme_id))
         }
         _ => return Err(accrue_kit::internal("validated GetSchemeChain request lost its subject")),

@@ -19,6 +19,8 @@ pub struct Service {
     pub client: CommissionServiceClient<AuthChannel>,
     /// Hierarchy client (programs and partners for schemes and quotes).
     pub hierarchy: HierarchyServiceClient<AuthChannel>,
+    /// The commission service's URL (for clients with other tokens).
+    pub url: String,
     /// The services and their database.
     pub services: TestServices,
 }
@@ -29,7 +31,12 @@ pub async fn start() -> Service {
     let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
     let config = accrue_commission::Config { hierarchy_url: hierarchy_url.clone() };
     let commission_url = services.spawn::<accrue_commission::Commission>(config).await;
-    Service { client: services.client(&commission_url), hierarchy: services.client(&hierarchy_url), services }
+    Service {
+        client: services.client(&commission_url),
+        hierarchy: services.client(&hierarchy_url),
+        url: commission_url,
+        services,
+    }
 }
 
 impl Service {

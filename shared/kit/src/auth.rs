@@ -163,8 +163,9 @@ pub struct Claims {
     pub sub: String,
     /// Issuer.
     pub iss: String,
-    /// Audience.
-    pub aud: String,
+    /// Audience: one string or a list (RFC 7519 §4.1.3; identity providers
+    /// send either). The token is valid when one of them is ours.
+    pub aud: Audience,
     /// Expiry.
     pub exp: u64,
     /// Not before.
@@ -182,6 +183,22 @@ pub struct Claims {
     /// The partner of a partner token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partner_id: Option<String>,
+}
+
+/// A token's `aud`: one audience or several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "accrue"`.
+    One(String),
+    /// `"aud": ["accrue", "billing"]`.
+    Many(Vec<String>),
+}
+
+impl From<&str> for Audience {
+    fn from(audience: &str) -> Self {
+        Audience::One(audience.to_string())
+    }
 }
 
 impl Claims {
@@ -490,7 +507,7 @@ impl Minter {
         let claims = Claims {
             sub: subject.into(),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: Audience::One(self.audience.clone()),
             exp: now + ttl.as_secs(),
             nbf: Some(now),
             iat: Some(now),
@@ -616,6 +633,13 @@ impl Interceptor for Bearer {
 
 pub use layer::{AuthLayer, Authenticate};
 
+/// The token of an `authorization` header value: the `Bearer` scheme is
+/// case-insensitive (RFC 6750 §2.1, RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|token| !token.is_empty())
+}
+
 mod layer {
     use std::sync::Arc;
     use std::task::{Context, Poll};
@@ -624,7 +648,7 @@ mod layer {
     use tonic::codegen::http;
     use tower::{Layer, Service};
 
-    use super::{Verifier, policy};
+    use super::{Verifier, bearer_token, policy};
 
     /// Verifies and authorizes every request but health and reflection.
     #[derive(Debug, Clone)]
@@ -676,8 +700,8 @@ mod layer {
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.strip_prefix("Bearer "));
-            let identity = match token.map(|token| self.verifier.verify(token.trim())) {
+                .and_then(bearer_token);
+            let identity = match token.map(|token| self.verifier.verify(token)) {
                 Some(Ok(identity)) => identity,
                 Some(Err(reason)) => {
                     tracing::debug!(%reason, path, "refused");
@@ -691,5 +715,20 @@ mod layer {
             request.extensions_mut().insert(identity);
             Either::Right(self.inner.call(request))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc.def.ghi"), Some("abc.def.ghi"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
     }
 }

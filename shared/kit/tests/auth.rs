@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use accrue_kit::auth::{AuthConfig, Claims, Credential, Minter, Programs, Role, Verifier};
+use accrue_kit::auth::{Audience, AuthConfig, Claims, Credential, Minter, Programs, Role, Verifier};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 fn fixture(name: &str) -> PathBuf {
@@ -109,6 +109,11 @@ fn every_claim_is_checked() {
     for (what, bad) in refused {
         assert!(verifier.verify(&minter.sign(&bad).unwrap()).is_err(), "{what}");
     }
+    // An audience list with ours in it is accepted, one without it is not.
+    let listed = Claims { aud: Audience::Many(vec!["billing".into(), "accrue".into()]), ..claims() };
+    assert!(verifier.verify(&minter.sign(&listed).unwrap()).is_ok());
+    let others = Claims { aud: Audience::Many(vec!["billing".into()]), ..claims() };
+    assert!(verifier.verify(&minter.sign(&others).unwrap()).is_err());
     // Within the 30 s leeway an expiry is still accepted (clock skew).
     assert!(verifier.verify(&minter.sign(&Claims { exp: now() - 10, ..claims() }).unwrap()).is_ok());
     // An RS256 token is refused by a verifier holding a secret.

@@ -1,0 +1,148 @@
+//! Recording the sales and waiting for their sagas.
+
+// The replay's shared vocabulary (clients, errors, money helpers).
+use super::*;
+
+pub(super) fn sale_request(program_id: &str, invoice: &Invoice) -> attribution::RecordSaleRequest {
+    attribution::RecordSaleRequest {
+        program_id: program_id.to_string(),
+        external_id: invoice.external_id(),
+        customer_external_id: invoice.customer.clone().unwrap_or_default(),
+        event_type: types::SaleEventType::Payment as i32,
+        amount: Some(gbp(invoice.total)),
+        product_code: invoice.product_code.clone(),
+        service_code: String::new(),
+        occurred_at: Some(timestamp(invoice.occurred_at)),
+    }
+}
+
+/// Records every sale in time order, 1000 per stream message. Returns how
+/// many sales the service acknowledged.
+pub(super) async fn record_sales(
+    clients: &Clients,
+    program_id: &str,
+    sales: &[&Invoice],
+    mode: ProgressMode,
+) -> Result<u64, ReplayError> {
+    let phase = Phase::start(mode, "recording sales", sales.len() as u64);
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut recorded = 0u64;
+    let messages: Vec<attribution::RecordSalesRequest> = sales
+        .chunks(SALES_PER_MESSAGE)
+        .map(|chunk| attribution::RecordSalesRequest {
+            sales: chunk.iter().map(|invoice| sale_request(program_id, invoice)).collect(),
+        })
+        .collect();
+    let mut client = clients.attribution.clone();
+    let mut messages = messages.into_iter().peekable();
+    while messages.peek().is_some() {
+        let call: Vec<attribution::RecordSalesRequest> = messages.by_ref().take(MESSAGES_PER_CALL).collect();
+        let expected: usize = call.iter().map(|m| m.sales.len()).sum();
+        let first = call.first().and_then(|m| m.sales.first()).map(|s| s.external_id.clone()).unwrap_or_default();
+        let counter = sent.clone();
+        let progress = phase.clone();
+        let stream = futures::stream::iter(call).map(move |message| {
+            let now = counter.fetch_add(message.sales.len() as u64, Ordering::Relaxed) + message.sales.len() as u64;
+            progress.set(now);
+            message
+        });
+        let response =
+            client.record_sales(stream).await.map_err(rpc(format!("RecordSales (batch from {first})")))?.into_inner();
+        if response.sales.len() != expected {
+            return Err(ReplayError::Response {
+                call: "RecordSales".into(),
+                message: format!("{} sales acknowledged of {expected}", response.sales.len()),
+            });
+        }
+        recorded += response.sales.len() as u64;
+        phase.set(recorded);
+    }
+    phase.finish(&format!("{recorded} sales recorded"));
+    Ok(recorded)
+}
+
+/// Sagas of `kind` (empty: every kind) in `state`.
+pub(super) async fn count_sagas(
+    clients: &Clients,
+    program_id: &str,
+    kind: &str,
+    state: attribution::SagaState,
+) -> Result<i64, ReplayError> {
+    let mut client = clients.attribution.clone();
+    let response = client
+        .list_sagas(attribution::ListSagasRequest {
+            program_id: program_id.to_string(),
+            state: state as i32,
+            page_size: 1,
+            page_token: String::new(),
+            kind: kind.to_string(),
+        })
+        .await
+        .map_err(rpc("ListSagas"))?
+        .into_inner();
+    Ok(response.total_size)
+}
+
+pub(super) async fn count_sales(
+    clients: &Clients,
+    program_id: &str,
+    state: attribution::SaleState,
+) -> Result<i64, ReplayError> {
+    let mut client = clients.attribution.clone();
+    let response = client
+        .list_sales(attribution::ListSalesRequest {
+            program_id: program_id.to_string(),
+            state: state as i32,
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await
+        .map_err(rpc("ListSales"))?
+        .into_inner();
+    Ok(response.total_size)
+}
+
+/// Sales settled at some point: SETTLED, PARTIALLY_REFUNDED or REFUNDED.
+pub(super) async fn count_settled(clients: &Clients, program_id: &str) -> Result<i64, ReplayError> {
+    let mut settled = 0;
+    for state in SETTLED_STATES {
+        settled += count_sales(clients, program_id, state).await?;
+    }
+    Ok(settled)
+}
+
+/// Polls ListSagas until no saga of `kind` is RUNNING or UNWINDING; progress
+/// counts the ones that finished out of `expected` (every saga waited for
+/// exists before the wait starts). Only the unfinished are counted each tick:
+/// counting the finished ones too made the waiting itself a growing load on
+/// the database the replay measures.
+pub(super) async fn wait_for_sagas(
+    clients: &Clients,
+    program_id: &str,
+    kind: &str,
+    expected: u64,
+    mode: ProgressMode,
+    stall_timeout: Duration,
+) -> Result<(), ReplayError> {
+    use attribution::SagaState;
+    let label = if kind == CLAWBACK_SALE { "clawing back" } else { "settling sales" };
+    let phase = Phase::start(mode, label, expected);
+    let mut best = i64::MAX;
+    let mut last_change = Instant::now();
+    loop {
+        let running = count_sagas(clients, program_id, kind, SagaState::Running).await?
+            + count_sagas(clients, program_id, kind, SagaState::Unwinding).await?;
+        phase.set(expected.saturating_sub(u64::try_from(running).unwrap_or(0)));
+        if running == 0 {
+            phase.finish(&format!("{expected} {kind} sagas done or failed"));
+            return Ok(());
+        }
+        if running < best {
+            best = running;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > stall_timeout {
+            return Err(ReplayError::Stalled(stall_timeout, running));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

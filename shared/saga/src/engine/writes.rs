@@ -1,0 +1,355 @@
+//! The engine's fenced writes: step events appended only while the claimed
+//! generation holds, the saga-row changes that go with them, lease renewal
+//! and release.
+
+// The engine's types and imports.
+use super::*;
+
+impl<D: SagaDef> Engine<D> {
+    /// Writes `succeeded` with each output; after the last step the saga is done.
+    pub(super) async fn record_succeeded(
+        &self,
+        batch: &mut [Saga],
+        index: usize,
+        ok: Vec<(usize, Value)>,
+    ) -> Result<(), sqlx::Error> {
+        let last = index + 1 == self.def.steps().len();
+        let def = &self.def;
+        let applied: HashSet<usize> = self
+            .write_fenced(batch, index, StepEvent::Succeeded, &ok, async |tx, batch, applied| {
+                if last {
+                    let (ids, generations) = fence_of(batch, applied);
+                    close(tx, SagaState::Done, &ids, &generations).await?;
+                    let sagas: Vec<&Saga> = applied.iter().map(|&i| &batch[i]).collect();
+                    def.on_done(tx, &sagas).await?;
+                }
+                Ok(())
+            })
+            .await?
+            .into_iter()
+            .collect();
+        for (i, output) in ok {
+            if applied.contains(&i) {
+                batch[i].log[index].output = Some(output);
+                batch[i].gone |= last;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `failed` (transient) and releases the saga until its backoff has passed.
+    pub(super) async fn record_transient(
+        &self,
+        batch: &mut [Saga],
+        index: usize,
+        phase: &str,
+        failures: Vec<(usize, String)>,
+    ) -> Result<(), sqlx::Error> {
+        let details: Vec<(usize, Value)> = failures
+            .iter()
+            .map(|(i, message)| {
+                (*i, json!({"phase": phase, "error": message, "transient": true, "attempt": batch[*i].attempt}))
+            })
+            .collect();
+        let (retry_base, retry_max) = (self.options.retry_base, self.options.retry_max);
+        self.write_fenced(batch, index, StepEvent::Failed, &details, async |tx, batch, applied| {
+            let rows: Vec<(SagaId, i64, i64)> = applied
+                .iter()
+                .map(|&i| {
+                    let delay = backoff_delay(batch[i].attempt, retry_base, retry_max);
+                    (batch[i].id, batch[i].generation, millis(delay))
+                })
+                .collect();
+            release(tx, &rows).await
+        })
+        .await?;
+        let step = self.def.steps()[index].name;
+        for (i, message) in failures {
+            tracing::info!(saga = %batch[i].id, step, phase, error = %message, attempt = batch[i].attempt, "transient saga failure; will retry");
+            batch[i].gone = true;
+        }
+        Ok(())
+    }
+
+    /// Writes `failed` (permanent) for each failure and, fenced in the same
+    /// transaction, the saga's next state with its reason: an action's
+    /// failure turns the saga to unwinding (the worker keeps it to run the
+    /// undos); an undo's leaves it stuck and given back (an operator must look).
+    pub(super) async fn record_permanent(
+        &self,
+        batch: &mut [Saga],
+        index: usize,
+        failed_in: FailedIn,
+        failures: Vec<(usize, String)>,
+    ) -> Result<(), sqlx::Error> {
+        let step = self.def.steps()[index].name;
+        let (phase, state, release) = match failed_in {
+            FailedIn::Action => ("action", SagaState::Unwinding, false),
+            FailedIn::Undo => ("undo", SagaState::Stuck, true),
+        };
+        let reasons: Vec<String> = failures
+            .iter()
+            .map(|(i, message)| match failed_in {
+                FailedIn::Action => format!("{step}: {message}"),
+                FailedIn::Undo => format!("{}; undo of {step} failed: {message}", batch[*i].failure_reason),
+            })
+            .collect();
+        let details: Vec<(usize, Value)> = failures
+            .iter()
+            .map(|(i, message)| (*i, json!({"phase": phase, "error": message, "transient": false})))
+            .collect();
+        let reason_of: HashMap<usize, &String> = failures.iter().map(|(i, _)| *i).zip(&reasons).collect();
+        let applied: HashSet<usize> = self
+            .write_fenced(batch, index, StepEvent::Failed, &details, async |tx, batch, applied| {
+                let rows: Vec<(SagaId, i64, String)> = applied
+                    .iter()
+                    .filter_map(|i| {
+                        reason_of.get(i).map(|reason| (batch[*i].id, batch[*i].generation, (*reason).clone()))
+                    })
+                    .collect();
+                set_state(tx, state, &rows, release).await
+            })
+            .await?
+            .into_iter()
+            .collect();
+        for ((i, message), reason) in failures.into_iter().zip(reasons) {
+            match failed_in {
+                FailedIn::Action if applied.contains(&i) => {
+                    tracing::info!(saga = %batch[i].id, step, error = %message, "permanent saga failure; unwinding");
+                    batch[i].unwinding = true;
+                    batch[i].failure_reason = reason;
+                }
+                FailedIn::Action => {}
+                FailedIn::Undo => {
+                    tracing::error!(saga = %batch[i].id, kind = D::KIND, step, error = %message, "saga STUCK: an undo action failed; operator action needed");
+                    batch[i].gone = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `event` with an empty detail for each saga at `need`; returns
+    /// the indices whose fenced write applied and drops the rest.
+    pub(super) async fn append_marks(
+        &self,
+        batch: &mut [Saga],
+        need: &[usize],
+        index: usize,
+        event: StepEvent,
+    ) -> Result<Vec<usize>, sqlx::Error> {
+        // `started` and `undo_started` carry nothing: the event itself is the record.
+        let pairs: Vec<(usize, Value)> = need.iter().map(|&i| (i, json!({}))).collect();
+        self.append_pairs(batch, &pairs, index, event).await
+    }
+
+    /// Appends `event` for each `(index, detail)`; returns the indices whose
+    /// fenced write applied and drops the rest (a newer owner has them).
+    pub(super) async fn append_pairs(
+        &self,
+        batch: &mut [Saga],
+        pairs: &[(usize, Value)],
+        index: usize,
+        event: StepEvent,
+    ) -> Result<Vec<usize>, sqlx::Error> {
+        self.write_fenced(batch, index, event, pairs, async |_, _, _| Ok(())).await
+    }
+
+    /// The generation-fenced write of a step event: appends `event` for each
+    /// `(index, detail)` (see [`append`]) and, in the same transaction, lets
+    /// `then` write its change to the saga rows whose event was written, with
+    /// the same fence (`WHERE s.generation = u.generation`). A saga a newer
+    /// owner has claimed gets neither write and is dropped from the batch.
+    /// Returns the indices whose event was written, in `pairs` order.
+    pub(super) async fn write_fenced(
+        &self,
+        batch: &mut [Saga],
+        index: usize,
+        event: StepEvent,
+        pairs: &[(usize, Value)],
+        then: impl AsyncFnOnce(&mut PgConnection, &[Saga], &[usize]) -> Result<(), sqlx::Error>,
+    ) -> Result<Vec<usize>, sqlx::Error> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let step = self.def.steps()[index].name;
+        let mut tx = self.pool.begin().await?;
+        let indices: Vec<usize> = pairs.iter().map(|(i, _)| *i).collect();
+        let (ids, generations) = fence_of(batch, &indices);
+        // Sent as JSON text: one serialization per detail, as binding jsonb
+        // costs anyway, without deep-copying the outputs the log keeps.
+        let details: Vec<String> = pairs.iter().map(|(_, detail)| detail.to_string()).collect();
+        let kept = append(&mut tx, step, event, &ids, &generations, &details).await?;
+        let applied: Vec<usize> = indices.iter().copied().filter(|&i| kept.contains(&batch[i].id)).collect();
+        then(&mut tx, batch, &applied).await?;
+        tx.commit().await?;
+        drop_lost(batch, &indices, &kept);
+        Ok(applied)
+    }
+
+    /// Extends every lease (fenced); sagas that lost their fence are dropped.
+    pub(super) async fn renew(&self, batch: &mut [Saga]) -> Result<(), sqlx::Error> {
+        let live: Vec<usize> = (0..batch.len()).filter(|&i| !batch[i].gone).collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let (ids, generations) = fence_of(batch, &live);
+        let kept: HashSet<SagaId> = sqlx::query_scalar(
+            "UPDATE sagas s SET lease_expires_at = now() + $3::bigint * interval '1 millisecond'
+             FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, generation)
+             WHERE s.id = u.id AND s.generation = u.generation
+             RETURNING s.id",
+        )
+        .bind(&ids)
+        .bind(&generations)
+        .bind(millis(self.options.lease))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
+        drop_lost(batch, &live, &kept);
+        Ok(())
+    }
+
+    /// Graceful shutdown: gives every held saga back at once (no backoff).
+    pub(super) async fn release_all(&self, batch: &mut [Saga]) -> Result<(), sqlx::Error> {
+        let rows: Vec<(SagaId, i64, i64)> = batch.iter().filter(|s| !s.gone).map(|s| (s.id, s.generation, 0)).collect();
+        release(&self.pool, &rows).await?;
+        for saga in batch.iter_mut() {
+            saga.gone = true;
+        }
+        Ok(())
+    }
+}
+
+/// The fence of each saga at `indices`: its id and claimed generation, as the
+/// `UNNEST($1::uuid[], $2::bigint[])` of a fenced statement binds them.
+pub(super) fn fence_of(batch: &[Saga], indices: &[usize]) -> (Vec<SagaId>, Vec<i64>) {
+    indices.iter().map(|&i| (batch[i].id, batch[i].generation)).unzip()
+}
+
+/// The columns of fenced rows `(saga, generation, value)`, to bind as arrays.
+pub(super) fn columns_of<T: Clone>(rows: &[(SagaId, i64, T)]) -> (Vec<SagaId>, Vec<i64>, Vec<T>) {
+    let ids = rows.iter().map(|r| r.0).collect();
+    let generations = rows.iter().map(|r| r.1).collect();
+    let values = rows.iter().map(|r| r.2.clone()).collect();
+    (ids, generations, values)
+}
+
+/// Drops from the batch each saga at `indices` whose fenced write did not
+/// apply (`kept` lacks it): a newer owner has claimed it.
+pub(super) fn drop_lost(batch: &mut [Saga], indices: &[usize], kept: &HashSet<SagaId>) {
+    for &i in indices {
+        if !kept.contains(&batch[i].id) {
+            tracing::warn!(saga = %batch[i].id, "lost the saga to a newer owner; dropping it");
+            batch[i].gone = true;
+        }
+    }
+}
+
+/// Appends one event per saga (`ids`, `generations` and `details` as JSON
+/// text, index by index), fenced: a row is only
+/// written while the saga's generation is still the claimed one (the saga row
+/// is share-locked, so a concurrent claim waits or wins cleanly). Returns the
+/// sagas whose event was written.
+pub(super) async fn append(
+    conn: &mut PgConnection,
+    step: &str,
+    event: StepEvent,
+    ids: &[SagaId],
+    generations: &[i64],
+    details: &[String],
+) -> Result<HashSet<SagaId>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let written: Vec<SagaId> = sqlx::query_scalar(
+        "INSERT INTO saga_step_events (saga_id, run, step, event, detail, generation)
+         SELECT s.id, s.run, $1, $2, u.detail::jsonb, s.generation
+         FROM UNNEST($3::uuid[], $4::bigint[], $5::text[]) AS u(id, generation, detail)
+         JOIN sagas s ON s.id = u.id AND s.generation = u.generation
+         FOR SHARE OF s
+         RETURNING saga_id",
+    )
+    .bind(step)
+    .bind(event)
+    .bind(ids)
+    .bind(generations)
+    .bind(details)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(written.into_iter().collect())
+}
+
+/// Sets a state (and reason) on fenced sagas; `release` also drops the owner.
+pub(super) async fn set_state(
+    conn: &mut PgConnection,
+    state: SagaState,
+    rows: &[(SagaId, i64, String)],
+    release: bool,
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (ids, generations, reasons) = columns_of(rows);
+    sqlx::query(
+        "UPDATE sagas s SET state = $4, failure_reason = u.reason, updated_at = now(),
+             owner = CASE WHEN $5 THEN NULL ELSE s.owner END,
+             lease_expires_at = CASE WHEN $5 THEN NULL ELSE s.lease_expires_at END
+         FROM UNNEST($1::uuid[], $2::bigint[], $3::text[]) AS u(id, generation, reason)
+         WHERE s.id = u.id AND s.generation = u.generation",
+    )
+    .bind(&ids)
+    .bind(&generations)
+    .bind(&reasons)
+    .bind(state)
+    .bind(release)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends fenced sagas in `state` (done or failed) and gives them back;
+/// returns the sagas it ended.
+pub(super) async fn close(
+    conn: &mut PgConnection,
+    state: SagaState,
+    ids: &[SagaId],
+    generations: &[i64],
+) -> Result<HashSet<SagaId>, sqlx::Error> {
+    let closed: Vec<SagaId> = sqlx::query_scalar(
+        "UPDATE sagas s SET state = $3, owner = NULL, lease_expires_at = NULL, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, generation)
+         WHERE s.id = u.id AND s.generation = u.generation
+         RETURNING s.id",
+    )
+    .bind(ids)
+    .bind(generations)
+    .bind(state)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(closed.into_iter().collect())
+}
+
+/// Gives sagas back (owner and lease cleared), runnable again after a delay (ms).
+pub(super) async fn release<'e, E>(executor: E, rows: &[(SagaId, i64, i64)]) -> Result<(), sqlx::Error>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (ids, generations, delays) = columns_of(rows);
+    sqlx::query(
+        "UPDATE sagas s SET owner = NULL, lease_expires_at = NULL, updated_at = now(),
+             next_attempt_at = now() + u.delay * interval '1 millisecond'
+         FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[]) AS u(id, generation, delay)
+         WHERE s.id = u.id AND s.generation = u.generation",
+    )
+    .bind(&ids)
+    .bind(&generations)
+    .bind(&delays)
+    .execute(executor)
+    .await?;
+    Ok(())
+}

@@ -10,12 +10,7 @@ use super::*;
 const LOCK_REVERSAL_KEY: i32 = 1;
 const LOCK_SALE: i32 = 2;
 
-async fn lock(
-    tx: &mut sqlx::PgConnection,
-    class: i32,
-    program_id: ProgramId,
-    name: &str,
-) -> Result<(), StoreError> {
+async fn lock(tx: &mut sqlx::PgConnection, class: i32, program_id: ProgramId, name: &str) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text || '/' || $3))")
         .bind(class)
         .bind(program_id)

@@ -1,0 +1,149 @@
+//! What the SettleSale saga reads and writes on sales: the facts it
+//! resolves, and the sale's state when it settles, unwinds or fails.
+
+// The store's imports and shared helpers.
+use super::*;
+
+/// The sales of a claimed batch of SettleSale sagas, by saga id (one query;
+/// a sale's `saga_id` is the saga that settles it).
+pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[SagaId]) -> Result<HashMap<SagaId, SaleRow>, sqlx::Error> {
+    let sales: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM sagas g JOIN sales s ON s.id = g.sale_id WHERE g.id = ANY($1)",
+        sale_columns_of("s")
+    )))
+    .bind(saga_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(sales.into_iter().filter_map(|s| s.saga_id.map(|id| (id, s))).collect())
+}
+
+/// What the rules need from a sale's history (see [`sale_histories`]).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SaleHistory {
+    /// The sale.
+    pub(crate) id: SaleId,
+    /// A PAYMENT or RENEWAL with no earlier one by its customer in the program.
+    pub(crate) is_first_payment: bool,
+    /// Σ the seller's earlier attributed sales in the sale's currency (major units).
+    pub(crate) prior_volume: Decimal,
+    /// The customer's earlier attributed sales, oldest first, as a JSON array
+    /// of `{sale_id, event_type, seller_partner_id, occurred_at}`.
+    pub(crate) history: serde_json::Value,
+}
+
+/// The history facts of every sale in `ids`, in one query.
+pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<SaleHistory>, sqlx::Error> {
+    sqlx::query_as(
+        r#"WITH batch AS (
+               SELECT id, program_id, partner_id, currency, customer_external_id, event_type, occurred_at
+               FROM sales WHERE id = ANY($1)
+           ),
+           sellers AS (
+               SELECT program_id, partner_id, currency, max(occurred_at) AS until
+               FROM batch GROUP BY program_id, partner_id, currency
+           ),
+           -- One pass over each seller's history: the running Σ of the sales before each one.
+           volume AS (
+               SELECT p.id, sum(p.amount) OVER (
+                          PARTITION BY p.program_id, p.partner_id, p.currency ORDER BY p.occurred_at, p.id
+                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prior_volume
+               FROM sellers v
+               JOIN sales p ON p.program_id = v.program_id AND p.partner_id = v.partner_id AND p.currency = v.currency
+                           AND p.occurred_at <= v.until
+               WHERE p.state <> 'UNATTRIBUTED'
+           )
+           SELECT s.id,
+             (s.event_type IN ('PAYMENT', 'RENEWAL') AND s.customer_external_id IS NOT NULL AND NOT EXISTS (
+                 SELECT 1 FROM sales e
+                 WHERE e.program_id = s.program_id AND e.customer_external_id = s.customer_external_id
+                   AND e.event_type IN ('PAYMENT', 'RENEWAL') AND (e.occurred_at, e.id) < (s.occurred_at, s.id)
+             )) AS is_first_payment,
+             COALESCE(v.prior_volume, 0) AS prior_volume,
+             COALESCE((
+                 SELECT jsonb_agg(jsonb_build_object(
+                          'sale_id', h.id, 'event_type', h.event_type, 'seller_partner_id', h.partner_id,
+                          'occurred_at', to_char(h.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                          'service_code', h.service_code)
+                        ORDER BY h.occurred_at, h.id)
+                 FROM sales h
+                 WHERE h.program_id = s.program_id AND h.customer_external_id = s.customer_external_id
+                   AND h.state <> 'UNATTRIBUTED' AND (h.occurred_at, h.id) < (s.occurred_at, s.id)
+             ), '[]'::jsonb) AS history
+           FROM batch s LEFT JOIN volume v ON v.id = s.id"#,
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// A settled sale's totals, for the saga (and generation) that settled it.
+#[derive(Debug, Clone)]
+pub(crate) struct Settled {
+    pub(crate) saga_id: SagaId,
+    pub(crate) generation: i64,
+    pub(crate) base_commission: Decimal,
+    pub(crate) total_commission: Decimal,
+}
+
+/// Marks each saga's sale SETTLED with its totals, fenced on the saga's
+/// generation (a saga a newer owner holds changes nothing).
+pub(crate) async fn settle_sales(pool: &PgPool, settled: &[Settled]) -> Result<(), sqlx::Error> {
+    let saga_ids: Vec<SagaId> = settled.iter().map(|s| s.saga_id).collect();
+    let generations: Vec<i64> = settled.iter().map(|s| s.generation).collect();
+    let bases: Vec<Decimal> = settled.iter().map(|s| s.base_commission).collect();
+    let totals: Vec<Decimal> = settled.iter().map(|s| s.total_commission).collect();
+    sqlx::query(
+        "UPDATE sales SET state = $5, base_commission = u.base, total_commission = u.total, failure_reason = ''
+         FROM UNNEST($1::uuid[], $2::bigint[], $3::numeric[], $4::numeric[]) AS u(saga_id, generation, base, total)
+         JOIN sagas g ON g.id = u.saga_id AND g.generation = u.generation
+         WHERE sales.id = g.sale_id",
+    )
+    .bind(&saga_ids)
+    .bind(&generations)
+    .bind(&bases)
+    .bind(&totals)
+    .bind(SaleState::Settled)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Puts each saga's SETTLED sale back to PENDING without totals (fenced).
+pub(crate) async fn unsettle_sales(pool: &PgPool, sagas: &[&Saga]) -> Result<(), sqlx::Error> {
+    let (saga_ids, generations): (Vec<SagaId>, Vec<i64>) = sagas.iter().map(|s| (s.id, s.generation)).unzip();
+    sqlx::query(
+        "UPDATE sales SET state = $3, base_commission = NULL, total_commission = NULL
+         FROM UNNEST($1::uuid[], $2::bigint[]) AS u(saga_id, generation)
+         JOIN sagas g ON g.id = u.saga_id AND g.generation = u.generation
+         WHERE sales.id = g.sale_id AND sales.state = $4",
+    )
+    .bind(&saga_ids)
+    .bind(&generations)
+    .bind(SaleState::Pending)
+    .bind(SaleState::Settled)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks each unwound saga's sale FAILED with the saga's reason (inside the
+/// engine's fenced transaction that fails the sagas).
+pub(crate) async fn fail_sales(conn: &mut sqlx::PgConnection, sagas: &[&Saga]) -> Result<(), sqlx::Error> {
+    if sagas.is_empty() {
+        return Ok(());
+    }
+    let saga_ids: Vec<SagaId> = sagas.iter().map(|s| s.id).collect();
+    let reasons: Vec<&str> = sagas.iter().map(|s| s.failure_reason.as_str()).collect();
+    sqlx::query(
+        "UPDATE sales SET state = $3, failure_reason = u.reason, base_commission = NULL, total_commission = NULL
+         FROM UNNEST($1::uuid[], $2::text[]) AS u(saga_id, reason)
+         JOIN sagas g ON g.id = u.saga_id
+         WHERE sales.id = g.sale_id",
+    )
+    .bind(&saga_ids)
+    .bind(&reasons)
+    .bind(SaleState::Failed)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -33,6 +33,12 @@ use crate::store::{
     self, EntryFilter, PostingOutcome, ReservationRequest, ReserveError, ReverseOutcome, TransitionOutcome, VoidOutcome,
 };
 
+mod codec;
+mod validate;
+
+use codec::*;
+use validate::*;
+
 /// Most postings in one `PostEntries` call.
 pub const MAX_POSTINGS: usize = 1000;
 /// Most partner reservations in one `ReserveForPayout` call.
@@ -82,70 +88,6 @@ struct EntryCursor {
     t: i64,
     /// Entry id.
     id: EntryId,
-}
-
-/// A store failure as a status: a deadlock or serialization failure between
-/// concurrent writers (SQLSTATE 40P01 / 40001; the transaction was rolled
-/// back, nothing written) is ABORTED CONCURRENT_UPDATE so the caller retries;
-/// anything else maps as usual (UNAVAILABLE / INTERNAL).
-fn store_status(error: store::StoreError) -> Status {
-    if is_concurrency_failure(&error.0) {
-        return accrue_kit::error::aborted("CONCURRENT_UPDATE", "a concurrent ledger write conflicted; retry");
-    }
-    error.into()
-}
-
-fn is_concurrency_failure(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
-}
-
-fn item_failure(code: &str, reason: &str, message: impl Into<String>) -> types::ItemFailure {
-    types::ItemFailure { code: code.to_string(), reason: reason.to_string(), message: message.into() }
-}
-
-fn entry_to_proto(row: store::EntryRow, history: Vec<store::EventRow>) -> Result<pb::Entry, Status> {
-    let currency = Currency::from_code(&row.currency).map_err(internal)?;
-    let kind = EarningKind::from_name(&row.kind).ok_or_else(|| internal(format!("stored kind {:?}", row.kind)))?;
-    let entry_type =
-        EntryType::parse(&row.entry_type).ok_or_else(|| internal(format!("stored entry_type {:?}", row.entry_type)))?;
-    let breakdown = match &row.breakdown {
-        serde_json::Value::Object(map) if map.is_empty() => None,
-        value => Some(breakdown_to_proto(serde_json::from_value::<Breakdown>(value.clone()).map_err(internal)?)),
-    };
-    Ok(pb::Entry {
-        id: row.id.to_string(),
-        program_id: row.program_id.to_string(),
-        partner_id: row.partner_id.to_string(),
-        sale_id: row.sale_id,
-        kind: kind_to_proto(kind) as i32,
-        entry_type: entry_type.to_proto() as i32,
-        amount: Some(amount_to_proto(currency, row.amount)),
-        status: proto_from_stored(&row.status) as i32,
-        level: row.level,
-        source_partner_id: row.source_partner_id.map(|id| id.to_string()).unwrap_or_default(),
-        occurred_at: Some(timestamp(row.occurred_at)),
-        clears_at: Some(timestamp(row.clears_at)),
-        breakdown,
-        idempotency_key: row.idempotency_key,
-        payout_id: row.payout_id.map(|id| id.to_string()).unwrap_or_default(),
-        create_time: Some(timestamp(row.created_at)),
-        reverses_entry_id: row.reverses_entry_id.map(|id| id.to_string()).unwrap_or_default(),
-        refund_id: row.refund_id.map(|id| id.to_string()).unwrap_or_default(),
-        history: history
-            .into_iter()
-            .map(|event| pb::StatusEvent {
-                from_status: proto_from_stored(&event.from_status) as i32,
-                to_status: proto_from_stored(&event.to_status) as i32,
-                actor: event.actor,
-                reason: event.reason,
-                event_time: Some(timestamp(event.created_at)),
-            })
-            .collect(),
-    })
-}
-
-fn money(currency: Currency, amount: Decimal) -> Option<types::Money> {
-    Some(amount_to_proto(currency, amount))
 }
 
 #[tonic::async_trait]
@@ -775,88 +717,4 @@ impl LedgerService for LedgerApi {
         }
         Ok(Response::new(pb::GetBalancesResponse { balances }))
     }
-}
-
-/// A ReverseSale request, validated.
-struct ValidReverse {
-    program_id: ProgramId,
-    refund_id: RefundId,
-    refund: Refund,
-    occurred_at: DateTime<Utc>,
-}
-
-fn check_key(field: &str, key: &str, violations: &mut FieldViolations) {
-    if key.trim().is_empty() {
-        violations.add(field, "is required");
-    } else if key.len() > posting::MAX_KEY_LEN {
-        violations.add(field, format!("is longer than {} bytes", posting::MAX_KEY_LEN));
-    }
-}
-
-fn check_text(field: &str, text: &str, required: bool, violations: &mut FieldViolations) {
-    if required && text.trim().is_empty() {
-        violations.add(field, "is required");
-    } else if text.len() > MAX_TEXT_LEN {
-        violations.add(field, format!("is longer than {MAX_TEXT_LEN} bytes"));
-    }
-}
-
-/// Field checks of ReverseSale (INVALID_ARGUMENT with every violation): ids,
-/// key, strict money for A and T (> 0, same currency), `occurred_at`, a known
-/// rounding mode, a short reason. T > A is not checked here (it is a
-/// FAILED_PRECONDITION).
-fn validate_reverse(request: &pb::ReverseSaleRequest) -> Result<ValidReverse, Status> {
-    let mut violations = FieldViolations::new();
-    let program_id = require_uuid("program_id", &request.program_id, &mut violations);
-    if request.sale_id.trim().is_empty() {
-        violations.add("sale_id", "is required");
-    } else if request.sale_id.len() > posting::MAX_SALE_ID_LEN {
-        violations.add("sale_id", format!("is longer than {} bytes", posting::MAX_SALE_ID_LEN));
-    }
-    check_key("idempotency_key", &request.idempotency_key, &mut violations);
-    let refund_id = require_uuid("refund_id", &request.refund_id, &mut violations);
-    let sale_amount = require_money("sale_amount", request.sale_amount.as_ref(), &mut violations);
-    let refunded_total = require_money("refunded_total", request.refunded_total.as_ref(), &mut violations);
-    if let Some(a) = sale_amount
-        && a.amount <= Decimal::ZERO
-    {
-        violations.add("sale_amount.amount", "must be greater than zero");
-    }
-    if let Some(t) = refunded_total
-        && t.amount <= Decimal::ZERO
-    {
-        violations.add("refunded_total.amount", "must be greater than zero");
-    }
-    if let (Some(a), Some(t)) = (sale_amount, refunded_total)
-        && a.currency != t.currency
-    {
-        violations.add(
-            "refunded_total.currency_code",
-            format!("{} differs from the sale amount's currency {}", t.currency, a.currency),
-        );
-    }
-    let occurred_at = require_timestamp("occurred_at", request.occurred_at.as_ref(), &mut violations);
-    let mode = match types::RoundingMode::try_from(request.rounding_mode) {
-        Ok(types::RoundingMode::Unspecified | types::RoundingMode::HalfAwayFromZero) => {
-            Some(RoundingMode::HalfAwayFromZero)
-        }
-        Ok(types::RoundingMode::HalfEven) => Some(RoundingMode::HalfEven),
-        Err(_) => {
-            violations.add("rounding_mode", format!("unknown rounding mode {}", request.rounding_mode));
-            None
-        }
-    };
-    check_text("reason", &request.reason, false, &mut violations);
-    violations.into_result()?;
-    let (Some(program_id), Some(refund_id), Some(a), Some(t), Some(occurred_at), Some(mode)) =
-        (program_id, refund_id, sale_amount, refunded_total, occurred_at, mode)
-    else {
-        return Err(invalid_field("program_id", "is required"));
-    };
-    Ok(ValidReverse {
-        program_id,
-        refund_id,
-        refund: Refund { sale_amount: a.amount, refunded_total: t.amount, mode, currency: a.currency },
-        occurred_at,
-    })
 }

@@ -1,0 +1,68 @@
+//! Store rows and errors as the wire shows them.
+
+// The API module's imports.
+use super::*;
+
+/// A store failure as a status: a deadlock or serialization failure between
+/// concurrent writers (SQLSTATE 40P01 / 40001; the transaction was rolled
+/// back, nothing written) is ABORTED CONCURRENT_UPDATE so the caller retries;
+/// anything else maps as usual (UNAVAILABLE / INTERNAL).
+pub(super) fn store_status(error: store::StoreError) -> Status {
+    if is_concurrency_failure(&error.0) {
+        return accrue_kit::error::aborted("CONCURRENT_UPDATE", "a concurrent ledger write conflicted; retry");
+    }
+    error.into()
+}
+
+pub(super) fn is_concurrency_failure(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
+pub(super) fn item_failure(code: &str, reason: &str, message: impl Into<String>) -> types::ItemFailure {
+    types::ItemFailure { code: code.to_string(), reason: reason.to_string(), message: message.into() }
+}
+
+pub(super) fn entry_to_proto(row: store::EntryRow, history: Vec<store::EventRow>) -> Result<pb::Entry, Status> {
+    let currency = Currency::from_code(&row.currency).map_err(internal)?;
+    let kind = EarningKind::from_name(&row.kind).ok_or_else(|| internal(format!("stored kind {:?}", row.kind)))?;
+    let entry_type =
+        EntryType::parse(&row.entry_type).ok_or_else(|| internal(format!("stored entry_type {:?}", row.entry_type)))?;
+    let breakdown = match &row.breakdown {
+        serde_json::Value::Object(map) if map.is_empty() => None,
+        value => Some(breakdown_to_proto(serde_json::from_value::<Breakdown>(value.clone()).map_err(internal)?)),
+    };
+    Ok(pb::Entry {
+        id: row.id.to_string(),
+        program_id: row.program_id.to_string(),
+        partner_id: row.partner_id.to_string(),
+        sale_id: row.sale_id,
+        kind: kind_to_proto(kind) as i32,
+        entry_type: entry_type.to_proto() as i32,
+        amount: Some(amount_to_proto(currency, row.amount)),
+        status: proto_from_stored(&row.status) as i32,
+        level: row.level,
+        source_partner_id: row.source_partner_id.map(|id| id.to_string()).unwrap_or_default(),
+        occurred_at: Some(timestamp(row.occurred_at)),
+        clears_at: Some(timestamp(row.clears_at)),
+        breakdown,
+        idempotency_key: row.idempotency_key,
+        payout_id: row.payout_id.map(|id| id.to_string()).unwrap_or_default(),
+        create_time: Some(timestamp(row.created_at)),
+        reverses_entry_id: row.reverses_entry_id.map(|id| id.to_string()).unwrap_or_default(),
+        refund_id: row.refund_id.map(|id| id.to_string()).unwrap_or_default(),
+        history: history
+            .into_iter()
+            .map(|event| pb::StatusEvent {
+                from_status: proto_from_stored(&event.from_status) as i32,
+                to_status: proto_from_stored(&event.to_status) as i32,
+                actor: event.actor,
+                reason: event.reason,
+                event_time: Some(timestamp(event.created_at)),
+            })
+            .collect(),
+    })
+}
+
+pub(super) fn money(currency: Currency, amount: Decimal) -> Option<types::Money> {
+    Some(amount_to_proto(currency, amount))
+}

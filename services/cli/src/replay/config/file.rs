@@ -1,7 +1,7 @@
 //! The configuration file a third party recomputes every ledger line from:
 //! the generator, program, partners, links, agreements and customers.
 
-// The store's imports and shared helpers.
+// The configuration module's types and imports.
 use super::*;
 
 /// DESIGN §4 in short, written into the configuration file so a third party

@@ -1,7 +1,7 @@
 //! An agreement's rules as the configuration states them, and the one-line
 //! prose each is described by.
 
-// The store's imports and shared helpers.
+// The configuration module's types and imports.
 use super::*;
 
 /// A TIERED tier: the seller's prior volume in `[min_volume, max_volume)`

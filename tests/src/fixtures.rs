@@ -6,6 +6,7 @@
 use std::str::FromStr;
 
 use accrue_proto::attribution::v1 as apb;
+use accrue_proto::commission::v1 as cpb;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::ledger::v1 as lpb;
 use accrue_proto::types::v1 as types;
@@ -157,4 +158,49 @@ pub async fn record_and_settle(c: &mut Clients, request: apb::RecordSaleRequest)
     assert_eq!(sale.state, apb::SaleState::Settled as i32, "{sale:#?}");
     let entries = sale_entries(c, &program_id, &sale.id).await.unwrap();
     (sale, entries)
+}
+
+/// PERCENTAGE `rate` (0.10 = 10 %) ON_PAYMENT, the rest unset (clears at once).
+pub fn percentage_on_payment(rate: &str) -> cpb::AgreementRules {
+    cpb::AgreementRules {
+        model: cpb::CommissionModel::Percentage as i32,
+        trigger: cpb::CommissionTrigger::OnPayment as i32,
+        rate: rate.into(),
+        ..Default::default()
+    }
+}
+
+/// The program default agreement with `rules`, in force since 2020.
+pub async fn default_agreement(c: &mut Clients, program_id: &str, rules: cpb::AgreementRules) {
+    c.commission
+        .create_agreement(cpb::CreateAgreementRequest {
+            program_id: program_id.into(),
+            partner_id: String::new(),
+            effective_from: Some(ts("2020-01-01T00:00:00Z")),
+            rules: Some(rules),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create the default agreement");
+}
+
+/// The program-wide PERCENTAGE override plan: `rates[i]` for level i + 1, on `basis`.
+pub async fn override_plan(c: &mut Clients, program_id: &str, basis: cpb::OverrideBasis, rates: &[&str]) {
+    c.commission
+        .set_override_plan(cpb::SetOverridePlanRequest {
+            plan: Some(cpb::OverridePlan {
+                program_id: program_id.into(),
+                partner_id: String::new(),
+                mode: cpb::OverrideMode::Percentage as i32,
+                basis: basis as i32,
+                rates_by_level: rates
+                    .iter()
+                    .map(|rate| cpb::OverrideLevel { rate: (*rate).into(), flat_amount: None })
+                    .collect(),
+                update_time: None,
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("set the override plan");
 }

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use accrue_e2e::TestStack;
-use accrue_e2e::fixtures::{dec, partner, payment, program, split_link_with_lead, ts};
+use accrue_e2e::fixtures::{
+    dec, default_agreement, override_plan, partner, payment, percentage_on_payment, program, split_link_with_lead, ts,
+};
 use accrue_proto::attribution::v1 as apb;
 use accrue_proto::commission::v1 as cpb;
 use accrue_proto::ledger::v1 as lpb;
@@ -47,35 +49,8 @@ async fn a_bulk_ingest_costs_one_peer_call_per_step_per_batch() {
     let parent = partner(&mut c, &program_id, "", "").await;
     let seller = partner(&mut c, &program_id, "", &parent).await;
     let split = partner(&mut c, &program_id, "", "").await;
-    c.commission
-        .create_agreement(cpb::CreateAgreementRequest {
-            program_id: program_id.clone(),
-            partner_id: String::new(),
-            effective_from: Some(ts("2020-01-01T00:00:00Z")),
-            rules: Some(cpb::AgreementRules {
-                model: cpb::CommissionModel::Percentage as i32,
-                trigger: cpb::CommissionTrigger::OnPayment as i32,
-                rate: "0.10".into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap();
-    c.commission
-        .set_override_plan(cpb::SetOverridePlanRequest {
-            plan: Some(cpb::OverridePlan {
-                program_id: program_id.clone(),
-                partner_id: String::new(),
-                mode: cpb::OverrideMode::Percentage as i32,
-                basis: cpb::OverrideBasis::BaseCommission as i32,
-                rates_by_level: vec![cpb::OverrideLevel { rate: "0.10".into(), flat_amount: None }],
-                update_time: None,
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap();
+    default_agreement(&mut c, &program_id, percentage_on_payment("0.10")).await;
+    override_plan(&mut c, &program_id, cpb::OverrideBasis::BaseCommission, &["0.10"]).await;
     let link = split_link_with_lead(&mut c, &program_id, &seller, &[(&split, 2000)], "bulk-cust-0").await;
     for k in 1..CUSTOMERS {
         c.attribution

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use accrue_e2e::Clients;
 use accrue_e2e::TestStack;
-use accrue_e2e::fixtures::{dec, gbp, partner, payment, program, record_and_settle, split_link_with_lead, ts};
+use accrue_e2e::fixtures::{
+    dec, gbp, override_plan, partner, payment, program, record_and_settle, split_link_with_lead, ts,
+};
 use accrue_proto::commission::v1 as cpb;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::ledger::v1 as lpb;
@@ -175,20 +177,7 @@ async fn a_deep_tree_pays_capped_overrides_and_a_settings_change_applies_to_late
     }
     let seller = chain.last().cloned().unwrap();
     default_agreement(&mut c, &program_id, "", "0.10", None).await;
-    c.commission
-        .set_override_plan(cpb::SetOverridePlanRequest {
-            plan: Some(cpb::OverridePlan {
-                program_id: program_id.clone(),
-                partner_id: String::new(),
-                mode: cpb::OverrideMode::Percentage as i32,
-                basis: cpb::OverrideBasis::DealAmount as i32,
-                rates_by_level: (0..5).map(|_| cpb::OverrideLevel { rate: "0.01".into(), flat_amount: None }).collect(),
-                update_time: None,
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("set override plan");
+    override_plan(&mut c, &program_id, cpb::OverrideBasis::DealAmount, &["0.01"; 5]).await;
     split_link_with_lead(&mut c, &program_id, &seller, &[], "cust-1").await;
 
     let (_, deep) =

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use accrue_e2e::fixtures::{
-    dec, gbp, link_with_lead, partner, payment, program, record_and_settle, set_non_transacting_roles, ts,
+    dec, default_agreement, gbp, link_with_lead, partner, payment, percentage_on_payment, program, record_and_settle,
+    set_non_transacting_roles, ts,
 };
 use accrue_e2e::{Clients, TestStack, sale_entries};
 use accrue_proto::attribution::v1 as apb;
@@ -60,30 +61,6 @@ async fn scheme(c: &mut Clients, program_id: &str, parent: &str, name: &str, pai
         .id
 }
 
-/// PERCENTAGE 10 % ON_PAYMENT, the rest unset.
-fn ten_percent_on_payment() -> cpb::AgreementRules {
-    cpb::AgreementRules {
-        model: cpb::CommissionModel::Percentage as i32,
-        trigger: cpb::CommissionTrigger::OnPayment as i32,
-        rate: "0.10".into(),
-        ..Default::default()
-    }
-}
-
-/// The program default agreement, in force since 2020.
-async fn default_agreement(c: &mut Clients, program_id: &str, rules: cpb::AgreementRules) {
-    c.commission
-        .create_agreement(cpb::CreateAgreementRequest {
-            program_id: program_id.into(),
-            partner_id: String::new(),
-            effective_from: Some(ts("2020-01-01T00:00:00Z")),
-            rules: Some(rules),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap();
-}
-
 /// (partner, kind, level) → amount.
 fn lines(entries: &[lpb::Entry]) -> BTreeMap<(String, i32, i32), Decimal> {
     entries.iter().map(|e| ((e.partner_id.clone(), e.kind, e.level), dec(&e.amount.as_ref().unwrap().amount))).collect()
@@ -127,7 +104,7 @@ async fn seed_002_margin_chain_pays_one_percent_to_each_role_end_to_end() {
     let d = partner(&mut c, &program_id, "DISTRIBUTOR", &md).await;
     let r = partner(&mut c, &program_id, "RETAILER", &d).await;
     scheme(&mut c, &program_id, "", "SuperAdmin", &SEED_002_ROOT_RATES).await;
-    default_agreement(&mut c, &program_id, cpb::AgreementRules { clearance_days: 30, ..ten_percent_on_payment() })
+    default_agreement(&mut c, &program_id, cpb::AgreementRules { clearance_days: 30, ..percentage_on_payment("0.10") })
         .await;
     link_with_lead(&mut c, &program_id, &r, "cust-1").await;
 
@@ -310,7 +287,7 @@ async fn a_scheme_sale_before_an_agreement_sale_leaves_the_setup_fee_due_end_to_
     default_agreement(
         &mut c,
         &program_id,
-        cpb::AgreementRules { setup_fee: Some(gbp("5.00")), ..ten_percent_on_payment() },
+        cpb::AgreementRules { setup_fee: Some(gbp("5.00")), ..percentage_on_payment("0.10") },
     )
     .await;
     link_with_lead(&mut c, &program_id, &r, "cust-9").await;

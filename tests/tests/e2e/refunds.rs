@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use accrue_e2e::fixtures::{dec, gbp, link_with_lead, partner, payment, record_and_settle, split_link_with_lead, ts};
+use accrue_e2e::fixtures::{
+    dec, default_agreement, gbp, link_with_lead, override_plan, partner, payment, percentage_on_payment,
+    record_and_settle, split_link_with_lead, ts,
+};
 use accrue_e2e::{Clients, TestStack, amount, sale_entries};
 use accrue_proto::attribution::v1 as apb;
 use accrue_proto::commission::v1 as cpb;
@@ -32,25 +35,6 @@ async fn program(c: &mut Clients, auto_approve: bool) -> String {
         .expect("create program")
         .into_inner()
         .id
-}
-
-/// The program default: PERCENTAGE `rate` on every payment since 2020, clearing at once.
-async fn default_agreement(c: &mut Clients, program_id: &str, rate: &str) {
-    c.commission
-        .create_agreement(cpb::CreateAgreementRequest {
-            program_id: program_id.into(),
-            partner_id: String::new(),
-            effective_from: Some(ts("2020-01-01T00:00:00Z")),
-            rules: Some(cpb::AgreementRules {
-                model: cpb::CommissionModel::Percentage as i32,
-                trigger: cpb::CommissionTrigger::OnPayment as i32,
-                rate: rate.into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create agreement");
 }
 
 fn refund(program_id: &str, external_id: &str, sale_id: &str, amount: &str, at: &str) -> apb::RecordRefundRequest {
@@ -113,7 +97,7 @@ async fn seed_003_reversal_a_full_refund_posts_one_linked_debit_and_reverses_the
     let stack = TestStack::start().await.unwrap();
     let mut c = stack.clients.clone();
     let program_id = program(&mut c, false).await;
-    default_agreement(&mut c, &program_id, "0.10").await;
+    default_agreement(&mut c, &program_id, percentage_on_payment("0.10")).await;
     let seller = partner(&mut c, &program_id, "", "").await;
     link_with_lead(&mut c, &program_id, &seller, "cust-1").await;
     let (settled, lines) =
@@ -143,29 +127,13 @@ async fn two_half_refunds_claw_back_every_line_pro_rata_through_splits_and_three
     let stack = TestStack::start().await.unwrap();
     let mut c = stack.clients.clone();
     let program_id = program(&mut c, false).await;
-    default_agreement(&mut c, &program_id, "0.10").await;
+    default_agreement(&mut c, &program_id, percentage_on_payment("0.10")).await;
     let top = partner(&mut c, &program_id, "", "").await;
     let middle = partner(&mut c, &program_id, "", &top).await;
     let parent = partner(&mut c, &program_id, "", &middle).await;
     let seller = partner(&mut c, &program_id, "", &parent).await;
     let (a, b) = (partner(&mut c, &program_id, "", "").await, partner(&mut c, &program_id, "", "").await);
-    c.commission
-        .set_override_plan(cpb::SetOverridePlanRequest {
-            plan: Some(cpb::OverridePlan {
-                program_id: program_id.clone(),
-                partner_id: String::new(),
-                mode: cpb::OverrideMode::Percentage as i32,
-                basis: cpb::OverrideBasis::BaseCommission as i32,
-                rates_by_level: ["0.10", "0.05", "0.03"]
-                    .iter()
-                    .map(|rate| cpb::OverrideLevel { rate: (*rate).into(), flat_amount: None })
-                    .collect(),
-                update_time: None,
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("set override plan");
+    override_plan(&mut c, &program_id, cpb::OverrideBasis::BaseCommission, &["0.10", "0.05", "0.03"]).await;
     split_link_with_lead(&mut c, &program_id, &seller, &[(&a, 2500), (&b, 1500)], "cust-1").await;
     // C = 12.35 (123.45 × 0.10 = 12.345): owner 7.41, a 3.09, b 1.85; overrides 1.24, 0.62, 0.37.
     let (settled, lines) =
@@ -275,7 +243,7 @@ async fn a_refund_after_payout_nets_into_later_runs_and_the_negative_balance_car
     let stack = TestStack::start().await.unwrap();
     let mut c = stack.clients.clone();
     let program_id = program(&mut c, true).await;
-    default_agreement(&mut c, &program_id, "0.10").await;
+    default_agreement(&mut c, &program_id, percentage_on_payment("0.10")).await;
     let seller = partner(&mut c, &program_id, "", "").await;
     link_with_lead(&mut c, &program_id, &seller, "cust-1").await;
 
@@ -319,7 +287,7 @@ async fn the_same_refund_sent_twenty_times_concurrently_is_recorded_and_clawed_b
     let stack = TestStack::start().await.unwrap();
     let mut c = stack.clients.clone();
     let program_id = program(&mut c, false).await;
-    default_agreement(&mut c, &program_id, "0.10").await;
+    default_agreement(&mut c, &program_id, percentage_on_payment("0.10")).await;
     let seller = partner(&mut c, &program_id, "", "").await;
     let other = partner(&mut c, &program_id, "", "").await;
     split_link_with_lead(&mut c, &program_id, &seller, &[(&other, 5000)], "cust-1").await;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use accrue_attribution::{SagaOptions, TestHooks};
 use accrue_cli::stack::{Stack, StackConfig};
-use accrue_e2e::fixtures::ts;
+use accrue_e2e::fixtures::{default_agreement, override_plan, percentage_on_payment, ts};
 use accrue_e2e::{Clients, SAGA_WAIT};
 use accrue_proto::attribution::v1 as apb;
 use accrue_proto::commission::v1 as cpb;
@@ -92,36 +92,9 @@ pub async fn setup(c: &mut Clients, program_name: &str) -> World {
     let seller = create_partner(c, &program_id, "Seller", &parent).await;
     let split_a = create_partner(c, &program_id, "Split A", "").await;
     let split_b = create_partner(c, &program_id, "Split B", "").await;
-    c.commission
-        .create_agreement(cpb::CreateAgreementRequest {
-            program_id: program_id.clone(),
-            partner_id: String::new(),
-            effective_from: Some(ts("2020-01-01T00:00:00Z")),
-            rules: Some(cpb::AgreementRules {
-                model: cpb::CommissionModel::Percentage as i32,
-                trigger: cpb::CommissionTrigger::OnPayment as i32,
-                rate: "0.10".into(),
-                clearance_days: 30,
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create agreement");
-    c.commission
-        .set_override_plan(cpb::SetOverridePlanRequest {
-            plan: Some(cpb::OverridePlan {
-                program_id: program_id.clone(),
-                partner_id: String::new(),
-                mode: cpb::OverrideMode::Percentage as i32,
-                basis: cpb::OverrideBasis::DealAmount as i32,
-                rates_by_level: vec![cpb::OverrideLevel { rate: "0.01".into(), flat_amount: None }],
-                update_time: None,
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("set override plan");
+    let rules = cpb::AgreementRules { clearance_days: 30, ..percentage_on_payment("0.10") };
+    default_agreement(c, &program_id, rules).await;
+    override_plan(c, &program_id, cpb::OverrideBasis::DealAmount, &["0.01"]).await;
     let link = c
         .attribution
         .create_link(apb::CreateLinkRequest {

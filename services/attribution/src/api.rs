@@ -308,16 +308,19 @@ impl AttributionService for AttributionApi {
     /// Gets a link. NOT_FOUND when absent.
     async fn get_link(&self, request: Request<pb::GetLinkRequest>) -> Result<Response<pb::Link>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        // Another program's link is answered exactly as a missing one.
+        // Another program's link, and for a partner token a link it neither
+        // owns nor shares in, is answered exactly as a missing one.
         let scope = accrue_kit::auth::caller(&request)?;
         let row = store::get_link(&self.pool, id)
             .await?
-            .filter(|row| scope.programs.contains(row.program_id))
+            .filter(|row| scope.may_see(row.program_id, &row.partners()))
             .ok_or_else(|| not_found("link", id))?;
         Ok(Response::new(link_to_proto(row)))
     }
 
-    /// Lists a program's links, oldest first (optionally one owner's).
+    /// Lists a program's links, oldest first (optionally one owner's). A
+    /// partner token lists only the links it owns or shares in (issue 10
+    /// item 3); naming another owner narrows those further.
     async fn list_links(
         &self,
         request: Request<pb::ListLinksRequest>,
@@ -332,7 +335,12 @@ impl AttributionService for AttributionApi {
         let limit = page::page_size(req.page_size)?;
         let query = format!("links|{program_id}|{owner:?}");
         let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
-        let mut rows = store::list_links(&self.pool, program_id, owner, cursor, limit + 1).await?;
+        let mut rows = match scope.partner_scope() {
+            None => store::list_links(&self.pool, program_id, owner, cursor, limit + 1).await?,
+            Some(partner) => {
+                store::list_partner_links(&self.pool, program_id, partner, owner, cursor, limit + 1).await?
+            }
+        };
         let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.created_at, id: row.id.into() })?;
         Ok(Response::new(pb::ListLinksResponse {
             links: rows.into_iter().map(link_to_proto).collect(),

@@ -46,6 +46,13 @@ pub(crate) struct LinkRow {
     pub(crate) created_at: DateTime<Utc>,
 }
 
+impl LinkRow {
+    /// The partners the link pays: its owner, then its split partners.
+    pub(crate) fn partners(&self) -> Vec<PartnerId> {
+        std::iter::once(self.owner_partner_id).chain(self.splits.iter().map(|split| split.partner_id)).collect()
+    }
+}
+
 const LINK_COLUMNS: &str = "id, program_id, owner_partner_id, key, destination_url, splits, created_at";
 
 /// A link to insert.

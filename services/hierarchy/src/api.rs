@@ -89,6 +89,17 @@ fn settings_version_to_proto(row: &SettingsVersionRow) -> Result<pb::ProgramSett
 }
 
 /// A program as the API shows it, with its settings history (one more query).
+/// True when `scope` may see partner `row`: a program-wide reader of its
+/// program, or a partner token for it or one of its ancestors (seed 004: a
+/// parent sees its downline's partner records, never their sales; issue 10
+/// item 3).
+fn visible(scope: &accrue_kit::auth::Identity, row: &PartnerRow) -> bool {
+    let mut partners = Vec::with_capacity(row.ancestor_ids.len() + 1);
+    partners.push(row.id);
+    partners.extend_from_slice(&row.ancestor_ids);
+    scope.may_see(row.program_id, &partners)
+}
+
 async fn program_reply(executor: impl sqlx::PgExecutor<'_>, row: &ProgramRow) -> Result<pb::Program, Status> {
     let history = store::settings_history(executor, row.id).await?;
     if history.is_empty() {
@@ -357,11 +368,12 @@ impl HierarchyService for HierarchyApi {
 
     async fn get_partner(&self, request: Request<pb::GetPartnerRequest>) -> Result<Response<pb::Partner>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        // Another program's partner is answered exactly as a missing one.
+        // Another program's partner, and for a partner token any partner
+        // outside its own subtree, is answered exactly as a missing one.
         let scope = accrue_kit::auth::caller(&request)?;
         let row = store::get_partner(&self.pool, id)
             .await?
-            .filter(|row| scope.programs.contains(row.program_id))
+            .filter(|row| visible(scope, row))
             .ok_or_else(|| not_found("partner", id))?;
         Ok(Response::new(partner_to_proto(&row)?))
     }
@@ -584,7 +596,7 @@ impl HierarchyService for HierarchyApi {
             page::decode::<DownlineCursor>(&query, &request.page_token)?.map(|cursor| (cursor.d, cursor.t, cursor.id));
         let own = store::get_partner(&self.pool, id)
             .await?
-            .filter(|row| scope.programs.contains(row.program_id))
+            .filter(|row| visible(&scope, row))
             .ok_or_else(|| not_found("partner", id))?;
         let deepest = (request.max_depth > 0).then(|| own.depth.saturating_add(request.max_depth));
         let mut rows = store::list_downline(&self.pool, id, deepest, after, limit + 1).await?;

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use accrue_kit::FieldViolations;
+use accrue_kit::auth::Identity;
 use accrue_kit::client::AuthChannel;
 use accrue_kit::convert::settlement::{breakdown_to_proto, kind_from_proto, kind_to_proto};
 use accrue_kit::convert::{
@@ -192,11 +193,11 @@ impl LedgerService for LedgerApi {
         // Another program's entry is answered exactly as a missing one.
         let scope = accrue_kit::auth::caller(&request)?;
         let Some((row, history)) =
-            store::get_entry(&self.pool, id).await?.filter(|(row, _)| scope.programs.contains(row.program_id))
+            store::get_entry(&self.pool, id).await?.filter(|(row, _)| scope.may_see(row.program_id, &[row.partner_id]))
         else {
             return Err(not_found("entry", id));
         };
-        Ok(Response::new(entry_to_proto(row, history)?))
+        Ok(Response::new(shown_to(scope, entry_to_proto(row, history)?)))
     }
 
     /// A program's entries, oldest first (`(create_time, id)` keyset), with
@@ -259,6 +260,11 @@ impl LedgerService for LedgerApi {
                 Some((time, cursor.id))
             }
         };
+        // A partner token asking for another partner's entries gets an
+        // empty page, as for a partner without entries.
+        let Some(partner_id) = scope.partner_filter(partner_id) else {
+            return Ok(Response::new(pb::ListEntriesResponse::default()));
+        };
         let filter = EntryFilter {
             partner_id,
             sale_id: (!request.sale_id.is_empty()).then(|| request.sale_id.clone()),
@@ -271,7 +277,10 @@ impl LedgerService for LedgerApi {
             t: last.created_at.timestamp_micros(),
             id: last.id,
         })?;
-        let entries = rows.into_iter().map(|row| entry_to_proto(row, Vec::new())).collect::<Result<Vec<_>, _>>()?;
+        let entries = rows
+            .into_iter()
+            .map(|row| entry_to_proto(row, Vec::new()).map(|entry| shown_to(&scope, entry)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(pb::ListEntriesResponse { entries, next_page_token }))
     }
 
@@ -361,6 +370,9 @@ impl LedgerService for LedgerApi {
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
         scope.require_program(program_id)?;
+        let Some(partner_ids) = scope.partner_ids(partner_ids) else {
+            return Ok(Response::new(pb::GetEarningsSummaryResponse::default()));
+        };
         let rows = store::earnings_summary(&self.pool, program_id, &partner_ids).await?;
         let mut summaries = Vec::with_capacity(rows.len());
         for row in rows {
@@ -698,6 +710,9 @@ impl LedgerService for LedgerApi {
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
         scope.require_program(program_id)?;
+        let Some(partner_ids) = scope.partner_ids(partner_ids) else {
+            return Ok(Response::new(pb::GetBalancesResponse::default()));
+        };
         let rows = store::balances(&self.pool, program_id, &partner_ids, currency.map(Currency::code)).await?;
         let mut balances = Vec::with_capacity(rows.len());
         for row in rows {

@@ -323,11 +323,12 @@ impl PayoutService for PayoutsApi {
 
     async fn get_payout(&self, request: Request<pb::GetPayoutRequest>) -> Result<Response<pb::Payout>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        // Another program's payout is answered exactly as a missing one.
+        // Another program's payout, and for a partner token another
+        // partner's, is answered exactly as a missing one.
         let scope = accrue_kit::auth::caller(&request)?;
         let row = store::get_payout(&self.pool, id)
             .await?
-            .filter(|row| scope.programs.contains(row.program_id))
+            .filter(|row| scope.may_see(row.program_id, &[row.partner_id]))
             .ok_or_else(|| not_found("payout", id))?;
         Ok(Response::new(payout_to_proto(&row)?))
     }
@@ -358,6 +359,11 @@ impl PayoutService for PayoutsApi {
         let limit = page::page_size(request.page_size)?;
         let query = format!("payouts|{program_id}|{partner_id:?}|{payout_run_id:?}|{}", request.status);
         let after = page::decode::<PayoutCursor>(&query, &request.page_token)?.map(|cursor| (cursor.t, cursor.id));
+        // A partner token asking for another partner's payouts gets an empty
+        // page, as for a partner without payouts.
+        let Some(partner_id) = scope.partner_filter(partner_id) else {
+            return Ok(Response::new(pb::ListPayoutsResponse::default()));
+        };
         let filter = PayoutFilter { program_id, partner_id, payout_run_id, status: status.map(PayoutStatus::as_str) };
         let mut rows = store::list_payouts(&self.pool, &filter, after, limit + 1).await?;
         let next_page_token =

@@ -104,6 +104,15 @@ fn every_claim_is_checked() {
         ("no program", Claims { programs: vec![], ..claims() }),
         ("a program that is not an id", Claims { programs: vec!["acme".into()], ..claims() }),
         ("a partner without partner_id", Claims { roles: vec!["partner".into()], ..claims() }),
+        (
+            "a partner token over every program",
+            Claims {
+                roles: vec!["partner".into()],
+                partner_id: Some("0190f3c2-0000-7000-8000-000000000002".into()),
+                programs: vec!["*".into()],
+                ..claims()
+            },
+        ),
         ("an empty subject", Claims { sub: String::new(), ..claims() }),
     ];
     for (what, bad) in refused {
@@ -116,6 +125,15 @@ fn every_claim_is_checked() {
     assert!(verifier.verify(&minter.sign(&others).unwrap()).is_err());
     // Within the 30 s leeway an expiry is still accepted (clock skew).
     assert!(verifier.verify(&minter.sign(&Claims { exp: now() - 10, ..claims() }).unwrap()).is_ok());
+    // A partner token naming its program is accepted.
+    let program = "0190f3c2-0000-7000-8000-000000000001".to_string();
+    let partner = Claims {
+        roles: vec!["partner".into()],
+        partner_id: Some("0190f3c2-0000-7000-8000-000000000002".into()),
+        programs: vec![program],
+        ..claims()
+    };
+    assert!(verifier.verify(&minter.sign(&partner).unwrap()).is_ok());
     // An RS256 token is refused by a verifier holding a secret.
     assert!(verifier.verify(&sign(Algorithm::RS256, "rsa-1", &rsa(), &claims())).is_err());
 }

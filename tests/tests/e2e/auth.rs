@@ -94,6 +94,7 @@ async fn every_rpc_refuses_bad_tokens_and_roles_the_table_does_not_allow() {
         ("unknown role", Some(good.sign(&claims(&["root"], 3600)).unwrap())),
     ];
     let partner_id = uuid::Uuid::now_v7().to_string();
+    let program_id = accrue_types::ProgramId::new_v7();
     let roles: Vec<(&str, Identity, String)> = [
         ("admin", "u-admin", Role::Admin),
         ("finance", "u-finance", Role::Finance),
@@ -105,10 +106,15 @@ async fn every_rpc_refuses_bad_tokens_and_roles_the_table_does_not_allow() {
     .into_iter()
     .map(|(label, subject, role)| {
         let partner = (role == Role::Partner).then(|| partner_id.parse().unwrap());
-        let token = good.mint(subject, &[role], &["*".into()], partner, Duration::from_secs(600)).unwrap();
+        // A partner token names its program; `*` is refused for it.
+        let (programs, scope) = match partner {
+            Some(_) => (vec![program_id.to_string()], Programs::Only([program_id].into_iter().collect())),
+            None => (vec!["*".to_string()], Programs::All),
+        };
+        let token = good.mint(subject, &[role], &programs, partner, Duration::from_secs(600)).unwrap();
         let identity = Identity {
             subject: subject.into(),
-            programs: Programs::All,
+            programs: scope,
             roles: [role].into_iter().collect(),
             partner_id: partner,
         };

@@ -8,6 +8,7 @@ mod clawback;
 mod corrections;
 mod margins;
 mod paging;
+mod partner_scope;
 mod refunds;
 mod replay;
 mod saga;

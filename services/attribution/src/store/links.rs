@@ -67,6 +67,36 @@ pub(crate) async fn list_links(
     LINKS.page(pool, program_id, owner, cursor, limit).await
 }
 
+/// The links of `program_id` that `partner` owns or shares in (a split
+/// partner), oldest first, after `cursor`, at most `limit`; with `owner` set,
+/// only that owner's.
+pub(crate) async fn list_partner_links(
+    pool: &PgPool,
+    program_id: ProgramId,
+    partner: PartnerId,
+    owner: Option<PartnerId>,
+    cursor: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<LinkRow>, StoreError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {LINK_COLUMNS} FROM links
+         WHERE program_id = $1
+           AND (owner_partner_id = $2 OR splits @> jsonb_build_array(jsonb_build_object('partner_id', $2::text)))
+           AND ($3::uuid IS NULL OR owner_partner_id = $3)
+           AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))
+         ORDER BY created_at, id LIMIT $6"
+    )))
+    .bind(program_id)
+    .bind(partner)
+    .bind(owner)
+    .bind(cursor.map(|c| c.t))
+    .bind(cursor.map(|c| c.id))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(StoreError::from)
+}
+
 // ---------------------------------------------------------------- leads
 
 /// First touch: stores the lead unless the customer already has one; returns

@@ -63,6 +63,35 @@ pub(super) fn entry_to_proto(row: store::EntryRow, history: Vec<store::EventRow>
     })
 }
 
+/// Breakdown inputs a partner may see on a line earned from another
+/// partner's sale: how the line was priced, never how large that sale was.
+const DOWNLINE_INPUTS_SHOWN: &[&str] = &["plan", "ancestor_position", "basis", "rate", "flat_amount"];
+
+/// `entry` as the caller of `scope` may see it. A partner token's override
+/// and margin lines are earned from a downline partner's sale, so the sale's
+/// id, the idempotency key that embeds it, and the breakdown's amounts
+/// (basis amount, formula, rounding, note) are cleared: a parent reads its
+/// own amount, level, source partner, rule and rate, never a sub-partner's
+/// raw sale (seed 004 "Auth"; issue 10 item 3). Other callers see it whole.
+pub(super) fn shown_to(scope: &Identity, mut entry: pb::Entry) -> pb::Entry {
+    let downline_sale = matches!(
+        types::EarningKind::try_from(entry.kind),
+        Ok(types::EarningKind::Override | types::EarningKind::Margin)
+    );
+    if scope.partner_scope().is_none() || !downline_sale {
+        return entry;
+    }
+    entry.sale_id.clear();
+    entry.idempotency_key.clear();
+    if let Some(breakdown) = entry.breakdown.as_mut() {
+        breakdown.formula.clear();
+        breakdown.rounding.clear();
+        breakdown.note.clear();
+        breakdown.inputs.retain(|name, _| DOWNLINE_INPUTS_SHOWN.contains(&name.as_str()));
+    }
+    entry
+}
+
 pub(super) fn money(currency: Currency, amount: Decimal) -> Option<types::Money> {
     Some(amount_to_proto(currency, amount))
 }

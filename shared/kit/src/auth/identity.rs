@@ -96,6 +96,56 @@ impl Identity {
         self.roles.contains(&role)
     }
 
+    /// The partner a partner token is confined to (issue 10 item 3): Some
+    /// when the token holds the partner role and no role that reads a whole
+    /// program (admin, finance, viewer, service); None otherwise.
+    pub fn partner_scope(&self) -> Option<PartnerId> {
+        if self.reads_whole_programs() { None } else { self.partner_id }
+    }
+
+    /// True when the token holds a role that reads all of its programs'
+    /// data (admin, finance, viewer, service) rather than one partner's.
+    pub fn reads_whole_programs(&self) -> bool {
+        [Role::Admin, Role::Finance, Role::Viewer, Role::Service].iter().any(|r| self.has(*r))
+    }
+
+    /// True when the caller may see a resource of `program` that belongs to
+    /// `partners` (an entry's or payout's partner, a link's owner and split
+    /// partners, a partner's own id and its ancestors'): the token names the
+    /// program and, for a partner token, its partner is one of them. Reads
+    /// answer a resource the caller may not see exactly as a missing one
+    /// (NOT_FOUND), so nothing about its existence leaks.
+    pub fn may_see(&self, program: ProgramId, partners: &[PartnerId]) -> bool {
+        self.programs.contains(program) && self.partner_scope().is_none_or(|own| partners.contains(&own))
+    }
+
+    /// The partner filter a list read runs with (issue 10 item 3):
+    /// `Some(requested)` for a program-wide reader; for a partner token
+    /// `Some(Some(own))` when it asked for itself or for no partner, and
+    /// None when it asked for another partner — the handler then answers an
+    /// empty page, exactly as for a partner without rows.
+    pub fn partner_filter(&self, requested: Option<PartnerId>) -> Option<Option<PartnerId>> {
+        match (self.partner_scope(), requested) {
+            (None, requested) => Some(requested),
+            (Some(own), None) => Some(Some(own)),
+            (Some(own), Some(asked)) => (own == asked).then_some(Some(own)),
+        }
+    }
+
+    /// The partner ids a batch read answers for (issue 10 item 3), where an
+    /// empty list means every partner of the program: the request's list for
+    /// a program-wide reader; for a partner token `[own]` when it asked for
+    /// none or for itself among others, and None when it asked only for
+    /// others — the handler then answers nothing, exactly as for partners
+    /// without rows.
+    pub fn partner_ids(&self, requested: Vec<PartnerId>) -> Option<Vec<PartnerId>> {
+        match self.partner_scope() {
+            None => Some(requested),
+            Some(own) if requested.is_empty() || requested.contains(&own) => Some(vec![own]),
+            Some(_) => None,
+        }
+    }
+
     /// Ok when the token names `program`; else NOT_FOUND PROGRAM_NOT_FOUND
     /// "program <id> not found" (issue 10 item 2). The answer does not depend
     /// on whether the program exists, so a token learns nothing about
@@ -196,7 +246,13 @@ impl Claims {
         if roles.contains(&Role::Partner) && partner_id.is_none() {
             return Err(Invalid("a partner token without partner_id".into()));
         }
-        Ok(Identity { subject: self.sub.clone(), programs, roles, partner_id })
+        let identity = Identity { subject: self.sub.clone(), programs, roles, partner_id };
+        // A partner belongs to one program; `*` would let its token read
+        // every program's settings and learn which program ids exist.
+        if identity.partner_scope().is_some() && identity.programs == Programs::All {
+            return Err(Invalid("a partner token must name its program, not *".into()));
+        }
+        Ok(identity)
     }
 }
 

@@ -3,17 +3,25 @@
 //! same table in prose. An RPC missing from [`TABLE`] is refused to everyone
 //! (a test over the descriptor set keeps the table complete).
 //!
-//! Partner tokens are refused everywhere until partner-scoped reads exist
-//! (issue 10 item 3): a partner must never see another partner's amounts, and
-//! today's reads are scoped by program only.
+//! Partner tokens reach only the [`Rule::PartnerRead`] RPCs, whose handlers
+//! confine every answer to the token's partner (issue 10 item 3; the
+//! [`Identity::may_see`], [`Identity::partner_filter`] and
+//! [`Identity::partner_ids`] checks): a partner never sees another partner's
+//! amounts or customers, and a parent sees its downline's partner records,
+//! never a sub-partner's sales (seed 004 "Auth").
 
 use super::{Identity, Role};
 
 /// Who may call an RPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
-    /// Reads: admin, finance, viewer, and any Accrue service.
+    /// Reads of a whole program: admin, finance, viewer, and any Accrue
+    /// service.
     Read,
+    /// Reads a partner may also make, of its own data only: everyone
+    /// [`Rule::Read`] admits, and partner tokens, which the handler scopes to
+    /// their partner.
+    PartnerRead,
     /// Configuration and recording: admin.
     Admin,
     /// Money movement (transitions, clearance, payout runs): admin, finance,
@@ -30,18 +38,18 @@ const PAYOUTS: &[&str] = &["service:payouts"];
 /// Every RPC of every Accrue service with its rule, by gRPC path.
 pub const TABLE: &[(&str, Rule)] = &[
     ("/accrue.hierarchy.v1.HierarchyService/CreateProgram", Rule::Admin),
-    ("/accrue.hierarchy.v1.HierarchyService/GetProgram", Rule::Read),
+    ("/accrue.hierarchy.v1.HierarchyService/GetProgram", Rule::PartnerRead),
     ("/accrue.hierarchy.v1.HierarchyService/UpdateProgram", Rule::Admin),
     ("/accrue.hierarchy.v1.HierarchyService/CreatePartner", Rule::Admin),
-    ("/accrue.hierarchy.v1.HierarchyService/GetPartner", Rule::Read),
+    ("/accrue.hierarchy.v1.HierarchyService/GetPartner", Rule::PartnerRead),
     ("/accrue.hierarchy.v1.HierarchyService/ListPartners", Rule::Read),
     ("/accrue.hierarchy.v1.HierarchyService/UpdatePartnerStatus", Rule::Admin),
     ("/accrue.hierarchy.v1.HierarchyService/SetParent", Rule::Admin),
     ("/accrue.hierarchy.v1.HierarchyService/GetUplines", Rule::Read),
-    ("/accrue.hierarchy.v1.HierarchyService/ListDownline", Rule::Read),
+    ("/accrue.hierarchy.v1.HierarchyService/ListDownline", Rule::PartnerRead),
     ("/accrue.attribution.v1.AttributionService/CreateLink", Rule::Admin),
-    ("/accrue.attribution.v1.AttributionService/GetLink", Rule::Read),
-    ("/accrue.attribution.v1.AttributionService/ListLinks", Rule::Read),
+    ("/accrue.attribution.v1.AttributionService/GetLink", Rule::PartnerRead),
+    ("/accrue.attribution.v1.AttributionService/ListLinks", Rule::PartnerRead),
     ("/accrue.attribution.v1.AttributionService/TrackLead", Rule::Admin),
     ("/accrue.attribution.v1.AttributionService/RecordSale", Rule::Admin),
     ("/accrue.attribution.v1.AttributionService/RecordSales", Rule::Admin),
@@ -65,18 +73,18 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/accrue.commission.v1.CommissionService/AssignScheme", Rule::Admin),
     ("/accrue.commission.v1.CommissionService/GetSchemeChain", Rule::Read),
     ("/accrue.ledger.v1.LedgerService/PostEntries", Rule::Service(ATTRIBUTION)),
-    ("/accrue.ledger.v1.LedgerService/GetEntry", Rule::Read),
-    ("/accrue.ledger.v1.LedgerService/ListEntries", Rule::Read),
+    ("/accrue.ledger.v1.LedgerService/GetEntry", Rule::PartnerRead),
+    ("/accrue.ledger.v1.LedgerService/ListEntries", Rule::PartnerRead),
     ("/accrue.ledger.v1.LedgerService/TransitionEntries", Rule::Finance(ATTRIBUTION)),
-    ("/accrue.ledger.v1.LedgerService/GetEarningsSummary", Rule::Read),
+    ("/accrue.ledger.v1.LedgerService/GetEarningsSummary", Rule::PartnerRead),
     ("/accrue.ledger.v1.LedgerService/ClearMatured", Rule::Finance(&[])),
     ("/accrue.ledger.v1.LedgerService/ReserveForPayout", Rule::Service(PAYOUTS)),
     ("/accrue.ledger.v1.LedgerService/ReverseSale", Rule::Service(ATTRIBUTION)),
     ("/accrue.ledger.v1.LedgerService/VoidReversal", Rule::Service(ATTRIBUTION)),
-    ("/accrue.ledger.v1.LedgerService/GetBalances", Rule::Read),
+    ("/accrue.ledger.v1.LedgerService/GetBalances", Rule::PartnerRead),
     ("/accrue.payouts.v1.PayoutService/CreatePayoutRun", Rule::Finance(&[])),
-    ("/accrue.payouts.v1.PayoutService/GetPayout", Rule::Read),
-    ("/accrue.payouts.v1.PayoutService/ListPayouts", Rule::Read),
+    ("/accrue.payouts.v1.PayoutService/GetPayout", Rule::PartnerRead),
+    ("/accrue.payouts.v1.PayoutService/ListPayouts", Rule::PartnerRead),
 ];
 
 /// Health and reflection answer without a token (probes, grpcurl's
@@ -94,7 +102,8 @@ pub fn rule(path: &str) -> Option<Rule> {
 pub fn allows(rule: Rule, identity: &Identity) -> bool {
     let service_named = |names: &[&str]| identity.has(Role::Service) && names.contains(&identity.subject.as_str());
     match rule {
-        Rule::Read => [Role::Admin, Role::Finance, Role::Viewer, Role::Service].iter().any(|r| identity.has(*r)),
+        Rule::Read => identity.reads_whole_programs(),
+        Rule::PartnerRead => identity.reads_whole_programs() || identity.has(Role::Partner),
         Rule::Admin => identity.has(Role::Admin),
         Rule::Finance(services) => identity.has(Role::Admin) || identity.has(Role::Finance) || service_named(services),
         Rule::Service(services) => identity.has(Role::Admin) || service_named(services),
@@ -166,7 +175,9 @@ mod tests {
         assert!(authorize(post, &payouts).is_err() && authorize(post, &finance).is_err());
         assert!(authorize(run, &finance).is_ok() && authorize(run, &viewer).is_err() && authorize(run, &saga).is_err());
         assert!(authorize(read, &viewer).is_ok() && authorize(read, &payouts).is_ok());
-        assert!(authorize(read, &partner).is_err(), "partners wait for scoped reads");
+        assert!(authorize(read, &partner).is_ok(), "a partner reads its own balances");
+        assert!(authorize("/accrue.attribution.v1.AttributionService/GetSale", &partner).is_err(), "never raw sales");
+        assert!(authorize("/accrue.hierarchy.v1.HierarchyService/ListPartners", &partner).is_err());
         assert!(authorize("/accrue.ledger.v1.LedgerService/Nope", &admin).is_err());
         assert!(is_exempt("/grpc.health.v1.Health/Check"));
         assert!(is_exempt("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));

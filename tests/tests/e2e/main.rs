@@ -11,4 +11,5 @@ mod paging;
 mod refunds;
 mod replay;
 mod saga;
+mod tenancy;
 mod world;

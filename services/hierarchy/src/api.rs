@@ -281,7 +281,8 @@ impl HierarchyService for HierarchyApi {
         request: Request<pb::CreatePartnerRequest>,
     ) -> Result<Response<pb::Partner>, Status> {
         let new = validate_new_partner(request.get_ref())?;
-        accrue_kit::auth::caller(&request)?.require_program(new.program_id)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        scope.require_program(new.program_id)?;
         let fingerprint = idempotency::fingerprint_message(&pb::CreatePartnerRequest {
             request_id: String::new(),
             ..request.into_inner()
@@ -303,8 +304,12 @@ impl HierarchyService for HierarchyApi {
         let parent = match new.parent_id {
             None => None,
             Some(parent_id) => {
-                let parent =
-                    store::get_partner(&mut *tx, parent_id).await?.ok_or_else(|| not_found("partner", parent_id))?;
+                // A parent in a program the token does not name is answered
+                // exactly as a missing one.
+                let parent = store::get_partner(&mut *tx, parent_id)
+                    .await?
+                    .filter(|row| scope.programs.contains(row.program_id))
+                    .ok_or_else(|| not_found("partner", parent_id))?;
                 if parent.program_id != program.id {
                     return Err(failed_precondition(
                         "PROGRAM_MISMATCH",
@@ -478,8 +483,11 @@ impl HierarchyService for HierarchyApi {
         let new_parent = match parent_id {
             None => None,
             Some(parent_id) => {
-                let parent =
-                    store::get_partner(&mut *tx, parent_id).await?.ok_or_else(|| not_found("partner", parent_id))?;
+                // As in CreatePartner: a parent the token cannot see is missing.
+                let parent = store::get_partner(&mut *tx, parent_id)
+                    .await?
+                    .filter(|row| scope.programs.contains(row.program_id))
+                    .ok_or_else(|| not_found("partner", parent_id))?;
                 if parent.program_id != program.id {
                     return Err(failed_precondition(
                         "PROGRAM_MISMATCH",

@@ -12,4 +12,5 @@ mod partner_scope;
 mod refunds;
 mod replay;
 mod saga;
+mod tenancy;
 mod world;

@@ -123,7 +123,8 @@ impl CommissionService for CommissionApi {
     /// See [`schemes::create_scheme`].
     async fn create_scheme(&self, request: Request<pb::CreateSchemeRequest>) -> Result<Response<pb::Scheme>, Status> {
         in_scope(&request, &request.get_ref().program_id)?;
-        schemes::create_scheme(self, request.into_inner()).await.map(Response::new)
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        schemes::create_scheme(self, &scope, request.into_inner()).await.map(Response::new)
     }
 
     /// See [`schemes::get_scheme`].

@@ -123,11 +123,16 @@ struct RatesFingerprint {
 /// `scheme.rates` as in SetSchemeRates, with roles on the program's ladder.
 /// Then: program unknown to the hierarchy → NOT_FOUND; a second root of the
 /// program → ALREADY_EXISTS `ROOT_SCHEME_EXISTS`; parent unknown → NOT_FOUND;
-/// parent in another program → FAILED_PRECONDITION `SCHEME_IN_OTHER_PROGRAM`;
+/// parent in another program → FAILED_PRECONDITION `SCHEME_IN_OTHER_PROGRAM`
+/// (NOT_FOUND, as an unknown parent, when the token does not name that program);
 /// initial rates breaking the tree's rules → INVALID_ARGUMENT on
 /// `scheme.rates[i].rate`. A repeated `request_id` returns the stored scheme;
 /// reusing it for another body is ALREADY_EXISTS `REQUEST_ID_REUSED`.
-pub(super) async fn create_scheme(api: &CommissionApi, request: pb::CreateSchemeRequest) -> Result<pb::Scheme, Status> {
+pub(super) async fn create_scheme(
+    api: &CommissionApi,
+    scope: &Identity,
+    request: pb::CreateSchemeRequest,
+) -> Result<pb::Scheme, Status> {
     let mut violations = FieldViolations::new();
     let program_id = require_uuid("program_id", &request.program_id, &mut violations);
     let request_id = check_request_id(&request.request_id, &mut violations);
@@ -177,7 +182,14 @@ pub(super) async fn create_scheme(api: &CommissionApi, request: pb::CreateScheme
         },
     )
     .await
-    .map_err(|error| scheme_error(error, "scheme.rates"))?;
+    .map_err(|error| match error {
+        // A parent in a program the token does not name is answered exactly
+        // as a missing one (issue 10 item 2).
+        SchemeError::OtherProgram { scheme_id, scheme_program, .. } if !scope.programs.contains(scheme_program) => {
+            not_found("scheme", scheme_id)
+        }
+        error => scheme_error(error, "scheme.rates"),
+    })?;
     Ok(encode(&stored))
 }
 

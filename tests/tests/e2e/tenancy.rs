@@ -1,0 +1,1168 @@
+//! The "another program" column of the auth matrix (issue 10 "Tests"): a
+//! token that names program B only finds nothing of program A, in every RPC
+//! of every service, learns nothing from the answer, and writes nothing.
+//!
+//! One stack; program A has real data in all five services (a partner tree,
+//! agreements and override plans, a scheme with rates and an assignment, two
+//! links, a lead, a settled sale with its ledger entries, a clawed-back
+//! refund, cleared and approved entries and a payout run with payouts);
+//! program B has one partner. Then:
+//!
+//! - every RPC of `accrue_kit::auth::policy::TABLE` gets a valid request
+//!   naming A's resources (one `match` over the paths: a new RPC fails the
+//!   test until it gets a row). The program-A admin token gets a business
+//!   answer (never INVALID_ARGUMENT or NOT_FOUND: the request is well-formed
+//!   and its ids are real); the program-B admin token gets NOT_FOUND — except
+//!   CreateProgram, which only a `*` token may call (PERMISSION_DENIED);
+//! - existence leaks: each of A's ids in those requests is swapped for a
+//!   fresh random one, and the B token's answer (code and message, the id
+//!   replaced by a placeholder) is the same for both; the same for requests
+//!   in program B that reference A's resources (a parent, an owner, a sale,
+//!   an entry, a scheme, a payout…), whose successful answers must match
+//!   byte for byte;
+//! - page tokens: a token A's lists handed out is NOT_FOUND for the B token
+//!   in program A (exactly as without it) and INVALID_ARGUMENT in program B
+//!   (bound to its query), naming nothing of A;
+//! - nothing changed: a digest of every row of every table of the five
+//!   schemas is the same before and after all of the B token's calls.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use accrue_cli::stack::{Stack, StackConfig};
+use accrue_e2e::fixtures::{gbp, payment, percentage_on_payment, record_and_settle, ts};
+use accrue_e2e::{Clients, all_entries, wait_saga};
+use accrue_kit::auth::policy::TABLE;
+use accrue_kit::auth::{AuthConfig, Minter, Role};
+use accrue_proto::attribution::v1 as apb;
+use accrue_proto::commission::v1 as cpb;
+use accrue_proto::hierarchy::v1 as hpb;
+use accrue_proto::ledger::v1 as lpb;
+use accrue_proto::payouts::v1 as ppb;
+use accrue_proto::types::v1 as types;
+use accrue_testkit::TestDb;
+use prost::Message;
+use prost::bytes::{Buf, BufMut};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+const SECRET: &str = "accrue-e2e-tenancy-secret-0123456789abcdef";
+const SALE_AT: &str = "2024-03-01T12:00:00Z";
+const REFUND_AT: &str = "2024-03-05T09:00:00Z";
+const CLEAR_AS_OF: &str = "2024-04-30T00:00:00Z";
+const CUTOFF: &str = "2024-04-30T23:59:59Z";
+const SERVICE_CODE: &str = "RECHARGE";
+/// What a swapped id is shown as in compared messages and bodies (as long
+/// as a UUID, so an encoded message stays well-formed).
+const PLACEHOLDER: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Passes encoded messages through unchanged, so one call helper serves
+/// every RPC.
+#[derive(Debug, Default, Clone, Copy)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let mut bytes = vec![0; src.remaining()];
+        src.copy_to_slice(&mut bytes);
+        Ok(Some(bytes))
+    }
+}
+
+/// One answer: the code, the message, and the encoded reply (Ok only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Answer {
+    code: Code,
+    message: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// The answer with `ids` shown as the placeholder (message and body).
+    fn masked(&self, ids: &[&str]) -> Answer {
+        let mut answer = self.clone();
+        for id in ids {
+            answer.message = answer.message.replace(id, "<id>");
+            answer.body = replace(&answer.body, id, PLACEHOLDER);
+        }
+        answer
+    }
+
+    fn show(&self) -> String {
+        format!("{:?} {:?} {}", self.code, self.message, String::from_utf8_lossy(&self.body).escape_debug())
+    }
+}
+
+/// True when two answers to `path` (their swapped ids masked) are the same.
+/// Replies that may hold protobuf maps (a breakdown's inputs, encoded in
+/// hash-map order) are compared decoded, the others byte for byte.
+fn same_answer(path: &str, x: &Answer, y: &Answer) -> bool {
+    fn decoded<M: Message + Default + PartialEq>(x: &[u8], y: &[u8]) -> bool {
+        matches!((M::decode(x), M::decode(y)), (Ok(x), Ok(y)) if x == y)
+    }
+    if (x.code, &x.message) != (y.code, &y.message) {
+        return false;
+    }
+    match path.rsplit('/').next().unwrap_or_default() {
+        "ComputeSettlements" => decoded::<cpb::ComputeSettlementsResponse>(&x.body, &y.body),
+        "QuoteSale" => decoded::<cpb::QuoteSaleResponse>(&x.body, &y.body),
+        "GetEntry" => decoded::<lpb::Entry>(&x.body, &y.body),
+        "ListEntries" => decoded::<lpb::ListEntriesResponse>(&x.body, &y.body),
+        "ReverseSale" => decoded::<lpb::ReverseSaleResponse>(&x.body, &y.body),
+        _ => x.body == y.body,
+    }
+}
+
+/// `haystack` with every occurrence of `from` replaced by `to`.
+fn replace(haystack: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let from = from.as_bytes();
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(from) {
+            out.extend_from_slice(to.as_bytes());
+            i += from.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle.as_bytes())
+}
+
+/// The five services' channels, by the service a path names.
+struct Channels(HashMap<&'static str, Channel>);
+
+impl Channels {
+    async fn connect(stack: &Stack) -> Channels {
+        let e = &stack.endpoints;
+        let mut map = HashMap::new();
+        for (service, url) in [
+            ("hierarchy", &e.hierarchy),
+            ("attribution", &e.attribution),
+            ("commission", &e.commission),
+            ("ledger", &e.ledger),
+            ("payouts", &e.payouts),
+        ] {
+            map.insert(service, Channel::from_shared(url.clone()).unwrap().connect().await.unwrap());
+        }
+        Channels(map)
+    }
+
+    /// Calls `path` with the encoded request `body` and `token` (RecordSales
+    /// as a stream of that one message).
+    async fn call(&self, path: &str, token: &str, body: &[u8]) -> Answer {
+        let service = path.split('.').nth(1).unwrap_or_default();
+        let channel = self.0.get(service).unwrap_or_else(|| panic!("no service for {path}")).clone();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let path = PathAndQuery::try_from(path.to_string()).unwrap();
+        let bearer = format!("Bearer {token}").parse().unwrap();
+        let reply = if path.path().ends_with("/RecordSales") {
+            let mut request = tonic::Request::new(futures::stream::iter(vec![body.to_vec()]));
+            request.metadata_mut().insert("authorization", bearer);
+            grpc.client_streaming(request, path, Raw).await
+        } else {
+            let mut request = tonic::Request::new(body.to_vec());
+            request.metadata_mut().insert("authorization", bearer);
+            grpc.unary(request, path, Raw).await
+        };
+        match reply {
+            Ok(response) => Answer { code: Code::Ok, message: String::new(), body: response.into_inner() },
+            Err(status) => Answer { code: status.code(), message: status.message().to_string(), body: Vec::new() },
+        }
+    }
+}
+
+/// Program A's resources, ids as the API returns them.
+struct A {
+    program: String,
+    parent: String,
+    seller: String,
+    sub: String,
+    split_a: String,
+    split_b: String,
+    link: String,
+    link_2: String,
+    sale: String,
+    sale_2: String,
+    settle_saga: String,
+    clawback_saga: String,
+    refund: String,
+    refund_2: String,
+    scheme: String,
+    /// The highest role of the program's ladder (the scheme's rate is for it).
+    top_role: String,
+    /// The seller's DIRECT credit and the debit that claws part of it back.
+    credit: String,
+    debit: String,
+    /// The credit's PostEntries key and the debit's ReverseSale key.
+    post_key: String,
+    reverse_key: String,
+    run: String,
+    /// The seller's payout.
+    payout: String,
+}
+
+impl A {
+    /// Every id of A a request may carry (keys embed saga ids).
+    fn ids(&self) -> Vec<&str> {
+        vec![
+            &self.program,
+            &self.parent,
+            &self.seller,
+            &self.sub,
+            &self.split_a,
+            &self.split_b,
+            &self.link,
+            &self.link_2,
+            &self.sale,
+            &self.sale_2,
+            &self.settle_saga,
+            &self.clawback_saga,
+            &self.refund,
+            &self.refund_2,
+            &self.scheme,
+            &self.credit,
+            &self.debit,
+            &self.run,
+            &self.payout,
+        ]
+    }
+}
+
+/// Program B: its id and its one partner.
+struct B {
+    program: String,
+    partner: String,
+}
+
+// Requests used both to build program A and as replays in the matrix (the
+// same body, so a replay by the A token writes nothing).
+
+fn approve_request(program: &str) -> hpb::UpdateProgramRequest {
+    hpb::UpdateProgramRequest {
+        program: Some(hpb::Program { id: program.into(), auto_approve_cleared: true, ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["auto_approve_cleared".into()] }),
+        request_id: "approve-a".into(),
+    }
+}
+
+fn sub_request(program: &str, seller: &str) -> hpb::CreatePartnerRequest {
+    hpb::CreatePartnerRequest {
+        program_id: program.into(),
+        partner: Some(hpb::Partner { display_name: "Sub".into(), parent_id: seller.into(), ..Default::default() }),
+        request_id: "sub-1".into(),
+    }
+}
+
+/// world::setup's link, as it creates it (request_id `link-1`).
+fn link_request(a: &A) -> apb::CreateLinkRequest {
+    apb::CreateLinkRequest {
+        program_id: a.program.clone(),
+        link: Some(apb::Link {
+            owner_partner_id: a.seller.clone(),
+            key: "summer-sale".into(),
+            destination_url: "https://example.com/summer".into(),
+            splits: vec![
+                apb::LinkSplit { partner_id: a.split_a.clone(), basis_points: 3000 },
+                apb::LinkSplit { partner_id: a.split_b.clone(), basis_points: 2000 },
+            ],
+            ..Default::default()
+        }),
+        request_id: "link-1".into(),
+    }
+}
+
+fn link_2_request(program: &str, owner: &str) -> apb::CreateLinkRequest {
+    apb::CreateLinkRequest {
+        program_id: program.into(),
+        link: Some(apb::Link {
+            owner_partner_id: owner.into(),
+            key: "spring".into(),
+            destination_url: "https://example.com/spring".into(),
+            ..Default::default()
+        }),
+        request_id: "link-2".into(),
+    }
+}
+
+fn agreement_request(program: &str, partner: &str, version: u32) -> cpb::CreateAgreementRequest {
+    cpb::CreateAgreementRequest {
+        program_id: program.into(),
+        partner_id: partner.into(),
+        effective_from: Some(ts(&format!("202{version}-01-01T00:00:00Z"))),
+        rules: Some(percentage_on_payment(&format!("0.1{version}"))),
+        request_id: format!("agreement-sub-{version}"),
+    }
+}
+
+fn plan_request(program: &str, partner: &str) -> cpb::SetOverridePlanRequest {
+    cpb::SetOverridePlanRequest {
+        plan: Some(cpb::OverridePlan {
+            program_id: program.into(),
+            partner_id: partner.into(),
+            mode: cpb::OverrideMode::Percentage as i32,
+            basis: cpb::OverrideBasis::DealAmount as i32,
+            rates_by_level: vec![cpb::OverrideLevel { rate: "0.02".into(), flat_amount: None }],
+            update_time: None,
+        }),
+        request_id: "plan-sub".into(),
+    }
+}
+
+fn scheme_request(program: &str) -> cpb::CreateSchemeRequest {
+    cpb::CreateSchemeRequest {
+        program_id: program.into(),
+        scheme: Some(cpb::Scheme { display_name: "Root".into(), ..Default::default() }),
+        request_id: "scheme-root".into(),
+    }
+}
+
+fn rates_request(scheme: &str, role: &str) -> cpb::SetSchemeRatesRequest {
+    cpb::SetSchemeRatesRequest {
+        scheme_id: scheme.into(),
+        rates: vec![cpb::SchemeRate { service_code: SERVICE_CODE.into(), role: role.into(), rate: "0.05".into() }],
+        request_id: "rates-1".into(),
+    }
+}
+
+fn sale_request(program: &str) -> apb::RecordSaleRequest {
+    payment(program, "s-1", "cust-1", "100.00", "", SALE_AT)
+}
+
+fn refund_request(program: &str, sale: &str) -> apb::RecordRefundRequest {
+    apb::RecordRefundRequest {
+        program_id: program.into(),
+        external_id: "r-1".into(),
+        sale: Some(apb::record_refund_request::Sale::SaleId(sale.into())),
+        amount: Some(gbp("50.00")),
+        occurred_at: Some(ts(REFUND_AT)),
+        reason: "returned goods".into(),
+    }
+}
+
+fn run_request(program: &str) -> ppb::CreatePayoutRunRequest {
+    ppb::CreatePayoutRunRequest {
+        program_id: program.into(),
+        currency_code: "GBP".into(),
+        period: "2024-04".into(),
+        cutoff: Some(ts(CUTOFF)),
+        minimum_amount: Some(gbp("1.00")),
+        request_id: "run-a".into(),
+    }
+}
+
+fn partner_context(id: &str) -> cpb::PartnerContext {
+    cpb::PartnerContext { partner_id: id.into(), status: types::PartnerStatus::Active as i32, role: String::new() }
+}
+
+/// Program A with data in all five services (built with the `*` admin).
+async fn build_a(c: &mut Clients) -> A {
+    let w = crate::world::setup(c, "Tenancy A").await;
+    let program = w.program_id.clone();
+    c.hierarchy.update_program(approve_request(&program)).await.expect("auto-approve");
+    let sub = c.hierarchy.create_partner(sub_request(&program, &w.seller)).await.expect("sub").into_inner().id;
+    let link_2 = c.attribution.create_link(link_2_request(&program, &w.split_a)).await.expect("link 2").into_inner().id;
+    for version in [1, 2] {
+        c.commission.create_agreement(agreement_request(&program, &sub, version)).await.expect("agreement");
+    }
+    c.commission.set_override_plan(plan_request(&program, &sub)).await.expect("override plan");
+    let ladder = c
+        .hierarchy
+        .get_program(hpb::GetProgramRequest { id: program.clone() })
+        .await
+        .expect("get program")
+        .into_inner()
+        .role_ladder;
+    let top_role = ladder.first().expect("a role ladder").clone();
+    let scheme = c.commission.create_scheme(scheme_request(&program)).await.expect("scheme").into_inner().id;
+    c.commission.set_scheme_rates(rates_request(&scheme, &top_role)).await.expect("scheme rates");
+    c.commission
+        .assign_scheme(cpb::AssignSchemeRequest { partner_id: w.seller.clone(), scheme_id: scheme.clone() })
+        .await
+        .expect("assign scheme");
+
+    // A settled sale (DIRECT 10 × 50 %, SPLIT 3.00 and 2.00, OVERRIDE 1.00)
+    // and an unattributed one.
+    let (sale, _) = record_and_settle(c, sale_request(&program)).await;
+    let sale_2 = c
+        .attribution
+        .record_sale(payment(&program, "s-2", "", "40.00", "", "2024-03-02T12:00:00Z"))
+        .await
+        .expect("unattributed sale")
+        .into_inner();
+    assert_eq!(sale_2.state, apb::SaleState::Unattributed as i32, "{sale_2:#?}");
+
+    // Half of the settled sale refunded (a ClawbackSale saga posts the
+    // debits), a quarter of the unattributed one (applied at once).
+    let refund = c.attribution.record_refund(refund_request(&program, &sale.id)).await.expect("refund").into_inner();
+    let saga = wait_saga(c, &refund.saga_id).await.unwrap();
+    assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
+    let refund = c.attribution.get_refund(apb::GetRefundRequest { id: refund.id }).await.unwrap().into_inner();
+    assert_eq!(refund.state, apb::RefundState::Applied as i32, "{refund:#?}");
+    let refund_2 = c
+        .attribution
+        .record_refund(apb::RecordRefundRequest {
+            external_id: "r-2".into(),
+            sale: Some(apb::record_refund_request::Sale::SaleId(sale_2.id.clone())),
+            amount: Some(gbp("10.00")),
+            ..refund_request(&program, &sale.id)
+        })
+        .await
+        .expect("refund 2")
+        .into_inner();
+
+    // Month end: everything clears and is approved; the payout run reserves
+    // the nets of at least a pound (the parent's 0.50 carries forward).
+    c.ledger
+        .clear_matured(lpb::ClearMaturedRequest { program_id: program.clone(), as_of: Some(ts(CLEAR_AS_OF)) })
+        .await
+        .expect("clear matured");
+    let run = c.payouts.create_payout_run(run_request(&program)).await.expect("payout run").into_inner();
+    assert!(run.payout_count >= 3, "{run:#?}");
+    let payouts = c
+        .payouts
+        .list_payouts(ppb::ListPayoutsRequest {
+            program_id: program.clone(),
+            partner_id: w.seller.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payouts;
+    assert_eq!(payouts.len(), 1, "{payouts:#?}");
+
+    let entries = all_entries(c, &program).await.unwrap();
+    let seller_entry = |entry_type: lpb::EntryType| {
+        entries
+            .iter()
+            .find(|e| {
+                e.partner_id == w.seller
+                    && e.entry_type == entry_type as i32
+                    && e.kind == types::EarningKind::Direct as i32
+            })
+            .unwrap_or_else(|| panic!("the seller's {entry_type:?}: {entries:#?}"))
+    };
+    let (credit, debit) = (seller_entry(lpb::EntryType::Credit), seller_entry(lpb::EntryType::Debit));
+    assert_eq!(credit.payout_id, payouts[0].id, "the seller's credit is reserved: {credit:#?}");
+    A {
+        parent: w.parent,
+        seller: w.seller,
+        sub,
+        split_a: w.split_a,
+        split_b: w.split_b,
+        link: w.link_id,
+        link_2,
+        settle_saga: sale.saga_id.clone(),
+        clawback_saga: refund.saga_id.clone(),
+        sale: sale.id,
+        sale_2: sale_2.id,
+        refund: refund.id,
+        refund_2: refund_2.id,
+        scheme,
+        top_role,
+        credit: credit.id.clone(),
+        debit: debit.id.clone(),
+        post_key: credit.idempotency_key.clone(),
+        reverse_key: debit.idempotency_key.clone(),
+        run: run.id,
+        payout: payouts[0].id.clone(),
+        program,
+    }
+}
+
+async fn build_b(c: &mut Clients) -> B {
+    let program = c
+        .hierarchy
+        .create_program(hpb::CreateProgramRequest {
+            program: Some(hpb::Program {
+                display_name: "Tenancy B".into(),
+                default_currency: "GBP".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("program B")
+        .into_inner()
+        .id;
+    let partner = crate::world::create_partner(c, &program, "B root", "").await;
+    B { program, partner }
+}
+
+fn enc(message: impl Message) -> Vec<u8> {
+    message.encode_to_vec()
+}
+
+/// Valid requests for the RPC at `path` that name program A's resources:
+/// reads of real ids, and writes that are replays of A's own requests or
+/// that fail on a business rule after the program check, so that the A
+/// token's calls change nothing either.
+fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
+    let p = || a.program.clone();
+    let rpc = path.rsplit('/').next().unwrap_or_default();
+    match rpc {
+        // hierarchy
+        "CreateProgram" => vec![enc(hpb::CreateProgramRequest {
+            program: Some(hpb::Program {
+                display_name: "Tenancy C".into(),
+                default_currency: "GBP".into(),
+                ..Default::default()
+            }),
+            request_id: "program-c".into(),
+        })],
+        "GetProgram" => vec![enc(hpb::GetProgramRequest { id: p() })],
+        "UpdateProgram" => vec![enc(approve_request(&a.program))],
+        "CreatePartner" => vec![enc(sub_request(&a.program, &a.seller))],
+        "GetPartner" => vec![enc(hpb::GetPartnerRequest { id: a.seller.clone() })],
+        "ListPartners" => vec![enc(hpb::ListPartnersRequest { program_id: p(), ..Default::default() })],
+        "UpdatePartnerStatus" => vec![enc(hpb::UpdatePartnerStatusRequest {
+            id: a.seller.clone(),
+            status: types::PartnerStatus::Active as i32,
+            reason: "probe".into(),
+        })],
+        "SetParent" => vec![enc(hpb::SetParentRequest { id: a.seller.clone(), parent_id: a.parent.clone() })],
+        "GetUplines" => {
+            vec![enc(hpb::GetUplinesRequest { program_id: p(), partner_ids: vec![a.seller.clone(), a.sub.clone()] })]
+        }
+        "ListDownline" => vec![enc(hpb::ListDownlineRequest { id: a.parent.clone(), ..Default::default() })],
+        // attribution
+        "CreateLink" => vec![enc(link_request(a))],
+        "GetLink" => vec![enc(apb::GetLinkRequest { id: a.link.clone() })],
+        "ListLinks" => vec![enc(apb::ListLinksRequest {
+            program_id: p(),
+            owner_partner_id: a.seller.clone(),
+            ..Default::default()
+        })],
+        "TrackLead" => vec![enc(apb::TrackLeadRequest {
+            program_id: p(),
+            link_id: a.link.clone(),
+            customer_external_id: "cust-1".into(),
+            occurred_at: Some(ts("2024-01-01T00:00:00Z")),
+        })],
+        "RecordSale" => vec![enc(sale_request(&a.program))],
+        "RecordSales" => vec![enc(apb::RecordSalesRequest { sales: vec![sale_request(&a.program)] })],
+        "GetSale" => vec![enc(apb::GetSaleRequest { id: a.sale.clone() })],
+        "ListSales" => vec![enc(apb::ListSalesRequest { program_id: p(), ..Default::default() })],
+        "GetSaga" => vec![
+            enc(apb::GetSagaRequest { id: a.settle_saga.clone() }),
+            enc(apb::GetSagaRequest { id: a.clawback_saga.clone() }),
+        ],
+        "ListSagas" => vec![enc(apb::ListSagasRequest { program_id: p(), ..Default::default() })],
+        // DONE: FAILED_PRECONDITION SAGA_NOT_FAILED for A.
+        "RetrySaga" => vec![enc(apb::RetrySagaRequest { id: a.settle_saga.clone() })],
+        "RecordRefund" => vec![
+            enc(refund_request(&a.program, &a.sale)),
+            enc(apb::RecordRefundRequest {
+                sale: Some(apb::record_refund_request::Sale::SaleExternalId("s-1".into())),
+                ..refund_request(&a.program, &a.sale)
+            }),
+        ],
+        "GetRefund" => vec![
+            enc(apb::GetRefundRequest { id: a.refund.clone() }),
+            enc(apb::GetRefundRequest { id: a.refund_2.clone() }),
+        ],
+        "ListRefunds" => {
+            vec![enc(apb::ListRefundsRequest { program_id: p(), sale_id: a.sale.clone(), ..Default::default() })]
+        }
+        // commission
+        "CreateAgreement" => vec![enc(agreement_request(&a.program, &a.sub, 1))],
+        "ListAgreementVersions" => vec![enc(cpb::ListAgreementVersionsRequest {
+            program_id: p(),
+            partner_id: a.sub.clone(),
+            ..Default::default()
+        })],
+        "GetAgreementInForce" => vec![enc(cpb::GetAgreementInForceRequest {
+            program_id: p(),
+            partner_id: a.seller.clone(),
+            time: Some(ts(SALE_AT)),
+        })],
+        "SetOverridePlan" => vec![enc(plan_request(&a.program, &a.sub))],
+        "ComputeSettlements" => vec![enc(cpb::ComputeSettlementsRequest {
+            program: Some(cpb::ProgramContext { program_id: p(), ..Default::default() }),
+            sales: vec![cpb::SaleContext {
+                sale_id: a.sale.clone(),
+                event_type: types::SaleEventType::Payment as i32,
+                amount: Some(gbp("100.00")),
+                occurred_at: Some(ts(SALE_AT)),
+                customer_id: "cust-1".into(),
+                seller: Some(partner_context(&a.seller)),
+                splits: vec![cpb::SplitContext { partner: Some(partner_context(&a.split_a)), basis_points: 3000 }],
+                ancestors: vec![partner_context(&a.parent)],
+                is_first_payment: true,
+                ..Default::default()
+            }],
+        })],
+        "QuoteSale" => vec![enc(cpb::QuoteSaleRequest {
+            program_id: p(),
+            sale: Some(cpb::QuoteSaleInput {
+                seller_partner_id: a.seller.clone(),
+                event_type: types::SaleEventType::Payment as i32,
+                amount: Some(gbp("100.00")),
+                occurred_at: Some(ts(SALE_AT)),
+                splits: vec![cpb::QuoteSplit { partner_id: a.split_a.clone(), basis_points: 3000 }],
+                ..Default::default()
+            }),
+            draft_rules: None,
+        })],
+        "CreateScheme" => vec![enc(scheme_request(&a.program))],
+        "GetScheme" => vec![enc(cpb::GetSchemeRequest { id: a.scheme.clone() })],
+        "SetSchemeRates" => vec![enc(rates_request(&a.scheme, &a.top_role))],
+        "AssignScheme" => {
+            vec![enc(cpb::AssignSchemeRequest { partner_id: a.seller.clone(), scheme_id: a.scheme.clone() })]
+        }
+        "GetSchemeChain" => vec![
+            enc(cpb::GetSchemeChainRequest { partner_id: a.seller.clone(), ..Default::default() }),
+            enc(cpb::GetSchemeChainRequest { scheme_id: a.scheme.clone(), ..Default::default() }),
+        ],
+        // ledger
+        // The credit's own key with another body: ALREADY_EXISTS for A, nothing written.
+        "PostEntries" => vec![enc(lpb::PostEntriesRequest {
+            program_id: p(),
+            postings: vec![lpb::SalePosting {
+                idempotency_key: a.post_key.clone(),
+                sale_id: a.sale.clone(),
+                lines: vec![lpb::EntryInput {
+                    partner_id: a.seller.clone(),
+                    kind: types::EarningKind::Direct as i32,
+                    amount: Some(gbp("1.00")),
+                    level: 0,
+                    source_partner_id: a.seller.clone(),
+                    occurred_at: Some(ts(SALE_AT)),
+                    clears_at: Some(ts(SALE_AT)),
+                    breakdown: None,
+                }],
+            }],
+        })],
+        "GetEntry" => {
+            vec![enc(lpb::GetEntryRequest { id: a.credit.clone() }), enc(lpb::GetEntryRequest { id: a.debit.clone() })]
+        }
+        "ListEntries" => vec![
+            enc(lpb::ListEntriesRequest { program_id: p(), partner_id: a.seller.clone(), ..Default::default() }),
+            enc(lpb::ListEntriesRequest { program_id: p(), sale_id: a.sale.clone(), ..Default::default() }),
+        ],
+        // A reserved credit cannot be voided: FAILED_PRECONDITION for A.
+        "TransitionEntries" => vec![enc(lpb::TransitionEntriesRequest {
+            program_id: p(),
+            entry_ids: vec![a.credit.clone()],
+            to_status: lpb::EntryStatus::Voided as i32,
+            reason: "probe".into(),
+        })],
+        "GetEarningsSummary" => {
+            vec![enc(lpb::GetEarningsSummaryRequest { program_id: p(), partner_ids: vec![a.seller.clone()] })]
+        }
+        // Everything up to then is cleared already.
+        "ClearMatured" => {
+            vec![enc(lpb::ClearMaturedRequest { program_id: p(), as_of: Some(ts(CLEAR_AS_OF)) })]
+        }
+        // The payout's reservation exists: answered as it stands.
+        "ReserveForPayout" => vec![enc(lpb::ReserveForPayoutRequest {
+            program_id: p(),
+            currency_code: "GBP".into(),
+            cutoff: Some(ts(CUTOFF)),
+            reservations: vec![lpb::PartnerReservation {
+                partner_id: a.seller.clone(),
+                payout_id: a.payout.clone(),
+                minimum_amount: Some(gbp("1.00")),
+            }],
+        })],
+        // T > A: FAILED_PRECONDITION REFUND_EXCEEDS_SALE for A, nothing written.
+        "ReverseSale" => vec![enc(lpb::ReverseSaleRequest {
+            program_id: p(),
+            sale_id: a.sale.clone(),
+            idempotency_key: "tenancy-probe".into(),
+            refund_id: a.refund.clone(),
+            sale_amount: Some(gbp("100.00")),
+            refunded_total: Some(gbp("150.00")),
+            occurred_at: Some(ts(REFUND_AT)),
+            rounding_mode: 0,
+            reason: "probe".into(),
+        })],
+        // Its debits are reserved by the payouts: FAILED_PRECONDITION DEBIT_RESERVED for A.
+        "VoidReversal" => vec![enc(lpb::VoidReversalRequest {
+            program_id: p(),
+            idempotency_key: a.reverse_key.clone(),
+            reason: "probe".into(),
+        })],
+        "GetBalances" => vec![enc(lpb::GetBalancesRequest {
+            program_id: p(),
+            partner_ids: vec![a.seller.clone()],
+            currency_code: "GBP".into(),
+        })],
+        // payouts
+        "CreatePayoutRun" => vec![enc(run_request(&a.program))],
+        "GetPayout" => vec![enc(ppb::GetPayoutRequest { id: a.payout.clone() })],
+        "ListPayouts" => vec![enc(ppb::ListPayoutsRequest {
+            program_id: p(),
+            partner_id: a.seller.clone(),
+            payout_run_id: a.run.clone(),
+            ..Default::default()
+        })],
+        other => panic!("no request for {other} ({path}): add one"),
+    }
+}
+
+/// Requests in program B that reference program A's resources, none of
+/// which may write: NOT_FOUND, or an empty answer, exactly as for an id
+/// that exists nowhere.
+fn cross_requests(a: &A, b: &B) -> Vec<(&'static str, Vec<u8>)> {
+    let p = || b.program.clone();
+    vec![
+        (
+            "/accrue.hierarchy.v1.HierarchyService/CreatePartner",
+            enc(hpb::CreatePartnerRequest {
+                program_id: p(),
+                partner: Some(hpb::Partner {
+                    display_name: "Under A".into(),
+                    parent_id: a.parent.clone(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            }),
+        ),
+        (
+            "/accrue.hierarchy.v1.HierarchyService/SetParent",
+            enc(hpb::SetParentRequest { id: b.partner.clone(), parent_id: a.parent.clone() }),
+        ),
+        (
+            "/accrue.hierarchy.v1.HierarchyService/GetUplines",
+            enc(hpb::GetUplinesRequest { program_id: p(), partner_ids: vec![b.partner.clone(), a.seller.clone()] }),
+        ),
+        (
+            "/accrue.attribution.v1.AttributionService/CreateLink",
+            enc(apb::CreateLinkRequest {
+                program_id: p(),
+                link: Some(apb::Link {
+                    owner_partner_id: a.seller.clone(),
+                    key: "cross-owner".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            }),
+        ),
+        (
+            "/accrue.attribution.v1.AttributionService/CreateLink",
+            enc(apb::CreateLinkRequest {
+                program_id: p(),
+                link: Some(apb::Link {
+                    owner_partner_id: b.partner.clone(),
+                    key: "cross-split".into(),
+                    splits: vec![apb::LinkSplit { partner_id: a.split_a.clone(), basis_points: 1000 }],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            }),
+        ),
+        (
+            "/accrue.attribution.v1.AttributionService/ListLinks",
+            enc(apb::ListLinksRequest { program_id: p(), owner_partner_id: a.seller.clone(), ..Default::default() }),
+        ),
+        (
+            "/accrue.attribution.v1.AttributionService/TrackLead",
+            enc(apb::TrackLeadRequest {
+                program_id: p(),
+                link_id: a.link.clone(),
+                customer_external_id: "cust-b".into(),
+                occurred_at: Some(ts("2024-01-01T00:00:00Z")),
+            }),
+        ),
+        ("/accrue.attribution.v1.AttributionService/RecordRefund", enc(refund_request(&b.program, &a.sale))),
+        (
+            "/accrue.attribution.v1.AttributionService/ListRefunds",
+            enc(apb::ListRefundsRequest { program_id: p(), sale_id: a.sale.clone(), ..Default::default() }),
+        ),
+        (
+            "/accrue.commission.v1.CommissionService/ListAgreementVersions",
+            enc(cpb::ListAgreementVersionsRequest { program_id: p(), partner_id: a.sub.clone(), ..Default::default() }),
+        ),
+        (
+            "/accrue.commission.v1.CommissionService/GetAgreementInForce",
+            enc(cpb::GetAgreementInForceRequest {
+                program_id: p(),
+                partner_id: a.seller.clone(),
+                time: Some(ts(SALE_AT)),
+            }),
+        ),
+        (
+            "/accrue.commission.v1.CommissionService/QuoteSale",
+            enc(cpb::QuoteSaleRequest {
+                program_id: p(),
+                sale: Some(cpb::QuoteSaleInput {
+                    seller_partner_id: a.seller.clone(),
+                    event_type: types::SaleEventType::Payment as i32,
+                    amount: Some(gbp("100.00")),
+                    occurred_at: Some(ts(SALE_AT)),
+                    ..Default::default()
+                }),
+                draft_rules: None,
+            }),
+        ),
+        (
+            "/accrue.commission.v1.CommissionService/ComputeSettlements",
+            enc(cpb::ComputeSettlementsRequest {
+                program: Some(cpb::ProgramContext { program_id: p(), ..Default::default() }),
+                sales: vec![cpb::SaleContext {
+                    sale_id: a.sale.clone(),
+                    event_type: types::SaleEventType::Payment as i32,
+                    amount: Some(gbp("100.00")),
+                    occurred_at: Some(ts(SALE_AT)),
+                    customer_id: "cust-1".into(),
+                    seller: Some(partner_context(&a.seller)),
+                    ancestors: vec![partner_context(&a.parent)],
+                    ..Default::default()
+                }],
+            }),
+        ),
+        (
+            "/accrue.commission.v1.CommissionService/CreateScheme",
+            enc(cpb::CreateSchemeRequest {
+                program_id: p(),
+                scheme: Some(cpb::Scheme {
+                    display_name: "Under A".into(),
+                    parent_id: a.scheme.clone(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            }),
+        ),
+        (
+            "/accrue.commission.v1.CommissionService/AssignScheme",
+            enc(cpb::AssignSchemeRequest { partner_id: b.partner.clone(), scheme_id: a.scheme.clone() }),
+        ),
+        (
+            "/accrue.ledger.v1.LedgerService/ListEntries",
+            enc(lpb::ListEntriesRequest { program_id: p(), partner_id: a.seller.clone(), ..Default::default() }),
+        ),
+        (
+            "/accrue.ledger.v1.LedgerService/ListEntries",
+            enc(lpb::ListEntriesRequest { program_id: p(), sale_id: a.sale.clone(), ..Default::default() }),
+        ),
+        (
+            "/accrue.ledger.v1.LedgerService/TransitionEntries",
+            enc(lpb::TransitionEntriesRequest {
+                program_id: p(),
+                entry_ids: vec![a.credit.clone()],
+                to_status: lpb::EntryStatus::Disputed as i32,
+                reason: "probe".into(),
+            }),
+        ),
+        (
+            "/accrue.ledger.v1.LedgerService/GetEarningsSummary",
+            enc(lpb::GetEarningsSummaryRequest { program_id: p(), partner_ids: vec![a.seller.clone()] }),
+        ),
+        (
+            "/accrue.ledger.v1.LedgerService/GetBalances",
+            enc(lpb::GetBalancesRequest {
+                program_id: p(),
+                partner_ids: vec![a.seller.clone()],
+                currency_code: "GBP".into(),
+            }),
+        ),
+        (
+            "/accrue.ledger.v1.LedgerService/ReserveForPayout",
+            enc(lpb::ReserveForPayoutRequest {
+                program_id: p(),
+                currency_code: "GBP".into(),
+                cutoff: Some(ts(CUTOFF)),
+                reservations: vec![lpb::PartnerReservation {
+                    partner_id: a.seller.clone(),
+                    payout_id: a.payout.clone(),
+                    minimum_amount: Some(gbp("1.00")),
+                }],
+            }),
+        ),
+        (
+            "/accrue.ledger.v1.LedgerService/VoidReversal",
+            enc(lpb::VoidReversalRequest {
+                program_id: p(),
+                idempotency_key: a.reverse_key.clone(),
+                reason: "probe".into(),
+            }),
+        ),
+        (
+            "/accrue.payouts.v1.PayoutService/ListPayouts",
+            enc(ppb::ListPayoutsRequest {
+                program_id: p(),
+                partner_id: a.seller.clone(),
+                payout_run_id: a.run.clone(),
+                ..Default::default()
+            }),
+        ),
+    ]
+}
+
+/// Where a list is: the program, ListDownline's partner, and the partner
+/// whose agreement versions ListAgreementVersions lists.
+struct ListScope<'a> {
+    program: &'a str,
+    root: &'a str,
+    agreement_partner: &'a str,
+}
+
+/// The lists that page: one page of one item of `scope`'s list at `path`.
+const LISTS: &[&str] = &[
+    "/accrue.hierarchy.v1.HierarchyService/ListPartners",
+    "/accrue.hierarchy.v1.HierarchyService/ListDownline",
+    "/accrue.attribution.v1.AttributionService/ListLinks",
+    "/accrue.attribution.v1.AttributionService/ListSales",
+    "/accrue.attribution.v1.AttributionService/ListSagas",
+    "/accrue.attribution.v1.AttributionService/ListRefunds",
+    "/accrue.commission.v1.CommissionService/ListAgreementVersions",
+    "/accrue.ledger.v1.LedgerService/ListEntries",
+    "/accrue.payouts.v1.PayoutService/ListPayouts",
+];
+
+fn list_request(path: &str, scope: &ListScope<'_>, page_token: &str) -> Vec<u8> {
+    let program_id = scope.program.to_string();
+    let page_token = page_token.to_string();
+    match path.rsplit('/').next().unwrap_or_default() {
+        "ListPartners" => enc(hpb::ListPartnersRequest { program_id, page_size: 1, page_token, status: 0 }),
+        "ListDownline" => {
+            enc(hpb::ListDownlineRequest { id: scope.root.into(), page_size: 1, page_token, max_depth: 0 })
+        }
+        "ListLinks" => enc(apb::ListLinksRequest { program_id, page_size: 1, page_token, ..Default::default() }),
+        "ListSales" => enc(apb::ListSalesRequest { program_id, page_size: 1, page_token, state: 0 }),
+        "ListSagas" => enc(apb::ListSagasRequest { program_id, page_size: 1, page_token, ..Default::default() }),
+        "ListRefunds" => enc(apb::ListRefundsRequest { program_id, page_size: 1, page_token, ..Default::default() }),
+        "ListAgreementVersions" => enc(cpb::ListAgreementVersionsRequest {
+            program_id,
+            partner_id: scope.agreement_partner.into(),
+            page_size: 1,
+            page_token,
+        }),
+        "ListEntries" => enc(lpb::ListEntriesRequest { program_id, page_size: 1, page_token, ..Default::default() }),
+        "ListPayouts" => enc(ppb::ListPayoutsRequest { program_id, page_size: 1, page_token, ..Default::default() }),
+        other => panic!("no list request for {other}"),
+    }
+}
+
+fn next_page_token(path: &str, body: &[u8]) -> String {
+    match path.rsplit('/').next().unwrap_or_default() {
+        "ListPartners" => hpb::ListPartnersResponse::decode(body).unwrap().next_page_token,
+        "ListDownline" => hpb::ListDownlineResponse::decode(body).unwrap().next_page_token,
+        "ListLinks" => apb::ListLinksResponse::decode(body).unwrap().next_page_token,
+        "ListSales" => apb::ListSalesResponse::decode(body).unwrap().next_page_token,
+        "ListSagas" => apb::ListSagasResponse::decode(body).unwrap().next_page_token,
+        "ListRefunds" => apb::ListRefundsResponse::decode(body).unwrap().next_page_token,
+        "ListAgreementVersions" => cpb::ListAgreementVersionsResponse::decode(body).unwrap().next_page_token,
+        "ListEntries" => lpb::ListEntriesResponse::decode(body).unwrap().next_page_token,
+        "ListPayouts" => ppb::ListPayoutsResponse::decode(body).unwrap().next_page_token,
+        other => panic!("no list response for {other}"),
+    }
+}
+
+const SCHEMAS: [&str; 5] = ["hierarchy", "attribution", "commission", "ledger", "payouts"];
+
+/// Row count and an md5 of every row (as text, sorted) of every table of the
+/// five schemas.
+async fn snapshot(pool: &sqlx::PgPool) -> BTreeMap<String, (i64, String)> {
+    let schemas: Vec<String> = SCHEMAS.iter().map(|s| s.to_string()).collect();
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_schema::text, table_name::text FROM information_schema.tables
+         WHERE table_schema = ANY($1) AND table_type = 'BASE TABLE' ORDER BY 1, 2",
+    )
+    .bind(&schemas)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut digest = BTreeMap::new();
+    for (schema, table) in tables {
+        let sql = format!(
+            "SELECT count(*), coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM \"{schema}\".\"{table}\" t"
+        );
+        let row: (i64, String) = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.unwrap();
+        digest.insert(format!("{schema}.{table}"), row);
+    }
+    digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_programs_token_finds_nothing_learns_nothing_and_writes_nothing_in_any_rpc() {
+    let started = Instant::now();
+    let db = TestDb::create().await.unwrap();
+    let mut config = StackConfig::for_tests(db.url.clone());
+    config.auth = AuthConfig::hs256(SECRET);
+    let stack = Stack::start(config).await.unwrap();
+    let mut c = Clients::connect(&stack.endpoints, &stack.admin).unwrap();
+    let a = build_a(&mut c).await;
+    let b = build_b(&mut c).await;
+    let minter = Minter::new(SECRET, accrue_kit::auth::DEFAULT_ISSUER, accrue_kit::auth::DEFAULT_AUDIENCE).unwrap();
+    let ttl = Duration::from_secs(3600);
+    let token_a = minter.mint("admin-of-a", &[Role::Admin], std::slice::from_ref(&a.program), None, ttl).unwrap();
+    let token_b = minter.mint("admin-of-b", &[Role::Admin], std::slice::from_ref(&b.program), None, ttl).unwrap();
+    let channels = Channels::connect(&stack).await;
+    let create_program = "/accrue.hierarchy.v1.HierarchyService/CreateProgram";
+    let mut failures: Vec<String> = Vec::new();
+
+    // The requests are valid and name real resources: the A token gets a
+    // business answer (its writes are replays or refused after the program
+    // check). CreateProgram validates first, then needs a `*` token.
+    let mut rows = Vec::new();
+    for (path, _) in TABLE {
+        for body in requests(path, &a) {
+            let answer = channels.call(path, &token_a, &body).await;
+            let fine = if *path == create_program {
+                answer.code == Code::PermissionDenied
+            } else {
+                matches!(answer.code, Code::Ok | Code::FailedPrecondition | Code::AlreadyExists)
+            };
+            if !fine {
+                failures.push(format!("{path} with the program-A token: {}", answer.show()));
+            }
+            if path.ends_with("/PostEntries") && answer.code == Code::Ok {
+                let results = lpb::PostEntriesResponse::decode(answer.body.as_slice()).unwrap().results;
+                let reason = results[0].failure.as_ref().map(|failure| failure.reason.clone());
+                assert_eq!(reason.as_deref(), Some("IDEMPOTENCY_KEY_REUSED"), "PostEntries probe: {results:#?}");
+            }
+            rows.push((*path, body));
+        }
+    }
+    assert!(failures.is_empty(), "requests that are not valid for program A:\n{}", failures.join("\n"));
+
+    // Page tokens of A's lists, handed out to the A token.
+    let scope_a = ListScope { program: &a.program, root: &a.parent, agreement_partner: &a.sub };
+    let scope_b = ListScope { program: &b.program, root: &b.partner, agreement_partner: "" };
+    let mut page_tokens = Vec::new();
+    for path in LISTS {
+        let answer = channels.call(path, &token_a, &list_request(path, &scope_a, "")).await;
+        assert_eq!(answer.code, Code::Ok, "{path} first page for A: {}", answer.show());
+        let token = next_page_token(path, &answer.body);
+        assert!(!token.is_empty(), "{path}: A's list has a second page");
+        page_tokens.push((*path, token));
+    }
+
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let before = snapshot(&pool).await;
+    for table in
+        ["hierarchy.partners", "attribution.refunds", "commission.schemes", "ledger.entries", "payouts.payouts"]
+    {
+        assert!(before[table].0 > 0, "{table} has rows");
+    }
+
+    // Another program, every RPC: NOT_FOUND (CreateProgram: PERMISSION_DENIED).
+    let mut answers_b = Vec::new();
+    for (path, body) in &rows {
+        let answer = channels.call(path, &token_b, body).await;
+        let expected = if *path == create_program { Code::PermissionDenied } else { Code::NotFound };
+        if answer.code != expected {
+            failures.push(format!("{path} with the program-B token: expected {expected:?}, got {}", answer.show()));
+        }
+        answers_b.push(answer);
+    }
+
+    // Existence leaks: each of A's ids swapped for a random one answers the same.
+    let mut leak_checks = 0;
+    for ((path, body), answer) in rows.iter().zip(&answers_b) {
+        for id in a.ids().into_iter().filter(|id| contains(body, id)) {
+            let random = uuid::Uuid::now_v7().to_string();
+            let swapped = channels.call(path, &token_b, &replace(body, id, &random)).await;
+            if !same_answer(path, &answer.masked(&[id]), &swapped.masked(&[random.as_str()])) {
+                failures.push(format!(
+                    "{path}: A's {id} and a random id answer differently to the B token:\n  A's:    {}\n  random: {}",
+                    answer.show(),
+                    swapped.show()
+                ));
+            }
+            leak_checks += 1;
+        }
+    }
+
+    // References from program B to A's resources: as if they did not exist.
+    let mut cross_checks = 0;
+    for (path, body) in cross_requests(&a, &b) {
+        let answer = channels.call(path, &token_b, &body).await;
+        if !matches!(answer.code, Code::NotFound | Code::Ok) {
+            failures.push(format!("{path} in program B naming A's resources: {}", answer.show()));
+        }
+        for id in a.ids().into_iter().filter(|id| contains(&body, id)) {
+            let random = uuid::Uuid::now_v7().to_string();
+            let swapped = channels.call(path, &token_b, &replace(&body, id, &random)).await;
+            if !same_answer(path, &answer.masked(&[id]), &swapped.masked(&[random.as_str()])) {
+                failures.push(format!(
+                    "{path} in program B: A's {id} and a random id answer differently:\n  A's:    {}\n  random: {}",
+                    answer.show(),
+                    swapped.show()
+                ));
+            }
+            cross_checks += 1;
+        }
+    }
+
+    // Page tokens: with program A (or A's partner) NOT_FOUND exactly as
+    // without a token; with B's own list INVALID_ARGUMENT, naming nothing of A.
+    let mut page_checks = 0;
+    for (path, token) in &page_tokens {
+        let plain = channels.call(path, &token_b, &list_request(path, &scope_a, "")).await;
+        let with_token = channels.call(path, &token_b, &list_request(path, &scope_a, token)).await;
+        if with_token.code != Code::NotFound || with_token != plain {
+            failures.push(format!(
+                "{path}: A's page token in A's list, B token: {} (without it: {})",
+                with_token.show(),
+                plain.show()
+            ));
+        }
+        let own = channels.call(path, &token_b, &list_request(path, &scope_b, token)).await;
+        if own.code != Code::InvalidArgument || a.ids().iter().any(|id| own.message.contains(id)) {
+            failures.push(format!("{path}: A's page token in B's list: {}", own.show()));
+        }
+        page_checks += 2;
+    }
+
+    // Nothing any of the B token's calls did changed a row.
+    let after = snapshot(&pool).await;
+    for (table, digest) in &before {
+        if after.get(table) != Some(digest) {
+            failures.push(format!("{table} changed: {digest:?} → {:?}", after.get(table)));
+        }
+    }
+    assert_eq!(after.len(), before.len(), "tables appeared or vanished");
+    pool.close().await;
+
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    println!(
+        "tenancy: {} RPCs, {} requests × (A token, B token), {leak_checks} A-id/random-id pairs, {cross_checks} \
+         cross-program pairs, {page_checks} page-token checks, {} tables unchanged, {:?}",
+        TABLE.len(),
+        rows.len(),
+        before.len(),
+        started.elapsed()
+    );
+    stack.shutdown().await.unwrap();
+}

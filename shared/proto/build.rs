@@ -25,6 +25,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(FILES, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("accrue_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    // Every message names itself (prost::Name), so the codec can find its
+    // descriptor and refuse text Postgres cannot store before any handler
+    // sees the request (src/codec.rs).
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .codec_path("crate::codec::CheckedCodec")
+        .compile_fds_with_config(fds, config)?;
     Ok(())
 }

@@ -3,6 +3,8 @@
 //! service registers with gRPC reflection.
 #![allow(missing_docs, clippy::all, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod codec;
+
 /// The `accrue.*` protobuf packages.
 pub mod accrue {
     /// `accrue.type.v1`: types shared by several contexts (Money, breakdowns,

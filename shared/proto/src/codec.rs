@@ -1,0 +1,251 @@
+//! The codec every generated Accrue server and client uses: prost's, plus
+//! two refusals a caller's bytes must get before any handler runs (issue 11
+//! item 2, "refuse invalid text at decode time, in one shared place").
+//!
+//! - **Text Postgres cannot store.** Protobuf strings are UTF-8 and may hold
+//!   U+0000; Postgres `text` may not, so a NUL that reached a handler used to
+//!   fail at the INSERT as INTERNAL. The codec walks the message's wire bytes
+//!   against its descriptor and answers INVALID_ARGUMENT with a field
+//!   violation naming the field (`sales[2].customer_external_id`).
+//! - **Bytes that do not decode.** tonic-prost answers INTERNAL for a
+//!   malformed message (following grpc's status-code guide); a caller's
+//!   malformed request is its mistake, so it is INVALID_ARGUMENT here.
+//!
+//! The walk reads each length-delimited field once and allocates only for
+//! the path of a violation, so it adds a pass over the bytes and nothing
+//! else.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::LazyLock;
+
+use prost::bytes::Buf;
+use prost::{Message, Name};
+use prost_types::field_descriptor_proto::{Label, Type};
+use prost_types::{DescriptorProto, FileDescriptorSet};
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic_prost::ProstEncoder;
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// [`tonic_prost::ProstCodec`] with the decoder's checks (module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for CheckedCodec<T, U> {
+    fn default() -> Self {
+        CheckedCodec(PhantomData)
+    }
+}
+
+impl<T, U> Codec for CheckedCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Name + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = CheckedDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        CheckedDecoder(PhantomData)
+    }
+}
+
+/// Decodes `U` after [`text_violation`] found nothing; INVALID_ARGUMENT
+/// for a NUL in a string field or bytes that do not decode.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedDecoder<U>(PhantomData<U>);
+
+impl<U: Message + Name + Default> Decoder for CheckedDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        let violation = if buf.chunk().len() == buf.remaining() {
+            text_violation(&U::full_name(), buf.chunk())
+        } else {
+            // Not contiguous (tonic buffers a whole message, so this is a
+            // fallback): check a copy.
+            let bytes = buf.copy_to_bytes(buf.remaining());
+            if let Some(field) = text_violation(&U::full_name(), &bytes) {
+                return Err(nul_in(&field));
+            }
+            return U::decode(bytes).map(Some).map_err(malformed);
+        };
+        if let Some(field) = violation {
+            return Err(nul_in(&field));
+        }
+        U::decode(buf).map(Some).map_err(malformed)
+    }
+}
+
+const NUL_DESCRIPTION: &str = "must not contain the NUL character (U+0000)";
+
+fn nul_in(field: &str) -> Status {
+    let mut details = ErrorDetails::new();
+    details.add_bad_request_violation(field, NUL_DESCRIPTION);
+    Status::with_error_details(
+        tonic::Code::InvalidArgument,
+        format!("invalid argument: {field}: {NUL_DESCRIPTION}"),
+        details,
+    )
+}
+
+fn malformed(error: prost::DecodeError) -> Status {
+    Status::invalid_argument(format!("the request is not a valid protobuf message: {error}"))
+}
+
+/// A field as the walk needs it.
+#[derive(Debug)]
+struct Field {
+    name: String,
+    repeated: bool,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// A `string`: checked for NUL.
+    Text,
+    /// A message (maps are messages of key and value): walked into, by its
+    /// full name without the leading dot.
+    Message(String),
+    /// Anything else: skipped.
+    Other,
+}
+
+/// Every Accrue message's fields by number, keyed by full name
+/// (`accrue.ledger.v1.GetEntryRequest`).
+static MESSAGES: LazyLock<HashMap<String, HashMap<u32, Field>>> = LazyLock::new(|| {
+    let mut messages = HashMap::new();
+    // The set is compiled into this crate by build.rs; it decodes.
+    if let Ok(set) = FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET) {
+        for file in &set.file {
+            for message in &file.message_type {
+                index(file.package(), message, &mut messages);
+            }
+        }
+    }
+    messages
+});
+
+fn index(scope: &str, message: &DescriptorProto, out: &mut HashMap<String, HashMap<u32, Field>>) {
+    let full_name = format!("{scope}.{}", message.name());
+    let fields = message
+        .field
+        .iter()
+        .filter_map(|field| {
+            let number = u32::try_from(field.number()).ok()?;
+            let kind = match field.r#type() {
+                Type::String => Kind::Text,
+                Type::Message => Kind::Message(field.type_name().trim_start_matches('.').to_string()),
+                _ => Kind::Other,
+            };
+            Some((number, Field { name: field.name().to_string(), repeated: field.label() == Label::Repeated, kind }))
+        })
+        .collect();
+    for nested in &message.nested_type {
+        index(&full_name, nested, out);
+    }
+    out.insert(full_name, fields);
+}
+
+/// The path of the first string field of message `full_name` in `bytes`
+/// that holds a NUL (`sales[2].customer_external_id`), or None. Bytes that
+/// are not well-formed stop the walk with None: decoding them fails next.
+pub fn text_violation(full_name: &str, bytes: &[u8]) -> Option<String> {
+    walk(full_name, bytes, "", 0)
+}
+
+/// Deeper than any Accrue message nests; a deeper claim is malformed.
+const MAX_DEPTH: usize = 32;
+
+fn walk(full_name: &str, mut bytes: &[u8], path: &str, depth: usize) -> Option<String> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let fields = MESSAGES.get(full_name)?;
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    while !bytes.is_empty() {
+        let key = prost::encoding::decode_varint(&mut bytes).ok()?;
+        let number = u32::try_from(key >> 3).ok()?;
+        match key & 0b111 {
+            0 => {
+                prost::encoding::decode_varint(&mut bytes).ok()?;
+            }
+            1 => bytes = bytes.get(8..)?,
+            5 => bytes = bytes.get(4..)?,
+            2 => {
+                let len = usize::try_from(prost::encoding::decode_varint(&mut bytes).ok()?).ok()?;
+                let value = bytes.get(..len)?;
+                bytes = &bytes[len..];
+                let Some(field) = fields.get(&number) else { continue };
+                let index = seen.entry(number).or_default();
+                let here = || {
+                    let name = if path.is_empty() { field.name.clone() } else { format!("{path}.{}", field.name) };
+                    if field.repeated { format!("{name}[{index}]") } else { name }
+                };
+                match &field.kind {
+                    Kind::Text if value.contains(&0) => return Some(here()),
+                    Kind::Message(inner) => {
+                        if let Some(found) = walk(inner, value, &here(), depth + 1) {
+                            return Some(found);
+                        }
+                    }
+                    _ => {}
+                }
+                *index += 1;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::v1 as apb;
+    use crate::types::v1 as types;
+
+    fn sale(customer: &str) -> apb::RecordSaleRequest {
+        apb::RecordSaleRequest {
+            program_id: "p".into(),
+            external_id: "s-1".into(),
+            customer_external_id: customer.into(),
+            amount: Some(types::Money { currency_code: "GBP".into(), amount: "1.00".into() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_nul_anywhere_is_found_with_its_path() {
+        let name = apb::RecordSaleRequest::full_name();
+        assert_eq!(text_violation(&name, &sale("cust-1").encode_to_vec()), None);
+        assert_eq!(text_violation(&name, &sale("cu\0st").encode_to_vec()).as_deref(), Some("customer_external_id"));
+        let mut nested = sale("c");
+        nested.amount = Some(types::Money { currency_code: "G\0B".into(), amount: "1".into() });
+        assert_eq!(text_violation(&name, &nested.encode_to_vec()).as_deref(), Some("amount.currency_code"));
+        // Repeated messages are indexed.
+        let batch = apb::RecordSalesRequest { sales: vec![sale("a"), sale("b"), sale("\0")] };
+        assert_eq!(
+            text_violation(&apb::RecordSalesRequest::full_name(), &batch.encode_to_vec()).as_deref(),
+            Some("sales[2].customer_external_id")
+        );
+    }
+
+    #[test]
+    fn malformed_bytes_stop_the_walk_and_fail_to_decode() {
+        let name = apb::RecordSaleRequest::full_name();
+        let garbage = [0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
+        assert_eq!(text_violation(&name, &garbage), None);
+        assert!(apb::RecordSaleRequest::decode(&garbage[..]).is_err());
+        assert_eq!(text_violation(&name, &[]), None);
+    }
+}

@@ -157,6 +157,7 @@ pub async fn run<S: Service>(
         max_connections: config.max_connections,
     };
     let verifier = Arc::new(config.auth.verifier()?);
+    install_page_token_key(&config.auth);
     let credential = config.auth.service_credential(S::SCHEMA)?;
     let pool = crate::db::pool(&db)?;
     let mut setup = Setup {
@@ -173,6 +174,27 @@ pub async fn run<S: Service>(
     setup.background.join_all().await;
     served?;
     Ok(())
+}
+
+/// Installs the key this process signs page tokens with: the configured
+/// one, else one derived from the HS256 secret (a development stack's
+/// services then agree), else a random one with a warning. The first
+/// service of a process to start sets it for all of them.
+fn install_page_token_key(auth: &AuthConfig) {
+    let installed = match (&auth.page_token_key, &auth.hs256_secret) {
+        (Some(key), _) => crate::page::install_key(key.as_bytes()),
+        (None, Some(secret)) => crate::page::install_key(format!("accrue page tokens|{secret}").as_bytes()),
+        (None, None) => {
+            tracing::warn!(
+                "no --page-token-key / ACCRUE_PAGE_TOKEN_KEY: page tokens are signed with a random key and will not \
+                 survive a restart nor be accepted by another replica"
+            );
+            false
+        }
+    };
+    if !installed {
+        tracing::debug!("page token key already installed in this process");
+    }
 }
 
 /// The flags every service shares, named after the service.
@@ -260,6 +282,14 @@ pub fn command<S: Service>() -> Command {
                 .env(env_name(S::SCHEMA, "SERVICE_TOKEN_FILE"))
                 .value_parser(clap::value_parser!(PathBuf))
                 .help("This service's token for calls to its peers, re-read on change (minted from the HS256 secret when absent)"),
+        )
+        .arg(
+            Arg::new("page_token_key")
+                .long("page-token-key")
+                .value_name("KEY")
+                .env("ACCRUE_PAGE_TOKEN_KEY")
+                .hide_env_values(true)
+                .help("Key page tokens are signed with (HMAC-SHA256), shared by every replica (default: derived from the HS256 secret, else random per process)"),
         );
     // After the service's flags: their doc comment would replace the about.
     S::Flags::augment_args(command).about(about)
@@ -279,6 +309,7 @@ fn common<S: Service>(matches: &ArgMatches) -> Result<Common, Error> {
         issuer: text("auth_issuer", crate::auth::DEFAULT_ISSUER),
         audience: text("auth_audience", crate::auth::DEFAULT_AUDIENCE),
         service_token_file: matches.get_one::<PathBuf>("service_token_file").cloned(),
+        page_token_key: matches.get_one::<String>("page_token_key").cloned(),
     };
     Ok(Common { listen, database_url, max_connections, auth })
 }

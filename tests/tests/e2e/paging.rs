@@ -129,3 +129,40 @@ async fn list_sales_links_and_sagas_page_through_everything_once() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     stack.shutdown().await.unwrap();
 }
+
+/// A page token is signed (issue 11 item 2): a caller that rewrites the
+/// cursor inside its own token — the right query, an absurd position that
+/// Postgres cannot hold — gets INVALID_ARGUMENT on `page_token`, not
+/// INTERNAL, in every service's lists.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_page_token_is_invalid_argument() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let stack = TestStack::start().await.unwrap();
+    let mut c = stack.clients.clone();
+    let program_id = program(&mut c).await;
+    for _ in 0..2 {
+        partner(&mut c, &program_id, "", "").await;
+    }
+    let request = |page_token: String| accrue_proto::hierarchy::v1::ListPartnersRequest {
+        program_id: program_id.clone(),
+        page_size: 1,
+        page_token,
+        ..Default::default()
+    };
+    let honest = c.hierarchy.list_partners(request(String::new())).await.unwrap().into_inner().next_page_token;
+    let (payload, mac) = honest.split_once('.').expect("payload.mac");
+    let mut cursor: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    cursor["c"]["t"] = serde_json::json!("+200000-01-01T00:00:00Z");
+    let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&cursor).unwrap());
+    for forged in [format!("{forged_payload}.{mac}"), forged_payload.clone()] {
+        let refused = c.hierarchy.list_partners(request(forged)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert_eq!(refused.message(), "invalid argument: page_token: is not a valid page token");
+    }
+    // The honest token still pages on.
+    let next = c.hierarchy.list_partners(request(honest)).await.unwrap().into_inner();
+    assert_eq!(next.partners.len(), 1);
+    stack.shutdown().await.unwrap();
+}

@@ -56,6 +56,11 @@ pub struct AuthConfig {
     /// This service's own token for its peer calls, re-read when it changes
     /// (production); with an HS256 secret and no file, one is minted.
     pub service_token_file: Option<PathBuf>,
+    /// The deployment key page tokens are signed with (HMAC-SHA256, see
+    /// [`crate::page`]); every replica of a service must share it. Unset:
+    /// derived from the HS256 secret, else random per process (tokens then
+    /// do not survive a restart nor cross replicas; the service warns).
+    pub page_token_key: Option<String>,
 }
 
 impl AuthConfig {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use accrue_kit::FieldViolations;
-use accrue_kit::convert::{amount_to_proto, from_timestamp, parse_id, require_uuid, timestamp};
+use accrue_kit::convert::{EventWindow, amount_to_proto, parse_id, require_uuid, timestamp};
 use accrue_kit::error::{already_exists, failed_precondition, internal, invalid_field, not_found};
 use accrue_kit::{idempotency, page};
 use accrue_money::Currency;
@@ -45,13 +45,21 @@ pub struct AttributionApi {
     pool: PgPool,
     peers: Peers,
     notify: Arc<Notify>,
+    max_future_skew: std::time::Duration,
 }
 
 impl AttributionApi {
-    /// A new API over the service's pool, its peers, and the notifier that
-    /// wakes the local saga workers when sagas are started.
-    pub(crate) fn new(pool: PgPool, peers: Peers, notify: Arc<Notify>) -> Self {
-        AttributionApi { pool, peers, notify }
+    /// A new API over the service's pool, its peers, the notifier that
+    /// wakes the local saga workers when sagas are started, and how far in
+    /// the future an event time may be.
+    pub(crate) fn new(pool: PgPool, peers: Peers, notify: Arc<Notify>, max_future_skew: std::time::Duration) -> Self {
+        AttributionApi { pool, peers, notify, max_future_skew }
+    }
+
+    /// The window event times of a request are judged by (now plus the
+    /// allowed skew).
+    fn events(&self) -> EventWindow {
+        EventWindow::at(Utc::now(), self.max_future_skew)
     }
 
     fn wake_workers(&self) {
@@ -128,17 +136,22 @@ impl AttributionApi {
     /// partner → role (seed 002: a role in the program's
     /// `non_transacting_roles`). Asks hierarchy.GetUplines once per program
     /// for the sellers `roles` does not know yet, and remembers the answers
-    /// for the rest of the call.
+    /// for the rest of the call. NOT_FOUND when a sale's program does not
+    /// exist.
     async fn barred_sellers(
         &self,
         sales: &[SaleInput],
         attributions: &Attributions,
         roles: &mut RoleCache,
     ) -> Result<HashMap<PartnerId, String>, Status> {
+        // Every program of the batch is looked up at least once per call,
+        // attributed sellers or not: a sale into a program that does not
+        // exist is NOT_FOUND (hierarchy's answer), never recorded.
         let mut sellers: HashMap<ProgramId, HashSet<PartnerId>> = HashMap::new();
         for sale in sales {
+            let program = sellers.entry(sale.program_id).or_default();
             if let Some(attribution) = store::attribution_of(attributions, sale) {
-                sellers.entry(sale.program_id).or_default().insert(attribution.partner_id);
+                program.insert(attribution.partner_id);
             }
         }
         let mut barred = HashMap::new();
@@ -361,7 +374,7 @@ impl AttributionService for AttributionApi {
         } else if req.customer_external_id.len() > MAX_ID_LEN {
             violations.add("customer_external_id", format!("must be at most {MAX_ID_LEN} bytes"));
         }
-        let occurred_at = from_timestamp("occurred_at", req.occurred_at.as_ref(), &mut violations);
+        let occurred_at = self.events().optional("occurred_at", req.occurred_at.as_ref(), &mut violations);
         violations.into_result()?;
         let (Some(program_id), Some(link_id)) = (program_id, link_id) else {
             return Err(invalid_field("link_id", "is required"));
@@ -387,7 +400,7 @@ impl AttributionService for AttributionApi {
         let scope = accrue_kit::auth::caller(&request)?.clone();
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
-        let sale = parse_sale("", &req, &mut violations);
+        let sale = parse_sale("", &req, &self.events(), &mut violations);
         violations.into_result()?;
         let Some(sale) = sale else {
             return Err(invalid_field("sale", "is invalid"));
@@ -430,12 +443,13 @@ impl AttributionService for AttributionApi {
                     ),
                 ));
             }
+            let window = self.events();
             let mut violations = FieldViolations::new();
             let parsed: Vec<Option<SaleInput>> = message
                 .sales
                 .iter()
                 .enumerate()
-                .map(|(i, sale)| parse_sale(&format!("sales[{i}]."), sale, &mut violations))
+                .map(|(i, sale)| parse_sale(&format!("sales[{i}]."), sale, &window, &mut violations))
                 .collect();
             violations
                 .within(&format!("stream message {at} (0-based; earlier messages are recorded)"))
@@ -576,7 +590,7 @@ impl AttributionService for AttributionApi {
     /// error. A refund of an unattributed sale (no saga) is APPLIED at once
     /// with a zero clawback.
     async fn record_refund(&self, request: Request<pb::RecordRefundRequest>) -> Result<Response<pb::Refund>, Status> {
-        let refund = parse_refund(request.get_ref())?;
+        let refund = parse_refund(request.get_ref(), &self.events())?;
         accrue_kit::auth::caller(&request)?.require_program(refund.program_id)?;
         match store::record_refund(&self.pool, &refund).await? {
             RefundOutcome::Recorded { refund, saga_started } => {

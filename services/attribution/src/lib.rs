@@ -46,6 +46,9 @@ pub struct Config {
     pub commission_url: String,
     /// Ledger service endpoint.
     pub ledger_url: String,
+    /// How far in the future a sale, lead or refund may say it happened
+    /// (default 24 h; [`accrue_kit::convert::EventWindow`]).
+    pub max_future_skew: Duration,
     /// Saga worker options.
     pub saga: SagaOptions,
     /// Faults injected into the saga workers (tests); an empty type without
@@ -65,6 +68,10 @@ pub struct Flags {
     /// Ledger service endpoint.
     #[arg(long, env = "ACCRUE_LEDGER_URL", default_value = "http://127.0.0.1:50054")]
     ledger_url: String,
+    /// How many seconds in the future a sale, lead or refund may say it
+    /// happened (callers' clocks drift); earlier than 1970 is always refused.
+    #[arg(long, env = "ACCRUE_MAX_FUTURE_SKEW_SECONDS", default_value_t = 86_400)]
+    max_future_skew_seconds: u64,
     /// Saga workers in this process.
     #[arg(long, env = "ACCRUE_SAGA_WORKERS", default_value_t = 2)]
     saga_workers: usize,
@@ -82,6 +89,7 @@ impl From<Flags> for Config {
             hierarchy_url: flags.hierarchy_url,
             commission_url: flags.commission_url,
             ledger_url: flags.ledger_url,
+            max_future_skew: Duration::from_secs(flags.max_future_skew_seconds),
             saga: SagaOptions {
                 workers: flags.saga_workers,
                 batch_size: flags.saga_batch_size,
@@ -131,6 +139,7 @@ impl Service for Attribution {
             setup.pool.clone(),
             peers,
             notify,
+            config.max_future_skew,
         ))))
     }
 }

@@ -190,6 +190,7 @@ impl Stack {
             hierarchy_url: endpoints.hierarchy.clone(),
             commission_url: endpoints.commission.clone(),
             ledger_url: endpoints.ledger.clone(),
+            max_future_skew: accrue_kit::convert::DEFAULT_MAX_FUTURE_SKEW,
             saga: config.saga.clone(),
             hooks: config.saga_hooks.clone(),
         };

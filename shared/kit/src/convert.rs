@@ -114,20 +114,96 @@ pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }
 }
 
-/// Converts an optional wire timestamp; records a violation when out of range.
+/// Seconds of 0001-01-01T00:00:00Z, the earliest google.protobuf.Timestamp.
+const TIMESTAMP_MIN_SECONDS: i64 = -62_135_596_800;
+/// Seconds of 9999-12-31T23:59:59Z, the latest google.protobuf.Timestamp.
+const TIMESTAMP_MAX_SECONDS: i64 = 253_402_300_799;
+
+/// Converts an optional wire timestamp. Every Accrue time field takes
+/// google.protobuf.Timestamp's own range, 0001-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59.999999999Z with `nanos` in 0..1e9 (its definition in
+/// timestamp.proto); outside it a violation is recorded, so nothing Postgres
+/// cannot hold reaches a store. Event times are narrower: [`EventWindow`].
 pub fn from_timestamp(
     field: &str,
     value: Option<&prost_types::Timestamp>,
     violations: &mut FieldViolations,
 ) -> Option<DateTime<Utc>> {
     let ts = value?;
-    let nanos = u32::try_from(ts.nanos).ok();
-    match nanos.and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos)) {
+    let in_range = (TIMESTAMP_MIN_SECONDS..=TIMESTAMP_MAX_SECONDS).contains(&ts.seconds);
+    let nanos = u32::try_from(ts.nanos).ok().filter(|nanos| *nanos < 1_000_000_000);
+    match nanos.filter(|_| in_range).and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos)) {
         Some(time) => Some(time),
         None => {
-            violations.add(field, "is not a valid timestamp");
+            violations.add(field, "is not a valid timestamp (0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z)");
             None
         }
+    }
+}
+
+/// When a recorded event (a sale, a lead, a refund) may have happened:
+/// not before the Unix epoch (1970-01-01T00:00:00Z; nothing this system
+/// pays for is older) nor later than `now` plus the deployment's future
+/// skew (clocks of callers drift; default [`DEFAULT_MAX_FUTURE_SKEW`]).
+/// One window per request, so every event of a batch is judged alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventWindow {
+    /// Latest accepted event time.
+    pub latest: DateTime<Utc>,
+}
+
+/// How far in the future an event time may be by default: 24 hours.
+pub const DEFAULT_MAX_FUTURE_SKEW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl EventWindow {
+    /// The window at `now` with `max_future_skew` (saturating: a skew too
+    /// large for the calendar accepts up to the latest timestamp).
+    pub fn at(now: DateTime<Utc>, max_future_skew: std::time::Duration) -> Self {
+        let latest = chrono::Duration::from_std(max_future_skew)
+            .ok()
+            .and_then(|skew| now.checked_add_signed(skew))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        EventWindow { latest }
+    }
+
+    /// Records a violation on `field` when `time` is before 1970 or after
+    /// [`EventWindow::latest`]; true when it is inside.
+    pub fn check(&self, field: &str, time: DateTime<Utc>, violations: &mut FieldViolations) -> bool {
+        if time < DateTime::UNIX_EPOCH {
+            violations.add(field, "must not be before 1970-01-01T00:00:00Z");
+            return false;
+        }
+        if time > self.latest {
+            violations.add(
+                field,
+                format!(
+                    "must not be after {} (now plus the allowed clock skew)",
+                    self.latest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// [`require_timestamp`] inside the window.
+    pub fn require(
+        &self,
+        field: &str,
+        value: Option<&prost_types::Timestamp>,
+        violations: &mut FieldViolations,
+    ) -> Option<DateTime<Utc>> {
+        require_timestamp(field, value, violations).filter(|time| self.check(field, *time, violations))
+    }
+
+    /// [`from_timestamp`] inside the window.
+    pub fn optional(
+        &self,
+        field: &str,
+        value: Option<&prost_types::Timestamp>,
+        violations: &mut FieldViolations,
+    ) -> Option<DateTime<Utc>> {
+        from_timestamp(field, value, violations).filter(|time| self.check(field, *time, violations))
     }
 }
 
@@ -142,4 +218,46 @@ pub fn require_timestamp(
         return None;
     }
     from_timestamp(field, value, violations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64, nanos: i32) -> Option<DateTime<Utc>> {
+        from_timestamp("t", Some(&prost_types::Timestamp { seconds, nanos }), &mut FieldViolations::new())
+    }
+
+    #[test]
+    fn a_timestamp_outside_protobufs_range_is_a_violation() {
+        assert!(at(TIMESTAMP_MIN_SECONDS, 0).is_some());
+        assert!(at(TIMESTAMP_MAX_SECONDS, 999_999_999).is_some());
+        assert!(at(TIMESTAMP_MIN_SECONDS - 1, 0).is_none(), "1 BC");
+        assert!(at(TIMESTAMP_MAX_SECONDS + 1, 0).is_none(), "year 10000");
+        assert!(at(0, -1).is_none() && at(0, 1_000_000_000).is_none(), "nanos outside 0..1e9");
+    }
+
+    #[test]
+    fn an_event_is_not_before_1970_nor_beyond_the_skew() {
+        let now = DateTime::from_timestamp(1_750_000_000, 0).unwrap();
+        let window = EventWindow::at(now, DEFAULT_MAX_FUTURE_SKEW);
+        let mut violations = FieldViolations::new();
+        assert!(window.check("t", DateTime::UNIX_EPOCH, &mut violations));
+        assert!(window.check("t", now + chrono::Duration::hours(24), &mut violations));
+        assert!(violations.into_result().is_ok());
+        let mut violations = FieldViolations::new();
+        assert!(!window.check("before", DateTime::UNIX_EPOCH - chrono::Duration::seconds(1), &mut violations));
+        assert!(!window.check(
+            "after",
+            now + chrono::Duration::hours(24) + chrono::Duration::seconds(1),
+            &mut violations
+        ));
+        let message = violations.into_status().message().to_string();
+        assert!(
+            message.contains("before: must not be before 1970") && message.contains("after: must not be after"),
+            "{message}"
+        );
+        // A skew beyond the calendar saturates instead of overflowing.
+        assert_eq!(EventWindow::at(now, std::time::Duration::MAX).latest, DateTime::<Utc>::MAX_UTC);
+    }
 }

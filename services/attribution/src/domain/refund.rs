@@ -3,7 +3,7 @@
 //! hash that makes it idempotent on (program, external_id), and refund states.
 
 use accrue_kit::FieldViolations;
-use accrue_kit::convert::{require_money, require_timestamp, require_uuid};
+use accrue_kit::convert::{EventWindow, require_money, require_uuid};
 use accrue_kit::idempotency;
 use accrue_money::Money;
 use accrue_proto::attribution::v1 as pb;
@@ -48,8 +48,8 @@ pub(crate) struct RefundInput {
 /// Validates a RecordRefund request on its own (INVALID_ARGUMENT with field
 /// violations: program_id, external_id, sale_id / sale_external_id, amount,
 /// occurred_at, reason). The checks against the sale are
-/// [`check_against_sale`]'s.
-pub(crate) fn parse_refund(req: &pb::RecordRefundRequest) -> Result<RefundInput, Status> {
+/// [`check_against_sale`]'s. `occurred_at` must fall in `events`.
+pub(crate) fn parse_refund(req: &pb::RecordRefundRequest, events: &EventWindow) -> Result<RefundInput, Status> {
     let mut violations = FieldViolations::new();
     let program_id = require_uuid("program_id", &req.program_id, &mut violations);
     if req.external_id.trim().is_empty() {
@@ -83,7 +83,7 @@ pub(crate) fn parse_refund(req: &pb::RecordRefundRequest) -> Result<RefundInput,
         violations.add("amount.amount", "must be greater than zero");
         amount_ok = false;
     }
-    let occurred_at = require_timestamp("occurred_at", req.occurred_at.as_ref(), &mut violations);
+    let occurred_at = events.require("occurred_at", req.occurred_at.as_ref(), &mut violations);
     if req.reason.chars().count() > MAX_REASON_CHARS {
         violations.add("reason", format!("must be at most {MAX_REASON_CHARS} characters"));
     }
@@ -204,6 +204,10 @@ impl RefundState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn window() -> EventWindow {
+        EventWindow::at(Utc::now(), accrue_kit::convert::DEFAULT_MAX_FUTURE_SKEW)
+    }
     use accrue_proto::types::v1::Money as PbMoney;
 
     fn request() -> pb::RecordRefundRequest {
@@ -223,15 +227,18 @@ mod tests {
 
     #[test]
     fn parses_and_hashes_canonically() {
-        let refund = parse_refund(&request()).unwrap();
+        let refund = parse_refund(&request(), &window()).unwrap();
         let sale = SaleId::new_v7();
         let mut same = request();
         same.amount = Some(PbMoney { currency_code: "GBP".into(), amount: "10.00".into() });
-        let same = parse_refund(&same).unwrap();
+        let same = parse_refund(&same, &window()).unwrap();
         assert_eq!(refund.request_hash(sale).unwrap(), same.request_hash(sale).unwrap());
         let mut other = request();
         other.reason = "lost".into();
-        assert_ne!(refund.request_hash(sale).unwrap(), parse_refund(&other).unwrap().request_hash(sale).unwrap());
+        assert_ne!(
+            refund.request_hash(sale).unwrap(),
+            parse_refund(&other, &window()).unwrap().request_hash(sale).unwrap()
+        );
         assert_ne!(refund.request_hash(sale).unwrap(), refund.request_hash(SaleId::new_v7()).unwrap());
     }
 
@@ -240,27 +247,27 @@ mod tests {
         for (amount, field) in [("0", "amount.amount"), ("-1", "amount.amount"), ("1.001", "amount.amount")] {
             let mut req = request();
             req.amount = Some(PbMoney { currency_code: "GBP".into(), amount: amount.into() });
-            let message = fields(parse_refund(&req).unwrap_err());
+            let message = fields(parse_refund(&req, &window()).unwrap_err());
             assert!(message.contains(field), "{amount}: {message}");
         }
         let mut req = request();
         req.sale = None;
         req.occurred_at = None;
         req.external_id.clear();
-        let message = fields(parse_refund(&req).unwrap_err());
+        let message = fields(parse_refund(&req, &window()).unwrap_err());
         for field in ["sale_id", "occurred_at", "external_id"] {
             assert!(message.contains(field), "{field}: {message}");
         }
         let mut req = request();
         req.sale = Some(SaleRefProto::SaleId("not-a-uuid".into()));
         req.reason = "x".repeat(MAX_REASON_CHARS + 1);
-        let message = fields(parse_refund(&req).unwrap_err());
+        let message = fields(parse_refund(&req, &window()).unwrap_err());
         assert!(message.contains("sale_id") && message.contains("reason"), "{message}");
     }
 
     #[test]
     fn checks_currency_and_time_against_the_sale() {
-        let refund = parse_refund(&request()).unwrap();
+        let refund = parse_refund(&request(), &window()).unwrap();
         let at = refund.occurred_at;
         assert!(check_against_sale(&refund, "GBP", at).is_ok(), "the sale's own instant is allowed");
         let message = fields(check_against_sale(&refund, "USD", at + chrono::Duration::seconds(1)).unwrap_err());

@@ -2,7 +2,7 @@
 //! it idempotent on (program, external_id).
 
 use accrue_kit::FieldViolations;
-use accrue_kit::convert::{require_money, require_timestamp, require_uuid};
+use accrue_kit::convert::{EventWindow, require_money, require_uuid};
 use accrue_money::Money;
 use accrue_proto::attribution::v1::RecordSaleRequest;
 use accrue_proto::types::v1 as tpb;
@@ -61,7 +61,14 @@ fn check_len(field: String, value: &str, violations: &mut FieldViolations) -> bo
 /// Validates one sale; violations are named `{prefix}amount` etc. (prefix ""
 /// for RecordSale, "sales[3]." inside RecordSales). Returns None when any
 /// violation was recorded for this sale.
-pub(crate) fn parse_sale(prefix: &str, req: &RecordSaleRequest, violations: &mut FieldViolations) -> Option<SaleInput> {
+/// `occurred_at` must fall in `events` (not before 1970, not beyond the
+/// allowed future skew).
+pub(crate) fn parse_sale(
+    prefix: &str,
+    req: &RecordSaleRequest,
+    events: &EventWindow,
+    violations: &mut FieldViolations,
+) -> Option<SaleInput> {
     let mut valid = true;
     let program_id = require_uuid(&format!("{prefix}program_id"), &req.program_id, violations);
     if req.external_id.trim().is_empty() {
@@ -95,7 +102,7 @@ pub(crate) fn parse_sale(prefix: &str, req: &RecordSaleRequest, violations: &mut
         }
         _ => {}
     }
-    let occurred_at = require_timestamp(&format!("{prefix}occurred_at"), req.occurred_at.as_ref(), violations);
+    let occurred_at = events.require(&format!("{prefix}occurred_at"), req.occurred_at.as_ref(), violations);
     if !valid {
         return None;
     }
@@ -140,6 +147,10 @@ impl SaleInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn window() -> EventWindow {
+        EventWindow::at(Utc::now(), accrue_kit::convert::DEFAULT_MAX_FUTURE_SKEW)
+    }
     use accrue_proto::types::v1::Money as PbMoney;
 
     fn request() -> RecordSaleRequest {
@@ -159,16 +170,16 @@ mod tests {
     fn defaults_and_hash() {
         let req = request();
         let mut v = FieldViolations::new();
-        let sale = parse_sale("", &req, &mut v).unwrap();
+        let sale = parse_sale("", &req, &window(), &mut v).unwrap();
         assert!(v.is_empty());
         assert_eq!(sale.event_type, SaleEventType::Payment);
         let mut same = req.clone();
         same.amount = Some(PbMoney { currency_code: "GBP".into(), amount: "100.00".into() });
-        let same = parse_sale("", &same, &mut v).unwrap();
+        let same = parse_sale("", &same, &window(), &mut v).unwrap();
         assert_eq!(sale.request_hash(), same.request_hash());
         let mut other = req.clone();
         other.amount = Some(PbMoney { currency_code: "GBP".into(), amount: "100.01".into() });
-        let other = parse_sale("", &other, &mut v).unwrap();
+        let other = parse_sale("", &other, &window(), &mut v).unwrap();
         assert_ne!(sale.request_hash(), other.request_hash());
     }
 
@@ -179,7 +190,7 @@ mod tests {
         req.external_id.clear();
         req.occurred_at = None;
         let mut v = FieldViolations::new();
-        assert!(parse_sale("sales[2].", &req, &mut v).is_none());
+        assert!(parse_sale("sales[2].", &req, &window(), &mut v).is_none());
         let message = v.into_status().message().to_string();
         assert!(message.contains("sales[2].amount"), "{message}");
         assert!(message.contains("sales[2].external_id"), "{message}");
@@ -188,10 +199,10 @@ mod tests {
         let mut req = request();
         req.amount = Some(PbMoney { currency_code: "GBP".into(), amount: "1.001".into() });
         let mut v = FieldViolations::new();
-        assert!(parse_sale("", &req, &mut v).is_none());
+        assert!(parse_sale("", &req, &window(), &mut v).is_none());
         let mut req = request();
         req.amount = Some(PbMoney { currency_code: "GBP".into(), amount: "-5".into() });
         let mut v = FieldViolations::new();
-        assert!(parse_sale("", &req, &mut v).is_none());
+        assert!(parse_sale("", &req, &window(), &mut v).is_none());
     }
 }

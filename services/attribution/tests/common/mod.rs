@@ -28,6 +28,7 @@ pub async fn start() -> Harness {
         hierarchy_url: hierarchy_url.clone(),
         commission_url: "http://127.0.0.1:9".into(),
         ledger_url: "http://127.0.0.1:9".into(),
+        max_future_skew: accrue_kit::convert::DEFAULT_MAX_FUTURE_SKEW,
         saga: SagaOptions { workers: 0, ..SagaOptions::default() },
         hooks: Default::default(),
     };

@@ -10,5 +10,6 @@ mod margins;
 mod paging;
 mod refunds;
 mod replay;
+mod roles;
 mod saga;
 mod world;

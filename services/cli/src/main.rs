@@ -7,13 +7,15 @@
 //!   data set against a running stack, or with `--dev` against one started
 //!   in-process.
 //! - `accrue token mint`: a development bearer token (HS256).
+//! - `accrue db provision`: the services' own database roles, made with an
+//!   admin URL before a production deployment starts.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use accrue_cli::pg::{DevDatabase, ThrowawayPostgres, dev_database};
+use accrue_cli::pg::{DevDatabase, ThrowawayPostgres, dev_database, redact};
 use accrue_cli::replay::{ProgressMode, ReplayOptions, Summary, replay};
-use accrue_cli::stack::{Endpoints, Ports, Stack, StackConfig};
+use accrue_cli::stack::{Endpoints, Ports, Stack, StackConfig, provision_all};
 use accrue_kit::auth::{AuthConfig, Credential, Minter, Role};
 use accrue_types::id::{PartnerId, ProgramId};
 use anyhow::Context;
@@ -41,6 +43,31 @@ enum Command {
         #[command(subcommand)]
         action: TokenCommand,
     },
+    /// Database administration.
+    Db {
+        #[command(subcommand)]
+        action: DbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Create (or bring up to date) one login role per service, `accrue_<schema>`, owning its schema and nothing
+    /// else, and print the URL each service should connect with. Idempotent; run it with an admin URL before the
+    /// services start (they apply their own migrations as their roles). A database migrated before roles existed
+    /// is handed over to the roles.
+    Provision(ProvisionArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProvisionArgs {
+    /// Admin Postgres URL: a superuser, or a role with CREATEROLE that may create schemas in the database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Set each role's password from ACCRUE_<SCHEMA>_DB_PASSWORD (all five must be set); without it, new roles
+    /// get no password (trust, peer or certificate auth) and existing ones keep theirs.
+    #[arg(long)]
+    password_env: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,7 +224,33 @@ async fn main() -> anyhow::Result<()> {
             replay_online_retail(args).await
         }
         Command::Token { action: TokenCommand::Mint(args) } => mint(args),
+        Command::Db { action: DbCommand::Provision(args) } => provision(args).await,
     }
+}
+
+/// The variable `accrue db provision --password-env` reads the password of
+/// `schema`'s role from.
+fn password_env(schema: &str) -> String {
+    format!("ACCRUE_{}_DB_PASSWORD", schema.to_uppercase())
+}
+
+async fn provision(args: ProvisionArgs) -> anyhow::Result<()> {
+    let mut passwords = std::collections::HashMap::new();
+    if args.password_env {
+        for schema in accrue_cli::stack::SCHEMAS {
+            let name = password_env(schema);
+            let password = std::env::var(&name).ok().filter(|p| !p.is_empty());
+            passwords.insert(schema, password.with_context(|| format!("--password-env: {name} is not set"))?);
+        }
+    }
+    let roles = provision_all(&args.database_url, |schema| passwords.get(schema).cloned()).await?;
+    println!("Provisioned one role per service in {}.", redact(&args.database_url));
+    println!("Connect each service as its own role (passwords shown as ***):");
+    for role in &roles {
+        println!("  {:<12} role {}", role.schema, role.role);
+        println!("    {}={}", role.env_var(), redact(&role.url));
+    }
+    Ok(())
 }
 
 fn mint(args: MintArgs) -> anyhow::Result<()> {

@@ -86,15 +86,31 @@ impl DevDatabase {
     }
 }
 
-/// `url` with any password replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
-    let rest = &url[scheme_end..];
-    let Some(at) = rest.find('@') else { return url.to_string() };
-    match rest[..at].find(':') {
-        Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
-        None => url.to_string(),
-    }
+/// `url` with any password (in its user info or a `password` query
+/// parameter) replaced by `***`, for printing.
+pub fn redact(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let base = match base.find("://").map(|i| i + 3) {
+        Some(scheme_end) => {
+            let rest = &base[scheme_end..];
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            match authority.rfind('@').and_then(|at| authority[..at].find(':').map(|colon| (colon, at))) {
+                Some((colon, at)) => format!("{}{}:***{}", &base[..scheme_end], &rest[..colon], &rest[at..]),
+                None => base.to_string(),
+            }
+        }
+        None => base.to_string(),
+    };
+    let Some(query) = query else { return base };
+    let query = query
+        .split('&')
+        .map(|pair| if pair.starts_with("password=") { "password=***" } else { pair })
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{base}?{query}")
 }
 
 /// Picks the dev database: `url` when given; else the server on
@@ -396,6 +412,8 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact("postgres://u:p%40ss@h/db?sslmode=require"), "postgres://u:***@h/db?sslmode=require");
+        assert_eq!(redact("postgres:///db?user=u&password=secret&x=1"), "postgres:///db?user=u&password=***&x=1");
     }
 
     #[tokio::test]

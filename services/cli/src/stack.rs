@@ -1,6 +1,11 @@
 //! Starts the five services in one process, each on its own port with real
 //! gRPC between them (DESIGN §6 "Dev"). Used by `accrue dev`, `accrue replay
 //! --dev` and the end-to-end tests (with port 0 for ephemeral ports).
+//!
+//! As in production, each service connects as its own database role
+//! (`accrue_<schema>`, [`accrue_kit::db::provision`]): the stack provisions
+//! the five roles with the admin URL it is given, then hands each service
+//! only its own role's URL.
 
 use accrue_kit::auth::{AuthConfig, Credential, Minter, Role};
 use std::net::SocketAddr;
@@ -52,7 +57,9 @@ impl Ports {
 /// How to start the stack.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
-    /// One Postgres URL for all five schemas.
+    /// One Postgres URL for all five schemas, of an admin role (superuser,
+    /// or CREATEROLE with CREATE on the database): the stack provisions the
+    /// service roles with it; the services never use it.
     pub database_url: String,
     /// Host to bind (usually 127.0.0.1).
     pub host: std::net::IpAddr,
@@ -148,8 +155,9 @@ async fn bind(host: std::net::IpAddr, port: u16) -> anyhow::Result<(TcpListener,
 }
 
 impl Stack {
-    /// Migrates all five schemas, then starts the services and returns once
-    /// every one is listening. The returned stack stops on `shutdown()`.
+    /// Provisions the five service roles, migrates each schema as its role,
+    /// then starts the services, each connected as its own role, and returns
+    /// once every one is listening. The returned stack stops on `shutdown()`.
     pub async fn start(config: StackConfig) -> anyhow::Result<Stack> {
         let url = config.database_url.clone();
         let max = config.max_connections;
@@ -160,7 +168,7 @@ impl Stack {
         let (payouts_listener, payouts) = bind(config.host, config.ports.payouts).await?;
         let endpoints = Endpoints { hierarchy, attribution, commission, ledger, payouts };
 
-        migrate_all(&url).await?;
+        let roles = migrate_all(&url).await?;
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -171,21 +179,16 @@ impl Stack {
         )
         .context("the stack's token secret")?;
         let admin_token = minter.mint("accrue-dev-admin", &[Role::Admin], &["*".to_string()], None, ADMIN_TOKEN_TTL)?;
-        let mut launch = Launch {
-            tasks: &mut tasks,
-            database_url: &url,
-            max_connections: max,
-            auth: &config.auth,
-            shutdown: &shutdown,
-        };
-        launch.spawn::<Hierarchy>(accrue_hierarchy::Config {}, hierarchy_listener);
+        let mut launch =
+            Launch { tasks: &mut tasks, roles: &roles, max_connections: max, auth: &config.auth, shutdown: &shutdown };
+        launch.spawn::<Hierarchy>(accrue_hierarchy::Config {}, hierarchy_listener)?;
         let commission_config = accrue_commission::Config { hierarchy_url: endpoints.hierarchy.clone() };
-        launch.spawn::<Commission>(commission_config, commission_listener);
+        launch.spawn::<Commission>(commission_config, commission_listener)?;
         let ledger_config = accrue_ledger::Config { hierarchy_url: endpoints.hierarchy.clone() };
-        launch.spawn::<Ledger>(ledger_config, ledger_listener);
+        launch.spawn::<Ledger>(ledger_config, ledger_listener)?;
         let payouts_config =
             accrue_payouts::Config { hierarchy_url: endpoints.hierarchy.clone(), ledger_url: endpoints.ledger.clone() };
-        launch.spawn::<Payouts>(payouts_config, payouts_listener);
+        launch.spawn::<Payouts>(payouts_config, payouts_listener)?;
         let attribution_config = accrue_attribution::Config {
             hierarchy_url: endpoints.hierarchy.clone(),
             commission_url: endpoints.commission.clone(),
@@ -194,7 +197,7 @@ impl Stack {
             saga: config.saga.clone(),
             hooks: config.saga_hooks.clone(),
         };
-        launch.spawn::<Attribution>(attribution_config, attribution_listener);
+        launch.spawn::<Attribution>(attribution_config, attribution_listener)?;
         let admin = Credential::token(admin_token.clone());
         Ok(Stack { endpoints, admin_token, admin, shutdown, tasks })
     }
@@ -229,17 +232,17 @@ impl Stack {
 /// What every service of the stack shares when it is started.
 struct Launch<'a> {
     tasks: &'a mut JoinSet<anyhow::Result<()>>,
-    database_url: &'a str,
+    roles: &'a [ServiceRole],
     max_connections: u32,
     auth: &'a AuthConfig,
     shutdown: &'a CancellationToken,
 }
 
 impl Launch<'_> {
-    /// Runs service `S` as one task of the stack.
-    fn spawn<S: Service>(&mut self, service: S::Config, listener: TcpListener) {
+    /// Runs service `S` as one task of the stack, connected as its role.
+    fn spawn<S: Service>(&mut self, service: S::Config, listener: TcpListener) -> anyhow::Result<()> {
         let config = ServiceConfig {
-            database_url: self.database_url.to_string(),
+            database_url: role_of(self.roles, S::SCHEMA)?.url.clone(),
             max_connections: self.max_connections,
             auth: self.auth.clone(),
             service,
@@ -250,23 +253,79 @@ impl Launch<'_> {
                 .await
                 .with_context(|| format!("{} service", S::SCHEMA))
         });
+        Ok(())
     }
 }
 
-/// Applies every service's migrations to its own schema in `database_url`.
-pub async fn migrate_all(database_url: &str) -> anyhow::Result<()> {
+/// The five service schemas, each owned by its own role.
+pub const SCHEMAS: [&str; 5] =
+    [Hierarchy::SCHEMA, Attribution::SCHEMA, Commission::SCHEMA, Ledger::SCHEMA, Payouts::SCHEMA];
+
+/// One service's database role, as [`provision_all`] left it.
+#[derive(Debug, Clone)]
+pub struct ServiceRole {
+    /// The service's schema (`ledger`).
+    pub schema: &'static str,
+    /// Its login role (`accrue_ledger`).
+    pub role: String,
+    /// The URL the service connects with: the admin URL with the role's
+    /// user and password.
+    pub url: String,
+}
+
+impl ServiceRole {
+    /// The variable the service reads its URL from
+    /// (`ACCRUE_LEDGER_DATABASE_URL`).
+    pub fn env_var(&self) -> String {
+        format!("ACCRUE_{}_DATABASE_URL", self.schema.to_uppercase())
+    }
+}
+
+/// The role of `schema` among `roles`.
+fn role_of<'a>(roles: &'a [ServiceRole], schema: &str) -> anyhow::Result<&'a ServiceRole> {
+    roles.iter().find(|role| role.schema == schema).with_context(|| format!("no database role for schema {schema}"))
+}
+
+/// Provisions the five service roles through `admin_url`
+/// ([`accrue_kit::db::provision`]), role `accrue_<schema>` getting the
+/// password `password(schema)` (`None`: an existing role keeps its own).
+/// Idempotent. Returns each service's role and URL, in [`SCHEMAS`] order.
+pub async fn provision_all(
+    admin_url: &str,
+    password: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<ServiceRole>> {
+    let mut roles = Vec::with_capacity(SCHEMAS.len());
+    for schema in SCHEMAS {
+        let password = password(schema);
+        accrue_kit::db::provision(admin_url, schema, password.as_deref()).await?;
+        let url = accrue_kit::db::role_url(admin_url, schema, password.as_deref())?;
+        roles.push(ServiceRole { schema, role: accrue_kit::db::role_name(schema), url });
+    }
+    Ok(roles)
+}
+
+/// Provisions the five service roles through `admin_url` and applies every
+/// service's migrations to its own schema, connected as its role. The roles
+/// get the admin URL's password, if it has one: a development convenience
+/// (a local cluster with password auth, no secret store), see
+/// [`accrue_kit::db::provision_dev`]; with trust auth they need none.
+/// Returns each service's role and URL.
+pub async fn migrate_all(admin_url: &str) -> anyhow::Result<Vec<ServiceRole>> {
     use accrue_kit::db::{DbConfig, migrate, pool};
-    let schemas: [(&str, &sqlx::migrate::Migrator); 5] = [
+    let admin_password = accrue_kit::db::url_password(admin_url)?;
+    let roles = provision_all(admin_url, |_| admin_password.clone()).await.context("provisioning the service roles")?;
+    let migrators: [(&str, &sqlx::migrate::Migrator); 5] = [
         (Hierarchy::SCHEMA, Hierarchy::migrator()),
         (Attribution::SCHEMA, Attribution::migrator()),
         (Commission::SCHEMA, Commission::migrator()),
         (Ledger::SCHEMA, Ledger::migrator()),
         (Payouts::SCHEMA, Payouts::migrator()),
     ];
-    for (schema, migrator) in schemas {
-        let db = pool(&DbConfig { url: database_url.to_string(), schema: schema.to_string(), max_connections: 1 })?;
+    for (schema, migrator) in migrators {
+        let url = role_of(&roles, schema)?.url.clone();
+        let db = pool(&DbConfig { url, schema: schema.to_string(), max_connections: 1 })?;
         migrate(&db, schema, migrator).await.with_context(|| format!("migrating schema {schema}"))?;
         db.close().await;
     }
-    Ok(())
+    Ok(roles)
 }

@@ -39,14 +39,20 @@ impl TestServices {
     }
 
     /// Starts service `S` with `config` on an ephemeral port and returns its
-    /// URL once it reports SERVING (its migrations have run).
+    /// URL once it reports SERVING (its migrations have run). Like a
+    /// deployment, `S` connects as its own role (`accrue_<schema>`,
+    /// provisioned here on the fresh database), so a test would notice a
+    /// service reaching into another's schema.
     pub async fn spawn<S: Service>(&self, config: S::Config) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|error| panic!("bind: {error}"));
         let url = match listener.local_addr() {
             Ok(addr) => format!("http://{addr}"),
             Err(error) => panic!("local address: {error}"),
         };
-        let config = ServiceConfig::new(self.db.url.clone(), AuthConfig::hs256(TEST_SECRET), config)
+        let database_url = accrue_kit::db::provision_dev(&self.db.url, S::SCHEMA)
+            .await
+            .unwrap_or_else(|error| panic!("provisioning the {} role: {error}", S::SCHEMA));
+        let config = ServiceConfig::new(database_url, AuthConfig::hs256(TEST_SECRET), config)
             .with_max_connections(MAX_CONNECTIONS);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
@@ -90,7 +96,8 @@ impl TestServices {
             .unwrap_or_else(|error| panic!("{error}"))
     }
 
-    /// A small pool on `S`'s schema, for reading its tables directly.
+    /// A small pool on `S`'s schema, for reading its tables directly. It
+    /// connects with the admin URL, not as `S`'s role.
     pub fn pool<S: Service>(&self) -> PgPool {
         let config =
             accrue_kit::db::DbConfig { url: self.db.url.clone(), schema: S::SCHEMA.to_string(), max_connections: 2 };

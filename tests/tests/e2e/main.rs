@@ -12,6 +12,7 @@ mod paging;
 mod partner_scope;
 mod refunds;
 mod replay;
+mod roles;
 mod saga;
 mod tenancy;
 mod wire;

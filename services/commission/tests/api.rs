@@ -25,7 +25,8 @@ async fn list(service: &mut Service, program: &str, partner: &str) -> Vec<pb::Ag
 #[tokio::test]
 async fn create_agreement_versions_and_list_them_oldest_first() {
     let mut service = start().await;
-    let (program, partner) = (id(), id());
+    let program = service.program(&[]).await;
+    let partner = service.partner(&program, "", "").await;
     let create = |rate: &str, from: &str, request_id: &str| pb::CreateAgreementRequest {
         program_id: program.clone(),
         partner_id: partner.clone(),
@@ -305,7 +306,8 @@ fn program_ctx(program: &str) -> Option<pb::ProgramContext> {
 #[tokio::test]
 async fn compute_settlements_uses_the_version_in_force_at_occurred_at() {
     let mut service = start().await;
-    let (program, seller) = (id(), id());
+    let program = service.program(&[]).await;
+    let seller = service.partner(&program, "", "").await;
     let mut versions = Vec::new();
     for (rate, from) in [("0.10", "2020-01-01T00:00:00Z"), ("0.20", "2021-01-01T00:00:00Z")] {
         let version = service
@@ -353,7 +355,14 @@ async fn compute_settlements_uses_the_version_in_force_at_occurred_at() {
 #[tokio::test]
 async fn seed_000_example_end_to_end_with_overrides_and_failures() {
     let mut service = start().await;
-    let (program, owner, a, b, parent) = (id(), id(), id(), id(), id());
+    // Agreements and plans name real partners of a real program; the tree
+    // the math walks is the one the request's contexts give.
+    let program = service.program(&[]).await;
+    let mut partners = Vec::new();
+    for _ in 0..4 {
+        partners.push(service.partner(&program, "", "").await);
+    }
+    let [owner, a, b, parent] = <[String; 4]>::try_from(partners).unwrap();
     service
         .client
         .create_agreement(pb::CreateAgreementRequest {
@@ -445,7 +454,9 @@ async fn seed_000_example_end_to_end_with_overrides_and_failures() {
 #[tokio::test]
 async fn a_rejected_override_plan_changes_nothing() {
     let mut service = start().await;
-    let (program, seller, parent) = (id(), id(), id());
+    let program = service.program(&[]).await;
+    let parent = service.partner(&program, "", "").await;
+    let seller = service.partner(&program, "", &parent).await;
     service
         .client
         .create_agreement(pb::CreateAgreementRequest {
@@ -497,4 +508,63 @@ async fn a_rejected_override_plan_changes_nothing() {
         let after = override_paid(service.client.compute_settlements(request.clone()).await.unwrap().into_inner());
         assert_eq!(after, before, "a rejected plan must not change the stored one");
     }
+}
+
+/// Issue 11 item 2: an agreement or override plan naming a partner that is
+/// not one of the program's — another program's or an unknown id — is
+/// NOT_FOUND with the same message for both (nothing tells the caller the
+/// foreign id exists), and so is a program that does not exist; nothing is
+/// written.
+#[tokio::test]
+async fn agreements_and_plans_name_only_the_programs_own_partners() {
+    let mut service = start().await;
+    let program = service.program(&[]).await;
+    let other_program = service.program(&[]).await;
+    let foreign = service.partner(&other_program, "", "").await;
+    let random = id();
+    let agreement = |program: &str, partner: &str| pb::CreateAgreementRequest {
+        program_id: program.into(),
+        partner_id: partner.into(),
+        rules: Some(percentage("0.10")),
+        ..Default::default()
+    };
+    let plan = |program: &str, partner: &str| pb::SetOverridePlanRequest {
+        plan: Some(pb::OverridePlan {
+            program_id: program.into(),
+            partner_id: partner.into(),
+            mode: pb::OverrideMode::Percentage as i32,
+            basis: pb::OverrideBasis::DealAmount as i32,
+            rates_by_level: vec![pb::OverrideLevel { rate: "0.01".into(), ..Default::default() }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut answers = Vec::new();
+    for partner in [&foreign, &random] {
+        let refused = service.client.create_agreement(agreement(&program, partner)).await.unwrap_err();
+        let plan_refused = service.client.set_override_plan(plan(&program, partner)).await.unwrap_err();
+        for status in [&refused, &plan_refused] {
+            assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+        }
+        answers.push((
+            refused.message().replace(partner.as_str(), "<id>"),
+            plan_refused.message().replace(partner.as_str(), "<id>"),
+        ));
+    }
+    assert_eq!(answers[0], answers[1], "a foreign partner answers exactly as an unknown one");
+    let missing_program = id();
+    let refused = service.client.create_agreement(agreement(&missing_program, "")).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (tonic::Code::NotFound, format!("program {missing_program} not found").as_str())
+    );
+    let refused = service.client.set_override_plan(plan(&missing_program, "")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+    for partner in [&foreign, &random] {
+        assert!(list(&mut service, &program, partner).await.is_empty());
+    }
+    // The program's own partner is accepted.
+    let own = service.partner(&program, "", "").await;
+    service.client.create_agreement(agreement(&program, &own)).await.unwrap();
+    service.client.set_override_plan(plan(&program, &own)).await.unwrap();
 }

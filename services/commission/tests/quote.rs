@@ -102,7 +102,9 @@ fn reason(status: &tonic::Status) -> String {
 #[tokio::test]
 async fn agreement_in_force_is_chosen_by_time_then_version_and_partner_scope_beats_the_default() {
     let mut service = start().await;
-    let (program, partner, other) = (id(), id(), id());
+    let program = service.program(&[]).await;
+    let partner = service.partner(&program, "", "").await;
+    let other = id();
     let default_1 = create(&mut service, &program, "", "2024-01-01T00:00:00Z", percentage("0.05")).await;
     let default_2 = create(&mut service, &program, "", "2024-06-01T00:00:00Z", percentage("0.06")).await;
     let own_1 = create(&mut service, &program, &partner, "2024-03-01T00:00:00Z", percentage("0.10")).await;

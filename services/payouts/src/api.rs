@@ -8,7 +8,7 @@ use accrue_kit::FieldViolations;
 use accrue_kit::client::AuthChannel;
 use accrue_kit::convert::{amount_to_proto, optional_uuid, parse_id, require_uuid, timestamp};
 use accrue_kit::error::{failed_precondition, internal, invalid_field, not_found};
-use accrue_kit::page;
+use accrue_kit::{idempotency, page};
 use accrue_money::{Currency, Decimal, Money};
 use accrue_proto::hierarchy::v1 as hierarchy_pb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
@@ -129,8 +129,10 @@ impl PayoutsApi {
         }
     }
 
-    /// Starts a new run, or returns the one a concurrent request created.
-    async fn start_run(&self, request: &RunRequest) -> Result<RunRow, Status> {
+    /// Starts a new run, or returns the one a concurrent request created
+    /// (for the same period, or with the same request id: then it is
+    /// answered as a repeat of `request_hash`'s request).
+    async fn start_run(&self, request: &RunRequest, request_hash: &[u8]) -> Result<RunRow, Status> {
         let program_minimum = self.program_minimum(request.program_id).await?;
         let minimum = resolve_minimum(request.minimum, program_minimum, request.currency)
             .map_err(|error| failed_precondition("MINIMUM_CURRENCY_MISMATCH", error.to_string()))?;
@@ -143,14 +145,38 @@ impl PayoutsApi {
             cutoff: request.cutoff.unwrap_or_else(|| request.period.default_cutoff()),
             minimum_amount: minimum,
             request_id: request.request_id.as_deref(),
+            request_hash: request.request_id.as_ref().map(|_| request_hash),
         };
-        if let Some(run) = store::insert_run(&self.pool, &insert).await? {
-            tracing::info!(run_id = %run.id, program_id = %run.program_id, period = %run.period, "payout run started");
-            return Ok(run);
+        match store::insert_run(&self.pool, &insert).await {
+            Ok(Some(run)) => {
+                tracing::info!(run_id = %run.id, program_id = %run.program_id, period = %run.period, "payout run started");
+                return Ok(run);
+            }
+            Ok(None) => {}
+            Err(error) if accrue_kit::error::is_unique_violation(&error.0) => {
+                if let Some(run) = self.run_of_request(request, request_hash).await? {
+                    return Ok(run);
+                }
+                return Err(error.into());
+            }
+            Err(error) => return Err(error.into()),
         }
         store::find_run(&self.pool, request.program_id, request.currency.code(), &period)
             .await?
             .ok_or_else(|| internal("payout run insert conflicted but no run exists"))
+    }
+
+    /// The run `request`'s request id started, when one did: Ok for a repeat
+    /// of the same body, ALREADY_EXISTS REQUEST_ID_REUSED for another body
+    /// (AIP-155, as in every service). A run from before request hashes were
+    /// kept counts as the same body.
+    async fn run_of_request(&self, request: &RunRequest, request_hash: &[u8]) -> Result<Option<RunRow>, Status> {
+        let Some(request_id) = request.request_id.as_deref() else { return Ok(None) };
+        let Some(run) = store::find_run_by_request_id(&self.pool, request.program_id, request_id).await? else {
+            return Ok(None);
+        };
+        idempotency::replay(request_id, run, |run| run.request_hash.as_deref().is_none_or(|hash| hash == request_hash))
+            .map(Some)
     }
 
     /// Reserves one batch of partners in the ledger, retrying when a
@@ -293,16 +319,26 @@ impl PayoutService for PayoutsApi {
     /// program, FAILED_PRECONDITION (MINIMUM_CURRENCY_MISMATCH) when the
     /// program's minimum is in another currency and none is given,
     /// UNAVAILABLE when a peer is down (retrying resumes the run).
+    /// Idempotent on `request_id` (AIP-155): a repeat of the same body
+    /// answers that run; the same id with another body is ALREADY_EXISTS
+    /// REQUEST_ID_REUSED and writes nothing.
     async fn create_payout_run(
         &self,
         request: Request<pb::CreatePayoutRunRequest>,
     ) -> Result<Response<pb::PayoutRun>, Status> {
         let actor = accrue_kit::auth::actor(&request)?;
         let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request_hash = idempotency::fingerprint_message(&pb::CreatePayoutRunRequest {
+            request_id: String::new(),
+            ..request.get_ref().clone()
+        });
         let request = validate_run_request(request.get_ref())?;
         scope.require_program(request.program_id)?;
         let period = request.period.to_string();
-        let existing = store::find_run(&self.pool, request.program_id, request.currency.code(), &period).await?;
+        let existing = match self.run_of_request(&request, &request_hash).await? {
+            Some(run) => Some(run),
+            None => store::find_run(&self.pool, request.program_id, request.currency.code(), &period).await?,
+        };
         let run = match existing {
             Some(run) if run.is_complete() => return Ok(Response::new(run_to_proto(&run)?)),
             Some(run) => {
@@ -310,7 +346,7 @@ impl PayoutService for PayoutsApi {
                 run
             }
             None => {
-                let run = self.start_run(&request).await?;
+                let run = self.start_run(&request, &request_hash).await?;
                 if run.is_complete() {
                     return Ok(Response::new(run_to_proto(&run)?));
                 }

@@ -14,7 +14,7 @@ use crate::domain::status::{CREATED_FROM, PayoutStatus};
 macro_rules! run_columns {
     () => {
         "id, program_id, currency, period, cutoff, minimum_amount, state, payout_count, total_amount, \
-         carried_forward_count, carried_forward_amount, created_at"
+         carried_forward_count, carried_forward_amount, created_at, request_hash"
     };
 }
 
@@ -52,6 +52,9 @@ pub struct RunRow {
     pub carried_forward_amount: Decimal,
     /// When it started.
     pub created_at: DateTime<Utc>,
+    /// SHA-256 of the request body that started it (None before migration
+    /// 0002, or without a request id).
+    pub request_hash: Option<Vec<u8>>,
 }
 
 impl RunRow {
@@ -108,6 +111,24 @@ pub async fn find_run(
     .map_err(StoreError::from)
 }
 
+/// The program's run started with `request_id`, if any.
+pub async fn find_run_by_request_id(
+    executor: impl PgExecutor<'_>,
+    program_id: ProgramId,
+    request_id: &str,
+) -> Result<Option<RunRow>, StoreError> {
+    sqlx::query_as::<_, RunRow>(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM payout_runs WHERE program_id = $1 AND request_id = $2"
+    ))
+    .bind(program_id)
+    .bind(request_id)
+    .fetch_optional(executor)
+    .await
+    .map_err(StoreError::from)
+}
+
 /// What a new run row holds.
 #[derive(Debug, Clone)]
 pub struct RunInsert<'a> {
@@ -125,14 +146,17 @@ pub struct RunInsert<'a> {
     pub minimum_amount: Decimal,
     /// Idempotency key.
     pub request_id: Option<&'a str>,
+    /// SHA-256 of the request body (kept with the key).
+    pub request_hash: Option<&'a [u8]>,
 }
 
 /// Inserts a RUNNING run; `None` when the (program, currency, period) already
-/// has one (the caller re-reads it).
+/// has one (the caller re-reads it). A request id another run already holds
+/// is a unique violation (the caller answers it as a repeat).
 pub async fn insert_run(executor: impl PgExecutor<'_>, run: &RunInsert<'_>) -> Result<Option<RunRow>, StoreError> {
     sqlx::query_as::<_, RunRow>(concat!(
-        "INSERT INTO payout_runs (id, program_id, currency, period, cutoff, minimum_amount, state, request_id) ",
-        "VALUES ($1, $2, $3, $4, $5, $6, 'RUNNING', $7) ",
+        "INSERT INTO payout_runs (id, program_id, currency, period, cutoff, minimum_amount, state, request_id, ",
+        "request_hash) VALUES ($1, $2, $3, $4, $5, $6, 'RUNNING', $7, $8) ",
         "ON CONFLICT ON CONSTRAINT payout_runs_period_key DO NOTHING RETURNING ",
         run_columns!()
     ))
@@ -143,6 +167,7 @@ pub async fn insert_run(executor: impl PgExecutor<'_>, run: &RunInsert<'_>) -> R
     .bind(run.cutoff)
     .bind(run.minimum_amount)
     .bind(run.request_id)
+    .bind(run.request_hash)
     .fetch_optional(executor)
     .await
     .map_err(StoreError::from)
@@ -227,7 +252,7 @@ pub async fn complete_run(
         "FROM (SELECT COUNT(*) AS n, COALESCE(SUM(amount), 0) AS total FROM payouts WHERE payout_run_id = $1) t ",
         "WHERE r.id = $1 RETURNING ",
         "r.id, r.program_id, r.currency, r.period, r.cutoff, r.minimum_amount, r.state, r.payout_count, ",
-        "r.total_amount, r.carried_forward_count, r.carried_forward_amount, r.created_at"
+        "r.total_amount, r.carried_forward_count, r.carried_forward_amount, r.created_at, r.request_hash"
     ))
     .bind(run_id)
     .bind(carried.count)

@@ -566,3 +566,31 @@ async fn a_token_sees_only_its_programs_payouts() {
     let own = scoped.list_payouts(pb::ListPayoutsRequest { program_id: other, ..Default::default() }).await.unwrap();
     assert!(own.into_inner().payouts.is_empty());
 }
+
+/// Issue 11 item 2: a request_id names one CreatePayoutRun request. The same
+/// body again answers the same run; the same id with another body (another
+/// period, another minimum) is ALREADY_EXISTS REQUEST_ID_REUSED and creates
+/// no second run, as in every other service.
+#[tokio::test]
+async fn a_reused_request_id_with_another_body_is_already_exists() {
+    use tonic_types::StatusExt;
+    let mut h = start().await;
+    let program = h.program("1.00").await;
+    let request = |period: &str, minimum: &str| pb::CreatePayoutRunRequest {
+        program_id: program.clone(),
+        currency_code: "GBP".into(),
+        period: period.into(),
+        cutoff: None,
+        minimum_amount: gbp(minimum),
+        request_id: "month-end".into(),
+    };
+    let first = h.payouts.create_payout_run(request("2011-01", "1.00")).await.unwrap().into_inner();
+    let again = h.payouts.create_payout_run(request("2011-01", "1.00")).await.unwrap().into_inner();
+    assert_eq!(again, first);
+    for (period, minimum) in [("2011-02", "1.00"), ("2011-01", "5.00")] {
+        let reused = h.payouts.create_payout_run(request(period, minimum)).await.unwrap_err();
+        let reason = reused.get_details_error_info().map(|info| info.reason).unwrap_or_default();
+        assert_eq!((reused.code(), reason.as_str()), (tonic::Code::AlreadyExists, "REQUEST_ID_REUSED"), "{period}");
+    }
+    assert_eq!(h.count("payout_runs").await, 1, "no second run");
+}

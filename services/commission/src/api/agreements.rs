@@ -10,7 +10,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
-use super::{CommissionApi, check_request_id};
+use super::{CommissionApi, check_request_id, get_uplines};
 use crate::domain::AgreementRules;
 use crate::store::{self, NewVersion, StoredVersion};
 
@@ -43,7 +43,8 @@ pub(super) fn encode_version(stored: &StoredVersion) -> pb::AgreementVersion {
 }
 
 /// Validates the rules (every violation reported together, INVALID_ARGUMENT)
-/// and inserts the next version of the scope's agreement. `effective_from`
+/// and inserts the next version of the scope's agreement. NOT_FOUND when the
+/// program does not exist or the partner is not one of its own. `effective_from`
 /// unset = now. Repeating a `request_id` returns the stored version; reusing
 /// it for a different request is ALREADY_EXISTS (`REQUEST_ID_REUSED`).
 #[tracing::instrument(skip_all, fields(program_id = %request.program_id))]
@@ -61,6 +62,10 @@ pub(super) async fn create_agreement(
     let (Some(program_id), Some(rules)) = (program_id, rules) else {
         return Err(accrue_kit::internal("validated CreateAgreement request lost a field"));
     };
+    // The program must exist and a partner agreement's partner be one of
+    // its own (another program's partner is answered as an unknown one).
+    let partners: Vec<(PartnerId, String)> = partner_id.map(|id| (id, "partner_id".to_string())).into_iter().collect();
+    get_uplines(api, program_id, &partners).await?;
     let fingerprint = serde_json::to_string(&AgreementFingerprint { partner_id, effective_from, rules: &rules })
         .map_err(accrue_kit::internal)?;
     let effective_from = effective_from.unwrap_or_else(Utc::now).trunc_subsecs(6);

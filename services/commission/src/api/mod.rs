@@ -13,10 +13,11 @@ use accrue_kit::FieldViolations;
 use accrue_kit::client::AuthChannel;
 use accrue_proto::commission::v1 as pb;
 use accrue_proto::commission::v1::commission_service_server::CommissionService;
+use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_types::{PartnerId, ProgramId};
 use sqlx::PgPool;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 /// NOT_FOUND PROGRAM_NOT_FOUND when the caller's token does not name the
 /// program `program_id` (issue 10 item 2), whether or not it exists; a
@@ -158,5 +159,46 @@ impl CommissionService for CommissionApi {
     ) -> Result<Response<pb::GetSchemeChainResponse>, Status> {
         let scope = accrue_kit::auth::caller(&request)?.clone();
         schemes::get_scheme_chain(self, &scope, request.into_inner()).await.map(Response::new)
+    }
+}
+
+/// Asks the hierarchy for the uplines of `partners` (id and the request field
+/// naming it), which also proves the program exists and each partner is one
+/// of its own. NOT_FOUND PROGRAM_NOT_FOUND / PARTNER_NOT_FOUND names the
+/// program or the partner — a partner of another program is answered
+/// exactly as an unknown id (issue 10, issue 11 item 2); any other failure
+/// is UNAVAILABLE (the caller needs the hierarchy's answer).
+pub(super) async fn get_uplines(
+    api: &CommissionApi,
+    program_id: ProgramId,
+    partners: &[(PartnerId, String)],
+) -> Result<hpb::GetUplinesResponse, Status> {
+    let request = hpb::GetUplinesRequest {
+        program_id: program_id.to_string(),
+        partner_ids: partners.iter().map(|(id, _)| id.to_string()).collect(),
+    };
+    let mut hierarchy = api.hierarchy.clone();
+    match hierarchy.get_uplines(request).await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status) if status.code() == Code::NotFound => {
+            // The hierarchy names the missing partner by id in its message.
+            let missing = partners.iter().find(|(id, _)| status.message().contains(&id.to_string()));
+            Err(match missing {
+                Some((id, field)) => accrue_kit::error::with_reason(
+                    Code::NotFound,
+                    "PARTNER_NOT_FOUND",
+                    format!("partner {id} ({field}) not found in program {program_id}"),
+                ),
+                None => accrue_kit::error::with_reason(
+                    Code::NotFound,
+                    "PROGRAM_NOT_FOUND",
+                    format!("program {program_id} not found"),
+                ),
+            })
+        }
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), message = status.message(), "hierarchy GetUplines failed");
+            Err(Status::unavailable(format!("hierarchy service could not answer GetUplines: {}", status.message())))
+        }
     }
 }

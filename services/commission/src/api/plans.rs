@@ -4,14 +4,16 @@ pub(super) mod codec;
 
 use accrue_kit::FieldViolations;
 use accrue_proto::commission::v1 as pb;
+use accrue_types::PartnerId;
 use tonic::Status;
 
-use super::{CommissionApi, check_request_id};
+use super::{CommissionApi, check_request_id, get_uplines};
 use crate::domain::OverridePlan;
 use crate::store;
 
 /// Validates and upserts the plan of its scope (INVALID_ARGUMENT with field
-/// violations on bad input; nothing written).
+/// violations on bad input; NOT_FOUND when the program does not exist or
+/// the partner is not one of its own; nothing written).
 #[tracing::instrument(skip_all)]
 pub(super) async fn set_override_plan(
     api: &CommissionApi,
@@ -24,6 +26,10 @@ pub(super) async fn set_override_plan(
     let Some((scope, plan)) = decoded else {
         return Err(accrue_kit::internal("validated SetOverridePlan request lost the plan"));
     };
+    // The program must exist and a partner plan's upline be one of its own.
+    let partners: Vec<(PartnerId, String)> =
+        scope.partner_id.map(|id| (id, "plan.partner_id".to_string())).into_iter().collect();
+    get_uplines(api, scope.program_id, &partners).await?;
     let fingerprint = serde_json::to_string::<OverridePlan>(&plan).map_err(accrue_kit::internal)?;
     let stored = store::set_override_plan(
         &api.pool,

@@ -23,7 +23,7 @@ use super::agreements::codec::decode_rules;
 use super::settle::codec::{
     self as settle_codec, decode_event_type, decode_history, decode_settings, encode_settlement,
 };
-use super::{CommissionApi, Draft};
+use super::{CommissionApi, Draft, get_uplines};
 use crate::domain::{
     AgreementBook, AgreementRules, PartnerRef, PriorEvent, ProgramSettings, Sale, SaleEventType, SplitShare,
 };
@@ -338,44 +338,6 @@ fn decode_draft(rules: &pb::AgreementRules, violations: &mut FieldViolations) ->
         return None;
     }
     decoded
-}
-
-/// Asks the hierarchy for the uplines of `partners` (id and the request field
-/// naming it). NOT_FOUND names the program or the partner; any other failure
-/// is UNAVAILABLE (the quote needs the hierarchy's answer).
-async fn get_uplines(
-    api: &CommissionApi,
-    program_id: ProgramId,
-    partners: &[(PartnerId, String)],
-) -> Result<hpb::GetUplinesResponse, Status> {
-    let request = hpb::GetUplinesRequest {
-        program_id: program_id.to_string(),
-        partner_ids: partners.iter().map(|(id, _)| id.to_string()).collect(),
-    };
-    let mut hierarchy = api.hierarchy.clone();
-    match hierarchy.get_uplines(request).await {
-        Ok(response) => Ok(response.into_inner()),
-        Err(status) if status.code() == Code::NotFound => {
-            // The hierarchy names the missing partner by id in its message.
-            let missing = partners.iter().find(|(id, _)| status.message().contains(&id.to_string()));
-            Err(match missing {
-                Some((id, field)) => accrue_kit::error::with_reason(
-                    Code::NotFound,
-                    "PARTNER_NOT_FOUND",
-                    format!("partner {id} ({field}) not found in program {program_id}"),
-                ),
-                None => accrue_kit::error::with_reason(
-                    Code::NotFound,
-                    "PROGRAM_NOT_FOUND",
-                    format!("program {program_id} not found"),
-                ),
-            })
-        }
-        Err(status) => {
-            tracing::warn!(code = ?status.code(), message = status.message(), "hierarchy GetUplines failed");
-            Err(Status::unavailable(format!("hierarchy service could not answer GetUplines: {}", status.message())))
-        }
-    }
 }
 
 /// The program's current settings (a quote is a sale made now: the newest

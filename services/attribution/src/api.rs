@@ -45,21 +45,29 @@ pub struct AttributionApi {
     pool: PgPool,
     peers: Peers,
     notify: Arc<Notify>,
-    max_future_skew: std::time::Duration,
+    limits: Limits,
+}
+
+/// The bounds the API holds callers to beyond each field's own rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How far in the future a sale, lead or refund may say it happened.
+    pub max_future_skew: std::time::Duration,
+    /// How long a RecordSales stream may stay silent before it is closed.
+    pub stream_idle_timeout: std::time::Duration,
 }
 
 impl AttributionApi {
     /// A new API over the service's pool, its peers, the notifier that
-    /// wakes the local saga workers when sagas are started, and how far in
-    /// the future an event time may be.
-    pub(crate) fn new(pool: PgPool, peers: Peers, notify: Arc<Notify>, max_future_skew: std::time::Duration) -> Self {
-        AttributionApi { pool, peers, notify, max_future_skew }
+    /// wakes the local saga workers when sagas are started, and its limits.
+    pub(crate) fn new(pool: PgPool, peers: Peers, notify: Arc<Notify>, limits: Limits) -> Self {
+        AttributionApi { pool, peers, notify, limits }
     }
 
     /// The window event times of a request are judged by (now plus the
     /// allowed skew).
     fn events(&self) -> EventWindow {
-        EventWindow::at(Utc::now(), self.max_future_skew)
+        EventWindow::at(Utc::now(), self.limits.max_future_skew)
     }
 
     fn wake_workers(&self) {
@@ -231,6 +239,26 @@ impl AttributionApi {
             )),
         }
     }
+}
+
+/// DEADLINE_EXCEEDED STREAM_IDLE for a RecordSales stream silent for
+/// `idle`: messages 0..`messages` were read and their `sales` sales are
+/// recorded (ErrorInfo metadata `recorded_messages`, `recorded_sales`), so a
+/// client resumes after them.
+fn stream_idle(idle: std::time::Duration, messages: usize, sales: usize) -> Status {
+    let metadata: HashMap<String, String> =
+        [("recorded_messages".to_string(), messages.to_string()), ("recorded_sales".to_string(), sales.to_string())]
+            .into();
+    accrue_kit::error::with_reason_and_metadata(
+        Code::DeadlineExceeded,
+        "STREAM_IDLE",
+        format!(
+            "the stream sent nothing for {} s and was closed; its first {messages} messages ({sales} sales) are \
+             recorded, send the rest in a new call",
+            idle.as_secs()
+        ),
+        metadata,
+    )
 }
 
 /// What one RecordSale / RecordSales call learned from the hierarchy service:
@@ -428,7 +456,15 @@ impl AttributionService for AttributionApi {
         let mut out = Vec::new();
         let mut roles = RoleCache::default();
         let mut position = 0_usize;
-        while let Some(message) = stream.message().await? {
+        // A message is awaited without a database connection held, so a
+        // silent stream costs a task, not a pool slot; the idle timeout
+        // bounds even that.
+        loop {
+            let message = match tokio::time::timeout(self.limits.stream_idle_timeout, stream.message()).await {
+                Ok(message) => message?,
+                Err(_) => return Err(stream_idle(self.limits.stream_idle_timeout, position, out.len())),
+            };
+            let Some(message) = message else { break };
             let at = position;
             position += 1;
             if message.sales.is_empty() {

@@ -16,7 +16,7 @@ mod store;
 pub use accrue_saga::SagaOptions;
 #[cfg(feature = "test-hooks")]
 pub use accrue_saga::TestHooks;
-pub use api::AttributionApi;
+pub use api::{AttributionApi, Limits};
 pub use saga::Hooks as SagaHooks;
 pub use saga::clawback_sale::ClawbackStep;
 pub use saga::settle_sale::Step;
@@ -49,6 +49,10 @@ pub struct Config {
     /// How far in the future a sale, lead or refund may say it happened
     /// (default 24 h; [`accrue_kit::convert::EventWindow`]).
     pub max_future_skew: Duration,
+    /// How long a RecordSales stream may stay silent before the server
+    /// closes it (DEADLINE_EXCEEDED STREAM_IDLE, naming what was recorded);
+    /// default 30 s.
+    pub stream_idle_timeout: Duration,
     /// Saga worker options.
     pub saga: SagaOptions,
     /// Faults injected into the saga workers (tests); an empty type without
@@ -72,6 +76,10 @@ pub struct Flags {
     /// happened (callers' clocks drift); earlier than 1970 is always refused.
     #[arg(long, env = "ACCRUE_MAX_FUTURE_SKEW_SECONDS", default_value_t = 86_400)]
     max_future_skew_seconds: u64,
+    /// Seconds a RecordSales stream may stay silent before the server closes
+    /// it (its recorded messages stay recorded and are named in the error).
+    #[arg(long, env = "ACCRUE_STREAM_IDLE_TIMEOUT_SECONDS", default_value_t = 30)]
+    stream_idle_timeout_seconds: u64,
     /// Saga workers in this process.
     #[arg(long, env = "ACCRUE_SAGA_WORKERS", default_value_t = 2)]
     saga_workers: usize,
@@ -90,6 +98,7 @@ impl From<Flags> for Config {
             commission_url: flags.commission_url,
             ledger_url: flags.ledger_url,
             max_future_skew: Duration::from_secs(flags.max_future_skew_seconds),
+            stream_idle_timeout: Duration::from_secs(flags.stream_idle_timeout_seconds),
             saga: SagaOptions {
                 workers: flags.saga_workers,
                 batch_size: flags.saga_batch_size,
@@ -139,7 +148,7 @@ impl Service for Attribution {
             setup.pool.clone(),
             peers,
             notify,
-            config.max_future_skew,
+            Limits { max_future_skew: config.max_future_skew, stream_idle_timeout: config.stream_idle_timeout },
         ))))
     }
 }

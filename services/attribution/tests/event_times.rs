@@ -45,14 +45,7 @@ fn fields(status: &tonic::Status) -> Vec<String> {
 async fn event_times_outside_their_window_and_unknown_programs_are_refused() {
     let h = start().await;
     let (mut hierarchy, mut attribution) = (h.hierarchy.clone(), h.attribution.clone());
-    let program =
-        hpb::Program { display_name: "Times Co".into(), default_currency: "GBP".into(), ..Default::default() };
-    let program_id = hierarchy
-        .create_program(hpb::CreateProgramRequest { program: Some(program), request_id: String::new() })
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
+    let program_id = h.gbp_program("Times Co").await;
     let owner = hierarchy
         .create_partner(hpb::CreatePartnerRequest {
             program_id: program_id.clone(),

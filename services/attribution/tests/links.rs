@@ -19,14 +19,7 @@ async fn a_request_id_reused_for_another_link_is_already_exists() {
     let h = start().await;
     let (mut hierarchy, mut attribution) = (h.hierarchy.clone(), h.attribution.clone());
 
-    let program =
-        hpb::Program { display_name: "Links Co".into(), default_currency: "GBP".into(), ..Default::default() };
-    let program_id = hierarchy
-        .create_program(hpb::CreateProgramRequest { program: Some(program), request_id: String::new() })
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
+    let program_id = h.gbp_program("Links Co").await;
     let owner = hierarchy
         .create_partner(hpb::CreatePartnerRequest {
             program_id: program_id.clone(),

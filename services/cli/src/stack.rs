@@ -72,6 +72,8 @@ pub struct StackConfig {
     /// Faults injected into the attribution saga workers (none by default;
     /// settable only with the `test-hooks` feature).
     pub saga_hooks: accrue_attribution::SagaHooks,
+    /// How long a RecordSales stream may stay silent (default 30 s).
+    pub stream_idle_timeout: std::time::Duration,
     /// The token keys every service verifies with: a fresh random HS256
     /// secret per stack (development), from which each service mints its
     /// peer credential and [`Stack::admin`] is minted.
@@ -88,6 +90,7 @@ impl StackConfig {
             max_connections,
             saga: accrue_attribution::SagaOptions::default(),
             saga_hooks: accrue_attribution::SagaHooks::default(),
+            stream_idle_timeout: std::time::Duration::from_secs(30),
             auth: AuthConfig::hs256(dev_secret()),
         }
     }
@@ -194,6 +197,7 @@ impl Stack {
             commission_url: endpoints.commission.clone(),
             ledger_url: endpoints.ledger.clone(),
             max_future_skew: accrue_kit::convert::DEFAULT_MAX_FUTURE_SKEW,
+            stream_idle_timeout: config.stream_idle_timeout,
             saga: config.saga.clone(),
             hooks: config.saga_hooks.clone(),
         };

@@ -88,6 +88,17 @@ pub fn with_reason(code: Code, reason: &str, message: String) -> Status {
     Status::with_error_details(code, message, details)
 }
 
+/// [`with_reason`] with ErrorInfo `metadata` (what a client needs to act on
+/// the error, e.g. how much of a stream was recorded).
+pub fn with_reason_and_metadata(
+    code: Code,
+    reason: &str,
+    message: String,
+    metadata: std::collections::HashMap<String, String>,
+) -> Status {
+    Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata))
+}
+
 /// NOT_FOUND for a resource kind and id (`"partner"`, `"7f…"`).
 pub fn not_found(resource: &str, id: impl std::fmt::Display) -> Status {
     with_reason(Code::NotFound, &format!("{}_NOT_FOUND", resource.to_uppercase()), format!("{resource} {id} not found"))

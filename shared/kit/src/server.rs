@@ -7,7 +7,6 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -24,6 +23,22 @@ pub enum ServeError {
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
+
+mod incoming;
+
+/// Most client connections a service holds open at once; more wait in the
+/// listener's backlog (issue 11 item 3).
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Most concurrent HTTP/2 streams (RPCs) per connection
+/// (SETTINGS_MAX_CONCURRENT_STREAMS); a client over it waits for a stream.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// How often an idle connection is pinged (HTTP/2 PING), and how long the
+/// answer may take before the connection is closed: a peer that vanished
+/// without a FIN (a killed pod, a dropped NAT entry) is noticed in under a
+/// minute instead of holding its streams forever.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// See [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The health service's name; reflection advertises it beside the service's own.
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -156,10 +171,12 @@ pub async fn serve(listener: TcpListener, hosted: Hosted, shutdown: Cancellation
 
     let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(crate::layers::stack(verifier))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming::limited(listener, MAX_CONNECTIONS), shutdown.cancelled_owned())
         .await?;
     Ok(())
 }

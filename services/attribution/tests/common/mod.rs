@@ -29,6 +29,7 @@ pub async fn start() -> Harness {
         commission_url: "http://127.0.0.1:9".into(),
         ledger_url: "http://127.0.0.1:9".into(),
         max_future_skew: accrue_kit::convert::DEFAULT_MAX_FUTURE_SKEW,
+        stream_idle_timeout: std::time::Duration::from_secs(2),
         saga: SagaOptions { workers: 0, ..SagaOptions::default() },
         hooks: Default::default(),
     };
@@ -38,5 +39,19 @@ pub async fn start() -> Harness {
         hierarchy: services.client(&hierarchy_url),
         attribution_url,
         services,
+    }
+}
+
+impl Harness {
+    /// Creates a GBP program called `name`; returns its id.
+    pub async fn gbp_program(&self, name: &str) -> String {
+        let program = accrue_proto::hierarchy::v1::Program {
+            display_name: name.into(),
+            default_currency: "GBP".into(),
+            ..Default::default()
+        };
+        let request =
+            accrue_proto::hierarchy::v1::CreateProgramRequest { program: Some(program), request_id: String::new() };
+        self.hierarchy.clone().create_program(request).await.unwrap().into_inner().id
     }
 }

@@ -9,6 +9,21 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The ErrorInfo domain on every status Accrue returns.
 pub const ERROR_DOMAIN: &str = "accrue.dev";
 
+/// Longest field path or description a status carries, in characters.
+pub const MAX_VIOLATION_CHARS: usize = 500;
+/// Most bytes of violations one status lists; the rest are counted. The
+/// details repeat them, base64 in a header, so the whole stays well inside
+/// HTTP/2's usual 16 KiB header limit.
+pub const MAX_VIOLATION_BYTES: usize = 4096;
+
+/// `text` cut to [`MAX_VIOLATION_CHARS`] characters, marked with "…".
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(MAX_VIOLATION_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 /// Collects field violations; [`FieldViolations::into_result`] turns them into
 /// one INVALID_ARGUMENT status.
 #[derive(Debug, Default, Clone)]
@@ -57,17 +72,33 @@ impl FieldViolations {
         Err(self.into_status())
     }
 
-    /// The INVALID_ARGUMENT status for the recorded violations.
+    /// The INVALID_ARGUMENT status for the recorded violations: as many as
+    /// fit [`MAX_VIOLATION_BYTES`], each field and description cut to
+    /// [`MAX_VIOLATION_CHARS`] characters. A status travels in HTTP/2
+    /// headers (`grpc-message`, `grpc-status-details-bin`), which peers cap
+    /// at 16 KiB; a description that echoes a caller's 2,000-character
+    /// value, many times over, would otherwise break the response itself
+    /// (the client saw an h2 protocol error, reported as INTERNAL).
     pub fn into_status(self) -> Status {
-        let message = self
-            .violations
-            .iter()
-            .map(|(field, description)| format!("{field}: {description}"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let total = self.violations.len();
+        let mut sent: Vec<(String, String)> = Vec::new();
+        let mut bytes = 0;
+        for (field, description) in self.violations {
+            let (field, description) = (clip(&field), clip(&description));
+            bytes += field.len() + description.len() + 4;
+            if bytes > MAX_VIOLATION_BYTES && !sent.is_empty() {
+                break;
+            }
+            sent.push((field, description));
+        }
+        let mut message =
+            sent.iter().map(|(field, description)| format!("{field}: {description}")).collect::<Vec<_>>().join("; ");
+        if total > sent.len() {
+            message.push_str(&format!("; and {} more", total - sent.len()));
+        }
         let mut details = ErrorDetails::new();
-        for (field, description) in &self.violations {
-            details.add_bad_request_violation(field.clone(), description.clone());
+        for (field, description) in sent {
+            details.add_bad_request_violation(field, description);
         }
         Status::with_error_details(Code::InvalidArgument, format!("invalid argument: {message}"), details)
     }
@@ -163,5 +194,28 @@ impl StoreError {
 impl From<StoreError> for Status {
     fn from(error: StoreError) -> Status {
         db_error(error.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However many and however long the violations, the status stays small
+    /// enough for HTTP/2 headers (16 KiB).
+    #[test]
+    fn a_status_of_many_long_violations_stays_small() {
+        let mut violations = FieldViolations::new();
+        for index in 0..500 {
+            violations.add(format!("sales[{index}].currency_code"), format!("unknown currency {:?}", "x".repeat(5000)));
+        }
+        let status = violations.into_status();
+        assert!(status.message().len() < 5 * 1024, "{} bytes", status.message().len());
+        assert!(status.details().len() < 10 * 1024, "{} bytes", status.details().len());
+        assert!(status.message().ends_with(" more"), "{}", &status.message()[status.message().len() - 40..]);
+        let bad = status.get_details_bad_request().unwrap();
+        assert!((5..20).contains(&bad.field_violations.len()), "{}", bad.field_violations.len());
+        assert_eq!(bad.field_violations[0].field, "sales[0].currency_code");
+        assert!(bad.field_violations[0].description.ends_with('…'));
     }
 }

@@ -20,25 +20,7 @@ use prost_types::{DescriptorProto, FileDescriptorSet};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::wire::{Channels, snapshot};
-
-/// Every message of the descriptor set by full name (`accrue.x.v1.Foo`).
-fn messages(set: &FileDescriptorSet) -> HashMap<String, &DescriptorProto> {
-    fn add<'a>(scope: &str, message: &'a DescriptorProto, out: &mut HashMap<String, &'a DescriptorProto>) {
-        let name = format!("{scope}.{}", message.name());
-        for nested in &message.nested_type {
-            add(&name, nested, out);
-        }
-        out.insert(name, message);
-    }
-    let mut out = HashMap::new();
-    for file in &set.file {
-        for message in &file.message_type {
-            add(file.package(), message, &mut out);
-        }
-    }
-    out
-}
+use crate::wire::{Channels, input_types, messages, snapshot};
 
 /// An encoded `name` whose first string field, depth first, is "\0", with
 /// that field's path as a field violation names it.
@@ -71,18 +53,7 @@ async fn a_nul_in_any_string_field_or_a_malformed_message_is_invalid_argument_in
     let channels = Channels::connect(&t.stack).await;
     let set = FileDescriptorSet::decode(accrue_proto::FILE_DESCRIPTOR_SET).unwrap();
     let all = messages(&set);
-    let inputs: HashMap<String, String> = set
-        .file
-        .iter()
-        .flat_map(|file| {
-            file.service.iter().flat_map(move |service| {
-                service.method.iter().map(move |method| {
-                    let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
-                    (path, method.input_type().trim_start_matches('.').to_string())
-                })
-            })
-        })
-        .collect();
+    let inputs = input_types(&set);
     let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
     let before = snapshot(&pool).await;
 

@@ -1,7 +1,7 @@
 //! Raw calls to any RPC of the five services (encoded requests in, encoded
 //! replies out, one helper for every path), and a digest of every row of the
 //! five schemas — what the tests that walk the whole policy table share
-//! (`tenancy`, `hostile_input`).
+//! (`tenancy`, `hostile_input`, `fuzz`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -170,4 +170,41 @@ pub async fn snapshot(pool: &sqlx::PgPool) -> BTreeMap<String, (i64, String)> {
         digest.insert(format!("{schema}.{table}"), row);
     }
     digest
+}
+
+/// Every message of the descriptor set by full name (`accrue.x.v1.Foo`).
+pub fn messages(set: &prost_types::FileDescriptorSet) -> HashMap<String, &prost_types::DescriptorProto> {
+    fn add<'a>(
+        scope: &str,
+        message: &'a prost_types::DescriptorProto,
+        out: &mut HashMap<String, &'a prost_types::DescriptorProto>,
+    ) {
+        let name = format!("{scope}.{}", message.name());
+        for nested in &message.nested_type {
+            add(&name, nested, out);
+        }
+        out.insert(name, message);
+    }
+    let mut out = HashMap::new();
+    for file in &set.file {
+        for message in &file.message_type {
+            add(file.package(), message, &mut out);
+        }
+    }
+    out
+}
+
+/// Every RPC's gRPC path → its input message's full name.
+pub fn input_types(set: &prost_types::FileDescriptorSet) -> HashMap<String, String> {
+    set.file
+        .iter()
+        .flat_map(|file| {
+            file.service.iter().flat_map(move |service| {
+                service.method.iter().map(move |method| {
+                    let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                    (path, method.input_type().trim_start_matches('.').to_string())
+                })
+            })
+        })
+        .collect()
 }

@@ -589,7 +589,9 @@ impl AttributionService for AttributionApi {
 
     /// Starts a FAILED saga again: a new run (its own log and ledger key),
     /// attempt 0, and what it drives back to PENDING (a SettleSale's sale, a
-    /// ClawbackSale's refund). FAILED_PRECONDITION SAGA_NOT_FAILED otherwise;
+    /// ClawbackSale's refund). Resumes a STUCK saga whose step gave up after
+    /// internal errors where it stopped (same run, attempt 0). FAILED_PRECONDITION
+    /// SAGA_NOT_FAILED otherwise (a saga stuck on a failed undo included);
     /// NOT_FOUND when absent.
     async fn retry_saga(&self, request: Request<pb::RetrySagaRequest>) -> Result<Response<pb::Saga>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
@@ -603,9 +605,9 @@ impl AttributionService for AttributionApi {
             RetryOutcome::NotFound => Err(not_found("saga", id)),
             RetryOutcome::NotFailed(state) => Err(failed_precondition(
                 "SAGA_NOT_FAILED",
-                format!("saga {id} is {state}; only a failed saga can be retried"),
+                format!("saga {id} is {state}; only a failed saga, or one stuck after internal errors, can be retried"),
             )),
-            RetryOutcome::Restarted(row) => {
+            RetryOutcome::Restarted(row) | RetryOutcome::Resumed(row) => {
                 self.wake_workers();
                 let events = store::saga_events(&self.pool, id).await?;
                 Ok(Response::new(saga_to_proto(row, events)))

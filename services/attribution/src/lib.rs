@@ -86,9 +86,17 @@ pub struct Flags {
     /// Sagas claimed per batch.
     #[arg(long, env = "ACCRUE_SAGA_BATCH_SIZE", default_value_t = 500)]
     saga_batch_size: i64,
-    /// Saga lease in seconds.
-    #[arg(long, env = "ACCRUE_SAGA_LEASE_SECONDS", default_value_t = 30)]
+    /// Saga lease in seconds: how soon another worker takes over the sagas
+    /// of a worker that died (a live worker's heartbeat keeps renewing it).
+    #[arg(long, env = "ACCRUE_SAGA_LEASE_SECONDS", default_value_t = 3)]
     saga_lease_seconds: u64,
+    /// Saga lease heartbeat in milliseconds (default: a third of the lease).
+    #[arg(long, env = "ACCRUE_SAGA_HEARTBEAT_MS")]
+    saga_heartbeat_ms: Option<u64>,
+    /// Internal errors (a peer's INTERNAL) one saga step may meet before the
+    /// saga is left STUCK for an operator.
+    #[arg(long, env = "ACCRUE_SAGA_INTERNAL_ATTEMPTS", default_value_t = 10)]
+    saga_internal_attempts: u32,
 }
 
 impl From<Flags> for Config {
@@ -103,6 +111,8 @@ impl From<Flags> for Config {
                 workers: flags.saga_workers,
                 batch_size: flags.saga_batch_size,
                 lease: Duration::from_secs(flags.saga_lease_seconds),
+                heartbeat: flags.saga_heartbeat_ms.map(Duration::from_millis),
+                internal_attempts: flags.saga_internal_attempts,
                 ..SagaOptions::default()
             },
             hooks: SagaHooks::default(),
@@ -127,7 +137,10 @@ impl Service for Attribution {
     fn routes(config: &Config, setup: &mut Setup) -> Result<Routes, Error> {
         // The workers' writes are all re-derivable (steps are idempotent and
         // re-run when their log rows are missing), so they need not wait for
-        // WAL flush; RPC writes (sales, sagas) stay fully durable.
+        // WAL flush; RPC writes (sales, sagas) stay fully durable, and so do
+        // the workers' claims (the engine commits each with
+        // synchronous_commit on: a lost claim could hand one generation to
+        // two owners).
         let worker_pool = accrue_kit::db::relaxed_durability_pool(&setup.db)?;
         let peers = peers::Peers::connect(
             &config.hierarchy_url,

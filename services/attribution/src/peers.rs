@@ -35,11 +35,28 @@ impl Peers {
     }
 }
 
-/// A peer's error as a saga step sees it: transient when worth retrying (see
-/// [`is_transient`]), permanent when the request itself is wrong.
+/// A peer's error as a saga step sees it: permanent when the request itself
+/// is wrong, internal when the peer answered INTERNAL (a bug or an input it
+/// cannot digest: retried a bounded number of times, then the saga is STUCK
+/// for an operator), transient otherwise (the peer or the network is having
+/// trouble: retried without bound, which is what recovery is for).
 pub(crate) fn step_error(peer: &str, status: &tonic::Status) -> StepError {
     let message = format!("{peer}: {:?}: {}", status.code(), status.message());
-    if is_transient(status.code()) { StepError::Transient(message) } else { StepError::Permanent(message) }
+    if !is_transient(status.code()) {
+        StepError::Permanent(message)
+    } else if status.code() == Code::Internal && !is_transport_error(status) {
+        StepError::Internal(message)
+    } else {
+        StepError::Transient(message)
+    }
+}
+
+/// True for an INTERNAL that tonic made up on this side from an HTTP/2 error
+/// (a connection reset with NO_ERROR, a GOAWAY while a peer restarts), not
+/// one the peer answered: that is the network, so transient. tonic names
+/// every such status "h2 protocol error: …".
+fn is_transport_error(status: &tonic::Status) -> bool {
+    status.message().starts_with("h2 protocol error")
 }
 
 /// True when a peer's status is worth retrying (the peer or the network is
@@ -75,8 +92,19 @@ mod tests {
 
     #[test]
     fn classifies_peer_errors() {
-        let status = tonic::Status::unavailable("down");
-        assert!(matches!(step_error("ledger", &status), StepError::Transient(_)));
+        for status in [
+            tonic::Status::unavailable("down"),
+            tonic::Status::deadline_exceeded("slow"),
+            tonic::Status::aborted("busy"),
+            tonic::Status::unknown("transport error"),
+            tonic::Status::internal("h2 protocol error: stream no longer needed"),
+        ] {
+            assert!(matches!(step_error("ledger", &status), StepError::Transient(_)), "{status:?}");
+        }
+        let status = tonic::Status::internal("internal error");
+        assert!(
+            matches!(step_error("ledger", &status), StepError::Internal(m) if m == "ledger: Internal: internal error")
+        );
         let status = tonic::Status::failed_precondition("no");
         assert!(
             matches!(step_error("ledger", &status), StepError::Permanent(m) if m.starts_with("ledger: FailedPrecondition"))

@@ -21,6 +21,15 @@ pub enum StepError {
     /// Retrying gives the same answer: an action's unwinds the saga, an
     /// undo's leaves it stuck.
     Permanent(String),
+    /// The callee failed on its side (a peer's INTERNAL): maybe a passing
+    /// fault, maybe a bug or an input it cannot digest. Retried like a
+    /// transient failure, but only
+    /// [`SagaOptions::internal_attempts`](crate::SagaOptions::internal_attempts)
+    /// times per step; then the saga is left STUCK with this message, for an
+    /// operator to fix the cause and resume it. Neither unwound (the
+    /// request may well be right) nor retried forever (a poisoned input
+    /// would spin unseen as "running").
+    Internal(String),
 }
 
 impl StepError {
@@ -108,6 +117,9 @@ pub(crate) struct StepLog {
     pub(crate) output: Option<Value>,
     /// `undo_finished` was written.
     pub(crate) undo_finished: bool,
+    /// `failed` events with an internal error since the saga was started or
+    /// last resumed (see [`SagaOptions::internal_attempts`](crate::SagaOptions::internal_attempts)).
+    pub(crate) internal_failures: u32,
 }
 
 /// A claimed saga as its steps see it.
@@ -119,7 +131,8 @@ pub struct Saga {
     pub run: i32,
     /// The claim's fence: every write is conditional on it.
     pub generation: i64,
-    /// Claims of this run so far, this one included (1-based).
+    /// Claims of this run so far, this one included (1-based); counted
+    /// afresh after an operator resumed the saga.
     pub attempt: i32,
     /// Why the saga is unwinding (empty while it runs forward).
     pub failure_reason: String,

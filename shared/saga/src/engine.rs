@@ -8,12 +8,18 @@
 //! action is idempotent). An unwinding saga undoes every started step whose
 //! `undo_finished` is missing, newest first.
 //!
+//! Leases are short (seconds) so that a dead worker's sagas are soon claimable;
+//! while a worker drives a batch, a heartbeat running beside it renews the
+//! batch's leases (fenced on owner and generation), however long a step
+//! takes, and tells the worker which sagas another owner took.
+//!
 //! Metrics (the `metrics` crate; free without a recorder):
 //! `accrue_saga_batches_total{kind}` per claimed batch,
 //! `accrue_saga_claims_total{kind}` per claimed saga, and
 //! `accrue_saga_step_duration_seconds{kind, step}` per step action over a batch.
 
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +38,10 @@ use crate::options::TestHooks;
 use crate::retry::backoff_delay;
 use crate::state::{SagaState, StepEvent};
 
+mod heartbeat;
 mod writes;
 
+use heartbeat::Leases;
 use writes::*;
 
 /// A definition's engine, shared by a process's workers.
@@ -45,8 +53,9 @@ pub struct Engine<D: SagaDef> {
     hooks: TestHooks,
 }
 
-/// Where a step failed permanently: an action's failure unwinds the saga (the
-/// worker keeps it to run the undos); an undo's leaves it stuck and given back.
+/// Where a step failed for good: an action's permanent failure unwinds the
+/// saga (the worker keeps it to run the undos); an undo's leaves it stuck and
+/// given back. Either, out of internal attempts, leaves it stuck.
 #[derive(Debug, Clone, Copy)]
 enum FailedIn {
     Action,
@@ -60,6 +69,7 @@ struct Outcomes {
     ok: Vec<(usize, Value)>,
     transient: Vec<(usize, String)>,
     permanent: Vec<(usize, String)>,
+    internal: Vec<(usize, String)>,
 }
 
 impl Outcomes {
@@ -71,6 +81,7 @@ impl Outcomes {
                 Ok(output) => outcomes.ok.push((i, output)),
                 Err(StepError::Transient(message)) => outcomes.transient.push((i, message)),
                 Err(StepError::Permanent(message)) => outcomes.permanent.push((i, message)),
+                Err(StepError::Internal(message)) => outcomes.internal.push((i, message)),
             }
         }
         outcomes
@@ -100,6 +111,7 @@ struct LoggedEvent {
     step: String,
     event: StepEvent,
     detail: Value,
+    generation: i64,
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -130,6 +142,16 @@ impl<D: SagaDef> Engine<D> {
     /// `shutdown` is cancelled.
     pub fn spawn(self, name: &str, notify: Arc<Notify>, shutdown: CancellationToken) -> JoinSet<()> {
         let mut set = JoinSet::new();
+        if self.options.heartbeat_interval() >= self.options.lease {
+            // Allowed (tests may want leases to lapse), but in production it
+            // hands a live worker's sagas to others mid-step.
+            tracing::warn!(
+                heartbeat_ms = millis(self.options.heartbeat_interval()),
+                lease_ms = millis(self.options.lease),
+                kind = D::KIND,
+                "the saga heartbeat is not shorter than the lease: leases will lapse while steps run"
+            );
+        }
         let process = Uuid::new_v4().simple().to_string();
         let engine = Arc::new(self);
         for index in 0..engine.options.workers {
@@ -195,6 +217,17 @@ impl<D: SagaDef> Engine<D> {
     /// unwinding, unowned or with an expired lease, due), bumping their
     /// generation, and loads the current run's log of each.
     async fn claim(&self, owner: &str) -> Result<Vec<Saga>, sqlx::Error> {
+        // The claim commits durably although the workers' pool commits with
+        // synchronous_commit=off. A claim is the one worker write whose loss
+        // is not harmless: lost with the WAL tail in a database crash, it
+        // would roll `generation` back, the next claim would hand the same
+        // generation to a second owner, and both owners' fenced writes would
+        // pass. (A lost step row re-runs an idempotent step; a lost renewal,
+        // release or close only delays a saga; those stay relaxed.) Commits
+        // are ordered in the WAL, so flushing this one flushes everything
+        // before it too.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = on").execute(&mut *tx).await?;
         // The runnable states are spelled out (SagaState::Running and
         // ::Unwinding) so that a generic plan can still prove the partial
         // index `sagas_runnable` applies.
@@ -216,8 +249,9 @@ impl<D: SagaDef> Engine<D> {
         .bind(millis(self.options.lease))
         .bind(self.options.batch_size.max(1))
         .bind(D::KIND)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -226,7 +260,7 @@ impl<D: SagaDef> Engine<D> {
         let ids: Vec<SagaId> = claimed.iter().map(|c| c.id).collect();
         let runs: Vec<i32> = claimed.iter().map(|c| c.run).collect();
         let events: Vec<LoggedEvent> = sqlx::query_as(
-            "SELECT e.saga_id, e.step, e.event, e.detail
+            "SELECT e.saga_id, e.step, e.event, e.detail, e.generation
              FROM saga_step_events e
              JOIN UNNEST($1::uuid[], $2::int[]) AS u(id, run) ON e.saga_id = u.id AND e.run = u.run
              ORDER BY e.id",
@@ -235,6 +269,12 @@ impl<D: SagaDef> Engine<D> {
         .bind(&runs)
         .fetch_all(&self.pool)
         .await?;
+        // Every claim bumps generation and attempt together, and resume_stuck
+        // (like a retry) sets attempt back to 0, so the claims since the saga
+        // started or was last resumed are the generations above this one:
+        // only their internal errors count against internal_attempts.
+        let counted_after: HashMap<SagaId, i64> =
+            claimed.iter().map(|c| (c.id, c.generation - i64::from(c.attempt))).collect();
         let steps = self.def.steps();
         let mut logs: HashMap<SagaId, Vec<StepLog>> = HashMap::new();
         let mut corrupt: HashMap<SagaId, String> = HashMap::new();
@@ -251,6 +291,12 @@ impl<D: SagaDef> Engine<D> {
                 StepEvent::Started => log.started = true,
                 StepEvent::Succeeded => log.output = Some(event.detail),
                 StepEvent::UndoFinished => log.undo_finished = true,
+                StepEvent::Failed
+                    if is_internal(&event.detail)
+                        && counted_after.get(&event.saga_id).is_some_and(|&after| event.generation > after) =>
+                {
+                    log.internal_failures = log.internal_failures.saturating_add(1);
+                }
                 StepEvent::Failed | StepEvent::UndoStarted => {}
             }
         }
@@ -285,10 +331,18 @@ impl<D: SagaDef> Engine<D> {
         Ok(batch)
     }
 
+    /// Drives a claimed batch with the heartbeat beside it: both run in this
+    /// worker's task, so the heartbeat ends exactly when the worker stops
+    /// driving (done, shut down, or stopped by the `crash_after` hook like a
+    /// killed process).
     async fn process(&self, owner: &str, mut batch: Vec<Saga>, shutdown: &CancellationToken) -> Flow {
         let started = std::time::Instant::now();
         let size = batch.len();
-        let outcome = self.drive(&mut batch, shutdown).await;
+        let leases = Leases::of(&batch);
+        let outcome = tokio::select! {
+            outcome = self.drive(&mut batch, &leases, shutdown) => outcome,
+            never = self.heartbeat(owner, &leases) => match never {},
+        };
         tracing::debug!(sagas = size, elapsed_ms = started.elapsed().as_millis(), "saga batch driven");
         match outcome {
             Ok(flow) => flow,
@@ -307,7 +361,12 @@ impl<D: SagaDef> Engine<D> {
         }
     }
 
-    async fn drive(&self, batch: &mut Vec<Saga>, shutdown: &CancellationToken) -> Result<Flow, sqlx::Error> {
+    async fn drive(
+        &self,
+        batch: &mut Vec<Saga>,
+        leases: &Leases,
+        shutdown: &CancellationToken,
+    ) -> Result<Flow, sqlx::Error> {
         let ids: Vec<SagaId> = batch.iter().map(|s| s.id).collect();
         let subjects = self.def.load(&self.pool, &ids).await?;
         let steps = self.def.steps();
@@ -319,7 +378,7 @@ impl<D: SagaDef> Engine<D> {
                 self.release_all(batch).await?;
                 return Ok(Flow::Continue);
             }
-            self.renew(batch).await?;
+            leases.drop_lost(batch);
             let need: Vec<usize> = (0..batch.len())
                 .filter(|&i| !batch[i].gone && !batch[i].unwinding && batch[i].log[index].output.is_none())
                 .collect();
@@ -340,11 +399,12 @@ impl<D: SagaDef> Engine<D> {
             #[cfg(feature = "test-hooks")]
             self.apply_hooks(index, batch, &need, &mut results);
 
-            let Outcomes { ok, transient, permanent } = Outcomes::of(&need, results);
+            let Outcomes { ok, transient, permanent, internal } = Outcomes::of(&need, results);
             #[cfg(feature = "test-hooks")]
             let any_succeeded = !ok.is_empty();
             self.record_succeeded(batch, index, ok).await?;
-            self.record_transient(batch, index, "action", transient).await?;
+            self.record_transient(batch, index, FailedIn::Action, transient).await?;
+            self.record_internal(batch, index, FailedIn::Action, internal).await?;
             self.record_permanent(batch, index, FailedIn::Action, permanent).await?;
             #[cfg(feature = "test-hooks")]
             if any_succeeded && self.hooks.crash_after == Some(step.name) {
@@ -371,7 +431,7 @@ impl<D: SagaDef> Engine<D> {
                 self.release_all(batch).await?;
                 return Ok(Flow::Continue);
             }
-            self.renew(batch).await?;
+            leases.drop_lost(batch);
             let need: Vec<usize> = (0..batch.len())
                 .filter(|&i| {
                     let log = &batch[i].log[index];
@@ -390,12 +450,13 @@ impl<D: SagaDef> Engine<D> {
                     *result = Err(StepError::Permanent(format!("injected undo failure at {}", steps[index].name)));
                 }
             }
-            let Outcomes { ok, transient, permanent: stuck } = Outcomes::of(&need, results);
+            let Outcomes { ok, transient, permanent: stuck, internal } = Outcomes::of(&need, results);
             let done = self.append_pairs(batch, &ok, index, StepEvent::UndoFinished).await?;
             for i in done {
                 batch[i].log[index].undo_finished = true;
             }
-            self.record_transient(batch, index, "undo", transient).await?;
+            self.record_transient(batch, index, FailedIn::Undo, transient).await?;
+            self.record_internal(batch, index, FailedIn::Undo, internal).await?;
             self.record_permanent(batch, index, FailedIn::Undo, stuck).await?;
         }
 
@@ -451,6 +512,13 @@ impl<D: SagaDef> Engine<D> {
         let items: Vec<Option<Item<'_, D::Subject>>> =
             need.iter().map(|&i| subjects.get(&batch[i].id).map(|subject| Item { saga: &batch[i], subject })).collect();
         let present: Vec<Item<'_, D::Subject>> = items.iter().flatten().copied().collect();
+        #[cfg(feature = "test-hooks")]
+        if let Some((slow_step, delay)) = self.hooks.slow_step
+            && slow_step == step.name
+            && !undo
+        {
+            tokio::time::sleep(delay).await;
+        }
         #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
         let mut results = if present.is_empty() { Vec::new() } else { run(&self.def, &present).await };
         #[cfg(feature = "test-hooks")]
@@ -493,5 +561,19 @@ impl<D: SagaDef> Engine<D> {
                 }
             }
         }
+        if let Some((fail_step, claims)) = self.hooks.inject_internal
+            && fail_step == name
+        {
+            for (&i, result) in need.iter().zip(results.iter_mut()) {
+                if result.is_ok() && batch[i].generation <= i64::from(claims) {
+                    *result = Err(StepError::Internal(format!("injected internal error at {name}")));
+                }
+            }
+        }
     }
+}
+
+/// True when a `failed` event's detail records an internal error.
+fn is_internal(detail: &Value) -> bool {
+    detail.get("internal").and_then(Value::as_bool) == Some(true)
 }

@@ -9,8 +9,15 @@
 //!   and a lease, and fence every write on the claimed generation;
 //! - each step runs once per batch (one bulk action for every saga that
 //!   needs it), with `started` logged before and `succeeded` + output after;
+//! - leases are short (3 s by default) and a heartbeat renews them while the
+//!   worker lives, so a long step keeps its sagas and a dead worker's are
+//!   claimable again within one lease;
+//! - claims commit durably even on a relaxed-durability pool, so that no
+//!   generation is ever handed out twice;
 //! - a transient failure gives the saga back until its backoff has passed; a
 //!   permanent one unwinds it: every started step is undone, newest first;
+//! - an internal error is retried a bounded number of times, then leaves the
+//!   saga stuck for an operator, who can resume it ([`resume_stuck`]);
 //! - a failed undo leaves the saga stuck for an operator;
 //! - after a crash the log says where to resume (actions are idempotent);
 //! - on shutdown every held saga is given back at once.
@@ -18,6 +25,7 @@
 mod def;
 mod engine;
 mod options;
+mod resume;
 mod retry;
 mod state;
 
@@ -26,5 +34,6 @@ pub use engine::Engine;
 pub use options::SagaOptions;
 #[cfg(feature = "test-hooks")]
 pub use options::TestHooks;
+pub use resume::resume_stuck;
 pub use retry::backoff_delay;
 pub use state::{SagaState, StepEvent};

@@ -1,5 +1,6 @@
 //! Retry delays for transient saga failures (Temporal-style: retry forever,
-//! exponentially spaced, capped).
+//! exponentially spaced, capped) and for internal ones (the same delays, a
+//! bounded number of times).
 
 use std::time::Duration;
 

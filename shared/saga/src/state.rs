@@ -14,7 +14,10 @@ pub enum SagaState {
     Done,
     /// Every started step was undone.
     Failed,
-    /// An undo failed permanently; an operator must look.
+    /// An operator must look (see the failure reason): an undo failed
+    /// permanently, or a step kept failing with internal errors (which
+    /// [`resume_stuck`](crate::resume_stuck) can resume once the cause is
+    /// fixed), or the log could not be read.
     Stuck,
 }
 

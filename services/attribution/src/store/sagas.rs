@@ -61,16 +61,25 @@ pub(crate) enum RetryOutcome {
     /// Restarted: a new run, attempt 0, state running; its sale (SettleSale)
     /// or its refund (ClawbackSale) back to PENDING.
     Restarted(SagaRow),
+    /// Resumed a saga that was STUCK after internal errors: same run, where
+    /// it stopped (running or unwinding), attempt 0; its sale or refund,
+    /// still PENDING, untouched.
+    Resumed(SagaRow),
     /// No such saga.
     NotFound,
-    /// The saga is not FAILED (its current state).
+    /// The saga is neither FAILED nor resumable (its current state).
     NotFailed(SagaState),
 }
 
 /// Starts a FAILED saga again (a new run with its own log) and, in the same
 /// transaction, puts what it drives back to PENDING: a SettleSale's sale, or a
 /// ClawbackSale's refund (its sale's state is the refunds' to change, and a
-/// failed clawback never changed it).
+/// failed clawback never changed it). A STUCK saga whose step gave up after
+/// internal errors is resumed instead ([`accrue_saga::resume_stuck`]): a new
+/// run would redo steps whose effects the current run still holds (a
+/// posting under the run's key), while resuming skips them; the operator
+/// retries once the cause is fixed. A saga stuck on a failed undo is not
+/// retried (`NotFailed`).
 pub(crate) async fn retry_saga(pool: &PgPool, id: SagaId) -> Result<RetryOutcome, StoreError> {
     let mut tx = pool.begin().await?;
     let current: Option<(SagaState,)> =
@@ -78,6 +87,18 @@ pub(crate) async fn retry_saga(pool: &PgPool, id: SagaId) -> Result<RetryOutcome
     let Some((state,)) = current else {
         return Ok(RetryOutcome::NotFound);
     };
+    if state == SagaState::Stuck {
+        if accrue_saga::resume_stuck(&mut tx, id).await?.is_none() {
+            return Ok(RetryOutcome::NotFailed(state));
+        }
+        let saga: SagaRow =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1")))
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        return Ok(RetryOutcome::Resumed(saga));
+    }
     if state != SagaState::Failed {
         return Ok(RetryOutcome::NotFailed(state));
     }

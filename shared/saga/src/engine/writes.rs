@@ -1,6 +1,6 @@
 //! The engine's fenced writes: step events appended only while the claimed
-//! generation holds, the saga-row changes that go with them, lease renewal
-//! and release.
+//! generation holds, the saga-row changes that go with them, and release.
+//! (Lease renewal is the heartbeat's.)
 
 // The engine's types and imports.
 use super::*;
@@ -42,13 +42,107 @@ impl<D: SagaDef> Engine<D> {
         &self,
         batch: &mut [Saga],
         index: usize,
-        phase: &str,
+        failed_in: FailedIn,
         failures: Vec<(usize, String)>,
     ) -> Result<(), sqlx::Error> {
+        self.record_retry(batch, index, failed_in, failures, false).await
+    }
+
+    /// Internal errors: each saga with attempts left is retried like a
+    /// transient failure (its `failed` event marked internal, so that the
+    /// next claim counts it); one whose step has now failed
+    /// `internal_attempts` times is left STUCK and given back, its reason the
+    /// last error, its event recording where [`resume_stuck`](crate::resume_stuck)
+    /// takes it back to (the state and reason it had).
+    pub(super) async fn record_internal(
+        &self,
+        batch: &mut [Saga],
+        index: usize,
+        failed_in: FailedIn,
+        failures: Vec<(usize, String)>,
+    ) -> Result<(), sqlx::Error> {
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let limit = self.options.internal_attempts.max(1);
+        let out_of_attempts = |i: usize| batch[i].log[index].internal_failures.saturating_add(1) >= limit;
+        let (exhausted, retry): (Vec<_>, Vec<_>) = failures.into_iter().partition(|(i, _)| out_of_attempts(*i));
+        self.record_retry(batch, index, failed_in, retry, true).await?;
+        if exhausted.is_empty() {
+            return Ok(());
+        }
+        let step = self.def.steps()[index].name;
+        let (phase, resume_state) = match failed_in {
+            FailedIn::Action => ("action", SagaState::Running),
+            FailedIn::Undo => ("undo", SagaState::Unwinding),
+        };
+        let reasons: Vec<String> = exhausted
+            .iter()
+            .map(|(i, message)| {
+                let given_up =
+                    format!("{message} (gave up after {limit} internal errors; resumable once the cause is fixed)");
+                match failed_in {
+                    FailedIn::Action => format!("{step}: {given_up}"),
+                    FailedIn::Undo => format!("{}; undo of {step} failed: {given_up}", batch[*i].failure_reason),
+                }
+            })
+            .collect();
+        let details: Vec<(usize, Value)> = exhausted
+            .iter()
+            .map(|(i, message)| {
+                let resume = json!({"state": resume_state.as_str(), "reason": batch[*i].failure_reason});
+                let detail = json!({"phase": phase, "error": message, "transient": false, "internal": true,
+                    "attempt": batch[*i].attempt, "internal_failures": limit, "resume": resume});
+                (*i, detail)
+            })
+            .collect();
+        let reason_of: HashMap<usize, &String> = exhausted.iter().map(|(i, _)| *i).zip(&reasons).collect();
+        let applied: HashSet<usize> = self
+            .write_fenced(batch, index, StepEvent::Failed, &details, async |tx, batch, applied| {
+                let rows: Vec<(SagaId, i64, String)> = applied
+                    .iter()
+                    .filter_map(|i| {
+                        reason_of.get(i).map(|reason| (batch[*i].id, batch[*i].generation, (*reason).clone()))
+                    })
+                    .collect();
+                set_state(tx, SagaState::Stuck, &rows, true).await
+            })
+            .await?
+            .into_iter()
+            .collect();
+        for ((i, message), reason) in exhausted.into_iter().zip(reasons) {
+            if applied.contains(&i) {
+                tracing::error!(saga = %batch[i].id, kind = D::KIND, step, phase, error = %message, %reason, "saga STUCK: internal errors kept coming; operator action needed");
+            }
+            batch[i].gone = true;
+        }
+        Ok(())
+    }
+
+    /// Writes `failed` (retried: transient, or internal with attempts left)
+    /// and releases the saga until its backoff has passed.
+    async fn record_retry(
+        &self,
+        batch: &mut [Saga],
+        index: usize,
+        failed_in: FailedIn,
+        failures: Vec<(usize, String)>,
+        internal: bool,
+    ) -> Result<(), sqlx::Error> {
+        let phase = match failed_in {
+            FailedIn::Action => "action",
+            FailedIn::Undo => "undo",
+        };
         let details: Vec<(usize, Value)> = failures
             .iter()
             .map(|(i, message)| {
-                (*i, json!({"phase": phase, "error": message, "transient": true, "attempt": batch[*i].attempt}))
+                let attempt = batch[*i].attempt;
+                let detail = if internal {
+                    json!({"phase": phase, "error": message, "transient": true, "internal": true, "attempt": attempt})
+                } else {
+                    json!({"phase": phase, "error": message, "transient": true, "attempt": attempt})
+                };
+                (*i, detail)
             })
             .collect();
         let (retry_base, retry_max) = (self.options.retry_base, self.options.retry_max);
@@ -65,7 +159,12 @@ impl<D: SagaDef> Engine<D> {
         .await?;
         let step = self.def.steps()[index].name;
         for (i, message) in failures {
-            tracing::info!(saga = %batch[i].id, step, phase, error = %message, attempt = batch[i].attempt, "transient saga failure; will retry");
+            if internal {
+                let failures = batch[i].log[index].internal_failures.saturating_add(1);
+                tracing::warn!(saga = %batch[i].id, step, phase, error = %message, attempt = batch[i].attempt, internal_failures = failures, "internal error in a saga step; will retry");
+            } else {
+                tracing::info!(saga = %batch[i].id, step, phase, error = %message, attempt = batch[i].attempt, "transient saga failure; will retry");
+            }
             batch[i].gone = true;
         }
         Ok(())
@@ -185,30 +284,6 @@ impl<D: SagaDef> Engine<D> {
         tx.commit().await?;
         drop_lost(batch, &indices, &kept);
         Ok(applied)
-    }
-
-    /// Extends every lease (fenced); sagas that lost their fence are dropped.
-    pub(super) async fn renew(&self, batch: &mut [Saga]) -> Result<(), sqlx::Error> {
-        let live: Vec<usize> = (0..batch.len()).filter(|&i| !batch[i].gone).collect();
-        if live.is_empty() {
-            return Ok(());
-        }
-        let (ids, generations) = fence_of(batch, &live);
-        let kept: HashSet<SagaId> = sqlx::query_scalar(
-            "UPDATE sagas s SET lease_expires_at = now() + $3::bigint * interval '1 millisecond'
-             FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, generation)
-             WHERE s.id = u.id AND s.generation = u.generation
-             RETURNING s.id",
-        )
-        .bind(&ids)
-        .bind(&generations)
-        .bind(millis(self.options.lease))
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .collect();
-        drop_lost(batch, &live, &kept);
-        Ok(())
     }
 
     /// Graceful shutdown: gives every held saga back at once (no backoff).

@@ -175,8 +175,9 @@ fn chunk_program(items: &[Item<'_>], chunk: &[usize]) -> Result<ProgramId, StepE
         .ok_or_else(|| StepError::Transient("a peer call was cut with no sales in it".into()))
 }
 
-/// Calls `call` per chunk; when a multi-item chunk fails permanently, retries
-/// its items one by one so that one bad item fails alone.
+/// Calls `call` per chunk; when a multi-item chunk fails permanently or with
+/// an internal error (which may be one poisoned item), retries its items one
+/// by one so that one bad item fails (or ends stuck) alone.
 async fn per_chunk<T, F, Fut>(chunks: Vec<Vec<usize>>, total: usize, call: F) -> Vec<Result<T, StepError>>
 where
     F: Fn(Vec<usize>) -> Fut,
@@ -190,7 +191,7 @@ where
                     results[*i] = Some(outcome);
                 }
             }
-            Err(StepError::Permanent(_)) if chunk.len() > 1 => {
+            Err(StepError::Permanent(_) | StepError::Internal(_)) if chunk.len() > 1 => {
                 for i in chunk {
                     let outcome = match call(vec![i]).await {
                         Ok(mut outcomes) => {
@@ -285,6 +286,22 @@ mod tests {
         for step in Step::ALL {
             assert_eq!(STEPS[step as usize].name, step.name());
         }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_failing_internally_is_retried_item_by_item() {
+        // The peer chokes on item 1 alone; items 0 and 2 must not share its fate.
+        let results = per_chunk(vec![vec![0, 1, 2]], 3, |chunk| async move {
+            if chunk.contains(&1) {
+                Err(StepError::Internal("commission: Internal: internal error".into()))
+            } else {
+                Ok(chunk.into_iter().map(Ok).collect())
+            }
+        })
+        .await;
+        assert_eq!(results[0], Ok(0));
+        assert!(matches!(&results[1], Err(StepError::Internal(_))), "{:?}", results[1]);
+        assert_eq!(results[2], Ok(2));
     }
 
     #[test]

@@ -576,6 +576,13 @@ async fn claims_commit_durably_while_the_step_log_stays_relaxed() {
     ] {
         sqlx::query(statement).execute(&pool).await.unwrap();
     }
+    // The triggers run as the service's own database role, which may write
+    // only what it is granted outside its migrations.
+    let grant = format!(
+        "GRANT INSERT ON attribution.commit_settings TO {}",
+        accrue_kit::db::role_name(<accrue_attribution::Attribution as accrue_kit::service::Service>::SCHEMA)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(grant)).execute(&pool).await.unwrap();
 
     let sale = record(&mut c, &w, "inv-durable").await;
     let saga = wait_saga(&mut c, &sale.saga_id).await;

@@ -5,7 +5,9 @@
 //! nested and repeated messages) and raw random bytes, sent with an admin
 //! token over real gRPC. No answer may be INTERNAL, UNKNOWN or UNIMPLEMENTED
 //! (a caller's bad input is never the server's error, and no request may
-//! panic a handler), and every service still answers afterwards. The
+//! panic a handler), a refused write changes nothing (the first requests
+//! of every writing RPC are checked against a digest of every table), and
+//! every service still answers afterwards. The
 //! generator is seeded (`ACCRUE_FUZZ_SEED`, default fixed) and its size set
 //! by `ACCRUE_FUZZ_CASES` (requests per RPC, default 40), so a failure
 //! replays exactly.
@@ -15,7 +17,7 @@ use std::collections::HashMap;
 
 use accrue_e2e::TestStack;
 use accrue_e2e::fixtures::program;
-use accrue_kit::auth::policy::TABLE;
+use accrue_kit::auth::policy::{Rule, TABLE};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
 use prost_types::field_descriptor_proto::{Label, Type};
@@ -24,7 +26,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::Code;
 
-use crate::wire::{Channels, input_types, messages};
+use crate::wire::{Channels, input_types, messages, snapshot};
 
 /// Strings a caller might send: empty, blank, ids (real-looking and not),
 /// codes, amounts and rates at the edges, periods, masks, long and odd text.
@@ -135,6 +137,31 @@ fn message(
     out
 }
 
+/// True once no saga is running or unwinding (within 10 s): a saga an
+/// earlier accepted request started writes on its own, which a digest taken
+/// around one call must not mistake for that call's writes.
+async fn quiet(pool: &sqlx::PgPool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let busy: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM attribution.sagas WHERE state IN ('running', 'unwinding')")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        if busy == 0 {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// How many requests per writing RPC are checked to change nothing when
+/// refused.
+const CHECKED_WRITES: u64 = 8;
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
 }
@@ -152,15 +179,29 @@ async fn random_requests_to_every_rpc_are_never_a_server_error() {
     let all = messages(&set);
     let inputs = input_types(&set);
 
+    let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
     let mut codes: HashMap<Code, usize> = HashMap::new();
-    for (path, _) in TABLE {
+    let mut compared = 0;
+    for (path, rule) in TABLE {
+        let reads = matches!(rule, Rule::Read | Rule::PartnerRead);
         for case in 0..cases {
             let body = if case % 4 == 3 {
                 (0..rng.random_range(0..48)).map(|_| rng.random::<u8>()).collect()
             } else {
                 message(&mut rng, &all, &inputs[*path], 3, &known)
             };
+            // A refused write must change nothing: the first cases of every
+            // writing RPC are checked against a digest of every table (reads
+            // cannot write; the digest costs a query per table).
+            let check = !reads && case < CHECKED_WRITES && quiet(&pool).await;
+            let before = if check { Some(snapshot(&pool).await) } else { None };
             let answer = channels.call(path, &t.stack.admin_token, &body).await;
+            if let Some(before) = before
+                && answer.code != Code::Ok
+            {
+                assert_eq!(snapshot(&pool).await, before, "{path} case {case} (seed {seed}) refused but wrote");
+                compared += 1;
+            }
             assert!(
                 !matches!(answer.code, Code::Internal | Code::Unknown | Code::Unimplemented),
                 "{path} case {case} (seed {seed}) answered {:?} {:?} to {:02x?}",
@@ -171,7 +212,12 @@ async fn random_requests_to_every_rpc_are_never_a_server_error() {
             *codes.entry(answer.code).or_default() += 1;
         }
     }
-    eprintln!("fuzz seed {seed}: {} requests, codes {codes:?}", TABLE.len() as u64 * cases);
+    eprintln!(
+        "fuzz seed {seed}: {} requests, codes {codes:?}, {compared} refused writes shown to change nothing",
+        TABLE.len() as u64 * cases
+    );
+    assert!(compared > 0, "no refused write was checked");
+    pool.close().await;
     // Every service still answers.
     for (service, url) in t.stack.endpoints.list() {
         accrue_testkit::wait_serving(accrue_kit::client::channel(url).unwrap(), service).await.unwrap();

@@ -2,6 +2,7 @@
 //! store (which applies the pure rules in `domain`), encode.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use accrue_kit::FieldViolations;
 use accrue_kit::auth::Identity;
@@ -40,6 +41,9 @@ mod validate;
 use codec::*;
 use validate::*;
 
+/// Most partners per hierarchy.GetUplines call (the hierarchy's limit).
+const UPLINE_BATCH: usize = 1000;
+
 /// Most postings in one `PostEntries` call.
 pub const MAX_POSTINGS: usize = 1000;
 /// Most partner reservations in one `ReserveForPayout` call.
@@ -54,13 +58,70 @@ const MAX_TEXT_LEN: usize = 1000;
 pub struct LedgerApi {
     pool: PgPool,
     hierarchy: HierarchyServiceClient<AuthChannel>,
+    /// Partners the hierarchy confirmed in a program. A partner never moves
+    /// to another program and is never deleted, so a confirmation holds for
+    /// the life of the process; the saga's batches ask the hierarchy once
+    /// per new partner, not once per call.
+    known_partners: Arc<Mutex<HashSet<(ProgramId, PartnerId)>>>,
 }
+
+/// Most partners [`LedgerApi::known_partners`] remembers before it starts
+/// over (a memory bound: about 50 MB of pairs).
+const MAX_KNOWN_PARTNERS: usize = 1_000_000;
 
 impl LedgerApi {
     /// A new API over the service's pool and a client of the hierarchy
     /// service (for `GetProgram` → `auto_approve_cleared`).
     pub fn new(pool: PgPool, hierarchy: HierarchyServiceClient<AuthChannel>) -> Self {
-        LedgerApi { pool, hierarchy }
+        LedgerApi { pool, hierarchy, known_partners: Arc::default() }
+    }
+
+    /// The partners of `partners` that are not partners of `program_id`
+    /// (unknown ids and another program's partners alike, so the answer
+    /// tells nothing about other programs; issue 11 item 2). NOT_FOUND when
+    /// the program does not exist; UNAVAILABLE when the hierarchy cannot
+    /// answer.
+    async fn foreign_partners(
+        &self,
+        program_id: ProgramId,
+        partners: HashSet<PartnerId>,
+    ) -> Result<HashSet<PartnerId>, Status> {
+        let mut unconfirmed: Vec<PartnerId> = {
+            let known = self.known_partners.lock().map_err(|_| internal("known partners lock poisoned"))?;
+            partners.into_iter().filter(|partner| !known.contains(&(program_id, *partner))).collect()
+        };
+        unconfirmed.sort_unstable();
+        let mut foreign = HashSet::new();
+        // GetUplines answers NOT_FOUND naming the first partner it cannot
+        // find; each such answer removes one partner, so this ends.
+        while !unconfirmed.is_empty() {
+            let chunk: Vec<PartnerId> = unconfirmed.iter().take(UPLINE_BATCH).copied().collect();
+            let request = hierarchy::GetUplinesRequest {
+                program_id: program_id.to_string(),
+                partner_ids: chunk.iter().map(PartnerId::to_string).collect(),
+            };
+            match self.hierarchy.clone().get_uplines(request).await {
+                Ok(_) => {
+                    let mut known = self.known_partners.lock().map_err(|_| internal("known partners lock poisoned"))?;
+                    if known.len() + chunk.len() > MAX_KNOWN_PARTNERS {
+                        known.clear();
+                    }
+                    known.extend(chunk.iter().map(|partner| (program_id, *partner)));
+                    unconfirmed.drain(..chunk.len());
+                }
+                Err(status) if status.code() == Code::NotFound => {
+                    let missing = chunk.iter().copied().find(|partner| status.message().contains(&partner.to_string()));
+                    let Some(missing) = missing else { return Err(not_found("program", program_id)) };
+                    foreign.insert(missing);
+                    unconfirmed.retain(|partner| *partner != missing);
+                }
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), message = status.message(), "hierarchy GetUplines failed");
+                    return Err(Status::unavailable(format!("hierarchy service unavailable: {}", status.message())));
+                }
+            }
+        }
+        Ok(foreign)
     }
 
     /// Reads a program's `auto_approve_cleared` from the hierarchy service.
@@ -98,7 +159,11 @@ impl LedgerService for LedgerApi {
     /// (program id, more than 1000 postings) → INVALID_ARGUMENT; an invalid
     /// posting fails alone (ItemFailure INVALID_ARGUMENT / INVALID_POSTING);
     /// a key reused with another body fails alone (ALREADY_EXISTS /
-    /// IDEMPOTENCY_KEY_REUSED). Results are in request order.
+    /// IDEMPOTENCY_KEY_REUSED); a posting naming a partner (or source
+    /// partner) that is not one of the program's fails alone (NOT_FOUND /
+    /// PARTNER_NOT_FOUND, the same for another program's partner as for an
+    /// unknown id). NOT_FOUND when the program does not exist. Results are
+    /// in request order.
     #[tracing::instrument(skip_all, fields(postings = request.get_ref().postings.len()))]
     async fn post_entries(
         &self,
@@ -123,6 +188,39 @@ impl LedgerService for LedgerApi {
             parsed.push(posting::validate(input, &format!("postings[{index}]")).map_err(|violations| {
                 item_failure("INVALID_ARGUMENT", "INVALID_POSTING", violations.into_status().message())
             }));
+        }
+        // Every line's partner and source partner must be one of the
+        // program's partners; a posting naming any other fails alone, as
+        // for an unknown id. The program itself must exist.
+        let named: HashSet<PartnerId> = parsed
+            .iter()
+            .flatten()
+            .flat_map(|posting| posting.lines.iter())
+            .flat_map(|posted| std::iter::once(posted.line.partner_id).chain(posted.line.source_partner_id))
+            .collect();
+        let foreign = if named.is_empty() {
+            self.auto_approve(program_id).await.map(|_| HashSet::new())?
+        } else {
+            self.foreign_partners(program_id, named).await?
+        };
+        for (index, result) in parsed.iter_mut().enumerate() {
+            let Ok(posting) = result else { continue };
+            let missing = posting.lines.iter().enumerate().find_map(|(line, posted)| {
+                let partner = posted.line.partner_id;
+                let source = posted.line.source_partner_id.filter(|source| foreign.contains(source));
+                if foreign.contains(&partner) {
+                    Some((format!("postings[{index}].lines[{line}].partner_id"), partner))
+                } else {
+                    source.map(|source| (format!("postings[{index}].lines[{line}].source_partner_id"), source))
+                }
+            });
+            if let Some((field, partner)) = missing {
+                *result = Err(item_failure(
+                    "NOT_FOUND",
+                    "PARTNER_NOT_FOUND",
+                    format!("{field}: partner {partner} not found in program {program_id}"),
+                ));
+            }
         }
         let mut first_of_key: HashMap<&str, usize> = HashMap::new();
         let mut to_write: Vec<&Posting> = Vec::new();

@@ -63,6 +63,32 @@ impl Harness {
             .id
     }
 
+    /// A partner of `program`: the ledger accepts lines only for a
+    /// program's own partners.
+    async fn partner(&mut self, program: &str) -> Uuid {
+        let id = self
+            .hierarchy
+            .create_partner(hpb::CreatePartnerRequest {
+                program_id: program.into(),
+                partner: Some(hpb::Partner { display_name: "Ledger partner".into(), ..Default::default() }),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        Uuid::parse_str(&id).unwrap()
+    }
+
+    /// `N` partners of `program`.
+    async fn partners<const N: usize>(&mut self, program: &str) -> [Uuid; N] {
+        let mut partners = [Uuid::nil(); N];
+        for partner in &mut partners {
+            *partner = self.partner(program).await;
+        }
+        partners
+    }
+
     async fn post(&mut self, program: &str, postings: Vec<pb::SalePosting>) -> Vec<pb::PostingResult> {
         self.ledger
             .post_entries(pb::PostEntriesRequest { program_id: program.into(), postings })
@@ -233,7 +259,7 @@ async fn assert_balances_match_entries(pool: &PgPool) {
 async fn post_entries_is_idempotent_per_key_and_body() {
     let mut h = start().await;
     let program = h.program(false).await;
-    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let [a, b] = h.partners(&program).await;
     let direct = types::EarningKind::Direct;
     let good_1 = posting("k1", vec![line(a, direct, "10.00", T0), line(b, types::EarningKind::Override, "1.50", T0)]);
     let mut bad_line = line(a, direct, "1.001", T0);
@@ -304,9 +330,12 @@ async fn post_entries_is_idempotent_per_key_and_body() {
     assert_eq!(h.count("postings").await, 4);
     assert_eq!(h.entry(&results[0].entry_ids[0]).await.amount, gbp("10.00"));
 
-    // The same key in another program is independent.
+    // The same key in another program (with that program's own partners)
+    // is independent.
     let other = h.program(false).await;
-    let elsewhere = h.post(&other, vec![good_1.clone()]).await;
+    let [c, d] = h.partners(&other).await;
+    let same_key = posting("k1", vec![line(c, direct, "10.00", T0), line(d, types::EarningKind::Override, "1.50", T0)]);
+    let elsewhere = h.post(&other, vec![same_key]).await;
     assert!(!elsewhere[0].replayed && elsewhere[0].entry_ids.len() == 2);
 
     // Request-level mistakes reject the whole call and write nothing.
@@ -343,7 +372,7 @@ async fn post_entries_is_idempotent_per_key_and_body() {
 async fn list_entries_filters_and_pages_oldest_first() {
     let mut h = start().await;
     let program = h.program(false).await;
-    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let [a, b] = h.partners(&program).await;
     let direct = types::EarningKind::Direct;
     let mut all_ids = Vec::new();
     for i in 0..3 {
@@ -437,7 +466,7 @@ async fn list_entries_filters_and_pages_oldest_first() {
 async fn entries_and_events_are_immutable() {
     let mut h = start().await;
     let h_program = h.program(false).await;
-    let partner = Uuid::new_v4();
+    let partner = h.partner(&h_program).await;
     let results =
         h.post(&h_program, vec![posting("imm", vec![line(partner, types::EarningKind::Direct, "5.00", T0)])]).await;
     let id = Uuid::parse_str(&results[0].entry_ids[0]).unwrap();
@@ -463,7 +492,7 @@ async fn entries_and_events_are_immutable() {
 async fn transitions_follow_the_state_machine_all_or_nothing() {
     let mut h = start().await;
     let program = h.program(false).await;
-    let partner = Uuid::new_v4();
+    let partner = h.partner(&program).await;
     let direct = types::EarningKind::Direct;
     let results = h
         .post(
@@ -540,12 +569,14 @@ async fn clear_matured_clears_by_as_of_and_auto_approves_per_program() {
     let mut h = start().await;
     let manual = h.program(false).await;
     let auto = h.program(true).await;
-    let partner = Uuid::new_v4();
+    // A partner belongs to one program: one in each.
+    let (in_manual, in_auto) = (h.partner(&manual).await, h.partner(&auto).await);
     let direct = types::EarningKind::Direct;
-    let early_late =
-        || posting("c", vec![line(partner, direct, "1.00", T0 + DAY), line(partner, direct, "2.00", T0 + 30 * DAY)]);
-    let manual_ids = h.post(&manual, vec![early_late()]).await[0].entry_ids.clone();
-    let auto_ids = h.post(&auto, vec![early_late()]).await[0].entry_ids.clone();
+    let early_late = |partner: Uuid| {
+        posting("c", vec![line(partner, direct, "1.00", T0 + DAY), line(partner, direct, "2.00", T0 + 30 * DAY)])
+    };
+    let manual_ids = h.post(&manual, vec![early_late(in_manual)]).await[0].entry_ids.clone();
+    let auto_ids = h.post(&auto, vec![early_late(in_auto)]).await[0].entry_ids.clone();
 
     let response = h.clear(&manual, T0 + 2 * DAY).await.unwrap();
     assert_eq!((response.cleared_count, response.approved_count), (1, 0));
@@ -590,7 +621,7 @@ async fn clear_matured_clears_by_as_of_and_auto_approves_per_program() {
 async fn earnings_summary_sums_lines_by_kind_excluding_voided() {
     let mut h = start().await;
     let program = h.program(false).await;
-    let mut partners = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    let mut partners: [Uuid; 3] = h.partners(&program).await;
     partners.sort();
     let [a, b, c] = partners;
     use types::EarningKind::{Direct, Margin, Override, Split};
@@ -690,7 +721,7 @@ async fn earnings_summary_sums_lines_by_kind_excluding_voided() {
 async fn reserve_for_payout_respects_thresholds_idempotency_and_exclusivity() {
     let mut h = start().await;
     let program = h.program(true).await;
-    let mut partners = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    let mut partners: [Uuid; 3] = h.partners(&program).await;
     partners.sort();
     let [a, b, c] = partners;
     let direct = types::EarningKind::Direct;
@@ -927,7 +958,7 @@ impl Harness {
 async fn reverse_sale_seed_003_full_refund_posts_one_linked_debit_and_reverses_the_line() {
     let mut h = start().await;
     let program = h.program(false).await;
-    let partner = Uuid::new_v4();
+    let partner = h.partner(&program).await;
     let posted =
         h.post(&program, vec![posting("s3", vec![line(partner, types::EarningKind::Direct, "15.00", T0 + DAY)])]).await;
     let line_id = posted[0].entry_ids[0].clone();
@@ -1050,8 +1081,9 @@ async fn two_half_refunds_give_back_every_line_exactly_even_when_halves_round_un
     let mut h = start().await;
     let program = h.program(false).await;
     let amounts = ["0.01", "0.03", "1.05", "2.33", "7.77"];
+    let partners: [Uuid; 5] = h.partners(&program).await;
     let lines: Vec<_> =
-        amounts.iter().map(|a| line(Uuid::new_v4(), types::EarningKind::Override, a, T0 + DAY)).collect();
+        amounts.iter().zip(partners).map(|(a, p)| line(p, types::EarningKind::Override, a, T0 + DAY)).collect();
     let ids = h.post(&program, vec![posting("halves", lines)]).await[0].entry_ids.clone();
 
     let first = h.reverse(reverse_request(&program, "sale-halves", "half-1", "100.00", "50.00")).await.unwrap();
@@ -1098,12 +1130,13 @@ async fn a_penny_refund_posts_one_debit_on_the_first_line_of_a_tie() {
     let mut h = start().await;
     let program = h.program(false).await;
     use types::EarningKind::{Direct, Margin, Override, Split};
+    let [p1, p2, p3, p4, p5] = h.partners(&program).await;
     let lines = vec![
-        line(Uuid::new_v4(), Direct, "0.20", T0),
-        line(Uuid::new_v4(), Split, "0.20", T0),
-        line(Uuid::new_v4(), Split, "0.20", T0),
-        line(Uuid::new_v4(), Override, "0.20", T0),
-        line(Uuid::new_v4(), Margin, "0.20", T0),
+        line(p1, Direct, "0.20", T0),
+        line(p2, Split, "0.20", T0),
+        line(p3, Split, "0.20", T0),
+        line(p4, Override, "0.20", T0),
+        line(p5, Margin, "0.20", T0),
     ];
     let ids = h.post(&program, vec![posting("penny", lines)]).await[0].entry_ids.clone();
     let response = h.reverse(reverse_request(&program, "sale-penny", "penny-1", "1.00", "0.01")).await.unwrap();
@@ -1133,20 +1166,20 @@ async fn splits_and_override_levels_are_reversed_pro_rata() {
     let mut h = start().await;
     let program = h.program(false).await;
     use types::EarningKind::{Direct, Override, Split};
-    let owner = Uuid::new_v4();
-    let override_line = |level: i32, amount: &str| {
-        let mut l = line(Uuid::new_v4(), Override, amount, T0 + DAY);
+    let [owner, split_a, split_b, up_1, up_2, up_3] = h.partners(&program).await;
+    let override_line = |upline: Uuid, level: i32, amount: &str| {
+        let mut l = line(upline, Override, amount, T0 + DAY);
         l.level = level;
         l.source_partner_id = owner.to_string();
         l
     };
     let lines = vec![
         line(owner, Direct, "6.00", T0 + DAY),
-        line(Uuid::new_v4(), Split, "2.50", T0 + DAY),
-        line(Uuid::new_v4(), Split, "1.50", T0 + DAY),
-        override_line(1, "1.00"),
-        override_line(2, "0.50"),
-        override_line(3, "0.25"),
+        line(split_a, Split, "2.50", T0 + DAY),
+        line(split_b, Split, "1.50", T0 + DAY),
+        override_line(up_1, 1, "1.00"),
+        override_line(up_2, 2, "0.50"),
+        override_line(up_3, 3, "0.25"),
     ];
     let amounts: Vec<Decimal> = lines.iter().map(|l| amount(&l.amount)).collect();
     let ids = h.post(&program, vec![posting("fan", lines)]).await[0].entry_ids.clone();
@@ -1192,7 +1225,7 @@ async fn splits_and_override_levels_are_reversed_pro_rata() {
 async fn debits_travel_with_unpaid_lines_and_are_approved_at_once_against_paid_or_reserved_ones() {
     let mut h = start().await;
     let program = h.program(false).await;
-    let partner = Uuid::new_v4();
+    let partner = h.partner(&program).await;
     let direct = types::EarningKind::Direct;
     let posted = h
         .post(
@@ -1275,7 +1308,7 @@ async fn debits_travel_with_unpaid_lines_and_are_approved_at_once_against_paid_o
 async fn a_refund_after_payout_nets_in_the_next_run_and_a_negative_balance_carries_until_covered() {
     let mut h = start().await;
     let program = h.program(true).await;
-    let partner = Uuid::new_v4();
+    let partner = h.partner(&program).await;
     let direct = types::EarningKind::Direct;
     let earned = h.post(&program, vec![posting("e1", vec![line(partner, direct, "10.00", T0 + DAY)])]).await;
     h.clear(&program, T0 + 2 * DAY).await.unwrap();
@@ -1313,7 +1346,7 @@ async fn a_refund_after_payout_nets_in_the_next_run_and_a_negative_balance_carri
 async fn rejected_reversals_change_nothing() {
     let mut h = start().await;
     let program = h.program(false).await;
-    let partner = Uuid::new_v4();
+    let partner = h.partner(&program).await;
     h.post(&program, vec![posting("rej", vec![line(partner, types::EarningKind::Direct, "10.00", T0)])]).await;
     let good = reverse_request(&program, "sale-rej", "rej-ok", "100.00", "10.00");
     h.reverse(good.clone()).await.unwrap();
@@ -1365,7 +1398,8 @@ async fn rejected_reversals_change_nothing() {
 async fn the_same_reverse_sale_sent_twenty_times_at_once_posts_once() {
     let mut h = start().await;
     let program = h.program(false).await;
-    let lines = (0..3).map(|_| line(Uuid::new_v4(), types::EarningKind::Split, "3.33", T0)).collect();
+    let partners: [Uuid; 3] = h.partners(&program).await;
+    let lines = partners.into_iter().map(|p| line(p, types::EarningKind::Split, "3.33", T0)).collect();
     h.post(&program, vec![posting("conc", lines)]).await;
     let request = reverse_request(&program, "sale-conc", "conc-1", "100.00", "50.00");
     let mut tasks = Vec::new();
@@ -1403,7 +1437,7 @@ async fn the_same_reverse_sale_sent_twenty_times_at_once_posts_once() {
 async fn void_reversal_restores_the_lines_and_voids_the_debits_once() {
     let mut h = start().await;
     let program = h.program(false).await;
-    let partner = Uuid::new_v4();
+    let partner = h.partner(&program).await;
     let direct = types::EarningKind::Direct;
     let posted = h
         .post(
@@ -1463,11 +1497,12 @@ async fn void_reversal_restores_the_lines_and_voids_the_debits_once() {
 
     // A debit reserved by a payout: FAILED_PRECONDITION, nothing changes.
     let auto = h.program(true).await;
-    h.post(&auto, vec![posting("w", vec![line(partner, direct, "12.00", T0 + DAY)])]).await;
+    let auto_partner = h.partner(&auto).await;
+    h.post(&auto, vec![posting("w", vec![line(auto_partner, direct, "12.00", T0 + DAY)])]).await;
     h.clear(&auto, T0 + 2 * DAY).await.unwrap();
     let travelling = h.reverse(reverse_request(&auto, "sale-w", "w-1", "100.00", "50.00")).await.unwrap();
     assert_eq!(travelling.debits[0].status(), pb::EntryStatus::Approved);
-    assert!(h.reserve_one(&auto, partner, Uuid::new_v4(), T0 + 3 * DAY).await.reserved);
+    assert!(h.reserve_one(&auto, auto_partner, Uuid::new_v4(), T0 + 3 * DAY).await.reserved);
     let events = h.count("entry_status_events").await;
     let error = h.void_reversal(&auto, "w-1").await.unwrap_err();
     assert_eq!((error.code(), reason(&error)), (Code::FailedPrecondition, "DEBIT_RESERVED".to_string()));
@@ -1484,7 +1519,7 @@ async fn status_events_name_the_token_subject() {
     use accrue_kit::auth::Role;
     let mut h = start().await;
     let program = h.program(false).await;
-    let partner = Uuid::new_v4();
+    let partner = h.partner(&program).await;
     let ids = h.post(&program, vec![posting("who", vec![line(partner, types::EarningKind::Direct, "5.00", T0)])]).await
         [0]
     .entry_ids
@@ -1520,7 +1555,7 @@ async fn a_token_sees_only_its_programs() {
     let mut h = start().await;
     let mine = h.program(false).await;
     let theirs = h.program(false).await;
-    let partner = Uuid::new_v4();
+    let partner = h.partner(&theirs).await;
     let their_entry =
         h.post(&theirs, vec![posting("theirs", vec![line(partner, types::EarningKind::Direct, "5.00", T0)])]).await[0]
             .entry_ids[0]
@@ -1568,4 +1603,58 @@ async fn a_token_sees_only_its_programs() {
     assert_eq!(moved.code(), Code::NotFound);
     assert_eq!(h.status(&their_entry).await, pb::EntryStatus::Pending, "nothing changed");
     assert_projection_matches_log(&h.pool).await;
+}
+
+/// Issue 11 item 2: a line for a partner that is not one of the program's
+/// (another program's partner, or an unknown id) fails its posting alone
+/// with NOT_FOUND PARTNER_NOT_FOUND, the same message for both once the id
+/// is masked; so does a foreign source partner. The other postings of the
+/// call are written; a program that does not exist is NOT_FOUND.
+#[tokio::test]
+async fn postings_name_only_the_programs_own_partners() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    let other = h.program(false).await;
+    let own = h.partner(&program).await;
+    let foreign = h.partner(&other).await;
+    let random = Uuid::now_v7();
+    let direct = types::EarningKind::Direct;
+    let mut sourced = line(own, types::EarningKind::Override, "1.00", T0);
+    sourced.source_partner_id = foreign.to_string();
+    let results = h
+        .post(
+            &program,
+            vec![
+                posting("own", vec![line(own, direct, "5.00", T0)]),
+                posting("foreign", vec![line(own, direct, "1.00", T0), line(foreign, direct, "5.00", T0)]),
+                posting("random", vec![line(own, direct, "1.00", T0), line(random, direct, "5.00", T0)]),
+                posting("source", vec![sourced]),
+            ],
+        )
+        .await;
+    assert!(results[0].failure.is_none(), "{:?}", results[0].failure);
+    let failure = |index: usize, id: Uuid| {
+        let failure = results[index].failure.clone().unwrap_or_else(|| panic!("posting {index} was written"));
+        let message =
+            failure.message.replace(&id.to_string(), "<id>").replace(&format!("postings[{index}]"), "postings[i]");
+        (failure.code, failure.reason, message)
+    };
+    assert_eq!(failure(1, foreign), failure(2, random), "a foreign partner answers as an unknown one");
+    let (code, reason, message) = failure(1, foreign);
+    assert_eq!((code.as_str(), reason.as_str()), ("NOT_FOUND", "PARTNER_NOT_FOUND"));
+    assert!(message.starts_with("postings[i].lines[1].partner_id: partner <id> not found"), "{message}");
+    assert!(failure(3, foreign).2.starts_with("postings[i].lines[0].source_partner_id"), "{:?}", failure(3, foreign));
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM entries").fetch_one(&h.pool).await.unwrap();
+    assert_eq!(written, 1, "only the valid posting");
+
+    let missing = Uuid::now_v7().to_string();
+    let refused = h
+        .ledger
+        .post_entries(pb::PostEntriesRequest {
+            program_id: missing.clone(),
+            postings: vec![posting("nowhere", vec![line(own, direct, "5.00", T0)])],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((refused.code(), refused.message()), (Code::NotFound, format!("program {missing} not found").as_str()));
 }

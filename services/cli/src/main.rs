@@ -50,9 +50,11 @@ enum Command {
         #[command(subcommand)]
         action: DbCommand,
     },
-    /// Crash campaign: replay a prefix of the data set cleanly, then again while killing services (SIGKILL) and
-    /// restarting Postgres (immediate mode), and compare: nothing lost, duplicated or stuck. Starts its own
-    /// throwaway Postgres and the five service binaries found next to `accrue`.
+    /// Crash campaign: a clean replay and one under kills, compared (nothing lost, duplicated or stuck).
+    ///
+    /// Replays a prefix of the data set cleanly, then again while killing services (SIGKILL) and restarting
+    /// Postgres (immediate mode), and compares the two databases. Starts its own throwaway Postgres and the five
+    /// service binaries found next to `accrue` (build them in the same profile).
     Chaos(ChaosArgs),
 }
 

@@ -1,8 +1,11 @@
 //! The `accrue` command's library: the in-process stack launcher used by
 //! `accrue dev`, the replay and the end-to-end tests; the throwaway Postgres
-//! of `accrue dev`; and the Online Retail replay.
+//! of `accrue dev`; the Online Retail replay and its client retries; and the
+//! crash campaign (`accrue chaos`).
 
+pub mod chaos;
 pub mod clients;
 pub mod pg;
 pub mod replay;
+pub mod retry;
 pub mod stack;

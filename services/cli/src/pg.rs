@@ -233,6 +233,31 @@ fn free_port() -> Result<u16, PgError> {
     Ok(port)
 }
 
+/// How much of its durability a throwaway server keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync, synchronous_commit and full_page_writes off: fastest, and a
+    /// crash of the server may lose the last acknowledged commits (`accrue
+    /// dev`, the tests).
+    #[default]
+    Off,
+    /// fsync and full_page_writes off, synchronous_commit on: every
+    /// acknowledged commit's WAL has been written to the operating system
+    /// before the client hears of it, so it survives the server being killed
+    /// (an immediate shutdown) though not the machine losing power. What the
+    /// crash campaign needs: it kills processes, never the OS.
+    ProcessCrashSafe,
+}
+
+impl Durability {
+    fn settings(self) -> [&'static str; 3] {
+        match self {
+            Durability::Off => ["fsync=off", "synchronous_commit=off", "full_page_writes=off"],
+            Durability::ProcessCrashSafe => ["fsync=off", "synchronous_commit=on", "full_page_writes=off"],
+        }
+    }
+}
+
 /// A Postgres server in a temporary directory, owned by this process.
 #[derive(Debug)]
 pub struct ThrowawayPostgres {
@@ -240,6 +265,9 @@ pub struct ThrowawayPostgres {
     child: Option<Child>,
     port: u16,
     url: String,
+    bindir: PathBuf,
+    as_postgres: bool,
+    durability: Durability,
 }
 
 impl ThrowawayPostgres {
@@ -248,6 +276,11 @@ impl ThrowawayPostgres {
     /// synchronous_commit and full_page_writes off, waits until it accepts
     /// connections (up to 30 s) and creates database [`DATABASE_NAME`].
     pub async fn start() -> Result<Self, PgError> {
+        Self::start_with(Durability::Off).await
+    }
+
+    /// Like [`ThrowawayPostgres::start`], with the given [`Durability`].
+    pub async fn start_with(durability: Durability) -> Result<Self, PgError> {
         let bindir = find_bindir()?;
         let as_postgres = running_as_root();
         let dir = tempfile::Builder::new()
@@ -270,50 +303,50 @@ impl ThrowawayPostgres {
         run(initdb)?;
 
         let port = free_port()?;
+        let url = format!("postgres://postgres@127.0.0.1:{port}/{DATABASE_NAME}");
+        let mut server = ThrowawayPostgres { dir: Some(dir), child: None, port, url, bindir, as_postgres, durability };
+        server.spawn_server().await?;
+        ensure_database(&server.admin_url(), DATABASE_NAME).await?;
+        Ok(server)
+    }
+
+    /// Starts `postgres` on the cluster and port of this server and waits (up
+    /// to 30 s) until it accepts connections.
+    async fn spawn_server(&mut self) -> Result<(), PgError> {
+        let root = self.dir().to_path_buf();
+        let data = root.join("data");
         let log_path = root.join("postgres.log");
-        let log =
-            std::fs::File::create(&log_path).map_err(|e| PgError::Io(format!("creating {}", log_path.display()), e))?;
+        // Appended to: a restarted server's log follows the first one's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| PgError::Io(format!("opening {}", log_path.display()), e))?;
         let log_err = log.try_clone().map_err(|e| PgError::Io("duplicating the log handle".into(), e))?;
-        let mut postgres = server_command(&bindir.join("postgres"), as_postgres);
-        postgres
-            .arg("-D")
-            .arg(&data)
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-k")
-            .arg(&root)
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ])
-            .current_dir(&root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err));
+        let mut postgres = server_command(&self.bindir.join("postgres"), self.as_postgres);
+        postgres.arg("-D").arg(&data).arg("-p").arg(self.port.to_string()).arg("-k").arg(&root);
+        postgres.args(["-c", "listen_addresses=127.0.0.1"]);
+        for setting in self.durability.settings() {
+            postgres.args(["-c", setting]);
+        }
+        postgres.current_dir(&root).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log_err));
         // Own process group: a terminal's Ctrl-C reaches us, not the server, so
         // the services drain before the database stops.
         std::os::unix::process::CommandExt::process_group(&mut postgres, 0);
         let child = postgres
             .spawn()
             .map_err(|e| PgError::Command { command: format!("{postgres:?}"), detail: e.to_string() })?;
-        let url = format!("postgres://postgres@127.0.0.1:{port}/{DATABASE_NAME}");
-        let mut server = ThrowawayPostgres { dir: Some(dir), child: Some(child), port, url };
+        self.child = Some(child);
 
-        let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let admin = self.admin_url();
         let limit = Duration::from_secs(30);
         let started = Instant::now();
         loop {
-            if let Some(child) = server.child.as_mut()
+            if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                server.child = None;
+                self.child = None;
                 return Err(PgError::Command {
                     command: "postgres".into(),
                     detail: format!("exited with {status}: {log}"),
@@ -321,7 +354,7 @@ impl ThrowawayPostgres {
             }
             if let Ok(conn) = PgConnection::connect(&admin).await {
                 let _ = conn.close().await;
-                break;
+                return Ok(());
             }
             if started.elapsed() > limit {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -329,8 +362,33 @@ impl ThrowawayPostgres {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        ensure_database(&admin, DATABASE_NAME).await?;
-        Ok(server)
+    }
+
+    /// Stops the server in immediate mode (`pg_ctl stop -m immediate`: every
+    /// backend quits at once, no checkpoint, as after a crash) and starts it
+    /// again on the same directory and port; returns once it accepts
+    /// connections again (after crash recovery from the WAL).
+    pub async fn restart_immediate(&mut self) -> Result<(), PgError> {
+        let mut pg_ctl = server_command(&self.bindir.join("pg_ctl"), self.as_postgres);
+        pg_ctl.arg("-D").arg(self.dir().join("data")).args(["-m", "immediate", "-w", "stop"]);
+        tokio::task::spawn_blocking(move || run(pg_ctl))
+            .await
+            .map_err(|e| PgError::Command { command: "pg_ctl stop".into(), detail: e.to_string() })??;
+        if let Some(mut child) = self.child.take() {
+            // pg_ctl waited for the postmaster to exit; reap it.
+            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        }
+        self.spawn_server().await
+    }
+
+    /// URL of the `postgres` maintenance database as superuser `postgres`.
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// URL of database `name` on this server as superuser `postgres`.
+    pub fn database_url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
     /// URL of database [`DATABASE_NAME`] on this server.
@@ -430,5 +488,26 @@ mod tests {
         conn.close().await.expect("close");
         pg.stop().await.expect("stop");
         assert!(!dir.exists(), "temporary directory removed");
+    }
+
+    #[tokio::test]
+    async fn an_acknowledged_commit_survives_an_immediate_restart_on_the_same_port() {
+        if find_bindir().is_err() {
+            eprintln!("skipping: no PostgreSQL server binaries");
+            return;
+        }
+        let mut pg = ThrowawayPostgres::start_with(Durability::ProcessCrashSafe).await.expect("start");
+        let port = pg.port();
+        let mut conn = PgConnection::connect(pg.url()).await.expect("connect");
+        sqlx::query("CREATE TABLE t (n int)").execute(&mut conn).await.expect("create");
+        sqlx::query("INSERT INTO t VALUES (42)").execute(&mut conn).await.expect("insert");
+        pg.restart_immediate().await.expect("restart");
+        assert!(sqlx::query("SELECT 1").execute(&mut conn).await.is_err(), "the old session died with the server");
+        assert_eq!(pg.port(), port);
+        let mut conn = PgConnection::connect(pg.url()).await.expect("reconnect");
+        let n: i32 = sqlx::query_scalar("SELECT n FROM t").fetch_one(&mut conn).await.expect("select");
+        assert_eq!(n, 42);
+        conn.close().await.expect("close");
+        pg.stop().await.expect("stop");
     }
 }

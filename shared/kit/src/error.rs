@@ -158,15 +158,29 @@ pub fn internal(error: impl std::fmt::Display) -> Status {
 }
 
 /// Maps a database error: unreachable database → UNAVAILABLE (retryable),
-/// anything else → INTERNAL (logged).
+/// anything else → INTERNAL (logged). A server that is shutting down,
+/// crashed or still starting (SQLSTATE 57P01..57P03) or a connection
+/// failure (class 08) is unreachable too: a Postgres restart then reads as
+/// UNAVAILABLE to clients, which retry, instead of INTERNAL.
 pub fn db_error(error: sqlx::Error) -> Status {
-    match &error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            tracing::warn!(%error, "database unavailable");
-            Status::unavailable("database unavailable")
-        }
-        _ => internal(error),
+    let unreachable = match &error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_unreachable_sqlstate(&code)),
+        _ => false,
+    };
+    if unreachable {
+        tracing::warn!(%error, "database unavailable");
+        Status::unavailable("database unavailable")
+    } else {
+        internal(error)
     }
+}
+
+/// SQLSTATEs of a server that cannot serve the session: admin_shutdown,
+/// crash_shutdown, cannot_connect_now (57P01..57P03) and the connection
+/// exception class (08…).
+pub fn is_unreachable_sqlstate(code: &str) -> bool {
+    matches!(code, "57P01" | "57P02" | "57P03") || code.starts_with("08")
 }
 
 /// True when `error` is a Postgres unique violation (SQLSTATE 23505).
@@ -200,6 +214,16 @@ impl From<StoreError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restarting_server_is_unreachable_and_a_constraint_is_not() {
+        for code in ["57P01", "57P02", "57P03", "08006", "08001"] {
+            assert!(is_unreachable_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "40001", "57014", "42P01"] {
+            assert!(!is_unreachable_sqlstate(code), "{code}");
+        }
+    }
 
     /// However many and however long the violations, the status stays small
     /// enough for HTTP/2 headers (16 KiB).

@@ -563,6 +563,9 @@ async fn claims_commit_durably_while_the_step_log_stays_relaxed() {
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     for statement in [
         "CREATE TABLE attribution.commit_settings (write text NOT NULL, synchronous_commit text NOT NULL)",
+        // The triggers run as the service's own role, which may write only
+        // what it owns or is granted: without this every claim fails.
+        "GRANT INSERT ON attribution.commit_settings TO accrue_attribution",
         "CREATE FUNCTION attribution.note_commit_setting() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
              INSERT INTO attribution.commit_settings VALUES (TG_ARGV[0], current_setting('synchronous_commit'));

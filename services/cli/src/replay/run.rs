@@ -27,6 +27,7 @@ use super::progress::{Phase, ProgressMode, note};
 use super::refunds::{self, PlannedRefund, RefundPlan};
 use super::summary::{ClawbackByKind, CommissionTotals, MonthPayouts, RefundTotals, Summary};
 use crate::clients::Clients;
+use crate::retry;
 use crate::stack::Endpoints;
 
 mod configure;

@@ -7,25 +7,30 @@ use super::*;
 /// Creates (or, on a re-run, finds by request id) the program, partners,
 /// links, agreements and override plan, then suspends the chosen partners.
 pub(super) async fn configure(clients: &Clients, plan: &Plan, mode: ProgressMode) -> Result<Created, ReplayError> {
-    let mut hierarchy_client = clients.hierarchy.clone();
+    let hierarchy_client = clients.hierarchy.clone();
     let spec = &plan.program;
-    let program = hierarchy_client
-        .create_program(hierarchy::CreateProgramRequest {
-            program: Some(hierarchy::Program {
-                display_name: spec.display_name.clone(),
-                default_currency: spec.default_currency.clone(),
-                rounding_mode: types::RoundingMode::HalfAwayFromZero as i32,
-                override_depth_cap: spec.override_depth_cap,
-                compression_enabled: spec.compression_enabled,
-                auto_approve_cleared: spec.auto_approve_cleared,
-                minimum_payout: Some(gbp(spec.minimum_payout)),
-                ..Default::default()
-            }),
-            request_id: spec.request_id.clone(),
-        })
+    let request = hierarchy::CreateProgramRequest {
+        program: Some(hierarchy::Program {
+            display_name: spec.display_name.clone(),
+            default_currency: spec.default_currency.clone(),
+            rounding_mode: types::RoundingMode::HalfAwayFromZero as i32,
+            override_depth_cap: spec.override_depth_cap,
+            compression_enabled: spec.compression_enabled,
+            auto_approve_cleared: spec.auto_approve_cleared,
+            minimum_payout: Some(gbp(spec.minimum_payout)),
+            ..Default::default()
+        }),
+        request_id: spec.request_id.clone(),
+    };
+    let program =
+        retry::idempotent(
+            "CreateProgram",
+            &hierarchy_client,
+            &request,
+            |mut c, r| async move { c.create_program(r).await },
+        )
         .await
-        .map_err(rpc("CreateProgram"))?
-        .into_inner();
+        .map_err(rpc("CreateProgram"))?;
     let program_id = program.id.clone();
     note(mode, &format!("program {program_id} ({})", spec.display_name));
 
@@ -36,26 +41,27 @@ pub(super) async fn configure(clients: &Clients, plan: &Plan, mode: ProgressMode
     let mut partners: Vec<hierarchy::Partner> = Vec::with_capacity(plan.partners.len());
     for spec in &plan.partners {
         let parent_id = spec.parent.and_then(|p| partners.get(p)).map(|p| p.id.clone()).unwrap_or_default();
-        let partner = hierarchy_client
-            .create_partner(hierarchy::CreatePartnerRequest {
-                program_id: program_id.clone(),
-                partner: Some(hierarchy::Partner {
-                    display_name: spec.display_name.clone(),
-                    external_id: spec.external_id.clone(),
-                    parent_id,
-                    ..Default::default()
-                }),
-                request_id: spec.request_id.clone(),
-            })
-            .await
-            .map_err(rpc(format!("CreatePartner {}", spec.external_id)))?
-            .into_inner();
+        let request = hierarchy::CreatePartnerRequest {
+            program_id: program_id.clone(),
+            partner: Some(hierarchy::Partner {
+                display_name: spec.display_name.clone(),
+                external_id: spec.external_id.clone(),
+                parent_id,
+                ..Default::default()
+            }),
+            request_id: spec.request_id.clone(),
+        };
+        let partner = retry::idempotent("CreatePartner", &hierarchy_client, &request, |mut c, r| async move {
+            c.create_partner(r).await
+        })
+        .await
+        .map_err(rpc(format!("CreatePartner {}", spec.external_id)))?;
         partners.push(partner);
         done += 1;
         phase.set(done);
     }
 
-    let mut attribution_client = clients.attribution.clone();
+    let attribution_client = clients.attribution.clone();
     let mut links = Vec::with_capacity(plan.links.len());
     for spec in &plan.links {
         let owner = &partners[spec.owner];
@@ -67,91 +73,106 @@ pub(super) async fn configure(clients: &Clients, plan: &Plan, mode: ProgressMode
                 basis_points: s.basis_points,
             })
             .collect();
-        let link = attribution_client
-            .create_link(attribution::CreateLinkRequest {
-                program_id: program_id.clone(),
-                link: Some(attribution::Link {
-                    owner_partner_id: owner.id.clone(),
-                    key: spec.key.clone(),
-                    destination_url: format!("https://shop.example/?via={}", spec.key),
-                    splits,
-                    ..Default::default()
-                }),
-                request_id: spec.request_id.clone(),
-            })
+        let request = attribution::CreateLinkRequest {
+            program_id: program_id.clone(),
+            link: Some(attribution::Link {
+                owner_partner_id: owner.id.clone(),
+                key: spec.key.clone(),
+                destination_url: format!("https://shop.example/?via={}", spec.key),
+                splits,
+                ..Default::default()
+            }),
+            request_id: spec.request_id.clone(),
+        };
+        let link =
+            retry::idempotent(
+                "CreateLink",
+                &attribution_client,
+                &request,
+                |mut c, r| async move { c.create_link(r).await },
+            )
             .await
-            .map_err(rpc(format!("CreateLink {}", spec.key)))?
-            .into_inner();
+            .map_err(rpc(format!("CreateLink {}", spec.key)))?;
         links.push(link);
         done += 1;
         phase.set(done);
     }
 
-    let mut commission_client = clients.commission.clone();
+    let commission_client = clients.commission.clone();
     let mut agreements = Vec::with_capacity(plan.agreements.len());
     for spec in &plan.agreements {
         let partner_id = spec.partner.map(|p| partners[p].id.clone()).unwrap_or_default();
         let effective_from = DateTime::parse_from_rfc3339(&spec.effective_from)
             .map(|t| t.with_timezone(&Utc))
             .map_err(|e| ReplayError::Task(format!("effective_from {:?}: {e}", spec.effective_from)))?;
-        let version = commission_client
-            .create_agreement(commission::CreateAgreementRequest {
-                program_id: program_id.clone(),
-                partner_id,
-                effective_from: Some(timestamp(effective_from)),
-                rules: Some(rules_to_proto(&spec.rules)),
-                request_id: spec.request_id.clone(),
-            })
-            .await
-            .map_err(rpc(format!("CreateAgreement {}", spec.request_id)))?
-            .into_inner();
+        let request = commission::CreateAgreementRequest {
+            program_id: program_id.clone(),
+            partner_id,
+            effective_from: Some(timestamp(effective_from)),
+            rules: Some(rules_to_proto(&spec.rules)),
+            request_id: spec.request_id.clone(),
+        };
+        let version = retry::idempotent("CreateAgreement", &commission_client, &request, |mut c, r| async move {
+            c.create_agreement(r).await
+        })
+        .await
+        .map_err(rpc(format!("CreateAgreement {}", spec.request_id)))?;
         agreements.push(version);
         done += 1;
         phase.set(done);
     }
 
     let override_spec = &plan.override_plan;
-    commission_client
-        .set_override_plan(commission::SetOverridePlanRequest {
-            plan: Some(commission::OverridePlan {
-                program_id: program_id.clone(),
-                partner_id: String::new(),
-                mode: commission::OverrideMode::Percentage as i32,
-                basis: commission::OverrideBasis::BaseCommission as i32,
-                rates_by_level: override_spec
-                    .rates_by_level
-                    .iter()
-                    .map(|r| commission::OverrideLevel { rate: r.to_string(), flat_amount: None })
-                    .collect(),
-                update_time: None,
-            }),
-            request_id: override_spec.request_id.clone(),
-        })
-        .await
-        .map_err(rpc("SetOverridePlan"))?;
+    let request = commission::SetOverridePlanRequest {
+        plan: Some(commission::OverridePlan {
+            program_id: program_id.clone(),
+            partner_id: String::new(),
+            mode: commission::OverrideMode::Percentage as i32,
+            basis: commission::OverrideBasis::BaseCommission as i32,
+            rates_by_level: override_spec
+                .rates_by_level
+                .iter()
+                .map(|r| commission::OverrideLevel { rate: r.to_string(), flat_amount: None })
+                .collect(),
+            update_time: None,
+        }),
+        request_id: override_spec.request_id.clone(),
+    };
+    retry::idempotent("SetOverridePlan", &commission_client, &request, |mut c, r| async move {
+        c.set_override_plan(r).await
+    })
+    .await
+    .map_err(rpc("SetOverridePlan"))?;
     done += 1;
     phase.set(done);
 
     for spec in plan.partners.iter().filter(|p| p.suspended) {
         let suspended = types::PartnerStatus::Suspended as i32;
         let id = partners[spec.index].id.clone();
-        let current = hierarchy_client
-            .get_partner(hierarchy::GetPartnerRequest { id: id.clone() })
+        let request = hierarchy::GetPartnerRequest { id: id.clone() };
+        let current =
+            retry::idempotent(
+                "GetPartner",
+                &hierarchy_client,
+                &request,
+                |mut c, r| async move { c.get_partner(r).await },
+            )
             .await
-            .map_err(rpc(format!("GetPartner {}", spec.external_id)))?
-            .into_inner();
+            .map_err(rpc(format!("GetPartner {}", spec.external_id)))?;
         let partner = if current.status == suspended {
             current
         } else {
-            hierarchy_client
-                .update_partner_status(hierarchy::UpdatePartnerStatusRequest {
-                    id,
-                    status: suspended,
-                    reason: format!("replay seed {}: generated suspension", plan.seed),
-                })
-                .await
-                .map_err(rpc(format!("UpdatePartnerStatus {}", spec.external_id)))?
-                .into_inner()
+            // Setting the status a partner already has changes nothing, so a retry is safe.
+            let request = hierarchy::UpdatePartnerStatusRequest {
+                id,
+                status: suspended,
+                reason: format!("replay seed {}: generated suspension", plan.seed),
+            };
+            retry::idempotent("UpdatePartnerStatus", &hierarchy_client, &request, |mut c, r| async move {
+                c.update_partner_status(r).await
+            })
+            .await
+            .map_err(rpc(format!("UpdatePartnerStatus {}", spec.external_id)))?
         };
         partners[spec.index] = partner;
         done += 1;
@@ -256,12 +277,15 @@ pub(super) async fn track_leads(
         .collect();
     futures::stream::iter(requests)
         .map(|request| {
-            let mut client = clients.attribution.clone();
+            let client = clients.attribution.clone();
             let done = done.clone();
             let phase = phase.clone();
             async move {
                 let customer = request.customer_external_id.clone();
-                client.track_lead(request).await.map_err(rpc(format!("TrackLead {customer}")))?;
+                // First touch: tracking a customer again keeps the lead it has.
+                retry::idempotent("TrackLead", &client, &request, |mut c, r| async move { c.track_lead(r).await })
+                    .await
+                    .map_err(rpc(format!("TrackLead {customer}")))?;
                 phase.set(done.fetch_add(1, Ordering::Relaxed) + 1);
                 Ok::<(), ReplayError>(())
             }

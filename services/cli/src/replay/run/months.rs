@@ -52,8 +52,6 @@ pub(super) async fn pay_months(
     let (Some(first), Some(last)) = (sales.first(), sales.last()) else { return Ok(paid) };
     let months = replay_months(first.occurred_at, last.occurred_at);
     let phase = Phase::start(mode, "refunding, clearing & paying", months.len() as u64);
-    let mut ledger_client = clients.ledger.clone();
-    let mut payouts_client = clients.payouts.clone();
     let mut pending = refunds;
     for (done, (period, month_end)) in months.into_iter().enumerate() {
         let due = pending.iter().take_while(|r| r.occurred_at <= month_end).count();
@@ -66,26 +64,30 @@ pub(super) async fn pay_months(
         }
         paid.refund_time += started.elapsed();
         paid.refunds_recorded += recorded;
-        let cleared = ledger_client
-            .clear_matured(ledger::ClearMaturedRequest {
-                program_id: program_id.to_string(),
-                as_of: Some(timestamp(month_end)),
-            })
+        let request =
+            ledger::ClearMaturedRequest { program_id: program_id.to_string(), as_of: Some(timestamp(month_end)) };
+        let cleared =
+            retry::idempotent(
+                "ClearMatured",
+                &clients.ledger,
+                &request,
+                |mut c, r| async move { c.clear_matured(r).await },
+            )
             .await
-            .map_err(rpc(format!("ClearMatured {period}")))?
-            .into_inner();
-        let run = payouts_client
-            .create_payout_run(payouts::CreatePayoutRunRequest {
-                program_id: program_id.to_string(),
-                currency_code: plan.program.default_currency.clone(),
-                period: period.clone(),
-                cutoff: Some(timestamp(month_end)),
-                minimum_amount: None,
-                request_id: format!("replay-{}-payout-run-{period}", plan.seed),
-            })
-            .await
-            .map_err(rpc(format!("CreatePayoutRun {period}")))?
-            .into_inner();
+            .map_err(rpc(format!("ClearMatured {period}")))?;
+        let request = payouts::CreatePayoutRunRequest {
+            program_id: program_id.to_string(),
+            currency_code: plan.program.default_currency.clone(),
+            period: period.clone(),
+            cutoff: Some(timestamp(month_end)),
+            minimum_amount: None,
+            request_id: format!("replay-{}-payout-run-{period}", plan.seed),
+        };
+        let run = retry::idempotent("CreatePayoutRun", &clients.payouts, &request, |mut c, r| async move {
+            c.create_payout_run(r).await
+        })
+        .await
+        .map_err(rpc(format!("CreatePayoutRun {period}")))?;
         let call = "CreatePayoutRun";
         paid.months.push(MonthPayouts {
             period,
@@ -141,14 +143,16 @@ pub(super) async fn record_refunds(
             .max(1);
         let (now, later) = rest.split_at(wave);
         rest = later;
-        let calls =
-            now.iter().map(|refund| {
-                let mut client = clients.attribution.clone();
-                let request = refund_request(program_id, refund);
-                async move {
-                    client.record_refund(request).await.map_err(rpc(format!("RecordRefund {}", refund.external_id)))
-                }
-            });
+        let calls = now.iter().map(|refund| {
+            let request = refund_request(program_id, refund);
+            async move {
+                retry::idempotent("RecordRefund", &clients.attribution, &request, |mut c, r| async move {
+                    c.record_refund(r).await
+                })
+                .await
+                .map_err(rpc(format!("RecordRefund {}", refund.external_id)))
+            }
+        });
         let acknowledged: Vec<_> =
             futures::stream::iter(calls).buffer_unordered(REFUND_CONCURRENCY).try_collect().await?;
         recorded += acknowledged.len() as u64;

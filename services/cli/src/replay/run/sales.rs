@@ -33,21 +33,28 @@ pub(super) async fn record_sales(
             sales: chunk.iter().map(|invoice| sale_request(program_id, invoice)).collect(),
         })
         .collect();
-    let mut client = clients.attribution.clone();
+    let client = clients.attribution.clone();
     let mut messages = messages.into_iter().peekable();
     while messages.peek().is_some() {
         let call: Vec<attribution::RecordSalesRequest> = messages.by_ref().take(MESSAGES_PER_CALL).collect();
         let expected: usize = call.iter().map(|m| m.sales.len()).sum();
         let first = call.first().and_then(|m| m.sales.first()).map(|s| s.external_id.clone()).unwrap_or_default();
-        let counter = sent.clone();
-        let progress = phase.clone();
-        let stream = futures::stream::iter(call).map(move |message| {
-            let now = counter.fetch_add(message.sales.len() as u64, Ordering::Relaxed) + message.sales.len() as u64;
-            progress.set(now);
-            message
-        });
-        let response =
-            client.record_sales(stream).await.map_err(rpc(format!("RecordSales (batch from {first})")))?.into_inner();
+        sent.store(recorded, Ordering::Relaxed);
+        // A stream cut mid-way is sent again from its first message: the
+        // service acknowledges the sales it already recorded by external id.
+        let response = retry::idempotent("RecordSales", &client, &call, |mut c, call| {
+            let counter = sent.clone();
+            let progress = phase.clone();
+            counter.store(recorded, Ordering::Relaxed);
+            let stream = futures::stream::iter(call).map(move |message| {
+                let count = message.sales.len() as u64;
+                progress.set(counter.fetch_add(count, Ordering::Relaxed) + count);
+                message
+            });
+            async move { c.record_sales(stream).await }
+        })
+        .await
+        .map_err(rpc(format!("RecordSales (batch from {first})")))?;
         if response.sales.len() != expected {
             return Err(ReplayError::Response {
                 call: "RecordSales".into(),
@@ -68,18 +75,17 @@ pub(super) async fn count_sagas(
     kind: &str,
     state: attribution::SagaState,
 ) -> Result<i64, ReplayError> {
-    let mut client = clients.attribution.clone();
-    let response = client
-        .list_sagas(attribution::ListSagasRequest {
-            program_id: program_id.to_string(),
-            state: state as i32,
-            page_size: 1,
-            page_token: String::new(),
-            kind: kind.to_string(),
-        })
-        .await
-        .map_err(rpc("ListSagas"))?
-        .into_inner();
+    let request = attribution::ListSagasRequest {
+        program_id: program_id.to_string(),
+        state: state as i32,
+        page_size: 1,
+        page_token: String::new(),
+        kind: kind.to_string(),
+    };
+    let response =
+        retry::idempotent("ListSagas", &clients.attribution, &request, |mut c, r| async move { c.list_sagas(r).await })
+            .await
+            .map_err(rpc("ListSagas"))?;
     Ok(response.total_size)
 }
 
@@ -88,17 +94,16 @@ pub(super) async fn count_sales(
     program_id: &str,
     state: attribution::SaleState,
 ) -> Result<i64, ReplayError> {
-    let mut client = clients.attribution.clone();
-    let response = client
-        .list_sales(attribution::ListSalesRequest {
-            program_id: program_id.to_string(),
-            state: state as i32,
-            page_size: 1,
-            page_token: String::new(),
-        })
-        .await
-        .map_err(rpc("ListSales"))?
-        .into_inner();
+    let request = attribution::ListSalesRequest {
+        program_id: program_id.to_string(),
+        state: state as i32,
+        page_size: 1,
+        page_token: String::new(),
+    };
+    let response =
+        retry::idempotent("ListSales", &clients.attribution, &request, |mut c, r| async move { c.list_sales(r).await })
+            .await
+            .map_err(rpc("ListSales"))?;
     Ok(response.total_size)
 }
 

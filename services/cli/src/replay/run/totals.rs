@@ -21,20 +21,20 @@ pub(super) async fn settled_by_model(
         })
         .collect();
     let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-    let mut client = clients.attribution.clone();
     for state in SETTLED_STATES {
         let mut page_token = String::new();
         loop {
-            let page = client
-                .list_sales(attribution::ListSalesRequest {
-                    program_id: created.program_id.clone(),
-                    state: state as i32,
-                    page_size: 1000,
-                    page_token: page_token.clone(),
-                })
-                .await
-                .map_err(rpc("ListSales"))?
-                .into_inner();
+            let request = attribution::ListSalesRequest {
+                program_id: created.program_id.clone(),
+                state: state as i32,
+                page_size: 1000,
+                page_token: page_token.clone(),
+            };
+            let page = retry::idempotent("ListSales", &clients.attribution, &request, |mut c, r| async move {
+                c.list_sales(r).await
+            })
+            .await
+            .map_err(rpc("ListSales"))?;
             for sale in &page.sales {
                 let model = own.get(sale.partner_id.as_str()).copied().unwrap_or(default_model);
                 *counts.entry(model.to_string()).or_default() += 1;
@@ -51,15 +51,11 @@ pub(super) async fn settled_by_model(
 /// Sums GetEarningsSummary over every partner of the program (GBP).
 pub(super) async fn commission_totals(clients: &Clients, program_id: &str) -> Result<CommissionTotals, ReplayError> {
     let call = "GetEarningsSummary";
-    let mut client = clients.ledger.clone();
-    let response = client
-        .get_earnings_summary(ledger::GetEarningsSummaryRequest {
-            program_id: program_id.to_string(),
-            partner_ids: Vec::new(),
-        })
-        .await
-        .map_err(rpc(call))?
-        .into_inner();
+    let request = ledger::GetEarningsSummaryRequest { program_id: program_id.to_string(), partner_ids: Vec::new() };
+    let response =
+        retry::idempotent(call, &clients.ledger, &request, |mut c, r| async move { c.get_earnings_summary(r).await })
+            .await
+            .map_err(rpc(call))?;
     let mut totals = CommissionTotals::default();
     for summary in response.summaries.iter().filter(|s| s.currency_code == "GBP") {
         totals.direct += parse_amount(call, summary.direct.as_ref())?;
@@ -110,20 +106,19 @@ pub(super) async fn refund_totals(
         elapsed_seconds: Decimal::new(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX), 3),
         ..Default::default()
     };
-    let mut client = clients.attribution.clone();
     let mut page_token = String::new();
     loop {
         let call = "ListRefunds";
-        let page = client
-            .list_refunds(attribution::ListRefundsRequest {
-                program_id: program_id.to_string(),
-                page_size: 1000,
-                page_token: page_token.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(rpc(call))?
-            .into_inner();
+        let request = attribution::ListRefundsRequest {
+            program_id: program_id.to_string(),
+            page_size: 1000,
+            page_token: page_token.clone(),
+            ..Default::default()
+        };
+        let page =
+            retry::idempotent(call, &clients.attribution, &request, |mut c, r| async move { c.list_refunds(r).await })
+                .await
+                .map_err(rpc(call))?;
         for refund in &page.refunds {
             match attribution::RefundState::try_from(refund.state) {
                 Ok(attribution::RefundState::Applied) => totals.refunds_applied += 1,
@@ -141,17 +136,15 @@ pub(super) async fn refund_totals(
         page_token = page.next_page_token;
     }
     let call = "GetBalances";
-    let balances = clients
-        .ledger
-        .clone()
-        .get_balances(ledger::GetBalancesRequest {
-            program_id: program_id.to_string(),
-            partner_ids: Vec::new(),
-            currency_code: "GBP".into(),
-        })
-        .await
-        .map_err(rpc(call))?
-        .into_inner();
+    let request = ledger::GetBalancesRequest {
+        program_id: program_id.to_string(),
+        partner_ids: Vec::new(),
+        currency_code: "GBP".into(),
+    };
+    let balances =
+        retry::idempotent(call, &clients.ledger, &request, |mut c, r| async move { c.get_balances(r).await })
+            .await
+            .map_err(rpc(call))?;
     for balance in &balances.balances {
         let payable = parse_amount(call, balance.payable.as_ref())?;
         if payable < Decimal::ZERO {

@@ -101,6 +101,8 @@ struct A {
     run: String,
     /// The seller's payout.
     payout: String,
+    /// The first split partner's payout, paid (its reservation settled).
+    paid_payout: String,
 }
 
 impl A {
@@ -126,6 +128,7 @@ impl A {
             &self.debit,
             &self.run,
             &self.payout,
+            &self.paid_payout,
         ]
     }
 }
@@ -252,6 +255,14 @@ fn run_request(program: &str) -> ppb::CreatePayoutRunRequest {
     }
 }
 
+fn settle_request(program: &str, payout: &str) -> lpb::SettleReservationRequest {
+    lpb::SettleReservationRequest {
+        program_id: program.into(),
+        payout_id: payout.into(),
+        payment_reference: "paid-a".into(),
+    }
+}
+
 fn partner_context(id: &str) -> cpb::PartnerContext {
     cpb::PartnerContext { partner_id: id.into(), status: types::PartnerStatus::Active as i32, role: String::new() }
 }
@@ -332,6 +343,22 @@ async fn build_a(c: &mut Clients) -> A {
         .into_inner()
         .payouts;
     assert_eq!(payouts.len(), 1, "{payouts:#?}");
+    let paid_payout = c
+        .payouts
+        .list_payouts(ppb::ListPayoutsRequest {
+            program_id: program.clone(),
+            partner_id: w.split_a.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payouts
+        .first()
+        .expect("the first split partner's payout")
+        .id
+        .clone();
+    c.ledger.settle_reservation(settle_request(&program, &paid_payout)).await.expect("settle");
 
     let entries = all_entries(c, &program).await.unwrap();
     let seller_entry = |entry_type: lpb::EntryType| {
@@ -368,6 +395,7 @@ async fn build_a(c: &mut Clients) -> A {
         reverse_key: debit.idempotency_key.clone(),
         run: run.id,
         payout: payouts[0].id.clone(),
+        paid_payout,
         program,
     }
 }
@@ -567,6 +595,15 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
                 minimum_amount: Some(gbp("1.00")),
             }],
         })],
+        // The paid payout's reservation is settled: FAILED_PRECONDITION
+        // RESERVATION_SETTLED for A, nothing written.
+        "ReleaseReservation" => vec![enc(lpb::ReleaseReservationRequest {
+            program_id: p(),
+            payout_id: a.paid_payout.clone(),
+            reason: "probe".into(),
+        })],
+        // A replay of its settlement: the stored answer, nothing written.
+        "SettleReservation" => vec![enc(settle_request(&a.program, &a.paid_payout))],
         // T > A: FAILED_PRECONDITION REFUND_EXCEEDS_SALE for A, nothing written.
         "ReverseSale" => vec![enc(lpb::ReverseSaleRequest {
             program_id: p(),
@@ -770,6 +807,22 @@ fn cross_requests(a: &A, b: &B) -> Vec<(&'static str, Vec<u8>)> {
                     payout_id: a.payout.clone(),
                     minimum_amount: Some(gbp("1.00")),
                 }],
+            }),
+        ),
+        (
+            "/accrue.ledger.v1.LedgerService/ReleaseReservation",
+            enc(lpb::ReleaseReservationRequest {
+                program_id: p(),
+                payout_id: a.payout.clone(),
+                reason: "probe".into(),
+            }),
+        ),
+        (
+            "/accrue.ledger.v1.LedgerService/SettleReservation",
+            enc(lpb::SettleReservationRequest {
+                program_id: p(),
+                payout_id: a.payout.clone(),
+                payment_reference: "probe".into(),
             }),
         ),
         (

@@ -79,6 +79,8 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/accrue.ledger.v1.LedgerService/GetEarningsSummary", Rule::PartnerRead),
     ("/accrue.ledger.v1.LedgerService/ClearMatured", Rule::Finance(&[])),
     ("/accrue.ledger.v1.LedgerService/ReserveForPayout", Rule::Service(PAYOUTS)),
+    ("/accrue.ledger.v1.LedgerService/ReleaseReservation", Rule::Service(PAYOUTS)),
+    ("/accrue.ledger.v1.LedgerService/SettleReservation", Rule::Service(PAYOUTS)),
     ("/accrue.ledger.v1.LedgerService/ReverseSale", Rule::Service(ATTRIBUTION)),
     ("/accrue.ledger.v1.LedgerService/VoidReversal", Rule::Service(ATTRIBUTION)),
     ("/accrue.ledger.v1.LedgerService/GetBalances", Rule::PartnerRead),

@@ -255,6 +255,18 @@ fn run_request(program: &str) -> ppb::CreatePayoutRunRequest {
     }
 }
 
+/// MarkPayoutPaid of program A's paid payout (its SettleReservation is
+/// [`settle_request`]'s).
+fn paid_request(payout: &str) -> ppb::MarkPayoutPaidRequest {
+    ppb::MarkPayoutPaidRequest {
+        id: payout.into(),
+        payment_reference: "paid-a".into(),
+        payment_method: "bank_transfer".into(),
+        paid_time: Some(ts(CUTOFF)),
+        request_id: "paid-a".into(),
+    }
+}
+
 fn settle_request(program: &str, payout: &str) -> lpb::SettleReservationRequest {
     lpb::SettleReservationRequest {
         program_id: program.into(),
@@ -358,7 +370,11 @@ async fn build_a(c: &mut Clients) -> A {
         .expect("the first split partner's payout")
         .id
         .clone();
-    c.ledger.settle_reservation(settle_request(&program, &paid_payout)).await.expect("settle");
+    c.payouts
+        .approve_payout(ppb::ApprovePayoutRequest { id: paid_payout.clone(), request_id: "approve-paid".into() })
+        .await
+        .expect("approve");
+    c.payouts.mark_payout_paid(paid_request(&paid_payout)).await.expect("mark paid");
 
     let entries = all_entries(c, &program).await.unwrap();
     let seller_entry = |entry_type: lpb::EntryType| {
@@ -636,6 +652,41 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
             payout_run_id: a.run.clone(),
             ..Default::default()
         })],
+        // The paid payout can move nowhere: FAILED_PRECONDITION
+        // INVALID_PAYOUT_TRANSITION for A, nothing written; MarkPayoutPaid
+        // replays its request id (the payout as it stands).
+        "ApprovePayout" => {
+            vec![enc(ppb::ApprovePayoutRequest { id: a.paid_payout.clone(), request_id: "probe".into() })]
+        }
+        "BulkApprovePayouts" => vec![enc(ppb::BulkApprovePayoutsRequest {
+            program_id: p(),
+            ids: vec![a.paid_payout.clone()],
+            request_id: "probe".into(),
+        })],
+        "RejectPayout" => vec![enc(ppb::RejectPayoutRequest {
+            id: a.paid_payout.clone(),
+            reason: "probe".into(),
+            request_id: String::new(),
+        })],
+        "MarkPayoutProcessing" => vec![enc(ppb::MarkPayoutProcessingRequest {
+            id: a.paid_payout.clone(),
+            payment_reference: "probe".into(),
+            request_id: String::new(),
+        })],
+        "MarkPayoutPaid" => vec![enc(paid_request(&a.paid_payout))],
+        "MarkPayoutFailed" => vec![enc(ppb::MarkPayoutFailedRequest {
+            id: a.paid_payout.clone(),
+            reason: "probe".into(),
+            request_id: String::new(),
+        })],
+        "ListAuditEvents" => vec![enc(ppb::ListAuditEventsRequest {
+            program_id: p(),
+            payout_id: a.paid_payout.clone(),
+            ..Default::default()
+        })],
+        "GetPayoutStats" => {
+            vec![enc(ppb::GetPayoutStatsRequest { program_id: p(), period: "2024-04".into() })]
+        }
         other => panic!("no request for {other} ({path}): add one"),
     }
 }
@@ -842,6 +893,10 @@ fn cross_requests(a: &A, b: &B) -> Vec<(&'static str, Vec<u8>)> {
                 ..Default::default()
             }),
         ),
+        (
+            "/accrue.payouts.v1.PayoutService/ListAuditEvents",
+            enc(ppb::ListAuditEventsRequest { program_id: p(), payout_id: a.payout.clone(), ..Default::default() }),
+        ),
     ]
 }
 
@@ -864,6 +919,7 @@ const LISTS: &[&str] = &[
     "/accrue.commission.v1.CommissionService/ListAgreementVersions",
     "/accrue.ledger.v1.LedgerService/ListEntries",
     "/accrue.payouts.v1.PayoutService/ListPayouts",
+    "/accrue.payouts.v1.PayoutService/ListAuditEvents",
 ];
 
 fn list_request(path: &str, scope: &ListScope<'_>, page_token: &str) -> Vec<u8> {
@@ -886,6 +942,9 @@ fn list_request(path: &str, scope: &ListScope<'_>, page_token: &str) -> Vec<u8> 
         }),
         "ListEntries" => enc(lpb::ListEntriesRequest { program_id, page_size: 1, page_token, ..Default::default() }),
         "ListPayouts" => enc(ppb::ListPayoutsRequest { program_id, page_size: 1, page_token, ..Default::default() }),
+        "ListAuditEvents" => {
+            enc(ppb::ListAuditEventsRequest { program_id, page_size: 1, page_token, ..Default::default() })
+        }
         other => panic!("no list request for {other}"),
     }
 }
@@ -901,6 +960,7 @@ fn next_page_token(path: &str, body: &[u8]) -> String {
         "ListAgreementVersions" => cpb::ListAgreementVersionsResponse::decode(body).unwrap().next_page_token,
         "ListEntries" => lpb::ListEntriesResponse::decode(body).unwrap().next_page_token,
         "ListPayouts" => ppb::ListPayoutsResponse::decode(body).unwrap().next_page_token,
+        "ListAuditEvents" => ppb::ListAuditEventsResponse::decode(body).unwrap().next_page_token,
         other => panic!("no list response for {other}"),
     }
 }

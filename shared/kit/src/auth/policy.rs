@@ -87,6 +87,14 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/accrue.payouts.v1.PayoutService/CreatePayoutRun", Rule::Finance(&[])),
     ("/accrue.payouts.v1.PayoutService/GetPayout", Rule::PartnerRead),
     ("/accrue.payouts.v1.PayoutService/ListPayouts", Rule::PartnerRead),
+    ("/accrue.payouts.v1.PayoutService/ApprovePayout", Rule::Finance(&[])),
+    ("/accrue.payouts.v1.PayoutService/BulkApprovePayouts", Rule::Finance(&[])),
+    ("/accrue.payouts.v1.PayoutService/RejectPayout", Rule::Finance(&[])),
+    ("/accrue.payouts.v1.PayoutService/MarkPayoutProcessing", Rule::Finance(&[])),
+    ("/accrue.payouts.v1.PayoutService/MarkPayoutPaid", Rule::Finance(&[])),
+    ("/accrue.payouts.v1.PayoutService/MarkPayoutFailed", Rule::Finance(&[])),
+    ("/accrue.payouts.v1.PayoutService/ListAuditEvents", Rule::Read),
+    ("/accrue.payouts.v1.PayoutService/GetPayoutStats", Rule::Read),
 ];
 
 /// Health and reflection answer without a token (probes, grpcurl's

@@ -27,6 +27,7 @@ use crate::domain::{
 };
 use crate::store::{self, NewPayout, PayoutFilter, PayoutRow, RunRow};
 
+mod export;
 mod lifecycle;
 
 use lifecycle::{Move, item_failure};
@@ -776,5 +777,51 @@ impl PayoutService for PayoutsApi {
             });
         }
         Ok(Response::new(pb::GetPayoutStatsResponse { totals }))
+    }
+
+    type ExportPayoutsStream = export::ExportStream;
+
+    /// Streams the payouts ListPayouts would list (same filters, oldest
+    /// first) as RFC 4180 CSV: a header row, then one row per payout
+    /// (partner, run, period, currency, amount in the minor unit, status,
+    /// entry count, approver and time, payment reference, method and time,
+    /// status reason, creation and update times), at most 500 rows per
+    /// message, from one consistent snapshot, in constant memory.
+    /// INVALID_ARGUMENT for malformed filters; NOT_FOUND for a program the
+    /// token does not name; a failure mid-stream ends it with that status.
+    async fn export_payouts(
+        &self,
+        request: Request<pb::ExportPayoutsRequest>,
+    ) -> Result<Response<Self::ExportPayoutsStream>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
+        let partner_id = optional_uuid::<PartnerId>("partner_id", &request.partner_id, &mut violations);
+        let payout_run_id = optional_uuid::<PayoutRunId>("payout_run_id", &request.payout_run_id, &mut violations);
+        let status = match request.status {
+            0 => None,
+            value => {
+                let status = PayoutStatus::from_proto(value);
+                if status.is_none() {
+                    violations.add("status", format!("unknown payout status {value}"));
+                }
+                status
+            }
+        };
+        let period = optional_period("period", &request.period, &mut violations);
+        let currency = optional_currency("currency_code", &request.currency_code, &mut violations);
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
+        let filter = export::ExportFilter {
+            program_id,
+            partner_id,
+            payout_run_id,
+            status,
+            period: period.map(|period| period.to_string()),
+            currency: currency.map(|currency| currency.code().to_string()),
+        };
+        Ok(Response::new(export::export(self.pool.clone(), filter)))
     }
 }

@@ -684,6 +684,12 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
             payout_id: a.paid_payout.clone(),
             ..Default::default()
         })],
+        "ExportPayouts" => vec![enc(ppb::ExportPayoutsRequest {
+            program_id: p(),
+            partner_id: a.seller.clone(),
+            payout_run_id: a.run.clone(),
+            ..Default::default()
+        })],
         "GetPayoutStats" => {
             vec![enc(ppb::GetPayoutStatsRequest { program_id: p(), period: "2024-04".into() })]
         }
@@ -887,6 +893,15 @@ fn cross_requests(a: &A, b: &B) -> Vec<(&'static str, Vec<u8>)> {
         (
             "/accrue.payouts.v1.PayoutService/ListPayouts",
             enc(ppb::ListPayoutsRequest {
+                program_id: p(),
+                partner_id: a.seller.clone(),
+                payout_run_id: a.run.clone(),
+                ..Default::default()
+            }),
+        ),
+        (
+            "/accrue.payouts.v1.PayoutService/ExportPayouts",
+            enc(ppb::ExportPayoutsRequest {
                 program_id: p(),
                 partner_id: a.seller.clone(),
                 payout_run_id: a.run.clone(),

@@ -95,6 +95,7 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/accrue.payouts.v1.PayoutService/MarkPayoutFailed", Rule::Finance(&[])),
     ("/accrue.payouts.v1.PayoutService/ListAuditEvents", Rule::Read),
     ("/accrue.payouts.v1.PayoutService/GetPayoutStats", Rule::Read),
+    ("/accrue.payouts.v1.PayoutService/ExportPayouts", Rule::Finance(&[])),
 ];
 
 /// Health and reflection answer without a token (probes, grpcurl's

@@ -191,6 +191,9 @@ struct ReplayArgs {
     /// Where to write the generated configuration.
     #[arg(long, default_value = "accrue-replay-config.json")]
     config_out: PathBuf,
+    /// Where to write the payouts CSV at the end (ExportPayouts).
+    #[arg(long, default_value = "accrue-replay-payouts.csv")]
+    payouts_out: PathBuf,
     /// Hierarchy service URL (without --dev).
     #[arg(long, env = "ACCRUE_HIERARCHY_URL", default_value = "http://127.0.0.1:50051")]
     hierarchy_url: String,
@@ -345,6 +348,7 @@ async fn replay_online_retail(args: ReplayArgs) -> anyhow::Result<()> {
     options.seed = args.seed;
     options.limit_invoices = args.limit_invoices;
     options.config_out = args.config_out.clone();
+    options.payouts_out = args.payouts_out.clone();
     options.progress = if args.json { ProgressMode::Lines } else { ProgressMode::Auto };
 
     let summary = if args.dev {

@@ -3,6 +3,7 @@
 //! of `accrue dev`; and the Online Retail replay.
 
 pub mod clients;
+pub mod operator;
 pub mod pg;
 pub mod replay;
 pub mod stack;

@@ -8,6 +8,7 @@ mod clawback;
 mod corrections;
 mod hostile_input;
 mod margins;
+mod operator;
 mod paging;
 mod partner_scope;
 mod refunds;

@@ -533,3 +533,41 @@ pub async fn payout_stats(
     .await
     .map_err(StoreError::from)
 }
+
+/// Per currency, a partner's payouts by status: (currency, status, count, Σ amount).
+pub async fn partner_totals(
+    executor: impl PgExecutor<'_>,
+    program_id: ProgramId,
+    partner_id: PartnerId,
+) -> Result<Vec<(String, String, i64, Decimal)>, StoreError> {
+    sqlx::query_as::<_, (String, String, i64, Decimal)>(
+        "SELECT currency, status, count(*), COALESCE(sum(amount), 0) FROM payouts \
+         WHERE program_id = $1 AND partner_id = $2 GROUP BY currency, status ORDER BY currency, status",
+    )
+    .bind(program_id)
+    .bind(partner_id)
+    .fetch_all(executor)
+    .await
+    .map_err(StoreError::from)
+}
+
+/// A partner's most recently paid payout in `currency`, if any.
+pub async fn last_paid(
+    executor: impl PgExecutor<'_>,
+    program_id: ProgramId,
+    partner_id: PartnerId,
+    currency: &str,
+) -> Result<Option<PayoutRow>, StoreError> {
+    sqlx::query_as::<_, PayoutRow>(concat!(
+        "SELECT ",
+        payout_columns!(),
+        " FROM payouts WHERE program_id = $1 AND partner_id = $2 AND currency = $3 AND status = 'PAID' ",
+        "ORDER BY paid_at DESC NULLS LAST, updated_at DESC, id DESC LIMIT 1"
+    ))
+    .bind(program_id)
+    .bind(partner_id)
+    .bind(currency)
+    .fetch_optional(executor)
+    .await
+    .map_err(StoreError::from)
+}

@@ -1149,3 +1149,36 @@ async fn export_payouts_parses_back_to_the_listed_payouts() {
     let bad = pb::ExportPayoutsRequest { program_id: program, currency_code: "QQQ".into(), ..Default::default() };
     assert_eq!(h.payouts.export_payouts(bad).await.unwrap_err().code(), Code::InvalidArgument);
 }
+
+/// Issue 12 item 5: a partner's payouts at a glance — lifetime paid, awaiting
+/// approval, approved and unpaid, the last payout, and the ledger's payable.
+#[tokio::test]
+async fn partner_payout_summary() {
+    let mut h = start().await;
+    let program = h.program("1.00").await;
+    let ann = h.partner(&program, "Ann").await;
+    h.earn(&program, "jan", ann, "30.00", 10).await;
+    h.clear_all(&program).await;
+    let jan = h.run(&program, "2011-01", None).await.unwrap();
+    let first = h.payouts(&program, &jan.id).await.remove(0);
+    move_to(&mut h.payouts, &first.id, pb::PayoutStatus::Approved, "").await.unwrap();
+    move_to(&mut h.payouts, &first.id, pb::PayoutStatus::Paid, "bank-1").await.unwrap();
+    h.earn(&program, "feb", ann, "12.50", 10).await;
+    h.clear_all(&program).await;
+    let feb = h.run(&program, "2011-02", None).await.unwrap();
+    assert_eq!(feb.payout_count, 1);
+    h.earn(&program, "mar", ann, "4.00", 10).await;
+    h.clear_all(&program).await;
+    let request = pb::GetPartnerPayoutSummaryRequest { program_id: program.clone(), partner_id: ann.to_string() };
+    let summary = h.payouts.get_partner_payout_summary(request).await.unwrap().into_inner();
+    assert_eq!(summary.summaries.len(), 1);
+    let gbp_summary = &summary.summaries[0];
+    assert_eq!(gbp_summary.currency_code, "GBP");
+    assert_eq!((gbp_summary.paid.clone(), gbp_summary.paid_count), (gbp("30.00"), 1));
+    assert_eq!(gbp_summary.pending_approval, gbp("12.50"));
+    assert_eq!(gbp_summary.approved, gbp("0.00"));
+    assert_eq!(gbp_summary.last_payout.as_ref().map(|p| p.id.as_str()), Some(first.id.as_str()));
+    assert_eq!(gbp_summary.payable, gbp("4.00"), "what a run would pay now");
+    let nobody = pb::GetPartnerPayoutSummaryRequest { program_id: program, partner_id: Uuid::now_v7().to_string() };
+    assert!(h.payouts.get_partner_payout_summary(nobody).await.unwrap().into_inner().summaries.is_empty());
+}

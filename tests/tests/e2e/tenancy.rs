@@ -690,6 +690,9 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
             payout_run_id: a.run.clone(),
             ..Default::default()
         })],
+        "GetPartnerPayoutSummary" => {
+            vec![enc(ppb::GetPartnerPayoutSummaryRequest { program_id: p(), partner_id: a.seller.clone() })]
+        }
         "GetPayoutStats" => {
             vec![enc(ppb::GetPayoutStatsRequest { program_id: p(), period: "2024-04".into() })]
         }
@@ -907,6 +910,10 @@ fn cross_requests(a: &A, b: &B) -> Vec<(&'static str, Vec<u8>)> {
                 payout_run_id: a.run.clone(),
                 ..Default::default()
             }),
+        ),
+        (
+            "/accrue.payouts.v1.PayoutService/GetPartnerPayoutSummary",
+            enc(ppb::GetPartnerPayoutSummaryRequest { program_id: p(), partner_id: a.seller.clone() }),
         ),
         (
             "/accrue.payouts.v1.PayoutService/ListAuditEvents",

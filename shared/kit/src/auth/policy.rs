@@ -96,6 +96,7 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/accrue.payouts.v1.PayoutService/ListAuditEvents", Rule::Read),
     ("/accrue.payouts.v1.PayoutService/GetPayoutStats", Rule::Read),
     ("/accrue.payouts.v1.PayoutService/ExportPayouts", Rule::Finance(&[])),
+    ("/accrue.payouts.v1.PayoutService/GetPartnerPayoutSummary", Rule::PartnerRead),
 ];
 
 /// Health and reflection answer without a token (probes, grpcurl's

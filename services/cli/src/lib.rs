@@ -5,6 +5,7 @@
 
 pub mod chaos;
 pub mod clients;
+pub mod operator;
 pub mod pg;
 pub mod replay;
 pub mod retry;

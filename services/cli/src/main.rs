@@ -11,14 +11,19 @@
 //!   admin URL before a production deployment starts.
 //! - `accrue chaos`: the crash campaign — a clean replay and one under
 //!   SIGKILLs and Postgres restarts, compared.
+//! - `accrue payouts list|show|approve|reject|mark-paid|export` and `accrue
+//!   audit list`: a finance operator's payout work against a running stack
+//!   (tables by default, `--json` for JSON lines).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use accrue_cli::operator;
 use accrue_cli::pg::{DevDatabase, ThrowawayPostgres, dev_database, redact};
 use accrue_cli::replay::{ProgressMode, ReplayOptions, Summary, replay};
 use accrue_cli::stack::{Endpoints, Ports, Stack, StackConfig, provision_all};
 use accrue_kit::auth::{AuthConfig, Credential, Minter, Role};
+use accrue_proto::payouts::v1::payout_service_client::PayoutServiceClient;
 use accrue_types::id::{PartnerId, ProgramId};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -50,12 +55,138 @@ enum Command {
         #[command(subcommand)]
         action: DbCommand,
     },
+    /// Payouts: list, show, approve, reject, mark paid, export (a running stack).
+    Payouts {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        action: PayoutsCommand,
+    },
+    /// The payout audit trail (a running stack).
+    Audit {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
     /// Crash campaign: a clean replay and one under kills, compared (nothing lost, duplicated or stuck).
     ///
     /// Replays a prefix of the data set cleanly, then again while killing services (SIGKILL) and restarting
     /// Postgres (immediate mode), and compares the two databases. Starts its own throwaway Postgres and the five
     /// service binaries found next to `accrue` (build them in the same profile).
     Chaos(ChaosArgs),
+}
+
+/// Where the payouts service is and who calls it.
+#[derive(Debug, Args)]
+struct Connection {
+    /// Payouts service URL.
+    #[arg(long, global = true, env = "ACCRUE_PAYOUTS_URL", default_value = "http://127.0.0.1:50055")]
+    payouts_url: String,
+    /// Bearer token (a finance or admin token; its subject is the audit actor).
+    #[arg(long, global = true, env = "ACCRUE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON (one object per line) instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// ListPayouts / ExportPayouts filters.
+#[derive(Debug, Args)]
+struct PayoutFilters {
+    /// Program id.
+    #[arg(long)]
+    program: String,
+    /// Only this status (pending_approval, approved, rejected, processing, paid, failed).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only this partner's.
+    #[arg(long)]
+    partner: Option<String>,
+    /// Only this period ("YYYY-MM").
+    #[arg(long)]
+    period: Option<String>,
+    /// Only this currency (ISO 4217).
+    #[arg(long)]
+    currency: Option<String>,
+    /// Only this payout run's.
+    #[arg(long)]
+    run: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum PayoutsCommand {
+    /// List payouts, oldest first.
+    List(PayoutFilters),
+    /// Show one payout.
+    Show {
+        /// Payout id.
+        id: String,
+    },
+    /// Approve payouts (several ids: one bulk call in --program; each approved or refused on its own).
+    Approve {
+        /// Payout ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Program (required with several ids).
+        #[arg(long)]
+        program: Option<String>,
+        /// Idempotency key: the same command again changes nothing.
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// Reject a payout awaiting approval (its entries return to the next run).
+    Reject {
+        /// Payout id.
+        id: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        /// Idempotency key.
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// Mark an approved or processing payout paid (its ledger entries become PAID).
+    MarkPaid {
+        /// Payout id.
+        id: String,
+        /// The payment's reference.
+        #[arg(long)]
+        reference: String,
+        /// How it was paid.
+        #[arg(long, default_value = "bank_transfer")]
+        method: String,
+        /// When it was paid (RFC 3339; default now).
+        #[arg(long)]
+        paid_at: Option<String>,
+        /// Idempotency key.
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// Export payouts as CSV (RFC 4180) to --out or stdout.
+    Export {
+        #[command(flatten)]
+        filters: PayoutFilters,
+        /// File to write (default stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// List payout audit events, oldest first.
+    List {
+        /// Program id.
+        #[arg(long)]
+        program: String,
+        /// Only this payout's.
+        #[arg(long)]
+        payout: Option<String>,
+        /// Only this actor's (token subject).
+        #[arg(long)]
+        actor: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +352,9 @@ struct ReplayArgs {
     /// Where to write the generated configuration.
     #[arg(long, default_value = "accrue-replay-config.json")]
     config_out: PathBuf,
+    /// Where to write the payouts CSV at the end (ExportPayouts).
+    #[arg(long, default_value = "accrue-replay-payouts.csv")]
+    payouts_out: PathBuf,
     /// Hierarchy service URL (without --dev).
     #[arg(long, env = "ACCRUE_HIERARCHY_URL", default_value = "http://127.0.0.1:50051")]
     hierarchy_url: String,
@@ -260,6 +394,19 @@ async fn main() -> anyhow::Result<()> {
             accrue_kit::telemetry::init("warn");
             chaos(args).await
         }
+        Command::Payouts { connection, action } => payouts(connection, action).await,
+        Command::Audit { connection, action: AuditCommand::List { program, payout, actor } } => {
+            let mut client = payouts_client(&connection)?;
+            let filter = accrue_proto::payouts::v1::ListAuditEventsRequest {
+                program_id: program,
+                payout_id: payout.unwrap_or_default(),
+                actor: actor.unwrap_or_default(),
+                ..Default::default()
+            };
+            let events = operator::audit(&mut client, filter).await?;
+            print!("{}", operator::render_audit(&events, connection.json));
+            Ok(())
+        }
     }
 }
 
@@ -287,6 +434,78 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
     if !report.ok() {
         anyhow::bail!("the chaos run differs from the clean run");
     }
+    Ok(())
+}
+
+fn payouts_client(connection: &Connection) -> anyhow::Result<PayoutServiceClient<accrue_kit::client::AuthChannel>> {
+    let token = connection.token.clone().context("--token or ACCRUE_TOKEN is required")?;
+    Ok(accrue_kit::client::connect(
+        &connection.payouts_url,
+        accrue_kit::client::BULK_TIMEOUT,
+        &Credential::token(token),
+    )?)
+}
+
+fn list_filter(filters: &PayoutFilters) -> anyhow::Result<accrue_proto::payouts::v1::ListPayoutsRequest> {
+    let status = match &filters.status {
+        Some(status) => operator::parse_status(status)? as i32,
+        None => 0,
+    };
+    Ok(accrue_proto::payouts::v1::ListPayoutsRequest {
+        program_id: filters.program.clone(),
+        partner_id: filters.partner.clone().unwrap_or_default(),
+        payout_run_id: filters.run.clone().unwrap_or_default(),
+        status,
+        period: filters.period.clone().unwrap_or_default(),
+        currency_code: filters.currency.clone().unwrap_or_default(),
+        ..Default::default()
+    })
+}
+
+async fn payouts(connection: Connection, action: PayoutsCommand) -> anyhow::Result<()> {
+    let mut client = payouts_client(&connection)?;
+    let json = connection.json;
+    let views = match action {
+        PayoutsCommand::List(filters) => operator::list(&mut client, list_filter(&filters)?).await?,
+        PayoutsCommand::Show { id } => vec![operator::show(&mut client, &id).await?],
+        PayoutsCommand::Approve { ids, program, request_id } => {
+            let (approved, failed) = operator::approve(&mut client, program.as_deref(), &ids, &request_id).await?;
+            for (id, message) in &failed {
+                eprintln!("not approved: {id}: {message}");
+            }
+            print!("{}", operator::render_payouts(&approved, json));
+            if !failed.is_empty() {
+                anyhow::bail!("{} of {} payouts not approved", failed.len(), ids.len());
+            }
+            return Ok(());
+        }
+        PayoutsCommand::Reject { id, reason, request_id } => {
+            vec![operator::reject(&mut client, &id, &reason, &request_id).await?]
+        }
+        PayoutsCommand::MarkPaid { id, reference, method, paid_at, request_id } => {
+            vec![operator::mark_paid(&mut client, &id, &reference, &method, paid_at.as_deref(), &request_id).await?]
+        }
+        PayoutsCommand::Export { filters, out } => {
+            let list = list_filter(&filters)?;
+            let filter = accrue_proto::payouts::v1::ExportPayoutsRequest {
+                program_id: list.program_id,
+                partner_id: list.partner_id,
+                payout_run_id: list.payout_run_id,
+                status: list.status,
+                period: list.period,
+                currency_code: list.currency_code,
+            };
+            if let Some(path) = out {
+                let mut file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                let rows = operator::export(&mut client, filter, &mut file).await?;
+                eprintln!("{rows} payouts written to {}", path.display());
+            } else {
+                operator::export(&mut client, filter, &mut std::io::stdout()).await?;
+            }
+            return Ok(());
+        }
+    };
+    print!("{}", operator::render_payouts(&views, json));
     Ok(())
 }
 
@@ -407,6 +626,7 @@ async fn replay_online_retail(args: ReplayArgs) -> anyhow::Result<()> {
     options.seed = args.seed;
     options.limit_invoices = args.limit_invoices;
     options.config_out = args.config_out.clone();
+    options.payouts_out = args.payouts_out.clone();
     options.progress = if args.json { ProgressMode::Lines } else { ProgressMode::Auto };
 
     let summary = if args.dev {

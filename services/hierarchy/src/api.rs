@@ -118,6 +118,7 @@ fn program_to_proto(row: &ProgramRow, history: &[SettingsVersionRow]) -> Result<
         override_depth_cap: row.override_depth_cap,
         compression_enabled: row.compression_enabled,
         auto_approve_cleared: row.auto_approve_cleared,
+        require_second_approver: row.require_second_approver,
         minimum_payout: Some(amount_to_proto(currency, row.minimum_payout)),
         role_ladder: row.role_ladder.clone(),
         create_time: Some(timestamp(row.created_at)),
@@ -258,6 +259,9 @@ impl HierarchyService for HierarchyApi {
         }
         if let Some(enabled) = update.auto_approve_cleared {
             next.auto_approve_cleared = enabled;
+        }
+        if let Some(required) = update.require_second_approver {
+            next.require_second_approver = required;
         }
         let history = store::settings_history(&mut *tx, update.id).await?;
         let latest =

@@ -17,7 +17,7 @@ macro_rules! program_columns {
     () => {
         "id, display_name, default_currency, rounding_mode, override_depth_cap, compression_enabled, \
          auto_approve_cleared, minimum_payout, role_ladder, non_transacting_roles, max_tree_depth, created_at, \
-         updated_at, request_hash"
+         updated_at, request_hash, require_second_approver"
     };
 }
 
@@ -45,6 +45,8 @@ pub struct ProgramRow {
     pub compression_enabled: bool,
     /// Approve cleared entries at once.
     pub auto_approve_cleared: bool,
+    /// Maker-checker for payout approvals.
+    pub require_second_approver: bool,
     /// Minimum payout in the default currency.
     pub minimum_payout: Decimal,
     /// Role ladder, highest first.
@@ -115,8 +117,8 @@ pub async fn insert_program(
     sqlx::query_as::<_, ProgramRow>(concat!(
         "WITH p AS (INSERT INTO programs (id, display_name, default_currency, rounding_mode, override_depth_cap, ",
         "compression_enabled, auto_approve_cleared, minimum_payout, role_ladder, non_transacting_roles, request_id, ",
-        "max_tree_depth, updated_at, request_hash) ",
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, clock_timestamp(), $13) ",
+        "max_tree_depth, updated_at, request_hash, require_second_approver) ",
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, clock_timestamp(), $13, $14) ",
         "ON CONFLICT (request_id) DO NOTHING RETURNING ",
         program_columns!(),
         "), v AS (INSERT INTO program_settings_versions (program_id, version, effective_from, rounding_mode, ",
@@ -137,6 +139,7 @@ pub async fn insert_program(
     .bind(spec.request_id.as_deref())
     .bind(spec.max_tree_depth)
     .bind(request_hash)
+    .bind(spec.require_second_approver)
     .fetch_optional(executor)
     .await
     .map_err(StoreError::from)
@@ -201,6 +204,7 @@ pub async fn update_program(
     let updated = sqlx::query_as::<_, ProgramRow>(concat!(
         "UPDATE programs SET display_name = $2, rounding_mode = $3, override_depth_cap = $4, max_tree_depth = $5, ",
         "compression_enabled = $6, non_transacting_roles = $7, auto_approve_cleared = $8, ",
+        "require_second_approver = $9, ",
         "updated_at = clock_timestamp() WHERE id = $1 RETURNING ",
         program_columns!()
     ))
@@ -212,6 +216,7 @@ pub async fn update_program(
     .bind(row.compression_enabled)
     .bind(&row.non_transacting_roles)
     .bind(row.auto_approve_cleared)
+    .bind(row.require_second_approver)
     .fetch_one(&mut *conn)
     .await?;
     if let Some(version) = new_version {

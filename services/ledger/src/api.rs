@@ -21,7 +21,7 @@ use accrue_proto::ledger::v1 as pb;
 use accrue_proto::ledger::v1::ledger_service_server::LedgerService;
 use accrue_proto::types::v1 as types;
 use accrue_types::settlement::{Breakdown, EarningKind};
-use accrue_types::{EntryId, PartnerId, ProgramId, RefundId};
+use accrue_types::{EntryId, PartnerId, PayoutId, ProgramId, RefundId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -615,6 +615,112 @@ impl LedgerService for LedgerApi {
             })
             .collect();
         Ok(Response::new(pb::ReserveForPayoutResponse { results }))
+    }
+
+    /// Releases every reservation of `payout_id` (issue 12 item 2; DESIGN §5:
+    /// a rejected or deleted payout's entries go back to the partner's
+    /// payable balance for a later run), in one transaction, each release
+    /// kept with the caller's subject and `reason`. Idempotent on the payout
+    /// id: a payout that holds nothing (released before, never reserved, or
+    /// of another program) releases 0. INVALID_ARGUMENT for malformed ids or
+    /// a reason over 1000 characters; FAILED_PRECONDITION RESERVATION_SETTLED
+    /// when the payout was paid (nothing changes).
+    async fn release_reservation(
+        &self,
+        request: Request<pb::ReleaseReservationRequest>,
+    ) -> Result<Response<pb::ReleaseReservationResponse>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
+        let payout_id = require_uuid::<PayoutId>("payout_id", &request.payout_id, &mut violations);
+        if request.reason.chars().count() > MAX_TEXT_LEN {
+            violations.add("reason", format!("must be at most {MAX_TEXT_LEN} characters"));
+        }
+        violations.into_result()?;
+        let (Some(program_id), Some(payout_id)) = (program_id, payout_id) else {
+            return Err(invalid_field("program_id", "is required"));
+        };
+        scope.require_program(program_id)?;
+        match store::release(&self.pool, program_id, payout_id, &actor, request.reason.trim()).await {
+            Ok(store::ReleaseOutcome::Released(count)) => Ok(Response::new(pb::ReleaseReservationResponse {
+                payout_id: payout_id.to_string(),
+                released_count: count as i64,
+            })),
+            Ok(store::ReleaseOutcome::Settled) => Err(failed_precondition(
+                "RESERVATION_SETTLED",
+                format!("payout {payout_id} was paid; its entries are settled and cannot be released"),
+            )),
+            Err(error) => Err(store_status(error)),
+        }
+    }
+
+    /// Settles `payout_id`'s reservation (issue 12 item 2; DESIGN §5: Paid
+    /// settles it): every reserved APPROVED entry, credits and debits, moves
+    /// to PAID with a status event by the caller naming the payout and
+    /// `payment_reference`; entries REVERSED, DISPUTED or VOIDED while
+    /// reserved stay. One transaction. Idempotent on the payout id: a repeat
+    /// with the same reference answers the stored settlement and writes
+    /// nothing. INVALID_ARGUMENT for malformed ids or a missing or
+    /// over-long reference; FAILED_PRECONDITION RESERVATION_SETTLED when it
+    /// was settled with another reference, RESERVATION_RELEASED when the
+    /// payout's reservation was released; NOT_FOUND RESERVATION_NOT_FOUND
+    /// when the payout holds none in this program (another program's payout
+    /// is answered exactly as an unknown one).
+    async fn settle_reservation(
+        &self,
+        request: Request<pb::SettleReservationRequest>,
+    ) -> Result<Response<pb::SettleReservationResponse>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
+        let payout_id = require_uuid::<PayoutId>("payout_id", &request.payout_id, &mut violations);
+        let reference = request.payment_reference.trim();
+        if reference.is_empty() {
+            violations.add("payment_reference", "is required");
+        } else if reference.chars().count() > MAX_TEXT_LEN {
+            violations.add("payment_reference", format!("must be at most {MAX_TEXT_LEN} characters"));
+        }
+        violations.into_result()?;
+        let (Some(program_id), Some(payout_id)) = (program_id, payout_id) else {
+            return Err(invalid_field("program_id", "is required"));
+        };
+        scope.require_program(program_id)?;
+        let settlement = match store::settle(&self.pool, program_id, payout_id, reference, &actor).await {
+            Ok(store::SettleOutcome::Settled(settlement)) => settlement,
+            Ok(store::SettleOutcome::OtherReference(stored)) => {
+                return Err(failed_precondition(
+                    "RESERVATION_SETTLED",
+                    format!("payout {payout_id} was settled with payment reference {stored:?}"),
+                ));
+            }
+            Ok(store::SettleOutcome::Nothing { released: true }) => {
+                return Err(failed_precondition(
+                    "RESERVATION_RELEASED",
+                    format!("payout {payout_id}'s reservation was released; it has nothing to settle"),
+                ));
+            }
+            Ok(store::SettleOutcome::Nothing { released: false }) => {
+                return Err(accrue_kit::error::with_reason(
+                    Code::NotFound,
+                    "RESERVATION_NOT_FOUND",
+                    format!("payout {payout_id} holds no reservation"),
+                ));
+            }
+            Err(error) => return Err(store_status(error)),
+        };
+        let currency = Currency::from_code(&settlement.currency).map_err(internal)?;
+        Ok(Response::new(pb::SettleReservationResponse {
+            payout_id: payout_id.to_string(),
+            entry_count: settlement.entry_count,
+            paid_count: settlement.paid_count,
+            paid_amount: money(currency, settlement.paid_amount),
+            payment_reference: settlement.payment_reference,
+            settle_time: Some(timestamp(settlement.settled_at)),
+        }))
     }
 
     /// Claws back a refund on one sale (DESIGN §4 "Refunds", issue 9 item 3):

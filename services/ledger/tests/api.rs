@@ -1658,3 +1658,93 @@ async fn postings_name_only_the_programs_own_partners() {
         .unwrap_err();
     assert_eq!((refused.code(), refused.message()), (Code::NotFound, format!("program {missing} not found").as_str()));
 }
+
+/// Issue 12 item 2: a released entry can be reserved again by another
+/// payout; settling moves every reserved entry, credit and debit, to PAID
+/// with the payout id and reference in its status event; both are
+/// idempotent on the payout id; a paid payout cannot be released.
+#[tokio::test]
+async fn release_and_settle_reservations() {
+    let mut h = start().await;
+    let program = h.program(true).await;
+    let partner = h.partner(&program).await;
+    let direct = types::EarningKind::Direct;
+    let results = h
+        .post(
+            &program,
+            vec![posting(
+                "p1",
+                vec![line(partner, direct, "40.00", T0 + DAY), line(partner, direct, "-5.00", T0 + DAY)],
+            )],
+        )
+        .await;
+    let ids = results[0].entry_ids.clone();
+    h.clear(&program, T0 + 10 * DAY).await.unwrap();
+    let reserve = |payout: Uuid| pb::ReserveForPayoutRequest {
+        program_id: program.clone(),
+        currency_code: "GBP".into(),
+        cutoff: ts(T0 + 30 * DAY),
+        reservations: vec![pb::PartnerReservation {
+            partner_id: partner.to_string(),
+            payout_id: payout.to_string(),
+            minimum_amount: None,
+        }],
+    };
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    let reserved = h.ledger.reserve_for_payout(reserve(first)).await.unwrap().into_inner().results;
+    assert!(reserved[0].reserved);
+    assert_eq!(reserved[0].amount, gbp("35.00"));
+
+    let release = |payout: Uuid| pb::ReleaseReservationRequest {
+        program_id: program.clone(),
+        payout_id: payout.to_string(),
+        reason: "payout rejected".into(),
+    };
+    let released = h.ledger.release_reservation(release(first)).await.unwrap().into_inner();
+    assert_eq!(released.released_count, 2);
+    assert_eq!(h.entry(&ids[0]).await.payout_id, "");
+    assert_eq!(h.count("payout_reservation_releases").await, 2);
+    // Idempotent: nothing left to release.
+    assert_eq!(h.ledger.release_reservation(release(first)).await.unwrap().into_inner().released_count, 0);
+    assert_eq!(h.count("payout_reservation_releases").await, 2);
+    let settle = |payout: Uuid, reference: &str| pb::SettleReservationRequest {
+        program_id: program.clone(),
+        payout_id: payout.to_string(),
+        payment_reference: reference.into(),
+    };
+    let error = h.ledger.settle_reservation(settle(first, "ref-0")).await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::FailedPrecondition, "RESERVATION_RELEASED".into()));
+    let error = h.ledger.settle_reservation(settle(Uuid::new_v4(), "ref-0")).await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::NotFound, "RESERVATION_NOT_FOUND".into()));
+
+    // The released entries are reserved again by the next payout.
+    let again = h.ledger.reserve_for_payout(reserve(second)).await.unwrap().into_inner().results;
+    assert!(again[0].reserved);
+    assert_eq!((again[0].amount.clone(), again[0].entry_count), (gbp("35.00"), 2));
+    assert_eq!(h.entry(&ids[1]).await.payout_id, second.to_string());
+    assert_projection_matches_log(&h.pool).await;
+
+    let settled = h.ledger.settle_reservation(settle(second, "bank-42")).await.unwrap().into_inner();
+    assert_eq!((settled.entry_count, settled.paid_count), (2, 2));
+    assert_eq!(settled.paid_amount, gbp("35.00"));
+    assert_eq!(settled.payment_reference, "bank-42");
+    for id in &ids {
+        let entry = h.entry(id).await;
+        assert_eq!(entry.status(), pb::EntryStatus::Paid, "the credit and the debit are PAID: {entry:#?}");
+        assert_eq!(entry.payout_id, second.to_string());
+        let last = entry.history.last().unwrap();
+        assert!(last.reason.contains(&second.to_string()) && last.reason.contains("bank-42"), "{last:#?}");
+    }
+    let events = h.count("entry_status_events").await;
+    // Idempotent on the payout id: the same answer, nothing written.
+    let repeat = h.ledger.settle_reservation(settle(second, "bank-42")).await.unwrap().into_inner();
+    assert_eq!(repeat, settled);
+    assert_eq!(h.count("entry_status_events").await, events);
+    let error = h.ledger.settle_reservation(settle(second, "bank-43")).await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::FailedPrecondition, "RESERVATION_SETTLED".into()));
+    let error = h.ledger.release_reservation(release(second)).await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::FailedPrecondition, "RESERVATION_SETTLED".into()));
+    let error = h.ledger.settle_reservation(settle(second, " ")).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert_projection_matches_log(&h.pool).await;
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use accrue_kit::FieldViolations;
 use accrue_kit::client::AuthChannel;
-use accrue_kit::convert::{amount_to_proto, optional_uuid, parse_id, require_uuid, timestamp};
+use accrue_kit::convert::{amount_to_proto, from_timestamp, optional_uuid, parse_id, require_uuid, timestamp};
 use accrue_kit::error::{failed_precondition, internal, invalid_field, not_found};
 use accrue_kit::{idempotency, page};
 use accrue_money::{Currency, Decimal, Money};
@@ -22,8 +22,15 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tonic::{Code, Request, Response, Status};
 
-use crate::domain::{CarriedForward, PayoutStatus, RunRequest, payout_id, resolve_minimum, validate_run_request};
+use crate::domain::{
+    CarriedForward, PayoutStatus, Period, RunRequest, payout_id, resolve_minimum, validate_run_request,
+};
 use crate::store::{self, NewPayout, PayoutFilter, PayoutRow, RunRow};
+
+mod export;
+mod lifecycle;
+
+use lifecycle::{Move, item_failure};
 
 /// Partners per hierarchy page and per ledger ReserveForPayout call.
 pub const RESERVE_BATCH: i32 = 1000;
@@ -58,6 +65,12 @@ struct PayoutCursor {
     id: PayoutId,
 }
 
+/// Keyset cursor of ListAuditEvents: the last event id served.
+#[derive(Debug, Serialize, Deserialize)]
+struct AuditCursor {
+    id: i64,
+}
+
 /// Maps a peer's failure: transient ones become UNAVAILABLE (the caller
 /// retries; the run resumes), anything else is our fault (INTERNAL, logged).
 fn peer_error(peer: &str, status: Status) -> Status {
@@ -67,6 +80,34 @@ fn peer_error(peer: &str, status: Status) -> Status {
             Status::unavailable(format!("{peer} service unavailable; retry the request"))
         }
         _ => internal(format!("{peer} call failed: {:?} {}", status.code(), status.message())),
+    }
+}
+
+/// An optional "YYYY-MM" filter; a malformed one is a violation on `field`.
+fn optional_period(field: &str, value: &str, violations: &mut FieldViolations) -> Option<Period> {
+    if value.is_empty() {
+        return None;
+    }
+    match Period::parse(value) {
+        Ok(period) => Some(period),
+        Err(error) => {
+            violations.add(field, error.to_string());
+            None
+        }
+    }
+}
+
+/// An optional ISO 4217 filter; an unknown code is a violation on `field`.
+fn optional_currency(field: &str, value: &str, violations: &mut FieldViolations) -> Option<Currency> {
+    if value.is_empty() {
+        return None;
+    }
+    match Currency::from_code(value) {
+        Ok(currency) => Some(currency),
+        Err(error) => {
+            violations.add(field, error.to_string());
+            None
+        }
     }
 }
 
@@ -105,7 +146,59 @@ fn payout_to_proto(row: &PayoutRow) -> Result<pb::Payout, Status> {
         entry_count: row.entry_count,
         create_time: Some(timestamp(row.created_at)),
         update_time: Some(timestamp(row.updated_at)),
+        approved_by: row.approved_by.clone().unwrap_or_default(),
+        approve_time: row.approved_at.map(timestamp),
+        payment_reference: row.payment_reference.clone().unwrap_or_default(),
+        payment_method: row.payment_method.clone().unwrap_or_default(),
+        paid_time: row.paid_at.map(timestamp),
+        status_reason: row.status_reason.clone().unwrap_or_default(),
     })
+}
+
+fn audit_to_proto(row: &store::AuditRow) -> pb::AuditEvent {
+    let status = |name: &str| PayoutStatus::from_str_name(name).map(PayoutStatus::to_proto).unwrap_or_default();
+    pb::AuditEvent {
+        id: row.id,
+        payout_id: row.payout_id.to_string(),
+        actor: row.actor.clone(),
+        from_status: status(&row.from_status) as i32,
+        to_status: status(&row.to_status) as i32,
+        reason: row.reason.clone(),
+        request_id: row.request_id.clone().unwrap_or_default(),
+        create_time: Some(timestamp(row.created_at)),
+    }
+}
+
+/// Longest reason or payment reference accepted, in characters.
+const MAX_TEXT_CHARS: usize = 1000;
+/// Longest payment method accepted, in characters.
+const MAX_METHOD_CHARS: usize = 100;
+/// Most ids in one BulkApprovePayouts call.
+pub const MAX_BULK_IDS: usize = 1000;
+/// How far past the server's clock a `paid_time` may be (clock skew).
+const PAID_TIME_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// A required free text: trimmed, non-empty, at most `max` characters;
+/// else a violation on `field`.
+fn required_text(field: &str, value: &str, max: usize, violations: &mut FieldViolations) -> String {
+    let value = value.trim();
+    if value.is_empty() {
+        violations.add(field, "is required");
+    } else if value.chars().count() > max {
+        violations.add(field, format!("must be at most {max} characters"));
+    }
+    value.to_string()
+}
+
+/// The request id of a state change and the fingerprint of its body
+/// (`body` is the request with its request id cleared).
+fn change_key(
+    request_id: &str,
+    body: &impl prost::Message,
+    violations: &mut FieldViolations,
+) -> (Option<String>, Vec<u8>) {
+    let request_id = idempotency::request_id("request_id", request_id.trim(), violations);
+    (request_id.map(|id| id.as_str().to_string()), idempotency::fingerprint_message(body))
 }
 
 impl PayoutsApi {
@@ -132,7 +225,7 @@ impl PayoutsApi {
     /// Starts a new run, or returns the one a concurrent request created
     /// (for the same period, or with the same request id: then it is
     /// answered as a repeat of `request_hash`'s request).
-    async fn start_run(&self, request: &RunRequest, request_hash: &[u8]) -> Result<RunRow, Status> {
+    async fn start_run(&self, request: &RunRequest, request_hash: &[u8], actor: &str) -> Result<RunRow, Status> {
         let program_minimum = self.program_minimum(request.program_id).await?;
         let minimum = resolve_minimum(request.minimum, program_minimum, request.currency)
             .map_err(|error| failed_precondition("MINIMUM_CURRENCY_MISMATCH", error.to_string()))?;
@@ -146,6 +239,7 @@ impl PayoutsApi {
             minimum_amount: minimum,
             request_id: request.request_id.as_deref(),
             request_hash: request.request_id.as_ref().map(|_| request_hash),
+            created_by: actor,
         };
         match store::insert_run(&self.pool, &insert).await {
             Ok(Some(run)) => {
@@ -346,7 +440,7 @@ impl PayoutService for PayoutsApi {
                 run
             }
             None => {
-                let run = self.start_run(&request, &request_hash).await?;
+                let run = self.start_run(&request, &request_hash, &actor).await?;
                 if run.is_complete() {
                     return Ok(Response::new(run_to_proto(&run)?));
                 }
@@ -389,22 +483,444 @@ impl PayoutService for PayoutsApi {
                 status
             }
         };
+        let period = optional_period("period", &request.period, &mut violations);
+        let currency = optional_currency("currency_code", &request.currency_code, &mut violations);
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
         scope.require_program(program_id)?;
         let limit = page::page_size(request.page_size)?;
-        let query = format!("payouts|{program_id}|{partner_id:?}|{payout_run_id:?}|{}", request.status);
+        let query =
+            format!("payouts|{program_id}|{partner_id:?}|{payout_run_id:?}|{}|{period:?}|{currency:?}", request.status);
         let after = page::decode::<PayoutCursor>(&query, &request.page_token)?.map(|cursor| (cursor.t, cursor.id));
         // A partner token asking for another partner's payouts gets an empty
         // page, as for a partner without payouts.
         let Some(partner_id) = scope.partner_filter(partner_id) else {
             return Ok(Response::new(pb::ListPayoutsResponse::default()));
         };
-        let filter = PayoutFilter { program_id, partner_id, payout_run_id, status: status.map(PayoutStatus::as_str) };
+        let period = period.map(|period| period.to_string());
+        let filter = PayoutFilter {
+            program_id,
+            partner_id,
+            payout_run_id,
+            status: status.map(PayoutStatus::as_str),
+            period: period.as_deref(),
+            currency: currency.map(|currency| currency.code()),
+        };
         let mut rows = store::list_payouts(&self.pool, &filter, after, limit + 1).await?;
         let next_page_token =
             page::next_page(&mut rows, limit, &query, |row| PayoutCursor { t: row.created_at, id: row.id })?;
         let payouts = rows.iter().map(payout_to_proto).collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(pb::ListPayoutsResponse { payouts, next_page_token }))
+    }
+
+    /// PENDING_APPROVAL → APPROVED (seed 001), recording the caller's token
+    /// subject as approver. With the program's `require_second_approver`,
+    /// the identity that created the payout's run may not approve it:
+    /// PERMISSION_DENIED SAME_APPROVER. INVALID_ARGUMENT for a malformed id
+    /// or request id; NOT_FOUND for an unknown payout or another program's;
+    /// FAILED_PRECONDITION INVALID_PAYOUT_TRANSITION (ErrorInfo metadata
+    /// `from`, `to`) from any other status, changing nothing. Idempotent on
+    /// (payout, `request_id`) (AIP-155): a repeat answers the payout as it
+    /// stands; the id used for another change of the payout is
+    /// ALREADY_EXISTS REQUEST_ID_REUSED.
+    async fn approve_payout(&self, request: Request<pb::ApprovePayoutRequest>) -> Result<Response<pb::Payout>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let id = require_uuid::<PayoutId>("id", &request.id, &mut violations);
+        let body = pb::ApprovePayoutRequest { request_id: String::new(), ..request.clone() };
+        let (request_id, hash) = change_key(&request.request_id, &body, &mut violations);
+        violations.into_result()?;
+        let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
+        let change = Move::to(PayoutStatus::Approved, "approved".into(), request_id, hash);
+        let row = self.move_payout(&scope, None, &actor, id, &change).await?;
+        Ok(Response::new(payout_to_proto(&row)?))
+    }
+
+    /// Approves each of `ids` as ApprovePayout would, one at a time and each
+    /// on its own (not all-or-nothing): a result per id in request order,
+    /// the approved payout or the failure ApprovePayout would have answered
+    /// (NOT_FOUND, FAILED_PRECONDITION INVALID_PAYOUT_TRANSITION,
+    /// PERMISSION_DENIED SAME_APPROVER…). `request_id` applies to each payout
+    /// on its own, so a repeated call approves nothing twice and answers the
+    /// payouts as they stand. All ids must be of `program_id`: another
+    /// program's payout fails alone as NOT_FOUND, exactly as an unknown one.
+    /// INVALID_ARGUMENT (nothing changes) for a malformed program id, no
+    /// ids, more than 1000, a malformed or repeated id, or a malformed
+    /// request id; NOT_FOUND for a program the token does not name.
+    async fn bulk_approve_payouts(
+        &self,
+        request: Request<pb::BulkApprovePayoutsRequest>,
+    ) -> Result<Response<pb::BulkApprovePayoutsResponse>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
+        if request.ids.is_empty() {
+            violations.add("ids", "is required: name 1 to 1000 payouts");
+        } else if request.ids.len() > MAX_BULK_IDS {
+            violations.add("ids", format!("at most {MAX_BULK_IDS} ids per call"));
+        }
+        let mut ids: Vec<PayoutId> = Vec::with_capacity(request.ids.len());
+        for (index, id) in request.ids.iter().enumerate() {
+            let field = format!("ids[{index}]");
+            if let Some(id) = require_uuid::<PayoutId>(&field, id, &mut violations) {
+                if ids.contains(&id) {
+                    violations.add(field, format!("payout {id} appears twice"));
+                }
+                ids.push(id);
+            }
+        }
+        let request_id = idempotency::request_id("request_id", request.request_id.trim(), &mut violations)
+            .map(|id| id.as_str().to_string());
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
+        let mut results = Vec::with_capacity(ids.len());
+        for (id, asked) in ids.iter().zip(&request.ids) {
+            // The same body as a single ApprovePayout of this id, so either
+            // call's request id answers the other's repeat.
+            let body = pb::ApprovePayoutRequest { id: asked.clone(), request_id: String::new() };
+            let hash = idempotency::fingerprint_message(&body);
+            let change = Move::to(PayoutStatus::Approved, "approved (bulk)".into(), request_id.clone(), hash);
+            let result = match self.move_payout(&scope, Some(program_id), &actor, *id, &change).await {
+                Ok(row) => pb::BulkApprovePayoutResult {
+                    id: asked.clone(),
+                    payout: Some(payout_to_proto(&row)?),
+                    failure: None,
+                },
+                Err(status) if matches!(status.code(), Code::Internal | Code::Unavailable) => return Err(status),
+                Err(status) => pb::BulkApprovePayoutResult {
+                    id: asked.clone(),
+                    payout: None,
+                    failure: Some(item_failure(&status)),
+                },
+            };
+            results.push(result);
+        }
+        Ok(Response::new(pb::BulkApprovePayoutsResponse { results }))
+    }
+
+    /// PENDING_APPROVAL → REJECTED with `reason` (required) (seed 001), then
+    /// the ledger releases the payout's reservation so that the next run can
+    /// pay the entries (DESIGN §5). Errors and idempotency as ApprovePayout;
+    /// INVALID_ARGUMENT for a missing or over-long reason; UNAVAILABLE when
+    /// the ledger is down (nothing changes; retrying is safe).
+    async fn reject_payout(&self, request: Request<pb::RejectPayoutRequest>) -> Result<Response<pb::Payout>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let id = require_uuid::<PayoutId>("id", &request.id, &mut violations);
+        let reason = required_text("reason", &request.reason, MAX_TEXT_CHARS, &mut violations);
+        let body = pb::RejectPayoutRequest { request_id: String::new(), ..request.clone() };
+        let (request_id, hash) = change_key(&request.request_id, &body, &mut violations);
+        violations.into_result()?;
+        let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
+        let mut change = Move::to(PayoutStatus::Rejected, reason.clone(), request_id, hash);
+        change.status_reason = Some(reason);
+        let row = self.move_payout(&scope, None, &actor, id, &change).await?;
+        Ok(Response::new(payout_to_proto(&row)?))
+    }
+
+    /// APPROVED → PROCESSING, or FAILED → PROCESSING (a retry of a failed
+    /// payment) (seed 001), recording `payment_reference` (required). The
+    /// entries stay reserved. Errors and idempotency as ApprovePayout;
+    /// INVALID_ARGUMENT for a missing or over-long reference.
+    async fn mark_payout_processing(
+        &self,
+        request: Request<pb::MarkPayoutProcessingRequest>,
+    ) -> Result<Response<pb::Payout>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let id = require_uuid::<PayoutId>("id", &request.id, &mut violations);
+        let reference = required_text("payment_reference", &request.payment_reference, MAX_TEXT_CHARS, &mut violations);
+        let body = pb::MarkPayoutProcessingRequest { request_id: String::new(), ..request.clone() };
+        let (request_id, hash) = change_key(&request.request_id, &body, &mut violations);
+        violations.into_result()?;
+        let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
+        let mut change = Move::to(PayoutStatus::Processing, format!("payment reference {reference}"), request_id, hash);
+        change.payment_reference = Some(reference);
+        let row = self.move_payout(&scope, None, &actor, id, &change).await?;
+        Ok(Response::new(payout_to_proto(&row)?))
+    }
+
+    /// APPROVED → PAID or PROCESSING → PAID (seed 001) with the payment's
+    /// reference and method (required) and `paid_time` (default now; not
+    /// more than 5 minutes past the server's clock); the ledger settles the
+    /// payout's reservation first: every reserved APPROVED entry, credits
+    /// and debits, becomes PAID with the payout id and reference in its
+    /// status event (DESIGN §5). Errors and idempotency as ApprovePayout;
+    /// INVALID_ARGUMENT for a missing or over-long reference or method or a
+    /// bad paid_time; UNAVAILABLE when the ledger is down (retrying is
+    /// safe: settlement is idempotent on the payout id).
+    async fn mark_payout_paid(
+        &self,
+        request: Request<pb::MarkPayoutPaidRequest>,
+    ) -> Result<Response<pb::Payout>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let id = require_uuid::<PayoutId>("id", &request.id, &mut violations);
+        let reference = required_text("payment_reference", &request.payment_reference, MAX_TEXT_CHARS, &mut violations);
+        let method = required_text("payment_method", &request.payment_method, MAX_METHOD_CHARS, &mut violations);
+        let paid_at = from_timestamp("paid_time", request.paid_time.as_ref(), &mut violations);
+        let now = Utc::now();
+        if paid_at.is_some_and(|paid_at| paid_at > now + PAID_TIME_SKEW) {
+            violations.add("paid_time", "must not be in the future");
+        }
+        let body = pb::MarkPayoutPaidRequest { request_id: String::new(), ..request.clone() };
+        let (request_id, hash) = change_key(&request.request_id, &body, &mut violations);
+        violations.into_result()?;
+        let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
+        let mut change =
+            Move::to(PayoutStatus::Paid, format!("paid by {method}, payment reference {reference}"), request_id, hash);
+        change.payment_reference = Some(reference);
+        change.payment_method = Some(method);
+        change.paid_at = Some(paid_at.unwrap_or(now));
+        let row = self.move_payout(&scope, None, &actor, id, &change).await?;
+        Ok(Response::new(payout_to_proto(&row)?))
+    }
+
+    /// PROCESSING → FAILED with `reason` (required) (seed 001). The entries
+    /// stay reserved: a failed payment is retried (MarkPayoutProcessing),
+    /// and releasing them here would let a later run pay them a second time
+    /// (a deliberate reading of DESIGN §5's "Fail releases", see
+    /// `domain::plan`). Errors and idempotency as ApprovePayout.
+    async fn mark_payout_failed(
+        &self,
+        request: Request<pb::MarkPayoutFailedRequest>,
+    ) -> Result<Response<pb::Payout>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let id = require_uuid::<PayoutId>("id", &request.id, &mut violations);
+        let reason = required_text("reason", &request.reason, MAX_TEXT_CHARS, &mut violations);
+        let body = pb::MarkPayoutFailedRequest { request_id: String::new(), ..request.clone() };
+        let (request_id, hash) = change_key(&request.request_id, &body, &mut violations);
+        violations.into_result()?;
+        let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
+        let mut change = Move::to(PayoutStatus::Failed, reason.clone(), request_id, hash);
+        change.status_reason = Some(reason);
+        let row = self.move_payout(&scope, None, &actor, id, &change).await?;
+        Ok(Response::new(payout_to_proto(&row)?))
+    }
+
+    /// A program's payout audit events, oldest first (id order), optionally
+    /// of one payout, one actor, and `start_time` ≤ time < `end_time`; each
+    /// with its actor (token subject), time, from → to, reason and request
+    /// id. Keyset paged (`page_size` default 100, max 1000; signed
+    /// `page_token`). INVALID_ARGUMENT for malformed ids, times or tokens;
+    /// NOT_FOUND for a program the token does not name. Another program's
+    /// payout id lists nothing.
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
+        let payout_id = optional_uuid::<PayoutId>("payout_id", &request.payout_id, &mut violations);
+        if request.actor.len() > idempotency::MAX_REQUEST_ID_BYTES {
+            violations.add("actor", format!("must be at most {} bytes", idempotency::MAX_REQUEST_ID_BYTES));
+        }
+        let start = from_timestamp("start_time", request.start_time.as_ref(), &mut violations);
+        let end = from_timestamp("end_time", request.end_time.as_ref(), &mut violations);
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
+        let limit = page::page_size(request.page_size)?;
+        let actor = (!request.actor.is_empty()).then_some(request.actor.as_str());
+        let query = format!("audit|{program_id}|{payout_id:?}|{actor:?}|{start:?}|{end:?}");
+        let after = page::decode::<AuditCursor>(&query, &request.page_token)?.map(|cursor| cursor.id);
+        let filter = store::AuditFilter { program_id, payout_id, actor, start, end };
+        let mut rows = store::list_audit_events(&self.pool, &filter, after, limit + 1).await?;
+        let next_page_token = page::next_page(&mut rows, limit, &query, |row| AuditCursor { id: row.id })?;
+        let events = rows.iter().map(audit_to_proto).collect();
+        Ok(Response::new(pb::ListAuditEventsResponse { events, next_page_token }))
+    }
+
+    /// Count and Σ amount (in each currency, minor-unit exact) of a
+    /// program's payouts per (status, currency), optionally of one
+    /// `period` ("YYYY-MM"); ordered by currency then status name; statuses
+    /// without payouts are absent. INVALID_ARGUMENT for a malformed program
+    /// id or period; NOT_FOUND for a program the token does not name.
+    async fn get_payout_stats(
+        &self,
+        request: Request<pb::GetPayoutStatsRequest>,
+    ) -> Result<Response<pb::GetPayoutStatsResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
+        let period = optional_period("period", &request.period, &mut violations);
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
+        let period = period.map(|period| period.to_string());
+        let rows = store::payout_stats(&self.pool, program_id, period.as_deref()).await?;
+        let mut totals = Vec::with_capacity(rows.len());
+        for (currency, status, count, amount) in rows {
+            let status = PayoutStatus::from_str_name(&status)
+                .ok_or_else(|| internal(format!("stored payout status {status:?} is unknown")))?;
+            totals.push(pb::PayoutStatusTotal {
+                status: status.to_proto() as i32,
+                count,
+                amount: Some(amount_to_proto(currency_of(&currency)?, amount)),
+            });
+        }
+        Ok(Response::new(pb::GetPayoutStatsResponse { totals }))
+    }
+
+    /// One partner's payouts per currency (issue 12 item 5): lifetime PAID
+    /// (Σ and count), Σ PENDING_APPROVAL, Σ approved but unpaid (APPROVED,
+    /// PROCESSING, FAILED), the last PAID payout, and the ledger's approved,
+    /// unreserved balance (`payable`, GetBalances; negative while clawbacks
+    /// exceed earnings); amounts in each currency's minor unit. A partner
+    /// token asking for another partner gets an empty answer, as for a
+    /// partner without payouts. INVALID_ARGUMENT for malformed ids; NOT_FOUND
+    /// for a program the token does not name; UNAVAILABLE when the ledger is
+    /// down.
+    async fn get_partner_payout_summary(
+        &self,
+        request: Request<pb::GetPartnerPayoutSummaryRequest>,
+    ) -> Result<Response<pb::GetPartnerPayoutSummaryResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
+        let partner_id = require_uuid::<PartnerId>("partner_id", &request.partner_id, &mut violations);
+        violations.into_result()?;
+        let (Some(program_id), Some(partner_id)) = (program_id, partner_id) else {
+            return Err(invalid_field("program_id", "is required"));
+        };
+        scope.require_program(program_id)?;
+        let empty = pb::GetPartnerPayoutSummaryResponse { partner_id: partner_id.to_string(), summaries: Vec::new() };
+        if scope.partner_filter(Some(partner_id)).is_none() {
+            return Ok(Response::new(empty));
+        }
+        let balances = self
+            .ledger
+            .clone()
+            .get_balances(ledger_pb::GetBalancesRequest {
+                program_id: program_id.to_string(),
+                partner_ids: vec![partner_id.to_string()],
+                currency_code: String::new(),
+            })
+            .await
+            .map_err(|status| peer_error("ledger", status))?
+            .into_inner()
+            .balances;
+        let mut currencies: std::collections::BTreeMap<String, pb::PartnerPayoutSummary> = Default::default();
+        let zero = |code: &str| -> Result<pb::PartnerPayoutSummary, Status> {
+            let currency = currency_of(code)?;
+            Ok(pb::PartnerPayoutSummary {
+                currency_code: code.to_string(),
+                paid: Some(amount_to_proto(currency, Decimal::ZERO)),
+                paid_count: 0,
+                pending_approval: Some(amount_to_proto(currency, Decimal::ZERO)),
+                approved: Some(amount_to_proto(currency, Decimal::ZERO)),
+                last_payout: None,
+                payable: Some(amount_to_proto(currency, Decimal::ZERO)),
+            })
+        };
+        let mut sums: std::collections::BTreeMap<(String, &'static str), Decimal> = Default::default();
+        for (code, status, count, amount) in store::partner_totals(&self.pool, program_id, partner_id).await? {
+            if !currencies.contains_key(&code) {
+                currencies.insert(code.clone(), zero(&code)?);
+            }
+            let bucket = match PayoutStatus::from_str_name(&status) {
+                Some(PayoutStatus::Paid) => {
+                    if let Some(summary) = currencies.get_mut(&code) {
+                        summary.paid_count += count;
+                    }
+                    "paid"
+                }
+                Some(PayoutStatus::PendingApproval) => "pending",
+                Some(PayoutStatus::Approved | PayoutStatus::Processing | PayoutStatus::Failed) => "approved",
+                Some(PayoutStatus::Rejected) => continue,
+                None => return Err(internal(format!("stored payout status {status:?} is unknown"))),
+            };
+            *sums.entry((code, bucket)).or_default() += amount;
+        }
+        for balance in &balances {
+            let Some(approved) = balance.approved.as_ref() else { continue };
+            if !currencies.contains_key(&approved.currency_code) {
+                currencies.insert(approved.currency_code.clone(), zero(&approved.currency_code)?);
+            }
+            if let Some(summary) = currencies.get_mut(&approved.currency_code) {
+                summary.payable = Some(approved.clone());
+            }
+        }
+        for (code, summary) in currencies.iter_mut() {
+            let currency = currency_of(code)?;
+            let sum = |bucket: &str| sums.get(&(code.clone(), bucket)).copied().unwrap_or(Decimal::ZERO);
+            summary.paid = Some(amount_to_proto(currency, sum("paid")));
+            summary.pending_approval = Some(amount_to_proto(currency, sum("pending")));
+            summary.approved = Some(amount_to_proto(currency, sum("approved")));
+            if summary.paid_count > 0 {
+                summary.last_payout = store::last_paid(&self.pool, program_id, partner_id, code)
+                    .await?
+                    .map(|row| payout_to_proto(&row))
+                    .transpose()?;
+            }
+        }
+        Ok(Response::new(pb::GetPartnerPayoutSummaryResponse {
+            partner_id: partner_id.to_string(),
+            summaries: currencies.into_values().collect(),
+        }))
+    }
+
+    type ExportPayoutsStream = export::ExportStream;
+
+    /// Streams the payouts ListPayouts would list (same filters, oldest
+    /// first) as RFC 4180 CSV: a header row, then one row per payout
+    /// (partner, run, period, currency, amount in the minor unit, status,
+    /// entry count, approver and time, payment reference, method and time,
+    /// status reason, creation and update times), at most 500 rows per
+    /// message, from one consistent snapshot, in constant memory.
+    /// INVALID_ARGUMENT for malformed filters; NOT_FOUND for a program the
+    /// token does not name; a failure mid-stream ends it with that status.
+    async fn export_payouts(
+        &self,
+        request: Request<pb::ExportPayoutsRequest>,
+    ) -> Result<Response<Self::ExportPayoutsStream>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
+        let partner_id = optional_uuid::<PartnerId>("partner_id", &request.partner_id, &mut violations);
+        let payout_run_id = optional_uuid::<PayoutRunId>("payout_run_id", &request.payout_run_id, &mut violations);
+        let status = match request.status {
+            0 => None,
+            value => {
+                let status = PayoutStatus::from_proto(value);
+                if status.is_none() {
+                    violations.add("status", format!("unknown payout status {value}"));
+                }
+                status
+            }
+        };
+        let period = optional_period("period", &request.period, &mut violations);
+        let currency = optional_currency("currency_code", &request.currency_code, &mut violations);
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
+        let filter = export::ExportFilter {
+            program_id,
+            partner_id,
+            payout_run_id,
+            status,
+            period: period.map(|period| period.to_string()),
+            currency: currency.map(|currency| currency.code().to_string()),
+        };
+        Ok(Response::new(export::export(self.pool.clone(), filter)))
     }
 }

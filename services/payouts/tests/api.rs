@@ -594,3 +594,591 @@ async fn a_reused_request_id_with_another_body_is_already_exists() {
     }
     assert_eq!(h.count("payout_runs").await, 1, "no second run");
 }
+
+// ---- The payout lifecycle (issue 12) ----
+
+/// A payout test world: one program, `n` partners earning `amount` each,
+/// cleared and run for 2011-01; the payouts in partner-creation order.
+async fn lifecycle_world(h: &mut Harness, n: usize, amount: &str) -> (String, Vec<Uuid>, Vec<pb::Payout>) {
+    let program = h.program("1.00").await;
+    let mut partners = Vec::with_capacity(n);
+    for i in 0..n {
+        let partner = h.partner(&program, &format!("P{i}")).await;
+        h.earn(&program, &format!("e{i}"), partner, amount, 10).await;
+        partners.push(partner);
+    }
+    h.clear_all(&program).await;
+    let run = h.run(&program, "2011-01", None).await.unwrap();
+    assert_eq!(run.payout_count, n as i64);
+    let mut payouts = h.payouts(&program, &run.id).await;
+    payouts.sort_by_key(|p| partners.iter().position(|partner| partner.to_string() == p.partner_id));
+    (program, partners, payouts)
+}
+
+/// The RPC that moves a payout to `to` (PENDING_APPROVAL has none).
+async fn move_to(
+    payouts: &mut PayoutServiceClient<AuthChannel>,
+    id: &str,
+    to: pb::PayoutStatus,
+    reference: &str,
+) -> Result<pb::Payout, tonic::Status> {
+    use pb::PayoutStatus as S;
+    let id = id.to_string();
+    let result = match to {
+        S::Approved => payouts.approve_payout(pb::ApprovePayoutRequest { id, request_id: String::new() }).await,
+        S::Rejected => {
+            payouts
+                .reject_payout(pb::RejectPayoutRequest {
+                    id,
+                    reason: "wrong bank details".into(),
+                    request_id: String::new(),
+                })
+                .await
+        }
+        S::Processing => {
+            payouts
+                .mark_payout_processing(pb::MarkPayoutProcessingRequest {
+                    id,
+                    payment_reference: reference.into(),
+                    request_id: String::new(),
+                })
+                .await
+        }
+        S::Paid => {
+            payouts
+                .mark_payout_paid(pb::MarkPayoutPaidRequest {
+                    id,
+                    payment_reference: reference.into(),
+                    payment_method: "bank_transfer".into(),
+                    paid_time: None,
+                    request_id: String::new(),
+                })
+                .await
+        }
+        S::Failed => {
+            payouts
+                .mark_payout_failed(pb::MarkPayoutFailedRequest {
+                    id,
+                    reason: "bank bounced".into(),
+                    request_id: String::new(),
+                })
+                .await
+        }
+        S::PendingApproval | S::Unspecified => panic!("no RPC moves a payout to {to:?}"),
+    };
+    result.map(tonic::Response::into_inner)
+}
+
+/// The moves that bring a new (PENDING_APPROVAL) payout to `status`.
+fn path_to(status: pb::PayoutStatus) -> Vec<pb::PayoutStatus> {
+    use pb::PayoutStatus as S;
+    match status {
+        S::PendingApproval | S::Unspecified => vec![],
+        S::Approved => vec![S::Approved],
+        S::Rejected => vec![S::Rejected],
+        S::Processing => vec![S::Approved, S::Processing],
+        S::Paid => vec![S::Approved, S::Paid],
+        S::Failed => vec![S::Approved, S::Processing, S::Failed],
+    }
+}
+
+/// Everything stored about a payout, its audit events and its ledger entries.
+async fn payout_state(
+    h: &mut Harness,
+    program: &str,
+    payout: &pb::Payout,
+) -> (pb::Payout, i64, Vec<(String, i32, String)>) {
+    let now = h.payouts.get_payout(pb::GetPayoutRequest { id: payout.id.clone() }).await.unwrap().into_inner();
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM payout_audit_events WHERE payout_id = $1::uuid")
+        .bind(&payout.id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    let entries = h
+        .ledger
+        .list_entries(lpb::ListEntriesRequest {
+            program_id: program.into(),
+            partner_id: payout.partner_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| (e.id, e.status, e.payout_id))
+        .collect();
+    (now, events, entries)
+}
+
+/// Issue 12 item 1: the full from × to matrix over the public API. Every
+/// move of seed 001 succeeds; every other is FAILED_PRECONDITION
+/// INVALID_PAYOUT_TRANSITION naming from and to, and changes nothing (the
+/// payout, its audit events and its ledger entries).
+#[tokio::test]
+async fn every_transition_of_the_matrix() {
+    use pb::PayoutStatus as S;
+    let mut h = start().await;
+    let froms = [S::PendingApproval, S::Approved, S::Rejected, S::Processing, S::Paid, S::Failed];
+    let tos = [S::Approved, S::Rejected, S::Processing, S::Paid, S::Failed];
+    let allowed = [
+        (S::PendingApproval, S::Approved),
+        (S::Approved, S::Processing),
+        (S::Processing, S::Paid),
+        (S::Approved, S::Paid),
+        (S::PendingApproval, S::Rejected),
+        (S::Processing, S::Failed),
+        (S::Failed, S::Processing),
+    ];
+    let (program, _, payouts) = lifecycle_world(&mut h, froms.len() * tos.len(), "20.00").await;
+    let mut cases = payouts.iter();
+    for from in froms {
+        for to in tos {
+            let payout = cases.next().unwrap();
+            for step in path_to(from) {
+                move_to(&mut h.payouts, &payout.id, step, "ref-1").await.unwrap();
+            }
+            let before = payout_state(&mut h, &program, payout).await;
+            assert_eq!(before.0.status(), from);
+            let result = move_to(&mut h.payouts, &payout.id, to, "ref-1").await;
+            if allowed.contains(&(from, to)) {
+                let moved = result.unwrap_or_else(|e| panic!("{from:?} → {to:?}: {e:?}"));
+                assert_eq!(moved.status(), to, "{from:?} → {to:?}");
+                let after = payout_state(&mut h, &program, payout).await;
+                assert_eq!(after.1, before.1 + 1, "one audit event for {from:?} → {to:?}");
+            } else {
+                let error = result.expect_err(&format!("{from:?} → {to:?} must be refused"));
+                assert_eq!(error.code(), Code::FailedPrecondition, "{from:?} → {to:?}: {error:?}");
+                assert_eq!(reason(&error), "INVALID_PAYOUT_TRANSITION");
+                let info = error.get_details_error_info().unwrap();
+                let name = |s: S| s.as_str_name().trim_start_matches("PAYOUT_STATUS_").to_string();
+                assert_eq!(info.metadata.get("from"), Some(&name(from)), "{error:?}");
+                assert_eq!(info.metadata.get("to"), Some(&name(to)), "{error:?}");
+                assert_eq!(payout_state(&mut h, &program, payout).await, before, "{from:?} → {to:?} changed something");
+            }
+        }
+    }
+}
+
+/// Issue 12 items 1–2: rejecting releases the entries, and the next run
+/// reserves them for a new payout; an unknown id is NOT_FOUND; a reason is
+/// required (INVALID_ARGUMENT, nothing changes).
+#[tokio::test]
+async fn a_rejected_payouts_entries_are_reserved_by_the_next_run() {
+    let mut h = start().await;
+    let (program, partners, payouts) = lifecycle_world(&mut h, 1, "30.00").await;
+    let payout = &payouts[0];
+    let error = h
+        .payouts
+        .reject_payout(pb::RejectPayoutRequest { id: payout.id.clone(), reason: " ".into(), request_id: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    let error = move_to(&mut h.payouts, &Uuid::now_v7().to_string(), pb::PayoutStatus::Rejected, "").await.unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+    let rejected = move_to(&mut h.payouts, &payout.id, pb::PayoutStatus::Rejected, "").await.unwrap();
+    assert_eq!(rejected.status(), pb::PayoutStatus::Rejected);
+    assert_eq!(rejected.status_reason, "wrong bank details");
+    let (_, _, entries) = payout_state(&mut h, &program, payout).await;
+    assert!(entries.iter().all(|(_, _, payout_id)| payout_id.is_empty()), "released: {entries:?}");
+
+    let next = h.run(&program, "2011-02", None).await.unwrap();
+    assert_eq!(next.payout_count, 1);
+    assert_eq!(next.total_amount, gbp("30.00"));
+    let again = h.payouts(&program, &next.id).await.remove(0);
+    assert_eq!(again.partner_id, partners[0].to_string());
+    let (_, _, entries) = payout_state(&mut h, &program, &again).await;
+    assert!(entries.iter().all(|(_, _, payout_id)| *payout_id == again.id), "reserved again: {entries:?}");
+}
+
+/// Issue 12: a failed payment keeps its entries reserved, is retried and
+/// paid; the entries — a credit and a clawback debit — are then PAID with
+/// the payout id and the final reference in their status events; the audit
+/// log holds every action with the caller's subject; Σ PAID entries equals
+/// Σ PAID payouts.
+#[tokio::test]
+async fn fail_retry_paid_settles_credits_and_debits_with_the_reference() {
+    use pb::PayoutStatus as S;
+    let mut h = start().await;
+    let program = h.program("1.00").await;
+    let ann = h.partner(&program, "Ann").await;
+    h.earn(&program, "ann-1", ann, "50.00", 10).await;
+    h.earn(&program, "ann-2", ann, "-8.00", 10).await;
+    h.clear_all(&program).await;
+    let run = h.run(&program, "2011-01", None).await.unwrap();
+    let payout = h.payouts(&program, &run.id).await.remove(0);
+    assert_eq!(payout.amount, gbp("42.00"));
+    let mut finance: PayoutServiceClient<AuthChannel> =
+        h.services.client_for(&h.payouts_url, "fiona@finance", accrue_kit::auth::Role::Finance, &program);
+    move_to(&mut finance, &payout.id, S::Approved, "").await.unwrap();
+    move_to(&mut finance, &payout.id, S::Processing, "bank-1").await.unwrap();
+    let failed = move_to(&mut finance, &payout.id, S::Failed, "").await.unwrap();
+    assert_eq!(failed.status_reason, "bank bounced");
+    let (_, _, entries) = payout_state(&mut h, &program, &payout).await;
+    assert!(entries.iter().all(|(_, _, p)| *p == payout.id), "a failed payout keeps its entries: {entries:?}");
+    move_to(&mut finance, &payout.id, S::Processing, "bank-2").await.unwrap();
+    let paid = move_to(&mut finance, &payout.id, S::Paid, "bank-2").await.unwrap();
+    assert_eq!((paid.status(), paid.payment_reference.as_str()), (S::Paid, "bank-2"));
+    assert_eq!((paid.payment_method.as_str(), paid.approved_by.as_str()), ("bank_transfer", "fiona@finance"));
+    assert!(paid.paid_time.is_some());
+
+    let (_, _, entries) = payout_state(&mut h, &program, &payout).await;
+    assert_eq!(entries.len(), 2);
+    for (id, status, payout_id) in &entries {
+        assert_eq!(*status, lpb::EntryStatus::Paid as i32, "credit and debit are PAID");
+        assert_eq!(*payout_id, payout.id);
+        let entry = h.ledger.get_entry(lpb::GetEntryRequest { id: id.clone() }).await.unwrap().into_inner();
+        let last = entry.history.last().unwrap();
+        assert!(last.reason.contains(&payout.id) && last.reason.contains("bank-2"), "{last:#?}");
+    }
+
+    let events = h
+        .payouts
+        .list_audit_events(pb::ListAuditEventsRequest {
+            program_id: program.clone(),
+            payout_id: payout.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let moves: Vec<(i32, i32, &str)> = events.iter().map(|e| (e.from_status, e.to_status, e.actor.as_str())).collect();
+    let f = "fiona@finance";
+    assert_eq!(
+        moves,
+        vec![
+            (S::Unspecified as i32, S::PendingApproval as i32, "test-admin"),
+            (S::PendingApproval as i32, S::Approved as i32, f),
+            (S::Approved as i32, S::Processing as i32, f),
+            (S::Processing as i32, S::Failed as i32, f),
+            (S::Failed as i32, S::Processing as i32, f),
+            (S::Processing as i32, S::Paid as i32, f),
+        ]
+    );
+    assert!(events[3].reason.contains("bank bounced") && events[5].reason.contains("bank-2"), "{events:#?}");
+    // Paged one by one: the same events.
+    let mut token = String::new();
+    let mut paged = Vec::new();
+    loop {
+        let page = h
+            .payouts
+            .list_audit_events(pb::ListAuditEventsRequest {
+                program_id: program.clone(),
+                actor: f.into(),
+                page_size: 1,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        paged.extend(page.events);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(paged, events[1..].to_vec());
+
+    // Σ PAID entries (signed) = Σ PAID payouts.
+    let stats = h
+        .payouts
+        .get_payout_stats(pb::GetPayoutStatsRequest { program_id: program.clone(), period: "2011-01".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .totals;
+    assert_eq!(stats.len(), 1);
+    assert_eq!((stats[0].status(), stats[0].count, stats[0].amount.clone()), (S::Paid, 1, gbp("42.00")));
+    let balances = h
+        .ledger
+        .get_balances(lpb::GetBalancesRequest {
+            program_id: program.clone(),
+            partner_ids: vec![ann.to_string()],
+            currency_code: "GBP".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(balances.balances[0].paid, gbp("42.00"), "{balances:#?}");
+}
+
+/// Issue 12: each id of a bulk approval succeeds or fails on its own; a
+/// repeat with the same request id approves nothing twice.
+#[tokio::test]
+async fn bulk_approve_with_one_bad_id() {
+    let mut h = start().await;
+    let (program, _, payouts) = lifecycle_world(&mut h, 2, "20.00").await;
+    let unknown = Uuid::now_v7().to_string();
+    let request = pb::BulkApprovePayoutsRequest {
+        program_id: program.clone(),
+        ids: vec![payouts[0].id.clone(), unknown.clone(), payouts[1].id.clone()],
+        request_id: "bulk-1".into(),
+    };
+    let results = h.payouts.bulk_approve_payouts(request.clone()).await.unwrap().into_inner().results;
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].payout.as_ref().unwrap().status(), pb::PayoutStatus::Approved);
+    assert_eq!(results[2].payout.as_ref().unwrap().status(), pb::PayoutStatus::Approved);
+    let failure = results[1].failure.as_ref().unwrap();
+    assert_eq!((failure.code.as_str(), failure.reason.as_str()), ("NOT_FOUND", "PAYOUT_NOT_FOUND"));
+    assert_eq!(results[1].id, unknown);
+    // Another program's payout fails alone, exactly as an unknown one.
+    let (_, _, foreign) = lifecycle_world(&mut h, 1, "20.00").await;
+    let mixed = h
+        .payouts
+        .bulk_approve_payouts(pb::BulkApprovePayoutsRequest {
+            program_id: program.clone(),
+            ids: vec![foreign[0].id.clone()],
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let failure = mixed[0].failure.as_ref().unwrap();
+    assert_eq!((failure.code.as_str(), failure.reason.as_str()), ("NOT_FOUND", "PAYOUT_NOT_FOUND"));
+    let events = h.count("payout_audit_events").await;
+    let again = h.payouts.bulk_approve_payouts(request).await.unwrap().into_inner().results;
+    assert_eq!(again[0].payout, results[0].payout);
+    assert_eq!(h.count("payout_audit_events").await, events, "a repeat approves nothing twice");
+    // Without the request id, approving again is a refused move.
+    let error = move_to(&mut h.payouts, &payouts[0].id, pb::PayoutStatus::Approved, "").await.unwrap_err();
+    assert_eq!(reason(&error), "INVALID_PAYOUT_TRANSITION");
+    // The same request id on that payout for another change: ALREADY_EXISTS.
+    let error = h
+        .payouts
+        .mark_payout_processing(pb::MarkPayoutProcessingRequest {
+            id: payouts[0].id.clone(),
+            payment_reference: "x".into(),
+            request_id: "bulk-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::AlreadyExists, "REQUEST_ID_REUSED".into()));
+    // Malformed or repeated ids: INVALID_ARGUMENT, nothing approved.
+    let bad =
+        pb::BulkApprovePayoutsRequest { program_id: program.clone(), ids: vec!["x".into()], request_id: String::new() };
+    assert_eq!(h.payouts.bulk_approve_payouts(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(h.count("payout_audit_events").await, events);
+}
+
+/// Issue 12 item 4: with require_second_approver the run's creator may not
+/// approve its payouts (PERMISSION_DENIED SAME_APPROVER, nothing changes);
+/// another identity may. Without it, the creator may.
+#[tokio::test]
+async fn maker_checker() {
+    use accrue_kit::auth::Role;
+    let mut h = start().await;
+    let program = h.program("1.00").await;
+    let ann = h.partner(&program, "Ann").await;
+    h.earn(&program, "ann-1", ann, "20.00", 10).await;
+    h.clear_all(&program).await;
+    h.hierarchy
+        .update_program(hpb::UpdateProgramRequest {
+            program: Some(hpb::Program { id: program.clone(), require_second_approver: true, ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["require_second_approver".into()] }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut maker: PayoutServiceClient<AuthChannel> =
+        h.services.client_for(&h.payouts_url, "maker@finance", Role::Finance, &program);
+    let mut checker: PayoutServiceClient<AuthChannel> =
+        h.services.client_for(&h.payouts_url, "checker@finance", Role::Finance, &program);
+    let run = maker
+        .create_payout_run(pb::CreatePayoutRunRequest {
+            program_id: program.clone(),
+            currency_code: "GBP".into(),
+            period: "2011-01".into(),
+            cutoff: None,
+            minimum_amount: None,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let payout = h.payouts(&program, &run.id).await.remove(0);
+    let events = h.count("payout_audit_events").await;
+    let error = move_to(&mut maker, &payout.id, pb::PayoutStatus::Approved, "").await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::PermissionDenied, "SAME_APPROVER".into()));
+    let bulk = maker
+        .bulk_approve_payouts(pb::BulkApprovePayoutsRequest {
+            program_id: program.clone(),
+            ids: vec![payout.id.clone()],
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bulk.results[0].failure.as_ref().unwrap().reason, "SAME_APPROVER");
+    assert_eq!(h.count("payout_audit_events").await, events, "nothing changed");
+    let approved = move_to(&mut checker, &payout.id, pb::PayoutStatus::Approved, "").await.unwrap();
+    assert_eq!(approved.approved_by, "checker@finance");
+
+    // Off: the maker approves its own run's payouts.
+    let other = h.program("1.00").await;
+    let bob = h.partner(&other, "Bob").await;
+    h.earn(&other, "bob-1", bob, "20.00", 10).await;
+    h.clear_all(&other).await;
+    let mut own: PayoutServiceClient<AuthChannel> =
+        h.services.client_for(&h.payouts_url, "maker@finance", Role::Finance, &other);
+    let run = own
+        .create_payout_run(pb::CreatePayoutRunRequest {
+            program_id: other.clone(),
+            currency_code: "GBP".into(),
+            period: "2011-01".into(),
+            cutoff: None,
+            minimum_amount: None,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let payout = h.payouts(&other, &run.id).await.remove(0);
+    move_to(&mut own, &payout.id, pb::PayoutStatus::Approved, "").await.unwrap();
+}
+
+/// Issue 12 item 1: approve and reject of one payout at the same time —
+/// exactly one wins (the payout's row is locked for the change), the other
+/// is FAILED_PRECONDITION INVALID_PAYOUT_TRANSITION; the state, the audit
+/// log and the ledger agree with the winner.
+#[tokio::test]
+async fn concurrent_approve_and_reject_one_wins() {
+    let mut h = start().await;
+    let (program, _, payouts) = lifecycle_world(&mut h, 6, "20.00").await;
+    for payout in &payouts {
+        let (mut a, mut b) = (h.payouts.clone(), h.payouts.clone());
+        let (id_a, id_b) = (payout.id.clone(), payout.id.clone());
+        let approve = tokio::spawn(async move { move_to(&mut a, &id_a, pb::PayoutStatus::Approved, "").await });
+        let reject = tokio::spawn(async move { move_to(&mut b, &id_b, pb::PayoutStatus::Rejected, "").await });
+        let (approve, reject) = (approve.await.unwrap(), reject.await.unwrap());
+        assert!(approve.is_ok() != reject.is_ok(), "exactly one wins: {approve:?} {reject:?}");
+        let loser = approve.as_ref().err().or(reject.as_ref().err()).unwrap();
+        assert!(matches!(loser.code(), Code::FailedPrecondition | Code::Aborted), "{loser:?}");
+        let (now, events, entries) = payout_state(&mut h, &program, payout).await;
+        assert_eq!(events, 2, "creation and the winner's event");
+        if approve.is_ok() {
+            assert_eq!(now.status(), pb::PayoutStatus::Approved);
+            assert!(entries.iter().all(|(_, _, p)| *p == payout.id));
+        } else {
+            assert_eq!(now.status(), pb::PayoutStatus::Rejected);
+            assert!(entries.iter().all(|(_, _, p)| p.is_empty()));
+        }
+    }
+}
+
+/// ListPayouts filters by period and currency; bad filters are INVALID_ARGUMENT.
+#[tokio::test]
+async fn list_payouts_filters_by_status_period_and_currency() {
+    let mut h = start().await;
+    let (program, _, payouts) = lifecycle_world(&mut h, 2, "20.00").await;
+    move_to(&mut h.payouts, &payouts[0].id, pb::PayoutStatus::Approved, "").await.unwrap();
+    let list = |status: pb::PayoutStatus, period: &str, currency: &str| pb::ListPayoutsRequest {
+        program_id: program.clone(),
+        status: status as i32,
+        period: period.into(),
+        currency_code: currency.into(),
+        ..Default::default()
+    };
+    let approved = h.payouts.list_payouts(list(pb::PayoutStatus::Approved, "2011-01", "GBP")).await.unwrap();
+    assert_eq!(approved.into_inner().payouts.len(), 1);
+    let other = h.payouts.list_payouts(list(pb::PayoutStatus::Unspecified, "2011-02", "")).await.unwrap();
+    assert!(other.into_inner().payouts.is_empty());
+    let usd = h.payouts.list_payouts(list(pb::PayoutStatus::Unspecified, "", "USD")).await.unwrap();
+    assert!(usd.into_inner().payouts.is_empty());
+    let error = h.payouts.list_payouts(list(pb::PayoutStatus::Unspecified, "2011-13", "QQQ")).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(error.message().contains("period") && error.message().contains("currency_code"), "{error:?}");
+}
+
+/// Every chunk of an export, concatenated.
+async fn export(h: &mut Harness, request: pb::ExportPayoutsRequest) -> (Vec<u8>, i64) {
+    let mut stream = h.payouts.export_payouts(request).await.unwrap().into_inner();
+    let (mut bytes, mut rows) = (Vec::new(), 0);
+    while let Some(chunk) = stream.message().await.unwrap() {
+        bytes.extend(chunk.csv_chunk);
+        rows += chunk.row_count;
+    }
+    (bytes, rows)
+}
+
+/// Issue 12 item 5: ExportPayouts streams RFC 4180 CSV that a CSV reader
+/// parses back to the payouts ListPayouts lists, filtered the same way.
+#[tokio::test]
+async fn export_payouts_parses_back_to_the_listed_payouts() {
+    let mut h = start().await;
+    let (program, _, payouts) = lifecycle_world(&mut h, 3, "20.00").await;
+    move_to(&mut h.payouts, &payouts[0].id, pb::PayoutStatus::Approved, "").await.unwrap();
+    move_to(&mut h.payouts, &payouts[0].id, pb::PayoutStatus::Paid, "ref, \"quoted\"\nline").await.unwrap();
+    let all = pb::ExportPayoutsRequest { program_id: program.clone(), ..Default::default() };
+    let (bytes, rows) = export(&mut h, all).await;
+    assert_eq!(rows, 3);
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();
+    assert_eq!(header[0], "payout_id");
+    assert_eq!(header.len(), 16);
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let listed = h
+        .payouts
+        .list_payouts(pb::ListPayoutsRequest { program_id: program.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .payouts;
+    assert_eq!(records.len(), listed.len());
+    for (record, payout) in records.iter().zip(&listed) {
+        let column = |name: &str| record.get(header.iter().position(|h| h == name).unwrap()).unwrap().to_string();
+        assert_eq!(column("payout_id"), payout.id);
+        assert_eq!(column("partner_id"), payout.partner_id);
+        assert_eq!(column("amount"), payout.amount.as_ref().unwrap().amount);
+        assert_eq!(column("currency_code"), "GBP");
+        assert_eq!(column("status"), payout.status().as_str_name().trim_start_matches("PAYOUT_STATUS_"));
+        assert_eq!(column("payment_reference"), payout.payment_reference, "round trip of quotes and newlines");
+    }
+    let paid = pb::ExportPayoutsRequest {
+        program_id: program.clone(),
+        status: pb::PayoutStatus::Paid as i32,
+        ..Default::default()
+    };
+    assert_eq!(export(&mut h, paid).await.1, 1);
+    let none = pb::ExportPayoutsRequest { program_id: program.clone(), period: "2012-01".into(), ..Default::default() };
+    let (bytes, rows) = export(&mut h, none).await;
+    assert_eq!(rows, 0);
+    assert!(bytes.starts_with(b"payout_id,partner_id,"), "the header alone");
+    let bad = pb::ExportPayoutsRequest { program_id: program, currency_code: "QQQ".into(), ..Default::default() };
+    assert_eq!(h.payouts.export_payouts(bad).await.unwrap_err().code(), Code::InvalidArgument);
+}
+
+/// Issue 12 item 5: a partner's payouts at a glance — lifetime paid, awaiting
+/// approval, approved and unpaid, the last payout, and the ledger's payable.
+#[tokio::test]
+async fn partner_payout_summary() {
+    let mut h = start().await;
+    let program = h.program("1.00").await;
+    let ann = h.partner(&program, "Ann").await;
+    h.earn(&program, "jan", ann, "30.00", 10).await;
+    h.clear_all(&program).await;
+    let jan = h.run(&program, "2011-01", None).await.unwrap();
+    let first = h.payouts(&program, &jan.id).await.remove(0);
+    move_to(&mut h.payouts, &first.id, pb::PayoutStatus::Approved, "").await.unwrap();
+    move_to(&mut h.payouts, &first.id, pb::PayoutStatus::Paid, "bank-1").await.unwrap();
+    h.earn(&program, "feb", ann, "12.50", 10).await;
+    h.clear_all(&program).await;
+    let feb = h.run(&program, "2011-02", None).await.unwrap();
+    assert_eq!(feb.payout_count, 1);
+    h.earn(&program, "mar", ann, "4.00", 10).await;
+    h.clear_all(&program).await;
+    let request = pb::GetPartnerPayoutSummaryRequest { program_id: program.clone(), partner_id: ann.to_string() };
+    let summary = h.payouts.get_partner_payout_summary(request).await.unwrap().into_inner();
+    assert_eq!(summary.summaries.len(), 1);
+    let gbp_summary = &summary.summaries[0];
+    assert_eq!(gbp_summary.currency_code, "GBP");
+    assert_eq!((gbp_summary.paid.clone(), gbp_summary.paid_count), (gbp("30.00"), 1));
+    assert_eq!(gbp_summary.pending_approval, gbp("12.50"));
+    assert_eq!(gbp_summary.approved, gbp("0.00"));
+    assert_eq!(gbp_summary.last_payout.as_ref().map(|p| p.id.as_str()), Some(first.id.as_str()));
+    assert_eq!(gbp_summary.payable, gbp("4.00"), "what a run would pay now");
+    let nobody = pb::GetPartnerPayoutSummaryRequest { program_id: program, partner_id: Uuid::now_v7().to_string() };
+    assert!(h.payouts.get_partner_payout_summary(nobody).await.unwrap().into_inner().summaries.is_empty());
+}

@@ -9,6 +9,7 @@ mod corrections;
 mod fuzz;
 mod hostile_input;
 mod margins;
+mod operator;
 mod paging;
 mod partner_scope;
 mod refunds;

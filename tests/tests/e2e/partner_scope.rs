@@ -286,6 +286,30 @@ async fn a_partner_token_reads_only_its_own_data() {
         checked.insert("/accrue.payouts.v1.PayoutService/GetPayout");
         checked.insert("/accrue.payouts.v1.PayoutService/ListPayouts");
 
+        // GetPartnerPayoutSummary: its own figures; another partner's is
+        // answered as a partner without payouts.
+        for partner in &everyone {
+            let summary = c
+                .payouts
+                .get_partner_payout_summary(ppb::GetPartnerPayoutSummaryRequest {
+                    program_id: program.clone(),
+                    partner_id: partner.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if partner == me {
+                assert_eq!(summary.summaries.len(), 1, "{me}'s own summary: {summary:#?}");
+                assert_eq!(
+                    summary.summaries[0].pending_approval.as_ref().map(|m| m.currency_code.as_str()),
+                    Some("GBP")
+                );
+            } else {
+                assert!(summary.summaries.is_empty(), "{me} saw {partner}'s payout summary: {summary:#?}");
+            }
+        }
+        checked.insert("/accrue.payouts.v1.PayoutService/GetPartnerPayoutSummary");
+
         // Raw sales stay out of reach.
         let sale_read = c.attribution.get_sale(apb::GetSaleRequest { id: sale.id.clone() }).await;
         assert_eq!(sale_read.unwrap_err().code(), Code::PermissionDenied);

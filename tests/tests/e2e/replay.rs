@@ -110,6 +110,7 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     let mut options = ReplayOptions::new(&data);
     options.limit_invoices = Some(INVOICES);
     options.config_out = config_dir.path().join("config.json");
+    options.payouts_out = config_dir.path().join("payouts.csv");
     options.progress = ProgressMode::Quiet;
 
     let started = Instant::now();
@@ -148,6 +149,18 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     assert!(first.commission.r#override > Decimal::ZERO, "the tree earns overrides");
     assert!(first.commission.split > Decimal::ZERO, "split links earn splits");
     assert!(!first.payouts.is_empty());
+
+    // The money flow (issue 12 item 7): every payout ends PAID but the one
+    // rejected; Σ PAID payouts = Σ PAID ledger entries; the CSV holds them all.
+    let settlement = &first.settlement;
+    assert_eq!(settlement.paid_total, settlement.ledger_paid_total, "Σ PAID payouts = Σ PAID entries");
+    assert!(settlement.paid_total > Decimal::ZERO);
+    assert_eq!(settlement.by_status.get("REJECTED").map(|t| t.count), Some(1), "{settlement:#?}");
+    assert_eq!(settlement.by_status.keys().cloned().collect::<Vec<_>>(), vec!["PAID", "REJECTED"]);
+    let payout_count: i64 = settlement.by_status.values().map(|t| t.count).sum();
+    assert_eq!(payout_count, first.payouts.iter().map(|m| m.payout_count).sum::<i64>());
+    let csv_rows = csv::Reader::from_path(&options.payouts_out).unwrap().records().map(Result::unwrap).count();
+    assert_eq!((csv_rows as u64, settlement.exported), (payout_count as u64, payout_count as u64));
 
     // The configuration file describes what was created.
     let config: serde_json::Value =
@@ -428,6 +441,7 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
         s.payouts.iter().map(|m| (m.period.clone(), m.payout_count, m.amount)).collect::<Vec<_>>()
     };
     assert_eq!(payouts(&second), payouts(&first), "payout runs are idempotent");
+    assert_eq!(second.settlement, first.settlement, "the money flow is idempotent");
     assert_eq!(all_sales(clients, &first.program_id).await.unwrap().len(), sales.len(), "no new sales");
     assert_eq!(all_entries(clients, &first.program_id).await.unwrap().len(), entries.len(), "no new entries");
 

@@ -101,6 +101,8 @@ struct A {
     run: String,
     /// The seller's payout.
     payout: String,
+    /// The first split partner's payout, paid (its reservation settled).
+    paid_payout: String,
 }
 
 impl A {
@@ -126,6 +128,7 @@ impl A {
             &self.debit,
             &self.run,
             &self.payout,
+            &self.paid_payout,
         ]
     }
 }
@@ -252,6 +255,26 @@ fn run_request(program: &str) -> ppb::CreatePayoutRunRequest {
     }
 }
 
+/// MarkPayoutPaid of program A's paid payout (its SettleReservation is
+/// [`settle_request`]'s).
+fn paid_request(payout: &str) -> ppb::MarkPayoutPaidRequest {
+    ppb::MarkPayoutPaidRequest {
+        id: payout.into(),
+        payment_reference: "paid-a".into(),
+        payment_method: "bank_transfer".into(),
+        paid_time: Some(ts(CUTOFF)),
+        request_id: "paid-a".into(),
+    }
+}
+
+fn settle_request(program: &str, payout: &str) -> lpb::SettleReservationRequest {
+    lpb::SettleReservationRequest {
+        program_id: program.into(),
+        payout_id: payout.into(),
+        payment_reference: "paid-a".into(),
+    }
+}
+
 fn partner_context(id: &str) -> cpb::PartnerContext {
     cpb::PartnerContext { partner_id: id.into(), status: types::PartnerStatus::Active as i32, role: String::new() }
 }
@@ -332,6 +355,26 @@ async fn build_a(c: &mut Clients) -> A {
         .into_inner()
         .payouts;
     assert_eq!(payouts.len(), 1, "{payouts:#?}");
+    let paid_payout = c
+        .payouts
+        .list_payouts(ppb::ListPayoutsRequest {
+            program_id: program.clone(),
+            partner_id: w.split_a.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payouts
+        .first()
+        .expect("the first split partner's payout")
+        .id
+        .clone();
+    c.payouts
+        .approve_payout(ppb::ApprovePayoutRequest { id: paid_payout.clone(), request_id: "approve-paid".into() })
+        .await
+        .expect("approve");
+    c.payouts.mark_payout_paid(paid_request(&paid_payout)).await.expect("mark paid");
 
     let entries = all_entries(c, &program).await.unwrap();
     let seller_entry = |entry_type: lpb::EntryType| {
@@ -368,6 +411,7 @@ async fn build_a(c: &mut Clients) -> A {
         reverse_key: debit.idempotency_key.clone(),
         run: run.id,
         payout: payouts[0].id.clone(),
+        paid_payout,
         program,
     }
 }
@@ -567,6 +611,15 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
                 minimum_amount: Some(gbp("1.00")),
             }],
         })],
+        // The paid payout's reservation is settled: FAILED_PRECONDITION
+        // RESERVATION_SETTLED for A, nothing written.
+        "ReleaseReservation" => vec![enc(lpb::ReleaseReservationRequest {
+            program_id: p(),
+            payout_id: a.paid_payout.clone(),
+            reason: "probe".into(),
+        })],
+        // A replay of its settlement: the stored answer, nothing written.
+        "SettleReservation" => vec![enc(settle_request(&a.program, &a.paid_payout))],
         // T > A: FAILED_PRECONDITION REFUND_EXCEEDS_SALE for A, nothing written.
         "ReverseSale" => vec![enc(lpb::ReverseSaleRequest {
             program_id: p(),
@@ -599,6 +652,50 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
             payout_run_id: a.run.clone(),
             ..Default::default()
         })],
+        // The paid payout can move nowhere: FAILED_PRECONDITION
+        // INVALID_PAYOUT_TRANSITION for A, nothing written; MarkPayoutPaid
+        // replays its request id (the payout as it stands).
+        "ApprovePayout" => {
+            vec![enc(ppb::ApprovePayoutRequest { id: a.paid_payout.clone(), request_id: "probe".into() })]
+        }
+        "BulkApprovePayouts" => vec![enc(ppb::BulkApprovePayoutsRequest {
+            program_id: p(),
+            ids: vec![a.paid_payout.clone()],
+            request_id: "probe".into(),
+        })],
+        "RejectPayout" => vec![enc(ppb::RejectPayoutRequest {
+            id: a.paid_payout.clone(),
+            reason: "probe".into(),
+            request_id: String::new(),
+        })],
+        "MarkPayoutProcessing" => vec![enc(ppb::MarkPayoutProcessingRequest {
+            id: a.paid_payout.clone(),
+            payment_reference: "probe".into(),
+            request_id: String::new(),
+        })],
+        "MarkPayoutPaid" => vec![enc(paid_request(&a.paid_payout))],
+        "MarkPayoutFailed" => vec![enc(ppb::MarkPayoutFailedRequest {
+            id: a.paid_payout.clone(),
+            reason: "probe".into(),
+            request_id: String::new(),
+        })],
+        "ListAuditEvents" => vec![enc(ppb::ListAuditEventsRequest {
+            program_id: p(),
+            payout_id: a.paid_payout.clone(),
+            ..Default::default()
+        })],
+        "ExportPayouts" => vec![enc(ppb::ExportPayoutsRequest {
+            program_id: p(),
+            partner_id: a.seller.clone(),
+            payout_run_id: a.run.clone(),
+            ..Default::default()
+        })],
+        "GetPartnerPayoutSummary" => {
+            vec![enc(ppb::GetPartnerPayoutSummaryRequest { program_id: p(), partner_id: a.seller.clone() })]
+        }
+        "GetPayoutStats" => {
+            vec![enc(ppb::GetPayoutStatsRequest { program_id: p(), period: "2024-04".into() })]
+        }
         other => panic!("no request for {other} ({path}): add one"),
     }
 }
@@ -773,6 +870,22 @@ fn cross_requests(a: &A, b: &B) -> Vec<(&'static str, Vec<u8>)> {
             }),
         ),
         (
+            "/accrue.ledger.v1.LedgerService/ReleaseReservation",
+            enc(lpb::ReleaseReservationRequest {
+                program_id: p(),
+                payout_id: a.payout.clone(),
+                reason: "probe".into(),
+            }),
+        ),
+        (
+            "/accrue.ledger.v1.LedgerService/SettleReservation",
+            enc(lpb::SettleReservationRequest {
+                program_id: p(),
+                payout_id: a.payout.clone(),
+                payment_reference: "probe".into(),
+            }),
+        ),
+        (
             "/accrue.ledger.v1.LedgerService/VoidReversal",
             enc(lpb::VoidReversalRequest {
                 program_id: p(),
@@ -788,6 +901,23 @@ fn cross_requests(a: &A, b: &B) -> Vec<(&'static str, Vec<u8>)> {
                 payout_run_id: a.run.clone(),
                 ..Default::default()
             }),
+        ),
+        (
+            "/accrue.payouts.v1.PayoutService/ExportPayouts",
+            enc(ppb::ExportPayoutsRequest {
+                program_id: p(),
+                partner_id: a.seller.clone(),
+                payout_run_id: a.run.clone(),
+                ..Default::default()
+            }),
+        ),
+        (
+            "/accrue.payouts.v1.PayoutService/GetPartnerPayoutSummary",
+            enc(ppb::GetPartnerPayoutSummaryRequest { program_id: p(), partner_id: a.seller.clone() }),
+        ),
+        (
+            "/accrue.payouts.v1.PayoutService/ListAuditEvents",
+            enc(ppb::ListAuditEventsRequest { program_id: p(), payout_id: a.payout.clone(), ..Default::default() }),
         ),
     ]
 }
@@ -811,6 +941,7 @@ const LISTS: &[&str] = &[
     "/accrue.commission.v1.CommissionService/ListAgreementVersions",
     "/accrue.ledger.v1.LedgerService/ListEntries",
     "/accrue.payouts.v1.PayoutService/ListPayouts",
+    "/accrue.payouts.v1.PayoutService/ListAuditEvents",
 ];
 
 fn list_request(path: &str, scope: &ListScope<'_>, page_token: &str) -> Vec<u8> {
@@ -833,6 +964,9 @@ fn list_request(path: &str, scope: &ListScope<'_>, page_token: &str) -> Vec<u8> 
         }),
         "ListEntries" => enc(lpb::ListEntriesRequest { program_id, page_size: 1, page_token, ..Default::default() }),
         "ListPayouts" => enc(ppb::ListPayoutsRequest { program_id, page_size: 1, page_token, ..Default::default() }),
+        "ListAuditEvents" => {
+            enc(ppb::ListAuditEventsRequest { program_id, page_size: 1, page_token, ..Default::default() })
+        }
         other => panic!("no list request for {other}"),
     }
 }
@@ -848,6 +982,7 @@ fn next_page_token(path: &str, body: &[u8]) -> String {
         "ListAgreementVersions" => cpb::ListAgreementVersionsResponse::decode(body).unwrap().next_page_token,
         "ListEntries" => lpb::ListEntriesResponse::decode(body).unwrap().next_page_token,
         "ListPayouts" => ppb::ListPayoutsResponse::decode(body).unwrap().next_page_token,
+        "ListAuditEvents" => ppb::ListAuditEventsResponse::decode(body).unwrap().next_page_token,
         other => panic!("no list response for {other}"),
     }
 }

@@ -123,7 +123,7 @@ impl Channels {
     }
 
     /// Calls `path` with the encoded request `body` and `token` (RecordSales
-    /// as a stream of that one message).
+    /// as a stream of that one message; ExportPayouts' messages concatenated).
     pub async fn call(&self, path: &str, token: &str, body: &[u8]) -> Answer {
         let service = path.split('.').nth(1).unwrap_or_default();
         let channel = self.0.get(service).unwrap_or_else(|| panic!("no service for {path}")).clone();
@@ -135,6 +135,23 @@ impl Channels {
             let mut request = tonic::Request::new(futures::stream::iter(vec![body.to_vec()]));
             request.metadata_mut().insert("authorization", bearer);
             grpc.client_streaming(request, path, Raw).await
+        } else if path.path().ends_with("/ExportPayouts") {
+            let mut request = tonic::Request::new(body.to_vec());
+            request.metadata_mut().insert("authorization", bearer);
+            match grpc.server_streaming(request, path, Raw).await {
+                Ok(response) => {
+                    let mut stream = response.into_inner();
+                    let mut messages = Vec::new();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(message)) => messages.extend(message),
+                            Ok(None) => break Ok(tonic::Response::new(messages)),
+                            Err(status) => break Err(status),
+                        }
+                    }
+                }
+                Err(status) => Err(status),
+            }
         } else {
             let mut request = tonic::Request::new(body.to_vec());
             request.metadata_mut().insert("authorization", bearer);

@@ -33,11 +33,13 @@ use crate::stack::Endpoints;
 mod configure;
 mod months;
 mod sales;
+mod settle;
 mod totals;
 
 use configure::*;
 use months::*;
 use sales::*;
+use settle::*;
 use totals::*;
 
 /// Sales per RecordSales stream message (the API's maximum).
@@ -66,6 +68,8 @@ pub struct ReplayOptions {
     pub limit_invoices: Option<usize>,
     /// Where to write the configuration JSON.
     pub config_out: PathBuf,
+    /// Where to write the payouts CSV (ExportPayouts) at the end.
+    pub payouts_out: PathBuf,
     /// Progress output.
     pub progress: ProgressMode,
     /// Give up when no saga finishes for this long.
@@ -74,13 +78,15 @@ pub struct ReplayOptions {
 
 impl ReplayOptions {
     /// Defaults: seed 42, every invoice, `./accrue-replay-config.json`,
-    /// automatic progress, 10 minute stall timeout.
+    /// `./accrue-replay-payouts.csv`, automatic progress, 10 minute stall
+    /// timeout.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ReplayOptions {
             data_dir: data_dir.into(),
             seed: 42,
             limit_invoices: None,
             config_out: PathBuf::from("accrue-replay-config.json"),
+            payouts_out: PathBuf::from("accrue-replay-payouts.csv"),
             progress: ProgressMode::Auto,
             stall_timeout: Duration::from_secs(600),
         }
@@ -251,6 +257,7 @@ pub async fn replay(
     )
     .await?;
     summary.settled_by_model = settled_by_model(&clients, &plan, &created).await?;
+    summary.settlement = settle_summary(&clients, &summary.program_id, &options.payouts_out).await?;
     Ok(summary)
 }
 

@@ -95,6 +95,30 @@ pub struct MonthPayouts {
     pub carried_forward_amount: Decimal,
 }
 
+/// Payouts in one final status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusTotal {
+    /// How many.
+    pub count: i64,
+    /// Σ their amounts (GBP).
+    pub amount: Decimal,
+}
+
+/// Where the payouts ended (issue 12 item 7).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PayoutSettlement {
+    /// Payouts by final status ("PAID", "REJECTED"…).
+    pub by_status: BTreeMap<String, StatusTotal>,
+    /// Σ PAID payouts (GBP).
+    pub paid_total: Decimal,
+    /// Σ PAID ledger entries, credits − debits (GBP); equals `paid_total`.
+    pub ledger_paid_total: Decimal,
+    /// Payout rows in the exported CSV.
+    pub exported: u64,
+    /// Where the CSV was written.
+    pub csv_path: String,
+}
+
 /// The outcome of a replay.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
@@ -136,6 +160,8 @@ pub struct Summary {
     pub commission: CommissionTotals,
     /// Payout runs, one per month.
     pub payouts: Vec<MonthPayouts>,
+    /// Where the payouts ended, and the exported CSV.
+    pub settlement: PayoutSettlement,
     /// Settled sales by the model of the agreement they settled under
     /// (PERCENTAGE, FIXED, TIERED, HYBRID).
     pub settled_by_model: BTreeMap<String, i64>,
@@ -246,6 +272,17 @@ impl fmt::Display for Summary {
                 month.refunds_recorded
             )?;
         }
+        let s = &self.settlement;
+        writeln!(f, "  payouts by final status")?;
+        for (status, total) in &s.by_status {
+            writeln!(f, "    {status:<18} {:>5} payouts  {:>12} GBP", total.count, total.amount)?;
+        }
+        writeln!(
+            f,
+            "    paid total         {:>14} GBP   (Σ PAID ledger entries {} GBP)",
+            s.paid_total, s.ledger_paid_total
+        )?;
+        writeln!(f, "    exported           {:>5} rows to {}", s.exported, s.csv_path)?;
         writeln!(
             f,
             "  elapsed              {:>10} s   ({} sales settled by this run, {} settled sales/s)",

@@ -52,6 +52,8 @@ pub struct ProgramSpec {
     pub compression_enabled: bool,
     /// Whether cleared entries are approved at once.
     pub auto_approve_cleared: bool,
+    /// Maker-checker for payout approvals (issue 12 item 4).
+    pub require_second_approver: bool,
     /// Minimum payout in the default currency (≥ 0, exact in its minor unit).
     pub minimum_payout: Decimal,
     /// Role ladder, highest first.
@@ -187,6 +189,7 @@ pub fn validate_new_program(request: &pb::CreateProgramRequest) -> Result<Progra
         max_tree_depth,
         compression_enabled: program.compression_enabled,
         auto_approve_cleared: program.auto_approve_cleared,
+        require_second_approver: program.require_second_approver,
         minimum_payout: default_currency.rescale(minimum_payout),
         role_ladder,
         non_transacting_roles,
@@ -237,12 +240,14 @@ pub struct ProgramUpdate {
     pub non_transacting_roles: Option<Vec<String>>,
     /// New auto-approve flag.
     pub auto_approve_cleared: Option<bool>,
+    /// New maker-checker flag.
+    pub require_second_approver: Option<bool>,
     /// Idempotency key, when given.
     pub request_id: Option<String>,
 }
 
 /// The fields UpdateProgram may change (AIP-134 mask paths).
-pub const MUTABLE_PROGRAM_FIELDS: [&str; 7] = [
+pub const MUTABLE_PROGRAM_FIELDS: [&str; 8] = [
     "display_name",
     "rounding_mode",
     "override_depth_cap",
@@ -250,6 +255,7 @@ pub const MUTABLE_PROGRAM_FIELDS: [&str; 7] = [
     "compression_enabled",
     "non_transacting_roles",
     "auto_approve_cleared",
+    "require_second_approver",
 ];
 
 /// Fields of a program that exist but never change after creation.
@@ -293,6 +299,7 @@ pub fn validate_program_update(request: &pb::UpdateProgramRequest) -> Result<Pro
         compression_enabled: None,
         non_transacting_roles: None,
         auto_approve_cleared: None,
+        require_second_approver: None,
         request_id: None,
     };
     let mut seen: Vec<&str> = Vec::with_capacity(paths.len());
@@ -332,6 +339,7 @@ pub fn validate_program_update(request: &pb::UpdateProgramRequest) -> Result<Pro
             }
             "compression_enabled" => update.compression_enabled = Some(program.compression_enabled),
             "auto_approve_cleared" => update.auto_approve_cleared = Some(program.auto_approve_cleared),
+            "require_second_approver" => update.require_second_approver = Some(program.require_second_approver),
             "non_transacting_roles" => {
                 let mut kept: Vec<String> = Vec::with_capacity(program.non_transacting_roles.len());
                 for (index, role) in program.non_transacting_roles.iter().enumerate() {

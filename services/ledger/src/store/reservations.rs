@@ -141,3 +141,182 @@ pub async fn reserve(
     tx.commit().await?;
     Ok(outcomes)
 }
+
+/// What ReleaseReservation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// This many entries were released (0: the payout held none — never
+    /// reserved, or released before; the repeat is harmless).
+    Released(u64),
+    /// The payout was paid: its reservation is settled and stays.
+    Settled,
+}
+
+/// Releases every reservation of `payout_id` in `program_id` in ONE
+/// transaction (DESIGN §5: Reject and Delete release): the entries' status
+/// rows are locked in entry order (the order every ledger writer locks in),
+/// the reservation rows are deleted (so the primary key lets a later run
+/// reserve the entries again) and copied to `payout_reservation_releases`
+/// with `actor` and `reason`, and the balance projection moves them from
+/// `reserved` back to `approved`. Entry statuses do not change.
+pub async fn release(
+    pool: &PgPool,
+    program_id: ProgramId,
+    payout_id: PayoutId,
+    actor: &str,
+    reason: &str,
+) -> Result<ReleaseOutcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(EntryId, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT s.entry_id, s.status, r.settled_at FROM payout_reservations r \
+         JOIN entry_states s ON s.entry_id = r.entry_id \
+         WHERE r.program_id = $1 AND r.payout_id = $2 ORDER BY s.entry_id FOR UPDATE OF s, r",
+    )
+    .bind(program_id)
+    .bind(payout_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.iter().any(|(_, _, settled)| settled.is_some()) {
+        return Ok(ReleaseOutcome::Settled);
+    }
+    if rows.is_empty() {
+        return Ok(ReleaseOutcome::Released(0));
+    }
+    let ids: Vec<EntryId> = rows.iter().map(|(id, _, _)| *id).collect();
+    let statuses: Vec<&str> = rows.iter().map(|(_, status, _)| status.as_str()).collect();
+    sqlx::query(
+        "WITH d AS (DELETE FROM payout_reservations WHERE entry_id = ANY($1::uuid[]) \
+                    RETURNING entry_id, payout_id, program_id, partner_id, created_at) \
+         INSERT INTO payout_reservation_releases (entry_id, payout_id, program_id, partner_id, reserved_at, actor, reason) \
+         SELECT entry_id, payout_id, program_id, partner_id, created_at, $2, $3 FROM d ORDER BY entry_id",
+    )
+    .bind(&ids)
+    .bind(actor)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    let was_reserved = vec![true; ids.len()];
+    apply_balance_changes(&mut tx, &ids, &statuses, &was_reserved).await?;
+    tx.commit().await?;
+    Ok(ReleaseOutcome::Released(ids.len() as u64))
+}
+
+/// A settled reservation, as SettleReservation answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// Entries the payout holds.
+    pub entry_count: i64,
+    /// Of them, entries now PAID.
+    pub paid_count: i64,
+    /// Signed sum (CREDIT − DEBIT) of the entries now PAID.
+    pub paid_amount: Decimal,
+    /// ISO 4217 code of the entries.
+    pub currency: String,
+    /// The reference it was settled with.
+    pub payment_reference: String,
+    /// When.
+    pub settled_at: DateTime<Utc>,
+}
+
+/// What SettleReservation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// Settled now, or earlier with the same reference (idempotent).
+    Settled(Settlement),
+    /// Settled earlier with another reference (nothing written).
+    OtherReference(String),
+    /// The payout holds no reservation: released earlier (`true`) or never
+    /// reserved in this program (`false`).
+    Nothing {
+        /// Whether a release of it exists.
+        released: bool,
+    },
+}
+
+/// Settles `payout_id`'s reservation in ONE transaction (DESIGN §5: Paid
+/// settles it): its entries' status rows are locked in entry order; every
+/// APPROVED one, credit or debit, moves to PAID with a status event by
+/// `actor` whose reason names the payout and `payment_reference`; entries in
+/// another status (REVERSED, DISPUTED or VOIDED while reserved) stay. The
+/// rows are marked settled and stay, so the entries keep their payout id. A
+/// repeat with the same reference answers the stored settlement.
+pub async fn settle(
+    pool: &PgPool,
+    program_id: ProgramId,
+    payout_id: PayoutId,
+    payment_reference: &str,
+    actor: &str,
+) -> Result<SettleOutcome, StoreError> {
+    type Reserved = (EntryId, String, Option<DateTime<Utc>>, Option<String>);
+    let mut tx = pool.begin().await?;
+    let rows: Vec<Reserved> = sqlx::query_as(
+        "SELECT s.entry_id, s.status, r.settled_at, r.payment_reference FROM payout_reservations r \
+         JOIN entry_states s ON s.entry_id = r.entry_id \
+         WHERE r.program_id = $1 AND r.payout_id = $2 ORDER BY s.entry_id FOR UPDATE OF s, r",
+    )
+    .bind(program_id)
+    .bind(payout_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        let released: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM payout_reservation_releases WHERE program_id = $1 AND payout_id = $2)",
+        )
+        .bind(program_id)
+        .bind(payout_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        return Ok(SettleOutcome::Nothing { released });
+    }
+    if let Some((_, _, Some(_), reference)) = rows.iter().find(|(_, _, settled, _)| settled.is_some()) {
+        let reference = reference.clone().unwrap_or_default();
+        if reference != payment_reference {
+            return Ok(SettleOutcome::OtherReference(reference));
+        }
+    } else {
+        let moves: Vec<(EntryId, &str)> = rows
+            .iter()
+            .filter(|(_, status, _, _)| status == Status::Approved.as_str())
+            .map(|(id, status, _, _)| (*id, status.as_str()))
+            .collect();
+        let ids: Vec<EntryId> = moves.iter().map(|(id, _)| *id).collect();
+        let froms: Vec<&str> = moves.iter().map(|(_, from)| *from).collect();
+        let tos = vec![Status::Paid.as_str(); ids.len()];
+        let reason = format!("payout {payout_id} paid, payment reference {payment_reference}");
+        write_moves(&mut tx, &ids, &froms, &tos, actor, &reason).await?;
+        sqlx::query(
+            "UPDATE payout_reservations SET settled_at = now(), payment_reference = $3 \
+             WHERE program_id = $1 AND payout_id = $2",
+        )
+        .bind(program_id)
+        .bind(payout_id)
+        .bind(payment_reference)
+        .execute(&mut *tx)
+        .await?;
+        let was_reserved = vec![true; ids.len()];
+        apply_balance_changes(&mut tx, &ids, &froms, &was_reserved).await?;
+    }
+    type Totals = (i64, i64, Decimal, String, Option<String>, Option<DateTime<Utc>>);
+    let settlement: Totals = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE s.status = 'PAID'), \
+                COALESCE(sum(CASE WHEN e.entry_type = 'CREDIT' THEN e.amount ELSE -e.amount END) \
+                         FILTER (WHERE s.status = 'PAID'), 0), \
+                min(e.currency), min(r.payment_reference), min(r.settled_at) \
+         FROM payout_reservations r JOIN entries e ON e.id = r.entry_id JOIN entry_states s ON s.entry_id = r.entry_id \
+         WHERE r.program_id = $1 AND r.payout_id = $2",
+    )
+    .bind(program_id)
+    .bind(payout_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let (entry_count, paid_count, paid_amount, currency, reference, settled_at) = settlement;
+    Ok(SettleOutcome::Settled(Settlement {
+        entry_count,
+        paid_count,
+        paid_amount,
+        currency,
+        payment_reference: reference.unwrap_or_default(),
+        settled_at: settled_at.unwrap_or_else(Utc::now),
+    }))
+}

@@ -1,11 +1,14 @@
 //! Pure payouts rules (no I/O): payout periods and their default cutoff,
 //! payout states, the run request's validation, the minimum a run applies,
-//! deterministic payout ids and the carried-forward tally (seed 001, DESIGN §5).
+//! deterministic payout ids, the carried-forward tally, and the payout state
+//! machine with its ledger effects and maker-checker rule (seed 001, DESIGN §5).
 
 pub mod period;
 pub mod run;
 pub mod status;
+pub mod transition;
 
 pub use period::Period;
 pub use run::{CarriedForward, RunRequest, payout_id, resolve_minimum, validate_run_request};
 pub use status::PayoutStatus;
+pub use transition::{InvalidTransition, LedgerEffect, SameApprover, check_approver, plan};

@@ -35,7 +35,9 @@ pub(super) struct Paid {
 }
 
 /// For each month: its refunds (RecordRefund, then wait for the clawback
-/// sagas), ClearMatured(as_of = month end), then CreatePayoutRun. Refunds are
+/// sagas), ClearMatured(as_of = month end), CreatePayoutRun, then the run's
+/// money flow ([`settle_month`]: approve, pay, a few failed and retried, one
+/// payout of the replay rejected). Refunds are
 /// in application order (see [`refunds::plan`]); any after the last month end
 /// (none in the data set) are recorded after the last run.
 #[allow(clippy::too_many_arguments)]
@@ -53,6 +55,7 @@ pub(super) async fn pay_months(
     let months = replay_months(first.occurred_at, last.occurred_at);
     let phase = Phase::start(mode, "refunding, clearing & paying", months.len() as u64);
     let mut pending = refunds;
+    let mut rejected = false;
     for (done, (period, month_end)) in months.into_iter().enumerate() {
         let due = pending.iter().take_while(|r| r.occurred_at <= month_end).count();
         let (now, later) = pending.split_at(due);
@@ -88,6 +91,7 @@ pub(super) async fn pay_months(
         })
         .await
         .map_err(rpc(format!("CreatePayoutRun {period}")))?;
+        rejected |= settle_month(clients, program_id, plan.seed, &period, &run.id, month_end, !rejected).await?;
         let call = "CreatePayoutRun";
         paid.months.push(MonthPayouts {
             period,

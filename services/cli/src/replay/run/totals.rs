@@ -219,6 +219,7 @@ pub(super) async fn summarize(
         refunds,
         commission,
         payouts,
+        settlement: Default::default(),
         settled_by_model: BTreeMap::new(),
         elapsed_seconds,
         settled_this_run,

@@ -524,6 +524,16 @@ async fn a_worker_whose_saga_was_taken_mid_step_lets_it_go() {
 
     let sale = record(&mut c, &w, "inv-taken").await;
     wait_step(&mut c, &sale.saga_id, Step::Upline).await;
+    // Mid-step: compute has started (it takes two leases) when the saga is taken.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let saga = c.attribution.get_saga(apb::GetSagaRequest { id: sale.saga_id.clone() }).await.unwrap().into_inner();
+        if saga.events.iter().any(|e| e.step == Step::Compute.name() && e.event == "started") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "compute never started: {saga:#?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let intruder_expiry: DateTime<Utc> = sqlx::query_scalar(
         "UPDATE attribution.sagas SET generation = generation + 1, owner = 'intruder',
              lease_expires_at = now() + interval '1 second'
@@ -579,13 +589,6 @@ async fn claims_commit_durably_while_the_step_log_stays_relaxed() {
     ] {
         sqlx::query(statement).execute(&pool).await.unwrap();
     }
-    // The triggers run as the service's own database role, which may write
-    // only what it is granted outside its migrations.
-    let grant = format!(
-        "GRANT INSERT ON attribution.commit_settings TO {}",
-        accrue_kit::db::role_name(<accrue_attribution::Attribution as accrue_kit::service::Service>::SCHEMA)
-    );
-    sqlx::query(sqlx::AssertSqlSafe(grant)).execute(&pool).await.unwrap();
 
     let sale = record(&mut c, &w, "inv-durable").await;
     let saga = wait_saga(&mut c, &sale.saga_id).await;

@@ -561,8 +561,9 @@ impl LedgerService for LedgerApi {
     /// Settles `payout_id`'s reservation (issue 12 item 2; DESIGN §5: Paid
     /// settles it): every reserved APPROVED entry, credits and debits, moves
     /// to PAID with a status event by the caller naming the payout and
-    /// `payment_reference`; entries REVERSED, DISPUTED or VOIDED while
-    /// reserved stay. One transaction. Idempotent on the payout id: a repeat
+    /// `payment_reference`; entries REVERSED while reserved stay. One
+    /// transaction. FAILED_PRECONDITION RESERVED_ENTRY_NOT_APPROVED (nothing
+    /// written) while one of its entries is DISPUTED or CLEARED. Idempotent on the payout id: a repeat
     /// with the same reference answers the stored settlement and writes
     /// nothing. INVALID_ARGUMENT for malformed ids or a missing or
     /// over-long reference; FAILED_PRECONDITION RESERVATION_SETTLED when it
@@ -597,6 +598,14 @@ impl LedgerService for LedgerApi {
                 return Err(failed_precondition(
                     "RESERVATION_SETTLED",
                     format!("payout {payout_id} was settled with payment reference {stored:?}"),
+                ));
+            }
+            Ok(store::SettleOutcome::NotPayable(entry, status)) => {
+                return Err(failed_precondition(
+                    "RESERVED_ENTRY_NOT_APPROVED",
+                    format!(
+                        "entry {entry} of payout {payout_id} is {status}; approve it (or reverse it) before paying"
+                    ),
                 ));
             }
             Ok(store::SettleOutcome::Nothing { released: true }) => {

@@ -656,7 +656,8 @@ impl PayoutService for PayoutsApi {
     /// and debits, becomes PAID with the payout id and reference in its
     /// status event (DESIGN §5). Errors and idempotency as ApprovePayout;
     /// INVALID_ARGUMENT for a missing or over-long reference or method or a
-    /// bad paid_time; UNAVAILABLE when the ledger is down (retrying is
+    /// bad paid_time; FAILED_PRECONDITION RESERVED_ENTRY_NOT_APPROVED (from
+    /// the ledger, nothing changes) while one of its entries is disputed; UNAVAILABLE when the ledger is down (retrying is
     /// safe: settlement is idempotent on the payout id).
     async fn mark_payout_paid(
         &self,

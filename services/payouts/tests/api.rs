@@ -1182,3 +1182,33 @@ async fn partner_payout_summary() {
     let nobody = pb::GetPartnerPayoutSummaryRequest { program_id: program, partner_id: Uuid::now_v7().to_string() };
     assert!(h.payouts.get_partner_payout_summary(nobody).await.unwrap().into_inner().summaries.is_empty());
 }
+
+/// A payout whose entry is disputed meanwhile is not paid until the entry is
+/// approved again (FAILED_PRECONDITION RESERVED_ENTRY_NOT_APPROVED from the
+/// ledger, nothing changes); then it is, and Σ PAID entries = the payout.
+#[tokio::test]
+async fn a_disputed_entry_holds_its_payout_until_approved_again() {
+    let mut h = start().await;
+    let (program, _, payouts) = lifecycle_world(&mut h, 1, "25.00").await;
+    let payout = &payouts[0];
+    move_to(&mut h.payouts, &payout.id, pb::PayoutStatus::Approved, "").await.unwrap();
+    let (_, _, entries) = payout_state(&mut h, &program, payout).await;
+    let entry = entries[0].0.clone();
+    let transition = |to: lpb::EntryStatus| lpb::TransitionEntriesRequest {
+        program_id: program.clone(),
+        entry_ids: vec![entry.clone()],
+        to_status: to as i32,
+        reason: "customer dispute".into(),
+    };
+    h.ledger.transition_entries(transition(lpb::EntryStatus::Disputed)).await.unwrap();
+    let before = payout_state(&mut h, &program, payout).await;
+    let error = move_to(&mut h.payouts, &payout.id, pb::PayoutStatus::Paid, "bank-1").await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::FailedPrecondition, "RESERVED_ENTRY_NOT_APPROVED".into()));
+    assert_eq!(payout_state(&mut h, &program, payout).await, before, "nothing changed");
+    h.ledger.transition_entries(transition(lpb::EntryStatus::Cleared)).await.unwrap();
+    h.ledger.transition_entries(transition(lpb::EntryStatus::Approved)).await.unwrap();
+    let paid = move_to(&mut h.payouts, &payout.id, pb::PayoutStatus::Paid, "bank-1").await.unwrap();
+    assert_eq!(paid.status(), pb::PayoutStatus::Paid);
+    let (_, _, entries) = payout_state(&mut h, &program, payout).await;
+    assert_eq!(entries[0].1, lpb::EntryStatus::Paid as i32);
+}

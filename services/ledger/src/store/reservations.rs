@@ -225,6 +225,10 @@ pub enum SettleOutcome {
     Settled(Settlement),
     /// Settled earlier with another reference (nothing written).
     OtherReference(String),
+    /// An entry of the reservation is DISPUTED, or CLEARED after a dispute:
+    /// it must be APPROVED again (or reversed) before the payout is paid
+    /// (nothing written).
+    NotPayable(EntryId, Status),
     /// The payout holds no reservation: released earlier (`true`) or never
     /// reserved in this program (`false`).
     Nothing {
@@ -236,8 +240,11 @@ pub enum SettleOutcome {
 /// Settles `payout_id`'s reservation in ONE transaction (DESIGN §5: Paid
 /// settles it): its entries' status rows are locked in entry order; every
 /// APPROVED one, credit or debit, moves to PAID with a status event by
-/// `actor` whose reason names the payout and `payment_reference`; entries in
-/// another status (REVERSED, DISPUTED or VOIDED while reserved) stay. The
+/// `actor` whose reason names the payout and `payment_reference`; entries
+/// REVERSED while reserved stay REVERSED (DESIGN §5). A reservation holding a
+/// DISPUTED entry (or one CLEARED by its dispute's resolution) is not settled:
+/// the payout would pay for an entry not approved, which could then never be
+/// reserved again. The
 /// rows are marked settled and stay, so the entries keep their payout id. A
 /// repeat with the same reference answers the stored settlement.
 pub async fn settle(
@@ -273,6 +280,12 @@ pub async fn settle(
         if reference != payment_reference {
             return Ok(SettleOutcome::OtherReference(reference));
         }
+    } else if let Some((id, status)) = rows.iter().find_map(|(id, status, _, _)| {
+        let status = Status::parse(status)?;
+        (!matches!(status, Status::Approved | Status::Reversed | Status::Voided | Status::Paid))
+            .then_some((*id, status))
+    }) {
+        return Ok(SettleOutcome::NotPayable(id, status));
     } else {
         let moves: Vec<(EntryId, &str)> = rows
             .iter()

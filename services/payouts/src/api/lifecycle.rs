@@ -170,7 +170,13 @@ impl PayoutsApi {
                         payment_reference: reference,
                     })
                     .await
-                    .map_err(|status| peer_error("ledger", status))?;
+                    .map_err(|status| match status.code() {
+                        // The payout's entries are not payable as they stand
+                        // (a disputed entry): the caller's to resolve, as
+                        // the ledger says, never INTERNAL.
+                        Code::FailedPrecondition => status,
+                        _ => peer_error("ledger", status),
+                    })?;
             }
         }
         let updated = store::write_change(

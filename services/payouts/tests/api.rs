@@ -32,8 +32,12 @@ struct Harness {
 async fn start() -> Harness {
     let services = TestServices::new().await;
     let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
-    let ledger_url =
-        services.spawn::<accrue_ledger::Ledger>(accrue_ledger::Config { hierarchy_url: hierarchy_url.clone() }).await;
+    let ledger_url = services
+        .spawn::<accrue_ledger::Ledger>(accrue_ledger::Config {
+            hierarchy_url: hierarchy_url.clone(),
+            clear_matured_interval_seconds: 0,
+        })
+        .await;
     let payouts_config =
         accrue_payouts::Config { hierarchy_url: hierarchy_url.clone(), ledger_url: ledger_url.clone() };
     let payouts_url = services.spawn::<accrue_payouts::Payouts>(payouts_config).await;

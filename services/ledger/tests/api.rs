@@ -1632,6 +1632,10 @@ async fn release_and_settle_reservations() {
     let error = h.ledger.settle_reservation(settle(Uuid::new_v4(), "ref-0")).await.unwrap_err();
     assert_eq!((error.code(), reason(&error)), (Code::NotFound, "RESERVATION_NOT_FOUND".into()));
 
+    // The released payout id is spent: asking again (a resumed run) reserves nothing.
+    let spent = h.ledger.reserve_for_payout(reserve(first)).await.unwrap().into_inner().results;
+    assert!(!spent[0].reserved && spent[0].entry_count == 0, "{spent:?}");
+    assert_eq!(h.entry(&ids[0]).await.payout_id, "");
     // The released entries are reserved again by the next payout.
     let again = h.ledger.reserve_for_payout(reserve(second)).await.unwrap().into_inner().results;
     assert!(again[0].reserved);

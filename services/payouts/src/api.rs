@@ -153,6 +153,7 @@ fn payout_to_proto(row: &PayoutRow) -> Result<pb::Payout, Status> {
         payment_method: row.payment_method.clone().unwrap_or_default(),
         paid_time: row.paid_at.map(timestamp),
         status_reason: row.status_reason.clone().unwrap_or_default(),
+        notes: row.notes.clone(),
     })
 }
 
@@ -999,6 +1000,56 @@ impl PayoutService for PayoutsApi {
         self.require_partner(program_id, partner_id).await?;
         let row = store::settings_of(&self.pool, program_id, &[partner_id]).await?.pop();
         Ok(Response::new(settings_to_proto(program_id, partner_id, row.as_ref())?))
+    }
+
+    /// Changes a payout awaiting approval (AIP-134; seed 001 "update: modify
+    /// pending payouts"): `update_mask` must name `notes` (at most 1000
+    /// characters) and nothing else — `amount` is the net of the ledger
+    /// entries the run reserved, and the status moves through the transition
+    /// RPCs. Writes an audit event (PENDING_APPROVAL → PENDING_APPROVAL,
+    /// "notes updated") by the caller's subject. INVALID_ARGUMENT for a
+    /// malformed id, an empty or other mask path, or over-long notes;
+    /// NOT_FOUND for an unknown or another program's payout;
+    /// FAILED_PRECONDITION PAYOUT_NOT_PENDING once it left PENDING_APPROVAL.
+    /// Idempotent on (payout, `request_id`) as the transitions.
+    async fn update_payout(&self, request: Request<pb::UpdatePayoutRequest>) -> Result<Response<pb::Payout>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let payout = request.payout.clone().ok_or_else(|| invalid_field("payout", "is required"))?;
+        let mut violations = FieldViolations::new();
+        let id = require_uuid::<PayoutId>("payout.id", &payout.id, &mut violations);
+        let paths = request.update_mask.as_ref().map(|mask| mask.paths.as_slice()).unwrap_or_default();
+        if paths.is_empty() {
+            violations.add("update_mask", "is required: name the fields to change (notes)");
+        }
+        for (index, path) in paths.iter().enumerate() {
+            match path.trim() {
+                "notes" => {}
+                "amount" => violations.add(
+                    format!("update_mask.paths[{index}]"),
+                    "amount is the net of the ledger entries the run reserved and cannot be changed",
+                ),
+                "status" => violations.add(
+                    format!("update_mask.paths[{index}]"),
+                    "status moves through ApprovePayout, RejectPayout and the MarkPayout… RPCs",
+                ),
+                other => violations
+                    .add(format!("update_mask.paths[{index}]"), format!("{other:?} cannot be changed; only notes")),
+            }
+        }
+        let notes = payout.notes.trim().to_string();
+        if notes.chars().count() > MAX_TEXT_CHARS {
+            violations.add("payout.notes", format!("must be at most {MAX_TEXT_CHARS} characters"));
+        }
+        let body = pb::UpdatePayoutRequest { request_id: String::new(), ..request.clone() };
+        let (request_id, hash) = change_key(&request.request_id, &body, &mut violations);
+        violations.into_result()?;
+        let id = id.ok_or_else(|| invalid_field("payout.id", "is required"))?;
+        let mut change = Move::to(PayoutStatus::PendingApproval, "notes updated".into(), request_id, hash);
+        change.notes = Some(notes);
+        let row = self.move_payout(&scope, None, &actor, id, &change).await?;
+        Ok(Response::new(payout_to_proto(&row)?))
     }
 
     type ExportPayoutsStream = export::ExportStream;

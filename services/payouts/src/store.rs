@@ -21,7 +21,7 @@ macro_rules! run_columns {
 macro_rules! payout_columns {
     () => {
         "id, payout_run_id, program_id, partner_id, currency, amount, status, period, entry_count, created_at, \
-         updated_at, approved_by, approved_at, payment_reference, payment_method, paid_at, status_reason"
+         updated_at, approved_by, approved_at, payment_reference, payment_method, paid_at, status_reason, notes"
     };
 }
 
@@ -101,6 +101,8 @@ pub struct PayoutRow {
     pub paid_at: Option<DateTime<Utc>>,
     /// Why rejected, or why the payment last failed.
     pub status_reason: Option<String>,
+    /// Free notes.
+    pub notes: String,
 }
 
 /// The run for (program, currency, period), if any.
@@ -408,6 +410,8 @@ pub struct Change<'a> {
     pub paid_at: Option<DateTime<Utc>>,
     /// New status reason (rejection or failure).
     pub status_reason: Option<&'a str>,
+    /// New notes.
+    pub notes: Option<&'a str>,
 }
 
 /// Writes a state change of a payout locked by [`lock_payout`] and its
@@ -418,7 +422,8 @@ pub async fn write_change(tx: &mut sqlx::PgConnection, change: &Change<'_>) -> R
         "approved_by = CASE WHEN $3 THEN $4 ELSE approved_by END, ",
         "approved_at = CASE WHEN $3 THEN clock_timestamp() ELSE approved_at END, ",
         "payment_reference = COALESCE($5, payment_reference), payment_method = COALESCE($6, payment_method), ",
-        "paid_at = COALESCE($7, paid_at), status_reason = COALESCE($8, status_reason) ",
+        "paid_at = COALESCE($7, paid_at), status_reason = COALESCE($8, status_reason), ",
+        "notes = COALESCE($10, notes) ",
         "WHERE id = $1 AND status = $9 RETURNING ",
         payout_columns!()
     ))
@@ -431,6 +436,7 @@ pub async fn write_change(tx: &mut sqlx::PgConnection, change: &Change<'_>) -> R
     .bind(change.paid_at)
     .bind(change.status_reason)
     .bind(change.from.as_str())
+    .bind(change.notes)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(

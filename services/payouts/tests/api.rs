@@ -1311,3 +1311,45 @@ async fn partner_payout_settings_shape_the_run() {
     assert_eq!(run.carried_forward_count, 3, "held, SUSPENDED and below the minimum: {run:#?}");
     assert_eq!(run.carried_forward_amount, gbp("70.00"));
 }
+
+/// UpdatePayout: notes of a payout awaiting approval only, with an audit
+/// event; other paths are INVALID_ARGUMENT; after approval
+/// FAILED_PRECONDITION PAYOUT_NOT_PENDING.
+#[tokio::test]
+async fn update_payout_changes_notes_while_pending() {
+    let mut h = start().await;
+    let (_, _, payouts) = lifecycle_world(&mut h, 1, "20.00").await;
+    let id = payouts[0].id.clone();
+    let update = |paths: &[&str], notes: &str, request_id: &str| pb::UpdatePayoutRequest {
+        payout: Some(pb::Payout { id: id.clone(), notes: notes.into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() }),
+        request_id: request_id.into(),
+    };
+    let events = h.count("payout_audit_events").await;
+    let updated =
+        h.payouts.update_payout(update(&["notes"], "hold until the invoice", "n-1")).await.unwrap().into_inner();
+    assert_eq!(
+        (updated.notes.as_str(), updated.status()),
+        ("hold until the invoice", pb::PayoutStatus::PendingApproval)
+    );
+    assert_eq!(h.count("payout_audit_events").await, events + 1);
+    h.payouts.update_payout(update(&["notes"], "hold until the invoice", "n-1")).await.unwrap();
+    assert_eq!(h.count("payout_audit_events").await, events + 1, "a repeat changes nothing");
+    for paths in [&[][..], &["amount"][..], &["notes", "status"][..]] {
+        let error = h.payouts.update_payout(update(paths, "x", "")).await.unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{paths:?}");
+    }
+    move_to(&mut h.payouts, &id, pb::PayoutStatus::Approved, "").await.unwrap();
+    let error = h.payouts.update_payout(update(&["notes"], "late", "")).await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::FailedPrecondition, "PAYOUT_NOT_PENDING".into()));
+    let error = h
+        .payouts
+        .update_payout(pb::UpdatePayoutRequest {
+            payout: Some(pb::Payout { id: Uuid::now_v7().to_string(), ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["notes".into()] }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+}

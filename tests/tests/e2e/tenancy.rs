@@ -689,6 +689,12 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
             request_id: String::new(),
         })],
         "MarkPayoutPaid" => vec![enc(paid_request(&a.paid_payout))],
+        // Not awaiting approval: FAILED_PRECONDITION PAYOUT_NOT_PENDING for A.
+        "UpdatePayout" => vec![enc(ppb::UpdatePayoutRequest {
+            payout: Some(ppb::Payout { id: a.paid_payout.clone(), notes: "probe".into(), ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["notes".into()] }),
+            request_id: String::new(),
+        })],
         "MarkPayoutFailed" => vec![enc(ppb::MarkPayoutFailedRequest {
             id: a.paid_payout.clone(),
             reason: "probe".into(),

@@ -1686,7 +1686,21 @@ async fn the_clearance_timer_clears_matured_entries_once_across_replicas() {
         services,
     };
     let program = h.program(true).await;
-    let partner = Uuid::new_v4();
+    // A partner of the program (the ledger may accept lines only for a
+    // program's own partners).
+    let partner = h
+        .hierarchy
+        .create_partner(hpb::CreatePartnerRequest {
+            program_id: program.clone(),
+            partner: Some(hpb::Partner { display_name: "Timer partner".into(), ..Default::default() }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+        .parse::<Uuid>()
+        .unwrap();
     let future = chrono::Utc::now().timestamp() + 30 * DAY;
     let direct = types::EarningKind::Direct;
     let results = h

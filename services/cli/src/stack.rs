@@ -78,6 +78,10 @@ pub struct StackConfig {
     /// secret per stack (development), from which each service mints its
     /// peer credential and [`Stack::admin`] is minted.
     pub auth: AuthConfig,
+    /// The ledger's ClearMatured timer (zero: off, the default here — the
+    /// replay and the tests clear month by month at their own `as_of`, and a
+    /// wall-clock pass would clear their historic entries at once).
+    pub clear_matured_interval: std::time::Duration,
 }
 
 impl StackConfig {
@@ -92,6 +96,7 @@ impl StackConfig {
             saga_hooks: accrue_attribution::SagaHooks::default(),
             stream_idle_timeout: std::time::Duration::from_secs(30),
             auth: AuthConfig::hs256(dev_secret()),
+            clear_matured_interval: std::time::Duration::ZERO,
         }
     }
 
@@ -187,7 +192,10 @@ impl Stack {
         launch.spawn::<Hierarchy>(accrue_hierarchy::Config {}, hierarchy_listener)?;
         let commission_config = accrue_commission::Config { hierarchy_url: endpoints.hierarchy.clone() };
         launch.spawn::<Commission>(commission_config, commission_listener)?;
-        let ledger_config = accrue_ledger::Config { hierarchy_url: endpoints.hierarchy.clone() };
+        let ledger_config = accrue_ledger::Config {
+            hierarchy_url: endpoints.hierarchy.clone(),
+            clear_matured_interval_seconds: config.clear_matured_interval.as_secs(),
+        };
         launch.spawn::<Ledger>(ledger_config, ledger_listener)?;
         let payouts_config =
             accrue_payouts::Config { hierarchy_url: endpoints.hierarchy.clone(), ledger_url: endpoints.ledger.clone() };

@@ -143,6 +143,73 @@ impl LedgerApi {
     }
 }
 
+/// What one timer pass of ClearMatured did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClearancePass {
+    /// Programs with matured PENDING entries.
+    pub programs: u64,
+    /// Entries moved PENDING → CLEARED.
+    pub cleared: i64,
+    /// Of them, moved on to APPROVED (auto-approve programs).
+    pub approved: i64,
+    /// Programs skipped because the hierarchy could not answer (retried next pass).
+    pub failed_programs: u64,
+}
+
+impl LedgerApi {
+    /// One ClearMatured pass over every program with PENDING entries whose
+    /// `clears_at` ≤ `as_of`, each as ClearMatured(as_of) with the program's
+    /// auto-approval, the status events naming `actor`. Runs only while this
+    /// replica holds the session advisory lock `lock_key` (None: another
+    /// replica is running one). A program whose settings cannot be read is
+    /// skipped and counted.
+    pub async fn clear_all_matured(
+        &self,
+        as_of: DateTime<Utc>,
+        actor: &str,
+        lock_key: i64,
+    ) -> Result<Option<ClearancePass>, store::StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(lock_key).fetch_one(&mut *conn).await?;
+        if !locked {
+            return Ok(None);
+        }
+        let pass = self.clear_programs(&mut conn, as_of, actor).await;
+        sqlx::query("SELECT pg_advisory_unlock($1)").bind(lock_key).execute(&mut *conn).await?;
+        pass.map(Some)
+    }
+
+    async fn clear_programs(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        as_of: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<ClearancePass, store::StoreError> {
+        let programs: Vec<ProgramId> = sqlx::query_scalar(
+            "SELECT DISTINCT program_id FROM entry_states WHERE status = 'PENDING' AND clears_at <= $1",
+        )
+        .bind(as_of)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut pass = ClearancePass { programs: programs.len() as u64, ..ClearancePass::default() };
+        for program_id in programs {
+            let auto_approve = match self.auto_approve(program_id).await {
+                Ok(auto_approve) => auto_approve,
+                Err(status) => {
+                    tracing::warn!(%program_id, code = ?status.code(), "clearance skipped a program");
+                    pass.failed_programs += 1;
+                    continue;
+                }
+            };
+            let (cleared, approved) = store::clear_matured(&self.pool, program_id, as_of, auto_approve, actor).await?;
+            pass.cleared += cleared;
+            pass.approved += approved;
+        }
+        Ok(pass)
+    }
+}
+
 /// ListEntries keyset cursor: `(created_at, id)` of the last entry served.
 #[derive(Debug, Serialize, Deserialize)]
 struct EntryCursor {
@@ -659,8 +726,9 @@ impl LedgerService for LedgerApi {
     /// Settles `payout_id`'s reservation (issue 12 item 2; DESIGN §5: Paid
     /// settles it): every reserved APPROVED entry, credits and debits, moves
     /// to PAID with a status event by the caller naming the payout and
-    /// `payment_reference`; entries REVERSED, DISPUTED or VOIDED while
-    /// reserved stay. One transaction. Idempotent on the payout id: a repeat
+    /// `payment_reference`; entries REVERSED while reserved stay. One
+    /// transaction. FAILED_PRECONDITION RESERVED_ENTRY_NOT_APPROVED (nothing
+    /// written) while one of its entries is DISPUTED or CLEARED. Idempotent on the payout id: a repeat
     /// with the same reference answers the stored settlement and writes
     /// nothing. INVALID_ARGUMENT for malformed ids or a missing or
     /// over-long reference; FAILED_PRECONDITION RESERVATION_SETTLED when it
@@ -695,6 +763,14 @@ impl LedgerService for LedgerApi {
                 return Err(failed_precondition(
                     "RESERVATION_SETTLED",
                     format!("payout {payout_id} was settled with payment reference {stored:?}"),
+                ));
+            }
+            Ok(store::SettleOutcome::NotPayable(entry, status)) => {
+                return Err(failed_precondition(
+                    "RESERVED_ENTRY_NOT_APPROVED",
+                    format!(
+                        "entry {entry} of payout {payout_id} is {status}; approve it (or reverse it) before paying"
+                    ),
                 ));
             }
             Ok(store::SettleOutcome::Nothing { released: true }) => {

@@ -13,6 +13,7 @@
 mod api;
 mod domain;
 mod store;
+mod timer;
 
 pub use api::LedgerApi;
 
@@ -34,6 +35,12 @@ pub struct Config {
     /// Hierarchy service endpoint (program settings: auto-approval).
     #[arg(long, env = "ACCRUE_HIERARCHY_URL", default_value = "http://127.0.0.1:50051")]
     pub hierarchy_url: String,
+    /// Seconds between ClearMatured passes over every program with matured
+    /// PENDING entries (DESIGN §5: clearance runs on a timer; auto-approve
+    /// programs approve what cleared); 0 turns the timer off. One replica
+    /// clears at a time (a Postgres advisory lock); each pass is idempotent.
+    #[arg(long, env = "ACCRUE_CLEAR_MATURED_INTERVAL_SECONDS", default_value_t = 300)]
+    pub clear_matured_interval_seconds: u64,
 }
 
 impl Service for Ledger {
@@ -49,6 +56,12 @@ impl Service for Ledger {
 
     fn routes(config: &Config, setup: &mut Setup) -> Result<Routes, Error> {
         let hierarchy = accrue_kit::client::connect(&config.hierarchy_url, PEER_TIMEOUT, &setup.credential)?;
-        Ok(accrue_kit::server::routes(LedgerServiceServer::new(LedgerApi::new(setup.pool.clone(), hierarchy))))
+        let api = LedgerApi::new(setup.pool.clone(), hierarchy);
+        if config.clear_matured_interval_seconds > 0 {
+            let interval = std::time::Duration::from_secs(config.clear_matured_interval_seconds);
+            let timer = api.clone();
+            setup.spawn(move |shutdown| timer::clear_on_timer(timer, interval, shutdown));
+        }
+        Ok(accrue_kit::server::routes(LedgerServiceServer::new(api)))
     }
 }

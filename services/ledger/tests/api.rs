@@ -34,8 +34,12 @@ struct Harness {
 async fn start() -> Harness {
     let services = TestServices::new().await;
     let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
-    let ledger_url =
-        services.spawn::<accrue_ledger::Ledger>(accrue_ledger::Config { hierarchy_url: hierarchy_url.clone() }).await;
+    let ledger_url = services
+        .spawn::<accrue_ledger::Ledger>(accrue_ledger::Config {
+            hierarchy_url: hierarchy_url.clone(),
+            clear_matured_interval_seconds: 0,
+        })
+        .await;
     Harness {
         ledger: services.client(&ledger_url),
         hierarchy: services.client(&hierarchy_url),
@@ -1717,6 +1721,10 @@ async fn release_and_settle_reservations() {
     let error = h.ledger.settle_reservation(settle(Uuid::new_v4(), "ref-0")).await.unwrap_err();
     assert_eq!((error.code(), reason(&error)), (Code::NotFound, "RESERVATION_NOT_FOUND".into()));
 
+    // The released payout id is spent: asking again (a resumed run) reserves nothing.
+    let spent = h.ledger.reserve_for_payout(reserve(first)).await.unwrap().into_inner().results;
+    assert!(!spent[0].reserved && spent[0].entry_count == 0, "{spent:?}");
+    assert_eq!(h.entry(&ids[0]).await.payout_id, "");
     // The released entries are reserved again by the next payout.
     let again = h.ledger.reserve_for_payout(reserve(second)).await.unwrap().into_inner().results;
     assert!(again[0].reserved);
@@ -1746,5 +1754,80 @@ async fn release_and_settle_reservations() {
     assert_eq!((error.code(), reason(&error)), (Code::FailedPrecondition, "RESERVATION_SETTLED".into()));
     let error = h.ledger.settle_reservation(settle(second, " ")).await.unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
+    assert_projection_matches_log(&h.pool).await;
+}
+
+/// Issue 12 item 6: ClearMatured on a timer, two replicas on one database:
+/// matured entries are cleared and (auto-approve program) approved once,
+/// the events naming the timer; entries not yet matured stay PENDING.
+#[tokio::test]
+async fn the_clearance_timer_clears_matured_entries_once_across_replicas() {
+    let services = TestServices::new().await;
+    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
+    let timer = |url: &str| accrue_ledger::Config { hierarchy_url: url.to_string(), clear_matured_interval_seconds: 1 };
+    let first = services.spawn::<accrue_ledger::Ledger>(timer(&hierarchy_url)).await;
+    let _second = services.spawn::<accrue_ledger::Ledger>(timer(&hierarchy_url)).await;
+    let mut h = Harness {
+        ledger: services.client(&first),
+        hierarchy: services.client(&hierarchy_url),
+        pool: services.pool::<accrue_ledger::Ledger>(),
+        ledger_url: first.clone(),
+        services,
+    };
+    let program = h.program(true).await;
+    // A partner of the program (the ledger may accept lines only for a
+    // program's own partners).
+    let partner = h
+        .hierarchy
+        .create_partner(hpb::CreatePartnerRequest {
+            program_id: program.clone(),
+            partner: Some(hpb::Partner { display_name: "Timer partner".into(), ..Default::default() }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+        .parse::<Uuid>()
+        .unwrap();
+    let future = chrono::Utc::now().timestamp() + 30 * DAY;
+    let direct = types::EarningKind::Direct;
+    let results = h
+        .post(
+            &program,
+            vec![
+                posting("matured", vec![line(partner, direct, "10.00", T0 + DAY), line(partner, direct, "5.00", T0)]),
+                posting("later", vec![line(partner, direct, "7.00", future)]),
+            ],
+        )
+        .await;
+    let matured = results[0].entry_ids.clone();
+    let later = results[1].entry_ids[0].clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if h.status(&matured[0]).await == pb::EntryStatus::Approved
+            && h.status(&matured[1]).await == pb::EntryStatus::Approved
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the timer did not clear the matured entries");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Another tick or two: nothing is cleared twice.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for id in &matured {
+        let history = h.entry(id).await.history;
+        let moves: Vec<(i32, i32, &str)> =
+            history.iter().map(|e| (e.from_status, e.to_status, e.actor.as_str())).collect();
+        assert_eq!(
+            moves[1..],
+            [
+                (pb::EntryStatus::Pending as i32, pb::EntryStatus::Cleared as i32, "timer:clear-matured"),
+                (pb::EntryStatus::Cleared as i32, pb::EntryStatus::Approved as i32, "timer:clear-matured"),
+            ],
+            "{history:#?}"
+        );
+    }
+    assert_eq!(h.status(&later).await, pb::EntryStatus::Pending);
     assert_projection_matches_log(&h.pool).await;
 }

@@ -23,7 +23,8 @@ use sqlx::PgPool;
 use tonic::{Code, Request, Response, Status};
 
 use crate::domain::{
-    CarriedForward, PayoutStatus, Period, RunRequest, payout_id, resolve_minimum, validate_run_request,
+    CarriedForward, HOLD_MINIMUM, PartnerRule, PayoutStatus, Period, RunRequest, partner_rule, payout_id,
+    resolve_minimum, validate_run_request,
 };
 use crate::store::{self, NewPayout, PayoutFilter, PayoutRow, RunRow};
 
@@ -152,6 +153,27 @@ fn payout_to_proto(row: &PayoutRow) -> Result<pb::Payout, Status> {
         payment_method: row.payment_method.clone().unwrap_or_default(),
         paid_time: row.paid_at.map(timestamp),
         status_reason: row.status_reason.clone().unwrap_or_default(),
+        notes: row.notes.clone(),
+    })
+}
+
+fn settings_to_proto(
+    program_id: ProgramId,
+    partner_id: PartnerId,
+    row: Option<&store::SettingsRow>,
+) -> Result<pb::PartnerPayoutSettings, Status> {
+    let minimum_amount = match row.and_then(|r| r.minimum_currency.as_deref().zip(r.minimum_amount)) {
+        Some((code, amount)) => Some(amount_to_proto(currency_of(code)?, amount)),
+        None => None,
+    };
+    Ok(pb::PartnerPayoutSettings {
+        program_id: program_id.to_string(),
+        partner_id: partner_id.to_string(),
+        minimum_amount,
+        hold: row.is_some_and(|r| r.hold),
+        payout_method: row.map(|r| r.payout_method.clone()).unwrap_or_default(),
+        update_time: row.map(|r| timestamp(r.updated_at)),
+        updated_by: row.map(|r| r.updated_by.clone()).unwrap_or_default(),
     })
 }
 
@@ -202,6 +224,18 @@ fn change_key(
 }
 
 impl PayoutsApi {
+    /// Ok when `partner_id` is a partner of `program_id` (hierarchy
+    /// GetPartner); NOT_FOUND PARTNER_NOT_FOUND otherwise, the same answer
+    /// for another program's partner as for an unknown id.
+    async fn require_partner(&self, program_id: ProgramId, partner_id: PartnerId) -> Result<(), Status> {
+        match self.hierarchy.clone().get_partner(hierarchy_pb::GetPartnerRequest { id: partner_id.to_string() }).await {
+            Ok(partner) if partner.get_ref().program_id == program_id.to_string() => Ok(()),
+            Ok(_) => Err(not_found("partner", partner_id)),
+            Err(status) if status.code() == Code::NotFound => Err(not_found("partner", partner_id)),
+            Err(status) => Err(peer_error("hierarchy", status)),
+        }
+    }
+
     /// The program's minimum payout from the hierarchy service.
     /// NOT_FOUND when the program does not exist.
     async fn program_minimum(&self, program_id: ProgramId) -> Result<Option<Money>, Status> {
@@ -299,13 +333,14 @@ impl PayoutsApi {
         }
     }
 
-    /// Runs (or resumes) a RUNNING run to completion: every ACTIVE partner of
-    /// the program, page by page, is asked for a reservation under its
-    /// deterministic payout id; reserved balances become PENDING_APPROVAL
-    /// payouts, smaller ones are carried forward.
+    /// Runs (or resumes) a RUNNING run to completion: every partner of the
+    /// program, page by page, is asked for a reservation under its
+    /// deterministic payout id with the minimum [`partner_rule`] gives it
+    /// (its own, else the run's; SUSPENDED partners and partners on hold
+    /// carry forward; TERMINATED partners are still paid); reserved balances
+    /// become PENDING_APPROVAL payouts, smaller ones are carried forward.
     async fn execute(&self, run: RunRow, actor: &str) -> Result<RunRow, Status> {
         let currency = currency_of(&run.currency)?;
-        let minimum = amount_to_proto(currency, run.minimum_amount);
         let mut carried = CarriedForward::default();
         let mut created: u64 = 0;
         let mut page_token = String::new();
@@ -315,7 +350,7 @@ impl PayoutsApi {
                 .clone()
                 .list_partners(hierarchy_pb::ListPartnersRequest {
                     program_id: run.program_id.to_string(),
-                    status: types::PartnerStatus::Active as i32,
+                    status: 0,
                     page_size: RESERVE_BATCH,
                     page_token: page_token.clone(),
                 })
@@ -328,14 +363,32 @@ impl PayoutsApi {
                 partners.push((partner_id, payout_id(run.id, partner_id)));
             }
             if !partners.is_empty() {
-                let reservations = partners
-                    .iter()
-                    .map(|(partner_id, payout_id)| ledger_pb::PartnerReservation {
+                let ids: Vec<PartnerId> = partners.iter().map(|(partner_id, _)| *partner_id).collect();
+                let settings: std::collections::HashMap<PartnerId, store::SettingsRow> =
+                    store::settings_of(&self.pool, run.program_id, &ids)
+                        .await?
+                        .into_iter()
+                        .map(|row| (row.partner_id, row))
+                        .collect();
+                let mut reservations = Vec::with_capacity(partners.len());
+                for ((partner_id, payout_id), partner) in partners.iter().zip(&page.partners) {
+                    let own = settings.get(partner_id);
+                    let own_minimum = match own.and_then(|s| s.minimum_currency.as_deref().zip(s.minimum_amount)) {
+                        Some((code, amount)) => Some(Money { amount, currency: currency_of(code)? }),
+                        None => None,
+                    };
+                    let status = types::PartnerStatus::try_from(partner.status).unwrap_or(types::PartnerStatus::Active);
+                    let hold = own.is_some_and(|s| s.hold);
+                    let minimum = match partner_rule(status, hold, own_minimum, run.minimum_amount, currency) {
+                        PartnerRule::Reserve(minimum) => amount_to_proto(currency, minimum),
+                        PartnerRule::CarryForward => amount_to_proto(currency, HOLD_MINIMUM),
+                    };
+                    reservations.push(ledger_pb::PartnerReservation {
                         partner_id: partner_id.to_string(),
                         payout_id: payout_id.to_string(),
-                        minimum_amount: Some(minimum.clone()),
-                    })
-                    .collect();
+                        minimum_amount: Some(minimum),
+                    });
+                }
                 let results = self.reserve(&run, reservations).await?;
                 if results.len() != partners.len() {
                     return Err(internal(format!(
@@ -656,7 +709,8 @@ impl PayoutService for PayoutsApi {
     /// and debits, becomes PAID with the payout id and reference in its
     /// status event (DESIGN §5). Errors and idempotency as ApprovePayout;
     /// INVALID_ARGUMENT for a missing or over-long reference or method or a
-    /// bad paid_time; UNAVAILABLE when the ledger is down (retrying is
+    /// bad paid_time; FAILED_PRECONDITION RESERVED_ENTRY_NOT_APPROVED (from
+    /// the ledger, nothing changes) while one of its entries is disputed; UNAVAILABLE when the ledger is down (retrying is
     /// safe: settlement is idempotent on the payout id).
     async fn mark_payout_paid(
         &self,
@@ -876,6 +930,126 @@ impl PayoutService for PayoutsApi {
             partner_id: partner_id.to_string(),
             summaries: currencies.into_values().collect(),
         }))
+    }
+
+    /// Sets a partner's payout settings, all at once (issue 12 item 4): its
+    /// own minimum (a Money ≥ 0, exact in its currency's minor unit; applies
+    /// in runs of that currency instead of the run's or the program's; unset:
+    /// none), `hold` (runs carry its balance forward) and `payout_method` (a
+    /// label, at most 100 characters); the caller's token subject is kept as
+    /// `updated_by`. INVALID_ARGUMENT for malformed fields; NOT_FOUND for a
+    /// partner that is not in the program (the same answer as for an
+    /// unknown id) or a program the token does not name.
+    async fn set_partner_payout_settings(
+        &self,
+        request: Request<pb::SetPartnerPayoutSettingsRequest>,
+    ) -> Result<Response<pb::PartnerPayoutSettings>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let settings = request.settings.ok_or_else(|| invalid_field("settings", "is required"))?;
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid::<ProgramId>("settings.program_id", &settings.program_id, &mut violations);
+        let partner_id = require_uuid::<PartnerId>("settings.partner_id", &settings.partner_id, &mut violations);
+        let minimum = accrue_kit::convert::optional_money(
+            "settings.minimum_amount",
+            settings.minimum_amount.as_ref(),
+            &mut violations,
+        );
+        if minimum.is_some_and(|m| m.amount < Decimal::ZERO) {
+            violations.add("settings.minimum_amount.amount", "must not be negative");
+        }
+        let method = settings.payout_method.trim();
+        if method.chars().count() > MAX_METHOD_CHARS {
+            violations.add("settings.payout_method", format!("must be at most {MAX_METHOD_CHARS} characters"));
+        }
+        violations.into_result()?;
+        let (Some(program_id), Some(partner_id)) = (program_id, partner_id) else {
+            return Err(invalid_field("settings.program_id", "is required"));
+        };
+        scope.require_program(program_id)?;
+        self.require_partner(program_id, partner_id).await?;
+        let minimum = minimum.map(|m| (m.currency.code(), m.currency.rescale(m.amount)));
+        let row =
+            store::put_settings(&self.pool, program_id, partner_id, minimum, settings.hold, method, &actor).await?;
+        Ok(Response::new(settings_to_proto(program_id, partner_id, Some(&row))?))
+    }
+
+    /// A partner's payout settings (defaults — no minimum, no hold, no
+    /// method, no update_time — when never set). A partner token may read
+    /// only its own: another partner's is NOT_FOUND exactly as an unknown
+    /// partner. INVALID_ARGUMENT for malformed ids; NOT_FOUND for a partner
+    /// not in the program or a program the token does not name.
+    async fn get_partner_payout_settings(
+        &self,
+        request: Request<pb::GetPartnerPayoutSettingsRequest>,
+    ) -> Result<Response<pb::PartnerPayoutSettings>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
+        let partner_id = require_uuid::<PartnerId>("partner_id", &request.partner_id, &mut violations);
+        violations.into_result()?;
+        let (Some(program_id), Some(partner_id)) = (program_id, partner_id) else {
+            return Err(invalid_field("program_id", "is required"));
+        };
+        scope.require_program(program_id)?;
+        if !scope.may_see(program_id, &[partner_id]) {
+            return Err(not_found("partner", partner_id));
+        }
+        self.require_partner(program_id, partner_id).await?;
+        let row = store::settings_of(&self.pool, program_id, &[partner_id]).await?.pop();
+        Ok(Response::new(settings_to_proto(program_id, partner_id, row.as_ref())?))
+    }
+
+    /// Changes a payout awaiting approval (AIP-134; seed 001 "update: modify
+    /// pending payouts"): `update_mask` must name `notes` (at most 1000
+    /// characters) and nothing else — `amount` is the net of the ledger
+    /// entries the run reserved, and the status moves through the transition
+    /// RPCs. Writes an audit event (PENDING_APPROVAL → PENDING_APPROVAL,
+    /// "notes updated") by the caller's subject. INVALID_ARGUMENT for a
+    /// malformed id, an empty or other mask path, or over-long notes;
+    /// NOT_FOUND for an unknown or another program's payout;
+    /// FAILED_PRECONDITION PAYOUT_NOT_PENDING once it left PENDING_APPROVAL.
+    /// Idempotent on (payout, `request_id`) as the transitions.
+    async fn update_payout(&self, request: Request<pb::UpdatePayoutRequest>) -> Result<Response<pb::Payout>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let payout = request.payout.clone().ok_or_else(|| invalid_field("payout", "is required"))?;
+        let mut violations = FieldViolations::new();
+        let id = require_uuid::<PayoutId>("payout.id", &payout.id, &mut violations);
+        let paths = request.update_mask.as_ref().map(|mask| mask.paths.as_slice()).unwrap_or_default();
+        if paths.is_empty() {
+            violations.add("update_mask", "is required: name the fields to change (notes)");
+        }
+        for (index, path) in paths.iter().enumerate() {
+            match path.trim() {
+                "notes" => {}
+                "amount" => violations.add(
+                    format!("update_mask.paths[{index}]"),
+                    "amount is the net of the ledger entries the run reserved and cannot be changed",
+                ),
+                "status" => violations.add(
+                    format!("update_mask.paths[{index}]"),
+                    "status moves through ApprovePayout, RejectPayout and the MarkPayout… RPCs",
+                ),
+                other => violations
+                    .add(format!("update_mask.paths[{index}]"), format!("{other:?} cannot be changed; only notes")),
+            }
+        }
+        let notes = payout.notes.trim().to_string();
+        if notes.chars().count() > MAX_TEXT_CHARS {
+            violations.add("payout.notes", format!("must be at most {MAX_TEXT_CHARS} characters"));
+        }
+        let body = pb::UpdatePayoutRequest { request_id: String::new(), ..request.clone() };
+        let (request_id, hash) = change_key(&request.request_id, &body, &mut violations);
+        violations.into_result()?;
+        let id = id.ok_or_else(|| invalid_field("payout.id", "is required"))?;
+        let mut change = Move::to(PayoutStatus::PendingApproval, "notes updated".into(), request_id, hash);
+        change.notes = Some(notes);
+        let row = self.move_payout(&scope, None, &actor, id, &change).await?;
+        Ok(Response::new(payout_to_proto(&row)?))
     }
 
     type ExportPayoutsStream = export::ExportStream;

@@ -32,8 +32,12 @@ struct Harness {
 async fn start() -> Harness {
     let services = TestServices::new().await;
     let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
-    let ledger_url =
-        services.spawn::<accrue_ledger::Ledger>(accrue_ledger::Config { hierarchy_url: hierarchy_url.clone() }).await;
+    let ledger_url = services
+        .spawn::<accrue_ledger::Ledger>(accrue_ledger::Config {
+            hierarchy_url: hierarchy_url.clone(),
+            clear_matured_interval_seconds: 0,
+        })
+        .await;
     let payouts_config =
         accrue_payouts::Config { hierarchy_url: hierarchy_url.clone(), ledger_url: ledger_url.clone() };
     let payouts_url = services.spawn::<accrue_payouts::Payouts>(payouts_config).await;
@@ -187,7 +191,8 @@ async fn payout_run_pays_partners_over_the_threshold_and_carries_the_rest_forwar
         .await
         .unwrap();
 
-    // January: Ann 40 + 25 (≥ 50), Bob 20 (< 50), Dan 100 (suspended: not paid).
+    // January: Ann 40 + 25 (≥ 50), Bob 20 (< 50), Dan 100 (suspended: not
+    // paid, carried forward — issue 12 item 4).
     h.earn(&program, "ann-1", ann, "40.00", 10).await;
     h.earn(&program, "ann-2", ann, "25.00", 15).await;
     h.earn(&program, "bob-1", bob, "20.00", 10).await;
@@ -202,7 +207,7 @@ async fn payout_run_pays_partners_over_the_threshold_and_carries_the_rest_forwar
     assert_eq!(run.currency_code, "GBP");
     assert_eq!(run.cutoff, Some(prost_types::Timestamp { seconds: 1_296_518_399, nanos: 999_999_000 }));
     assert_eq!((run.payout_count, run.total_amount.clone()), (1, gbp("65.00")));
-    assert_eq!((run.carried_forward_count, run.carried_forward_amount.clone()), (1, gbp("20.00")));
+    assert_eq!((run.carried_forward_count, run.carried_forward_amount.clone()), (2, gbp("120.00")));
 
     let payouts = h.payouts(&program, &run.id).await;
     assert_eq!(payouts.len(), 1);
@@ -249,7 +254,7 @@ async fn payout_run_pays_partners_over_the_threshold_and_carries_the_rest_forwar
     let february = h.run(&program, "2011-02", Some("10.00")).await.unwrap();
     assert_ne!(february.id, run.id);
     assert_eq!((february.payout_count, february.total_amount.clone()), (3, gbp("130.00")));
-    assert_eq!(february.carried_forward_count, 0);
+    assert_eq!(february.carried_forward_count, 1, "Dan, still suspended");
     let mut paid: Vec<(String, Option<types::Money>)> =
         h.payouts(&program, &february.id).await.into_iter().map(|p| (p.partner_id, p.amount)).collect();
     paid.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1181,4 +1186,170 @@ async fn partner_payout_summary() {
     assert_eq!(gbp_summary.payable, gbp("4.00"), "what a run would pay now");
     let nobody = pb::GetPartnerPayoutSummaryRequest { program_id: program, partner_id: Uuid::now_v7().to_string() };
     assert!(h.payouts.get_partner_payout_summary(nobody).await.unwrap().into_inner().summaries.is_empty());
+}
+
+/// A payout whose entry is disputed meanwhile is not paid until the entry is
+/// approved again (FAILED_PRECONDITION RESERVED_ENTRY_NOT_APPROVED from the
+/// ledger, nothing changes); then it is, and Σ PAID entries = the payout.
+#[tokio::test]
+async fn a_disputed_entry_holds_its_payout_until_approved_again() {
+    let mut h = start().await;
+    let (program, _, payouts) = lifecycle_world(&mut h, 1, "25.00").await;
+    let payout = &payouts[0];
+    move_to(&mut h.payouts, &payout.id, pb::PayoutStatus::Approved, "").await.unwrap();
+    let (_, _, entries) = payout_state(&mut h, &program, payout).await;
+    let entry = entries[0].0.clone();
+    let transition = |to: lpb::EntryStatus| lpb::TransitionEntriesRequest {
+        program_id: program.clone(),
+        entry_ids: vec![entry.clone()],
+        to_status: to as i32,
+        reason: "customer dispute".into(),
+    };
+    h.ledger.transition_entries(transition(lpb::EntryStatus::Disputed)).await.unwrap();
+    let before = payout_state(&mut h, &program, payout).await;
+    let error = move_to(&mut h.payouts, &payout.id, pb::PayoutStatus::Paid, "bank-1").await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::FailedPrecondition, "RESERVED_ENTRY_NOT_APPROVED".into()));
+    assert_eq!(payout_state(&mut h, &program, payout).await, before, "nothing changed");
+    h.ledger.transition_entries(transition(lpb::EntryStatus::Cleared)).await.unwrap();
+    h.ledger.transition_entries(transition(lpb::EntryStatus::Approved)).await.unwrap();
+    let paid = move_to(&mut h.payouts, &payout.id, pb::PayoutStatus::Paid, "bank-1").await.unwrap();
+    assert_eq!(paid.status(), pb::PayoutStatus::Paid);
+    let (_, _, entries) = payout_state(&mut h, &program, payout).await;
+    assert_eq!(entries[0].1, lpb::EntryStatus::Paid as i32);
+}
+
+/// Issue 12 item 4: a partner's own minimum, a hold and SUSPENDED carry
+/// forward, a TERMINATED partner is still paid; settings are NOT_FOUND for
+/// partners outside the program and bad ones are INVALID_ARGUMENT.
+#[tokio::test]
+async fn partner_payout_settings_shape_the_run() {
+    let mut h = start().await;
+    let program = h.program("20.00").await;
+    let own_minimum = h.partner(&program, "Own minimum").await;
+    let held = h.partner(&program, "Held").await;
+    let suspended = h.partner(&program, "Suspended").await;
+    let terminated = h.partner(&program, "Terminated").await;
+    let small = h.partner(&program, "Small").await;
+    for (i, (partner, amount)) in
+        [(own_minimum, "8.00"), (held, "30.00"), (suspended, "30.00"), (terminated, "25.00"), (small, "10.00")]
+            .into_iter()
+            .enumerate()
+    {
+        h.earn(&program, &format!("k{i}"), partner, amount, 10).await;
+    }
+    h.clear_all(&program).await;
+    for (partner, status) in
+        [(suspended, types::PartnerStatus::Suspended), (terminated, types::PartnerStatus::Terminated)]
+    {
+        h.hierarchy
+            .update_partner_status(hpb::UpdatePartnerStatusRequest {
+                id: partner.to_string(),
+                status: status as i32,
+                reason: "test".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let settings = |partner: Uuid, minimum: Option<&str>, hold: bool| pb::SetPartnerPayoutSettingsRequest {
+        settings: Some(pb::PartnerPayoutSettings {
+            program_id: program.clone(),
+            partner_id: partner.to_string(),
+            minimum_amount: minimum.and_then(gbp),
+            hold,
+            payout_method: "paypal".into(),
+            ..Default::default()
+        }),
+    };
+    let set =
+        h.payouts.set_partner_payout_settings(settings(own_minimum, Some("5"), false)).await.unwrap().into_inner();
+    assert_eq!((set.minimum_amount.clone(), set.updated_by.as_str()), (gbp("5.00"), "test-admin"));
+    // The same settings again change nothing.
+    let again = h.payouts.set_partner_payout_settings(settings(own_minimum, Some("5.00"), false)).await.unwrap();
+    assert_eq!(again.into_inner().update_time, set.update_time);
+    h.payouts.set_partner_payout_settings(settings(held, None, true)).await.unwrap();
+    let error = h.payouts.set_partner_payout_settings(settings(small, Some("-1"), false)).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    let error = h.payouts.set_partner_payout_settings(settings(Uuid::now_v7(), None, false)).await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::NotFound, "PARTNER_NOT_FOUND".into()));
+    let other = h.program("1.00").await;
+    let stranger = h.partner(&other, "Stranger").await;
+    let error = h.payouts.set_partner_payout_settings(settings(stranger, None, true)).await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::NotFound, "PARTNER_NOT_FOUND".into()));
+    let got = h
+        .payouts
+        .get_partner_payout_settings(pb::GetPartnerPayoutSettingsRequest {
+            program_id: program.clone(),
+            partner_id: held.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.hold && got.minimum_amount.is_none() && got.payout_method == "paypal", "{got:#?}");
+    let defaults = h
+        .payouts
+        .get_partner_payout_settings(pb::GetPartnerPayoutSettingsRequest {
+            program_id: program.clone(),
+            partner_id: small.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!defaults.hold && defaults.update_time.is_none());
+
+    let run = h.run(&program, "2011-01", None).await.unwrap();
+    let mut paid: Vec<(String, String)> = h
+        .payouts(&program, &run.id)
+        .await
+        .into_iter()
+        .map(|p| (p.partner_id, p.amount.map(|m| m.amount).unwrap_or_default()))
+        .collect();
+    paid.sort();
+    let mut expected =
+        vec![(own_minimum.to_string(), "8.00".to_string()), (terminated.to_string(), "25.00".to_string())];
+    expected.sort();
+    assert_eq!(paid, expected, "its own minimum pays 8.00; a TERMINATED partner is still paid");
+    assert_eq!(run.carried_forward_count, 3, "held, SUSPENDED and below the minimum: {run:#?}");
+    assert_eq!(run.carried_forward_amount, gbp("70.00"));
+}
+
+/// UpdatePayout: notes of a payout awaiting approval only, with an audit
+/// event; other paths are INVALID_ARGUMENT; after approval
+/// FAILED_PRECONDITION PAYOUT_NOT_PENDING.
+#[tokio::test]
+async fn update_payout_changes_notes_while_pending() {
+    let mut h = start().await;
+    let (_, _, payouts) = lifecycle_world(&mut h, 1, "20.00").await;
+    let id = payouts[0].id.clone();
+    let update = |paths: &[&str], notes: &str, request_id: &str| pb::UpdatePayoutRequest {
+        payout: Some(pb::Payout { id: id.clone(), notes: notes.into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() }),
+        request_id: request_id.into(),
+    };
+    let events = h.count("payout_audit_events").await;
+    let updated =
+        h.payouts.update_payout(update(&["notes"], "hold until the invoice", "n-1")).await.unwrap().into_inner();
+    assert_eq!(
+        (updated.notes.as_str(), updated.status()),
+        ("hold until the invoice", pb::PayoutStatus::PendingApproval)
+    );
+    assert_eq!(h.count("payout_audit_events").await, events + 1);
+    h.payouts.update_payout(update(&["notes"], "hold until the invoice", "n-1")).await.unwrap();
+    assert_eq!(h.count("payout_audit_events").await, events + 1, "a repeat changes nothing");
+    for paths in [&[][..], &["amount"][..], &["notes", "status"][..]] {
+        let error = h.payouts.update_payout(update(paths, "x", "")).await.unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{paths:?}");
+    }
+    move_to(&mut h.payouts, &id, pb::PayoutStatus::Approved, "").await.unwrap();
+    let error = h.payouts.update_payout(update(&["notes"], "late", "")).await.unwrap_err();
+    assert_eq!((error.code(), reason(&error)), (Code::FailedPrecondition, "PAYOUT_NOT_PENDING".into()));
+    let error = h
+        .payouts
+        .update_payout(pb::UpdatePayoutRequest {
+            payout: Some(pb::Payout { id: Uuid::now_v7().to_string(), ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["notes".into()] }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
 }

@@ -310,6 +310,22 @@ async fn a_partner_token_reads_only_its_own_data() {
         }
         checked.insert("/accrue.payouts.v1.PayoutService/GetPartnerPayoutSummary");
 
+        // GetPartnerPayoutSettings: its own; another partner's as a random id.
+        let settings = |partner: &str| ppb::GetPartnerPayoutSettingsRequest {
+            program_id: program.clone(),
+            partner_id: partner.to_string(),
+        };
+        for partner in &everyone {
+            let got = c.payouts.get_partner_payout_settings(settings(partner)).await;
+            if partner == me {
+                assert_eq!(got.unwrap().into_inner().partner_id, *me);
+            } else {
+                let missing = c.payouts.get_partner_payout_settings(settings(&random)).await;
+                same_as_missing("GetPartnerPayoutSettings", (got, partner), (missing, &random));
+            }
+        }
+        checked.insert("/accrue.payouts.v1.PayoutService/GetPartnerPayoutSettings");
+
         // Raw sales stay out of reach.
         let sale_read = c.attribution.get_sale(apb::GetSaleRequest { id: sale.id.clone() }).await;
         assert_eq!(sale_read.unwrap_err().code(), Code::PermissionDenied);

@@ -267,6 +267,20 @@ fn paid_request(payout: &str) -> ppb::MarkPayoutPaidRequest {
     }
 }
 
+/// The seller's payout settings, as build_a sets them (a repeat changes nothing).
+fn settings_request(program: &str, seller: &str) -> ppb::SetPartnerPayoutSettingsRequest {
+    ppb::SetPartnerPayoutSettingsRequest {
+        settings: Some(ppb::PartnerPayoutSettings {
+            program_id: program.into(),
+            partner_id: seller.into(),
+            minimum_amount: Some(gbp("1.00")),
+            hold: false,
+            payout_method: "bank_transfer".into(),
+            ..Default::default()
+        }),
+    }
+}
+
 fn settle_request(program: &str, payout: &str) -> lpb::SettleReservationRequest {
     lpb::SettleReservationRequest {
         program_id: program.into(),
@@ -341,6 +355,7 @@ async fn build_a(c: &mut Clients) -> A {
         .clear_matured(lpb::ClearMaturedRequest { program_id: program.clone(), as_of: Some(ts(CLEAR_AS_OF)) })
         .await
         .expect("clear matured");
+    c.payouts.set_partner_payout_settings(settings_request(&program, &w.seller)).await.expect("settings");
     let run = c.payouts.create_payout_run(run_request(&program)).await.expect("payout run").into_inner();
     assert!(run.payout_count >= 3, "{run:#?}");
     let payouts = c
@@ -674,6 +689,12 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
             request_id: String::new(),
         })],
         "MarkPayoutPaid" => vec![enc(paid_request(&a.paid_payout))],
+        // Not awaiting approval: FAILED_PRECONDITION PAYOUT_NOT_PENDING for A.
+        "UpdatePayout" => vec![enc(ppb::UpdatePayoutRequest {
+            payout: Some(ppb::Payout { id: a.paid_payout.clone(), notes: "probe".into(), ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["notes".into()] }),
+            request_id: String::new(),
+        })],
         "MarkPayoutFailed" => vec![enc(ppb::MarkPayoutFailedRequest {
             id: a.paid_payout.clone(),
             reason: "probe".into(),
@@ -690,6 +711,11 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
             payout_run_id: a.run.clone(),
             ..Default::default()
         })],
+        // The settings build_a set: nothing changes.
+        "SetPartnerPayoutSettings" => vec![enc(settings_request(&a.program, &a.seller))],
+        "GetPartnerPayoutSettings" => {
+            vec![enc(ppb::GetPartnerPayoutSettingsRequest { program_id: p(), partner_id: a.seller.clone() })]
+        }
         "GetPartnerPayoutSummary" => {
             vec![enc(ppb::GetPartnerPayoutSummaryRequest { program_id: p(), partner_id: a.seller.clone() })]
         }
@@ -910,6 +936,11 @@ fn cross_requests(a: &A, b: &B) -> Vec<(&'static str, Vec<u8>)> {
                 payout_run_id: a.run.clone(),
                 ..Default::default()
             }),
+        ),
+        ("/accrue.payouts.v1.PayoutService/SetPartnerPayoutSettings", enc(settings_request(&b.program, &a.seller))),
+        (
+            "/accrue.payouts.v1.PayoutService/GetPartnerPayoutSettings",
+            enc(ppb::GetPartnerPayoutSettingsRequest { program_id: p(), partner_id: a.seller.clone() }),
         ),
         (
             "/accrue.payouts.v1.PayoutService/GetPartnerPayoutSummary",

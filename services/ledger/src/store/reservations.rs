@@ -42,7 +42,7 @@ pub enum ReserveError {
 /// sum — CREDITs minus DEBITs, so clawback debits net against the payout and
 /// a travelling debit is reserved with its line — passes [`should_reserve`];
 /// a net ≤ 0 or below the minimum reserves nothing and carries forward. A payout that already holds reservations
-/// returns them (idempotent). Candidate status rows are locked in (partner,
+/// returns them (idempotent); a payout whose reservation was released reserves nothing again (0, not reserved). Candidate status rows are locked in (partner,
 /// entry) order; the primary key on `payout_reservations.entry_id` keeps an
 /// entry in at most one payout (a race surfaces as [`ReserveError::Conflict`]).
 pub async fn reserve(
@@ -65,9 +65,19 @@ pub async fn reserve(
     .await?;
     let existing: HashMap<PayoutId, (i64, Decimal)> =
         existing.into_iter().map(|(payout, count, sum)| (payout, (count, sum))).collect();
+    // A payout whose reservation was released (rejected, deleted) is spent:
+    // it never reserves again, so a resumed run cannot fill it anew.
+    let released: Vec<PayoutId> = sqlx::query_scalar(
+        "SELECT DISTINCT payout_id FROM payout_reservation_releases WHERE program_id = $1 AND payout_id = ANY($2::uuid[])",
+    )
+    .bind(program_id)
+    .bind(&payout_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let released: HashSet<PayoutId> = released.into_iter().collect();
 
     let mut fresh: Vec<&ReservationRequest> =
-        requests.iter().filter(|r| !existing.contains_key(&r.payout_id)).collect();
+        requests.iter().filter(|r| !existing.contains_key(&r.payout_id) && !released.contains(&r.payout_id)).collect();
     fresh.sort_by_key(|r| r.partner_id);
     let partner_ids: Vec<PartnerId> = fresh.iter().map(|r| r.partner_id).collect();
     let mut candidates: HashMap<PartnerId, (Decimal, Vec<EntryId>)> = HashMap::new();
@@ -103,6 +113,10 @@ pub async fn reserve(
     for request in requests {
         if let Some((count, sum)) = existing.get(&request.payout_id) {
             outcomes.push(ReservationOutcome { amount: *sum, entry_count: *count, reserved: true });
+            continue;
+        }
+        if released.contains(&request.payout_id) {
+            outcomes.push(ReservationOutcome { amount: Decimal::ZERO, entry_count: 0, reserved: false });
             continue;
         }
         let (sum, entries) = candidates.get(&request.partner_id).cloned().unwrap_or((Decimal::ZERO, Vec::new()));
@@ -225,6 +239,10 @@ pub enum SettleOutcome {
     Settled(Settlement),
     /// Settled earlier with another reference (nothing written).
     OtherReference(String),
+    /// An entry of the reservation is DISPUTED, or CLEARED after a dispute:
+    /// it must be APPROVED again (or reversed) before the payout is paid
+    /// (nothing written).
+    NotPayable(EntryId, Status),
     /// The payout holds no reservation: released earlier (`true`) or never
     /// reserved in this program (`false`).
     Nothing {
@@ -236,8 +254,11 @@ pub enum SettleOutcome {
 /// Settles `payout_id`'s reservation in ONE transaction (DESIGN §5: Paid
 /// settles it): its entries' status rows are locked in entry order; every
 /// APPROVED one, credit or debit, moves to PAID with a status event by
-/// `actor` whose reason names the payout and `payment_reference`; entries in
-/// another status (REVERSED, DISPUTED or VOIDED while reserved) stay. The
+/// `actor` whose reason names the payout and `payment_reference`; entries
+/// REVERSED while reserved stay REVERSED (DESIGN §5). A reservation holding a
+/// DISPUTED entry (or one CLEARED by its dispute's resolution) is not settled:
+/// the payout would pay for an entry not approved, which could then never be
+/// reserved again. The
 /// rows are marked settled and stay, so the entries keep their payout id. A
 /// repeat with the same reference answers the stored settlement.
 pub async fn settle(
@@ -273,6 +294,12 @@ pub async fn settle(
         if reference != payment_reference {
             return Ok(SettleOutcome::OtherReference(reference));
         }
+    } else if let Some((id, status)) = rows.iter().find_map(|(id, status, _, _)| {
+        let status = Status::parse(status)?;
+        (!matches!(status, Status::Approved | Status::Reversed | Status::Voided | Status::Paid))
+            .then_some((*id, status))
+    }) {
+        return Ok(SettleOutcome::NotPayable(id, status));
     } else {
         let moves: Vec<(EntryId, &str)> = rows
             .iter()

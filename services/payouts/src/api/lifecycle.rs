@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use accrue_kit::auth::Identity;
-use accrue_kit::error::{ERROR_DOMAIN, with_reason};
+use accrue_kit::error::{ERROR_DOMAIN, failed_precondition, with_reason};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::*;
@@ -38,6 +38,8 @@ pub(super) struct Move {
     pub paid_at: Option<DateTime<Utc>>,
     /// New rejection or failure reason.
     pub status_reason: Option<String>,
+    /// New notes (UpdatePayout, which stays in PENDING_APPROVAL).
+    pub notes: Option<String>,
 }
 
 impl Move {
@@ -52,6 +54,7 @@ impl Move {
             payment_method: None,
             paid_at: None,
             status_reason: None,
+            notes: None,
         }
     }
 }
@@ -138,7 +141,18 @@ impl PayoutsApi {
             });
         }
         let from = status_of(&row)?;
-        let effect = plan(from, change.to).map_err(invalid_transition)?;
+        // UpdatePayout: a change that keeps the payout awaiting approval.
+        let effect = if change.notes.is_some() && change.to == PayoutStatus::PendingApproval {
+            if from != PayoutStatus::PendingApproval {
+                return Err(failed_precondition(
+                    "PAYOUT_NOT_PENDING",
+                    format!("payout {id} is {}; only a payout awaiting approval can be changed", from.as_str()),
+                ));
+            }
+            LedgerEffect::None
+        } else {
+            plan(from, change.to).map_err(invalid_transition)?
+        };
         if change.to == PayoutStatus::Approved {
             let required = self.require_second_approver(row.program_id).await?;
             if required {
@@ -170,7 +184,13 @@ impl PayoutsApi {
                         payment_reference: reference,
                     })
                     .await
-                    .map_err(|status| peer_error("ledger", status))?;
+                    .map_err(|status| match status.code() {
+                        // The payout's entries are not payable as they stand
+                        // (a disputed entry): the caller's to resolve, as
+                        // the ledger says, never INTERNAL.
+                        Code::FailedPrecondition => status,
+                        _ => peer_error("ledger", status),
+                    })?;
             }
         }
         let updated = store::write_change(
@@ -188,6 +208,7 @@ impl PayoutsApi {
                 payment_method: change.payment_method.as_deref(),
                 paid_at: change.paid_at,
                 status_reason: change.status_reason.as_deref(),
+                notes: change.notes.as_deref(),
             },
         )
         .await?;

@@ -9,6 +9,9 @@ pub mod status;
 pub mod transition;
 
 pub use period::Period;
-pub use run::{CarriedForward, RunRequest, payout_id, resolve_minimum, validate_run_request};
+pub use run::{
+    CarriedForward, HOLD_MINIMUM, PartnerRule, RunRequest, partner_rule, payout_id, resolve_minimum,
+    validate_run_request,
+};
 pub use status::PayoutStatus;
 pub use transition::{InvalidTransition, LedgerEffect, SameApprover, check_approver, plan};

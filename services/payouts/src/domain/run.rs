@@ -127,6 +127,42 @@ pub fn resolve_minimum(
     }
 }
 
+/// What a run asks the ledger for one partner (issue 12 item 4; DESIGN §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartnerRule {
+    /// Reserve the payable balance when it reaches this minimum.
+    Reserve(Decimal),
+    /// Reserve nothing: the balance carries forward (a SUSPENDED partner, or
+    /// one on hold). The ledger is still asked, with [`HOLD_MINIMUM`], so the
+    /// balance is counted as carried forward.
+    CarryForward,
+}
+
+/// A minimum no balance reaches: what a run sends the ledger for a partner
+/// whose balance carries forward (10^18 in the currency).
+pub const HOLD_MINIMUM: Decimal = Decimal::from_parts(0xA764_0000, 0x0DE0_B6B3, 0, false, 0);
+
+/// The rule a run applies to one partner: SUSPENDED partners and partners on
+/// hold carry forward (issue 12 item 4); ACTIVE and TERMINATED partners are
+/// paid (a TERMINATED partner's approved balance is still owed), at their
+/// own minimum when it is in the run's currency, else at the run's.
+pub fn partner_rule(
+    status: accrue_proto::types::v1::PartnerStatus,
+    hold: bool,
+    own_minimum: Option<Money>,
+    run_minimum: Decimal,
+    currency: Currency,
+) -> PartnerRule {
+    use accrue_proto::types::v1::PartnerStatus;
+    if hold || status == PartnerStatus::Suspended {
+        return PartnerRule::CarryForward;
+    }
+    match own_minimum {
+        Some(minimum) if minimum.currency == currency => PartnerRule::Reserve(currency.rescale(minimum.amount)),
+        _ => PartnerRule::Reserve(run_minimum),
+    }
+}
+
 /// Partners whose payable balance stayed below the minimum in a run. Only
 /// positive balances count: a negative net (refund clawbacks exceeding
 /// earnings, issue 9 item 6) is a debt carried in the ledger, not an unpaid
@@ -235,6 +271,29 @@ mod tests {
         assert_eq!(resolve_minimum(None, Some(Money::zero(gbp())), usd), Ok(dec!(0.00)));
         assert!(resolve_minimum(None, Some(program_minimum), usd).is_err());
         assert_eq!(resolve_minimum(Some(dec!(5)), Some(program_minimum), usd), Ok(dec!(5.00)));
+    }
+
+    #[test]
+    fn partner_rules() {
+        use accrue_proto::types::v1::PartnerStatus;
+        let own = Some(Money { amount: dec!(5), currency: gbp() });
+        assert_eq!(HOLD_MINIMUM, dec!(1000000000000000000));
+        assert_eq!(
+            partner_rule(PartnerStatus::Active, false, None, dec!(20.00), gbp()),
+            PartnerRule::Reserve(dec!(20.00))
+        );
+        assert_eq!(
+            partner_rule(PartnerStatus::Active, false, own, dec!(20.00), gbp()),
+            PartnerRule::Reserve(dec!(5.00))
+        );
+        let usd = Currency::from_code("USD").unwrap();
+        assert_eq!(
+            partner_rule(PartnerStatus::Active, false, own, dec!(20.00), usd),
+            PartnerRule::Reserve(dec!(20.00))
+        );
+        assert_eq!(partner_rule(PartnerStatus::Terminated, false, None, dec!(1), gbp()), PartnerRule::Reserve(dec!(1)));
+        assert_eq!(partner_rule(PartnerStatus::Suspended, false, None, dec!(1), gbp()), PartnerRule::CarryForward);
+        assert_eq!(partner_rule(PartnerStatus::Active, true, own, dec!(1), gbp()), PartnerRule::CarryForward);
     }
 
     #[test]

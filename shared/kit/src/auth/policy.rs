@@ -97,6 +97,9 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/accrue.payouts.v1.PayoutService/GetPayoutStats", Rule::Read),
     ("/accrue.payouts.v1.PayoutService/ExportPayouts", Rule::Finance(&[])),
     ("/accrue.payouts.v1.PayoutService/GetPartnerPayoutSummary", Rule::PartnerRead),
+    ("/accrue.payouts.v1.PayoutService/SetPartnerPayoutSettings", Rule::Finance(&[])),
+    ("/accrue.payouts.v1.PayoutService/GetPartnerPayoutSettings", Rule::PartnerRead),
+    ("/accrue.payouts.v1.PayoutService/UpdatePayout", Rule::Finance(&[])),
 ];
 
 /// Health and reflection answer without a token (probes, grpcurl's

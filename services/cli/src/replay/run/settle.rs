@@ -56,8 +56,11 @@ async fn run_payouts(clients: &Clients, program_id: &str, run_id: &str) -> Resul
 }
 
 /// Approves, pays (failing and retrying the seed's few) and, when `reject`
-/// and the run has at least two payouts, rejects the smallest id of
-/// `run_id`'s payouts. Returns whether it rejected one.
+/// and the run has at least two payouts, rejects the payout of the partner
+/// with the smallest external id (`partner-007`): a stable key, so that two
+/// replays of the same data reject the same partner's payout whatever ids
+/// the services minted (the crash campaign compares two such replays).
+/// Returns whether it rejected one.
 pub(super) async fn settle_month(
     clients: &Clients,
     program_id: &str,
@@ -68,10 +71,20 @@ pub(super) async fn settle_month(
     reject: bool,
 ) -> Result<bool, ReplayError> {
     let mut list = run_payouts(clients, program_id, run_id).await?;
-    list.sort_by(|a, b| a.id.cmp(&b.id));
     let rejected = reject && list.len() >= 2;
     if rejected {
-        let id = list.remove(0).id;
+        let mut keyed = Vec::with_capacity(list.len());
+        for (index, payout) in list.iter().enumerate() {
+            let request = hierarchy::GetPartnerRequest { id: payout.partner_id.clone() };
+            let partner = crate::retry::idempotent("GetPartner", &clients.hierarchy, &request, |mut c, r| async move {
+                c.get_partner(r).await
+            })
+            .await
+            .map_err(rpc(format!("GetPartner {}", payout.partner_id)))?;
+            keyed.push((partner.external_id, index));
+        }
+        keyed.sort();
+        let id = list.remove(keyed[0].1).id;
         crate::retry::idempotent(
             "RejectPayout",
             &clients.payouts,

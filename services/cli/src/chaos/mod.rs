@@ -243,6 +243,7 @@ impl Campaign<'_> {
         let mut options = ReplayOptions::new(self.options.data_dir.clone());
         options.limit_invoices = Some(self.options.limit_invoices);
         options.config_out = self.logs.join(format!("{label}-replay-config.json"));
+        options.payouts_out = self.logs.join(format!("{label}-replay-payouts.csv"));
         options.progress = ProgressMode::Quiet;
         eprintln!("chaos: {label} run: replaying {} invoices", self.options.limit_invoices);
 

@@ -110,8 +110,12 @@ fn rows<V: Ord + Clone + Debug>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::snapshot::SaleRow;
+    use crate::chaos::snapshot::{PayoutRow, SaleRow};
     use rust_decimal::Decimal;
+
+    fn paid(amount: Decimal) -> PayoutRow {
+        PayoutRow { amount, status: "PAID".into() }
+    }
 
     fn snapshot() -> Snapshot {
         let mut s = Snapshot::default();
@@ -120,7 +124,7 @@ mod tests {
         s.sagas.insert("SETTLE_SALE online-retail:1".into(), vec!["done".into()]);
         s.entries.insert("online-retail:1 | partner-001 | DIRECT | CREDIT | - | 0".into(), vec![Decimal::new(100, 2)]);
         s.entries.insert("online-retail:1 | partner-000 | OVERRIDE | CREDIT | - | 1".into(), vec![Decimal::new(10, 2)]);
-        s.payouts.insert("2011-01 | partner-001".into(), vec![Decimal::new(100, 2)]);
+        s.payouts.insert("2011-01 | partner-001".into(), vec![paid(Decimal::new(100, 2))]);
         s
     }
 
@@ -149,8 +153,8 @@ mod tests {
         if let Some(amounts) = chaos.entries.get_mut("online-retail:1 | partner-001 | DIRECT | CREDIT | - | 0") {
             amounts.push(Decimal::new(100, 2));
         }
-        if let Some(amounts) = chaos.payouts.get_mut("2011-01 | partner-001") {
-            amounts.push(Decimal::new(100, 2));
+        if let Some(rows) = chaos.payouts.get_mut("2011-01 | partner-001") {
+            rows.push(paid(Decimal::new(100, 2)));
         }
         let c = compare(&snapshot(), &chaos);
         assert_eq!(c.duplicated.len(), 2, "{c:?}");
@@ -182,13 +186,19 @@ mod tests {
     }
 
     #[test]
-    fn a_different_amount_is_differing() {
+    fn a_different_amount_or_payout_status_is_differing() {
         let mut chaos = snapshot();
-        if let Some(amounts) = chaos.payouts.get_mut("2011-01 | partner-001") {
-            amounts[0] = Decimal::new(99, 2);
+        if let Some(rows) = chaos.payouts.get_mut("2011-01 | partner-001") {
+            rows[0].amount = Decimal::new(99, 2);
         }
         let c = compare(&snapshot(), &chaos);
         assert_eq!(c.differing.len(), 1, "{c:?}");
         assert!(c.lost.is_empty() && c.duplicated.is_empty() && c.stuck.is_empty());
+
+        let mut chaos = snapshot();
+        if let Some(rows) = chaos.payouts.get_mut("2011-01 | partner-001") {
+            rows[0].status = "APPROVED".into();
+        }
+        assert_eq!(compare(&snapshot(), &chaos).differing.len(), 1);
     }
 }

@@ -14,7 +14,8 @@
 //!
 //! Then it reads both databases ([`snapshot`]) and compares them by the
 //! replay's stable keys ([`compare`]): sales and their states, sagas,
-//! refunds, every ledger entry and the Σ per partner and kind, payouts.
+//! refunds, every ledger entry and the Σ per partner and kind, payouts and
+//! their statuses.
 //! Anything lost, duplicated, stuck or different fails the campaign.
 
 use std::fmt;
@@ -242,6 +243,7 @@ impl Campaign<'_> {
         let mut options = ReplayOptions::new(self.options.data_dir.clone());
         options.limit_invoices = Some(self.options.limit_invoices);
         options.config_out = self.logs.join(format!("{label}-replay-config.json"));
+        options.payouts_out = self.logs.join(format!("{label}-replay-payouts.csv"));
         options.progress = ProgressMode::Quiet;
         eprintln!("chaos: {label} run: replaying {} invoices", self.options.limit_invoices);
 
@@ -364,6 +366,12 @@ impl fmt::Display for Report {
         writeln!(f, "  {:<22} {:>16} {:>16}", "Σ debits (GBP)", self.clean.entries_debit, self.chaos.entries_debit)?;
         writeln!(f, "  {:<22} {:>16} {:>16}", "payouts", self.clean.payouts, self.chaos.payouts)?;
         writeln!(f, "  {:<22} {:>16} {:>16}", "Σ payouts (GBP)", self.clean.payouts_amount, self.chaos.payouts_amount)?;
+        let statuses: std::collections::BTreeSet<&String> =
+            self.clean.payouts_by_status.keys().chain(self.chaos.payouts_by_status.keys()).collect();
+        for status in statuses {
+            let count = |c: &Counts| c.payouts_by_status.get(status).copied().unwrap_or_default();
+            writeln!(f, "  {:<22} {:>16} {:>16}", format!("payouts {status}"), count(&self.clean), count(&self.chaos))?;
+        }
         let c = &self.comparison;
         writeln!(
             f,

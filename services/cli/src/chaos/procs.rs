@@ -17,6 +17,11 @@ use crate::stack::{Endpoints, ServiceRole};
 const MAX_CONNECTIONS: &str = "8";
 /// How long a stopping service may drain before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Sagas attribution claims at a time (the service's default is 500): a
+/// short prefix then settles in several batches rather than one or two,
+/// which keeps sagas in flight long enough to aim kills at, and gives each
+/// kill more claim and commit boundaries to land between. Both runs use it.
+const SAGA_BATCH_SIZE: &str = "100";
 /// How often health is asked while waiting for SERVING.
 const HEALTH_POLL: Duration = Duration::from_millis(50);
 
@@ -130,6 +135,7 @@ impl Services {
                 ("ACCRUE_COMMISSION_URL".to_string(), endpoints.commission.clone()),
                 ("ACCRUE_LEDGER_URL".to_string(), endpoints.ledger.clone()),
                 ("RUST_LOG".to_string(), "warn".to_string()),
+                ("ACCRUE_SAGA_BATCH_SIZE".to_string(), SAGA_BATCH_SIZE.to_string()),
             ];
             let mut process = Process {
                 schema,

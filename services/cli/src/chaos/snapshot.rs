@@ -34,6 +34,15 @@ pub struct RefundRow {
     pub clawback: Option<Decimal>,
 }
 
+/// One payout row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PayoutRow {
+    /// The payout's amount.
+    pub amount: Decimal,
+    /// PENDING_APPROVAL, APPROVED, REJECTED, PROCESSING, PAID or FAILED.
+    pub status: String,
+}
+
 /// Everything one run stored, each key mapped to every row that has it (two
 /// rows under one key are a duplicate).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -48,8 +57,8 @@ pub struct Snapshot {
     pub refunds: BTreeMap<String, Vec<RefundRow>>,
     /// Ledger entry amounts by `sale | partner | kind | CREDIT/DEBIT | refund | level`.
     pub entries: BTreeMap<String, Vec<Decimal>>,
-    /// Payout amounts by `period | partner`.
-    pub payouts: BTreeMap<String, Vec<Decimal>>,
+    /// Payouts by `period | partner`.
+    pub payouts: BTreeMap<String, Vec<PayoutRow>>,
 }
 
 /// Σ ledger amounts by `partner | kind | CREDIT/DEBIT`.
@@ -112,16 +121,17 @@ impl Snapshot {
             snapshot.entries.entry(key).or_default().push(amount.normalize());
         }
 
-        let rows: Vec<(String, Decimal)> = sqlx::query_as(
-            "SELECT concat_ws(' | ', r.period, COALESCE(p.external_id, p.display_name, o.partner_id::text)), o.amount \
+        let rows: Vec<(String, Decimal, String)> = sqlx::query_as(
+            "SELECT concat_ws(' | ', r.period, COALESCE(p.external_id, p.display_name, o.partner_id::text)), \
+                    o.amount, o.status \
              FROM payouts.payouts o JOIN payouts.payout_runs r ON r.id = o.payout_run_id \
              LEFT JOIN hierarchy.partners p ON p.id = o.partner_id",
         )
         .fetch_all(&mut conn)
         .await
         .map_err(sql("reading payouts"))?;
-        for (key, amount) in rows {
-            snapshot.payouts.entry(key).or_default().push(amount.normalize());
+        for (key, amount, status) in rows {
+            snapshot.payouts.entry(key).or_default().push(PayoutRow { amount: amount.normalize(), status });
         }
         let _ = conn.close().await;
         Ok(snapshot)
@@ -157,9 +167,10 @@ impl Snapshot {
                 counts.entries_credit += sum;
             }
         }
-        for amounts in self.payouts.values() {
-            counts.payouts += amounts.len() as u64;
-            counts.payouts_amount += amounts.iter().copied().sum::<Decimal>();
+        for row in self.payouts.values().flatten() {
+            counts.payouts += 1;
+            counts.payouts_amount += row.amount;
+            *counts.payouts_by_status.entry(row.status.clone()).or_default() += 1;
         }
         counts
     }
@@ -184,6 +195,8 @@ pub struct Counts {
     pub payouts: u64,
     /// Σ payouts.
     pub payouts_amount: Decimal,
+    /// Payouts by status.
+    pub payouts_by_status: BTreeMap<String, u64>,
 }
 
 fn sql(what: &'static str) -> impl FnOnce(sqlx::Error) -> ChaosError {

@@ -240,7 +240,8 @@ pub async fn replay(
     // before its month ends, so each cutoff sees exactly what it would have seen
     // in a strict timeline; refunds are what must wait for their month.
     let paid =
-        pay_months(&clients, &program_id, &plan, &sales, &refund_plan.refunds, mode, options.stall_timeout).await?;
+        pay_months(&clients, &program_id, &plan, &created, &sales, &refund_plan.refunds, mode, options.stall_timeout)
+            .await?;
     let timing = Timing { elapsed, settled_before, settled_after, refunds: paid.refund_time };
     let mut summary = summarize(
         &clients,

@@ -45,6 +45,7 @@ pub(super) async fn pay_months(
     clients: &Clients,
     program_id: &str,
     plan: &Plan,
+    created: &Created,
     sales: &[&Invoice],
     refunds: &[PlannedRefund],
     mode: ProgressMode,
@@ -52,6 +53,7 @@ pub(super) async fn pay_months(
 ) -> Result<Paid, ReplayError> {
     let mut paid = Paid { months: Vec::new(), refunds_recorded: 0, refund_time: Duration::ZERO };
     let (Some(first), Some(last)) = (sales.first(), sales.last()) else { return Ok(paid) };
+    let partners: PartnerKeys = created.partners.iter().map(|p| (p.id.clone(), p.external_id.clone())).collect();
     let months = replay_months(first.occurred_at, last.occurred_at);
     let phase = Phase::start(mode, "refunding, clearing & paying", months.len() as u64);
     let mut pending = refunds;
@@ -91,7 +93,8 @@ pub(super) async fn pay_months(
         })
         .await
         .map_err(rpc(format!("CreatePayoutRun {period}")))?;
-        rejected |= settle_month(clients, program_id, plan.seed, &period, &run.id, month_end, !rejected).await?;
+        rejected |=
+            settle_month(clients, program_id, plan.seed, &partners, &period, &run.id, month_end, !rejected).await?;
         let call = "CreatePayoutRun";
         paid.months.push(MonthPayouts {
             period,

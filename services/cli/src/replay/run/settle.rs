@@ -1,11 +1,14 @@
 //! The money flow after each month's payout run (issue 12 item 7): every
 //! payout is approved (BulkApprovePayouts), most are marked PAID at once, a
 //! fixed-seed few fail first (PROCESSING → FAILED) and are retried to PAID,
-//! and one payout of the replay — the smallest id of the first month with at
-//! least two — is REJECTED, so its entries return to the next month's run.
-//! Every call carries a request id derived from the seed and the payout, so
-//! a second replay changes nothing. At the end the payouts are exported as
-//! CSV (ExportPayouts) and counted by final status.
+//! and one payout of the replay — that of the partner with the smallest
+//! external id in the first month with at least two — is REJECTED, so its
+//! entries return to the next month's run. Every call carries a request id
+//! derived from the seed and the payout, so a second replay changes nothing.
+//! Which payouts fail and which is rejected is chosen by the partner's
+//! external id, never by a generated id, so two replays into two databases
+//! (the crash campaign's clean and chaos runs) do the same. At the end the
+//! payouts are exported as CSV (ExportPayouts) and counted by final status.
 
 // The replay's shared vocabulary (clients, errors, money helpers).
 use super::*;
@@ -23,9 +26,10 @@ fn mix(seed: u64, id: &str) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Whether the replay makes `id`'s first payment fail (then retries it).
-pub fn fails_first(seed: u64, id: &str) -> bool {
-    mix(seed, id).is_multiple_of(FAIL_ONE_IN)
+/// Whether the replay makes the first payment of the payout named `key`
+/// (`<period>|<partner external id>`) fail (then retries it).
+pub fn fails_first(seed: u64, key: &str) -> bool {
+    mix(seed, key).is_multiple_of(FAIL_ONE_IN)
 }
 
 /// The payouts of one run, oldest first.
@@ -55,36 +59,31 @@ async fn run_payouts(clients: &Clients, program_id: &str, run_id: &str) -> Resul
     }
 }
 
-/// Approves, pays (failing and retrying the seed's few) and, when `reject`
-/// and the run has at least two payouts, rejects the payout of the partner
-/// with the smallest external id (`partner-007`): a stable key, so that two
-/// replays of the same data reject the same partner's payout whatever ids
-/// the services minted (the crash campaign compares two such replays).
-/// Returns whether it rejected one.
+/// Partner id → the partner's external id (`partner-017`), stable across
+/// replays into different databases.
+pub(super) type PartnerKeys = std::collections::HashMap<String, String>;
+
+/// Approves, pays (failing and retrying the seed's few, by partner and
+/// period) and, when `reject` and the run has at least two payouts, rejects
+/// the payout of the partner with the smallest external id. Returns whether
+/// it rejected one.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn settle_month(
     clients: &Clients,
     program_id: &str,
     seed: u64,
+    partners: &PartnerKeys,
     period: &str,
     run_id: &str,
     paid_time: DateTime<Utc>,
     reject: bool,
 ) -> Result<bool, ReplayError> {
     let mut list = run_payouts(clients, program_id, run_id).await?;
+    let key = |payout: &payouts::Payout| partners.get(&payout.partner_id).cloned().unwrap_or_default();
+    list.sort_by_key(|payout| (key(payout), payout.id.clone()));
     let rejected = reject && list.len() >= 2;
     if rejected {
-        let mut keyed = Vec::with_capacity(list.len());
-        for (index, payout) in list.iter().enumerate() {
-            let request = hierarchy::GetPartnerRequest { id: payout.partner_id.clone() };
-            let partner = crate::retry::idempotent("GetPartner", &clients.hierarchy, &request, |mut c, r| async move {
-                c.get_partner(r).await
-            })
-            .await
-            .map_err(rpc(format!("GetPartner {}", payout.partner_id)))?;
-            keyed.push((partner.external_id, index));
-        }
-        keyed.sort();
-        let id = list.remove(keyed[0].1).id;
+        let id = list.remove(0).id;
         crate::retry::idempotent(
             "RejectPayout",
             &clients.payouts,
@@ -122,7 +121,7 @@ pub(super) async fn settle_month(
     let paid_time = Some(timestamp(paid_time));
     for payout in &list {
         let id = payout.id.clone();
-        let reference = if fails_first(seed, &id) {
+        let reference = if fails_first(seed, &format!("{period}|{}", key(payout))) {
             let first = format!("replay-{seed}-{id}-1");
             crate::retry::idempotent(
                 "MarkPayoutProcessing",

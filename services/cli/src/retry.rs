@@ -34,25 +34,9 @@ const MAX_DELAY: Duration = Duration::from_secs(5);
 pub fn is_transient(status: &Status) -> bool {
     match status.code() {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => true,
-        Code::Unknown | Code::Internal => broken_connection(status),
+        Code::Unknown | Code::Internal => accrue_kit::client::is_broken_connection(status),
         _ => false,
     }
-}
-
-/// A status made by the client's transport from a broken connection: an I/O
-/// error in its source chain, or the transport's own wording.
-fn broken_connection(status: &Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(error) = source {
-        if error.is::<std::io::Error>() {
-            return true;
-        }
-        source = error.source();
-    }
-    let message = status.message();
-    ["h2 protocol error", "transport error", "connection reset", "broken pipe", "connection closed"]
-        .iter()
-        .any(|needle| message.to_ascii_lowercase().contains(needle))
 }
 
 /// Sends `request` with `call` on a clone of `client`, again with

@@ -74,8 +74,16 @@ struct AuditCursor {
 
 /// Maps a peer's failure: transient ones become UNAVAILABLE (the caller
 /// retries; the run resumes), anything else is our fault (INTERNAL, logged).
+/// A connection the peer dropped mid-call (killed, restarting) is transient
+/// whatever code the transport gave it (the crash campaign saw UNKNOWN
+/// "transport error" from a killed ledger turn into INTERNAL here).
 fn peer_error(peer: &str, status: Status) -> Status {
+    let broken = accrue_kit::client::is_broken_connection(&status);
     match status.code() {
+        _ if broken => {
+            tracing::warn!(peer, code = ?status.code(), message = status.message(), "peer connection broken");
+            Status::unavailable(format!("{peer} service unavailable; retry the request"))
+        }
         Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Cancelled => {
             tracing::warn!(peer, code = ?status.code(), message = status.message(), "peer unavailable");
             Status::unavailable(format!("{peer} service unavailable; retry the request"))

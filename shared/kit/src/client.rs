@@ -87,3 +87,35 @@ pub fn connect<C: Client>(url: &str, timeout: Duration, credential: &Credential)
     let channel = channel_with_timeout(url, timeout)?;
     Ok(C::over(InterceptedService::new(channel, Bearer(credential.clone()))))
 }
+
+/// Whether `status` was made by this side's transport from a broken
+/// connection (a peer killed or restarting mid-call: an I/O error in its
+/// source chain, or tonic's "transport error" / "h2 protocol error"
+/// wording), not answered by the peer. Such a call may succeed when sent
+/// again, whatever its code (UNKNOWN, INTERNAL, CANCELLED).
+pub fn is_broken_connection(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<std::io::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    let message = status.message().to_ascii_lowercase();
+    ["h2 protocol error", "transport error", "connection reset", "broken pipe", "connection closed"]
+        .iter()
+        .any(|needle| message.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_wording_is_a_broken_connection_and_a_peer_answer_is_not() {
+        assert!(is_broken_connection(&tonic::Status::unknown("transport error")));
+        assert!(is_broken_connection(&tonic::Status::internal("h2 protocol error: connection reset")));
+        assert!(!is_broken_connection(&tonic::Status::internal("internal error")));
+        assert!(!is_broken_connection(&tonic::Status::invalid_argument("bad")));
+    }
+}

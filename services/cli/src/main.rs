@@ -55,7 +55,7 @@ enum Command {
         #[command(subcommand)]
         action: DbCommand,
     },
-    /// Payouts: list, show, approve, reject, mark paid, export (a running stack).
+    /// Payouts: list, show, create, approve, reject, delete, mark paid, export (a running stack).
     Payouts {
         #[command(flatten)]
         connection: Connection,
@@ -97,7 +97,7 @@ struct PayoutFilters {
     /// Program id.
     #[arg(long)]
     program: String,
-    /// Only this status (pending_approval, approved, rejected, processing, paid, failed).
+    /// Only this status (pending_approval, approved, rejected, processing, paid, failed, deleted).
     #[arg(long)]
     status: Option<String>,
     /// Only this partner's.
@@ -112,6 +112,9 @@ struct PayoutFilters {
     /// Only this payout run's.
     #[arg(long)]
     run: Option<String>,
+    /// Include deleted payouts.
+    #[arg(long)]
+    show_deleted: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +140,38 @@ enum PayoutsCommand {
     },
     /// Reject a payout awaiting approval (its entries return to the next run).
     Reject {
+        /// Payout id.
+        id: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        /// Idempotency key.
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// Create a manual payout of a partner's payable ledger entries (no minimum applies).
+    Create {
+        /// Program id.
+        #[arg(long)]
+        program: String,
+        /// Partner id.
+        #[arg(long)]
+        partner: String,
+        /// Currency of the entries to pay (ISO 4217).
+        #[arg(long)]
+        currency: String,
+        /// Period the payout is reported under ("YYYY-MM"); entries cleared by its end are paid.
+        #[arg(long)]
+        period: String,
+        /// Notes kept on the payout.
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// Idempotency key (required: the payout's id derives from it, so running the command again is safe).
+        #[arg(long)]
+        request_id: String,
+    },
+    /// Delete a payout awaiting approval (its entries return to the next run).
+    Delete {
         /// Payout id.
         id: String,
         /// Why (required).
@@ -458,6 +493,7 @@ fn list_filter(filters: &PayoutFilters) -> anyhow::Result<accrue_proto::payouts:
         status,
         period: filters.period.clone().unwrap_or_default(),
         currency_code: filters.currency.clone().unwrap_or_default(),
+        show_deleted: filters.show_deleted,
         ..Default::default()
     })
 }
@@ -482,6 +518,21 @@ async fn payouts(connection: Connection, action: PayoutsCommand) -> anyhow::Resu
         PayoutsCommand::Reject { id, reason, request_id } => {
             vec![operator::reject(&mut client, &id, &reason, &request_id).await?]
         }
+        PayoutsCommand::Create { program, partner, currency, period, notes, request_id } => {
+            let request = accrue_proto::payouts::v1::CreatePayoutRequest {
+                program_id: program,
+                partner_id: partner,
+                currency_code: currency,
+                period,
+                cutoff: None,
+                notes,
+                request_id,
+            };
+            vec![operator::create(&mut client, request).await?]
+        }
+        PayoutsCommand::Delete { id, reason, request_id } => {
+            vec![operator::delete(&mut client, &id, &reason, &request_id).await?]
+        }
         PayoutsCommand::MarkPaid { id, reference, method, paid_at, request_id } => {
             vec![operator::mark_paid(&mut client, &id, &reference, &method, paid_at.as_deref(), &request_id).await?]
         }
@@ -494,6 +545,7 @@ async fn payouts(connection: Connection, action: PayoutsCommand) -> anyhow::Resu
                 status: list.status,
                 period: list.period,
                 currency_code: list.currency_code,
+                show_deleted: list.show_deleted,
             };
             if let Some(path) = out {
                 let mut file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;

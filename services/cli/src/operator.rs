@@ -273,6 +273,35 @@ pub async fn reject(
     Ok(PayoutView::from(&payout))
 }
 
+/// `accrue payouts create --program … --partner … --currency … --period …
+/// --request-id …`: a manual payout of the partner's payable entries.
+pub async fn create(
+    client: &mut PayoutServiceClient<AuthChannel>,
+    request: pb::CreatePayoutRequest,
+) -> Result<PayoutView, OperatorError> {
+    let payout = client.create_payout(request).await.map_err(rpc("CreatePayout"))?.into_inner();
+    Ok(PayoutView::from(&payout))
+}
+
+/// `accrue payouts delete ID --reason …`.
+pub async fn delete(
+    client: &mut PayoutServiceClient<AuthChannel>,
+    id: &str,
+    reason: &str,
+    request_id: &str,
+) -> Result<PayoutView, OperatorError> {
+    let payout = client
+        .delete_payout(pb::DeletePayoutRequest {
+            id: id.to_string(),
+            reason: reason.to_string(),
+            request_id: request_id.to_string(),
+        })
+        .await
+        .map_err(rpc("DeletePayout"))?
+        .into_inner();
+    Ok(PayoutView::from(&payout))
+}
+
 /// `accrue payouts mark-paid ID --reference … --method … [--paid-at …]`.
 pub async fn mark_paid(
     client: &mut PayoutServiceClient<AuthChannel>,

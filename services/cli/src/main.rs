@@ -9,6 +9,9 @@
 //! - `accrue token mint`: a development bearer token (HS256).
 //! - `accrue db provision`: the services' own database roles, made with an
 //!   admin URL before a production deployment starts.
+//! - `accrue migrate`: every service's migrations applied to its schema (the
+//!   deployment's migration Job; the services then run with
+//!   `--migrate=false`).
 //! - `accrue chaos`: the crash campaign — a clean replay and one under
 //!   SIGKILLs and Postgres restarts, compared.
 //! - `accrue payouts list|show|approve|reject|mark-paid|export` and `accrue
@@ -50,6 +53,13 @@ enum Command {
         #[command(subcommand)]
         action: TokenCommand,
     },
+    /// Apply every service's migrations to its own schema (the deployment's migration Job).
+    ///
+    /// Run it before starting services with `--migrate=false` / ACCRUE_MIGRATE=false, which refuse to start on an
+    /// out-of-date schema. Idempotent: an up-to-date schema is left as it is. With --provision, DATABASE_URL is an
+    /// admin URL: the service roles are made first (as `accrue db provision`) and each schema is migrated acting as
+    /// its role. Without, each schema is migrated over ACCRUE_<SCHEMA>_DATABASE_URL, else DATABASE_URL.
+    Migrate(MigrateArgs),
     /// Database administration.
     Db {
         #[command(subcommand)]
@@ -266,6 +276,23 @@ struct ProvisionArgs {
     password_env: bool,
 }
 
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// Postgres URL: the admin URL with --provision, else the URL of every schema without its own
+    /// ACCRUE_<SCHEMA>_DATABASE_URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Make or update the service roles first (as `accrue db provision`) and migrate acting as each role.
+    #[arg(long)]
+    provision: bool,
+    /// With --provision: set each role's password from ACCRUE_<SCHEMA>_DB_PASSWORD (all five must be set).
+    #[arg(long, requires = "provision")]
+    password_env: bool,
+    /// How long to wait for the database to accept connections (s, m, h or d).
+    #[arg(long, env = "ACCRUE_MIGRATE_WAIT", default_value = "60s", value_parser = parse_wait)]
+    wait: std::time::Duration,
+}
+
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
     /// Print a token signed with the development HS256 secret.
@@ -424,6 +451,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Token { action: TokenCommand::Mint(args) } => mint(args),
         Command::Db { action: DbCommand::Provision(args) } => provision(args).await,
+        Command::Migrate(args) => {
+            accrue_kit::telemetry::init("warn");
+            migrate(args).await
+        }
         Command::Chaos(args) => {
             // WARN shows each retry of the replay's calls.
             accrue_kit::telemetry::init("warn");
@@ -567,15 +598,46 @@ fn password_env(schema: &str) -> String {
     format!("ACCRUE_{}_DB_PASSWORD", schema.to_uppercase())
 }
 
-async fn provision(args: ProvisionArgs) -> anyhow::Result<()> {
+/// Each role's password from its [`password_env`] variable (all five must
+/// be set), or none when `from_env` is false.
+fn role_passwords(from_env: bool) -> anyhow::Result<std::collections::HashMap<&'static str, String>> {
     let mut passwords = std::collections::HashMap::new();
-    if args.password_env {
+    if from_env {
         for schema in accrue_cli::stack::SCHEMAS {
             let name = password_env(schema);
             let password = std::env::var(&name).ok().filter(|p| !p.is_empty());
             passwords.insert(schema, password.with_context(|| format!("--password-env: {name} is not set"))?);
         }
     }
+    Ok(passwords)
+}
+
+/// `--wait`: like a token lifetime, but zero (do not wait) is allowed.
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse::<u64>() == Ok(0) {
+        return Ok(std::time::Duration::ZERO);
+    }
+    parse_ttl(text)
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let options = accrue_cli::migrate::MigrateOptions {
+        database_url: args.database_url,
+        provision: args.provision,
+        passwords: role_passwords(args.password_env)?,
+        wait: args.wait,
+    };
+    let reports = accrue_cli::migrate::run(&options).await?;
+    for report in &reports {
+        println!("{report}");
+    }
+    let applied: usize = reports.iter().map(|report| report.applied).sum();
+    println!("{applied} migrations applied; every schema is up to date.");
+    Ok(())
+}
+
+async fn provision(args: ProvisionArgs) -> anyhow::Result<()> {
+    let passwords = role_passwords(args.password_env)?;
     let roles = provision_all(&args.database_url, |schema| passwords.get(schema).cloned()).await?;
     println!("Provisioned one role per service in {}.", redact(&args.database_url));
     println!("Connect each service as its own role (passwords shown as ***):");

@@ -105,18 +105,23 @@ pub struct Hosted {
     pub schema: &'static str,
     /// The service's migrations.
     pub migrator: &'static Migrator,
+    /// Whether to apply `migrator` on start (the default). Off when a
+    /// migration job owns the schema: the caller has then checked the
+    /// schema is up to date ([`crate::db::check_migrated`]) before serving.
+    pub migrate: bool,
     /// Verifies every RPC's bearer token ([`crate::auth`]).
     pub verifier: Arc<Verifier>,
 }
 
 /// Serves a service on `listener` together with `grpc.health.v1.Health`
-/// (`service_name` and `""` are SERVING once migrations have run and while the
-/// pool answers, NOT_SERVING otherwise) and reflection v1 and v1alpha over
+/// (`service_name` and `""` are SERVING once migrations have run — or at
+/// once when [`Hosted::migrate`] is off — and while the pool answers,
+/// NOT_SERVING otherwise) and reflection v1 and v1alpha over
 /// every Accrue proto and health. Migrations run in the background and are
 /// retried until the database is reachable. Returns when `shutdown` is
 /// cancelled and in-flight RPCs have drained.
 pub async fn serve(listener: TcpListener, hosted: Hosted, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let Hosted { routes, service_name, pool, schema, migrator, verifier } = hosted;
+    let Hosted { routes, service_name, pool, schema, migrator, migrate, verifier } = hosted;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter.set_service_status("", ServingStatus::NotServing).await;
     reporter.set_service_status(service_name, ServingStatus::NotServing).await;
@@ -124,7 +129,7 @@ pub async fn serve(listener: TcpListener, hosted: Hosted, shutdown: Cancellation
     let probe_shutdown = shutdown.clone();
     tokio::spawn(async move {
         let mut last = None;
-        let mut migrated = false;
+        let mut migrated = !migrate;
         loop {
             if !migrated {
                 match crate::db::migrate(&pool, schema, migrator).await {

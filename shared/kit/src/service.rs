@@ -70,17 +70,32 @@ pub struct ServiceConfig<C> {
     pub auth: AuthConfig,
     /// The service's own configuration.
     pub service: C,
+    /// Apply the schema's migrations on start (`--migrate`, the default);
+    /// when off, the service refuses to start until a migration job
+    /// (`accrue migrate`) has brought its schema up to date.
+    pub migrate: bool,
 }
 
 impl<C> ServiceConfig<C> {
     /// `service` over `database_url` with the default pool size.
     pub fn new(database_url: impl Into<String>, auth: AuthConfig, service: C) -> Self {
-        ServiceConfig { database_url: database_url.into(), max_connections: DEFAULT_MAX_CONNECTIONS, auth, service }
+        ServiceConfig {
+            database_url: database_url.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            auth,
+            service,
+            migrate: true,
+        }
     }
 
     /// The same with a pool of `max_connections`.
     pub fn with_max_connections(self, max_connections: u32) -> Self {
         ServiceConfig { max_connections, ..self }
+    }
+
+    /// The same with migrations on start on or off.
+    pub fn with_migrate(self, migrate: bool) -> Self {
+        ServiceConfig { migrate, ..self }
     }
 }
 
@@ -146,6 +161,10 @@ impl Setup {
 /// Runs service `S` on `listener` until `shutdown` is cancelled: opens its
 /// pool, builds its routes, hosts them (health, reflection, layers, migrations
 /// via [`crate::server::serve`]), then stops its background tasks.
+///
+/// With [`ServiceConfig::migrate`] off it first waits until the database
+/// answers and returns [`DbError::NotMigrated`] if the schema is not up to
+/// date, before building routes or starting background work.
 pub async fn run<S: Service>(
     config: ServiceConfig<S::Config>,
     listener: TcpListener,
@@ -160,6 +179,9 @@ pub async fn run<S: Service>(
     install_page_token_key(&config.auth);
     let credential = config.auth.service_credential(S::SCHEMA)?;
     let pool = crate::db::pool(&db)?;
+    if !config.migrate && !schema_is_current(&pool, S::SCHEMA, S::migrator(), &shutdown).await? {
+        return Ok(());
+    }
     let mut setup = Setup {
         pool: pool.clone(),
         db,
@@ -168,12 +190,48 @@ pub async fn run<S: Service>(
         background_shutdown: CancellationToken::new(),
     };
     let routes = S::routes(&config.service, &mut setup)?;
-    let hosted = Hosted { routes, service_name: S::NAME, pool, schema: S::SCHEMA, migrator: S::migrator(), verifier };
+    let hosted = Hosted {
+        routes,
+        service_name: S::NAME,
+        pool,
+        schema: S::SCHEMA,
+        migrator: S::migrator(),
+        migrate: config.migrate,
+        verifier,
+    };
     let served = crate::server::serve(listener, hosted, shutdown).await;
     setup.background_shutdown.cancel();
     setup.background.join_all().await;
     served?;
     Ok(())
+}
+
+/// How often a service with migrations off retries reading its schema
+/// while the database does not answer.
+const SCHEMA_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits until the database answers, then checks that `schema` is migrated
+/// ([`crate::db::check_migrated`]). An unreachable database is retried (it
+/// may still be starting, as with migrations on); an out-of-date schema is
+/// an error, since nothing in this process will fix it. `Ok(false)` when
+/// `shutdown` came first.
+async fn schema_is_current(
+    pool: &PgPool,
+    schema: &str,
+    migrator: &Migrator,
+    shutdown: &CancellationToken,
+) -> Result<bool, Error> {
+    loop {
+        match crate::db::check_migrated(pool, schema, migrator).await {
+            Ok(()) => return Ok(true),
+            Err(error @ DbError::NotMigrated { .. }) => return Err(error.into()),
+            Err(error) => tracing::warn!(schema, %error, "cannot read the schema's migrations yet; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(false),
+            () = tokio::time::sleep(SCHEMA_CHECK_INTERVAL) => {}
+        }
+    }
 }
 
 /// Installs the key this process signs page tokens with: the configured
@@ -200,6 +258,7 @@ fn install_page_token_key(auth: &AuthConfig) {
 /// The flags every service shares, named after the service.
 struct Common {
     listen: SocketAddr,
+    migrate: bool,
     database_url: String,
     max_connections: u32,
     auth: AuthConfig,
@@ -233,6 +292,21 @@ pub fn command<S: Service>() -> Command {
                 .value_name("URL")
                 .env(env_name(S::SCHEMA, "DATABASE_URL"))
                 .help("Postgres URL for this service (falls back to DATABASE_URL)"),
+        )
+        .arg(
+            Arg::new("migrate")
+                .long("migrate")
+                .value_name("BOOL")
+                .env("ACCRUE_MIGRATE")
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_value("true")
+                .default_missing_value("true")
+                .value_parser(clap::builder::BoolishValueParser::new())
+                .help(
+                    "Apply this service's migrations on start; with --migrate=false a migration job \
+                     (`accrue migrate`) owns the schema and the service refuses to start until it is up to date",
+                ),
         )
         .arg(
             Arg::new("max_connections")
@@ -302,6 +376,7 @@ fn common<S: Service>(matches: &ArgMatches) -> Result<Common, Error> {
             || Error::Config(format!("set --database-url, {} or DATABASE_URL", env_name(S::SCHEMA, "DATABASE_URL"))),
         )?;
     let max_connections = matches.get_one::<u32>("max_connections").copied().unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let migrate = matches.get_one::<bool>("migrate").copied().unwrap_or(true);
     let text = |name: &str, default: &str| matches.get_one::<String>(name).cloned().unwrap_or_else(|| default.into());
     let auth = AuthConfig {
         hs256_secret: matches.get_one::<String>("auth_hs256_secret").cloned(),
@@ -311,7 +386,7 @@ fn common<S: Service>(matches: &ArgMatches) -> Result<Common, Error> {
         service_token_file: matches.get_one::<PathBuf>("service_token_file").cloned(),
         page_token_key: matches.get_one::<String>("page_token_key").cloned(),
     };
-    Ok(Common { listen, database_url, max_connections, auth })
+    Ok(Common { listen, migrate, database_url, max_connections, auth })
 }
 
 /// The whole `main` of a service binary: parses flags and environment
@@ -336,6 +411,7 @@ fn try_main<S: Service>() -> Result<(), Error> {
         max_connections: common.max_connections,
         auth: common.auth,
         service: flags.into(),
+        migrate: common.migrate,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
     runtime.block_on(async move {

@@ -1,9 +1,11 @@
 //! A throwaway Postgres for `accrue dev` and `accrue replay --dev` (DESIGN §6
-//! "Dev"): when no `DATABASE_URL` is given and nothing listens on
-//! 127.0.0.1:5432, `initdb` a temporary directory with trust auth, start
-//! `postgres` on a free port with durability off, create the `accrue`
-//! database, and on [`ThrowawayPostgres::stop`] (or drop) stop the server with
-//! SIGINT (fast shutdown) and delete the directory.
+//! "Dev"): when no `DATABASE_URL` is given, `initdb` a temporary directory
+//! with trust auth, start `postgres` on a free port (its Unix socket in that
+//! directory) with durability off, create the `accrue` database, and on
+//! [`ThrowawayPostgres::stop`] (or drop) stop the server with SIGINT (fast
+//! shutdown) and delete the directory. Never a database on whatever server
+//! happens to listen on 5432: a given URL is checked first, and its refusal
+//! explained ([`check_given`]).
 //!
 //! The server binaries come from `pg_config --bindir`, else the newest
 //! `/usr/lib/postgresql/*/bin`. As root, `initdb` and `postgres` refuse to run,
@@ -18,15 +20,25 @@ use sqlx::{Connection, PgConnection};
 /// The database `accrue dev` creates and uses.
 pub const DATABASE_NAME: &str = "accrue";
 
-/// The conventional local server the dev command tries first.
-pub const LOCAL_ADDR: &str = "127.0.0.1:5432";
-
 /// Why a dev database could not be provided.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     /// No PostgreSQL server binaries were found.
-    #[error("no PostgreSQL server binaries found (tried `pg_config --bindir` and /usr/lib/postgresql/*/bin)")]
+    #[error(
+        "no PostgreSQL server binaries (initdb, postgres) found for a throwaway database (tried `pg_config --bindir` \
+         and /usr/lib/postgresql/*/bin). Install them (Debian/Ubuntu: `sudo apt-get install postgresql`; Fedora: \
+         `sudo dnf install postgresql-server`; macOS: `brew install postgresql`), or use an existing server with \
+         --database-url / DATABASE_URL"
+    )]
     NoBinaries,
+    /// A given database URL cannot be used; the refusal says why and what to do.
+    #[error("cannot use the database at {url}: {refusal}")]
+    Refused {
+        /// The URL, password redacted.
+        url: String,
+        /// Why, and what to do.
+        refusal: accrue_kit::db::Refusal,
+    },
     /// A helper command could not be run or failed.
     #[error("{command} failed: {detail}")]
     Command {
@@ -51,8 +63,6 @@ pub enum PgError {
 pub enum DevDatabase {
     /// A URL the user gave (flag or `DATABASE_URL`), used as is.
     Given(String),
-    /// The server already listening on 127.0.0.1:5432 (database `accrue`).
-    Local(String),
     /// A throwaway server started for this process.
     Throwaway(ThrowawayPostgres),
 }
@@ -61,7 +71,7 @@ impl DevDatabase {
     /// The URL the services connect with.
     pub fn url(&self) -> &str {
         match self {
-            DevDatabase::Given(url) | DevDatabase::Local(url) => url,
+            DevDatabase::Given(url) => url,
             DevDatabase::Throwaway(pg) => pg.url(),
         }
     }
@@ -70,7 +80,6 @@ impl DevDatabase {
     pub fn describe(&self) -> String {
         match self {
             DevDatabase::Given(url) => format!("given database {}", redact(url)),
-            DevDatabase::Local(url) => format!("local Postgres {url}"),
             DevDatabase::Throwaway(pg) => {
                 format!("throwaway Postgres in {} on port {} ({})", pg.dir().display(), pg.port(), pg.url())
             }
@@ -81,7 +90,7 @@ impl DevDatabase {
     pub async fn stop(self) -> Result<(), PgError> {
         match self {
             DevDatabase::Throwaway(pg) => pg.stop().await,
-            DevDatabase::Given(_) | DevDatabase::Local(_) => Ok(()),
+            DevDatabase::Given(_) => Ok(()),
         }
     }
 }
@@ -113,24 +122,36 @@ pub fn redact(url: &str) -> String {
     format!("{base}?{query}")
 }
 
-/// Picks the dev database: `url` when given; else the server on
-/// 127.0.0.1:5432 (user `postgres`, database `accrue`, created if missing)
-/// when it accepts connections; else a fresh [`ThrowawayPostgres`].
+/// Picks the dev database: `url` when given (after [`check_given`]), else
+/// a fresh [`ThrowawayPostgres`]. Never a server that merely happens to
+/// listen on 127.0.0.1:5432: the user's own database there is not ours to
+/// fill.
 pub async fn dev_database(url: Option<String>) -> Result<DevDatabase, PgError> {
     if let Some(url) = url.filter(|u| !u.trim().is_empty()) {
+        check_given(&url).await?;
         return Ok(DevDatabase::Given(url));
-    }
-    if accepts_connections(LOCAL_ADDR).await {
-        let admin = "postgres://postgres@127.0.0.1:5432/postgres";
-        ensure_database(admin, DATABASE_NAME).await?;
-        return Ok(DevDatabase::Local(format!("postgres://postgres@127.0.0.1:5432/{DATABASE_NAME}")));
     }
     Ok(DevDatabase::Throwaway(ThrowawayPostgres::start().await?))
 }
 
-/// Whether something accepts TCP connections at `addr` (within one second).
-pub async fn accepts_connections(addr: &str) -> bool {
-    matches!(tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await, Ok(Ok(_)))
+/// Connects once to a user's `url` (within ten seconds), so that a URL the
+/// server refuses fails here, with why and what to do
+/// ([`PgError::Refused`]: wrong password, unknown role or database, too many
+/// clients, nothing listening), not later inside a service as a bare
+/// "pool timed out".
+pub async fn check_given(url: &str) -> Result<(), PgError> {
+    let attempt = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(url)).await;
+    match attempt {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(match accrue_kit::db::Refusal::of(&error) {
+            Some(refusal) => PgError::Refused { url: redact(url), refusal },
+            None => PgError::Sql(format!("connecting to {}", redact(url)), error),
+        }),
+        Err(_) => Err(PgError::NotReady(Duration::from_secs(10), format!("no answer from {}", redact(url)))),
+    }
 }
 
 /// Creates database `name` through `admin_url` unless it exists.

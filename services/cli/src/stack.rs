@@ -65,8 +65,12 @@ pub struct StackConfig {
     pub host: std::net::IpAddr,
     /// Ports.
     pub ports: Ports,
-    /// Pool size per service.
+    /// Pool size per service (the attribution service opens a second one
+    /// of this size for its saga workers: six pools in all).
     pub max_connections: u32,
+    /// How long each service may take to stop on [`Stack::shutdown`]
+    /// (RPCs drain, saga workers release their leases; the rest is cut off).
+    pub shutdown_grace: std::time::Duration,
     /// Saga worker options for the attribution service.
     pub saga: accrue_attribution::SagaOptions,
     /// Faults injected into the attribution saga workers (none by default;
@@ -92,6 +96,7 @@ impl StackConfig {
             host,
             ports,
             max_connections,
+            shutdown_grace: accrue_kit::shutdown::DEFAULT_GRACE,
             saga: accrue_attribution::SagaOptions::default(),
             saga_hooks: accrue_attribution::SagaHooks::default(),
             stream_idle_timeout: std::time::Duration::from_secs(30),
@@ -187,8 +192,14 @@ impl Stack {
         )
         .context("the stack's token secret")?;
         let admin_token = minter.mint("accrue-dev-admin", &[Role::Admin], &["*".to_string()], None, ADMIN_TOKEN_TTL)?;
-        let mut launch =
-            Launch { tasks: &mut tasks, roles: &roles, max_connections: max, auth: &config.auth, shutdown: &shutdown };
+        let mut launch = Launch {
+            tasks: &mut tasks,
+            roles: &roles,
+            max_connections: max,
+            shutdown_grace: config.shutdown_grace,
+            auth: &config.auth,
+            shutdown: &shutdown,
+        };
         launch.spawn::<Hierarchy>(accrue_hierarchy::Config {}, hierarchy_listener)?;
         let commission_config = accrue_commission::Config { hierarchy_url: endpoints.hierarchy.clone() };
         launch.spawn::<Commission>(commission_config, commission_listener)?;
@@ -246,6 +257,7 @@ struct Launch<'a> {
     tasks: &'a mut JoinSet<anyhow::Result<()>>,
     roles: &'a [ServiceRole],
     max_connections: u32,
+    shutdown_grace: std::time::Duration,
     auth: &'a AuthConfig,
     shutdown: &'a CancellationToken,
 }
@@ -257,6 +269,7 @@ impl Launch<'_> {
             database_url: role_of(self.roles, S::SCHEMA)?.url.clone(),
             max_connections: self.max_connections,
             auth: self.auth.clone(),
+            shutdown_grace: self.shutdown_grace,
             service,
         };
         let token = self.shutdown.clone();

@@ -330,3 +330,52 @@ async fn reflection_serves_the_google_rpc_error_details() {
     assert_eq!(service.package.as_deref(), Some("accrue.hierarchy.v1"));
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balanced_client_spreads_calls_over_every_resolved_replica() {
+    // Two replicas of the service, each over its own database so that each
+    // one's share of the calls can be counted there.
+    let (first_db, second_db) = (TestDb::create().await.unwrap(), TestDb::create().await.unwrap());
+    let mut replicas = Vec::new();
+    for db in [&first_db, &second_db] {
+        let role_url = accrue_kit::db::provision_dev(&db.url, Hierarchy::SCHEMA).await.unwrap();
+        let (shutdown, url) = start_in_process(&role_url).await;
+        wait_serving(accrue_kit::client::channel(&url).unwrap(), Hierarchy::NAME).await.unwrap();
+        replicas.push((shutdown, url));
+    }
+    let addrs: Vec<std::net::SocketAddr> =
+        replicas.iter().map(|(_, url)| url.trim_start_matches("http://").parse().unwrap()).collect();
+    let resolver: accrue_kit::client::balance::Resolver = std::sync::Arc::new(move || {
+        let addrs = addrs.clone();
+        Box::pin(async move { Ok(addrs) })
+    });
+    let channel = accrue_kit::client::balanced_channel(
+        "http://hierarchy-headless:50051",
+        PEER_TIMEOUT,
+        resolver,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let minter =
+        Minter::new(TEST_SECRET, accrue_kit::auth::DEFAULT_ISSUER, accrue_kit::auth::DEFAULT_AUDIENCE).unwrap();
+    let token = minter.mint("test-admin", &[Role::Admin], &["*".to_string()], None, Duration::from_secs(600)).unwrap();
+    let mut client: HierarchyServiceClient<AuthChannel> = accrue_kit::client::over(channel, &Credential::token(token));
+
+    const CALLS: i64 = 30;
+    for index in 0..CALLS {
+        client.create_program(create_program(&format!("balanced-{index}"))).await.unwrap();
+    }
+    let mut counts = Vec::new();
+    for db in [&first_db, &second_db] {
+        let mut conn = PgConnection::connect(&db.url).await.unwrap();
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM hierarchy.programs").fetch_one(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+        counts.push(count);
+    }
+    assert_eq!(counts.iter().sum::<i64>(), CALLS);
+    assert!(counts.iter().all(|&count| count > 0), "every replica got calls: {counts:?}");
+    for (shutdown, _) in replicas {
+        shutdown.cancel();
+    }
+}

@@ -301,6 +301,18 @@ pub fn command<S: Service>() -> Command {
                 ),
         )
         .arg(
+            Arg::new("peer_resolve_interval")
+                .long("peer-resolve-interval")
+                .value_name("SECONDS")
+                .env("ACCRUE_PEER_RESOLVE_INTERVAL")
+                .default_value("10")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help(
+                    "Seconds between DNS lookups of a peer URL's host name: calls are spread over every address it \
+                     resolves to (a headless Service's pods); URLs with an IP address are not resolved",
+                ),
+        )
+        .arg(
             Arg::new("auth_jwks_file")
                 .long("auth-jwks-file")
                 .value_name("PATH")
@@ -391,6 +403,9 @@ fn try_main<S: Service>() -> Result<(), Error> {
     let matches = command::<S>().get_matches();
     let common = common::<S>(&matches)?;
     let flags = S::Flags::from_arg_matches(&matches).map_err(|error| Error::Config(error.to_string()))?;
+    if let Some(seconds) = matches.get_one::<u64>("peer_resolve_interval") {
+        crate::client::balance::set_resolve_interval(Duration::from_secs(*seconds));
+    }
     let config = ServiceConfig {
         database_url: common.database_url,
         max_connections: common.max_connections,

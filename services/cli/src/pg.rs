@@ -422,6 +422,11 @@ impl ThrowawayPostgres {
         self.port
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The temporary directory (data directory is `data/` inside it).
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().map_or(Path::new(""), |d| d.path())
@@ -509,6 +514,71 @@ mod tests {
         conn.close().await.expect("close");
         pg.stop().await.expect("stop");
         assert!(!dir.exists(), "temporary directory removed");
+    }
+
+    /// Without a URL the dev database is always a throwaway server, even
+    /// though the shared test server listens on 127.0.0.1:5432; stopping it
+    /// leaves neither a process nor a directory behind.
+    #[tokio::test]
+    async fn without_a_url_the_dev_database_is_throwaway_and_leaves_nothing_behind() {
+        if find_bindir().is_err() {
+            eprintln!("skipping: no PostgreSQL server binaries");
+            return;
+        }
+        let database = dev_database(None).await.expect("a throwaway database");
+        let DevDatabase::Throwaway(pg) = &database else { panic!("{}", database.describe()) };
+        assert_ne!(pg.port(), 5432);
+        let (dir, pid) = (pg.dir().to_path_buf(), pg.pid().expect("running"));
+        assert!(pg.dir().starts_with(std::env::temp_dir()), "{}", pg.dir().display());
+        let conn = PgConnection::connect(database.url()).await.expect("connect");
+        conn.close().await.expect("close");
+        database.stop().await.expect("stop");
+        assert!(!dir.exists(), "temporary directory removed");
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "postgres {pid} stopped");
+    }
+
+    /// The shared test server's admin URL with `database` as the database.
+    fn shared_url(database: &str) -> String {
+        let admin = std::env::var("ACCRUE_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+        let base = admin.split('?').next().unwrap_or(&admin);
+        format!("{}/{database}", &base[..base.rfind('/').unwrap_or(base.len())])
+    }
+
+    #[tokio::test]
+    async fn a_given_url_that_is_refused_says_why_and_what_to_do() {
+        if PgConnection::connect(&shared_url("postgres")).await.is_err() {
+            eprintln!("skipping: no test server");
+            return;
+        }
+        let unknown = shared_url(&format!("accrue_missing_{}", std::process::id()));
+        let error = check_given(&unknown).await.expect_err("no such database");
+        assert!(matches!(error, PgError::Refused { refusal: accrue_kit::db::Refusal::UnknownDatabase, .. }), "{error}");
+        assert!(error.to_string().contains("3D000") && error.to_string().contains("create it"), "{error}");
+
+        // A role that may hold no connection: 53300, as when max_connections is used up.
+        let schema = format!("cli_{}", uuid::Uuid::new_v4().simple());
+        let role = accrue_kit::db::role_name(&schema);
+        let mut admin = PgConnection::connect(&shared_url("postgres")).await.expect("admin");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")))
+            .execute(&mut admin)
+            .await
+            .expect("create role");
+        let limited = accrue_kit::db::role_url(&shared_url("postgres"), &schema, Some("pw")).expect("role url");
+        let outcome = check_given(&limited).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE {role}"))).execute(&mut admin).await.expect("drop role");
+        admin.close().await.expect("close");
+        let error = outcome.expect_err("no connection allowed");
+        assert!(matches!(error, PgError::Refused { refusal: accrue_kit::db::Refusal::TooManyClients, .. }), "{error}");
+        let text = error.to_string();
+        assert!(text.contains("53300") && text.contains("--max-connections") && text.contains(":***@"), "{text}");
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let error = check_given(&format!("postgres://postgres@127.0.0.1:{closed}/x")).await.expect_err("refused");
+        assert!(
+            matches!(error, PgError::Refused { refusal: accrue_kit::db::Refusal::ConnectionRefused, .. }),
+            "{error}"
+        );
     }
 
     #[tokio::test]

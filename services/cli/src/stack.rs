@@ -105,11 +105,17 @@ impl StackConfig {
         }
     }
 
-    /// Loopback, ephemeral ports, default saga options.
+    /// Loopback, ephemeral ports, default saga options, pools of
+    /// [`TEST_MAX_CONNECTIONS`].
     pub fn for_tests(database_url: String) -> Self {
-        StackConfig::new(database_url, std::net::IpAddr::from([127, 0, 0, 1]), Ports::ephemeral(), 8)
+        StackConfig::new(database_url, std::net::IpAddr::from([127, 0, 0, 1]), Ports::ephemeral(), TEST_MAX_CONNECTIONS)
     }
 }
+
+/// Pool size per service of a test stack: its six pools hold at most 24
+/// connections, so the two stacks a 2-core `cargo test` runs at once stay
+/// near half of Postgres's default max_connections of 100.
+pub const TEST_MAX_CONNECTIONS: u32 = 4;
 
 /// A random HS256 secret: 32 random bytes as 64 hex digits.
 pub fn dev_secret() -> String {

@@ -1,8 +1,9 @@
 //! `accrue`: the all-in-one dev command and the Online Retail replay.
 //!
-//! - `accrue dev`: a throwaway Postgres (unless a database is given or one
-//!   listens on 127.0.0.1:5432), migrations, the five services on their
-//!   standard ports; stays up until Ctrl-C / SIGTERM.
+//! - `accrue dev`: a throwaway Postgres from the local server binaries
+//!   (unless a database URL is given), migrations, the five services on
+//!   their standard ports; stays up until Ctrl-C / SIGTERM, then stops the
+//!   services and deletes the throwaway database.
 //! - `accrue replay online-retail --data DIR`: replays the UCI Online Retail
 //!   data set against a running stack, or with `--dev` against one started
 //!   in-process.
@@ -22,7 +23,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use accrue_cli::operator;
-use accrue_cli::pg::{DevDatabase, ThrowawayPostgres, dev_database, redact};
+use accrue_cli::pg::{DevDatabase, dev_database, redact};
 use accrue_cli::replay::{ProgressMode, ReplayOptions, Summary, replay};
 use accrue_cli::stack::{Endpoints, Ports, Stack, StackConfig, provision_all};
 use accrue_kit::auth::{AuthConfig, Credential, Minter, Role};
@@ -30,6 +31,7 @@ use accrue_proto::payouts::v1::payout_service_client::PayoutServiceClient;
 use accrue_types::id::{PartnerId, ProgramId};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 /// Command-line interface.
 #[derive(Debug, Parser)]
@@ -41,7 +43,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start Postgres (if needed) and the five services for local use; stays up until Ctrl-C.
+    /// Start a throwaway Postgres (unless --database-url / DATABASE_URL) and the five services; stays up until Ctrl-C.
     Dev(DevArgs),
     /// Replay a real data set through the services.
     Replay {
@@ -354,16 +356,24 @@ enum Dataset {
 /// Where the dev database comes from.
 #[derive(Debug, Args)]
 struct DatabaseArgs {
-    /// Postgres URL; without it, 127.0.0.1:5432 (database `accrue`) or a throwaway server.
-    #[arg(long, env = "DATABASE_URL")]
+    /// Admin Postgres URL to use; without it, a throwaway Postgres from the local server binaries, deleted on exit.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// Always start a throwaway Postgres (ignore DATABASE_URL and 127.0.0.1:5432).
+    /// Start a throwaway Postgres even when DATABASE_URL is set.
     #[arg(long, conflicts_with = "database_url")]
     throwaway_db: bool,
-    /// Database connections per service.
-    #[arg(long, env = "ACCRUE_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    /// Database connections per service pool: six pools (the attribution service has two), 6 × 8 = 48 by
+    /// default, well under Postgres's default max_connections of 100.
+    #[arg(long, env = "ACCRUE_DB_MAX_CONNECTIONS", default_value_t = DEV_MAX_CONNECTIONS)]
     max_connections: u32,
+    /// Seconds each service may take to stop on Ctrl-C / SIGTERM (drain RPCs, release saga leases).
+    #[arg(long, env = "ACCRUE_SHUTDOWN_GRACE", default_value_t = accrue_kit::shutdown::DEFAULT_GRACE.as_secs())]
+    shutdown_grace: u64,
 }
+
+/// Pool size per service of the dev stack: the six pools of `accrue dev`
+/// and `accrue replay --dev` hold at most 48 connections.
+const DEV_MAX_CONNECTIONS: u32 = 8;
 
 #[derive(Debug, Args)]
 struct DevArgs {
@@ -662,18 +672,43 @@ fn mint(args: MintArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_database(args: &DatabaseArgs) -> anyhow::Result<DevDatabase> {
-    let database = if args.throwaway_db {
-        DevDatabase::Throwaway(ThrowawayPostgres::start().await.context("starting a throwaway Postgres")?)
-    } else {
-        dev_database(args.database_url.clone()).await.context("providing a database")?
+/// The dev database, given or throwaway; abandoned (a throwaway one
+/// stopped and deleted) when `interrupted` fires meanwhile.
+async fn start_database(args: &DatabaseArgs, interrupted: &CancellationToken) -> anyhow::Result<DevDatabase> {
+    let url = if args.throwaway_db { None } else { args.database_url.clone() };
+    let database = tokio::select! {
+        () = interrupted.cancelled() => anyhow::bail!("interrupted"),
+        database = dev_database(url) => database.context("providing a database")?,
     };
     eprintln!("database: {}", database.describe());
     Ok(database)
 }
 
+/// The stack over `database`; when `interrupted` fires while the services
+/// start, or they fail to, the database is stopped (a throwaway one
+/// deleted) before returning the error.
+async fn start_stack(
+    database: DevDatabase,
+    config: StackConfig,
+    interrupted: &CancellationToken,
+) -> anyhow::Result<(DevDatabase, Stack)> {
+    let started = tokio::select! {
+        () = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted")),
+        stack = Stack::start(config) => stack.context("starting the services"),
+    };
+    match started {
+        Ok(stack) => Ok((database, stack)),
+        Err(error) => {
+            database.stop().await?;
+            Err(error)
+        }
+    }
+}
+
 fn stack_config(database: &DevDatabase, args: &DatabaseArgs, host: IpAddr, ports: Ports) -> StackConfig {
-    StackConfig::new(database.url().to_string(), host, ports, args.max_connections)
+    let mut config = StackConfig::new(database.url().to_string(), host, ports, args.max_connections);
+    config.shutdown_grace = std::time::Duration::from_secs(args.shutdown_grace);
+    config
 }
 
 fn print_endpoints(stack: &Stack, secret: &str) {
@@ -699,7 +734,11 @@ fn print_endpoints(stack: &Stack, secret: &str) {
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let database = start_database(&args.database).await?;
+    // Listening for Ctrl-C / SIGTERM from the start: a signal while the
+    // throwaway database or the services start must still stop and delete
+    // that database, not kill this process and leave the server running.
+    let interrupted = accrue_kit::shutdown::on_signal();
+    let database = start_database(&args.database, &interrupted).await?;
     let ports = Ports {
         hierarchy: args.hierarchy_port,
         attribution: args.attribution_port,
@@ -712,16 +751,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         config.auth = AuthConfig::hs256(secret.clone());
     }
     let secret = config.auth.hs256_secret.clone().unwrap_or_default();
-    let mut stack = match Stack::start(config).await {
-        Ok(stack) => stack,
-        Err(error) => {
-            database.stop().await?;
-            return Err(error.context("starting the services"));
-        }
-    };
+    let (database, mut stack) = start_stack(database, config, &interrupted).await?;
     print_endpoints(&stack, &secret);
     let failure = tokio::select! {
-        () = accrue_kit::shutdown::wait_for_signal() => None,
+        () = interrupted.cancelled() => None,
         result = stack.wait_for_failure() => Some(result),
     };
     eprintln!("shutting down…");
@@ -744,18 +777,13 @@ async fn replay_online_retail(args: ReplayArgs) -> anyhow::Result<()> {
     options.progress = if args.json { ProgressMode::Lines } else { ProgressMode::Auto };
 
     let summary = if args.dev {
-        let database = start_database(&args.database).await?;
+        let interrupted = accrue_kit::shutdown::on_signal();
+        let database = start_database(&args.database, &interrupted).await?;
         let config = stack_config(&database, &args.database, IpAddr::from([127, 0, 0, 1]), Ports::ephemeral());
-        let stack = match Stack::start(config).await {
-            Ok(stack) => stack,
-            Err(error) => {
-                database.stop().await?;
-                return Err(error.context("starting the services"));
-            }
-        };
+        let (database, stack) = start_stack(database, config, &interrupted).await?;
         let (endpoints, admin) = (stack.endpoints.clone(), stack.admin.clone());
         let outcome = tokio::select! {
-            () = accrue_kit::shutdown::wait_for_signal() => Err(anyhow::anyhow!("interrupted")),
+            () = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted")),
             result = replay(options, &endpoints, &admin) => result.map_err(anyhow::Error::from),
         };
         let stopped = stack.shutdown().await;

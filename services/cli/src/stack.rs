@@ -65,8 +65,12 @@ pub struct StackConfig {
     pub host: std::net::IpAddr,
     /// Ports.
     pub ports: Ports,
-    /// Pool size per service.
+    /// Pool size per service (the attribution service opens a second one
+    /// of this size for its saga workers: six pools in all).
     pub max_connections: u32,
+    /// How long each service may take to stop on [`Stack::shutdown`]
+    /// (RPCs drain, saga workers release their leases; the rest is cut off).
+    pub shutdown_grace: std::time::Duration,
     /// Saga worker options for the attribution service.
     pub saga: accrue_attribution::SagaOptions,
     /// Faults injected into the attribution saga workers (none by default;
@@ -99,6 +103,7 @@ impl StackConfig {
             host,
             ports,
             max_connections,
+            shutdown_grace: accrue_kit::shutdown::DEFAULT_GRACE,
             saga: accrue_attribution::SagaOptions::default(),
             saga_hooks: accrue_attribution::SagaHooks::default(),
             stream_idle_timeout: std::time::Duration::from_secs(30),
@@ -108,11 +113,17 @@ impl StackConfig {
         }
     }
 
-    /// Loopback, ephemeral ports, default saga options.
+    /// Loopback, ephemeral ports, default saga options, pools of
+    /// [`TEST_MAX_CONNECTIONS`].
     pub fn for_tests(database_url: String) -> Self {
-        StackConfig::new(database_url, std::net::IpAddr::from([127, 0, 0, 1]), Ports::ephemeral(), 8)
+        StackConfig::new(database_url, std::net::IpAddr::from([127, 0, 0, 1]), Ports::ephemeral(), TEST_MAX_CONNECTIONS)
     }
 }
+
+/// Pool size per service of a test stack: its six pools hold at most 24
+/// connections, so the two stacks a 2-core `cargo test` runs at once stay
+/// near half of Postgres's default max_connections of 100.
+pub const TEST_MAX_CONNECTIONS: u32 = 4;
 
 /// A random HS256 secret: 32 random bytes as 64 hex digits.
 pub fn dev_secret() -> String {
@@ -201,6 +212,7 @@ impl Stack {
             max_connections: max,
             auth: &config.auth,
             migrate: config.migrate,
+            shutdown_grace: config.shutdown_grace,
             shutdown: &shutdown,
         };
         launch.spawn::<Hierarchy>(accrue_hierarchy::Config {}, hierarchy_listener)?;
@@ -260,6 +272,7 @@ struct Launch<'a> {
     tasks: &'a mut JoinSet<anyhow::Result<()>>,
     roles: &'a [ServiceRole],
     max_connections: u32,
+    shutdown_grace: std::time::Duration,
     auth: &'a AuthConfig,
     migrate: bool,
     shutdown: &'a CancellationToken,
@@ -272,6 +285,7 @@ impl Launch<'_> {
             database_url: role_of(self.roles, S::SCHEMA)?.url.clone(),
             max_connections: self.max_connections,
             auth: self.auth.clone(),
+            shutdown_grace: self.shutdown_grace,
             service,
             migrate: self.migrate,
         };

@@ -21,6 +21,10 @@ use sqlx::{Connection, Executor};
 
 use crate::error::StoreError;
 
+mod refusal;
+
+pub use refusal::{RECENT as RECENT_REFUSAL, Refusal, diagnose, recent as recent_refusal};
+
 /// Why the database could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

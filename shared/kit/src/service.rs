@@ -13,6 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
 use sqlx::PgPool;
@@ -27,8 +28,15 @@ use crate::auth::{AuthConfig, AuthError, Credential};
 use crate::client::ClientError;
 use crate::db::{DbConfig, DbError};
 use crate::server::{Hosted, ServeError};
+use crate::shutdown::Drain;
 
-/// Default pool size per service (the `--max-connections` default says 16 too).
+/// Default pool size per service (the `--max-connections` default says 16
+/// too). A service binary opens one such pool, the attribution service a
+/// second one for its saga workers (at most 2 × 16 = 32 connections); the
+/// five services of one deployment together at most 96 — just under
+/// Postgres's default `max_connections` of 100, so a production database
+/// needs a higher limit or smaller pools (see the README, "Database
+/// connections"). The dev stack and the tests use smaller pools.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 
 /// One Accrue gRPC service, as the scaffold hosts it.
@@ -68,6 +76,10 @@ pub struct ServiceConfig<C> {
     pub max_connections: u32,
     /// Token keys, and this service's credential for its peers.
     pub auth: AuthConfig,
+    /// How long the service may take to stop once asked to: RPCs drain and
+    /// background tasks stop within it, whatever is left is cut off
+    /// ([`crate::shutdown::Drain`]).
+    pub shutdown_grace: Duration,
     /// The service's own configuration.
     pub service: C,
     /// Apply the schema's migrations on start (`--migrate`, the default);
@@ -77,15 +89,22 @@ pub struct ServiceConfig<C> {
 }
 
 impl<C> ServiceConfig<C> {
-    /// `service` over `database_url` with the default pool size.
+    /// `service` over `database_url` with the default pool size and
+    /// shutdown grace.
     pub fn new(database_url: impl Into<String>, auth: AuthConfig, service: C) -> Self {
         ServiceConfig {
             database_url: database_url.into(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             auth,
+            shutdown_grace: crate::shutdown::DEFAULT_GRACE,
             service,
             migrate: true,
         }
+    }
+
+    /// The same with another shutdown grace.
+    pub fn with_shutdown_grace(self, shutdown_grace: Duration) -> Self {
+        ServiceConfig { shutdown_grace, ..self }
     }
 
     /// The same with a pool of `max_connections`.
@@ -146,9 +165,12 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Starts a background task. `task` gets a token that is cancelled once
-    /// the server has stopped and drained its RPCs; the service returns only
-    /// after every such task has finished (saga workers release their leases).
+    /// Starts a background task. `task` gets a token that is cancelled when
+    /// the service begins to shut down (while its RPCs drain) or its server
+    /// fails; the service returns once every such task has finished (saga
+    /// workers finish their step and release their leases), or when the
+    /// shutdown grace has passed: then the rest are aborted (their leases
+    /// lapse by themselves within one lease).
     pub fn spawn<F, Fut>(&mut self, task: F)
     where
         F: FnOnce(CancellationToken) -> Fut,
@@ -160,7 +182,8 @@ impl Setup {
 
 /// Runs service `S` on `listener` until `shutdown` is cancelled: opens its
 /// pool, builds its routes, hosts them (health, reflection, layers, migrations
-/// via [`crate::server::serve`]), then stops its background tasks.
+/// via [`crate::server::serve`]). On shutdown its RPCs drain and its
+/// background tasks stop, together within `config.shutdown_grace`.
 ///
 /// With [`ServiceConfig::migrate`] off it first waits until the database
 /// answers and returns [`DbError::NotMigrated`] if the schema is not up to
@@ -187,7 +210,7 @@ pub async fn run<S: Service>(
         db,
         credential,
         background: JoinSet::new(),
-        background_shutdown: CancellationToken::new(),
+        background_shutdown: shutdown.child_token(),
     };
     let routes = S::routes(&config.service, &mut setup)?;
     let hosted = Hosted {
@@ -199,10 +222,25 @@ pub async fn run<S: Service>(
         migrate: config.migrate,
         verifier,
     };
-    let served = crate::server::serve(listener, hosted, shutdown).await;
+    let drain = Drain::new(shutdown, config.shutdown_grace);
+    let served = crate::server::serve(listener, hosted, &drain).await;
     setup.background_shutdown.cancel();
-    setup.background.join_all().await;
+    let mut background = setup.background;
+    let stopped = async { while background.join_next().await.is_some() {} };
+    let late = tokio::select! {
+        () = stopped => false,
+        () = drain.deadline() => true,
+    };
+    if late {
+        tracing::warn!(
+            service = S::NAME,
+            tasks = background.len(),
+            "shutdown grace passed; aborting background tasks (their saga leases lapse by themselves)"
+        );
+        background.shutdown().await;
+    }
     served?;
+    tracing::info!(service = S::NAME, "stopped");
     Ok(())
 }
 
@@ -262,6 +300,7 @@ struct Common {
     database_url: String,
     max_connections: u32,
     auth: AuthConfig,
+    shutdown_grace: Duration,
 }
 
 /// `ACCRUE_<SCHEMA>_<suffix>`; leaked because clap wants `'static` names and
@@ -316,6 +355,31 @@ pub fn command<S: Service>() -> Command {
                 .default_value("16")
                 .value_parser(clap::value_parser!(u32))
                 .help("Maximum database connections"),
+        )
+        .arg(
+            Arg::new("shutdown_grace")
+                .long("shutdown-grace")
+                .value_name("SECONDS")
+                .env("ACCRUE_SHUTDOWN_GRACE")
+                .default_value("20")
+                .value_parser(clap::value_parser!(u64))
+                .help(
+                    "Seconds to stop in after SIGTERM: readiness goes NOT_SERVING, RPCs drain and saga workers \
+                     release their leases; what is left then is cut off (keep it below the pod's \
+                     terminationGracePeriodSeconds)",
+                ),
+        )
+        .arg(
+            Arg::new("peer_resolve_interval")
+                .long("peer-resolve-interval")
+                .value_name("SECONDS")
+                .env("ACCRUE_PEER_RESOLVE_INTERVAL")
+                .default_value("10")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help(
+                    "Seconds between DNS lookups of a peer URL's host name: calls are spread over every address it \
+                     resolves to (a headless Service's pods); URLs with an IP address are not resolved",
+                ),
         )
         .arg(
             Arg::new("auth_jwks_file")
@@ -386,7 +450,10 @@ fn common<S: Service>(matches: &ArgMatches) -> Result<Common, Error> {
         service_token_file: matches.get_one::<PathBuf>("service_token_file").cloned(),
         page_token_key: matches.get_one::<String>("page_token_key").cloned(),
     };
-    Ok(Common { listen, migrate, database_url, max_connections, auth })
+    let shutdown_grace = matches
+        .get_one::<u64>("shutdown_grace")
+        .map_or(crate::shutdown::DEFAULT_GRACE, |seconds| Duration::from_secs(*seconds));
+    Ok(Common { listen, migrate, database_url, max_connections, auth, shutdown_grace })
 }
 
 /// The whole `main` of a service binary: parses flags and environment
@@ -406,10 +473,14 @@ fn try_main<S: Service>() -> Result<(), Error> {
     let matches = command::<S>().get_matches();
     let common = common::<S>(&matches)?;
     let flags = S::Flags::from_arg_matches(&matches).map_err(|error| Error::Config(error.to_string()))?;
+    if let Some(seconds) = matches.get_one::<u64>("peer_resolve_interval") {
+        crate::client::balance::set_resolve_interval(Duration::from_secs(*seconds));
+    }
     let config = ServiceConfig {
         database_url: common.database_url,
         max_connections: common.max_connections,
         auth: common.auth,
+        shutdown_grace: common.shutdown_grace,
         service: flags.into(),
         migrate: common.migrate,
     };

@@ -271,7 +271,7 @@ async fn too_many_clients_is_unavailable_naming_the_cause_and_the_fix() {
         .unwrap();
     let limited = accrue_kit::db::role_url(&db.url, &schema, None).unwrap();
 
-    let refused = PgConnection::connect(&limited).await.err().expect("the login is refused");
+    let refused = PgConnection::connect(&limited).await.expect_err("the login is refused");
     let status = accrue_kit::error::db_error(refused);
     assert_eq!(status.code(), Code::Unavailable);
     assert!(status.message().contains("too many clients") && status.message().contains("--max-connections"));

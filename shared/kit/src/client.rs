@@ -1,6 +1,7 @@
 //! gRPC clients of Accrue services, all made by [`connect`] so that every
 //! caller — a peer service, the CLI, a test — gets the same message limits,
-//! connection settings and bearer token ([`Credential`]).
+//! connection settings, bearer token ([`Credential`]) and W3C trace
+//! context ([`crate::telemetry::propagation::Traced`]).
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::auth::{Bearer, Credential};
+use crate::telemetry::propagation::Traced;
 
 use crate::server::MAX_MESSAGE_BYTES;
 
@@ -50,8 +52,8 @@ fn channel_with_timeout(url: &str, timeout: Duration) -> Result<Channel, ClientE
 }
 
 /// The transport of every Accrue client: a channel that adds the caller's
-/// bearer token to each call.
-pub type AuthChannel = InterceptedService<Channel, Bearer>;
+/// bearer token and the current span's trace context to each call.
+pub type AuthChannel = InterceptedService<Channel, Traced<Bearer>>;
 
 /// A generated Accrue client that [`connect`] can build.
 pub trait Client: Sized {
@@ -85,7 +87,7 @@ limited_clients!(
 /// Every call carries `credential`'s token.
 pub fn connect<C: Client>(url: &str, timeout: Duration, credential: &Credential) -> Result<C, ClientError> {
     let channel = channel_with_timeout(url, timeout)?;
-    Ok(C::over(InterceptedService::new(channel, Bearer(credential.clone()))))
+    Ok(C::over(InterceptedService::new(channel, Traced(Bearer(credential.clone())))))
 }
 
 /// Whether `status` was made by this side's transport from a broken

@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use accrue_cli::stack::Ports;
 use accrue_e2e::TestStack;
-use accrue_e2e::fixtures::{
-    default_agreement, gbp, link_with_lead, partner, payment, percentage_on_payment, program, ts,
-};
+use accrue_e2e::fixtures::{default_agreement, gbp, link_with_lead, partner, payment, percentage_on_payment, ts};
 use accrue_proto::attribution::v1 as apb;
+use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::ledger::v1 as lpb;
 use accrue_proto::payouts::v1 as ppb;
 use opentelemetry::Value;
@@ -75,7 +74,22 @@ async fn one_sale_is_one_trace_across_five_services_and_every_series_is_scraped(
 
     let env = TestStack::start_with(|config| config.metrics_ports = Some(Ports::ephemeral())).await.unwrap();
     let mut c = env.clients.clone();
-    let program_id = program(&mut c).await;
+    // Cleared entries approved automatically, so that the run pays them.
+    let program_id = c
+        .hierarchy
+        .create_program(hpb::CreateProgramRequest {
+            program: Some(hpb::Program {
+                display_name: "Observed Co".into(),
+                default_currency: "GBP".into(),
+                auto_approve_cleared: true,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
     let seller = partner(&mut c, &program_id, "", "").await;
     default_agreement(&mut c, &program_id, percentage_on_payment("0.10")).await;
     link_with_lead(&mut c, &program_id, &seller, "obs-cust").await;
@@ -95,7 +109,7 @@ async fn one_sale_is_one_trace_across_five_services_and_every_series_is_scraped(
         c.ledger
             .clear_matured(lpb::ClearMaturedRequest {
                 program_id: program_id.clone(),
-                as_of: Some(ts("2024-04-01T00:00:00Z")),
+                as_of: Some(ts("2024-03-31T23:59:59Z")),
             })
             .await
             .unwrap();
@@ -105,7 +119,7 @@ async fn one_sale_is_one_trace_across_five_services_and_every_series_is_scraped(
                 program_id: program_id.clone(),
                 currency_code: "GBP".into(),
                 period: "2024-03".into(),
-                cutoff: Some(ts("2024-04-01T00:00:00Z")),
+                cutoff: Some(ts("2024-03-31T23:59:59Z")),
                 minimum_amount: Some(gbp("1.00")),
                 request_id: String::new(),
             })

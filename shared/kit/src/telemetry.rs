@@ -159,24 +159,29 @@ fn json_requested() -> bool {
     std::env::var(LOG_FORMAT_ENV).is_ok_and(|format| format.eq_ignore_ascii_case("json"))
 }
 
-fn install(default_filter: &str, provider: Option<SdkTracerProvider>) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let logs = if json_requested() {
+/// The log layer: one JSON object per line (the event's fields flattened,
+/// with its current span), or compact text, coloured only when `ansi`.
+fn log_layer<S, W>(json: bool, ansi: bool, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    if json {
         tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
+            .with_writer(writer)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .boxed()
-    };
+        tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(writer).boxed()
+    }
+}
+
+fn install(default_filter: &str, provider: Option<SdkTracerProvider>) -> Telemetry {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let logs = log_layer(json_requested(), std::io::stderr().is_terminal(), std::io::stderr).with_filter(filter);
     let traces = provider.as_ref().map(|provider| {
         // Accrue's own spans (rpc, saga.step) at INFO and above; the
         // transport's and the driver's stay out of traces.
@@ -198,4 +203,52 @@ fn install(default_filter: &str, provider: Option<SdkTracerProvider>) -> Telemet
         TRACING.store(true, Ordering::Relaxed);
     }
     Telemetry { provider }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_logs_are_one_object_per_line_without_colour() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(log_layer(true, false, move || writer.clone()).with_filter(LevelFilter::INFO));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("rpc", rpc.method = "PostEntries");
+            let _entered = span.enter();
+            tracing::info!(
+                method = "accrue.ledger.v1.LedgerService/PostEntries",
+                code = "OK",
+                duration_ms = 1.5,
+                "rpc"
+            );
+            tracing::info!("second line");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains('\u{1b}'), "no ANSI codes: {text}");
+        let lines: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["code"], "OK");
+        assert_eq!(lines[0]["method"], "accrue.ledger.v1.LedgerService/PostEntries");
+        assert_eq!(lines[0]["level"], "INFO");
+        assert_eq!(lines[0]["span"]["name"], "rpc");
+    }
 }

@@ -44,8 +44,16 @@ impl TestStack {
     /// Creates a fresh database, migrates it, starts the services and waits
     /// until every one reports SERVING.
     pub async fn start() -> anyhow::Result<TestStack> {
+        TestStack::start_with(|_| {}).await
+    }
+
+    /// [`TestStack::start`] with the test's changes to the stack's config
+    /// (metrics ports, saga options…).
+    pub async fn start_with(change: impl FnOnce(&mut StackConfig)) -> anyhow::Result<TestStack> {
         let db = TestDb::create().await.context("creating a test database")?;
-        let stack = Stack::start(StackConfig::for_tests(db.url.clone())).await.context("starting the stack")?;
+        let mut config = StackConfig::for_tests(db.url.clone());
+        change(&mut config);
+        let stack = Stack::start(config).await.context("starting the stack")?;
         for (service, url) in stack.endpoints.list() {
             accrue_testkit::wait_serving(accrue_kit::client::channel(url)?, service)
                 .await

@@ -124,9 +124,9 @@ async fn a_bulk_ingest_costs_one_peer_call_per_step_per_batch() {
     };
     let rpc = |service: &str, method: &str| delta("accrue_rpc_requests_total", service, method);
     let batches = delta("accrue_saga_batches_total", "SETTLE_SALE", "");
-    let uplines = rpc("accrue.hierarchy.v1.HierarchyService", "GetUplines");
-    let computes = rpc("accrue.commission.v1.CommissionService", "ComputeSettlements");
-    let posts = rpc("accrue.ledger.v1.LedgerService", "PostEntries");
+    let uplines = rpc("hierarchy", "GetUplines");
+    let computes = rpc("commission", "ComputeSettlements");
+    let posts = rpc("ledger", "PostEntries");
     eprintln!(
         "{SALES} sales settled in {elapsed:?}: {batches} saga batches; GetUplines {uplines}, \
          ComputeSettlements {computes}, PostEntries {posts}"

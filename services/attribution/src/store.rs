@@ -455,8 +455,8 @@ pub(crate) async fn record_sales(
             let saga_programs: Vec<ProgramId> = started.iter().map(|row| row.program_id).collect();
             let saga_sales: Vec<SaleId> = started.iter().map(|row| row.id).collect();
             sqlx::query(
-                "INSERT INTO sagas (id, program_id, sale_id, kind, state)
-                 SELECT id, program_id, sale_id, $4, $5
+                "INSERT INTO sagas (id, program_id, sale_id, kind, state, traceparent)
+                 SELECT id, program_id, sale_id, $4, $5, $6
                  FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS u(id, program_id, sale_id)",
             )
             .bind(&saga_ids)
@@ -464,6 +464,8 @@ pub(crate) async fn record_sales(
             .bind(&saga_sales)
             .bind(SettleSale::KIND)
             .bind(SagaState::Running)
+            // The recording RPC's trace, which the saga's steps join.
+            .bind(accrue_kit::telemetry::propagation::current_traceparent())
             .execute(&mut *tx)
             .await?;
             sagas_started = saga_ids.len();

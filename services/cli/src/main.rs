@@ -400,6 +400,12 @@ struct DevArgs {
     /// Payouts service port.
     #[arg(long, default_value_t = <accrue_payouts::Payouts as accrue_kit::service::Service>::DEFAULT_PORT)]
     payouts_port: u16,
+    /// First of five ports serving Prometheus metrics (GET /metrics), in the order above (0: ephemeral).
+    #[arg(long, env = "ACCRUE_DEV_METRICS_PORT_BASE", default_value_t = 9551)]
+    metrics_port_base: u16,
+    /// Serve no metrics.
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 #[derive(Debug, Args)]
@@ -452,22 +458,26 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Dev(args) => {
-            accrue_kit::telemetry::init("info");
-            dev(args).await
+            let telemetry = accrue_kit::telemetry::init("accrue-dev", "info");
+            let result = dev(args).await;
+            telemetry.flush().await;
+            result
         }
         Command::Replay { dataset: Dataset::OnlineRetail(args) } => {
-            accrue_kit::telemetry::init("warn");
-            replay_online_retail(args).await
+            let telemetry = accrue_kit::telemetry::init("accrue-replay", "warn");
+            let result = replay_online_retail(args).await;
+            telemetry.flush().await;
+            result
         }
         Command::Token { action: TokenCommand::Mint(args) } => mint(args),
         Command::Db { action: DbCommand::Provision(args) } => provision(args).await,
         Command::Migrate(args) => {
-            accrue_kit::telemetry::init("warn");
+            let _logs = accrue_kit::telemetry::init("accrue-migrate", "warn");
             migrate(args).await
         }
         Command::Chaos(args) => {
             // WARN shows each retry of the replay's calls.
-            accrue_kit::telemetry::init("warn");
+            let _logs = accrue_kit::telemetry::init("accrue-chaos", "warn");
             chaos(args).await
         }
         Command::Payouts { connection, action } => payouts(connection, action).await,
@@ -713,9 +723,11 @@ fn stack_config(database: &DevDatabase, args: &DatabaseArgs, host: IpAddr, ports
 
 fn print_endpoints(stack: &Stack, secret: &str) {
     let endpoints = &stack.endpoints;
-    println!("Accrue is up. gRPC services (plaintext, health + reflection on each):");
-    for (service, url) in endpoints.list() {
-        println!("  {service:<42} {url}");
+    println!("Accrue is up. gRPC services (plaintext, health + reflection on each) and their metrics:");
+    let metrics = stack.metrics.as_ref().map(Endpoints::list);
+    for (i, (service, url)) in endpoints.list().into_iter().enumerate() {
+        let metrics_url = metrics.as_ref().map_or("", |list| list[i].1);
+        println!("  {service:<42} {url:<24} {metrics_url}");
     }
     let hierarchy = endpoints.hierarchy.trim_start_matches("http://");
     println!();
@@ -750,6 +762,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if let Some(secret) = &args.auth_hs256_secret {
         config.auth = AuthConfig::hs256(secret.clone());
     }
+    config.metrics_ports = (!args.no_metrics).then(|| Ports::from_base(args.metrics_port_base));
     let secret = config.auth.hs256_secret.clone().unwrap_or_default();
     let (database, mut stack) = start_stack(database, config, &interrupted).await?;
     print_endpoints(&stack, &secret);

@@ -52,6 +52,14 @@ impl Ports {
     pub fn ephemeral() -> Self {
         Ports { hierarchy: 0, attribution: 0, commission: 0, ledger: 0, payouts: 0 }
     }
+
+    /// `base`, `base + 1`, … in the order hierarchy, attribution,
+    /// commission, ledger, payouts (`accrue dev`'s metrics ports); 0 gives
+    /// ephemeral ones.
+    pub fn from_base(base: u16) -> Self {
+        let port = |offset: u16| if base == 0 { 0 } else { base.saturating_add(offset) };
+        Ports { hierarchy: port(0), attribution: port(1), commission: port(2), ledger: port(3), payouts: port(4) }
+    }
 }
 
 /// How to start the stack.
@@ -93,6 +101,10 @@ pub struct StackConfig {
     /// role's URL and starts the services with migrations off, so they
     /// refuse to start on an out-of-date schema.
     pub migrate: bool,
+    /// Where each service serves Prometheus metrics (`GET /metrics`); None:
+    /// no metrics (the default). All five serve the process's one registry,
+    /// told apart by the `service` label ([`accrue_kit::scrape`]).
+    pub metrics_ports: Option<Ports>,
 }
 
 impl StackConfig {
@@ -110,6 +122,7 @@ impl StackConfig {
             auth: AuthConfig::hs256(dev_secret()),
             clear_matured_interval: std::time::Duration::ZERO,
             migrate: true,
+            metrics_ports: None,
         }
     }
 
@@ -170,6 +183,9 @@ pub struct Stack {
     pub admin_token: String,
     /// [`Stack::admin_token`] as a client credential.
     pub admin: Credential,
+    /// Each service's metrics URL (`http://host:port/metrics`), when
+    /// [`StackConfig::metrics_ports`] asked for them.
+    pub metrics: Option<Endpoints>,
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -199,6 +215,10 @@ impl Stack {
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let metrics = match &config.metrics_ports {
+            Some(ports) => Some(serve_metrics(config.host, ports, &mut tasks, &shutdown).await?),
+            None => None,
+        };
         let minter = Minter::new(
             config.auth.hs256_secret.as_deref().unwrap_or_default(),
             &config.auth.issuer,
@@ -237,7 +257,7 @@ impl Stack {
         };
         launch.spawn::<Attribution>(attribution_config, attribution_listener)?;
         let admin = Credential::token(admin_token.clone());
-        Ok(Stack { endpoints, admin_token, admin, shutdown, tasks })
+        Ok(Stack { endpoints, admin_token, admin, metrics, shutdown, tasks })
     }
 
     /// Resolves when any service stops on its own (an error), or never.
@@ -265,6 +285,27 @@ impl Stack {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Binds a metrics port per service and serves the process's registry on
+/// each until `shutdown`; returns their `/metrics` URLs.
+async fn serve_metrics(
+    host: std::net::IpAddr,
+    ports: &Ports,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Endpoints> {
+    accrue_kit::scrape::install().context("installing the metrics recorder")?;
+    let mut urls = Vec::with_capacity(5);
+    for port in [ports.hierarchy, ports.attribution, ports.commission, ports.ledger, ports.payouts] {
+        let (listener, url) = bind(host, port).await?;
+        let token = shutdown.clone();
+        tasks.spawn(async move { accrue_kit::scrape::serve(listener, token).await.context("metrics server") });
+        urls.push(format!("{url}/metrics"));
+    }
+    let [hierarchy, attribution, commission, ledger, payouts]: [String; 5] =
+        urls.try_into().map_err(|_| anyhow::anyhow!("five metrics listeners"))?;
+    Ok(Endpoints { hierarchy, attribution, commission, ledger, payouts })
 }
 
 /// What every service of the stack shares when it is started.

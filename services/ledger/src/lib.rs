@@ -11,6 +11,7 @@
 //! program settings over gRPC.
 
 mod api;
+mod counters;
 mod domain;
 mod store;
 mod timer;

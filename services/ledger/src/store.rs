@@ -200,6 +200,13 @@ pub async fn post(
         existing = rows.into_iter().map(|(key, hash, ids)| (key, (hash, ids))).collect();
     }
     tx.commit().await?;
+    crate::counters::entries_posted(
+        fresh
+            .iter()
+            .filter(|posting| inserted.contains(&posting.key))
+            .flat_map(|posting| posting.lines.iter())
+            .map(|posted| (posted.line.kind.as_str(), posted.entry_type().as_str())),
+    );
 
     let mut outcomes = Vec::with_capacity(postings.len());
     for posting in postings {

@@ -9,6 +9,7 @@
 //! service, over gRPC.
 
 mod api;
+mod counters;
 pub mod domain;
 mod store;
 

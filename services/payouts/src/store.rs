@@ -252,6 +252,12 @@ pub async fn insert_payouts(
         .await?;
     }
     tx.commit().await?;
+    let created_set: std::collections::HashSet<PayoutId> = created.iter().copied().collect();
+    crate::counters::payouts_entered(
+        PayoutStatus::PendingApproval,
+        &run.currency,
+        payouts.iter().filter(|payout| created_set.contains(&payout.id)).map(|payout| payout.amount),
+    );
     Ok(created.len() as u64)
 }
 

@@ -1,7 +1,8 @@
 //! gRPC clients of Accrue services, all made by [`connect`] so that every
 //! caller — a peer service, the CLI, a test — gets the same message limits,
-//! connection settings and bearer token ([`Credential`]). A URL whose host
-//! is a DNS name is balanced over every address it resolves to, re-resolved
+//! connection settings, bearer token ([`Credential`]) and W3C trace
+//! context ([`crate::telemetry::propagation::Traced`]). A URL whose host is a
+//! DNS name is balanced over every address it resolves to, re-resolved
 //! periodically ([`balance`]).
 
 pub mod balance;
@@ -17,6 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::auth::{Bearer, Credential};
+use crate::telemetry::propagation::Traced;
 
 use crate::server::MAX_MESSAGE_BYTES;
 
@@ -87,8 +89,8 @@ pub fn balanced_channel(
 }
 
 /// The transport of every Accrue client: a channel that adds the caller's
-/// bearer token to each call.
-pub type AuthChannel = InterceptedService<Channel, Bearer>;
+/// bearer token and the current span's trace context to each call.
+pub type AuthChannel = InterceptedService<Channel, Traced<Bearer>>;
 
 /// A generated Accrue client that [`connect`] can build.
 pub trait Client: Sized {
@@ -128,7 +130,7 @@ pub fn connect<C: Client>(url: &str, timeout: Duration, credential: &Credential)
 /// A client over `channel` (e.g. a [`balanced_channel`]) whose calls carry
 /// `credential`'s token.
 pub fn over<C: Client>(channel: Channel, credential: &Credential) -> C {
-    C::over(InterceptedService::new(channel, Bearer(credential.clone())))
+    C::over(InterceptedService::new(channel, Traced(Bearer(credential.clone()))))
 }
 
 /// Whether `status` was made by this side's transport from a broken

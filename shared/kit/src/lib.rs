@@ -16,7 +16,9 @@
 //! - [`page`]: opaque keyset page tokens.
 //! - [`idempotency`]: request ids and the answer to a repeated one.
 //! - [`client`]: clients of the services, with the message limits set once.
-//! - [`shutdown`], [`telemetry`].
+//! - [`telemetry`]: logs (text or JSON lines), OTLP traces and W3C trace
+//!   context across calls; [`scrape`]: Prometheus metrics over HTTP.
+//! - [`shutdown`].
 
 pub mod auth;
 pub mod client;
@@ -26,6 +28,7 @@ pub mod error;
 pub mod idempotency;
 pub mod layers;
 pub mod page;
+pub mod scrape;
 pub mod server;
 pub mod service;
 pub mod shutdown;

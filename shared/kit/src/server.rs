@@ -172,7 +172,7 @@ pub async fn serve(listener: TcpListener, hosted: Hosted, drain: &Drain) -> Resu
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .layer(crate::layers::stack(verifier))
+        .layer(crate::layers::stack(schema, verifier))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming::limited(listener, MAX_CONNECTIONS, cut), unready.cancelled_owned())
         .await;
@@ -234,7 +234,7 @@ async fn probe(probe: Probe, drain: Drain, unready: CancellationToken) {
             status = check => status,
         };
         if last != Some(status) {
-            tracing::info!(service = service_name, ?status, "health");
+            log_health(service_name, last, status);
             reporter.set_service_status("", status).await;
             reporter.set_service_status(service_name, status).await;
             last = Some(status);
@@ -260,4 +260,16 @@ async fn probe(probe: Probe, drain: Drain, unready: CancellationToken) {
         reporter.clear_service_status(name).await;
     }
     unready.cancel();
+}
+
+/// A health change worth an operator's eye is WARN (serving → not serving:
+/// the database went away) or INFO (back to serving); the start-up ones
+/// (the first status) is DEBUG, so a healthy start logs only its
+/// "listening" line.
+fn log_health(service: &str, last: Option<ServingStatus>, status: ServingStatus) {
+    match (last, status) {
+        (Some(ServingStatus::Serving), _) => tracing::warn!(service, ?status, "health: no longer serving"),
+        (Some(_), ServingStatus::Serving) => tracing::info!(service, ?status, "health: serving again"),
+        _ => tracing::debug!(service, ?status, "health"),
+    }
 }

@@ -136,6 +136,9 @@ pub enum Error {
     /// The command line or environment is incomplete.
     #[error("{0}")]
     Config(String),
+    /// Metrics cannot be served.
+    #[error(transparent)]
+    Metrics(#[from] crate::scrape::MetricsError),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -212,6 +215,8 @@ pub async fn run<S: Service>(
         background: JoinSet::new(),
         background_shutdown: shutdown.child_token(),
     };
+    let (sampled, service) = (pool.clone(), S::SCHEMA);
+    setup.spawn(move |shutdown| crate::scrape::sample_pool(service, sampled, shutdown));
     let routes = S::routes(&config.service, &mut setup)?;
     let hosted = Hosted {
         routes,
@@ -297,6 +302,7 @@ fn install_page_token_key(auth: &AuthConfig) {
 struct Common {
     listen: SocketAddr,
     migrate: bool,
+    metrics_listen: Option<SocketAddr>,
     database_url: String,
     max_connections: u32,
     auth: AuthConfig,
@@ -324,6 +330,14 @@ pub fn command<S: Service>() -> Command {
                 .default_value(listen)
                 .value_parser(clap::value_parser!(SocketAddr))
                 .help("Address to listen on"),
+        )
+        .arg(
+            Arg::new("metrics_listen")
+                .long("metrics-listen")
+                .value_name("ADDR")
+                .env(env_name(S::SCHEMA, "METRICS_LISTEN"))
+                .value_parser(clap::value_parser!(SocketAddr))
+                .help("Address to serve Prometheus metrics on (GET /metrics); off when unset"),
         )
         .arg(
             Arg::new("database_url")
@@ -435,6 +449,7 @@ pub fn command<S: Service>() -> Command {
 
 fn common<S: Service>(matches: &ArgMatches) -> Result<Common, Error> {
     let listen = matches.get_one::<SocketAddr>("listen").copied().ok_or_else(|| Error::Config("no --listen".into()))?;
+    let metrics_listen = matches.get_one::<SocketAddr>("metrics_listen").copied();
     let database_url =
         matches.get_one::<String>("database_url").cloned().or_else(|| std::env::var("DATABASE_URL").ok()).ok_or_else(
             || Error::Config(format!("set --database-url, {} or DATABASE_URL", env_name(S::SCHEMA, "DATABASE_URL"))),
@@ -453,7 +468,7 @@ fn common<S: Service>(matches: &ArgMatches) -> Result<Common, Error> {
     let shutdown_grace = matches
         .get_one::<u64>("shutdown_grace")
         .map_or(crate::shutdown::DEFAULT_GRACE, |seconds| Duration::from_secs(*seconds));
-    Ok(Common { listen, migrate, database_url, max_connections, auth, shutdown_grace })
+    Ok(Common { listen, migrate, metrics_listen, database_url, max_connections, auth, shutdown_grace })
 }
 
 /// The whole `main` of a service binary: parses flags and environment
@@ -486,12 +501,37 @@ fn try_main<S: Service>() -> Result<(), Error> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
     runtime.block_on(async move {
-        crate::telemetry::init("info");
-        let listener =
-            TcpListener::bind(common.listen).await.map_err(|source| Error::Bind { addr: common.listen, source })?;
-        tracing::info!(addr = %common.listen, service = S::NAME, "listening");
-        run::<S>(config, listener, crate::shutdown::on_signal()).await
+        let telemetry = crate::telemetry::init(&format!("accrue-{}", S::SCHEMA), "info");
+        let served = serve_until_signal::<S>(config, common.listen, common.metrics_listen).await;
+        telemetry.flush().await;
+        served
     })
+}
+
+/// Binds, logs the one "listening" line, serves metrics when asked, and
+/// runs the service until SIGTERM or Ctrl-C.
+async fn serve_until_signal<S: Service>(
+    config: ServiceConfig<S::Config>,
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+) -> Result<(), Error> {
+    let listener = TcpListener::bind(listen).await.map_err(|source| Error::Bind { addr: listen, source })?;
+    let shutdown = crate::shutdown::on_signal();
+    match metrics_listen {
+        Some(addr) => {
+            let metrics = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+            crate::scrape::install()?;
+            let metrics_shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(error) = crate::scrape::serve(metrics, metrics_shutdown).await {
+                    tracing::error!(%error, "the metrics server stopped");
+                }
+            });
+            tracing::info!(addr = %listen, metrics = %format!("http://{addr}/metrics"), service = S::NAME, "listening");
+        }
+        None => tracing::info!(addr = %listen, service = S::NAME, "listening"),
+    }
+    run::<S>(config, listener, shutdown).await
 }
 
 #[cfg(test)]

@@ -74,6 +74,10 @@ pub trait SagaDef: Send + Sync + Sized + 'static {
     /// The `sagas.kind` this definition runs; the engine claims only these.
     const KIND: &'static str;
 
+    /// The service that runs it (`attribution`): the `service` label of the
+    /// engine's metrics and the `accrue.service` of its spans.
+    const SERVICE: &'static str;
+
     /// The facts every step of one saga reads (for a sale saga: the sale).
     type Subject: Send + Sync;
 
@@ -136,6 +140,10 @@ pub struct Saga {
     pub attempt: i32,
     /// Why the saga is unwinding (empty while it runs forward).
     pub failure_reason: String,
+    /// The W3C `traceparent` of the RPC that started the saga
+    /// (`sagas.traceparent`), when it was traced: its steps' spans join that
+    /// trace.
+    pub traceparent: Option<String>,
     pub(crate) unwinding: bool,
     /// One entry per step of the definition, in step order.
     pub(crate) log: Vec<StepLog>,

@@ -13,10 +13,16 @@
 //! batch's leases (fenced on owner and generation), however long a step
 //! takes, and tells the worker which sagas another owner took.
 //!
-//! Metrics (the `metrics` crate; free without a recorder):
+//! Metrics (the `metrics` crate; free without a recorder), each also
+//! labelled `service` ([`SagaDef::SERVICE`]):
 //! `accrue_saga_batches_total{kind}` per claimed batch,
-//! `accrue_saga_claims_total{kind}` per claimed saga, and
-//! `accrue_saga_step_duration_seconds{kind, step}` per step action over a batch.
+//! `accrue_saga_claims_total{kind}` per claimed saga,
+//! `accrue_sagas_total{kind, state}` per saga entering a state (see
+//! [`count_entered`]), and `accrue_saga_step_duration_seconds{kind, step,
+//! phase}` per step action or undo over a batch.
+//!
+//! Traces: each step runs in a `saga.step` span in the trace of the RPC that
+//! started the saga ([`trace`]).
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -29,6 +35,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::def::{Item, Saga, SagaDef, StepError, StepLog, StepResult};
@@ -39,6 +46,7 @@ use crate::retry::backoff_delay;
 use crate::state::{SagaState, StepEvent};
 
 mod heartbeat;
+mod trace;
 mod writes;
 
 use heartbeat::Leases;
@@ -103,6 +111,7 @@ struct Claimed {
     attempt: i32,
     state: SagaState,
     failure_reason: String,
+    traceparent: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -243,7 +252,7 @@ impl<D: SagaDef> Engine<D> {
                  ORDER BY created_at, id
                  LIMIT $3
                  FOR UPDATE SKIP LOCKED)
-             RETURNING s.id, s.run, s.generation, s.attempt, s.state, s.failure_reason",
+             RETURNING s.id, s.run, s.generation, s.attempt, s.state, s.failure_reason, s.traceparent",
         )
         .bind(owner)
         .bind(millis(self.options.lease))
@@ -255,8 +264,13 @@ impl<D: SagaDef> Engine<D> {
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        metrics::counter!("accrue_saga_batches_total", "kind" => D::KIND).increment(1);
-        metrics::counter!("accrue_saga_claims_total", "kind" => D::KIND).increment(claimed.len() as u64);
+        metrics::counter!("accrue_saga_batches_total", "service" => D::SERVICE, "kind" => D::KIND).increment(1);
+        metrics::counter!("accrue_saga_claims_total", "service" => D::SERVICE, "kind" => D::KIND)
+            .increment(claimed.len() as u64);
+        // The first claim of a run: a new saga, a retried or a resumed one.
+        for state in [SagaState::Running, SagaState::Unwinding] {
+            count_entered::<D>(state, claimed.iter().filter(|c| c.attempt == 1 && c.state == state).count());
+        }
         let ids: Vec<SagaId> = claimed.iter().map(|c| c.id).collect();
         let runs: Vec<i32> = claimed.iter().map(|c| c.run).collect();
         let events: Vec<LoggedEvent> = sqlx::query_as(
@@ -310,6 +324,7 @@ impl<D: SagaDef> Engine<D> {
                 attempt: c.attempt,
                 unwinding: c.state == SagaState::Unwinding,
                 failure_reason: c.failure_reason,
+                traceparent: c.traceparent,
                 gone: false,
             })
             .collect();
@@ -323,6 +338,7 @@ impl<D: SagaDef> Engine<D> {
                 .collect();
             let mut conn = self.pool.acquire().await?;
             set_state(&mut conn, SagaState::Stuck, &rows, true).await?;
+            count_entered::<D>(SagaState::Stuck, rows.len());
             for (id, _, reason) in &rows {
                 tracing::error!(saga = %id, %reason, "saga STUCK: unreadable step log; operator action needed");
             }
@@ -390,12 +406,13 @@ impl<D: SagaDef> Engine<D> {
                 batch[i].log[index].started = true;
             }
             let started = std::time::Instant::now();
+            let spans = trace::step_spans::<D>(step.name, "action", batch, &need);
             #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
-            let mut results = self.act(index, batch, &need, &subjects, false).await;
+            let mut results = self.act(index, batch, &need, &subjects, false).instrument(spans.lead.clone()).await;
+            drop(spans);
             let action_ms = started.elapsed().as_millis();
             tracing::debug!(step = step.name, sagas = need.len(), action_ms, "saga step action");
-            metrics::histogram!("accrue_saga_step_duration_seconds", "kind" => D::KIND, "step" => step.name)
-                .record(started.elapsed().as_secs_f64());
+            record_step_duration::<D>(step.name, "action", started);
             #[cfg(feature = "test-hooks")]
             self.apply_hooks(index, batch, &need, &mut results);
 
@@ -442,8 +459,12 @@ impl<D: SagaDef> Engine<D> {
                 continue;
             }
             let need = self.append_marks(batch, &need, index, StepEvent::UndoStarted).await?;
+            let started = std::time::Instant::now();
+            let spans = trace::step_spans::<D>(steps[index].name, "undo", batch, &need);
             #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
-            let mut results = self.act(index, batch, &need, &subjects, true).await;
+            let mut results = self.act(index, batch, &need, &subjects, true).instrument(spans.lead.clone()).await;
+            drop(spans);
+            record_step_duration::<D>(steps[index].name, "undo", started);
             #[cfg(feature = "test-hooks")]
             if self.hooks.fail_undo == Some(steps[index].name) {
                 for result in results.iter_mut().filter(|r| r.is_ok()) {
@@ -471,6 +492,7 @@ impl<D: SagaDef> Engine<D> {
             let sagas: Vec<&Saga> = finished.iter().map(|&i| &batch[i]).filter(|s| failed.contains(&s.id)).collect();
             self.def.on_failed(&mut tx, &sagas).await?;
             tx.commit().await?;
+            count_entered::<D>(SagaState::Failed, failed.len());
             for &i in &finished {
                 if failed.contains(&batch[i].id) {
                     tracing::info!(saga = %batch[i].id, kind = D::KIND, reason = %batch[i].failure_reason, "saga unwound; failed");
@@ -490,6 +512,7 @@ impl<D: SagaDef> Engine<D> {
         let sagas: Vec<&Saga> = indices.iter().map(|&i| &batch[i]).filter(|s| closed.contains(&s.id)).collect();
         self.def.on_done(&mut tx, &sagas).await?;
         tx.commit().await?;
+        count_entered::<D>(SagaState::Done, closed.len());
         for &i in indices {
             batch[i].gone = true;
         }
@@ -571,6 +594,29 @@ impl<D: SagaDef> Engine<D> {
             }
         }
     }
+}
+
+/// Counts `n` sagas of `D` entering `state` in `accrue_sagas_total{service,
+/// kind, state}`, once their change committed: `running` (or `unwinding`)
+/// at the first claim of a run — a new saga, one an operator retried or
+/// resumed —, `unwinding` on a permanent failure, then `done`, `failed` or
+/// `stuck`. So `running` minus the three ends is roughly what is in flight,
+/// and any increase of `stuck` wants an operator.
+pub(crate) fn count_entered<D: SagaDef>(state: SagaState, n: usize) {
+    if n > 0 {
+        metrics::counter!("accrue_sagas_total", "service" => D::SERVICE, "kind" => D::KIND, "state" => state.as_str())
+            .increment(n as u64);
+    }
+}
+
+/// Records a step's action or undo over a batch in
+/// `accrue_saga_step_duration_seconds{service, kind, step, phase}`.
+fn record_step_duration<D: SagaDef>(step: &'static str, phase: &'static str, started: std::time::Instant) {
+    metrics::histogram!(
+        "accrue_saga_step_duration_seconds",
+        "service" => D::SERVICE, "kind" => D::KIND, "step" => step, "phase" => phase
+    )
+    .record(started.elapsed().as_secs_f64());
 }
 
 /// True when a `failed` event's detail records an internal error.

@@ -199,7 +199,8 @@ pub(crate) async fn record_refund(pool: &PgPool, refund: &RefundInput) -> Result
     }
     if let Some(saga_id) = saga_id {
         sqlx::query(
-            "INSERT INTO sagas (id, program_id, sale_id, kind, state, refund_id) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO sagas (id, program_id, sale_id, kind, state, refund_id, traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(saga_id)
         .bind(refund.program_id)
@@ -207,6 +208,8 @@ pub(crate) async fn record_refund(pool: &PgPool, refund: &RefundInput) -> Result
         .bind(ClawbackSale::KIND)
         .bind(SagaState::Running)
         .bind(id)
+        // The refund RPC's trace, which the clawback's steps join.
+        .bind(accrue_kit::telemetry::propagation::current_traceparent())
         .execute(&mut *tx)
         .await?;
     }

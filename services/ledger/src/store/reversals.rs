@@ -357,6 +357,8 @@ pub async fn reverse_sale(
     balance_ids.extend(&debit_ids);
     apply_balance_changes(&mut tx, &balance_ids, &balance_froms, &balance_reserved).await?;
     tx.commit().await?;
+    crate::counters::entries_posted(kinds.iter().map(|kind| (kind, "DEBIT")));
+    crate::counters::clawback_applied();
     Ok(ReverseOutcome::Applied(row))
 }
 

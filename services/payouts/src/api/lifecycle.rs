@@ -240,6 +240,7 @@ impl PayoutsApi {
         )
         .await?;
         tx.commit().await.map_err(store::StoreError::from)?;
+        crate::counters::payouts_entered(change.to, &updated.currency, [updated.amount]);
         tracing::info!(payout_id = %id, from = from.as_str(), to = change.to.as_str(), actor, "payout moved");
         Ok(updated)
     }

@@ -158,6 +158,7 @@ mod tests {
             generation,
             attempt: 1,
             failure_reason: String::new(),
+            traceparent: None,
             unwinding: false,
             log: vec![StepLog::default()],
             gone: false,

@@ -28,6 +28,9 @@ impl<D: SagaDef> Engine<D> {
             .await?
             .into_iter()
             .collect();
+        if last {
+            super::count_entered::<D>(SagaState::Done, applied.len());
+        }
         for (i, output) in ok {
             if applied.contains(&i) {
                 batch[i].log[index].output = Some(output);
@@ -110,6 +113,7 @@ impl<D: SagaDef> Engine<D> {
             .await?
             .into_iter()
             .collect();
+        super::count_entered::<D>(SagaState::Stuck, applied.len());
         for ((i, message), reason) in exhausted.into_iter().zip(reasons) {
             if applied.contains(&i) {
                 tracing::error!(saga = %batch[i].id, kind = D::KIND, step, phase, error = %message, %reason, "saga STUCK: internal errors kept coming; operator action needed");
@@ -211,6 +215,7 @@ impl<D: SagaDef> Engine<D> {
             .await?
             .into_iter()
             .collect();
+        super::count_entered::<D>(state, applied.len());
         for ((i, message), reason) in failures.into_iter().zip(reasons) {
             match failed_in {
                 FailedIn::Action if applied.contains(&i) => {

@@ -90,6 +90,7 @@ pub(crate) type Item<'a> = accrue_saga::Item<'a, ClawbackSubject>;
 
 impl SagaDef for ClawbackSale {
     const KIND: &'static str = "CLAWBACK_SALE";
+    const SERVICE: &'static str = "attribution";
     type Subject = ClawbackSubject;
 
     fn steps(&self) -> &[accrue_saga::Step<Self>] {

@@ -115,6 +115,7 @@ pub(crate) type Item<'a> = accrue_saga::Item<'a, SaleRow>;
 
 impl SagaDef for SettleSale {
     const KIND: &'static str = "SETTLE_SALE";
+    const SERVICE: &'static str = "attribution";
     type Subject = SaleRow;
 
     fn steps(&self) -> &[accrue_saga::Step<Self>] {

@@ -33,7 +33,7 @@ struct Harness {
 
 async fn start() -> Harness {
     let services = TestServices::new().await;
-    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
+    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config::default()).await;
     let ledger_url = services
         .spawn::<accrue_ledger::Ledger>(accrue_ledger::Config {
             hierarchy_url: hierarchy_url.clone(),
@@ -1763,7 +1763,7 @@ async fn release_and_settle_reservations() {
 #[tokio::test]
 async fn the_clearance_timer_clears_matured_entries_once_across_replicas() {
     let services = TestServices::new().await;
-    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
+    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config::default()).await;
     let timer = |url: &str| accrue_ledger::Config { hierarchy_url: url.to_string(), clear_matured_interval_seconds: 1 };
     let first = services.spawn::<accrue_ledger::Ledger>(timer(&hierarchy_url)).await;
     let _second = services.spawn::<accrue_ledger::Ledger>(timer(&hierarchy_url)).await;

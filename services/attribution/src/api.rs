@@ -193,9 +193,11 @@ impl AttributionService for AttributionApi {
         let filter = match (scope.partner_scope(), split) {
             (None, _) => Some(LinkFilter { owner, split_partner: split, archived: req.archived }),
             // Its own links (another owner named: none).
-            (Some(_), None) => scope
-                .partner_filter(owner)
-                .map(|owner| LinkFilter { owner, split_partner: None, archived: req.archived }),
+            (Some(_), None) => scope.partner_filter(owner).map(|owner| LinkFilter {
+                owner,
+                split_partner: None,
+                archived: req.archived,
+            }),
             // The links it shares in, of any owner or the one named.
             (Some(own), Some(split)) => {
                 (own == split).then_some(LinkFilter { owner, split_partner: Some(own), archived: req.archived })

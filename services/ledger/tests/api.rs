@@ -656,7 +656,11 @@ async fn earnings_summary_sums_lines_by_kind_excluding_voided() {
 
     let summaries = h
         .ledger
-        .get_earnings_summary(pb::GetEarningsSummaryRequest { program_id: program.clone(), partner_ids: vec![] })
+        .get_earnings_summary(pb::GetEarningsSummaryRequest {
+            program_id: program.clone(),
+            partner_ids: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -710,6 +714,7 @@ async fn earnings_summary_sums_lines_by_kind_excluding_voided() {
         .get_earnings_summary(pb::GetEarningsSummaryRequest {
             program_id: program.clone(),
             partner_ids: vec![b.to_string()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1040,7 +1045,11 @@ async fn reverse_sale_seed_003_full_refund_posts_one_linked_debit_and_reverses_t
     assert_eq!(balance.payable, gbp("0.00"));
     let summary = h
         .ledger
-        .get_earnings_summary(pb::GetEarningsSummaryRequest { program_id: program.clone(), partner_ids: vec![] })
+        .get_earnings_summary(pb::GetEarningsSummaryRequest {
+            program_id: program.clone(),
+            partner_ids: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -1213,7 +1222,11 @@ async fn splits_and_override_levels_are_reversed_pro_rata() {
     // The earnings summary shows each kind's clawback.
     let summaries = h
         .ledger
-        .get_earnings_summary(pb::GetEarningsSummaryRequest { program_id: program.clone(), partner_ids: vec![] })
+        .get_earnings_summary(pb::GetEarningsSummaryRequest {
+            program_id: program.clone(),
+            partner_ids: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

@@ -230,6 +230,7 @@ async fn a_partner_token_reads_only_its_own_data() {
                 .get_earnings_summary(lpb::GetEarningsSummaryRequest {
                     program_id: program.clone(),
                     partner_ids: asked.clone(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

@@ -609,7 +609,11 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
             reason: "probe".into(),
         })],
         "GetEarningsSummary" => {
-            vec![enc(lpb::GetEarningsSummaryRequest { program_id: p(), partner_ids: vec![a.seller.clone()] })]
+            vec![enc(lpb::GetEarningsSummaryRequest {
+                program_id: p(),
+                partner_ids: vec![a.seller.clone()],
+                ..Default::default()
+            })]
         }
         // Everything up to then is cleared already.
         "ClearMatured" => {
@@ -872,7 +876,11 @@ fn cross_requests(a: &A, b: &B) -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "/accrue.ledger.v1.LedgerService/GetEarningsSummary",
-            enc(lpb::GetEarningsSummaryRequest { program_id: p(), partner_ids: vec![a.seller.clone()] }),
+            enc(lpb::GetEarningsSummaryRequest {
+                program_id: p(),
+                partner_ids: vec![a.seller.clone()],
+                ..Default::default()
+            }),
         ),
         (
             "/accrue.ledger.v1.LedgerService/GetBalances",

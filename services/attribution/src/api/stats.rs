@@ -114,7 +114,11 @@ impl AttributionApi {
     /// clicks per UTC day for the days the period touches. NOT_FOUND when
     /// the link is absent or the caller may not see it (a partner token:
     /// links it owns or shares in). INVALID_ARGUMENT for a bad id or period.
-    pub(super) async fn link_stats(&self, scope: &Identity, req: pb::GetLinkStatsRequest) -> Result<pb::LinkStats, Status> {
+    pub(super) async fn link_stats(
+        &self,
+        scope: &Identity,
+        req: pb::GetLinkStatsRequest,
+    ) -> Result<pb::LinkStats, Status> {
         let mut violations = FieldViolations::new();
         let link_id: Option<accrue_types::LinkId> = require_uuid("link_id", &req.link_id, &mut violations);
         let period = period(req.start_time.as_ref(), req.end_time.as_ref(), &mut violations);

@@ -86,12 +86,12 @@ impl AttributionApi {
         let clicks: Vec<ClickInput> = parsed.into_iter().flatten().collect();
         let mut links: HashMap<accrue_types::LinkId, LinkRow> = HashMap::new();
         for (i, click) in clicks.iter().enumerate() {
-            if !links.contains_key(&click.link_id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = links.entry(click.link_id) {
                 let link = store::get_link(&self.pool, click.link_id)
                     .await?
                     .filter(|link| link.program_id == program_id)
                     .ok_or_else(|| not_found("link", format!("{} ({}link_id)", click.link_id, field(i))))?;
-                links.insert(click.link_id, link);
+                slot.insert(link);
             }
             if links.get(&click.link_id).is_some_and(|link| link.archived_at.is_some()) {
                 let status = link_archived(click.link_id);
@@ -166,9 +166,7 @@ impl AttributionApi {
         scope.require_program(program_id)?;
         // NOT_FOUND for a program the hierarchy does not know.
         self.get_uplines(program_id, &[]).await?;
-        match store::update_settings(&self.pool, program_id, rule, request_id.as_ref().map(|id| id.as_str()))
-            .await?
-        {
+        match store::update_settings(&self.pool, program_id, rule, request_id.as_ref().map(|id| id.as_str())).await? {
             SettingsUpdate::Stored(history) => Ok(settings_to_proto(program_id, &history)),
             SettingsUpdate::Reused => Err(already_exists(
                 idempotency::REUSED_REASON,

@@ -150,8 +150,7 @@ pub(crate) fn parse_click(
         ok = false;
     }
     let country_code = raw.country_code.to_ascii_uppercase();
-    if !(country_code.is_empty() || (country_code.len() == 2 && country_code.bytes().all(|b| b.is_ascii_uppercase())))
-    {
+    if !(country_code.is_empty() || (country_code.len() == 2 && country_code.bytes().all(|b| b.is_ascii_uppercase()))) {
         violations.add(field("country_code"), "must be an ISO 3166-1 alpha-2 code such as \"GB\"");
         ok = false;
     }

@@ -66,7 +66,8 @@ pub(crate) async fn stats(pool: &PgPool, of: StatsOf, period: Period) -> Result<
             .fetch_one(pool)
     };
     let clicks = count(format!("SELECT count(*) FROM clicks WHERE {}", scoped("clicks", "partner_id"))).await?;
-    let leads = count(format!("SELECT count(*) FROM lead_events WHERE {}", scoped("lead_events", "partner_id"))).await?;
+    let leads =
+        count(format!("SELECT count(*) FROM lead_events WHERE {}", scoped("lead_events", "partner_id"))).await?;
     let sales: Vec<(SaleId, String, Decimal)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT id, currency, amount FROM sales WHERE {} ORDER BY occurred_at, id",
         scoped("sales", "partner_id")
@@ -96,18 +97,20 @@ pub(crate) async fn stats(pool: &PgPool, of: StatsOf, period: Period) -> Result<
     let daily_clicks = match link {
         None => Vec::new(),
         // The per-day counters, for the days the period touches.
-        Some(link) => sqlx::query_as(
-            "SELECT day, clicks FROM click_days
+        Some(link) => {
+            sqlx::query_as(
+                "SELECT day, clicks FROM click_days
              WHERE link_id = $1
                AND ($2::timestamptz IS NULL OR day >= ($2 AT TIME ZONE 'UTC')::date)
                AND ($3::timestamptz IS NULL OR day <= (($3 - interval '1 microsecond') AT TIME ZONE 'UTC')::date)
              ORDER BY day",
-        )
-        .bind(link)
-        .bind(period.start)
-        .bind(period.end)
-        .fetch_all(pool)
-        .await?,
+            )
+            .bind(link)
+            .bind(period.start)
+            .bind(period.end)
+            .fetch_all(pool)
+            .await?
+        }
     };
     Ok(StatsRow {
         clicks,

@@ -168,7 +168,9 @@ pub(crate) async fn last_touches(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|row| ((row.attribution.program_id, row.attribution.customer_external_id.clone(), row.at), row.attribution))
+        .map(|row| {
+            ((row.attribution.program_id, row.attribution.customer_external_id.clone(), row.at), row.attribution)
+        })
         .collect())
 }
 

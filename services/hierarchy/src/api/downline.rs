@@ -67,7 +67,8 @@ impl HierarchyApi {
             if with_overrides {
                 for row in &response.sources {
                     let Ok(source) = row.source_partner_id.parse::<PartnerId>() else { continue };
-                    let net = row.net_amount.as_ref().and_then(|m| m.amount.parse::<Decimal>().ok()).unwrap_or_default();
+                    let net =
+                        row.net_amount.as_ref().and_then(|m| m.amount.parse::<Decimal>().ok()).unwrap_or_default();
                     *nets.entry(source).or_default().entry(row.currency_code.clone()).or_default() += net;
                     totals.entry(source).or_default().override_sale_count += row.sale_count;
                 }

@@ -70,8 +70,7 @@ impl LedgerApi {
         let Some(partner_ids) = scope.partner_ids(partner_ids) else {
             return Ok(Response::new(pb::GetEarningsSummaryResponse::default()));
         };
-        let rows =
-            store::earnings_summary(&self.pool, program_id, &partner_ids, &period, &request.sale_ids).await?;
+        let rows = store::earnings_summary(&self.pool, program_id, &partner_ids, &period, &request.sale_ids).await?;
         let mut summaries = Vec::with_capacity(rows.len());
         for row in rows {
             let currency = Currency::from_code(&row.currency).map_err(internal)?;
@@ -141,16 +140,9 @@ impl LedgerApi {
             return Ok(Response::new(pb::GetOverrideBreakdownResponse::default()));
         }
         let after = cursor.as_ref().map(|c| (c.s, c.l, c.c.clone()));
-        let mut rows = store::override_breakdown(
-            &self.pool,
-            program_id,
-            partner_id,
-            &period,
-            &sources,
-            after.as_ref(),
-            size + 1,
-        )
-        .await?;
+        let mut rows =
+            store::override_breakdown(&self.pool, program_id, partner_id, &period, &sources, after.as_ref(), size + 1)
+                .await?;
         let next_page_token = page::next_page(&mut rows, size, &query, |row| BreakdownCursor {
             s: row.source_partner_id,
             l: row.level,

@@ -1,10 +1,11 @@
 //! The `accrue` command's library: the in-process stack launcher used by
 //! `accrue dev`, the replay and the end-to-end tests; the throwaway Postgres
 //! of `accrue dev`; the Online Retail replay and its client retries; and the
-//! crash campaign (`accrue chaos`).
+//! crash campaign (`accrue chaos`); the migration job (`accrue migrate`).
 
 pub mod chaos;
 pub mod clients;
+pub mod migrate;
 pub mod operator;
 pub mod pg;
 pub mod replay;

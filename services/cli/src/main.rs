@@ -1,14 +1,18 @@
 //! `accrue`: the all-in-one dev command and the Online Retail replay.
 //!
-//! - `accrue dev`: a throwaway Postgres (unless a database is given or one
-//!   listens on 127.0.0.1:5432), migrations, the five services on their
-//!   standard ports; stays up until Ctrl-C / SIGTERM.
+//! - `accrue dev`: a throwaway Postgres from the local server binaries
+//!   (unless a database URL is given), migrations, the five services on
+//!   their standard ports; stays up until Ctrl-C / SIGTERM, then stops the
+//!   services and deletes the throwaway database.
 //! - `accrue replay online-retail --data DIR`: replays the UCI Online Retail
 //!   data set against a running stack, or with `--dev` against one started
 //!   in-process.
 //! - `accrue token mint`: a development bearer token (HS256).
 //! - `accrue db provision`: the services' own database roles, made with an
 //!   admin URL before a production deployment starts.
+//! - `accrue migrate`: every service's migrations applied to its schema (the
+//!   deployment's migration Job; the services then run with
+//!   `--migrate=false`).
 //! - `accrue chaos`: the crash campaign — a clean replay and one under
 //!   SIGKILLs and Postgres restarts, compared.
 //! - `accrue payouts list|show|approve|reject|mark-paid|export` and `accrue
@@ -19,7 +23,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use accrue_cli::operator;
-use accrue_cli::pg::{DevDatabase, ThrowawayPostgres, dev_database, redact};
+use accrue_cli::pg::{DevDatabase, dev_database, redact};
 use accrue_cli::replay::{ProgressMode, ReplayOptions, Summary, replay};
 use accrue_cli::stack::{Endpoints, Ports, Stack, StackConfig, provision_all};
 use accrue_kit::auth::{AuthConfig, Credential, Minter, Role};
@@ -27,6 +31,7 @@ use accrue_proto::payouts::v1::payout_service_client::PayoutServiceClient;
 use accrue_types::id::{PartnerId, ProgramId};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 /// Command-line interface.
 #[derive(Debug, Parser)]
@@ -38,7 +43,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start Postgres (if needed) and the five services for local use; stays up until Ctrl-C.
+    /// Start a throwaway Postgres (unless --database-url / DATABASE_URL) and the five services; stays up until Ctrl-C.
     Dev(DevArgs),
     /// Replay a real data set through the services.
     Replay {
@@ -50,12 +55,19 @@ enum Command {
         #[command(subcommand)]
         action: TokenCommand,
     },
+    /// Apply every service's migrations to its own schema (the deployment's migration Job).
+    ///
+    /// Run it before starting services with `--migrate=false` / ACCRUE_MIGRATE=false, which refuse to start on an
+    /// out-of-date schema. Idempotent: an up-to-date schema is left as it is. With --provision, DATABASE_URL is an
+    /// admin URL: the service roles are made first (as `accrue db provision`) and each schema is migrated acting as
+    /// its role. Without, each schema is migrated over ACCRUE_<SCHEMA>_DATABASE_URL, else DATABASE_URL.
+    Migrate(MigrateArgs),
     /// Database administration.
     Db {
         #[command(subcommand)]
         action: DbCommand,
     },
-    /// Payouts: list, show, approve, reject, mark paid, export (a running stack).
+    /// Payouts: list, show, create, approve, reject, delete, mark paid, export (a running stack).
     Payouts {
         #[command(flatten)]
         connection: Connection,
@@ -97,7 +109,7 @@ struct PayoutFilters {
     /// Program id.
     #[arg(long)]
     program: String,
-    /// Only this status (pending_approval, approved, rejected, processing, paid, failed).
+    /// Only this status (pending_approval, approved, rejected, processing, paid, failed, deleted).
     #[arg(long)]
     status: Option<String>,
     /// Only this partner's.
@@ -112,6 +124,9 @@ struct PayoutFilters {
     /// Only this payout run's.
     #[arg(long)]
     run: Option<String>,
+    /// Include deleted payouts.
+    #[arg(long)]
+    show_deleted: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +152,38 @@ enum PayoutsCommand {
     },
     /// Reject a payout awaiting approval (its entries return to the next run).
     Reject {
+        /// Payout id.
+        id: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        /// Idempotency key.
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// Create a manual payout of a partner's payable ledger entries (no minimum applies).
+    Create {
+        /// Program id.
+        #[arg(long)]
+        program: String,
+        /// Partner id.
+        #[arg(long)]
+        partner: String,
+        /// Currency of the entries to pay (ISO 4217).
+        #[arg(long)]
+        currency: String,
+        /// Period the payout is reported under ("YYYY-MM"); entries cleared by its end are paid.
+        #[arg(long)]
+        period: String,
+        /// Notes kept on the payout.
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// Idempotency key (required: the payout's id derives from it, so running the command again is safe).
+        #[arg(long)]
+        request_id: String,
+    },
+    /// Delete a payout awaiting approval (its entries return to the next run).
+    Delete {
         /// Payout id.
         id: String,
         /// Why (required).
@@ -231,6 +278,23 @@ struct ProvisionArgs {
     password_env: bool,
 }
 
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// Postgres URL: the admin URL with --provision, else the URL of every schema without its own
+    /// ACCRUE_<SCHEMA>_DATABASE_URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Make or update the service roles first (as `accrue db provision`) and migrate acting as each role.
+    #[arg(long)]
+    provision: bool,
+    /// With --provision: set each role's password from ACCRUE_<SCHEMA>_DB_PASSWORD (all five must be set).
+    #[arg(long, requires = "provision")]
+    password_env: bool,
+    /// How long to wait for the database to accept connections (s, m, h or d).
+    #[arg(long, env = "ACCRUE_MIGRATE_WAIT", default_value = "60s", value_parser = parse_wait)]
+    wait: std::time::Duration,
+}
+
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
     /// Print a token signed with the development HS256 secret.
@@ -292,16 +356,24 @@ enum Dataset {
 /// Where the dev database comes from.
 #[derive(Debug, Args)]
 struct DatabaseArgs {
-    /// Postgres URL; without it, 127.0.0.1:5432 (database `accrue`) or a throwaway server.
-    #[arg(long, env = "DATABASE_URL")]
+    /// Admin Postgres URL to use; without it, a throwaway Postgres from the local server binaries, deleted on exit.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// Always start a throwaway Postgres (ignore DATABASE_URL and 127.0.0.1:5432).
+    /// Start a throwaway Postgres even when DATABASE_URL is set.
     #[arg(long, conflicts_with = "database_url")]
     throwaway_db: bool,
-    /// Database connections per service.
-    #[arg(long, env = "ACCRUE_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    /// Database connections per service pool: six pools (the attribution service has two), 6 × 8 = 48 by
+    /// default, well under Postgres's default max_connections of 100.
+    #[arg(long, env = "ACCRUE_DB_MAX_CONNECTIONS", default_value_t = DEV_MAX_CONNECTIONS)]
     max_connections: u32,
+    /// Seconds each service may take to stop on Ctrl-C / SIGTERM (drain RPCs, release saga leases).
+    #[arg(long, env = "ACCRUE_SHUTDOWN_GRACE", default_value_t = accrue_kit::shutdown::DEFAULT_GRACE.as_secs())]
+    shutdown_grace: u64,
 }
+
+/// Pool size per service of the dev stack: the six pools of `accrue dev`
+/// and `accrue replay --dev` hold at most 48 connections.
+const DEV_MAX_CONNECTIONS: u32 = 8;
 
 #[derive(Debug, Args)]
 struct DevArgs {
@@ -389,6 +461,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Token { action: TokenCommand::Mint(args) } => mint(args),
         Command::Db { action: DbCommand::Provision(args) } => provision(args).await,
+        Command::Migrate(args) => {
+            accrue_kit::telemetry::init("warn");
+            migrate(args).await
+        }
         Command::Chaos(args) => {
             // WARN shows each retry of the replay's calls.
             accrue_kit::telemetry::init("warn");
@@ -458,6 +534,7 @@ fn list_filter(filters: &PayoutFilters) -> anyhow::Result<accrue_proto::payouts:
         status,
         period: filters.period.clone().unwrap_or_default(),
         currency_code: filters.currency.clone().unwrap_or_default(),
+        show_deleted: filters.show_deleted,
         ..Default::default()
     })
 }
@@ -482,6 +559,21 @@ async fn payouts(connection: Connection, action: PayoutsCommand) -> anyhow::Resu
         PayoutsCommand::Reject { id, reason, request_id } => {
             vec![operator::reject(&mut client, &id, &reason, &request_id).await?]
         }
+        PayoutsCommand::Create { program, partner, currency, period, notes, request_id } => {
+            let request = accrue_proto::payouts::v1::CreatePayoutRequest {
+                program_id: program,
+                partner_id: partner,
+                currency_code: currency,
+                period,
+                cutoff: None,
+                notes,
+                request_id,
+            };
+            vec![operator::create(&mut client, request).await?]
+        }
+        PayoutsCommand::Delete { id, reason, request_id } => {
+            vec![operator::delete(&mut client, &id, &reason, &request_id).await?]
+        }
         PayoutsCommand::MarkPaid { id, reference, method, paid_at, request_id } => {
             vec![operator::mark_paid(&mut client, &id, &reference, &method, paid_at.as_deref(), &request_id).await?]
         }
@@ -494,6 +586,7 @@ async fn payouts(connection: Connection, action: PayoutsCommand) -> anyhow::Resu
                 status: list.status,
                 period: list.period,
                 currency_code: list.currency_code,
+                show_deleted: list.show_deleted,
             };
             if let Some(path) = out {
                 let mut file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -515,15 +608,46 @@ fn password_env(schema: &str) -> String {
     format!("ACCRUE_{}_DB_PASSWORD", schema.to_uppercase())
 }
 
-async fn provision(args: ProvisionArgs) -> anyhow::Result<()> {
+/// Each role's password from its [`password_env`] variable (all five must
+/// be set), or none when `from_env` is false.
+fn role_passwords(from_env: bool) -> anyhow::Result<std::collections::HashMap<&'static str, String>> {
     let mut passwords = std::collections::HashMap::new();
-    if args.password_env {
+    if from_env {
         for schema in accrue_cli::stack::SCHEMAS {
             let name = password_env(schema);
             let password = std::env::var(&name).ok().filter(|p| !p.is_empty());
             passwords.insert(schema, password.with_context(|| format!("--password-env: {name} is not set"))?);
         }
     }
+    Ok(passwords)
+}
+
+/// `--wait`: like a token lifetime, but zero (do not wait) is allowed.
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse::<u64>() == Ok(0) {
+        return Ok(std::time::Duration::ZERO);
+    }
+    parse_ttl(text)
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let options = accrue_cli::migrate::MigrateOptions {
+        database_url: args.database_url,
+        provision: args.provision,
+        passwords: role_passwords(args.password_env)?,
+        wait: args.wait,
+    };
+    let reports = accrue_cli::migrate::run(&options).await?;
+    for report in &reports {
+        println!("{report}");
+    }
+    let applied: usize = reports.iter().map(|report| report.applied).sum();
+    println!("{applied} migrations applied; every schema is up to date.");
+    Ok(())
+}
+
+async fn provision(args: ProvisionArgs) -> anyhow::Result<()> {
+    let passwords = role_passwords(args.password_env)?;
     let roles = provision_all(&args.database_url, |schema| passwords.get(schema).cloned()).await?;
     println!("Provisioned one role per service in {}.", redact(&args.database_url));
     println!("Connect each service as its own role (passwords shown as ***):");
@@ -548,18 +672,43 @@ fn mint(args: MintArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_database(args: &DatabaseArgs) -> anyhow::Result<DevDatabase> {
-    let database = if args.throwaway_db {
-        DevDatabase::Throwaway(ThrowawayPostgres::start().await.context("starting a throwaway Postgres")?)
-    } else {
-        dev_database(args.database_url.clone()).await.context("providing a database")?
+/// The dev database, given or throwaway; abandoned (a throwaway one
+/// stopped and deleted) when `interrupted` fires meanwhile.
+async fn start_database(args: &DatabaseArgs, interrupted: &CancellationToken) -> anyhow::Result<DevDatabase> {
+    let url = if args.throwaway_db { None } else { args.database_url.clone() };
+    let database = tokio::select! {
+        () = interrupted.cancelled() => anyhow::bail!("interrupted"),
+        database = dev_database(url) => database.context("providing a database")?,
     };
     eprintln!("database: {}", database.describe());
     Ok(database)
 }
 
+/// The stack over `database`; when `interrupted` fires while the services
+/// start, or they fail to, the database is stopped (a throwaway one
+/// deleted) before returning the error.
+async fn start_stack(
+    database: DevDatabase,
+    config: StackConfig,
+    interrupted: &CancellationToken,
+) -> anyhow::Result<(DevDatabase, Stack)> {
+    let started = tokio::select! {
+        () = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted")),
+        stack = Stack::start(config) => stack.context("starting the services"),
+    };
+    match started {
+        Ok(stack) => Ok((database, stack)),
+        Err(error) => {
+            database.stop().await?;
+            Err(error)
+        }
+    }
+}
+
 fn stack_config(database: &DevDatabase, args: &DatabaseArgs, host: IpAddr, ports: Ports) -> StackConfig {
-    StackConfig::new(database.url().to_string(), host, ports, args.max_connections)
+    let mut config = StackConfig::new(database.url().to_string(), host, ports, args.max_connections);
+    config.shutdown_grace = std::time::Duration::from_secs(args.shutdown_grace);
+    config
 }
 
 fn print_endpoints(stack: &Stack, secret: &str) {
@@ -585,7 +734,11 @@ fn print_endpoints(stack: &Stack, secret: &str) {
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let database = start_database(&args.database).await?;
+    // Listening for Ctrl-C / SIGTERM from the start: a signal while the
+    // throwaway database or the services start must still stop and delete
+    // that database, not kill this process and leave the server running.
+    let interrupted = accrue_kit::shutdown::on_signal();
+    let database = start_database(&args.database, &interrupted).await?;
     let ports = Ports {
         hierarchy: args.hierarchy_port,
         attribution: args.attribution_port,
@@ -598,16 +751,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         config.auth = AuthConfig::hs256(secret.clone());
     }
     let secret = config.auth.hs256_secret.clone().unwrap_or_default();
-    let mut stack = match Stack::start(config).await {
-        Ok(stack) => stack,
-        Err(error) => {
-            database.stop().await?;
-            return Err(error.context("starting the services"));
-        }
-    };
+    let (database, mut stack) = start_stack(database, config, &interrupted).await?;
     print_endpoints(&stack, &secret);
     let failure = tokio::select! {
-        () = accrue_kit::shutdown::wait_for_signal() => None,
+        () = interrupted.cancelled() => None,
         result = stack.wait_for_failure() => Some(result),
     };
     eprintln!("shutting down…");
@@ -630,18 +777,13 @@ async fn replay_online_retail(args: ReplayArgs) -> anyhow::Result<()> {
     options.progress = if args.json { ProgressMode::Lines } else { ProgressMode::Auto };
 
     let summary = if args.dev {
-        let database = start_database(&args.database).await?;
+        let interrupted = accrue_kit::shutdown::on_signal();
+        let database = start_database(&args.database, &interrupted).await?;
         let config = stack_config(&database, &args.database, IpAddr::from([127, 0, 0, 1]), Ports::ephemeral());
-        let stack = match Stack::start(config).await {
-            Ok(stack) => stack,
-            Err(error) => {
-                database.stop().await?;
-                return Err(error.context("starting the services"));
-            }
-        };
+        let (database, stack) = start_stack(database, config, &interrupted).await?;
         let (endpoints, admin) = (stack.endpoints.clone(), stack.admin.clone());
         let outcome = tokio::select! {
-            () = accrue_kit::shutdown::wait_for_signal() => Err(anyhow::anyhow!("interrupted")),
+            () = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted")),
             result = replay(options, &endpoints, &admin) => result.map_err(anyhow::Error::from),
         };
         let stopped = stack.shutdown().await;

@@ -4,6 +4,11 @@
 //! human table by default, or JSON (one object per line) with `--json`.
 //! Amounts are printed as the service sends them (decimal strings in the
 //! currency's minor unit, never floats).
+//!
+//! Every call is retried while the service is briefly away (UNAVAILABLE, a
+//! broken connection; [`crate::retry`]): reads as they are, changes under
+//! their request id — the one given, or one made up for this invocation —
+//! so a retried approval is answered from the first one's result.
 
 use std::fmt::Write as _;
 
@@ -11,6 +16,8 @@ use accrue_kit::client::AuthChannel;
 use accrue_proto::payouts::v1 as pb;
 use accrue_proto::payouts::v1::payout_service_client::PayoutServiceClient;
 use serde::Serialize;
+
+use crate::retry;
 
 /// Why an operator command failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +39,12 @@ pub enum OperatorError {
 
 fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> OperatorError {
     move |status| OperatorError::Rpc { call, code: status.code(), message: status.message().to_string() }
+}
+
+/// `request_id`, or a fresh one for this invocation when empty, so that the
+/// call can be retried safely.
+fn key(request_id: &str) -> String {
+    if request_id.is_empty() { format!("accrue-cli-{}", uuid::Uuid::new_v4()) } else { request_id.to_string() }
 }
 
 /// "PENDING_APPROVAL" for a wire status.
@@ -198,7 +211,10 @@ pub async fn list(
     let mut views = Vec::new();
     let mut request = pb::ListPayoutsRequest { page_size: 1000, ..filter };
     loop {
-        let page = client.list_payouts(request.clone()).await.map_err(rpc("ListPayouts"))?.into_inner();
+        let page =
+            retry::idempotent("ListPayouts", client, &request, |mut c, r| async move { c.list_payouts(r).await })
+                .await
+                .map_err(rpc("ListPayouts"))?;
         views.extend(page.payouts.iter().map(PayoutView::from));
         if page.next_page_token.is_empty() {
             return Ok(views);
@@ -209,8 +225,10 @@ pub async fn list(
 
 /// `accrue payouts show ID`.
 pub async fn show(client: &mut PayoutServiceClient<AuthChannel>, id: &str) -> Result<PayoutView, OperatorError> {
-    let payout =
-        client.get_payout(pb::GetPayoutRequest { id: id.to_string() }).await.map_err(rpc("GetPayout"))?.into_inner();
+    let request = pb::GetPayoutRequest { id: id.to_string() };
+    let payout = retry::idempotent("GetPayout", client, &request, |mut c, r| async move { c.get_payout(r).await })
+        .await
+        .map_err(rpc("GetPayout"))?;
     Ok(PayoutView::from(&payout))
 }
 
@@ -223,24 +241,26 @@ pub async fn approve(
     ids: &[String],
     request_id: &str,
 ) -> Result<(Vec<PayoutView>, Vec<(String, String)>), OperatorError> {
+    let request_id = key(request_id);
     if let [id] = ids {
-        let payout = client
-            .approve_payout(pb::ApprovePayoutRequest { id: id.clone(), request_id: request_id.to_string() })
-            .await
-            .map_err(rpc("ApprovePayout"))?
-            .into_inner();
+        let request = pb::ApprovePayoutRequest { id: id.clone(), request_id };
+        let payout =
+            retry::idempotent("ApprovePayout", client, &request, |mut c, r| async move { c.approve_payout(r).await })
+                .await
+                .map_err(rpc("ApprovePayout"))?;
         return Ok((vec![PayoutView::from(&payout)], Vec::new()));
     }
     let program = program.ok_or_else(|| OperatorError::Usage("--program is required to approve several".into()))?;
-    let results = client
-        .bulk_approve_payouts(pb::BulkApprovePayoutsRequest {
-            program_id: program.to_string(),
-            ids: ids.to_vec(),
-            request_id: request_id.to_string(),
-        })
+    let request = pb::BulkApprovePayoutsRequest { program_id: program.to_string(), ids: ids.to_vec(), request_id };
+    let results =
+        retry::idempotent(
+            "BulkApprovePayouts",
+            client,
+            &request,
+            |mut c, r| async move { c.bulk_approve_payouts(r).await },
+        )
         .await
         .map_err(rpc("BulkApprovePayouts"))?
-        .into_inner()
         .results;
     let mut approved = Vec::new();
     let mut failed = Vec::new();
@@ -261,14 +281,40 @@ pub async fn reject(
     reason: &str,
     request_id: &str,
 ) -> Result<PayoutView, OperatorError> {
+    let request =
+        pb::RejectPayoutRequest { id: id.to_string(), reason: reason.to_string(), request_id: key(request_id) };
+    let payout =
+        retry::idempotent("RejectPayout", client, &request, |mut c, r| async move { c.reject_payout(r).await })
+            .await
+            .map_err(rpc("RejectPayout"))?;
+    Ok(PayoutView::from(&payout))
+}
+
+/// `accrue payouts create --program … --partner … --currency … --period …
+/// --request-id …`: a manual payout of the partner's payable entries.
+pub async fn create(
+    client: &mut PayoutServiceClient<AuthChannel>,
+    request: pb::CreatePayoutRequest,
+) -> Result<PayoutView, OperatorError> {
+    let payout = client.create_payout(request).await.map_err(rpc("CreatePayout"))?.into_inner();
+    Ok(PayoutView::from(&payout))
+}
+
+/// `accrue payouts delete ID --reason …`.
+pub async fn delete(
+    client: &mut PayoutServiceClient<AuthChannel>,
+    id: &str,
+    reason: &str,
+    request_id: &str,
+) -> Result<PayoutView, OperatorError> {
     let payout = client
-        .reject_payout(pb::RejectPayoutRequest {
+        .delete_payout(pb::DeletePayoutRequest {
             id: id.to_string(),
             reason: reason.to_string(),
             request_id: request_id.to_string(),
         })
         .await
-        .map_err(rpc("RejectPayout"))?
+        .map_err(rpc("DeletePayout"))?
         .into_inner();
     Ok(PayoutView::from(&payout))
 }
@@ -290,17 +336,17 @@ pub async fn mark_paid(
             Some(prost_types::Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 })
         }
     };
-    let payout = client
-        .mark_payout_paid(pb::MarkPayoutPaidRequest {
-            id: id.to_string(),
-            payment_reference: reference.to_string(),
-            payment_method: method.to_string(),
-            paid_time,
-            request_id: request_id.to_string(),
-        })
-        .await
-        .map_err(rpc("MarkPayoutPaid"))?
-        .into_inner();
+    let request = pb::MarkPayoutPaidRequest {
+        id: id.to_string(),
+        payment_reference: reference.to_string(),
+        payment_method: method.to_string(),
+        paid_time,
+        request_id: key(request_id),
+    };
+    let payout =
+        retry::idempotent("MarkPayoutPaid", client, &request, |mut c, r| async move { c.mark_payout_paid(r).await })
+            .await
+            .map_err(rpc("MarkPayoutPaid"))?;
     Ok(PayoutView::from(&payout))
 }
 
@@ -311,7 +357,12 @@ pub async fn export(
     filter: pb::ExportPayoutsRequest,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<i64, OperatorError> {
-    let mut stream = client.export_payouts(filter).await.map_err(rpc("ExportPayouts"))?.into_inner();
+    // Only opening the stream is retried: rows already written cannot be
+    // taken back.
+    let mut stream =
+        retry::idempotent("ExportPayouts", client, &filter, |mut c, r| async move { c.export_payouts(r).await })
+            .await
+            .map_err(rpc("ExportPayouts"))?;
     let mut rows = 0;
     while let Some(chunk) = stream.message().await.map_err(rpc("ExportPayouts"))? {
         out.write_all(&chunk.csv_chunk).map_err(|e| OperatorError::Usage(format!("writing the CSV: {e}")))?;
@@ -329,7 +380,15 @@ pub async fn audit(
     let mut views = Vec::new();
     let mut request = pb::ListAuditEventsRequest { page_size: 1000, ..filter };
     loop {
-        let page = client.list_audit_events(request.clone()).await.map_err(rpc("ListAuditEvents"))?.into_inner();
+        let page =
+            retry::idempotent(
+                "ListAuditEvents",
+                client,
+                &request,
+                |mut c, r| async move { c.list_audit_events(r).await },
+            )
+            .await
+            .map_err(rpc("ListAuditEvents"))?;
         views.extend(page.events.iter().map(AuditView::from));
         if page.next_page_token.is_empty() {
             return Ok(views);

@@ -1,9 +1,11 @@
 //! A throwaway Postgres for `accrue dev` and `accrue replay --dev` (DESIGN §6
-//! "Dev"): when no `DATABASE_URL` is given and nothing listens on
-//! 127.0.0.1:5432, `initdb` a temporary directory with trust auth, start
-//! `postgres` on a free port with durability off, create the `accrue`
-//! database, and on [`ThrowawayPostgres::stop`] (or drop) stop the server with
-//! SIGINT (fast shutdown) and delete the directory.
+//! "Dev"): when no `DATABASE_URL` is given, `initdb` a temporary directory
+//! with trust auth, start `postgres` on a free port (its Unix socket in that
+//! directory) with durability off, create the `accrue` database, and on
+//! [`ThrowawayPostgres::stop`] (or drop) stop the server with SIGINT (fast
+//! shutdown) and delete the directory. Never a database on whatever server
+//! happens to listen on 5432: a given URL is checked first, and its refusal
+//! explained ([`check_given`]).
 //!
 //! The server binaries come from `pg_config --bindir`, else the newest
 //! `/usr/lib/postgresql/*/bin`. As root, `initdb` and `postgres` refuse to run,
@@ -18,15 +20,25 @@ use sqlx::{Connection, PgConnection};
 /// The database `accrue dev` creates and uses.
 pub const DATABASE_NAME: &str = "accrue";
 
-/// The conventional local server the dev command tries first.
-pub const LOCAL_ADDR: &str = "127.0.0.1:5432";
-
 /// Why a dev database could not be provided.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     /// No PostgreSQL server binaries were found.
-    #[error("no PostgreSQL server binaries found (tried `pg_config --bindir` and /usr/lib/postgresql/*/bin)")]
+    #[error(
+        "no PostgreSQL server binaries (initdb, postgres) found for a throwaway database (tried `pg_config --bindir` \
+         and /usr/lib/postgresql/*/bin). Install them (Debian/Ubuntu: `sudo apt-get install postgresql`; Fedora: \
+         `sudo dnf install postgresql-server`; macOS: `brew install postgresql`), or use an existing server with \
+         --database-url / DATABASE_URL"
+    )]
     NoBinaries,
+    /// A given database URL cannot be used; the refusal says why and what to do.
+    #[error("cannot use the database at {url}: {refusal}")]
+    Refused {
+        /// The URL, password redacted.
+        url: String,
+        /// Why, and what to do.
+        refusal: accrue_kit::db::Refusal,
+    },
     /// A helper command could not be run or failed.
     #[error("{command} failed: {detail}")]
     Command {
@@ -51,8 +63,6 @@ pub enum PgError {
 pub enum DevDatabase {
     /// A URL the user gave (flag or `DATABASE_URL`), used as is.
     Given(String),
-    /// The server already listening on 127.0.0.1:5432 (database `accrue`).
-    Local(String),
     /// A throwaway server started for this process.
     Throwaway(ThrowawayPostgres),
 }
@@ -61,7 +71,7 @@ impl DevDatabase {
     /// The URL the services connect with.
     pub fn url(&self) -> &str {
         match self {
-            DevDatabase::Given(url) | DevDatabase::Local(url) => url,
+            DevDatabase::Given(url) => url,
             DevDatabase::Throwaway(pg) => pg.url(),
         }
     }
@@ -70,7 +80,6 @@ impl DevDatabase {
     pub fn describe(&self) -> String {
         match self {
             DevDatabase::Given(url) => format!("given database {}", redact(url)),
-            DevDatabase::Local(url) => format!("local Postgres {url}"),
             DevDatabase::Throwaway(pg) => {
                 format!("throwaway Postgres in {} on port {} ({})", pg.dir().display(), pg.port(), pg.url())
             }
@@ -81,7 +90,7 @@ impl DevDatabase {
     pub async fn stop(self) -> Result<(), PgError> {
         match self {
             DevDatabase::Throwaway(pg) => pg.stop().await,
-            DevDatabase::Given(_) | DevDatabase::Local(_) => Ok(()),
+            DevDatabase::Given(_) => Ok(()),
         }
     }
 }
@@ -113,24 +122,36 @@ pub fn redact(url: &str) -> String {
     format!("{base}?{query}")
 }
 
-/// Picks the dev database: `url` when given; else the server on
-/// 127.0.0.1:5432 (user `postgres`, database `accrue`, created if missing)
-/// when it accepts connections; else a fresh [`ThrowawayPostgres`].
+/// Picks the dev database: `url` when given (after [`check_given`]), else
+/// a fresh [`ThrowawayPostgres`]. Never a server that merely happens to
+/// listen on 127.0.0.1:5432: the user's own database there is not ours to
+/// fill.
 pub async fn dev_database(url: Option<String>) -> Result<DevDatabase, PgError> {
     if let Some(url) = url.filter(|u| !u.trim().is_empty()) {
+        check_given(&url).await?;
         return Ok(DevDatabase::Given(url));
-    }
-    if accepts_connections(LOCAL_ADDR).await {
-        let admin = "postgres://postgres@127.0.0.1:5432/postgres";
-        ensure_database(admin, DATABASE_NAME).await?;
-        return Ok(DevDatabase::Local(format!("postgres://postgres@127.0.0.1:5432/{DATABASE_NAME}")));
     }
     Ok(DevDatabase::Throwaway(ThrowawayPostgres::start().await?))
 }
 
-/// Whether something accepts TCP connections at `addr` (within one second).
-pub async fn accepts_connections(addr: &str) -> bool {
-    matches!(tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await, Ok(Ok(_)))
+/// Connects once to a user's `url` (within ten seconds), so that a URL the
+/// server refuses fails here, with why and what to do
+/// ([`PgError::Refused`]: wrong password, unknown role or database, too many
+/// clients, nothing listening), not later inside a service as a bare
+/// "pool timed out".
+pub async fn check_given(url: &str) -> Result<(), PgError> {
+    let attempt = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(url)).await;
+    match attempt {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(match accrue_kit::db::Refusal::of(&error) {
+            Some(refusal) => PgError::Refused { url: redact(url), refusal },
+            None => PgError::Sql(format!("connecting to {}", redact(url)), error),
+        }),
+        Err(_) => Err(PgError::NotReady(Duration::from_secs(10), format!("no answer from {}", redact(url)))),
+    }
 }
 
 /// Creates database `name` through `admin_url` unless it exists.
@@ -401,6 +422,11 @@ impl ThrowawayPostgres {
         self.port
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The temporary directory (data directory is `data/` inside it).
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().map_or(Path::new(""), |d| d.path())
@@ -488,6 +514,71 @@ mod tests {
         conn.close().await.expect("close");
         pg.stop().await.expect("stop");
         assert!(!dir.exists(), "temporary directory removed");
+    }
+
+    /// Without a URL the dev database is always a throwaway server, even
+    /// though the shared test server listens on 127.0.0.1:5432; stopping it
+    /// leaves neither a process nor a directory behind.
+    #[tokio::test]
+    async fn without_a_url_the_dev_database_is_throwaway_and_leaves_nothing_behind() {
+        if find_bindir().is_err() {
+            eprintln!("skipping: no PostgreSQL server binaries");
+            return;
+        }
+        let database = dev_database(None).await.expect("a throwaway database");
+        let DevDatabase::Throwaway(pg) = &database else { panic!("{}", database.describe()) };
+        assert_ne!(pg.port(), 5432);
+        let (dir, pid) = (pg.dir().to_path_buf(), pg.pid().expect("running"));
+        assert!(pg.dir().starts_with(std::env::temp_dir()), "{}", pg.dir().display());
+        let conn = PgConnection::connect(database.url()).await.expect("connect");
+        conn.close().await.expect("close");
+        database.stop().await.expect("stop");
+        assert!(!dir.exists(), "temporary directory removed");
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "postgres {pid} stopped");
+    }
+
+    /// The shared test server's admin URL with `database` as the database.
+    fn shared_url(database: &str) -> String {
+        let admin = std::env::var("ACCRUE_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+        let base = admin.split('?').next().unwrap_or(&admin);
+        format!("{}/{database}", &base[..base.rfind('/').unwrap_or(base.len())])
+    }
+
+    #[tokio::test]
+    async fn a_given_url_that_is_refused_says_why_and_what_to_do() {
+        if PgConnection::connect(&shared_url("postgres")).await.is_err() {
+            eprintln!("skipping: no test server");
+            return;
+        }
+        let unknown = shared_url(&format!("accrue_missing_{}", std::process::id()));
+        let error = check_given(&unknown).await.expect_err("no such database");
+        assert!(matches!(error, PgError::Refused { refusal: accrue_kit::db::Refusal::UnknownDatabase, .. }), "{error}");
+        assert!(error.to_string().contains("3D000") && error.to_string().contains("create it"), "{error}");
+
+        // A role that may hold no connection: 53300, as when max_connections is used up.
+        let schema = format!("cli_{}", uuid::Uuid::new_v4().simple());
+        let role = accrue_kit::db::role_name(&schema);
+        let mut admin = PgConnection::connect(&shared_url("postgres")).await.expect("admin");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")))
+            .execute(&mut admin)
+            .await
+            .expect("create role");
+        let limited = accrue_kit::db::role_url(&shared_url("postgres"), &schema, Some("pw")).expect("role url");
+        let outcome = check_given(&limited).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE {role}"))).execute(&mut admin).await.expect("drop role");
+        admin.close().await.expect("close");
+        let error = outcome.expect_err("no connection allowed");
+        assert!(matches!(error, PgError::Refused { refusal: accrue_kit::db::Refusal::TooManyClients, .. }), "{error}");
+        let text = error.to_string();
+        assert!(text.contains("53300") && text.contains("--max-connections") && text.contains(":***@"), "{text}");
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let error = check_given(&format!("postgres://postgres@127.0.0.1:{closed}/x")).await.expect_err("refused");
+        assert!(
+            matches!(error, PgError::Refused { refusal: accrue_kit::db::Refusal::ConnectionRefused, .. }),
+            "{error}"
+        );
     }
 
     #[tokio::test]

@@ -6,7 +6,8 @@
 //! a request id (CreateProgram, CreatePartner, CreateLink, CreateAgreement,
 //! SetOverridePlan, CreatePayoutRun), writes keyed by an external id
 //! (RecordSales streams, RecordRefund), first-touch TrackLead, ClearMatured
-//! (it only moves what has matured), and every read. A retried RecordSales
+//! (it only moves what has matured), the operator's payout changes (under a
+//! request id, [`crate::operator`]), and every read. A retried RecordSales
 //! stream is sent again from its first message: the service acknowledges the
 //! sales it already has by external id and records the rest.
 

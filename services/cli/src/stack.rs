@@ -65,8 +65,12 @@ pub struct StackConfig {
     pub host: std::net::IpAddr,
     /// Ports.
     pub ports: Ports,
-    /// Pool size per service.
+    /// Pool size per service (the attribution service opens a second one
+    /// of this size for its saga workers: six pools in all).
     pub max_connections: u32,
+    /// How long each service may take to stop on [`Stack::shutdown`]
+    /// (RPCs drain, saga workers release their leases; the rest is cut off).
+    pub shutdown_grace: std::time::Duration,
     /// Saga worker options for the attribution service.
     pub saga: accrue_attribution::SagaOptions,
     /// Faults injected into the attribution saga workers (none by default;
@@ -82,6 +86,13 @@ pub struct StackConfig {
     /// replay and the tests clear month by month at their own `as_of`, and a
     /// wall-clock pass would clear their historic entries at once).
     pub clear_matured_interval: std::time::Duration,
+    /// Whether the stack provisions the service roles and migrates their
+    /// schemas before starting the services, which then migrate on start
+    /// too (the default). Off, as in a deployment whose migration job
+    /// (`accrue migrate --provision`) ran first: the stack only derives each
+    /// role's URL and starts the services with migrations off, so they
+    /// refuse to start on an out-of-date schema.
+    pub migrate: bool,
 }
 
 impl StackConfig {
@@ -92,19 +103,27 @@ impl StackConfig {
             host,
             ports,
             max_connections,
+            shutdown_grace: accrue_kit::shutdown::DEFAULT_GRACE,
             saga: accrue_attribution::SagaOptions::default(),
             saga_hooks: accrue_attribution::SagaHooks::default(),
             stream_idle_timeout: std::time::Duration::from_secs(30),
             auth: AuthConfig::hs256(dev_secret()),
             clear_matured_interval: std::time::Duration::ZERO,
+            migrate: true,
         }
     }
 
-    /// Loopback, ephemeral ports, default saga options.
+    /// Loopback, ephemeral ports, default saga options, pools of
+    /// [`TEST_MAX_CONNECTIONS`].
     pub fn for_tests(database_url: String) -> Self {
-        StackConfig::new(database_url, std::net::IpAddr::from([127, 0, 0, 1]), Ports::ephemeral(), 8)
+        StackConfig::new(database_url, std::net::IpAddr::from([127, 0, 0, 1]), Ports::ephemeral(), TEST_MAX_CONNECTIONS)
     }
 }
+
+/// Pool size per service of a test stack: its six pools hold at most 24
+/// connections, so the two stacks a 2-core `cargo test` runs at once stay
+/// near half of Postgres's default max_connections of 100.
+pub const TEST_MAX_CONNECTIONS: u32 = 4;
 
 /// A random HS256 secret: 32 random bytes as 64 hex digits.
 pub fn dev_secret() -> String {
@@ -176,7 +195,7 @@ impl Stack {
         let (payouts_listener, payouts) = bind(config.host, config.ports.payouts).await?;
         let endpoints = Endpoints { hierarchy, attribution, commission, ledger, payouts };
 
-        let roles = migrate_all(&url).await?;
+        let roles = if config.migrate { migrate_all(&url).await? } else { role_urls(&url)? };
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -187,8 +206,15 @@ impl Stack {
         )
         .context("the stack's token secret")?;
         let admin_token = minter.mint("accrue-dev-admin", &[Role::Admin], &["*".to_string()], None, ADMIN_TOKEN_TTL)?;
-        let mut launch =
-            Launch { tasks: &mut tasks, roles: &roles, max_connections: max, auth: &config.auth, shutdown: &shutdown };
+        let mut launch = Launch {
+            tasks: &mut tasks,
+            roles: &roles,
+            max_connections: max,
+            auth: &config.auth,
+            migrate: config.migrate,
+            shutdown_grace: config.shutdown_grace,
+            shutdown: &shutdown,
+        };
         let hierarchy_config = accrue_hierarchy::Config { ledger_url: Some(endpoints.ledger.clone()) };
         launch.spawn::<Hierarchy>(hierarchy_config, hierarchy_listener)?;
         let commission_config = accrue_commission::Config { hierarchy_url: endpoints.hierarchy.clone() };
@@ -247,7 +273,9 @@ struct Launch<'a> {
     tasks: &'a mut JoinSet<anyhow::Result<()>>,
     roles: &'a [ServiceRole],
     max_connections: u32,
+    shutdown_grace: std::time::Duration,
     auth: &'a AuthConfig,
+    migrate: bool,
     shutdown: &'a CancellationToken,
 }
 
@@ -258,7 +286,9 @@ impl Launch<'_> {
             database_url: role_of(self.roles, S::SCHEMA)?.url.clone(),
             max_connections: self.max_connections,
             auth: self.auth.clone(),
+            shutdown_grace: self.shutdown_grace,
             service,
+            migrate: self.migrate,
         };
         let token = self.shutdown.clone();
         self.tasks.spawn(async move {
@@ -324,21 +354,25 @@ pub async fn provision_all(
 /// [`accrue_kit::db::provision_dev`]; with trust auth they need none.
 /// Returns each service's role and URL.
 pub async fn migrate_all(admin_url: &str) -> anyhow::Result<Vec<ServiceRole>> {
-    use accrue_kit::db::{DbConfig, migrate, pool};
     let admin_password = accrue_kit::db::url_password(admin_url)?;
     let roles = provision_all(admin_url, |_| admin_password.clone()).await.context("provisioning the service roles")?;
-    let migrators: [(&str, &sqlx::migrate::Migrator); 5] = [
-        (Hierarchy::SCHEMA, Hierarchy::migrator()),
-        (Attribution::SCHEMA, Attribution::migrator()),
-        (Commission::SCHEMA, Commission::migrator()),
-        (Ledger::SCHEMA, Ledger::migrator()),
-        (Payouts::SCHEMA, Payouts::migrator()),
-    ];
-    for (schema, migrator) in migrators {
+    for (schema, migrator) in crate::migrate::migrators() {
         let url = role_of(&roles, schema)?.url.clone();
-        let db = pool(&DbConfig { url, schema: schema.to_string(), max_connections: 1 })?;
-        migrate(&db, schema, migrator).await.with_context(|| format!("migrating schema {schema}"))?;
-        db.close().await;
+        crate::migrate::migrate_schema(&url, schema, migrator, None).await?;
     }
     Ok(roles)
+}
+
+/// Each service's role and URL as [`migrate_all`] would return them, without
+/// touching the database: for a stack whose roles and schemas an earlier
+/// `accrue migrate --provision` made (with the admin URL's password, if any).
+pub fn role_urls(admin_url: &str) -> anyhow::Result<Vec<ServiceRole>> {
+    let password = accrue_kit::db::url_password(admin_url)?;
+    SCHEMAS
+        .into_iter()
+        .map(|schema| {
+            let url = accrue_kit::db::role_url(admin_url, schema, password.as_deref())?;
+            Ok(ServiceRole { schema, role: accrue_kit::db::role_name(schema), url })
+        })
+        .collect()
 }

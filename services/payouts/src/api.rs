@@ -31,6 +31,7 @@ use crate::store::{self, NewPayout, PayoutFilter, PayoutRow, RunRow};
 mod codec;
 mod export;
 mod lifecycle;
+mod manual;
 mod run;
 
 use codec::*;
@@ -155,8 +156,10 @@ impl PayoutService for PayoutsApi {
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
         scope.require_program(program_id)?;
         let limit = page::page_size(request.page_size)?;
-        let query =
-            format!("payouts|{program_id}|{partner_id:?}|{payout_run_id:?}|{}|{period:?}|{currency:?}", request.status);
+        let query = format!(
+            "payouts|{program_id}|{partner_id:?}|{payout_run_id:?}|{}|{period:?}|{currency:?}|{}",
+            request.status, request.show_deleted
+        );
         let after = page::decode::<PayoutCursor>(&query, &request.page_token)?.map(|cursor| (cursor.t, cursor.id));
         // A partner token asking for another partner's payouts gets an empty
         // page, as for a partner without payouts.
@@ -171,6 +174,7 @@ impl PayoutService for PayoutsApi {
             status: status.map(PayoutStatus::as_str),
             period: period.as_deref(),
             currency: currency.map(|currency| currency.code()),
+            show_deleted: request.show_deleted,
         };
         let mut rows = store::list_payouts(&self.pool, &filter, after, limit + 1).await?;
         let next_page_token =
@@ -278,15 +282,9 @@ impl PayoutService for PayoutsApi {
         let actor = accrue_kit::auth::actor(&request)?;
         let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let id = require_uuid::<PayoutId>("id", &request.id, &mut violations);
-        let reason = required_text("reason", &request.reason, MAX_TEXT_CHARS, &mut violations);
         let body = pb::RejectPayoutRequest { request_id: String::new(), ..request.clone() };
-        let (request_id, hash) = change_key(&request.request_id, &body, &mut violations);
-        violations.into_result()?;
-        let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
-        let mut change = Move::to(PayoutStatus::Rejected, reason.clone(), request_id, hash);
-        change.status_reason = Some(reason);
+        let (id, change) =
+            Move::with_reason(PayoutStatus::Rejected, &request.id, &request.reason, &request.request_id, &body)?;
         let row = self.move_payout(&scope, None, &actor, id, &change).await?;
         Ok(Response::new(payout_to_proto(&row)?))
     }
@@ -366,15 +364,9 @@ impl PayoutService for PayoutsApi {
         let actor = accrue_kit::auth::actor(&request)?;
         let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let id = require_uuid::<PayoutId>("id", &request.id, &mut violations);
-        let reason = required_text("reason", &request.reason, MAX_TEXT_CHARS, &mut violations);
         let body = pb::MarkPayoutFailedRequest { request_id: String::new(), ..request.clone() };
-        let (request_id, hash) = change_key(&request.request_id, &body, &mut violations);
-        violations.into_result()?;
-        let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
-        let mut change = Move::to(PayoutStatus::Failed, reason.clone(), request_id, hash);
-        change.status_reason = Some(reason);
+        let (id, change) =
+            Move::with_reason(PayoutStatus::Failed, &request.id, &request.reason, &request.request_id, &body)?;
         let row = self.move_payout(&scope, None, &actor, id, &change).await?;
         Ok(Response::new(payout_to_proto(&row)?))
     }
@@ -512,7 +504,7 @@ impl PayoutService for PayoutsApi {
                 }
                 Some(PayoutStatus::PendingApproval) => "pending",
                 Some(PayoutStatus::Approved | PayoutStatus::Processing | PayoutStatus::Failed) => "approved",
-                Some(PayoutStatus::Rejected) => continue,
+                Some(PayoutStatus::Rejected | PayoutStatus::Deleted) => continue,
                 None => return Err(internal(format!("stored payout status {status:?} is unknown"))),
             };
             *sums.entry((code, bucket)).or_default() += amount;
@@ -665,6 +657,46 @@ impl PayoutService for PayoutsApi {
         Ok(Response::new(payout_to_proto(&row)?))
     }
 
+    /// Creates a manual payout outside any run (issue 12 item 2; seed 001):
+    /// the ledger reserves the partner's approved, unreserved entries in
+    /// `currency_code` cleared by `cutoff` (default: the end of `period`),
+    /// credits and debits, and the payout's amount is their net — never an
+    /// amount typed by the caller, so Σ PAID payouts = Σ PAID entries (a
+    /// one-off amount is posted to the ledger first). No minimum applies. The
+    /// payout starts PENDING_APPROVAL with an audit event by the caller's
+    /// subject, who counts as its creator for maker-checker.
+    /// INVALID_ARGUMENT for malformed fields or a missing `request_id`;
+    /// NOT_FOUND for a program the token does not name or a partner not in
+    /// the program; FAILED_PRECONDITION PARTNER_NOT_PAYABLE for a SUSPENDED
+    /// partner or one on hold, NOTHING_PAYABLE when the net is ≤ 0;
+    /// UNAVAILABLE when a peer is down (retry with the same request id).
+    /// Idempotent on `request_id` (the payout id derives from it): a repeat
+    /// answers the payout as it stands; another body is ALREADY_EXISTS
+    /// REQUEST_ID_REUSED.
+    async fn create_payout(&self, request: Request<pb::CreatePayoutRequest>) -> Result<Response<pb::Payout>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let row = self.create_manual_payout(&scope, &actor, request.get_ref()).await?;
+        Ok(Response::new(payout_to_proto(&row)?))
+    }
+
+    /// PENDING_APPROVAL → DELETED with `reason` (required) (AIP-164 soft
+    /// delete): the ledger releases the payout's entries for a later run and
+    /// the payout leaves ListPayouts and ExportPayouts unless `show_deleted`;
+    /// GetPayout and ListAuditEvents still answer it. Errors and idempotency
+    /// as RejectPayout (FAILED_PRECONDITION INVALID_PAYOUT_TRANSITION from any
+    /// other status, changing nothing).
+    async fn delete_payout(&self, request: Request<pb::DeletePayoutRequest>) -> Result<Response<pb::Payout>, Status> {
+        let actor = accrue_kit::auth::actor(&request)?;
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let body = pb::DeletePayoutRequest { request_id: String::new(), ..request.clone() };
+        let (id, change) =
+            Move::with_reason(PayoutStatus::Deleted, &request.id, &request.reason, &request.request_id, &body)?;
+        let row = self.move_payout(&scope, None, &actor, id, &change).await?;
+        Ok(Response::new(payout_to_proto(&row)?))
+    }
+
     type ExportPayoutsStream = export::ExportStream;
 
     /// Streams the payouts ListPayouts would list (same filters, oldest
@@ -707,6 +739,7 @@ impl PayoutService for PayoutsApi {
             status,
             period: period.map(|period| period.to_string()),
             currency: currency.map(|currency| currency.code().to_string()),
+            show_deleted: request.show_deleted,
         };
         Ok(Response::new(export::export(self.pool.clone(), filter)))
     }

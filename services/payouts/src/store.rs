@@ -69,8 +69,8 @@ impl RunRow {
 pub struct PayoutRow {
     /// Id.
     pub id: PayoutId,
-    /// Run that created it.
-    pub payout_run_id: PayoutRunId,
+    /// Run that created it; `None` for a manual payout (CreatePayout).
+    pub payout_run_id: Option<PayoutRunId>,
     /// Program.
     pub program_id: ProgramId,
     /// Partner.
@@ -255,6 +255,85 @@ pub async fn insert_payouts(
     Ok(created.len() as u64)
 }
 
+/// A manual payout (CreatePayout) to write once the ledger reserved its
+/// entries.
+#[derive(Debug, Clone)]
+pub struct ManualInsert<'a> {
+    /// Deterministic id (see [`crate::domain::manual_payout_id`]).
+    pub id: PayoutId,
+    /// Program.
+    pub program_id: ProgramId,
+    /// Partner paid.
+    pub partner_id: PartnerId,
+    /// ISO 4217 code.
+    pub currency: &'a str,
+    /// The reserved net (> 0).
+    pub amount: Decimal,
+    /// "YYYY-MM".
+    pub period: &'a str,
+    /// Entries reserved.
+    pub entry_count: i64,
+    /// Notes.
+    pub notes: &'a str,
+    /// Creator (token subject), for maker-checker.
+    pub created_by: &'a str,
+    /// Hash of the creating request without its request id.
+    pub request_hash: &'a [u8],
+}
+
+/// Inserts a PENDING_APPROVAL manual payout and its creation audit event
+/// (UNSPECIFIED → PENDING_APPROVAL by `created_by`) in one transaction.
+/// Returns `None` when a payout with that id already exists (a repeated
+/// request; the caller compares its hash).
+pub async fn insert_manual_payout(pool: &PgPool, payout: &ManualInsert<'_>) -> Result<Option<PayoutRow>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query_as::<_, PayoutRow>(concat!(
+        "INSERT INTO payouts (id, payout_run_id, program_id, partner_id, currency, amount, status, period, ",
+        "entry_count, notes, created_by, create_request_hash) ",
+        "VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING RETURNING ",
+        payout_columns!()
+    ))
+    .bind(payout.id)
+    .bind(payout.program_id)
+    .bind(payout.partner_id)
+    .bind(payout.currency)
+    .bind(payout.amount)
+    .bind(PayoutStatus::PendingApproval.as_str())
+    .bind(payout.period)
+    .bind(payout.entry_count)
+    .bind(payout.notes)
+    .bind(payout.created_by)
+    .bind(payout.request_hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if row.is_some() {
+        sqlx::query(
+            "INSERT INTO payout_audit_events (payout_id, actor, from_status, to_status, reason) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(payout.id)
+        .bind(payout.created_by)
+        .bind(CREATED_FROM)
+        .bind(PayoutStatus::PendingApproval.as_str())
+        .bind(format!("manual payout for {}", payout.period))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// The body hash a manual payout was created with (`None`: not a manual
+/// payout, or none kept).
+pub async fn create_request_hash(executor: impl PgExecutor<'_>, id: PayoutId) -> Result<Option<Vec<u8>>, StoreError> {
+    sqlx::query_scalar::<_, Option<Vec<u8>>>("SELECT create_request_hash FROM payouts WHERE id = $1")
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+        .map(Option::flatten)
+        .map_err(StoreError::from)
+}
+
 /// Marks a run COMPLETE with its totals: payouts counted and summed from the
 /// stored payouts (so a resumed run counts each once), carried forward as
 /// tallied by the final pass.
@@ -303,6 +382,8 @@ pub struct PayoutFilter<'a> {
     pub period: Option<&'a str>,
     /// Only in this currency.
     pub currency: Option<&'a str>,
+    /// Include DELETED payouts (AIP-164; also when `status` is DELETED).
+    pub show_deleted: bool,
 }
 
 /// A page of payouts in (created_at, id) order after `after`.
@@ -323,6 +404,7 @@ pub async fn list_payouts(
         "AND ($5::timestamptz IS NULL OR (created_at, id) > ($5, $6)) ",
         "AND ($8::text IS NULL OR period = $8) ",
         "AND ($9::text IS NULL OR currency = $9) ",
+        "AND ($10 OR $4 = 'DELETED' OR status <> 'DELETED') ",
         "ORDER BY created_at, id LIMIT $7"
     ))
     .bind(filter.program_id)
@@ -334,6 +416,7 @@ pub async fn list_payouts(
     .bind(limit)
     .bind(filter.period)
     .bind(filter.currency)
+    .bind(filter.show_deleted)
     .fetch_all(executor)
     .await
     .map_err(StoreError::from)
@@ -367,11 +450,13 @@ pub async fn change_of_request(
     .map_err(StoreError::from)
 }
 
-/// Who created a payout: its run's `created_by`, else (runs from before
-/// migration 0003) the actor of the payout's creation audit event.
+/// Who created a payout: a manual payout's `created_by`, else its run's,
+/// else (runs from before migration 0003) the actor of the payout's creation
+/// audit event.
 pub async fn payout_creator(executor: impl PgExecutor<'_>, payout: &PayoutRow) -> Result<Option<String>, StoreError> {
     sqlx::query_scalar::<_, Option<String>>(
         "SELECT COALESCE( \
+             (SELECT created_by FROM payouts WHERE id = $1), \
              (SELECT created_by FROM payout_runs WHERE id = $2), \
              (SELECT actor FROM payout_audit_events WHERE payout_id = $1 AND from_status = $3 ORDER BY id LIMIT 1))",
     )

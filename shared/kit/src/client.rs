@@ -1,6 +1,10 @@
 //! gRPC clients of Accrue services, all made by [`connect`] so that every
 //! caller — a peer service, the CLI, a test — gets the same message limits,
-//! connection settings and bearer token ([`Credential`]).
+//! connection settings and bearer token ([`Credential`]). A URL whose host
+//! is a DNS name is balanced over every address it resolves to, re-resolved
+//! periodically ([`balance`]).
+
+pub mod balance;
 
 use std::time::Duration;
 
@@ -39,14 +43,47 @@ pub fn channel(url: &str) -> Result<Channel, ClientError> {
     channel_with_timeout(url, PEER_TIMEOUT)
 }
 
-fn channel_with_timeout(url: &str, timeout: Duration) -> Result<Channel, ClientError> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|source| ClientError { url: url.to_string(), source })?
+/// The endpoint of `url` with every client's connection settings.
+fn endpoint(url: &str, timeout: Duration) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .timeout(timeout)
         .tcp_nodelay(true)
-        .http2_adaptive_window(true);
-    Ok(endpoint.connect_lazy())
+        .http2_adaptive_window(true))
+}
+
+/// One lazy endpoint for an IP address or `localhost` (or outside a
+/// runtime, where no resolver task can run); a channel balanced over the
+/// name's addresses, looked up again every [`balance::resolve_interval`],
+/// for a DNS name.
+fn channel_with_timeout(url: &str, timeout: Duration) -> Result<Channel, ClientError> {
+    let single = endpoint(url, timeout).map_err(|source| ClientError { url: url.to_string(), source })?;
+    let uri = single.uri().clone();
+    match uri.host() {
+        Some(host) if balance::is_balanced_host(host) && tokio::runtime::Handle::try_current().is_ok() => {
+            let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+            balanced_channel(url, timeout, balance::dns(host, port), balance::resolve_interval())
+        }
+        _ => Ok(single.connect_lazy()),
+    }
+}
+
+/// A channel balanced over the addresses `resolver` returns for `url`'s
+/// service, looked up again every `every` (each address gets `url`'s scheme
+/// and settings). Must be called inside a Tokio runtime (it starts the
+/// resolver task).
+pub fn balanced_channel(
+    url: &str,
+    timeout: Duration,
+    resolver: balance::Resolver,
+    every: Duration,
+) -> Result<Channel, ClientError> {
+    let named = endpoint(url, timeout).map_err(|source| ClientError { url: url.to_string(), source })?;
+    let scheme = named.uri().scheme_str().unwrap_or("http").to_string();
+    Ok(balance::balanced(resolver, every, move |addr| match addr {
+        Some(addr) => endpoint(&format!("{scheme}://{addr}"), timeout),
+        None => Ok(named.clone()),
+    }))
 }
 
 /// The transport of every Accrue client: a channel that adds the caller's
@@ -85,7 +122,13 @@ limited_clients!(
 /// Every call carries `credential`'s token.
 pub fn connect<C: Client>(url: &str, timeout: Duration, credential: &Credential) -> Result<C, ClientError> {
     let channel = channel_with_timeout(url, timeout)?;
-    Ok(C::over(InterceptedService::new(channel, Bearer(credential.clone()))))
+    Ok(over(channel, credential))
+}
+
+/// A client over `channel` (e.g. a [`balanced_channel`]) whose calls carry
+/// `credential`'s token.
+pub fn over<C: Client>(channel: Channel, credential: &Credential) -> C {
+    C::over(InterceptedService::new(channel, Bearer(credential.clone())))
 }
 
 /// Whether `status` was made by this side's transport from a broken

@@ -21,6 +21,10 @@ use sqlx::{Connection, Executor};
 
 use crate::error::StoreError;
 
+mod refusal;
+
+pub use refusal::{RECENT as RECENT_REFUSAL, Refusal, diagnose, recent as recent_refusal};
+
 /// Why the database could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -63,6 +67,20 @@ pub enum DbError {
     /// A role's URL cannot be derived from the admin URL.
     #[error("cannot derive the service role's URL from the admin URL: {0}")]
     RoleUrl(String),
+    /// Migrations are off for this service (`--migrate=false`) and its
+    /// schema lacks migrations the binary knows, or holds one whose text
+    /// changed since it was applied: the schema must be brought up to date
+    /// first, by the migration job.
+    #[error(
+        "schema {schema} is not migrated ({detail}); migrations are off for this service (--migrate=false / \
+         ACCRUE_MIGRATE=false), so run `accrue migrate` (the migration Job) against this database first"
+    )]
+    NotMigrated {
+        /// The service schema.
+        schema: String,
+        /// What is missing or wrong (`missing 3 of 7 migrations, the first 20260101000000 (create ledger)`).
+        detail: String,
+    },
 }
 
 /// Pool settings for one service.
@@ -159,6 +177,68 @@ pub async fn migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> Result
             if refused { Err(not_provisioned(format!("a migration was refused: {error}"))) } else { Err(error.into()) }
         }
     }
+}
+
+/// Checks, without changing anything, that every migration of `migrator` has
+/// been applied to `schema` (the pool's search path) and still has the text
+/// it was applied with — what a service started with migrations off needs
+/// before it serves. Versions applied to the schema that the binary does not
+/// know are accepted: during a rolling update the old replicas keep running
+/// against a schema the new release's migration job already moved on.
+///
+/// # Errors
+///
+/// [`DbError::NotMigrated`] naming the first missing, failed or changed
+/// migration; [`DbError::Sql`] when the database cannot be read (it may be
+/// down: the caller retries).
+pub async fn check_migrated(pool: &PgPool, schema: &str, migrator: &Migrator) -> Result<(), DbError> {
+    let not_migrated = |detail: String| DbError::NotMigrated { schema: schema.to_string(), detail };
+    let table = migrator.table_name.as_ref();
+    // to_regclass resolves through the search path: the schema's own table.
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(table).fetch_one(pool).await?;
+    let expected: Vec<_> = migrator.iter().filter(|m| !m.migration_type.is_down_migration()).collect();
+    if !exists {
+        return if expected.is_empty() {
+            Ok(())
+        } else {
+            Err(not_migrated(format!(
+                "it has no migration table {table}; none of {} migrations applied",
+                expected.len()
+            )))
+        };
+    }
+    let statement = format!("SELECT version, checksum, success FROM {}", quote_ident(table));
+    let applied: Vec<(i64, Vec<u8>, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(statement)).fetch_all(pool).await?;
+    let applied: std::collections::HashMap<i64, (Vec<u8>, bool)> =
+        applied.into_iter().map(|(version, checksum, success)| (version, (checksum, success))).collect();
+    let missing: Vec<_> = expected.iter().filter(|m| !applied.contains_key(&m.version)).collect();
+    if let Some(first) = missing.first() {
+        return Err(not_migrated(format!(
+            "missing {} of {} migrations, the first {} ({})",
+            missing.len(),
+            expected.len(),
+            first.version,
+            first.description
+        )));
+    }
+    for migration in &expected {
+        match applied.get(&migration.version) {
+            Some((_, false)) => {
+                return Err(not_migrated(format!(
+                    "migration {} ({}) failed part-way and is marked dirty",
+                    migration.version, migration.description
+                )));
+            }
+            Some((checksum, true)) if checksum.as_slice() != migration.checksum.as_ref() => {
+                return Err(not_migrated(format!(
+                    "migration {} ({}) was applied with a different text than this binary has",
+                    migration.version, migration.description
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// True when a trivial query succeeds within two seconds.

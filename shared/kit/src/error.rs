@@ -162,7 +162,20 @@ pub fn internal(error: impl std::fmt::Display) -> Status {
 /// crashed or still starting (SQLSTATE 57P01..57P03) or a connection
 /// failure (class 08) is unreachable too: a Postgres restart then reads as
 /// UNAVAILABLE to clients, which retry, instead of INTERNAL.
+///
+/// A refused login ([`crate::db::Refusal`]: too many clients 53300, a wrong
+/// password, an unknown role or database, nothing listening) is UNAVAILABLE
+/// with an ErrorInfo reason (`DATABASE_TOO_MANY_CLIENTS`, …) and a message
+/// naming the cause and the fix; so is a pool timeout while the health
+/// probe has recently seen such a refusal (the pool itself only says it
+/// timed out).
 pub fn db_error(error: sqlx::Error) -> Status {
+    let refusal = crate::db::Refusal::of(&error)
+        .or_else(|| matches!(error, sqlx::Error::PoolTimedOut).then(crate::db::recent_refusal).flatten());
+    if let Some(refusal) = refusal {
+        tracing::warn!(%error, reason = refusal.reason(), "database unavailable: {refusal}");
+        return with_reason(Code::Unavailable, refusal.reason(), format!("database unavailable: {refusal}"));
+    }
     let unreachable = match &error {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| is_unreachable_sqlstate(&code)),

@@ -1,5 +1,6 @@
-//! Hosts one Accrue gRPC service with health, reflection, the shared layer
-//! stack ([`crate::layers`]) and graceful shutdown.
+//! Hosts one Accrue gRPC service with health (readiness and liveness),
+//! reflection, the shared layer stack ([`crate::layers`]) and graceful
+//! shutdown with a drain deadline.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::auth::Verifier;
+use crate::shutdown::Drain;
 
 /// Why a server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -105,27 +108,111 @@ pub struct Hosted {
     pub schema: &'static str,
     /// The service's migrations.
     pub migrator: &'static Migrator,
+    /// Whether to apply `migrator` on start (the default). Off when a
+    /// migration job owns the schema: the caller has then checked the
+    /// schema is up to date ([`crate::db::check_migrated`]) before serving.
+    pub migrate: bool,
     /// Verifies every RPC's bearer token ([`crate::auth`]).
     pub verifier: Arc<Verifier>,
 }
 
+/// The health name that answers SERVING whenever the process is up,
+/// whatever its database does: what a Kubernetes liveness probe asks for
+/// (`grpc: {port, service: liveness}`), so that a database outage makes the
+/// pods unready, never restarts them. Readiness is the service's own name
+/// and `""`.
+pub const LIVENESS: &str = "liveness";
+
 /// Serves a service on `listener` together with `grpc.health.v1.Health`
-/// (`service_name` and `""` are SERVING once migrations have run and while the
-/// pool answers, NOT_SERVING otherwise) and reflection v1 and v1alpha over
-/// every Accrue proto and health. Migrations run in the background and are
-/// retried until the database is reachable. Returns when `shutdown` is
-/// cancelled and in-flight RPCs have drained.
-pub async fn serve(listener: TcpListener, hosted: Hosted, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let Hosted { routes, service_name, pool, schema, migrator, verifier } = hosted;
+/// and reflection v1 and v1alpha over every Accrue proto, health and
+/// google.rpc's error details (so grpcurl can print BadRequest and
+/// ErrorInfo). Migrations run in the background and are retried until the
+/// database is reachable.
+///
+/// Health: `service_name` and `""` (readiness) are SERVING once migrations
+/// have run (at once when [`Hosted::migrate`] is off) and while the pool
+/// answers, NOT_SERVING otherwise; [`LIVENESS`] is SERVING from the start.
+///
+/// Shutdown, when `drain`'s token is cancelled: readiness goes NOT_SERVING
+/// first (open Health/Watch streams receive it, then end), then the server
+/// stops accepting connections and lets in-flight RPCs finish. Whatever is
+/// still open when the drain's grace has passed is cut off. Returns then.
+pub async fn serve(listener: TcpListener, hosted: Hosted, drain: &Drain) -> Result<(), ServeError> {
+    let Hosted { routes, service_name, pool, schema, migrator, migrate, verifier } = hosted;
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter.set_service_status(LIVENESS, ServingStatus::Serving).await;
     reporter.set_service_status("", ServingStatus::NotServing).await;
     reporter.set_service_status(service_name, ServingStatus::NotServing).await;
 
-    let probe_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let mut last = None;
-        let mut migrated = false;
-        loop {
+    // Cancelled once readiness is NOT_SERVING: only then does the server
+    // stop accepting, so a balancer watching health stops first.
+    let unready = CancellationToken::new();
+    tokio::spawn(probe(
+        Probe { reporter, service_name, pool, schema, migrator, migrate },
+        drain.clone(),
+        unready.clone(),
+    ));
+
+    let reflection_v1 = reflection(service_name).build_v1()?;
+    let reflection_v1alpha = reflection(service_name).build_v1alpha()?;
+
+    let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+    // Past the deadline every connection is cut off, so the server's wait
+    // for them ends too.
+    let cut = CancellationToken::new();
+    let cut_at_deadline = {
+        let (drain, cut) = (drain.clone(), cut.clone());
+        tokio::spawn(async move {
+            drain.deadline().await;
+            tracing::warn!(service = service_name, "drain deadline passed; closing the connections still open");
+            cut.cancel();
+        })
+    };
+    let served = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .layer(crate::layers::stack(verifier))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming::limited(listener, MAX_CONNECTIONS, cut), unready.cancelled_owned())
+        .await;
+    cut_at_deadline.abort();
+    served?;
+    Ok(())
+}
+
+/// Reflection over every Accrue proto, health, and google.rpc's `Status`
+/// and error details (`BadRequest`, `ErrorInfo`, …), advertising
+/// `service_name` and health.
+fn reflection(service_name: &'static str) -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(accrue_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(service_name)
+        .with_service_name(HEALTH_SERVICE)
+}
+
+/// What the health probe reports on and with.
+struct Probe {
+    reporter: HealthReporter,
+    service_name: &'static str,
+    pool: PgPool,
+    schema: &'static str,
+    migrator: &'static Migrator,
+    migrate: bool,
+}
+
+/// Runs the migrations until they apply, then keeps readiness in step with
+/// the database every [`HEALTH_PROBE_INTERVAL`]. When the drain begins it
+/// sets readiness NOT_SERVING, ends every Watch stream (after they have
+/// received that), and cancels `unready`.
+async fn probe(probe: Probe, drain: Drain, unready: CancellationToken) {
+    let Probe { reporter, service_name, pool, schema, migrator, migrate } = probe;
+    let mut last = None;
+    let mut migrated = !migrate;
+    loop {
+        let check = async {
             if !migrated {
                 match crate::db::migrate(&pool, schema, migrator).await {
                     Ok(()) => migrated = true,
@@ -134,49 +221,43 @@ pub async fn serve(listener: TcpListener, hosted: Hosted, shutdown: Cancellation
                     }
                 }
             }
-            let status = if migrated && crate::db::is_reachable(&pool).await {
+            if migrated && crate::db::is_reachable(&pool).await {
                 ServingStatus::Serving
             } else {
+                crate::db::diagnose(&pool, service_name).await;
                 ServingStatus::NotServing
-            };
-            if last != Some(status) {
-                tracing::info!(service = service_name, ?status, "health");
-                reporter.set_service_status("", status).await;
-                reporter.set_service_status(service_name, status).await;
-                last = Some(status);
             }
-            tokio::select! {
-                _ = probe_shutdown.cancelled() => {
-                    reporter.set_service_status("", ServingStatus::NotServing).await;
-                    reporter.set_service_status(service_name, ServingStatus::NotServing).await;
-                    break;
-                }
-                _ = tokio::time::sleep(HEALTH_PROBE_INTERVAL) => {}
-            }
+        };
+        let status = tokio::select! {
+            biased;
+            () = drain.began() => break,
+            status = check => status,
+        };
+        if last != Some(status) {
+            tracing::info!(service = service_name, ?status, "health");
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status(service_name, status).await;
+            last = Some(status);
         }
-    });
-
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(accrue_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(service_name)
-        .with_service_name(HEALTH_SERVICE)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(accrue_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(service_name)
-        .with_service_name(HEALTH_SERVICE)
-        .build_v1alpha()?;
-
-    let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
-    tonic::transport::Server::builder()
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .layer(crate::layers::stack(verifier))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming::limited(listener, MAX_CONNECTIONS), shutdown.cancelled_owned())
-        .await?;
-    Ok(())
+        tokio::select! {
+            () = drain.began() => break,
+            () = tokio::time::sleep(HEALTH_PROBE_INTERVAL) => {}
+        }
+    }
+    tracing::info!(
+        service = service_name,
+        grace_s = drain.grace().as_secs_f64(),
+        "shutting down: NOT_SERVING, draining"
+    );
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter.set_service_status(service_name, ServingStatus::NotServing).await;
+    // Clearing a name drops its sender: each Watch stream yields the
+    // NOT_SERVING it has not seen yet, then ends, instead of holding the
+    // drain until the deadline. Nobody can open a new one (the server stops
+    // accepting streams now), so liveness goes too.
+    let mut reporter = reporter;
+    for name in ["", service_name, LIVENESS] {
+        reporter.clear_service_status(name).await;
+    }
+    unready.cancel();
 }

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
 use sqlx::PgPool;
@@ -27,8 +28,15 @@ use crate::auth::{AuthConfig, AuthError, Credential};
 use crate::client::ClientError;
 use crate::db::{DbConfig, DbError};
 use crate::server::{Hosted, ServeError};
+use crate::shutdown::Drain;
 
-/// Default pool size per service (the `--max-connections` default says 16 too).
+/// Default pool size per service (the `--max-connections` default says 16
+/// too). A service binary opens one such pool, the attribution service a
+/// second one for its saga workers (at most 2 × 16 = 32 connections); the
+/// five services of one deployment together at most 96 — just under
+/// Postgres's default `max_connections` of 100, so a production database
+/// needs a higher limit or smaller pools (see the README, "Database
+/// connections"). The dev stack and the tests use smaller pools.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 
 /// One Accrue gRPC service, as the scaffold hosts it.
@@ -68,19 +76,45 @@ pub struct ServiceConfig<C> {
     pub max_connections: u32,
     /// Token keys, and this service's credential for its peers.
     pub auth: AuthConfig,
+    /// How long the service may take to stop once asked to: RPCs drain and
+    /// background tasks stop within it, whatever is left is cut off
+    /// ([`crate::shutdown::Drain`]).
+    pub shutdown_grace: Duration,
     /// The service's own configuration.
     pub service: C,
+    /// Apply the schema's migrations on start (`--migrate`, the default);
+    /// when off, the service refuses to start until a migration job
+    /// (`accrue migrate`) has brought its schema up to date.
+    pub migrate: bool,
 }
 
 impl<C> ServiceConfig<C> {
-    /// `service` over `database_url` with the default pool size.
+    /// `service` over `database_url` with the default pool size and
+    /// shutdown grace.
     pub fn new(database_url: impl Into<String>, auth: AuthConfig, service: C) -> Self {
-        ServiceConfig { database_url: database_url.into(), max_connections: DEFAULT_MAX_CONNECTIONS, auth, service }
+        ServiceConfig {
+            database_url: database_url.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            auth,
+            shutdown_grace: crate::shutdown::DEFAULT_GRACE,
+            service,
+            migrate: true,
+        }
+    }
+
+    /// The same with another shutdown grace.
+    pub fn with_shutdown_grace(self, shutdown_grace: Duration) -> Self {
+        ServiceConfig { shutdown_grace, ..self }
     }
 
     /// The same with a pool of `max_connections`.
     pub fn with_max_connections(self, max_connections: u32) -> Self {
         ServiceConfig { max_connections, ..self }
+    }
+
+    /// The same with migrations on start on or off.
+    pub fn with_migrate(self, migrate: bool) -> Self {
+        ServiceConfig { migrate, ..self }
     }
 }
 
@@ -131,9 +165,12 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Starts a background task. `task` gets a token that is cancelled once
-    /// the server has stopped and drained its RPCs; the service returns only
-    /// after every such task has finished (saga workers release their leases).
+    /// Starts a background task. `task` gets a token that is cancelled when
+    /// the service begins to shut down (while its RPCs drain) or its server
+    /// fails; the service returns once every such task has finished (saga
+    /// workers finish their step and release their leases), or when the
+    /// shutdown grace has passed: then the rest are aborted (their leases
+    /// lapse by themselves within one lease).
     pub fn spawn<F, Fut>(&mut self, task: F)
     where
         F: FnOnce(CancellationToken) -> Fut,
@@ -145,7 +182,12 @@ impl Setup {
 
 /// Runs service `S` on `listener` until `shutdown` is cancelled: opens its
 /// pool, builds its routes, hosts them (health, reflection, layers, migrations
-/// via [`crate::server::serve`]), then stops its background tasks.
+/// via [`crate::server::serve`]). On shutdown its RPCs drain and its
+/// background tasks stop, together within `config.shutdown_grace`.
+///
+/// With [`ServiceConfig::migrate`] off it first waits until the database
+/// answers and returns [`DbError::NotMigrated`] if the schema is not up to
+/// date, before building routes or starting background work.
 pub async fn run<S: Service>(
     config: ServiceConfig<S::Config>,
     listener: TcpListener,
@@ -160,20 +202,74 @@ pub async fn run<S: Service>(
     install_page_token_key(&config.auth);
     let credential = config.auth.service_credential(S::SCHEMA)?;
     let pool = crate::db::pool(&db)?;
+    if !config.migrate && !schema_is_current(&pool, S::SCHEMA, S::migrator(), &shutdown).await? {
+        return Ok(());
+    }
     let mut setup = Setup {
         pool: pool.clone(),
         db,
         credential,
         background: JoinSet::new(),
-        background_shutdown: CancellationToken::new(),
+        background_shutdown: shutdown.child_token(),
     };
     let routes = S::routes(&config.service, &mut setup)?;
-    let hosted = Hosted { routes, service_name: S::NAME, pool, schema: S::SCHEMA, migrator: S::migrator(), verifier };
-    let served = crate::server::serve(listener, hosted, shutdown).await;
+    let hosted = Hosted {
+        routes,
+        service_name: S::NAME,
+        pool,
+        schema: S::SCHEMA,
+        migrator: S::migrator(),
+        migrate: config.migrate,
+        verifier,
+    };
+    let drain = Drain::new(shutdown, config.shutdown_grace);
+    let served = crate::server::serve(listener, hosted, &drain).await;
     setup.background_shutdown.cancel();
-    setup.background.join_all().await;
+    let mut background = setup.background;
+    let stopped = async { while background.join_next().await.is_some() {} };
+    let late = tokio::select! {
+        () = stopped => false,
+        () = drain.deadline() => true,
+    };
+    if late {
+        tracing::warn!(
+            service = S::NAME,
+            tasks = background.len(),
+            "shutdown grace passed; aborting background tasks (their saga leases lapse by themselves)"
+        );
+        background.shutdown().await;
+    }
     served?;
+    tracing::info!(service = S::NAME, "stopped");
     Ok(())
+}
+
+/// How often a service with migrations off retries reading its schema
+/// while the database does not answer.
+const SCHEMA_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits until the database answers, then checks that `schema` is migrated
+/// ([`crate::db::check_migrated`]). An unreachable database is retried (it
+/// may still be starting, as with migrations on); an out-of-date schema is
+/// an error, since nothing in this process will fix it. `Ok(false)` when
+/// `shutdown` came first.
+async fn schema_is_current(
+    pool: &PgPool,
+    schema: &str,
+    migrator: &Migrator,
+    shutdown: &CancellationToken,
+) -> Result<bool, Error> {
+    loop {
+        match crate::db::check_migrated(pool, schema, migrator).await {
+            Ok(()) => return Ok(true),
+            Err(error @ DbError::NotMigrated { .. }) => return Err(error.into()),
+            Err(error) => tracing::warn!(schema, %error, "cannot read the schema's migrations yet; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(false),
+            () = tokio::time::sleep(SCHEMA_CHECK_INTERVAL) => {}
+        }
+    }
 }
 
 /// Installs the key this process signs page tokens with: the configured
@@ -200,9 +296,11 @@ fn install_page_token_key(auth: &AuthConfig) {
 /// The flags every service shares, named after the service.
 struct Common {
     listen: SocketAddr,
+    migrate: bool,
     database_url: String,
     max_connections: u32,
     auth: AuthConfig,
+    shutdown_grace: Duration,
 }
 
 /// `ACCRUE_<SCHEMA>_<suffix>`; leaked because clap wants `'static` names and
@@ -235,6 +333,21 @@ pub fn command<S: Service>() -> Command {
                 .help("Postgres URL for this service (falls back to DATABASE_URL)"),
         )
         .arg(
+            Arg::new("migrate")
+                .long("migrate")
+                .value_name("BOOL")
+                .env("ACCRUE_MIGRATE")
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_value("true")
+                .default_missing_value("true")
+                .value_parser(clap::builder::BoolishValueParser::new())
+                .help(
+                    "Apply this service's migrations on start; with --migrate=false a migration job \
+                     (`accrue migrate`) owns the schema and the service refuses to start until it is up to date",
+                ),
+        )
+        .arg(
             Arg::new("max_connections")
                 .long("max-connections")
                 .value_name("N")
@@ -242,6 +355,31 @@ pub fn command<S: Service>() -> Command {
                 .default_value("16")
                 .value_parser(clap::value_parser!(u32))
                 .help("Maximum database connections"),
+        )
+        .arg(
+            Arg::new("shutdown_grace")
+                .long("shutdown-grace")
+                .value_name("SECONDS")
+                .env("ACCRUE_SHUTDOWN_GRACE")
+                .default_value("20")
+                .value_parser(clap::value_parser!(u64))
+                .help(
+                    "Seconds to stop in after SIGTERM: readiness goes NOT_SERVING, RPCs drain and saga workers \
+                     release their leases; what is left then is cut off (keep it below the pod's \
+                     terminationGracePeriodSeconds)",
+                ),
+        )
+        .arg(
+            Arg::new("peer_resolve_interval")
+                .long("peer-resolve-interval")
+                .value_name("SECONDS")
+                .env("ACCRUE_PEER_RESOLVE_INTERVAL")
+                .default_value("10")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help(
+                    "Seconds between DNS lookups of a peer URL's host name: calls are spread over every address it \
+                     resolves to (a headless Service's pods); URLs with an IP address are not resolved",
+                ),
         )
         .arg(
             Arg::new("auth_jwks_file")
@@ -302,6 +440,7 @@ fn common<S: Service>(matches: &ArgMatches) -> Result<Common, Error> {
             || Error::Config(format!("set --database-url, {} or DATABASE_URL", env_name(S::SCHEMA, "DATABASE_URL"))),
         )?;
     let max_connections = matches.get_one::<u32>("max_connections").copied().unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let migrate = matches.get_one::<bool>("migrate").copied().unwrap_or(true);
     let text = |name: &str, default: &str| matches.get_one::<String>(name).cloned().unwrap_or_else(|| default.into());
     let auth = AuthConfig {
         hs256_secret: matches.get_one::<String>("auth_hs256_secret").cloned(),
@@ -311,7 +450,10 @@ fn common<S: Service>(matches: &ArgMatches) -> Result<Common, Error> {
         service_token_file: matches.get_one::<PathBuf>("service_token_file").cloned(),
         page_token_key: matches.get_one::<String>("page_token_key").cloned(),
     };
-    Ok(Common { listen, database_url, max_connections, auth })
+    let shutdown_grace = matches
+        .get_one::<u64>("shutdown_grace")
+        .map_or(crate::shutdown::DEFAULT_GRACE, |seconds| Duration::from_secs(*seconds));
+    Ok(Common { listen, migrate, database_url, max_connections, auth, shutdown_grace })
 }
 
 /// The whole `main` of a service binary: parses flags and environment
@@ -331,11 +473,16 @@ fn try_main<S: Service>() -> Result<(), Error> {
     let matches = command::<S>().get_matches();
     let common = common::<S>(&matches)?;
     let flags = S::Flags::from_arg_matches(&matches).map_err(|error| Error::Config(error.to_string()))?;
+    if let Some(seconds) = matches.get_one::<u64>("peer_resolve_interval") {
+        crate::client::balance::set_resolve_interval(Duration::from_secs(*seconds));
+    }
     let config = ServiceConfig {
         database_url: common.database_url,
         max_connections: common.max_connections,
         auth: common.auth,
+        shutdown_grace: common.shutdown_grace,
         service: flags.into(),
+        migrate: common.migrate,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
     runtime.block_on(async move {

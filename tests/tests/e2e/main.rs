@@ -9,6 +9,7 @@ mod corrections;
 mod fuzz;
 mod hostile_input;
 mod margins;
+mod migrations;
 mod operator;
 mod paging;
 mod partner_scope;

@@ -1,6 +1,7 @@
 //! `accrue payouts …` / `accrue audit list` (issue 12 item 8) as a finance
 //! operator uses them, through the CLI's library functions against a real
-//! stack: list, reject, approve several, mark paid, show, export, audit.
+//! stack: list, reject, approve several, mark paid, show, create, delete,
+//! export, audit.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use accrue_cli::operator;
@@ -139,6 +140,23 @@ async fn a_finance_operator_works_through_the_payouts() {
     assert_eq!((shown.status.as_str(), shown.approved_by.as_str()), ("APPROVED", "olga@finance"));
     assert!(operator::mark_paid(&mut client, &ids[1], "x", "y", Some("yesterday"), "").await.is_err());
 
+    // The rejected payout's entries are payable again: a manual payout takes
+    // them, and deleting it (still awaiting approval) releases them again.
+    let manual = ppb::CreatePayoutRequest {
+        program_id: program.clone(),
+        partner_id: rejected.partner_id.clone(),
+        currency_code: "GBP".into(),
+        period: "2011-01".into(),
+        cutoff: None,
+        notes: "re-issued".into(),
+        request_id: "manual-olga-1".into(),
+    };
+    let created = operator::create(&mut client, manual.clone()).await.unwrap();
+    assert_eq!((created.status.as_str(), created.amount.as_str()), ("PENDING_APPROVAL", rejected.amount.as_str()));
+    assert_eq!(operator::create(&mut client, manual).await.unwrap().id, created.id, "the same command again");
+    let deleted = operator::delete(&mut client, &created.id, "issued by mistake", "").await.unwrap();
+    assert_eq!(deleted.status, "DELETED");
+
     let mut csv_bytes = Vec::new();
     let export = ppb::ExportPayoutsRequest { program_id: program.clone(), ..Default::default() };
     let rows = operator::export(&mut client, export, &mut csv_bytes).await.unwrap();
@@ -152,7 +170,8 @@ async fn a_finance_operator_works_through_the_payouts() {
     .await
     .unwrap();
     let changes: Vec<(String, String)> = audit.iter().map(|e| (e.from.clone(), e.to.clone())).collect();
-    assert_eq!(changes.len(), 4, "reject, two approvals, one payment: {audit:#?}");
+    assert_eq!(changes.len(), 6, "reject, two approvals, one payment, a manual payout and its deletion: {audit:#?}");
+    assert!(changes.contains(&("PENDING_APPROVAL".into(), "DELETED".into())));
     assert!(changes.contains(&("APPROVED".into(), "PAID".into())));
     let table = operator::render_audit(&audit, false);
     assert!(table.contains("PENDING_APPROVAL → REJECTED") && table.contains("duplicate"), "{table}");

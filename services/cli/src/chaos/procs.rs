@@ -131,6 +131,8 @@ impl Services {
                 (role.env_var(), role.url.clone()),
                 ("ACCRUE_AUTH_HS256_SECRET".to_string(), secret.to_string()),
                 ("ACCRUE_DB_MAX_CONNECTIONS".to_string(), MAX_CONNECTIONS.to_string()),
+                // Inside STOP_GRACE, so that a stop is the services' own drain, not a kill.
+                ("ACCRUE_SHUTDOWN_GRACE".to_string(), (STOP_GRACE.as_secs() / 2).to_string()),
                 ("ACCRUE_HIERARCHY_URL".to_string(), endpoints.hierarchy.clone()),
                 ("ACCRUE_COMMISSION_URL".to_string(), endpoints.commission.clone()),
                 ("ACCRUE_LEDGER_URL".to_string(), endpoints.ledger.clone()),

@@ -42,13 +42,7 @@ pub(super) fn optional_period(field: &str, value: &str, violations: &mut FieldVi
     if value.is_empty() {
         return None;
     }
-    match Period::parse(value) {
-        Ok(period) => Some(period),
-        Err(error) => {
-            violations.add(field, error.to_string());
-            None
-        }
-    }
+    crate::domain::period::period_field(field, value, violations)
 }
 
 /// An optional ISO 4217 filter; an unknown code is a violation on `field`.
@@ -56,13 +50,7 @@ pub(super) fn optional_currency(field: &str, value: &str, violations: &mut Field
     if value.is_empty() {
         return None;
     }
-    match Currency::from_code(value) {
-        Ok(currency) => Some(currency),
-        Err(error) => {
-            violations.add(field, error.to_string());
-            None
-        }
-    }
+    crate::domain::run::currency_field(field, value, violations)
 }
 
 pub(super) fn currency_of(code: &str) -> Result<Currency, Status> {
@@ -93,7 +81,7 @@ pub(super) fn payout_to_proto(row: &PayoutRow) -> Result<pb::Payout, Status> {
         id: row.id.to_string(),
         program_id: row.program_id.to_string(),
         partner_id: row.partner_id.to_string(),
-        payout_run_id: row.payout_run_id.to_string(),
+        payout_run_id: row.payout_run_id.map(|id| id.to_string()).unwrap_or_default(),
         amount: Some(amount_to_proto(currency, row.amount)),
         status: status.to_proto() as i32,
         period: row.period.clone(),
@@ -144,8 +132,7 @@ pub(super) fn audit_to_proto(row: &store::AuditRow) -> pb::AuditEvent {
     }
 }
 
-/// Longest reason or payment reference accepted, in characters.
-pub(super) const MAX_TEXT_CHARS: usize = 1000;
+pub(super) use crate::domain::MAX_TEXT_CHARS;
 /// Longest payment method accepted, in characters.
 pub(super) const MAX_METHOD_CHARS: usize = 100;
 /// Most ids in one BulkApprovePayouts call.

@@ -50,6 +50,7 @@ pub(super) struct ExportFilter {
     pub status: Option<PayoutStatus>,
     pub period: Option<String>,
     pub currency: Option<String>,
+    pub show_deleted: bool,
 }
 
 fn time(value: Option<DateTime<Utc>>) -> String {
@@ -63,7 +64,7 @@ fn record(row: &PayoutRow) -> Result<[String; 16], Status> {
     Ok([
         row.id.to_string(),
         row.partner_id.to_string(),
-        row.payout_run_id.to_string(),
+        row.payout_run_id.map(|id| id.to_string()).unwrap_or_default(),
         row.period.clone(),
         row.currency.clone(),
         currency.rescale(row.amount).to_string(),
@@ -111,6 +112,7 @@ async fn run_export(
         status: filter.status.map(PayoutStatus::as_str),
         period: filter.period.as_deref(),
         currency: filter.currency.as_deref(),
+        show_deleted: filter.show_deleted,
     };
     let mut after = None;
     let mut header = true;

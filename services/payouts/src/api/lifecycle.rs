@@ -59,6 +59,33 @@ impl Move {
     }
 }
 
+impl Move {
+    /// A move to `to` that records `reason` (required, trimmed, at most
+    /// [`MAX_TEXT_CHARS`]) as the audit reason and the payout's status
+    /// reason: RejectPayout, MarkPayoutFailed, DeletePayout. `body` is the
+    /// request without its request id (the idempotency fingerprint).
+    ///
+    /// Errors: INVALID_ARGUMENT with a violation per malformed field (`id`,
+    /// `reason`, `request_id`).
+    pub fn with_reason(
+        to: PayoutStatus,
+        id: &str,
+        reason: &str,
+        request_id: &str,
+        body: &impl prost::Message,
+    ) -> Result<(PayoutId, Move), Status> {
+        let mut violations = FieldViolations::new();
+        let id = require_uuid::<PayoutId>("id", id, &mut violations);
+        let reason = required_text("reason", reason, MAX_TEXT_CHARS, &mut violations);
+        let (request_id, hash) = change_key(request_id, body, &mut violations);
+        violations.into_result()?;
+        let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
+        let mut change = Move::to(to, reason.clone(), request_id, hash);
+        change.status_reason = Some(reason);
+        Ok((id, change))
+    }
+}
+
 /// FAILED_PRECONDITION with ErrorInfo reason INVALID_PAYOUT_TRANSITION and
 /// metadata `from` and `to` (the stored state names).
 pub(super) fn invalid_transition(error: InvalidTransition) -> Status {

@@ -98,17 +98,20 @@ impl PayoutsApi {
             .map(Some)
     }
 
-    /// Reserves one batch of partners in the ledger, retrying when a
-    /// concurrent run won an entry (ABORTED).
+    /// Reserves one batch of partners' entries in `currency` cleared by
+    /// `cutoff` in the ledger, retrying when a concurrent run won an entry
+    /// (ABORTED).
     pub(super) async fn reserve(
         &self,
-        run: &RunRow,
+        program_id: ProgramId,
+        currency: &str,
+        cutoff: DateTime<Utc>,
         reservations: Vec<ledger_pb::PartnerReservation>,
     ) -> Result<Vec<ledger_pb::ReservationResult>, Status> {
         let request = ledger_pb::ReserveForPayoutRequest {
-            program_id: run.program_id.to_string(),
-            currency_code: run.currency.clone(),
-            cutoff: Some(timestamp(run.cutoff)),
+            program_id: program_id.to_string(),
+            currency_code: currency.to_string(),
+            cutoff: Some(timestamp(cutoff)),
             reservations,
         };
         let mut attempt = 0;
@@ -180,7 +183,7 @@ impl PayoutsApi {
                         minimum_amount: Some(minimum),
                     });
                 }
-                let results = self.reserve(&run, reservations).await?;
+                let results = self.reserve(run.program_id, &run.currency, run.cutoff, reservations).await?;
                 if results.len() != partners.len() {
                     return Err(internal(format!(
                         "ledger answered {} reservations for {} partners",

@@ -15,6 +15,18 @@ pub enum PeriodError {
     Range(String),
 }
 
+/// A required "YYYY-MM" request field; a malformed one is a violation on
+/// `field` (INVALID_ARGUMENT once collected).
+pub fn period_field(field: &str, value: &str, violations: &mut accrue_kit::FieldViolations) -> Option<Period> {
+    match Period::parse(value) {
+        Ok(period) => Some(period),
+        Err(error) => {
+            violations.add(field, error.to_string());
+            None
+        }
+    }
+}
+
 /// A calendar month (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Period {

@@ -9,7 +9,7 @@ use accrue_types::{PartnerId, PayoutId, PayoutRunId, ProgramId};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::period::Period;
+use super::period::{Period, period_field};
 
 /// A validated CreatePayoutRun request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,18 @@ pub struct RunRequest {
     pub request_id: Option<String>,
 }
 
+/// A required ISO 4217 request field; an unknown code is a violation on
+/// `field` (INVALID_ARGUMENT once collected).
+pub fn currency_field(field: &str, value: &str, violations: &mut FieldViolations) -> Option<Currency> {
+    match Currency::from_code(value) {
+        Ok(currency) => Some(currency),
+        Err(error) => {
+            violations.add(field, error.to_string());
+            None
+        }
+    }
+}
+
 /// Validates a CreatePayoutRun request, collecting every violation:
 /// `program_id` a UUID; `currency_code` ISO 4217; `period` "YYYY-MM";
 /// `cutoff` a valid timestamp when set; `minimum_amount` when set in
@@ -38,20 +50,8 @@ pub struct RunRequest {
 pub fn validate_run_request(request: &pb::CreatePayoutRunRequest) -> Result<RunRequest, tonic::Status> {
     let mut violations = FieldViolations::new();
     let program_id = require_uuid("program_id", &request.program_id, &mut violations);
-    let currency = match Currency::from_code(&request.currency_code) {
-        Ok(currency) => Some(currency),
-        Err(error) => {
-            violations.add("currency_code", error.to_string());
-            None
-        }
-    };
-    let period = match Period::parse(&request.period) {
-        Ok(period) => Some(period),
-        Err(error) => {
-            violations.add("period", error.to_string());
-            None
-        }
-    };
+    let currency = currency_field("currency_code", &request.currency_code, &mut violations);
+    let period = period_field("period", &request.period, &mut violations);
     let cutoff = from_timestamp("cutoff", request.cutoff.as_ref(), &mut violations);
     let minimum = optional_money("minimum_amount", request.minimum_amount.as_ref(), &mut violations);
     if let Some(minimum) = minimum {

@@ -1,6 +1,6 @@
 //! Payout states (seed 001): PENDING_APPROVAL → APPROVED → PROCESSING → PAID;
 //! APPROVED → PAID; PENDING_APPROVAL → REJECTED; PROCESSING → FAILED →
-//! PROCESSING (retry).
+//! PROCESSING (retry); PENDING_APPROVAL → DELETED (DeletePayout).
 
 use accrue_proto::payouts::v1 as pb;
 
@@ -19,17 +19,21 @@ pub enum PayoutStatus {
     Paid,
     /// Payment failed; may be retried.
     Failed,
+    /// Deleted while awaiting approval (DeletePayout, AIP-164 soft delete);
+    /// its reservation is released.
+    Deleted,
 }
 
 impl PayoutStatus {
     /// Every state.
-    pub const ALL: [PayoutStatus; 6] = [
+    pub const ALL: [PayoutStatus; 7] = [
         PayoutStatus::PendingApproval,
         PayoutStatus::Approved,
         PayoutStatus::Rejected,
         PayoutStatus::Processing,
         PayoutStatus::Paid,
         PayoutStatus::Failed,
+        PayoutStatus::Deleted,
     ];
 
     /// The stored name ("PENDING_APPROVAL").
@@ -41,6 +45,7 @@ impl PayoutStatus {
             PayoutStatus::Processing => "PROCESSING",
             PayoutStatus::Paid => "PAID",
             PayoutStatus::Failed => "FAILED",
+            PayoutStatus::Deleted => "DELETED",
         }
     }
 
@@ -59,6 +64,7 @@ impl PayoutStatus {
             pb::PayoutStatus::Processing => Some(PayoutStatus::Processing),
             pb::PayoutStatus::Paid => Some(PayoutStatus::Paid),
             pb::PayoutStatus::Failed => Some(PayoutStatus::Failed),
+            pb::PayoutStatus::Deleted => Some(PayoutStatus::Deleted),
         }
     }
 
@@ -71,6 +77,7 @@ impl PayoutStatus {
             PayoutStatus::Processing => pb::PayoutStatus::Processing,
             PayoutStatus::Paid => pb::PayoutStatus::Paid,
             PayoutStatus::Failed => pb::PayoutStatus::Failed,
+            PayoutStatus::Deleted => pb::PayoutStatus::Deleted,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The payout state machine (seed 001, DESIGN §5) — the one place its rule
 //! lives: PENDING_APPROVAL → APPROVED → PROCESSING → PAID; APPROVED → PAID;
-//! PENDING_APPROVAL → REJECTED; PROCESSING → FAILED → PROCESSING (a retry).
-//! Every other move, staying in place included, is refused. Also what each
+//! PENDING_APPROVAL → REJECTED; PROCESSING → FAILED → PROCESSING (a retry);
+//! and PENDING_APPROVAL → DELETED (DeletePayout, issue 12 item 2). Every
+//! other move, staying in place included, is refused. Also what each
 //! move does to the payout's ledger reservation, and the maker-checker rule
 //! (issue 12 item 4). Pure: no I/O, no protobuf.
 
@@ -23,7 +24,7 @@ pub enum LedgerEffect {
     /// Nothing: the entries stay reserved.
     None,
     /// ReleaseReservation: the entries go back to the partner's payable
-    /// balance for a later run (REJECTED).
+    /// balance for a later run (REJECTED, DELETED).
     Release,
     /// SettleReservation: the reserved entries become PAID (PAID).
     Settle,
@@ -35,7 +36,7 @@ impl PayoutStatus {
         use PayoutStatus::*;
         matches!(
             (self, to),
-            (PendingApproval, Approved | Rejected)
+            (PendingApproval, Approved | Rejected | Deleted)
                 | (Approved, Processing | Paid)
                 | (Processing, Paid | Failed)
                 | (Failed, Processing)
@@ -44,7 +45,7 @@ impl PayoutStatus {
 }
 
 /// Checks `from → to` against the state machine and says what it does to
-/// the ledger reservation: REJECTED releases it, PAID settles it, and every
+/// the ledger reservation: REJECTED and DELETED release it, PAID settles it, and every
 /// other move keeps it — FAILED included, because a failed payment is
 /// retried (FAILED → PROCESSING → PAID) and must still own its entries then;
 /// releasing them at FAILED would let a later run reserve and pay them a
@@ -56,7 +57,7 @@ pub fn plan(from: PayoutStatus, to: PayoutStatus) -> Result<LedgerEffect, Invali
         return Err(InvalidTransition { from, to });
     }
     Ok(match to {
-        PayoutStatus::Rejected => LedgerEffect::Release,
+        PayoutStatus::Rejected | PayoutStatus::Deleted => LedgerEffect::Release,
         PayoutStatus::Paid => LedgerEffect::Settle,
         _ => LedgerEffect::None,
     })
@@ -100,6 +101,7 @@ mod tests {
             (Processing, Paid),
             (Approved, Paid),
             (PendingApproval, Rejected),
+            (PendingApproval, Deleted),
             (Processing, Failed),
             (Failed, Processing),
         ];
@@ -118,6 +120,7 @@ mod tests {
     #[test]
     fn reject_releases_paid_settles_failed_keeps() {
         assert_eq!(plan(PendingApproval, Rejected), Ok(LedgerEffect::Release));
+        assert_eq!(plan(PendingApproval, Deleted), Ok(LedgerEffect::Release));
         assert_eq!(plan(Approved, Paid), Ok(LedgerEffect::Settle));
         assert_eq!(plan(Processing, Paid), Ok(LedgerEffect::Settle));
         assert_eq!(plan(Processing, Failed), Ok(LedgerEffect::None));

@@ -113,6 +113,8 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/accrue.payouts.v1.PayoutService/SetPartnerPayoutSettings", Rule::Finance(&[])),
     ("/accrue.payouts.v1.PayoutService/GetPartnerPayoutSettings", Rule::PartnerRead),
     ("/accrue.payouts.v1.PayoutService/UpdatePayout", Rule::Finance(&[])),
+    ("/accrue.payouts.v1.PayoutService/CreatePayout", Rule::Finance(&[])),
+    ("/accrue.payouts.v1.PayoutService/DeletePayout", Rule::Finance(&[])),
 ];
 
 /// Health and reflection answer without a token (probes, grpcurl's

@@ -752,6 +752,23 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
         "GetPayoutStats" => {
             vec![enc(ppb::GetPayoutStatsRequest { program_id: p(), period: "2024-04".into() })]
         }
+        // Rows main's payouts work left out (added with issue 14's rows):
+        // the sub-partner has nothing payable (FAILED_PRECONDITION
+        // NOTHING_PAYABLE for A), and a paid payout cannot be deleted.
+        "CreatePayout" => vec![enc(ppb::CreatePayoutRequest {
+            program_id: p(),
+            partner_id: a.sub.clone(),
+            currency_code: "GBP".into(),
+            period: "2024-03".into(),
+            cutoff: Some(ts(CUTOFF)),
+            notes: String::new(),
+            request_id: "tenancy-manual".into(),
+        })],
+        "DeletePayout" => vec![enc(ppb::DeletePayoutRequest {
+            id: a.paid_payout.clone(),
+            reason: "probe".into(),
+            request_id: "tenancy-delete".into(),
+        })],
         other => panic!("no request for {other} ({path}): add one"),
     }
 }

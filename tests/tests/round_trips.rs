@@ -111,7 +111,11 @@ async fn a_bulk_ingest_costs_one_peer_call_per_step_per_batch() {
     // Every sale settled in full: 10.00 base (8.00 owner + 2.00 split) and a 1.00 override.
     let summary = c
         .ledger
-        .get_earnings_summary(lpb::GetEarningsSummaryRequest { program_id: program_id.clone(), partner_ids: vec![] })
+        .get_earnings_summary(lpb::GetEarningsSummaryRequest {
+            program_id: program_id.clone(),
+            partner_ids: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

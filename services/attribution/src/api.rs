@@ -23,20 +23,24 @@ use crate::domain::link::{MAX_URL_LEN, Split, check_key, check_splits};
 use crate::domain::refund::{RefundState, SaleRef, parse_refund};
 use crate::domain::sale::{MAX_ID_LEN, SaleInput, event_type_to_proto, parse_sale};
 use crate::domain::state::{SaleState, saga_state_from_proto, saga_state_to_proto};
+use crate::domain::touch::{Model, Rule};
 use crate::peers::Peers;
 use crate::saga::clawback_sale::ClawbackSale;
 use crate::saga::settle_sale::SettleSale;
 use crate::store::{
-    self, Attributions, Cursor, LeadRow, LinkInsert, LinkRow, NewLink, RecordOutcome, RefundOutcome, RefundRow,
-    RetryOutcome, SagaRow, SaleRow,
+    self, Attributions, Cursor, LeadRow, LinkFilter, LinkInsert, LinkRow, NewLink, RecordOutcome, RefundOutcome,
+    RefundRow, RetryOutcome, SagaRow, SaleRow,
 };
 use accrue_saga::SagaDef;
 
 mod codec;
 mod recording;
+mod stats;
+mod touches;
 
 use codec::*;
 use recording::*;
+use touches::{link_archived, settings_to_proto};
 
 /// Most sales in one RecordSales message.
 pub const MAX_SALES_PER_MESSAGE: usize = 1000;
@@ -165,9 +169,12 @@ impl AttributionService for AttributionApi {
         Ok(Response::new(link_to_proto(row)))
     }
 
-    /// Lists a program's links, oldest first (optionally one owner's). A
-    /// partner token lists only the links it owns or shares in (issue 10
-    /// item 3); naming another owner narrows those further.
+    /// Lists a program's links, oldest first, optionally one owner's, only
+    /// those a partner holds a split in (`split_partner_id`), only archived
+    /// or only live ones. A partner token lists the links it owns; the links
+    /// it shares in only when it names itself as `split_partner_id` (seed
+    /// 000: split partners see earnings from a link, not the link in their
+    /// list); naming another partner in either filter gives an empty page.
     async fn list_links(
         &self,
         request: Request<pb::ListLinksRequest>,
@@ -178,16 +185,28 @@ impl AttributionService for AttributionApi {
         scope.require_program(program_id)?;
         let mut violations = FieldViolations::new();
         let owner = accrue_kit::convert::optional_uuid("owner_partner_id", &req.owner_partner_id, &mut violations);
+        let split = accrue_kit::convert::optional_uuid("split_partner_id", &req.split_partner_id, &mut violations);
         violations.into_result()?;
         let limit = page::page_size(req.page_size)?;
-        let query = format!("links|{program_id}|{owner:?}");
+        let query = format!("links|{program_id}|{owner:?}|{split:?}|{:?}", req.archived);
         let cursor: Option<Cursor> = page::decode(&query, &req.page_token)?;
-        let mut rows = match scope.partner_scope() {
-            None => store::list_links(&self.pool, program_id, owner, cursor, limit + 1).await?,
-            Some(partner) => {
-                store::list_partner_links(&self.pool, program_id, partner, owner, cursor, limit + 1).await?
+        let filter = match (scope.partner_scope(), split) {
+            (None, _) => Some(LinkFilter { owner, split_partner: split, archived: req.archived }),
+            // Its own links (another owner named: none).
+            (Some(_), None) => scope.partner_filter(owner).map(|owner| LinkFilter {
+                owner,
+                split_partner: None,
+                archived: req.archived,
+            }),
+            // The links it shares in, of any owner or the one named.
+            (Some(own), Some(split)) => {
+                (own == split).then_some(LinkFilter { owner, split_partner: Some(own), archived: req.archived })
             }
         };
+        let Some(filter) = filter else {
+            return Ok(Response::new(pb::ListLinksResponse::default()));
+        };
+        let mut rows = store::list_links(&self.pool, program_id, &filter, cursor, limit + 1).await?;
         let next = page::next_page(&mut rows, limit, &query, |row| Cursor { t: row.created_at, id: row.id.into() })?;
         Ok(Response::new(pb::ListLinksResponse {
             links: rows.into_iter().map(link_to_proto).collect(),
@@ -195,8 +214,12 @@ impl AttributionService for AttributionApi {
         }))
     }
 
-    /// First touch: stores the lead unless the customer already has one
-    /// (`created` tells which). NOT_FOUND when the link is not in the program.
+    /// Credits a lead under the program's attribution model in force at its
+    /// occurred_at (issue 14 item 2): first touch stores the lead unless the
+    /// customer already has one; last touch credits this link (the lead is
+    /// the customer's most recent touch). `created` tells whether this call
+    /// credited the link. NOT_FOUND when the link is not in the program;
+    /// FAILED_PRECONDITION LINK_ARCHIVED for an archived link.
     async fn track_lead(&self, request: Request<pb::TrackLeadRequest>) -> Result<Response<pb::Lead>, Status> {
         let scope = accrue_kit::auth::caller(&request)?.clone();
         let req = request.into_inner();
@@ -218,10 +241,15 @@ impl AttributionService for AttributionApi {
             .await?
             .filter(|link| link.program_id == program_id)
             .ok_or_else(|| not_found("link", link_id))?;
+        if link.archived_at.is_some() {
+            return Err(link_archived(link_id));
+        }
+        let occurred_at = occurred_at.unwrap_or_else(Utc::now);
+        let histories = store::settings_histories(&self.pool, &[program_id]).await?;
+        let rule = store::rule_at(histories.get(&program_id).map_or(&[][..], Vec::as_slice), occurred_at);
         let (lead, created) =
-            store::track_lead(&self.pool, &link, &req.customer_external_id, occurred_at.unwrap_or_else(Utc::now))
-                .await?;
-        Ok(Response::new(lead_to_proto(lead, created)))
+            store::track_lead(&self.pool, &link, &req.customer_external_id, occurred_at, rule).await?;
+        Ok(Response::new(lead_to_proto(lead, created, rule)))
     }
 
     /// Records one sale and starts its saga in the same transaction.
@@ -509,6 +537,87 @@ impl AttributionService for AttributionApi {
             refunds: rows.into_iter().map(refund_to_proto).collect(),
             next_page_token: next,
         }))
+    }
+
+    /// Records one click: see [`AttributionApi::track_clicks_of`].
+    async fn track_click(
+        &self,
+        request: Request<pb::TrackClickRequest>,
+    ) -> Result<Response<pb::TrackClickResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        let click = req.click.unwrap_or_default();
+        let (recorded, _) = self.track_clicks_of(&scope, &req.program_id, std::slice::from_ref(&click), true).await?;
+        Ok(Response::new(pb::TrackClickResponse { recorded: recorded == 1 }))
+    }
+
+    /// Records up to 1000 clicks: see [`AttributionApi::track_clicks_of`].
+    async fn track_clicks(
+        &self,
+        request: Request<pb::TrackClicksRequest>,
+    ) -> Result<Response<pb::TrackClicksResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        let (recorded, duplicates) = self.track_clicks_of(&scope, &req.program_id, &req.clicks, false).await?;
+        Ok(Response::new(pb::TrackClicksResponse {
+            recorded_count: i32::try_from(recorded).unwrap_or(i32::MAX),
+            duplicate_count: i32::try_from(duplicates).unwrap_or(i32::MAX),
+        }))
+    }
+
+    /// Archives a link (idempotent). NOT_FOUND when absent.
+    async fn archive_link(&self, request: Request<pb::ArchiveLinkRequest>) -> Result<Response<pb::Link>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        self.set_archived(&scope, &req.id, &req.request_id, true).await.map(Response::new)
+    }
+
+    /// Unarchives a link (idempotent). NOT_FOUND when absent.
+    async fn unarchive_link(&self, request: Request<pb::UnarchiveLinkRequest>) -> Result<Response<pb::Link>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        self.set_archived(&scope, &req.id, &req.request_id, false).await.map(Response::new)
+    }
+
+    /// The program's attribution settings: the model in force now and the
+    /// history (empty: never set, first touch).
+    async fn get_attribution_settings(
+        &self,
+        request: Request<pb::GetAttributionSettingsRequest>,
+    ) -> Result<Response<pb::AttributionSettings>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let program_id = required_program(&request.get_ref().program_id)?;
+        scope.require_program(program_id)?;
+        let histories = store::settings_histories(&self.pool, &[program_id]).await?;
+        Ok(Response::new(settings_to_proto(program_id, histories.get(&program_id).map_or(&[][..], Vec::as_slice))))
+    }
+
+    /// Sets the program's model from now on: see
+    /// [`AttributionApi::update_settings`].
+    async fn update_attribution_settings(
+        &self,
+        request: Request<pb::UpdateAttributionSettingsRequest>,
+    ) -> Result<Response<pb::AttributionSettings>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        self.update_settings(&scope, request.into_inner()).await.map(Response::new)
+    }
+
+    /// A link's stats: see [`AttributionApi::link_stats`].
+    async fn get_link_stats(
+        &self,
+        request: Request<pb::GetLinkStatsRequest>,
+    ) -> Result<Response<pb::LinkStats>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        self.link_stats(&scope, request.into_inner()).await.map(Response::new)
+    }
+
+    /// A partner's stats: see [`AttributionApi::partner_stats`].
+    async fn get_partner_stats(
+        &self,
+        request: Request<pb::GetPartnerStatsRequest>,
+    ) -> Result<Response<pb::PartnerStats>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        self.partner_stats(&scope, request.into_inner()).await.map(Response::new)
     }
 }
 

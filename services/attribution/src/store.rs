@@ -21,15 +21,20 @@ use accrue_saga::{Saga, SagaDef, SagaState, StepEvent};
 use crate::domain::link::Split;
 use crate::domain::sale::{SaleEventType, SaleInput};
 use crate::domain::state::SaleState;
+use crate::domain::touch::{Model, Rule};
 use crate::saga::settle_sale::SettleSale;
 
 mod links;
 mod sagas;
 mod settlement;
+mod stats;
+mod touches;
 
 pub(crate) use links::*;
 pub(crate) use sagas::*;
 pub(crate) use settlement::*;
+pub(crate) use stats::*;
+pub(crate) use touches::*;
 
 mod refunds;
 pub(crate) use refunds::*;
@@ -44,6 +49,8 @@ pub(crate) struct LinkRow {
     pub(crate) destination_url: String,
     pub(crate) splits: Json<Vec<Split>>,
     pub(crate) created_at: DateTime<Utc>,
+    /// When it was archived; None while live.
+    pub(crate) archived_at: Option<DateTime<Utc>>,
 }
 
 impl LinkRow {
@@ -53,7 +60,7 @@ impl LinkRow {
     }
 }
 
-const LINK_COLUMNS: &str = "id, program_id, owner_partner_id, key, destination_url, splits, created_at";
+const LINK_COLUMNS: &str = "id, program_id, owner_partner_id, key, destination_url, splits, created_at, archived_at";
 
 /// A link to insert.
 #[derive(Debug, Clone)]
@@ -114,11 +121,22 @@ pub(crate) struct SaleRow {
     pub(crate) created_at: DateTime<Utc>,
     /// Σ the sale's recorded refunds (major units; 0 when none).
     pub(crate) refunded_amount: Decimal,
+    /// The attribution model in force at `occurred_at` (issue 14 item 2).
+    pub(crate) attribution_model: Model,
+    /// Its window in days (0 under first touch).
+    pub(crate) attribution_window_days: i32,
+}
+
+impl SaleRow {
+    /// The attribution rule the sale was recorded under.
+    pub(crate) fn attribution_rule(&self) -> Rule {
+        Rule { model: self.attribution_model, window_days: self.attribution_window_days }
+    }
 }
 
 const SALE_COLUMNS: &str = "id, program_id, external_id, request_hash, customer_external_id, event_type, currency, \
     amount, product_code, service_code, occurred_at, link_id, partner_id, splits, state, failure_reason, saga_id, \
-    base_commission, total_commission, created_at, refunded_amount";
+    base_commission, total_commission, created_at, refunded_amount, attribution_model, attribution_window_days";
 
 /// [`SALE_COLUMNS`] of the table aliased `alias`.
 fn sale_columns_of(alias: &str) -> String {
@@ -278,8 +296,8 @@ pub(crate) enum RecordOutcome {
     },
 }
 
-/// Where a customer's sales go: its lead's link, the link owner (the seller)
-/// and the link's split config.
+/// Where a customer's sale goes: the credited link, the link owner (the
+/// seller) and the link's split config.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct Attribution {
     pub(crate) program_id: ProgramId,
@@ -289,37 +307,81 @@ pub(crate) struct Attribution {
     pub(crate) splits: serde_json::Value,
 }
 
-/// Attributions by (program, customer external id).
-pub(crate) type Attributions = HashMap<(ProgramId, String), Attribution>;
+/// The attributions of a batch of sales: by (program, customer, occurred_at)
+/// — under last touch the time decides — and each program's attribution
+/// settings history, which gives the rule of every sale.
+#[derive(Debug, Default)]
+pub(crate) struct Attributions {
+    found: HashMap<(ProgramId, String, DateTime<Utc>), Attribution>,
+    settings: HashMap<ProgramId, Vec<SettingsRow>>,
+}
 
-/// Resolves the attribution of every sale that names a customer (customer →
-/// lead → link owner and splits), in one query. A lead is first-touch and a
-/// link immutable, so what this reads is what the sale is recorded with.
+impl Attributions {
+    /// The rule in force at the sale's occurred_at in its program.
+    pub(crate) fn rule_of(&self, sale: &SaleInput) -> Rule {
+        rule_at(self.settings.get(&sale.program_id).map_or(&[], Vec::as_slice), sale.occurred_at)
+    }
+}
+
+/// Resolves the attribution of every sale that names a customer (issue 14
+/// item 2), in at most three queries: the programs' settings; under first
+/// touch the customer's lead (a first-touch lead is kept for good);
+/// under last touch the customer's most recent click or lead on a link of
+/// the program in [occurred_at − window, occurred_at] (a lead before a
+/// click at the same instant). A link's split config is immutable, so what
+/// this reads is what the sale is recorded with.
 pub(crate) async fn attributions(pool: &PgPool, sales: &[SaleInput]) -> Result<Attributions, StoreError> {
     let with_customer: Vec<&SaleInput> = sales.iter().filter(|sale| sale.customer_external_id.is_some()).collect();
     if with_customer.is_empty() {
-        return Ok(Attributions::new());
+        return Ok(Attributions::default());
     }
-    let programs: Vec<ProgramId> = with_customer.iter().map(|sale| sale.program_id).collect();
-    let customers: Vec<&str> =
-        with_customer.iter().map(|sale| sale.customer_external_id.as_deref().unwrap_or_default()).collect();
-    let rows: Vec<Attribution> = sqlx::query_as(
-        "SELECT DISTINCT l.program_id, l.customer_external_id, l.link_id, k.owner_partner_id AS partner_id, k.splits
-         FROM UNNEST($1::uuid[], $2::text[]) AS u(program_id, customer)
-         JOIN leads l ON l.program_id = u.program_id AND l.customer_external_id = u.customer
-         JOIN links k ON k.id = l.link_id",
-    )
-    .bind(&programs)
-    .bind(&customers)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|row| ((row.program_id, row.customer_external_id.clone()), row)).collect())
+    let mut programs: Vec<ProgramId> = with_customer.iter().map(|sale| sale.program_id).collect();
+    programs.sort_unstable();
+    programs.dedup();
+    let settings = settings_histories(pool, &programs).await?;
+    let mut out = Attributions { found: HashMap::new(), settings };
+    let (first, last): (Vec<&SaleInput>, Vec<&SaleInput>) =
+        with_customer.into_iter().partition(|sale| out.rule_of(sale).model == Model::FirstTouch);
+    let customer = |sale: &SaleInput| sale.customer_external_id.clone().unwrap_or_default();
+    if !first.is_empty() {
+        let programs: Vec<ProgramId> = first.iter().map(|sale| sale.program_id).collect();
+        let customers: Vec<String> = first.iter().map(|sale| customer(sale)).collect();
+        let rows: Vec<Attribution> = sqlx::query_as(
+            "SELECT DISTINCT l.program_id, l.customer_external_id, l.link_id, k.owner_partner_id AS partner_id, k.splits
+             FROM UNNEST($1::uuid[], $2::text[]) AS u(program_id, customer)
+             JOIN leads l ON l.program_id = u.program_id AND l.customer_external_id = u.customer
+             JOIN links k ON k.id = l.link_id",
+        )
+        .bind(&programs)
+        .bind(&customers)
+        .fetch_all(pool)
+        .await?;
+        let by_customer: HashMap<(ProgramId, String), Attribution> =
+            rows.into_iter().map(|row| ((row.program_id, row.customer_external_id.clone()), row)).collect();
+        for sale in first {
+            if let Some(row) = by_customer.get(&(sale.program_id, customer(sale))) {
+                out.found.insert((sale.program_id, customer(sale), sale.occurred_at), row.clone());
+            }
+        }
+    }
+    if !last.is_empty() {
+        let programs: Vec<ProgramId> = last.iter().map(|sale| sale.program_id).collect();
+        let customers: Vec<String> = last.iter().map(|sale| customer(sale)).collect();
+        let times: Vec<DateTime<Utc>> = last.iter().map(|sale| sale.occurred_at).collect();
+        let starts: Vec<Option<DateTime<Utc>>> =
+            last.iter().map(|sale| out.rule_of(sale).window_start(sale.occurred_at)).collect();
+        for (key, row) in last_touches(pool, &programs, &customers, &times, &starts).await? {
+            out.found.insert(key, row);
+        }
+    }
+    Ok(out)
 }
 
-/// The attribution of one sale, if it names a customer with a lead.
+/// The attribution of one sale, if it names a customer with a touch that
+/// credits it.
 pub(crate) fn attribution_of<'a>(attributions: &'a Attributions, sale: &SaleInput) -> Option<&'a Attribution> {
     let customer = sale.customer_external_id.as_ref()?;
-    attributions.get(&(sale.program_id, customer.clone()))
+    attributions.found.get(&(sale.program_id, customer.clone(), sale.occurred_at))
 }
 
 /// Records a batch of validated sales in one transaction (set-based, UNNEST):
@@ -400,6 +462,8 @@ pub(crate) async fn record_sales(
         let mut splits: Vec<serde_json::Value> = Vec::with_capacity(n);
         let mut states = Vec::with_capacity(n);
         let mut saga_ids: Vec<Option<SagaId>> = Vec::with_capacity(n);
+        let mut models: Vec<&str> = Vec::with_capacity(n);
+        let mut windows: Vec<i32> = Vec::with_capacity(n);
         for &i in &fresh {
             let sale = &sales[i];
             let attribution = attribution_of(attributions, sale);
@@ -420,13 +484,17 @@ pub(crate) async fn record_sales(
             let state = if attribution.is_some() { SaleState::Pending } else { SaleState::Unattributed };
             states.push(state.as_str().to_string());
             saga_ids.push(attribution.map(|_| SagaId::new_v7()));
+            let rule = attributions.rule_of(sale);
+            models.push(rule.model.as_str());
+            windows.push(rule.window_days);
         }
         let inserted: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO sales (id, program_id, external_id, request_hash, customer_external_id, event_type, currency,
-                 amount, product_code, service_code, occurred_at, link_id, partner_id, splits, state, saga_id)
+                 amount, product_code, service_code, occurred_at, link_id, partner_id, splits, state, saga_id,
+                 attribution_model, attribution_window_days)
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                  $8::numeric[], $9::text[], $10::text[], $11::timestamptz[], $12::uuid[], $13::uuid[], $14::jsonb[],
-                 $15::text[], $16::uuid[])
+                 $15::text[], $16::uuid[], $17::text[], $18::int[])
              ON CONFLICT (program_id, external_id) DO NOTHING
              RETURNING {SALE_COLUMNS}"
         )))
@@ -446,6 +514,8 @@ pub(crate) async fn record_sales(
         .bind(&splits)
         .bind(&states)
         .bind(&saga_ids)
+        .bind(&models)
+        .bind(&windows)
         .fetch_all(&mut *tx)
         .await?;
 

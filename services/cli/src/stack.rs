@@ -235,7 +235,8 @@ impl Stack {
             shutdown_grace: config.shutdown_grace,
             shutdown: &shutdown,
         };
-        launch.spawn::<Hierarchy>(accrue_hierarchy::Config {}, hierarchy_listener)?;
+        let hierarchy_config = accrue_hierarchy::Config { ledger_url: Some(endpoints.ledger.clone()) };
+        launch.spawn::<Hierarchy>(hierarchy_config, hierarchy_listener)?;
         let commission_config = accrue_commission::Config { hierarchy_url: endpoints.hierarchy.clone() };
         launch.spawn::<Commission>(commission_config, commission_listener)?;
         let ledger_config = accrue_ledger::Config {

@@ -5,12 +5,14 @@ use std::collections::HashMap;
 
 use accrue_kit::FieldViolations;
 use accrue_kit::auth::Programs;
+use accrue_kit::client::AuthChannel;
 use accrue_kit::convert::{amount_to_proto, optional_uuid, parse_id, require_uuid, timestamp};
 use accrue_kit::error::{already_exists, failed_precondition, internal, invalid_field, not_found};
 use accrue_kit::{idempotency, page};
 use accrue_money::Currency;
 use accrue_proto::hierarchy::v1 as pb;
 use accrue_proto::hierarchy::v1::hierarchy_service_server::HierarchyService;
+use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use accrue_proto::types::v1 as types;
 use accrue_types::{PartnerId, ProgramId};
 use chrono::{DateTime, Utc};
@@ -33,16 +35,27 @@ pub const MAX_UPLINE_BATCH: usize = 1000;
 /// Longest status-change reason kept (characters).
 pub const MAX_REASON_CHARS: usize = 1000;
 
+mod downline;
+
 /// The `HierarchyService` implementation.
 #[derive(Debug, Clone)]
 pub struct HierarchyApi {
     pool: PgPool,
+    /// The ledger, for the downline roster's aggregates (issue 14 item 4);
+    /// without it ListDownline answers the roster with zero aggregates.
+    ledger: Option<LedgerServiceClient<AuthChannel>>,
 }
 
 impl HierarchyApi {
-    /// A new API over the service's pool.
+    /// A new API over the service's pool, without a ledger.
     pub fn new(pool: PgPool) -> Self {
-        HierarchyApi { pool }
+        HierarchyApi { pool, ledger: None }
+    }
+
+    /// This API asking `ledger` for the downline roster's funded sales and
+    /// overrides.
+    pub fn with_ledger(self, ledger: LedgerServiceClient<AuthChannel>) -> Self {
+        HierarchyApi { ledger: Some(ledger), ..self }
     }
 }
 
@@ -617,10 +630,21 @@ impl HierarchyService for HierarchyApi {
             t: row.created_at,
             id: row.id,
         })?;
+        // A partner token sees the override a partner earned only when that
+        // partner is itself; a sub-partner's roster shows it counts only.
+        let overrides_of_own = scope.partner_scope().is_none_or(|partner| partner == id);
+        let aggregates = self.downline_aggregates(&own, &rows, overrides_of_own).await?;
         let members = rows
             .iter()
             .map(|row| {
-                Ok(pb::DownlineMember { partner: Some(partner_to_proto(row)?), relative_depth: row.depth - own.depth })
+                let totals = aggregates.get(&row.id).cloned().unwrap_or_default();
+                Ok(pb::DownlineMember {
+                    partner: Some(partner_to_proto(row)?),
+                    relative_depth: row.depth - own.depth,
+                    funded_sale_count: totals.funded_sale_count,
+                    override_earned: totals.override_earned,
+                    override_sale_count: totals.override_sale_count,
+                })
             })
             .collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(pb::ListDownlineResponse { members, next_page_token }))

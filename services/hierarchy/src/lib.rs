@@ -2,7 +2,8 @@
 //! (tenants and their settings) and the partner tree — status, role, parent
 //! edge and a denormalized ancestor path kept in step by `SetParent` (seed 004).
 //!
-//! Owns the `hierarchy` schema and nothing else.
+//! Owns the `hierarchy` schema and nothing else; asks the ledger over gRPC
+//! for the downline roster's aggregates.
 
 mod api;
 pub mod domain;
@@ -10,6 +11,7 @@ mod store;
 
 pub use api::HierarchyApi;
 
+use accrue_kit::client::PEER_TIMEOUT;
 use accrue_kit::service::{Error, Service, Setup};
 use accrue_proto::hierarchy::v1::hierarchy_service_server::HierarchyServiceServer;
 use sqlx::migrate::Migrator;
@@ -21,9 +23,15 @@ static MIGRATOR: Migrator = sqlx::migrate!();
 #[derive(Debug, Clone, Copy)]
 pub struct Hierarchy;
 
-/// The hierarchy service needs nothing but its database.
+/// The hierarchy service's peers: only the ledger, for ListDownline's
+/// aggregates (issue 14 item 4).
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct Config {}
+pub struct Config {
+    /// Ledger service endpoint; unset: ListDownline answers zero
+    /// aggregates (funded sales, overrides).
+    #[arg(long, env = "ACCRUE_LEDGER_URL")]
+    pub ledger_url: Option<String>,
+}
 
 impl Service for Hierarchy {
     type Server = HierarchyServiceServer<HierarchyApi>;
@@ -36,7 +44,11 @@ impl Service for Hierarchy {
         &MIGRATOR
     }
 
-    fn routes(_config: &Config, setup: &mut Setup) -> Result<Routes, Error> {
-        Ok(accrue_kit::server::routes(HierarchyServiceServer::new(HierarchyApi::new(setup.pool.clone()))))
+    fn routes(config: &Config, setup: &mut Setup) -> Result<Routes, Error> {
+        let mut api = HierarchyApi::new(setup.pool.clone());
+        if let Some(url) = config.ledger_url.as_deref().filter(|url| !url.is_empty()) {
+            api = api.with_ledger(accrue_kit::client::connect(url, PEER_TIMEOUT, &setup.credential)?);
+        }
+        Ok(accrue_kit::server::routes(HierarchyServiceServer::new(api)))
     }
 }

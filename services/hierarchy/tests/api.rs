@@ -22,7 +22,7 @@ struct Harness {
 
 async fn start() -> Harness {
     let services = TestServices::new().await;
-    let url = services.spawn::<Hierarchy>(accrue_hierarchy::Config {}).await;
+    let url = services.spawn::<Hierarchy>(accrue_hierarchy::Config::default()).await;
     Harness { client: services.client(&url), pool: services.pool::<Hierarchy>(), url, services }
 }
 

@@ -95,7 +95,7 @@ async fn start_binary(database_url: &str, grace_seconds: u64) -> (Child, String)
 async fn start_in_process(database_url: &str) -> (CancellationToken, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let config = ServiceConfig::new(database_url, AuthConfig::hs256(TEST_SECRET), accrue_hierarchy::Config {})
+    let config = ServiceConfig::new(database_url, AuthConfig::hs256(TEST_SECRET), accrue_hierarchy::Config::default())
         .with_max_connections(2);
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();

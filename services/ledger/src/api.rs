@@ -36,6 +36,7 @@ use crate::store::{
 };
 
 mod codec;
+mod reports;
 mod upstream;
 mod validate;
 
@@ -384,48 +385,14 @@ impl LedgerService for LedgerApi {
     /// `clawback` is Σ DEBITs (and `clawback_<kind>` those of each kind — a
     /// clawback debit has its line's kind); `total` is the net, Σ kinds −
     /// clawback. REVERSED lines still count as earned, their debits as clawed
-    /// back. Ordered by partner id, then currency. INVALID_ARGUMENT for
-    /// malformed ids.
+    /// back. Optionally only entries whose occurred_at is in [start_time,
+    /// end_time) and only some sales' (≤ 1000). Ordered by partner id, then
+    /// currency. INVALID_ARGUMENT for malformed ids or times.
     async fn get_earnings_summary(
         &self,
         request: Request<pb::GetEarningsSummaryRequest>,
     ) -> Result<Response<pb::GetEarningsSummaryResponse>, Status> {
-        let scope = accrue_kit::auth::caller(&request)?.clone();
-        let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
-        let partner_ids: Vec<PartnerId> = request
-            .partner_ids
-            .iter()
-            .enumerate()
-            .filter_map(|(index, id)| require_uuid(&format!("partner_ids[{index}]"), id, &mut violations))
-            .collect();
-        violations.into_result()?;
-        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
-        scope.require_program(program_id)?;
-        let Some(partner_ids) = scope.partner_ids(partner_ids) else {
-            return Ok(Response::new(pb::GetEarningsSummaryResponse::default()));
-        };
-        let rows = store::earnings_summary(&self.pool, program_id, &partner_ids).await?;
-        let mut summaries = Vec::with_capacity(rows.len());
-        for row in rows {
-            let currency = Currency::from_code(&row.currency).map_err(internal)?;
-            summaries.push(pb::EarningsSummary {
-                partner_id: row.partner_id.to_string(),
-                currency_code: currency.code().to_string(),
-                direct: money(currency, row.direct),
-                split: money(currency, row.split),
-                r#override: money(currency, row.override_amount),
-                margin: money(currency, row.margin),
-                total: money(currency, row.total),
-                clawback: money(currency, row.clawback),
-                clawback_direct: money(currency, row.clawback_direct),
-                clawback_split: money(currency, row.clawback_split),
-                clawback_override: money(currency, row.clawback_override),
-                clawback_margin: money(currency, row.clawback_margin),
-            });
-        }
-        Ok(Response::new(pb::GetEarningsSummaryResponse { summaries }))
+        self.earnings_summary(request).await
     }
 
     /// PENDING entries with `clears_at ≤ as_of` (default now) → CLEARED, and
@@ -819,6 +786,15 @@ impl LedgerService for LedgerApi {
             voided_entry_ids: voided.iter().map(EntryId::to_string).collect(),
             restored_entry_ids: restored.iter().map(EntryId::to_string).collect(),
         }))
+    }
+
+    /// The override breakdown by source partner (seed 004; issue 14 item
+    /// 4): see [`LedgerApi::override_breakdown`].
+    async fn get_override_breakdown(
+        &self,
+        request: Request<pb::GetOverrideBreakdownRequest>,
+    ) -> Result<Response<pb::GetOverrideBreakdownResponse>, Status> {
+        self.override_breakdown(request).await
     }
 
     /// Per (partner, currency), read only from the balance projection (kept

@@ -17,9 +17,11 @@ use crate::domain::reserve::{should_reserve, signed};
 use crate::domain::reversal::{self, LiveLine, Placement, Refund, ReversalError, VoidError, VoidTarget};
 use crate::domain::status::{Current, Status, TransitionError, plan_transition};
 
+mod reports;
 mod reservations;
 mod reversals;
 
+pub use reports::*;
 pub use reservations::*;
 pub use reversals::*;
 
@@ -506,74 +508,6 @@ async fn apply_balance_changes<S: AsRef<str>>(
         .execute(&mut *tx)
         .await?;
     Ok(())
-}
-
-/// One partner's earnings in one currency (VOIDED entries excluded).
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct SummaryRow {
-    /// Partner.
-    pub partner_id: PartnerId,
-    /// ISO 4217 code.
-    pub currency: String,
-    /// DIRECT CREDITs.
-    pub direct: Decimal,
-    /// SPLIT CREDITs.
-    pub split: Decimal,
-    /// OVERRIDE CREDITs.
-    pub override_amount: Decimal,
-    /// MARGIN CREDITs.
-    pub margin: Decimal,
-    /// Net: Σ CREDITs − Σ DEBITs.
-    pub total: Decimal,
-    /// Σ DEBITs (positive).
-    pub clawback: Decimal,
-    /// DEBITs of kind DIRECT.
-    pub clawback_direct: Decimal,
-    /// DEBITs of kind SPLIT.
-    pub clawback_split: Decimal,
-    /// DEBITs of kind OVERRIDE.
-    pub clawback_override: Decimal,
-    /// DEBITs of kind MARGIN.
-    pub clawback_margin: Decimal,
-}
-
-/// Per (partner, currency), VOIDED entries excluded: Σ CREDITs by kind, Σ
-/// DEBITs in all and by kind (a clawback debit has its line's kind), and the
-/// net total; ordered by partner id then currency; one aggregate query.
-/// `partner_ids` empty = every partner with entries.
-pub async fn earnings_summary(
-    pool: &PgPool,
-    program_id: ProgramId,
-    partner_ids: &[PartnerId],
-) -> Result<Vec<SummaryRow>, StoreError> {
-    sqlx::query_as::<_, SummaryRow>(
-        r#"
-        SELECT partner_id, currency,
-               COALESCE(sum(amount) FILTER (WHERE credit AND kind = 'DIRECT'), 0)       AS direct,
-               COALESCE(sum(amount) FILTER (WHERE credit AND kind = 'SPLIT'), 0)        AS split,
-               COALESCE(sum(amount) FILTER (WHERE credit AND kind = 'OVERRIDE'), 0)     AS override_amount,
-               COALESCE(sum(amount) FILTER (WHERE credit AND kind = 'MARGIN'), 0)       AS margin,
-               COALESCE(sum(CASE WHEN credit THEN amount ELSE -amount END), 0)          AS total,
-               COALESCE(sum(amount) FILTER (WHERE NOT credit), 0)                       AS clawback,
-               COALESCE(sum(amount) FILTER (WHERE NOT credit AND kind = 'DIRECT'), 0)   AS clawback_direct,
-               COALESCE(sum(amount) FILTER (WHERE NOT credit AND kind = 'SPLIT'), 0)    AS clawback_split,
-               COALESCE(sum(amount) FILTER (WHERE NOT credit AND kind = 'OVERRIDE'), 0) AS clawback_override,
-               COALESCE(sum(amount) FILTER (WHERE NOT credit AND kind = 'MARGIN'), 0)   AS clawback_margin
-        FROM (
-            SELECT e.partner_id, e.currency, e.kind, e.amount, e.entry_type = 'CREDIT' AS credit
-            FROM entries e JOIN entry_states s ON s.entry_id = e.id
-            WHERE e.program_id = $1 AND s.status <> 'VOIDED'
-              AND (cardinality($2::uuid[]) = 0 OR e.partner_id = ANY($2::uuid[]))
-        ) lines
-        GROUP BY partner_id, currency
-        ORDER BY partner_id, currency
-        "#,
-    )
-    .bind(program_id)
-    .bind(partner_ids)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::from)
 }
 
 /// Moves a program's PENDING entries with `clears_at ≤ as_of` to CLEARED —

@@ -33,7 +33,7 @@ struct Harness {
 
 async fn start() -> Harness {
     let services = TestServices::new().await;
-    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
+    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config::default()).await;
     let ledger_url = services
         .spawn::<accrue_ledger::Ledger>(accrue_ledger::Config {
             hierarchy_url: hierarchy_url.clone(),
@@ -656,7 +656,11 @@ async fn earnings_summary_sums_lines_by_kind_excluding_voided() {
 
     let summaries = h
         .ledger
-        .get_earnings_summary(pb::GetEarningsSummaryRequest { program_id: program.clone(), partner_ids: vec![] })
+        .get_earnings_summary(pb::GetEarningsSummaryRequest {
+            program_id: program.clone(),
+            partner_ids: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -710,6 +714,7 @@ async fn earnings_summary_sums_lines_by_kind_excluding_voided() {
         .get_earnings_summary(pb::GetEarningsSummaryRequest {
             program_id: program.clone(),
             partner_ids: vec![b.to_string()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1040,7 +1045,11 @@ async fn reverse_sale_seed_003_full_refund_posts_one_linked_debit_and_reverses_t
     assert_eq!(balance.payable, gbp("0.00"));
     let summary = h
         .ledger
-        .get_earnings_summary(pb::GetEarningsSummaryRequest { program_id: program.clone(), partner_ids: vec![] })
+        .get_earnings_summary(pb::GetEarningsSummaryRequest {
+            program_id: program.clone(),
+            partner_ids: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -1213,7 +1222,11 @@ async fn splits_and_override_levels_are_reversed_pro_rata() {
     // The earnings summary shows each kind's clawback.
     let summaries = h
         .ledger
-        .get_earnings_summary(pb::GetEarningsSummaryRequest { program_id: program.clone(), partner_ids: vec![] })
+        .get_earnings_summary(pb::GetEarningsSummaryRequest {
+            program_id: program.clone(),
+            partner_ids: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -1763,7 +1776,7 @@ async fn release_and_settle_reservations() {
 #[tokio::test]
 async fn the_clearance_timer_clears_matured_entries_once_across_replicas() {
     let services = TestServices::new().await;
-    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
+    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config::default()).await;
     let timer = |url: &str| accrue_ledger::Config { hierarchy_url: url.to_string(), clear_matured_interval_seconds: 1 };
     let first = services.spawn::<accrue_ledger::Ledger>(timer(&hierarchy_url)).await;
     let _second = services.spawn::<accrue_ledger::Ledger>(timer(&hierarchy_url)).await;

@@ -134,7 +134,7 @@ async fn main() {
         .map(|size| size.trim().parse().expect("ACCRUE_BENCH_SIZES: comma-separated counts"))
         .collect();
     let services = TestServices::new().await;
-    let hierarchy = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
+    let hierarchy = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config::default()).await;
     let ledger = services
         .spawn::<accrue_ledger::Ledger>(accrue_ledger::Config {
             hierarchy_url: hierarchy.clone(),

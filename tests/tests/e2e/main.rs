@@ -18,5 +18,6 @@ mod replay;
 mod roles;
 mod saga;
 mod tenancy;
+mod touches;
 mod wire;
 mod world;

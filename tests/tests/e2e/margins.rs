@@ -76,6 +76,7 @@ async fn summary(c: &mut Clients, program_id: &str, partner_id: &str) -> lpb::Ea
         .get_earnings_summary(lpb::GetEarningsSummaryRequest {
             program_id: program_id.into(),
             partner_ids: vec![partner_id.into()],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -65,6 +65,7 @@ async fn list_sales_links_and_sagas_page_through_everything_once() {
                 owner_partner_id: seller.clone(),
                 page_size: 1,
                 page_token: token.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -172,16 +172,88 @@ async fn a_partner_token_reads_only_its_own_data() {
             .unwrap()
             .into_inner()
             .links;
+        // seed 000: split partners see the link only under "links I share
+        // in" (split_partner_id = itself); the owner in its own list.
+        let shared = c
+            .attribution
+            .list_links(apb::ListLinksRequest {
+                program_id: program.clone(),
+                split_partner_id: me.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .links;
+        let owns = *me == w.seller;
         if links_mine {
             assert_eq!(link.unwrap().into_inner().id, w.link_id);
-            assert_eq!(listed.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(), [w.link_id.as_str()]);
+            let (own_list, shared_list) = if owns { (&listed, &shared) } else { (&shared, &listed) };
+            assert_eq!(own_list.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(), [w.link_id.as_str()]);
+            assert!(shared_list.is_empty(), "{me}: {shared_list:#?}");
         } else {
             let random_link = c.attribution.get_link(apb::GetLinkRequest { id: random.clone() }).await;
             same_as_missing("GetLink", (link, &w.link_id), (random_link, &random));
-            assert!(listed.is_empty(), "{me} neither owns nor shares in the link: {listed:#?}");
+            assert!(listed.is_empty() && shared.is_empty(), "{me} neither owns nor shares in the link: {listed:#?}");
         }
         checked.insert("/accrue.attribution.v1.AttributionService/GetLink");
         checked.insert("/accrue.attribution.v1.AttributionService/ListLinks");
+
+        // GetLinkStats: a link it owns or shares in (its commission: its own
+        // entries only); any other as a random id.
+        let stats = c
+            .attribution
+            .get_link_stats(apb::GetLinkStatsRequest { link_id: w.link_id.clone(), ..Default::default() })
+            .await;
+        if links_mine {
+            let stats = stats.unwrap().into_inner();
+            assert_eq!(stats.sales, 1);
+            let own: Vec<&lpb::Entry> = entries.iter().filter(|e| e.partner_id == *me).collect();
+            let shown = stats.commission.first().and_then(|c| c.total.as_ref()).map(|m| m.amount.clone());
+            let expected: rust_decimal::Decimal =
+                own.iter().map(|e| e.amount.as_ref().unwrap().amount.parse::<rust_decimal::Decimal>().unwrap()).sum();
+            assert_eq!(shown.unwrap().parse::<rust_decimal::Decimal>().unwrap(), expected, "{me}'s own entries");
+        } else {
+            let random_stats = c
+                .attribution
+                .get_link_stats(apb::GetLinkStatsRequest { link_id: random.clone(), ..Default::default() });
+            same_as_missing("GetLinkStats", (stats, &w.link_id), (random_stats.await, &random));
+        }
+        checked.insert("/accrue.attribution.v1.AttributionService/GetLinkStats");
+
+        // GetPartnerStats: itself only.
+        for other in &everyone {
+            let request = |partner: &str| apb::GetPartnerStatsRequest {
+                program_id: program.clone(),
+                partner_id: partner.to_string(),
+                ..Default::default()
+            };
+            let got = c.attribution.get_partner_stats(request(other)).await;
+            if other == me {
+                assert_eq!(got.unwrap().into_inner().partner_id, *me);
+            } else {
+                let missing = c.attribution.get_partner_stats(request(&random)).await;
+                same_as_missing("GetPartnerStats", (got, other), (missing, &random));
+            }
+        }
+        checked.insert("/accrue.attribution.v1.AttributionService/GetPartnerStats");
+
+        // GetOverrideBreakdown: its own overrides; another's as none.
+        for other in &everyone {
+            let page = c
+                .ledger
+                .get_override_breakdown(lpb::GetOverrideBreakdownRequest {
+                    program_id: program.clone(),
+                    partner_id: other.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let earned = other == me && *me == w.parent;
+            assert_eq!(page.sources.len(), usize::from(earned), "{me} asking for {other}'s overrides: {page:#?}");
+        }
+        checked.insert("/accrue.ledger.v1.LedgerService/GetOverrideBreakdown");
 
         // GetEntry and ListEntries: its own entries only.
         for entry in &entries {
@@ -230,6 +302,7 @@ async fn a_partner_token_reads_only_its_own_data() {
                 .get_earnings_summary(lpb::GetEarningsSummaryRequest {
                     program_id: program.clone(),
                     partner_ids: asked.clone(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

@@ -193,6 +193,7 @@ async fn two_half_refunds_claw_back_every_line_pro_rata_through_splits_and_three
         .get_earnings_summary(lpb::GetEarningsSummaryRequest {
             program_id: program_id.clone(),
             partner_ids: vec![a.clone()],
+            ..Default::default()
         })
         .await
         .unwrap()

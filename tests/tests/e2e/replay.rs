@@ -400,6 +400,7 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
         .get_earnings_summary(lpb::GetEarningsSummaryRequest {
             program_id: first.program_id.clone(),
             partner_ids: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -90,6 +90,7 @@ async fn earned(c: &mut Clients, program_id: &str, partner_id: &str) -> Decimal 
         .get_earnings_summary(lpb::GetEarningsSummaryRequest {
             program_id: program_id.into(),
             partner_ids: vec![partner_id.into()],
+            ..Default::default()
         })
         .await
         .expect("earnings summary")

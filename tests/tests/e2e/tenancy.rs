@@ -525,6 +525,26 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
         "ListRefunds" => {
             vec![enc(apb::ListRefundsRequest { program_id: p(), sale_id: a.sale.clone(), ..Default::default() })]
         }
+        "TrackClick" => vec![enc(apb::TrackClickRequest { program_id: p(), click: Some(click(&a.link, "tenancy-1")) })],
+        "TrackClicks" => {
+            vec![enc(apb::TrackClicksRequest { program_id: p(), clicks: vec![click(&a.link, "tenancy-2")] })]
+        }
+        // ArchiveLink then UnarchiveLink (the table's order): link 2 ends live.
+        "ArchiveLink" => vec![enc(apb::ArchiveLinkRequest { id: a.link_2.clone(), request_id: String::new() })],
+        "UnarchiveLink" => vec![enc(apb::UnarchiveLinkRequest { id: a.link_2.clone(), request_id: String::new() })],
+        "GetAttributionSettings" => vec![enc(apb::GetAttributionSettingsRequest { program_id: p() })],
+        "UpdateAttributionSettings" => vec![enc(apb::UpdateAttributionSettingsRequest {
+            program_id: p(),
+            model: apb::AttributionModel::FirstTouch as i32,
+            attribution_window_days: 0,
+            request_id: "tenancy-settings".into(),
+        })],
+        "GetLinkStats" => vec![enc(apb::GetLinkStatsRequest { link_id: a.link.clone(), ..Default::default() })],
+        "GetPartnerStats" => vec![enc(apb::GetPartnerStatsRequest {
+            program_id: p(),
+            partner_id: a.seller.clone(),
+            ..Default::default()
+        })],
         // commission
         "CreateAgreement" => vec![enc(agreement_request(&a.program, &a.sub, 1))],
         "ListAgreementVersions" => vec![enc(cpb::ListAgreementVersionsRequest {
@@ -609,7 +629,11 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
             reason: "probe".into(),
         })],
         "GetEarningsSummary" => {
-            vec![enc(lpb::GetEarningsSummaryRequest { program_id: p(), partner_ids: vec![a.seller.clone()] })]
+            vec![enc(lpb::GetEarningsSummaryRequest {
+                program_id: p(),
+                partner_ids: vec![a.seller.clone()],
+                ..Default::default()
+            })]
         }
         // Everything up to then is cleared already.
         "ClearMatured" => {
@@ -652,6 +676,12 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
             program_id: p(),
             idempotency_key: a.reverse_key.clone(),
             reason: "probe".into(),
+        })],
+        "GetOverrideBreakdown" => vec![enc(lpb::GetOverrideBreakdownRequest {
+            program_id: p(),
+            partner_id: a.parent.clone(),
+            source_partner_ids: vec![a.seller.clone()],
+            ..Default::default()
         })],
         "GetBalances" => vec![enc(lpb::GetBalancesRequest {
             program_id: p(),
@@ -722,7 +752,37 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
         "GetPayoutStats" => {
             vec![enc(ppb::GetPayoutStatsRequest { program_id: p(), period: "2024-04".into() })]
         }
+        // Rows main's payouts work left out (added with issue 14's rows):
+        // the sub-partner has nothing payable (FAILED_PRECONDITION
+        // NOTHING_PAYABLE for A), and a paid payout cannot be deleted.
+        "CreatePayout" => vec![enc(ppb::CreatePayoutRequest {
+            program_id: p(),
+            partner_id: a.sub.clone(),
+            currency_code: "GBP".into(),
+            period: "2024-03".into(),
+            cutoff: Some(ts(CUTOFF)),
+            notes: String::new(),
+            request_id: "tenancy-manual".into(),
+        })],
+        "DeletePayout" => vec![enc(ppb::DeletePayoutRequest {
+            id: a.paid_payout.clone(),
+            reason: "probe".into(),
+            request_id: "tenancy-delete".into(),
+        })],
         other => panic!("no request for {other} ({path}): add one"),
+    }
+}
+
+/// A click on `link` with the caller's id `click_id`, at the sale's time.
+fn click(link: &str, click_id: &str) -> apb::Click {
+    apb::Click {
+        click_id: click_id.into(),
+        link_id: link.into(),
+        occurred_at: Some(ts(SALE_AT)),
+        customer_external_id: "cust-1".into(),
+        referrer: "https://example.com/".into(),
+        country_code: "GB".into(),
+        user_agent: "Mozilla/5.0".into(),
     }
 }
 
@@ -872,7 +932,11 @@ fn cross_requests(a: &A, b: &B) -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "/accrue.ledger.v1.LedgerService/GetEarningsSummary",
-            enc(lpb::GetEarningsSummaryRequest { program_id: p(), partner_ids: vec![a.seller.clone()] }),
+            enc(lpb::GetEarningsSummaryRequest {
+                program_id: p(),
+                partner_ids: vec![a.seller.clone()],
+                ..Default::default()
+            }),
         ),
         (
             "/accrue.ledger.v1.LedgerService/GetBalances",

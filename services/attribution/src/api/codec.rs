@@ -17,10 +17,19 @@ pub(super) fn link_to_proto(row: LinkRow) -> pb::Link {
             .map(|s| pb::LinkSplit { partner_id: s.partner_id.to_string(), basis_points: s.basis_points })
             .collect(),
         create_time: Some(timestamp(row.created_at)),
+        archived: row.archived_at.is_some(),
+        archive_time: row.archived_at.map(timestamp),
     }
 }
 
-pub(super) fn lead_to_proto(row: LeadRow, created: bool) -> pb::Lead {
+pub(super) fn model_to_proto(model: Model) -> pb::AttributionModel {
+    match model {
+        Model::FirstTouch => pb::AttributionModel::FirstTouch,
+        Model::LastTouch => pb::AttributionModel::LastTouch,
+    }
+}
+
+pub(super) fn lead_to_proto(row: LeadRow, created: bool, rule: Rule) -> pb::Lead {
     pb::Lead {
         program_id: row.program_id.to_string(),
         customer_external_id: row.customer_external_id,
@@ -28,6 +37,7 @@ pub(super) fn lead_to_proto(row: LeadRow, created: bool) -> pb::Lead {
         partner_id: row.partner_id.to_string(),
         occurred_at: Some(timestamp(row.occurred_at)),
         created,
+        attribution_model: model_to_proto(rule.model) as i32,
     }
 }
 
@@ -53,6 +63,8 @@ pub(super) fn sale_to_proto(row: SaleRow) -> pb::Sale {
         total_commission: row.total_commission.and_then(money),
         create_time: Some(timestamp(row.created_at)),
         refunded_amount: money(row.refunded_amount),
+        attribution_model: model_to_proto(row.attribution_model) as i32,
+        attribution_window_days: row.attribution_window_days,
     }
 }
 

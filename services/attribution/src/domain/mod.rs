@@ -6,3 +6,4 @@ pub(crate) mod refund;
 pub(crate) mod sale;
 pub(crate) mod settings;
 pub(crate) mod state;
+pub(crate) mod touch;

@@ -1,4 +1,4 @@
-//! Links (with their split configuration) and first-touch leads.
+//! Links (with their split configuration) and leads (first or last touch).
 
 // The store's imports and shared helpers.
 use super::*;
@@ -56,39 +56,39 @@ pub(crate) async fn get_link(pool: &PgPool, id: LinkId) -> Result<Option<LinkRow
     LINKS.get(pool, id).await
 }
 
-/// A program's links, oldest first, after `cursor`, at most `limit`.
+/// ListLinks' filters (each optional).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LinkFilter {
+    /// Only this owner's links.
+    pub(crate) owner: Option<PartnerId>,
+    /// Only the links this partner holds a split in.
+    pub(crate) split_partner: Option<PartnerId>,
+    /// Only archived (true) or only live (false) links.
+    pub(crate) archived: Option<bool>,
+}
+
+/// A program's links matching `filter`, oldest first, after `cursor`, at
+/// most `limit`.
 pub(crate) async fn list_links(
     pool: &PgPool,
     program_id: ProgramId,
-    owner: Option<PartnerId>,
-    cursor: Option<Cursor>,
-    limit: i64,
-) -> Result<Vec<LinkRow>, StoreError> {
-    LINKS.page(pool, program_id, owner, cursor, limit).await
-}
-
-/// The links of `program_id` that `partner` owns or shares in (a split
-/// partner), oldest first, after `cursor`, at most `limit`; with `owner` set,
-/// only that owner's.
-pub(crate) async fn list_partner_links(
-    pool: &PgPool,
-    program_id: ProgramId,
-    partner: PartnerId,
-    owner: Option<PartnerId>,
+    filter: &LinkFilter,
     cursor: Option<Cursor>,
     limit: i64,
 ) -> Result<Vec<LinkRow>, StoreError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {LINK_COLUMNS} FROM links
          WHERE program_id = $1
-           AND (owner_partner_id = $2 OR splits @> jsonb_build_array(jsonb_build_object('partner_id', $2::text)))
-           AND ($3::uuid IS NULL OR owner_partner_id = $3)
-           AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))
-         ORDER BY created_at, id LIMIT $6"
+           AND ($2::uuid IS NULL OR owner_partner_id = $2)
+           AND ($3::uuid IS NULL OR splits @> jsonb_build_array(jsonb_build_object('partner_id', $3::text)))
+           AND ($4::bool IS NULL OR (archived_at IS NOT NULL) = $4)
+           AND ($5::timestamptz IS NULL OR (created_at, id) > ($5, $6))
+         ORDER BY created_at, id LIMIT $7"
     )))
     .bind(program_id)
-    .bind(partner)
-    .bind(owner)
+    .bind(filter.owner)
+    .bind(filter.split_partner)
+    .bind(filter.archived)
     .bind(cursor.map(|c| c.t))
     .bind(cursor.map(|c| c.id))
     .bind(limit)
@@ -99,38 +99,72 @@ pub(crate) async fn list_partner_links(
 
 // ---------------------------------------------------------------- leads
 
-/// First touch: stores the lead unless the customer already has one; returns
-/// the stored lead and whether this call created it.
+/// Credits a lead on `link` at `occurred_at` under `rule` (issue 14 item
+/// 2); returns the customer's lead as it now stands and whether this call
+/// credited `link`. First touch: stores the lead unless the customer
+/// already has one. Last touch: the lead is itself the customer's most
+/// recent touch, so it is credited to its link — recorded as a lead event,
+/// and the customer's lead moves to it unless a later-occurring lead is
+/// already there. One transaction.
 pub(crate) async fn track_lead(
     pool: &PgPool,
     link: &LinkRow,
     customer: &str,
     occurred_at: DateTime<Utc>,
+    rule: Rule,
 ) -> Result<(LeadRow, bool), StoreError> {
-    let created: Option<LeadRow> = sqlx::query_as(
-        "INSERT INTO leads (program_id, customer_external_id, link_id, partner_id, occurred_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (program_id, customer_external_id) DO NOTHING
-         RETURNING program_id, customer_external_id, link_id, partner_id, occurred_at",
-    )
+    let mut tx = pool.begin().await?;
+    let credited = match rule.model {
+        Model::FirstTouch => sqlx::query(
+            "INSERT INTO leads (program_id, customer_external_id, link_id, partner_id, occurred_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (program_id, customer_external_id) DO NOTHING",
+        ),
+        Model::LastTouch => sqlx::query(
+            "INSERT INTO leads (program_id, customer_external_id, link_id, partner_id, occurred_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (program_id, customer_external_id) DO UPDATE
+                SET link_id = EXCLUDED.link_id, partner_id = EXCLUDED.partner_id, occurred_at = EXCLUDED.occurred_at
+                WHERE leads.occurred_at <= EXCLUDED.occurred_at",
+        ),
+    }
     .bind(link.program_id)
     .bind(customer)
     .bind(link.id)
     .bind(link.owner_partner_id)
     .bind(occurred_at)
-    .fetch_optional(pool)
-    .await?;
-    if let Some(lead) = created {
-        return Ok((lead, true));
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    let mut event = false;
+    if credited || rule.model == Model::LastTouch {
+        event = sqlx::query(
+            "INSERT INTO lead_events (program_id, customer_external_id, link_id, partner_id, occurred_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(link.program_id)
+        .bind(customer)
+        .bind(link.id)
+        .bind(link.owner_partner_id)
+        .bind(occurred_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
     }
-    let existing: LeadRow = sqlx::query_as(
+    let lead: LeadRow = sqlx::query_as(
         "SELECT program_id, customer_external_id, link_id, partner_id, occurred_at FROM leads
          WHERE program_id = $1 AND customer_external_id = $2",
     )
     .bind(link.program_id)
     .bind(customer)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
-    Ok((existing, false))
+    tx.commit().await?;
+    let created = match rule.model {
+        Model::FirstTouch => credited,
+        Model::LastTouch => event,
+    };
+    Ok((lead, created))
 }
 
 // ---------------------------------------------------------------- sales

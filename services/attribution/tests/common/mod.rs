@@ -23,7 +23,7 @@ pub struct Harness {
 /// Starts hierarchy, then attribution pointed at it.
 pub async fn start() -> Harness {
     let services = TestServices::new().await;
-    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
+    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config::default()).await;
     let config = accrue_attribution::Config {
         hierarchy_url: hierarchy_url.clone(),
         commission_url: "http://127.0.0.1:9".into(),

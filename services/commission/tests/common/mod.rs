@@ -28,7 +28,7 @@ pub struct Service {
 /// Starts hierarchy and commission on a fresh database and waits until both serve.
 pub async fn start() -> Service {
     let services = TestServices::new().await;
-    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
+    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config::default()).await;
     let config = accrue_commission::Config { hierarchy_url: hierarchy_url.clone() };
     let commission_url = services.spawn::<accrue_commission::Commission>(config).await;
     Service {

@@ -32,7 +32,7 @@ pub struct Harness {
 
 pub async fn start() -> Harness {
     let services = TestServices::new().await;
-    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config {}).await;
+    let hierarchy_url = services.spawn::<accrue_hierarchy::Hierarchy>(accrue_hierarchy::Config::default()).await;
     let ledger_url = services
         .spawn::<accrue_ledger::Ledger>(accrue_ledger::Config {
             hierarchy_url: hierarchy_url.clone(),

@@ -61,6 +61,16 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/accrue.attribution.v1.AttributionService/RecordRefund", Rule::Admin),
     ("/accrue.attribution.v1.AttributionService/GetRefund", Rule::Read),
     ("/accrue.attribution.v1.AttributionService/ListRefunds", Rule::Read),
+    ("/accrue.attribution.v1.AttributionService/TrackClick", Rule::Admin),
+    ("/accrue.attribution.v1.AttributionService/TrackClicks", Rule::Admin),
+    ("/accrue.attribution.v1.AttributionService/ArchiveLink", Rule::Admin),
+    ("/accrue.attribution.v1.AttributionService/UnarchiveLink", Rule::Admin),
+    ("/accrue.attribution.v1.AttributionService/GetAttributionSettings", Rule::Read),
+    ("/accrue.attribution.v1.AttributionService/UpdateAttributionSettings", Rule::Admin),
+    // A partner's own stats; a link's when it owns or shares in it (its
+    // commission then only its own entries).
+    ("/accrue.attribution.v1.AttributionService/GetLinkStats", Rule::PartnerRead),
+    ("/accrue.attribution.v1.AttributionService/GetPartnerStats", Rule::PartnerRead),
     ("/accrue.commission.v1.CommissionService/CreateAgreement", Rule::Admin),
     ("/accrue.commission.v1.CommissionService/ListAgreementVersions", Rule::Read),
     ("/accrue.commission.v1.CommissionService/GetAgreementInForce", Rule::Read),
@@ -84,6 +94,9 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/accrue.ledger.v1.LedgerService/ReverseSale", Rule::Service(ATTRIBUTION)),
     ("/accrue.ledger.v1.LedgerService/VoidReversal", Rule::Service(ATTRIBUTION)),
     ("/accrue.ledger.v1.LedgerService/GetBalances", Rule::PartnerRead),
+    // A partner's own overrides by source (seed 004); the hierarchy reads
+    // it for ListDownline as a service.
+    ("/accrue.ledger.v1.LedgerService/GetOverrideBreakdown", Rule::PartnerRead),
     ("/accrue.payouts.v1.PayoutService/CreatePayoutRun", Rule::Finance(&[])),
     ("/accrue.payouts.v1.PayoutService/GetPayout", Rule::PartnerRead),
     ("/accrue.payouts.v1.PayoutService/ListPayouts", Rule::PartnerRead),

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::compute::ComputeOut;
+use super::resolve::ResolveOut;
 use super::{
     Item, Ready, SettleSale, Step, chunk_by_program, chunk_program, earlier, failure_message, merge, per_chunk,
     post_key,
@@ -37,7 +38,24 @@ struct UndoOut {
 
 fn posting(item: &Item<'_>) -> Result<lpb::SalePosting, StepError> {
     let computed: ComputeOut = earlier(item, Step::Compute)?;
-    let lines = computed.lines.into_iter().map(|line| entry_input(line, item.subject.occurred_at)).collect();
+    let resolved: ResolveOut = earlier(item, Step::Resolve)?;
+    let lines = computed
+        .lines
+        .into_iter()
+        .map(|line| {
+            let mut input = entry_input(line, item.subject.occurred_at);
+            // The rule in force is kept on every line's breakdown (issue 14
+            // item 2); a resolve logged before it existed adds nothing, so
+            // its posting's request hash is what it always was.
+            if let (Some(rule), Some(breakdown)) = (resolved.attribution, input.breakdown.as_mut()) {
+                breakdown.inputs.insert("attribution_model".into(), rule.model.as_str().into());
+                if rule.window_days > 0 {
+                    breakdown.inputs.insert("attribution_window_days".into(), rule.window_days.to_string());
+                }
+            }
+            input
+        })
+        .collect();
     Ok(lpb::SalePosting {
         idempotency_key: post_key(item.saga.id, item.saga.run),
         sale_id: item.subject.id.to_string(),

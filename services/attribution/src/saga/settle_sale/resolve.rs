@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{Item, SettleSale, all_failed};
 use crate::domain::link::Split;
 use crate::domain::sale::SaleEventType;
+use crate::domain::touch::Rule;
 use crate::store::{self, SaleHistory};
 
 /// resolve's output.
@@ -29,6 +30,10 @@ pub(crate) struct ResolveOut {
     pub(crate) seller_prior_volume: Decimal,
     /// The customer's earlier sales, oldest first.
     pub(crate) customer_history: Vec<HistoryItem>,
+    /// The attribution rule that credited the sale to `link_id` (issue 14
+    /// item 2); absent in outputs stored before it existed (first touch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) attribution: Option<Rule>,
 }
 
 /// One earlier sale of the customer.
@@ -67,6 +72,7 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
                 is_first_payment: row.is_first_payment,
                 seller_prior_volume: row.prior_volume,
                 customer_history,
+                attribution: Some(sale.attribution_rule()),
             })
         })
         .collect()

@@ -51,7 +51,11 @@ pub(super) async fn settled_by_model(
 /// Sums GetEarningsSummary over every partner of the program (GBP).
 pub(super) async fn commission_totals(clients: &Clients, program_id: &str) -> Result<CommissionTotals, ReplayError> {
     let call = "GetEarningsSummary";
-    let request = ledger::GetEarningsSummaryRequest { program_id: program_id.to_string(), partner_ids: Vec::new() };
+    let request = ledger::GetEarningsSummaryRequest {
+        program_id: program_id.to_string(),
+        partner_ids: Vec::new(),
+        ..Default::default()
+    };
     let response =
         retry::idempotent(call, &clients.ledger, &request, |mut c, r| async move { c.get_earnings_summary(r).await })
             .await

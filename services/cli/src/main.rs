@@ -15,7 +15,7 @@
 //!   `--migrate=false`).
 //! - `accrue chaos`: the crash campaign — a clean replay and one under
 //!   SIGKILLs and Postgres restarts, compared.
-//! - `accrue payouts list|show|approve|reject|mark-paid|export` and `accrue
+//! - `accrue payouts list|show|create|approve|reject|delete|mark-paid|export` and `accrue
 //!   audit list`: a finance operator's payout work against a running stack
 //!   (tables by default, `--json` for JSON lines).
 

@@ -29,6 +29,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// Added to every default filter: Postgres NOTICEs only at WARN and above.
+const QUIET_NOTICES: &str = "sqlx::postgres::notice=warn";
+
 /// The variable that selects the log format: `json`, else text.
 pub const LOG_FORMAT_ENV: &str = "ACCRUE_LOG_FORMAT";
 
@@ -180,7 +183,12 @@ where
 }
 
 fn install(default_filter: &str, provider: Option<SdkTracerProvider>) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // Postgres NOTICEs reach the log at INFO through sqlx ("relation
+    // _sqlx_migrations already exists, skipping" on every start); they are
+    // the server's chatter, not the service's, so only their WARN and above
+    // pass unless RUST_LOG asks for them.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_filter},{QUIET_NOTICES}")));
     let logs = log_layer(json_requested(), std::io::stderr().is_terminal(), std::io::stderr).with_filter(filter);
     let traces = provider.as_ref().map(|provider| {
         // Accrue's own spans (rpc, saga.step) at INFO and above; the

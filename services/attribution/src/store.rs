@@ -125,6 +125,8 @@ pub(crate) struct SaleRow {
     pub(crate) attribution_model: Model,
     /// Its window in days (0 under first touch).
     pub(crate) attribution_window_days: i32,
+    /// When its settlement saga settled it (NULL until then).
+    pub(crate) settled_at: Option<DateTime<Utc>>,
 }
 
 impl SaleRow {
@@ -136,7 +138,8 @@ impl SaleRow {
 
 const SALE_COLUMNS: &str = "id, program_id, external_id, request_hash, customer_external_id, event_type, currency, \
     amount, product_code, service_code, occurred_at, link_id, partner_id, splits, state, failure_reason, saga_id, \
-    base_commission, total_commission, created_at, refunded_amount, attribution_model, attribution_window_days";
+    base_commission, total_commission, created_at, refunded_amount, attribution_model, attribution_window_days, \
+    settled_at";
 
 /// [`SALE_COLUMNS`] of the table aliased `alias`.
 fn sale_columns_of(alias: &str) -> String {

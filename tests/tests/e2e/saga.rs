@@ -71,6 +71,9 @@ fn expected_set(w: &World) -> BTreeMap<(String, i32), Decimal> {
 async fn assert_settled_once(c: &mut Clients, w: &World, sale_id: &str) {
     let sale = get_sale(c, sale_id).await;
     assert_eq!(sale.state, apb::SaleState::Settled as i32, "{sale:#?}");
+    // settle_time: when the saga settled it, never before it was recorded.
+    let (created, settled) = (sale.create_time.unwrap(), sale.settle_time.expect("a settled sale has a settle_time"));
+    assert!((settled.seconds, settled.nanos) >= (created.seconds, created.nanos), "{sale:#?}");
     assert_eq!(sale.base_commission.as_ref().map(|m| dec(&m.amount)), Some(dec("10.00")));
     assert_eq!(sale.total_commission.as_ref().map(|m| dec(&m.amount)), Some(dec("11.00")));
     let live = live_entries(c, &w.program_id, sale_id).await;
@@ -117,6 +120,7 @@ async fn happy_path_settles_splits_and_override() {
 
     let sale = record(&mut c, &w, "inv-1").await;
     assert_eq!(sale.state, apb::SaleState::Pending as i32);
+    assert_eq!(sale.settle_time, None, "not settled yet");
     assert_eq!(sale.partner_id, w.seller);
     assert_eq!(sale.link_id, w.link_id);
     assert!(!sale.saga_id.is_empty());

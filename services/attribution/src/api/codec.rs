@@ -65,6 +65,7 @@ pub(super) fn sale_to_proto(row: SaleRow) -> pb::Sale {
         refunded_amount: money(row.refunded_amount),
         attribution_model: model_to_proto(row.attribution_model) as i32,
         attribution_window_days: row.attribution_window_days,
+        settle_time: row.settled_at.map(timestamp),
     }
 }
 

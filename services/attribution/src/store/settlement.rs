@@ -85,7 +85,7 @@ pub(crate) struct Settled {
     pub(crate) total_commission: Decimal,
 }
 
-/// Marks each saga's sale SETTLED with its totals, fenced on the saga's
+/// Marks each saga's sale SETTLED with its totals and the time, fenced on the saga's
 /// generation (a saga a newer owner holds changes nothing).
 pub(crate) async fn settle_sales(pool: &PgPool, settled: &[Settled]) -> Result<(), sqlx::Error> {
     let saga_ids: Vec<SagaId> = settled.iter().map(|s| s.saga_id).collect();
@@ -93,7 +93,8 @@ pub(crate) async fn settle_sales(pool: &PgPool, settled: &[Settled]) -> Result<(
     let bases: Vec<Decimal> = settled.iter().map(|s| s.base_commission).collect();
     let totals: Vec<Decimal> = settled.iter().map(|s| s.total_commission).collect();
     sqlx::query(
-        "UPDATE sales SET state = $5, base_commission = u.base, total_commission = u.total, failure_reason = ''
+        "UPDATE sales SET state = $5, base_commission = u.base, total_commission = u.total, failure_reason = '',
+             settled_at = clock_timestamp()
          FROM UNNEST($1::uuid[], $2::bigint[], $3::numeric[], $4::numeric[]) AS u(saga_id, generation, base, total)
          JOIN sagas g ON g.id = u.saga_id AND g.generation = u.generation
          WHERE sales.id = g.sale_id",
@@ -112,7 +113,7 @@ pub(crate) async fn settle_sales(pool: &PgPool, settled: &[Settled]) -> Result<(
 pub(crate) async fn unsettle_sales(pool: &PgPool, sagas: &[&Saga]) -> Result<(), sqlx::Error> {
     let (saga_ids, generations): (Vec<SagaId>, Vec<i64>) = sagas.iter().map(|s| (s.id, s.generation)).unzip();
     sqlx::query(
-        "UPDATE sales SET state = $3, base_commission = NULL, total_commission = NULL
+        "UPDATE sales SET state = $3, base_commission = NULL, total_commission = NULL, settled_at = NULL
          FROM UNNEST($1::uuid[], $2::bigint[]) AS u(saga_id, generation)
          JOIN sagas g ON g.id = u.saga_id AND g.generation = u.generation
          WHERE sales.id = g.sale_id AND sales.state = $4",

@@ -33,6 +33,8 @@ mod export;
 mod lifecycle;
 mod manual;
 mod run;
+mod settings;
+mod summary;
 
 use codec::*;
 
@@ -136,47 +138,35 @@ impl PayoutService for PayoutsApi {
     ) -> Result<Response<pb::ListPayoutsResponse>, Status> {
         let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
-        let partner_id = optional_uuid("partner_id", &request.partner_id, &mut violations);
-        let payout_run_id = optional_uuid("payout_run_id", &request.payout_run_id, &mut violations);
-        let status = match request.status {
-            0 => None,
-            value => {
-                let status = PayoutStatus::from_proto(value);
-                if status.is_none() {
-                    violations.add("status", format!("unknown payout status {value}"));
-                }
-                status
-            }
-        };
-        let period = optional_period("period", &request.period, &mut violations);
-        let currency = optional_currency("currency_code", &request.currency_code, &mut violations);
-        violations.into_result()?;
-        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
-        scope.require_program(program_id)?;
+        let mut filters = Filters::parse(FilterFields {
+            program_id: &request.program_id,
+            partner_id: &request.partner_id,
+            payout_run_id: &request.payout_run_id,
+            status: request.status,
+            period: &request.period,
+            currency_code: &request.currency_code,
+            show_deleted: request.show_deleted,
+        })?;
+        scope.require_program(filters.program_id)?;
         let limit = page::page_size(request.page_size)?;
         let query = format!(
-            "payouts|{program_id}|{partner_id:?}|{payout_run_id:?}|{}|{period:?}|{currency:?}|{}",
-            request.status, request.show_deleted
+            "payouts|{}|{:?}|{:?}|{}|{:?}|{:?}|{}",
+            filters.program_id,
+            filters.partner_id,
+            filters.payout_run_id,
+            request.status,
+            filters.period,
+            filters.currency,
+            filters.show_deleted
         );
         let after = page::decode::<PayoutCursor>(&query, &request.page_token)?.map(|cursor| (cursor.t, cursor.id));
         // A partner token asking for another partner's payouts gets an empty
         // page, as for a partner without payouts.
-        let Some(partner_id) = scope.partner_filter(partner_id) else {
+        let Some(partner_id) = scope.partner_filter(filters.partner_id) else {
             return Ok(Response::new(pb::ListPayoutsResponse::default()));
         };
-        let period = period.map(|period| period.to_string());
-        let filter = PayoutFilter {
-            program_id,
-            partner_id,
-            payout_run_id,
-            status: status.map(PayoutStatus::as_str),
-            period: period.as_deref(),
-            currency: currency.map(|currency| currency.code()),
-            show_deleted: request.show_deleted,
-        };
-        let mut rows = store::list_payouts(&self.pool, &filter, after, limit + 1).await?;
+        filters.partner_id = partner_id;
+        let mut rows = store::list_payouts(&self.pool, &filters.as_store(), after, limit + 1).await?;
         let next_page_token =
             page::next_page(&mut rows, limit, &query, |row| PayoutCursor { t: row.created_at, id: row.id })?;
         let payouts = rows.iter().map(payout_to_proto).collect::<Result<Vec<_>, _>>()?;
@@ -451,90 +441,7 @@ impl PayoutService for PayoutsApi {
         &self,
         request: Request<pb::GetPartnerPayoutSummaryRequest>,
     ) -> Result<Response<pb::GetPartnerPayoutSummaryResponse>, Status> {
-        let scope = accrue_kit::auth::caller(&request)?.clone();
-        let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
-        let partner_id = require_uuid::<PartnerId>("partner_id", &request.partner_id, &mut violations);
-        violations.into_result()?;
-        let (Some(program_id), Some(partner_id)) = (program_id, partner_id) else {
-            return Err(invalid_field("program_id", "is required"));
-        };
-        scope.require_program(program_id)?;
-        let empty = pb::GetPartnerPayoutSummaryResponse { partner_id: partner_id.to_string(), summaries: Vec::new() };
-        if scope.partner_filter(Some(partner_id)).is_none() {
-            return Ok(Response::new(empty));
-        }
-        let balances = self
-            .ledger
-            .clone()
-            .get_balances(ledger_pb::GetBalancesRequest {
-                program_id: program_id.to_string(),
-                partner_ids: vec![partner_id.to_string()],
-                currency_code: String::new(),
-            })
-            .await
-            .map_err(|status| peer_error("ledger", status))?
-            .into_inner()
-            .balances;
-        let mut currencies: std::collections::BTreeMap<String, pb::PartnerPayoutSummary> = Default::default();
-        let zero = |code: &str| -> Result<pb::PartnerPayoutSummary, Status> {
-            let currency = currency_of(code)?;
-            Ok(pb::PartnerPayoutSummary {
-                currency_code: code.to_string(),
-                paid: Some(amount_to_proto(currency, Decimal::ZERO)),
-                paid_count: 0,
-                pending_approval: Some(amount_to_proto(currency, Decimal::ZERO)),
-                approved: Some(amount_to_proto(currency, Decimal::ZERO)),
-                last_payout: None,
-                payable: Some(amount_to_proto(currency, Decimal::ZERO)),
-            })
-        };
-        let mut sums: std::collections::BTreeMap<(String, &'static str), Decimal> = Default::default();
-        for (code, status, count, amount) in store::partner_totals(&self.pool, program_id, partner_id).await? {
-            if !currencies.contains_key(&code) {
-                currencies.insert(code.clone(), zero(&code)?);
-            }
-            let bucket = match PayoutStatus::from_str_name(&status) {
-                Some(PayoutStatus::Paid) => {
-                    if let Some(summary) = currencies.get_mut(&code) {
-                        summary.paid_count += count;
-                    }
-                    "paid"
-                }
-                Some(PayoutStatus::PendingApproval) => "pending",
-                Some(PayoutStatus::Approved | PayoutStatus::Processing | PayoutStatus::Failed) => "approved",
-                Some(PayoutStatus::Rejected | PayoutStatus::Deleted) => continue,
-                None => return Err(internal(format!("stored payout status {status:?} is unknown"))),
-            };
-            *sums.entry((code, bucket)).or_default() += amount;
-        }
-        for balance in &balances {
-            let Some(approved) = balance.approved.as_ref() else { continue };
-            if !currencies.contains_key(&approved.currency_code) {
-                currencies.insert(approved.currency_code.clone(), zero(&approved.currency_code)?);
-            }
-            if let Some(summary) = currencies.get_mut(&approved.currency_code) {
-                summary.payable = Some(approved.clone());
-            }
-        }
-        for (code, summary) in currencies.iter_mut() {
-            let currency = currency_of(code)?;
-            let sum = |bucket: &str| sums.get(&(code.clone(), bucket)).copied().unwrap_or(Decimal::ZERO);
-            summary.paid = Some(amount_to_proto(currency, sum("paid")));
-            summary.pending_approval = Some(amount_to_proto(currency, sum("pending")));
-            summary.approved = Some(amount_to_proto(currency, sum("approved")));
-            if summary.paid_count > 0 {
-                summary.last_payout = store::last_paid(&self.pool, program_id, partner_id, code)
-                    .await?
-                    .map(|row| payout_to_proto(&row))
-                    .transpose()?;
-            }
-        }
-        Ok(Response::new(pb::GetPartnerPayoutSummaryResponse {
-            partner_id: partner_id.to_string(),
-            summaries: currencies.into_values().collect(),
-        }))
+        self.partner_payout_summary(request).await
     }
 
     /// Sets a partner's payout settings, all at once (issue 12 item 4): its
@@ -549,35 +456,7 @@ impl PayoutService for PayoutsApi {
         &self,
         request: Request<pb::SetPartnerPayoutSettingsRequest>,
     ) -> Result<Response<pb::PartnerPayoutSettings>, Status> {
-        let actor = accrue_kit::auth::actor(&request)?;
-        let scope = accrue_kit::auth::caller(&request)?.clone();
-        let request = request.into_inner();
-        let settings = request.settings.ok_or_else(|| invalid_field("settings", "is required"))?;
-        let mut violations = FieldViolations::new();
-        let program_id = require_uuid::<ProgramId>("settings.program_id", &settings.program_id, &mut violations);
-        let partner_id = require_uuid::<PartnerId>("settings.partner_id", &settings.partner_id, &mut violations);
-        let minimum = accrue_kit::convert::optional_money(
-            "settings.minimum_amount",
-            settings.minimum_amount.as_ref(),
-            &mut violations,
-        );
-        if minimum.is_some_and(|m| m.amount < Decimal::ZERO) {
-            violations.add("settings.minimum_amount.amount", "must not be negative");
-        }
-        let method = settings.payout_method.trim();
-        if method.chars().count() > MAX_METHOD_CHARS {
-            violations.add("settings.payout_method", format!("must be at most {MAX_METHOD_CHARS} characters"));
-        }
-        violations.into_result()?;
-        let (Some(program_id), Some(partner_id)) = (program_id, partner_id) else {
-            return Err(invalid_field("settings.program_id", "is required"));
-        };
-        scope.require_program(program_id)?;
-        self.require_partner(program_id, partner_id).await?;
-        let minimum = minimum.map(|m| (m.currency.code(), m.currency.rescale(m.amount)));
-        let row =
-            store::put_settings(&self.pool, program_id, partner_id, minimum, settings.hold, method, &actor).await?;
-        Ok(Response::new(settings_to_proto(program_id, partner_id, Some(&row))?))
+        self.set_settings(request).await
     }
 
     /// A partner's payout settings (defaults — no minimum, no hold, no
@@ -589,22 +468,7 @@ impl PayoutService for PayoutsApi {
         &self,
         request: Request<pb::GetPartnerPayoutSettingsRequest>,
     ) -> Result<Response<pb::PartnerPayoutSettings>, Status> {
-        let scope = accrue_kit::auth::caller(&request)?.clone();
-        let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
-        let partner_id = require_uuid::<PartnerId>("partner_id", &request.partner_id, &mut violations);
-        violations.into_result()?;
-        let (Some(program_id), Some(partner_id)) = (program_id, partner_id) else {
-            return Err(invalid_field("program_id", "is required"));
-        };
-        scope.require_program(program_id)?;
-        if !scope.may_see(program_id, &[partner_id]) {
-            return Err(not_found("partner", partner_id));
-        }
-        self.require_partner(program_id, partner_id).await?;
-        let row = store::settings_of(&self.pool, program_id, &[partner_id]).await?.pop();
-        Ok(Response::new(settings_to_proto(program_id, partner_id, row.as_ref())?))
+        self.settings(request).await
     }
 
     /// Changes a payout awaiting approval (AIP-134; seed 001 "update: modify
@@ -713,34 +577,16 @@ impl PayoutService for PayoutsApi {
     ) -> Result<Response<Self::ExportPayoutsStream>, Status> {
         let scope = accrue_kit::auth::caller(&request)?.clone();
         let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
-        let partner_id = optional_uuid::<PartnerId>("partner_id", &request.partner_id, &mut violations);
-        let payout_run_id = optional_uuid::<PayoutRunId>("payout_run_id", &request.payout_run_id, &mut violations);
-        let status = match request.status {
-            0 => None,
-            value => {
-                let status = PayoutStatus::from_proto(value);
-                if status.is_none() {
-                    violations.add("status", format!("unknown payout status {value}"));
-                }
-                status
-            }
-        };
-        let period = optional_period("period", &request.period, &mut violations);
-        let currency = optional_currency("currency_code", &request.currency_code, &mut violations);
-        violations.into_result()?;
-        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
-        scope.require_program(program_id)?;
-        let filter = export::ExportFilter {
-            program_id,
-            partner_id,
-            payout_run_id,
-            status,
-            period: period.map(|period| period.to_string()),
-            currency: currency.map(|currency| currency.code().to_string()),
+        let filter = Filters::parse(FilterFields {
+            program_id: &request.program_id,
+            partner_id: &request.partner_id,
+            payout_run_id: &request.payout_run_id,
+            status: request.status,
+            period: &request.period,
+            currency_code: &request.currency_code,
             show_deleted: request.show_deleted,
-        };
+        })?;
+        scope.require_program(filter.program_id)?;
         Ok(Response::new(export::export(self.pool.clone(), filter)))
     }
 }

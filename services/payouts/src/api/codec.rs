@@ -162,3 +162,77 @@ pub(super) fn change_key(
     let request_id = idempotency::request_id("request_id", request_id.trim(), violations);
     (request_id.map(|id| id.as_str().to_string()), idempotency::fingerprint_message(body))
 }
+
+/// The ListPayouts / ExportPayouts filters, validated and owned (the export
+/// moves them into its task).
+#[derive(Debug, Clone)]
+pub(super) struct Filters {
+    pub program_id: ProgramId,
+    pub partner_id: Option<PartnerId>,
+    pub payout_run_id: Option<PayoutRunId>,
+    pub status: Option<PayoutStatus>,
+    pub period: Option<String>,
+    pub currency: Option<String>,
+    pub show_deleted: bool,
+}
+
+/// The fields both requests filter on, as they come.
+pub(super) struct FilterFields<'a> {
+    pub program_id: &'a str,
+    pub partner_id: &'a str,
+    pub payout_run_id: &'a str,
+    pub status: i32,
+    pub period: &'a str,
+    pub currency_code: &'a str,
+    pub show_deleted: bool,
+}
+
+impl Filters {
+    /// Validates the filters: `program_id` a UUID; `partner_id`,
+    /// `payout_run_id` UUIDs when set; `status` a known status when set;
+    /// `period` "YYYY-MM" and `currency_code` ISO 4217 when set.
+    ///
+    /// Errors: INVALID_ARGUMENT with a violation per malformed field.
+    pub(super) fn parse(fields: FilterFields<'_>) -> Result<Filters, Status> {
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid::<ProgramId>("program_id", fields.program_id, &mut violations);
+        let partner_id = optional_uuid::<PartnerId>("partner_id", fields.partner_id, &mut violations);
+        let payout_run_id = optional_uuid::<PayoutRunId>("payout_run_id", fields.payout_run_id, &mut violations);
+        let status = match fields.status {
+            0 => None,
+            value => {
+                let status = PayoutStatus::from_proto(value);
+                if status.is_none() {
+                    violations.add("status", format!("unknown payout status {value}"));
+                }
+                status
+            }
+        };
+        let period = optional_period("period", fields.period, &mut violations);
+        let currency = optional_currency("currency_code", fields.currency_code, &mut violations);
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        Ok(Filters {
+            program_id,
+            partner_id,
+            payout_run_id,
+            status,
+            period: period.map(|period| period.to_string()),
+            currency: currency.map(|currency| currency.code().to_string()),
+            show_deleted: fields.show_deleted,
+        })
+    }
+
+    /// The store's view of the filters.
+    pub(super) fn as_store(&self) -> PayoutFilter<'_> {
+        PayoutFilter {
+            program_id: self.program_id,
+            partner_id: self.partner_id,
+            payout_run_id: self.payout_run_id,
+            status: self.status.map(PayoutStatus::as_str),
+            period: self.period.as_deref(),
+            currency: self.currency.as_deref(),
+            show_deleted: self.show_deleted,
+        }
+    }
+}

@@ -41,18 +41,6 @@ pub const EXPORT_COLUMNS: [&str; 16] = [
 /// The response stream of ExportPayouts.
 pub type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportPayoutsResponse, Status>> + Send + 'static>>;
 
-/// An owned ListPayouts filter, moved into the export task.
-#[derive(Debug, Clone)]
-pub(super) struct ExportFilter {
-    pub program_id: ProgramId,
-    pub partner_id: Option<PartnerId>,
-    pub payout_run_id: Option<PayoutRunId>,
-    pub status: Option<PayoutStatus>,
-    pub period: Option<String>,
-    pub currency: Option<String>,
-    pub show_deleted: bool,
-}
-
 fn time(value: Option<DateTime<Utc>>) -> String {
     value.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)).unwrap_or_default()
 }
@@ -97,7 +85,7 @@ pub(super) fn chunk(rows: &[PayoutRow], header: bool) -> Result<Vec<u8>, Status>
 /// goes away.
 async fn run_export(
     pool: PgPool,
-    filter: ExportFilter,
+    filter: Filters,
     sender: tokio::sync::mpsc::Sender<Result<pb::ExportPayoutsResponse, Status>>,
 ) -> Result<(), Status> {
     let mut tx = pool.begin().await.map_err(store::StoreError::from)?;
@@ -105,15 +93,7 @@ async fn run_export(
         .execute(&mut *tx)
         .await
         .map_err(store::StoreError::from)?;
-    let store_filter = PayoutFilter {
-        program_id: filter.program_id,
-        partner_id: filter.partner_id,
-        payout_run_id: filter.payout_run_id,
-        status: filter.status.map(PayoutStatus::as_str),
-        period: filter.period.as_deref(),
-        currency: filter.currency.as_deref(),
-        show_deleted: filter.show_deleted,
-    };
+    let store_filter = filter.as_store();
     let mut after = None;
     let mut header = true;
     loop {
@@ -137,7 +117,7 @@ async fn run_export(
 }
 
 /// Starts the export task and returns its stream.
-pub(super) fn export(pool: PgPool, filter: ExportFilter) -> ExportStream {
+pub(super) fn export(pool: PgPool, filter: Filters) -> ExportStream {
     let (sender, receiver) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
     tokio::spawn(async move {
         let errors = sender.clone();

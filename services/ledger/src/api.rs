@@ -37,6 +37,8 @@ use crate::store::{
 
 mod codec;
 mod reports;
+mod reservations;
+mod reversals;
 mod upstream;
 mod validate;
 
@@ -431,92 +433,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::ReserveForPayoutRequest>,
     ) -> Result<Response<pb::ReserveForPayoutResponse>, Status> {
-        let scope = accrue_kit::auth::caller(&request)?.clone();
-        let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
-        let currency = match Currency::from_code(&request.currency_code) {
-            Ok(currency) => Some(currency),
-            Err(error) => {
-                violations.add("currency_code", error.to_string());
-                None
-            }
-        };
-        let cutoff = require_timestamp("cutoff", request.cutoff.as_ref(), &mut violations);
-        if request.reservations.len() > MAX_RESERVATIONS {
-            violations.add("reservations", format!("at most {MAX_RESERVATIONS} reservations per call"));
-        }
-        let mut requests = Vec::with_capacity(request.reservations.len());
-        let mut partners = HashSet::new();
-        let mut payouts = HashSet::new();
-        for (index, reservation) in request.reservations.iter().enumerate() {
-            let field = format!("reservations[{index}]");
-            let partner_id = require_uuid(&format!("{field}.partner_id"), &reservation.partner_id, &mut violations);
-            let payout_id = require_uuid(&format!("{field}.payout_id"), &reservation.payout_id, &mut violations);
-            let minimum = optional_money(
-                &format!("{field}.minimum_amount"),
-                reservation.minimum_amount.as_ref(),
-                &mut violations,
-            );
-            if let Some(minimum) = minimum {
-                if currency.is_some_and(|currency| currency != minimum.currency) {
-                    violations.add(
-                        format!("{field}.minimum_amount.currency_code"),
-                        format!("{} differs from currency_code {}", minimum.currency, request.currency_code),
-                    );
-                }
-                if minimum.amount.is_sign_negative() && !minimum.amount.is_zero() {
-                    violations.add(format!("{field}.minimum_amount.amount"), "must not be negative");
-                }
-            }
-            if let Some(partner_id) = partner_id
-                && !partners.insert(partner_id)
-            {
-                violations.add(format!("{field}.partner_id"), format!("partner {partner_id} appears twice"));
-            }
-            if let Some(payout_id) = payout_id
-                && !payouts.insert(payout_id)
-            {
-                violations.add(format!("{field}.payout_id"), format!("payout {payout_id} appears twice"));
-            }
-            if let (Some(partner_id), Some(payout_id)) = (partner_id, payout_id) {
-                requests.push(ReservationRequest {
-                    partner_id,
-                    payout_id,
-                    minimum: minimum.map(|m| m.amount).unwrap_or(Decimal::ZERO),
-                });
-            }
-        }
-        violations.into_result()?;
-        let (Some(program_id), Some(currency), Some(cutoff)) = (program_id, currency, cutoff) else {
-            return Err(invalid_field("program_id", "is required"));
-        };
-        scope.require_program(program_id)?;
-        let outcomes = match store::reserve(&self.pool, program_id, currency.code(), cutoff, &requests).await {
-            Ok(outcomes) => outcomes,
-            Err(ReserveError::Conflict) => {
-                return Err(accrue_kit::error::aborted(
-                    "CONCURRENT_RESERVATION",
-                    "an entry was reserved by a concurrent payout run; retry",
-                ));
-            }
-            Err(ReserveError::Db(error)) if is_concurrency_failure(&error) => {
-                return Err(store_status(store::StoreError(error)));
-            }
-            Err(ReserveError::Db(error)) => return Err(db_error(error)),
-        };
-        let results = requests
-            .iter()
-            .zip(outcomes)
-            .map(|(request, outcome)| pb::ReservationResult {
-                partner_id: request.partner_id.to_string(),
-                payout_id: request.payout_id.to_string(),
-                amount: money(currency, outcome.amount),
-                entry_count: outcome.entry_count,
-                reserved: outcome.reserved,
-            })
-            .collect();
-        Ok(Response::new(pb::ReserveForPayoutResponse { results }))
+        self.reserve(request).await
     }
 
     /// Releases every reservation of `payout_id` (issue 12 item 2; DESIGN §5:
@@ -531,31 +448,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::ReleaseReservationRequest>,
     ) -> Result<Response<pb::ReleaseReservationResponse>, Status> {
-        let actor = accrue_kit::auth::actor(&request)?;
-        let scope = accrue_kit::auth::caller(&request)?.clone();
-        let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
-        let payout_id = require_uuid::<PayoutId>("payout_id", &request.payout_id, &mut violations);
-        if request.reason.chars().count() > MAX_TEXT_LEN {
-            violations.add("reason", format!("must be at most {MAX_TEXT_LEN} characters"));
-        }
-        violations.into_result()?;
-        let (Some(program_id), Some(payout_id)) = (program_id, payout_id) else {
-            return Err(invalid_field("program_id", "is required"));
-        };
-        scope.require_program(program_id)?;
-        match store::release(&self.pool, program_id, payout_id, &actor, request.reason.trim()).await {
-            Ok(store::ReleaseOutcome::Released(count)) => Ok(Response::new(pb::ReleaseReservationResponse {
-                payout_id: payout_id.to_string(),
-                released_count: count as i64,
-            })),
-            Ok(store::ReleaseOutcome::Settled) => Err(failed_precondition(
-                "RESERVATION_SETTLED",
-                format!("payout {payout_id} was paid; its entries are settled and cannot be released"),
-            )),
-            Err(error) => Err(store_status(error)),
-        }
+        self.release(request).await
     }
 
     /// Settles `payout_id`'s reservation (issue 12 item 2; DESIGN §5: Paid
@@ -575,63 +468,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::SettleReservationRequest>,
     ) -> Result<Response<pb::SettleReservationResponse>, Status> {
-        let actor = accrue_kit::auth::actor(&request)?;
-        let scope = accrue_kit::auth::caller(&request)?.clone();
-        let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let program_id = require_uuid::<ProgramId>("program_id", &request.program_id, &mut violations);
-        let payout_id = require_uuid::<PayoutId>("payout_id", &request.payout_id, &mut violations);
-        let reference = request.payment_reference.trim();
-        if reference.is_empty() {
-            violations.add("payment_reference", "is required");
-        } else if reference.chars().count() > MAX_TEXT_LEN {
-            violations.add("payment_reference", format!("must be at most {MAX_TEXT_LEN} characters"));
-        }
-        violations.into_result()?;
-        let (Some(program_id), Some(payout_id)) = (program_id, payout_id) else {
-            return Err(invalid_field("program_id", "is required"));
-        };
-        scope.require_program(program_id)?;
-        let settlement = match store::settle(&self.pool, program_id, payout_id, reference, &actor).await {
-            Ok(store::SettleOutcome::Settled(settlement)) => settlement,
-            Ok(store::SettleOutcome::OtherReference(stored)) => {
-                return Err(failed_precondition(
-                    "RESERVATION_SETTLED",
-                    format!("payout {payout_id} was settled with payment reference {stored:?}"),
-                ));
-            }
-            Ok(store::SettleOutcome::NotPayable(entry, status)) => {
-                return Err(failed_precondition(
-                    "RESERVED_ENTRY_NOT_APPROVED",
-                    format!(
-                        "entry {entry} of payout {payout_id} is {status}; approve it (or reverse it) before paying"
-                    ),
-                ));
-            }
-            Ok(store::SettleOutcome::Nothing { released: true }) => {
-                return Err(failed_precondition(
-                    "RESERVATION_RELEASED",
-                    format!("payout {payout_id}'s reservation was released; it has nothing to settle"),
-                ));
-            }
-            Ok(store::SettleOutcome::Nothing { released: false }) => {
-                return Err(accrue_kit::error::with_reason(
-                    Code::NotFound,
-                    "RESERVATION_NOT_FOUND",
-                    format!("payout {payout_id} holds no reservation"),
-                ));
-            }
-            Err(error) => return Err(store_status(error)),
-        };
-        let currency = Currency::from_code(&settlement.currency).map_err(internal)?;
-        Ok(Response::new(pb::SettleReservationResponse {
-            payout_id: payout_id.to_string(),
-            entry_count: settlement.entry_count,
-            paid_count: settlement.paid_count,
-            paid_amount: money(currency, settlement.paid_amount),
-            payment_reference: settlement.payment_reference,
-            settle_time: Some(timestamp(settlement.settled_at)),
-        }))
+        self.settle(request).await
     }
 
     /// Claws back a refund on one sale (DESIGN §4 "Refunds", issue 9 item 3):
@@ -670,73 +507,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::ReverseSaleRequest>,
     ) -> Result<Response<pb::ReverseSaleResponse>, Status> {
-        let actor = accrue_kit::auth::actor(&request)?;
-        let scope = accrue_kit::auth::caller(&request)?.clone();
-        let request = request.into_inner();
-        let valid = validate_reverse(&request)?;
-        scope.require_program(valid.program_id)?;
-        if valid.refund.refunded_total > valid.refund.sale_amount {
-            return Err(failed_precondition(
-                "REFUND_EXCEEDS_SALE",
-                format!(
-                    "refunded_total {} exceeds sale_amount {}",
-                    valid.refund.refunded_total, valid.refund.sale_amount
-                ),
-            ));
-        }
-        let store_request = store::ReverseRequest {
-            key: &request.idempotency_key,
-            sale_id: &request.sale_id,
-            refund_id: valid.refund_id,
-            hash: accrue_kit::idempotency::fingerprint_message(&request),
-            refund: valid.refund,
-            occurred_at: valid.occurred_at,
-            actor: &actor,
-            reason: &request.reason,
-        };
-        let (row, replayed) =
-            match store::reverse_sale(&self.pool, valid.program_id, &store_request).await.map_err(store_status)? {
-                ReverseOutcome::Applied(row) => (row, false),
-                ReverseOutcome::Replayed(row) => (row, true),
-                ReverseOutcome::KeyReused => {
-                    return Err(already_exists(
-                        "IDEMPOTENCY_KEY_REUSED",
-                        format!(
-                            "idempotency key {:?} was already used with a different request body",
-                            request.idempotency_key
-                        ),
-                    ));
-                }
-                ReverseOutcome::CurrencyMismatch(lines) => {
-                    return Err(failed_precondition(
-                        "CURRENCY_MISMATCH",
-                        format!(
-                            "sale {:?} has lines in {lines}, the refund is in {}",
-                            request.sale_id,
-                            valid.refund.currency.code()
-                        ),
-                    ));
-                }
-                ReverseOutcome::Refused(error @ ReversalError::RefundExceedsSale { .. }) => {
-                    return Err(failed_precondition("REFUND_EXCEEDS_SALE", error.to_string()));
-                }
-                ReverseOutcome::Refused(error) => return Err(invalid_field("refunded_total", error.to_string())),
-            };
-        let currency = Currency::from_code(&row.currency).map_err(internal)?;
-        let debits = store::entries_by_ids(&self.pool, &row.debit_ids)
-            .await?
-            .into_iter()
-            .map(|entry| entry_to_proto(entry, Vec::new()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Response::new(pb::ReverseSaleResponse {
-            debits,
-            lines_total: money(currency, row.lines_total),
-            target: money(currency, row.target),
-            previously_clawed_back: money(currency, row.previously_clawed_back),
-            clawed_back: money(currency, row.clawed_back),
-            reversed_entry_ids: row.reversed_line_ids.iter().map(EntryId::to_string).collect(),
-            replayed,
-        }))
+        self.reverse(request).await
     }
 
     /// The compensation of a ReverseSale (issue 9 item 4): voids the debits
@@ -755,37 +526,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::VoidReversalRequest>,
     ) -> Result<Response<pb::VoidReversalResponse>, Status> {
-        let actor = accrue_kit::auth::actor(&request)?;
-        let scope = accrue_kit::auth::caller(&request)?.clone();
-        let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
-        check_key("idempotency_key", &request.idempotency_key, &mut violations);
-        check_text("reason", &request.reason, false, &mut violations);
-        violations.into_result()?;
-        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
-        scope.require_program(program_id)?;
-        let outcome = store::void_reversal(&self.pool, program_id, &request.idempotency_key, &actor, &request.reason)
-            .await
-            .map_err(store_status)?;
-        let (voided, restored) = match outcome {
-            VoidOutcome::Applied(voided, restored) => (voided, restored),
-            VoidOutcome::AlreadyVoided => (Vec::new(), Vec::new()),
-            VoidOutcome::NotFound => return Err(not_found("reversal", &request.idempotency_key)),
-            VoidOutcome::Refused(error @ VoidError::Reserved(_)) => {
-                return Err(failed_precondition("DEBIT_RESERVED", error.to_string()));
-            }
-            VoidOutcome::Refused(error @ VoidError::Paid(_)) => {
-                return Err(failed_precondition("DEBIT_PAID", error.to_string()));
-            }
-            VoidOutcome::Refused(error @ VoidError::Superseded(_)) => {
-                return Err(failed_precondition("REVERSAL_SUPERSEDED", error.to_string()));
-            }
-        };
-        Ok(Response::new(pb::VoidReversalResponse {
-            voided_entry_ids: voided.iter().map(EntryId::to_string).collect(),
-            restored_entry_ids: restored.iter().map(EntryId::to_string).collect(),
-        }))
+        self.void(request).await
     }
 
     /// The override breakdown by source partner (seed 004; issue 14 item

@@ -3,8 +3,9 @@
 //! committed:
 //!
 //! - `accrue_payouts_total{service, status, currency}`: payouts entering
-//!   each status (`PENDING_APPROVAL` when a run creates them, then
-//!   `APPROVED`, `REJECTED`, `PROCESSING`, `PAID`, `FAILED`);
+//!   each status (`PENDING_APPROVAL` when a run or CreatePayout creates
+//!   them, then `APPROVED`, `REJECTED`, `PROCESSING`, `PAID`, `FAILED`,
+//!   `DELETED`; a notes update enters none);
 //! - `accrue_payout_amount_total{service, status, currency}`: their amounts,
 //!   in **minor units** of the currency (cents for USD, yen for JPY), as an
 //!   exact integer counter; divide by 10^exponent for major units.

@@ -240,7 +240,10 @@ impl PayoutsApi {
         )
         .await?;
         tx.commit().await.map_err(store::StoreError::from)?;
-        crate::counters::payouts_entered(change.to, &updated.currency, [updated.amount]);
+        // A notes update stays in PENDING_APPROVAL: it enters no status.
+        if from != change.to {
+            crate::counters::payouts_entered(change.to, &updated.currency, [updated.amount]);
+        }
         tracing::info!(payout_id = %id, from = from.as_str(), to = change.to.as_str(), actor, "payout moved");
         Ok(updated)
     }

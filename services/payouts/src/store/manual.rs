@@ -35,7 +35,8 @@ pub struct ManualInsert<'a> {
 }
 
 /// Inserts a PENDING_APPROVAL manual payout and its creation audit event
-/// (UNSPECIFIED → PENDING_APPROVAL by `created_by`) in one transaction.
+/// (UNSPECIFIED → PENDING_APPROVAL by `created_by`) in one transaction,
+/// counted in `accrue_payouts_total` once committed, as a run's payouts are.
 /// Returns `None` when a payout with that id already exists (a repeated
 /// request; the caller compares its hash).
 pub async fn insert_manual_payout(pool: &PgPool, payout: &ManualInsert<'_>) -> Result<Option<PayoutRow>, StoreError> {
@@ -73,6 +74,9 @@ pub async fn insert_manual_payout(pool: &PgPool, payout: &ManualInsert<'_>) -> R
         .await?;
     }
     tx.commit().await?;
+    if let Some(created) = &row {
+        crate::counters::payouts_entered(PayoutStatus::PendingApproval, &created.currency, [created.amount]);
+    }
     Ok(row)
 }
 

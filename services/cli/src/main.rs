@@ -21,6 +21,11 @@
 
 mod commands;
 
+/// mimalloc, as in the service binaries: `accrue dev` and `accrue replay
+/// --dev` run the five services in this process.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 use commands::admin::{DbCommand, MigrateArgs, TokenCommand, migrate, mint, provision};

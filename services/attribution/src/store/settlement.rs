@@ -35,22 +35,9 @@ pub(crate) struct SaleHistory {
 pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<SaleHistory>, sqlx::Error> {
     sqlx::query_as(
         r#"WITH batch AS (
-               SELECT id, program_id, partner_id, currency, customer_external_id, event_type, occurred_at
+               SELECT id, program_id, partner_id, currency, customer_external_id, event_type, occurred_at,
+                      occurred_at AT TIME ZONE 'UTC' AS t
                FROM sales WHERE id = ANY($1)
-           ),
-           sellers AS (
-               SELECT program_id, partner_id, currency, max(occurred_at) AS until
-               FROM batch GROUP BY program_id, partner_id, currency
-           ),
-           -- One pass over each seller's history: the running Σ of the sales before each one.
-           volume AS (
-               SELECT p.id, sum(p.amount) OVER (
-                          PARTITION BY p.program_id, p.partner_id, p.currency ORDER BY p.occurred_at, p.id
-                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prior_volume
-               FROM sellers v
-               JOIN sales p ON p.program_id = v.program_id AND p.partner_id = v.partner_id AND p.currency = v.currency
-                           AND p.occurred_at <= v.until
-               WHERE p.state <> 'UNATTRIBUTED'
            )
            SELECT s.id,
              (s.event_type IN ('PAYMENT', 'RENEWAL') AND s.customer_external_id IS NOT NULL AND NOT EXISTS (
@@ -58,7 +45,23 @@ pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<
                  WHERE e.program_id = s.program_id AND e.customer_external_id = s.customer_external_id
                    AND e.event_type IN ('PAYMENT', 'RENEWAL') AND (e.occurred_at, e.id) < (s.occurred_at, s.id)
              )) AS is_first_payment,
-             COALESCE(v.prior_volume, 0) AS prior_volume,
+             -- Σ the seller's earlier sales from the calendar buckets (see
+             -- migration 0008): earlier years, earlier months of the year,
+             -- earlier days of the month, then the day's own earlier sales.
+             CASE WHEN s.partner_id IS NULL THEN 0 ELSE
+               (SELECT COALESCE(sum(v.amount), 0) FROM seller_volumes v
+                WHERE v.program_id = s.program_id AND v.partner_id = s.partner_id AND v.currency = s.currency
+                  AND ((v.grain = 'year' AND v.period < date_trunc('year', s.t))
+                    OR (v.grain = 'month' AND v.period >= date_trunc('year', s.t)
+                        AND v.period < date_trunc('month', s.t))
+                    OR (v.grain = 'day' AND v.period >= date_trunc('month', s.t)
+                        AND v.period < date_trunc('day', s.t))))
+               + (SELECT COALESCE(sum(p.amount), 0) FROM sales p
+                  WHERE p.program_id = s.program_id AND p.partner_id = s.partner_id AND p.currency = s.currency
+                    AND p.state <> 'UNATTRIBUTED'
+                    AND p.occurred_at >= date_trunc('day', s.t) AT TIME ZONE 'UTC'
+                    AND (p.occurred_at, p.id) < (s.occurred_at, s.id))
+             END AS prior_volume,
              COALESCE((
                  SELECT jsonb_agg(jsonb_build_object(
                           'sale_id', h.id, 'event_type', h.event_type, 'seller_partner_id', h.partner_id,
@@ -69,7 +72,7 @@ pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<
                  WHERE h.program_id = s.program_id AND h.customer_external_id = s.customer_external_id
                    AND h.state <> 'UNATTRIBUTED' AND (h.occurred_at, h.id) < (s.occurred_at, s.id)
              ), '[]'::jsonb) AS history
-           FROM batch s LEFT JOIN volume v ON v.id = s.id"#,
+           FROM batch s"#,
     )
     .bind(ids)
     .fetch_all(pool)

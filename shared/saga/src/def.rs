@@ -149,6 +149,10 @@ pub struct Saga {
     pub(crate) log: Vec<StepLog>,
     /// Dropped from the batch (lost the fence, released, finished).
     pub(crate) gone: bool,
+    /// The step whose `started` this claim already wrote, in the
+    /// transaction that logged the previous step's success (see
+    /// `record_succeeded`): its own mark is then not written again.
+    pub(crate) marked: Option<usize>,
 }
 
 impl Saga {

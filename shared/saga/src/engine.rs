@@ -326,6 +326,7 @@ impl<D: SagaDef> Engine<D> {
                 failure_reason: c.failure_reason,
                 traceparent: c.traceparent,
                 gone: false,
+                marked: None,
             })
             .collect();
         // Claim order is (created_at, id); keep it so that batches are deterministic.
@@ -401,7 +402,13 @@ impl<D: SagaDef> Engine<D> {
             if need.is_empty() {
                 continue;
             }
-            let need = self.append_marks(batch, &need, index, StepEvent::Started).await?;
+            // Sagas whose `started` went out with the previous step's
+            // success need no mark of their own.
+            let (premarked, unmarked): (Vec<usize>, Vec<usize>) =
+                need.into_iter().partition(|&i| batch[i].marked == Some(index));
+            let mut need = self.append_marks(batch, &unmarked, index, StepEvent::Started).await?;
+            need.extend(premarked.into_iter().filter(|&i| !batch[i].gone));
+            need.sort_unstable();
             for &i in &need {
                 batch[i].log[index].started = true;
             }

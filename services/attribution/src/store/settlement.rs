@@ -26,9 +26,15 @@ pub(crate) struct SaleHistory {
     pub(crate) is_first_payment: bool,
     /// Σ the seller's earlier attributed sales in the sale's currency (major units).
     pub(crate) prior_volume: Decimal,
-    /// The customer's earlier attributed sales, oldest first, as a JSON array
-    /// of `{sale_id, event_type, seller_partner_id, occurred_at}`.
-    pub(crate) history: serde_json::Value,
+    /// The customer's earlier attributed sales, oldest first, column by
+    /// column (arrays rather than a JSON document: no JSON built in Postgres
+    /// nor parsed here, issue 15): ids, event types, sellers (None: no
+    /// seller), times and service codes, all of one length.
+    pub(crate) history_ids: Vec<SaleId>,
+    pub(crate) history_event_types: Vec<String>,
+    pub(crate) history_sellers: Vec<Option<PartnerId>>,
+    pub(crate) history_times: Vec<DateTime<Utc>>,
+    pub(crate) history_service_codes: Vec<String>,
 }
 
 /// The history facts of every sale in `ids`, in one query.
@@ -62,17 +68,20 @@ pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<
                     AND p.occurred_at >= date_trunc('day', s.t) AT TIME ZONE 'UTC'
                     AND (p.occurred_at, p.id) < (s.occurred_at, s.id))
              END AS prior_volume,
-             COALESCE((
-                 SELECT jsonb_agg(jsonb_build_object(
-                          'sale_id', h.id, 'event_type', h.event_type, 'seller_partner_id', h.partner_id,
-                          'occurred_at', to_char(h.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                          'service_code', h.service_code)
-                        ORDER BY h.occurred_at, h.id)
-                 FROM sales h
-                 WHERE h.program_id = s.program_id AND h.customer_external_id = s.customer_external_id
-                   AND h.state <> 'UNATTRIBUTED' AND (h.occurred_at, h.id) < (s.occurred_at, s.id)
-             ), '[]'::jsonb) AS history
-           FROM batch s"#,
+             COALESCE(h.ids, '{}') AS history_ids, COALESCE(h.event_types, '{}') AS history_event_types,
+             COALESCE(h.sellers, '{}') AS history_sellers, COALESCE(h.times, '{}') AS history_times,
+             COALESCE(h.service_codes, '{}') AS history_service_codes
+           FROM batch s
+           LEFT JOIN LATERAL (
+               SELECT array_agg(e.id ORDER BY e.occurred_at, e.id) AS ids,
+                      array_agg(e.event_type ORDER BY e.occurred_at, e.id) AS event_types,
+                      array_agg(e.partner_id ORDER BY e.occurred_at, e.id) AS sellers,
+                      array_agg(e.occurred_at ORDER BY e.occurred_at, e.id) AS times,
+                      array_agg(e.service_code ORDER BY e.occurred_at, e.id) AS service_codes
+               FROM sales e
+               WHERE e.program_id = s.program_id AND e.customer_external_id = s.customer_external_id
+                 AND e.state <> 'UNATTRIBUTED' AND (e.occurred_at, e.id) < (s.occurred_at, s.id)
+           ) h ON true"#,
     )
     .bind(ids)
     .fetch_all(pool)

@@ -162,6 +162,7 @@ mod tests {
             unwinding: false,
             log: vec![StepLog::default()],
             gone: false,
+            marked: None,
         }
     }
 

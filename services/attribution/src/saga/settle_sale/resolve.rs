@@ -63,8 +63,7 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
             let sale = item.subject;
             let row = by_id.get(&sale.id).ok_or_else(|| StepError::Permanent("the sale vanished".into()))?;
             let seller = sale.partner_id.ok_or_else(|| StepError::Permanent("the sale has no seller".into()))?;
-            let customer_history = Vec::<HistoryItem>::deserialize(&row.history)
-                .map_err(|e| StepError::Permanent(format!("customer history does not decode: {e}")))?;
+            let customer_history = history_of(row)?;
             output(&ResolveOut {
                 seller_partner_id: seller,
                 link_id: sale.link_id,
@@ -73,6 +72,38 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
                 seller_prior_volume: row.prior_volume,
                 customer_history,
                 attribution: Some(sale.attribution_rule()),
+            })
+        })
+        .collect()
+}
+
+/// The customer's earlier sales from the columns [`store::sale_histories`]
+/// reads. Columns of unequal length or an unknown event type mean the rows
+/// are not what this code wrote: the saga fails permanently.
+fn history_of(row: &SaleHistory) -> Result<Vec<HistoryItem>, StepError> {
+    let n = row.history_ids.len();
+    if [
+        row.history_event_types.len(),
+        row.history_sellers.len(),
+        row.history_times.len(),
+        row.history_service_codes.len(),
+    ]
+    .iter()
+    .any(|&len| len != n)
+    {
+        return Err(StepError::Permanent("the customer history columns differ in length".into()));
+    }
+    (0..n)
+        .map(|i| {
+            let name = &row.history_event_types[i];
+            let event_type = SaleEventType::from_name(name)
+                .ok_or_else(|| StepError::Permanent(format!("customer history: unknown event type {name:?}")))?;
+            Ok(HistoryItem {
+                sale_id: row.history_ids[i],
+                event_type,
+                seller_partner_id: row.history_sellers[i],
+                occurred_at: row.history_times[i],
+                service_code: row.history_service_codes[i].clone(),
             })
         })
         .collect()

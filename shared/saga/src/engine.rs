@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::def::{Item, Saga, SagaDef, StepError, StepLog, StepResult};
+use crate::def::{Item, Output, Saga, SagaDef, StepError, StepLog, StepResult};
 use crate::options::SagaOptions;
 #[cfg(feature = "test-hooks")]
 use crate::options::TestHooks;
@@ -74,7 +74,7 @@ enum FailedIn {
 /// or `(index, message)`.
 #[derive(Debug, Default)]
 struct Outcomes {
-    ok: Vec<(usize, Value)>,
+    ok: Vec<(usize, Output)>,
     transient: Vec<(usize, String)>,
     permanent: Vec<(usize, String)>,
     internal: Vec<(usize, String)>,
@@ -303,7 +303,7 @@ impl<D: SagaDef> Engine<D> {
             let log = &mut log[index];
             match event.event {
                 StepEvent::Started => log.started = true,
-                StepEvent::Succeeded => log.output = Some(event.detail),
+                StepEvent::Succeeded => log.output = Some(Output::from_value(&event.detail)),
                 StepEvent::UndoFinished => log.undo_finished = true,
                 StepEvent::Failed
                     if is_internal(&event.detail)

@@ -19,7 +19,7 @@ impl<D: SagaDef> Engine<D> {
         &self,
         batch: &mut [Saga],
         index: usize,
-        ok: Vec<(usize, Value)>,
+        ok: Vec<(usize, Output)>,
     ) -> Result<(), sqlx::Error> {
         let steps = self.def.steps();
         let last = index + 1 == steps.len();
@@ -36,7 +36,7 @@ impl<D: SagaDef> Engine<D> {
                     let next: Vec<usize> =
                         applied.iter().copied().filter(|&i| batch[i].log[index + 1].output.is_none()).collect();
                     let (ids, generations) = fence_of(batch, &next);
-                    let empty = vec![String::from("{}"); ids.len()];
+                    let empty = vec!["{}"; ids.len()];
                     premarked =
                         append(tx, steps[index + 1].name, StepEvent::Started, &ids, &generations, &empty).await?;
                 }
@@ -111,13 +111,13 @@ impl<D: SagaDef> Engine<D> {
                 }
             })
             .collect();
-        let details: Vec<(usize, Value)> = exhausted
+        let details: Vec<(usize, Output)> = exhausted
             .iter()
             .map(|(i, message)| {
                 let resume = json!({"state": resume_state.as_str(), "reason": batch[*i].failure_reason});
                 let detail = json!({"phase": phase, "error": message, "transient": false, "internal": true,
                     "attempt": batch[*i].attempt, "internal_failures": limit, "resume": resume});
-                (*i, detail)
+                (*i, Output::from_value(&detail))
             })
             .collect();
         let reason_of: HashMap<usize, &String> = exhausted.iter().map(|(i, _)| *i).zip(&reasons).collect();
@@ -158,7 +158,7 @@ impl<D: SagaDef> Engine<D> {
             FailedIn::Action => "action",
             FailedIn::Undo => "undo",
         };
-        let details: Vec<(usize, Value)> = failures
+        let details: Vec<(usize, Output)> = failures
             .iter()
             .map(|(i, message)| {
                 let attempt = batch[*i].attempt;
@@ -167,7 +167,7 @@ impl<D: SagaDef> Engine<D> {
                 } else {
                     json!({"phase": phase, "error": message, "transient": true, "attempt": attempt})
                 };
-                (*i, detail)
+                (*i, Output::from_value(&detail))
             })
             .collect();
         let (retry_base, retry_max) = (self.options.retry_base, self.options.retry_max);
@@ -218,9 +218,11 @@ impl<D: SagaDef> Engine<D> {
                 FailedIn::Undo => format!("{}; undo of {step} failed: {message}", batch[*i].failure_reason),
             })
             .collect();
-        let details: Vec<(usize, Value)> = failures
+        let details: Vec<(usize, Output)> = failures
             .iter()
-            .map(|(i, message)| (*i, json!({"phase": phase, "error": message, "transient": false})))
+            .map(|(i, message)| {
+                (*i, Output::from_value(&json!({"phase": phase, "error": message, "transient": false})))
+            })
             .collect();
         let reason_of: HashMap<usize, &String> = failures.iter().map(|(i, _)| *i).zip(&reasons).collect();
         let applied: HashSet<usize> = self
@@ -264,7 +266,7 @@ impl<D: SagaDef> Engine<D> {
         event: StepEvent,
     ) -> Result<Vec<usize>, sqlx::Error> {
         // `started` and `undo_started` carry nothing: the event itself is the record.
-        let pairs: Vec<(usize, Value)> = need.iter().map(|&i| (i, json!({}))).collect();
+        let pairs: Vec<(usize, Output)> = need.iter().map(|&i| (i, Output::empty())).collect();
         self.append_pairs(batch, &pairs, index, event).await
     }
 
@@ -273,7 +275,7 @@ impl<D: SagaDef> Engine<D> {
     pub(super) async fn append_pairs(
         &self,
         batch: &mut [Saga],
-        pairs: &[(usize, Value)],
+        pairs: &[(usize, Output)],
         index: usize,
         event: StepEvent,
     ) -> Result<Vec<usize>, sqlx::Error> {
@@ -291,7 +293,7 @@ impl<D: SagaDef> Engine<D> {
         batch: &mut [Saga],
         index: usize,
         event: StepEvent,
-        pairs: &[(usize, Value)],
+        pairs: &[(usize, Output)],
         then: impl AsyncFnOnce(&mut PgConnection, &[Saga], &[usize]) -> Result<(), sqlx::Error>,
     ) -> Result<Vec<usize>, sqlx::Error> {
         if pairs.is_empty() {
@@ -301,9 +303,9 @@ impl<D: SagaDef> Engine<D> {
         let mut tx = self.pool.begin().await?;
         let indices: Vec<usize> = pairs.iter().map(|(i, _)| *i).collect();
         let (ids, generations) = fence_of(batch, &indices);
-        // Sent as JSON text: one serialization per detail, as binding jsonb
-        // costs anyway, without deep-copying the outputs the log keeps.
-        let details: Vec<String> = pairs.iter().map(|(_, detail)| detail.to_string()).collect();
+        // Sent as the outputs' JSON text, serialized once when the step
+        // produced them.
+        let details: Vec<&str> = pairs.iter().map(|(_, detail)| detail.json()).collect();
         let kept = append(&mut tx, step, event, &ids, &generations, &details).await?;
         let applied: Vec<usize> = indices.iter().copied().filter(|&i| kept.contains(&batch[i].id)).collect();
         then(&mut tx, batch, &applied).await?;
@@ -359,7 +361,7 @@ pub(super) async fn append(
     event: StepEvent,
     ids: &[SagaId],
     generations: &[i64],
-    details: &[String],
+    details: &[&str],
 ) -> Result<HashSet<SagaId>, sqlx::Error> {
     if ids.is_empty() {
         return Ok(HashSet::new());

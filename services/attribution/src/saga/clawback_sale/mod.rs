@@ -17,10 +17,9 @@ mod reverse;
 use std::collections::HashMap;
 
 use accrue_money::Currency;
-use accrue_saga::{SagaDef, StepError, StepFuture, StepResult};
+use accrue_saga::{Output, SagaDef, StepError, StepFuture, StepResult};
 use accrue_types::SagaId;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 
 use crate::peers::Peers;
@@ -115,7 +114,7 @@ fn nothing<'a>(_: &'a ClawbackSale, items: &'a [Item<'a>]) -> StepFuture<'a> {
 
 /// An undo that has nothing to report (its `undo_finished` says it all).
 fn undone(items: &[Item<'_>]) -> Vec<StepResult> {
-    items.iter().map(|_| Ok(Value::Object(Map::new()))).collect()
+    items.iter().map(|_| Ok(Output::empty())).collect()
 }
 
 /// Concurrent per-saga ledger calls (ReverseSale and VoidReversal take one

@@ -221,8 +221,9 @@ mod tests {
             ..Default::default()
         };
         let value = compute_out(&ok, gbp).unwrap();
-        assert_eq!(value["lines"][0]["kind"], "DIRECT", "logged by stored name");
-        let out: ComputeOut = serde_json::from_value(value).unwrap();
+        let tree: serde_json::Value = value.decode().unwrap();
+        assert_eq!(tree["lines"][0]["kind"], "DIRECT", "logged by stored name");
+        let out: ComputeOut = value.decode().unwrap();
         assert_eq!(out.lines[0].kind, EarningKind::Direct);
         assert_eq!(out.base_commission, Decimal::new(1000, 2));
         let input = entry_input(out.lines[0].clone(), chrono::Utc::now());

@@ -27,10 +27,9 @@ use std::future::Future;
 
 use accrue_money::Currency;
 use accrue_proto::types::v1 as tpb;
-use accrue_saga::{SagaDef, StepError, StepFuture, StepResult};
+use accrue_saga::{Output, SagaDef, StepError, StepFuture, StepResult};
 use accrue_types::{ProgramId, SagaId};
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 
 use crate::peers::Peers;
@@ -138,7 +137,7 @@ fn nothing<'a>(_: &'a SettleSale, items: &'a [Item<'a>]) -> StepFuture<'a> {
 
 /// An undo that has nothing to report (its `undo_finished` says it all).
 fn undone(items: &[Item<'_>]) -> Vec<StepResult> {
-    items.iter().map(|_| Ok(Value::Object(Map::new()))).collect()
+    items.iter().map(|_| Ok(Output::empty())).collect()
 }
 
 /// Most items per peer call (the peers' batch limit).
@@ -268,7 +267,7 @@ impl<'a, 'i, T> Ready<'a, 'i, T> {
 /// Puts the ready items' outcomes back at their `positions` (see [`Ready`]);
 /// the others keep the error their inputs failed with.
 fn merge<T>(inputs: Vec<Result<T, StepError>>, positions: Vec<usize>, outcomes: Vec<StepResult>) -> Vec<StepResult> {
-    let mut results: Vec<StepResult> = inputs.into_iter().map(|r| r.map(|_| Value::Null)).collect();
+    let mut results: Vec<StepResult> = inputs.into_iter().map(|r| r.map(|_| Output::empty())).collect();
     for (i, outcome) in positions.into_iter().zip(outcomes) {
         results[i] = outcome;
     }

@@ -10,6 +10,7 @@ pub mod clients;
 pub mod migrate;
 pub mod operator;
 pub mod pg;
+pub mod procs;
 pub mod replay;
 pub mod retry;
 pub mod stack;

@@ -111,6 +111,14 @@ pub fn peak_rss_bytes(pid: u32) -> Result<u64, ProcsError> {
     parse_vm_hwm(&status).ok_or_else(|| ProcsError::Setup(format!("no VmHWM line in {path}")))
 }
 
+/// The machine's 1-minute load average (`/proc/loadavg`): how many
+/// processes were running or waiting for a CPU, on average — beside
+/// [`std::thread::available_parallelism`], whether something else competed
+/// with what was measured. `None` where it cannot be read.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
 /// The `VmHWM:   123456 kB` line of a `/proc/<pid>/status` text, in bytes.
 fn parse_vm_hwm(status: &str) -> Option<u64> {
     let line = status.lines().find_map(|line| line.strip_prefix("VmHWM:"))?;
@@ -370,7 +378,8 @@ mod tests {
     }
 
     #[test]
-    fn this_process_has_a_peak_rss() {
+    fn this_process_has_a_peak_rss_and_the_machine_a_load() {
         assert!(peak_rss_bytes(std::process::id()).unwrap() > 0);
+        assert!(load_average().is_some_and(|load| load >= 0.0));
     }
 }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::BenchError;
 use super::run::{Deployed, SettleTimes, Stage, check_sagas, read_settle_times, sale_request, seconds_between};
 use super::workload::{self, Traffic};
+use crate::procs;
 use crate::replay::config::Plan;
 use crate::replay::progress::Phase;
 use crate::replay::run::{SETTLE_SALE, rpc, timestamp, wait_for_sagas};
@@ -36,6 +37,9 @@ pub struct Latency {
     pub latency_ms: Percentiles,
     /// The latest any sale was sent after its scheduled instant.
     pub max_send_lag_ms: f64,
+    /// The machine's 1-minute load average when the first sale was sent and
+    /// when the last one had settled.
+    pub load_average: [Option<f64>; 2],
 }
 
 /// p50, p95, p99 and max (nearest rank), in milliseconds.
@@ -70,6 +74,7 @@ struct Offered {
     interval: Duration,
     max_lag: Duration,
     settled: SettleTimes,
+    load_average: [Option<f64>; 2],
 }
 
 impl Offered {
@@ -112,6 +117,7 @@ impl Stage {
             unsettled: sales - latencies.len() as u64,
             latency_ms: Percentiles::of(latencies),
             max_send_lag_ms: offered.max_lag.as_secs_f64() * 1000.0,
+            load_average: offered.load_average,
         })
     }
 
@@ -122,6 +128,7 @@ impl Stage {
         let sales = traffic.sales.len() as u64;
         let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
         let phase = Phase::start(self.mode, &format!("offering {rate}/s"), sales);
+        let load_before = procs::load_average();
         let started_at = Utc::now();
         let started = tokio::time::Instant::now();
         let mut calls = tokio::task::JoinSet::new();
@@ -149,9 +156,10 @@ impl Stage {
         }
         phase.finish(&format!("{sales} sales sent in {:.1} s", seconds_between(started_at, Utc::now())));
         wait_for_sagas(clients, program_id, SETTLE_SALE, sales, self.mode, self.stall_timeout).await?;
+        let load_average = [load_before, procs::load_average()];
         check_sagas(clients, program_id, SETTLE_SALE, sales).await?;
         let settled = read_settle_times(clients, program_id, self.mode).await?;
-        Ok(Offered { started_at, interval, max_lag, settled })
+        Ok(Offered { started_at, interval, max_lag, settled, load_average })
     }
 }
 

@@ -68,6 +68,8 @@ pub struct Report {
     pub seed: u64,
     /// The database server.
     pub database: String,
+    /// CPUs this machine offers (services, Postgres and the client share them).
+    pub cpus: usize,
     /// Settled sales per second at N, first sale sent → last settled.
     pub settled_per_second: f64,
     /// Ledger lines per second at N over the same span.
@@ -131,6 +133,7 @@ impl Report {
             sales: n,
             seed: options.seed,
             database,
+            cpus: std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get),
             settled_per_second: settled,
             ledger_lines_per_second: main.map_or(0.0, |run| run.ledger_lines_per_second),
             lines_per_sale: main.map_or(0.0, |run| run.lines_per_sale),
@@ -201,30 +204,41 @@ fn targets(
     .collect()
 }
 
+/// "1.2→3.4": the load average before and after.
+fn load(load: [Option<f64>; 2]) -> String {
+    let show = |value: Option<f64>| value.map_or_else(|| "?".to_string(), |v| format!("{v:.1}"));
+    format!("{}→{}", show(load[0]), show(load[1]))
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "accrue bench: N = {} sales, seed {}, {}", self.sales, self.seed, self.database)?;
+        writeln!(
+            f,
+            "accrue bench: N = {} sales, seed {}, {} CPUs shared by the services, Postgres and the client; {}",
+            self.sales, self.seed, self.cpus, self.database
+        )?;
         writeln!(f, "\nThroughput (first sale sent → last sale settled; RecordSales, 2 streams)")?;
         writeln!(
             f,
-            "  {:>9} {:>11} {:>11} {:>15} {:>10} {:>10} {:>12}",
-            "sales", "settled/s", "span s", "ledger lines/s", "lines/sale", "record s", "clawbacks/s"
+            "  {:>9} {:>11} {:>11} {:>15} {:>10} {:>10} {:>12} {:>12}",
+            "sales", "settled/s", "span s", "ledger lines/s", "lines/sale", "record s", "clawbacks/s", "load 1m"
         )?;
         for run in &self.runs {
             writeln!(
                 f,
-                "  {:>9} {:>11.0} {:>11.1} {:>15.0} {:>10.2} {:>10.1} {:>12.0}",
+                "  {:>9} {:>11.0} {:>11.1} {:>15.0} {:>10.2} {:>10.1} {:>12.0} {:>12}",
                 run.sales,
                 run.settled_per_second,
                 run.seconds,
                 run.ledger_lines_per_second,
                 run.lines_per_sale,
                 run.record_seconds,
-                run.clawbacks_per_second
+                run.clawbacks_per_second,
+                load(run.load_average)
             )?;
         }
         let b = &self.baseline;
@@ -245,8 +259,15 @@ impl fmt::Display for Report {
                 let p = &l.latency_ms;
                 writeln!(
                     f,
-                    "  p50 {:.1} ms   p95 {:.1} ms   p99 {:.1} ms   max {:.1} ms   ({} sales, {} not settled; client send lag max {:.1} ms)",
-                    p.p50, p.p95, p.p99, p.max, l.sales, l.unsettled, l.max_send_lag_ms
+                    "  p50 {:.1} ms   p95 {:.1} ms   p99 {:.1} ms   max {:.1} ms   ({} sales, {} not settled; client send lag max {:.1} ms; load 1m {})",
+                    p.p50,
+                    p.p95,
+                    p.p99,
+                    p.max,
+                    l.sales,
+                    l.unsettled,
+                    l.max_send_lag_ms,
+                    load(l.load_average)
                 )?;
             }
             None => writeln!(f, "\nLatency: skipped")?,

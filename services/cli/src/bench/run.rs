@@ -84,6 +84,9 @@ pub struct Throughput {
     pub seconds: f64,
     /// Seconds until every RecordSales call was acknowledged.
     pub record_seconds: f64,
+    /// The machine's 1-minute load average when the first sale was sent and
+    /// when the last one had settled (beside `cpus`: what else competed).
+    pub load_average: [Option<f64>; 2],
     /// `sales / seconds`.
     pub settled_per_second: f64,
     /// Ledger lines the settlement posted.
@@ -190,11 +193,13 @@ impl Stage {
         let sales = traffic.sales.len() as u64;
         let requests = traffic.sales.iter().map(|sale| sale_request(program_id, start, sale)).collect();
         let phase = Phase::start(self.mode, "recording sales", sales);
+        let load_before = procs::load_average();
         let first_sent = Utc::now();
         let recorded = record_sale_requests(clients, requests, RECORD_STREAMS, &phase).await?;
         let record_seconds = seconds_between(first_sent, Utc::now());
         phase.finish(&format!("{recorded} sales recorded in {record_seconds:.1} s"));
         wait_for_sagas(clients, program_id, SETTLE_SALE, sales, self.mode, self.stall_timeout).await?;
+        let load_average = [load_before, procs::load_average()];
         check_sagas(clients, program_id, SETTLE_SALE, sales).await?;
         let peak_rss_bytes = deployed.peak_rss()?;
 
@@ -215,6 +220,7 @@ impl Stage {
             sales,
             seconds,
             record_seconds,
+            load_average,
             settled_per_second: sales as f64 / seconds,
             ledger_lines,
             ledger_lines_per_second: ledger_lines as f64 / seconds,

@@ -15,6 +15,10 @@
 //!   `--migrate=false`).
 //! - `accrue chaos`: the crash campaign — a clean replay and one under
 //!   SIGKILLs and Postgres restarts, compared.
+//! - `accrue bench`: the benchmark — settled sales/s, ledger lines/s and
+//!   clawbacks/s through the gRPC API at N/10, N and 5N sales, the Postgres
+//!   baseline they are compared with, record → settled latency at a fixed
+//!   open-loop load, and each service's peak RSS; `--smoke` for CI.
 //! - `accrue payouts list|show|create|approve|reject|delete|mark-paid|export` and `accrue
 //!   audit list`: a finance operator's payout work against a running stack
 //!   (tables by default, `--json` for JSON lines).
@@ -29,6 +33,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 use commands::admin::{DbCommand, MigrateArgs, TokenCommand, migrate, mint, provision};
+use commands::bench::{BenchArgs, bench};
 use commands::chaos::{ChaosArgs, chaos};
 use commands::payouts::{AuditCommand, Connection, PayoutsCommand, audit, payouts};
 use commands::stack::{Dataset, DevArgs, dev, replay_online_retail};
@@ -87,6 +92,13 @@ enum Command {
     /// Postgres (immediate mode), and compares the two databases. Starts its own throwaway Postgres and the five
     /// service binaries found next to `accrue` (build them in the same profile).
     Chaos(ChaosArgs),
+    /// Benchmark: settled sales/s, latency, memory and scaling through the gRPC API, against a Postgres baseline.
+    ///
+    /// Starts a durable throwaway Postgres (or uses --database-url) and the five service binaries found next to
+    /// `accrue` (build them in the same profile, release for real figures), one fresh database and set of service
+    /// processes per run: N/10, the Postgres baseline, N, 5N, then the open-loop latency run. Prints a table, and
+    /// with --json one JSON object on the last line. Unmet targets are reported, not errors.
+    Bench(BenchArgs),
 }
 
 #[tokio::main]
@@ -115,6 +127,10 @@ async fn main() -> anyhow::Result<()> {
             // WARN shows each retry of the replay's calls.
             let _logs = accrue_kit::telemetry::init("accrue-chaos", "warn");
             chaos(args).await
+        }
+        Command::Bench(args) => {
+            let _logs = accrue_kit::telemetry::init("accrue-bench", "warn");
+            bench(args).await
         }
         Command::Payouts { connection, action } => payouts(connection, action).await,
         Command::Audit { connection, action } => audit(connection, action).await,

@@ -7,6 +7,9 @@
 //! happens to listen on 5432: a given URL is checked first, and its refusal
 //! explained ([`check_given`]).
 //!
+//! The benchmark's runs use the same servers with full durability, one
+//! database per run ([`drop_database`], [`with_database`]).
+//!
 //! The server binaries come from `pg_config --bindir`, else the newest
 //! `/usr/lib/postgresql/*/bin`. As root, `initdb` and `postgres` refuse to run,
 //! so they run as the `postgres` user through `setpriv` (or `runuser`).
@@ -16,6 +19,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection};
+
+mod url;
+
+pub use url::{redact, with_database};
 
 /// The database `accrue dev` creates and uses.
 pub const DATABASE_NAME: &str = "accrue";
@@ -95,33 +102,6 @@ impl DevDatabase {
     }
 }
 
-/// `url` with any password (in its user info or a `password` query
-/// parameter) replaced by `***`, for printing.
-pub fn redact(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let base = match base.find("://").map(|i| i + 3) {
-        Some(scheme_end) => {
-            let rest = &base[scheme_end..];
-            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-            match authority.rfind('@').and_then(|at| authority[..at].find(':').map(|colon| (colon, at))) {
-                Some((colon, at)) => format!("{}{}:***{}", &base[..scheme_end], &rest[..colon], &rest[at..]),
-                None => base.to_string(),
-            }
-        }
-        None => base.to_string(),
-    };
-    let Some(query) = query else { return base };
-    let query = query
-        .split('&')
-        .map(|pair| if pair.starts_with("password=") { "password=***" } else { pair })
-        .collect::<Vec<_>>()
-        .join("&");
-    format!("{base}?{query}")
-}
-
 /// Picks the dev database: `url` when given (after [`check_given`]), else
 /// a fresh [`ThrowawayPostgres`]. Never a server that merely happens to
 /// listen on 127.0.0.1:5432: the user's own database there is not ours to
@@ -176,6 +156,18 @@ pub async fn ensure_database(admin_url: &str, name: &str) -> Result<(), PgError>
     }
     let _ = conn.close().await;
     Ok(())
+}
+
+/// Drops database `name` through `admin_url` if it exists, ending any
+/// session still connected to it (`WITH (FORCE)`, PostgreSQL 13 and later).
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), PgError> {
+    let mut conn = PgConnection::connect(admin_url)
+        .await
+        .map_err(|e| PgError::Sql(format!("connecting to {}", redact(admin_url)), e))?;
+    let statement = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", name.replace('"', "\"\""));
+    let dropped = sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await;
+    let _ = conn.close().await;
+    dropped.map(|_| ()).map_err(|e| PgError::Sql(format!("DROP DATABASE {name}"), e))
 }
 
 /// The directory holding `initdb` and `postgres`.
@@ -268,6 +260,11 @@ pub enum Durability {
     /// (an immediate shutdown) though not the machine losing power. What the
     /// crash campaign needs: it kills processes, never the OS.
     ProcessCrashSafe,
+    /// The server's own defaults: fsync, synchronous_commit and
+    /// full_page_writes on, so an acknowledged commit survives the machine
+    /// losing power — what a production server does, and so what the
+    /// benchmark (`accrue bench`) measures against.
+    Full,
 }
 
 impl Durability {
@@ -275,6 +272,7 @@ impl Durability {
         match self {
             Durability::Off => ["fsync=off", "synchronous_commit=off", "full_page_writes=off"],
             Durability::ProcessCrashSafe => ["fsync=off", "synchronous_commit=on", "full_page_writes=off"],
+            Durability::Full => ["fsync=on", "synchronous_commit=on", "full_page_writes=on"],
         }
     }
 }
@@ -491,15 +489,6 @@ impl Drop for ThrowawayPostgres {
 mod tests {
     use super::*;
 
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
-        assert_eq!(redact("postgres://u:p%40ss@h/db?sslmode=require"), "postgres://u:***@h/db?sslmode=require");
-        assert_eq!(redact("postgres:///db?user=u&password=secret&x=1"), "postgres:///db?user=u&password=***&x=1");
-    }
-
     #[tokio::test]
     async fn throwaway_postgres_starts_accepts_sql_and_cleans_up() {
         if find_bindir().is_err() {
@@ -541,8 +530,7 @@ mod tests {
     fn shared_url(database: &str) -> String {
         let admin = std::env::var("ACCRUE_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
-        let base = admin.split('?').next().unwrap_or(&admin);
-        format!("{}/{database}", &base[..base.rfind('/').unwrap_or(base.len())])
+        with_database(admin.split('?').next().unwrap_or(&admin), database)
     }
 
     #[tokio::test]

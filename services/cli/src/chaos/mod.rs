@@ -22,19 +22,18 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use accrue_kit::auth::{Credential, Minter, Role};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::pg::{Durability, PgError, ThrowawayPostgres, ensure_database};
+use crate::procs::{self, ProcsError, Settings};
 use crate::replay::{ProgressMode, ReplayError, ReplayOptions, replay};
-use crate::stack::{ADMIN_TOKEN_TTL, dev_secret, migrate_all};
+use crate::stack::{dev_secret, migrate_all};
 
 pub mod compare;
 pub mod monkey;
-pub mod procs;
 pub mod snapshot;
 
 pub use compare::{Comparison, compare};
@@ -45,6 +44,23 @@ pub use snapshot::{Counts, Snapshot};
 const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 /// The shortest pause between two kills.
 const MIN_GAP: Duration = Duration::from_millis(500);
+/// Pool size of each service process (five share one throwaway server).
+const MAX_CONNECTIONS: &str = "8";
+/// Sagas attribution claims at a time (the service's default is 500): a
+/// short prefix then settles in several batches rather than one or two,
+/// which keeps sagas in flight long enough to aim kills at, and gives each
+/// kill more claim and commit boundaries to land between. Both runs use it.
+const SAGA_BATCH_SIZE: &str = "100";
+
+/// The services' settings in both runs ([`MAX_CONNECTIONS`], [`SAGA_BATCH_SIZE`]).
+fn settings() -> Settings {
+    Settings {
+        env: vec![
+            ("ACCRUE_DB_MAX_CONNECTIONS".to_string(), MAX_CONNECTIONS.to_string()),
+            ("ACCRUE_SAGA_BATCH_SIZE".to_string(), SAGA_BATCH_SIZE.to_string()),
+        ],
+    }
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -64,17 +80,9 @@ pub struct ChaosOptions {
 /// Why a campaign could not run to its comparison.
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
-    /// The service binaries are not next to `accrue`.
-    #[error(
-        "missing {missing:?} in {dir}: build them with `cargo build -p accrue-hierarchy -p accrue-attribution \
-         -p accrue-commission -p accrue-ledger -p accrue-payouts` (same profile as accrue)"
-    )]
-    MissingBinaries {
-        /// Where they were looked for.
-        dir: String,
-        /// The missing binaries.
-        missing: Vec<String>,
-    },
+    /// The service processes failed (missing binaries, not SERVING in time).
+    #[error(transparent)]
+    Procs(#[from] ProcsError),
     /// The throwaway Postgres failed.
     #[error("postgres: {0}")]
     Postgres(#[source] PgError),
@@ -93,18 +101,6 @@ pub enum ChaosError {
     /// Setting a run up failed (roles, migrations, tokens).
     #[error("setup: {0}")]
     Setup(String),
-    /// A service did not answer SERVING in time.
-    #[error("{service} not SERVING within {limit:?} (last answer: {last}); its log ends with:\n{log}")]
-    NotServing {
-        /// The service.
-        service: String,
-        /// How long it was given.
-        limit: Duration,
-        /// Its last health answer.
-        last: String,
-        /// The end of its log.
-        log: String,
-    },
     /// The saga backlog did not move after a restart.
     #[error("no saga finished within {0:?} of a restart ({1} unfinished)")]
     NoProgress(Duration, i64),
@@ -237,9 +233,10 @@ impl Campaign<'_> {
         ensure_database(&postgres.admin_url(), &database).await.map_err(ChaosError::Postgres)?;
         let url = postgres.database_url(&database);
         let roles = migrate_all(&url).await.map_err(|e| ChaosError::Setup(format!("{e:#}")))?;
-        let mut services = procs::Services::start(&self.bin_dir, &roles, &self.secret, &self.logs, label).await?;
+        let mut services =
+            procs::Services::start(&self.bin_dir, &roles, &self.secret, &settings(), &self.logs, label).await?;
         let endpoints = services.endpoints.clone();
-        let credential = self.admin()?;
+        let credential = procs::admin_credential(&self.secret, "accrue-chaos")?;
         let mut options = ReplayOptions::new(self.options.data_dir.clone());
         options.limit_invoices = Some(self.options.limit_invoices);
         options.config_out = self.logs.join(format!("{label}-replay-config.json"));
@@ -285,15 +282,6 @@ impl Campaign<'_> {
         let snapshot = Snapshot::read(&url).await?;
         services.stop().await;
         Ok(Run { snapshot, seconds, sales_recorded: summary.sales_recorded, kills })
-    }
-
-    fn admin(&self) -> Result<Credential, ChaosError> {
-        let minter = Minter::new(&self.secret, accrue_kit::auth::DEFAULT_ISSUER, accrue_kit::auth::DEFAULT_AUDIENCE)
-            .map_err(|e| ChaosError::Setup(e.to_string()))?;
-        let token = minter
-            .mint("accrue-chaos", &[Role::Admin], &["*".to_string()], None, ADMIN_TOKEN_TTL)
-            .map_err(|e| ChaosError::Setup(e.to_string()))?;
-        Ok(Credential::token(token))
     }
 }
 

@@ -17,8 +17,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::ChaosError;
-use super::procs::{SERVICES, Services};
 use crate::pg::ThrowawayPostgres;
+use crate::procs::{SERVICES, Services};
 
 /// How long a recovery may take before the campaign calls it failed.
 pub const RECOVERY_LIMIT: Duration = Duration::from_secs(90);

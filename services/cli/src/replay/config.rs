@@ -197,7 +197,9 @@ pub fn hybrid_rules() -> RulesSpec {
     }
 }
 
-fn percentage(rate: Decimal) -> RulesSpec {
+/// A PERCENTAGE agreement: `rate` × the sale, on payment, clearing after
+/// [`CLEARANCE_DAYS`].
+pub fn percentage(rate: Decimal) -> RulesSpec {
     RulesSpec {
         model: Model::Percentage,
         trigger: "ON_PAYMENT".into(),
@@ -207,24 +209,27 @@ fn percentage(rate: Decimal) -> RulesSpec {
     }
 }
 
-/// Generates the configuration for `seed`. Pure and deterministic.
-pub fn generate(seed: u64) -> Plan {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let effective_from = "2010-01-01T00:00:00Z".to_string();
-
-    // Partners, level by level; each non-root picks a parent one level up.
+/// Partners level by level, `level_sizes[d]` at depth `d`, each non-root
+/// under a parent drawn from `rng` one level up; `names(index, depth)` gives
+/// each one's external id, display name and request id. None suspended.
+pub fn partner_tree(
+    rng: &mut ChaCha8Rng,
+    level_sizes: &[usize],
+    names: impl Fn(usize, usize) -> (String, String, String),
+) -> Vec<PartnerSpec> {
     let mut partners: Vec<PartnerSpec> = Vec::new();
     let mut previous_level: Vec<usize> = Vec::new();
-    for (depth, &size) in LEVEL_SIZES.iter().enumerate() {
+    for (depth, &size) in level_sizes.iter().enumerate() {
         let mut this_level = Vec::with_capacity(size);
         for _ in 0..size {
             let index = partners.len();
-            let parent = previous_level.choose(&mut rng).copied();
+            let parent = previous_level.choose(rng).copied();
+            let (external_id, display_name, request_id) = names(index, depth);
             partners.push(PartnerSpec {
                 index,
-                external_id: format!("partner-{index:03}"),
-                display_name: format!("Replay partner {index:03} (depth {depth})"),
-                request_id: format!("replay-{seed}-partner-{index}"),
+                external_id,
+                display_name,
+                request_id,
                 parent,
                 depth: depth as u32,
                 suspended: false,
@@ -233,6 +238,48 @@ pub fn generate(seed: u64) -> Plan {
         }
         previous_level = this_level;
     }
+    partners
+}
+
+/// The program settings the replay and the benchmark share: GBP, half away
+/// from zero, override depth cap 8, compression on, cleared entries
+/// approved at once, a £25.00 minimum payout.
+pub fn program_spec(request_id: String, display_name: String) -> ProgramSpec {
+    ProgramSpec {
+        request_id,
+        display_name,
+        default_currency: "GBP".into(),
+        rounding_mode: "HALF_AWAY_FROM_ZERO".into(),
+        override_depth_cap: 8,
+        compression_enabled: true,
+        auto_approve_cleared: true,
+        minimum_payout: Decimal::new(2500, 2),
+    }
+}
+
+/// The override plan the replay and the benchmark share: PERCENTAGE of the
+/// base commission, 10 % / 5 % / 2.5 % for levels 1 to 3.
+pub fn override_plan(request_id: String) -> OverridePlanSpec {
+    OverridePlanSpec {
+        request_id,
+        mode: "PERCENTAGE".into(),
+        basis: "BASE_COMMISSION".into(),
+        rates_by_level: vec![Decimal::new(10, 2), Decimal::new(5, 2), Decimal::new(25, 3)],
+    }
+}
+
+/// Generates the configuration for `seed`. Pure and deterministic.
+pub fn generate(seed: u64) -> Plan {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let effective_from = "2010-01-01T00:00:00Z".to_string();
+
+    let mut partners = partner_tree(&mut rng, &LEVEL_SIZES, |index, depth| {
+        (
+            format!("partner-{index:03}"),
+            format!("Replay partner {index:03} (depth {depth})"),
+            format!("replay-{seed}-partner-{index}"),
+        )
+    });
     let count = partners.len();
 
     // Links: one per partner; ~25% carry one or two split partners.
@@ -311,25 +358,14 @@ pub fn generate(seed: u64) -> Plan {
 
     Plan {
         seed,
-        program: ProgramSpec {
-            request_id: format!("online-retail-replay-seed-{seed}"),
-            display_name: format!("UCI Online Retail replay (seed {seed})"),
-            default_currency: "GBP".into(),
-            rounding_mode: "HALF_AWAY_FROM_ZERO".into(),
-            override_depth_cap: 8,
-            compression_enabled: true,
-            auto_approve_cleared: true,
-            minimum_payout: Decimal::new(2500, 2),
-        },
+        program: program_spec(
+            format!("online-retail-replay-seed-{seed}"),
+            format!("UCI Online Retail replay (seed {seed})"),
+        ),
         partners,
         links,
         agreements,
-        override_plan: OverridePlanSpec {
-            request_id: format!("replay-{seed}-override-plan"),
-            mode: "PERCENTAGE".into(),
-            basis: "BASE_COMMISSION".into(),
-            rates_by_level: vec![Decimal::new(10, 2), Decimal::new(5, 2), Decimal::new(25, 3)],
-        },
+        override_plan: override_plan(format!("replay-{seed}-override-plan")),
     }
 }
 

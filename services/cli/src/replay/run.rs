@@ -42,6 +42,10 @@ use sales::*;
 use settle::*;
 use totals::*;
 
+pub(crate) use configure::{configure, track_lead_requests};
+pub(crate) use months::record_refund_requests;
+pub(crate) use sales::{count_sagas, count_sales, record_sale_requests, wait_for_sagas};
+
 /// Sales per RecordSales stream message (the API's maximum).
 pub const SALES_PER_MESSAGE: usize = 1000;
 /// Stream messages per RecordSales call (bounds one call's response).
@@ -51,8 +55,8 @@ const LEAD_CONCURRENCY: usize = 16;
 /// Concurrent RecordRefund calls (refunds of one sale are never in flight together).
 const REFUND_CONCURRENCY: usize = 16;
 /// Saga kinds as attribution names them.
-const SETTLE_SALE: &str = "SETTLE_SALE";
-const CLAWBACK_SALE: &str = "CLAWBACK_SALE";
+pub(crate) const SETTLE_SALE: &str = "SETTLE_SALE";
+pub(crate) const CLAWBACK_SALE: &str = "CLAWBACK_SALE";
 /// The states of a sale that settled (refunds move it on from SETTLED).
 const SETTLED_STATES: [attribution::SaleState; 3] =
     [attribution::SaleState::Settled, attribution::SaleState::PartiallyRefunded, attribution::SaleState::Refunded];
@@ -136,18 +140,18 @@ pub enum ReplayError {
     Task(String),
 }
 
-fn rpc(call: impl Into<String>) -> impl FnOnce(tonic::Status) -> ReplayError {
+pub(crate) fn rpc(call: impl Into<String>) -> impl FnOnce(tonic::Status) -> ReplayError {
     let call = call.into();
     move |status| ReplayError::Rpc { call, code: status.code(), message: status.message().to_string() }
 }
 
-fn gbp(amount: Decimal) -> types::Money {
+pub(crate) fn gbp(amount: Decimal) -> types::Money {
     let mut amount = amount;
     amount.rescale(2);
     types::Money { currency_code: "GBP".into(), amount: amount.to_string() }
 }
 
-fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+pub(crate) fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     accrue_kit::convert::timestamp(time)
 }
 
@@ -167,11 +171,15 @@ fn status_name(status: i32) -> String {
 }
 
 /// The ids the program's configuration received.
-struct Created {
-    program_id: String,
-    partners: Vec<hierarchy::Partner>,
-    links: Vec<attribution::Link>,
-    agreements: Vec<commission::AgreementVersion>,
+pub(crate) struct Created {
+    /// The program.
+    pub(crate) program_id: String,
+    /// The partners, in the plan's order.
+    pub(crate) partners: Vec<hierarchy::Partner>,
+    /// The links, in the plan's order.
+    pub(crate) links: Vec<attribution::Link>,
+    /// The agreement versions, in the plan's order.
+    pub(crate) agreements: Vec<commission::AgreementVersion>,
 }
 
 /// Replays the UCI Online Retail data set into the services at `endpoints`

@@ -6,7 +6,7 @@ use super::*;
 
 /// Creates (or, on a re-run, finds by request id) the program, partners,
 /// links, agreements and override plan, then suspends the chosen partners.
-pub(super) async fn configure(clients: &Clients, plan: &Plan, mode: ProgressMode) -> Result<Created, ReplayError> {
+pub(crate) async fn configure(clients: &Clients, plan: &Plan, mode: ProgressMode) -> Result<Created, ReplayError> {
     let hierarchy_client = clients.hierarchy.clone();
     let spec = &plan.program;
     let request = hierarchy::CreateProgramRequest {
@@ -264,8 +264,6 @@ pub(super) async fn track_leads(
                 .or_insert_with(|| (config::customer_link(plan.seed, customer, created.links.len()), sale.occurred_at));
         }
     }
-    let phase = Phase::start(mode, "tracking leads", customers.len() as u64);
-    let done = Arc::new(AtomicU64::new(0));
     let requests: Vec<attribution::TrackLeadRequest> = customers
         .iter()
         .map(|(customer, (link, time))| attribution::TrackLeadRequest {
@@ -275,6 +273,20 @@ pub(super) async fn track_leads(
             occurred_at: Some(timestamp(*time)),
         })
         .collect();
+    let phase = Phase::start(mode, "tracking leads", customers.len() as u64);
+    track_lead_requests(clients, requests, &phase).await?;
+    phase.finish(&format!("{} customers attributed", customers.len()));
+    Ok(customers)
+}
+
+/// Sends every TrackLead of `requests`, [`LEAD_CONCURRENCY`] at a time;
+/// `phase` counts the ones done.
+pub(crate) async fn track_lead_requests(
+    clients: &Clients,
+    requests: Vec<attribution::TrackLeadRequest>,
+    phase: &Phase,
+) -> Result<(), ReplayError> {
+    let done = Arc::new(AtomicU64::new(0));
     futures::stream::iter(requests)
         .map(|request| {
             let client = clients.attribution.clone();
@@ -293,8 +305,7 @@ pub(super) async fn track_leads(
         .buffer_unordered(LEAD_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    phase.finish(&format!("{} customers attributed", customers.len()));
-    Ok(customers)
+    Ok(())
 }
 
 pub(super) fn write_config(

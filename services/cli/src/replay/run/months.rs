@@ -130,35 +130,47 @@ pub(super) fn refund_request(program_id: &str, refund: &PlannedRefund) -> attrib
     }
 }
 
-/// Records `refunds` in order, [`REFUND_CONCURRENCY`] at a time, in waves that
-/// never hold two refunds of one sale: a sale's refunds get their sequence in
-/// application order. Returns how many were acknowledged.
+/// Records `refunds` in order ([`record_refund_requests`]). Returns how many
+/// were acknowledged.
 pub(super) async fn record_refunds(
     clients: &Clients,
     program_id: &str,
     refunds: &[PlannedRefund],
 ) -> Result<u64, ReplayError> {
+    let requests: Vec<_> = refunds.iter().map(|refund| refund_request(program_id, refund)).collect();
+    record_refund_requests(clients, &requests).await
+}
+
+/// The sale a refund request names (its id or external id).
+fn refunded_sale(request: &attribution::RecordRefundRequest) -> Option<&str> {
+    use attribution::record_refund_request::Sale;
+    match &request.sale {
+        Some(Sale::SaleExternalId(id) | Sale::SaleId(id)) => Some(id.as_str()),
+        None => None,
+    }
+}
+
+/// Records `requests` in order, [`REFUND_CONCURRENCY`] at a time, in waves that
+/// never hold two refunds of one sale: a sale's refunds get their sequence in
+/// application order. Returns how many were acknowledged.
+pub(crate) async fn record_refund_requests(
+    clients: &Clients,
+    requests: &[attribution::RecordRefundRequest],
+) -> Result<u64, ReplayError> {
     let mut recorded = 0u64;
-    let mut rest = refunds;
+    let mut rest = requests;
     while !rest.is_empty() {
         let mut sales = std::collections::HashSet::new();
-        let wave = rest
-            .iter()
-            .take_while(|r| sales.insert(r.sale_external_id.as_str()))
-            .take(REFUND_CONCURRENCY * 4)
-            .count()
-            .max(1);
+        let wave =
+            rest.iter().take_while(|r| sales.insert(refunded_sale(r))).take(REFUND_CONCURRENCY * 4).count().max(1);
         let (now, later) = rest.split_at(wave);
         rest = later;
-        let calls = now.iter().map(|refund| {
-            let request = refund_request(program_id, refund);
-            async move {
-                retry::idempotent("RecordRefund", &clients.attribution, &request, |mut c, r| async move {
-                    c.record_refund(r).await
-                })
-                .await
-                .map_err(rpc(format!("RecordRefund {}", refund.external_id)))
-            }
+        let calls = now.iter().map(|request| async move {
+            retry::idempotent("RecordRefund", &clients.attribution, request, |mut c, r| async move {
+                c.record_refund(r).await
+            })
+            .await
+            .map_err(rpc(format!("RecordRefund {}", request.external_id)))
         });
         let acknowledged: Vec<_> =
             futures::stream::iter(calls).buffer_unordered(REFUND_CONCURRENCY).try_collect().await?;

@@ -25,51 +25,71 @@ pub(super) async fn record_sales(
     mode: ProgressMode,
 ) -> Result<u64, ReplayError> {
     let phase = Phase::start(mode, "recording sales", sales.len() as u64);
-    let sent = Arc::new(AtomicU64::new(0));
-    let mut recorded = 0u64;
-    let messages: Vec<attribution::RecordSalesRequest> = sales
-        .chunks(SALES_PER_MESSAGE)
-        .map(|chunk| attribution::RecordSalesRequest {
-            sales: chunk.iter().map(|invoice| sale_request(program_id, invoice)).collect(),
-        })
-        .collect();
-    let client = clients.attribution.clone();
-    let mut messages = messages.into_iter().peekable();
-    while messages.peek().is_some() {
-        let call: Vec<attribution::RecordSalesRequest> = messages.by_ref().take(MESSAGES_PER_CALL).collect();
-        let expected: usize = call.iter().map(|m| m.sales.len()).sum();
-        let first = call.first().and_then(|m| m.sales.first()).map(|s| s.external_id.clone()).unwrap_or_default();
-        sent.store(recorded, Ordering::Relaxed);
-        // A stream cut mid-way is sent again from its first message: the
-        // service acknowledges the sales it already recorded by external id.
-        let response = retry::idempotent("RecordSales", &client, &call, |mut c, call| {
-            let counter = sent.clone();
-            let progress = phase.clone();
-            counter.store(recorded, Ordering::Relaxed);
-            let stream = futures::stream::iter(call).map(move |message| {
-                let count = message.sales.len() as u64;
-                progress.set(counter.fetch_add(count, Ordering::Relaxed) + count);
-                message
-            });
-            async move { c.record_sales(stream).await }
-        })
-        .await
-        .map_err(rpc(format!("RecordSales (batch from {first})")))?;
-        if response.sales.len() != expected {
-            return Err(ReplayError::Response {
-                call: "RecordSales".into(),
-                message: format!("{} sales acknowledged of {expected}", response.sales.len()),
-            });
-        }
-        recorded += response.sales.len() as u64;
-        phase.set(recorded);
-    }
+    let requests = sales.iter().map(|invoice| sale_request(program_id, invoice)).collect();
+    let recorded = record_sale_requests(clients, requests, 1, &phase).await?;
     phase.finish(&format!("{recorded} sales recorded"));
     Ok(recorded)
 }
 
+/// Records `requests` in order, [`SALES_PER_MESSAGE`] per stream message and
+/// [`MESSAGES_PER_CALL`] messages per RecordSales call, `streams` calls in
+/// flight at once; `phase` follows the sales sent. Returns how many sales the
+/// service acknowledged (every one, or an error).
+pub(crate) async fn record_sale_requests(
+    clients: &Clients,
+    requests: Vec<attribution::RecordSaleRequest>,
+    streams: usize,
+    phase: &Phase,
+) -> Result<u64, ReplayError> {
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut messages = Vec::with_capacity(requests.len().div_ceil(SALES_PER_MESSAGE));
+    let mut requests = requests.into_iter().peekable();
+    while requests.peek().is_some() {
+        messages.push(attribution::RecordSalesRequest { sales: requests.by_ref().take(SALES_PER_MESSAGE).collect() });
+    }
+    let mut calls = Vec::with_capacity(messages.len().div_ceil(MESSAGES_PER_CALL));
+    let mut messages = messages.into_iter().peekable();
+    while messages.peek().is_some() {
+        calls.push(messages.by_ref().take(MESSAGES_PER_CALL).collect::<Vec<_>>());
+    }
+    let calls = calls.into_iter().map(|call| {
+        let client = clients.attribution.clone();
+        let (sent, phase) = (sent.clone(), phase.clone());
+        async move {
+            let expected: usize = call.iter().map(|m| m.sales.len()).sum();
+            let first = call.first().and_then(|m| m.sales.first()).map(|s| s.external_id.clone()).unwrap_or_default();
+            // What this call's attempts counted as sent: a retry counts again from zero.
+            let attempt = Arc::new(AtomicU64::new(0));
+            // A stream cut mid-way is sent again from its first message: the
+            // service acknowledges the sales it already recorded by external id.
+            let response = retry::idempotent("RecordSales", &client, &call, |mut c, call| {
+                let (sent, phase, attempt) = (sent.clone(), phase.clone(), attempt.clone());
+                sent.fetch_sub(attempt.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+                let stream = futures::stream::iter(call).map(move |message| {
+                    let count = message.sales.len() as u64;
+                    attempt.fetch_add(count, Ordering::Relaxed);
+                    phase.set(sent.fetch_add(count, Ordering::Relaxed) + count);
+                    message
+                });
+                async move { c.record_sales(stream).await }
+            })
+            .await
+            .map_err(rpc(format!("RecordSales (batch from {first})")))?;
+            if response.sales.len() != expected {
+                return Err(ReplayError::Response {
+                    call: "RecordSales".into(),
+                    message: format!("{} sales acknowledged of {expected} (batch from {first})", response.sales.len()),
+                });
+            }
+            Ok(expected as u64)
+        }
+    });
+    let acknowledged: Vec<u64> = futures::stream::iter(calls).buffered(streams.max(1)).try_collect().await?;
+    Ok(acknowledged.iter().sum())
+}
+
 /// Sagas of `kind` (empty: every kind) in `state`.
-pub(super) async fn count_sagas(
+pub(crate) async fn count_sagas(
     clients: &Clients,
     program_id: &str,
     kind: &str,
@@ -89,7 +109,7 @@ pub(super) async fn count_sagas(
     Ok(response.total_size)
 }
 
-pub(super) async fn count_sales(
+pub(crate) async fn count_sales(
     clients: &Clients,
     program_id: &str,
     state: attribution::SaleState,
@@ -121,7 +141,7 @@ pub(super) async fn count_settled(clients: &Clients, program_id: &str) -> Result
 /// exists before the wait starts). Only the unfinished are counted each tick:
 /// counting the finished ones too made the waiting itself a growing load on
 /// the database the replay measures.
-pub(super) async fn wait_for_sagas(
+pub(crate) async fn wait_for_sagas(
     clients: &Clients,
     program_id: &str,
     kind: &str,

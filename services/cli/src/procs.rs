@@ -1,6 +1,10 @@
 //! The five services as separate processes, started from the binaries next
 //! to `accrue`, each on its own loopback port and connected as its own
-//! database role; killed with SIGKILL and started again on the same port.
+//! database role: the crash campaign (`accrue chaos`) kills them with SIGKILL
+//! and starts them again on the same port; the benchmark (`accrue bench`)
+//! runs them with their production defaults and reads each one's peak RSS
+//! (`VmHWM`) before stopping them. What a caller changes in their settings is
+//! its own list of extra environment variables ([`Settings`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,18 +14,12 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::ChaosError;
-use crate::stack::{Endpoints, ServiceRole};
+use accrue_kit::auth::{Credential, Minter, Role};
 
-/// Pool size of each service process (five share one throwaway server).
-const MAX_CONNECTIONS: &str = "8";
+use crate::stack::{ADMIN_TOKEN_TTL, Endpoints, ServiceRole};
+
 /// How long a stopping service may drain before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-/// Sagas attribution claims at a time (the service's default is 500): a
-/// short prefix then settles in several batches rather than one or two,
-/// which keeps sagas in flight long enough to aim kills at, and gives each
-/// kill more claim and commit boundaries to land between. Both runs use it.
-const SAGA_BATCH_SIZE: &str = "100";
 /// How often health is asked while waiting for SERVING.
 const HEALTH_POLL: Duration = Duration::from_millis(50);
 
@@ -34,10 +32,53 @@ pub const SERVICES: [(&str, &str); 5] = [
     ("attribution", <accrue_attribution::Attribution as accrue_kit::service::Service>::NAME),
 ];
 
+/// Why the service processes could not be started, watched or measured.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcsError {
+    /// The service binaries are not next to `accrue`.
+    #[error(
+        "missing {missing:?} in {dir}: build them with `cargo build -p accrue-hierarchy -p accrue-attribution \
+         -p accrue-commission -p accrue-ledger -p accrue-payouts` (same profile as accrue)"
+    )]
+    MissingBinaries {
+        /// Where they were looked for.
+        dir: String,
+        /// The missing binaries.
+        missing: Vec<String>,
+    },
+    /// A file or process operation failed.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    /// Something the services need is missing or malformed (a role, a token).
+    #[error("setup: {0}")]
+    Setup(String),
+    /// A service did not answer SERVING in time.
+    #[error("{service} not SERVING within {limit:?} (last answer: {last}); its log ends with:\n{log}")]
+    NotServing {
+        /// The service.
+        service: String,
+        /// How long it was given.
+        limit: Duration,
+        /// Its last health answer.
+        last: String,
+        /// The end of its log.
+        log: String,
+    },
+}
+
+/// What the service processes run with beyond their endpoints, database
+/// roles and token secret: environment variables overriding the services'
+/// own defaults (none: production defaults).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `(name, value)` pairs set on every service process.
+    pub env: Vec<(String, String)>,
+}
+
 /// The directory holding the service binaries: the one `accrue` runs from
 /// (`target/<profile>/`), checked to hold all five.
-pub fn binaries_dir() -> Result<PathBuf, ChaosError> {
-    let exe = std::env::current_exe().map_err(|e| ChaosError::Io("locating the accrue binary".into(), e))?;
+pub fn binaries_dir() -> Result<PathBuf, ProcsError> {
+    let exe = std::env::current_exe().map_err(|e| ProcsError::Io("locating the accrue binary".into(), e))?;
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     let missing: Vec<String> = SERVICES
         .iter()
@@ -47,7 +88,45 @@ pub fn binaries_dir() -> Result<PathBuf, ChaosError> {
     if missing.is_empty() {
         Ok(dir)
     } else {
-        Err(ChaosError::MissingBinaries { dir: dir.display().to_string(), missing })
+        Err(ProcsError::MissingBinaries { dir: dir.display().to_string(), missing })
+    }
+}
+
+/// An admin credential for the services started with `secret` (HS256,
+/// every program), its subject `subject`.
+pub fn admin_credential(secret: &str, subject: &str) -> Result<Credential, ProcsError> {
+    let minter = Minter::new(secret, accrue_kit::auth::DEFAULT_ISSUER, accrue_kit::auth::DEFAULT_AUDIENCE)
+        .map_err(|e| ProcsError::Setup(e.to_string()))?;
+    let token = minter
+        .mint(subject, &[Role::Admin], &["*".to_string()], None, ADMIN_TOKEN_TTL)
+        .map_err(|e| ProcsError::Setup(e.to_string()))?;
+    Ok(Credential::token(token))
+}
+
+/// The peak resident set size (`VmHWM`) of process `pid`, in bytes, from
+/// `/proc/<pid>/status` (Linux).
+pub fn peak_rss_bytes(pid: u32) -> Result<u64, ProcsError> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| ProcsError::Io(format!("reading {path}"), e))?;
+    parse_vm_hwm(&status).ok_or_else(|| ProcsError::Setup(format!("no VmHWM line in {path}")))
+}
+
+/// The machine's 1-minute load average (`/proc/loadavg`): how many
+/// processes were running or waiting for a CPU, on average — beside
+/// [`std::thread::available_parallelism`], whether something else competed
+/// with what was measured. `None` where it cannot be read.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// The `VmHWM:   123456 kB` line of a `/proc/<pid>/status` text, in bytes.
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|line| line.strip_prefix("VmHWM:"))?;
+    let mut fields = line.split_whitespace();
+    let value: u64 = fields.next()?.parse().ok()?;
+    match fields.next() {
+        Some("kB") => value.checked_mul(1024),
+        _ => None,
     }
 }
 
@@ -63,20 +142,20 @@ struct Process {
 }
 
 impl Process {
-    fn spawn(&mut self) -> Result<(), ChaosError> {
+    fn spawn(&mut self) -> Result<(), ProcsError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
-            .map_err(|e| ChaosError::Io(format!("opening {}", self.log.display()), e))?;
-        let log_err = log.try_clone().map_err(|e| ChaosError::Io("duplicating a log handle".into(), e))?;
+            .map_err(|e| ProcsError::Io(format!("opening {}", self.log.display()), e))?;
+        let log_err = log.try_clone().map_err(|e| ProcsError::Io("duplicating a log handle".into(), e))?;
         let mut command = Command::new(&self.binary);
         // Settings of the caller's own stack must not leak into these.
         for name in ["DATABASE_URL", "ACCRUE_AUTH_JWKS_FILE", "ACCRUE_PAGE_TOKEN_KEY"] {
             command.env_remove(name);
         }
         command.envs(self.env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).stdout(log).stderr(log_err);
-        let child = command.spawn().map_err(|e| ChaosError::Io(format!("starting {}", self.binary.display()), e))?;
+        let child = command.spawn().map_err(|e| ProcsError::Io(format!("starting {}", self.binary.display()), e))?;
         self.child = Some(child);
         Ok(())
     }
@@ -89,23 +168,25 @@ pub struct Services {
     pub endpoints: Endpoints,
 }
 
-fn free_port() -> Result<u16, ChaosError> {
+fn free_port() -> Result<u16, ProcsError> {
     let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ChaosError::Io("finding a free port".into(), e))?;
-    Ok(listener.local_addr().map_err(|e| ChaosError::Io("finding a free port".into(), e))?.port())
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ProcsError::Io("finding a free port".into(), e))?;
+    Ok(listener.local_addr().map_err(|e| ProcsError::Io("finding a free port".into(), e))?.port())
 }
 
 impl Services {
     /// Starts the five services from `bin_dir`, service `s` connected with
-    /// its role in `roles`, verifying tokens with `secret`, logging to
-    /// `log_dir/<label>-<schema>.log`; returns once every one is SERVING.
+    /// its role in `roles`, verifying tokens with `secret`, with `settings`,
+    /// logging to `log_dir/<label>-<schema>.log`; returns once every one is
+    /// SERVING.
     pub async fn start(
         bin_dir: &Path,
         roles: &[ServiceRole],
         secret: &str,
+        settings: &Settings,
         log_dir: &Path,
         label: &str,
-    ) -> Result<Services, ChaosError> {
+    ) -> Result<Services, ProcsError> {
         let mut ports = std::collections::HashMap::new();
         for (schema, _) in SERVICES {
             ports.insert(schema, free_port()?);
@@ -123,22 +204,21 @@ impl Services {
             let role = roles
                 .iter()
                 .find(|role| role.schema == schema)
-                .ok_or_else(|| ChaosError::Setup(format!("no database role for {schema}")))?;
+                .ok_or_else(|| ProcsError::Setup(format!("no database role for {schema}")))?;
             let upper = schema.to_uppercase();
             let port = ports.get(schema).copied().unwrap_or_default();
-            let env = vec![
+            let mut env = vec![
                 (format!("ACCRUE_{upper}_LISTEN"), format!("127.0.0.1:{port}")),
                 (role.env_var(), role.url.clone()),
                 ("ACCRUE_AUTH_HS256_SECRET".to_string(), secret.to_string()),
-                ("ACCRUE_DB_MAX_CONNECTIONS".to_string(), MAX_CONNECTIONS.to_string()),
                 // Inside STOP_GRACE, so that a stop is the services' own drain, not a kill.
                 ("ACCRUE_SHUTDOWN_GRACE".to_string(), (STOP_GRACE.as_secs() / 2).to_string()),
                 ("ACCRUE_HIERARCHY_URL".to_string(), endpoints.hierarchy.clone()),
                 ("ACCRUE_COMMISSION_URL".to_string(), endpoints.commission.clone()),
                 ("ACCRUE_LEDGER_URL".to_string(), endpoints.ledger.clone()),
                 ("RUST_LOG".to_string(), "warn".to_string()),
-                ("ACCRUE_SAGA_BATCH_SIZE".to_string(), SAGA_BATCH_SIZE.to_string()),
             ];
+            env.extend(settings.env.iter().cloned());
             let mut process = Process {
                 schema,
                 name,
@@ -158,27 +238,39 @@ impl Services {
         Ok(services)
     }
 
-    fn process(&mut self, schema: &str) -> Result<&mut Process, ChaosError> {
+    fn process(&mut self, schema: &str) -> Result<&mut Process, ProcsError> {
         self.processes
             .iter_mut()
             .find(|p| p.schema == schema)
-            .ok_or_else(|| ChaosError::Setup(format!("no service {schema}")))
+            .ok_or_else(|| ProcsError::Setup(format!("no service {schema}")))
     }
 
     /// Kills service `schema` with SIGKILL (no drain, no lease release) and
     /// reaps it.
-    pub fn kill(&mut self, schema: &str) -> Result<(), ChaosError> {
+    pub fn kill(&mut self, schema: &str) -> Result<(), ProcsError> {
         let process = self.process(schema)?;
         if let Some(mut child) = process.child.take() {
             // Child::kill is SIGKILL on Unix.
-            child.kill().map_err(|e| ChaosError::Io(format!("killing {schema}"), e))?;
-            child.wait().map_err(|e| ChaosError::Io(format!("reaping {schema}"), e))?;
+            child.kill().map_err(|e| ProcsError::Io(format!("killing {schema}"), e))?;
+            child.wait().map_err(|e| ProcsError::Io(format!("reaping {schema}"), e))?;
         }
         Ok(())
     }
 
+    /// Each running service's schema and process id, in start order.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.processes.iter().filter_map(|p| p.child.as_ref().map(|child| (p.schema, child.id()))).collect()
+    }
+
+    /// Each running service's schema and peak resident set size in bytes
+    /// (`VmHWM`: the most it held at any moment since it started), in start
+    /// order.
+    pub fn peak_rss(&self) -> Result<Vec<(&'static str, u64)>, ProcsError> {
+        self.pids().into_iter().map(|(schema, pid)| Ok((schema, peak_rss_bytes(pid)?))).collect()
+    }
+
     /// Starts service `schema` again, same port and settings.
-    pub fn restart(&mut self, schema: &str) -> Result<(), ChaosError> {
+    pub fn restart(&mut self, schema: &str) -> Result<(), ProcsError> {
         let process = self.process(schema)?;
         if process.child.is_none() {
             process.spawn()?;
@@ -188,15 +280,15 @@ impl Services {
 
     /// Waits until `schema` answers SERVING on grpc.health (its database
     /// answers and its migrations ran); returns how long that took.
-    pub async fn wait_serving(&self, schema: &str, limit: Duration) -> Result<Duration, ChaosError> {
+    pub async fn wait_serving(&self, schema: &str, limit: Duration) -> Result<Duration, ProcsError> {
         let process = self
             .processes
             .iter()
             .find(|p| p.schema == schema)
-            .ok_or_else(|| ChaosError::Setup(format!("no service {schema}")))?;
+            .ok_or_else(|| ProcsError::Setup(format!("no service {schema}")))?;
         let started = Instant::now();
         let endpoint = tonic::transport::Endpoint::from_shared(process.url.clone())
-            .map_err(|e| ChaosError::Setup(format!("{}: {e}", process.url)))?
+            .map_err(|e| ProcsError::Setup(format!("{}: {e}", process.url)))?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(2));
         let mut health = HealthClient::new(endpoint.connect_lazy());
@@ -210,7 +302,7 @@ impl Services {
                     Ok(response) => format!("{:?}", response.get_ref().status),
                     Err(status) => format!("{:?} {}", status.code(), status.message()),
                 };
-                return Err(ChaosError::NotServing {
+                return Err(ProcsError::NotServing {
                     service: schema.to_string(),
                     limit,
                     last,
@@ -254,7 +346,8 @@ impl Services {
 }
 
 impl Drop for Services {
-    /// A campaign that ends early (an error, Ctrl-C) leaves no service behind.
+    /// A campaign or benchmark that ends early (an error, Ctrl-C) leaves no
+    /// service behind.
     fn drop(&mut self) {
         for process in &mut self.processes {
             if let Some(mut child) = process.child.take() {
@@ -270,4 +363,23 @@ fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_hwm_is_read_in_bytes() {
+        let status = "Name:\taccrue-ledger\nVmPeak:\t  900000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t   40000 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(51200 * 1024));
+        assert_eq!(parse_vm_hwm("VmRSS:\t 1 kB\n"), None);
+        assert_eq!(parse_vm_hwm("VmHWM:\t 1 MB\n"), None);
+    }
+
+    #[test]
+    fn this_process_has_a_peak_rss_and_the_machine_a_load() {
+        assert!(peak_rss_bytes(std::process::id()).unwrap() > 0);
+        assert!(load_average().is_some_and(|load| load >= 0.0));
+    }
 }

@@ -6,16 +6,18 @@
 --    so far, so settling N sales cost O(N²). `seller_volumes` keeps the same
 --    Σ per seller, currency and calendar year, month and day (UTC), added to
 --    by the statement that inserts the sales (a sale's seller, currency,
---    amount, time and whether it is attributed never change after insert).
+--    amount, time and whether it is attributed never change after insert),
+--    and hour too: a busy seller's day may hold thousands of sales.
 --    A sale's prior volume is then Σ of the earlier years, of the earlier
---    months of its year, of the earlier days of its month, and of its own
---    day's earlier sales: work bounded by the calendar, not the history.
+--    months of its year, of the earlier days of its month, of the earlier
+--    hours of its day, and of its own hour's earlier sales: work bounded by
+--    the calendar and the hour's sales, not by the history.
 CREATE TABLE seller_volumes (
     program_id uuid      NOT NULL,
     partner_id uuid      NOT NULL,
     currency   text      NOT NULL,
-    grain      text      NOT NULL CHECK (grain IN ('year', 'month', 'day')),
-    -- Start of the year, month or day, UTC.
+    grain      text      NOT NULL CHECK (grain IN ('year', 'month', 'day', 'hour')),
+    -- Start of the year, month, day or hour, UTC.
     period     timestamp NOT NULL,
     -- Σ gross of the seller's attributed sales in the period (major units).
     amount     numeric   NOT NULL,
@@ -29,7 +31,7 @@ BEGIN
     INSERT INTO seller_volumes AS v (program_id, partner_id, currency, grain, period, amount)
     SELECT n.program_id, n.partner_id, n.currency, g.grain,
            date_trunc(g.grain, n.occurred_at AT TIME ZONE 'UTC'), sum(n.amount)
-    FROM new_sales n CROSS JOIN (VALUES ('year'), ('month'), ('day')) AS g(grain)
+    FROM new_sales n CROSS JOIN (VALUES ('year'), ('month'), ('day'), ('hour')) AS g(grain)
     WHERE n.partner_id IS NOT NULL AND n.state <> 'UNATTRIBUTED'
     GROUP BY 1, 2, 3, 4, 5
     ORDER BY 1, 2, 3, 4, 5
@@ -46,7 +48,7 @@ CREATE TRIGGER sales_seller_volumes AFTER INSERT ON sales
 INSERT INTO seller_volumes (program_id, partner_id, currency, grain, period, amount)
 SELECT s.program_id, s.partner_id, s.currency, g.grain, date_trunc(g.grain, s.occurred_at AT TIME ZONE 'UTC'),
        sum(s.amount)
-FROM sales s CROSS JOIN (VALUES ('year'), ('month'), ('day')) AS g(grain)
+FROM sales s CROSS JOIN (VALUES ('year'), ('month'), ('day'), ('hour')) AS g(grain)
 WHERE s.partner_id IS NOT NULL AND s.state <> 'UNATTRIBUTED'
 GROUP BY 1, 2, 3, 4, 5;
 

@@ -53,7 +53,8 @@ pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<
              )) AS is_first_payment,
              -- Σ the seller's earlier sales from the calendar buckets (see
              -- migration 0008): earlier years, earlier months of the year,
-             -- earlier days of the month, then the day's own earlier sales.
+             -- earlier days of the month, earlier hours of the day, then the
+             -- hour's own earlier sales.
              CASE WHEN s.partner_id IS NULL THEN 0 ELSE
                (SELECT COALESCE(sum(v.amount), 0) FROM seller_volumes v
                 WHERE v.program_id = s.program_id AND v.partner_id = s.partner_id AND v.currency = s.currency
@@ -61,11 +62,13 @@ pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<
                     OR (v.grain = 'month' AND v.period >= date_trunc('year', s.t)
                         AND v.period < date_trunc('month', s.t))
                     OR (v.grain = 'day' AND v.period >= date_trunc('month', s.t)
-                        AND v.period < date_trunc('day', s.t))))
+                        AND v.period < date_trunc('day', s.t))
+                    OR (v.grain = 'hour' AND v.period >= date_trunc('day', s.t)
+                        AND v.period < date_trunc('hour', s.t))))
                + (SELECT COALESCE(sum(p.amount), 0) FROM sales p
                   WHERE p.program_id = s.program_id AND p.partner_id = s.partner_id AND p.currency = s.currency
                     AND p.state <> 'UNATTRIBUTED'
-                    AND p.occurred_at >= date_trunc('day', s.t) AT TIME ZONE 'UTC'
+                    AND p.occurred_at >= date_trunc('hour', s.t) AT TIME ZONE 'UTC'
                     AND (p.occurred_at, p.id) < (s.occurred_at, s.id))
              END AS prior_volume,
              COALESCE(h.ids, '{}') AS history_ids, COALESCE(h.event_types, '{}') AS history_event_types,

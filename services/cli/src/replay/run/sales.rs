@@ -136,11 +136,20 @@ pub(super) async fn count_settled(clients: &Clients, program_id: &str) -> Result
     Ok(settled)
 }
 
+/// The shortest pause between two polls of [`wait_for_sagas`].
+const POLL: Duration = Duration::from_millis(250);
+/// The pause between two polls is at least this many times as long as the
+/// last poll took: a count that grows slow with the backlog (it reads every
+/// unfinished saga) then stays a bounded share of one database backend.
+const POLL_PAUSE_FACTOR: u32 = 10;
+
 /// Polls ListSagas until no saga of `kind` is RUNNING or UNWINDING; progress
 /// counts the ones that finished out of `expected` (every saga waited for
-/// exists before the wait starts). Only the unfinished are counted each tick:
-/// counting the finished ones too made the waiting itself a growing load on
-/// the database the replay measures.
+/// exists before the wait starts). Only the unfinished are counted each tick,
+/// the UNWINDING ones only once none is RUNNING, at most every [`POLL`] and
+/// never more often than [`POLL_PAUSE_FACTOR`] allows: counting more made
+/// the waiting itself a growing load on the database the replay (and the
+/// benchmark) measures.
 pub(crate) async fn wait_for_sagas(
     clients: &Clients,
     program_id: &str,
@@ -155,19 +164,23 @@ pub(crate) async fn wait_for_sagas(
     let mut best = i64::MAX;
     let mut last_change = Instant::now();
     loop {
-        let running = count_sagas(clients, program_id, kind, SagaState::Running).await?
-            + count_sagas(clients, program_id, kind, SagaState::Unwinding).await?;
-        phase.set(expected.saturating_sub(u64::try_from(running).unwrap_or(0)));
-        if running == 0 {
+        let polled = Instant::now();
+        let mut unfinished = count_sagas(clients, program_id, kind, SagaState::Running).await?;
+        if unfinished == 0 {
+            unfinished = count_sagas(clients, program_id, kind, SagaState::Unwinding).await?;
+        }
+        let cost = polled.elapsed();
+        phase.set(expected.saturating_sub(u64::try_from(unfinished).unwrap_or(0)));
+        if unfinished == 0 {
             phase.finish(&format!("{expected} {kind} sagas done or failed"));
             return Ok(());
         }
-        if running < best {
-            best = running;
+        if unfinished < best {
+            best = unfinished;
             last_change = Instant::now();
         } else if last_change.elapsed() > stall_timeout {
-            return Err(ReplayError::Stalled(stall_timeout, running));
+            return Err(ReplayError::Stalled(stall_timeout, unfinished));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(POLL.max(cost * POLL_PAUSE_FACTOR)).await;
     }
 }

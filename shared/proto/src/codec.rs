@@ -342,6 +342,29 @@ mod tests {
     }
 
     #[test]
+    fn a_nul_deep_in_a_map_value_is_found_and_a_clean_batch_is_not_flagged() {
+        use crate::ledger::v1 as lpb;
+        let line = |value: &str| lpb::EntryInput {
+            breakdown: Some(types::CommissionBreakdown {
+                inputs: [("rate".to_string(), value.to_string())].into_iter().collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let posting = |lines| lpb::SalePosting { lines, ..Default::default() };
+        let name = lpb::PostEntriesRequest::full_name();
+        let clean =
+            lpb::PostEntriesRequest { postings: vec![posting(vec![line("0.1"); 50]); 20], ..Default::default() };
+        assert_eq!(text_violation(&name, &clean.encode_to_vec()), None);
+        let mut dirty = clean.clone();
+        dirty.postings[3].lines[7] = line("0\0.1");
+        assert_eq!(
+            text_violation(&name, &dirty.encode_to_vec()).as_deref(),
+            Some("postings[3].lines[7].breakdown.inputs[0].value")
+        );
+    }
+
+    #[test]
     fn malformed_bytes_stop_the_walk_and_fail_to_decode() {
         let name = apb::RecordSaleRequest::full_name();
         let garbage = [0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];

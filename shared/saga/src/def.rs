@@ -90,14 +90,18 @@ pub type StepFn<D> = for<'a> fn(&'a D, &'a [Item<'a, <D as SagaDef>::Subject>]) 
 /// One step: its name in the log, its action, and the undo that reverses the
 /// action's effect. Both must be idempotent (either may run twice), and the
 /// undo must also clean up after an action that took effect without its
-/// output being logged.
+/// output being logged, or that never ran.
 pub struct Step<D: SagaDef> {
     /// The name in `saga_step_events.step` ("resolve", …).
     pub name: &'static str,
     /// Runs the step for every item.
     pub action: StepFn<D>,
     /// Reverses the step for every item (of a saga that is unwinding).
-    pub undo: StepFn<D>,
+    /// `None` for an action that changes nothing outside the log (a read, a
+    /// pure computation, a peer's read): no `started` is logged for it (one
+    /// row per saga less, issue 15) and an unwind passes over it. Its
+    /// action re-runs whenever its output is missing, as any step's does.
+    pub undo: Option<StepFn<D>>,
 }
 
 /// A saga definition, after steno: the engine drives its steps, keeps its log,

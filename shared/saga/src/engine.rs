@@ -4,9 +4,10 @@
 //! action per step), then unwind the ones that failed permanently.
 //!
 //! Recovery reads the current run's log: a step with `succeeded` is skipped and
-//! its stored output reused; a step `started` but not finished is re-run (every
-//! action is idempotent). An unwinding saga undoes every started step whose
-//! `undo_finished` is missing, newest first.
+//! its stored output reused; a step without it is re-run (every action is
+//! idempotent). An unwinding saga undoes every started step whose
+//! `undo_finished` is missing, newest first; only steps with an undo log
+//! `started`.
 //!
 //! Leases are short (seconds) so that a dead worker's sagas are soon claimable;
 //! while a worker drives a batch, a heartbeat running beside it renews the
@@ -404,13 +405,20 @@ impl<D: SagaDef> Engine<D> {
             }
             // Sagas whose `started` went out with the previous step's
             // success need no mark of their own.
+            // A step without an undo logs no `started`: nothing would read it.
             let (premarked, unmarked): (Vec<usize>, Vec<usize>) =
                 need.into_iter().partition(|&i| batch[i].marked == Some(index));
-            let mut need = self.append_marks(batch, &unmarked, index, StepEvent::Started).await?;
+            let mut need = if step.undo.is_some() {
+                self.append_marks(batch, &unmarked, index, StepEvent::Started).await?
+            } else {
+                unmarked
+            };
             need.extend(premarked.into_iter().filter(|&i| !batch[i].gone));
             need.sort_unstable();
-            for &i in &need {
-                batch[i].log[index].started = true;
+            if step.undo.is_some() {
+                for &i in &need {
+                    batch[i].log[index].started = true;
+                }
             }
             let started = std::time::Instant::now();
             let spans = trace::step_spans::<D>(step.name, "action", batch, &need);
@@ -456,6 +464,9 @@ impl<D: SagaDef> Engine<D> {
                 return Ok(Flow::Continue);
             }
             leases.drop_lost(batch);
+            if steps[index].undo.is_none() {
+                continue;
+            }
             let need: Vec<usize> = (0..batch.len())
                 .filter(|&i| {
                     let log = &batch[i].log[index];
@@ -538,7 +549,10 @@ impl<D: SagaDef> Engine<D> {
         undo: bool,
     ) -> Vec<StepResult> {
         let step = &self.def.steps()[index];
-        let run = if undo { step.undo } else { step.action };
+        let Some(run) = (if undo { step.undo } else { Some(step.action) }) else {
+            // Never asked for (an unwind passes over such a step); nothing to undo.
+            return need.iter().map(|_| Ok(Output::empty())).collect();
+        };
         let items: Vec<Option<Item<'_, D::Subject>>> =
             need.iter().map(|&i| subjects.get(&batch[i].id).map(|subject| Item { saga: &batch[i], subject })).collect();
         let present: Vec<Item<'_, D::Subject>> = items.iter().flatten().copied().collect();

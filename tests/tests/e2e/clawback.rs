@@ -318,7 +318,9 @@ async fn failure_at_each_step_unwinds_then_retry_applies() {
         assert!(failed.clawback_amount.is_none(), "{step}");
         let undone: Vec<&str> =
             saga.events.iter().filter(|e| e.event == "undo_finished").map(|e| e.step.as_str()).collect();
-        let mut expected: Vec<&str> = ClawbackStep::ALL[..=n].iter().map(|s| s.name()).collect();
+        let with_undo = [ClawbackStep::Reverse, ClawbackStep::Apply];
+        let mut expected: Vec<&str> =
+            ClawbackStep::ALL[..=n].iter().filter(|s| with_undo.contains(s)).map(|s| s.name()).collect();
         expected.reverse();
         assert_eq!(undone, expected, "{step}: every started step undone, newest first");
         // Clean slate: no live debit, every line back to PENDING, the sale SETTLED.

@@ -32,7 +32,7 @@ impl<D: SagaDef> Engine<D> {
                     close(tx, SagaState::Done, &ids, &generations).await?;
                     let sagas: Vec<&Saga> = applied.iter().map(|&i| &batch[i]).collect();
                     def.on_done(tx, &sagas).await?;
-                } else {
+                } else if steps[index + 1].undo.is_some() {
                     let next: Vec<usize> =
                         applied.iter().copied().filter(|&i| batch[i].log[index + 1].output.is_none()).collect();
                     let (ids, generations) = fence_of(batch, &next);

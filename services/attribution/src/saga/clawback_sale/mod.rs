@@ -6,7 +6,7 @@
 //!
 //! | step    | action                                          | undo                               |
 //! |---------|-------------------------------------------------|------------------------------------|
-//! | resolve | wait for the settlement and earlier refunds; A, T, rounding mode (local) | nothing |
+//! | resolve | wait for the settlement and earlier refunds; A, T, rounding mode (local) | none (no `started` logged) |
 //! | reverse | ledger.ReverseSale (key per saga run)           | ledger.VoidReversal of that key    |
 //! | apply   | refund APPLIED; sale PARTIALLY_REFUNDED / REFUNDED | refund PENDING; sale as before  |
 
@@ -63,17 +63,17 @@ const STEPS: [accrue_saga::Step<ClawbackSale>; 3] = [
     accrue_saga::Step {
         name: ClawbackStep::Resolve.name(),
         action: |d, items| Box::pin(resolve::action(d, items)),
-        undo: nothing,
+        undo: None,
     },
     accrue_saga::Step {
         name: ClawbackStep::Reverse.name(),
         action: |d, items| Box::pin(reverse::action(d, items)),
-        undo: |d, items| Box::pin(reverse::undo(d, items)),
+        undo: Some(|d, items| Box::pin(reverse::undo(d, items))),
     },
     accrue_saga::Step {
         name: ClawbackStep::Apply.name(),
         action: |d, items| Box::pin(apply::action(d, items)),
-        undo: |d, items| Box::pin(apply::undo(d, items)),
+        undo: Some(|d, items| Box::pin(apply::undo(d, items))),
     },
 ];
 
@@ -105,11 +105,6 @@ impl SagaDef for ClawbackSale {
     async fn on_failed(&self, conn: &mut PgConnection, sagas: &[&accrue_saga::Saga]) -> Result<(), sqlx::Error> {
         store::fail_refunds(conn, sagas).await
     }
-}
-
-/// The undo of a step whose action changed nothing outside the saga log.
-fn nothing<'a>(_: &'a ClawbackSale, items: &'a [Item<'a>]) -> StepFuture<'a> {
-    Box::pin(async move { undone(items) })
 }
 
 /// An undo that has nothing to report (its `undo_finished` says it all).

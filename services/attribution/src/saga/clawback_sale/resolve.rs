@@ -1,6 +1,6 @@
 //! resolve: waits until the refund may be clawed back, then fixes what the
-//! reversal needs (local, one query per batch). Its undo is
-//! [`super::nothing`].
+//! reversal needs (local, one query per batch). It has no undo (it changes
+//! nothing outside the saga log).
 //!
 //! A refund waits (a transient failure, retried with backoff) while the
 //! sale's SettleSale saga is not done — the lines to claw back are not all

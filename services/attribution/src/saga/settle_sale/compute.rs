@@ -1,6 +1,7 @@
 //! compute: commission.ComputeSettlements for every sale, pinned to the
 //! agreement version in force at the sale's `occurred_at`; one call per
-//! program (and program settings) chunk. Its undo is [`super::nothing`].
+//! program (and program settings) chunk. It has no undo (it changes nothing
+//! outside the saga log).
 
 use std::collections::HashMap;
 

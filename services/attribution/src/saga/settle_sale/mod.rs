@@ -6,9 +6,9 @@
 //!
 //! | step    | action                                   | undo                                  |
 //! |---------|------------------------------------------|---------------------------------------|
-//! | resolve | local facts (first payment, volume, …)   | nothing                               |
-//! | upline  | hierarchy.GetUplines                     | nothing                               |
-//! | compute | commission.ComputeSettlements            | nothing                               |
+//! | resolve | local facts (first payment, volume, …)   | none (no `started` logged)            |
+//! | upline  | hierarchy.GetUplines                     | none (no `started` logged)            |
+//! | compute | commission.ComputeSettlements            | none (no `started` logged)            |
 //! | post    | ledger.PostEntries (key per saga run)    | ledger VOID the run's entries         |
 //! | settle  | sale SETTLED with totals                 | sale back to PENDING                  |
 
@@ -78,27 +78,23 @@ const STEPS: [accrue_saga::Step<SettleSale>; 5] = [
     accrue_saga::Step {
         name: Step::Resolve.name(),
         action: |d, items| Box::pin(resolve::action(d, items)),
-        undo: nothing,
+        undo: None,
     },
-    accrue_saga::Step {
-        name: Step::Upline.name(),
-        action: |d, items| Box::pin(upline::action(d, items)),
-        undo: nothing,
-    },
+    accrue_saga::Step { name: Step::Upline.name(), action: |d, items| Box::pin(upline::action(d, items)), undo: None },
     accrue_saga::Step {
         name: Step::Compute.name(),
         action: |d, items| Box::pin(compute::action(d, items)),
-        undo: nothing,
+        undo: None,
     },
     accrue_saga::Step {
         name: Step::Post.name(),
         action: |d, items| Box::pin(post::action(d, items)),
-        undo: |d, items| Box::pin(post::undo(d, items)),
+        undo: Some(|d, items| Box::pin(post::undo(d, items))),
     },
     accrue_saga::Step {
         name: Step::Settle.name(),
         action: |d, items| Box::pin(settle::action(d, items)),
-        undo: |d, items| Box::pin(settle::undo(d, items)),
+        undo: Some(|d, items| Box::pin(settle::undo(d, items))),
     },
 ];
 
@@ -128,11 +124,6 @@ impl SagaDef for SettleSale {
     async fn on_failed(&self, conn: &mut PgConnection, sagas: &[&accrue_saga::Saga]) -> Result<(), sqlx::Error> {
         store::fail_sales(conn, sagas).await
     }
-}
-
-/// The undo of a step whose action changed nothing outside the saga log.
-fn nothing<'a>(_: &'a SettleSale, items: &'a [Item<'a>]) -> StepFuture<'a> {
-    Box::pin(async move { undone(items) })
 }
 
 /// An undo that has nothing to report (its `undo_finished` says it all).

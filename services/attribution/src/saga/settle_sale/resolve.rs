@@ -1,5 +1,6 @@
 //! resolve: the facts the rules need from the sale and its history (local,
-//! one query per batch). Its undo is [`super::nothing`].
+//! one query per batch). It has no undo (it changes nothing
+//! outside the saga log).
 
 use std::collections::HashMap;
 

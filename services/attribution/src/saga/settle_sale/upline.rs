@@ -1,6 +1,7 @@
 //! upline: hierarchy.GetUplines for the seller and the split partners of every
 //! sale (statuses, roles, ancestors, program settings), one call per program
-//! chunk. Its undo is [`super::nothing`].
+//! chunk. It has no undo (it changes nothing
+//! outside the saga log).
 
 use std::collections::HashMap;
 

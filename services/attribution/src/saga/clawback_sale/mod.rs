@@ -17,7 +17,7 @@ mod reverse;
 use std::collections::HashMap;
 
 use accrue_money::Currency;
-use accrue_saga::{Output, SagaDef, StepError, StepFuture, StepResult};
+use accrue_saga::{Output, SagaDef, StepError, StepResult};
 use accrue_types::SagaId;
 use serde::de::DeserializeOwned;
 use sqlx::{PgConnection, PgPool};

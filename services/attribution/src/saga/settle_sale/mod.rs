@@ -27,7 +27,7 @@ use std::future::Future;
 
 use accrue_money::Currency;
 use accrue_proto::types::v1 as tpb;
-use accrue_saga::{Output, SagaDef, StepError, StepFuture, StepResult};
+use accrue_saga::{Output, SagaDef, StepError, StepResult};
 use accrue_types::{ProgramId, SagaId};
 use serde::de::DeserializeOwned;
 use sqlx::{PgConnection, PgPool};

@@ -403,23 +403,22 @@ impl<D: SagaDef> Engine<D> {
             if need.is_empty() {
                 continue;
             }
-            // Sagas whose `started` went out with the previous step's
-            // success need no mark of their own.
             // A step without an undo logs no `started`: nothing would read it.
-            let (premarked, unmarked): (Vec<usize>, Vec<usize>) =
-                need.into_iter().partition(|&i| batch[i].marked == Some(index));
-            let mut need = if step.undo.is_some() {
-                self.append_marks(batch, &unmarked, index, StepEvent::Started).await?
-            } else {
-                unmarked
-            };
-            need.extend(premarked.into_iter().filter(|&i| !batch[i].gone));
-            need.sort_unstable();
-            if step.undo.is_some() {
+            let need = if step.undo.is_some() {
+                // Sagas whose `started` went out with the previous step's
+                // success need no mark of their own.
+                let (premarked, unmarked): (Vec<usize>, Vec<usize>) =
+                    need.into_iter().partition(|&i| batch[i].marked == Some(index));
+                let mut need = self.append_marks(batch, &unmarked, index, StepEvent::Started).await?;
+                need.extend(premarked.into_iter().filter(|&i| !batch[i].gone));
+                need.sort_unstable();
                 for &i in &need {
                     batch[i].log[index].started = true;
                 }
-            }
+                need
+            } else {
+                need
+            };
             let started = std::time::Instant::now();
             let spans = trace::step_spans::<D>(step.name, "action", batch, &need);
             #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]

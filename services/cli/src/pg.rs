@@ -239,13 +239,6 @@ fn run(mut command: Command) -> Result<(), PgError> {
     }
 }
 
-fn free_port() -> Result<u16, PgError> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| PgError::Io("finding a free port".into(), e))?;
-    let port = listener.local_addr().map_err(|e| PgError::Io("finding a free port".into(), e))?.port();
-    Ok(port)
-}
-
 /// How much of its durability a throwaway server keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -321,7 +314,7 @@ impl ThrowawayPostgres {
             .current_dir(&root);
         run(initdb)?;
 
-        let port = free_port()?;
+        let port = crate::procs::free_port().map_err(|e| PgError::Io("finding a free port".into(), e))?;
         let url = format!("postgres://postgres@127.0.0.1:{port}/{DATABASE_NAME}");
         let mut server = ThrowawayPostgres { dir: Some(dir), child: None, port, url, bindir, as_postgres, durability };
         server.spawn_server().await?;

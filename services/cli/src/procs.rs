@@ -168,11 +168,57 @@ pub struct Services {
     pub endpoints: Endpoints,
 }
 
-fn free_port() -> Result<u16, ProcsError> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ProcsError::Io("finding a free port".into(), e))?;
-    Ok(listener.local_addr().map_err(|e| ProcsError::Io("finding a free port".into(), e))?.port())
+/// The kernel's ephemeral port range (`ip_local_port_range`): the source
+/// ports of outgoing connections come from here.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().map(str::parse::<u16>);
+            Some((bounds.next()?.ok()?, bounds.next()?.ok()?))
+        })
+        .unwrap_or((32768, 60999))
 }
+
+/// `n` distinct loopback ports that are free now, for servers started next.
+///
+/// They are taken below the ephemeral range where there is room (from
+/// 10000), so that an outgoing connection of a process started meanwhile
+/// (a service's database pool) cannot take one as its source port before its
+/// server binds it; every listener is held until all `n` are chosen, so no
+/// port is handed out twice. Where the range leaves no room, the kernel
+/// chooses (port 0).
+pub(crate) fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    use rand::Rng;
+    const LOWEST: u16 = 10000;
+    let (ephemeral_low, _) = ephemeral_range();
+    let mut held = Vec::with_capacity(n);
+    let mut rng = rand::rng();
+    let mut tries = 0;
+    while held.len() < n {
+        let port = if ephemeral_low > LOWEST + 1000 && tries < 1000 {
+            tries += 1;
+            rng.random_range(LOWEST..ephemeral_low)
+        } else {
+            0
+        };
+        match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(listener) => held.push(listener),
+            Err(error) if port == 0 => return Err(error),
+            Err(_) => {}
+        }
+    }
+    held.iter().map(|listener| Ok(listener.local_addr()?.port())).collect()
+}
+
+/// One loopback port that is free now; see [`free_ports`].
+pub(crate) fn free_port() -> std::io::Result<u16> {
+    free_ports(1)?.pop().ok_or_else(|| std::io::Error::other("no free port was chosen"))
+}
+
+/// How many times [`Services::start`] chooses new ports when one of them was
+/// taken before its service could bind it.
+const START_ATTEMPTS: usize = 3;
 
 impl Services {
     /// Starts the five services from `bin_dir`, service `s` connected with
@@ -187,10 +233,31 @@ impl Services {
         log_dir: &Path,
         label: &str,
     ) -> Result<Services, ProcsError> {
-        let mut ports = std::collections::HashMap::new();
-        for (schema, _) in SERVICES {
-            ports.insert(schema, free_port()?);
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(bin_dir, roles, secret, settings, log_dir, label).await {
+                Err(ProcsError::NotServing { log, .. })
+                    if attempt < START_ATTEMPTS && log.contains("Address already in use") =>
+                {
+                    eprintln!("a service port was taken before its service bound it: choosing new ports");
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
         }
+    }
+
+    async fn start_once(
+        bin_dir: &Path,
+        roles: &[ServiceRole],
+        secret: &str,
+        settings: &Settings,
+        log_dir: &Path,
+        label: &str,
+    ) -> Result<Services, ProcsError> {
+        let chosen = free_ports(SERVICES.len()).map_err(|e| ProcsError::Io("finding free ports".into(), e))?;
+        let ports: std::collections::HashMap<&str, u16> =
+            SERVICES.iter().map(|(schema, _)| *schema).zip(chosen).collect();
         let url = |schema: &str| format!("http://127.0.0.1:{}", ports.get(schema).copied().unwrap_or_default());
         let endpoints = Endpoints {
             hierarchy: url("hierarchy"),
@@ -368,6 +435,23 @@ fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_chosen_together_are_distinct_bindable_and_outside_the_ephemeral_range() {
+        let (ephemeral_low, ephemeral_high) = ephemeral_range();
+        for _ in 0..20 {
+            let ports = free_ports(SERVICES.len()).expect("ports");
+            let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+            assert_eq!(distinct.len(), SERVICES.len(), "{ports:?}");
+            for port in ports {
+                // Only where the range leaves room below it does the choice avoid it.
+                if ephemeral_low > 11000 {
+                    assert!(!(ephemeral_low..=ephemeral_high).contains(&port), "{port} is ephemeral");
+                }
+                drop(std::net::TcpListener::bind(("127.0.0.1", port)).expect("a chosen port binds"));
+            }
+        }
+    }
 
     #[test]
     fn vm_hwm_is_read_in_bytes() {

@@ -61,6 +61,12 @@ impl Output {
         &self.0
     }
 
+    /// Wraps JSON text the engine assembled from outputs (which only
+    /// serde_json wrote) without parsing it again.
+    pub(crate) fn from_json_text(json: String) -> Output {
+        Output(json)
+    }
+
     /// The same JSON from a tree (failure details, logs read back).
     pub fn from_value(value: &Value) -> Output {
         Output(value.to_string())
@@ -98,9 +104,14 @@ pub struct Step<D: SagaDef> {
     pub action: StepFn<D>,
     /// Reverses the step for every item (of a saga that is unwinding).
     /// `None` for an action that changes nothing outside the log (a read, a
-    /// pure computation, a peer's read): no `started` is logged for it (one
-    /// row per saga less, issue 15) and an unwind passes over it. Its
-    /// action re-runs whenever its output is missing, as any step's does.
+    /// pure computation, a peer's read). Such a step logs no event of its
+    /// own when it succeeds (issue 15: two rows and one transaction per saga
+    /// each): its output is kept in memory and written with the `started`
+    /// of the next step that has an undo (`{"carried": {name: output}}`),
+    /// the first write whose effect could depend on it. Until then a crash
+    /// only loses work that changed nothing, and the action runs again on
+    /// the next claim, as any step's does whose output is missing; an
+    /// unwind passes over it. Its failures are logged as any step's.
     pub undo: Option<StepFn<D>>,
 }
 
@@ -153,8 +164,13 @@ pub trait SagaDef: Send + Sync + Sized + 'static {
 pub(crate) struct StepLog {
     /// `started` was written.
     pub(crate) started: bool,
-    /// `succeeded`'s output, when written.
+    /// The step's output: `succeeded`'s, or one carried by a later step's
+    /// `started` (a step without an undo), or one this claim computed and
+    /// has not written yet.
     pub(crate) output: Option<Output>,
+    /// `output` was computed by this claim and is not in the log yet (the
+    /// next `started` carries it).
+    pub(crate) unlogged: bool,
     /// `undo_finished` was written.
     pub(crate) undo_finished: bool,
     /// `failed` events with an internal error since the saga was started or

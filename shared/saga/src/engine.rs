@@ -3,11 +3,13 @@
 //! claimed batch step by step *across* sagas (one bulk write and one bulk
 //! action per step), then unwind the ones that failed permanently.
 //!
-//! Recovery reads the current run's log: a step with `succeeded` is skipped and
-//! its stored output reused; a step without it is re-run (every action is
-//! idempotent). An unwinding saga undoes every started step whose
-//! `undo_finished` is missing, newest first; only steps with an undo log
-//! `started`.
+//! Recovery reads the current run's log: a step with `succeeded` (or whose
+//! output a later `started` carries) is skipped and its stored output reused;
+//! a step without it is re-run (every action is idempotent). An unwinding
+//! saga undoes every started step whose `undo_finished` is missing, newest
+//! first; only steps with an undo log `started`, and steps without one log
+//! no `succeeded` either: the next `started` carries their outputs (see
+//! [`Step::undo`](crate::Step::undo)).
 //!
 //! Leases are short (seconds) so that a dead worker's sagas are soon claimable;
 //! while a worker drives a batch, a heartbeat running beside it renews the
@@ -123,6 +125,10 @@ struct LoggedEvent {
     detail: Value,
     generation: i64,
 }
+
+/// The key of a `started` event's detail under which the outputs of the
+/// steps without an undo before it are carried, by step name.
+const CARRIED: &str = "carried";
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -293,6 +299,7 @@ impl<D: SagaDef> Engine<D> {
         let steps = self.def.steps();
         let mut logs: HashMap<SagaId, Vec<StepLog>> = HashMap::new();
         let mut corrupt: HashMap<SagaId, String> = HashMap::new();
+        let mut carried: Vec<(SagaId, Value)> = Vec::new();
         for event in events {
             let Some(index) = steps.iter().position(|step| step.name == event.step) else {
                 corrupt.entry(event.saga_id).or_insert_with(|| {
@@ -303,7 +310,10 @@ impl<D: SagaDef> Engine<D> {
             let log = logs.entry(event.saga_id).or_insert_with(|| vec![StepLog::default(); steps.len()]);
             let log = &mut log[index];
             match event.event {
-                StepEvent::Started => log.started = true,
+                StepEvent::Started => {
+                    log.started = true;
+                    carried.push((event.saga_id, event.detail));
+                }
                 StepEvent::Succeeded => log.output = Some(Output::from_value(&event.detail)),
                 StepEvent::UndoFinished => log.undo_finished = true,
                 StepEvent::Failed
@@ -313,6 +323,23 @@ impl<D: SagaDef> Engine<D> {
                     log.internal_failures = log.internal_failures.saturating_add(1);
                 }
                 StepEvent::Failed | StepEvent::UndoStarted => {}
+            }
+        }
+        // The outputs of steps without an undo, written with a later step's `started`.
+        for (saga_id, detail) in carried {
+            let Some(outputs) = detail.get(CARRIED).and_then(Value::as_object) else { continue };
+            for (name, output) in outputs {
+                match steps.iter().position(|step| step.name == name) {
+                    Some(index) => {
+                        let log = logs.entry(saga_id).or_insert_with(|| vec![StepLog::default(); steps.len()]);
+                        log[index].output = Some(Output::from_value(output));
+                    }
+                    None => {
+                        corrupt.entry(saga_id).or_insert_with(|| {
+                            format!("the step log carries the output of step {name:?}, which {} does not have", D::KIND)
+                        });
+                    }
+                }
             }
         }
         let mut batch: Vec<Saga> = claimed

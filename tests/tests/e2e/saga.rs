@@ -20,7 +20,10 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tonic::Code;
 
-use super::world::{World, create_partner, get_sale, quick, setup, start, start_hooked, wait_saga, wait_step};
+use super::world::{
+    World, create_partner, get_sale, logged_output, logged_outputs, quick, setup, start, start_hooked, wait_lapsed,
+    wait_saga, wait_step,
+};
 
 /// The SettleSale steps with an undo: the only ones that log `started`.
 const WITH_UNDO: [Step; 2] = [Step::Post, Step::Settle];
@@ -132,12 +135,17 @@ async fn happy_path_settles_splits_and_override() {
     assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
     assert_eq!(saga.kind, "SETTLE_SALE");
     assert!(saga.owner.is_empty(), "a finished saga holds no lease");
-    let succeeded: Vec<&str> = saga.events.iter().filter(|e| e.event == "succeeded").map(|e| e.step.as_str()).collect();
-    assert_eq!(succeeded, ["resolve", "upline", "compute", "post", "settle"]);
-    let resolve = saga.events.iter().find(|e| e.step == "resolve" && e.event == "succeeded").unwrap();
-    let resolve: serde_json::Value = serde_json::from_str(&resolve.detail).unwrap();
+    for step in Step::ALL {
+        assert_eq!(logged_outputs(&saga, step).len(), 1, "{step}'s output logged once: {saga:#?}");
+    }
+    // resolve, upline and compute log no event of their own: post's `started` carries their outputs.
+    let events: Vec<(&str, &str)> = saga.events.iter().map(|e| (e.step.as_str(), e.event.as_str())).collect();
+    assert_eq!(events, [("post", "started"), ("post", "succeeded"), ("settle", "started"), ("settle", "succeeded")]);
+    let resolve = logged_output(&saga, Step::Resolve);
     assert_eq!(resolve["is_first_payment"], true);
-    assert_eq!(resolve["run"], 1);
+    let (carrier, _) = logged_outputs(&saga, Step::Resolve)[0];
+    let carrier: serde_json::Value = serde_json::from_str(&carrier.detail).unwrap();
+    assert_eq!(carrier["run"], 1, "GetSaga names the run of every event");
 
     assert_settled_once(&mut c, &w, &sale.id).await;
     assert_earned(&mut c, &w, 1).await;
@@ -154,8 +162,7 @@ async fn happy_path_settles_splits_and_override() {
         .into_inner();
     let saga = wait_saga(&mut c, &second.saga_id).await;
     assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
-    let resolve = saga.events.iter().find(|e| e.step == "resolve" && e.event == "succeeded").unwrap();
-    let resolve: serde_json::Value = serde_json::from_str(&resolve.detail).unwrap();
+    let resolve = logged_output(&saga, Step::Resolve);
     assert_eq!(resolve["is_first_payment"], false);
     assert_eq!(dec(resolve["seller_prior_volume"].as_str().unwrap()), dec("100"));
     assert_eq!(resolve["customer_history"].as_array().unwrap().len(), 1);
@@ -300,7 +307,12 @@ async fn crash_after_each_step_resumes_on_a_new_worker() {
         let single = SagaOptions { workers: 1, lease: Duration::from_secs(1), ..quick() };
         let (stack, mut c) = start_hooked(&db, single, crashing).await;
         let sale = record(&mut c, &w, &format!("inv-crash-{step}")).await;
-        wait_step(&mut c, &sale.saga_id, step).await;
+        if WITH_UNDO.contains(&step) {
+            wait_step(&mut c, &sale.saga_id, step).await;
+        } else {
+            // It logs nothing of its own before the crash.
+            wait_lapsed(&pool, &sale.saga_id).await;
+        }
         stack.shutdown().await.unwrap();
         // The crashed worker kept its lease (a graceful stop would have released it).
         let owner: Option<String> = sqlx::query_scalar("SELECT owner FROM attribution.sagas WHERE id = $1::uuid")
@@ -318,10 +330,10 @@ async fn crash_after_each_step_resumes_on_a_new_worker() {
         let saga = wait_saga(&mut c, &sale.saga_id).await;
         assert_eq!(saga.state, apb::SagaState::Done as i32, "{step}: {saga:#?}");
         assert!(saga.generation >= 2 || step == Step::Settle, "{step}: claimed again");
-        // Steps that succeeded before the crash were not run again.
-        for done in &Step::ALL[..=n] {
-            let count = saga.events.iter().filter(|e| e.step == done.name() && e.event == "succeeded").count();
-            assert_eq!(count, 1, "{step}: {done} succeeded once");
+        // Steps whose outputs were logged before the crash were not run
+        // again; the others' outputs are logged once too.
+        for done in Step::ALL {
+            assert_eq!(logged_outputs(&saga, done).len(), 1, "{step}: {done}'s output logged once");
         }
         assert_settled_once(&mut c, &w, &sale.id).await;
         assert_earned(&mut c, &w, n as u32 + 1).await;
@@ -359,8 +371,8 @@ async fn recovers_from_a_log_truncated_at_every_point() {
     let log = log_ids(&pool, &sale.saga_id).await;
     assert_eq!(
         log.len(),
-        Step::ALL.len() + WITH_UNDO.len(),
-        "succeeded per step, started for the steps with an undo: {saga:#?}"
+        2 * WITH_UNDO.len(),
+        "started and succeeded per step with an undo (the others' outputs carried): {saga:#?}"
     );
 
     for k in (0..=log.len()).rev() {
@@ -384,10 +396,9 @@ async fn recovers_from_a_log_truncated_at_every_point() {
 
         let saga = wait_saga(&mut c, &sale.saga_id).await;
         assert_eq!(saga.state, apb::SagaState::Done as i32, "k={k}: {saga:#?}");
-        let succeeded: Vec<&str> =
-            saga.events.iter().filter(|e| e.event == "succeeded").map(|e| e.step.as_str()).collect();
-        let expected: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
-        assert_eq!(succeeded, expected, "k={k}: each step succeeded once in the surviving log");
+        for step in Step::ALL {
+            assert_eq!(logged_outputs(&saga, step).len(), 1, "k={k}: {step}'s output once in the surviving log");
+        }
         let again = get_sale(&mut c, &sale.id).await;
         assert_eq!(again.state, apb::SaleState::Settled as i32, "k={k}");
         assert_eq!(again.base_commission, settled.base_commission, "k={k}");
@@ -416,6 +427,19 @@ async fn logged_at(pool: &sqlx::PgPool, saga_id: &str, generation: i64, step: St
     .unwrap_or_else(|e| panic!("{step} {event} of generation {generation} not logged: {e}"))
 }
 
+/// The saga row's (generation, owner, lease expiry) once a worker holds it.
+async fn claimed(pool: &sqlx::PgPool, saga_id: &str) -> (i64, Option<String>, Option<DateTime<Utc>>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lease = lease_of(pool, saga_id).await;
+        if lease.1.is_some() {
+            return lease;
+        }
+        assert!(Instant::now() < deadline, "saga {saga_id} never claimed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The saga row's (generation, owner, lease expiry).
 async fn lease_of(pool: &sqlx::PgPool, saga_id: &str) -> (i64, Option<String>, Option<DateTime<Utc>>) {
     sqlx::query_as("SELECT generation, owner, lease_expires_at FROM attribution.sagas WHERE id = $1::uuid")
@@ -434,20 +458,21 @@ async fn lease_of(pool: &sqlx::PgPool, saga_id: &str) -> (i64, Option<String>, O
 async fn a_crashed_workers_sagas_are_taken_over_once_its_short_lease_runs_out() {
     let db = TestDb::create().await.unwrap();
     let lease = Duration::from_secs(2);
-    let crashing = TestHooks { crash_after: Some(Step::Upline.name()), ..TestHooks::default() };
-    // Two workers: whichever claims the saga dies after upline, the other survives.
+    // post: a step that logs its success, the moment of the crash.
+    let crashing = TestHooks { crash_after: Some(Step::Post.name()), ..TestHooks::default() };
+    // Two workers: whichever claims the saga dies after post, the other survives.
     let (stack, mut c) = start_hooked(&db, SagaOptions { workers: 2, lease, ..quick() }, crashing).await;
     let w = setup(&mut c, "Saga Co").await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
 
     let sale = record(&mut c, &w, "inv-crash").await;
-    wait_step(&mut c, &sale.saga_id, Step::Upline).await;
+    wait_step(&mut c, &sale.saga_id, Step::Post).await;
     let noticed = Instant::now();
     let (generation, owner, expiry) = lease_of(&pool, &sale.saga_id).await;
     assert_eq!(generation, 1, "not taken over while the lease held");
     assert!(owner.is_some(), "the dead worker kept its lease");
     let expiry = expiry.expect("a lease");
-    let crashed = logged_at(&pool, &sale.saga_id, 1, Step::Upline, "succeeded").await;
+    let crashed = logged_at(&pool, &sale.saga_id, 1, Step::Post, "succeeded").await;
     // The dead worker's heartbeat died with it: its lease runs out at most
     // one lease after the crash (its last renewal came before), and no
     // later than that (nothing renews it any more).
@@ -464,10 +489,10 @@ async fn a_crashed_workers_sagas_are_taken_over_once_its_short_lease_runs_out() 
     let wall = noticed.elapsed();
     assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
     assert_eq!(saga.generation, 2, "claimed once more, by the survivor: {saga:#?}");
-    // The survivor's first write: compute, the step after the crash, logs no
-    // `started` (it has no undo), so its success marks the takeover.
-    let taken_over = logged_at(&pool, &sale.saga_id, 2, Step::Compute, "succeeded").await;
-    let done = logged_at(&pool, &sale.saga_id, 2, Step::Settle, "succeeded").await;
+    // The survivor's first write: settle's success (its `started` went out
+    // with post's success, before the crash), which also closes the saga.
+    let taken_over = logged_at(&pool, &sale.saga_id, 2, Step::Settle, "succeeded").await;
+    let done = taken_over;
     assert!(taken_over >= expiry, "claimed at {taken_over}, before the lease ran out at {expiry}");
     assert!(
         taken_over - expiry < chrono::Duration::seconds(1),
@@ -483,8 +508,7 @@ async fn a_crashed_workers_sagas_are_taken_over_once_its_short_lease_runs_out() 
         wall.as_millis()
     );
     for step in Step::ALL {
-        let count = saga.events.iter().filter(|e| e.step == step.name() && e.event == "succeeded").count();
-        assert_eq!(count, 1, "{step} succeeded once");
+        assert_eq!(logged_outputs(&saga, step).len(), 1, "{step}'s output logged once");
     }
     assert_settled_once(&mut c, &w, &sale.id).await;
     assert_earned(&mut c, &w, 1).await;
@@ -504,8 +528,7 @@ async fn a_live_worker_keeps_its_lease_through_a_step_longer_than_the_lease() {
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
 
     let sale = record(&mut c, &w, "inv-slow").await;
-    wait_step(&mut c, &sale.saga_id, Step::Upline).await;
-    let (generation, owner, expiry) = lease_of(&pool, &sale.saga_id).await;
+    let (generation, owner, expiry) = claimed(&pool, &sale.saga_id).await;
     tokio::time::sleep(lease + lease / 2).await;
     let (generation_later, owner_later, expiry_later) = lease_of(&pool, &sale.saga_id).await;
     assert_eq!((generation, generation_later), (1, 1), "never claimed again");
@@ -516,9 +539,8 @@ async fn a_live_worker_keeps_its_lease_through_a_step_longer_than_the_lease() {
     assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
     assert_eq!((saga.generation, saga.attempt), (1, 1), "one claim: {saga:#?}");
     assert!(saga.events.iter().all(|e| e.generation == 1), "one owner wrote the log: {saga:#?}");
-    let compute: Vec<&str> =
-        saga.events.iter().filter(|e| e.step == Step::Compute.name()).map(|e| e.event.as_str()).collect();
-    assert_eq!(compute, ["succeeded"], "the slow step ran once (it has no undo, so no `started`)");
+    assert!(saga.events.iter().all(|e| e.step != Step::Compute.name()), "no events of compute's own: {saga:#?}");
+    assert_eq!(logged_outputs(&saga, Step::Compute).len(), 1, "the slow step's output, once: {saga:#?}");
     assert_settled_once(&mut c, &w, &sale.id).await;
     stack.shutdown().await.unwrap();
 }
@@ -539,7 +561,6 @@ async fn a_worker_whose_saga_was_taken_mid_step_lets_it_go() {
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
 
     let sale = record(&mut c, &w, "inv-taken").await;
-    wait_step(&mut c, &sale.saga_id, Step::Compute).await;
     // Mid-step: post has started (it takes two leases) when the saga is taken.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -673,8 +694,7 @@ async fn internal_errors_leave_the_saga_stuck_until_an_operator_resumes_it() {
     assert_eq!(internal(&saga), 4, "{saga:#?}");
     assert!(!saga.events.iter().any(|e| e.detail.contains("\"run\":2")), "the same run resumed: {saga:#?}");
     for step in Step::ALL {
-        let count = saga.events.iter().filter(|e| e.step == step.name() && e.event == "succeeded").count();
-        assert_eq!(count, 1, "{step} succeeded once");
+        assert_eq!(logged_outputs(&saga, step).len(), 1, "{step}'s output logged once");
     }
     assert_settled_once(&mut c, &w, &sale.id).await;
     assert_eq!(entries(&mut c, &w.program_id, &sale.id).await.len(), 4, "nothing posted twice, nothing voided");

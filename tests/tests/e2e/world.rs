@@ -135,18 +135,70 @@ pub async fn wait_saga(c: &mut Clients, saga_id: &str) -> apb::Saga {
     accrue_e2e::wait_saga(c, saga_id).await.expect("saga finishes")
 }
 
-/// Polls GetSaga until its log shows `step` (a SettleSale or ClawbackSale
-/// step, by its logged name) succeeded.
+/// Where the saga's log records `step`'s output, oldest first, each with the
+/// output parsed: the step's `succeeded` events, and the `started` events
+/// that carry it (a step without an undo logs no event of its own when it
+/// succeeds; the next `started` carries its output, see
+/// `accrue_saga::Step::undo`).
+pub fn logged_outputs(saga: &apb::Saga, step: impl Display) -> Vec<(&apb::SagaStepEvent, serde_json::Value)> {
+    let step = step.to_string();
+    saga.events
+        .iter()
+        .filter_map(|e| {
+            let detail: serde_json::Value = serde_json::from_str(&e.detail).ok()?;
+            match e.event.as_str() {
+                "succeeded" if e.step == step => Some((e, detail)),
+                "started" => detail.get("carried")?.get(&step).cloned().map(|output| (e, output)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// `step`'s output, which the log must record exactly once.
+pub fn logged_output(saga: &apb::Saga, step: impl Display) -> serde_json::Value {
+    let step = step.to_string();
+    let mut outputs = logged_outputs(saga, &step);
+    assert_eq!(outputs.len(), 1, "{step}'s output logged once: {saga:#?}");
+    outputs.remove(0).1
+}
+
+/// Polls GetSaga until its log records `step`'s output (a SettleSale or
+/// ClawbackSale step, by its logged name; see [`logged_outputs`]).
 pub async fn wait_step(c: &mut Clients, saga_id: &str, step: impl Display) -> apb::Saga {
     let step = step.to_string();
     let deadline = Instant::now() + SAGA_WAIT;
     loop {
         let saga =
             c.attribution.get_saga(apb::GetSagaRequest { id: saga_id.into() }).await.expect("get saga").into_inner();
-        if saga.events.iter().any(|e| e.step == step && e.event == "succeeded") {
+        if !logged_outputs(&saga, &step).is_empty() {
             return saga;
         }
-        assert!(Instant::now() < deadline, "saga {saga_id} never logged {step} succeeded: {saga:#?}");
+        assert!(Instant::now() < deadline, "saga {saga_id} never logged {step}'s output: {saga:#?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until the saga's first owner is seen dead: still holding it
+/// (generation 1) past the end of a lease nobody renews any more. What a
+/// `crash_after` hook on a step without an undo leaves (it writes nothing
+/// before the crash).
+pub async fn wait_lapsed(pool: &sqlx::PgPool, saga_id: &str) {
+    let deadline = Instant::now() + SAGA_WAIT;
+    loop {
+        let lapsed: bool = sqlx::query_scalar(
+            "SELECT generation = 1 AND owner IS NOT NULL AND lease_expires_at < now()
+             FROM attribution.sagas WHERE id = $1::uuid",
+        )
+        .bind(saga_id)
+        .fetch_optional(pool)
+        .await
+        .expect("read the saga's lease")
+        .unwrap_or(false);
+        if lapsed {
+            return;
+        }
+        assert!(Instant::now() < deadline, "saga {saga_id}: its first owner's lease never lapsed");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

@@ -318,8 +318,9 @@ pub(crate) struct ClawbackFacts {
     pub(crate) refund_id: RefundId,
     /// The state of the sale's SettleSale saga (None: the sale has none).
     pub(crate) settle_state: Option<SagaState>,
-    /// The `succeeded` output of `settle_step` in the settlement saga's
-    /// current run (None until it is logged).
+    /// The output of `settle_step` in the settlement saga's current run:
+    /// its `succeeded` detail, or (a step without an undo) the one a later
+    /// step's `started` carries; None until it is logged.
     pub(crate) settle_output: Option<serde_json::Value>,
     /// The sale's earlier refunds that are not APPLIED yet, by sequence, as a
     /// JSON array of `{id, sequence, state}`.
@@ -335,8 +336,11 @@ pub(crate) async fn clawback_facts(
 ) -> Result<Vec<ClawbackFacts>, sqlx::Error> {
     sqlx::query_as(
         "SELECT r.id AS refund_id, g.state AS settle_state,
-             (SELECT e.detail FROM saga_step_events e
-              WHERE e.saga_id = g.id AND e.run = g.run AND e.step = $2 AND e.event = 'succeeded'
+             (SELECT CASE e.event WHEN 'succeeded' THEN e.detail ELSE e.detail -> 'carried' -> $2 END
+              FROM saga_step_events e
+              WHERE e.saga_id = g.id AND e.run = g.run
+                AND ((e.step = $2 AND e.event = 'succeeded')
+                     OR (e.event = 'started' AND e.detail -> 'carried' ? $2))
               ORDER BY e.id DESC LIMIT 1) AS settle_output,
              COALESCE((SELECT jsonb_agg(jsonb_build_object('id', p.id, 'sequence', p.sequence, 'state', p.state)
                                  ORDER BY p.sequence)

@@ -7,7 +7,8 @@ use super::*;
 
 impl<D: SagaDef> Engine<D> {
     /// Writes `succeeded` with each output; after the last step the saga is
-    /// done. Before the last, the same transaction also writes `started` of
+    /// done. A step without an undo (before the last) writes nothing: its
+    /// outputs wait in the batch for the next `started`. Before the last, the same transaction also writes `started` of
     /// the next step for the sagas that will run it: one fenced transaction
     /// (and one pass of row locks) per step instead of two, which was a
     /// large share of the step log's cost (issue 15). A mark written ahead
@@ -23,6 +24,14 @@ impl<D: SagaDef> Engine<D> {
     ) -> Result<(), sqlx::Error> {
         let steps = self.def.steps();
         let last = index + 1 == steps.len();
+        if steps[index].undo.is_none() && !last {
+            // Written with the next `started` (see `Step::undo`).
+            for (i, output) in ok {
+                batch[i].log[index].output = Some(output);
+                batch[i].log[index].unlogged = true;
+            }
+            return Ok(());
+        }
         let def = &self.def;
         let mut premarked: HashSet<SagaId> = HashSet::new();
         let applied: HashSet<usize> = self
@@ -256,8 +265,10 @@ impl<D: SagaDef> Engine<D> {
         Ok(())
     }
 
-    /// Appends `event` with an empty detail for each saga at `need`; returns
-    /// the indices whose fenced write applied and drops the rest.
+    /// Appends `event` for each saga at `need`; returns the indices whose
+    /// fenced write applied and drops the rest. The event itself is the
+    /// record, except that a `started` carries the outputs of the steps
+    /// without an undo just before it (see [`carried`]).
     pub(super) async fn append_marks(
         &self,
         batch: &mut [Saga],
@@ -265,9 +276,23 @@ impl<D: SagaDef> Engine<D> {
         index: usize,
         event: StepEvent,
     ) -> Result<Vec<usize>, sqlx::Error> {
-        // `started` and `undo_started` carry nothing: the event itself is the record.
-        let pairs: Vec<(usize, Output)> = need.iter().map(|&i| (i, Output::empty())).collect();
-        self.append_pairs(batch, &pairs, index, event).await
+        let steps = self.def.steps();
+        let pairs: Vec<(usize, Output)> = need
+            .iter()
+            .map(|&i| match event {
+                StepEvent::Started => (i, carried(steps, &batch[i], index)),
+                _ => (i, Output::empty()),
+            })
+            .collect();
+        let applied = self.append_pairs(batch, &pairs, index, event).await?;
+        if event == StepEvent::Started {
+            for &i in &applied {
+                for log in &mut batch[i].log[..index] {
+                    log.unlogged = false;
+                }
+            }
+        }
+        Ok(applied)
     }
 
     /// Appends `event` for each `(index, detail)`; returns the indices whose
@@ -323,6 +348,30 @@ impl<D: SagaDef> Engine<D> {
         }
         Ok(())
     }
+}
+
+/// The detail of step `index`'s `started` for `saga`:
+/// `{"carried": {name: output, …}}` with the outputs of the earlier steps
+/// without an undo that are not in the log yet (they log nothing of their
+/// own), or `{}`. Built from
+/// the outputs' JSON text, which only serde_json wrote; step names are
+/// `[a-z_]` (the log's CHECK), so they need no escaping.
+pub(super) fn carried<D: SagaDef>(steps: &[crate::Step<D>], saga: &Saga, index: usize) -> Output {
+    let mut json = String::new();
+    for (step, log) in steps[..index].iter().zip(&saga.log[..index]) {
+        if let (Some(output), true) = (&log.output, log.unlogged) {
+            json.push(if json.is_empty() { '{' } else { ',' });
+            json.push('"');
+            json.push_str(step.name);
+            json.push_str("\":");
+            json.push_str(output.json());
+        }
+    }
+    if json.is_empty() {
+        return Output::empty();
+    }
+    json.push('}');
+    Output::from_json_text(format!("{{\"{}\":{json}}}", super::CARRIED))
 }
 
 /// The fence of each saga at `indices`: its id and claimed generation, as the

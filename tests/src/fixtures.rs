@@ -198,6 +198,7 @@ pub async fn override_plan(c: &mut Clients, program_id: &str, basis: cpb::Overri
                     .map(|rate| cpb::OverrideLevel { rate: (*rate).into(), flat_amount: None })
                     .collect(),
                 update_time: None,
+                qualification: None,
             }),
             request_id: String::new(),
         })

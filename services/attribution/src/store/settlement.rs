@@ -163,3 +163,67 @@ pub(crate) async fn fail_sales(conn: &mut sqlx::PgConnection, sagas: &[&Saga]) -
     .await?;
     Ok(())
 }
+
+/// One personal-volume window of qualified overrides (issue 16 item 3): a
+/// partner's own attributed sales (as seller) in `currency` with
+/// `start <= occurred_at < end`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VolumeWindow {
+    pub(crate) partner_id: PartnerId,
+    pub(crate) currency: String,
+    pub(crate) start: DateTime<Utc>,
+    pub(crate) end: DateTime<Utc>,
+}
+
+/// Σ gross (major units) of each window's sales, in window order, from the
+/// `seller_volumes` calendar buckets (migration 0008), as a sale's prior
+/// volume is: a window's volume is V(end) − V(start), where V(t) — Σ of the
+/// partner's sales with `occurred_at < t` — is Σ of the buckets of the years,
+/// months, days and hours wholly before t plus the sales of t's own hour
+/// before t. Work is bounded by the calendar and two hours' sales per
+/// window, not by the partner's history. Every attributed sale counts
+/// whatever its state (PENDING, SETTLED, FAILED), as the buckets do, and
+/// refunds do not lower it.
+pub(crate) async fn window_volumes(
+    pool: &PgPool,
+    program_id: ProgramId,
+    windows: &[VolumeWindow],
+) -> Result<Vec<Decimal>, sqlx::Error> {
+    let partners: Vec<PartnerId> = windows.iter().map(|w| w.partner_id).collect();
+    let currencies: Vec<&str> = windows.iter().map(|w| w.currency.as_str()).collect();
+    let starts: Vec<DateTime<Utc>> = windows.iter().map(|w| w.start).collect();
+    let ends: Vec<DateTime<Utc>> = windows.iter().map(|w| w.end).collect();
+    let rows: Vec<(i64, Decimal)> = sqlx::query_as(
+        r#"WITH q AS (
+               SELECT * FROM UNNEST($2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[])
+                   WITH ORDINALITY AS q(partner_id, currency, start_at, end_at, i)
+           ), b AS (
+               SELECT q.i, q.partner_id, q.currency, x.sign, x.at, x.at AT TIME ZONE 'UTC' AS t
+               FROM q CROSS JOIN LATERAL (VALUES (1, q.end_at), (-1, q.start_at)) AS x(sign, at)
+           )
+           SELECT b.i, COALESCE(sum(b.sign * (
+               (SELECT COALESCE(sum(v.amount), 0) FROM seller_volumes v
+                WHERE v.program_id = $1 AND v.partner_id = b.partner_id AND v.currency = b.currency
+                  AND ((v.grain = 'year' AND v.period < date_trunc('year', b.t))
+                    OR (v.grain = 'month' AND v.period >= date_trunc('year', b.t)
+                        AND v.period < date_trunc('month', b.t))
+                    OR (v.grain = 'day' AND v.period >= date_trunc('month', b.t)
+                        AND v.period < date_trunc('day', b.t))
+                    OR (v.grain = 'hour' AND v.period >= date_trunc('day', b.t)
+                        AND v.period < date_trunc('hour', b.t))))
+             + (SELECT COALESCE(sum(p.amount), 0) FROM sales p
+                WHERE p.program_id = $1 AND p.partner_id = b.partner_id AND p.currency = b.currency
+                  AND p.state <> 'UNATTRIBUTED'
+                  AND p.occurred_at >= date_trunc('hour', b.t) AT TIME ZONE 'UTC' AND p.occurred_at < b.at)
+           )), 0) AS volume
+           FROM b GROUP BY b.i ORDER BY b.i"#,
+    )
+    .bind(program_id)
+    .bind(&partners)
+    .bind(&currencies)
+    .bind(&starts)
+    .bind(&ends)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(_, volume)| volume).collect())
+}

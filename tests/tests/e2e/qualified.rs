@@ -9,7 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use accrue_e2e::fixtures::{
-    dec, default_agreement, gbp, link_with_lead, partner, payment, percentage_on_payment, record_and_settle, ts,
+    dec, default_agreement, gbp, link_with_lead, partner, payment, percentage_on_payment, program_with,
+    record_and_settle, ts,
 };
 use accrue_e2e::{Clients, TestStack, amount};
 use accrue_kit::convert::timestamp;
@@ -21,24 +22,6 @@ use accrue_proto::types::v1 as types;
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use tonic::Code;
-
-/// A GBP program with or without dynamic compression.
-async fn program(c: &mut Clients, compression: bool) -> String {
-    c.hierarchy
-        .create_program(hpb::CreateProgramRequest {
-            program: Some(hpb::Program {
-                display_name: "Qualified Co".into(),
-                default_currency: "GBP".into(),
-                compression_enabled: compression,
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create program")
-        .into_inner()
-        .id
-}
 
 /// Personal volume ≥ `minimum` GBP over the `days` before the sale.
 fn volume(minimum: &str, days: i32) -> cpb::OverrideQualification {
@@ -82,7 +65,7 @@ struct Chain {
 }
 
 async fn chain(c: &mut Clients, compression: bool) -> Chain {
-    let program = program(c, compression).await;
+    let program = program_with(c, |p| p.compression_enabled = compression).await;
     default_agreement(c, &program, percentage_on_payment("0.10")).await;
     let top = partner(c, &program, "", "").await;
     let mid = partner(c, &program, "", &top).await;

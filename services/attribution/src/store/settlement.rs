@@ -227,3 +227,110 @@ pub(crate) async fn window_volumes(
     .await?;
     Ok(rows.into_iter().map(|(_, volume)| volume).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use chrono::{Duration, TimeZone};
+
+    /// A small deterministic generator (no dependency for a test's dice).
+    struct Dice(u64);
+
+    impl Dice {
+        fn roll(&mut self, sides: u64) -> u64 {
+            self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % sides
+        }
+    }
+
+    /// Windows from the calendar buckets equal a plain scan of the sales
+    /// (`start <= occurred_at < end`, attributed, in the currency), for
+    /// windows across hour, day, month and year boundaries and windows whose
+    /// ends fall exactly on sales (issue 16 item 3).
+    #[tokio::test]
+    async fn window_volumes_equal_a_scan_of_the_sales() {
+        let db = accrue_testkit::TestDb::create().await.unwrap();
+        let config = accrue_kit::db::DbConfig { url: db.url.clone(), schema: "attribution".into(), max_connections: 2 };
+        let pool = accrue_kit::db::pool(&config).unwrap();
+        accrue_kit::db::migrate(&pool, "attribution", &crate::MIGRATOR).await.unwrap();
+        let program = ProgramId::from_u128(7);
+        let partners = [PartnerId::from_u128(1), PartnerId::from_u128(2)];
+        let origin = Utc.with_ymd_and_hms(2023, 12, 30, 22, 0, 0).single().unwrap();
+        let mut dice = Dice(16);
+        let mut times = Vec::new();
+        // Four statements (the buckets are filled per statement).
+        for batch in 0..4 {
+            let mut values = Vec::new();
+            for n in 0..60 {
+                let at = origin + Duration::microseconds(i64::try_from(dice.roll(80 * 86_400 * 1_000_000)).unwrap());
+                let partner = partners[usize::try_from(dice.roll(2)).unwrap()];
+                let currency = if dice.roll(5) == 0 { "EUR" } else { "GBP" };
+                let state = ["PENDING", "SETTLED", "FAILED", "UNATTRIBUTED"][usize::try_from(dice.roll(4)).unwrap()];
+                let amount = Decimal::new(i64::try_from(1 + dice.roll(100_000)).unwrap(), 2);
+                times.push((partner, at));
+                values.push((format!("s-{batch}-{n}"), partner, currency, state, amount, at));
+            }
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO sales (id, program_id, external_id, request_hash, event_type, currency, amount, \
+                 occurred_at, partner_id, state) ",
+            );
+            query.push_values(values, |mut row, (external, partner, currency, state, amount, at)| {
+                row.push_bind(Uuid::new_v4())
+                    .push_bind(program)
+                    .push_bind(external)
+                    .push_bind("h")
+                    .push_bind("PAYMENT")
+                    .push_bind(currency)
+                    .push_bind(amount)
+                    .push_bind(at)
+                    .push_bind(partner)
+                    .push_bind(state);
+            });
+            query.build().execute(&pool).await.unwrap();
+        }
+        let mut windows = Vec::new();
+        for (i, (partner, at)) in times.iter().enumerate().take(80) {
+            let days = [1, 7, 30, 45][i % 4];
+            // Ends on a sale, and ends a window that starts on it.
+            windows.push(VolumeWindow {
+                partner_id: *partner,
+                currency: "GBP".into(),
+                start: *at - Duration::days(days),
+                end: *at,
+            });
+            windows.push(VolumeWindow {
+                partner_id: *partner,
+                currency: "GBP".into(),
+                start: *at,
+                end: *at + Duration::days(days),
+            });
+        }
+        windows.push(VolumeWindow {
+            partner_id: partners[0],
+            currency: "EUR".into(),
+            start: origin,
+            end: origin + Duration::days(90),
+        });
+        let volumes = window_volumes(&pool, program, &windows).await.unwrap();
+        assert_eq!(volumes.len(), windows.len());
+        assert!(volumes.iter().filter(|v| !v.is_zero()).count() > windows.len() / 2, "{volumes:?}");
+        for (window, volume) in windows.iter().zip(volumes) {
+            let scanned: Decimal = sqlx::query_scalar(
+                "SELECT COALESCE(sum(amount), 0) FROM sales WHERE program_id = $1 AND partner_id = $2 \
+                 AND currency = $3 AND state <> 'UNATTRIBUTED' AND occurred_at >= $4 AND occurred_at < $5",
+            )
+            .bind(program)
+            .bind(window.partner_id)
+            .bind(&window.currency)
+            .bind(window.start)
+            .bind(window.end)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert_eq!(volume, scanned, "{window:?}");
+        }
+        pool.close().await;
+    }
+}

@@ -366,6 +366,52 @@ mod tests {
     }
 
     #[test]
+    fn ancestor_qualification_facts_decode_and_bad_ones_fail_the_sale() {
+        let ancestor = |facts: pb::QualificationFacts| pb::PartnerContext {
+            partner_id: PartnerId::from_u128(2).to_string(),
+            status: 1,
+            role: String::new(),
+            qualification_facts: Some(facts),
+        };
+        let mut sale = pb::SaleContext {
+            sale_id: "s".into(),
+            event_type: types::SaleEventType::Payment as i32,
+            amount: usd("10.00"),
+            occurred_at: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }),
+            seller: Some(pb::PartnerContext {
+                partner_id: PartnerId::from_u128(1).to_string(),
+                status: 1,
+                role: String::new(),
+                qualification_facts: None,
+            }),
+            ancestors: vec![ancestor(pb::QualificationFacts {
+                personal_volume: usd("1000.00"),
+                volume_window_days: 30,
+                active_direct_partners: Some(3),
+            })],
+            ..Default::default()
+        };
+        let decoded = decode_sale(0, &sale).unwrap();
+        let facts = decoded.ancestor_facts[&PartnerId::from_u128(2)];
+        assert_eq!(facts.personal_volume, Some(Money::parse("USD", "1000.00").unwrap()));
+        assert_eq!((facts.volume_window_days, facts.active_direct_partners), (30, Some(3)));
+        sale.ancestors = vec![ancestor(pb::QualificationFacts {
+            personal_volume: usd("-1.00"),
+            volume_window_days: -1,
+            active_direct_partners: Some(-2),
+        })];
+        let failure = decode_sale(0, &sale).unwrap_err();
+        assert_eq!(failure.reason, "INVALID_SALE");
+        for field in ["personal_volume.amount", "volume_window_days", "active_direct_partners"] {
+            assert!(
+                failure.message.contains(&format!("sales[0].ancestors[0].qualification_facts.{field}")),
+                "{field}: {}",
+                failure.message
+            );
+        }
+    }
+
+    #[test]
     fn a_sale_with_oversubscribed_splits_is_invalid() {
         let partner = |n: u128| {
             Some(pb::PartnerContext {

@@ -33,15 +33,17 @@ pub fn ts(rfc3339: &str) -> prost_types::Timestamp {
 
 /// Creates a GBP program with the default role ladder; returns its id.
 pub async fn program(c: &mut Clients) -> String {
+    program_with(c, |_| {}).await
+}
+
+/// Creates a GBP program "E2E Co" with the settings `change` makes (e.g.
+/// compression, auto-approval) from its creation on; returns its id.
+pub async fn program_with(c: &mut Clients, change: impl FnOnce(&mut hpb::Program)) -> String {
+    let mut program =
+        hpb::Program { display_name: "E2E Co".into(), default_currency: "GBP".into(), ..Default::default() };
+    change(&mut program);
     c.hierarchy
-        .create_program(hpb::CreateProgramRequest {
-            program: Some(hpb::Program {
-                display_name: "E2E Co".into(),
-                default_currency: "GBP".into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
+        .create_program(hpb::CreateProgramRequest { program: Some(program), request_id: String::new() })
         .await
         .expect("create program")
         .into_inner()
@@ -198,6 +200,7 @@ pub async fn override_plan(c: &mut Clients, program_id: &str, basis: cpb::Overri
                     .map(|rate| cpb::OverrideLevel { rate: (*rate).into(), flat_amount: None })
                     .collect(),
                 update_time: None,
+                qualification: None,
             }),
             request_id: String::new(),
         })

@@ -9,6 +9,7 @@ use sqlx::{PgConnection, PgPool, Row};
 
 use crate::domain::{
     AgreementRules, AgreementVersion, OverrideBasis, OverrideLevel, OverrideMode, OverridePlan, OverridePlans,
+    Qualification,
 };
 
 /// Why a store call failed.
@@ -244,7 +245,9 @@ fn plan_from_row(row: &PgRow) -> Result<(StoredPlan, Option<String>, Option<Stri
     let mode: String = row.try_get("mode")?;
     let basis: String = row.try_get("basis")?;
     let Json(levels): Json<Vec<OverrideLevel>> = row.try_get("levels")?;
+    let qualification: Option<Json<Qualification>> = row.try_get("qualification")?;
     let plan = OverridePlan {
+        qualification: qualification.map(|Json(q)| q),
         mode: OverrideMode::from_name(&mode).ok_or_else(|| StoreError::Corrupt(format!("override mode {mode:?}")))?,
         basis: OverrideBasis::from_name(&basis)
             .ok_or_else(|| StoreError::Corrupt(format!("override basis {basis:?}")))?,
@@ -270,7 +273,8 @@ pub async fn set_override_plan(
 ) -> Result<StoredPlan, StoreError> {
     let mut tx = pool.begin().await?;
     let existing = sqlx::query(
-        "SELECT partner_id, mode, basis, levels, request_id, request_fingerprint, updated_at FROM override_plans \
+        "SELECT partner_id, mode, basis, levels, qualification, request_id, request_fingerprint, updated_at \
+         FROM override_plans \
          WHERE program_id = $1 AND partner_id IS NOT DISTINCT FROM $2 FOR UPDATE",
     )
     .bind(program_id)
@@ -288,10 +292,11 @@ pub async fn set_override_plan(
         }
     }
     let updated_at: DateTime<Utc> = sqlx::query_scalar(
-        "INSERT INTO override_plans (program_id, partner_id, mode, basis, levels, request_id, request_fingerprint) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        "INSERT INTO override_plans (program_id, partner_id, mode, basis, levels, request_id, request_fingerprint, \
+         qualification) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT ON CONSTRAINT override_plans_scope_key DO UPDATE SET mode = EXCLUDED.mode, \
-         basis = EXCLUDED.basis, levels = EXCLUDED.levels, request_id = EXCLUDED.request_id, \
+         basis = EXCLUDED.basis, levels = EXCLUDED.levels, qualification = EXCLUDED.qualification, \
+         request_id = EXCLUDED.request_id, \
          request_fingerprint = EXCLUDED.request_fingerprint, updated_at = now() \
          RETURNING updated_at",
     )
@@ -302,6 +307,7 @@ pub async fn set_override_plan(
     .bind(Json(&plan.levels))
     .bind(request_id)
     .bind(fingerprint)
+    .bind(plan.qualification.as_ref().map(Json))
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -315,7 +321,8 @@ pub async fn load_plans(
     partners: &[PartnerId],
 ) -> Result<OverridePlans, StoreError> {
     let rows = sqlx::query(
-        "SELECT partner_id, mode, basis, levels, request_id, request_fingerprint, updated_at FROM override_plans \
+        "SELECT partner_id, mode, basis, levels, qualification, request_id, request_fingerprint, updated_at \
+         FROM override_plans \
          WHERE program_id = $1 AND (partner_id IS NULL OR partner_id = ANY($2))",
     )
     .bind(program_id)

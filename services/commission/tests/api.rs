@@ -277,7 +277,7 @@ async fn an_amount_with_too_many_decimals_is_rejected() {
 }
 
 fn partner_ctx(partner: &str) -> Option<pb::PartnerContext> {
-    Some(pb::PartnerContext { partner_id: partner.into(), status: 1, role: String::new() })
+    Some(pb::PartnerContext { partner_id: partner.into(), status: 1, role: String::new(), qualification_facts: None })
 }
 
 fn sale(sale_id: &str, seller: &str, amount: &str, occurred_at: &str) -> pb::SaleContext {
@@ -393,7 +393,12 @@ async fn seed_000_example_end_to_end_with_overrides_and_failures() {
         pb::SplitContext { partner: partner_ctx(&a), basis_points: 3000 },
         pb::SplitContext { partner: partner_ctx(&b), basis_points: 2000 },
     ];
-    seed.ancestors = vec![pb::PartnerContext { partner_id: parent.clone(), status: 1, role: String::new() }];
+    seed.ancestors = vec![pb::PartnerContext {
+        partner_id: parent.clone(),
+        status: 1,
+        role: String::new(),
+        qualification_facts: None,
+    }];
     let mut broken = sale("broken", "nope", "1.001", "2024-03-01T00:00:00Z");
     broken.event_type = 0;
     let response = service
@@ -480,7 +485,12 @@ async fn a_rejected_override_plan_changes_nothing() {
     service.client.set_override_plan(plan(vec![level("0.02")], pb::OverrideMode::Percentage)).await.unwrap();
 
     let mut sale = sale("s-1", &seller, "100.00", "2024-03-01T00:00:00Z");
-    sale.ancestors = vec![pb::PartnerContext { partner_id: parent.clone(), status: 1, role: String::new() }];
+    sale.ancestors = vec![pb::PartnerContext {
+        partner_id: parent.clone(),
+        status: 1,
+        role: String::new(),
+        qualification_facts: None,
+    }];
     let request = pb::ComputeSettlementsRequest { program: program_ctx(&program), sales: vec![sale] };
     let override_paid = |response: pb::ComputeSettlementsResponse| -> Vec<(String, String)> {
         response.settlements[0]

@@ -157,7 +157,12 @@ async fn agreement_in_force_rejects_malformed_ids() {
 }
 
 fn partner_ctx(partner: &hpb::Partner) -> pb::PartnerContext {
-    pb::PartnerContext { partner_id: partner.id.clone(), status: partner.status, role: partner.role.clone() }
+    pb::PartnerContext {
+        partner_id: partner.id.clone(),
+        status: partner.status,
+        role: partner.role.clone(),
+        qualification_facts: None,
+    }
 }
 
 async fn get_partner(service: &mut Service, partner: &str) -> hpb::Partner {

@@ -400,7 +400,7 @@ async fn scheme_chain_shows_effective_rates_with_null_inheritance() {
 }
 
 fn context(partner: &str, role: &str) -> pb::PartnerContext {
-    pb::PartnerContext { partner_id: partner.into(), status: 1, role: role.into() }
+    pb::PartnerContext { partner_id: partner.into(), status: 1, role: role.into(), qualification_facts: None }
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use accrue_kit::FieldViolations;
 use accrue_kit::auth::Programs;
 use accrue_kit::client::AuthChannel;
-use accrue_kit::convert::{amount_to_proto, optional_uuid, parse_id, require_uuid, timestamp};
+use accrue_kit::convert::{amount_to_proto, optional_uuid, parse_id, require_timestamp, require_uuid, timestamp};
 use accrue_kit::error::{already_exists, failed_precondition, internal, invalid_field, not_found};
 use accrue_kit::{idempotency, page};
 use accrue_money::Currency;
@@ -600,6 +600,50 @@ impl HierarchyService for HierarchyApi {
             uplines.push(pb::Upline { partner: Some(partner_ref(row)?), ancestors });
         }
         Ok(Response::new(pb::GetUplinesResponse { program: Some(program_reply(&self.pool, &program).await?), uplines }))
+    }
+
+    /// CountActiveDirectPartners (issue 16 item 3): per (partner, time) the
+    /// partner's direct sub-partners ACTIVE at that time, as of the status
+    /// history ([`store::count_active_children`]; the parent edge is the
+    /// current one). INVALID_ARGUMENT with field violations for a malformed
+    /// id or time or more than [`MAX_UPLINE_BATCH`] queries; NOT_FOUND for an
+    /// unknown program or a partner not in it.
+    async fn count_active_direct_partners(
+        &self,
+        request: Request<pb::CountActiveDirectPartnersRequest>,
+    ) -> Result<Response<pb::CountActiveDirectPartnersResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let program_id = require_uuid("program_id", &request.program_id, &mut violations);
+        if request.queries.len() > MAX_UPLINE_BATCH {
+            violations.add("queries", format!("at most {MAX_UPLINE_BATCH} queries per call"));
+        }
+        let mut parents = Vec::with_capacity(request.queries.len());
+        let mut times = Vec::with_capacity(request.queries.len());
+        for (index, query) in request.queries.iter().enumerate() {
+            let id = require_uuid(&format!("queries[{index}].partner_id"), &query.partner_id, &mut violations);
+            let at = require_timestamp(&format!("queries[{index}].as_of"), query.as_of.as_ref(), &mut violations);
+            if let (Some(id), Some(at)) = (id, at) {
+                parents.push(id);
+                times.push(at);
+            }
+        }
+        violations.into_result()?;
+        let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
+        scope.require_program(program_id)?;
+        store::get_program(&self.pool, program_id).await?.ok_or_else(|| not_found("program", program_id))?;
+        let mut unique = parents.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        let known = store::partners_in_program(&self.pool, program_id, &unique).await?;
+        if let Some(missing) = unique.iter().find(|id| !known.contains(id)) {
+            return Err(not_found("partner", *missing));
+        }
+        let counts = store::count_active_children(&self.pool, program_id, &parents, &times).await?;
+        Ok(Response::new(pb::CountActiveDirectPartnersResponse {
+            counts: counts.into_iter().map(|count| i32::try_from(count).unwrap_or(i32::MAX)).collect(),
+        }))
     }
 
     async fn list_downline(

@@ -551,3 +551,56 @@ pub async fn list_downline(
     .await
     .map_err(StoreError::from)
 }
+
+/// For each (parent, time) pair, how many of the parent's direct sub-partners
+/// were ACTIVE at that time (qualified overrides, issue 16 item 3), in pair
+/// order; parents outside `program_id` count 0 (the caller checks them).
+///
+/// As of a time `t`, a child counts when it was created at or before `t` and
+/// its status then was ACTIVE: the `to_status` of its latest status event at
+/// or before `t`, else the `from_status` of its first event (the status it
+/// was created with), else its current status. Status events are append-only
+/// and stamped by the database clock, so a count for a past `t` never
+/// changes. The parent edge is the current `parent_id`: SetParent keeps no
+/// history of edges, so moving a partner changes past counts (documented
+/// limitation).
+pub async fn count_active_children(
+    executor: impl PgExecutor<'_>,
+    program_id: ProgramId,
+    parents: &[PartnerId],
+    times: &[DateTime<Utc>],
+) -> Result<Vec<i64>, StoreError> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT q.i, (SELECT count(*) FROM partners c
+                      WHERE c.parent_id = q.parent_id AND c.program_id = $1 AND c.created_at <= q.as_of
+                        AND COALESCE(
+                              (SELECT e.to_status FROM partner_status_events e
+                               WHERE e.partner_id = c.id AND e.created_at <= q.as_of ORDER BY e.id DESC LIMIT 1),
+                              (SELECT e.from_status FROM partner_status_events e
+                               WHERE e.partner_id = c.id ORDER BY e.id LIMIT 1),
+                              c.status) = 'ACTIVE')
+         FROM UNNEST($2::uuid[], $3::timestamptz[]) WITH ORDINALITY AS q(parent_id, as_of, i)
+         ORDER BY q.i",
+    )
+    .bind(program_id)
+    .bind(parents)
+    .bind(times)
+    .fetch_all(executor)
+    .await
+    .map_err(StoreError::from)?;
+    Ok(rows.into_iter().map(|(_, count)| count).collect())
+}
+
+/// The ids among `ids` that are partners of `program_id`.
+pub async fn partners_in_program(
+    executor: impl PgExecutor<'_>,
+    program_id: ProgramId,
+    ids: &[PartnerId],
+) -> Result<Vec<PartnerId>, StoreError> {
+    sqlx::query_scalar("SELECT id FROM partners WHERE program_id = $1 AND id = ANY($2)")
+        .bind(program_id)
+        .bind(ids)
+        .fetch_all(executor)
+        .await
+        .map_err(StoreError::from)
+}

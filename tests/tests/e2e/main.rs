@@ -13,6 +13,7 @@ mod migrations;
 mod operator;
 mod paging;
 mod partner_scope;
+mod qualified;
 mod refunds;
 mod replay;
 mod roles;

@@ -7,13 +7,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use accrue_e2e::fixtures::{
-    dec, default_agreement, gbp, link_with_lead, override_plan, partner, payment, percentage_on_payment,
+    dec, default_agreement, gbp, link_with_lead, override_plan, partner, payment, percentage_on_payment, program_with,
     record_and_settle, split_link_with_lead, ts,
 };
 use accrue_e2e::{Clients, TestStack, amount, sale_entries};
 use accrue_proto::attribution::v1 as apb;
 use accrue_proto::commission::v1 as cpb;
-use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::ledger::v1 as lpb;
 use accrue_proto::payouts::v1 as ppb;
 use accrue_proto::types::v1::EarningKind;
@@ -21,20 +20,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 
 /// A GBP program; `auto_approve` approves entries as they clear.
 async fn program(c: &mut Clients, auto_approve: bool) -> String {
-    c.hierarchy
-        .create_program(hpb::CreateProgramRequest {
-            program: Some(hpb::Program {
-                display_name: "Refunds Co".into(),
-                default_currency: "GBP".into(),
-                auto_approve_cleared: auto_approve,
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create program")
-        .into_inner()
-        .id
+    program_with(c, |p| p.auto_approve_cleared = auto_approve).await
 }
 
 fn refund(program_id: &str, external_id: &str, sale_id: &str, amount: &str, at: &str) -> apb::RecordRefundRequest {

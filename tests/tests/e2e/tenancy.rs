@@ -208,6 +208,7 @@ fn plan_request(program: &str, partner: &str) -> cpb::SetOverridePlanRequest {
             basis: cpb::OverrideBasis::DealAmount as i32,
             rates_by_level: vec![cpb::OverrideLevel { rate: "0.02".into(), flat_amount: None }],
             update_time: None,
+            qualification: None,
         }),
         request_id: "plan-sub".into(),
     }
@@ -290,7 +291,12 @@ fn settle_request(program: &str, payout: &str) -> lpb::SettleReservationRequest 
 }
 
 fn partner_context(id: &str) -> cpb::PartnerContext {
-    cpb::PartnerContext { partner_id: id.into(), status: types::PartnerStatus::Active as i32, role: String::new() }
+    cpb::PartnerContext {
+        partner_id: id.into(),
+        status: types::PartnerStatus::Active as i32,
+        role: String::new(),
+        qualification_facts: None,
+    }
 }
 
 /// Program A with data in all five services (built with the `*` admin).
@@ -486,6 +492,10 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
             vec![enc(hpb::GetUplinesRequest { program_id: p(), partner_ids: vec![a.seller.clone(), a.sub.clone()] })]
         }
         "ListDownline" => vec![enc(hpb::ListDownlineRequest { id: a.parent.clone(), ..Default::default() })],
+        "CountActiveDirectPartners" => vec![enc(hpb::CountActiveDirectPartnersRequest {
+            program_id: p(),
+            queries: vec![hpb::ActiveDirectPartnersQuery { partner_id: a.parent.clone(), as_of: Some(ts(SALE_AT)) }],
+        })],
         // attribution
         "CreateLink" => vec![enc(link_request(a))],
         "GetLink" => vec![enc(apb::GetLinkRequest { id: a.link.clone() })],
@@ -811,6 +821,16 @@ fn cross_requests(a: &A, b: &B) -> Vec<(&'static str, Vec<u8>)> {
         (
             "/accrue.hierarchy.v1.HierarchyService/GetUplines",
             enc(hpb::GetUplinesRequest { program_id: p(), partner_ids: vec![b.partner.clone(), a.seller.clone()] }),
+        ),
+        (
+            "/accrue.hierarchy.v1.HierarchyService/CountActiveDirectPartners",
+            enc(hpb::CountActiveDirectPartnersRequest {
+                program_id: p(),
+                queries: vec![hpb::ActiveDirectPartnersQuery {
+                    partner_id: a.parent.clone(),
+                    as_of: Some(ts(SALE_AT)),
+                }],
+            }),
         ),
         (
             "/accrue.attribution.v1.AttributionService/CreateLink",

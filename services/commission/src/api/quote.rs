@@ -6,7 +6,7 @@
 //! hands it to [`CommissionApi::settle_sales`], the path ComputeSettlements
 //! takes, so a quote is exactly what settlement would post.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use accrue_kit::FieldViolations;
 use accrue_kit::convert::{from_timestamp, optional_money, optional_uuid, require_money, require_uuid};
@@ -21,11 +21,12 @@ use uuid::Uuid;
 
 use super::agreements::codec::decode_rules;
 use super::settle::codec::{
-    self as settle_codec, decode_event_type, decode_history, decode_settings, encode_settlement,
+    self as settle_codec, decode_event_type, decode_facts, decode_history, decode_settings, encode_settlement,
 };
 use super::{CommissionApi, Draft, get_uplines};
 use crate::domain::{
-    AgreementBook, AgreementRules, PartnerRef, PriorEvent, ProgramSettings, Sale, SaleEventType, SplitShare,
+    AgreementBook, AgreementRules, PartnerRef, PriorEvent, ProgramSettings, QualificationFacts, Sale, SaleEventType,
+    SplitShare, required_facts,
 };
 use crate::store;
 use accrue_types::split::{SplitPoints, check_partners};
@@ -106,7 +107,11 @@ pub(super) async fn get_agreement_in_force(
 /// sale's currency; unset = 0); `sale.customer_history[i]` (`event_type`,
 /// `seller_partner_id` UUID and `occurred_at` required, `sale_id` optional,
 /// `service_code` optional — an earlier scheme-managed sale is not an event
-/// under an agreement);
+/// under an agreement); `sale.ancestor_facts[i]` (optional; `partner_id` one
+/// of the seller's ancestors, at most once; `facts` validated like
+/// ComputeSettlements' — qualified overrides, issue 16 item 3: an unstated
+/// personal volume is 0, an unstated ACTIVE direct sub-partner count is the
+/// hierarchy's at `occurred_at`);
 /// `draft_rules` (optional; validated exactly like CreateAgreement's `rules`,
 /// violations named under `draft_rules.`).
 ///
@@ -169,7 +174,8 @@ pub(super) async fn quote_sale(
     }
     let ancestors =
         seller.ancestors.iter().map(|ancestor| partner_ref(Some(ancestor))).collect::<Result<Vec<_>, _>>()?;
-    let sale = Sale {
+    let ancestor_facts = stated_facts(&quote.ancestor_facts, &ancestors)?;
+    let mut sale = Sale {
         sale_id: QUOTE_SALE_ID.to_string(),
         event_type: quote.event_type,
         amount: quote.amount,
@@ -182,7 +188,9 @@ pub(super) async fn quote_sale(
         is_first_payment: quote.is_first_payment,
         seller_prior_volume: quote.prior_volume,
         customer_history: quote.customer_history,
+        ancestor_facts,
     };
+    complete_facts(api, quote.program_id, &mut sale).await?;
     let draft = quote.draft.map(|rules| Draft { seller: quote.seller, rules });
     let settlement = api
         .settle_sales(quote.program_id, &settings, vec![Ok(sale)], draft.as_ref())
@@ -194,6 +202,79 @@ pub(super) async fn quote_sale(
         clear_draft_version_id(&mut settlement);
     }
     Ok(pb::QuoteSaleResponse { settlement: Some(settlement), draft_applied: draft.is_some() })
+}
+
+/// The stated qualification facts by ancestor (issue 16 item 3):
+/// INVALID_ARGUMENT at `sale.ancestor_facts[i].partner_id` for a partner that
+/// is not one of the seller's ancestors.
+fn stated_facts(
+    stated: &[(PartnerId, QualificationFacts)],
+    ancestors: &[PartnerRef],
+) -> Result<BTreeMap<PartnerId, QualificationFacts>, Status> {
+    let mut violations = FieldViolations::new();
+    for (i, (partner, _)) in stated.iter().enumerate() {
+        if !ancestors.iter().any(|ancestor| ancestor.id == *partner) {
+            violations.add(format!("sale.ancestor_facts[{i}].partner_id"), "is not an ancestor of the seller");
+        }
+    }
+    violations.into_result()?;
+    Ok(stated.iter().copied().collect())
+}
+
+/// Completes the facts a quoted sale's qualified override plans need, as
+/// settlement would gather them (issue 16 item 3): a personal volume the
+/// caller did not state is 0 over the plan's window (commission cannot read
+/// attribution's sales; state it for a quote that matches settlement), a
+/// stated one covers the plan's window; an ACTIVE direct sub-partner count
+/// not stated is asked from hierarchy CountActiveDirectPartners at
+/// `occurred_at`. Programs without qualified plans skip all of it.
+async fn complete_facts(api: &CommissionApi, program_id: ProgramId, sale: &mut Sale) -> Result<(), Status> {
+    let ancestors: Vec<PartnerId> = sale.ancestors.iter().map(|ancestor| ancestor.id).collect();
+    let plans = store::load_plans(&api.pool, program_id, &ancestors).await?;
+    let mut counts_needed = Vec::new();
+    for needed in required_facts(&plans, sale) {
+        let facts = sale.ancestor_facts.entry(needed.partner_id).or_default();
+        if let Some(required) = needed.qualification.personal_volume {
+            if facts.personal_volume.is_none() {
+                facts.personal_volume = Some(Money::zero(required.minimum.currency));
+            }
+            if facts.volume_window_days == 0 {
+                facts.volume_window_days = required.window_days;
+            }
+        }
+        if needed.qualification.min_active_direct_partners > 0 && facts.active_direct_partners.is_none() {
+            counts_needed.push(needed.partner_id);
+        }
+    }
+    if counts_needed.is_empty() {
+        return Ok(());
+    }
+    let request = hpb::CountActiveDirectPartnersRequest {
+        program_id: program_id.to_string(),
+        queries: counts_needed
+            .iter()
+            .map(|id| hpb::ActiveDirectPartnersQuery {
+                partner_id: id.to_string(),
+                as_of: Some(accrue_kit::convert::timestamp(sale.occurred_at)),
+            })
+            .collect(),
+    };
+    let counts = api.hierarchy.clone().count_active_direct_partners(request).await.map_err(|status| {
+        tracing::warn!(code = ?status.code(), message = status.message(), "hierarchy CountActiveDirectPartners failed");
+        Status::unavailable(format!(
+            "hierarchy service could not answer CountActiveDirectPartners: {}",
+            status.message()
+        ))
+    })?;
+    let counts = counts.into_inner().counts;
+    if counts.len() != counts_needed.len() {
+        return Err(internal("hierarchy CountActiveDirectPartners answered another number of counts"));
+    }
+    for (id, count) in counts_needed.into_iter().zip(counts) {
+        let count = u32::try_from(count).map_err(|_| internal("hierarchy returned a negative count"))?;
+        sale.ancestor_facts.entry(id).or_default().active_direct_partners = Some(count);
+    }
+    Ok(())
 }
 
 /// The domain gives an unsaved draft the nil version id; on the wire a draft's
@@ -231,6 +312,8 @@ struct Quote {
     is_first_payment: bool,
     prior_volume: Option<Money>,
     customer_history: Vec<PriorEvent>,
+    /// Stated qualification facts of ancestors, in request order.
+    ancestor_facts: Vec<(PartnerId, QualificationFacts)>,
     draft: Option<AgreementRules>,
 }
 
@@ -269,6 +352,24 @@ fn decode_quote(request: &pb::QuoteSaleRequest) -> Result<Quote, Status> {
         }
     }
     let history = decode_history("sale.customer_history", &sale.customer_history, &mut violations);
+    let mut ancestor_facts = Vec::with_capacity(sale.ancestor_facts.len());
+    for (i, stated) in sale.ancestor_facts.iter().enumerate() {
+        let field = format!("sale.ancestor_facts[{i}]");
+        let partner = require_uuid(&format!("{field}.partner_id"), &stated.partner_id, &mut violations);
+        let facts = match stated.facts.as_ref() {
+            Some(facts) => decode_facts(&format!("{field}.facts"), facts, &mut violations),
+            None => {
+                violations.add(format!("{field}.facts"), "is required");
+                None
+            }
+        };
+        if let (Some(partner), Some(facts)) = (partner, facts) {
+            if ancestor_facts.iter().any(|(seen, _)| *seen == partner) {
+                violations.add(format!("{field}.partner_id"), "is stated twice");
+            }
+            ancestor_facts.push((partner, facts));
+        }
+    }
     violations.into_result()?;
     let (Some(program_id), Some(seller), Some(event_type), Some(amount), Some((splits, points)), Some(history)) =
         (program_id, seller, event_type, amount, splits, history)
@@ -288,6 +389,7 @@ fn decode_quote(request: &pb::QuoteSaleRequest) -> Result<Quote, Status> {
         is_first_payment: sale.is_first_payment,
         prior_volume,
         customer_history: history,
+        ancestor_facts,
         draft,
     })
 }

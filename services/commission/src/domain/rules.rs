@@ -367,6 +367,59 @@ pub struct OverridePlan {
     pub basis: OverrideBasis,
     /// `levels[i]` is level i+1 (1 = the seller's parent).
     pub levels: Vec<OverrideLevel>,
+    /// What an ancestor must meet to earn its level under this plan (issue 16
+    /// item 3); `None`: every ACTIVE ancestor qualifies, as before. Absent in
+    /// plans stored before it existed, and left out of their serialized form
+    /// so their request fingerprints do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qualification: Option<Qualification>,
+}
+
+/// An ancestor's qualification for its override level (issue 16 item 3
+/// "qualified overrides"), evaluated at the sale's `occurred_at` from recorded
+/// facts ([`QualificationFacts`]). Every set requirement must be met; at
+/// least one is set (SetOverridePlan rejects an empty one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Qualification {
+    /// Minimum personal sales volume over a trailing window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_volume: Option<VolumeRequirement>,
+    /// Minimum number of ACTIVE direct sub-partners at `occurred_at` (0: none).
+    #[serde(default)]
+    pub min_active_direct_partners: u32,
+}
+
+/// A minimum personal volume over a trailing window (issue 16 item 3).
+///
+/// The volume is Σ gross of the ancestor's own attributed sales (as seller,
+/// the link owner) in `minimum`'s currency — the program's default — with
+/// `occurred_at` in `[t − window_days × 24 h, t)` for a sale at `t`: the
+/// window's start is included, its end (the sale's own instant) excluded.
+/// Every recorded attributed sale counts whatever its saga's outcome, and
+/// refunds do not lower it (the sales TIERED prior volume counts, DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRequirement {
+    /// The minimum (≥ 0, major units with the currency's minor-unit decimals).
+    #[serde(with = "money_serde")]
+    pub minimum: Money,
+    /// Window length in days of 24 h, 1..=[`MAX_VOLUME_WINDOW_DAYS`].
+    pub window_days: u32,
+}
+
+/// Longest personal-volume window, in days (ten years).
+pub const MAX_VOLUME_WINDOW_DAYS: u32 = 3650;
+
+/// The recorded facts an ancestor's [`Qualification`] is decided on, as the
+/// settlement's caller gathered them for the sale's `occurred_at`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QualificationFacts {
+    /// Personal volume (≥ 0) over the window of `volume_window_days` days;
+    /// `None`: not gathered.
+    pub personal_volume: Option<Money>,
+    /// The window `personal_volume` covers, in days.
+    pub volume_window_days: u32,
+    /// ACTIVE direct sub-partners at `occurred_at`; `None`: not gathered.
+    pub active_direct_partners: Option<u32>,
 }
 
 /// Most levels an override plan may hold (the hierarchy's depth cap maximum).

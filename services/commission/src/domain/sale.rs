@@ -9,7 +9,9 @@ use accrue_types::{AgreementVersionId, PartnerId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use super::rules::SaleEventType;
+use std::collections::BTreeMap;
+
+use super::rules::{Qualification, QualificationFacts, SaleEventType};
 
 /// Basis points in a whole (a link's splits share 10000), from the one split rule.
 pub use accrue_types::split::BASIS_POINTS_WHOLE;
@@ -103,6 +105,10 @@ pub struct Sale {
     pub seller_prior_volume: Option<Money>,
     /// The customer's earlier events, oldest first.
     pub customer_history: Vec<PriorEvent>,
+    /// Qualification facts of ancestors whose override plan has a
+    /// qualification, by ancestor (issue 16 item 3); empty when the caller
+    /// sent none (see [`super::overrides::required_facts`]).
+    pub ancestor_facts: BTreeMap<PartnerId, QualificationFacts>,
 }
 
 /// Program settings the calculation needs.
@@ -190,6 +196,21 @@ pub struct Settlement {
     pub failure: Option<Failure>,
     /// How C was computed.
     pub base_breakdown: Breakdown,
+    /// With failure `QUALIFICATION_FACTS_REQUIRED`: the ancestors whose
+    /// qualification facts the sale lacked, each with its plan's
+    /// qualification (issue 16 item 3). Empty otherwise.
+    pub required_facts: Vec<RequiredFacts>,
+}
+
+/// An ancestor whose qualification facts a settlement needs (issue 16 item 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredFacts {
+    /// The ancestor.
+    pub partner_id: PartnerId,
+    /// Its plan's qualification: which facts to gather (personal volume over
+    /// the window in the minimum's currency; ACTIVE direct sub-partners when
+    /// a minimum is set).
+    pub qualification: Qualification,
 }
 
 pub(super) fn mismatch(what: &str, theirs: Currency, sale: Currency) -> Failure {

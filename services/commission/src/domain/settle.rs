@@ -10,7 +10,7 @@ use accrue_types::split::SplitPoints;
 use super::agreements::AgreementBook;
 use super::base::base_commission;
 use super::margins::settle_margins;
-use super::overrides::{OverridePlans, override_lines};
+use super::overrides::{OverridePlans, QUALIFICATION_FACTS_REQUIRED, override_lines, required_facts};
 use super::sale::{Breakdown, Failure, ProgramSettings, Sale, Settlement};
 use super::scheme::SchemeBook;
 use super::splits::split_lines;
@@ -48,7 +48,10 @@ fn check_sale(sale: &Sale) -> Result<SplitPoints, Failure> {
 ///    [min, max] when C > 0;
 /// 7. C is split over the owner and the link's split partners by largest
 ///    remainder over minor units (seed 000);
-/// 8. overrides up the ancestors (seed 004), on top of C;
+/// 8. overrides up the ancestors (seed 004), on top of C; an ancestor whose
+///    plan has a qualification must meet it (issue 16 item 3), and a sale
+///    lacking the facts fails with FAILED_PRECONDITION
+///    `QUALIFICATION_FACTS_REQUIRED`, naming them in `required_facts`;
 /// 9. every line clears at `occurred_at + clearance_days`.
 ///
 /// A sale whose `service_code` is scheme-managed (some scheme of the program
@@ -70,6 +73,7 @@ pub fn settle(
         lines: Vec::new(),
         failure: None,
         base_breakdown: Breakdown::default(),
+        required_facts: Vec::new(),
     };
     let result = if schemes.manages(&sale.service_code) {
         check_sale(sale).and_then(|_| settle_margins(program, schemes, sale, &mut settlement))
@@ -102,6 +106,17 @@ fn compute(
         return Ok(());
     };
     let mut lines = split_lines(sale, &points, &base, out)?;
+    // Qualified overrides (issue 16 item 3) are decided on facts the caller
+    // gathers only when asked: name every missing one at once.
+    let needed = required_facts(plans, sale);
+    if !needed.is_empty() {
+        let names: Vec<String> = needed.iter().map(|n| n.partner_id.to_string()).collect();
+        out.required_facts = needed;
+        return Err(Failure::precondition(
+            QUALIFICATION_FACTS_REQUIRED,
+            format!("the override plans of ancestors {} require qualification facts the sale lacks", names.join(", ")),
+        ));
+    }
     lines.extend(override_lines(program, plans, sale, &base, out)?);
     out.lines = lines;
     Ok(())

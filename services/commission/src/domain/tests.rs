@@ -103,6 +103,7 @@ fn sale(amount: Money) -> Sale {
         is_first_payment: true,
         seller_prior_volume: None,
         customer_history: Vec::new(),
+        ancestor_facts: Default::default(),
     }
 }
 
@@ -770,6 +771,7 @@ fn pct_plan(basis: OverrideBasis, rates: &[Option<Decimal>]) -> OverridePlan {
         mode: OverrideMode::Percentage,
         basis,
         levels: rates.iter().map(|rate| OverrideLevel { rate: *rate, flat_amount: None }).collect(),
+        qualification: None,
     }
 }
 
@@ -778,6 +780,7 @@ fn flat_plan(amounts: &[&str]) -> OverridePlan {
         mode: OverrideMode::Flat,
         basis: OverrideBasis::DealAmount,
         levels: amounts.iter().map(|a| OverrideLevel { rate: None, flat_amount: Some(usd(a)) }).collect(),
+        qualification: None,
     }
 }
 
@@ -922,6 +925,7 @@ fn flat_override_in_another_currency_fails_the_sale() {
             mode: OverrideMode::Flat,
             basis: OverrideBasis::DealAmount,
             levels: vec![OverrideLevel { rate: None, flat_amount: Some(money("GBP", "1.00")) }],
+            qualification: None,
         }),
         partners: Default::default(),
     };
@@ -946,6 +950,199 @@ fn line_order_direct_splits_then_overrides_by_level() {
         kinds,
         vec![(EarningKind::Direct, 0), (EarningKind::Split, 0), (EarningKind::Override, 1), (EarningKind::Override, 2)]
     );
+}
+
+// ------------------------------------------- qualified overrides (issue 16 item 3)
+
+/// The program plan 5 / 3 / 2 % of the deal, with `qualification`.
+fn qualified_plans(qualification: Qualification) -> OverridePlans {
+    let mut plan = pct_plan(OverrideBasis::DealAmount, &[Some(dec!(0.05)), Some(dec!(0.03)), Some(dec!(0.02))]);
+    plan.qualification = Some(qualification);
+    OverridePlans { program: Some(plan), partners: Default::default() }
+}
+
+/// Personal volume ≥ 1000.00 USD over the 30 days before the sale.
+fn volume_1000() -> Qualification {
+    Qualification {
+        personal_volume: Some(VolumeRequirement { minimum: usd("1000.00"), window_days: 30 }),
+        min_active_direct_partners: 0,
+    }
+}
+
+/// At least two ACTIVE direct sub-partners.
+fn two_children() -> Qualification {
+    Qualification { personal_volume: None, min_active_direct_partners: 2 }
+}
+
+fn facts(volume: Option<&str>, children: Option<u32>) -> QualificationFacts {
+    QualificationFacts {
+        personal_volume: volume.map(usd),
+        volume_window_days: if volume.is_some() { 30 } else { 0 },
+        active_direct_partners: children,
+    }
+}
+
+/// Three ACTIVE ancestors 21, 22, 23 with their facts.
+fn qualified_sale(facts: [QualificationFacts; 3]) -> Sale {
+    let mut s = sale(usd("100.00"));
+    s.ancestors = vec![active(21), active(22), active(23)];
+    s.ancestor_facts = [pid(21), pid(22), pid(23)].into_iter().zip(facts).collect();
+    s
+}
+
+fn compressed() -> ProgramSettings {
+    ProgramSettings { compression_enabled: true, ..program() }
+}
+
+#[test]
+fn unqualified_by_volume_forfeits_without_compression_and_is_skipped_with_it() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let plans = qualified_plans(volume_1000());
+    // 22 is short of the minimum; 23 meets it exactly (≥).
+    let s = qualified_sale([facts(Some("1200.00"), None), facts(Some("850.00"), None), facts(Some("1000.00"), None)]);
+    let out = settle(&program(), &book, &plans, &SchemeBook::default(), &s);
+    assert_eq!(override_lines(&out), vec![(pid(21), "5.00".into(), 1), (pid(23), "2.00".into(), 3)]);
+    let id22: PartnerId = pid(22);
+    assert!(
+        out.base_breakdown.note.contains(&format!(
+            "level 2: ancestor {id22}: personal volume 850.00 USD in the 30 days before 2024-06-01T12:00:00Z \
+             < 1000.00: not qualified, forfeits the level"
+        )),
+        "{}",
+        out.base_breakdown.note
+    );
+    // A paid line says why its ancestor qualified.
+    let inputs = &why(&out.lines[1]).inputs;
+    assert_eq!(
+        inputs["qualification.personal_volume"],
+        "personal volume 1200.00 USD in the 30 days before 2024-06-01T12:00:00Z"
+    );
+    assert_eq!(inputs["qualification.min_personal_volume"], "1000.00 USD");
+
+    let out = settle(&compressed(), &book, &plans, &SchemeBook::default(), &s);
+    assert_eq!(override_lines(&out), vec![(pid(21), "5.00".into(), 1), (pid(23), "3.00".into(), 2)]);
+    assert!(
+        out.base_breakdown.note.contains(&format!(
+            "ancestor {id22}: personal volume 850.00 USD in the 30 days before 2024-06-01T12:00:00Z < 1000.00: \
+             not qualified, skipped (compression)"
+        )),
+        "{}",
+        out.base_breakdown.note
+    );
+    // The line that took the level says whom it was compressed past (the
+    // ledger keeps line breakdowns, not the base's notes).
+    let skipped = &why(&out.lines[2]).inputs["qualification.skipped"];
+    assert!(skipped.starts_with(&format!("ancestor {id22}: personal volume 850.00 USD")), "{skipped}");
+    assert!(!why(&out.lines[1]).inputs.contains_key("qualification.skipped"));
+}
+
+#[test]
+fn unqualified_by_active_children_with_and_without_compression() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let plans = qualified_plans(two_children());
+    let s = qualified_sale([facts(None, Some(1)), facts(None, Some(2)), facts(None, Some(0))]);
+    let out = settle(&program(), &book, &plans, &SchemeBook::default(), &s);
+    assert_eq!(override_lines(&out), vec![(pid(22), "3.00".into(), 2)]);
+    let id21: PartnerId = pid(21);
+    assert!(out.base_breakdown.note.contains(&format!(
+        "level 1: ancestor {id21}: 1 ACTIVE direct sub-partners at 2024-06-01T12:00:00Z < 2: not qualified, forfeits the level"
+    )));
+    assert_eq!(why(&out.lines[1]).inputs["qualification.active_direct_partners"], "2");
+    let out = settle(&compressed(), &book, &plans, &SchemeBook::default(), &s);
+    assert_eq!(override_lines(&out), vec![(pid(22), "5.00".into(), 1)]);
+    assert_eq!(out.base_breakdown.note.matches("not qualified, skipped (compression)").count(), 2);
+}
+
+#[test]
+fn both_requirements_must_be_met() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let plans = qualified_plans(Qualification { min_active_direct_partners: 1, ..volume_1000() });
+    let s = qualified_sale([
+        // Volume yes, children no.
+        facts(Some("5000.00"), Some(0)),
+        // Children yes, volume no.
+        facts(Some("999.99"), Some(3)),
+        // Both.
+        facts(Some("1000.00"), Some(1)),
+    ]);
+    let out = settle(&compressed(), &book, &plans, &SchemeBook::default(), &s);
+    assert_eq!(override_lines(&out), vec![(pid(23), "5.00".into(), 1)]);
+    let note = &out.base_breakdown.note;
+    assert!(note.contains("0 ACTIVE direct sub-partners at 2024-06-01T12:00:00Z < 1: not qualified"), "{note}");
+    assert!(note.contains("personal volume 999.99 USD in the 30 days before 2024-06-01T12:00:00Z < 1000.00"), "{note}");
+    let inputs = &why(&out.lines[1]).inputs;
+    assert_eq!(inputs["qualification.active_direct_partners"], "1");
+    assert_eq!(inputs["qualification.min_active_direct_partners"], "1");
+    assert!(inputs.contains_key("qualification.personal_volume"));
+}
+
+#[test]
+fn status_is_checked_before_qualification_and_both_compress_alike() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let plans = qualified_plans(volume_1000());
+    let mut s =
+        qualified_sale([facts(Some("10.00"), None), facts(Some("5000.00"), None), facts(Some("5000.00"), None)]);
+    s.ancestors[1] = partner(22, PartnerStatus::Suspended);
+    s.ancestor_facts.remove(&pid(22));
+    s.ancestors.push(active(24));
+    s.ancestor_facts.insert(pid(24), facts(Some("5000.00"), None));
+    // Compression: 21 unqualified and 22 suspended are both skipped.
+    let out = settle(&compressed(), &book, &plans, &SchemeBook::default(), &s);
+    assert_eq!(override_lines(&out), vec![(pid(23), "5.00".into(), 1), (pid(24), "3.00".into(), 2)]);
+    let id22: PartnerId = pid(22);
+    assert!(out.base_breakdown.note.contains(&format!("ancestor {id22} is SUSPENDED: skipped (compression)")));
+    // Without: each forfeits its own level.
+    let out = settle(&program(), &book, &plans, &SchemeBook::default(), &s);
+    assert_eq!(override_lines(&out), vec![(pid(23), "2.00".into(), 3)]);
+    assert!(out.base_breakdown.note.contains("level 1:") && out.base_breakdown.note.contains("not qualified"));
+    assert!(out.base_breakdown.note.contains(&format!("level 2: ancestor {id22} is SUSPENDED and forfeits the level")));
+}
+
+#[test]
+fn missing_facts_fail_the_sale_naming_what_to_gather() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let plans = qualified_plans(Qualification { min_active_direct_partners: 1, ..volume_1000() });
+    let mut s = qualified_sale([facts(Some("1.00"), Some(1)), facts(None, None), facts(Some("1.00"), Some(1))]);
+    s.ancestor_facts.remove(&pid(22));
+    // A volume over another window is not the plan's: asked again.
+    s.ancestor_facts.insert(pid(23), QualificationFacts { volume_window_days: 31, ..facts(Some("1.00"), Some(1)) });
+    s.ancestors.push(partner(24, PartnerStatus::Terminated));
+    let out = settle(&program(), &book, &plans, &SchemeBook::default(), &s);
+    let failure = out.failure.expect("facts are missing");
+    assert_eq!(
+        (failure.code, failure.reason.as_str()),
+        (FailureCode::FailedPrecondition, QUALIFICATION_FACTS_REQUIRED)
+    );
+    assert!(out.lines.is_empty());
+    // Only the ACTIVE ancestors lacking facts; the terminated one needs none.
+    let asked: Vec<PartnerId> = out.required_facts.iter().map(|r| r.partner_id).collect();
+    assert_eq!(asked, vec![pid(22), pid(23)]);
+    assert_eq!(out.required_facts[0].qualification, plans.program.as_ref().unwrap().qualification.clone().unwrap());
+    // A scheme-free sale whose trigger does not fire pays no override and needs no facts.
+    s.event_type = SaleEventType::Signup;
+    let out = settle(&program(), &book, &plans, &SchemeBook::default(), &s);
+    assert!(out.failure.is_none() && out.required_facts.is_empty());
+}
+
+#[test]
+fn a_partner_plan_qualification_binds_that_ancestor_only() {
+    let book = default_book(rules(pct(dec!(0.10))));
+    let mut own = pct_plan(OverrideBasis::DealAmount, &[Some(dec!(0.10)), Some(dec!(0.10)), Some(dec!(0.10))]);
+    own.qualification = Some(two_children());
+    let mut partners = std::collections::HashMap::new();
+    partners.insert(pid(22), own);
+    let plans = OverridePlans {
+        program: Some(pct_plan(OverrideBasis::DealAmount, &[Some(dec!(0.05)), Some(dec!(0.03)), Some(dec!(0.02))])),
+        partners,
+    };
+    let mut s = sale(usd("100.00"));
+    s.ancestors = vec![active(21), active(22), active(23)];
+    // Only 22's plan qualifies: the others need no facts.
+    let out = settle(&program(), &book, &plans, &SchemeBook::default(), &s);
+    assert_eq!(out.required_facts.iter().map(|r| r.partner_id).collect::<Vec<PartnerId>>(), vec![pid(22)]);
+    s.ancestor_facts.insert(pid(22), facts(None, Some(1)));
+    let out = settle(&compressed(), &book, &plans, &SchemeBook::default(), &s);
+    assert_eq!(override_lines(&out), vec![(pid(21), "5.00".into(), 1), (pid(23), "3.00".into(), 2)]);
 }
 
 // ---------------------------------------------------------------- properties

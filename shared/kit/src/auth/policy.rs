@@ -47,6 +47,7 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/accrue.hierarchy.v1.HierarchyService/SetParent", Rule::Admin),
     ("/accrue.hierarchy.v1.HierarchyService/GetUplines", Rule::Read),
     ("/accrue.hierarchy.v1.HierarchyService/ListDownline", Rule::PartnerRead),
+    ("/accrue.hierarchy.v1.HierarchyService/CountActiveDirectPartners", Rule::Read),
     ("/accrue.attribution.v1.AttributionService/CreateLink", Rule::Admin),
     ("/accrue.attribution.v1.AttributionService/GetLink", Rule::PartnerRead),
     ("/accrue.attribution.v1.AttributionService/ListLinks", Rule::PartnerRead),

@@ -16,6 +16,7 @@ use accrue_types::settlement::Line;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::qualify;
 use super::resolve::ResolveOut;
 use super::upline::{PartnerCtx, ProgramCtx, UplineOut};
 use super::{
@@ -39,7 +40,12 @@ pub(crate) struct ComputeOut {
 }
 
 fn partner_context(p: &PartnerCtx) -> cpb::PartnerContext {
-    cpb::PartnerContext { partner_id: p.partner_id.clone(), status: p.status, role: p.role.clone() }
+    cpb::PartnerContext {
+        partner_id: p.partner_id.clone(),
+        status: p.status,
+        role: p.role.clone(),
+        qualification_facts: None,
+    }
 }
 
 fn sale_context(item: &Item<'_>, r: &ResolveOut, u: &UplineOut, currency: Currency) -> cpb::SaleContext {
@@ -153,24 +159,38 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
             })
             .collect();
         let currencies: Vec<Currency> = chunk.iter().map(|&i| ready.inputs[i].2).collect();
+        let ready = &ready;
         async move {
             let program_id = program_id?;
             let ctx = ctx.ok_or_else(|| StepError::Transient("a commission call was cut with no sales".into()))?;
             let sale_ids: Vec<String> = sales.iter().map(|s| s.sale_id.clone()).collect();
-            let response = client
-                .compute_settlements(cpb::ComputeSettlementsRequest {
-                    program: Some(cpb::ProgramContext {
-                        program_id: program_id.to_string(),
-                        rounding_mode: ctx.rounding_mode,
-                        override_depth_cap: ctx.override_depth_cap,
-                        compression_enabled: ctx.compression_enabled,
-                        settings_version: ctx.settings_version,
-                    }),
-                    sales,
-                })
+            let program = cpb::ProgramContext {
+                program_id: program_id.to_string(),
+                rounding_mode: ctx.rounding_mode,
+                override_depth_cap: ctx.override_depth_cap,
+                compression_enabled: ctx.compression_enabled,
+                settings_version: ctx.settings_version,
+            };
+            let mut response = client
+                .compute_settlements(cpb::ComputeSettlementsRequest { program: Some(program.clone()), sales })
                 .await
                 .map_err(|status| step_error("commission.ComputeSettlements", &status))?
                 .into_inner();
+            // Qualified overrides (issue 16 item 3): only the sales commission
+            // asks qualification facts for make a second trip.
+            let asking = qualify::asking(&response);
+            if !asking.is_empty() {
+                let again: Vec<cpb::SaleContext> = chunk
+                    .iter()
+                    .zip(&sale_ids)
+                    .filter(|(_, id)| asking.contains(id.as_str()))
+                    .map(|(&i, _)| {
+                        let (r, u, currency) = ready.inputs[i];
+                        sale_context(&ready.items[i], r, u, *currency)
+                    })
+                    .collect();
+                qualify::settle_with_facts(saga, &program, again, &mut response).await?;
+            }
             let by_sale: HashMap<&str, &cpb::Settlement> =
                 response.settlements.iter().map(|s| (s.sale_id.as_str(), s)).collect();
             Ok(sale_ids

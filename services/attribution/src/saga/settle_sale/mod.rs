@@ -8,12 +8,17 @@
 //! |---------|------------------------------------------|---------------------------------------|
 //! | resolve | local facts (first payment, volume, …)   | none (no `started` logged)            |
 //! | upline  | hierarchy.GetUplines                     | none (no `started` logged)            |
-//! | compute | commission.ComputeSettlements            | none (no `started` logged)            |
+//! | compute | commission.ComputeSettlements (¹)        | none (no `started` logged)            |
 //! | post    | ledger.PostEntries (key per saga run)    | ledger VOID the run's entries         |
 //! | settle  | sale SETTLED with totals                 | sale back to PENDING                  |
+//!
+//! (¹) A sale whose ancestors' override plans require qualification (issue 16
+//! item 3) makes a second trip with the facts commission asked for
+//! ([`qualify`]); other sales make one.
 
 mod compute;
 mod post;
+mod qualify;
 mod resolve;
 mod settle;
 mod upline;

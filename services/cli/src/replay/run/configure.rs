@@ -135,6 +135,7 @@ pub(crate) async fn configure(clients: &Clients, plan: &Plan, mode: ProgressMode
                 .map(|r| commission::OverrideLevel { rate: r.to_string(), flat_amount: None })
                 .collect(),
             update_time: None,
+            qualification: None,
         }),
         request_id: override_spec.request_id.clone(),
     };

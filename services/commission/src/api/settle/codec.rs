@@ -11,9 +11,11 @@ use accrue_types::program::DEFAULT_OVERRIDE_DEPTH_CAP;
 use accrue_types::split::SplitPoints;
 use accrue_types::{PartnerId, ProgramId};
 
+use std::collections::BTreeMap;
+
 use crate::domain::{
-    Breakdown, Failure, PartnerRef, PartnerStatus, PriorEvent, ProgramSettings, Sale, SaleEventType, Settlement,
-    SplitShare,
+    Breakdown, Failure, PartnerRef, PartnerStatus, PriorEvent, ProgramSettings, QualificationFacts, RequiredFacts,
+    Sale, SaleEventType, Settlement, SplitShare,
 };
 
 /// Most sales one ComputeSettlements call takes.
@@ -182,8 +184,13 @@ pub fn decode_sale(index: usize, sale: &pb::SaleContext) -> Result<Sale, Failure
         }
     }
     let mut ancestors = Vec::with_capacity(sale.ancestors.len());
+    let mut ancestor_facts = BTreeMap::new();
     for (i, ancestor) in sale.ancestors.iter().enumerate() {
         if let Some(partner) = decode_partner(&format!("{p}.ancestors[{i}]"), Some(ancestor), &mut v) {
+            let field = format!("{p}.ancestors[{i}].qualification_facts");
+            if let Some(facts) = ancestor.qualification_facts.as_ref().and_then(|f| decode_facts(&field, f, &mut v)) {
+                ancestor_facts.insert(partner.id, facts);
+            }
             ancestors.push(partner);
         }
     }
@@ -206,8 +213,43 @@ pub fn decode_sale(index: usize, sale: &pb::SaleContext) -> Result<Sale, Failure
             is_first_payment: sale.is_first_payment,
             seller_prior_volume: prior_volume,
             customer_history: history,
+            ancestor_facts,
         }),
         _ => Err(Failure::invalid("INVALID_SALE", "the sale is incomplete")),
+    }
+}
+
+/// Decodes an ancestor's qualification facts (issue 16 item 3; violations
+/// under `field`): `personal_volume` ≥ 0 when set, `volume_window_days` ≥ 0,
+/// `active_direct_partners` ≥ 0 when set.
+pub(crate) fn decode_facts(
+    field: &str,
+    facts: &pb::QualificationFacts,
+    violations: &mut FieldViolations,
+) -> Option<QualificationFacts> {
+    let volume = optional_money(&format!("{field}.personal_volume"), facts.personal_volume.as_ref(), violations);
+    if let Some(volume) = volume
+        && volume.amount.is_sign_negative()
+        && !volume.amount.is_zero()
+    {
+        violations.add(format!("{field}.personal_volume.amount"), "must not be negative");
+    }
+    let window = u32::try_from(facts.volume_window_days).ok();
+    if window.is_none() {
+        violations.add(format!("{field}.volume_window_days"), "must not be negative");
+    }
+    let partners = facts.active_direct_partners.map(u32::try_from).transpose().ok();
+    if partners.is_none() {
+        violations.add(format!("{field}.active_direct_partners"), "must not be negative");
+    }
+    Some(QualificationFacts { personal_volume: volume, volume_window_days: window?, active_direct_partners: partners? })
+}
+
+/// Encodes the facts a settlement needs (issue 16 item 3).
+fn encode_required(required: RequiredFacts) -> pb::RequiredQualificationFacts {
+    pb::RequiredQualificationFacts {
+        partner_id: required.partner_id.to_string(),
+        qualification: Some(crate::api::plans::codec::encode_qualification(&required.qualification)),
     }
 }
 
@@ -237,6 +279,7 @@ pub fn encode_settlement(settlement: Settlement) -> pb::Settlement {
             message: failure.message,
         }),
         base_breakdown: Some(breakdown_to_proto(settlement.base_breakdown)),
+        required_facts: settlement.required_facts.into_iter().map(encode_required).collect(),
     }
 }
 
@@ -249,6 +292,7 @@ pub fn failed_settlement(sale_id: &str, failure: Failure) -> Settlement {
         lines: Vec::new(),
         base_breakdown: Breakdown { note: format!("failed: {}", failure.message), ..Breakdown::default() },
         failure: Some(failure),
+        required_facts: Vec::new(),
     }
 }
 
@@ -294,11 +338,13 @@ mod tests {
                 partner_id: PartnerId::from_u128(1).to_string(),
                 status: 1,
                 role: "RETAILER".into(),
+                qualification_facts: None,
             }),
             ancestors: vec![pb::PartnerContext {
                 partner_id: PartnerId::from_u128(2).to_string(),
                 status: 2,
                 role: String::new(),
+                qualification_facts: None,
             }],
             ..Default::default()
         };
@@ -320,9 +366,60 @@ mod tests {
     }
 
     #[test]
+    fn ancestor_qualification_facts_decode_and_bad_ones_fail_the_sale() {
+        let ancestor = |facts: pb::QualificationFacts| pb::PartnerContext {
+            partner_id: PartnerId::from_u128(2).to_string(),
+            status: 1,
+            role: String::new(),
+            qualification_facts: Some(facts),
+        };
+        let mut sale = pb::SaleContext {
+            sale_id: "s".into(),
+            event_type: types::SaleEventType::Payment as i32,
+            amount: usd("10.00"),
+            occurred_at: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }),
+            seller: Some(pb::PartnerContext {
+                partner_id: PartnerId::from_u128(1).to_string(),
+                status: 1,
+                role: String::new(),
+                qualification_facts: None,
+            }),
+            ancestors: vec![ancestor(pb::QualificationFacts {
+                personal_volume: usd("1000.00"),
+                volume_window_days: 30,
+                active_direct_partners: Some(3),
+            })],
+            ..Default::default()
+        };
+        let decoded = decode_sale(0, &sale).unwrap();
+        let facts = decoded.ancestor_facts[&PartnerId::from_u128(2)];
+        assert_eq!(facts.personal_volume, Some(Money::parse("USD", "1000.00").unwrap()));
+        assert_eq!((facts.volume_window_days, facts.active_direct_partners), (30, Some(3)));
+        sale.ancestors = vec![ancestor(pb::QualificationFacts {
+            personal_volume: usd("-1.00"),
+            volume_window_days: -1,
+            active_direct_partners: Some(-2),
+        })];
+        let failure = decode_sale(0, &sale).unwrap_err();
+        assert_eq!(failure.reason, "INVALID_SALE");
+        for field in ["personal_volume.amount", "volume_window_days", "active_direct_partners"] {
+            assert!(
+                failure.message.contains(&format!("sales[0].ancestors[0].qualification_facts.{field}")),
+                "{field}: {}",
+                failure.message
+            );
+        }
+    }
+
+    #[test]
     fn a_sale_with_oversubscribed_splits_is_invalid() {
         let partner = |n: u128| {
-            Some(pb::PartnerContext { partner_id: PartnerId::from_u128(n).to_string(), status: 1, role: String::new() })
+            Some(pb::PartnerContext {
+                partner_id: PartnerId::from_u128(n).to_string(),
+                status: 1,
+                role: String::new(),
+                qualification_facts: None,
+            })
         };
         let sale = pb::SaleContext {
             sale_id: "s".into(),

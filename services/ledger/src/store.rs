@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 pub(crate) use accrue_kit::error::StoreError;
 
-use crate::domain::posting::{EntryType, Posting};
+use crate::domain::posting::{EntryType, PostedLine, Posting};
 use crate::domain::reserve::{should_reserve, signed};
 use crate::domain::reversal::{self, LiveLine, Placement, Refund, ReversalError, VoidError, VoidTarget};
 use crate::domain::status::{Current, Status, TransitionError, plan_transition};
@@ -184,8 +184,9 @@ pub async fn post(
     let inserted: HashSet<String> = inserted.into_iter().map(|(key,)| key).collect();
     if !inserted.is_empty() {
         // The balance projection, in the same transaction: one statement for
-        // the whole batch (ids of postings that were not inserted match no entry).
-        apply_balance_changes::<&str>(&mut tx, &ids, &[], &[]).await?;
+        // the whole batch, from the lines of the postings that went in.
+        let lines = fresh.iter().filter(|p| inserted.contains(&p.key)).flat_map(|p| p.lines.iter());
+        apply_posted_balances(&mut tx, program_id, lines).await?;
     }
 
     let existing_keys: Vec<&str> = all_keys.iter().copied().filter(|key| !inserted.contains(*key)).collect();
@@ -505,6 +506,36 @@ async fn apply_balance_changes<S: AsRef<str>>(
         .bind(ids)
         .bind(&old_status)
         .bind(old_reserved)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Applies to the balance projection the lines of postings this transaction
+/// just inserted (the migration's `apply_posted_balances`: the change
+/// `apply_balance_changes` would compute for new PENDING entries, without
+/// reading them back). Call once per transaction, after its writes.
+async fn apply_posted_balances<'a>(
+    tx: &mut sqlx::PgConnection,
+    program_id: ProgramId,
+    lines: impl Iterator<Item = &'a PostedLine>,
+) -> Result<(), StoreError> {
+    let (mut partners, mut currencies, mut types, mut amounts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for posted in lines {
+        partners.push(posted.line.partner_id);
+        currencies.push(posted.currency().code());
+        types.push(posted.entry_type().as_str());
+        amounts.push(posted.amount());
+    }
+    if partners.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT apply_posted_balances($1, $2::uuid[], $3::text[], $4::text[], $5::numeric[])")
+        .bind(program_id)
+        .bind(&partners)
+        .bind(&currencies)
+        .bind(&types)
+        .bind(&amounts)
         .execute(&mut *tx)
         .await?;
     Ok(())

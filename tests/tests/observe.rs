@@ -163,7 +163,7 @@ async fn one_sale_is_one_trace_across_five_services_and_every_series_is_scraped(
         .filter(|span| attribute(span, "saga.id").as_deref() == Some(sale.saga_id.as_str()))
         .filter_map(|span| attribute(span, "saga.step"))
         .collect();
-    assert_eq!(steps, ["compute", "post", "resolve", "settle", "upline"].map(String::from).into_iter().collect());
+    assert_eq!(steps, ["compute", "post", "resolve", "upline"].map(String::from).into_iter().collect());
     let post_entries = traced
         .iter()
         .find(|span| span.name == "accrue.ledger.v1.LedgerService/PostEntries")

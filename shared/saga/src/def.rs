@@ -125,6 +125,14 @@ pub trait SagaDef: Send + Sync + Sized + 'static {
     /// engine's metrics and the `accrue.service` of its spans.
     const SERVICE: &'static str;
 
+    /// Steps this definition no longer has whose events a log written by an
+    /// earlier version may still hold: the engine reads past them, where an
+    /// unknown step name leaves the saga stuck. A step may only retire when
+    /// what it did is done elsewhere (say, by [`on_done`](Self::on_done)) and
+    /// its undo is not needed by an unwind (say, because
+    /// [`on_failed`](Self::on_failed) overwrites its effect).
+    const RETIRED_STEPS: &'static [&'static str] = &[];
+
     /// The facts every step of one saga reads (for a sale saga: the sale).
     type Subject: Send + Sync;
 

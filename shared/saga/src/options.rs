@@ -87,8 +87,11 @@ pub struct TestHooks {
     /// The step's action starts this long late, every time (a slow peer
     /// call): a heartbeat must keep the worker's leases meanwhile.
     pub slow_step: Option<(&'static str, std::time::Duration)>,
-    /// The worker stops abruptly right after this step succeeded, keeping
-    /// its leases (a simulated kill -9: its heartbeat stops with it).
+    /// The worker stops abruptly right after this step succeeded for a saga
+    /// on its first claim (generation 1), keeping its leases (a simulated
+    /// kill -9: its heartbeat stops with it). Only the first claim: a worker
+    /// that takes the saga over re-runs the steps whose outputs were not
+    /// logged yet, and must not crash as well.
     pub crash_after: Option<&'static str>,
     /// This step's undo fails permanently (after it ran), so an unwinding
     /// saga ends STUCK for an operator instead of FAILED.

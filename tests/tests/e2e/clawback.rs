@@ -261,7 +261,7 @@ async fn a_refund_recorded_while_the_sale_settles_waits_then_applies() {
     assert!(waited, "the clawback waited for the settlement: {saga:#?}");
     let settle = wait_saga(&mut c, &sale.saga_id).await;
     assert_eq!(settle.state, apb::SagaState::Done as i32);
-    assert!(logged_at(&settle, "settle") <= logged_at(&saga, "resolve"));
+    assert!(logged_at(&settle, "post") <= logged_at(&saga, "resolve"), "settled (with post's success) first");
     let after = ledger(&mut c, &w, &sale.id).await;
     assert_applied(&mut c, &w, &refund, &after, ["1.25", "0.75", "0.50", "0.25"]).await;
     let sale = get_sale(&mut c, &sale.id).await;

@@ -26,7 +26,7 @@ use super::world::{
 };
 
 /// The SettleSale steps with an undo: the only ones that log `started`.
-const WITH_UNDO: [Step; 2] = [Step::Post, Step::Settle];
+const WITH_UNDO: [Step; 1] = [Step::Post];
 
 fn sale_request(w: &World, external_id: &str, customer: &str, amount: &str) -> apb::RecordSaleRequest {
     apb::RecordSaleRequest {
@@ -140,7 +140,7 @@ async fn happy_path_settles_splits_and_override() {
     }
     // resolve, upline and compute log no event of their own: post's `started` carries their outputs.
     let events: Vec<(&str, &str)> = saga.events.iter().map(|e| (e.step.as_str(), e.event.as_str())).collect();
-    assert_eq!(events, [("post", "started"), ("post", "succeeded"), ("settle", "started"), ("settle", "succeeded")]);
+    assert_eq!(events, [("post", "started"), ("post", "succeeded")], "the sale settles with post's success");
     let resolve = logged_output(&saga, Step::Resolve);
     assert_eq!(resolve["is_first_payment"], true);
     let (carrier, _) = logged_outputs(&saga, Step::Resolve)[0];
@@ -257,9 +257,9 @@ async fn a_failed_undo_leaves_the_saga_stuck_for_an_operator() {
     let w = setup(&mut c, "Saga Co").await;
     stack.shutdown().await.unwrap();
 
-    // settle fails for good; unwinding, settle's undo runs, then post's undo fails.
+    // post fails for good after it took effect; unwinding, its undo fails too.
     let faulty = TestHooks {
-        inject_failure: Some((Step::Settle.name(), "boom at settle".into())),
+        inject_failure: Some((Step::Post.name(), "boom at post".into())),
         fail_undo: Some(Step::Post.name()),
         ..TestHooks::default()
     };
@@ -270,7 +270,7 @@ async fn a_failed_undo_leaves_the_saga_stuck_for_an_operator() {
     assert!(saga.failure_reason.contains("injected undo failure at post"), "{}", saga.failure_reason);
     let undone: Vec<&str> =
         saga.events.iter().filter(|e| e.event == "undo_finished").map(|e| e.step.as_str()).collect();
-    assert_eq!(undone, vec![Step::Settle.name()], "only settle was undone: {saga:#?}");
+    assert!(undone.is_empty(), "nothing was undone: {saga:#?}");
     // Nothing pretends the unwind finished: the sale is not FAILED.
     assert_eq!(get_sale(&mut c, &sale.id).await.state, apb::SaleState::Pending as i32);
     // Operators find it, it is not claimed again, and RetrySaga refuses it.
@@ -320,7 +320,7 @@ async fn crash_after_each_step_resumes_on_a_new_worker() {
             .fetch_one(&pool)
             .await
             .unwrap();
-        if step == Step::Settle {
+        if step == Step::Post {
             assert!(owner.is_none(), "a done saga holds no lease");
         } else {
             assert!(owner.is_some(), "{step}: the crashed worker kept its lease");
@@ -329,7 +329,7 @@ async fn crash_after_each_step_resumes_on_a_new_worker() {
         let (stack, mut c) = start(&db, quick()).await;
         let saga = wait_saga(&mut c, &sale.saga_id).await;
         assert_eq!(saga.state, apb::SagaState::Done as i32, "{step}: {saga:#?}");
-        assert!(saga.generation >= 2 || step == Step::Settle, "{step}: claimed again");
+        assert!(saga.generation >= 2 || step == Step::Post, "{step}: claimed again");
         // Steps whose outputs were logged before the crash were not run
         // again; the others' outputs are logged once too.
         for done in Step::ALL {
@@ -458,28 +458,25 @@ async fn lease_of(pool: &sqlx::PgPool, saga_id: &str) -> (i64, Option<String>, O
 async fn a_crashed_workers_sagas_are_taken_over_once_its_short_lease_runs_out() {
     let db = TestDb::create().await.unwrap();
     let lease = Duration::from_secs(2);
-    // post: a step that logs its success, the moment of the crash.
-    let crashing = TestHooks { crash_after: Some(Step::Post.name()), ..TestHooks::default() };
-    // Two workers: whichever claims the saga dies after post, the other survives.
+    // compute: its output waits for post's `started`, so the crash leaves
+    // nothing but the claim (and a lease nobody renews).
+    let crashing = TestHooks { crash_after: Some(Step::Compute.name()), ..TestHooks::default() };
+    // Two workers: whichever claims the saga dies after compute, the other survives.
     let (stack, mut c) = start_hooked(&db, SagaOptions { workers: 2, lease, ..quick() }, crashing).await;
     let w = setup(&mut c, "Saga Co").await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
 
     let sale = record(&mut c, &w, "inv-crash").await;
-    wait_step(&mut c, &sale.saga_id, Step::Post).await;
+    let (generation, owner, expiry) = claimed(&pool, &sale.saga_id).await;
     let noticed = Instant::now();
-    let (generation, owner, expiry) = lease_of(&pool, &sale.saga_id).await;
-    assert_eq!(generation, 1, "not taken over while the lease held");
-    assert!(owner.is_some(), "the dead worker kept its lease");
+    assert_eq!(generation, 1, "the first claim");
+    assert!(owner.is_some(), "the worker holds its lease");
     let expiry = expiry.expect("a lease");
-    let crashed = logged_at(&pool, &sale.saga_id, 1, Step::Post, "succeeded").await;
-    // The dead worker's heartbeat died with it: its lease runs out at most
-    // one lease after the crash (its last renewal came before), and no
-    // later than that (nothing renews it any more).
-    let slack = chrono::Duration::milliseconds(250);
-    let lease_ms = chrono::Duration::from_std(lease).unwrap();
-    assert!(expiry <= crashed + lease_ms + slack, "lease expires {expiry}, crash at {crashed}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The claim set the lease one lease ahead; a live worker's heartbeat
+    // would have moved it on within a third of a lease. The dead worker's
+    // died with it: nothing renews its lease any more.
+    let claimed_at = expiry - chrono::Duration::from_std(lease).unwrap();
+    tokio::time::sleep(lease / 3 + Duration::from_millis(300)).await;
     let (generation, _, expiry_later) = lease_of(&pool, &sale.saga_id).await;
     if generation == 1 {
         assert_eq!(expiry_later, Some(expiry), "nobody renews a dead worker's lease");
@@ -489,22 +486,22 @@ async fn a_crashed_workers_sagas_are_taken_over_once_its_short_lease_runs_out() 
     let wall = noticed.elapsed();
     assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
     assert_eq!(saga.generation, 2, "claimed once more, by the survivor: {saga:#?}");
-    // The survivor's first write: settle's success (its `started` went out
-    // with post's success, before the crash), which also closes the saga.
-    let taken_over = logged_at(&pool, &sale.saga_id, 2, Step::Settle, "succeeded").await;
-    let done = taken_over;
+    assert!(saga.events.iter().all(|e| e.generation == 2), "the dead worker logged nothing: {saga:#?}");
+    // The survivor's first write: post's `started`, carrying the outputs it recomputed.
+    let taken_over = logged_at(&pool, &sale.saga_id, 2, Step::Post, "started").await;
+    let done = logged_at(&pool, &sale.saga_id, 2, Step::Post, "succeeded").await;
     assert!(taken_over >= expiry, "claimed at {taken_over}, before the lease ran out at {expiry}");
     assert!(
         taken_over - expiry < chrono::Duration::seconds(1),
         "claimed at {taken_over}, long after the lease ran out at {expiry}"
     );
-    assert!(wall < Duration::from_secs(5), "finished {wall:?} after the crash was seen");
+    assert!(wall < Duration::from_secs(5), "finished {wall:?} after the claim was seen");
     eprintln!(
-        "recovery with a {lease:?} lease: crash→lease expiry {} ms, crash→claim {} ms, crash→done {} ms \
-         (wall clock from seeing the crash to done: {} ms)",
-        (expiry - crashed).num_milliseconds(),
-        (taken_over - crashed).num_milliseconds(),
-        (done - crashed).num_milliseconds(),
+        "recovery with a {lease:?} lease: claim→lease expiry {} ms, claim→takeover {} ms, claim→done {} ms \
+         (wall clock from seeing the claim to done: {} ms)",
+        (expiry - claimed_at).num_milliseconds(),
+        (taken_over - claimed_at).num_milliseconds(),
+        (done - claimed_at).num_milliseconds(),
         wall.as_millis()
     );
     for step in Step::ALL {

@@ -100,9 +100,13 @@ pub(crate) struct Settled {
     pub(crate) total_commission: Decimal,
 }
 
-/// Marks each saga's sale SETTLED with its totals and the time, fenced on the saga's
-/// generation (a saga a newer owner holds changes nothing).
-pub(crate) async fn settle_sales(pool: &PgPool, settled: &[Settled]) -> Result<(), sqlx::Error> {
+/// Marks each saga's sale SETTLED with its totals and the time, fenced on the
+/// saga's generation (a saga a newer owner holds changes nothing); run in the
+/// engine's transaction that closes the sagas done.
+pub(crate) async fn settle_sales(conn: &mut sqlx::PgConnection, settled: &[Settled]) -> Result<(), sqlx::Error> {
+    if settled.is_empty() {
+        return Ok(());
+    }
     let saga_ids: Vec<SagaId> = settled.iter().map(|s| s.saga_id).collect();
     let generations: Vec<i64> = settled.iter().map(|s| s.generation).collect();
     let bases: Vec<Decimal> = settled.iter().map(|s| s.base_commission).collect();
@@ -119,25 +123,7 @@ pub(crate) async fn settle_sales(pool: &PgPool, settled: &[Settled]) -> Result<(
     .bind(&bases)
     .bind(&totals)
     .bind(SaleState::Settled)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Puts each saga's SETTLED sale back to PENDING without totals (fenced).
-pub(crate) async fn unsettle_sales(pool: &PgPool, sagas: &[&Saga]) -> Result<(), sqlx::Error> {
-    let (saga_ids, generations): (Vec<SagaId>, Vec<i64>) = sagas.iter().map(|s| (s.id, s.generation)).unzip();
-    sqlx::query(
-        "UPDATE sales SET state = $3, base_commission = NULL, total_commission = NULL, settled_at = NULL
-         FROM UNNEST($1::uuid[], $2::bigint[]) AS u(saga_id, generation)
-         JOIN sagas g ON g.id = u.saga_id AND g.generation = u.generation
-         WHERE sales.id = g.sale_id AND sales.state = $4",
-    )
-    .bind(&saga_ids)
-    .bind(&generations)
-    .bind(SaleState::Pending)
-    .bind(SaleState::Settled)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! SettleSale (DESIGN §3): the five steps that take an attributed sale through
+//! SettleSale (DESIGN §3): the four steps that take an attributed sale through
 //! hierarchy, commission and ledger, each action paired with its undo in
-//! [`STEPS`]. Every action works on the whole claimed batch at once (one query
+//! [`STEPS`], and the close that settles the sale. Every action works on the whole claimed batch at once (one query
 //! or one peer call per ≤1000 items) and is idempotent: running it twice has
 //! the effect of running it once.
 //!
@@ -10,7 +10,13 @@
 //! | upline  | hierarchy.GetUplines                     | none (no `started` logged)            |
 //! | compute | commission.ComputeSettlements (¹)        | none (no `started` logged)            |
 //! | post    | ledger.PostEntries (key per saga run)    | ledger VOID the run's entries         |
-//! | settle  | sale SETTLED with totals                 | sale back to PENDING                  |
+//!
+//! The sale becomes SETTLED with its totals in the transaction that closes the
+//! saga done ([`SagaDef::on_done`], with post's `succeeded`): it was a fifth
+//! step, `settle`, whose `started`, `succeeded` and own write cost two rows
+//! and two transactions per sale for a change that can only follow post's
+//! success (issue 15). A log that still names it is read past
+//! ([`SagaDef::RETIRED_STEPS`]): the close settles such a sale as well.
 //!
 //! (¹) A sale whose ancestors' override plans require qualification (issue 16
 //! item 3) makes a second trip with the facts commission asked for
@@ -20,7 +26,6 @@ mod compute;
 mod post;
 mod qualify;
 mod resolve;
-mod settle;
 mod upline;
 
 /// upline's output: ClawbackSale reads the program settings a sale was
@@ -38,7 +43,9 @@ use serde::de::DeserializeOwned;
 use sqlx::{PgConnection, PgPool};
 
 use crate::peers::Peers;
-use crate::store::{self, SaleRow};
+use crate::store::{self, SaleRow, Settled};
+use compute::ComputeOut;
+use rust_decimal::Decimal;
 
 /// A SettleSale step, in execution order (the index of its row in [`STEPS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,13 +58,11 @@ pub enum Step {
     Compute,
     /// ledger.PostEntries (undo: void the posted entries).
     Post,
-    /// Local: the sale becomes SETTLED with its totals (undo: back to PENDING).
-    Settle,
 }
 
 impl Step {
     /// Every step in execution order.
-    pub const ALL: [Step; 5] = [Step::Resolve, Step::Upline, Step::Compute, Step::Post, Step::Settle];
+    pub const ALL: [Step; 4] = [Step::Resolve, Step::Upline, Step::Compute, Step::Post];
 
     /// The name in the step log ("resolve", …).
     pub const fn name(self) -> &'static str {
@@ -66,7 +71,6 @@ impl Step {
             Step::Upline => "upline",
             Step::Compute => "compute",
             Step::Post => "post",
-            Step::Settle => "settle",
         }
     }
 }
@@ -79,7 +83,7 @@ impl std::fmt::Display for Step {
 
 /// The one table of SettleSale: each step's action paired with its undo, in
 /// [`Step`] order.
-const STEPS: [accrue_saga::Step<SettleSale>; 5] = [
+const STEPS: [accrue_saga::Step<SettleSale>; 4] = [
     accrue_saga::Step {
         name: Step::Resolve.name(),
         action: |d, items| Box::pin(resolve::action(d, items)),
@@ -95,11 +99,6 @@ const STEPS: [accrue_saga::Step<SettleSale>; 5] = [
         name: Step::Post.name(),
         action: |d, items| Box::pin(post::action(d, items)),
         undo: Some(|d, items| Box::pin(post::undo(d, items))),
-    },
-    accrue_saga::Step {
-        name: Step::Settle.name(),
-        action: |d, items| Box::pin(settle::action(d, items)),
-        undo: Some(|d, items| Box::pin(settle::undo(d, items))),
     },
 ];
 
@@ -118,8 +117,31 @@ impl SagaDef for SettleSale {
     const SERVICE: &'static str = "attribution";
     type Subject = SaleRow;
 
+    /// `settle`, the step the close took over (see the module docs).
+    const RETIRED_STEPS: &'static [&'static str] = &["settle"];
+
     fn steps(&self) -> &[accrue_saga::Step<Self>] {
         &STEPS
+    }
+
+    /// The sale becomes SETTLED with its totals from compute's lines, in the
+    /// fenced transaction that closes the saga.
+    async fn on_done(&self, conn: &mut PgConnection, sagas: &[&accrue_saga::Saga]) -> Result<(), sqlx::Error> {
+        let settled = sagas
+            .iter()
+            .map(|saga| {
+                let computed: ComputeOut = saga
+                    .output(Step::Compute as usize, Step::Compute.name())
+                    .map_err(|error| sqlx::Error::Decode(format!("saga {}: {error:?}", saga.id).into()))?;
+                Ok(Settled {
+                    saga_id: saga.id,
+                    generation: saga.generation,
+                    base_commission: computed.base_commission,
+                    total_commission: computed.lines.iter().map(|l| l.amount.amount).sum::<Decimal>(),
+                })
+            })
+            .collect::<Result<Vec<Settled>, sqlx::Error>>()?;
+        store::settle_sales(conn, &settled).await
     }
 
     async fn load(&self, pool: &PgPool, sagas: &[SagaId]) -> Result<HashMap<SagaId, SaleRow>, sqlx::Error> {
@@ -129,11 +151,6 @@ impl SagaDef for SettleSale {
     async fn on_failed(&self, conn: &mut PgConnection, sagas: &[&accrue_saga::Saga]) -> Result<(), sqlx::Error> {
         store::fail_sales(conn, sagas).await
     }
-}
-
-/// An undo that has nothing to report (its `undo_finished` says it all).
-fn undone(items: &[Item<'_>]) -> Vec<StepResult> {
-    items.iter().map(|_| Ok(Output::empty())).collect()
 }
 
 /// Most items per peer call (the peers' batch limit).

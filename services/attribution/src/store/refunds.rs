@@ -340,7 +340,7 @@ pub(crate) async fn clawback_facts(
               FROM saga_step_events e
               WHERE e.saga_id = g.id AND e.run = g.run
                 AND ((e.step = $2 AND e.event = 'succeeded')
-                     OR (e.event = 'started' AND e.detail -> 'carried' ? $2))
+                     OR (e.event = 'started' AND e.detail -> 'carried' -> $2 IS NOT NULL))
               ORDER BY e.id DESC LIMIT 1) AS settle_output,
              COALESCE((SELECT jsonb_agg(jsonb_build_object('id', p.id, 'sequence', p.sequence, 'state', p.state)
                                  ORDER BY p.sequence)

@@ -236,7 +236,7 @@ pub async fn reverse_sale(
                 Placement::AtOnce => request.occurred_at,
             });
             let breakdown = plan.breakdown(share, request.refund, request.refund_id);
-            breakdowns.push(serde_json::to_value(&breakdown).unwrap_or_else(|_| serde_json::json!({})));
+            breakdowns.push(serde_json::to_string(&breakdown).unwrap_or_else(|_| "{}".to_string()));
             indexes.push(i32::try_from(share.index).unwrap_or(i32::MAX));
             reverses.push(line.id);
             placements.push(placement.as_str());
@@ -266,7 +266,7 @@ pub async fn reverse_sale(
             r#"
             WITH d AS (
                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::int4[], $6::uuid[],
-                                     $7::timestamptz[], $8::jsonb[], $9::int4[], $10::uuid[], $11::text[], $12::text[])
+                                     $7::timestamptz[], $8::text[], $9::int4[], $10::uuid[], $11::text[], $12::text[])
                     WITH ORDINALITY AS d(id, partner_id, kind, amount, level, source_partner_id, clears_at, breakdown,
                                          line_index, reverses_entry_id, placement, status, n)
             ), e AS (
@@ -274,7 +274,7 @@ pub async fn reverse_sale(
                                      source_partner_id, occurred_at, clears_at, breakdown, idempotency_key, line_index,
                                      reverses_entry_id, refund_id, placement)
                 SELECT id, $13, partner_id, $14, kind, 'DEBIT', $15, amount, level, source_partner_id, $16, clears_at,
-                       breakdown, $17, line_index, reverses_entry_id, $18, placement
+                       breakdown::json, $17, line_index, reverses_entry_id, $18, placement
                 FROM d ORDER BY n
             ), ev AS (
                 INSERT INTO entry_status_events (entry_id, from_status, to_status, actor, reason)

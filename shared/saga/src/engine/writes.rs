@@ -417,7 +417,7 @@ pub(super) async fn append(
     }
     let written: Vec<SagaId> = sqlx::query_scalar(
         "INSERT INTO saga_step_events (saga_id, run, step, event, detail, generation)
-         SELECT s.id, s.run, $1, $2, u.detail::jsonb, s.generation
+         SELECT s.id, s.run, $1, $2, u.detail::json, s.generation
          FROM UNNEST($3::uuid[], $4::bigint[], $5::text[]) AS u(id, generation, detail)
          JOIN sagas s ON s.id = u.id AND s.generation = u.generation
          FOR SHARE OF s

@@ -86,6 +86,11 @@ pub struct Flags {
     /// Sagas claimed per batch.
     #[arg(long, env = "ACCRUE_SAGA_BATCH_SIZE", default_value_t = 500)]
     saga_batch_size: i64,
+    /// Milliseconds a saga worker waits before its next claim after a batch
+    /// that was not full, so that a trickle of sales is settled in batches
+    /// (0: claim at once).
+    #[arg(long, env = "ACCRUE_SAGA_GATHER_MS", default_value_t = 10)]
+    saga_gather_ms: u64,
     /// Saga lease in seconds: how soon another worker takes over the sagas
     /// of a worker that died (a live worker's heartbeat keeps renewing it).
     #[arg(long, env = "ACCRUE_SAGA_LEASE_SECONDS", default_value_t = 3)]
@@ -112,6 +117,7 @@ impl From<Flags> for Config {
                 batch_size: flags.saga_batch_size,
                 lease: Duration::from_secs(flags.saga_lease_seconds),
                 heartbeat: flags.saga_heartbeat_ms.map(Duration::from_millis),
+                gather: Duration::from_millis(flags.saga_gather_ms),
                 internal_attempts: flags.saga_internal_attempts,
                 ..SagaOptions::default()
             },

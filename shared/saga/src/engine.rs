@@ -203,12 +203,20 @@ impl<D: SagaDef> Engine<D> {
                 }
                 Ok(batch) => {
                     errors = 0;
+                    let short = i64::try_from(batch.len()).unwrap_or(i64::MAX) < self.options.batch_size.max(1);
                     match self.process(&owner, batch, &shutdown).await {
                         Flow::Continue => {}
                         #[cfg(feature = "test-hooks")]
                         Flow::Crash => {
                             tracing::warn!(%owner, "saga worker stopped by the crash_after test hook (leases kept)");
                             return;
+                        }
+                    }
+                    // The backlog is drained: let the next batch gather (see SagaOptions::gather).
+                    if short && !self.options.gather.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.options.gather) => {}
+                            _ = shutdown.cancelled() => break,
                         }
                     }
                 }

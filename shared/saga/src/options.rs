@@ -26,6 +26,17 @@ pub struct SagaOptions {
     pub heartbeat: Option<Duration>,
     /// How often an idle worker looks for work (default 200 ms; a notification wakes it sooner).
     pub poll_interval: Duration,
+    /// How long a worker waits before its next claim after a batch smaller
+    /// than [`batch_size`](Self::batch_size) (default 10 ms; zero: claim at
+    /// once). A short batch means the backlog is drained; claiming again at
+    /// once would take the few sagas recorded meanwhile — under a stream of
+    /// single sales (unary RecordSale), one or two per batch — and pay every
+    /// per-batch cost (a durable claim, three peer calls, three fenced
+    /// writes) for each, which starved the workers of CPU and let the
+    /// backlog, and so the latency, grow without bound (issue 15). Waiting
+    /// a few milliseconds gathers a batch worth its costs; a full batch is
+    /// followed by the next claim at once.
+    pub gather: Duration,
     /// First retry delay after a transient failure (default 500 ms), doubling per attempt.
     pub retry_base: Duration,
     /// Longest retry delay (default 60 s).
@@ -58,6 +69,7 @@ impl Default for SagaOptions {
             lease: Duration::from_secs(3),
             heartbeat: None,
             poll_interval: Duration::from_millis(200),
+            gather: Duration::from_millis(10),
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
             internal_attempts: 10,

@@ -334,3 +334,37 @@ mod tests {
         pool.close().await;
     }
 }
+
+/// One page of the program's SETTLED sales whose `occurred_at` is in
+/// `[start, end)`, ordered by (occurred_at, id), after the cursor `after`
+/// (the last sale of the previous page), at most `limit`: what
+/// SimulateProgram (issue 16 item 2) recomputes.
+pub(crate) async fn settled_sales_in(
+    pool: &PgPool,
+    program_id: ProgramId,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    after: Option<(DateTime<Utc>, SaleId)>,
+    limit: i64,
+) -> Result<Vec<SaleRow>, sqlx::Error> {
+    let (after_time, after_id) = match after {
+        Some((time, id)) => (Some(time), Some(id)),
+        None => (None, None),
+    };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM sales s
+         WHERE s.program_id = $1 AND s.occurred_at >= $2 AND s.occurred_at < $3 AND s.state = $4
+           AND ($5::timestamptz IS NULL OR (s.occurred_at, s.id) > ($5, $6))
+         ORDER BY s.occurred_at, s.id
+         LIMIT $7",
+        sale_columns_of("s")
+    )))
+    .bind(program_id)
+    .bind(start)
+    .bind(end)
+    .bind(SaleState::Settled)
+    .bind(after_time)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -461,3 +461,47 @@ async fn bad_periods_and_drafts_are_refused_with_field_violations_and_write_noth
     let _ = (&w.s2, &w.sp2);
     stack.shutdown().await.unwrap();
 }
+
+/// Who may backtest (docs/authorization.md): the program's admin and
+/// finance operators; a partner or a viewer is PERMISSION_DENIED, and an
+/// admin of another program finds no such program.
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_may_simulate_their_program_and_partners_and_viewers_may_not() {
+    use accrue_cli::stack::{Stack, StackConfig};
+    use accrue_kit::auth::{AuthConfig, Credential, Minter, Role};
+    const SECRET: &str = "accrue-e2e-simulate-secret-0123456789abcdef";
+    let db = accrue_testkit::TestDb::create().await.unwrap();
+    let mut config = StackConfig::for_tests(db.url.clone());
+    config.auth = AuthConfig::hs256(SECRET);
+    let stack = Stack::start(config).await.unwrap();
+    let mut admin = Clients::connect(&stack.endpoints, &stack.admin).unwrap();
+    let w = world(&mut admin, 3).await;
+    let other = program(&mut admin).await;
+    let minter = Minter::new(SECRET, accrue_kit::auth::DEFAULT_ISSUER, accrue_kit::auth::DEFAULT_AUDIENCE).unwrap();
+    let ttl = std::time::Duration::from_secs(600);
+    let as_token = |subject: &str, role: Role, program: &str, partner: Option<&str>| {
+        let token = minter
+            .mint(subject, &[role], &[program.to_string()], partner.map(|p| p.parse().unwrap()), ttl)
+            .unwrap();
+        Clients::connect(&stack.endpoints, &Credential::token(token)).unwrap()
+    };
+    let cases = [
+        (as_token("ops@example.com", Role::Admin, &w.program, None), Code::Ok),
+        (as_token("finance@example.com", Role::Finance, &w.program, None), Code::Ok),
+        (as_token("viewer@example.com", Role::Viewer, &w.program, None), Code::PermissionDenied),
+        (as_token(&format!("partner:{}", w.s1), Role::Partner, &w.program, Some(&w.s1)), Code::PermissionDenied),
+        (as_token("admin-of-other", Role::Admin, &other, None), Code::NotFound),
+    ];
+    for (mut clients, code) in cases {
+        match clients.attribution.simulate_program(request(&w)).await {
+            Ok(page) => {
+                assert_eq!(code, Code::Ok);
+                assert_eq!(page.into_inner().sales_simulated, 3);
+            }
+            Err(status) => assert_eq!(status.code(), code, "{status:?}"),
+        }
+    }
+    drop(admin);
+    stack.shutdown().await.unwrap();
+    drop(db);
+}

@@ -109,7 +109,10 @@ fn d(text: &str) -> Decimal {
 
 /// Per (partner, kind) totals and per sale lines by (partner, kind, level),
 /// recomputed independently.
-fn recompute(w: &World, rules: &Rules<'_>) -> (BTreeMap<(String, i32), Decimal>, Vec<BTreeMap<(String, i32, i32), Decimal>>) {
+fn recompute(
+    w: &World,
+    rules: &Rules<'_>,
+) -> (BTreeMap<(String, i32), Decimal>, Vec<BTreeMap<(String, i32, i32), Decimal>>) {
     let mut totals: BTreeMap<(String, i32), Decimal> = BTreeMap::new();
     let mut per_sale = Vec::new();
     for (seller, gross) in &w.sales {
@@ -317,7 +320,8 @@ async fn rate_changes_match_a_direct_recomputation() {
 
     // Override level 1: 2 % → 3 % (the program plan): only level-1 ancestors
     // (mid for s1 and s2's sales, top for mid's) move.
-    let draft = cpb::SettlementDraft { agreements: Vec::new(), override_plans: vec![plan_draft("", &["0.03", "0.01"])] };
+    let draft =
+        cpb::SettlementDraft { agreements: Vec::new(), override_plans: vec![plan_draft("", &["0.03", "0.01"])] };
     let three = Rules { levels: [d("0.03"), d("0.01")], ..live_rules };
     let (expected, _) = recompute(&w, &three);
     let (rows, _) = simulate(&mut c, apb::SimulateProgramRequest { draft: Some(draft), ..request(&w) }).await;
@@ -354,7 +358,8 @@ async fn a_partner_plan_draft_and_a_splits_draft_change_the_expected_partners_on
     };
     let rules = Rules { s1_split: Some((w.sp2.as_str(), 5000)), ..live(&w) };
     let (expected, _) = recompute(&w, &rules);
-    let (rows, pages) = simulate(&mut c, apb::SimulateProgramRequest { link_splits: vec![change], ..request(&w) }).await;
+    let (rows, pages) =
+        simulate(&mut c, apb::SimulateProgramRequest { link_splits: vec![change], ..request(&w) }).await;
     let mut want = vec![(w.s1.clone(), DIRECT), (w.sp.clone(), SPLIT), (w.sp2.clone(), SPLIT)];
     want.sort();
     assert_eq!(check(&rows, &actual, &expected), want);
@@ -384,19 +389,22 @@ async fn bad_periods_and_drafts_are_refused_with_field_violations_and_write_noth
     };
     let no_mode = cpb::OverridePlan { mode: 0, ..plan_draft("", &["0.02"]) };
     let cases: Vec<(apb::SimulateProgramRequest, Code, Vec<&str>)> = vec![
-        (apb::SimulateProgramRequest { end_time: base.start_time, ..base.clone() }, Code::InvalidArgument, vec![
-            "end_time",
-        ]),
+        (
+            apb::SimulateProgramRequest { end_time: base.start_time, ..base.clone() },
+            Code::InvalidArgument,
+            vec!["end_time"],
+        ),
         (
             apb::SimulateProgramRequest { end_time: Some(ts("2025-04-06T00:00:00Z")), ..base.clone() },
             Code::InvalidArgument,
             vec!["end_time"],
         ),
         (apb::SimulateProgramRequest { start_time: None, ..base.clone() }, Code::InvalidArgument, vec!["start_time"]),
-        (apb::SimulateProgramRequest { top_k: 101, page_size: -1, ..base.clone() }, Code::InvalidArgument, vec![
-            "top_k",
-            "page_size",
-        ]),
+        (
+            apb::SimulateProgramRequest { top_k: 101, page_size: -1, ..base.clone() },
+            Code::InvalidArgument,
+            vec!["top_k", "page_size"],
+        ),
         (
             apb::SimulateProgramRequest {
                 draft: Some(cpb::SettlementDraft { agreements: vec![bad_rate], override_plans: vec![no_mode] }),
@@ -430,7 +438,11 @@ async fn bad_periods_and_drafts_are_refused_with_field_violations_and_write_noth
             Code::InvalidArgument,
             vec!["link_splits[0].splits[0].partner_id"],
         ),
-        (apb::SimulateProgramRequest { program_id: uuid::Uuid::now_v7().to_string(), ..base.clone() }, Code::NotFound, vec![]),
+        (
+            apb::SimulateProgramRequest { program_id: uuid::Uuid::now_v7().to_string(), ..base.clone() },
+            Code::NotFound,
+            vec![],
+        ),
         (
             apb::SimulateProgramRequest {
                 draft: Some(cpb::SettlementDraft {
@@ -480,9 +492,8 @@ async fn operators_may_simulate_their_program_and_partners_and_viewers_may_not()
     let minter = Minter::new(SECRET, accrue_kit::auth::DEFAULT_ISSUER, accrue_kit::auth::DEFAULT_AUDIENCE).unwrap();
     let ttl = std::time::Duration::from_secs(600);
     let as_token = |subject: &str, role: Role, program: &str, partner: Option<&str>| {
-        let token = minter
-            .mint(subject, &[role], &[program.to_string()], partner.map(|p| p.parse().unwrap()), ttl)
-            .unwrap();
+        let token =
+            minter.mint(subject, &[role], &[program.to_string()], partner.map(|p| p.parse().unwrap()), ttl).unwrap();
         Clients::connect(&stack.endpoints, &Credential::token(token)).unwrap()
     };
     let cases = [

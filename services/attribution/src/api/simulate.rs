@@ -1,5 +1,5 @@
 //! SimulateProgram (issue 16 item 2; DESIGN §8 "Backtests"): a period's
-//! SETTLED sales recomputed under a draft through the settlement saga's own
+//! settled sales (refunded ones included) recomputed under a draft through the settlement saga's own
 //! step functions — [`resolve_sales`] (local facts), [`uplines_of`]
 //! (hierarchy.GetUplines), [`settle_batch`] (commission.ComputeSettlements
 //! with the draft, and the qualification facts' second trip) and
@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use super::*;
 use crate::domain::simulation::{DEFAULT_TOP_K, MAX_TOP_K, SaleComparison, SimLine, Tally};
 use crate::saga::settle_sale::{
-    MAX_BATCH, ResolveOut, UplineOut, by_settings, cut_by_weight, program_context, resolve_sales, sale_context, settle_batch,
-    settlement_lines, upline_weight, uplines_of,
+    MAX_BATCH, ResolveOut, UplineOut, by_settings, cut_by_weight, program_context, resolve_sales, sale_context,
+    settle_batch, settlement_lines, upline_weight, uplines_of,
 };
 
 /// Longest period one simulation covers, in days.
@@ -134,7 +134,8 @@ impl AttributionApi {
         }
         let mut changes: Vec<(usize, LinkId, Vec<(Option<PartnerId>, i32)>)> = Vec::new();
         for (i, change) in request.link_splits.iter().enumerate() {
-            let link_id = require_uuid::<LinkId>(&format!("link_splits[{i}].link_id"), &change.link_id, &mut violations);
+            let link_id =
+                require_uuid::<LinkId>(&format!("link_splits[{i}].link_id"), &change.link_id, &mut violations);
             let parsed: Vec<(Option<PartnerId>, i32)> = change
                 .splits
                 .iter()
@@ -199,7 +200,8 @@ impl AttributionApi {
     /// `draft.…` are the same in both requests); anything else is UNAVAILABLE.
     async fn check_commission_draft(&self, program_id: ProgramId, draft: &cpb::SettlementDraft) -> Result<(), Status> {
         let program = cpb::ProgramContext { program_id: program_id.to_string(), ..Default::default() };
-        let request = cpb::ComputeSettlementsRequest { program: Some(program), sales: Vec::new(), draft: Some(draft.clone()) };
+        let request =
+            cpb::ComputeSettlementsRequest { program: Some(program), sales: Vec::new(), draft: Some(draft.clone()) };
         match self.peers.commission.clone().compute_settlements(request).await {
             Ok(_) => Ok(()),
             Err(status)
@@ -279,16 +281,14 @@ impl AttributionApi {
         for piece in cut_by_weight(ready, |i| resolved[i].as_ref().map_or(1, upline_weight)) {
             let inputs: Vec<(&ResolveOut, DateTime<Utc>)> =
                 piece.iter().filter_map(|&i| Some((resolved[i].as_ref()?, chunk[i].occurred_at))).collect();
-            let answers =
-                uplines_of(self.peers.hierarchy.clone(), program_id, &inputs).await.map_err(chunk_failure)?;
+            let answers = uplines_of(self.peers.hierarchy.clone(), program_id, &inputs).await.map_err(chunk_failure)?;
             for (&i, answer) in piece.iter().zip(answers) {
                 uplines[i] = keep(&mut outcomes[i], answer);
             }
         }
         // compute, one commission call per program settings version.
-        let ready: Vec<(usize, &ResolveOut, &UplineOut)> = (0..chunk.len())
-            .filter_map(|i| Some((i, resolved[i].as_ref()?, uplines[i].as_ref()?)))
-            .collect();
+        let ready: Vec<(usize, &ResolveOut, &UplineOut)> =
+            (0..chunk.len()).filter_map(|i| Some((i, resolved[i].as_ref()?, uplines[i].as_ref()?))).collect();
         for members in by_settings((0..ready.len()).collect(), |k| &ready[k].2.program) {
             let Some(ctx) = members.first().map(|&k| &ready[k].2.program) else { continue };
             let mut group = Vec::with_capacity(members.len());
@@ -302,9 +302,8 @@ impl AttributionApi {
                 contexts.push(sale_context(&chunk[i], r, u, currency));
                 currencies.push(currency);
             }
-            let response = settle_batch(saga, &program_context(program_id, ctx), contexts, draft)
-                .await
-                .map_err(chunk_failure)?;
+            let response =
+                settle_batch(saga, &program_context(program_id, ctx), contexts, draft).await.map_err(chunk_failure)?;
             let by_sale: HashMap<&str, &cpb::Settlement> =
                 response.settlements.iter().map(|s| (s.sale_id.as_str(), s)).collect();
             for (&i, currency) in group.iter().zip(currencies) {

@@ -335,7 +335,8 @@ mod tests {
     }
 }
 
-/// One page of the program's SETTLED sales whose `occurred_at` is in
+/// One page of the program's settled sales (SETTLED, PARTIALLY_REFUNDED or
+/// REFUNDED: every one whose lines were posted) whose `occurred_at` is in
 /// `[start, end)`, ordered by (occurred_at, id), after the cursor `after`
 /// (the last sale of the previous page), at most `limit`: what
 /// SimulateProgram (issue 16 item 2) recomputes.
@@ -352,7 +353,7 @@ pub(crate) async fn settled_sales_in(
     };
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM sales s
-         WHERE s.program_id = $1 AND s.occurred_at >= $2 AND s.occurred_at < $3 AND s.state = $4
+         WHERE s.program_id = $1 AND s.occurred_at >= $2 AND s.occurred_at < $3 AND s.state IN ($4, $8, $9)
            AND ($5::timestamptz IS NULL OR (s.occurred_at, s.id) > ($5, $6))
          ORDER BY s.occurred_at, s.id
          LIMIT $7",
@@ -365,6 +366,8 @@ pub(crate) async fn settled_sales_in(
     .bind(after_time)
     .bind(after_id)
     .bind(limit)
+    .bind(SaleState::PartiallyRefunded)
+    .bind(SaleState::Refunded)
     .fetch_all(pool)
     .await
 }

@@ -25,7 +25,11 @@ pub const MAX_DRAFT_ITEMS: usize = 100;
 /// more than [`MAX_DRAFT_ITEMS`], a plan scope twice); NOT_FOUND
 /// (`PROGRAM_NOT_FOUND` / `PARTNER_NOT_FOUND`) for an unknown program or a
 /// partner not in it; UNAVAILABLE when the hierarchy cannot answer.
-pub(super) async fn decode(api: &CommissionApi, program_id: ProgramId, draft: &pb::SettlementDraft) -> Result<Draft, Status> {
+pub(super) async fn decode(
+    api: &CommissionApi,
+    program_id: ProgramId,
+    draft: &pb::SettlementDraft,
+) -> Result<Draft, Status> {
     let mut violations = FieldViolations::new();
     let program_text = program_id.to_string();
     let same_program = |field: String, value: &str, violations: &mut FieldViolations| {
@@ -33,7 +37,9 @@ pub(super) async fn decode(api: &CommissionApi, program_id: ProgramId, draft: &p
             violations.add(field, "must be empty or the program of the call");
         }
     };
-    for (name, len) in [("draft.agreements", draft.agreements.len()), ("draft.override_plans", draft.override_plans.len())] {
+    for (name, len) in
+        [("draft.agreements", draft.agreements.len()), ("draft.override_plans", draft.override_plans.len())]
+    {
         if len > MAX_DRAFT_ITEMS {
             violations.add(name, format!("at most {MAX_DRAFT_ITEMS}, got {len}"));
         }

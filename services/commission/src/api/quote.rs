@@ -324,7 +324,8 @@ struct Quote {
 fn decode_quote(request: &pb::QuoteSaleRequest) -> Result<Quote, Status> {
     let mut violations = FieldViolations::new();
     let program_id = require_uuid("program_id", &request.program_id, &mut violations);
-    let draft = request.draft_rules.as_ref().and_then(|rules| decode_rules_under("draft_rules", rules, &mut violations));
+    let draft =
+        request.draft_rules.as_ref().and_then(|rules| decode_rules_under("draft_rules", rules, &mut violations));
     let Some(sale) = request.sale.as_ref() else {
         violations.add("sale", "is required");
         return Err(violations.into_status());

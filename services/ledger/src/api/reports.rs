@@ -22,6 +22,19 @@ struct BreakdownCursor {
     c: String,
 }
 
+/// At most [`MAX_REPORT_IDS`] sale ids of 1..64 bytes each (violations on
+/// `sale_ids` and `sale_ids[i]`).
+fn check_sale_ids(sale_ids: &[String], violations: &mut FieldViolations) {
+    if sale_ids.len() > MAX_REPORT_IDS {
+        violations.add("sale_ids", format!("at most {MAX_REPORT_IDS} sales per call"));
+    }
+    for (index, id) in sale_ids.iter().enumerate() {
+        if id.is_empty() || id.len() > 64 {
+            violations.add(format!("sale_ids[{index}]"), "must be a sale id (1..64 bytes)");
+        }
+    }
+}
+
 /// A report's period from `start_time` / `end_time` (either optional; the
 /// end must be after the start), violations on those fields.
 pub(super) fn period(
@@ -56,14 +69,7 @@ impl LedgerApi {
             .filter_map(|(index, id)| require_uuid(&format!("partner_ids[{index}]"), id, &mut violations))
             .collect();
         let period = period(request.start_time.as_ref(), request.end_time.as_ref(), &mut violations);
-        if request.sale_ids.len() > MAX_REPORT_IDS {
-            violations.add("sale_ids", format!("at most {MAX_REPORT_IDS} sales per call"));
-        }
-        for (index, id) in request.sale_ids.iter().enumerate() {
-            if id.is_empty() || id.len() > 64 {
-                violations.add(format!("sale_ids[{index}]"), "must be a sale id (1..64 bytes)");
-            }
-        }
+        check_sale_ids(&request.sale_ids, &mut violations);
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
         scope.require_program(program_id)?;
@@ -192,9 +198,10 @@ pub(super) async fn list_sale_lines(
 ) -> Result<pb::ListSaleLinesResponse, Status> {
     let mut violations = FieldViolations::new();
     let program_id = require_uuid("program_id", &request.program_id, &mut violations);
-    if request.sale_ids.is_empty() || request.sale_ids.len() > MAX_REPORT_IDS {
-        violations.add("sale_ids", format!("must name 1 to {MAX_REPORT_IDS} sales, got {}", request.sale_ids.len()));
+    if request.sale_ids.is_empty() {
+        violations.add("sale_ids", "at least one sale is required");
     }
+    check_sale_ids(&request.sale_ids, &mut violations);
     violations.into_result()?;
     let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
     scope.require_program(program_id)?;

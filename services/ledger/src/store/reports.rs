@@ -219,7 +219,11 @@ pub struct SaleLineRow {
 /// The live (not VOIDED) CREDIT lines of `sale_ids` in one query, by sale
 /// then posting order: what settlement posted for them (SimulateProgram's
 /// actuals, issue 16 item 2).
-pub async fn sale_lines(pool: &PgPool, program_id: ProgramId, sale_ids: &[String]) -> Result<Vec<SaleLineRow>, sqlx::Error> {
+pub async fn sale_lines(
+    pool: &PgPool,
+    program_id: ProgramId,
+    sale_ids: &[String],
+) -> Result<Vec<SaleLineRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT e.sale_id, e.partner_id, e.kind, e.level, e.currency, e.amount, s.status
          FROM entries e JOIN entry_states s ON s.entry_id = e.id

@@ -23,13 +23,13 @@ mod resolve;
 mod settle;
 mod upline;
 
-/// upline's output: ClawbackSale reads the program settings a sale was
-/// settled under from it.
-pub(crate) use upline::UplineOut;
 /// The steps' own functions that SimulateProgram (issue 16 item 2) runs a
 /// recorded sale through, exactly as settlement does.
 pub(crate) use compute::{by_settings, program_context, sale_context, settle_batch, settlement_lines};
 pub(crate) use resolve::{ResolveOut, resolve_sales};
+/// upline's output: ClawbackSale reads the program settings a sale was
+/// settled under from it.
+pub(crate) use upline::UplineOut;
 pub(crate) use upline::{upline_weight, uplines_of};
 
 use std::collections::{BTreeMap, HashMap};

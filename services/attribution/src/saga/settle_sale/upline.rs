@@ -5,10 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use accrue_proto::hierarchy::v1 as hpb;
-use accrue_saga::{StepError, StepResult, output};
 use accrue_kit::client::AuthChannel;
+use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
+use accrue_saga::{StepError, StepResult, output};
 use accrue_types::{PartnerId, ProgramId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -248,6 +248,7 @@ async fn a_draft_equal_to_the_live_plan_changes_nothing_and_writes_nothing() {
         draft: Some(cpb::SettlementDraft {
             agreements: vec![agreement_draft("0.05")],
             override_plans: vec![plan_draft("", &["0.02", "0.01"])],
+            ..Default::default()
         }),
         link_splits: vec![apb::LinkSplitsChange {
             link_id: w.link1.clone(),
@@ -289,7 +290,7 @@ async fn rate_changes_match_a_direct_recomputation() {
 
     // The default agreement 5 % → 7 %: DIRECT and SPLIT move, overrides (on
     // the deal amount) do not.
-    let draft = cpb::SettlementDraft { agreements: vec![agreement_draft("0.07")], override_plans: Vec::new() };
+    let draft = cpb::SettlementDraft { agreements: vec![agreement_draft("0.07")], ..Default::default() };
     let seven = Rules { rate: d("0.07"), ..live_rules };
     let (expected, sales) = recompute(&w, &seven);
     let request7 = apb::SimulateProgramRequest { draft: Some(draft), top_k: 3, ..request(&w) };
@@ -320,8 +321,7 @@ async fn rate_changes_match_a_direct_recomputation() {
 
     // Override level 1: 2 % → 3 % (the program plan): only level-1 ancestors
     // (mid for s1 and s2's sales, top for mid's) move.
-    let draft =
-        cpb::SettlementDraft { agreements: Vec::new(), override_plans: vec![plan_draft("", &["0.03", "0.01"])] };
+    let draft = cpb::SettlementDraft { override_plans: vec![plan_draft("", &["0.03", "0.01"])], ..Default::default() };
     let three = Rules { levels: [d("0.03"), d("0.01")], ..live_rules };
     let (expected, _) = recompute(&w, &three);
     let (rows, _) = simulate(&mut c, apb::SimulateProgramRequest { draft: Some(draft), ..request(&w) }).await;
@@ -344,7 +344,7 @@ async fn a_partner_plan_draft_and_a_splits_draft_change_the_expected_partners_on
 
     // top's own plan: 4 % at every level. Only top's overrides move.
     let draft =
-        cpb::SettlementDraft { agreements: Vec::new(), override_plans: vec![plan_draft(&w.top, &["0.04", "0.04"])] };
+        cpb::SettlementDraft { override_plans: vec![plan_draft(&w.top, &["0.04", "0.04"])], ..Default::default() };
     let rules = Rules { top_levels: Some([d("0.04"), d("0.04")]), ..live_rules };
     let (expected, _) = recompute(&w, &rules);
     let (rows, _) = simulate(&mut c, apb::SimulateProgramRequest { draft: Some(draft), ..request(&w) }).await;
@@ -407,7 +407,11 @@ async fn bad_periods_and_drafts_are_refused_with_field_violations_and_write_noth
         ),
         (
             apb::SimulateProgramRequest {
-                draft: Some(cpb::SettlementDraft { agreements: vec![bad_rate], override_plans: vec![no_mode] }),
+                draft: Some(cpb::SettlementDraft {
+                    agreements: vec![bad_rate],
+                    override_plans: vec![no_mode],
+                    ..Default::default()
+                }),
                 ..base.clone()
             },
             Code::InvalidArgument,
@@ -450,7 +454,7 @@ async fn bad_periods_and_drafts_are_refused_with_field_violations_and_write_noth
                         partner_id: uuid::Uuid::now_v7().to_string(),
                         ..agreement_draft("0.05")
                     }],
-                    override_plans: Vec::new(),
+                    ..Default::default()
                 }),
                 ..base.clone()
             },
@@ -515,4 +519,82 @@ async fn operators_may_simulate_their_program_and_partners_and_viewers_may_not()
     drop(admin);
     stack.shutdown().await.unwrap();
     drop(db);
+}
+
+/// A scheme-rate draft (seed 002 margins): the Retailer's absolute rate
+/// 1 % → 1.5 % moves the Retailer's MARGIN up and the Distributor's (2 %
+/// minus the Retailer's) down by the same amount, and nobody else's; a
+/// draft that puts a lower role above a higher one is refused as
+/// SetSchemeRates refuses it, and an unknown scheme is NOT_FOUND.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheme_rates_draft_moves_the_margins_it_touches() {
+    let stack = TestStack::start().await.unwrap();
+    let mut c = stack.clients.clone();
+    let program = program(&mut c).await;
+    let roles = ["ADMIN", "WHITE_LABEL", "MASTER_DISTRIBUTOR", "DISTRIBUTOR", "RETAILER"];
+    let mut chain: Vec<String> = Vec::new();
+    for role in roles {
+        let parent = chain.last().cloned().unwrap_or_default();
+        chain.push(partner(&mut c, &program, role, &parent).await);
+    }
+    let rate = |role: &str, rate: &str| cpb::SchemeRate {
+        service_code: "RECHARGE".into(),
+        role: role.into(),
+        rate: rate.into(),
+    };
+    let root = c
+        .commission
+        .create_scheme(cpb::CreateSchemeRequest {
+            program_id: program.clone(),
+            scheme: Some(cpb::Scheme {
+                display_name: "SuperAdmin".into(),
+                rates: roles.iter().zip(["0.05", "0.04", "0.03", "0.02", "0.01"]).map(|(r, v)| rate(r, v)).collect(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    default_agreement(&mut c, &program, percentage_on_payment("0.10")).await;
+    link_with_lead(&mut c, &program, &chain[4], "r1").await;
+    let amounts = ["100.00", "250.00", "40.00"];
+    for (k, gross) in amounts.iter().enumerate() {
+        let at = format!("2024-03-0{}T12:00:00Z", k + 1);
+        record_and_settle(&mut c, payment(&program, &format!("m-{k}"), "r1", gross, "RECHARGE", &at)).await;
+    }
+    let draft = |rates: Vec<cpb::SchemeRate>, scheme: &str| apb::SimulateProgramRequest {
+        program_id: program.clone(),
+        start_time: Some(ts("2024-03-01T00:00:00Z")),
+        end_time: Some(ts("2024-04-01T00:00:00Z")),
+        draft: Some(cpb::SettlementDraft {
+            scheme_rates: vec![cpb::SetSchemeRatesRequest {
+                scheme_id: scheme.into(),
+                rates,
+                request_id: String::new(),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (rows, pages) = simulate(&mut c, draft(vec![rate("RETAILER", "0.015")], &root)).await;
+    let total: Decimal = amounts.iter().map(|a| d(a)).sum();
+    let margin = |partner: &str| rows[&(partner.to_string(), types::EarningKind::Margin as i32)];
+    let (retailer, distributor) = (margin(&chain[4]), margin(&chain[3]));
+    assert_eq!((retailer.0, retailer.1), (round(total * d("0.01")), round(total * d("0.015"))));
+    assert_eq!((distributor.0, distributor.1), (round(total * d("0.01")), round(total * d("0.005"))));
+    assert_eq!(retailer.2, -distributor.2);
+    for partner in &chain[..3] {
+        assert!(margin(partner).2.is_zero(), "{partner}: {:?}", margin(partner));
+    }
+    assert_eq!((pages[0].sales_simulated, pages[0].sales_changed), (3, 3));
+
+    let refused = c.attribution.simulate_program(draft(vec![rate("RETAILER", "0.03")], &root)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(fields(&refused).contains(&"draft.scheme_rates[0].rates[0].rate".to_string()), "{refused:?}");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let refused = c.attribution.simulate_program(draft(vec![rate("RETAILER", "0.015")], &unknown)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    stack.shutdown().await.unwrap();
 }

@@ -75,7 +75,7 @@ pub async fn simulate(clients: &Clients, program_id: &str, start: DateTime<Utc>)
             }),
             ..Default::default()
         }],
-        override_plans: Vec::new(),
+        ..Default::default()
     };
     let draft = pass(clients, attribution::SimulateProgramRequest { draft: Some(draft), ..request }).await?;
     Ok(Simulation { live, draft })

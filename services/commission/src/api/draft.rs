@@ -3,18 +3,22 @@
 //! that would store it validates it — agreements as CreateAgreement
 //! ([`decode_rules_under`], `effective_from`, the partner in the program),
 //! override plans as SetOverridePlan ([`plans::codec::decode_plan`], the
-//! qualification's currency the program's) — with field paths under `draft.`.
+//! qualification's currency the program's), scheme rates as SetSchemeRates
+//! ([`schemes::codec::decode_rate_changes`], roles on the program's ladder,
+//! the tree's child ≤ parent and role order after each change) — with
+//! field paths under `draft.`.
 
 use std::collections::HashSet;
 
 use accrue_kit::FieldViolations;
-use accrue_kit::convert::{from_timestamp, optional_uuid};
+use accrue_kit::convert::{from_timestamp, optional_uuid, require_uuid};
 use accrue_proto::commission::v1 as pb;
-use accrue_types::{PartnerId, ProgramId};
+use accrue_types::{PartnerId, ProgramId, SchemeId};
 use tonic::Status;
 
 use super::quote::decode_rules_under;
-use super::{CommissionApi, Draft, DraftAgreement, get_uplines, plans};
+use super::{CommissionApi, Draft, DraftAgreement, get_uplines, plans, schemes};
+use crate::scheme_store::{self, SchemeError};
 
 /// Most agreements, and most override plans, one draft carries.
 pub const MAX_DRAFT_ITEMS: usize = 100;
@@ -91,8 +95,20 @@ pub(super) async fn decode(
         }
         plans.push((i, scope.partner_id, plan));
     }
+    let mut scheme_rates = Vec::with_capacity(draft.scheme_rates.len());
+    for (i, write) in draft.scheme_rates.iter().enumerate() {
+        let at = format!("draft.scheme_rates[{i}]");
+        let scheme_id = require_uuid::<SchemeId>(&format!("{at}.scheme_id"), &write.scheme_id, &mut violations);
+        if write.rates.is_empty() {
+            violations.add(format!("{at}.rates"), "at least one rate is required");
+        }
+        let changes = schemes::codec::decode_rate_changes(&format!("{at}.rates"), &write.rates, &mut violations);
+        if let (Some(scheme_id), Some(changes)) = (scheme_id, changes) {
+            scheme_rates.push((i, scheme_id, changes));
+        }
+    }
     violations.into_result()?;
-    if agreements.is_empty() && plans.is_empty() {
+    if agreements.is_empty() && plans.is_empty() && scheme_rates.is_empty() {
         return Ok(Draft::default());
     }
     // The program must exist and every partner be one of its own, as for
@@ -108,6 +124,31 @@ pub(super) async fn decode(
             None => format!("draft.override_plans[{i}].{field}"),
         });
     }
+    for (i, _, changes) in &scheme_rates {
+        schemes::codec::check_rate_roles(
+            &format!("draft.scheme_rates[{i}].rates"),
+            changes,
+            &program.role_ladder,
+            &mut violations,
+        );
+    }
     violations.into_result()?;
-    Ok(Draft { agreements, plans: plans.into_iter().map(|(_, scope, plan)| (scope, plan)).collect() })
+    // Each change must keep the program's tree consistent, as
+    // SetSchemeRates checks it, on the tree the earlier changes left.
+    if !scheme_rates.is_empty() {
+        let mut tree = scheme_store::load_tree(&api.pool, program_id).await?;
+        for (i, scheme_id, changes) in &scheme_rates {
+            if tree.get(*scheme_id).is_none() {
+                return Err(schemes::scheme_error(SchemeError::NotFound(*scheme_id), ""));
+            }
+            tree = tree.check_write(*scheme_id, changes, &program.role_ladder).map_err(|conflicts| {
+                schemes::scheme_error(SchemeError::Conflicts(conflicts), &format!("draft.scheme_rates[{i}].rates"))
+            })?;
+        }
+    }
+    Ok(Draft {
+        agreements,
+        plans: plans.into_iter().map(|(_, scope, plan)| (scope, plan)).collect(),
+        scheme_rates: scheme_rates.into_iter().map(|(_, scheme_id, changes)| (scheme_id, changes)).collect(),
+    })
 }

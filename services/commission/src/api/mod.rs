@@ -16,7 +16,7 @@ use accrue_proto::commission::v1 as pb;
 use accrue_proto::commission::v1::commission_service_server::CommissionService;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
-use accrue_types::{PartnerId, ProgramId};
+use accrue_types::{PartnerId, ProgramId, SchemeId};
 use sqlx::PgPool;
 use tonic::{Code, Request, Response, Status};
 
@@ -30,7 +30,7 @@ fn in_scope<T>(request: &Request<T>, program_id: &str) -> Result<(), Status> {
     }
 }
 
-use crate::domain::{AgreementRules, OverridePlan};
+use crate::domain::{AgreementRules, OverridePlan, RateChange};
 use chrono::{DateTime, Utc};
 
 /// Longest accepted `request_id`, in bytes.
@@ -54,6 +54,8 @@ pub(crate) struct Draft {
     /// Override plans replacing the stored plan of their scope (`None`: the
     /// program's plan; else that upline partner's own).
     pub plans: Vec<(Option<PartnerId>, OverridePlan)>,
+    /// Scheme rate changes applied in order to the program's tree (validated).
+    pub scheme_rates: Vec<(SchemeId, Vec<RateChange>)>,
 }
 
 /// One draft agreement version.

@@ -193,7 +193,7 @@ pub(super) async fn quote_sale(
     complete_facts(api, quote.program_id, &mut sale).await?;
     let draft = quote.draft.map(|rules| Draft {
         agreements: vec![DraftAgreement { scope: Some(quote.seller), effective_from: None, rules }],
-        plans: Vec::new(),
+        ..Draft::default()
     });
     let settlement = api
         .settle_sales(quote.program_id, &settings, vec![Ok(sale)], draft.as_ref())

@@ -46,7 +46,8 @@ impl CommissionApi {
                 }
             }
         }
-        let schemes = scheme_store::load_book(&self.pool, program_id, &decoded).await?;
+        let draft_rates = draft.map_or(&[][..], |draft| draft.scheme_rates.as_slice());
+        let schemes = scheme_store::load_book(&self.pool, program_id, &decoded, draft_rates).await?;
         Ok(sales
             .into_iter()
             .map(|sale| match sale {

@@ -1811,11 +1811,7 @@ mod margins {
 fn draft_versions_extend_or_replace_their_scope() {
     let stored = rules(pct(dec!(0.05)));
     let draft = rules(pct(dec!(0.07)));
-    let dated = default_book(stored.clone()).with_draft_version(
-        None,
-        Some(at("2024-03-15T00:00:00Z")),
-        draft.clone(),
-    );
+    let dated = default_book(stored.clone()).with_draft_version(None, Some(at("2024-03-15T00:00:00Z")), draft.clone());
     let seller = pid(99);
     let before = dated.in_force(seller, at("2024-03-14T23:59:59Z")).unwrap();
     assert_eq!((before.rules.clone(), before.version), (stored.clone(), 1));

@@ -6,12 +6,15 @@
 //! [`settlement_lines`] — compared with the lines the ledger holds
 //! (ledger.ListSaleLines). Writes nothing: no sale, saga, posting or rule.
 //!
-//! Facts are read as settlement would read them now: the customer history,
-//! first payment and prior volume from the recorded sales (ordered by
-//! `occurred_at`, so the same as at settlement unless a sale was backdated
-//! since), the program settings version in force at each `occurred_at`, and
-//! the tree, statuses and roles as the hierarchy has them now (a partner
-//! moved or terminated since shows as a difference the draft did not make).
+//! Facts are the ones settlement ran on: each sale's resolve and upline
+//! outputs from its saga's log (customer history, first payment, prior
+//! volume as recorded then; ancestors, statuses, roles and program settings
+//! as the hierarchy answered then), so that the backtest differs from the
+//! ledger only by what the draft changes — sales recorded out of
+//! `occurred_at` order, or a partner moved since, add no noise. A sale whose
+//! log lacks them is resolved again by [`resolve_sales`] and [`uplines_of`],
+//! as settlement would now; a sale the draft re-splits keeps its logged
+//! upline with its new split partners' statuses and roles asked now.
 
 use accrue_kit::auth::Identity;
 use accrue_kit::convert::require_timestamp;
@@ -259,31 +262,56 @@ impl AttributionApi {
         chunk: &[SaleRow],
     ) -> Result<Vec<Result<Vec<SimLine>, String>>, Status> {
         let program_id = simulation.program_id;
-        let sales: Vec<&SaleRow> = chunk.iter().collect();
         let mut outcomes: Vec<Result<Vec<SimLine>, String>> = vec![Ok(Vec::new()); chunk.len()];
-        // resolve, with the draft's splits in place of the sale's snapshot.
-        let resolved: Vec<Option<ResolveOut>> = resolve_sales(&self.pool, &sales)
-            .await
-            .map_err(accrue_kit::error::db_error)?
-            .into_iter()
-            .enumerate()
-            .map(|(i, resolved)| {
-                let mut resolved = keep(&mut outcomes[i], resolved)?;
-                if let Some(splits) = resolved.link_id.and_then(|link| simulation.splits.get(&link)) {
-                    resolved.splits = splits.clone();
-                }
-                Some(resolved)
-            })
-            .collect();
-        // upline, cut by partner ids per call as the step cuts it.
-        let ready: Vec<usize> = (0..chunk.len()).filter(|&i| resolved[i].is_some()).collect();
-        let mut uplines = vec![None; chunk.len()];
-        for piece in cut_by_weight(ready, |i| resolved[i].as_ref().map_or(1, upline_weight)) {
+        // The facts settlement ran on, as its saga logged them; resolve
+        // again only the sales whose log lacks them.
+        let ids: Vec<SaleId> = chunk.iter().map(|sale| sale.id).collect();
+        let mut logged = store::settled_facts(&self.pool, &ids).await.map_err(accrue_kit::error::db_error)?;
+        let mut resolved: Vec<Option<ResolveOut>> = Vec::with_capacity(chunk.len());
+        let mut logged_uplines: Vec<Option<UplineOut>> = Vec::with_capacity(chunk.len());
+        for sale in chunk {
+            let facts = logged.remove(&sale.id).unwrap_or_default();
+            resolved.push(facts.resolve);
+            logged_uplines.push(facts.upline);
+        }
+        let missing: Vec<usize> = (0..chunk.len()).filter(|&i| resolved[i].is_none()).collect();
+        if !missing.is_empty() {
+            let sales: Vec<&SaleRow> = missing.iter().map(|&i| &chunk[i]).collect();
+            let fresh = resolve_sales(&self.pool, &sales).await.map_err(accrue_kit::error::db_error)?;
+            for (&i, answer) in missing.iter().zip(fresh) {
+                resolved[i] = keep(&mut outcomes[i], answer);
+            }
+        }
+        // The draft's splits in place of the sale's snapshot.
+        let mut resplit = vec![false; chunk.len()];
+        for (i, resolved) in resolved.iter_mut().enumerate() {
+            if let Some(r) = resolved.as_mut()
+                && let Some(splits) = r.link_id.and_then(|link| simulation.splits.get(&link))
+            {
+                r.splits = splits.clone();
+                resplit[i] = true;
+            }
+        }
+        // upline: the logged one, but asked again (cut by partner ids per
+        // call as the step cuts it) when the log lacks it or the draft
+        // re-split the sale (its new split partners' statuses and roles).
+        let mut uplines = logged_uplines;
+        let ask: Vec<usize> =
+            (0..chunk.len()).filter(|&i| resolved[i].is_some() && (uplines[i].is_none() || resplit[i])).collect();
+        for piece in cut_by_weight(ask, |i| resolved[i].as_ref().map_or(1, upline_weight)) {
             let inputs: Vec<(&ResolveOut, DateTime<Utc>)> =
                 piece.iter().filter_map(|&i| Some((resolved[i].as_ref()?, chunk[i].occurred_at))).collect();
             let answers = uplines_of(self.peers.hierarchy.clone(), program_id, &inputs).await.map_err(chunk_failure)?;
             for (&i, answer) in piece.iter().zip(answers) {
-                uplines[i] = keep(&mut outcomes[i], answer);
+                let Some(fresh) = keep(&mut outcomes[i], answer) else {
+                    uplines[i] = None;
+                    continue;
+                };
+                uplines[i] = Some(match uplines[i].take() {
+                    // Settlement's own upline, with the draft's split partners.
+                    Some(settled) => UplineOut { splits: fresh.splits, ..settled },
+                    None => fresh,
+                });
             }
         }
         // compute, one commission call per program settings version.

@@ -371,3 +371,45 @@ pub(crate) async fn settled_sales_in(
     .fetch_all(pool)
     .await
 }
+
+/// The facts the settlement of each of `sale_ids` ran on: the resolve and
+/// upline outputs its SETTLE_SALE saga's current run logged (the engine
+/// carries the outputs of steps without an undo in the next `started`
+/// event, post's; the latest one wins). A sale without them is absent; an
+/// output that no longer decodes is `None` (the caller resolves it again).
+/// SimulateProgram (issue 16 item 2) recomputes sales from these, so that a
+/// backtest differs from the ledger only by what its draft changes.
+pub(crate) async fn settled_facts(
+    pool: &PgPool,
+    sale_ids: &[SaleId],
+) -> Result<HashMap<SaleId, SettledFacts>, sqlx::Error> {
+    let rows: Vec<(SaleId, Option<serde_json::Value>, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT DISTINCT ON (g.sale_id) g.sale_id, e.detail->'carried'->'resolve', e.detail->'carried'->'upline'
+         FROM sagas g
+         JOIN saga_step_events e ON e.saga_id = g.id AND e.run = g.run AND e.step = 'post' AND e.event = 'started'
+         WHERE g.sale_id = ANY($1) AND g.kind = 'SETTLE_SALE'
+         ORDER BY g.sale_id, e.id DESC",
+    )
+    .bind(sale_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(sale_id, resolve, upline)| {
+            let facts = SettledFacts {
+                resolve: resolve.and_then(|value| serde_json::from_value(value).ok()),
+                upline: upline.and_then(|value| serde_json::from_value(value).ok()),
+            };
+            (sale_id, facts)
+        })
+        .collect())
+}
+
+/// What [`settled_facts`] reads for one sale.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SettledFacts {
+    /// The resolve step's output.
+    pub(crate) resolve: Option<crate::saga::settle_sale::ResolveOut>,
+    /// The upline step's output.
+    pub(crate) upline: Option<crate::saga::settle_sale::UplineOut>,
+}

@@ -147,9 +147,10 @@ fn live(w: &World) -> Rules<'static> {
     Rules { rate: d("0.05"), levels: [d("0.02"), d("0.01")], top_levels: None, s1_split: None }
 }
 
-fn request(w: &World) -> apb::SimulateProgramRequest {
+/// SimulateProgram of `program`'s March 2024.
+fn request(program: &str) -> apb::SimulateProgramRequest {
     apb::SimulateProgramRequest {
-        program_id: w.program.clone(),
+        program_id: program.to_string(),
         start_time: Some(ts("2024-03-01T00:00:00Z")),
         end_time: Some(ts("2024-04-01T00:00:00Z")),
         ..Default::default()
@@ -254,9 +255,9 @@ async fn a_draft_equal_to_the_live_plan_changes_nothing_and_writes_nothing() {
             link_id: w.link1.clone(),
             splits: vec![apb::LinkSplit { partner_id: w.sp.clone(), basis_points: 2500 }],
         }],
-        ..request(&w)
+        ..request(&w.program)
     };
-    for request in [request(&w), restated] {
+    for request in [request(&w.program), restated] {
         let (rows, pages) = simulate(&mut c, request).await;
         assert!(check(&rows, &actual, &actual).is_empty());
         assert_eq!(pages.len(), 1);
@@ -265,14 +266,14 @@ async fn a_draft_equal_to_the_live_plan_changes_nothing_and_writes_nothing() {
         assert!(page.top_sales.is_empty());
     }
     // Pages of 10 add up to the same (and no sale twice).
-    let (rows, pages) = simulate(&mut c, apb::SimulateProgramRequest { page_size: 10, ..request(&w) }).await;
+    let (rows, pages) = simulate(&mut c, apb::SimulateProgramRequest { page_size: 10, ..request(&w.program) }).await;
     assert!(check(&rows, &actual, &actual).is_empty());
     assert_eq!(pages.iter().map(|p| p.sales_simulated).collect::<Vec<_>>(), vec![10, 10, 10, 6]);
     // A period that holds nothing.
     let empty = apb::SimulateProgramRequest {
         start_time: Some(ts("2023-01-01T00:00:00Z")),
         end_time: Some(ts("2023-02-01T00:00:00Z")),
-        ..request(&w)
+        ..request(&w.program)
     };
     let (rows, pages) = simulate(&mut c, empty).await;
     assert!(rows.is_empty() && pages[0].sales_simulated == 0);
@@ -293,7 +294,7 @@ async fn rate_changes_match_a_direct_recomputation() {
     let draft = cpb::SettlementDraft { agreements: vec![agreement_draft("0.07")], ..Default::default() };
     let seven = Rules { rate: d("0.07"), ..live_rules };
     let (expected, sales) = recompute(&w, &seven);
-    let request7 = apb::SimulateProgramRequest { draft: Some(draft), top_k: 3, ..request(&w) };
+    let request7 = apb::SimulateProgramRequest { draft: Some(draft), top_k: 3, ..request(&w.program) };
     let (rows, pages) = simulate(&mut c, request7).await;
     let changed = check(&rows, &actual, &expected);
     assert!(changed.iter().all(|(_, kind)| *kind == DIRECT || *kind == SPLIT), "{changed:?}");
@@ -324,7 +325,7 @@ async fn rate_changes_match_a_direct_recomputation() {
     let draft = cpb::SettlementDraft { override_plans: vec![plan_draft("", &["0.03", "0.01"])], ..Default::default() };
     let three = Rules { levels: [d("0.03"), d("0.01")], ..live_rules };
     let (expected, _) = recompute(&w, &three);
-    let (rows, _) = simulate(&mut c, apb::SimulateProgramRequest { draft: Some(draft), ..request(&w) }).await;
+    let (rows, _) = simulate(&mut c, apb::SimulateProgramRequest { draft: Some(draft), ..request(&w.program) }).await;
     let changed = check(&rows, &actual, &expected);
     assert_eq!(changed, {
         let mut want = vec![(w.mid.clone(), OVERRIDE), (w.top.clone(), OVERRIDE)];
@@ -347,7 +348,7 @@ async fn a_partner_plan_draft_and_a_splits_draft_change_the_expected_partners_on
         cpb::SettlementDraft { override_plans: vec![plan_draft(&w.top, &["0.04", "0.04"])], ..Default::default() };
     let rules = Rules { top_levels: Some([d("0.04"), d("0.04")]), ..live_rules };
     let (expected, _) = recompute(&w, &rules);
-    let (rows, _) = simulate(&mut c, apb::SimulateProgramRequest { draft: Some(draft), ..request(&w) }).await;
+    let (rows, _) = simulate(&mut c, apb::SimulateProgramRequest { draft: Some(draft), ..request(&w.program) }).await;
     assert_eq!(check(&rows, &actual, &expected), vec![(w.top.clone(), OVERRIDE)]);
 
     // s1's link re-split: sp2 takes 50 % instead of sp's 25 %. s1, sp and
@@ -359,7 +360,7 @@ async fn a_partner_plan_draft_and_a_splits_draft_change_the_expected_partners_on
     let rules = Rules { s1_split: Some((w.sp2.as_str(), 5000)), ..live(&w) };
     let (expected, _) = recompute(&w, &rules);
     let (rows, pages) =
-        simulate(&mut c, apb::SimulateProgramRequest { link_splits: vec![change], ..request(&w) }).await;
+        simulate(&mut c, apb::SimulateProgramRequest { link_splits: vec![change], ..request(&w.program) }).await;
     let mut want = vec![(w.s1.clone(), DIRECT), (w.sp.clone(), SPLIT), (w.sp2.clone(), SPLIT)];
     want.sort();
     assert_eq!(check(&rows, &actual, &expected), want);
@@ -382,7 +383,7 @@ async fn bad_periods_and_drafts_are_refused_with_field_violations_and_write_noth
     let w = world(&mut c, 3).await;
     let pool = sqlx::PgPool::connect(&stack.db.url).await.unwrap();
     let before = snapshot(&pool).await;
-    let base = request(&w);
+    let base = request(&w.program);
     let bad_rate = cpb::CreateAgreementRequest {
         rules: Some(cpb::AgreementRules { rate: "1.5".into(), ..percentage_on_payment("0.05") }),
         ..Default::default()
@@ -508,7 +509,7 @@ async fn operators_may_simulate_their_program_and_partners_and_viewers_may_not()
         (as_token("admin-of-other", Role::Admin, &other, None), Code::NotFound),
     ];
     for (mut clients, code) in cases {
-        match clients.attribution.simulate_program(request(&w)).await {
+        match clients.attribution.simulate_program(request(&w.program)).await {
             Ok(page) => {
                 assert_eq!(code, Code::Ok);
                 assert_eq!(page.into_inner().sales_simulated, 3);
@@ -596,5 +597,46 @@ async fn a_scheme_rates_draft_moves_the_margins_it_touches() {
     let unknown = uuid::Uuid::now_v7().to_string();
     let refused = c.attribution.simulate_program(draft(vec![rate("RETAILER", "0.015")], &unknown)).await.unwrap_err();
     assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    stack.shutdown().await.unwrap();
+}
+
+/// A backtest recomputes from the facts settlement ran on (the saga log):
+/// with a TIERED agreement (seed 003 example 5: the tier by the seller's
+/// prior volume), a sale recorded after a later one settled gave that later
+/// one a lower tier than today's history would; the live rules still find
+/// no difference, and a draft's difference is its own alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn sales_recorded_out_of_order_backtest_on_their_settled_facts() {
+    let stack = TestStack::start().await.unwrap();
+    let mut c = stack.clients.clone();
+    let program = program(&mut c).await;
+    let tier = |min: &str, max: &str, rate: &str| cpb::Tier {
+        min_volume: min.into(),
+        max_volume: max.into(),
+        rate: rate.into(),
+        fixed_amount: None,
+    };
+    let tiered = |low: &str| cpb::AgreementRules {
+        model: cpb::CommissionModel::Tiered as i32,
+        trigger: cpb::CommissionTrigger::OnPayment as i32,
+        tiers: vec![tier("0", "100", low), tier("100", "", "0.30")],
+        ..Default::default()
+    };
+    default_agreement(&mut c, &program, tiered("0.20")).await;
+    let seller = partner(&mut c, &program, "", "").await;
+    link_with_lead(&mut c, &program, &seller, "c1").await;
+    // The later sale first: no prior volume then, so the 20 % tier (20.00).
+    record_and_settle(&mut c, payment(&program, "late", "c1", "100.00", "", "2024-03-10T00:00:00Z")).await;
+    record_and_settle(&mut c, payment(&program, "early", "c1", "100.00", "", "2024-03-01T00:00:00Z")).await;
+    let (rows, pages) = simulate(&mut c, request(&program)).await;
+    assert_eq!((pages[0].sales_simulated, pages[0].sales_changed), (2, 0), "{:#?}", pages[0].top_sales);
+    assert_eq!(rows[&(seller.clone(), DIRECT)], (d("40.00"), d("40.00"), Decimal::ZERO));
+    // The low tier at 25 %: both sales were settled in it (+5.00 each).
+    let draft = cpb::SettlementDraft {
+        agreements: vec![cpb::CreateAgreementRequest { rules: Some(tiered("0.25")), ..Default::default() }],
+        ..Default::default()
+    };
+    let (rows, _) = simulate(&mut c, apb::SimulateProgramRequest { draft: Some(draft), ..request(&program) }).await;
+    assert_eq!(rows[&(seller.clone(), DIRECT)], (d("40.00"), d("50.00"), d("10.00")));
     stack.shutdown().await.unwrap();
 }

@@ -92,6 +92,13 @@ fn split(c: Decimal, bps: i64) -> (Decimal, Decimal) {
     (o / Decimal::from(100), s / Decimal::from(100))
 }
 
+/// Σ per (partner, kind).
+type Totals = BTreeMap<(String, i32), Decimal>;
+/// One sale's lines by (partner, kind, level).
+type SaleLines = BTreeMap<(String, i32, i32), Decimal>;
+/// (actual, simulated, difference) per (partner, kind).
+type Rows = BTreeMap<(String, i32), (Decimal, Decimal, Decimal)>;
+
 /// The rules a recomputation applies.
 struct Rules<'a> {
     rate: Decimal,
@@ -109,14 +116,11 @@ fn d(text: &str) -> Decimal {
 
 /// Per (partner, kind) totals and per sale lines by (partner, kind, level),
 /// recomputed independently.
-fn recompute(
-    w: &World,
-    rules: &Rules<'_>,
-) -> (BTreeMap<(String, i32), Decimal>, Vec<BTreeMap<(String, i32, i32), Decimal>>) {
-    let mut totals: BTreeMap<(String, i32), Decimal> = BTreeMap::new();
+fn recompute(w: &World, rules: &Rules<'_>) -> (Totals, Vec<SaleLines>) {
+    let mut totals: Totals = BTreeMap::new();
     let mut per_sale = Vec::new();
     for (seller, gross) in &w.sales {
-        let mut lines: BTreeMap<(String, i32, i32), Decimal> = BTreeMap::new();
+        let mut lines: SaleLines = BTreeMap::new();
         let c = round(gross * rules.rate);
         match rules.s1_split.filter(|_| *seller == w.s1) {
             Some((partner, bps)) => {
@@ -162,8 +166,8 @@ fn request(program: &str) -> apb::SimulateProgramRequest {
 async fn simulate(
     c: &mut Clients,
     mut request: apb::SimulateProgramRequest,
-) -> (BTreeMap<(String, i32), (Decimal, Decimal, Decimal)>, Vec<apb::SimulateProgramResponse>) {
-    let mut rows: BTreeMap<(String, i32), (Decimal, Decimal, Decimal)> = BTreeMap::new();
+) -> (Rows, Vec<apb::SimulateProgramResponse>) {
+    let mut rows: Rows = BTreeMap::new();
     let mut pages = Vec::new();
     loop {
         let page = c.attribution.simulate_program(request.clone()).await.expect("simulate").into_inner();
@@ -184,7 +188,7 @@ async fn simulate(
 }
 
 /// Σ live CREDIT entries per (partner, kind), from ListEntries.
-async fn ledger_totals(c: &Clients, program: &str) -> BTreeMap<(String, i32), Decimal> {
+async fn ledger_totals(c: &Clients, program: &str) -> Totals {
     let mut totals = BTreeMap::new();
     for e in all_entries(c, program).await.unwrap() {
         if e.entry_type == lpb::EntryType::Credit as i32 && e.status != lpb::EntryStatus::Voided as i32 {
@@ -210,11 +214,7 @@ fn plan_draft(partner_id: &str, rates: &[&str]) -> cpb::OverridePlan {
 
 /// Asserts every row's simulated total is `expected`'s and its actual the
 /// live recomputation's; returns the pairs whose difference is not zero.
-fn check(
-    rows: &BTreeMap<(String, i32), (Decimal, Decimal, Decimal)>,
-    actual: &BTreeMap<(String, i32), Decimal>,
-    expected: &BTreeMap<(String, i32), Decimal>,
-) -> Vec<(String, i32)> {
+fn check(rows: &Rows, actual: &Totals, expected: &Totals) -> Vec<(String, i32)> {
     let mut keys: Vec<&(String, i32)> = actual.keys().chain(expected.keys()).collect();
     keys.sort();
     keys.dedup();

@@ -42,6 +42,10 @@ pub const MAX_SIMULATION_PAGE: usize = 20_000;
 /// Most link split changes one draft carries.
 pub const MAX_LINK_SPLITS_CHANGES: usize = 100;
 
+/// A split config as parsed from the wire: each partner (None when its id
+/// was malformed and already reported) and its basis points.
+type ParsedSplits = Vec<(Option<PartnerId>, i32)>;
+
 /// SimulateProgram keyset cursor: the last sale's (occurred_at µs, id).
 #[derive(Debug, Serialize, Deserialize)]
 struct SimulationCursor {
@@ -135,7 +139,7 @@ impl AttributionApi {
                 format!("at most {MAX_LINK_SPLITS_CHANGES} links, got {}", request.link_splits.len()),
             );
         }
-        let mut changes: Vec<(usize, LinkId, Vec<(Option<PartnerId>, i32)>)> = Vec::new();
+        let mut changes: Vec<(usize, LinkId, ParsedSplits)> = Vec::new();
         for (i, change) in request.link_splits.iter().enumerate() {
             let link_id =
                 require_uuid::<LinkId>(&format!("link_splits[{i}].link_id"), &change.link_id, &mut violations);

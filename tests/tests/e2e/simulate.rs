@@ -20,6 +20,7 @@ use accrue_proto::types::v1 as types;
 use rust_decimal::{Decimal, RoundingStrategy};
 use tonic::Code;
 
+use crate::margins::{SEED_002_ROOT_RATES, SERVICE, rates, scheme};
 use crate::wire::snapshot;
 
 const DIRECT: i32 = types::EarningKind::Direct as i32;
@@ -532,54 +533,34 @@ async fn a_scheme_rates_draft_moves_the_margins_it_touches() {
     let stack = TestStack::start().await.unwrap();
     let mut c = stack.clients.clone();
     let program = program(&mut c).await;
-    let roles = ["ADMIN", "WHITE_LABEL", "MASTER_DISTRIBUTOR", "DISTRIBUTOR", "RETAILER"];
     let mut chain: Vec<String> = Vec::new();
-    for role in roles {
+    for (role, _) in SEED_002_ROOT_RATES {
         let parent = chain.last().cloned().unwrap_or_default();
         chain.push(partner(&mut c, &program, role, &parent).await);
     }
-    let rate = |role: &str, rate: &str| cpb::SchemeRate {
-        service_code: "RECHARGE".into(),
-        role: role.into(),
-        rate: rate.into(),
-    };
-    let root = c
-        .commission
-        .create_scheme(cpb::CreateSchemeRequest {
-            program_id: program.clone(),
-            scheme: Some(cpb::Scheme {
-                display_name: "SuperAdmin".into(),
-                rates: roles.iter().zip(["0.05", "0.04", "0.03", "0.02", "0.01"]).map(|(r, v)| rate(r, v)).collect(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
+    let root = scheme(&mut c, &program, "", "SuperAdmin", &SEED_002_ROOT_RATES).await;
     default_agreement(&mut c, &program, percentage_on_payment("0.10")).await;
     link_with_lead(&mut c, &program, &chain[4], "r1").await;
     let amounts = ["100.00", "250.00", "40.00"];
     for (k, gross) in amounts.iter().enumerate() {
         let at = format!("2024-03-0{}T12:00:00Z", k + 1);
-        record_and_settle(&mut c, payment(&program, &format!("m-{k}"), "r1", gross, "RECHARGE", &at)).await;
+        record_and_settle(&mut c, payment(&program, &format!("m-{k}"), "r1", gross, SERVICE, &at)).await;
     }
-    let draft = |rates: Vec<cpb::SchemeRate>, scheme: &str| apb::SimulateProgramRequest {
+    let draft = |pairs: &[(&str, &str)], scheme: &str| apb::SimulateProgramRequest {
         program_id: program.clone(),
         start_time: Some(ts("2024-03-01T00:00:00Z")),
         end_time: Some(ts("2024-04-01T00:00:00Z")),
         draft: Some(cpb::SettlementDraft {
             scheme_rates: vec![cpb::SetSchemeRatesRequest {
                 scheme_id: scheme.into(),
-                rates,
+                rates: rates(pairs),
                 request_id: String::new(),
             }],
             ..Default::default()
         }),
         ..Default::default()
     };
-    let (rows, pages) = simulate(&mut c, draft(vec![rate("RETAILER", "0.015")], &root)).await;
+    let (rows, pages) = simulate(&mut c, draft(&[("RETAILER", "0.015")], &root)).await;
     let total: Decimal = amounts.iter().map(|a| d(a)).sum();
     let margin = |partner: &str| rows[&(partner.to_string(), types::EarningKind::Margin as i32)];
     let (retailer, distributor) = (margin(&chain[4]), margin(&chain[3]));
@@ -591,11 +572,11 @@ async fn a_scheme_rates_draft_moves_the_margins_it_touches() {
     }
     assert_eq!((pages[0].sales_simulated, pages[0].sales_changed), (3, 3));
 
-    let refused = c.attribution.simulate_program(draft(vec![rate("RETAILER", "0.03")], &root)).await.unwrap_err();
+    let refused = c.attribution.simulate_program(draft(&[("RETAILER", "0.03")], &root)).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert!(fields(&refused).contains(&"draft.scheme_rates[0].rates[0].rate".to_string()), "{refused:?}");
     let unknown = uuid::Uuid::now_v7().to_string();
-    let refused = c.attribution.simulate_program(draft(vec![rate("RETAILER", "0.015")], &unknown)).await.unwrap_err();
+    let refused = c.attribution.simulate_program(draft(&[("RETAILER", "0.015")], &unknown)).await.unwrap_err();
     assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
     stack.shutdown().await.unwrap();
 }

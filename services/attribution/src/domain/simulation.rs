@@ -86,15 +86,15 @@ pub(crate) struct Totals {
 pub(crate) struct Tally {
     /// Per (partner, kind, currency code), ordered by partner then kind.
     pub(crate) totals: BTreeMap<(PartnerId, EarningKind, &'static str), Totals>,
-    /// The `k` sales with the greatest change (> 0), greatest first, ties
-    /// by sale id.
+    /// The `k` changed sales (see `changed`) with the greatest change,
+    /// greatest first, ties by sale id.
     pub(crate) top: Vec<(Decimal, SaleComparison)>,
     k: usize,
     /// Sales compared.
     pub(crate) simulated: usize,
     /// Sales the draft could not settle.
     pub(crate) failed: usize,
-    /// Sales whose lines changed.
+    /// Sales whose lines changed (change > 0) or that the draft could not settle.
     pub(crate) changed: usize,
 }
 

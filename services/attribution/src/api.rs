@@ -35,6 +35,7 @@ use accrue_saga::SagaDef;
 
 mod codec;
 mod recording;
+mod simulate;
 mod stats;
 mod touches;
 
@@ -83,6 +84,15 @@ impl AttributionApi {
 
 #[tonic::async_trait]
 impl AttributionService for AttributionApi {
+    /// SimulateProgram (issue 16 item 2): see [`simulate`].
+    async fn simulate_program(
+        &self,
+        request: Request<pb::SimulateProgramRequest>,
+    ) -> Result<Response<pb::SimulateProgramResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        self.simulate(&scope, request.into_inner()).await.map(Response::new)
+    }
+
     /// Creates a link. INVALID_ARGUMENT for a bad key or split config (field
     /// violations such as `link.splits[1].basis_points`), NOT_FOUND for an
     /// unknown partner, FAILED_PRECONDITION PARTNER_NOT_ACTIVE (or the

@@ -127,17 +127,33 @@ fn tree_of(stored: &[StoredScheme]) -> SchemeTree {
     SchemeTree::new(stored.iter().map(|stored| stored.scheme.clone()))
 }
 
+/// A program's scheme tree (empty when it has none), in one query.
+pub async fn load_tree(pool: &PgPool, program_id: ProgramId) -> Result<SchemeTree, StoreError> {
+    let mut conn = pool.acquire().await?;
+    Ok(tree_of(&load_program(&mut conn, program_id).await?))
+}
+
 /// The settlement view of a program's schemes: one query for the tree; when
 /// some sale of the batch has a scheme-managed service code, one more for
 /// those sellers' assignments. A program without schemes (the Online Retail
-/// replay) costs one query that returns nothing.
-pub async fn load_book(pool: &PgPool, program_id: ProgramId, sales: &[&Sale]) -> Result<SchemeBook, StoreError> {
+/// replay) costs one query that returns nothing. `draft` (scheme id and
+/// its rate changes, already validated: SimulateProgram's drafts, issue 16
+/// item 2) is applied to the tree first, for this settlement only.
+pub async fn load_book(
+    pool: &PgPool,
+    program_id: ProgramId,
+    sales: &[&Sale],
+    draft: &[(SchemeId, Vec<RateChange>)],
+) -> Result<SchemeBook, StoreError> {
     let mut conn = pool.acquire().await?;
     let stored = load_program(&mut conn, program_id).await?;
     if stored.is_empty() {
         return Ok(SchemeBook::default());
     }
-    let tree = tree_of(&stored);
+    let mut tree = tree_of(&stored);
+    for (scheme_id, changes) in draft {
+        tree.apply(*scheme_id, changes);
+    }
     let managed = tree.service_codes();
     let mut sellers: Vec<PartnerId> =
         sales.iter().filter(|sale| managed.contains(&sale.service_code)).map(|sale| sale.seller.id).collect();

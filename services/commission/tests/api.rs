@@ -327,6 +327,7 @@ async fn compute_settlements_uses_the_version_in_force_at_occurred_at() {
     let response = service
         .client
         .compute_settlements(pb::ComputeSettlementsRequest {
+            draft: None,
             program: program_ctx(&program),
             sales: vec![
                 sale("s-2020", &seller, "100.00", "2020-06-01T00:00:00Z"),
@@ -404,6 +405,7 @@ async fn seed_000_example_end_to_end_with_overrides_and_failures() {
     let response = service
         .client
         .compute_settlements(pb::ComputeSettlementsRequest {
+            draft: None,
             program: program_ctx(&program),
             sales: vec![seed, broken],
         })
@@ -445,6 +447,7 @@ async fn seed_000_example_end_to_end_with_overrides_and_failures() {
     let status = service
         .client
         .compute_settlements(pb::ComputeSettlementsRequest {
+            draft: None,
             program: program_ctx("not-a-program"),
             sales: vec![pb::SaleContext::default(); 1001],
         })
@@ -491,7 +494,7 @@ async fn a_rejected_override_plan_changes_nothing() {
         role: String::new(),
         qualification_facts: None,
     }];
-    let request = pb::ComputeSettlementsRequest { program: program_ctx(&program), sales: vec![sale] };
+    let request = pb::ComputeSettlementsRequest { program: program_ctx(&program), sales: vec![sale], draft: None };
     let override_paid = |response: pb::ComputeSettlementsResponse| -> Vec<(String, String)> {
         response.settlements[0]
             .lines

@@ -251,6 +251,7 @@ async fn a_quote_is_exactly_what_compute_settlements_produces_for_the_same_facts
     let computed = service
         .client
         .compute_settlements(pb::ComputeSettlementsRequest {
+            draft: None,
             program: Some(pb::ProgramContext {
                 program_id: program.clone(),
                 rounding_mode: hierarchy_program.rounding_mode,

@@ -443,6 +443,7 @@ async fn compute_settlements_pays_seed_002_margins_for_scheme_managed_services()
         ..Default::default()
     };
     let compute = |sales: Vec<pb::SaleContext>| pb::ComputeSettlementsRequest {
+        draft: None,
         program: Some(pb::ProgramContext {
             program_id: program.clone(),
             rounding_mode: 1,

@@ -397,6 +397,15 @@ impl LedgerService for LedgerApi {
         self.earnings_summary(request).await
     }
 
+    /// See [`reports::list_sale_lines`].
+    async fn list_sale_lines(
+        &self,
+        request: Request<pb::ListSaleLinesRequest>,
+    ) -> Result<Response<pb::ListSaleLinesResponse>, Status> {
+        let scope = accrue_kit::auth::caller(&request)?.clone();
+        reports::list_sale_lines(self, &scope, request.into_inner()).await.map(Response::new)
+    }
+
     /// PENDING entries with `clears_at ≤ as_of` (default now) → CLEARED, and
     /// on to APPROVED when hierarchy `GetProgram(program_id).auto_approve_cleared`.
     /// NOT_FOUND when the program does not exist; UNAVAILABLE when the

@@ -18,6 +18,7 @@ mod refunds;
 mod replay;
 mod roles;
 mod saga;
+mod simulate;
 mod tenancy;
 mod touches;
 mod wire;

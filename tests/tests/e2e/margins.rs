@@ -19,11 +19,11 @@ use accrue_proto::types::v1::{EarningKind, Money};
 use rust_decimal::Decimal;
 use tonic::Code;
 
-const SERVICE: &str = "RECHARGE";
+pub(crate) const SERVICE: &str = "RECHARGE";
 const AT: &str = "2024-03-01T12:00:00Z";
 
 /// Seed 002's SuperAdmin scheme: the absolute rate of each role.
-const SEED_002_ROOT_RATES: [(&str, &str); 5] = [
+pub(crate) const SEED_002_ROOT_RATES: [(&str, &str); 5] = [
     ("ADMIN", "0.05"),
     ("WHITE_LABEL", "0.04"),
     ("MASTER_DISTRIBUTOR", "0.03"),
@@ -31,7 +31,7 @@ const SEED_002_ROOT_RATES: [(&str, &str); 5] = [
     ("RETAILER", "0.01"),
 ];
 
-fn rates(pairs: &[(&str, &str)]) -> Vec<cpb::SchemeRate> {
+pub(crate) fn rates(pairs: &[(&str, &str)]) -> Vec<cpb::SchemeRate> {
     pairs
         .iter()
         .map(|(role, rate)| cpb::SchemeRate {
@@ -42,7 +42,13 @@ fn rates(pairs: &[(&str, &str)]) -> Vec<cpb::SchemeRate> {
         .collect()
 }
 
-async fn scheme(c: &mut Clients, program_id: &str, parent: &str, name: &str, pairs: &[(&str, &str)]) -> String {
+pub(crate) async fn scheme(
+    c: &mut Clients,
+    program_id: &str,
+    parent: &str,
+    name: &str,
+    pairs: &[(&str, &str)],
+) -> String {
     c.commission
         .create_scheme(cpb::CreateSchemeRequest {
             program_id: program_id.into(),

@@ -426,6 +426,31 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     let grand: Decimal = by_partner.values().map(|s| s[4]).sum();
     assert_eq!(grand, first.commission.total);
 
+    // A backtest with the live rules (issue 16 item 2) recomputes every
+    // settled sale — TIERED and HYBRID agreements, setup fees, splits,
+    // overrides, refunded sales — and finds exactly what the ledger holds.
+    let backtest = env
+        .clients
+        .attribution
+        .clone()
+        .simulate_program(accrue_proto::attribution::v1::SimulateProgramRequest {
+            program_id: first.program_id.clone(),
+            start_time: Some(accrue_e2e::fixtures::ts("2010-12-01T00:00:00Z")),
+            end_time: Some(accrue_e2e::fixtures::ts("2011-12-10T00:00:00Z")),
+            ..Default::default()
+        })
+        .await
+        .expect("simulate the replayed period")
+        .into_inner();
+    assert_eq!(backtest.sales_simulated as u64, first.settled as u64, "every settled sale recomputed");
+    assert_eq!((backtest.sales_changed, backtest.sales_failed), (0, 0), "{:#?}", backtest.top_sales);
+    assert!(backtest.next_page_token.is_empty());
+    for row in &backtest.differences {
+        assert_eq!(amount(row.difference.as_ref()).unwrap(), Decimal::ZERO, "{row:?}");
+    }
+    let credited: Decimal = backtest.differences.iter().map(|row| amount(row.actual.as_ref()).unwrap()).sum();
+    assert_eq!(credited, first.commission.total + first.commission.clawback, "the actuals are the ledger's credits");
+
     // Replaying the same invoices again adds nothing and writes the same configuration.
     let first_config = std::fs::read(&options.config_out).unwrap();
     let second = replay(options.clone(), &env.stack.endpoints, &env.stack.admin).await.expect("second replay");

@@ -555,6 +555,14 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
             partner_id: a.seller.clone(),
             ..Default::default()
         })],
+        // A backtest of A's sales with A's link re-split: writes nothing.
+        "SimulateProgram" => vec![enc(apb::SimulateProgramRequest {
+            program_id: p(),
+            start_time: Some(ts("2024-01-01T00:00:00Z")),
+            end_time: Some(ts("2024-12-31T00:00:00Z")),
+            link_splits: vec![apb::LinkSplitsChange { link_id: a.link.clone(), splits: Vec::new() }],
+            ..Default::default()
+        })],
         // commission
         "CreateAgreement" => vec![enc(agreement_request(&a.program, &a.sub, 1))],
         "ListAgreementVersions" => vec![enc(cpb::ListAgreementVersionsRequest {
@@ -569,6 +577,7 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
         })],
         "SetOverridePlan" => vec![enc(plan_request(&a.program, &a.sub))],
         "ComputeSettlements" => vec![enc(cpb::ComputeSettlementsRequest {
+            draft: None,
             program: Some(cpb::ProgramContext { program_id: p(), ..Default::default() }),
             sales: vec![cpb::SaleContext {
                 sale_id: a.sale.clone(),
@@ -645,6 +654,7 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
                 ..Default::default()
             })]
         }
+        "ListSaleLines" => vec![enc(lpb::ListSaleLinesRequest { program_id: p(), sale_ids: vec![a.sale.clone()] })],
         // Everything up to then is cleared already.
         "ClearMatured" => {
             vec![enc(lpb::ClearMaturedRequest { program_id: p(), as_of: Some(ts(CLEAR_AS_OF)) })]
@@ -904,6 +914,7 @@ fn cross_requests(a: &A, b: &B) -> Vec<(&'static str, Vec<u8>)> {
         (
             "/accrue.commission.v1.CommissionService/ComputeSettlements",
             enc(cpb::ComputeSettlementsRequest {
+                draft: None,
                 program: Some(cpb::ProgramContext { program_id: p(), ..Default::default() }),
                 sales: vec![cpb::SaleContext {
                     sale_id: a.sale.clone(),

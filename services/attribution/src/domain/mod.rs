@@ -5,5 +5,6 @@ pub(crate) mod link;
 pub(crate) mod refund;
 pub(crate) mod sale;
 pub(crate) mod settings;
+pub(crate) mod simulation;
 pub(crate) mod state;
 pub(crate) mod touch;

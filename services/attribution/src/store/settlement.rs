@@ -320,3 +320,83 @@ mod tests {
         pool.close().await;
     }
 }
+
+/// One page of the program's settled sales (SETTLED, PARTIALLY_REFUNDED or
+/// REFUNDED: every one whose lines were posted) whose `occurred_at` is in
+/// `[start, end)`, ordered by (occurred_at, id), after the cursor `after`
+/// (the last sale of the previous page), at most `limit`: what
+/// SimulateProgram (issue 16 item 2) recomputes.
+pub(crate) async fn settled_sales_in(
+    pool: &PgPool,
+    program_id: ProgramId,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    after: Option<(DateTime<Utc>, SaleId)>,
+    limit: i64,
+) -> Result<Vec<SaleRow>, sqlx::Error> {
+    let (after_time, after_id) = match after {
+        Some((time, id)) => (Some(time), Some(id)),
+        None => (None, None),
+    };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM sales s
+         WHERE s.program_id = $1 AND s.occurred_at >= $2 AND s.occurred_at < $3 AND s.state IN ($4, $8, $9)
+           AND ($5::timestamptz IS NULL OR (s.occurred_at, s.id) > ($5, $6))
+         ORDER BY s.occurred_at, s.id
+         LIMIT $7",
+        sale_columns_of("s")
+    )))
+    .bind(program_id)
+    .bind(start)
+    .bind(end)
+    .bind(SaleState::Settled)
+    .bind(after_time)
+    .bind(after_id)
+    .bind(limit)
+    .bind(SaleState::PartiallyRefunded)
+    .bind(SaleState::Refunded)
+    .fetch_all(pool)
+    .await
+}
+
+/// The facts the settlement of each of `sale_ids` ran on: the resolve and
+/// upline outputs its SETTLE_SALE saga's current run logged (the engine
+/// carries the outputs of steps without an undo in the next `started`
+/// event, post's, once: a post started again after a crash carries nothing;
+/// the latest one that carries them wins). A sale without them is absent; an
+/// output that no longer decodes is `None` (the caller resolves it again).
+/// SimulateProgram (issue 16 item 2) recomputes sales from these, so that a
+/// backtest differs from the ledger only by what its draft changes.
+pub(crate) async fn settled_facts(
+    pool: &PgPool,
+    sale_ids: &[SaleId],
+) -> Result<HashMap<SaleId, SettledFacts>, sqlx::Error> {
+    let rows: Vec<(SaleId, Option<serde_json::Value>, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT DISTINCT ON (g.sale_id) g.sale_id, e.detail->'carried'->'resolve', e.detail->'carried'->'upline'
+         FROM sagas g
+         JOIN saga_step_events e ON e.saga_id = g.id AND e.run = g.run AND e.step = 'post' AND e.event = 'started'
+         WHERE g.sale_id = ANY($1) AND g.kind = 'SETTLE_SALE' AND e.detail -> 'carried' IS NOT NULL
+         ORDER BY g.sale_id, e.id DESC",
+    )
+    .bind(sale_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(sale_id, resolve, upline)| {
+            let facts = SettledFacts {
+                resolve: resolve.and_then(|value| serde_json::from_value(value).ok()),
+                upline: upline.and_then(|value| serde_json::from_value(value).ok()),
+            };
+            (sale_id, facts)
+        })
+        .collect())
+}
+
+/// What [`settled_facts`] reads for one sale.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SettledFacts {
+    /// The resolve step's output.
+    pub(crate) resolve: Option<crate::saga::settle_sale::ResolveOut>,
+    /// The upline step's output.
+    pub(crate) upline: Option<crate::saga::settle_sale::UplineOut>,
+}

@@ -30,6 +30,7 @@ pub mod baseline;
 pub mod latency;
 pub mod report;
 pub mod run;
+pub mod simulate;
 pub mod workload;
 
 pub use baseline::{Baseline, BaselineError, BaselineOptions};
@@ -63,6 +64,9 @@ pub struct BenchOptions {
     pub progress: ProgressMode,
     /// Give up when no saga finishes for this long.
     pub stall_timeout: Duration,
+    /// Also time SimulateProgram over each throughput run's sales (issue 16
+    /// item 2; see [`simulate`]).
+    pub simulate: bool,
 }
 
 impl BenchOptions {
@@ -81,6 +85,7 @@ impl BenchOptions {
             skip_latency: false,
             progress: ProgressMode::Auto,
             stall_timeout: Duration::from_secs(300),
+            simulate: false,
         }
     }
 
@@ -200,6 +205,7 @@ pub async fn run(options: BenchOptions) -> Result<Report, BenchError> {
         seed: options.seed,
         mode: options.progress,
         stall_timeout: options.stall_timeout,
+        simulate: options.simulate,
     };
     let outcome = measure(&stage, &options).await;
     let stopped = match server {

@@ -241,6 +241,20 @@ impl fmt::Display for Report {
                 load(run.load_average)
             )?;
         }
+        for (run, simulation) in self.runs.iter().filter_map(|run| Some((run, run.simulation.as_ref()?))) {
+            writeln!(
+                f,
+                "\nSimulateProgram over the {} sales (issue 16 item 2; target 20,000 sales in < 10 s)",
+                run.sales
+            )?;
+            for (label, pass) in [("live rules", &simulation.live), ("draft", &simulation.draft)] {
+                writeln!(
+                    f,
+                    "  {:<10} {:>9} sales in {:>7.2} s = {:>9.0} sales/s, {} changed, {} failed, {} page(s)",
+                    label, pass.sales, pass.seconds, pass.sales_per_second, pass.changed, pass.failed, pass.pages
+                )?;
+            }
+        }
         let b = &self.baseline;
         writeln!(f, "\nPostgres baseline (same server, {} ledger lines per sale)", b.lines_per_sale)?;
         writeln!(

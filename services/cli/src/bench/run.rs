@@ -62,6 +62,8 @@ pub struct Stage {
     pub mode: ProgressMode,
     /// Give up when no saga finishes for this long.
     pub stall_timeout: Duration,
+    /// Also time SimulateProgram after the settlement ([`super::simulate`]).
+    pub simulate: bool,
 }
 
 /// A run's database, services and configured program.
@@ -103,6 +105,8 @@ pub struct Throughput {
     pub clawback_seconds: f64,
     /// `refunds / clawback_seconds`.
     pub clawbacks_per_second: f64,
+    /// SimulateProgram over the run's sales, when asked for (before the refunds).
+    pub simulation: Option<super::simulate::Simulation>,
 }
 
 /// `time` as UTC (a missing or out-of-range timestamp is `None`).
@@ -214,6 +218,22 @@ impl Stage {
         let last = settled.times.values().copied().max().unwrap_or(first_sent);
         let seconds = seconds_between(first_sent, last);
         let ledger_lines = count_ledger_lines(clients, program_id, self.mode).await?;
+        let simulation = if self.simulate {
+            crate::replay::progress::note(self.mode, &format!("timing SimulateProgram over {sales} sales"));
+            let simulation = super::simulate::simulate(clients, program_id, start).await?;
+            eprintln!(
+                "bench: SimulateProgram of {} sales in {:.2} s with the live rules ({} changed), {:.2} s under a \
+                 draft ({} changed)",
+                simulation.draft.sales,
+                simulation.live.seconds,
+                simulation.live.changed,
+                simulation.draft.seconds,
+                simulation.draft.changed
+            );
+            Some(simulation)
+        } else {
+            None
+        };
 
         let (refunds, clawback_seconds) = self.refund(clients, program_id, traffic, start).await?;
         Ok(Throughput {
@@ -229,6 +249,7 @@ impl Stage {
             refunds,
             clawback_seconds,
             clawbacks_per_second: refunds as f64 / clawback_seconds,
+            simulation,
         })
     }
 

@@ -31,6 +31,10 @@ pub(crate) struct BenchArgs {
     /// No latency run.
     #[arg(long)]
     skip_latency: bool,
+    /// Also time SimulateProgram (issue 16 item 2) over each throughput run's settled sales: once with the live
+    /// rules (must change nothing), once under a draft default agreement.
+    #[arg(long)]
+    simulate: bool,
     /// Also print the report as one JSON object on the last stdout line.
     #[arg(long)]
     json: bool,
@@ -45,6 +49,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         database_url: args.database_url,
         skip_scaling: args.skip_scaling,
         skip_latency: args.skip_latency,
+        simulate: args.simulate,
         ..accrue_cli::bench::BenchOptions::new()
     };
     if args.smoke {

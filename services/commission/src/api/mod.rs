@@ -4,6 +4,7 @@
 //! (QuoteSale, GetAgreementInForce). This file only routes.
 
 mod agreements;
+mod draft;
 mod plans;
 mod quote;
 mod schemes;
@@ -15,7 +16,7 @@ use accrue_proto::commission::v1 as pb;
 use accrue_proto::commission::v1::commission_service_server::CommissionService;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
-use accrue_types::{PartnerId, ProgramId};
+use accrue_types::{PartnerId, ProgramId, SchemeId};
 use sqlx::PgPool;
 use tonic::{Code, Request, Response, Status};
 
@@ -29,7 +30,8 @@ fn in_scope<T>(request: &Request<T>, program_id: &str) -> Result<(), Status> {
     }
 }
 
-use crate::domain::AgreementRules;
+use crate::domain::{AgreementRules, OverridePlan, RateChange};
+use chrono::{DateTime, Utc};
 
 /// Longest accepted `request_id`, in bytes.
 pub const MAX_REQUEST_ID_LEN: usize = 200;
@@ -41,13 +43,29 @@ pub struct CommissionApi {
     hierarchy: HierarchyServiceClient<AuthChannel>,
 }
 
-/// A draft agreement that QuoteSale applies to one seller in place of the
-/// version in force (never stored).
-#[derive(Debug, Clone)]
+/// Unsaved rules a settlement runs under, never stored: QuoteSale's draft
+/// agreement for its seller, or a ComputeSettlements `draft`
+/// (SimulateProgram's backtest, issue 16 item 2), applied in order over the
+/// stored rules by [`CommissionApi::settle_sales`].
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Draft {
-    /// The seller it applies to.
-    pub seller: PartnerId,
-    /// The validated draft rules.
+    /// Draft agreement versions (see [`AgreementBook::with_draft_version`](crate::domain::AgreementBook::with_draft_version)).
+    pub agreements: Vec<DraftAgreement>,
+    /// Override plans replacing the stored plan of their scope (`None`: the
+    /// program's plan; else that upline partner's own).
+    pub plans: Vec<(Option<PartnerId>, OverridePlan)>,
+    /// Scheme rate changes applied in order to the program's tree (validated).
+    pub scheme_rates: Vec<(SchemeId, Vec<RateChange>)>,
+}
+
+/// One draft agreement version.
+#[derive(Debug, Clone)]
+pub(crate) struct DraftAgreement {
+    /// Partner scope; `None` for the program default.
+    pub scope: Option<PartnerId>,
+    /// When it takes force; `None`: it replaces every version of the scope.
+    pub effective_from: Option<DateTime<Utc>>,
+    /// The validated rules.
     pub rules: AgreementRules,
 }
 

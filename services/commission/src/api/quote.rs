@@ -23,7 +23,7 @@ use super::agreements::codec::decode_rules;
 use super::settle::codec::{
     self as settle_codec, decode_event_type, decode_facts, decode_history, decode_settings, encode_settlement,
 };
-use super::{CommissionApi, Draft, get_uplines};
+use super::{CommissionApi, Draft, DraftAgreement, get_uplines};
 use crate::domain::{
     AgreementBook, AgreementRules, PartnerRef, PriorEvent, ProgramSettings, QualificationFacts, Sale, SaleEventType,
     SplitShare, required_facts,
@@ -191,7 +191,10 @@ pub(super) async fn quote_sale(
         ancestor_facts,
     };
     complete_facts(api, quote.program_id, &mut sale).await?;
-    let draft = quote.draft.map(|rules| Draft { seller: quote.seller, rules });
+    let draft = quote.draft.map(|rules| Draft {
+        agreements: vec![DraftAgreement { scope: Some(quote.seller), effective_from: None, rules }],
+        ..Draft::default()
+    });
     let settlement = api
         .settle_sales(quote.program_id, &settings, vec![Ok(sale)], draft.as_ref())
         .await?
@@ -321,7 +324,8 @@ struct Quote {
 fn decode_quote(request: &pb::QuoteSaleRequest) -> Result<Quote, Status> {
     let mut violations = FieldViolations::new();
     let program_id = require_uuid("program_id", &request.program_id, &mut violations);
-    let draft = request.draft_rules.as_ref().and_then(|rules| decode_draft(rules, &mut violations));
+    let draft =
+        request.draft_rules.as_ref().and_then(|rules| decode_rules_under("draft_rules", rules, &mut violations));
     let Some(sale) = request.sale.as_ref() else {
         violations.add("sale", "is required");
         return Err(violations.into_status());
@@ -425,17 +429,22 @@ fn decode_splits(
     partners.zip(points)
 }
 
-/// Validates draft rules exactly as CreateAgreement does, naming violations
-/// under `draft_rules` instead of `rules`.
-fn decode_draft(rules: &pb::AgreementRules, violations: &mut FieldViolations) -> Option<AgreementRules> {
+/// Validates rules exactly as CreateAgreement does, naming violations under
+/// `prefix` instead of `rules` (QuoteSale's `draft_rules`, a
+/// ComputeSettlements draft's `draft.agreements[i].rules`).
+pub(super) fn decode_rules_under(
+    prefix: &str,
+    rules: &pb::AgreementRules,
+    violations: &mut FieldViolations,
+) -> Option<AgreementRules> {
     // decode_rules refuses to decode while any violation is recorded, so the
     // draft gets its own collector.
     let mut own = FieldViolations::new();
     let decoded = decode_rules(Some(rules), &mut own);
     if !own.is_empty() {
         violations.absorb(own, |field| match field.strip_prefix("rules") {
-            Some(rest) => format!("draft_rules{rest}"),
-            None => format!("draft_rules.{field}"),
+            Some(rest) => format!("{prefix}{rest}"),
+            None => format!("{prefix}.{field}"),
         });
         return None;
     }

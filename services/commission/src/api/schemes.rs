@@ -65,7 +65,7 @@ async fn get_partner(api: &CommissionApi, id: PartnerId) -> Result<(hpb::Partner
 
 /// Maps a store failure of a scheme write; rule conflicts become field
 /// violations on `{prefix}[i].rate` (the written entries involved).
-fn scheme_error(error: SchemeError, prefix: &str) -> Status {
+pub(super) fn scheme_error(error: SchemeError, prefix: &str) -> Status {
     match error {
         SchemeError::Store(error) => error.into(),
         SchemeError::NotFound(id) => not_found("scheme", id),

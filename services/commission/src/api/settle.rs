@@ -19,8 +19,9 @@ impl CommissionApi {
     /// to decode, and why): loads the agreement versions,
     /// override plans and schemes they need in a few queries, then computes
     /// each sale purely, in order. Shared by ComputeSettlements and QuoteSale
-    /// so a quote is exactly what settlement would post; `draft` replaces the
-    /// seller's agreement (QuoteSale's draft_rules).
+    /// so a quote is exactly what settlement would post; `draft` replaces or
+    /// extends the stored agreements and plans for this call only
+    /// (QuoteSale's draft_rules, a ComputeSettlements draft).
     pub(crate) async fn settle_sales(
         &self,
         program_id: ProgramId,
@@ -31,11 +32,22 @@ impl CommissionApi {
         let decoded: Vec<&Sale> = sales.iter().flatten().collect();
         let (sellers, uplines) = codec::referenced_partners(&decoded);
         let mut book = AgreementBook::new(store::load_versions(&self.pool, program_id, &sellers).await?);
+        let mut plans = store::load_plans(&self.pool, program_id, &uplines).await?;
         if let Some(draft) = draft {
-            book = book.with_draft(draft.seller, draft.rules.clone());
+            for agreement in &draft.agreements {
+                book = book.with_draft_version(agreement.scope, agreement.effective_from, agreement.rules.clone());
+            }
+            for (scope, plan) in &draft.plans {
+                match scope {
+                    None => plans.program = Some(plan.clone()),
+                    Some(partner) => {
+                        plans.partners.insert(*partner, plan.clone());
+                    }
+                }
+            }
         }
-        let plans = store::load_plans(&self.pool, program_id, &uplines).await?;
-        let schemes = scheme_store::load_book(&self.pool, program_id, &decoded).await?;
+        let draft_rates = draft.map_or(&[][..], |draft| draft.scheme_rates.as_slice());
+        let schemes = scheme_store::load_book(&self.pool, program_id, &decoded, draft_rates).await?;
         Ok(sales
             .into_iter()
             .map(|sale| match sale {
@@ -47,7 +59,9 @@ impl CommissionApi {
 }
 
 /// Settles up to 1000 sales: loads the program's agreement versions and
-/// override plans in two queries, then computes each sale purely.
+/// override plans in two queries, then computes each sale purely — under
+/// the request's `draft` when it has one (SimulateProgram, issue 16 item 2;
+/// validated first, see [`super::draft::decode`]).
 /// Request-level problems are INVALID_ARGUMENT; a sale's own problem is its
 /// `Settlement.failure`.
 #[tracing::instrument(skip_all, fields(sales = request.sales.len()))]
@@ -64,6 +78,10 @@ pub(super) async fn compute_settlements(
     let Some((program_id, settings)) = program else {
         return Err(accrue_kit::internal("validated ComputeSettlements request lost the program"));
     };
+    let draft = match request.draft.as_ref() {
+        Some(draft) => Some(super::draft::decode(api, program_id, draft).await?),
+        None => None,
+    };
     if request.sales.is_empty() {
         return Ok(pb::ComputeSettlementsResponse { settlements: Vec::new() });
     }
@@ -73,6 +91,6 @@ pub(super) async fn compute_settlements(
         .enumerate()
         .map(|(index, sale)| codec::decode_sale(index, sale).map_err(|failure| (sale.sale_id.clone(), failure)))
         .collect();
-    let settlements = api.settle_sales(program_id, &settings, sales, None).await?;
+    let settlements = api.settle_sales(program_id, &settings, sales, draft.as_ref()).await?;
     Ok(pb::ComputeSettlementsResponse { settlements: settlements.into_iter().map(codec::encode_settlement).collect() })
 }

@@ -52,20 +52,51 @@ impl AgreementBook {
     /// version of that agreement), so the customer's earlier events by this
     /// seller count for the setup fee and per-customer limits as they would;
     /// its version id is the nil UUID (never stored).
-    pub fn with_draft(mut self, seller: PartnerId, rules: AgreementRules) -> Self {
-        let agreement_id = self.partners.get(&seller).and_then(|versions| versions.first()).map_or_else(
-            || AgreementId::from_uuid(Uuid::new_v5(&Uuid::NAMESPACE_OID, seller.as_uuid().as_bytes())),
+    pub fn with_draft(self, seller: PartnerId, rules: AgreementRules) -> Self {
+        self.with_draft_version(Some(seller), None, rules)
+    }
+
+    /// The book with an unsaved draft version of the agreement of `scope`
+    /// (a partner, or `None` for the program default; SimulateProgram's
+    /// drafts, issue 16 item 2, and QuoteSale's). With `effective_from` the
+    /// draft is the scope's next version, in force from then on; without, it
+    /// replaces every version of the scope (in force at every time). It keeps
+    /// the scope's agreement id when the scope has one, so the customer's
+    /// earlier events under that agreement count for the setup fee and the
+    /// per-customer limits; its version id is the nil UUID (never stored).
+    pub fn with_draft_version(
+        mut self,
+        scope: Option<PartnerId>,
+        effective_from: Option<DateTime<Utc>>,
+        rules: AgreementRules,
+    ) -> Self {
+        let versions = match scope {
+            Some(partner) => self.partners.entry(partner).or_default(),
+            None => &mut self.default,
+        };
+        let agreement_id = versions.first().map_or_else(
+            || {
+                let seed = scope.map_or(Uuid::nil(), |partner| *partner.as_uuid());
+                AgreementId::from_uuid(Uuid::new_v5(&Uuid::NAMESPACE_OID, seed.as_bytes()))
+            },
             |version| version.agreement_id,
         );
         let draft = AgreementVersion {
             id: AgreementVersionId::from_uuid(Uuid::nil()),
             agreement_id,
-            partner_id: Some(seller),
-            version: 0,
-            effective_from: DateTime::<Utc>::MIN_UTC,
+            partner_id: scope,
+            // A replacing draft is version 0 (as QuoteSale's always was).
+            version: match effective_from {
+                Some(_) => versions.iter().map(|v| v.version).max().map_or(1, |v| v + 1),
+                None => 0,
+            },
+            effective_from: effective_from.unwrap_or(DateTime::<Utc>::MIN_UTC),
             rules,
         };
-        self.partners.insert(seller, vec![draft]);
+        if effective_from.is_none() {
+            versions.clear();
+        }
+        versions.push(draft);
         self
     }
 

@@ -1802,3 +1802,29 @@ mod margins {
         assert!(schemes.manages(SERVICE));
     }
 }
+
+/// SimulateProgram's drafts (issue 16 item 2): a dated draft is the scope's
+/// next version from its date on (earlier sales keep the stored one); an
+/// undated one replaces the scope's versions at every time; both keep the
+/// scope's agreement id and carry the nil version id.
+#[test]
+fn draft_versions_extend_or_replace_their_scope() {
+    let stored = rules(pct(dec!(0.05)));
+    let draft = rules(pct(dec!(0.07)));
+    let dated = default_book(stored.clone()).with_draft_version(None, Some(at("2024-03-15T00:00:00Z")), draft.clone());
+    let seller = pid(99);
+    let before = dated.in_force(seller, at("2024-03-14T23:59:59Z")).unwrap();
+    assert_eq!((before.rules.clone(), before.version), (stored.clone(), 1));
+    let after = dated.in_force(seller, at("2024-03-15T00:00:00Z")).unwrap();
+    assert_eq!((after.rules.clone(), after.version), (draft.clone(), 2));
+    assert_eq!(after.agreement_id, pid(DEFAULT_AGREEMENT));
+    assert!(after.id.as_uuid().is_nil());
+    let undated = default_book(stored).with_draft_version(None, None, draft.clone());
+    let any = undated.in_force(seller, at("2001-01-01T00:00:00Z")).unwrap();
+    assert_eq!((any.rules.clone(), any.version, any.agreement_id), (draft.clone(), 0, pid(DEFAULT_AGREEMENT)));
+    // A partner scope without an agreement gets one of its own.
+    let own = default_book(rules(pct(dec!(0.05)))).with_draft_version(Some(seller), None, draft.clone());
+    let chosen = own.in_force(seller, at("2024-01-01T00:00:00Z")).unwrap();
+    assert_eq!((chosen.partner_id, chosen.rules.clone()), (Some(seller), draft));
+    assert_ne!(chosen.agreement_id, pid(DEFAULT_AGREEMENT));
+}

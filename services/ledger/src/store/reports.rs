@@ -196,3 +196,42 @@ pub async fn funded_sales(
     .await?;
     Ok(rows.into_iter().collect())
 }
+
+/// One live CREDIT line of a sale (see [`sale_lines`]).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SaleLineRow {
+    /// The sale.
+    pub sale_id: String,
+    /// Who earns it.
+    pub partner_id: PartnerId,
+    /// Stored kind name (DIRECT, SPLIT, OVERRIDE, MARGIN).
+    pub kind: String,
+    /// Override level (margin: position in the walk).
+    pub level: i32,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Amount (positive, major units).
+    pub amount: Decimal,
+    /// Current status (never VOIDED).
+    pub status: String,
+}
+
+/// The live (not VOIDED) CREDIT lines of `sale_ids` in one query, by sale
+/// then posting order: what settlement posted for them (SimulateProgram's
+/// actuals, issue 16 item 2).
+pub async fn sale_lines(
+    pool: &PgPool,
+    program_id: ProgramId,
+    sale_ids: &[String],
+) -> Result<Vec<SaleLineRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.sale_id, e.partner_id, e.kind, e.level, e.currency, e.amount, s.status
+         FROM entries e JOIN entry_states s ON s.entry_id = e.id
+         WHERE e.program_id = $1 AND e.sale_id = ANY($2) AND e.entry_type = 'CREDIT' AND s.status <> 'VOIDED'
+         ORDER BY e.sale_id, e.created_at, e.line_index",
+    )
+    .bind(program_id)
+    .bind(sale_ids)
+    .fetch_all(pool)
+    .await
+}

@@ -72,6 +72,10 @@ pub const TABLE: &[(&str, Rule)] = &[
     // commission then only its own entries).
     ("/accrue.attribution.v1.AttributionService/GetLinkStats", Rule::PartnerRead),
     ("/accrue.attribution.v1.AttributionService/GetPartnerStats", Rule::PartnerRead),
+    // A backtest writes nothing but reads every partner's amounts and costs a
+    // scan of the period: the program's operators (admin, finance), never a
+    // partner or a viewer (issue 16 item 2).
+    ("/accrue.attribution.v1.AttributionService/SimulateProgram", Rule::Finance(&[])),
     ("/accrue.commission.v1.CommissionService/CreateAgreement", Rule::Admin),
     ("/accrue.commission.v1.CommissionService/ListAgreementVersions", Rule::Read),
     ("/accrue.commission.v1.CommissionService/GetAgreementInForce", Rule::Read),
@@ -86,6 +90,8 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/accrue.ledger.v1.LedgerService/PostEntries", Rule::Service(ATTRIBUTION)),
     ("/accrue.ledger.v1.LedgerService/GetEntry", Rule::PartnerRead),
     ("/accrue.ledger.v1.LedgerService/ListEntries", Rule::PartnerRead),
+    // Whole sales' lines (every partner's amounts): SimulateProgram's actuals.
+    ("/accrue.ledger.v1.LedgerService/ListSaleLines", Rule::Read),
     ("/accrue.ledger.v1.LedgerService/TransitionEntries", Rule::Finance(ATTRIBUTION)),
     ("/accrue.ledger.v1.LedgerService/GetEarningsSummary", Rule::PartnerRead),
     ("/accrue.ledger.v1.LedgerService/ClearMatured", Rule::Finance(&[])),

@@ -25,6 +25,8 @@ use super::{
 };
 use crate::domain::sale::event_type_to_proto;
 use crate::peers::step_error;
+use crate::store::SaleRow;
+use accrue_types::ProgramId;
 
 /// compute's output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,8 +50,9 @@ fn partner_context(p: &PartnerCtx) -> cpb::PartnerContext {
     }
 }
 
-fn sale_context(item: &Item<'_>, r: &ResolveOut, u: &UplineOut, currency: Currency) -> cpb::SaleContext {
-    let sale = item.subject;
+/// The wire context commission settles `sale` from: its own fields, its
+/// resolved facts and its upline.
+pub(crate) fn sale_context(sale: &SaleRow, r: &ResolveOut, u: &UplineOut, currency: Currency) -> cpb::SaleContext {
     cpb::SaleContext {
         sale_id: sale.id.to_string(),
         event_type: event_type_to_proto(sale.event_type) as i32,
@@ -98,6 +101,13 @@ fn parse_money(money: &tpb::Money, sale_currency: Currency) -> Result<(Currency,
 }
 
 pub(super) fn compute_out(settlement: &cpb::Settlement, currency: Currency) -> StepResult {
+    output(&settlement_lines(settlement, currency)?)
+}
+
+/// A settlement commission sent, checked and decoded into the lines post
+/// sends to the ledger (and SimulateProgram compares, issue 16 item 2). A
+/// settlement that carries a failure, or an invalid line, is a permanent error.
+pub(crate) fn settlement_lines(settlement: &cpb::Settlement, currency: Currency) -> Result<ComputeOut, StepError> {
     if let Some(failure) = &settlement.failure {
         return Err(StepError::Permanent(failure_message(failure)));
     }
@@ -120,12 +130,67 @@ pub(super) fn compute_out(settlement: &cpb::Settlement, currency: Currency) -> S
         let status = violations.into_status();
         return Err(invalid(&format!("an invalid line ({})", status.message())));
     }
-    output(&ComputeOut {
+    Ok(ComputeOut {
         currency: base_currency.code().to_string(),
         base_commission: base,
         agreement_version_id: settlement.agreement_version_id.clone(),
         lines,
     })
+}
+
+/// Cuts `group` (sales of one program) into one group per program settings
+/// version: settings travel per ComputeSettlements call.
+pub(crate) fn by_settings<'a>(group: Vec<usize>, ctx: impl Fn(usize) -> &'a ProgramCtx) -> Vec<Vec<usize>> {
+    let mut by_ctx: Vec<(&ProgramCtx, Vec<usize>)> = Vec::new();
+    for i in group {
+        let c = ctx(i);
+        match by_ctx.iter_mut().find(|(known, _)| *known == c) {
+            Some((_, members)) => members.push(i),
+            None => by_ctx.push((c, vec![i])),
+        }
+    }
+    by_ctx.into_iter().map(|(_, members)| members).collect()
+}
+
+/// The wire program context of `program_id` under settings `ctx`.
+pub(crate) fn program_context(program_id: ProgramId, ctx: &ProgramCtx) -> cpb::ProgramContext {
+    cpb::ProgramContext {
+        program_id: program_id.to_string(),
+        rounding_mode: ctx.rounding_mode,
+        override_depth_cap: ctx.override_depth_cap,
+        compression_enabled: ctx.compression_enabled,
+        settings_version: ctx.settings_version,
+    }
+}
+
+/// commission.ComputeSettlements for `sales` (≤ 1000, one program and
+/// settings version), under `draft` when given (SimulateProgram, issue 16
+/// item 2; the saga never gives one), with the second trip qualified
+/// overrides need (issue 16 item 3) for the sales that ask: the settlement
+/// of every sale, in the response's order.
+pub(crate) async fn settle_batch(
+    saga: &SettleSale,
+    program: &cpb::ProgramContext,
+    sales: Vec<cpb::SaleContext>,
+    draft: Option<&cpb::SettlementDraft>,
+) -> Result<cpb::ComputeSettlementsResponse, StepError> {
+    let mut client = saga.peers.commission.clone();
+    let request = cpb::ComputeSettlementsRequest { program: Some(program.clone()), sales, draft: draft.cloned() };
+    // Kept only for the few sales a second trip re-sends.
+    let mut sent = request.sales.clone();
+    let mut response = client
+        .compute_settlements(request)
+        .await
+        .map_err(|status| step_error("commission.ComputeSettlements", &status))?
+        .into_inner();
+    // Qualified overrides (issue 16 item 3): only the sales commission
+    // asks qualification facts for make a second trip.
+    let asking = qualify::asking(&response);
+    if !asking.is_empty() {
+        sent.retain(|sale| asking.contains(sale.sale_id.as_str()));
+        qualify::settle_with_facts(saga, program, sent, draft, &mut response).await?;
+    }
+    Ok(response)
 }
 
 pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
@@ -135,62 +200,26 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
         .collect();
     let ready = Ready::of(items, &inputs);
     // One request per program and program settings (settings live in each saga's log).
-    let mut chunks: Vec<Vec<usize>> = Vec::new();
-    for chunk in chunk_by_program(&ready.items, |_| 1) {
-        let mut by_ctx: Vec<(ProgramCtx, Vec<usize>)> = Vec::new();
-        for i in chunk {
-            let ctx = &ready.inputs[i].1.program;
-            match by_ctx.iter_mut().find(|(c, _)| c == ctx) {
-                Some((_, group)) => group.push(i),
-                None => by_ctx.push((ctx.clone(), vec![i])),
-            }
-        }
-        chunks.extend(by_ctx.into_iter().map(|(_, group)| group));
-    }
+    let chunks: Vec<Vec<usize>> = chunk_by_program(&ready.items, |_| 1)
+        .into_iter()
+        .flat_map(|chunk| by_settings(chunk, |i| &ready.inputs[i].1.program))
+        .collect();
     let outcomes = per_chunk(chunks, ready.items.len(), |chunk| {
-        let mut client = saga.peers.commission.clone();
         let program_id = chunk_program(&ready.items, &chunk);
-        let ctx = chunk.first().map(|&i| ready.inputs[i].1.program.clone());
+        let ctx = chunk.first().map(|&i| &ready.inputs[i].1.program);
         let sales: Vec<cpb::SaleContext> = chunk
             .iter()
             .map(|&i| {
                 let (r, u, currency) = ready.inputs[i];
-                sale_context(&ready.items[i], r, u, *currency)
+                sale_context(ready.items[i].subject, r, u, *currency)
             })
             .collect();
         let currencies: Vec<Currency> = chunk.iter().map(|&i| ready.inputs[i].2).collect();
-        let ready = &ready;
         async move {
-            let program_id = program_id?;
             let ctx = ctx.ok_or_else(|| StepError::Transient("a commission call was cut with no sales".into()))?;
+            let program = program_context(program_id?, ctx);
             let sale_ids: Vec<String> = sales.iter().map(|s| s.sale_id.clone()).collect();
-            let program = cpb::ProgramContext {
-                program_id: program_id.to_string(),
-                rounding_mode: ctx.rounding_mode,
-                override_depth_cap: ctx.override_depth_cap,
-                compression_enabled: ctx.compression_enabled,
-                settings_version: ctx.settings_version,
-            };
-            let mut response = client
-                .compute_settlements(cpb::ComputeSettlementsRequest { program: Some(program.clone()), sales })
-                .await
-                .map_err(|status| step_error("commission.ComputeSettlements", &status))?
-                .into_inner();
-            // Qualified overrides (issue 16 item 3): only the sales commission
-            // asks qualification facts for make a second trip.
-            let asking = qualify::asking(&response);
-            if !asking.is_empty() {
-                let again: Vec<cpb::SaleContext> = chunk
-                    .iter()
-                    .zip(&sale_ids)
-                    .filter(|(_, id)| asking.contains(id.as_str()))
-                    .map(|(&i, _)| {
-                        let (r, u, currency) = ready.inputs[i];
-                        sale_context(&ready.items[i], r, u, *currency)
-                    })
-                    .collect();
-                qualify::settle_with_facts(saga, &program, again, &mut response).await?;
-            }
+            let response = settle_batch(saga, &program, sales, None).await?;
             let by_sale: HashMap<&str, &cpb::Settlement> =
                 response.settlements.iter().map(|s| (s.sale_id.as_str(), s)).collect();
             Ok(sale_ids

@@ -28,9 +28,14 @@ mod qualify;
 mod resolve;
 mod upline;
 
+/// The steps' own functions that SimulateProgram (issue 16 item 2) runs a
+/// recorded sale through, exactly as settlement does.
+pub(crate) use compute::{by_settings, program_context, sale_context, settle_batch, settlement_lines};
+pub(crate) use resolve::{ResolveOut, resolve_sales};
 /// upline's output: ClawbackSale reads the program settings a sale was
 /// settled under from it.
 pub(crate) use upline::UplineOut;
+pub(crate) use upline::{upline_weight, uplines_of};
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -154,7 +159,7 @@ impl SagaDef for SettleSale {
 }
 
 /// Most items per peer call (the peers' batch limit).
-const MAX_BATCH: usize = 1000;
+pub(crate) const MAX_BATCH: usize = 1000;
 
 /// The ledger idempotency key of a saga run's posting.
 pub(crate) fn post_key(saga_id: SagaId, run: i32) -> String {
@@ -235,22 +240,26 @@ fn chunk_by_program(items: &[Item<'_>], weight: impl Fn(usize) -> usize) -> Vec<
     for (i, item) in items.iter().enumerate() {
         groups.entry(item.subject.program_id).or_default().push(i);
     }
+    groups.into_values().flat_map(|group| cut_by_weight(group, &weight)).collect()
+}
+
+/// Cuts `group` (indices, in order) into chunks whose `weight` (ids per
+/// item, at least 1) stays within [`MAX_BATCH`].
+pub(crate) fn cut_by_weight(group: Vec<usize>, weight: impl Fn(usize) -> usize) -> Vec<Vec<usize>> {
     let mut chunks = Vec::new();
-    for (_, group) in groups {
-        let mut current: Vec<usize> = Vec::new();
-        let mut load = 0;
-        for i in group {
-            let w = weight(i).max(1);
-            if !current.is_empty() && load + w > MAX_BATCH {
-                chunks.push(std::mem::take(&mut current));
-                load = 0;
-            }
-            current.push(i);
-            load += w;
+    let mut current: Vec<usize> = Vec::new();
+    let mut load = 0;
+    for i in group {
+        let w = weight(i).max(1);
+        if !current.is_empty() && load + w > MAX_BATCH {
+            chunks.push(std::mem::take(&mut current));
+            load = 0;
         }
-        if !current.is_empty() {
-            chunks.push(current);
-        }
+        current.push(i);
+        load += w;
+    }
+    if !current.is_empty() {
+        chunks.push(current);
     }
     chunks
 }

@@ -50,13 +50,14 @@ pub(super) fn asking(response: &cpb::ComputeSettlementsResponse) -> HashSet<Stri
 
 /// Replaces, in `response`, the settlements that ask for qualification
 /// facts by settlements of the same sales (`sales`, built again as first
-/// sent) sent again with the facts gathered. A settlement that still asks
+/// sent) sent again with the facts gathered (under the same `draft`, if any). A settlement that still asks
 /// after that (a plan changed between the two calls) is a transient error:
 /// the step runs again.
 pub(super) async fn settle_with_facts(
     saga: &SettleSale,
     program: &cpb::ProgramContext,
     sales: Vec<cpb::SaleContext>,
+    draft: Option<&cpb::SettlementDraft>,
     response: &mut cpb::ComputeSettlementsResponse,
 ) -> Result<(), StepError> {
     let asking: HashMap<&str, &cpb::Settlement> =
@@ -99,7 +100,11 @@ pub(super) async fn settle_with_facts(
     gather(saga, program_id, &wanted, &mut resend).await?;
     let mut client = saga.peers.commission.clone();
     let again = client
-        .compute_settlements(cpb::ComputeSettlementsRequest { program: Some(program.clone()), sales: resend })
+        .compute_settlements(cpb::ComputeSettlementsRequest {
+            program: Some(program.clone()),
+            sales: resend,
+            draft: draft.cloned(),
+        })
         .await
         .map_err(|status| step_error("commission.ComputeSettlements", &status))?
         .into_inner();

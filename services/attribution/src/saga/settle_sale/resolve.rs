@@ -14,7 +14,8 @@ use super::{Item, SettleSale, all_failed};
 use crate::domain::link::Split;
 use crate::domain::sale::SaleEventType;
 use crate::domain::touch::Rule;
-use crate::store::{self, SaleHistory};
+use crate::store::{self, SaleHistory, SaleRow};
+use sqlx::PgPool;
 
 /// resolve's output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,20 +53,31 @@ pub(crate) struct HistoryItem {
 }
 
 pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
-    let ids: Vec<SaleId> = items.iter().map(|item| item.subject.id).collect();
-    let rows = match store::sale_histories(&saga.pool, &ids).await {
-        Ok(rows) => rows,
-        Err(error) => return all_failed(items, &error),
-    };
+    let sales: Vec<&SaleRow> = items.iter().map(|item| item.subject).collect();
+    match resolve_sales(&saga.pool, &sales).await {
+        Ok(resolved) => resolved.into_iter().map(|r| r.and_then(|r| output(&r))).collect(),
+        Err(error) => all_failed(items, &error),
+    }
+}
+
+/// The facts of each of `sales` (one query), in their order: what the
+/// resolve step logs, and what SimulateProgram (issue 16 item 2) recomputes
+/// a sale from. A sale without a seller, or whose history rows are not what
+/// this code wrote, is a permanent error of its own.
+pub(crate) async fn resolve_sales(
+    pool: &PgPool,
+    sales: &[&SaleRow],
+) -> Result<Vec<Result<ResolveOut, StepError>>, sqlx::Error> {
+    let ids: Vec<SaleId> = sales.iter().map(|sale| sale.id).collect();
+    let rows = store::sale_histories(pool, &ids).await?;
     let by_id: HashMap<SaleId, SaleHistory> = rows.into_iter().map(|row| (row.id, row)).collect();
-    items
+    Ok(sales
         .iter()
-        .map(|item| {
-            let sale = item.subject;
+        .map(|sale| {
             let row = by_id.get(&sale.id).ok_or_else(|| StepError::Permanent("the sale vanished".into()))?;
             let seller = sale.partner_id.ok_or_else(|| StepError::Permanent("the sale has no seller".into()))?;
             let customer_history = history_of(row)?;
-            output(&ResolveOut {
+            Ok(ResolveOut {
                 seller_partner_id: seller,
                 link_id: sale.link_id,
                 splits: sale.splits.0.clone(),
@@ -75,7 +87,7 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
                 attribution: Some(sale.attribution_rule()),
             })
         })
-        .collect()
+        .collect())
 }
 
 /// The customer's earlier sales from the columns [`store::sale_histories`]

@@ -3,11 +3,13 @@
 //! chunk. It has no undo (it changes nothing
 //! outside the saga log).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use accrue_kit::client::AuthChannel;
 use accrue_proto::hierarchy::v1 as hpb;
+use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_saga::{StepError, StepResult, output};
-use accrue_types::PartnerId;
+use accrue_types::{PartnerId, ProgramId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -92,63 +94,79 @@ fn settings_history(program: Option<&hpb::Program>) -> Result<Vec<(ProgramCtx, D
 pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
     let inputs: Vec<Result<ResolveOut, StepError>> = items.iter().map(|item| earlier(item, Step::Resolve)).collect();
     let ready = Ready::of(items, &inputs);
-    let chunks = chunk_by_program(&ready.items, |i| 1 + ready.inputs.get(i).map_or(0, |r| r.splits.len()));
+    let chunks = chunk_by_program(&ready.items, |i| upline_weight(ready.inputs[i]));
     let outcomes = per_chunk(chunks, ready.items.len(), |chunk| {
-        let mut client = saga.peers.hierarchy.clone();
+        let client = saga.peers.hierarchy.clone();
         let program_id = chunk_program(&ready.items, &chunk);
-        let mut partner_ids: Vec<String> = Vec::new();
-        for &i in &chunk {
-            let r = ready.inputs[i];
-            for id in std::iter::once(r.seller_partner_id).chain(r.splits.iter().map(|s| s.partner_id)) {
-                let id = id.to_string();
-                if !partner_ids.contains(&id) {
-                    partner_ids.push(id);
-                }
-            }
-        }
-        let resolved = &ready.inputs;
-        let occurred: Vec<DateTime<Utc>> = chunk.iter().map(|&i| ready.items[i].subject.occurred_at).collect();
+        let sales: Vec<(&ResolveOut, DateTime<Utc>)> =
+            chunk.iter().map(|&i| (ready.inputs[i], ready.items[i].subject.occurred_at)).collect();
         async move {
-            let response = client
-                .get_uplines(hpb::GetUplinesRequest { program_id: program_id?.to_string(), partner_ids })
-                .await
-                .map_err(|status| step_error("hierarchy.GetUplines", &status))?
-                .into_inner();
-            let history = settings_history(response.program.as_ref())?;
-            let by_id: HashMap<&str, &hpb::Upline> =
-                response.uplines.iter().filter_map(|u| u.partner.as_ref().map(|p| (p.id.as_str(), u))).collect();
-            let partner = |id: PartnerId| {
-                by_id
-                    .get(id.to_string().as_str())
-                    .and_then(|upline| upline.partner.as_ref().map(|p| (*upline, partner_ctx(p))))
-                    .ok_or_else(|| StepError::Permanent(format!("hierarchy returned no upline for partner {id}")))
-            };
-            Ok(chunk
-                .iter()
-                .zip(occurred)
-                .map(|(&i, occurred_at)| {
-                    let r = resolved[i];
-                    let (seller_upline, seller) = partner(r.seller_partner_id)?;
-                    let splits = r
-                        .splits
-                        .iter()
-                        .map(|split| {
-                            Ok(SplitCtx { partner: partner(split.partner_id)?.1, basis_points: split.basis_points })
-                        })
-                        .collect::<Result<Vec<_>, StepError>>()?;
-                    let (program, _) = version_in_force(&history, occurred_at, |v| v.1)
-                        .ok_or_else(|| StepError::Permanent("the program has no settings version".into()))?;
-                    output(&UplineOut {
-                        program: program.clone(),
-                        seller,
-                        ancestors: seller_upline.ancestors.iter().map(partner_ctx).collect(),
-                        splits,
-                    })
-                })
-                .collect())
+            let uplines = uplines_of(client, program_id?, &sales).await?;
+            Ok(uplines.into_iter().map(|upline| upline.and_then(|u| output(&u))).collect())
         }
     })
     .await;
     let positions = ready.positions;
     merge(inputs, positions, outcomes)
+}
+
+/// How many partner ids a sale adds to a GetUplines call (the seller and
+/// its split partners), for cutting batches within [`super::MAX_BATCH`].
+pub(crate) fn upline_weight(resolved: &ResolveOut) -> usize {
+    1 + resolved.splits.len()
+}
+
+/// The upline of each of `sales` — its resolved facts and `occurred_at`,
+/// all of `program_id`, at most [`super::MAX_BATCH`] partner ids in all (see
+/// [`upline_weight`]) — in one hierarchy.GetUplines call, in their order:
+/// what the upline step logs, and what SimulateProgram (issue 16 item 2)
+/// recomputes a sale from. `Err` when the call itself fails; a sale whose
+/// partner the hierarchy did not return fails alone.
+pub(crate) async fn uplines_of(
+    mut hierarchy: HierarchyServiceClient<AuthChannel>,
+    program_id: ProgramId,
+    sales: &[(&ResolveOut, DateTime<Utc>)],
+) -> Result<Vec<Result<UplineOut, StepError>>, StepError> {
+    let mut partner_ids: Vec<String> = Vec::new();
+    let mut seen: HashSet<PartnerId> = HashSet::new();
+    for (r, _) in sales {
+        for id in std::iter::once(r.seller_partner_id).chain(r.splits.iter().map(|s| s.partner_id)) {
+            if seen.insert(id) {
+                partner_ids.push(id.to_string());
+            }
+        }
+    }
+    let response = hierarchy
+        .get_uplines(hpb::GetUplinesRequest { program_id: program_id.to_string(), partner_ids })
+        .await
+        .map_err(|status| step_error("hierarchy.GetUplines", &status))?
+        .into_inner();
+    let history = settings_history(response.program.as_ref())?;
+    let by_id: HashMap<&str, &hpb::Upline> =
+        response.uplines.iter().filter_map(|u| u.partner.as_ref().map(|p| (p.id.as_str(), u))).collect();
+    let partner = |id: PartnerId| {
+        by_id
+            .get(id.to_string().as_str())
+            .and_then(|upline| upline.partner.as_ref().map(|p| (*upline, partner_ctx(p))))
+            .ok_or_else(|| StepError::Permanent(format!("hierarchy returned no upline for partner {id}")))
+    };
+    Ok(sales
+        .iter()
+        .map(|(r, occurred_at)| {
+            let (seller_upline, seller) = partner(r.seller_partner_id)?;
+            let splits = r
+                .splits
+                .iter()
+                .map(|split| Ok(SplitCtx { partner: partner(split.partner_id)?.1, basis_points: split.basis_points }))
+                .collect::<Result<Vec<_>, StepError>>()?;
+            let (program, _) = version_in_force(&history, *occurred_at, |v| v.1)
+                .ok_or_else(|| StepError::Permanent("the program has no settings version".into()))?;
+            Ok(UplineOut {
+                program: program.clone(),
+                seller,
+                ancestors: seller_upline.ancestors.iter().map(partner_ctx).collect(),
+                splits,
+            })
+        })
+        .collect())
 }

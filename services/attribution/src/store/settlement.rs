@@ -17,6 +17,36 @@ pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[SagaId]) -> Result<Has
     Ok(sales.into_iter().filter_map(|s| s.saga_id.map(|id| (id, s))).collect())
 }
 
+/// The one statement of a seller's volume before a sale (TIERED prior
+/// volume, DESIGN §4; the personal volume of qualified overrides, issue 16
+/// item 3): Σ gross (major units) of the partner's attributed sales in the
+/// currency with `(occurred_at, id)` before the row `s`'s, whatever their
+/// state. `s` must have `program_id`, `partner_id`, `currency`,
+/// `occurred_at`, `id` and `t` (= `occurred_at AT TIME ZONE 'UTC'`). From the
+/// calendar buckets (migration 0008): the years before t's, the months of
+/// its year before t's, the days of its month before t's, the hours of its
+/// day before t's, then the sales of t's own hour before it — work bounded by
+/// the calendar and one hour's sales, not by the history. A macro so that
+/// each query embeds it with `concat!` and stays one static statement.
+macro_rules! seller_volume_before {
+    () => {
+        r#"(SELECT COALESCE(sum(v.amount), 0) FROM seller_volumes v
+            WHERE v.program_id = s.program_id AND v.partner_id = s.partner_id AND v.currency = s.currency
+              AND ((v.grain = 'year' AND v.period < date_trunc('year', s.t))
+                OR (v.grain = 'month' AND v.period >= date_trunc('year', s.t)
+                    AND v.period < date_trunc('month', s.t))
+                OR (v.grain = 'day' AND v.period >= date_trunc('month', s.t)
+                    AND v.period < date_trunc('day', s.t))
+                OR (v.grain = 'hour' AND v.period >= date_trunc('day', s.t)
+                    AND v.period < date_trunc('hour', s.t))))
+           + (SELECT COALESCE(sum(p.amount), 0) FROM sales p
+              WHERE p.program_id = s.program_id AND p.partner_id = s.partner_id AND p.currency = s.currency
+                AND p.state <> 'UNATTRIBUTED'
+                AND p.occurred_at >= date_trunc('hour', s.t) AT TIME ZONE 'UTC'
+                AND (p.occurred_at, p.id) < (s.occurred_at, s.id))"#
+    };
+}
+
 /// What the rules need from a sale's history (see [`sale_histories`]).
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct SaleHistory {
@@ -39,7 +69,7 @@ pub(crate) struct SaleHistory {
 
 /// The history facts of every sale in `ids`, in one query.
 pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<SaleHistory>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         r#"WITH batch AS (
                SELECT id, program_id, partner_id, currency, customer_external_id, event_type, occurred_at,
                       occurred_at AT TIME ZONE 'UTC' AS t
@@ -51,26 +81,9 @@ pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<
                  WHERE e.program_id = s.program_id AND e.customer_external_id = s.customer_external_id
                    AND e.event_type IN ('PAYMENT', 'RENEWAL') AND (e.occurred_at, e.id) < (s.occurred_at, s.id)
              )) AS is_first_payment,
-             -- Σ the seller's earlier sales from the calendar buckets (see
-             -- migration 0008): earlier years, earlier months of the year,
-             -- earlier days of the month, earlier hours of the day, then the
-             -- hour's own earlier sales.
-             CASE WHEN s.partner_id IS NULL THEN 0 ELSE
-               (SELECT COALESCE(sum(v.amount), 0) FROM seller_volumes v
-                WHERE v.program_id = s.program_id AND v.partner_id = s.partner_id AND v.currency = s.currency
-                  AND ((v.grain = 'year' AND v.period < date_trunc('year', s.t))
-                    OR (v.grain = 'month' AND v.period >= date_trunc('year', s.t)
-                        AND v.period < date_trunc('month', s.t))
-                    OR (v.grain = 'day' AND v.period >= date_trunc('month', s.t)
-                        AND v.period < date_trunc('day', s.t))
-                    OR (v.grain = 'hour' AND v.period >= date_trunc('day', s.t)
-                        AND v.period < date_trunc('hour', s.t))))
-               + (SELECT COALESCE(sum(p.amount), 0) FROM sales p
-                  WHERE p.program_id = s.program_id AND p.partner_id = s.partner_id AND p.currency = s.currency
-                    AND p.state <> 'UNATTRIBUTED'
-                    AND p.occurred_at >= date_trunc('hour', s.t) AT TIME ZONE 'UTC'
-                    AND (p.occurred_at, p.id) < (s.occurred_at, s.id))
-             END AS prior_volume,
+             CASE WHEN s.partner_id IS NULL THEN 0 ELSE "#,
+        seller_volume_before!(),
+        r#" END AS prior_volume,
              COALESCE(h.ids, '{}') AS history_ids, COALESCE(h.event_types, '{}') AS history_event_types,
              COALESCE(h.sellers, '{}') AS history_sellers, COALESCE(h.times, '{}') AS history_times,
              COALESCE(h.service_codes, '{}') AS history_service_codes
@@ -84,8 +97,8 @@ pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<
                FROM sales e
                WHERE e.program_id = s.program_id AND e.customer_external_id = s.customer_external_id
                  AND e.state <> 'UNATTRIBUTED' AND (e.occurred_at, e.id) < (s.occurred_at, s.id)
-           ) h ON true"#,
-    )
+           ) h ON true"#
+    ))
     .bind(ids)
     .fetch_all(pool)
     .await
@@ -179,31 +192,21 @@ pub(crate) async fn window_volumes(
     let currencies: Vec<&str> = windows.iter().map(|w| w.currency.as_str()).collect();
     let starts: Vec<DateTime<Utc>> = windows.iter().map(|w| w.start).collect();
     let ends: Vec<DateTime<Utc>> = windows.iter().map(|w| w.end).collect();
-    let rows: Vec<(i64, Decimal)> = sqlx::query_as(
+    let rows: Vec<(i64, Decimal)> = sqlx::query_as(concat!(
         r#"WITH q AS (
                SELECT * FROM UNNEST($2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[])
                    WITH ORDINALITY AS q(partner_id, currency, start_at, end_at, i)
-           ), b AS (
-               SELECT q.i, q.partner_id, q.currency, x.sign, x.at, x.at AT TIME ZONE 'UTC' AS t
+           ), s AS (
+               -- V(t) is the volume before (t, the least uuid): every sale at t itself is left out.
+               SELECT q.i, x.sign, $1::uuid AS program_id, q.partner_id, q.currency, x.at AS occurred_at,
+                      '00000000-0000-0000-0000-000000000000'::uuid AS id, x.at AT TIME ZONE 'UTC' AS t
                FROM q CROSS JOIN LATERAL (VALUES (1, q.end_at), (-1, q.start_at)) AS x(sign, at)
            )
-           SELECT b.i, COALESCE(sum(b.sign * (
-               (SELECT COALESCE(sum(v.amount), 0) FROM seller_volumes v
-                WHERE v.program_id = $1 AND v.partner_id = b.partner_id AND v.currency = b.currency
-                  AND ((v.grain = 'year' AND v.period < date_trunc('year', b.t))
-                    OR (v.grain = 'month' AND v.period >= date_trunc('year', b.t)
-                        AND v.period < date_trunc('month', b.t))
-                    OR (v.grain = 'day' AND v.period >= date_trunc('month', b.t)
-                        AND v.period < date_trunc('day', b.t))
-                    OR (v.grain = 'hour' AND v.period >= date_trunc('day', b.t)
-                        AND v.period < date_trunc('hour', b.t))))
-             + (SELECT COALESCE(sum(p.amount), 0) FROM sales p
-                WHERE p.program_id = $1 AND p.partner_id = b.partner_id AND p.currency = b.currency
-                  AND p.state <> 'UNATTRIBUTED'
-                  AND p.occurred_at >= date_trunc('hour', b.t) AT TIME ZONE 'UTC' AND p.occurred_at < b.at)
-           )), 0) AS volume
-           FROM b GROUP BY b.i ORDER BY b.i"#,
-    )
+           SELECT s.i, COALESCE(sum(s.sign * ("#,
+        seller_volume_before!(),
+        r#")), 0) AS volume
+           FROM s GROUP BY s.i ORDER BY s.i"#
+    ))
     .bind(program_id)
     .bind(&partners)
     .bind(&currencies)

@@ -33,6 +33,7 @@ use crate::store::{
 };
 use accrue_saga::SagaDef;
 
+mod coalesce;
 mod codec;
 mod recording;
 mod simulate;
@@ -53,6 +54,9 @@ pub struct AttributionApi {
     peers: Peers,
     notify: Arc<Notify>,
     limits: Limits,
+    /// Where RecordSale queues its sale to be recorded with the calls that
+    /// arrive with it ([`coalesce`]); none in the recorders' own copy.
+    coalescer: Option<coalesce::Coalescer>,
 }
 
 /// The bounds the API holds callers to beyond each field's own rules.
@@ -68,7 +72,14 @@ impl AttributionApi {
     /// A new API over the service's pool, its peers, the notifier that
     /// wakes the local saga workers when sagas are started, and its limits.
     pub(crate) fn new(pool: PgPool, peers: Peers, notify: Arc<Notify>, limits: Limits) -> Self {
-        AttributionApi { pool, peers, notify, limits }
+        AttributionApi { pool, peers, notify, limits, coalescer: None }
+    }
+
+    /// This API with RecordSale calls recorded together, and the recorders
+    /// to run beside it (they stop once every copy of the API is dropped).
+    pub(crate) fn with_coalescing(self) -> (Self, coalesce::Recorders) {
+        let (coalescer, recorders) = coalesce::Coalescer::new(self.clone());
+        (AttributionApi { coalescer: Some(coalescer), ..self }, recorders)
     }
 
     /// The window event times of a request are judged by (now plus the
@@ -278,9 +289,15 @@ impl AttributionService for AttributionApi {
             return Err(invalid_field("sale", "is invalid"));
         };
         scope.require_program(sale.program_id)?;
-        let mut roles = RoleCache::default();
-        let mut rows = self.record(std::slice::from_ref(&sale), &mut roles, None).await?;
-        let row = rows.pop().ok_or_else(|| accrue_kit::internal("record_sales returned no sale"))?;
+        let row = match &self.coalescer {
+            Some(coalescer) => coalescer.record(sale).await?,
+            None => {
+                let traces = [accrue_kit::telemetry::propagation::current_traceparent()];
+                let mut rows =
+                    self.record(std::slice::from_ref(&sale), &traces, &mut RoleCache::default(), None).await?;
+                rows.pop().ok_or_else(|| accrue_kit::internal("record_sales returned no sale"))?
+            }
+        };
         Ok(Response::new(sale_to_proto(row)))
     }
 
@@ -338,7 +355,8 @@ impl AttributionService for AttributionApi {
             for sale in &sales {
                 scope.require_program(sale.program_id)?;
             }
-            let rows = self.record(&sales, &mut roles, Some(at)).await?;
+            let traces = vec![accrue_kit::telemetry::propagation::current_traceparent(); sales.len()];
+            let rows = self.record(&sales, &traces, &mut roles, Some(at)).await?;
             out.extend(rows.into_iter().map(sale_to_proto));
         }
         Ok(Response::new(pb::RecordSalesResponse { sales: out }))

@@ -163,11 +163,16 @@ impl Service for Attribution {
                 set.join_all().await;
             }
         });
-        Ok(accrue_kit::server::routes(AttributionServiceServer::new(AttributionApi::new(
+        let (api, recorders) = AttributionApi::new(
             setup.pool.clone(),
             peers,
             notify,
             Limits { max_future_skew: config.max_future_skew, stream_idle_timeout: config.stream_idle_timeout },
-        ))))
+        )
+        .with_coalescing();
+        // Not stopped by the shutdown signal: the recorders serve RecordSale
+        // calls until the server has drained them and dropped the API.
+        setup.spawn(move |_shutdown| recorders.run());
+        Ok(accrue_kit::server::routes(AttributionServiceServer::new(api)))
     }
 }

@@ -394,10 +394,12 @@ pub(crate) fn attribution_of<'a>(attributions: &'a Attributions, sale: &SaleInpu
 /// in the same transaction (transactional outbox); a sale with no customer or
 /// no lead is UNATTRIBUTED and gets no saga. A new sale whose seller is in
 /// `barred` (partner → role) stops the batch before anything is written; a
-/// replay of a stored sale returns it as stored.
+/// replay of a stored sale returns it as stored. `traceparents[i]` is sale
+/// `i`'s recording trace, kept on its saga for the steps to join.
 pub(crate) async fn record_sales(
     pool: &PgPool,
     sales: &[SaleInput],
+    traceparents: &[Option<String>],
     attributions: &Attributions,
     barred: &HashMap<PartnerId, String>,
 ) -> Result<RecordOutcome, StoreError> {
@@ -524,21 +526,30 @@ pub(crate) async fn record_sales(
 
         let started: Vec<&SaleRow> = inserted.iter().filter(|row| row.saga_id.is_some()).collect();
         if !started.is_empty() {
+            let trace_of: HashMap<(ProgramId, &str), Option<&String>> = fresh
+                .iter()
+                .map(|&i| {
+                    ((sales[i].program_id, sales[i].external_id.as_str()), traceparents.get(i).and_then(Option::as_ref))
+                })
+                .collect();
+            let traces: Vec<Option<&String>> = started
+                .iter()
+                .map(|row| trace_of.get(&(row.program_id, row.external_id.as_str())).copied().flatten())
+                .collect();
             let saga_ids: Vec<SagaId> = started.iter().filter_map(|row| row.saga_id).collect();
             let saga_programs: Vec<ProgramId> = started.iter().map(|row| row.program_id).collect();
             let saga_sales: Vec<SaleId> = started.iter().map(|row| row.id).collect();
             sqlx::query(
                 "INSERT INTO sagas (id, program_id, sale_id, kind, state, traceparent)
-                 SELECT id, program_id, sale_id, $4, $5, $6
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS u(id, program_id, sale_id)",
+                 SELECT id, program_id, sale_id, $4, $5, traceparent
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $6::text[]) AS u(id, program_id, sale_id, traceparent)",
             )
             .bind(&saga_ids)
             .bind(&saga_programs)
             .bind(&saga_sales)
             .bind(SettleSale::KIND)
             .bind(SagaState::Running)
-            // The recording RPC's trace, which the saga's steps join.
-            .bind(accrue_kit::telemetry::propagation::current_traceparent())
+            .bind(&traces)
             .execute(&mut *tx)
             .await?;
             sagas_started = saga_ids.len();

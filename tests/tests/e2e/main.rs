@@ -14,6 +14,7 @@ mod operator;
 mod paging;
 mod partner_scope;
 mod qualified;
+mod recording;
 mod refunds;
 mod replay;
 mod roles;

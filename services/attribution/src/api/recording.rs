@@ -129,9 +129,12 @@ impl AttributionApi {
     /// the batch when a new sale's seller may not transact, writes.
     /// `stream_message` is the message's position in a RecordSales stream
     /// (0-based), named in every error so a client knows which message failed.
+    /// `traceparents` holds each sale's recording trace (W3C traceparent),
+    /// which its saga's steps join.
     pub(super) async fn record(
         &self,
         sales: &[SaleInput],
+        traceparents: &[Option<String>],
         roles: &mut RoleCache,
         stream_message: Option<usize>,
     ) -> Result<Vec<SaleRow>, Status> {
@@ -142,7 +145,7 @@ impl AttributionApi {
         };
         let attributions = store::attributions(&self.pool, sales).await?;
         let barred = self.barred_sellers(sales, &attributions, roles).await?;
-        match store::record_sales(&self.pool, sales, &attributions, &barred).await? {
+        match store::record_sales(&self.pool, sales, traceparents, &attributions, &barred).await? {
             RecordOutcome::SellerMayNotTransact { index, partner_id, role } => {
                 let at = at(index);
                 Err(failed_precondition(

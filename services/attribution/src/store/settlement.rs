@@ -22,7 +22,9 @@ pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[SagaId]) -> Result<Has
 /// item 3): Σ gross (major units) of the partner's attributed sales in the
 /// currency with `(occurred_at, id)` before the row `s`'s, whatever their
 /// state. `s` must have `program_id`, `partner_id`, `currency`,
-/// `occurred_at`, `id` and `t` (= `occurred_at AT TIME ZONE 'UTC'`). From the
+/// `occurred_at`, `id` and `t` (= `occurred_at AT TIME ZONE 'UTC'`). A sale
+/// with a seller is attributed (constraint `sales_seller_iff_attributed`),
+/// so no state test is needed. From the
 /// calendar buckets (migration 0008): the years before t's, the months of
 /// its year before t's, the days of its month before t's, the hours of its
 /// day before t's, then the sales of t's own hour before it — work bounded by
@@ -41,7 +43,6 @@ macro_rules! seller_volume_before {
                     AND v.period < date_trunc('hour', s.t))))
            + (SELECT COALESCE(sum(p.amount), 0) FROM sales p
               WHERE p.program_id = s.program_id AND p.partner_id = s.partner_id AND p.currency = s.currency
-                AND p.state <> 'UNATTRIBUTED'
                 AND p.occurred_at >= date_trunc('hour', s.t) AT TIME ZONE 'UTC'
                 AND (p.occurred_at, p.id) < (s.occurred_at, s.id))"#
     };
@@ -256,7 +257,8 @@ mod tests {
                 let at = origin + Duration::microseconds(i64::try_from(dice.roll(80 * 86_400 * 1_000_000)).unwrap());
                 let partner = partners[usize::try_from(dice.roll(2)).unwrap()];
                 let currency = if dice.roll(5) == 0 { "EUR" } else { "GBP" };
-                let state = ["PENDING", "SETTLED", "FAILED", "UNATTRIBUTED"][usize::try_from(dice.roll(4)).unwrap()];
+                // An UNATTRIBUTED sale has no seller (sales_seller_iff_attributed).
+                let state = ["PENDING", "SETTLED", "FAILED"][usize::try_from(dice.roll(3)).unwrap()];
                 let amount = Decimal::new(i64::try_from(1 + dice.roll(100_000)).unwrap(), 2);
                 times.push((partner, at));
                 values.push((format!("s-{batch}-{n}"), partner, currency, state, amount, at));

@@ -33,7 +33,7 @@ use crate::store::{
 };
 use accrue_saga::SagaDef;
 
-mod codec;
+pub(crate) mod codec;
 mod recording;
 mod simulate;
 mod stats;

@@ -9,6 +9,7 @@
 
 mod api;
 mod domain;
+mod events;
 mod peers;
 mod saga;
 mod store;
@@ -163,11 +164,13 @@ impl Service for Attribution {
                 set.join_all().await;
             }
         });
+        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::ATTRIBUTION, None);
         Ok(accrue_kit::server::routes(AttributionServiceServer::new(AttributionApi::new(
             setup.pool.clone(),
             peers,
             notify,
             Limits { max_future_skew: config.max_future_skew, stream_idle_timeout: config.stream_idle_timeout },
-        ))))
+        )))
+        .add_service(events))
     }
 }

@@ -20,10 +20,10 @@ use accrue_kit::events::{NewEvent, catalogue};
 use accrue_saga::{Saga, SagaDef, SagaState, StepEvent};
 
 use crate::domain::link::Split;
-use crate::events;
 use crate::domain::sale::{SaleEventType, SaleInput};
 use crate::domain::state::SaleState;
 use crate::domain::touch::{Model, Rule};
+use crate::events;
 use crate::saga::settle_sale::SettleSale;
 
 mod links;

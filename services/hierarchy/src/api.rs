@@ -156,7 +156,14 @@ fn partner_event(
     time: DateTime<Utc>,
 ) -> Result<accrue_kit::events::NewEvent, Status> {
     let data = partner_to_proto(row)?;
-    Ok(accrue_kit::events::NewEvent::new(kind, row.program_id, format!("partners/{}", row.id), Some(row.id), time, &data))
+    Ok(accrue_kit::events::NewEvent::new(
+        kind,
+        row.program_id,
+        format!("partners/{}", row.id),
+        Some(row.id),
+        time,
+        &data,
+    ))
 }
 
 fn partner_to_proto(row: &PartnerRow) -> Result<pb::Partner, Status> {

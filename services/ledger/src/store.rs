@@ -13,10 +13,10 @@ use sqlx::PgPool;
 pub(crate) use accrue_kit::error::StoreError;
 
 use crate::domain::posting::{EntryType, PostedLine, Posting};
-use crate::events;
 use crate::domain::reserve::{should_reserve, signed};
 use crate::domain::reversal::{self, LiveLine, Placement, Refund, ReversalError, VoidError, VoidTarget};
 use crate::domain::status::{Current, Status, TransitionError, plan_transition};
+use crate::events;
 
 mod reports;
 mod reservations;
@@ -532,8 +532,7 @@ pub(crate) async fn entry_events(
         "SELECT {ENTRY_COLUMNS} FROM entries e JOIN entry_states s ON s.entry_id = e.id \
          LEFT JOIN payout_reservations r ON r.entry_id = e.id WHERE e.id = ANY($1::uuid[])"
     );
-    let rows: Vec<EntryRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(&ids).fetch_all(&mut *tx).await?;
+    let rows: Vec<EntryRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(&ids).fetch_all(&mut *tx).await?;
     let rows: HashMap<EntryId, EntryRow> = rows.into_iter().map(|row| (row.id, row)).collect();
     let now = Utc::now();
     let written = changes

@@ -25,7 +25,11 @@ pub(crate) fn of_change(to: PayoutStatus) -> Option<&'static EventType> {
 /// The event of `kind` about `payout` as it is after the change at `time`.
 /// A stored row the API cannot show (an unknown currency or status) is a
 /// decode error, which rolls the change back.
-pub(crate) fn payout(kind: &'static EventType, payout: &PayoutRow, time: DateTime<Utc>) -> Result<NewEvent, sqlx::Error> {
+pub(crate) fn payout(
+    kind: &'static EventType,
+    payout: &PayoutRow,
+    time: DateTime<Utc>,
+) -> Result<NewEvent, sqlx::Error> {
     let data = payout_to_proto(payout).map_err(|status| sqlx::Error::Decode(status.message().to_string().into()))?;
     Ok(NewEvent::new(kind, payout.program_id, format!("payouts/{}", payout.id), Some(payout.partner_id), time, &data))
 }

@@ -10,8 +10,8 @@
 
 mod api;
 mod counters;
-mod events;
 pub mod domain;
+mod events;
 mod store;
 
 pub use api::PayoutsApi;

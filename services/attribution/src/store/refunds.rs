@@ -15,8 +15,8 @@ use super::{Cursor, StoreError};
 use accrue_kit::events::{NewEvent, catalogue};
 
 use crate::domain::refund::{RefundInput, RefundState, SaleRef, check_against_sale};
-use crate::events;
 use crate::domain::state::SaleState;
+use crate::events;
 use crate::saga::clawback_sale::ClawbackSale;
 
 /// A stored refund, with its sale's external id.

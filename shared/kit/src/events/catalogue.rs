@@ -76,11 +76,8 @@ event_types! {
 }
 
 /// The hierarchy service's feed.
-pub static HIERARCHY: Source = Source {
-    schema: "hierarchy",
-    uri: "//accrue/hierarchy",
-    types: &[PARTNER_CREATED, PARTNER_STATUS_CHANGED],
-};
+pub static HIERARCHY: Source =
+    Source { schema: "hierarchy", uri: "//accrue/hierarchy", types: &[PARTNER_CREATED, PARTNER_STATUS_CHANGED] };
 /// The attribution service's feed.
 pub static ATTRIBUTION: Source = Source {
     schema: "attribution",
@@ -91,7 +88,8 @@ pub static ATTRIBUTION: Source = Source {
 pub static COMMISSION: Source =
     Source { schema: "commission", uri: "//accrue/commission", types: &[AGREEMENT_VERSION_CREATED] };
 /// The ledger service's feed.
-pub static LEDGER: Source = Source { schema: "ledger", uri: "//accrue/ledger", types: &[ENTRY_POSTED, ENTRY_STATUS_CHANGED] };
+pub static LEDGER: Source =
+    Source { schema: "ledger", uri: "//accrue/ledger", types: &[ENTRY_POSTED, ENTRY_STATUS_CHANGED] };
 /// The payouts service's feed.
 pub static PAYOUTS: Source = Source {
     schema: "payouts",

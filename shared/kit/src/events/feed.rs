@@ -146,10 +146,10 @@ impl EventApi {
 
     /// A row as the caller sees it.
     fn event(&self, scope: &Identity, row: Row) -> pb::Event {
-        let data = self.source.event_type(&row.r#type).map(|t| prost_types::Any {
-            type_url: format!("type.googleapis.com/{}", t.data),
-            value: row.data,
-        });
+        let data = self
+            .source
+            .event_type(&row.r#type)
+            .map(|t| prost_types::Any { type_url: format!("type.googleapis.com/{}", t.data), value: row.data });
         let event = pb::Event {
             id: row.id.to_string(),
             source: self.source.uri.to_string(),
@@ -212,7 +212,12 @@ impl EventApi {
     /// [`WATCH_POLL_INTERVAL`]). Ends when the client goes away, or at
     /// shutdown (the stream then ends OK; the client resumes elsewhere). A
     /// database error ends the stream with UNAVAILABLE / INTERNAL.
-    async fn watch(mut self, scope: Identity, query: Query, sender: mpsc::Sender<Result<pb::WatchEventsResponse, Status>>) {
+    async fn watch(
+        mut self,
+        scope: Identity,
+        query: Query,
+        sender: mpsc::Sender<Result<pb::WatchEventsResponse, Status>>,
+    ) {
         let mut last = query.after;
         loop {
             // Marked seen before the read: a wake-up during the read is not lost.

@@ -3,12 +3,28 @@
 //! unsequenced (`sequence` NULL); the [`super::sequencer`] numbers them once
 //! they are committed.
 
+use std::sync::LazyLock;
+
 use accrue_types::{PartnerId, ProgramId};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::catalogue::EventType;
 use crate::error::StoreError;
+
+/// Bumped by every [`insert`] in this process (before the writer's
+/// transaction commits): the process's sequencers poll often for a while
+/// after a write and seldom while nothing is written
+/// ([`super::sequencer::run`]). Process-wide because a write happens deep in
+/// a store, far from the service's setup; a service's writes and its
+/// sequencer are in the same process (each writes only its own outbox), and
+/// waking another service's sequencer of the same process costs one probe.
+static WRITES: LazyLock<tokio::sync::watch::Sender<u64>> = LazyLock::new(|| tokio::sync::watch::channel(0).0);
+
+/// Changes whenever this process wrote events (see [`WRITES`]).
+pub(crate) fn writes() -> tokio::sync::watch::Receiver<u64> {
+    WRITES.subscribe()
+}
 
 /// One event to write.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,5 +102,6 @@ pub async fn insert(conn: &mut sqlx::PgConnection, events: &[NewEvent]) -> Resul
     .bind(&data)
     .execute(conn)
     .await?;
+    WRITES.send_modify(|count| *count = count.wrapping_add(1));
     Ok(())
 }

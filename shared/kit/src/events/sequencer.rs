@@ -14,10 +14,15 @@
 //! Why a poll and not a NOTIFY from each writer: a NOTIFY makes its commit
 //! take a database-wide lock until the commit is flushed, which would
 //! serialize the settlement hot path's commits. The poll is one index probe
-//! (`events_unsequenced_idx` is empty when idle) every [`POLL_INTERVAL`].
+//! (`events_unsequenced_idx` is empty when idle): every [`POLL_INTERVAL`]
+//! for [`HOT_WINDOW`] after this process wrote events (an in-process signal
+//! from [`super::outbox::insert`], raised before the writer commits) or
+//! numbered some, every [`IDLE_POLL_INTERVAL`] otherwise — so an idle
+//! service asks Postgres once a second, and an event is numbered within
+//! about [`POLL_INTERVAL`] of its commit.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -26,9 +31,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::catalogue::Source;
 
-/// How often the sequencer looks for unsequenced events: the longest an
-/// event waits after its commit before watchers can see it (plus one pass).
+/// How often the sequencer looks for unsequenced events while the process
+/// writes: about the longest an event waits after its commit before
+/// watchers can see it (plus one pass).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long after a write (or a pass that numbered something) the sequencer
+/// keeps polling every [`POLL_INTERVAL`]: longer than a writer's
+/// transaction takes to commit after its insert.
+pub const HOT_WINDOW: Duration = Duration::from_secs(2);
+
+/// How often the sequencer looks while nothing is written in this process
+/// (events left by a crashed process, or written by a process whose
+/// sequencer is gone).
+pub const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most events numbered in one pass; a backlog takes several passes, back to
 /// back.
@@ -118,11 +134,15 @@ async fn has_pending(pool: &PgPool) -> Result<bool, sqlx::Error> {
     Ok(pending)
 }
 
-/// The sequencer task: every [`POLL_INTERVAL`], numbers what is pending
-/// (passes back to back while a backlog lasts) and bumps `wake` so this
-/// process's watchers look at once. Stops at `shutdown`; a pass in flight
-/// finishes or rolls back whole.
+/// The sequencer task: numbers what is pending — every [`POLL_INTERVAL`]
+/// while the process writes, every [`IDLE_POLL_INTERVAL`] otherwise, passes
+/// back to back while a backlog lasts — and bumps `wake` so this process's
+/// watchers look at once. Stops at `shutdown`; a pass in flight finishes or
+/// rolls back whole.
 pub async fn run(pool: PgPool, source: &'static Source, wake: Arc<watch::Sender<u64>>, shutdown: CancellationToken) {
+    let mut writes = super::outbox::writes();
+    // Hot from the start: a crashed process may have left events behind.
+    let mut hot_until = Instant::now() + HOT_WINDOW;
     loop {
         let outcome = async {
             if !has_pending(&pool).await? {
@@ -131,10 +151,17 @@ pub async fn run(pool: PgPool, source: &'static Source, wake: Arc<watch::Sender<
             sequence_pass(&pool, source, PASS_LIMIT).await
         };
         let pause = match outcome.await {
-            Ok(Pass::Sequenced(0)) | Ok(Pass::Skipped) => POLL_INTERVAL,
+            Ok(Pass::Sequenced(0)) | Ok(Pass::Skipped) => {
+                if Instant::now() < hot_until {
+                    POLL_INTERVAL
+                } else {
+                    IDLE_POLL_INTERVAL
+                }
+            }
             Ok(Pass::Sequenced(numbered)) => {
                 tracing::debug!(source = source.uri, numbered, "events sequenced");
                 wake.send_modify(|generation| *generation = generation.wrapping_add(1));
+                hot_until = Instant::now() + HOT_WINDOW;
                 // A full pass leaves a backlog: go again at once.
                 if numbered >= PASS_LIMIT as u64 { Duration::ZERO } else { POLL_INTERVAL }
             }
@@ -143,9 +170,20 @@ pub async fn run(pool: PgPool, source: &'static Source, wake: Arc<watch::Sender<
                 RETRY_INTERVAL
             }
         };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+        let mut next = Instant::now() + pause;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep_until(next.into()) => break,
+                // Never an error: the signal is a static that is never dropped.
+                _ = writes.changed() => {
+                    // A write: its commit is a moment away. Stay hot, and cut
+                    // an idle wait short (not a hot one: under load writes
+                    // come far more often than the poll).
+                    hot_until = Instant::now() + HOT_WINDOW;
+                    next = next.min(Instant::now() + POLL_INTERVAL);
+                }
+            }
         }
     }
 }

@@ -539,7 +539,10 @@ pub(crate) async fn entry_events(
         .iter()
         .map(|change| {
             let row = rows.get(&change.id).ok_or(sqlx::Error::RowNotFound)?;
-            events::changed(kind, row, change, actor, now)
+            // A posting's time is its entry's creation (the transaction's
+            // now(), as PostEntries' events have it); a change's, now.
+            let time = if kind == &accrue_kit::events::catalogue::ENTRY_POSTED { row.created_at } else { now };
+            events::changed(kind, row, change, actor, time)
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     accrue_kit::events::insert(tx, &written).await

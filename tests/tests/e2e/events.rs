@@ -294,6 +294,25 @@ async fn a_sale_to_payout_flow_leaves_exactly_its_events_in_order_without_gaps()
     for event in &events[..credits] {
         assert_eq!(entry_of(event).entry_type, lpb::EntryType::Credit as i32, "credits first");
     }
+    // entry.posted carries the entry as GetEntry shows it (status, payout
+    // and history as of the posting): the credits' built from the posting
+    // in memory, the debits' read back.
+    for event in &events[..credits + debits] {
+        let posted = entry_of(event);
+        let stored = c.ledger.get_entry(lpb::GetEntryRequest { id: posted.id.clone() }).await.unwrap().into_inner();
+        assert_eq!(posted.status, lpb::EntryStatus::Pending as i32);
+        assert_eq!(posted.history.len(), 1);
+        assert_eq!(posted.history[0].to_status, stored.history[0].to_status);
+        assert_eq!(posted.history[0].actor, stored.history[0].actor);
+        let as_posted = lpb::Entry {
+            status: posted.status,
+            payout_id: posted.payout_id.clone(),
+            history: posted.history.clone(),
+            ..stored
+        };
+        assert_eq!(posted, as_posted);
+        assert_eq!(event.time, posted.create_time);
+    }
     let changes: Vec<(i32, i32)> = events[credits + debits..]
         .iter()
         .map(|e| {

@@ -477,6 +477,29 @@ async fn list_events_pages_filters_and_keeps_partners_to_their_own() {
         }));
     }
 
+    // A refund with nothing to claw back (an unattributed sale's) is applied
+    // by RecordRefund itself, and so is its event.
+    let unattributed =
+        c.attribution.record_sale(payment(&program, "s-u", "", "40.00", "", SALE_AT)).await.unwrap().into_inner();
+    let refund = c
+        .attribution
+        .record_refund(apb::RecordRefundRequest {
+            program_id: program.clone(),
+            external_id: "r-u".into(),
+            sale: Some(apb::record_refund_request::Sale::SaleId(unattributed.id.clone())),
+            amount: Some(gbp("10.00")),
+            occurred_at: Some(ts(REFUND_AT)),
+            reason: "returned".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refund.state, apb::RefundState::Applied as i32);
+    let mut attribution = events_client(&e.attribution, &admin());
+    let sales = feed(&mut attribution, &program, 5).await;
+    assert_eq!(types_of(&sales)[3..], [catalogue::SALE_RECORDED.name, catalogue::REFUND_APPLIED.name], "{sales:#?}");
+    assert_eq!(sales[4].subject, format!("refunds/{}", refund.id));
+
     // Bad input: INVALID_ARGUMENT naming the field, on List and Watch.
     let field_of = |status: &tonic::Status| {
         use tonic_types::StatusExt;

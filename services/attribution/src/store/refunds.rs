@@ -225,6 +225,12 @@ pub(crate) async fn record_refund(pool: &PgPool, refund: &RefundInput) -> Result
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
+    // A refund with nothing to claw back is applied here, not by a saga:
+    // its refund.applied belongs to this transaction.
+    if stored.state == RefundState::Applied {
+        let event = events::refund(&catalogue::REFUND_APPLIED, &stored, stored.created_at);
+        accrue_kit::events::insert(&mut tx, &[event]).await?;
+    }
     tx.commit().await?;
     Ok(RefundOutcome::Recorded { refund: stored, saga_started: saga_id.is_some() })
 }

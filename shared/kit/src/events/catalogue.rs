@@ -53,7 +53,8 @@ event_types! {
     SALE_SETTLED = "accrue.attribution.v1.sale.settled", "accrue.attribution.v1.Sale", "sales/{id}";
     /// A sale's settlement failed for good (the saga gave up).
     SALE_FAILED = "accrue.attribution.v1.sale.failed", "accrue.attribution.v1.Sale", "sales/{id}";
-    /// A refund was clawed back from the sale's lines (the ClawbackSale saga's close).
+    /// A refund was applied: clawed back from the sale's lines (the ClawbackSale
+    /// saga's apply step), or at once when there is nothing to claw back (RecordRefund).
     REFUND_APPLIED = "accrue.attribution.v1.refund.applied", "accrue.attribution.v1.Refund", "refunds/{id}";
     /// A new agreement version was created (CreateAgreement).
     AGREEMENT_VERSION_CREATED = "accrue.commission.v1.agreement.version_created",

@@ -653,3 +653,122 @@ async fn a_service_killed_before_delivery_delivers_after_restart() {
     service.kill();
     pool.close().await;
 }
+
+/// The sequencer's guarantee under concurrency, on the outbox alone: eight
+/// writers commit events of two programs in many small transactions while
+/// two sequencers (two replicas) run passes at the same time. Every event
+/// gets a number, each program's numbers are 1..n without gaps or repeats,
+/// and each writer's events keep their order (a transaction that began after
+/// another committed is numbered after it; events of one transaction in the
+/// order given).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_and_two_sequencers_number_every_program_without_gaps() {
+    use accrue_kit::events::NewEvent;
+    use accrue_kit::events::sequencer::{Pass, sequence_pass};
+
+    let db = TestDb::create().await.unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(12).connect(&db.url).await.unwrap();
+    sqlx::raw_sql(include_str!("../../../services/hierarchy/migrations/0006_events.sql")).execute(&pool).await.unwrap();
+    let programs = [accrue_types::ProgramId::new_v7(), accrue_types::ProgramId::new_v7()];
+    let writers_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let mut sequencers = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let (pool, done) = (pool.clone(), writers_done.clone());
+        sequencers.spawn(async move {
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let pass = sequence_pass(&pool, &catalogue::HIERARCHY, 7).await.unwrap();
+                let pending: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE sequence IS NULL)")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                if finished && !pending {
+                    return;
+                }
+                if matches!(pass, Pass::Skipped | Pass::Sequenced(0)) {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        });
+    }
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..8u32 {
+        let pool = pool.clone();
+        writers.spawn(async move {
+            let mut written = Vec::new();
+            for round in 0..40u32 {
+                let mut tx = pool.begin().await.unwrap();
+                let events: Vec<NewEvent> = (0..1 + (writer + round) % 3)
+                    .map(|i| {
+                        let program = programs[((writer + round + i) % 2) as usize];
+                        let data =
+                            hpb::Partner { display_name: format!("w{writer}r{round}e{i}"), ..Default::default() };
+                        NewEvent::new(
+                            &catalogue::PARTNER_CREATED,
+                            program,
+                            format!("w{writer}/r{round}/e{i}"),
+                            None,
+                            chrono::Utc::now(),
+                            &data,
+                        )
+                    })
+                    .collect();
+                accrue_kit::events::insert(&mut tx, &events).await.unwrap();
+                if round % 5 == 0 {
+                    // Hold some transactions open across the sequencers' passes.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                if round % 13 == 7 {
+                    // A rolled-back change leaves no event and no gap.
+                    tx.rollback().await.unwrap();
+                    continue;
+                }
+                tx.commit().await.unwrap();
+                written.extend(events.into_iter().map(|event| event.id));
+            }
+            written
+        });
+    }
+    let mut by_writer = Vec::new();
+    while let Some(written) = writers.join_next().await {
+        by_writer.push(written.unwrap());
+    }
+    writers_done.store(true, std::sync::atomic::Ordering::SeqCst);
+    while let Some(done) = sequencers.join_next().await {
+        done.unwrap();
+    }
+
+    let rows: Vec<(uuid::Uuid, uuid::Uuid, Option<i64>)> =
+        sqlx::query_as("SELECT id, program_id, sequence FROM events").fetch_all(&pool).await.unwrap();
+    assert_eq!(rows.len(), by_writer.iter().map(Vec::len).sum::<usize>(), "one row per committed event");
+    let mut sequence_of = std::collections::HashMap::new();
+    for program in programs {
+        let mut numbers: Vec<i64> = rows
+            .iter()
+            .filter(|(_, p, _)| *p == program.into_uuid())
+            .map(|(_, _, sequence)| sequence.expect("every event numbered"))
+            .collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=i64::try_from(numbers.len()).unwrap()).collect::<Vec<_>>(), "1..n, no gap");
+        let last: i64 = sqlx::query_scalar("SELECT last_sequence FROM event_sequences WHERE program_id = $1")
+            .bind(program)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(last, i64::try_from(numbers.len()).unwrap());
+    }
+    for (id, program, sequence) in &rows {
+        sequence_of.insert(*id, (*program, sequence.unwrap_or_default()));
+    }
+    for written in &by_writer {
+        for program in programs {
+            let mine: Vec<i64> = written
+                .iter()
+                .filter_map(|id| sequence_of.get(id).filter(|(p, _)| *p == program.into_uuid()).map(|(_, s)| *s))
+                .collect();
+            assert!(mine.windows(2).all(|pair| pair[0] < pair[1]), "a writer's events keep their order: {mine:?}");
+        }
+    }
+    pool.close().await;
+}

@@ -17,6 +17,7 @@ const FILES: &[&str] = &[
     "accrue/commission/v1/commission.proto",
     "accrue/ledger/v1/ledger.proto",
     "accrue/payouts/v1/payouts.proto",
+    "accrue/events/v1/events.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -34,7 +34,7 @@ use crate::store::{
 use accrue_saga::SagaDef;
 
 mod coalesce;
-mod codec;
+pub(crate) mod codec;
 mod recording;
 mod simulate;
 mod stats;

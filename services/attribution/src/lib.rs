@@ -9,6 +9,7 @@
 
 mod api;
 mod domain;
+mod events;
 mod peers;
 mod saga;
 mod store;
@@ -163,6 +164,7 @@ impl Service for Attribution {
                 set.join_all().await;
             }
         });
+        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::ATTRIBUTION, None);
         let (api, recorders) = AttributionApi::new(
             setup.pool.clone(),
             peers,
@@ -173,6 +175,6 @@ impl Service for Attribution {
         // Not stopped by the shutdown signal: the recorders serve RecordSale
         // calls until the server has drained them and dropped the API.
         setup.spawn(move |_shutdown| recorders.run());
-        Ok(accrue_kit::server::routes(AttributionServiceServer::new(api)))
+        Ok(accrue_kit::server::routes(AttributionServiceServer::new(api)).add_service(events))
     }
 }

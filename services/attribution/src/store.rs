@@ -16,12 +16,14 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 pub(crate) use accrue_kit::error::StoreError;
+use accrue_kit::events::{NewEvent, catalogue};
 use accrue_saga::{Saga, SagaDef, SagaState, StepEvent};
 
 use crate::domain::link::Split;
 use crate::domain::sale::{SaleEventType, SaleInput};
 use crate::domain::state::SaleState;
 use crate::domain::touch::{Model, Rule};
+use crate::events;
 use crate::saga::settle_sale::SettleSale;
 
 mod links;
@@ -523,6 +525,13 @@ pub(crate) async fn record_sales(
         .bind(&windows)
         .fetch_all(&mut *tx)
         .await?;
+
+        // The outbox, in the recording transaction: one sale.recorded per
+        // sale inserted (a replayed or concurrently won sale has its event
+        // already), in one statement.
+        let recorded: Vec<NewEvent> =
+            inserted.iter().map(|row| events::sale(&catalogue::SALE_RECORDED, row, row.created_at)).collect();
+        accrue_kit::events::insert(&mut tx, &recorded).await?;
 
         let started: Vec<&SaleRow> = inserted.iter().filter(|row| row.saga_id.is_some()).collect();
         if !started.is_empty() {

@@ -14,6 +14,7 @@
 
 mod api;
 pub mod domain;
+mod events;
 mod scheme_store;
 mod store;
 
@@ -53,6 +54,8 @@ impl Service for Commission {
 
     fn routes(config: &Config, setup: &mut Setup) -> Result<Routes, Error> {
         let hierarchy = accrue_kit::client::connect(&config.hierarchy_url, PEER_TIMEOUT, &setup.credential)?;
-        Ok(accrue_kit::server::routes(CommissionServiceServer::new(CommissionApi::new(setup.pool.clone(), hierarchy))))
+        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::COMMISSION, None);
+        Ok(accrue_kit::server::routes(CommissionServiceServer::new(CommissionApi::new(setup.pool.clone(), hierarchy)))
+            .add_service(events))
     }
 }

@@ -146,8 +146,7 @@ async fn try_create(pool: &PgPool, new: &NewVersion<'_>) -> Result<StoredVersion
     .bind(new.fingerprint)
     .fetch_one(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(StoredVersion {
+    let stored = StoredVersion {
         program_id: new.program_id,
         version: AgreementVersion {
             id,
@@ -158,7 +157,11 @@ async fn try_create(pool: &PgPool, new: &NewVersion<'_>) -> Result<StoredVersion
             rules: new.rules.clone(),
         },
         created_at,
-    })
+    };
+    // agreement.version_created, in the transaction that creates it.
+    accrue_kit::events::insert(&mut tx, &[crate::events::version_created(&stored)]).await.map_err(|error| error.0)?;
+    tx.commit().await?;
+    Ok(stored)
 }
 
 /// Inserts the next version (max + 1) of the scope's agreement, creating the

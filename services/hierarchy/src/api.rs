@@ -8,6 +8,7 @@ use accrue_kit::auth::Programs;
 use accrue_kit::client::AuthChannel;
 use accrue_kit::convert::{amount_to_proto, optional_uuid, parse_id, require_timestamp, require_uuid, timestamp};
 use accrue_kit::error::{already_exists, failed_precondition, internal, invalid_field, not_found};
+use accrue_kit::events::catalogue as events;
 use accrue_kit::{idempotency, page};
 use accrue_money::Currency;
 use accrue_proto::hierarchy::v1 as pb;
@@ -145,6 +146,24 @@ fn program_to_proto(row: &ProgramRow, history: &[SettingsVersionRow]) -> Result<
 fn status_of(row: &PartnerRow) -> Result<PartnerStatus, Status> {
     PartnerStatus::from_name(&row.status)
         .ok_or_else(|| internal(format!("stored partner status {:?} is unknown", row.status)))
+}
+
+/// The event of `kind` about the partner `row` (as it is after the change,
+/// at `time`); it concerns that partner, so its own token sees it.
+fn partner_event(
+    kind: &'static accrue_kit::events::EventType,
+    row: &PartnerRow,
+    time: DateTime<Utc>,
+) -> Result<accrue_kit::events::NewEvent, Status> {
+    let data = partner_to_proto(row)?;
+    Ok(accrue_kit::events::NewEvent::new(
+        kind,
+        row.program_id,
+        format!("partners/{}", row.id),
+        Some(row.id),
+        time,
+        &data,
+    ))
 }
 
 fn partner_to_proto(row: &PartnerRow) -> Result<pb::Partner, Status> {
@@ -355,7 +374,11 @@ impl HierarchyService for HierarchyApi {
             request_hash: &fingerprint,
         };
         let row = match store::insert_partner(&mut *tx, &insert).await {
-            Ok(Some(row)) => row,
+            Ok(Some(row)) => {
+                let event = partner_event(&events::PARTNER_CREATED, &row, row.created_at)?;
+                accrue_kit::events::insert(&mut tx, &[event]).await?;
+                row
+            }
             Ok(None) => {
                 let request_id = new.request_id.as_deref().unwrap_or_default();
                 let winner = store::partner_by_request_id(&mut *tx, program.id, request_id)
@@ -467,6 +490,8 @@ impl HierarchyService for HierarchyApi {
             return Ok(Response::new(partner_to_proto(&current)?));
         }
         let row = store::update_status(&mut tx, id, from.as_str(), to.as_str(), reason).await?;
+        let event = partner_event(&events::PARTNER_STATUS_CHANGED, &row, Utc::now())?;
+        accrue_kit::events::insert(&mut tx, &[event]).await?;
         accrue_kit::db::commit(tx).await?;
         tracing::info!(partner_id = %id, from = from.as_str(), to = to.as_str(), "partner status changed");
         Ok(Response::new(partner_to_proto(&row)?))

@@ -49,6 +49,7 @@ impl Service for Hierarchy {
         if let Some(url) = config.ledger_url.as_deref().filter(|url| !url.is_empty()) {
             api = api.with_ledger(accrue_kit::client::connect(url, PEER_TIMEOUT, &setup.credential)?);
         }
-        Ok(accrue_kit::server::routes(HierarchyServiceServer::new(api)))
+        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::HIERARCHY, None);
+        Ok(accrue_kit::server::routes(HierarchyServiceServer::new(api)).add_service(events))
     }
 }

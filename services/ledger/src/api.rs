@@ -35,7 +35,7 @@ use crate::store::{
     self, EntryFilter, PostingOutcome, ReservationRequest, ReserveError, ReverseOutcome, TransitionOutcome, VoidOutcome,
 };
 
-mod codec;
+pub(crate) mod codec;
 mod reports;
 mod reservations;
 mod reversals;

@@ -13,6 +13,7 @@
 mod api;
 mod counters;
 mod domain;
+mod events;
 mod store;
 mod timer;
 
@@ -63,6 +64,8 @@ impl Service for Ledger {
             let timer = api.clone();
             setup.spawn(move |shutdown| timer::clear_on_timer(timer, interval, shutdown));
         }
-        Ok(accrue_kit::server::routes(LedgerServiceServer::new(api)))
+        let events =
+            accrue_kit::events::host(setup, &accrue_kit::events::catalogue::LEDGER, Some(crate::events::redact));
+        Ok(accrue_kit::server::routes(LedgerServiceServer::new(api)).add_service(events))
     }
 }

@@ -16,6 +16,7 @@ use crate::domain::posting::{EntryType, PostedLine, Posting};
 use crate::domain::reserve::{should_reserve, signed};
 use crate::domain::reversal::{self, LiveLine, Placement, Refund, ReversalError, VoidError, VoidTarget};
 use crate::domain::status::{Current, Status, TransitionError, plan_transition};
+use crate::events;
 
 mod reports;
 mod reservations;
@@ -126,7 +127,9 @@ pub async fn post(
         posting_ids.insert(posting.key.as_str(), these);
     }
 
-    let inserted: Vec<(String,)> = if fresh.is_empty() {
+    // With each inserted key, the transaction's now(): the entries'
+    // created_at, for their events.
+    let inserted: Vec<(String, DateTime<Utc>)> = if fresh.is_empty() {
         Vec::new()
     } else {
         sqlx::query_as(
@@ -156,7 +159,7 @@ pub async fn post(
             INSERT INTO entry_states (entry_id, program_id, partner_id, currency, status, clears_at)
             SELECT id, $1, partner_id, currency, 'PENDING', clears_at FROM e
         )
-        SELECT idempotency_key FROM p
+        SELECT idempotency_key, now() FROM p
         "#,
         )
         .bind(program_id)
@@ -183,12 +186,23 @@ pub async fn post(
         .fetch_all(&mut *tx)
         .await?
     };
-    let inserted: HashSet<String> = inserted.into_iter().map(|(key,)| key).collect();
-    if !inserted.is_empty() {
+    let created_at = inserted.first().map(|(_, time)| *time);
+    let inserted: HashSet<String> = inserted.into_iter().map(|(key, _)| key).collect();
+    if let Some(created_at) = created_at {
         // The balance projection, in the same transaction: one statement for
         // the whole batch, from the lines of the postings that went in.
         let lines = fresh.iter().filter(|p| inserted.contains(&p.key)).flat_map(|p| p.lines.iter());
         apply_posted_balances(&mut tx, program_id, lines).await?;
+        // The outbox: one entry.posted per new entry, built from the lines
+        // in memory, in one more statement.
+        let mut posted = Vec::with_capacity(line_count);
+        for posting in fresh.iter().filter(|p| inserted.contains(&p.key)) {
+            let ids = posting_ids.get(posting.key.as_str()).map(Vec::as_slice).unwrap_or_default();
+            for line in ids.iter().copied().zip(&posting.lines) {
+                posted.push(events::posted(program_id, posting, line, created_at, actor));
+            }
+        }
+        accrue_kit::events::insert(&mut tx, &posted).await?;
     }
 
     let existing_keys: Vec<&str> = all_keys.iter().copied().filter(|key| !inserted.contains(*key)).collect();
@@ -494,7 +508,44 @@ async fn write_moves(
     .bind(reason)
     .execute(&mut *tx)
     .await?;
-    Ok(())
+    let changes: Vec<events::Change<'_>> = ids
+        .iter()
+        .zip(froms.iter().zip(tos))
+        .map(|(id, (from, to))| events::Change { id: *id, from, to, reason })
+        .collect();
+    entry_events(tx, &accrue_kit::events::catalogue::ENTRY_STATUS_CHANGED, &changes, actor).await
+}
+
+/// Writes one event of `kind` per change (in order) to the outbox, in the
+/// caller's transaction: each entry read once, after its changes.
+pub(crate) async fn entry_events(
+    tx: &mut sqlx::PgConnection,
+    kind: &'static accrue_kit::events::EventType,
+    changes: &[events::Change<'_>],
+    actor: &str,
+) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<EntryId> = changes.iter().map(|change| change.id).collect();
+    let sql = format!(
+        "SELECT {ENTRY_COLUMNS} FROM entries e JOIN entry_states s ON s.entry_id = e.id \
+         LEFT JOIN payout_reservations r ON r.entry_id = e.id WHERE e.id = ANY($1::uuid[])"
+    );
+    let rows: Vec<EntryRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(&ids).fetch_all(&mut *tx).await?;
+    let rows: HashMap<EntryId, EntryRow> = rows.into_iter().map(|row| (row.id, row)).collect();
+    let now = Utc::now();
+    let written = changes
+        .iter()
+        .map(|change| {
+            let row = rows.get(&change.id).ok_or(sqlx::Error::RowNotFound)?;
+            // A posting's time is its entry's creation (the transaction's
+            // now(), as PostEntries' events have it); a change's, now.
+            let time = if kind == &accrue_kit::events::catalogue::ENTRY_POSTED { row.created_at } else { now };
+            events::changed(kind, row, change, actor, time)
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    accrue_kit::events::insert(tx, &written).await
 }
 
 /// Applies the change of `ids` to the balance projection (the migration's
@@ -595,6 +646,22 @@ pub async fn clear_matured(
     // A PENDING entry is never reserved (reservations take APPROVED ones).
     let froms = vec![Status::Pending.as_str(); cleared_ids.len()];
     apply_balance_changes(&mut tx, &cleared_ids, &froms, &[]).await?;
+    // One entry.status_changed per status event written above, in the same order.
+    let mut changes = Vec::with_capacity(cleared_ids.len() * if auto_approve { 2 } else { 1 });
+    let mut sorted = cleared_ids.clone();
+    sorted.sort_unstable();
+    for id in sorted {
+        changes.push(events::Change { id, from: "PENDING", to: "CLEARED", reason: "clearance period ended" });
+        if auto_approve {
+            changes.push(events::Change {
+                id,
+                from: "CLEARED",
+                to: "APPROVED",
+                reason: "program auto-approves cleared entries",
+            });
+        }
+    }
+    entry_events(&mut tx, &accrue_kit::events::catalogue::ENTRY_STATUS_CHANGED, &changes, actor).await?;
     tx.commit().await?;
     let cleared = i64::try_from(cleared_ids.len()).unwrap_or(i64::MAX);
     Ok((cleared, if auto_approve { cleared } else { 0 }))

@@ -28,7 +28,7 @@ use crate::domain::{
 };
 use crate::store::{self, NewPayout, PayoutFilter, PayoutRow, RunRow};
 
-mod codec;
+pub(crate) mod codec;
 mod export;
 mod lifecycle;
 mod manual;

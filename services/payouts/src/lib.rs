@@ -11,6 +11,7 @@
 mod api;
 mod counters;
 pub mod domain;
+mod events;
 mod store;
 
 pub use api::PayoutsApi;
@@ -52,6 +53,8 @@ impl Service for Payouts {
     fn routes(config: &Config, setup: &mut Setup) -> Result<Routes, Error> {
         let hierarchy = accrue_kit::client::connect(&config.hierarchy_url, PEER_TIMEOUT, &setup.credential)?;
         let ledger = accrue_kit::client::connect(&config.ledger_url, PEER_TIMEOUT, &setup.credential)?;
-        Ok(accrue_kit::server::routes(PayoutServiceServer::new(PayoutsApi::new(setup.pool.clone(), hierarchy, ledger))))
+        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::PAYOUTS, None);
+        Ok(accrue_kit::server::routes(PayoutServiceServer::new(PayoutsApi::new(setup.pool.clone(), hierarchy, ledger)))
+            .add_service(events))
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
 use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
+use accrue_proto::events::v1::event_service_client::EventServiceClient;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use accrue_proto::payouts::v1::payout_service_client::PayoutServiceClient;
@@ -117,6 +118,7 @@ limited_clients!(
     CommissionServiceClient,
     LedgerServiceClient,
     PayoutServiceClient,
+    EventServiceClient,
 );
 
 /// A lazily connecting client of the service at `url` with call `timeout`

@@ -14,6 +14,8 @@
 //! - [`convert`]: ids, timestamps and `accrue.type.v1.Money` to and from the wire;
 //!   a settlement line and its breakdown ([`convert::settlement`]).
 //! - [`page`]: opaque keyset page tokens.
+//! - [`events`]: the transactional outbox, its sequencer and the event feed
+//!   (`accrue.events.v1.EventService`) every service hosts.
 //! - [`idempotency`]: request ids and the answer to a repeated one.
 //! - [`client`]: clients of the services, with the message limits set once.
 //! - [`telemetry`]: logs (text or JSON lines), OTLP traces and W3C trace
@@ -25,6 +27,7 @@ pub mod client;
 pub mod convert;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod idempotency;
 pub mod layers;
 pub mod page;

@@ -46,6 +46,9 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The health service's name; reflection advertises it beside the service's own.
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
+/// The event feed every service hosts beside its own ([`crate::events`]).
+const EVENT_SERVICE: &str = "accrue.events.v1.EventService";
+
 /// How often the database is probed for the health status.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -75,7 +78,13 @@ limited_servers!(
     accrue_proto::commission::v1::commission_service_server::CommissionServiceServer<T>,
     accrue_proto::ledger::v1::ledger_service_server::LedgerServiceServer<T>,
     accrue_proto::payouts::v1::payout_service_server::PayoutServiceServer<T>,
+    accrue_proto::events::v1::event_service_server::EventServiceServer<T>,
 );
+
+/// `server` with the message limits set, to add to routes built by [`routes`].
+pub fn limited<S: Server>(server: S) -> S {
+    server.with_limits()
+}
 
 /// The routes of one generated server, with the message limits set.
 pub fn routes<S>(server: S) -> Routes
@@ -190,6 +199,7 @@ fn reflection(service_name: &'static str) -> tonic_reflection::server::Builder<'
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .with_service_name(service_name)
+        .with_service_name(EVENT_SERVICE)
         .with_service_name(HEALTH_SERVICE)
 }
 

@@ -181,6 +181,13 @@ impl Setup {
     {
         self.background.spawn(task(self.background_shutdown.clone()));
     }
+
+    /// A token cancelled when the service begins to shut down: what
+    /// long-lived RPCs (WatchEvents) end on, so that the drain is not held
+    /// until its deadline.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.background_shutdown.clone()
+    }
 }
 
 /// Runs service `S` on `listener` until `shutdown` is cancelled: opens its

@@ -50,9 +50,16 @@ pub mod accrue {
             tonic::include_proto!("accrue.payouts.v1");
         }
     }
+    /// `accrue.events.v1`: the event feed every service hosts over its own outbox.
+    pub mod events {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("accrue.events.v1");
+        }
+    }
 }
 
-pub use accrue::{attribution, commission, hierarchy, ledger, payouts, r#type as types};
+pub use accrue::{attribution, commission, events, hierarchy, ledger, payouts, r#type as types};
 
 /// Encoded `FileDescriptorSet` of every Accrue proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/accrue_descriptor.bin"));

@@ -68,6 +68,8 @@ fn endpoint<'a>(stack: &'a Stack, path: &str) -> &'a str {
         Some("commission") => &e.commission,
         Some("ledger") => &e.ledger,
         Some("payouts") => &e.payouts,
+        // Every service hosts the event feed; the ledger's answers for it.
+        Some("events") => &e.ledger,
         other => panic!("no service for {path} ({other:?})"),
     }
 }

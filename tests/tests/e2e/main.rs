@@ -6,6 +6,7 @@ mod agreements;
 mod auth;
 mod clawback;
 mod corrections;
+mod events;
 mod fuzz;
 mod hostile_input;
 mod margins;

@@ -17,6 +17,8 @@ use accrue_e2e::fixtures::{payment, record_and_settle, ts};
 use accrue_kit::auth::policy::{Rule, TABLE};
 use accrue_kit::auth::{AuthConfig, Credential, Minter, Role};
 use accrue_proto::attribution::v1 as apb;
+use accrue_proto::events::v1 as epb;
+use accrue_proto::events::v1::event_service_client::EventServiceClient;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::ledger::v1 as lpb;
 use accrue_proto::payouts::v1 as ppb;
@@ -52,6 +54,43 @@ fn sorted(ids: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut ids: Vec<String> = ids.into_iter().collect();
     ids.sort();
     ids
+}
+
+/// True when `event` concerns partner `me`: an entry it earns, a payout to
+/// it, its own partner record.
+fn concerns(event: &epb::Event, me: &str) -> bool {
+    use prost::Message;
+    let data = event.data.as_ref().unwrap();
+    let bytes = data.value.as_slice();
+    match data.type_url.rsplit('/').next().unwrap_or_default() {
+        "accrue.ledger.v1.Entry" => lpb::Entry::decode(bytes).unwrap().partner_id == me,
+        "accrue.payouts.v1.Payout" => ppb::Payout::decode(bytes).unwrap().partner_id == me,
+        "accrue.hierarchy.v1.Partner" => hpb::Partner::decode(bytes).unwrap().id == me,
+        _ => false,
+    }
+}
+
+/// The whole feed at `url` (as `admin`) and what `own` lists of it, read
+/// again until the feed stopped growing in between.
+async fn stable_feeds(
+    url: &str,
+    admin: &Credential,
+    own: &Credential,
+    program: &str,
+) -> (Vec<epb::Event>, Vec<epb::Event>) {
+    let list = |credential: &Credential| {
+        let mut client: EventServiceClient<_> =
+            accrue_kit::client::connect(url, Duration::from_secs(30), credential).unwrap();
+        let request = epb::ListEventsRequest { program_id: program.into(), page_size: 1000, ..Default::default() };
+        async move { client.list_events(request).await.unwrap().into_inner().events }
+    };
+    loop {
+        let before = list(admin).await;
+        let seen = list(own).await;
+        if list(admin).await == before {
+            return (before, seen);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -119,6 +158,19 @@ async fn a_partner_token_reads_only_its_own_data() {
             )
             .unwrap();
         Clients::connect(&stack.endpoints, &Credential::token(token)).unwrap()
+    };
+
+    let as_partner_credential = |partner: &str| {
+        let token = minter
+            .mint(
+                &format!("partner:{partner}"),
+                &[Role::Partner],
+                std::slice::from_ref(&program),
+                Some(partner.parse().unwrap()),
+                Duration::from_secs(600),
+            )
+            .unwrap();
+        Credential::token(token)
     };
 
     let everyone = [w.parent.clone(), w.seller.clone(), w.split_a.clone(), w.split_b.clone()];
@@ -398,6 +450,34 @@ async fn a_partner_token_reads_only_its_own_data() {
             }
         }
         checked.insert("/accrue.payouts.v1.PayoutService/GetPartnerPayoutSettings");
+
+        // ListEvents and WatchEvents, on every service's feed: only the events
+        // of its own partner (the entries it earns, its payouts, its partner
+        // record); nothing of sales or agreements.
+        let own = as_partner_credential(me);
+        let e = &stack.endpoints;
+        for url in [&e.hierarchy, &e.attribution, &e.commission, &e.ledger, &e.payouts] {
+            let (whole, seen) = stable_feeds(url, &stack.admin, &own, &program).await;
+            let want: Vec<i64> = whole.iter().filter(|event| concerns(event, me)).map(|event| event.sequence).collect();
+            assert_eq!(seen.iter().map(|event| event.sequence).collect::<Vec<_>>(), want, "{url} as {me}");
+            if url == &e.ledger {
+                assert!(!want.is_empty(), "{me} earns entries");
+                let mut events: EventServiceClient<_> =
+                    accrue_kit::client::connect(url, Duration::from_secs(30), &own).unwrap();
+                let mut watch = events
+                    .watch_events(epb::WatchEventsRequest { program_id: program.clone(), ..Default::default() })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                for sequence in &want {
+                    let next = tokio::time::timeout(Duration::from_secs(10), watch.message()).await;
+                    let event = next.unwrap().unwrap().unwrap().event.unwrap();
+                    assert_eq!(event.sequence, *sequence, "{me}'s watch");
+                }
+            }
+        }
+        checked.insert("/accrue.events.v1.EventService/ListEvents");
+        checked.insert("/accrue.events.v1.EventService/WatchEvents");
 
         // Raw sales stay out of reach.
         let sale_read = c.attribution.get_sale(apb::GetSaleRequest { id: sale.id.clone() }).await;

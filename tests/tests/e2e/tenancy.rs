@@ -36,6 +36,7 @@ use accrue_kit::auth::policy::TABLE;
 use accrue_kit::auth::{AuthConfig, Minter, Role};
 use accrue_proto::attribution::v1 as apb;
 use accrue_proto::commission::v1 as cpb;
+use accrue_proto::events::v1 as epb;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::ledger::v1 as lpb;
 use accrue_proto::payouts::v1 as ppb;
@@ -789,6 +790,9 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
             reason: "probe".into(),
             request_id: "tenancy-delete".into(),
         })],
+        // events (every service hosts the feed; the ledger's answers here)
+        "ListEvents" => vec![enc(epb::ListEventsRequest { program_id: p(), ..Default::default() })],
+        "WatchEvents" => vec![enc(epb::WatchEventsRequest { program_id: p(), ..Default::default() })],
         other => panic!("no request for {other} ({path}): add one"),
     }
 }
@@ -1068,6 +1072,7 @@ const LISTS: &[&str] = &[
     "/accrue.ledger.v1.LedgerService/ListEntries",
     "/accrue.payouts.v1.PayoutService/ListPayouts",
     "/accrue.payouts.v1.PayoutService/ListAuditEvents",
+    "/accrue.events.v1.EventService/ListEvents",
 ];
 
 fn list_request(path: &str, scope: &ListScope<'_>, page_token: &str) -> Vec<u8> {
@@ -1093,6 +1098,7 @@ fn list_request(path: &str, scope: &ListScope<'_>, page_token: &str) -> Vec<u8> 
         "ListAuditEvents" => {
             enc(ppb::ListAuditEventsRequest { program_id, page_size: 1, page_token, ..Default::default() })
         }
+        "ListEvents" => enc(epb::ListEventsRequest { program_id, page_size: 1, page_token, ..Default::default() }),
         other => panic!("no list request for {other}"),
     }
 }
@@ -1109,6 +1115,7 @@ fn next_page_token(path: &str, body: &[u8]) -> String {
         "ListEntries" => lpb::ListEntriesResponse::decode(body).unwrap().next_page_token,
         "ListPayouts" => ppb::ListPayoutsResponse::decode(body).unwrap().next_page_token,
         "ListAuditEvents" => ppb::ListAuditEventsResponse::decode(body).unwrap().next_page_token,
+        "ListEvents" => epb::ListEventsResponse::decode(body).unwrap().next_page_token,
         other => panic!("no list response for {other}"),
     }
 }

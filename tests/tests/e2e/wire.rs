@@ -119,6 +119,9 @@ impl Channels {
         ] {
             map.insert(service, Channel::from_shared(url.clone()).unwrap().connect().await.unwrap());
         }
+        // Every service hosts the event feed; the ledger's answers for it.
+        let ledger = map.get("ledger").unwrap().clone();
+        map.insert("events", ledger);
         Channels(map)
     }
 
@@ -135,6 +138,24 @@ impl Channels {
             let mut request = tonic::Request::new(futures::stream::iter(vec![body.to_vec()]));
             request.metadata_mut().insert("authorization", bearer);
             grpc.client_streaming(request, path, Raw).await
+        } else if path.path().ends_with("/WatchEvents") {
+            // A watch never ends by itself: what arrives within a moment, as OK.
+            let mut request = tonic::Request::new(body.to_vec());
+            request.metadata_mut().insert("authorization", bearer);
+            match grpc.server_streaming(request, path, Raw).await {
+                Ok(response) => {
+                    let mut stream = response.into_inner();
+                    let mut messages = Vec::new();
+                    loop {
+                        match tokio::time::timeout(std::time::Duration::from_millis(300), stream.message()).await {
+                            Ok(Ok(Some(message))) => messages.extend(message),
+                            Ok(Ok(None)) | Err(_) => break Ok(tonic::Response::new(messages)),
+                            Ok(Err(status)) => break Err(status),
+                        }
+                    }
+                }
+                Err(status) => Err(status),
+            }
         } else if path.path().ends_with("/ExportPayouts") {
             let mut request = tonic::Request::new(body.to_vec());
             request.metadata_mut().insert("authorization", bearer);
@@ -169,6 +190,7 @@ const SCHEMAS: [&str; 5] = ["hierarchy", "attribution", "commission", "ledger", 
 /// Row count and an md5 of every row (as text, sorted) of every table of the
 /// five schemas.
 pub async fn snapshot(pool: &sqlx::PgPool) -> BTreeMap<String, (i64, String)> {
+    sequenced(pool).await;
     let schemas: Vec<String> = SCHEMAS.iter().map(|s| s.to_string()).collect();
     let tables: Vec<(String, String)> = sqlx::query_as(
         "SELECT table_schema::text, table_name::text FROM information_schema.tables
@@ -187,6 +209,25 @@ pub async fn snapshot(pool: &sqlx::PgPool) -> BTreeMap<String, (i64, String)> {
         digest.insert(format!("{schema}.{table}"), row);
     }
     digest
+}
+
+/// Waits (up to 10 s) until every service's outbox is sequenced: the
+/// sequencer numbers events shortly after the write that made them commits,
+/// so a digest taken earlier would change by itself.
+async fn sequenced(pool: &sqlx::PgPool) {
+    let sql = SCHEMAS
+        .iter()
+        .map(|schema| format!("(SELECT count(*) FROM \"{schema}\".events WHERE sequence IS NULL)"))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    for _ in 0..200 {
+        let pending: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {sql}"))).fetch_one(pool).await.unwrap();
+        if pending == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Every message of the descriptor set by full name (`accrue.x.v1.Foo`).

@@ -41,7 +41,7 @@ pub(super) fn lead_to_proto(row: LeadRow, created: bool, rule: Rule) -> pb::Lead
     }
 }
 
-pub(super) fn sale_to_proto(row: SaleRow) -> pb::Sale {
+pub(crate) fn sale_to_proto(row: SaleRow) -> pb::Sale {
     let currency = Currency::from_code(&row.currency).ok();
     let money = |amount| currency.map(|c| amount_to_proto(c, amount));
     pb::Sale {
@@ -69,7 +69,7 @@ pub(super) fn sale_to_proto(row: SaleRow) -> pb::Sale {
     }
 }
 
-pub(super) fn refund_to_proto(row: RefundRow) -> pb::Refund {
+pub(crate) fn refund_to_proto(row: RefundRow) -> pb::Refund {
     let currency = Currency::from_code(&row.currency).ok();
     let money = |amount| currency.map(|c| amount_to_proto(c, amount));
     pb::Refund {

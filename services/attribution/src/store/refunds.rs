@@ -12,8 +12,11 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{Cursor, StoreError};
+use accrue_kit::events::{NewEvent, catalogue};
+
 use crate::domain::refund::{RefundInput, RefundState, SaleRef, check_against_sale};
 use crate::domain::state::SaleState;
+use crate::events;
 use crate::saga::clawback_sale::ClawbackSale;
 
 /// A stored refund, with its sale's external id.
@@ -222,6 +225,12 @@ pub(crate) async fn record_refund(pool: &PgPool, refund: &RefundInput) -> Result
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
+    // A refund with nothing to claw back is applied here, not by a saga:
+    // its refund.applied belongs to this transaction.
+    if stored.state == RefundState::Applied {
+        let event = events::refund(&catalogue::REFUND_APPLIED, &stored, stored.created_at);
+        accrue_kit::events::insert(&mut tx, &[event]).await?;
+    }
     tx.commit().await?;
     Ok(RefundOutcome::Recorded { refund: stored, saga_started: saga_id.is_some() })
 }
@@ -404,20 +413,32 @@ pub(crate) async fn apply_refunds(pool: &PgPool, applied: &[Applied]) -> Result<
     let generations: Vec<i64> = applied.iter().map(|a| a.generation).collect();
     let amounts: Vec<Decimal> = applied.iter().map(|a| a.clawback_amount).collect();
     let mut tx = pool.begin().await?;
-    let sales: Vec<SaleId> = sqlx::query_scalar(
+    let (sales, refunds): (Vec<SaleId>, Vec<RefundId>) = sqlx::query_as::<_, (SaleId, RefundId)>(
         "UPDATE refunds r SET state = $4, clawback_amount = u.clawback, failure_reason = ''
          FROM UNNEST($1::uuid[], $2::bigint[], $3::numeric[]) AS u(saga_id, generation, clawback)
          JOIN sagas g ON g.id = u.saga_id AND g.generation = u.generation
          WHERE r.id = g.refund_id
-         RETURNING r.sale_id",
+         RETURNING r.sale_id, r.id",
     )
     .bind(&saga_ids)
     .bind(&generations)
     .bind(&amounts)
     .bind(RefundState::Applied)
     .fetch_all(&mut *tx)
-    .await?;
+    .await?
+    .into_iter()
+    .unzip();
     refresh_sale_states(&mut tx, &sales).await?;
+    // refund.applied, in the transaction that applies it: the refunds as
+    // GetRefund shows them now. A step re-run after a crash writes it again
+    // (at least once; consumers deduplicate on the subject and state).
+    let rows: Vec<RefundRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("{REFUND_SELECT} WHERE r.id = ANY($1)")))
+        .bind(&refunds)
+        .fetch_all(&mut *tx)
+        .await?;
+    let now = Utc::now();
+    let applied: Vec<NewEvent> = rows.iter().map(|row| events::refund(&catalogue::REFUND_APPLIED, row, now)).collect();
+    accrue_kit::events::insert(&mut tx, &applied).await.map_err(|error| error.0)?;
     tx.commit().await
 }
 

@@ -125,21 +125,29 @@ pub(crate) async fn settle_sales(conn: &mut sqlx::PgConnection, settled: &[Settl
     let generations: Vec<i64> = settled.iter().map(|s| s.generation).collect();
     let bases: Vec<Decimal> = settled.iter().map(|s| s.base_commission).collect();
     let totals: Vec<Decimal> = settled.iter().map(|s| s.total_commission).collect();
-    sqlx::query(
+    // RETURNING the settled sales for their sale.settled events, written in
+    // this same (closing) transaction.
+    let rows: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE sales SET state = $5, base_commission = u.base, total_commission = u.total, failure_reason = '',
              settled_at = clock_timestamp()
          FROM UNNEST($1::uuid[], $2::bigint[], $3::numeric[], $4::numeric[]) AS u(saga_id, generation, base, total)
          JOIN sagas g ON g.id = u.saga_id AND g.generation = u.generation
-         WHERE sales.id = g.sale_id",
-    )
+         WHERE sales.id = g.sale_id
+         RETURNING {}",
+        sale_columns_of("sales")
+    )))
     .bind(&saga_ids)
     .bind(&generations)
     .bind(&bases)
     .bind(&totals)
     .bind(SaleState::Settled)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(())
+    let settled: Vec<NewEvent> = rows
+        .iter()
+        .map(|row| events::sale(&catalogue::SALE_SETTLED, row, row.settled_at.unwrap_or(row.created_at)))
+        .collect();
+    accrue_kit::events::insert(conn, &settled).await.map_err(|error| error.0)
 }
 
 /// Marks each unwound saga's sale FAILED with the saga's reason (inside the
@@ -150,18 +158,22 @@ pub(crate) async fn fail_sales(conn: &mut sqlx::PgConnection, sagas: &[&Saga]) -
     }
     let saga_ids: Vec<SagaId> = sagas.iter().map(|s| s.id).collect();
     let reasons: Vec<&str> = sagas.iter().map(|s| s.failure_reason.as_str()).collect();
-    sqlx::query(
+    let rows: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE sales SET state = $3, failure_reason = u.reason, base_commission = NULL, total_commission = NULL
          FROM UNNEST($1::uuid[], $2::text[]) AS u(saga_id, reason)
          JOIN sagas g ON g.id = u.saga_id
-         WHERE sales.id = g.sale_id",
-    )
+         WHERE sales.id = g.sale_id
+         RETURNING {}",
+        sale_columns_of("sales")
+    )))
     .bind(&saga_ids)
     .bind(&reasons)
     .bind(SaleState::Failed)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(())
+    let now = Utc::now();
+    let failed: Vec<NewEvent> = rows.iter().map(|row| events::sale(&catalogue::SALE_FAILED, row, now)).collect();
+    accrue_kit::events::insert(conn, &failed).await.map_err(|error| error.0)
 }
 
 /// One personal-volume window of qualified overrides (issue 16 item 3): a

@@ -58,6 +58,18 @@ pub fn compare(clean: &Snapshot, chaos: &Snapshot) -> Comparison {
         }
     }
 
+    // Events: none lost (a step re-run after a kill may write one again:
+    // the feed is at least once, so more is not a fault) and every feed
+    // numbered without gaps.
+    for (key, count) in &clean.events {
+        let after = chaos.events.get(key).copied().unwrap_or_default();
+        if after < *count {
+            out.lost.push(format!("events {key}: {count} in the clean run, {after} after chaos"));
+        }
+    }
+    for gap in clean.feed_gaps.iter().chain(&chaos.feed_gaps) {
+        out.differing.push(format!("event feed not numbered 1..n: {gap}"));
+    }
     for (key, states) in &chaos.sagas {
         let clean_failed = clean.sagas.get(key).is_some_and(|s| s.iter().any(|state| state == "failed"));
         for state in states {
@@ -200,5 +212,21 @@ mod tests {
             rows[0].status = "APPROVED".into();
         }
         assert_eq!(compare(&snapshot(), &chaos).differing.len(), 1);
+    }
+
+    /// Fewer events of a type is lost; more is the feed's at-least-once
+    /// (a step re-run after a kill); a feed with a gap is differing.
+    #[test]
+    fn lost_events_and_gaps_are_reported_and_extra_events_are_not() {
+        let mut clean = snapshot();
+        clean.events.insert("attribution accrue.attribution.v1.refund.applied".into(), 3);
+        let mut chaos = clean.clone();
+        chaos.events.insert("attribution accrue.attribution.v1.refund.applied".into(), 4);
+        assert!(compare(&clean, &chaos).ok());
+        chaos.events.insert("attribution accrue.attribution.v1.refund.applied".into(), 2);
+        assert_eq!(compare(&clean, &chaos).lost.len(), 1);
+        let mut chaos = clean.clone();
+        chaos.feed_gaps.push("ledger p: 9 numbered, highest 10, counter Some(10)".into());
+        assert_eq!(compare(&clean, &chaos).differing.len(), 1);
     }
 }

@@ -59,7 +59,16 @@ pub struct Snapshot {
     pub entries: BTreeMap<String, Vec<Decimal>>,
     /// Payouts by `period | partner`.
     pub payouts: BTreeMap<String, Vec<PayoutRow>>,
+    /// Outbox events by `schema type` (docs/events.md): how many each
+    /// service wrote, numbered or not yet.
+    pub events: BTreeMap<String, i64>,
+    /// Feeds whose numbers are not 1..n: `schema program` with what was
+    /// found (numbered events, their highest number, the counter).
+    pub feed_gaps: Vec<String>,
 }
+
+/// The five schemas, each with its event outbox.
+const SCHEMAS: [&str; 5] = ["hierarchy", "attribution", "commission", "ledger", "payouts"];
 
 /// Σ ledger amounts by `partner | kind | CREDIT/DEBIT`.
 pub type PartnerKindTotals = BTreeMap<String, Decimal>;
@@ -132,6 +141,35 @@ impl Snapshot {
         .map_err(sql("reading payouts"))?;
         for (key, amount, status) in rows {
             snapshot.payouts.entry(key).or_default().push(PayoutRow { amount: amount.normalize(), status });
+        }
+        for schema in SCHEMAS {
+            let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT type, count(*) FROM \"{schema}\".events GROUP BY type"
+            )))
+            .fetch_all(&mut conn)
+            .await
+            .map_err(sql("reading the event outboxes"))?;
+            for (kind, count) in rows {
+                snapshot.events.insert(format!("{schema} {kind}"), count);
+            }
+            // Numbered events of a program are 1..n: as many as the highest
+            // number, which is the counter (events not numbered yet, when
+            // the run stopped right after writing them, are left out).
+            let rows: Vec<(uuid::Uuid, i64, i64, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT e.program_id, count(*), max(e.sequence), max(c.last_sequence) \
+                 FROM \"{schema}\".events e LEFT JOIN \"{schema}\".event_sequences c USING (program_id) \
+                 WHERE e.sequence IS NOT NULL GROUP BY e.program_id"
+            )))
+            .fetch_all(&mut conn)
+            .await
+            .map_err(sql("reading the event feeds"))?;
+            for (program, numbered, highest, counter) in rows {
+                if numbered != highest || counter != Some(highest) {
+                    snapshot.feed_gaps.push(format!(
+                        "{schema} {program}: {numbered} numbered, highest {highest}, counter {counter:?}"
+                    ));
+                }
+            }
         }
         let _ = conn.close().await;
         Ok(snapshot)

@@ -28,7 +28,7 @@ struct VersionCursor {
     after_version: i32,
 }
 
-pub(super) fn encode_version(stored: &StoredVersion) -> pb::AgreementVersion {
+pub(crate) fn encode_version(stored: &StoredVersion) -> pb::AgreementVersion {
     let version = &stored.version;
     pb::AgreementVersion {
         id: version.id.to_string(),

@@ -3,7 +3,7 @@
 //! [`plans`], [`settle`] (ComputeSettlements), [`schemes`] and [`quote`]
 //! (QuoteSale, GetAgreementInForce). This file only routes.
 
-mod agreements;
+pub(crate) mod agreements;
 mod draft;
 mod plans;
 mod quote;

@@ -22,7 +22,7 @@ pub(super) fn item_failure(code: &str, reason: &str, message: impl Into<String>)
     types::ItemFailure { code: code.to_string(), reason: reason.to_string(), message: message.into() }
 }
 
-pub(super) fn entry_to_proto(row: store::EntryRow, history: Vec<store::EventRow>) -> Result<pb::Entry, Status> {
+pub(crate) fn entry_to_proto(row: store::EntryRow, history: Vec<store::EventRow>) -> Result<pb::Entry, Status> {
     let currency = Currency::from_code(&row.currency).map_err(internal)?;
     let kind = EarningKind::from_name(&row.kind).ok_or_else(|| internal(format!("stored kind {:?}", row.kind)))?;
     let entry_type =
@@ -73,7 +73,7 @@ const DOWNLINE_INPUTS_SHOWN: &[&str] = &["plan", "ancestor_position", "basis", "
 /// (basis amount, formula, rounding, note) are cleared: a parent reads its
 /// own amount, level, source partner, rule and rate, never a sub-partner's
 /// raw sale (seed 004 "Auth"; issue 10 item 3). Other callers see it whole.
-pub(super) fn shown_to(scope: &Identity, mut entry: pb::Entry) -> pb::Entry {
+pub(crate) fn shown_to(scope: &Identity, mut entry: pb::Entry) -> pb::Entry {
     let downline_sale = matches!(
         types::EarningKind::try_from(entry.kind),
         Ok(types::EarningKind::Override | types::EarningKind::Margin)

@@ -306,6 +306,14 @@ pub async fn reverse_sale(
         .bind(&reason)
         .execute(&mut *tx)
         .await?;
+        // entry.posted per new debit, before the moves below (a travelling
+        // debit reversed with its line is posted, then reversed).
+        let created: Vec<events::Change<'_>> = debit_ids
+            .iter()
+            .zip(&initial)
+            .map(|(id, status)| events::Change { id: *id, from: "UNSPECIFIED", to: status, reason: &reason })
+            .collect();
+        entry_events(&mut tx, &accrue_kit::events::catalogue::ENTRY_POSTED, &created, request.actor).await?;
     }
     let mut move_ids: Vec<EntryId> = moves.iter().map(|m| m.0).collect();
     let mut move_froms: Vec<&str> = moves.iter().map(|m| m.1.as_str()).collect();

@@ -73,7 +73,7 @@ pub(super) fn run_to_proto(row: &RunRow) -> Result<pb::PayoutRun, Status> {
     })
 }
 
-pub(super) fn payout_to_proto(row: &PayoutRow) -> Result<pb::Payout, Status> {
+pub(crate) fn payout_to_proto(row: &PayoutRow) -> Result<pb::Payout, Status> {
     let currency = currency_of(&row.currency)?;
     let status = PayoutStatus::from_str_name(&row.status)
         .ok_or_else(|| internal(format!("stored payout status {:?} is unknown", row.status)))?;

@@ -123,6 +123,11 @@ pub async fn write_change(tx: &mut sqlx::PgConnection, change: &Change<'_>) -> R
     .bind(change.request_id.map(|_| change.request_hash))
     .execute(&mut *tx)
     .await?;
+    // The feed reports entering a state (a notes update stays where it is).
+    if let Some(kind) = crate::events::of_change(change.to).filter(|_| change.from != change.to) {
+        let event = crate::events::payout(kind, &row, row.updated_at)?;
+        accrue_kit::events::insert(tx, &[event]).await?;
+    }
     Ok(row)
 }
 

@@ -73,6 +73,10 @@ pub async fn insert_manual_payout(pool: &PgPool, payout: &ManualInsert<'_>) -> R
         .execute(&mut *tx)
         .await?;
     }
+    if let Some(created) = &row {
+        let event = crate::events::payout(&accrue_kit::events::catalogue::PAYOUT_CREATED, created, created.created_at)?;
+        accrue_kit::events::insert(&mut tx, &[event]).await?;
+    }
     tx.commit().await?;
     if let Some(created) = &row {
         crate::counters::payouts_entered(PayoutStatus::PendingApproval, &created.currency, [created.amount]);

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgExecutor, PgPool};
 
-use super::{RunRow, StoreError};
+use super::{PayoutRow, RunRow, StoreError};
 use crate::domain::CarriedForward;
 use crate::domain::status::{CREATED_FROM, PayoutStatus};
 
@@ -126,12 +126,13 @@ pub async fn insert_payouts(
     let amounts: Vec<Decimal> = payouts.iter().map(|payout| payout.amount).collect();
     let counts: Vec<i64> = payouts.iter().map(|payout| payout.entry_count).collect();
     let mut tx = pool.begin().await?;
-    let created: Vec<PayoutId> = sqlx::query_scalar(
+    let rows: Vec<PayoutRow> = sqlx::query_as(concat!(
         "INSERT INTO payouts (id, payout_run_id, program_id, partner_id, currency, amount, status, period, entry_count) \
          SELECT p.id, $5, $6, p.partner_id, $7, p.amount, $8, $9, p.entry_count \
          FROM unnest($1::uuid[], $2::uuid[], $3::numeric[], $4::bigint[]) AS p(id, partner_id, amount, entry_count) \
-         ON CONFLICT DO NOTHING RETURNING id",
-    )
+         ON CONFLICT DO NOTHING RETURNING ",
+        payout_columns!()
+    ))
     .bind(&ids)
     .bind(&partners)
     .bind(&amounts)
@@ -143,6 +144,12 @@ pub async fn insert_payouts(
     .bind(&run.period)
     .fetch_all(&mut *tx)
     .await?;
+    let created: Vec<PayoutId> = rows.iter().map(|row| row.id).collect();
+    let events = rows
+        .iter()
+        .map(|row| crate::events::payout(&accrue_kit::events::catalogue::PAYOUT_CREATED, row, row.created_at))
+        .collect::<Result<Vec<_>, _>>()?;
+    accrue_kit::events::insert(&mut tx, &events).await?;
     if !created.is_empty() {
         sqlx::query(
             "INSERT INTO payout_audit_events (payout_id, actor, from_status, to_status, reason) \

@@ -122,6 +122,10 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/accrue.payouts.v1.PayoutService/UpdatePayout", Rule::Finance(&[])),
     ("/accrue.payouts.v1.PayoutService/CreatePayout", Rule::Finance(&[])),
     ("/accrue.payouts.v1.PayoutService/DeletePayout", Rule::Finance(&[])),
+    // Every service hosts the event feed over its own outbox (issue 16 item
+    // 1); a partner token sees only the events of its own partner.
+    ("/accrue.events.v1.EventService/ListEvents", Rule::PartnerRead),
+    ("/accrue.events.v1.EventService/WatchEvents", Rule::PartnerRead),
 ];
 
 /// Health and reflection answer without a token (probes, grpcurl's

@@ -1,0 +1,54 @@
+//! The event feed (issue 16 item 1; docs/events.md): a transactional outbox
+//! per service, sequenced per program without gaps, served as
+//! `accrue.events.v1.EventService` by every service over its own schema.
+//!
+//! - [`catalogue`]: every event type, with its source, subject and data
+//!   message; a service writes only its own [`Source`]'s types.
+//! - [`outbox`]: [`outbox::insert`] writes events inside the caller's
+//!   transaction, many in one statement ([`NewEvent`]).
+//! - [`sequencer`]: a background task per service that numbers committed
+//!   events per program (1, 2, 3, … without gaps) and wakes watchers.
+//! - [`feed`]: the gRPC service (ListEvents, WatchEvents).
+//!
+//! Why one feed per service and not one events service: the outbox must be
+//! written in the transaction of the change, the service that makes the
+//! change owns that schema, and no component reads another's schema. So
+//! sequence numbers are per (program, source service), and the CloudEvents
+//! `source` says which service an event came from.
+//!
+//! Every service's migrations create the same two tables: `events`
+//! (`position bigserial`, `id uuid`, `program_id uuid`, `sequence bigint`
+//! NULL until sequenced, `type`, `subject`, `partner_id uuid` NULL, `time`,
+//! `data bytea`) and `event_sequences` (`program_id`, `last_sequence`).
+
+pub mod catalogue;
+pub mod feed;
+pub mod outbox;
+pub mod sequencer;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+pub use catalogue::{EventType, Source};
+pub use feed::{EventApi, Redact};
+pub use outbox::{NewEvent, insert};
+
+use crate::service::Setup;
+use accrue_proto::events::v1::event_service_server::EventServiceServer;
+
+/// Starts the feed of `source` for a service: its sequencer and its
+/// notification listener (background tasks that stop with the service), and
+/// returns the `EventService` server to add to the service's routes.
+/// `redact` shows an event to a partner token (see [`Redact`]); None when
+/// the service's events need no redaction beyond the partner filter.
+pub fn host(setup: &mut Setup, source: &'static Source, redact: Option<Redact>) -> EventServiceServer<EventApi> {
+    let (sender, receiver) = watch::channel(0u64);
+    let wake = Arc::new(sender);
+    let (pool, sequencing) = (setup.pool.clone(), wake.clone());
+    setup.spawn(move |shutdown| sequencer::run(pool, source, sequencing, shutdown));
+    let (pool, listening) = (setup.pool.clone(), wake);
+    setup.spawn(move |shutdown| sequencer::listen(pool, source, listening, shutdown));
+    let api = EventApi::new(setup.pool.clone(), source, receiver, setup.shutdown_token(), redact);
+    crate::server::limited(EventServiceServer::new(api))
+}

@@ -26,8 +26,8 @@ use tonic::service::Routes;
 
 use crate::auth::{AuthConfig, AuthError, Credential};
 use crate::client::ClientError;
-use crate::events::webhooks::WebhookOptions;
 use crate::db::{DbConfig, DbError};
+use crate::events::webhooks::WebhookOptions;
 use crate::server::{Hosted, ServeError};
 use crate::shutdown::Drain;
 

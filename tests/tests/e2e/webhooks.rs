@@ -105,28 +105,27 @@ impl Received {
 
 /// How the receiver answers.
 #[derive(Debug, Default)]
-struct Behaviour {
+pub struct Behaviour {
     /// Answer 500 to this many requests first.
-    fail_first: usize,
+    pub fail_first: usize,
     /// Answer 500 to every event of this type.
-    fail_type: Option<String>,
+    pub fail_type: Option<String>,
 }
 
 /// A minimal HTTP/1.1 server that records every request and answers 200,
 /// or 500 as [`Behaviour`] says.
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub struct Receiver {
+    pub url: String,
     received: Arc<Mutex<Vec<Received>>>,
     behaviour: Arc<Mutex<Behaviour>>,
 }
 
 impl Receiver {
-    async fn start(behaviour: Behaviour) -> Receiver {
+    pub async fn start(behaviour: Behaviour) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-        let receiver =
-            Receiver { url, received: Arc::default(), behaviour: Arc::new(Mutex::new(behaviour)) };
+        let receiver = Receiver { url, received: Arc::default(), behaviour: Arc::new(Mutex::new(behaviour)) };
         let serving = receiver.clone();
         tokio::spawn(async move {
             loop {
@@ -203,7 +202,12 @@ impl Receiver {
             if ok.len() >= n {
                 return ok;
             }
-            assert!(tokio::time::Instant::now() < deadline, "only {} of {n} delivered: {:#?}", ok.len(), self.received());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} delivered: {:#?}",
+                ok.len(),
+                self.received()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -228,12 +232,17 @@ fn verify(secret: &str, id: &str, timestamp: &str, body: &[u8], header: &str) ->
         signature
             .strip_prefix("v1,")
             .and_then(|b64| STANDARD.decode(b64).ok())
-            .is_some_and(|bytes| bytes.as_slice() == expected.as_slice())
+            .is_some_and(|bytes| bytes[..] == expected[..])
     })
 }
 
 /// Every delivery of a subscription (one page of up to 1000), optionally in one state.
-async fn deliveries(c: &mut Hooks, program: &str, subscription: &str, state: epb::WebhookDeliveryState) -> Vec<epb::WebhookDelivery> {
+async fn deliveries(
+    c: &mut Hooks,
+    program: &str,
+    subscription: &str,
+    state: epb::WebhookDeliveryState,
+) -> Vec<epb::WebhookDelivery> {
     c.list_webhook_deliveries(epb::ListWebhookDeliveriesRequest {
         program_id: program.into(),
         subscription_id: subscription.into(),
@@ -316,7 +325,10 @@ async fn a_subscription_receives_signed_events_in_order_after_retries() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((got.id.as_str(), got.secret.as_str(), got.url.as_str()), (subscription.id.as_str(), "", receiver.url.as_str()));
+    assert_eq!(
+        (got.id.as_str(), got.secret.as_str(), got.url.as_str()),
+        (subscription.id.as_str(), "", receiver.url.as_str())
+    );
 
     let (sale, _) = record_and_settle(&mut c, payment(&program, "s-1", "cust-1", "100.00", "", SALE_AT)).await;
 
@@ -337,7 +349,13 @@ async fn a_subscription_receives_signed_events_in_order_after_retries() {
         let last = tampered.len() - 2;
         tampered[last] ^= 0x01;
         assert!(!verify(&subscription.secret, id, timestamp, &tampered, signature));
-        assert!(!verify(&subscription.secret, id, &(timestamp.parse::<i64>().unwrap() + 1).to_string(), &request.body, signature));
+        assert!(!verify(
+            &subscription.secret,
+            id,
+            &(timestamp.parse::<i64>().unwrap() + 1).to_string(),
+            &request.body,
+            signature
+        ));
     }
     // The three attempts of the first event carry the same event.
     assert_eq!(all[0].body, all[2].body);
@@ -418,11 +436,8 @@ async fn a_dead_letter_does_not_block_the_next_event_and_can_be_redelivered() {
     assert!(list[0].last_error.contains("500"), "{:?}", list[0].last_error);
     assert!(list[0].deliver_time.is_none() && list[0].next_attempt_time.is_none());
     assert_eq!(list[0].event_type, recorded);
-    let statuses: Vec<(String, u16)> = receiver
-        .received()
-        .iter()
-        .map(|r| (r.json()["type"].as_str().unwrap().to_string(), r.status))
-        .collect();
+    let statuses: Vec<(String, u16)> =
+        receiver.received().iter().map(|r| (r.json()["type"].as_str().unwrap().to_string(), r.status)).collect();
     let settled = catalogue::SALE_SETTLED.name.to_string();
     assert_eq!(
         statuses,
@@ -434,7 +449,10 @@ async fn a_dead_letter_does_not_block_the_next_event_and_can_be_redelivered() {
     // The receiver recovers; the dead letter is queued again and delivered.
     receiver.behaviour.lock().unwrap().fail_type = None;
     let queued = hooks
-        .redeliver_webhook(epb::RedeliverWebhookRequest { program_id: program.clone(), delivery_id: list[0].id.clone() })
+        .redeliver_webhook(epb::RedeliverWebhookRequest {
+            program_id: program.clone(),
+            delivery_id: list[0].id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -463,7 +481,10 @@ async fn a_dead_letter_does_not_block_the_next_event_and_can_be_redelivered() {
         .into_inner();
     assert_eq!(deleted.state, epb::WebhookSubscriptionState::Deleted as i32);
     let refused = hooks
-        .redeliver_webhook(epb::RedeliverWebhookRequest { program_id: program.clone(), delivery_id: list[0].id.clone() })
+        .redeliver_webhook(epb::RedeliverWebhookRequest {
+            program_id: program.clone(),
+            delivery_id: list[0].id.clone(),
+        })
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
@@ -471,7 +492,10 @@ async fn a_dead_letter_does_not_block_the_next_event_and_can_be_redelivered() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.received().len(), 5, "nothing after the delete");
     let listed = hooks
-        .list_webhook_subscriptions(epb::ListWebhookSubscriptionsRequest { program_id: program.clone(), ..Default::default() })
+        .list_webhook_subscriptions(epb::ListWebhookSubscriptionsRequest {
+            program_id: program.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -141,8 +141,8 @@ fn check_url(url: &str, violations: &mut FieldViolations) {
         return;
     }
     match url::Url::parse(url) {
-        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some_and(|h| !h.is_empty()) => {
-        }
+        Ok(parsed)
+            if matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some_and(|h| !h.is_empty()) => {}
         Ok(_) => violations.add("url", "must be an absolute http or https URL"),
         Err(error) => violations.add("url", format!("is not a URL ({error})")),
     }
@@ -222,8 +222,10 @@ impl WebhookService for WebhookApi {
         violations.into_result()?;
         let program = program.ok_or_else(|| invalid_field("program_id", "is required"))?;
         scope.require_program(program)?;
-        let fingerprint =
-            idempotency::fingerprint_message(&pb::CreateWebhookSubscriptionRequest { request_id: String::new(), ..request.clone() });
+        let fingerprint = idempotency::fingerprint_message(&pb::CreateWebhookSubscriptionRequest {
+            request_id: String::new(),
+            ..request.clone()
+        });
         if let Some(request_id) = &request_id
             && let Some(stored) = self.by_request_id(program, request_id.as_str()).await?
         {
@@ -400,7 +402,11 @@ impl WebhookService for WebhookApi {
         .map_err(db_error)?;
         self.nudge.wake();
         let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1");
-        let row = sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(&self.pool).await.map_err(db_error)?;
+        let row = sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
         Ok(Response::new(row.into_proto()))
     }
 }

@@ -112,10 +112,9 @@ pub async fn pass(
     options: &WebhookOptions,
     client: &reqwest::Client,
 ) -> Result<i64, sqlx::Error> {
-    let (any,): (bool,) =
-        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE state = 'ACTIVE')")
-            .fetch_one(pool)
-            .await?;
+    let (any,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE state = 'ACTIVE')")
+        .fetch_one(pool)
+        .await?;
     if !any {
         return Ok(0);
     }
@@ -260,7 +259,12 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// Records an attempt's outcome: DELIVERED, or PENDING again after the
 /// backoff, or DEAD after the last attempt.
-async fn record(pool: &PgPool, options: &WebhookOptions, delivery: &Claimed, outcome: Outcome) -> Result<(), sqlx::Error> {
+async fn record(
+    pool: &PgPool,
+    options: &WebhookOptions,
+    delivery: &Claimed,
+    outcome: Outcome,
+) -> Result<(), sqlx::Error> {
     let attempts = u32::try_from(delivery.attempts).unwrap_or(0).saturating_add(1);
     let state = if outcome.delivered {
         "DELIVERED"

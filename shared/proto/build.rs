@@ -18,6 +18,7 @@ const FILES: &[&str] = &[
     "accrue/ledger/v1/ledger.proto",
     "accrue/payouts/v1/payouts.proto",
     "accrue/events/v1/events.proto",
+    "accrue/events/v1/webhooks.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

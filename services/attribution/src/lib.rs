@@ -175,6 +175,6 @@ impl Service for Attribution {
         // Not stopped by the shutdown signal: the recorders serve RecordSale
         // calls until the server has drained them and dropped the API.
         setup.spawn(move |_shutdown| recorders.run());
-        Ok(accrue_kit::server::routes(AttributionServiceServer::new(api)).add_service(events))
+        Ok(events.add_to(accrue_kit::server::routes(AttributionServiceServer::new(api))))
     }
 }

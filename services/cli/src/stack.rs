@@ -105,6 +105,9 @@ pub struct StackConfig {
     /// no metrics (the default). All five serve the process's one registry,
     /// told apart by the `service` label ([`accrue_kit::scrape`]).
     pub metrics_ports: Option<Ports>,
+    /// How every service's webhook worker delivers and retries (the
+    /// defaults; the tests shorten the backoff).
+    pub webhooks: accrue_kit::events::webhooks::WebhookOptions,
 }
 
 impl StackConfig {
@@ -123,6 +126,7 @@ impl StackConfig {
             clear_matured_interval: std::time::Duration::ZERO,
             migrate: true,
             metrics_ports: None,
+            webhooks: accrue_kit::events::webhooks::WebhookOptions::default(),
         }
     }
 
@@ -234,6 +238,7 @@ impl Stack {
             migrate: config.migrate,
             shutdown_grace: config.shutdown_grace,
             shutdown: &shutdown,
+            webhooks: &config.webhooks,
         };
         let hierarchy_config = accrue_hierarchy::Config { ledger_url: Some(endpoints.ledger.clone()) };
         launch.spawn::<Hierarchy>(hierarchy_config, hierarchy_listener)?;
@@ -318,6 +323,7 @@ struct Launch<'a> {
     auth: &'a AuthConfig,
     migrate: bool,
     shutdown: &'a CancellationToken,
+    webhooks: &'a accrue_kit::events::webhooks::WebhookOptions,
 }
 
 impl Launch<'_> {
@@ -330,6 +336,7 @@ impl Launch<'_> {
             shutdown_grace: self.shutdown_grace,
             service,
             migrate: self.migrate,
+            webhooks: self.webhooks.clone(),
         };
         let token = self.shutdown.clone();
         self.tasks.spawn(async move {

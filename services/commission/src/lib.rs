@@ -55,7 +55,7 @@ impl Service for Commission {
     fn routes(config: &Config, setup: &mut Setup) -> Result<Routes, Error> {
         let hierarchy = accrue_kit::client::connect(&config.hierarchy_url, PEER_TIMEOUT, &setup.credential)?;
         let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::COMMISSION, None);
-        Ok(accrue_kit::server::routes(CommissionServiceServer::new(CommissionApi::new(setup.pool.clone(), hierarchy)))
-            .add_service(events))
+        let api = CommissionApi::new(setup.pool.clone(), hierarchy);
+        Ok(events.add_to(accrue_kit::server::routes(CommissionServiceServer::new(api))))
     }
 }

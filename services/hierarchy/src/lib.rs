@@ -50,6 +50,6 @@ impl Service for Hierarchy {
             api = api.with_ledger(accrue_kit::client::connect(url, PEER_TIMEOUT, &setup.credential)?);
         }
         let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::HIERARCHY, None);
-        Ok(accrue_kit::server::routes(HierarchyServiceServer::new(api)).add_service(events))
+        Ok(events.add_to(accrue_kit::server::routes(HierarchyServiceServer::new(api))))
     }
 }

@@ -66,6 +66,6 @@ impl Service for Ledger {
         }
         let events =
             accrue_kit::events::host(setup, &accrue_kit::events::catalogue::LEDGER, Some(crate::events::redact));
-        Ok(accrue_kit::server::routes(LedgerServiceServer::new(api)).add_service(events))
+        Ok(events.add_to(accrue_kit::server::routes(LedgerServiceServer::new(api))))
     }
 }

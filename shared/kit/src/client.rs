@@ -12,6 +12,7 @@ use std::time::Duration;
 use accrue_proto::attribution::v1::attribution_service_client::AttributionServiceClient;
 use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
 use accrue_proto::events::v1::event_service_client::EventServiceClient;
+use accrue_proto::events::v1::webhook_service_client::WebhookServiceClient;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use accrue_proto::payouts::v1::payout_service_client::PayoutServiceClient;
@@ -119,6 +120,7 @@ limited_clients!(
     LedgerServiceClient,
     PayoutServiceClient,
     EventServiceClient,
+    WebhookServiceClient,
 );
 
 /// A lazily connecting client of the service at `url` with call `timeout`

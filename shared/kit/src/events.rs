@@ -9,6 +9,8 @@
 //! - [`sequencer`]: a background task per service that numbers committed
 //!   events per program (1, 2, 3, … without gaps) and wakes watchers.
 //! - [`feed`]: the gRPC service (ListEvents, WatchEvents).
+//! - [`webhooks`]: signed webhooks over the same outbox
+//!   (`accrue.events.v1.WebhookService` and its delivery worker).
 //!
 //! Why one feed per service and not one events service: the outbox must be
 //! written in the transaction of the change, the service that makes the
@@ -25,6 +27,7 @@ pub mod catalogue;
 pub mod feed;
 pub mod outbox;
 pub mod sequencer;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -36,19 +39,47 @@ pub use outbox::{NewEvent, insert};
 
 use crate::service::Setup;
 use accrue_proto::events::v1::event_service_server::EventServiceServer;
+use accrue_proto::events::v1::webhook_service_server::WebhookServiceServer;
+use tonic::service::Routes;
 
-/// Starts the feed of `source` for a service: its sequencer and its
-/// notification listener (background tasks that stop with the service), and
-/// returns the `EventService` server to add to the service's routes.
+/// What [`host`] starts: the feed and the webhooks of one service, to add to
+/// its routes with [`Hosted::add_to`].
+#[derive(Debug)]
+pub struct Hosted {
+    /// `accrue.events.v1.EventService`.
+    pub events: EventServiceServer<EventApi>,
+    /// `accrue.events.v1.WebhookService`.
+    pub webhooks: WebhookServiceServer<webhooks::WebhookApi>,
+}
+
+impl Hosted {
+    /// `routes` with both services added.
+    pub fn add_to(self, routes: Routes) -> Routes {
+        routes.add_service(self.events).add_service(self.webhooks)
+    }
+}
+
+/// Starts the feed of `source` for a service: its sequencer, its
+/// notification listener and its webhook worker (background tasks that stop
+/// with the service, the worker configured by `setup.webhooks`), and
+/// returns the `EventService` and `WebhookService` servers to add to the
+/// service's routes.
 /// `redact` shows an event to a partner token (see [`Redact`]); None when
 /// the service's events need no redaction beyond the partner filter.
-pub fn host(setup: &mut Setup, source: &'static Source, redact: Option<Redact>) -> EventServiceServer<EventApi> {
+pub fn host(setup: &mut Setup, source: &'static Source, redact: Option<Redact>) -> Hosted {
     let (sender, receiver) = watch::channel(0u64);
     let wake = Arc::new(sender);
     let (pool, sequencing) = (setup.pool.clone(), wake.clone());
     setup.spawn(move |shutdown| sequencer::run(pool, source, sequencing, shutdown));
     let (pool, listening) = (setup.pool.clone(), wake);
     setup.spawn(move |shutdown| sequencer::listen(pool, source, listening, shutdown));
+    let nudge = webhooks::Nudge::default();
+    let (pool, options, woken, nudged) = (setup.pool.clone(), setup.webhooks.clone(), receiver.clone(), nudge.clone());
+    setup.spawn(move |shutdown| webhooks::worker::run(pool, source, options, woken, nudged, shutdown));
     let api = EventApi::new(setup.pool.clone(), source, receiver, setup.shutdown_token(), redact);
-    crate::server::limited(EventServiceServer::new(api))
+    let hooks = webhooks::WebhookApi::new(setup.pool.clone(), source, nudge);
+    Hosted {
+        events: crate::server::limited(EventServiceServer::new(api)),
+        webhooks: crate::server::limited(WebhookServiceServer::new(hooks)),
+    }
 }

@@ -49,6 +49,9 @@ const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 /// The event feed every service hosts beside its own ([`crate::events`]).
 const EVENT_SERVICE: &str = "accrue.events.v1.EventService";
 
+/// The webhooks every service hosts beside its feed ([`crate::events::webhooks`]).
+const WEBHOOK_SERVICE: &str = "accrue.events.v1.WebhookService";
+
 /// How often the database is probed for the health status.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -79,6 +82,7 @@ limited_servers!(
     accrue_proto::ledger::v1::ledger_service_server::LedgerServiceServer<T>,
     accrue_proto::payouts::v1::payout_service_server::PayoutServiceServer<T>,
     accrue_proto::events::v1::event_service_server::EventServiceServer<T>,
+    accrue_proto::events::v1::webhook_service_server::WebhookServiceServer<T>,
 );
 
 /// `server` with the message limits set, to add to routes built by [`routes`].
@@ -200,6 +204,7 @@ fn reflection(service_name: &'static str) -> tonic_reflection::server::Builder<'
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .with_service_name(service_name)
         .with_service_name(EVENT_SERVICE)
+        .with_service_name(WEBHOOK_SERVICE)
         .with_service_name(HEALTH_SERVICE)
 }
 

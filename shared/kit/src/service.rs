@@ -27,6 +27,7 @@ use tonic::service::Routes;
 use crate::auth::{AuthConfig, AuthError, Credential};
 use crate::client::ClientError;
 use crate::db::{DbConfig, DbError};
+use crate::events::webhooks::WebhookOptions;
 use crate::server::{Hosted, ServeError};
 use crate::shutdown::Drain;
 
@@ -86,6 +87,9 @@ pub struct ServiceConfig<C> {
     /// when off, the service refuses to start until a migration job
     /// (`accrue migrate`) has brought its schema up to date.
     pub migrate: bool,
+    /// How the service's webhook worker delivers and retries
+    /// (`--webhook-*`; [`crate::events::webhooks`]).
+    pub webhooks: WebhookOptions,
 }
 
 impl<C> ServiceConfig<C> {
@@ -99,6 +103,7 @@ impl<C> ServiceConfig<C> {
             shutdown_grace: crate::shutdown::DEFAULT_GRACE,
             service,
             migrate: true,
+            webhooks: WebhookOptions::default(),
         }
     }
 
@@ -110,6 +115,11 @@ impl<C> ServiceConfig<C> {
     /// The same with a pool of `max_connections`.
     pub fn with_max_connections(self, max_connections: u32) -> Self {
         ServiceConfig { max_connections, ..self }
+    }
+
+    /// The same with other webhook delivery options.
+    pub fn with_webhooks(self, webhooks: WebhookOptions) -> Self {
+        ServiceConfig { webhooks, ..self }
     }
 
     /// The same with migrations on start on or off.
@@ -163,6 +173,8 @@ pub struct Setup {
     pub db: DbConfig,
     /// The token this service calls its peers with (`service:<schema>`).
     pub credential: Credential,
+    /// How its webhook worker delivers ([`crate::events::host`] starts it).
+    pub webhooks: WebhookOptions,
     background: JoinSet<()>,
     background_shutdown: CancellationToken,
 }
@@ -219,6 +231,7 @@ pub async fn run<S: Service>(
         pool: pool.clone(),
         db,
         credential,
+        webhooks: config.webhooks.clone(),
         background: JoinSet::new(),
         background_shutdown: shutdown.child_token(),
     };
@@ -314,6 +327,7 @@ struct Common {
     max_connections: u32,
     auth: AuthConfig,
     shutdown_grace: Duration,
+    webhooks: WebhookOptions,
 }
 
 /// `ACCRUE_<SCHEMA>_<suffix>`; leaked because clap wants `'static` names and
@@ -449,6 +463,42 @@ pub fn command<S: Service>() -> Command {
                 .env("ACCRUE_PAGE_TOKEN_KEY")
                 .hide_env_values(true)
                 .help("Key page tokens are signed with (HMAC-SHA256), shared by every replica (default: derived from the HS256 secret, else random per process)"),
+        )
+        .arg(
+            Arg::new("webhook_max_attempts")
+                .long("webhook-max-attempts")
+                .value_name("N")
+                .env("ACCRUE_WEBHOOK_MAX_ATTEMPTS")
+                .default_value("8")
+                .value_parser(clap::value_parser!(u32).range(1..))
+                .help("Attempts to deliver a webhook before it is dead-lettered (RedeliverWebhook queues it again)"),
+        )
+        .arg(
+            Arg::new("webhook_backoff_ms")
+                .long("webhook-backoff-ms")
+                .value_name("MS")
+                .env("ACCRUE_WEBHOOK_BACKOFF_MS")
+                .default_value("5000")
+                .value_parser(clap::value_parser!(u64))
+                .help("Wait after a webhook's first failed attempt, doubled after each further one"),
+        )
+        .arg(
+            Arg::new("webhook_max_backoff_seconds")
+                .long("webhook-max-backoff-seconds")
+                .value_name("SECONDS")
+                .env("ACCRUE_WEBHOOK_MAX_BACKOFF_SECONDS")
+                .default_value("3600")
+                .value_parser(clap::value_parser!(u64))
+                .help("Longest wait between two attempts of a webhook"),
+        )
+        .arg(
+            Arg::new("webhook_timeout_seconds")
+                .long("webhook-timeout-seconds")
+                .value_name("SECONDS")
+                .env("ACCRUE_WEBHOOK_TIMEOUT_SECONDS")
+                .default_value("10")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help("How long one webhook POST may take"),
         );
     // After the service's flags: their doc comment would replace the about.
     S::Flags::augment_args(command).about(about)
@@ -475,7 +525,21 @@ fn common<S: Service>(matches: &ArgMatches) -> Result<Common, Error> {
     let shutdown_grace = matches
         .get_one::<u64>("shutdown_grace")
         .map_or(crate::shutdown::DEFAULT_GRACE, |seconds| Duration::from_secs(*seconds));
-    Ok(Common { listen, migrate, metrics_listen, database_url, max_connections, auth, shutdown_grace })
+    let defaults = WebhookOptions::default();
+    let webhooks = WebhookOptions {
+        max_attempts: matches.get_one::<u32>("webhook_max_attempts").copied().unwrap_or(defaults.max_attempts),
+        initial_backoff: matches
+            .get_one::<u64>("webhook_backoff_ms")
+            .map_or(defaults.initial_backoff, |ms| Duration::from_millis(*ms)),
+        max_backoff: matches
+            .get_one::<u64>("webhook_max_backoff_seconds")
+            .map_or(defaults.max_backoff, |seconds| Duration::from_secs(*seconds)),
+        timeout: matches
+            .get_one::<u64>("webhook_timeout_seconds")
+            .map_or(defaults.timeout, |seconds| Duration::from_secs(*seconds)),
+        ..defaults
+    };
+    Ok(Common { listen, migrate, metrics_listen, database_url, max_connections, auth, shutdown_grace, webhooks })
 }
 
 /// The whole `main` of a service binary: parses flags and environment
@@ -505,6 +569,7 @@ fn try_main<S: Service>() -> Result<(), Error> {
         shutdown_grace: common.shutdown_grace,
         service: flags.into(),
         migrate: common.migrate,
+        webhooks: common.webhooks,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
     runtime.block_on(async move {

@@ -23,5 +23,6 @@ mod saga;
 mod simulate;
 mod tenancy;
 mod touches;
+mod webhooks;
 mod wire;
 mod world;

@@ -54,6 +54,8 @@ const CLEAR_AS_OF: &str = "2024-04-30T00:00:00Z";
 const CUTOFF: &str = "2024-04-30T23:59:59Z";
 const SERVICE_CODE: &str = "RECHARGE";
 
+type Hooks = accrue_proto::events::v1::webhook_service_client::WebhookServiceClient<accrue_kit::client::AuthChannel>;
+
 /// True when two answers to `path` (their swapped ids masked) are the same.
 /// Replies that may hold protobuf maps (a breakdown's inputs, encoded in
 /// hash-map order) are compared decoded, the others byte for byte.
@@ -104,6 +106,10 @@ struct A {
     payout: String,
     /// The first split partner's payout, paid (its reservation settled).
     paid_payout: String,
+    /// A webhook subscription on the ledger (request id `tenancy-hook`),
+    /// deleted once its deliveries were delivered, and its first delivery.
+    hook: String,
+    delivery: String,
 }
 
 impl A {
@@ -130,6 +136,8 @@ impl A {
             &self.run,
             &self.payout,
             &self.paid_payout,
+            &self.hook,
+            &self.delivery,
         ]
     }
 }
@@ -301,9 +309,22 @@ fn partner_context(id: &str) -> cpb::PartnerContext {
 }
 
 /// Program A with data in all five services (built with the `*` admin).
-async fn build_a(c: &mut Clients) -> A {
+fn hook_request(program: &str, url: &str) -> epb::CreateWebhookSubscriptionRequest {
+    epb::CreateWebhookSubscriptionRequest {
+        program_id: program.into(),
+        url: url.into(),
+        types: vec![],
+        request_id: "tenancy-hook".into(),
+    }
+}
+
+async fn build_a(c: &mut Clients, hooks: &mut Hooks) -> A {
     let w = crate::world::setup(c, "Tenancy A").await;
     let program = w.program_id.clone();
+    // A webhook subscription on the ledger that receives A's entries.
+    let receiver = crate::webhooks::Receiver::start(crate::webhooks::Behaviour::default()).await;
+    let hook = hooks.create_webhook_subscription(hook_request(&program, &receiver.url)).await.expect("hook");
+    let hook = hook.into_inner();
     c.hierarchy.update_program(approve_request(&program)).await.expect("auto-approve");
     let sub = c.hierarchy.create_partner(sub_request(&program, &w.seller)).await.expect("sub").into_inner().id;
     let link_2 = c.attribution.create_link(link_2_request(&program, &w.split_a)).await.expect("link 2").into_inner().id;
@@ -411,7 +432,10 @@ async fn build_a(c: &mut Clients) -> A {
     };
     let (credit, debit) = (seller_entry(lpb::EntryType::Credit), seller_entry(lpb::EntryType::Debit));
     assert_eq!(credit.payout_id, payouts[0].id, "the seller's credit is reserved: {credit:#?}");
+    let delivery = settled_hook(hooks, &program, &hook.id).await;
     A {
+        hook: hook.id,
+        delivery,
         parent: w.parent,
         seller: w.seller,
         sub,
@@ -793,7 +817,70 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
         // events (every service hosts the feed; the ledger's answers here)
         "ListEvents" => vec![enc(epb::ListEventsRequest { program_id: p(), ..Default::default() })],
         "WatchEvents" => vec![enc(epb::WatchEventsRequest { program_id: p(), ..Default::default() })],
+        // webhooks (the ledger's): a replayed create, reads, a delete of the
+        // deleted subscription (unchanged), and a redeliver of its delivery
+        // (FAILED_PRECONDITION: the subscription is deleted).
+        "CreateWebhookSubscription" => vec![enc(hook_request(&p(), "http://127.0.0.1:9/unused"))],
+        "GetWebhookSubscription" => {
+            vec![enc(epb::GetWebhookSubscriptionRequest { program_id: p(), subscription_id: a.hook.clone() })]
+        }
+        "ListWebhookSubscriptions" => {
+            vec![enc(epb::ListWebhookSubscriptionsRequest { program_id: p(), ..Default::default() })]
+        }
+        "DeleteWebhookSubscription" => {
+            vec![enc(epb::DeleteWebhookSubscriptionRequest { program_id: p(), subscription_id: a.hook.clone() })]
+        }
+        "ListWebhookDeliveries" => vec![enc(epb::ListWebhookDeliveriesRequest {
+            program_id: p(),
+            subscription_id: a.hook.clone(),
+            ..Default::default()
+        })],
+        "RedeliverWebhook" => {
+            vec![enc(epb::RedeliverWebhookRequest { program_id: p(), delivery_id: a.delivery.clone() })]
+        }
         other => panic!("no request for {other} ({path}): add one"),
+    }
+}
+
+/// Waits until every event of the ledger's feed of `program` was delivered
+/// to `hook`, then deletes it (so that nothing changes afterwards); returns
+/// its first delivery.
+async fn settled_hook(hooks: &mut Hooks, program: &str, hook: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let subscription = hooks
+            .get_webhook_subscription(epb::GetWebhookSubscriptionRequest {
+                program_id: program.into(),
+                subscription_id: hook.into(),
+            })
+            .await
+            .expect("get hook")
+            .into_inner();
+        let deliveries = hooks
+            .list_webhook_deliveries(epb::ListWebhookDeliveriesRequest {
+                program_id: program.into(),
+                subscription_id: hook.into(),
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("deliveries")
+            .into_inner()
+            .deliveries;
+        let done = deliveries.iter().all(|d| d.state == epb::WebhookDeliveryState::Delivered as i32);
+        let last = deliveries.last().map_or(0, |d| d.sequence);
+        if done && !deliveries.is_empty() && last == subscription.cursor_sequence {
+            hooks
+                .delete_webhook_subscription(epb::DeleteWebhookSubscriptionRequest {
+                    program_id: program.into(),
+                    subscription_id: hook.into(),
+                })
+                .await
+                .expect("delete hook");
+            return deliveries[0].id.clone();
+        }
+        assert!(Instant::now() < deadline, "the hook's deliveries: {deliveries:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -1128,7 +1215,9 @@ async fn another_programs_token_finds_nothing_learns_nothing_and_writes_nothing_
     config.auth = AuthConfig::hs256(SECRET);
     let stack = Stack::start(config).await.unwrap();
     let mut c = Clients::connect(&stack.endpoints, &stack.admin).unwrap();
-    let a = build_a(&mut c).await;
+    let admin_hooks: Hooks =
+        accrue_kit::client::connect(&stack.endpoints.ledger, Duration::from_secs(30), &stack.admin).unwrap();
+    let a = build_a(&mut c, &mut admin_hooks.clone()).await;
     let b = build_b(&mut c).await;
     let minter = Minter::new(SECRET, accrue_kit::auth::DEFAULT_ISSUER, accrue_kit::auth::DEFAULT_AUDIENCE).unwrap();
     let ttl = Duration::from_secs(3600);

@@ -126,6 +126,15 @@ pub const TABLE: &[(&str, Rule)] = &[
     // 1); a partner token sees only the events of its own partner.
     ("/accrue.events.v1.EventService/ListEvents", Rule::PartnerRead),
     ("/accrue.events.v1.EventService/WatchEvents", Rule::PartnerRead),
+    // Webhook subscriptions carry a signing secret and send a program's
+    // whole feed to a URL: program admins only, never a
+    // partner, finance or a viewer.
+    ("/accrue.events.v1.WebhookService/CreateWebhookSubscription", Rule::Admin),
+    ("/accrue.events.v1.WebhookService/GetWebhookSubscription", Rule::Admin),
+    ("/accrue.events.v1.WebhookService/ListWebhookSubscriptions", Rule::Admin),
+    ("/accrue.events.v1.WebhookService/DeleteWebhookSubscription", Rule::Admin),
+    ("/accrue.events.v1.WebhookService/ListWebhookDeliveries", Rule::Admin),
+    ("/accrue.events.v1.WebhookService/RedeliverWebhook", Rule::Admin),
 ];
 
 /// Health and reflection answer without a token (probes, grpcurl's

@@ -36,7 +36,11 @@ pub const MAX_UPLINE_BATCH: usize = 1000;
 /// Longest status-change reason kept (characters).
 pub const MAX_REASON_CHARS: usize = 1000;
 
+mod codec;
 mod downline;
+mod partners;
+
+use codec::*;
 
 /// The `HierarchyService` implementation.
 #[derive(Debug, Clone)]
@@ -58,139 +62,6 @@ impl HierarchyApi {
     pub fn with_ledger(self, ledger: LedgerServiceClient<AuthChannel>) -> Self {
         HierarchyApi { ledger: Some(ledger), ..self }
     }
-}
-
-/// Keyset cursor of ListPartners: (created_at, id).
-#[derive(Debug, Serialize, Deserialize)]
-struct PartnerCursor {
-    t: DateTime<Utc>,
-    id: PartnerId,
-}
-
-/// Keyset cursor of ListDownline: (depth, created_at, id).
-#[derive(Debug, Serialize, Deserialize)]
-struct DownlineCursor {
-    d: i32,
-    t: DateTime<Utc>,
-    id: PartnerId,
-}
-
-/// Whether a stored row's request fingerprint matches this request's. Rows
-/// made before fingerprints were stored have none and are taken as a match,
-/// as they always were.
-fn same_body(stored: Option<&[u8]>, fingerprint: &[u8]) -> bool {
-    stored.is_none_or(|stored| stored == fingerprint)
-}
-
-fn tree_error(error: TreeError) -> Status {
-    failed_precondition(error.reason(), error.to_string())
-}
-
-fn stored_rounding_mode(name: &str) -> Result<types::RoundingMode, Status> {
-    rounding_mode_from_str(name)
-        .map(rounding_mode_to_proto)
-        .ok_or_else(|| internal(format!("stored rounding mode {name:?} is unknown")))
-}
-
-fn settings_version_to_proto(row: &SettingsVersionRow) -> Result<pb::ProgramSettingsVersion, Status> {
-    Ok(pb::ProgramSettingsVersion {
-        version: row.version,
-        effective_from: Some(timestamp(row.effective_from)),
-        rounding_mode: stored_rounding_mode(&row.rounding_mode)? as i32,
-        override_depth_cap: row.override_depth_cap,
-        compression_enabled: row.compression_enabled,
-    })
-}
-
-/// A program as the API shows it, with its settings history (one more query).
-/// True when `scope` may see partner `row`: a program-wide reader of its
-/// program, or a partner token for it or one of its ancestors (seed 004: a
-/// parent sees its downline's partner records, never their sales; issue 10
-/// item 3).
-fn visible(scope: &accrue_kit::auth::Identity, row: &PartnerRow) -> bool {
-    let mut partners = Vec::with_capacity(row.ancestor_ids.len() + 1);
-    partners.push(row.id);
-    partners.extend_from_slice(&row.ancestor_ids);
-    scope.may_see(row.program_id, &partners)
-}
-
-async fn program_reply(executor: impl sqlx::PgExecutor<'_>, row: &ProgramRow) -> Result<pb::Program, Status> {
-    let history = store::settings_history(executor, row.id).await?;
-    if history.is_empty() {
-        return Err(internal(format!("program {} has no settings version", row.id)));
-    }
-    program_to_proto(row, &history)
-}
-
-fn program_to_proto(row: &ProgramRow, history: &[SettingsVersionRow]) -> Result<pb::Program, Status> {
-    let currency = Currency::from_code(&row.default_currency).map_err(internal)?;
-    Ok(pb::Program {
-        id: row.id.to_string(),
-        display_name: row.display_name.clone(),
-        default_currency: row.default_currency.clone(),
-        rounding_mode: stored_rounding_mode(&row.rounding_mode)? as i32,
-        override_depth_cap: row.override_depth_cap,
-        compression_enabled: row.compression_enabled,
-        auto_approve_cleared: row.auto_approve_cleared,
-        require_second_approver: row.require_second_approver,
-        minimum_payout: Some(amount_to_proto(currency, row.minimum_payout)),
-        role_ladder: row.role_ladder.clone(),
-        create_time: Some(timestamp(row.created_at)),
-        non_transacting_roles: row.non_transacting_roles.clone(),
-        max_tree_depth: row.max_tree_depth,
-        update_time: Some(timestamp(row.updated_at)),
-        settings_history: history.iter().map(settings_version_to_proto).collect::<Result<_, _>>()?,
-    })
-}
-
-fn status_of(row: &PartnerRow) -> Result<PartnerStatus, Status> {
-    PartnerStatus::from_name(&row.status)
-        .ok_or_else(|| internal(format!("stored partner status {:?} is unknown", row.status)))
-}
-
-/// The event of `kind` about the partner `row` (as it is after the change,
-/// at `time`); it concerns that partner, so its own token sees it.
-fn partner_event(
-    kind: &'static accrue_kit::events::EventType,
-    row: &PartnerRow,
-    time: DateTime<Utc>,
-) -> Result<accrue_kit::events::NewEvent, Status> {
-    let data = partner_to_proto(row)?;
-    Ok(accrue_kit::events::NewEvent::new(
-        kind,
-        row.program_id,
-        format!("partners/{}", row.id),
-        Some(row.id),
-        time,
-        &data,
-    ))
-}
-
-fn partner_to_proto(row: &PartnerRow) -> Result<pb::Partner, Status> {
-    Ok(pb::Partner {
-        id: row.id.to_string(),
-        program_id: row.program_id.to_string(),
-        display_name: row.display_name.clone(),
-        external_id: row.external_id.clone().unwrap_or_default(),
-        status: status_to_proto(status_of(row)?) as i32,
-        role: row.role.clone().unwrap_or_default(),
-        parent_id: row.parent_id.map(|id| id.to_string()).unwrap_or_default(),
-        ancestor_ids: row.ancestor_ids.iter().map(PartnerId::to_string).collect(),
-        depth: row.depth,
-        create_time: Some(timestamp(row.created_at)),
-    })
-}
-
-fn partner_ref(row: &PartnerRow) -> Result<pb::PartnerRef, Status> {
-    Ok(pb::PartnerRef {
-        id: row.id.to_string(),
-        status: status_to_proto(status_of(row)?) as i32,
-        role: row.role.clone().unwrap_or_default(),
-    })
-}
-
-fn parent_node(row: &PartnerRow) -> ParentNode<'_> {
-    ParentNode { id: row.id, ancestor_ids: &row.ancestor_ids }
 }
 
 #[tonic::async_trait]
@@ -316,99 +187,7 @@ impl HierarchyService for HierarchyApi {
         &self,
         request: Request<pb::CreatePartnerRequest>,
     ) -> Result<Response<pb::Partner>, Status> {
-        let new = validate_new_partner(request.get_ref())?;
-        let scope = accrue_kit::auth::caller(&request)?.clone();
-        scope.require_program(new.program_id)?;
-        let fingerprint = idempotency::fingerprint_message(&pb::CreatePartnerRequest {
-            request_id: String::new(),
-            ..request.into_inner()
-        });
-        let same = |row: &PartnerRow| same_body(row.request_hash.as_deref(), &fingerprint);
-        let mut tx = accrue_kit::db::begin(&self.pool).await?;
-        store::lock_program_tree(&mut tx, new.program_id, false).await?;
-        let program =
-            store::get_program(&mut *tx, new.program_id).await?.ok_or_else(|| not_found("program", new.program_id))?;
-        if let Some(request_id) = new.request_id.as_deref()
-            && let Some(existing) = store::partner_by_request_id(&mut *tx, program.id, request_id).await?
-        {
-            return Ok(Response::new(partner_to_proto(&idempotency::replay(request_id, existing, same)?)?));
-        }
-        let mut violations = FieldViolations::new();
-        check_role_on_ladder("partner.role", new.role.as_deref(), &program.role_ladder, &mut violations);
-        violations.into_result()?;
-
-        let parent = match new.parent_id {
-            None => None,
-            Some(parent_id) => {
-                // A parent in a program the token does not name is answered
-                // exactly as a missing one.
-                let parent = store::get_partner(&mut *tx, parent_id)
-                    .await?
-                    .filter(|row| scope.programs.contains(row.program_id))
-                    .ok_or_else(|| not_found("partner", parent_id))?;
-                if parent.program_id != program.id {
-                    return Err(failed_precondition(
-                        "PROGRAM_MISMATCH",
-                        format!("parent {parent_id} belongs to another program than {}", program.id),
-                    ));
-                }
-                Some(parent)
-            }
-        };
-        let placement =
-            tree::place_new(parent.as_ref().map(parent_node), program.max_tree_depth).map_err(tree_error)?;
-        if let Some(parent) = &parent {
-            tree::check_role_rank(&program.role_ladder, parent.role.as_deref(), new.role.as_deref())
-                .map_err(tree_error)?;
-        }
-        let insert = store::PartnerInsert {
-            id: PartnerId::new_v7(),
-            program_id: program.id,
-            display_name: &new.display_name,
-            external_id: new.external_id.as_deref(),
-            role: new.role.as_deref(),
-            parent_id: new.parent_id,
-            ancestor_ids: &placement.ancestor_ids,
-            depth: placement.depth,
-            request_id: new.request_id.as_deref(),
-            request_hash: &fingerprint,
-        };
-        let row = match store::insert_partner(&mut *tx, &insert).await {
-            Ok(Some(row)) => {
-                let event = partner_event(&events::PARTNER_CREATED, &row, row.created_at)?;
-                accrue_kit::events::insert(&mut tx, &[event]).await?;
-                row
-            }
-            Ok(None) => {
-                let request_id = new.request_id.as_deref().unwrap_or_default();
-                let winner = store::partner_by_request_id(&mut *tx, program.id, request_id)
-                    .await?
-                    .ok_or_else(|| internal("partner insert conflicted but no partner holds the request id"))?;
-                idempotency::replay(request_id, winner, same)?
-            }
-            Err(error) if error.constraint() == Some(store::EXTERNAL_ID_CONSTRAINT) => {
-                // A concurrent retry of this very request can trip the
-                // external_id index before the request_id one: the winner's
-                // row is then this request's answer.
-                drop(tx);
-                if let Some(request_id) = new.request_id.as_deref()
-                    && let Some(existing) = store::partner_by_request_id(&self.pool, program.id, request_id).await?
-                {
-                    return Ok(Response::new(partner_to_proto(&idempotency::replay(request_id, existing, same)?)?));
-                }
-                return Err(already_exists(
-                    "EXTERNAL_ID_TAKEN",
-                    format!(
-                        "program {} already has a partner with external_id {:?}",
-                        program.id,
-                        new.external_id.unwrap_or_default()
-                    ),
-                ));
-            }
-            Err(error) => return Err(error.into()),
-        };
-        accrue_kit::db::commit(tx).await?;
-        Ok(Response::new(partner_to_proto(&row)?))
+        partners::create(self, request).await
     }
 
     async fn get_partner(&self, request: Request<pb::GetPartnerRequest>) -> Result<Response<pb::Partner>, Status> {
@@ -462,122 +241,14 @@ impl HierarchyService for HierarchyApi {
         &self,
         request: Request<pb::UpdatePartnerStatusRequest>,
     ) -> Result<Response<pb::Partner>, Status> {
-        let scope = accrue_kit::auth::caller(&request)?.clone();
-        let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let id = require_uuid("id", &request.id, &mut violations);
-        let to = status_from_proto(request.status);
-        if to.is_none() {
-            violations.add("status", "must be ACTIVE, SUSPENDED or TERMINATED");
-        }
-        let reason = request.reason.trim();
-        if reason.chars().count() > MAX_REASON_CHARS {
-            violations.add("reason", format!("must be at most {MAX_REASON_CHARS} characters"));
-        }
-        violations.into_result()?;
-        let (Some(id), Some(to)) = (id, to) else {
-            return Err(invalid_field("id", "is required"));
-        };
-        let mut tx = accrue_kit::db::begin(&self.pool).await?;
-        let current = store::lock_partner(&mut tx, id)
-            .await?
-            .filter(|row| scope.programs.contains(row.program_id))
-            .ok_or_else(|| not_found("partner", id))?;
-        let from = status_of(&current)?;
-        let changed = check_status_change(from, to)
-            .map_err(|error| failed_precondition("PARTNER_TERMINATED", error.to_string()))?;
-        if !changed {
-            return Ok(Response::new(partner_to_proto(&current)?));
-        }
-        let row = store::update_status(&mut tx, id, from.as_str(), to.as_str(), reason).await?;
-        let event = partner_event(&events::PARTNER_STATUS_CHANGED, &row, Utc::now())?;
-        accrue_kit::events::insert(&mut tx, &[event]).await?;
-        accrue_kit::db::commit(tx).await?;
-        tracing::info!(partner_id = %id, from = from.as_str(), to = to.as_str(), "partner status changed");
-        Ok(Response::new(partner_to_proto(&row)?))
+        partners::update_status(self, request).await
     }
 
     async fn set_parent(
         &self,
         request: Request<pb::SetParentRequest>,
     ) -> Result<Response<pb::SetParentResponse>, Status> {
-        let scope = accrue_kit::auth::caller(&request)?.clone();
-        let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let id = require_uuid("id", &request.id, &mut violations);
-        let parent_id = optional_uuid("parent_id", &request.parent_id, &mut violations);
-        violations.into_result()?;
-        let id = id.ok_or_else(|| invalid_field("id", "is required"))?;
-
-        let mut tx = accrue_kit::db::begin(&self.pool).await?;
-        let program_id = store::get_partner(&mut *tx, id)
-            .await?
-            .filter(|row| scope.programs.contains(row.program_id))
-            .ok_or_else(|| not_found("partner", id))?
-            .program_id;
-        // Serialize every move in the program: paths read below cannot change
-        // until this transaction ends.
-        store::lock_program_tree(&mut tx, program_id, true).await?;
-        let partner = store::lock_partner(&mut tx, id).await?.ok_or_else(|| not_found("partner", id))?;
-        let program = store::get_program(&mut *tx, program_id)
-            .await?
-            .ok_or_else(|| internal(format!("partner {id} has no program {program_id}")))?;
-        let new_parent = match parent_id {
-            None => None,
-            Some(parent_id) => {
-                // As in CreatePartner: a parent the token cannot see is missing.
-                let parent = store::get_partner(&mut *tx, parent_id)
-                    .await?
-                    .filter(|row| scope.programs.contains(row.program_id))
-                    .ok_or_else(|| not_found("partner", parent_id))?;
-                if parent.program_id != program.id {
-                    return Err(failed_precondition(
-                        "PROGRAM_MISMATCH",
-                        format!("parent {parent_id} belongs to another program than partner {id}"),
-                    ));
-                }
-                Some(parent)
-            }
-        };
-        if parent_id == partner.parent_id {
-            // Already there: nothing to rewrite.
-            return Ok(Response::new(pb::SetParentResponse {
-                partner: Some(partner_to_proto(&partner)?),
-                rewritten_count: 0,
-            }));
-        }
-        let (height, _descendants) = store::subtree_stats(&mut *tx, id, partner.depth).await?;
-        let placement = tree::plan_move(id, new_parent.as_ref().map(parent_node), height, program.max_tree_depth)
-            .map_err(tree_error)?;
-        if let Some(parent) = &new_parent {
-            tree::check_role_rank(&program.role_ladder, parent.role.as_deref(), partner.role.as_deref())
-                .map_err(tree_error)?;
-        }
-        let moved = store::set_placement(&mut *tx, id, parent_id, &placement.ancestor_ids, placement.depth).await?;
-        let mut rewritten: i64 = 1;
-        let mut after = PartnerId::from_uuid(Uuid::nil());
-        loop {
-            let batch = store::rewrite_descendants_batch(
-                &mut *tx,
-                id,
-                &placement.ancestor_ids,
-                placement.depth,
-                after,
-                store::REWRITE_BATCH,
-            )
-            .await?;
-            rewritten += i64::try_from(batch.len()).unwrap_or(i64::MAX);
-            match batch.last() {
-                Some(last) if i64::try_from(batch.len()).unwrap_or(i64::MAX) >= store::REWRITE_BATCH => after = *last,
-                _ => break,
-            }
-        }
-        accrue_kit::db::commit(tx).await?;
-        tracing::info!(partner_id = %id, parent_id = ?parent_id, rewritten, "partner moved");
-        Ok(Response::new(pb::SetParentResponse {
-            partner: Some(partner_to_proto(&moved)?),
-            rewritten_count: rewritten,
-        }))
+        partners::set_parent(self, request).await
     }
 
     async fn get_uplines(

@@ -18,10 +18,14 @@
 //! sequence numbers are per (program, source service), and the CloudEvents
 //! `source` says which service an event came from.
 //!
-//! Every service's migrations create the same two tables: `events`
-//! (`position bigserial`, `id uuid`, `program_id uuid`, `sequence bigint`
-//! NULL until sequenced, `type`, `subject`, `partner_id uuid` NULL, `time`,
-//! `data bytea`) and `event_sequences` (`program_id`, `last_sequence`).
+//! Every service's migrations create the same tables: `events`, written
+//! once and never changed (`position bigserial`, `xid xid8` of the writing
+//! transaction, `id uuid`, `program_id uuid`, `type`, `subject`,
+//! `partner_id uuid` NULL, `time`, `data bytea`); `event_numbers`
+//! (`program_id`, `sequence`, `position`), one narrow row per numbered
+//! event; `event_sequences` (`program_id`, `last_sequence`);
+//! `event_watermark` (the last event numbered); and the view
+//! `sequenced_events` that the feed and the webhook worker read.
 
 pub mod catalogue;
 pub mod feed;

@@ -152,13 +152,14 @@ impl Snapshot {
             for (kind, count) in rows {
                 snapshot.events.insert(format!("{schema} {kind}"), count);
             }
-            // Numbered events of a program are 1..n: as many as the highest
-            // number, which is the counter (events not numbered yet, when
-            // the run stopped right after writing them, are left out).
+            // Numbered events of a program are 1..n, each event numbered
+            // once: as many numbers as the highest, which is the counter,
+            // and as many numbered events (events not numbered yet, when the
+            // run stopped right after writing them, are left out).
             let rows: Vec<(uuid::Uuid, i64, i64, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT e.program_id, count(*), max(e.sequence), max(c.last_sequence) \
-                 FROM \"{schema}\".events e LEFT JOIN \"{schema}\".event_sequences c USING (program_id) \
-                 WHERE e.sequence IS NOT NULL GROUP BY e.program_id"
+                "SELECT n.program_id, count(DISTINCT n.position), max(n.sequence), max(c.last_sequence) \
+                 FROM \"{schema}\".event_numbers n LEFT JOIN \"{schema}\".event_sequences c USING (program_id) \
+                 GROUP BY n.program_id"
             )))
             .fetch_all(&mut conn)
             .await

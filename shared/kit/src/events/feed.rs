@@ -131,7 +131,7 @@ impl EventApi {
     /// Up to `limit` sequenced events of `query` after sequence `after`.
     async fn fetch(&self, query: &Query, after: i64, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
         let mut sql = sqlx::QueryBuilder::new(
-            "SELECT id, program_id, sequence, type, subject, time, data FROM events WHERE program_id = ",
+            "SELECT id, program_id, sequence, type, subject, time, data FROM sequenced_events WHERE program_id = ",
         );
         sql.push_bind(query.program_id).push(" AND sequence > ").push_bind(after);
         if !query.types.is_empty() {

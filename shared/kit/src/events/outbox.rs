@@ -1,7 +1,7 @@
 //! Writing events: inside the transaction of the change they report, so an
 //! event exists exactly when its change committed. Events are written
-//! unsequenced (`sequence` NULL); the [`super::sequencer`] numbers them once
-//! they are committed.
+//! unnumbered, stamped with the writing transaction's id (the column's
+//! default); the [`super::sequencer`] numbers them once they are final.
 
 use std::sync::LazyLock;
 
@@ -29,7 +29,7 @@ pub(crate) fn writes() -> tokio::sync::watch::Receiver<u64> {
 /// One event to write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
-    /// Its id (UUID v7: time-ordered, so the unique index stays append-mostly).
+    /// Its id (UUID v7: unique by construction, and time-ordered).
     pub id: Uuid,
     /// Its type; must be one of the writing service's [`super::Source`] types.
     pub kind: &'static EventType,

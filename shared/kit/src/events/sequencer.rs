@@ -1,21 +1,32 @@
 //! Numbering events per program, gap-free, and waking watchers.
 //!
-//! Writers insert events unsequenced (`sequence` NULL) in the transaction of
-//! their change. This task, one per service process, numbers them: in one
-//! transaction that holds an advisory lock (so one replica sequences at a
-//! time, and passes are serial), it gives the unsequenced rows it can see —
-//! committed ones only — the next numbers of their program in `position`
-//! order, bumps `event_sequences`, and NOTIFYs the service's channel. A
-//! number is therefore only ever assigned once its event is committed, by
-//! a serial pass that continues from the last committed number: the numbers
-//! of a program are 1, 2, 3, … without gaps, and a pass that fails rolls
-//! back whole.
+//! Writers insert events unnumbered in the transaction of their change, each
+//! row stamped with its transaction's id (`xid`). This task, one per service
+//! process, numbers them: in one transaction that holds an advisory lock (so
+//! one replica sequences at a time, and passes are serial), it takes the
+//! events after the watermark (the last event numbered, in `(xid, position)`
+//! order) whose transaction id is below the oldest transaction still running
+//! (its snapshot's xmin). Those events are final — committed, or rolled back
+//! and invisible — and no later write can add one among them, so the pass
+//! gives the committed ones the next numbers of their program in `(xid,
+//! position)` order (a narrow `event_numbers` row each; the event row is
+//! never rewritten), bumps `event_sequences`, moves the watermark past them
+//! and NOTIFYs the service's channel. The numbers of a program are therefore
+//! 1, 2, 3, … without gaps, a pass that fails rolls back whole, a
+//! transaction that began after another committed is numbered after it, and
+//! one transaction's events keep the order they were written in.
+//!
+//! The cost of that: an event is numbered only once every transaction that
+//! took its id before the event's own has ended — a write transaction left
+//! open anywhere in the cluster (an idle session in a transaction) holds the
+//! feed back until it ends. Accrue's own write transactions last
+//! milliseconds.
 //!
 //! Why a poll and not a NOTIFY from each writer: a NOTIFY makes its commit
 //! take a database-wide lock until the commit is flushed, which would
 //! serialize the settlement hot path's commits. The poll is one index probe
-//! (`events_unsequenced_idx` is empty when idle): every [`POLL_INTERVAL`]
-//! for [`HOT_WINDOW`] after this process wrote events (an in-process signal
+//! (`events_xid_idx` after the watermark): every [`POLL_INTERVAL`] for
+//! [`HOT_WINDOW`] after this process wrote events (an in-process signal
 //! from [`super::outbox::insert`], raised before the writer commits) or
 //! numbered some, every [`IDLE_POLL_INTERVAL`] otherwise — so an idle
 //! service asks Postgres once a second, and an event is numbered within
@@ -81,7 +92,7 @@ pub enum Pass {
     Sequenced(u64),
 }
 
-/// Numbers up to `limit` committed, unsequenced events of `source`'s outbox
+/// Numbers up to `limit` committed, unnumbered events of `source`'s outbox
 /// (see the module docs) in one transaction, NOTIFYing the channel when it
 /// numbered any. Errors are the database's; nothing is numbered then.
 pub async fn sequence_pass(pool: &PgPool, source: &Source, limit: i64) -> Result<Pass, sqlx::Error> {
@@ -91,16 +102,25 @@ pub async fn sequence_pass(pool: &PgPool, source: &Source, limit: i64) -> Result
     if !held {
         return Ok(Pass::Skipped);
     }
-    // One statement: the pending rows in position order, numbered within
-    // their program; the counters bumped by each program's count (RETURNING
-    // the new last number, so the pass's first is last − count + 1); the
-    // rows updated from both.
+    // One statement: the final events after the watermark in (xid,
+    // position) order, numbered within their program; the counters bumped
+    // by each program's count (RETURNING the new last number, so the pass's
+    // first is last − count + 1); the numbers inserted from both; the
+    // watermark moved to the last event taken. The watermark is read by
+    // scalar subqueries so that it bounds the index scan.
     let (numbered,): (i64,) = sqlx::query_as(
         r#"
-        WITH pending AS (
-            SELECT position, program_id,
-                   row_number() OVER (PARTITION BY program_id ORDER BY position) AS n
-            FROM (SELECT position, program_id FROM events WHERE sequence IS NULL ORDER BY position LIMIT $1) p
+        WITH mark AS (
+            SELECT xid, position FROM event_watermark
+        ), pending AS (
+            SELECT p.position, p.program_id, p.xid,
+                   row_number() OVER (PARTITION BY p.program_id ORDER BY p.xid, p.position) AS n
+            FROM (
+                SELECT e.position, e.program_id, e.xid FROM events e
+                WHERE (e.xid, e.position) > ((SELECT xid FROM mark), (SELECT position FROM mark))
+                  AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
+                ORDER BY e.xid, e.position LIMIT $1
+            ) p
         ), counts AS (
             SELECT program_id, count(*) AS c FROM pending GROUP BY program_id
         ), bumped AS (
@@ -109,9 +129,13 @@ pub async fn sequence_pass(pool: &PgPool, source: &Source, limit: i64) -> Result
             ON CONFLICT (program_id) DO UPDATE SET last_sequence = s.last_sequence + excluded.last_sequence
             RETURNING program_id, last_sequence
         ), numbered AS (
-            UPDATE events e SET sequence = b.last_sequence - c.c + p.n
+            INSERT INTO event_numbers (program_id, sequence, position)
+            SELECT p.program_id, b.last_sequence - c.c + p.n, p.position
             FROM pending p JOIN counts c USING (program_id) JOIN bumped b USING (program_id)
-            WHERE e.position = p.position
+            RETURNING 1
+        ), moved AS (
+            UPDATE event_watermark w SET xid = l.xid, position = l.position
+            FROM (SELECT xid, position FROM pending ORDER BY xid DESC, position DESC LIMIT 1) l
             RETURNING 1
         )
         SELECT count(*) FROM numbered
@@ -127,11 +151,61 @@ pub async fn sequence_pass(pool: &PgPool, source: &Source, limit: i64) -> Result
     Ok(Pass::Sequenced(u64::try_from(numbered).unwrap_or(0)))
 }
 
-/// True when `source`'s outbox has an unsequenced event (an index probe).
+/// True when the outbox has an event a pass would number now: a final one
+/// after the watermark (an index probe).
 async fn has_pending(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let (pending,): (bool,) =
-        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM events WHERE sequence IS NULL)").fetch_one(pool).await?;
+    let (pending,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM events e \
+         WHERE (e.xid, e.position) > ((SELECT xid FROM event_watermark), (SELECT position FROM event_watermark)) \
+           AND e.xid < pg_snapshot_xmin(pg_current_snapshot()))",
+    )
+    .fetch_one(pool)
+    .await?;
     Ok(pending)
+}
+
+/// Makes the watermark valid again after the database was restored into
+/// another cluster (pg_dump / pg_restore, which carries the stored
+/// transaction ids but not the cluster's counter): a watermark ahead of the
+/// next transaction id would leave every new event unnumbered for good.
+/// Then, under the sequencer's lock, numbered events get xid 0, unnumbered
+/// ones 1 (so they are numbered first, in position order, before anything
+/// written from now on), and the watermark becomes (0, the last position).
+/// Returns whether it had to; a no-op otherwise (one probe at start).
+pub async fn heal_after_restore(pool: &PgPool, source: &Source) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let (held,): (bool,) =
+        sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)").bind(lock_key(source)).fetch_one(&mut *tx).await?;
+    let (ahead,): (bool,) = sqlx::query_as("SELECT xid > pg_snapshot_xmax(pg_current_snapshot()) FROM event_watermark")
+        .fetch_one(&mut *tx)
+        .await?;
+    if !held || !ahead {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE events e SET xid = CASE WHEN EXISTS \
+             (SELECT 1 FROM event_numbers n WHERE n.position = e.position) THEN '0'::xid8 ELSE '1'::xid8 END",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE event_watermark SET xid = '0', position = (SELECT COALESCE(max(position), 0) FROM events)")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Events of `schema`'s outbox committed but not numbered yet (tests and
+/// operators: a full scan, not for a hot path).
+pub async fn unsequenced(conn: &mut sqlx::PgConnection, schema: &str) -> Result<i64, sqlx::Error> {
+    let schema = schema.replace('"', "\"\"");
+    let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM \"{schema}\".events e \
+         WHERE NOT EXISTS (SELECT 1 FROM \"{schema}\".event_numbers n WHERE n.position = e.position)"
+    )))
+    .fetch_one(conn)
+    .await?;
+    Ok(count)
 }
 
 /// The sequencer task: numbers what is pending — every [`POLL_INTERVAL`]
@@ -141,6 +215,11 @@ async fn has_pending(pool: &PgPool) -> Result<bool, sqlx::Error> {
 /// rolls back whole.
 pub async fn run(pool: PgPool, source: &'static Source, wake: Arc<watch::Sender<u64>>, shutdown: CancellationToken) {
     let mut writes = super::outbox::writes();
+    match heal_after_restore(&pool, source).await {
+        Ok(true) => tracing::warn!(source = source.uri, "event watermark was ahead of the cluster (a restore?): reset"),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(source = source.uri, %error, "checking the event watermark failed"),
+    }
     // Hot from the start: a crashed process may have left events behind.
     let mut hot_until = Instant::now() + HOT_WINDOW;
     loop {

@@ -134,7 +134,7 @@ pub async fn pass(
         ), candidates AS (
             SELECT s.id AS subscription_id, s.types, e.program_id, e.sequence, e.id AS event_id, e.type
             FROM subs s CROSS JOIN LATERAL (
-                SELECT program_id, sequence, id, type FROM events
+                SELECT program_id, sequence, id, type FROM sequenced_events
                 WHERE program_id = s.program_id AND sequence > s.cursor_sequence
                 ORDER BY sequence LIMIT $1
             ) e
@@ -180,7 +180,7 @@ pub async fn pass(
                e.program_id, e.sequence, e.data
         FROM leased l
         JOIN webhook_subscriptions s ON s.id = l.subscription_id
-        JOIN events e ON e.program_id = l.program_id AND e.sequence = l.sequence
+        JOIN sequenced_events e ON e.program_id = l.program_id AND e.sequence = l.sequence
         "#,
     )
     .bind(options.batch)

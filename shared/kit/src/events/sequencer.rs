@@ -152,12 +152,15 @@ pub async fn sequence_pass(pool: &PgPool, source: &Source, limit: i64) -> Result
 }
 
 /// True when the outbox has an event a pass would number now: a final one
-/// after the watermark (an index probe).
+/// after the watermark (an index probe). Not `EXISTS`: the planner guesses a
+/// third of the table matches and scans it all; ordered by the index with
+/// a limit, it walks the index from the watermark.
 async fn has_pending(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let (pending,): (bool,) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM events e \
+        "SELECT (SELECT e.position FROM events e \
          WHERE (e.xid, e.position) > ((SELECT xid FROM event_watermark), (SELECT position FROM event_watermark)) \
-           AND e.xid < pg_snapshot_xmin(pg_current_snapshot()))",
+           AND e.xid < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY e.xid, e.position LIMIT 1) IS NOT NULL",
     )
     .fetch_one(pool)
     .await?;

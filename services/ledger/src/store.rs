@@ -95,6 +95,8 @@ const ENTRY_COLUMNS: &str = "e.id, e.program_id, e.partner_id, e.sale_id, e.kind
      s.status, r.payout_id, e.reverses_entry_id, e.refund_id";
 
 /// One entry with its status history (oldest first); `None` when absent.
+/// The history comes from the `entry_history` view, which adds the creation
+/// event PostEntries no longer stores per line (migration 0010).
 pub async fn get_entry(pool: &PgPool, id: EntryId) -> Result<Option<(EntryRow, Vec<EventRow>)>, StoreError> {
     let sql = format!(
         "SELECT {ENTRY_COLUMNS} FROM entries e JOIN entry_states s ON s.entry_id = e.id \
@@ -105,7 +107,7 @@ pub async fn get_entry(pool: &PgPool, id: EntryId) -> Result<Option<(EntryRow, V
         return Ok(None);
     };
     let history = sqlx::query_as::<_, EventRow>(
-        "SELECT from_status, to_status, actor, reason, created_at FROM entry_status_events \
+        "SELECT from_status, to_status, actor, reason, created_at FROM entry_history \
          WHERE entry_id = $1 ORDER BY id",
     )
     .bind(id)

@@ -185,11 +185,14 @@ fn reason(status: &tonic::Status) -> String {
 /// DESIGN §5: `entry_states` is a projection of the append-only
 /// `entry_status_events` log (plus the entry's own columns). Recomputed from
 /// the log it must equal what is stored — checked at the end of every test,
-/// so no RPC path can drift the two apart.
+/// so no RPC path can drift the two apart. The log is read as GetEntry reads
+/// it (`entry_history`: the stored events, plus the creation event of a
+/// posted line, which its posting records once for all its lines), and that
+/// history must open with exactly one creation event at the entry's creation.
 async fn assert_projection_matches_log(pool: &PgPool) {
     let drift: Vec<(Option<Uuid>, Option<String>, Option<String>)> = sqlx::query_as(
         "WITH latest AS (
-             SELECT DISTINCT ON (entry_id) entry_id, to_status FROM entry_status_events ORDER BY entry_id, id DESC
+             SELECT DISTINCT ON (entry_id) entry_id, to_status FROM entry_history ORDER BY entry_id, id DESC
          ), recomputed AS (
              SELECT e.id AS entry_id, e.program_id, e.partner_id, e.currency, l.to_status AS status
              FROM entries e LEFT JOIN latest l ON l.entry_id = e.id
@@ -204,6 +207,25 @@ async fn assert_projection_matches_log(pool: &PgPool) {
     .await
     .unwrap();
     assert!(drift.is_empty(), "entry_states differs from the status event log: (entry, from log, stored) {drift:?}");
+    let bad_creations: Vec<(Uuid, i64, Option<String>, Option<bool>)> = sqlx::query_as(
+        "WITH first AS (
+             SELECT DISTINCT ON (entry_id) entry_id, from_status, created_at FROM entry_history ORDER BY entry_id, id
+         )
+         SELECT e.id,
+                (SELECT COUNT(*) FROM entry_history h WHERE h.entry_id = e.id AND h.from_status = 'UNSPECIFIED'),
+                f.from_status, f.created_at = e.created_at
+         FROM entries e LEFT JOIN first f ON f.entry_id = e.id
+         WHERE (SELECT COUNT(*) FROM entry_history h WHERE h.entry_id = e.id AND h.from_status = 'UNSPECIFIED') <> 1
+            OR f.from_status IS DISTINCT FROM 'UNSPECIFIED' OR f.created_at IS DISTINCT FROM e.created_at",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        bad_creations.is_empty(),
+        "entries whose history does not open with exactly one creation event at their creation time: \
+         (entry, creation events, first from, first at creation) {bad_creations:?}"
+    );
     let orphans: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM entry_status_events v WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.id = v.entry_id)",
     )
@@ -285,7 +307,10 @@ async fn post_entries_is_idempotent_per_key_and_body() {
     assert_eq!(results[2].entry_ids.len(), 1);
     assert!(results[3].failure.is_none() && results[3].entry_ids.is_empty());
     assert_eq!(h.count("entries").await, 3);
-    assert_eq!(h.count("entry_status_events").await, 3);
+    // Each line's creation event is its posting's (the actor is stored once
+    // per posting), not a stored row of its own.
+    assert_eq!(h.count("entry_status_events").await, 0);
+    assert_eq!(h.count("entry_history").await, 3);
     assert_eq!(h.count("entry_states").await, 3);
     assert_eq!(h.count("postings").await, 3);
 
@@ -305,6 +330,8 @@ async fn post_entries_is_idempotent_per_key_and_body() {
     assert_eq!(entry.history[0].from_status(), pb::EntryStatus::Unspecified);
     assert_eq!(entry.history[0].to_status(), pb::EntryStatus::Pending);
     assert_eq!(entry.history[0].actor, "test-admin");
+    assert_eq!(entry.history[0].reason, "posted");
+    assert_eq!(entry.history[0].event_time, entry.create_time);
 
     // Same key, same body → the stored result, nothing new written. A repeat of
     // the key inside one request is a replay of its first occurrence.
@@ -314,7 +341,8 @@ async fn post_entries_is_idempotent_per_key_and_body() {
     assert_eq!(replay[1].entry_ids, results[0].entry_ids);
     assert_eq!(replay[2].entry_ids, results[0].entry_ids);
     assert_eq!(h.count("entries").await, 3);
-    assert_eq!(h.count("entry_status_events").await, 3);
+    assert_eq!(h.count("entry_status_events").await, 0);
+    assert_eq!(h.count("entry_history").await, 3);
 
     // Same key, different body → ALREADY_EXISTS, nothing written; the others post.
     let mut changed = good_1.clone();
@@ -474,12 +502,17 @@ async fn entries_and_events_are_immutable() {
     let results =
         h.post(&h_program, vec![posting("imm", vec![line(partner, types::EarningKind::Direct, "5.00", T0)])]).await;
     let id = Uuid::parse_str(&results[0].entry_ids[0]).unwrap();
+    // A posted line's creation event is not stored; a status change is, so
+    // the log has a row of this entry to refuse changing.
+    h.transition(&h_program, &[results[0].entry_ids[0].as_str()], pb::EntryStatus::Voided).await.unwrap();
     for statement in [
         "UPDATE entries SET amount = 999 WHERE id = $1",
         "DELETE FROM entries WHERE id = $1",
         "UPDATE entry_status_events SET actor = 'mallory' WHERE entry_id = $1",
         "DELETE FROM entry_status_events WHERE entry_id = $1",
         "UPDATE postings SET request_hash = '\\x00' WHERE $1::uuid = ANY(entry_ids)",
+        // The creation event's actor.
+        "UPDATE postings SET actor = 'mallory' WHERE $1::uuid = ANY(entry_ids)",
     ] {
         let error = sqlx::query(statement).bind(id).execute(&h.pool).await.expect_err(statement);
         assert!(error.to_string().contains("append-only"), "{statement}: {error}");
@@ -487,8 +520,76 @@ async fn entries_and_events_are_immutable() {
     assert!(sqlx::query("TRUNCATE entry_status_events").execute(&h.pool).await.is_err());
     let entry = h.entry(&id.to_string()).await;
     assert_eq!(entry.amount, gbp("5.00"));
-    assert_eq!(entry.history.len(), 1);
-    assert_eq!(entry.history[0].actor, "test-admin");
+    assert_eq!(entry.history.len(), 2);
+    assert!(entry.history.iter().all(|event| event.actor == "test-admin"), "{entry:#?}");
+    assert_projection_matches_log(&h.pool).await;
+}
+
+/// Migration 0010 moved a posted line's creation event onto its posting.
+/// Lines posted before it have a posting without an actor and a stored
+/// creation event: GetEntry shows that event once, as before. A clawback
+/// debit stores its own creation event and takes none from a posting whose
+/// key its reversal key happens to equal.
+#[tokio::test]
+async fn creation_events_come_from_the_log_or_the_posting_never_both() {
+    let mut h = start().await;
+    let program = h.program(false).await;
+    let partner = h.partner(&program).await;
+    let old = Uuid::now_v7();
+    // The rows PostEntries wrote before 0010, balances included.
+    sqlx::query(
+        "WITH p AS (
+             INSERT INTO postings (program_id, idempotency_key, sale_id, request_hash, entry_ids)
+             VALUES ($1, 'old', 'sale-old', '\\x01', ARRAY[$2::uuid])
+         ), e AS (
+             INSERT INTO entries (id, program_id, partner_id, sale_id, kind, entry_type, currency, amount, level,
+                                  occurred_at, clears_at, idempotency_key, line_index)
+             VALUES ($2, $1, $3, 'sale-old', 'DIRECT', 'CREDIT', 'GBP', 7.00, 0, to_timestamp($4), to_timestamp($5),
+                     'old', 0)
+         ), ev AS (
+             INSERT INTO entry_status_events (entry_id, from_status, to_status, actor, reason)
+             VALUES ($2, 'UNSPECIFIED', 'PENDING', 'old-admin', 'posted')
+         ), st AS (
+             INSERT INTO entry_states (entry_id, program_id, partner_id, currency, status, clears_at)
+             VALUES ($2, $1, $3, 'GBP', 'PENDING', to_timestamp($5))
+         )
+         SELECT apply_posted_balances($1, ARRAY[$3::uuid], ARRAY['GBP'], ARRAY['CREDIT'], ARRAY[7.00::numeric])",
+    )
+    .bind(Uuid::parse_str(&program).unwrap())
+    .bind(old)
+    .bind(partner)
+    .bind(T0 as f64)
+    .bind((T0 + DAY) as f64)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    let entry = h.entry(&old.to_string()).await;
+    assert_eq!(entry.status(), pb::EntryStatus::Pending);
+    assert_eq!(entry.history.len(), 1, "{entry:#?}");
+    assert_eq!(entry.history[0].from_status(), pb::EntryStatus::Unspecified);
+    assert_eq!(entry.history[0].to_status(), pb::EntryStatus::Pending);
+    assert_eq!((entry.history[0].actor.as_str(), entry.history[0].reason.as_str()), ("old-admin", "posted"));
+    assert_eq!(entry.history[0].event_time, entry.create_time);
+    h.transition(&program, &[old.to_string().as_str()], pb::EntryStatus::Voided).await.unwrap();
+    let steps: Vec<_> =
+        h.entry(&old.to_string()).await.history.iter().map(|e| (e.from_status(), e.to_status())).collect();
+    assert_eq!(
+        steps,
+        [(pb::EntryStatus::Unspecified, pb::EntryStatus::Pending), (pb::EntryStatus::Pending, pb::EntryStatus::Voided)]
+    );
+
+    // A reversal keyed like a posting: the debit's history is its own.
+    h.post(&program, vec![posting("twin", vec![line(partner, types::EarningKind::Direct, "10.00", T0 + DAY)])]).await;
+    let reversed = h.reverse(reverse_request(&program, "sale-twin", "twin", "100.00", "50.00")).await.unwrap();
+    let debit = h.entry(&reversed.debits[0].id).await;
+    assert_eq!(debit.idempotency_key, "twin");
+    let creations: Vec<_> = debit
+        .history
+        .iter()
+        .filter(|e| e.from_status() == pb::EntryStatus::Unspecified)
+        .map(|e| e.reason.clone())
+        .collect();
+    assert_eq!(creations, ["clawback of refund ".to_string() + &reversed.debits[0].refund_id + ": customer refund"]);
     assert_projection_matches_log(&h.pool).await;
 }
 

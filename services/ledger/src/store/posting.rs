@@ -18,9 +18,11 @@ pub enum PostingOutcome {
 
 /// Posts `postings` (distinct keys) for `program_id` in ONE transaction:
 /// keys already stored are skipped up front; the rest go through
-/// `INSERT … ON CONFLICT DO NOTHING` on the postings, then, for the keys
-/// actually inserted, their entries, creation events (UNSPECIFIED → PENDING,
-/// by `actor`: the caller's token subject) and status projections — all in one statement. Keys that
+/// `INSERT … ON CONFLICT DO NOTHING` on the postings (with `actor`, the
+/// caller's token subject), then, for the keys actually inserted, their
+/// entries and status projections — all in one statement. No creation event
+/// is stored per line: readers derive it from the posting's actor
+/// (`entry_history`, migration 0010). Keys that
 /// already existed are read back and compared by request hash. A concurrent
 /// poster of the same key blocks on the unique index until the first commits,
 /// then reads its row (no unique-violation error escapes). Results are in input
@@ -114,8 +116,8 @@ pub async fn post(
         sqlx::query_as(
             r#"
         WITH p AS (
-            INSERT INTO postings (program_id, idempotency_key, sale_id, request_hash, entry_ids)
-            SELECT $1, k.key, k.sale_id, k.hash, ($6::uuid[])[k.lo:k.hi]
+            INSERT INTO postings (program_id, idempotency_key, sale_id, request_hash, entry_ids, actor)
+            SELECT $1, k.key, k.sale_id, k.hash, ($6::uuid[])[k.lo:k.hi], $21
             FROM unnest($2::text[], $3::text[], $4::bytea[], $5::int4[], $7::int4[]) AS k(key, sale_id, hash, lo, hi)
             ON CONFLICT (program_id, idempotency_key) DO NOTHING
             RETURNING idempotency_key
@@ -131,9 +133,6 @@ pub async fn post(
                       occurred_at, clears_at, breakdown, key, line_index)
             WHERE l.key IN (SELECT idempotency_key FROM p)
             RETURNING id, partner_id, currency, clears_at
-        ), ev AS (
-            INSERT INTO entry_status_events (entry_id, from_status, to_status, actor, reason)
-            SELECT id, 'UNSPECIFIED', 'PENDING', $21, 'posted' FROM e
         ), st AS (
             INSERT INTO entry_states (entry_id, program_id, partner_id, currency, status, clears_at)
             SELECT id, $1, partner_id, currency, 'PENDING', clears_at FROM e

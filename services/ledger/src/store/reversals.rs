@@ -419,6 +419,9 @@ pub async fn void_reversal(
         .chain(stored.reversed_debit_ids.iter().filter(|id| !own.contains(id)))
         .copied()
         .collect();
+    // The stored log suffices: an event into REVERSED is always stored (only
+    // a posted line's creation event, into PENDING, is not; see
+    // `entry_history`).
     let befores: Vec<(EntryId, String)> = sqlx::query_as(
         "SELECT DISTINCT ON (entry_id) entry_id, from_status FROM entry_status_events \
          WHERE entry_id = ANY($1::uuid[]) AND to_status = 'REVERSED' ORDER BY entry_id, id DESC",

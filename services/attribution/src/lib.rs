@@ -164,7 +164,7 @@ impl Service for Attribution {
                 set.join_all().await;
             }
         });
-        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::ATTRIBUTION, None);
+        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::ATTRIBUTION, Default::default());
         let (api, recorders) = AttributionApi::new(
             setup.pool.clone(),
             peers,

@@ -54,7 +54,7 @@ impl Service for Commission {
 
     fn routes(config: &Config, setup: &mut Setup) -> Result<Routes, Error> {
         let hierarchy = accrue_kit::client::connect(&config.hierarchy_url, PEER_TIMEOUT, &setup.credential)?;
-        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::COMMISSION, None);
+        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::COMMISSION, Default::default());
         let api = CommissionApi::new(setup.pool.clone(), hierarchy);
         Ok(events.add_to(accrue_kit::server::routes(CommissionServiceServer::new(api))))
     }

@@ -49,7 +49,7 @@ impl Service for Hierarchy {
         if let Some(url) = config.ledger_url.as_deref().filter(|url| !url.is_empty()) {
             api = api.with_ledger(accrue_kit::client::connect(url, PEER_TIMEOUT, &setup.credential)?);
         }
-        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::HIERARCHY, None);
+        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::HIERARCHY, Default::default());
         Ok(events.add_to(accrue_kit::server::routes(HierarchyServiceServer::new(api))))
     }
 }

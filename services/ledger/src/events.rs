@@ -3,22 +3,26 @@
 //! entry and one `entry.status_changed` per status event, each carrying in
 //! `history` the one change it reports. An entry concerns the partner who
 //! earns it, whose token sees it (redacted as GetEntry redacts it:
-//! [`redact`]).
+//! [`redact`]). A posted line's `entry.posted` is written by reference and
+//! built when read ([`materializer`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use accrue_kit::auth::Identity;
-use accrue_kit::convert::settlement::{breakdown_to_proto, kind_to_proto};
-use accrue_kit::convert::{amount_to_proto, timestamp};
-use accrue_kit::events::{EventType, NewEvent, catalogue};
+use accrue_kit::convert::timestamp;
+use accrue_kit::events::{EventType, Materialize, NewEvent, catalogue};
 use accrue_proto::events::v1 as epb;
 use accrue_proto::ledger::v1 as pb;
 use accrue_types::{EntryId, ProgramId};
 use chrono::{DateTime, Utc};
 use prost::Message;
+use sqlx::PgPool;
 
 use crate::api::codec::{entry_to_proto, shown_to};
-use crate::domain::posting::{PostedLine, Posting};
+use crate::domain::posting::PostedLine;
 use crate::domain::status::{Status, proto_from_stored};
-use crate::store::EntryRow;
+use crate::store::{self, EntryRow};
 
 /// One status event of an entry, as the event's `history` shows it.
 pub(crate) struct Change<'a> {
@@ -42,47 +46,53 @@ fn status_event(from: &str, to: &str, actor: &str, reason: &str, time: DateTime<
     }
 }
 
-/// `entry.posted` for line `posted` of `posting`, entry `id`, created
-/// PENDING at `created_at` by `actor` — built from the posting in memory, so
-/// the posting transaction reads nothing back (settlement's hot path).
+/// `entry.posted` for line `posted` of `posting`, entry `id`, created at
+/// `created_at`: written by reference (no data stored; [`materialize`]
+/// builds it when read), because a posted line never changes and its entry
+/// was about a kilobyte per line written twice — the largest share of the
+/// settlement's WAL (issue 15).
 pub(crate) fn posted(
     program_id: ProgramId,
-    posting: &Posting,
     (id, posted): (EntryId, &PostedLine),
     created_at: DateTime<Utc>,
-    actor: &str,
 ) -> NewEvent {
-    let line = &posted.line;
-    let pending = Status::Pending.as_str();
-    let entry = pb::Entry {
-        id: id.to_string(),
-        program_id: program_id.to_string(),
-        partner_id: line.partner_id.to_string(),
-        sale_id: posting.sale_id.clone(),
-        kind: kind_to_proto(line.kind) as i32,
-        entry_type: posted.entry_type().to_proto() as i32,
-        amount: Some(amount_to_proto(posted.currency(), posted.amount())),
-        status: proto_from_stored(pending) as i32,
-        level: i32::try_from(line.level).unwrap_or(i32::MAX),
-        source_partner_id: line.source_partner_id.map(|id| id.to_string()).unwrap_or_default(),
-        occurred_at: Some(timestamp(posted.occurred_at)),
-        clears_at: Some(timestamp(line.clears_at)),
-        breakdown: line.breakdown.clone().map(breakdown_to_proto),
-        idempotency_key: posting.key.clone(),
-        payout_id: String::new(),
-        create_time: Some(timestamp(created_at)),
-        history: vec![status_event("UNSPECIFIED", pending, actor, "posted", created_at)],
-        reverses_entry_id: String::new(),
-        refund_id: String::new(),
-    };
-    NewEvent::new(
+    NewEvent::by_reference(
         &catalogue::ENTRY_POSTED,
         program_id,
         format!("entries/{id}"),
-        Some(line.partner_id),
+        Some(posted.line.partner_id),
         created_at,
-        &entry,
     )
+}
+
+/// The data of `entry.posted` events written by reference (see [`posted`]),
+/// by subject: each entry as it was posted — PENDING, reserved by no payout,
+/// its history the creation event alone — from its immutable row and its
+/// posting's actor (`entry_history`). The ledger's [`Materialize`] hook.
+pub(crate) fn materializer() -> Materialize {
+    Arc::new(|pool, subjects| Box::pin(materialize(pool, subjects)))
+}
+
+async fn materialize(pool: PgPool, subjects: Vec<String>) -> Result<HashMap<String, Vec<u8>>, sqlx::Error> {
+    let ids: Vec<EntryId> =
+        subjects.iter().filter_map(|subject| subject.strip_prefix("entries/").and_then(|id| id.parse().ok())).collect();
+    let rows = store::entries_by_ids(&pool, &ids).await.map_err(decode_error)?;
+    let mut created = store::creation_events(&pool, &ids).await.map_err(decode_error)?;
+    let mut built = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let id = row.id;
+        let Some(creation) = created.remove(&id) else { continue };
+        let mut entry = entry_to_proto(row, vec![creation])
+            .map_err(|status| sqlx::Error::Decode(status.message().to_string().into()))?;
+        entry.status = proto_from_stored(Status::Pending.as_str()) as i32;
+        entry.payout_id = String::new();
+        built.insert(format!("entries/{id}"), entry.encode_to_vec());
+    }
+    Ok(built)
+}
+
+fn decode_error(error: accrue_kit::error::StoreError) -> sqlx::Error {
+    sqlx::Error::Decode(error.to_string().into())
 }
 
 /// The event of `kind` for `change` of the entry `row` (read after the

@@ -64,8 +64,11 @@ impl Service for Ledger {
             let timer = api.clone();
             setup.spawn(move |shutdown| timer::clear_on_timer(timer, interval, shutdown));
         }
-        let events =
-            accrue_kit::events::host(setup, &accrue_kit::events::catalogue::LEDGER, Some(crate::events::redact));
+        let hooks = accrue_kit::events::Hooks {
+            redact: Some(crate::events::redact),
+            materialize: Some(crate::events::materializer()),
+        };
+        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::LEDGER, hooks);
         Ok(events.add_to(accrue_kit::server::routes(LedgerServiceServer::new(api))))
     }
 }

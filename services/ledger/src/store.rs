@@ -174,6 +174,25 @@ pub async fn list_entries(
     query.build_query_as::<EntryRow>().fetch_all(pool).await.map_err(StoreError::from)
 }
 
+/// The first status event (its creation) of each of `ids` that exists, from
+/// `entry_history` (stored, or derived from its posting's actor).
+pub async fn creation_events(pool: &PgPool, ids: &[EntryId]) -> Result<HashMap<EntryId, EventRow>, StoreError> {
+    #[derive(sqlx::FromRow)]
+    struct Creation {
+        entry_id: EntryId,
+        #[sqlx(flatten)]
+        event: EventRow,
+    }
+    let rows: Vec<Creation> = sqlx::query_as(
+        "SELECT DISTINCT ON (entry_id) entry_id, from_status, to_status, actor, reason, created_at \
+         FROM entry_history WHERE entry_id = ANY($1::uuid[]) ORDER BY entry_id, id",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.entry_id, row.event)).collect())
+}
+
 /// Entries by id, in the order given (absent ids are skipped).
 pub async fn entries_by_ids(pool: &PgPool, ids: &[EntryId]) -> Result<Vec<EntryRow>, StoreError> {
     let sql = format!(

@@ -53,7 +53,7 @@ impl Service for Payouts {
     fn routes(config: &Config, setup: &mut Setup) -> Result<Routes, Error> {
         let hierarchy = accrue_kit::client::connect(&config.hierarchy_url, PEER_TIMEOUT, &setup.credential)?;
         let ledger = accrue_kit::client::connect(&config.ledger_url, PEER_TIMEOUT, &setup.credential)?;
-        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::PAYOUTS, None);
+        let events = accrue_kit::events::host(setup, &accrue_kit::events::catalogue::PAYOUTS, Default::default());
         let api = PayoutsApi::new(setup.pool.clone(), hierarchy, ledger);
         Ok(events.add_to(accrue_kit::server::routes(PayoutServiceServer::new(api))))
     }

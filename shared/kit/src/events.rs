@@ -29,6 +29,7 @@
 
 pub mod catalogue;
 pub mod feed;
+pub mod materialize;
 pub mod outbox;
 pub mod sequencer;
 pub mod webhooks;
@@ -39,6 +40,7 @@ use tokio::sync::watch;
 
 pub use catalogue::{EventType, Source};
 pub use feed::{EventApi, Redact};
+pub use materialize::Materialize;
 pub use outbox::{NewEvent, insert};
 
 use crate::service::Setup;
@@ -63,14 +65,32 @@ impl Hosted {
     }
 }
 
+/// How a service's events are shown beyond what the outbox stores.
+#[derive(Default, Clone)]
+pub struct Hooks {
+    /// Shows an event to a partner token (see [`Redact`]); None when the
+    /// service's events need no redaction beyond the partner filter.
+    pub redact: Option<Redact>,
+    /// Builds the data of the events it writes by reference (see
+    /// [`materialize`]); None when it writes none.
+    pub materialize: Option<Materialize>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("redact", &self.redact.is_some())
+            .field("materialize", &self.materialize.is_some())
+            .finish()
+    }
+}
+
 /// Starts the feed of `source` for a service: its sequencer, its
 /// notification listener and its webhook worker (background tasks that stop
 /// with the service, the worker configured by `setup.webhooks`), and
 /// returns the `EventService` and `WebhookService` servers to add to the
 /// service's routes.
-/// `redact` shows an event to a partner token (see [`Redact`]); None when
-/// the service's events need no redaction beyond the partner filter.
-pub fn host(setup: &mut Setup, source: &'static Source, redact: Option<Redact>) -> Hosted {
+pub fn host(setup: &mut Setup, source: &'static Source, hooks: Hooks) -> Hosted {
     let (sender, receiver) = watch::channel(0u64);
     let wake = Arc::new(sender);
     let (pool, sequencing) = (setup.pool.clone(), wake.clone());
@@ -79,11 +99,12 @@ pub fn host(setup: &mut Setup, source: &'static Source, redact: Option<Redact>) 
     setup.spawn(move |shutdown| sequencer::listen(pool, source, listening, shutdown));
     let nudge = webhooks::Nudge::default();
     let (pool, options, woken, nudged) = (setup.pool.clone(), setup.webhooks.clone(), receiver.clone(), nudge.clone());
-    setup.spawn(move |shutdown| webhooks::worker::run(pool, source, options, woken, nudged, shutdown));
-    let api = EventApi::new(setup.pool.clone(), source, receiver, setup.shutdown_token(), redact);
-    let hooks = webhooks::WebhookApi::new(setup.pool.clone(), source, nudge);
+    let materialize = hooks.materialize.clone();
+    setup.spawn(move |shutdown| webhooks::worker::run(pool, source, options, materialize, woken, nudged, shutdown));
+    let api = EventApi::new(setup.pool.clone(), source, receiver, setup.shutdown_token(), hooks);
+    let webhooks = webhooks::WebhookApi::new(setup.pool.clone(), source, nudge);
     Hosted {
         events: crate::server::limited(EventServiceServer::new(api)),
-        webhooks: crate::server::limited(WebhookServiceServer::new(hooks)),
+        webhooks: crate::server::limited(WebhookServiceServer::new(webhooks)),
     }
 }

@@ -295,8 +295,8 @@ async fn a_sale_to_payout_flow_leaves_exactly_its_events_in_order_without_gaps()
         assert_eq!(entry_of(event).entry_type, lpb::EntryType::Credit as i32, "credits first");
     }
     // entry.posted carries the entry as GetEntry shows it (status, payout
-    // and history as of the posting): the credits' built from the posting
-    // in memory, the debits' read back.
+    // and history as of the posting): the credits' written by reference and
+    // built on read from the entry, the debits' stored as read back.
     for event in &events[..credits + debits] {
         let posted = entry_of(event);
         let stored = c.ledger.get_entry(lpb::GetEntryRequest { id: posted.id.clone() }).await.unwrap().into_inner();

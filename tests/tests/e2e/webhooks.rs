@@ -409,6 +409,52 @@ async fn a_subscription_receives_signed_events_in_order_after_retries() {
     stack.shutdown().await.unwrap();
 }
 
+/// The ledger writes a posted line's `entry.posted` by reference (its data
+/// built on read): a webhook still carries the whole entry as it was posted.
+#[tokio::test]
+async fn entry_posted_webhooks_carry_the_whole_entry() {
+    let db = TestDb::create().await.unwrap();
+    let (stack, mut c) = start(&db).await;
+    let w = setup(&mut c, "webhooks-entries").await;
+    let program = w.program_id.clone();
+    let admin = token(&[Role::Admin], &program, None);
+    let mut hooks = hooks(&stack.endpoints.ledger, &admin);
+    let receiver = Receiver::start(Behaviour { fail_first: 0, fail_type: None }).await;
+    hooks
+        .create_webhook_subscription(epb::CreateWebhookSubscriptionRequest {
+            program_id: program.clone(),
+            url: receiver.url.clone(),
+            types: vec![catalogue::ENTRY_POSTED.name.into()],
+            request_id: "entries".into(),
+        })
+        .await
+        .unwrap();
+    let (_, entries) = record_and_settle(&mut c, payment(&program, "s-1", "cust-1", "100.00", "", SALE_AT)).await;
+    assert!(entries.len() >= 2, "{entries:#?}");
+    let bodies: Vec<serde_json::Value> = receiver.delivered(entries.len()).await.iter().map(Received::json).collect();
+    assert_eq!(bodies.len(), entries.len());
+    for entry in &entries {
+        let body = bodies
+            .iter()
+            .find(|b| b["subject"] == format!("entries/{}", entry.id))
+            .unwrap_or_else(|| panic!("no webhook for {}: {bodies:#?}", entry.id));
+        let data = &body["data"];
+        assert_eq!(body["data_type"], "accrue.ledger.v1.Entry");
+        assert_eq!(data["id"], entry.id.as_str(), "{body:#}");
+        assert_eq!(data["partner_id"], entry.partner_id.as_str(), "{body:#}");
+        assert_eq!(data["sale_id"], entry.sale_id.as_str(), "{body:#}");
+        assert_eq!(data["amount"]["amount"], entry.amount.as_ref().unwrap().amount.as_str(), "{body:#}");
+        assert_eq!(data["status"], "ENTRY_STATUS_PENDING", "{body:#}");
+        assert_eq!(data["idempotency_key"], entry.idempotency_key.as_str(), "{body:#}");
+        let formula = entry.breakdown.as_ref().map(|b| b.formula.as_str()).unwrap_or_default();
+        assert!(!formula.is_empty(), "{entry:#?}");
+        assert_eq!(data["breakdown"]["formula"], formula, "{body:#}");
+        assert_eq!(data["history"][0]["to_status"], "ENTRY_STATUS_PENDING", "{body:#}");
+        assert_eq!(data["history"][0]["reason"], "posted", "{body:#}");
+    }
+    stack.shutdown().await.unwrap();
+}
+
 /// A delivery that keeps failing is dead-lettered, the next event still
 /// arrives, and RedeliverWebhook sends the dead one again.
 #[tokio::test]

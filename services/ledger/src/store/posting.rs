@@ -171,13 +171,13 @@ pub async fn post(
         // the whole batch, from the lines of the postings that went in.
         let lines = fresh.iter().filter(|p| inserted.contains(&p.key)).flat_map(|p| p.lines.iter());
         apply_posted_balances(&mut tx, program_id, lines).await?;
-        // The outbox: one entry.posted per new entry, built from the lines
-        // in memory, in one more statement.
+        // The outbox: one entry.posted per new entry, by reference (see
+        // events::posted), in one more statement.
         let mut posted = Vec::with_capacity(line_count);
         for posting in fresh.iter().filter(|p| inserted.contains(&p.key)) {
             let ids = posting_ids.get(posting.key.as_str()).map(Vec::as_slice).unwrap_or_default();
             for line in ids.iter().copied().zip(&posting.lines) {
-                posted.push(events::posted(program_id, posting, line, created_at, actor));
+                posted.push(events::posted(program_id, line, created_at));
             }
         }
         accrue_kit::events::insert(&mut tx, &posted).await?;

@@ -45,7 +45,7 @@ pub struct EventApi {
     source: &'static Source,
     wake: watch::Receiver<u64>,
     shutdown: CancellationToken,
-    redact: Option<Redact>,
+    hooks: super::Hooks,
 }
 
 impl std::fmt::Debug for EventApi {
@@ -97,9 +97,9 @@ impl EventApi {
         source: &'static Source,
         wake: watch::Receiver<u64>,
         shutdown: CancellationToken,
-        redact: Option<Redact>,
+        hooks: super::Hooks,
     ) -> Self {
-        EventApi { pool, source, wake, shutdown, redact }
+        EventApi { pool, source, wake, shutdown, hooks }
     }
 
     /// Validates a request's fields; INVALID_ARGUMENT with every violation,
@@ -141,7 +141,10 @@ impl EventApi {
             sql.push(" AND partner_id = ").push_bind(partner);
         }
         sql.push(" ORDER BY sequence LIMIT ").push_bind(limit);
-        sql.build_query_as::<Row>().fetch_all(&self.pool).await
+        let mut rows = sql.build_query_as::<Row>().fetch_all(&self.pool).await?;
+        let by_reference = rows.iter_mut().map(|row| (row.subject.as_str(), &mut row.data));
+        super::materialize::fill(self.hooks.materialize.as_ref(), &self.pool, by_reference).await?;
+        Ok(rows)
     }
 
     /// A row as the caller sees it.
@@ -160,7 +163,7 @@ impl EventApi {
             sequence: row.sequence,
             data,
         };
-        match (scope.partner_scope(), self.redact) {
+        match (scope.partner_scope(), self.hooks.redact) {
             (Some(_), Some(redact)) => redact(scope, event),
             _ => event,
         }

@@ -63,6 +63,23 @@ impl NewEvent {
     }
 }
 
+impl NewEvent {
+    /// An event of `kind` about `subject` written by reference: its data
+    /// message is not stored but built when the event is read, by the
+    /// service's [`super::Materialize`] hook from what `subject` names —
+    /// only for a subject that never changes after the event (see
+    /// [`super::materialize`]).
+    pub fn by_reference(
+        kind: &'static EventType,
+        program_id: ProgramId,
+        subject: String,
+        partner_id: Option<PartnerId>,
+        time: DateTime<Utc>,
+    ) -> Self {
+        NewEvent { id: Uuid::now_v7(), kind, program_id, subject, partner_id, time, data: Vec::new() }
+    }
+}
+
 /// Writes `events` in one statement on `conn` (the caller's open
 /// transaction: the events commit or roll back with the change). Nothing
 /// is sent for an empty slice. Errors are the database's (the caller's

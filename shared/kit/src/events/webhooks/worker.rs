@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Nudge, Payload, WebhookOptions};
-use crate::events::Source;
+use crate::events::{Materialize, Source};
 
 /// Events queued per subscription per pass.
 const ENQUEUE_LIMIT: i64 = 1000;
@@ -70,6 +70,7 @@ pub async fn run(
     pool: PgPool,
     source: &'static Source,
     options: WebhookOptions,
+    materialize: Option<Materialize>,
     mut wake: watch::Receiver<u64>,
     nudge: Nudge,
     shutdown: CancellationToken,
@@ -88,7 +89,7 @@ pub async fn run(
     };
     let mut wake_alive = true;
     loop {
-        let pause = match pass(&pool, source, &options, &client).await {
+        let pause = match pass(&pool, source, &options, materialize.as_ref(), &client).await {
             Ok(claimed) if claimed >= options.batch => Duration::ZERO,
             Ok(_) => options.poll_interval,
             Err(error) => {
@@ -110,6 +111,7 @@ pub async fn pass(
     pool: &PgPool,
     source: &Source,
     options: &WebhookOptions,
+    materialize: Option<&Materialize>,
     client: &reqwest::Client,
 ) -> Result<i64, sqlx::Error> {
     let (any,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE state = 'ACTIVE')")
@@ -158,7 +160,7 @@ pub async fn pass(
     .execute(&mut *tx)
     .await?;
     let lease = options.timeout + Duration::from_secs(30);
-    let claimed: Vec<Claimed> = sqlx::query_as(
+    let mut claimed: Vec<Claimed> = sqlx::query_as(
         r#"
         WITH heads AS (
             SELECT DISTINCT ON (d.subscription_id) d.id, d.next_attempt_at
@@ -188,6 +190,8 @@ pub async fn pass(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
+    let by_reference = claimed.iter_mut().map(|delivery| (delivery.subject.as_str(), &mut delivery.data));
+    crate::events::materialize::fill(materialize, pool, by_reference).await?;
     let count = i64::try_from(claimed.len()).unwrap_or(i64::MAX);
     let attempts = claimed.iter().map(|delivery| attempt(client, source, delivery));
     let outcomes = futures::future::join_all(attempts).await;

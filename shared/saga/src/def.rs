@@ -2,9 +2,11 @@
 //! an action paired with its undo, both working on a whole batch), the subject
 //! each saga works on, and what happens when a saga finishes or fails for good.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use accrue_types::SagaId;
 use serde::Serialize;
@@ -46,35 +48,70 @@ pub type StepResult = Result<Output, StepError>;
 /// serialized once from the step's typed value and read back by later steps
 /// straight from the text. (It was a `serde_json::Value` tree, built, then
 /// printed for the log and walked again by every later step: a tenth of the
-/// services' CPU while settling, issue 15.)
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Output(String);
+/// services' CPU while settling, issue 15.) An output made by [`output_kept`]
+/// also keeps the typed value, so that later steps of the same claim read it
+/// without parsing the text again (decoding compute's lines twice was a
+/// fifth of the attribution service's CPU, issue 15); a log read back after
+/// a restart has only the text.
+#[derive(Clone)]
+pub struct Output {
+    json: String,
+    typed: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl PartialEq for Output {
+    /// Outputs are equal when their logged text is.
+    fn eq(&self, other: &Self) -> bool {
+        self.json == other.json
+    }
+}
+
+impl Eq for Output {}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Output").field(&self.json).finish()
+    }
+}
 
 impl Output {
+    fn text(json: String) -> Output {
+        Output { json, typed: None }
+    }
+
     /// `{}`: an output that says nothing beyond its event.
     pub fn empty() -> Output {
-        Output("{}".to_string())
+        Output::text("{}".to_string())
     }
 
     /// The JSON text (always well-formed: only serde_json writes it).
     pub fn json(&self) -> &str {
-        &self.0
+        &self.json
     }
 
     /// Wraps JSON text the engine assembled from outputs (which only
     /// serde_json wrote) without parsing it again.
     pub(crate) fn from_json_text(json: String) -> Output {
-        Output(json)
+        Output::text(json)
     }
 
     /// The same JSON from a tree (failure details, logs read back).
     pub fn from_value(value: &Value) -> Output {
-        Output(value.to_string())
+        Output::text(value.to_string())
     }
 
-    /// Decodes the output as `T`.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(&self.0)
+    /// Decodes the output as `T`: the kept value when it is a `T`, else
+    /// from the text.
+    pub fn decode<T: DeserializeOwned + Clone + 'static>(&self) -> Result<T, serde_json::Error> {
+        match self.kept::<T>() {
+            Some(value) => Ok(value.clone()),
+            None => serde_json::from_str(&self.json),
+        }
+    }
+
+    /// The typed value [`output_kept`] kept, when it is a `T`.
+    pub fn kept<T: 'static>(&self) -> Option<&T> {
+        self.typed.as_deref().and_then(|value| value.downcast_ref::<T>())
     }
 }
 
@@ -83,8 +120,16 @@ impl Output {
 /// would lie.
 pub fn output<T: Serialize>(value: &T) -> StepResult {
     serde_json::to_string(value)
-        .map(Output)
+        .map(Output::text)
         .map_err(|e| StepError::Permanent(format!("cannot encode the step output: {e}")))
+}
+
+/// Like [`output`], keeping `value` itself beside its text for the later
+/// steps of this claim ([`Output::decode`], [`Output::kept`]).
+pub fn output_kept<T: Serialize + Send + Sync + 'static>(value: T) -> StepResult {
+    let json = serde_json::to_string(&value)
+        .map_err(|e| StepError::Permanent(format!("cannot encode the step output: {e}")))?;
+    Ok(Output { json, typed: Some(Arc::new(value)) })
 }
 
 /// What a step's action or undo returns: one result per item, in item order.
@@ -219,7 +264,7 @@ impl Saga {
     /// The logged output of step `index` in this run, decoded. A missing or
     /// undecodable output fails permanently (the log was written by this
     /// definition, so it cannot be repaired by retrying).
-    pub fn output<T: DeserializeOwned>(&self, index: usize, name: &str) -> Result<T, StepError> {
+    pub fn output<T: DeserializeOwned + Clone + 'static>(&self, index: usize, name: &str) -> Result<T, StepError> {
         let output = self
             .raw_output(index)
             .ok_or_else(|| StepError::Permanent(format!("the output of {name} is missing from the saga log")))?;
@@ -250,3 +295,29 @@ impl<S> Clone for Item<'_, S> {
 }
 
 impl<S> Copy for Item<'_, S> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Totals {
+        amount: String,
+        lines: Vec<u32>,
+    }
+
+    #[test]
+    fn a_kept_output_logs_the_same_text_and_reads_back_the_same_value() {
+        let value = Totals { amount: "1.50".into(), lines: vec![1, 2] };
+        let kept = output_kept(value.clone()).unwrap();
+        let plain = output(&value).unwrap();
+        assert_eq!(kept.json(), plain.json(), "the log text does not depend on keeping");
+        assert_eq!(kept, plain);
+        assert_eq!(kept.kept::<Totals>(), Some(&value));
+        assert_eq!(plain.kept::<Totals>(), None, "text alone, as after a restart");
+        assert_eq!(kept.decode::<Totals>().unwrap(), value);
+        assert_eq!(plain.decode::<Totals>().unwrap(), value);
+        // Another type reads the text, as it always did.
+        assert_eq!(kept.decode::<serde_json::Value>().unwrap()["amount"], "1.50");
+    }
+}

@@ -29,7 +29,7 @@ mod resume;
 mod retry;
 mod state;
 
-pub use def::{Item, Output, Saga, SagaDef, Step, StepError, StepFn, StepFuture, StepResult, output};
+pub use def::{Item, Output, Saga, SagaDef, Step, StepError, StepFn, StepFuture, StepResult, output, output_kept};
 pub use engine::Engine;
 pub use options::SagaOptions;
 #[cfg(feature = "test-hooks")]

@@ -122,7 +122,7 @@ pub(crate) fn reverse_key(saga_id: SagaId, run: i32) -> String {
 }
 
 /// The logged output of an earlier step of this saga run.
-fn earlier<T: DeserializeOwned>(item: &Item<'_>, step: ClawbackStep) -> Result<T, StepError> {
+fn earlier<T: DeserializeOwned + Clone + 'static>(item: &Item<'_>, step: ClawbackStep) -> Result<T, StepError> {
     item.saga.output(step as usize, step.name())
 }
 

@@ -11,7 +11,7 @@ use accrue_kit::convert::{amount_to_proto, timestamp};
 use accrue_money::Currency;
 use accrue_proto::commission::v1 as cpb;
 use accrue_proto::types::v1 as tpb;
-use accrue_saga::{StepError, StepResult, output};
+use accrue_saga::{StepError, StepResult, output_kept};
 use accrue_types::settlement::Line;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -101,7 +101,7 @@ fn parse_money(money: &tpb::Money, sale_currency: Currency) -> Result<(Currency,
 }
 
 pub(super) fn compute_out(settlement: &cpb::Settlement, currency: Currency) -> StepResult {
-    output(&settlement_lines(settlement, currency)?)
+    output_kept(settlement_lines(settlement, currency)?)
 }
 
 /// A settlement commission sent, checked and decoded into the lines post

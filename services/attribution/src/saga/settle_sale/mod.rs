@@ -135,15 +135,22 @@ impl SagaDef for SettleSale {
         let settled = sagas
             .iter()
             .map(|saga| {
-                let computed: ComputeOut = saga
-                    .output(Step::Compute as usize, Step::Compute.name())
-                    .map_err(|error| sqlx::Error::Decode(format!("saga {}: {error:?}", saga.id).into()))?;
-                Ok(Settled {
+                let settled = |computed: &ComputeOut| Settled {
                     saga_id: saga.id,
                     generation: saga.generation,
                     base_commission: computed.base_commission,
                     total_commission: computed.lines.iter().map(|l| l.amount.amount).sum::<Decimal>(),
-                })
+                };
+                // Read in place when compute ran in this claim.
+                if let Some(computed) =
+                    saga.raw_output(Step::Compute as usize).and_then(|output| output.kept::<ComputeOut>())
+                {
+                    return Ok(settled(computed));
+                }
+                let computed: ComputeOut = saga
+                    .output(Step::Compute as usize, Step::Compute.name())
+                    .map_err(|error| sqlx::Error::Decode(format!("saga {}: {error:?}", saga.id).into()))?;
+                Ok(settled(&computed))
             })
             .collect::<Result<Vec<Settled>, sqlx::Error>>()?;
         store::settle_sales(conn, &settled).await
@@ -167,7 +174,7 @@ pub(crate) fn post_key(saga_id: SagaId, run: i32) -> String {
 }
 
 /// The logged output of an earlier step of this saga run.
-fn earlier<T: DeserializeOwned>(item: &Item<'_>, step: Step) -> Result<T, StepError> {
+fn earlier<T: DeserializeOwned + Clone + 'static>(item: &Item<'_>, step: Step) -> Result<T, StepError> {
     item.saga.output(step as usize, step.name())
 }
 

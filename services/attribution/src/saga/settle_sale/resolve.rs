@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use accrue_saga::{StepError, StepResult, output};
+use accrue_saga::{StepError, StepResult, output_kept};
 use accrue_types::{LinkId, PartnerId, SaleId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -55,7 +55,7 @@ pub(crate) struct HistoryItem {
 pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
     let sales: Vec<&SaleRow> = items.iter().map(|item| item.subject).collect();
     match resolve_sales(&saga.pool, &sales).await {
-        Ok(resolved) => resolved.into_iter().map(|r| r.and_then(|r| output(&r))).collect(),
+        Ok(resolved) => resolved.into_iter().map(|r| r.and_then(output_kept)).collect(),
         Err(error) => all_failed(items, &error),
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use accrue_kit::client::AuthChannel;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
-use accrue_saga::{StepError, StepResult, output};
+use accrue_saga::{StepError, StepResult, output_kept};
 use accrue_types::{PartnerId, ProgramId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -102,7 +102,7 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
             chunk.iter().map(|&i| (ready.inputs[i], ready.items[i].subject.occurred_at)).collect();
         async move {
             let uplines = uplines_of(client, program_id?, &sales).await?;
-            Ok(uplines.into_iter().map(|upline| upline.and_then(|u| output(&u))).collect())
+            Ok(uplines.into_iter().map(|upline| upline.and_then(output_kept)).collect())
         }
     })
     .await;

@@ -776,3 +776,59 @@ async fn concurrent_writers_and_two_sequencers_number_every_program_without_gaps
     }
     pool.close().await;
 }
+
+/// A database restored into another cluster carries transaction ids from
+/// the old one: the watermark may be ahead of every new transaction. The
+/// sequencer's start-up check resets it, so nothing already numbered is
+/// numbered again, a row still waiting is numbered first, and new events
+/// are numbered after it.
+#[tokio::test]
+async fn a_watermark_ahead_of_the_cluster_is_reset_and_numbering_goes_on() {
+    use accrue_kit::events::NewEvent;
+    use accrue_kit::events::sequencer::{Pass, heal_after_restore, sequence_pass, unsequenced};
+
+    let db = TestDb::create().await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(include_str!("../../../services/hierarchy/migrations/0006_events.sql")).execute(&pool).await.unwrap();
+    sqlx::raw_sql(include_str!("../../../services/hierarchy/migrations/0008_event_numbers.sql"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let program = accrue_types::ProgramId::new_v7();
+    let write = |name: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let data = hpb::Partner { display_name: name.into(), ..Default::default() };
+            let event =
+                NewEvent::new(&catalogue::PARTNER_CREATED, program, name.into(), None, chrono::Utc::now(), &data);
+            let mut tx = pool.begin().await.unwrap();
+            accrue_kit::events::insert(&mut tx, &[event]).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    write("numbered").await;
+    assert_eq!(sequence_pass(&pool, &catalogue::HIERARCHY, 100).await.unwrap(), Pass::Sequenced(1));
+    write("waiting").await;
+    // The restore: every stored id, and the watermark, far ahead of this cluster's.
+    sqlx::query("UPDATE events SET xid = (xid::text::numeric + 1e12)::text::xid8").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE event_watermark SET xid = (xid::text::numeric + 1e12)::text::xid8")
+        .execute(&pool)
+        .await
+        .unwrap();
+    write("new").await;
+    assert_eq!(sequence_pass(&pool, &catalogue::HIERARCHY, 100).await.unwrap(), Pass::Sequenced(0), "stuck before");
+
+    assert!(heal_after_restore(&pool, &catalogue::HIERARCHY).await.unwrap());
+    assert!(!heal_after_restore(&pool, &catalogue::HIERARCHY).await.unwrap(), "once");
+    assert_eq!(sequence_pass(&pool, &catalogue::HIERARCHY, 100).await.unwrap(), Pass::Sequenced(2));
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(unsequenced(&mut conn, "public").await.unwrap(), 0);
+    let order: Vec<(String, i64)> = sqlx::query_as("SELECT subject, sequence FROM sequenced_events ORDER BY sequence")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let order: Vec<(&str, i64)> = order.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    assert_eq!(order, [("numbered", 1), ("waiting", 2), ("new", 3)]);
+    drop(conn);
+    pool.close().await;
+}

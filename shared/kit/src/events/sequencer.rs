@@ -100,6 +100,7 @@ pub async fn sequence_pass(pool: &PgPool, source: &Source, limit: i64) -> Result
     let (held,): (bool,) =
         sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)").bind(lock_key(source)).fetch_one(&mut *tx).await?;
     if !held {
+        tx.rollback().await?;
         return Ok(Pass::Skipped);
     }
     // One statement: the final events after the watermark in (xid,
@@ -183,6 +184,10 @@ pub async fn heal_after_restore(pool: &PgPool, source: &Source) -> Result<bool, 
         .fetch_one(&mut *tx)
         .await?;
     if !held || !ahead {
+        // Ended here, not by the drop: a dropped transaction is rolled back
+        // only when its connection is next used, and would hold the
+        // sequencer's lock until then.
+        tx.rollback().await?;
         return Ok(false);
     }
     sqlx::query(

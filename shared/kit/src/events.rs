@@ -29,6 +29,7 @@
 
 pub mod catalogue;
 pub mod feed;
+mod lock;
 pub mod materialize;
 pub mod outbox;
 pub mod sequencer;

@@ -75,13 +75,16 @@ pub fn channel(source: &Source) -> String {
 /// `accrue events|<schema>`, so the five services (one database) never
 /// share a lock, and none collides with the ledger's clearance lock.
 pub fn lock_key(source: &Source) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in "accrue events|".bytes().chain(source.schema.bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    i64::from_ne_bytes(hash.to_ne_bytes())
+    super::lock::key("events", source.schema)
 }
+
+/// The events a pass numbers (alias `e`): after the watermark in (xid,
+/// position) order, and final — written by a transaction older than every
+/// one still running. The watermark is read by scalar subqueries so that it
+/// bounds the scan of `events_xid_idx`.
+const FINAL_AFTER_WATERMARK: &str = "(e.xid, e.position) > \
+    ((SELECT xid FROM event_watermark), (SELECT position FROM event_watermark)) \
+    AND e.xid < pg_snapshot_xmin(pg_current_snapshot())";
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,32 +99,21 @@ pub enum Pass {
 /// (see the module docs) in one transaction, NOTIFYing the channel when it
 /// numbered any. Errors are the database's; nothing is numbered then.
 pub async fn sequence_pass(pool: &PgPool, source: &Source, limit: i64) -> Result<Pass, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let (held,): (bool,) =
-        sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)").bind(lock_key(source)).fetch_one(&mut *tx).await?;
-    if !held {
-        tx.rollback().await?;
+    let Some(mut tx) = super::lock::begin_locked(pool, lock_key(source)).await? else {
         return Ok(Pass::Skipped);
-    }
+    };
     // One statement: the final events after the watermark in (xid,
     // position) order, numbered within their program; the counters bumped
     // by each program's count (RETURNING the new last number, so the pass's
     // first is last − count + 1); the numbers inserted from both; the
-    // watermark moved to the last event taken. The watermark is read by
-    // scalar subqueries so that it bounds the index scan.
-    let (numbered,): (i64,) = sqlx::query_as(
+    // watermark moved to the last event taken.
+    let (numbered,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         r#"
-        WITH mark AS (
-            SELECT xid, position FROM event_watermark
-        ), pending AS (
+        WITH pending AS (
             SELECT p.position, p.program_id, p.xid,
                    row_number() OVER (PARTITION BY p.program_id ORDER BY p.xid, p.position) AS n
-            FROM (
-                SELECT e.position, e.program_id, e.xid FROM events e
-                WHERE (e.xid, e.position) > ((SELECT xid FROM mark), (SELECT position FROM mark))
-                  AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
-                ORDER BY e.xid, e.position LIMIT $1
-            ) p
+            FROM (SELECT e.position, e.program_id, e.xid FROM events e WHERE {FINAL_AFTER_WATERMARK}
+                  ORDER BY e.xid, e.position LIMIT $1) p
         ), counts AS (
             SELECT program_id, count(*) AS c FROM pending GROUP BY program_id
         ), bumped AS (
@@ -140,8 +132,8 @@ pub async fn sequence_pass(pool: &PgPool, source: &Source, limit: i64) -> Result
             RETURNING 1
         )
         SELECT count(*) FROM numbered
-        "#,
-    )
+        "#
+    )))
     .bind(limit)
     .fetch_one(&mut *tx)
     .await?;
@@ -157,12 +149,10 @@ pub async fn sequence_pass(pool: &PgPool, source: &Source, limit: i64) -> Result
 /// third of the table matches and scans it all; ordered by the index with
 /// a limit, it walks the index from the watermark.
 async fn has_pending(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let (pending,): (bool,) = sqlx::query_as(
-        "SELECT (SELECT e.position FROM events e \
-         WHERE (e.xid, e.position) > ((SELECT xid FROM event_watermark), (SELECT position FROM event_watermark)) \
-           AND e.xid < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY e.xid, e.position LIMIT 1) IS NOT NULL",
-    )
+    let (pending,): (bool,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT (SELECT e.position FROM events e WHERE {FINAL_AFTER_WATERMARK} \
+         ORDER BY e.xid, e.position LIMIT 1) IS NOT NULL"
+    )))
     .fetch_one(pool)
     .await?;
     Ok(pending)
@@ -177,16 +167,13 @@ async fn has_pending(pool: &PgPool) -> Result<bool, sqlx::Error> {
 /// written from now on), and the watermark becomes (0, the last position).
 /// Returns whether it had to; a no-op otherwise (one probe at start).
 pub async fn heal_after_restore(pool: &PgPool, source: &Source) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let (held,): (bool,) =
-        sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)").bind(lock_key(source)).fetch_one(&mut *tx).await?;
+    let Some(mut tx) = super::lock::begin_locked(pool, lock_key(source)).await? else {
+        return Ok(false);
+    };
     let (ahead,): (bool,) = sqlx::query_as("SELECT xid > pg_snapshot_xmax(pg_current_snapshot()) FROM event_watermark")
         .fetch_one(&mut *tx)
         .await?;
-    if !held || !ahead {
-        // Ended here, not by the drop: a dropped transaction is rolled back
-        // only when its connection is next used, and would hold the
-        // sequencer's lock until then.
+    if !ahead {
         tx.rollback().await?;
         return Ok(false);
     }

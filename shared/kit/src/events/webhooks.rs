@@ -168,12 +168,7 @@ pub fn payload(event: &Payload<'_>) -> Vec<u8> {
 /// The advisory lock key of a source's webhook worker: FNV-1a of
 /// `accrue webhooks|<schema>` (distinct from the sequencer's).
 pub fn lock_key(schema: &str) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in "accrue webhooks|".bytes().chain(schema.bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    i64::from_ne_bytes(hash.to_ne_bytes())
+    super::lock::key("webhooks", schema)
 }
 
 /// What wakes a worker beside its poll: the sequencer numbered events, or an

@@ -120,14 +120,9 @@ pub async fn pass(
     if !any {
         return Ok(0);
     }
-    let mut tx = pool.begin().await?;
-    let (held,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(super::lock_key(source.schema))
-        .fetch_one(&mut *tx)
-        .await?;
-    if !held {
+    let Some(mut tx) = crate::events::lock::begin_locked(pool, super::lock_key(source.schema)).await? else {
         return Ok(0);
-    }
+    };
     sqlx::query(
         r#"
         WITH subs AS (

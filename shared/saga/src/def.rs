@@ -3,6 +3,7 @@
 //! each saga works on, and what happens when a saga finishes or fails for good.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -265,11 +266,26 @@ impl Saga {
     /// undecodable output fails permanently (the log was written by this
     /// definition, so it cannot be repaired by retrying).
     pub fn output<T: DeserializeOwned + Clone + 'static>(&self, index: usize, name: &str) -> Result<T, StepError> {
+        self.output_ref::<T>(index, name).map(Cow::into_owned)
+    }
+
+    /// Like [`output`](Self::output), borrowing the value this claim kept
+    /// ([`output_kept`]) instead of cloning it; decoded from the log text
+    /// otherwise.
+    pub fn output_ref<T: DeserializeOwned + Clone + 'static>(
+        &self,
+        index: usize,
+        name: &str,
+    ) -> Result<Cow<'_, T>, StepError> {
         let output = self
             .raw_output(index)
             .ok_or_else(|| StepError::Permanent(format!("the output of {name} is missing from the saga log")))?;
+        if let Some(value) = output.kept::<T>() {
+            return Ok(Cow::Borrowed(value));
+        }
         output
             .decode()
+            .map(Cow::Owned)
             .map_err(|e| StepError::Permanent(format!("the output of {name} in the saga log does not decode: {e}")))
     }
 

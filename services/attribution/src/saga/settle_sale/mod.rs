@@ -135,22 +135,15 @@ impl SagaDef for SettleSale {
         let settled = sagas
             .iter()
             .map(|saga| {
-                let settled = |computed: &ComputeOut| Settled {
+                let computed = saga
+                    .output_ref::<ComputeOut>(Step::Compute as usize, Step::Compute.name())
+                    .map_err(|error| sqlx::Error::Decode(format!("saga {}: {error:?}", saga.id).into()))?;
+                Ok(Settled {
                     saga_id: saga.id,
                     generation: saga.generation,
                     base_commission: computed.base_commission,
                     total_commission: computed.lines.iter().map(|l| l.amount.amount).sum::<Decimal>(),
-                };
-                // Read in place when compute ran in this claim.
-                if let Some(computed) =
-                    saga.raw_output(Step::Compute as usize).and_then(|output| output.kept::<ComputeOut>())
-                {
-                    return Ok(settled(computed));
-                }
-                let computed: ComputeOut = saga
-                    .output(Step::Compute as usize, Step::Compute.name())
-                    .map_err(|error| sqlx::Error::Decode(format!("saga {}: {error:?}", saga.id).into()))?;
-                Ok(settled(&computed))
+                })
             })
             .collect::<Result<Vec<Settled>, sqlx::Error>>()?;
         store::settle_sales(conn, &settled).await

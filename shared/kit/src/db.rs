@@ -11,6 +11,20 @@
 //! injection it has. Provisioning needs an admin connection and runs before
 //! the services start (`accrue db provision` in production; the dev stack and
 //! the test kit do it themselves).
+//!
+//! # Plans on a young database
+//!
+//! sqlx prepares every statement once per connection, and after five runs
+//! Postgres may keep one generic plan for it, made from the statistics of
+//! that moment. On a database younger than autovacuum's first ANALYZE (a new
+//! deployment, a restore, each `accrue bench` run) that plan was made for
+//! empty tables: sequential scans, kept while the tables grow. A probe by a
+//! batch of keys (`= ANY($n)`, `JOIN UNNEST`) into a table that grows with
+//! the sales is then linear in the table: the settlement's history read took
+//! 1.4–2.5 s per batch after 10,000 sales (issue 15). Such a statement runs
+//! unprepared (`.persistent(false)`: planned for the call at hand, a fraction
+//! of a millisecond), which the statements that rely on it say by naming
+//! this section.
 
 use std::str::FromStr;
 use std::time::Duration;

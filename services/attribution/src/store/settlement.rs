@@ -11,6 +11,8 @@ pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[SagaId]) -> Result<Has
         "SELECT {} FROM sagas g JOIN sales s ON s.id = g.sale_id WHERE g.id = ANY($1)",
         sale_columns_of("s")
     )))
+    // See accrue_kit::db, "Plans on a young database".
+    .persistent(false)
     .bind(saga_ids)
     .fetch_all(pool)
     .await?;
@@ -100,6 +102,8 @@ pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<
                  AND e.state <> 'UNATTRIBUTED' AND (e.occurred_at, e.id) < (s.occurred_at, s.id)
            ) h ON true"#
     ))
+    // See accrue_kit::db, "Plans on a young database".
+    .persistent(false)
     .bind(ids)
     .fetch_all(pool)
     .await
@@ -136,6 +140,8 @@ pub(crate) async fn settle_sales(conn: &mut sqlx::PgConnection, settled: &[Settl
          RETURNING {}",
         sale_columns_of("sales")
     )))
+    // See accrue_kit::db, "Plans on a young database".
+    .persistent(false)
     .bind(&saga_ids)
     .bind(&generations)
     .bind(&bases)

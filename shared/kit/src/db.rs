@@ -18,13 +18,15 @@
 //! Postgres may keep one generic plan for it, made from the statistics of
 //! that moment. On a database younger than autovacuum's first ANALYZE (a new
 //! deployment, a restore, each `accrue bench` run) that plan was made for
-//! empty tables: sequential scans, kept while the tables grow. A probe by a
-//! batch of keys (`= ANY($n)`, `JOIN UNNEST`) into a table that grows with
-//! the sales is then linear in the table: the settlement's history read took
-//! 1.4–2.5 s per batch after 10,000 sales (issue 15). Such a statement runs
-//! unprepared (`.persistent(false)`: planned for the call at hand, a fraction
-//! of a millisecond), which the statements that rely on it say by naming
-//! this section.
+//! empty tables: sequential scans, kept while the tables grow. A statement
+//! whose correlated probes then scan a table that grows with the sales is
+//! linear in the table per row: the settlement's history read took 1.4–2.5 s
+//! per batch after 10,000 sales (issue 15). Planning such a statement per
+//! call does not help: a custom plan for a batch of 500 ids chose a
+//! sequential scan filtered by the 500-element array and cost the
+//! settlement a fifth of its throughput. Such a statement runs in a
+//! transaction with [`index_probes_only`], where every table it reads has
+//! the index it needs.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -38,6 +40,16 @@ use crate::error::StoreError;
 mod refusal;
 
 pub use refusal::{RECENT as RECENT_REFUSAL, Refusal, diagnose, recent as recent_refusal};
+
+/// Makes the rest of the transaction plan its statements without
+/// sequential scans where an index serves (`SET LOCAL enable_seqscan =
+/// off`): for statements that must probe by index whatever the statistics
+/// say (see "Plans on a young database" above). A plan made under it is
+/// cached under it too, so a statement must always run this way.
+pub async fn index_probes_only(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SET LOCAL enable_seqscan = off").execute(conn).await?;
+    Ok(())
+}
 
 /// Why the database could not be prepared.
 #[derive(Debug, thiserror::Error)]

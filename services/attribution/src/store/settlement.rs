@@ -11,8 +11,6 @@ pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[SagaId]) -> Result<Has
         "SELECT {} FROM sagas g JOIN sales s ON s.id = g.sale_id WHERE g.id = ANY($1)",
         sale_columns_of("s")
     )))
-    // See accrue_kit::db, "Plans on a young database".
-    .persistent(false)
     .bind(saga_ids)
     .fetch_all(pool)
     .await?;
@@ -70,9 +68,13 @@ pub(crate) struct SaleHistory {
     pub(crate) history_service_codes: Vec<String>,
 }
 
-/// The history facts of every sale in `ids`, in one query.
+/// The history facts of every sale in `ids`, in one query, which probes
+/// only by index whatever the statistics say (see accrue_kit::db, "Plans on
+/// a young database").
 pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<SaleHistory>, sqlx::Error> {
-    sqlx::query_as(concat!(
+    let mut tx = pool.begin().await?;
+    accrue_kit::db::index_probes_only(&mut tx).await?;
+    let histories = sqlx::query_as(concat!(
         r#"WITH batch AS (
                SELECT id, program_id, partner_id, currency, customer_external_id, event_type, occurred_at,
                       occurred_at AT TIME ZONE 'UTC' AS t
@@ -102,11 +104,11 @@ pub(crate) async fn sale_histories(pool: &PgPool, ids: &[SaleId]) -> Result<Vec<
                  AND e.state <> 'UNATTRIBUTED' AND (e.occurred_at, e.id) < (s.occurred_at, s.id)
            ) h ON true"#
     ))
-    // See accrue_kit::db, "Plans on a young database".
-    .persistent(false)
     .bind(ids)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(histories)
 }
 
 /// A settled sale's totals, for the saga (and generation) that settled it.
@@ -140,8 +142,6 @@ pub(crate) async fn settle_sales(conn: &mut sqlx::PgConnection, settled: &[Settl
          RETURNING {}",
         sale_columns_of("sales")
     )))
-    // See accrue_kit::db, "Plans on a young database".
-    .persistent(false)
     .bind(&saga_ids)
     .bind(&generations)
     .bind(&bases)

@@ -44,8 +44,6 @@ pub async fn post(
     let known: Vec<(String,)> = sqlx::query_as(
         "SELECT idempotency_key FROM postings WHERE program_id = $1 AND idempotency_key = ANY($2::text[])",
     )
-    // See accrue_kit::db, "Plans on a young database".
-    .persistent(false)
     .bind(program_id)
     .bind(&all_keys)
     .fetch_all(&mut *tx)
@@ -192,8 +190,6 @@ pub async fn post(
             "SELECT idempotency_key, request_hash, entry_ids FROM postings \
              WHERE program_id = $1 AND idempotency_key = ANY($2::text[])",
         )
-        // See accrue_kit::db, "Plans on a young database".
-        .persistent(false)
         .bind(program_id)
         .bind(&existing_keys)
         .fetch_all(&mut *tx)

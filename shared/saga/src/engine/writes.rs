@@ -423,8 +423,6 @@ pub(super) async fn append(
          FOR SHARE OF s
          RETURNING saga_id",
     )
-    // See accrue_kit::db, "Plans on a young database".
-    .persistent(false)
     .bind(step)
     .bind(event)
     .bind(ids)
@@ -453,8 +451,6 @@ pub(super) async fn set_state(
          FROM UNNEST($1::uuid[], $2::bigint[], $3::text[]) AS u(id, generation, reason)
          WHERE s.id = u.id AND s.generation = u.generation",
     )
-    // See accrue_kit::db, "Plans on a young database".
-    .persistent(false)
     .bind(&ids)
     .bind(&generations)
     .bind(&reasons)
@@ -479,8 +475,6 @@ pub(super) async fn close(
          WHERE s.id = u.id AND s.generation = u.generation
          RETURNING s.id",
     )
-    // See accrue_kit::db, "Plans on a young database".
-    .persistent(false)
     .bind(ids)
     .bind(generations)
     .bind(state)
@@ -504,8 +498,6 @@ where
          FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[]) AS u(id, generation, delay)
          WHERE s.id = u.id AND s.generation = u.generation",
     )
-    // See accrue_kit::db, "Plans on a young database".
-    .persistent(false)
     .bind(&ids)
     .bind(&generations)
     .bind(&delays)

@@ -254,23 +254,19 @@ impl<D: SagaDef> Engine<D> {
         sqlx::query("SET LOCAL synchronous_commit = on").execute(&mut *tx).await?;
         // The runnable states are spelled out (SagaState::Running and
         // ::Unwinding) so that a generic plan can still prove the partial
-        // index `sagas_runnable` applies. The claimed ids are an array
-        // (`= ANY(ARRAY(…))`), not an `IN (…)` join: the join was planned as
-        // a hash semi join over a sequential scan of every saga, done or
-        // not, on each claim until the table was large (issue 15); an array
-        // of ids is always probed through the primary key.
+        // index `sagas_runnable` applies.
         let claimed: Vec<Claimed> = sqlx::query_as(
             "UPDATE sagas s SET owner = $1, generation = s.generation + 1,
                  lease_expires_at = now() + $2::bigint * interval '1 millisecond',
                  attempt = s.attempt + 1, updated_at = now()
-             WHERE s.id = ANY(ARRAY(
+             WHERE s.id IN (
                  SELECT id FROM sagas
                  WHERE kind = $4 AND state IN ('running', 'unwinding')
                    AND (owner IS NULL OR lease_expires_at < now())
                    AND next_attempt_at <= now()
                  ORDER BY created_at, id
                  LIMIT $3
-                 FOR UPDATE SKIP LOCKED))
+                 FOR UPDATE SKIP LOCKED)
              RETURNING s.id, s.run, s.generation, s.attempt, s.state, s.failure_reason, s.traceparent",
         )
         .bind(owner)

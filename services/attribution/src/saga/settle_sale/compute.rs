@@ -3,6 +3,7 @@
 //! program (and program settings) chunk. It has no undo (it changes nothing
 //! outside the saga log).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use accrue_kit::FieldViolations;
@@ -193,8 +194,12 @@ pub(crate) async fn settle_batch(
     Ok(response)
 }
 
+/// What compute reads per sale: resolve's and upline's outputs (borrowed
+/// when this claim kept them) and the sale's currency.
+type Inputs<'a> = (Cow<'a, ResolveOut>, Cow<'a, UplineOut>, Currency);
+
 pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
-    let inputs: Vec<Result<(ResolveOut, UplineOut, Currency), StepError>> = items
+    let inputs: Vec<Result<Inputs<'_>, StepError>> = items
         .iter()
         .map(|item| Ok((earlier(item, Step::Resolve)?, earlier(item, Step::Upline)?, currency_of(item)?)))
         .collect();

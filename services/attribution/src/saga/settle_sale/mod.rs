@@ -37,6 +37,7 @@ pub(crate) use resolve::{ResolveOut, resolve_sales};
 pub(crate) use upline::UplineOut;
 pub(crate) use upline::{upline_weight, uplines_of};
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
@@ -166,9 +167,11 @@ pub(crate) fn post_key(saga_id: SagaId, run: i32) -> String {
     format!("saga:{saga_id}:run:{run}:post")
 }
 
-/// The logged output of an earlier step of this saga run.
-fn earlier<T: DeserializeOwned + Clone + 'static>(item: &Item<'_>, step: Step) -> Result<T, StepError> {
-    item.saga.output(step as usize, step.name())
+/// The logged output of an earlier step of this saga run, borrowed when
+/// this claim kept it (no copy of a customer's history or of compute's
+/// lines per step).
+fn earlier<'a, T: DeserializeOwned + Clone + 'static>(item: &Item<'a>, step: Step) -> Result<Cow<'a, T>, StepError> {
+    item.saga.output_ref(step as usize, step.name())
 }
 
 fn currency_of(item: &Item<'_>) -> Result<Currency, StepError> {

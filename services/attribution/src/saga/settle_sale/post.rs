@@ -37,17 +37,17 @@ struct UndoOut {
 }
 
 fn posting(item: &Item<'_>) -> Result<lpb::SalePosting, StepError> {
-    let computed: ComputeOut = earlier(item, Step::Compute)?;
-    let resolved: ResolveOut = earlier(item, Step::Resolve)?;
+    let computed = earlier::<ComputeOut>(item, Step::Compute)?;
+    let rule = earlier::<ResolveOut>(item, Step::Resolve)?.attribution;
     let lines = computed
         .lines
-        .into_iter()
+        .iter()
         .map(|line| {
-            let mut input = entry_input(line, item.subject.occurred_at);
+            let mut input = entry_input(line.clone(), item.subject.occurred_at);
             // The rule in force is kept on every line's breakdown (issue 14
             // item 2); a resolve logged before it existed adds nothing, so
             // its posting's request hash is what it always was.
-            if let (Some(rule), Some(breakdown)) = (resolved.attribution, input.breakdown.as_mut()) {
+            if let (Some(rule), Some(breakdown)) = (rule, input.breakdown.as_mut()) {
                 breakdown.inputs.insert("attribution_model".into(), rule.model.as_str().into());
                 if rule.window_days > 0 {
                     breakdown.inputs.insert("attribution_window_days".into(), rule.window_days.to_string());
@@ -116,7 +116,7 @@ pub(super) async fn undo(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResul
 async fn undo_one(saga: &SettleSale, item: Item<'_>) -> StepResult {
     let key = post_key(item.saga.id, item.saga.run);
     let logged: Vec<String> = match item.saga.raw_output(Step::Post as usize) {
-        Some(_) => earlier::<PostOut>(&item, Step::Post)?.entry_ids,
+        Some(_) => earlier::<PostOut>(&item, Step::Post)?.into_owned().entry_ids,
         // The post may have taken effect without its output being logged.
         None => Vec::new(),
     };

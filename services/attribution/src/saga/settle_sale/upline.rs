@@ -3,6 +3,7 @@
 //! chunk. It has no undo (it changes nothing
 //! outside the saga log).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use accrue_kit::client::AuthChannel;
@@ -92,14 +93,15 @@ fn settings_history(program: Option<&hpb::Program>) -> Result<Vec<(ProgramCtx, D
 }
 
 pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
-    let inputs: Vec<Result<ResolveOut, StepError>> = items.iter().map(|item| earlier(item, Step::Resolve)).collect();
+    let inputs: Vec<Result<Cow<'_, ResolveOut>, StepError>> =
+        items.iter().map(|item| earlier(item, Step::Resolve)).collect();
     let ready = Ready::of(items, &inputs);
     let chunks = chunk_by_program(&ready.items, |i| upline_weight(ready.inputs[i]));
     let outcomes = per_chunk(chunks, ready.items.len(), |chunk| {
         let client = saga.peers.hierarchy.clone();
         let program_id = chunk_program(&ready.items, &chunk);
         let sales: Vec<(&ResolveOut, DateTime<Utc>)> =
-            chunk.iter().map(|&i| (ready.inputs[i], ready.items[i].subject.occurred_at)).collect();
+            chunk.iter().map(|&i| (&**ready.inputs[i], ready.items[i].subject.occurred_at)).collect();
         async move {
             let uplines = uplines_of(client, program_id?, &sales).await?;
             Ok(uplines.into_iter().map(|upline| upline.and_then(output_kept)).collect())

@@ -324,18 +324,21 @@ impl AttributionApi {
         for members in by_settings((0..ready.len()).collect(), |k| &ready[k].2.program) {
             let Some(ctx) = members.first().map(|&k| &ready[k].2.program) else { continue };
             let mut group = Vec::with_capacity(members.len());
-            let mut contexts = Vec::with_capacity(members.len());
             let mut currencies = Vec::with_capacity(members.len());
             for &k in &members {
-                let (i, r, u) = ready[k];
+                let (i, _, _) = ready[k];
                 group.push(i);
                 let currency = Currency::from_code(&chunk[i].currency)
                     .map_err(|e| internal(format!("stored sale currency {:?}: {e}", chunk[i].currency)))?;
-                contexts.push(sale_context(&chunk[i], r, u, currency));
                 currencies.push(currency);
             }
-            let response =
-                settle_batch(saga, &program_context(program_id, ctx), contexts, draft).await.map_err(chunk_failure)?;
+            let context = |m: usize| {
+                let (i, r, u) = ready[members[m]];
+                sale_context(&chunk[i], r, u, currencies[m])
+            };
+            let response = settle_batch(saga, &program_context(program_id, ctx), members.len(), context, draft)
+                .await
+                .map_err(chunk_failure)?;
             let by_sale: HashMap<&str, &cpb::Settlement> =
                 response.settlements.iter().map(|s| (s.sale_id.as_str(), s)).collect();
             for (&i, currency) in group.iter().zip(currencies) {

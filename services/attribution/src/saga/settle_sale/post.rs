@@ -2,6 +2,7 @@
 //! posting under a key per saga run, one call per program chunk. Its undo
 //! voids whatever the run posted.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use accrue_kit::convert::settlement::entry_input;
@@ -36,9 +37,14 @@ struct UndoOut {
     voided: usize,
 }
 
+/// What a posting is built from: compute's lines and the attribution rule
+/// resolve found (borrowed when this claim kept them).
+fn posting_inputs<'a>(item: &Item<'a>) -> Result<(Cow<'a, ComputeOut>, Option<crate::domain::touch::Rule>), StepError> {
+    Ok((earlier::<ComputeOut>(item, Step::Compute)?, earlier::<ResolveOut>(item, Step::Resolve)?.attribution))
+}
+
 fn posting(item: &Item<'_>) -> Result<lpb::SalePosting, StepError> {
-    let computed = earlier::<ComputeOut>(item, Step::Compute)?;
-    let rule = earlier::<ResolveOut>(item, Step::Resolve)?.attribution;
+    let (computed, rule) = posting_inputs(item)?;
     let lines = computed
         .lines
         .iter()
@@ -64,15 +70,19 @@ fn posting(item: &Item<'_>) -> Result<lpb::SalePosting, StepError> {
 }
 
 pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
-    let inputs: Vec<Result<lpb::SalePosting, StepError>> = items.iter().map(posting).collect();
+    // Checked up front, built per call: a built posting kept for a retry of
+    // its chunk would be copied, breakdowns and all, into every call.
+    let inputs: Vec<Result<(), StepError>> = items.iter().map(|item| posting_inputs(item).map(|_| ())).collect();
     let ready = Ready::of(items, &inputs);
     let chunks = chunk_by_program(&ready.items, |_| 1);
     let outcomes = per_chunk(chunks, ready.items.len(), |chunk| {
         let mut client = saga.peers.ledger.clone();
         let program_id = chunk_program(&ready.items, &chunk);
-        let postings: Vec<lpb::SalePosting> = chunk.iter().map(|&i| ready.inputs[i].clone()).collect();
+        let postings: Result<Vec<lpb::SalePosting>, StepError> =
+            chunk.iter().map(|&i| posting(&ready.items[i])).collect();
         async move {
             let program_id = program_id?;
+            let postings = postings?;
             let keys: Vec<String> = postings.iter().map(|p| p.idempotency_key.clone()).collect();
             let response = client
                 .post_entries(lpb::PostEntriesRequest { program_id: program_id.to_string(), postings })

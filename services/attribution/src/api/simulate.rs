@@ -332,17 +332,17 @@ impl AttributionApi {
                     .map_err(|e| internal(format!("stored sale currency {:?}: {e}", chunk[i].currency)))?;
                 currencies.push(currency);
             }
+            let sale_ids: Vec<String> = group.iter().map(|&i| chunk[i].id.to_string()).collect();
             let context = |m: usize| {
                 let (i, r, u) = ready[members[m]];
                 sale_context(&chunk[i], r, u, currencies[m])
             };
-            let response = settle_batch(saga, &program_context(program_id, ctx), members.len(), context, draft)
+            let response = settle_batch(saga, &program_context(program_id, ctx), &sale_ids, context, draft)
                 .await
                 .map_err(chunk_failure)?;
             let by_sale: HashMap<&str, &cpb::Settlement> =
                 response.settlements.iter().map(|s| (s.sale_id.as_str(), s)).collect();
-            for (&i, currency) in group.iter().zip(currencies) {
-                let sale_id = chunk[i].id.to_string();
+            for ((&i, currency), sale_id) in group.iter().zip(currencies).zip(&sale_ids) {
                 let settlement = by_sale
                     .get(sale_id.as_str())
                     .ok_or_else(|| Status::unavailable("commission returned no settlement for a sale; retry"))?;

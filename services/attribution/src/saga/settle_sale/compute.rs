@@ -172,8 +172,8 @@ pub(crate) fn program_context(program_id: ProgramId, ctx: &ProgramCtx) -> cpb::P
     }
 }
 
-/// commission.ComputeSettlements for the sales `context` builds (indices
-/// `0..count`, ≤ 1000, one program and settings version), under `draft` when
+/// commission.ComputeSettlements for the sales `sale_ids` (≤ 1000, one
+/// program and settings version; `context(k)` builds the k-th), under `draft` when
 /// given (SimulateProgram, issue 16 item 2; the saga never gives one), with
 /// the second trip qualified overrides need (issue 16 item 3) for the sales
 /// that ask, whose contexts are built again as first sent (a copy of every
@@ -182,12 +182,12 @@ pub(crate) fn program_context(program_id: ProgramId, ctx: &ProgramCtx) -> cpb::P
 pub(crate) async fn settle_batch(
     saga: &SettleSale,
     program: &cpb::ProgramContext,
-    count: usize,
+    sale_ids: &[String],
     context: impl Fn(usize) -> cpb::SaleContext,
     draft: Option<&cpb::SettlementDraft>,
 ) -> Result<cpb::ComputeSettlementsResponse, StepError> {
     let mut client = saga.peers.commission.clone();
-    let sales: Vec<cpb::SaleContext> = (0..count).map(&context).collect();
+    let sales: Vec<cpb::SaleContext> = (0..sale_ids.len()).map(&context).collect();
     let request = cpb::ComputeSettlementsRequest { program: Some(program.clone()), sales, draft: draft.cloned() };
     let mut response = client
         .compute_settlements(request)
@@ -199,7 +199,7 @@ pub(crate) async fn settle_batch(
     let asking = qualify::asking(&response);
     if !asking.is_empty() {
         let sent: Vec<cpb::SaleContext> =
-            (0..count).map(&context).filter(|sale| asking.contains(sale.sale_id.as_str())).collect();
+            (0..sale_ids.len()).filter(|&k| asking.contains(sale_ids[k].as_str())).map(&context).collect();
         qualify::settle_with_facts(saga, program, sent, draft, &mut response).await?;
     }
     Ok(response)
@@ -234,7 +234,7 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
         async move {
             let ctx = ctx.ok_or_else(|| StepError::Transient("a commission call was cut with no sales".into()))?;
             let program = program_context(program_id?, ctx);
-            let response = settle_batch(saga, &program, sale_ids.len(), context, None).await?;
+            let response = settle_batch(saga, &program, &sale_ids, context, None).await?;
             let by_sale: HashMap<&str, &cpb::Settlement> =
                 response.settlements.iter().map(|s| (s.sale_id.as_str(), s)).collect();
             Ok(sale_ids

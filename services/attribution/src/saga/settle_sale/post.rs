@@ -39,12 +39,14 @@ struct UndoOut {
 
 /// What a posting is built from: compute's lines and the attribution rule
 /// resolve found (borrowed when this claim kept them).
-fn posting_inputs<'a>(item: &Item<'a>) -> Result<(Cow<'a, ComputeOut>, Option<crate::domain::touch::Rule>), StepError> {
+type Inputs<'a> = (Cow<'a, ComputeOut>, Option<crate::domain::touch::Rule>);
+
+fn posting_inputs<'a>(item: &Item<'a>) -> Result<Inputs<'a>, StepError> {
     Ok((earlier::<ComputeOut>(item, Step::Compute)?, earlier::<ResolveOut>(item, Step::Resolve)?.attribution))
 }
 
-fn posting(item: &Item<'_>) -> Result<lpb::SalePosting, StepError> {
-    let (computed, rule) = posting_inputs(item)?;
+fn posting(item: &Item<'_>, (computed, rule): &Inputs<'_>) -> lpb::SalePosting {
+    let rule = *rule;
     let lines = computed
         .lines
         .iter()
@@ -62,27 +64,26 @@ fn posting(item: &Item<'_>) -> Result<lpb::SalePosting, StepError> {
             input
         })
         .collect();
-    Ok(lpb::SalePosting {
+    lpb::SalePosting {
         idempotency_key: post_key(item.saga.id, item.saga.run),
         sale_id: item.subject.id.to_string(),
         lines,
-    })
+    }
 }
 
 pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
-    // Checked up front, built per call: a built posting kept for a retry of
+    // Built per call from the inputs: a built posting kept for a retry of
     // its chunk would be copied, breakdowns and all, into every call.
-    let inputs: Vec<Result<(), StepError>> = items.iter().map(|item| posting_inputs(item).map(|_| ())).collect();
+    let inputs: Vec<Result<Inputs<'_>, StepError>> = items.iter().map(posting_inputs).collect();
     let ready = Ready::of(items, &inputs);
     let chunks = chunk_by_program(&ready.items, |_| 1);
     let outcomes = per_chunk(chunks, ready.items.len(), |chunk| {
         let mut client = saga.peers.ledger.clone();
         let program_id = chunk_program(&ready.items, &chunk);
-        let postings: Result<Vec<lpb::SalePosting>, StepError> =
-            chunk.iter().map(|&i| posting(&ready.items[i])).collect();
+        let postings: Vec<lpb::SalePosting> =
+            chunk.iter().map(|&i| posting(&ready.items[i], ready.inputs[i])).collect();
         async move {
             let program_id = program_id?;
-            let postings = postings?;
             let keys: Vec<String> = postings.iter().map(|p| p.idempotency_key.clone()).collect();
             let response = client
                 .post_entries(lpb::PostEntriesRequest { program_id: program_id.to_string(), postings })

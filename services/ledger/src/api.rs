@@ -121,8 +121,10 @@ impl LedgerService for LedgerApi {
 
         // Validate each posting on its own; the first valid posting of a key
         // is the one written, later ones with that key are compared to it.
+        // Each result names its posting's key as sent, whatever became of it.
+        let keys: Vec<String> = request.postings.iter().map(|p| p.idempotency_key.clone()).collect();
         let mut parsed: Vec<Result<Posting, types::ItemFailure>> = Vec::with_capacity(request.postings.len());
-        for (index, input) in request.postings.iter().enumerate() {
+        for (index, input) in request.postings.into_iter().enumerate() {
             parsed.push(posting::validate(input, &format!("postings[{index}]")).map_err(|violations| {
                 item_failure("INVALID_ARGUMENT", "INVALID_POSTING", violations.into_status().message())
             }));
@@ -183,7 +185,7 @@ impl LedgerService for LedgerApi {
         };
         let mut results = Vec::with_capacity(parsed.len());
         for (index, result) in parsed.iter().enumerate() {
-            let key = request.postings[index].idempotency_key.clone();
+            let key = keys.get(index).cloned().unwrap_or_default();
             let posting = match result {
                 Err(failure) => {
                     results.push(pb::PostingResult {

@@ -340,11 +340,11 @@ impl AttributionApi {
             let response = settle_batch(saga, &program_context(program_id, ctx), &sale_ids, context, draft)
                 .await
                 .map_err(chunk_failure)?;
-            let by_sale: HashMap<&str, &cpb::Settlement> =
-                response.settlements.iter().map(|s| (s.sale_id.as_str(), s)).collect();
+            let mut by_sale: HashMap<String, cpb::Settlement> =
+                response.settlements.into_iter().map(|s| (s.sale_id.clone(), s)).collect();
             for ((&i, currency), sale_id) in group.iter().zip(currencies).zip(&sale_ids) {
                 let settlement = by_sale
-                    .get(sale_id.as_str())
+                    .remove(sale_id.as_str())
                     .ok_or_else(|| Status::unavailable("commission returned no settlement for a sale; retry"))?;
                 if let Some(out) = keep(&mut outcomes[i], settlement_lines(settlement, currency)) {
                     outcomes[i] = Ok(out

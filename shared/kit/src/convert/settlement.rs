@@ -55,9 +55,12 @@ pub fn breakdown_to_proto(breakdown: Breakdown) -> pb::CommissionBreakdown {
 
 /// Decodes a breakdown at `field`: every text as sent; `agreement_version_id`
 /// empty (none) or a UUID, else a violation at `{field}.agreement_version_id`.
+/// Takes the wire form by value: its texts move into the breakdown (a copy of
+/// every text of every line was a twelfth of attribution's CPU in
+/// settlement, issue 15).
 pub fn breakdown_from_proto(
     field: &str,
-    breakdown: &pb::CommissionBreakdown,
+    breakdown: pb::CommissionBreakdown,
     violations: &mut FieldViolations,
 ) -> Option<Breakdown> {
     let mut local = FieldViolations::new();
@@ -66,13 +69,13 @@ pub fn breakdown_from_proto(
     let valid = local.is_empty();
     violations.absorb(local, str::to_string);
     valid.then(|| Breakdown {
-        model: breakdown.model.clone(),
-        formula: breakdown.formula.clone(),
-        inputs: breakdown.inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        rule: breakdown.rule.clone(),
+        model: breakdown.model,
+        formula: breakdown.formula,
+        inputs: breakdown.inputs.into_iter().collect(),
+        rule: breakdown.rule,
         agreement_version_id,
-        rounding: breakdown.rounding.clone(),
-        note: breakdown.note.clone(),
+        rounding: breakdown.rounding,
+        note: breakdown.note,
     })
 }
 
@@ -95,17 +98,17 @@ pub fn settlement_line_to_proto(line: Line) -> cpb::SettlementLine {
 /// [`entry_input_to_line`] for the rules, with any level ≥ 0 accepted.
 pub fn settlement_line_from_proto(
     field: &str,
-    line: &cpb::SettlementLine,
+    line: cpb::SettlementLine,
     violations: &mut FieldViolations,
 ) -> Option<Line> {
-    let fields = WireRef {
+    let fields = WireIn {
         partner_id: &line.partner_id,
         kind: line.kind,
         amount: line.amount.as_ref(),
         level: line.level,
         source_partner_id: &line.source_partner_id,
         clears_at: line.clears_at.as_ref(),
-        breakdown: line.breakdown.as_ref(),
+        breakdown: line.breakdown,
     };
     decode(field, fields, i32::MAX.unsigned_abs(), violations)
 }
@@ -135,18 +138,18 @@ pub fn entry_input(line: Line, occurred_at: DateTime<Utc>) -> lpb::EntryInput {
 /// `agreement_version_id`. `None` when any is wrong.
 pub fn entry_input_to_line(
     field: &str,
-    input: &lpb::EntryInput,
+    input: lpb::EntryInput,
     max_level: u32,
     violations: &mut FieldViolations,
 ) -> Option<(Line, DateTime<Utc>)> {
-    let fields = WireRef {
+    let fields = WireIn {
         partner_id: &input.partner_id,
         kind: input.kind,
         amount: input.amount.as_ref(),
         level: input.level,
         source_partner_id: &input.source_partner_id,
         clears_at: input.clears_at.as_ref(),
-        breakdown: input.breakdown.as_ref(),
+        breakdown: input.breakdown,
     };
     let occurred_at = require_timestamp(&format!("{field}.occurred_at"), input.occurred_at.as_ref(), violations);
     let line = decode(field, fields, max_level, violations);
@@ -176,18 +179,19 @@ fn wire_fields(line: Line) -> Wire {
     }
 }
 
-/// The fields `SettlementLine` and `EntryInput` share, as received.
-struct WireRef<'a> {
+/// The fields `SettlementLine` and `EntryInput` share, as received: the
+/// breakdown by value (its texts move into the line), the rest borrowed.
+struct WireIn<'a> {
     partner_id: &'a str,
     kind: i32,
     amount: Option<&'a pb::Money>,
     level: i32,
     source_partner_id: &'a str,
     clears_at: Option<&'a prost_types::Timestamp>,
-    breakdown: Option<&'a pb::CommissionBreakdown>,
+    breakdown: Option<pb::CommissionBreakdown>,
 }
 
-fn decode(field: &str, wire: WireRef<'_>, max_level: u32, violations: &mut FieldViolations) -> Option<Line> {
+fn decode(field: &str, wire: WireIn<'_>, max_level: u32, violations: &mut FieldViolations) -> Option<Line> {
     let partner_id = require_uuid(&format!("{field}.partner_id"), wire.partner_id, violations);
     let mut source = FieldViolations::new();
     let source_partner_id = optional_uuid(&format!("{field}.source_partner_id"), wire.source_partner_id, &mut source);
@@ -262,17 +266,17 @@ mod tests {
         let wire = settlement_line_to_proto(line());
         assert_eq!((wire.amount.as_ref().unwrap().amount.as_str(), wire.level), ("2.50", 2));
         assert_eq!(wire.breakdown.as_ref().unwrap().agreement_version_id, AgreementVersionId::from_u128(9).to_string());
-        assert_eq!(settlement_line_from_proto("lines[0]", &wire, &mut violations), Some(line()));
+        assert_eq!(settlement_line_from_proto("lines[0]", wire, &mut violations), Some(line()));
 
         let occurred_at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let input = entry_input(line(), occurred_at);
         assert_eq!(input.source_partner_id, PartnerId::from_u128(3).to_string());
-        assert_eq!(entry_input_to_line("p", &input, 64, &mut violations), Some((line(), occurred_at)));
+        assert_eq!(entry_input_to_line("p", input, 64, &mut violations), Some((line(), occurred_at)));
 
         let bare = Line { source_partner_id: None, breakdown: None, ..line() };
         let input = entry_input(bare.clone(), occurred_at);
         assert_eq!((input.source_partner_id.as_str(), input.breakdown.is_none()), ("", true));
-        assert_eq!(entry_input_to_line("p", &input, 64, &mut violations), Some((bare, occurred_at)));
+        assert_eq!(entry_input_to_line("p", input, 64, &mut violations), Some((bare, occurred_at)));
         assert!(violations.is_empty());
     }
 
@@ -290,7 +294,7 @@ mod tests {
             breakdown.agreement_version_id = "v1".into();
         }
         let mut violations = FieldViolations::new();
-        assert_eq!(entry_input_to_line("postings[2].lines[1]", &input, 64, &mut violations), None);
+        assert_eq!(entry_input_to_line("postings[2].lines[1]", input, 64, &mut violations), None);
         let status = violations.into_status();
         for expected in [
             "postings[2].lines[1].partner_id",
@@ -311,12 +315,12 @@ mod tests {
         let mut wire = settlement_line_to_proto(line());
         wire.source_partner_id = "x".into();
         let mut violations = FieldViolations::new();
-        assert_eq!(settlement_line_from_proto("lines[0]", &wire, &mut violations), None);
+        assert_eq!(settlement_line_from_proto("lines[0]", wire.clone(), &mut violations), None);
         assert!(violations.into_status().message().contains("lines[0].source_partner_id"));
         wire.level = -1;
         wire.source_partner_id = String::new();
         let mut violations = FieldViolations::new();
-        assert_eq!(settlement_line_from_proto("lines[0]", &wire, &mut violations), None);
+        assert_eq!(settlement_line_from_proto("lines[0]", wire.clone(), &mut violations), None);
         assert!(violations.into_status().message().contains("lines[0].level"));
     }
 }

@@ -101,14 +101,15 @@ fn parse_money(money: &tpb::Money, sale_currency: Currency) -> Result<(Currency,
     Ok((currency, currency.parse_amount(&money.amount).map_err(bad)?))
 }
 
-pub(super) fn compute_out(settlement: &cpb::Settlement, currency: Currency) -> StepResult {
+pub(super) fn compute_out(settlement: cpb::Settlement, currency: Currency) -> StepResult {
     output_kept(settlement_lines(settlement, currency)?)
 }
 
 /// A settlement commission sent, checked and decoded into the lines post
 /// sends to the ledger (and SimulateProgram compares, issue 16 item 2). A
 /// settlement that carries a failure, or an invalid line, is a permanent error.
-pub(crate) fn settlement_lines(settlement: &cpb::Settlement, currency: Currency) -> Result<ComputeOut, StepError> {
+/// By value: the lines' texts move into the decoded lines.
+pub(crate) fn settlement_lines(settlement: cpb::Settlement, currency: Currency) -> Result<ComputeOut, StepError> {
     if let Some(failure) = &settlement.failure {
         return Err(StepError::Permanent(failure_message(failure)));
     }
@@ -119,21 +120,14 @@ pub(crate) fn settlement_lines(settlement: &cpb::Settlement, currency: Currency)
     };
     let mut lines = Vec::with_capacity(settlement.lines.len());
     let mut violations = FieldViolations::new();
-    for (index, line) in settlement.lines.iter().enumerate() {
-        // A line that names no currency is in the sale's; only such a line
-        // is copied to fill it in (a copy per line, breakdown and all, was a
-        // sixth of this service's CPU in settlement, issue 15).
-        let line = match &line.amount {
-            Some(money) if money.currency_code.is_empty() => {
-                let mut filled = line.clone();
-                if let Some(money) = filled.amount.as_mut() {
-                    money.currency_code = currency.code().to_string();
-                }
-                Cow::Owned(filled)
-            }
-            _ => Cow::Borrowed(line),
-        };
-        lines.extend(settlement_line_from_proto(&format!("lines[{index}]"), &line, &mut violations));
+    for (index, mut line) in settlement.lines.into_iter().enumerate() {
+        // A line that names no currency is in the sale's.
+        if let Some(money) = line.amount.as_mut()
+            && money.currency_code.is_empty()
+        {
+            money.currency_code = currency.code().to_string();
+        }
+        lines.extend(settlement_line_from_proto(&format!("lines[{index}]"), line, &mut violations));
     }
     if !violations.is_empty() {
         let status = violations.into_status();
@@ -142,7 +136,7 @@ pub(crate) fn settlement_lines(settlement: &cpb::Settlement, currency: Currency)
     Ok(ComputeOut {
         currency: base_currency.code().to_string(),
         base_commission: base,
-        agreement_version_id: settlement.agreement_version_id.clone(),
+        agreement_version_id: settlement.agreement_version_id,
         lines,
     })
 }
@@ -235,14 +229,14 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
             let ctx = ctx.ok_or_else(|| StepError::Transient("a commission call was cut with no sales".into()))?;
             let program = program_context(program_id?, ctx);
             let response = settle_batch(saga, &program, &sale_ids, context, None).await?;
-            let by_sale: HashMap<&str, &cpb::Settlement> =
-                response.settlements.iter().map(|s| (s.sale_id.as_str(), s)).collect();
+            let mut by_sale: HashMap<String, cpb::Settlement> =
+                response.settlements.into_iter().map(|s| (s.sale_id.clone(), s)).collect();
             Ok(sale_ids
                 .iter()
                 .zip(currencies)
                 .map(|(sale_id, currency)| {
                     let settlement = by_sale
-                        .get(sale_id.as_str())
+                        .remove(sale_id.as_str())
                         .ok_or_else(|| StepError::Transient("commission returned no settlement for the sale".into()))?;
                     compute_out(settlement, currency)
                 })
@@ -272,7 +266,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(matches!(compute_out(&failed, gbp), Err(StepError::Permanent(m)) if m.contains("CURRENCY_MISMATCH")));
+        assert!(matches!(compute_out(failed, gbp), Err(StepError::Permanent(m)) if m.contains("CURRENCY_MISMATCH")));
         let line = cpb::SettlementLine {
             partner_id: uuid::Uuid::from_u128(1).to_string(),
             kind: tpb::EarningKind::Direct as i32,
@@ -285,7 +279,7 @@ mod tests {
             lines: vec![line.clone()],
             ..Default::default()
         };
-        let value = compute_out(&ok, gbp).unwrap();
+        let value = compute_out(ok.clone(), gbp).unwrap();
         let tree: serde_json::Value = value.decode().unwrap();
         assert_eq!(tree["lines"][0]["kind"], "DIRECT", "logged by stored name");
         let out: ComputeOut = value.decode().unwrap();
@@ -296,8 +290,8 @@ mod tests {
         assert_eq!(input.amount.unwrap().amount, "5.00");
 
         let unknown = cpb::Settlement { lines: vec![cpb::SettlementLine { kind: 99, ..line.clone() }], ..ok.clone() };
-        assert!(matches!(compute_out(&unknown, gbp), Err(StepError::Permanent(m)) if m.contains("lines[0].kind")));
+        assert!(matches!(compute_out(unknown, gbp), Err(StepError::Permanent(m)) if m.contains("lines[0].kind")));
         let no_amount = cpb::Settlement { lines: vec![cpb::SettlementLine { amount: None, ..line }], ..ok };
-        assert!(matches!(compute_out(&no_amount, gbp), Err(StepError::Permanent(_))));
+        assert!(matches!(compute_out(no_amount, gbp), Err(StepError::Permanent(_))));
     }
 }

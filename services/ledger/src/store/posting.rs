@@ -37,26 +37,17 @@ pub async fn post(
         return Ok(Vec::new());
     }
     let mut tx = pool.begin().await?;
-    // Cheap pre-read: keys already posted are not sent again (a replayed batch
-    // costs one small query). A key that appears between this read and the
-    // insert is still caught by ON CONFLICT and read back below.
+    // Every posting is sent; a key already posted inserts nothing (ON
+    // CONFLICT below) and is read back afterwards. A pre-read of the posted
+    // keys cost a statement per batch for the rare replay, and its plan,
+    // made on a young table, scanned the program's every posting (issue 15).
     let all_keys: Vec<&str> = postings.iter().map(|p| p.key.as_str()).collect();
-    let known: Vec<(String,)> = sqlx::query_as(
-        "SELECT idempotency_key FROM postings WHERE program_id = $1 AND idempotency_key = ANY($2::text[])",
-    )
-    .bind(program_id)
-    .bind(&all_keys)
-    .fetch_all(&mut *tx)
-    .await?;
-    let known: HashSet<String> = known.into_iter().map(|(key,)| key).collect();
-    let fresh: Vec<&Posting> = postings.iter().copied().filter(|p| !known.contains(&p.key)).collect();
-
-    let line_count: usize = fresh.iter().map(|p| p.lines.len()).sum();
-    let mut keys = Vec::with_capacity(fresh.len());
-    let mut sale_ids = Vec::with_capacity(fresh.len());
-    let mut hashes = Vec::with_capacity(fresh.len());
-    let mut lows = Vec::with_capacity(fresh.len());
-    let mut highs = Vec::with_capacity(fresh.len());
+    let line_count: usize = postings.iter().map(|p| p.lines.len()).sum();
+    let mut keys = Vec::with_capacity(postings.len());
+    let mut sale_ids = Vec::with_capacity(postings.len());
+    let mut hashes = Vec::with_capacity(postings.len());
+    let mut lows = Vec::with_capacity(postings.len());
+    let mut highs = Vec::with_capacity(postings.len());
     let mut ids: Vec<EntryId> = Vec::with_capacity(line_count);
     let mut partner_ids = Vec::with_capacity(line_count);
     let mut line_sales = Vec::with_capacity(line_count);
@@ -71,8 +62,8 @@ pub async fn post(
     let mut breakdowns = Vec::with_capacity(line_count);
     let mut line_keys = Vec::with_capacity(line_count);
     let mut line_indexes = Vec::with_capacity(line_count);
-    let mut posting_ids: HashMap<&str, Vec<EntryId>> = HashMap::with_capacity(fresh.len());
-    for posting in &fresh {
+    let mut posting_ids: HashMap<&str, Vec<EntryId>> = HashMap::with_capacity(postings.len());
+    for posting in postings {
         keys.push(posting.key.clone());
         sale_ids.push(posting.sale_id.clone());
         hashes.push(posting.hash.clone());
@@ -110,11 +101,8 @@ pub async fn post(
 
     // With each inserted key, the transaction's now(): the entries'
     // created_at, for their events.
-    let inserted: Vec<(String, DateTime<Utc>)> = if fresh.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_as(
-            r#"
+    let inserted: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        r#"
         WITH p AS (
             INSERT INTO postings (program_id, idempotency_key, sale_id, request_hash, entry_ids, actor)
             SELECT $1, k.key, k.sale_id, k.hash, ($6::uuid[])[k.lo:k.hi], $21
@@ -139,42 +127,41 @@ pub async fn post(
         )
         SELECT idempotency_key, now() FROM p
         "#,
-        )
-        .bind(program_id)
-        .bind(&keys)
-        .bind(&sale_ids)
-        .bind(&hashes)
-        .bind(&lows)
-        .bind(&ids)
-        .bind(&highs)
-        .bind(&partner_ids)
-        .bind(&line_sales)
-        .bind(&kinds)
-        .bind(&entry_types)
-        .bind(&currencies)
-        .bind(&amounts)
-        .bind(&levels)
-        .bind(&sources)
-        .bind(&occurred)
-        .bind(&clears)
-        .bind(&breakdowns)
-        .bind(&line_keys)
-        .bind(&line_indexes)
-        .bind(actor)
-        .fetch_all(&mut *tx)
-        .await?
-    };
+    )
+    .bind(program_id)
+    .bind(&keys)
+    .bind(&sale_ids)
+    .bind(&hashes)
+    .bind(&lows)
+    .bind(&ids)
+    .bind(&highs)
+    .bind(&partner_ids)
+    .bind(&line_sales)
+    .bind(&kinds)
+    .bind(&entry_types)
+    .bind(&currencies)
+    .bind(&amounts)
+    .bind(&levels)
+    .bind(&sources)
+    .bind(&occurred)
+    .bind(&clears)
+    .bind(&breakdowns)
+    .bind(&line_keys)
+    .bind(&line_indexes)
+    .bind(actor)
+    .fetch_all(&mut *tx)
+    .await?;
     let created_at = inserted.first().map(|(_, time)| *time);
     let inserted: HashSet<String> = inserted.into_iter().map(|(key, _)| key).collect();
     if let Some(created_at) = created_at {
         // The balance projection, in the same transaction: one statement for
         // the whole batch, from the lines of the postings that went in.
-        let lines = fresh.iter().filter(|p| inserted.contains(&p.key)).flat_map(|p| p.lines.iter());
+        let lines = postings.iter().filter(|p| inserted.contains(&p.key)).flat_map(|p| p.lines.iter());
         apply_posted_balances(&mut tx, program_id, lines).await?;
         // The outbox: one entry.posted per new entry, by reference (see
         // events::posted), in one more statement.
         let mut posted = Vec::with_capacity(line_count);
-        for posting in fresh.iter().filter(|p| inserted.contains(&p.key)) {
+        for posting in postings.iter().filter(|p| inserted.contains(&p.key)) {
             let ids = posting_ids.get(posting.key.as_str()).map(Vec::as_slice).unwrap_or_default();
             for line in ids.iter().copied().zip(&posting.lines) {
                 posted.push(events::posted(program_id, line, created_at));
@@ -186,9 +173,12 @@ pub async fn post(
     let existing_keys: Vec<&str> = all_keys.iter().copied().filter(|key| !inserted.contains(*key)).collect();
     let mut existing: HashMap<String, (Vec<u8>, Vec<EntryId>)> = HashMap::new();
     if !existing_keys.is_empty() {
+        // One key probe per key (a join on the keys rather than `= ANY`,
+        // whose generic plan filtered the program's every posting).
         let rows: Vec<(String, Vec<u8>, Vec<EntryId>)> = sqlx::query_as(
-            "SELECT idempotency_key, request_hash, entry_ids FROM postings \
-             WHERE program_id = $1 AND idempotency_key = ANY($2::text[])",
+            "SELECT p.idempotency_key, p.request_hash, p.entry_ids \
+             FROM unnest($2::text[]) AS k(key) \
+             JOIN postings p ON p.program_id = $1 AND p.idempotency_key = k.key",
         )
         .bind(program_id)
         .bind(&existing_keys)
@@ -198,7 +188,7 @@ pub async fn post(
     }
     tx.commit().await?;
     crate::counters::entries_posted(
-        fresh
+        postings
             .iter()
             .filter(|posting| inserted.contains(&posting.key))
             .flat_map(|posting| posting.lines.iter())

@@ -29,15 +29,15 @@ pub(crate) async fn saga_sales(pool: &PgPool, saga_ids: &[SagaId]) -> Result<Has
 /// From the calendar buckets (migration 0008), each grain read by its own
 /// primary-key range probe (one filter over all of a seller's buckets read
 /// every hour it ever sold in): the years before t's, the months of its year
-/// before t's, the days of its month before t's, the hours of its day before
-/// t's; then t's own hour, one of two ways, both exact. A sale of an hour
-/// that is still under way, or of the later half of its hour, takes the
-/// hour's bucket less the hour's sales at or after it: sales settled as they
+/// before t's, the days of its month before t's; then the hours of its day,
+/// one of two ways, both exact. A sale of an hour that is still under way,
+/// or of the later half of its hour, takes the day's hours up to and
+/// including its own (one probe) less its hour's sales at or after it: sales settled as they
 /// happen read only the few recorded since (reading the hour's earlier sales
 /// one by one, a seller selling a thousand times a second summed ever more
 /// of them for each new sale, two thirds of the settlement's history read in
 /// the bench's latency run, issue 15). A sale of the earlier half of a past
-/// hour takes the hour's sales before it. Work is bounded by the calendar
+/// hour takes the day's hours before its own plus its hour's sales before it. Work is bounded by the calendar
 /// and at most half an hour's sales of a past hour, not by the history. A
 /// macro so that each query embeds it with `concat!` and stays one static
 /// statement.
@@ -52,19 +52,21 @@ macro_rules! seller_volume_before {
           + (SELECT COALESCE(sum(v.amount), 0) FROM seller_volumes v
              WHERE v.program_id = s.program_id AND v.partner_id = s.partner_id AND v.currency = s.currency
                AND v.grain = 'day' AND v.period >= date_trunc('month', s.t) AND v.period < date_trunc('day', s.t))
-          + (SELECT COALESCE(sum(v.amount), 0) FROM seller_volumes v
-             WHERE v.program_id = s.program_id AND v.partner_id = s.partner_id AND v.currency = s.currency
-               AND v.grain = 'hour' AND v.period >= date_trunc('day', s.t) AND v.period < date_trunc('hour', s.t))
           + CASE WHEN date_trunc('hour', s.t) + interval '1 hour' > (statement_timestamp() AT TIME ZONE 'UTC')
                    OR s.t >= date_trunc('hour', s.t) + interval '30 minutes'
             THEN (SELECT COALESCE(sum(v.amount), 0) FROM seller_volumes v
                   WHERE v.program_id = s.program_id AND v.partner_id = s.partner_id AND v.currency = s.currency
-                    AND v.grain = 'hour' AND v.period = date_trunc('hour', s.t))
+                    AND v.grain = 'hour' AND v.period >= date_trunc('day', s.t)
+                    AND v.period <= date_trunc('hour', s.t))
                - (SELECT COALESCE(sum(p.amount), 0) FROM sales p
                   WHERE p.program_id = s.program_id AND p.partner_id = s.partner_id AND p.currency = s.currency
                     AND p.occurred_at < (date_trunc('hour', s.t) + interval '1 hour') AT TIME ZONE 'UTC'
                     AND (p.occurred_at, p.id) >= (s.occurred_at, s.id))
-            ELSE (SELECT COALESCE(sum(p.amount), 0) FROM sales p
+            ELSE (SELECT COALESCE(sum(v.amount), 0) FROM seller_volumes v
+                  WHERE v.program_id = s.program_id AND v.partner_id = s.partner_id AND v.currency = s.currency
+                    AND v.grain = 'hour' AND v.period >= date_trunc('day', s.t)
+                    AND v.period < date_trunc('hour', s.t))
+               + (SELECT COALESCE(sum(p.amount), 0) FROM sales p
                   WHERE p.program_id = s.program_id AND p.partner_id = s.partner_id AND p.currency = s.currency
                     AND p.occurred_at >= date_trunc('hour', s.t) AT TIME ZONE 'UTC'
                     AND (p.occurred_at, p.id) < (s.occurred_at, s.id))

@@ -160,9 +160,8 @@ pub fn validate(mut posting: pb::SalePosting, prefix: &str) -> Result<Posting, F
 /// SHA-256 of the prost-encoded `SalePosting`, made deterministic: protobuf
 /// maps (breakdown inputs) encode in hash-map order, so each line's inputs are
 /// taken out before encoding and appended afterwards in key order, each
-/// string length-prefixed. The inputs are put back before it returns (taken
-/// out of the posting itself rather than of a copy: a copy of every posting
-/// cost the ledger a tenth of its CPU, issue 15).
+/// string length-prefixed. The inputs are taken out of the posting itself
+/// rather than out of a copy of it, and put back before it returns (issue 15).
 pub fn request_hash(posting: &mut pb::SalePosting) -> Vec<u8> {
     let mut inputs: Vec<Vec<(String, String)>> = Vec::with_capacity(posting.lines.len());
     for line in &mut posting.lines {

@@ -440,16 +440,28 @@ mod tests {
     fn ports_chosen_together_are_distinct_bindable_and_outside_the_ephemeral_range() {
         let (ephemeral_low, ephemeral_high) = ephemeral_range();
         for _ in 0..20 {
-            let ports = free_ports(SERVICES.len()).expect("ports");
-            let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
-            assert_eq!(distinct.len(), SERVICES.len(), "{ports:?}");
-            for port in ports {
+            // A released port may be taken by a test running beside this one
+            // before it is bound again; the choice is retried as
+            // Services::start retries it (START_ATTEMPTS).
+            let mut bound = false;
+            for _ in 0..START_ATTEMPTS {
+                let ports = free_ports(SERVICES.len()).expect("ports");
+                let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+                assert_eq!(distinct.len(), SERVICES.len(), "{ports:?}");
                 // Only where the range leaves room below it does the choice avoid it.
                 if ephemeral_low > 11000 {
-                    assert!(!(ephemeral_low..=ephemeral_high).contains(&port), "{port} is ephemeral");
+                    for port in &ports {
+                        assert!(!(ephemeral_low..=ephemeral_high).contains(port), "{port} is ephemeral");
+                    }
                 }
-                drop(std::net::TcpListener::bind(("127.0.0.1", port)).expect("a chosen port binds"));
+                let listeners: Vec<_> =
+                    ports.iter().filter_map(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).ok()).collect();
+                if listeners.len() == ports.len() {
+                    bound = true;
+                    break;
+                }
             }
+            assert!(bound, "the chosen ports did not bind in {START_ATTEMPTS} choices");
         }
     }
 

@@ -125,6 +125,12 @@ pub fn output<T: Serialize>(value: &T) -> StepResult {
         .map_err(|e| StepError::Permanent(format!("cannot encode the step output: {e}")))
 }
 
+/// The output of a step in [`SagaDef::UNLOGGED_STEPS`]: `value` kept for the
+/// later steps of this claim, with no text (`{}`), since it is never logged.
+pub fn output_unlogged<T: Send + Sync + 'static>(value: T) -> StepResult {
+    Ok(Output { json: "{}".to_string(), typed: Some(Arc::new(value)) })
+}
+
 /// Like [`output`], keeping `value` itself beside its text for the later
 /// steps of this claim ([`Output::decode`], [`Output::kept`]).
 pub fn output_kept<T: Serialize + Send + Sync + 'static>(value: T) -> StepResult {
@@ -178,6 +184,16 @@ pub trait SagaDef: Send + Sync + Sized + 'static {
     /// its undo is not needed by an unwind (say, because
     /// [`on_failed`](Self::on_failed) overwrites its effect).
     const RETIRED_STEPS: &'static [&'static str] = &[];
+
+    /// Steps without an undo whose output is never written to the log, not
+    /// even carried by a later `started`: a new claim that needs it runs the
+    /// step again. For a step whose output is large and which a later step's
+    /// effect pins anyway (SettleSale's compute: its lines are the posting the
+    /// ledger keeps under the run's key, so a resumed compute adopts that
+    /// posting rather than logging every line twice; issue 15). The step
+    /// finds out that it is resumed from [`Saga::step_started`], and should
+    /// return its output with [`output_unlogged`].
+    const UNLOGGED_STEPS: &'static [&'static str] = &[];
 
     /// The facts every step of one saga reads (for a sale saga: the sale).
     type Subject: Send + Sync;
@@ -292,6 +308,12 @@ impl Saga {
     /// The logged output of step `index` in this run, if any.
     pub fn raw_output(&self, index: usize) -> Option<&Output> {
         self.log.get(index).and_then(|log| log.output.as_ref())
+    }
+
+    /// Whether step `index`'s `started` is in this run's log: a claim
+    /// before this one began its action, whose effect may have landed.
+    pub fn step_started(&self, index: usize) -> bool {
+        self.log.get(index).is_some_and(|log| log.started)
     }
 }
 

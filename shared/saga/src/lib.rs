@@ -29,7 +29,9 @@ mod resume;
 mod retry;
 mod state;
 
-pub use def::{Item, Output, Saga, SagaDef, Step, StepError, StepFn, StepFuture, StepResult, output, output_kept};
+pub use def::{
+    Item, Output, Saga, SagaDef, Step, StepError, StepFn, StepFuture, StepResult, output, output_kept, output_unlogged,
+};
 pub use engine::Engine;
 pub use options::SagaOptions;
 #[cfg(feature = "test-hooks")]

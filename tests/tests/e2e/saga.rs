@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use accrue_attribution::{SagaOptions, Step, TestHooks};
 use accrue_e2e::Clients;
-use accrue_e2e::fixtures::{dec, gbp, ts};
+use accrue_e2e::fixtures::{dec, gbp, percentage_on_payment, ts};
 use accrue_proto::attribution::v1 as apb;
+use accrue_proto::commission::v1 as cpb;
 use accrue_proto::hierarchy::v1 as hpb;
 use accrue_proto::ledger::v1 as lpb;
 use accrue_proto::types::v1 as types;
@@ -27,6 +28,19 @@ use super::world::{
 
 /// The SettleSale steps with an undo: the only ones that log `started`.
 const WITH_UNDO: [Step; 1] = [Step::Post];
+
+/// The steps whose output the log records, each once: all but compute, whose
+/// lines the ledger keeps in the run's posting instead (SettleSale's
+/// `UNLOGGED_STEPS`, issue 15).
+const LOGGED: [Step; 3] = [Step::Resolve, Step::Upline, Step::Post];
+
+/// Every logged step's output is in `saga`'s log once, and compute's is not.
+fn assert_logged_once(saga: &apb::Saga, context: &str) {
+    for step in LOGGED {
+        assert_eq!(logged_outputs(saga, step).len(), 1, "{context}: {step}'s output logged once: {saga:#?}");
+    }
+    assert!(logged_outputs(saga, Step::Compute).is_empty(), "{context}: compute's output is never logged: {saga:#?}");
+}
 
 fn sale_request(w: &World, external_id: &str, customer: &str, amount: &str) -> apb::RecordSaleRequest {
     apb::RecordSaleRequest {
@@ -135,10 +149,8 @@ async fn happy_path_settles_splits_and_override() {
     assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
     assert_eq!(saga.kind, "SETTLE_SALE");
     assert!(saga.owner.is_empty(), "a finished saga holds no lease");
-    for step in Step::ALL {
-        assert_eq!(logged_outputs(&saga, step).len(), 1, "{step}'s output logged once: {saga:#?}");
-    }
-    // resolve, upline and compute log no event of their own: post's `started` carries their outputs.
+    assert_logged_once(&saga, "one sale");
+    // resolve, upline and compute log no event of their own: post's `started` carries the first two's outputs.
     let events: Vec<(&str, &str)> = saga.events.iter().map(|e| (e.step.as_str(), e.event.as_str())).collect();
     assert_eq!(events, [("post", "started"), ("post", "succeeded")], "the sale settles with post's success");
     let resolve = logged_output(&saga, Step::Resolve);
@@ -332,9 +344,7 @@ async fn crash_after_each_step_resumes_on_a_new_worker() {
         assert!(saga.generation >= 2 || step == Step::Post, "{step}: claimed again");
         // Steps whose outputs were logged before the crash were not run
         // again; the others' outputs are logged once too.
-        for done in Step::ALL {
-            assert_eq!(logged_outputs(&saga, done).len(), 1, "{step}: {done}'s output logged once");
-        }
+        assert_logged_once(&saga, step.name());
         assert_settled_once(&mut c, &w, &sale.id).await;
         assert_earned(&mut c, &w, n as u32 + 1).await;
         stack.shutdown().await.unwrap();
@@ -396,9 +406,7 @@ async fn recovers_from_a_log_truncated_at_every_point() {
 
         let saga = wait_saga(&mut c, &sale.saga_id).await;
         assert_eq!(saga.state, apb::SagaState::Done as i32, "k={k}: {saga:#?}");
-        for step in Step::ALL {
-            assert_eq!(logged_outputs(&saga, step).len(), 1, "k={k}: {step}'s output once in the surviving log");
-        }
+        assert_logged_once(&saga, &format!("k={k}"));
         let again = get_sale(&mut c, &sale.id).await;
         assert_eq!(again.state, apb::SaleState::Settled as i32, "k={k}");
         assert_eq!(again.base_commission, settled.base_commission, "k={k}");
@@ -409,6 +417,71 @@ async fn recovers_from_a_log_truncated_at_every_point() {
         let log_now = log_ids(&pool, &sale.saga_id).await;
         assert_eq!(log_now[..k], log[..k], "k={k}: the surviving prefix is untouched");
     }
+    stack.shutdown().await.unwrap();
+}
+
+/// Compute's output is not logged (issue 15): a run resumed after its
+/// posting landed must adopt that posting, not settle the sale again. Here
+/// the log loses everything after post's `started` (as a crash between the
+/// ledger's commit and the close would leave it) and the seller gets a
+/// richer agreement in force for the sale before the run resumes: settling
+/// again would compute other lines, which the ledger refuses under the run's
+/// key, and the run would unwind. Adopted, the sale settles with the very
+/// lines and totals it posted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resumed_run_adopts_its_posting_though_the_terms_changed() {
+    let db = TestDb::create().await.unwrap();
+    let (stack, mut c) = start(&db, quick()).await;
+    let w = setup(&mut c, "Saga Co").await;
+    let sale = record(&mut c, &w, "inv-adopt").await;
+    let saga = wait_saga(&mut c, &sale.saga_id).await;
+    assert_eq!(saga.state, apb::SagaState::Done as i32, "{saga:#?}");
+    let settled = get_sale(&mut c, &sale.id).await;
+    let ledger = entries(&mut c, &w.program_id, &sale.id).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let log = log_ids(&pool, &sale.saga_id).await;
+
+    c.commission
+        .create_agreement(cpb::CreateAgreementRequest {
+            program_id: w.program_id.clone(),
+            partner_id: w.seller.clone(),
+            effective_from: Some(ts("2020-01-01T00:00:00Z")),
+            rules: Some(cpb::AgreementRules { clearance_days: 30, ..percentage_on_payment("0.50") }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("a richer agreement for the seller");
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
+    sqlx::query("DELETE FROM attribution.saga_step_events WHERE saga_id = $1::uuid AND id > $2")
+        .bind(&sale.saga_id)
+        .bind(log[0])
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE attribution.sagas SET state = 'running', owner = NULL, lease_expires_at = NULL,
+             next_attempt_at = now() WHERE id = $1::uuid",
+    )
+    .bind(&sale.saga_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let saga = wait_saga(&mut c, &sale.saga_id).await;
+    assert_eq!(saga.state, apb::SagaState::Done as i32, "adopted, not unwound: {saga:#?}");
+    assert_logged_once(&saga, "adopted");
+    let again = get_sale(&mut c, &sale.id).await;
+    assert_eq!(again.state, apb::SaleState::Settled as i32);
+    assert_eq!(again.base_commission, settled.base_commission, "C of the posted lines");
+    assert_eq!(again.total_commission, settled.total_commission, "Σ the posted lines");
+    assert_eq!(entries(&mut c, &w.program_id, &sale.id).await, ledger, "the very same ledger lines");
+    // The richer terms are real: a new sale earns under them.
+    let next = record(&mut c, &w, "inv-adopt-2").await;
+    wait_saga(&mut c, &next.saga_id).await;
+    let next = get_sale(&mut c, &next.id).await;
+    assert_ne!(next.base_commission, settled.base_commission, "the new agreement applies to new sales");
     stack.shutdown().await.unwrap();
 }
 
@@ -504,9 +577,7 @@ async fn a_crashed_workers_sagas_are_taken_over_once_its_short_lease_runs_out() 
         (done - claimed_at).num_milliseconds(),
         wall.as_millis()
     );
-    for step in Step::ALL {
-        assert_eq!(logged_outputs(&saga, step).len(), 1, "{step}'s output logged once");
-    }
+    assert_logged_once(&saga, "taken over");
     assert_settled_once(&mut c, &w, &sale.id).await;
     assert_earned(&mut c, &w, 1).await;
     stack.shutdown().await.unwrap();
@@ -537,7 +608,7 @@ async fn a_live_worker_keeps_its_lease_through_a_step_longer_than_the_lease() {
     assert_eq!((saga.generation, saga.attempt), (1, 1), "one claim: {saga:#?}");
     assert!(saga.events.iter().all(|e| e.generation == 1), "one owner wrote the log: {saga:#?}");
     assert!(saga.events.iter().all(|e| e.step != Step::Compute.name()), "no events of compute's own: {saga:#?}");
-    assert_eq!(logged_outputs(&saga, Step::Compute).len(), 1, "the slow step's output, once: {saga:#?}");
+    assert_logged_once(&saga, "slow compute");
     assert_settled_once(&mut c, &w, &sale.id).await;
     stack.shutdown().await.unwrap();
 }
@@ -690,9 +761,7 @@ async fn internal_errors_leave_the_saga_stuck_until_an_operator_resumes_it() {
     assert_eq!(saga.generation, 5, "{saga:#?}");
     assert_eq!(internal(&saga), 4, "{saga:#?}");
     assert!(!saga.events.iter().any(|e| e.detail.contains("\"run\":2")), "the same run resumed: {saga:#?}");
-    for step in Step::ALL {
-        assert_eq!(logged_outputs(&saga, step).len(), 1, "{step}'s output logged once");
-    }
+    assert_logged_once(&saga, "resumed");
     assert_settled_once(&mut c, &w, &sale.id).await;
     assert_eq!(entries(&mut c, &w.program_id, &sale.id).await.len(), 4, "nothing posted twice, nothing voided");
     assert_earned(&mut c, &w, 1).await;

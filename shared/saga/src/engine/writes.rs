@@ -353,12 +353,15 @@ impl<D: SagaDef> Engine<D> {
 /// The detail of step `index`'s `started` for `saga`:
 /// `{"carried": {name: output, …}}` with the outputs of the earlier steps
 /// without an undo that are not in the log yet (they log nothing of their
-/// own), or `{}`. Built from
+/// own and are not [`SagaDef::UNLOGGED_STEPS`]), or `{}`. Built from
 /// the outputs' JSON text, which only serde_json wrote; step names are
 /// `[a-z_]` (the log's CHECK), so they need no escaping.
 pub(super) fn carried<D: SagaDef>(steps: &[crate::Step<D>], saga: &Saga, index: usize) -> Output {
     let mut json = String::new();
     for (step, log) in steps[..index].iter().zip(&saga.log[..index]) {
+        if D::UNLOGGED_STEPS.contains(&step.name) {
+            continue;
+        }
         if let (Some(output), true) = (&log.output, log.unlogged) {
             json.push(if json.is_empty() { '{' } else { ',' });
             json.push('"');

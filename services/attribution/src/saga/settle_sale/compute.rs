@@ -1,7 +1,12 @@
 //! compute: commission.ComputeSettlements for every sale, pinned to the
 //! agreement version in force at the sale's `occurred_at`; one call per
 //! program (and program settings) chunk. It has no undo (it changes nothing
-//! outside the saga log).
+//! outside the saga log). Its output is never logged ([`SagaDef::UNLOGGED_STEPS`]:
+//! the lines with their breakdowns were two thirds of the log's bytes, issue
+//! 15); a claim that resumes a run whose post had begun adopts the posting the
+//! ledger holds under the run's key instead ([`adopt`]).
+//!
+//! [`SagaDef::UNLOGGED_STEPS`]: accrue_saga::SagaDef::UNLOGGED_STEPS
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -11,8 +16,9 @@ use accrue_kit::convert::settlement::settlement_line_from_proto;
 use accrue_kit::convert::{amount_to_proto, timestamp};
 use accrue_money::Currency;
 use accrue_proto::commission::v1 as cpb;
+use accrue_proto::ledger::v1 as lpb;
 use accrue_proto::types::v1 as tpb;
-use accrue_saga::{StepError, StepResult, output_kept};
+use accrue_saga::{StepError, StepResult, output_unlogged};
 use accrue_types::settlement::Line;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -22,7 +28,7 @@ use super::resolve::ResolveOut;
 use super::upline::{PartnerCtx, ProgramCtx, UplineOut};
 use super::{
     Item, Ready, SettleSale, Step, chunk_by_program, chunk_program, currency_of, earlier, failure_message, merge,
-    per_chunk,
+    per_chunk, post_key,
 };
 use crate::domain::sale::event_type_to_proto;
 use crate::peers::step_error;
@@ -40,6 +46,29 @@ pub(crate) struct ComputeOut {
     /// line, its kind logged by stored name; logs that named it
     /// "EARNING_KIND_DIRECT" still read).
     pub(crate) lines: Vec<Line>,
+    /// Set when a resumed compute adopted the posting its run had already
+    /// made ([`adopt`]); `lines` is then empty and post sends nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) adopted: Option<Adopted>,
+}
+
+/// A posting the ledger already holds under the saga run's key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Adopted {
+    /// Its entries, as the ledger lists them.
+    pub(crate) entry_ids: Vec<String>,
+    /// Σ its entries, CREDIT + and DEBIT − (major units).
+    pub(crate) total_commission: Decimal,
+}
+
+impl ComputeOut {
+    /// The sale's total commission: Σ its lines (major units).
+    pub(crate) fn total_commission(&self) -> Decimal {
+        match &self.adopted {
+            Some(adopted) => adopted.total_commission,
+            None => self.lines.iter().map(|line| line.amount.amount).sum(),
+        }
+    }
 }
 
 fn partner_context(p: &PartnerCtx) -> cpb::PartnerContext {
@@ -102,7 +131,7 @@ fn parse_money(money: &tpb::Money, sale_currency: Currency) -> Result<(Currency,
 }
 
 pub(super) fn compute_out(settlement: cpb::Settlement, currency: Currency) -> StepResult {
-    output_kept(settlement_lines(settlement, currency)?)
+    output_unlogged(settlement_lines(settlement, currency)?)
 }
 
 /// A settlement commission sent, checked and decoded into the lines post
@@ -138,6 +167,7 @@ pub(crate) fn settlement_lines(settlement: cpb::Settlement, currency: Currency) 
         base_commission: base,
         agreement_version_id: settlement.agreement_version_id,
         lines,
+        adopted: None,
     })
 }
 
@@ -204,6 +234,92 @@ pub(crate) async fn settle_batch(
 type Inputs<'a> = (Cow<'a, ResolveOut>, Cow<'a, UplineOut>, Currency);
 
 pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
+    // A claim before this one began post: the posting it made, if it landed,
+    // is this run's settlement (resumed sagas are few: one look-up each).
+    let mut adopted: Vec<Option<StepResult>> = Vec::with_capacity(items.len());
+    for item in items {
+        adopted.push(match item.saga.step_started(Step::Post as usize) {
+            true => adopt(saga, item).await.transpose().map(|out| out.and_then(output_unlogged)),
+            false => None,
+        });
+    }
+    let fresh: Vec<Item<'_>> = items.iter().zip(&adopted).filter(|(_, a)| a.is_none()).map(|(item, _)| *item).collect();
+    let mut settled = settle(saga, &fresh).await.into_iter();
+    adopted
+        .into_iter()
+        .map(|adopted| {
+            adopted.unwrap_or_else(|| {
+                settled.next().unwrap_or_else(|| Err(StepError::Transient("the sale was not settled".into())))
+            })
+        })
+        .collect()
+}
+
+/// The posting the ledger holds under `item`'s run key, as compute's output:
+/// Σ its entries is the total commission, and Σ its DIRECT and SPLIT entries
+/// the base commission C (the owner's and split partners' shares of C sum to
+/// C: docs/commission-math.md, largest remainder). None when the ledger holds
+/// nothing under the key (the post never landed): compute then settles the
+/// sale afresh, exactly as if the earlier claim had stopped before post.
+/// Adopting rather than settling again keeps a resumed run from computing
+/// lines that differ from the ones it posted (an agreement or a qualification
+/// fact changed in between) and that the ledger would refuse under the same
+/// key.
+async fn adopt(saga: &SettleSale, item: &Item<'_>) -> Result<Option<ComputeOut>, StepError> {
+    let key = post_key(item.saga.id, item.saga.run);
+    let currency = currency_of(item)?;
+    let mut client = saga.peers.ledger.clone();
+    let (mut entry_ids, mut total, mut base) = (Vec::new(), Decimal::ZERO, Decimal::ZERO);
+    let mut page_token = String::new();
+    loop {
+        let response = client
+            .list_entries(lpb::ListEntriesRequest {
+                program_id: item.subject.program_id.to_string(),
+                sale_id: item.subject.id.to_string(),
+                page_size: 1000,
+                page_token: std::mem::take(&mut page_token),
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| step_error("ledger.ListEntries", &status))?
+            .into_inner();
+        for entry in response.entries.iter().filter(|entry| entry.idempotency_key == key) {
+            let amount = entry
+                .amount
+                .as_ref()
+                .ok_or_else(|| StepError::Permanent(format!("ledger entry {} has no amount", entry.id)))
+                .and_then(|money| {
+                    currency.parse_amount(&money.amount).map_err(|e| {
+                        StepError::Permanent(format!("ledger entry {} has an invalid amount: {e}", entry.id))
+                    })
+                })?;
+            let signed = if entry.entry_type == lpb::EntryType::Debit as i32 { -amount } else { amount };
+            total += signed;
+            if entry.kind == tpb::EarningKind::Direct as i32 || entry.kind == tpb::EarningKind::Split as i32 {
+                base += signed;
+            }
+            entry_ids.push(entry.id.clone());
+        }
+        if response.next_page_token.is_empty() || response.entries.is_empty() {
+            break;
+        }
+        page_token = response.next_page_token;
+    }
+    if entry_ids.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(ComputeOut {
+        currency: currency.code().to_string(),
+        base_commission: base,
+        agreement_version_id: String::new(),
+        lines: Vec::new(),
+        adopted: Some(Adopted { entry_ids, total_commission: total }),
+    }))
+}
+
+/// commission.ComputeSettlements for `items`, one call per program and
+/// program settings chunk.
+async fn settle(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
     let inputs: Vec<Result<Inputs<'_>, StepError>> = items
         .iter()
         .map(|item| Ok((earlier(item, Step::Resolve)?, earlier(item, Step::Upline)?, currency_of(item)?)))
@@ -280,9 +396,10 @@ mod tests {
             ..Default::default()
         };
         let value = compute_out(ok.clone(), gbp).unwrap();
-        let tree: serde_json::Value = value.decode().unwrap();
-        assert_eq!(tree["lines"][0]["kind"], "DIRECT", "logged by stored name");
+        assert_eq!(value.json(), "{}", "never logged");
         let out: ComputeOut = value.decode().unwrap();
+        let tree = serde_json::to_value(&out).unwrap();
+        assert_eq!(tree["lines"][0]["kind"], "DIRECT", "by stored name (as logs before issue 15 hold it)");
         assert_eq!(out.lines[0].kind, EarningKind::Direct);
         assert_eq!(out.base_commission, Decimal::new(1000, 2));
         let input = entry_input(out.lines[0].clone(), chrono::Utc::now());

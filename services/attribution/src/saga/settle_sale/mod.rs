@@ -8,7 +8,7 @@
 //! |---------|------------------------------------------|---------------------------------------|
 //! | resolve | local facts (first payment, volume, …)   | none (no `started` logged)            |
 //! | upline  | hierarchy.GetUplines                     | none (no `started` logged)            |
-//! | compute | commission.ComputeSettlements (¹)        | none (no `started` logged)            |
+//! | compute | commission.ComputeSettlements (¹) (²)    | none (no `started` logged)            |
 //! | post    | ledger.PostEntries (key per saga run)    | ledger VOID the run's entries         |
 //!
 //! The sale becomes SETTLED with its totals in the transaction that closes the
@@ -21,6 +21,10 @@
 //! (¹) A sale whose ancestors' override plans require qualification (issue 16
 //! item 3) makes a second trip with the facts commission asked for
 //! ([`qualify`]); other sales make one.
+//!
+//! (²) Its output is never logged (issue 15): a claim that resumes a run
+//! whose post had begun adopts the posting the ledger holds under the run's
+//! key, and settles the sale afresh only when there is none.
 
 mod compute;
 mod post;
@@ -51,7 +55,6 @@ use sqlx::{PgConnection, PgPool};
 use crate::peers::Peers;
 use crate::store::{self, SaleRow, Settled};
 use compute::ComputeOut;
-use rust_decimal::Decimal;
 
 /// A SettleSale step, in execution order (the index of its row in [`STEPS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -126,6 +129,10 @@ impl SagaDef for SettleSale {
     /// `settle`, the step the close took over (see the module docs).
     const RETIRED_STEPS: &'static [&'static str] = &["settle"];
 
+    /// compute: its lines are the posting the ledger keeps under the run's
+    /// key (see [`compute`]).
+    const UNLOGGED_STEPS: &'static [&'static str] = &[Step::Compute.name()];
+
     fn steps(&self) -> &[accrue_saga::Step<Self>] {
         &STEPS
     }
@@ -143,7 +150,7 @@ impl SagaDef for SettleSale {
                     saga_id: saga.id,
                     generation: saga.generation,
                     base_commission: computed.base_commission,
-                    total_commission: computed.lines.iter().map(|l| l.amount.amount).sum::<Decimal>(),
+                    total_commission: computed.total_commission(),
                 })
             })
             .collect::<Result<Vec<Settled>, sqlx::Error>>()?;

@@ -74,7 +74,18 @@ fn posting(item: &Item<'_>, (computed, rule): &Inputs<'_>) -> lpb::SalePosting {
 pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
     // Built per call from the inputs: a built posting kept for a retry of
     // its chunk would be copied, breakdowns and all, into every call.
-    let inputs: Vec<Result<Inputs<'_>, StepError>> = items.iter().map(posting_inputs).collect();
+    let mut inputs: Vec<Result<Inputs<'_>, StepError>> = items.iter().map(posting_inputs).collect();
+    // A posting compute adopted (the run had posted before a crash) is not
+    // sent again: its entries are post's output.
+    let mut adopted: Vec<Option<StepResult>> = (0..items.len()).map(|_| None).collect();
+    for ((input, item), adopted) in inputs.iter_mut().zip(items).zip(&mut adopted) {
+        let Ok((computed, _)) = input else { continue };
+        let Some(posted) = &computed.adopted else { continue };
+        let key = post_key(item.saga.id, item.saga.run);
+        *adopted = Some(output(&PostOut { idempotency_key: key, entry_ids: posted.entry_ids.clone() }));
+        // Kept out of the call; its result is the one above.
+        *input = Err(StepError::Transient("adopted".into()));
+    }
     let ready = Ready::of(items, &inputs);
     let chunks = chunk_by_program(&ready.items, |_| 1);
     let outcomes = per_chunk(chunks, ready.items.len(), |chunk| {
@@ -108,7 +119,13 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
     })
     .await;
     let positions = ready.positions;
-    merge(inputs, positions, outcomes)
+    let mut results = merge(inputs, positions, outcomes);
+    for (result, adopted) in results.iter_mut().zip(adopted) {
+        if let Some(adopted) = adopted {
+            *result = adopted;
+        }
+    }
+    results
 }
 
 pub(super) async fn undo(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {

@@ -360,6 +360,28 @@ async fn log_ids(pool: &sqlx::PgPool, saga_id: &str) -> Vec<i64> {
         .unwrap()
 }
 
+/// Drops the saga's log rows after row `last_kept` (past the append-only
+/// trigger, as a lost WAL tail would) and makes the saga runnable again.
+async fn lose_log_after(pool: &sqlx::PgPool, saga_id: &str, last_kept: i64) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
+    sqlx::query("DELETE FROM attribution.saga_step_events WHERE saga_id = $1::uuid AND id > $2")
+        .bind(saga_id)
+        .bind(last_kept)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE attribution.sagas SET state = 'running', owner = NULL, lease_expires_at = NULL,
+             next_attempt_at = now() WHERE id = $1::uuid",
+    )
+    .bind(saga_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
 /// The saga workers commit their log with `synchronous_commit=off` on the
 /// argument that losing the newest rows only re-runs idempotent steps. A lost
 /// tail is simulated for every prefix of a settled saga's log: the rows after
@@ -386,23 +408,7 @@ async fn recovers_from_a_log_truncated_at_every_point() {
     );
 
     for k in (0..=log.len()).rev() {
-        let mut tx = pool.begin().await.unwrap();
-        sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
-        sqlx::query("DELETE FROM attribution.saga_step_events WHERE saga_id = $1::uuid AND id > $2")
-            .bind(&sale.saga_id)
-            .bind(k.checked_sub(1).map_or(0, |last| log[last]))
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        sqlx::query(
-            "UPDATE attribution.sagas SET state = 'running', owner = NULL, lease_expires_at = NULL,
-                 next_attempt_at = now() WHERE id = $1::uuid",
-        )
-        .bind(&sale.saga_id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        lose_log_after(&pool, &sale.saga_id, k.checked_sub(1).map_or(0, |last| log[last])).await;
 
         let saga = wait_saga(&mut c, &sale.saga_id).await;
         assert_eq!(saga.state, apb::SagaState::Done as i32, "k={k}: {saga:#?}");
@@ -451,23 +457,7 @@ async fn a_resumed_run_adopts_its_posting_though_the_terms_changed() {
         })
         .await
         .expect("a richer agreement for the seller");
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
-    sqlx::query("DELETE FROM attribution.saga_step_events WHERE saga_id = $1::uuid AND id > $2")
-        .bind(&sale.saga_id)
-        .bind(log[0])
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(
-        "UPDATE attribution.sagas SET state = 'running', owner = NULL, lease_expires_at = NULL,
-             next_attempt_at = now() WHERE id = $1::uuid",
-    )
-    .bind(&sale.saga_id)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    lose_log_after(&pool, &sale.saga_id, log[0]).await;
 
     let saga = wait_saga(&mut c, &sale.saga_id).await;
     assert_eq!(saga.state, apb::SagaState::Done as i32, "adopted, not unwound: {saga:#?}");

@@ -310,8 +310,11 @@ impl Saga {
         self.log.get(index).and_then(|log| log.output.as_ref())
     }
 
-    /// Whether step `index`'s `started` is in this run's log: a claim
-    /// before this one began its action, whose effect may have landed.
+    /// Whether step `index`'s `started` is in this run's log (written by
+    /// this claim or an earlier one): its action may have taken effect. An
+    /// earlier step that runs again in a new claim (an
+    /// [`UNLOGGED_STEPS`](SagaDef::UNLOGGED_STEPS) one) sees it set only when
+    /// an earlier claim wrote it.
     pub fn step_started(&self, index: usize) -> bool {
         self.log.get(index).is_some_and(|log| log.started)
     }

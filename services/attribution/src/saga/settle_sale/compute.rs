@@ -28,7 +28,7 @@ use super::resolve::ResolveOut;
 use super::upline::{PartnerCtx, ProgramCtx, UplineOut};
 use super::{
     Item, Ready, SettleSale, Step, chunk_by_program, chunk_program, currency_of, earlier, failure_message, merge,
-    per_chunk, post_key,
+    per_chunk, post_key, sale_entries,
 };
 use crate::domain::sale::event_type_to_proto;
 use crate::peers::step_error;
@@ -268,42 +268,23 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
 async fn adopt(saga: &SettleSale, item: &Item<'_>) -> Result<Option<ComputeOut>, StepError> {
     let key = post_key(item.saga.id, item.saga.run);
     let currency = currency_of(item)?;
-    let mut client = saga.peers.ledger.clone();
     let (mut entry_ids, mut total, mut base) = (Vec::new(), Decimal::ZERO, Decimal::ZERO);
-    let mut page_token = String::new();
-    loop {
-        let response = client
-            .list_entries(lpb::ListEntriesRequest {
-                program_id: item.subject.program_id.to_string(),
-                sale_id: item.subject.id.to_string(),
-                page_size: 1000,
-                page_token: std::mem::take(&mut page_token),
-                ..Default::default()
-            })
-            .await
-            .map_err(|status| step_error("ledger.ListEntries", &status))?
-            .into_inner();
-        for entry in response.entries.iter().filter(|entry| entry.idempotency_key == key) {
-            let amount = entry
-                .amount
-                .as_ref()
-                .ok_or_else(|| StepError::Permanent(format!("ledger entry {} has no amount", entry.id)))
-                .and_then(|money| {
-                    currency.parse_amount(&money.amount).map_err(|e| {
-                        StepError::Permanent(format!("ledger entry {} has an invalid amount: {e}", entry.id))
-                    })
-                })?;
-            let signed = if entry.entry_type == lpb::EntryType::Debit as i32 { -amount } else { amount };
-            total += signed;
-            if entry.kind == tpb::EarningKind::Direct as i32 || entry.kind == tpb::EarningKind::Split as i32 {
-                base += signed;
-            }
-            entry_ids.push(entry.id.clone());
+    for entry in sale_entries(saga, item).await?.into_iter().filter(|entry| entry.idempotency_key == key) {
+        let amount = entry
+            .amount
+            .as_ref()
+            .ok_or_else(|| StepError::Permanent(format!("ledger entry {} has no amount", entry.id)))
+            .and_then(|money| {
+                currency
+                    .parse_amount(&money.amount)
+                    .map_err(|e| StepError::Permanent(format!("ledger entry {} has an invalid amount: {e}", entry.id)))
+            })?;
+        let signed = if entry.entry_type == lpb::EntryType::Debit as i32 { -amount } else { amount };
+        total += signed;
+        if entry.kind == tpb::EarningKind::Direct as i32 || entry.kind == tpb::EarningKind::Split as i32 {
+            base += signed;
         }
-        if response.next_page_token.is_empty() || response.entries.is_empty() {
-            break;
-        }
-        page_token = response.next_page_token;
+        entry_ids.push(entry.id);
     }
     if entry_ids.is_empty() {
         return Ok(None);

@@ -46,13 +46,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 use accrue_money::Currency;
+use accrue_proto::ledger::v1 as lpb;
 use accrue_proto::types::v1 as tpb;
 use accrue_saga::{Output, SagaDef, StepError, StepResult};
 use accrue_types::{ProgramId, SagaId};
 use serde::de::DeserializeOwned;
 use sqlx::{PgConnection, PgPool};
 
-use crate::peers::Peers;
+use crate::peers::{Peers, step_error};
 use crate::store::{self, SaleRow, Settled};
 use compute::ComputeOut;
 
@@ -172,6 +173,34 @@ pub(crate) const MAX_BATCH: usize = 1000;
 /// The ledger idempotency key of a saga run's posting.
 pub(crate) fn post_key(saga_id: SagaId, run: i32) -> String {
     format!("saga:{saga_id}:run:{run}:post")
+}
+
+/// Every ledger entry of `item`'s sale, all pages (a sale has a handful per
+/// run): what post's undo voids and a resumed compute adopts are picked
+/// from them by the run's key.
+async fn sale_entries(saga: &SettleSale, item: &Item<'_>) -> Result<Vec<lpb::Entry>, StepError> {
+    let mut client = saga.peers.ledger.clone();
+    let mut entries = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let response = client
+            .list_entries(lpb::ListEntriesRequest {
+                program_id: item.subject.program_id.to_string(),
+                sale_id: item.subject.id.to_string(),
+                page_size: 1000,
+                page_token: std::mem::take(&mut page_token),
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| step_error("ledger.ListEntries", &status))?
+            .into_inner();
+        let last = response.next_page_token.is_empty() || response.entries.is_empty();
+        entries.extend(response.entries);
+        if last {
+            return Ok(entries);
+        }
+        page_token = response.next_page_token;
+    }
 }
 
 /// The logged output of an earlier step of this saga run, borrowed when

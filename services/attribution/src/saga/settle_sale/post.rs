@@ -15,7 +15,7 @@ use super::compute::ComputeOut;
 use super::resolve::ResolveOut;
 use super::{
     Item, Ready, SettleSale, Step, chunk_by_program, chunk_program, earlier, failure_message, merge, per_chunk,
-    post_key,
+    post_key, sale_entries,
 };
 use crate::peers::step_error;
 
@@ -148,33 +148,15 @@ async fn undo_one(saga: &SettleSale, item: Item<'_>) -> StepResult {
         // The post may have taken effect without its output being logged.
         None => Vec::new(),
     };
+    let mut to_void: Vec<String> = Vec::new();
+    for entry in sale_entries(saga, &item).await? {
+        let ours = entry.idempotency_key == key || logged.contains(&entry.id);
+        if ours && entry.status != lpb::EntryStatus::Voided as i32 && !to_void.contains(&entry.id) {
+            to_void.push(entry.id);
+        }
+    }
     let program_id = item.subject.program_id.to_string();
     let mut client = saga.peers.ledger.clone();
-    let mut to_void: Vec<String> = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let response = client
-            .list_entries(lpb::ListEntriesRequest {
-                program_id: program_id.clone(),
-                sale_id: item.subject.id.to_string(),
-                page_size: 1000,
-                page_token: page_token.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|status| step_error("ledger.ListEntries", &status))?
-            .into_inner();
-        for entry in &response.entries {
-            let ours = entry.idempotency_key == key || logged.contains(&entry.id);
-            if ours && entry.status != lpb::EntryStatus::Voided as i32 && !to_void.contains(&entry.id) {
-                to_void.push(entry.id.clone());
-            }
-        }
-        if response.next_page_token.is_empty() || response.entries.is_empty() {
-            break;
-        }
-        page_token = response.next_page_token;
-    }
     if !to_void.is_empty() {
         client
             .transition_entries(lpb::TransitionEntriesRequest {

@@ -147,8 +147,9 @@ impl Service for Attribution {
         // WAL flush; RPC writes (sales, sagas) stay fully durable, and so do
         // the workers' claims (the engine commits each with
         // synchronous_commit on: a lost claim could hand one generation to
-        // two owners).
-        let worker_pool = accrue_kit::db::relaxed_durability_pool(&setup.db)?;
+        // two owners). Every worker statement works on a batch's rows by key
+        // (see saga_worker_pool).
+        let worker_pool = accrue_kit::db::saga_worker_pool(&setup.db)?;
         let peers = peers::Peers::connect(
             &config.hierarchy_url,
             &config.commission_url,

@@ -133,15 +133,32 @@ pub fn pool(config: &DbConfig) -> Result<PgPool, DbError> {
         .connect_lazy_with(options))
 }
 
-/// Like [`pool`], but every transaction commits with `synchronous_commit =
-/// off`: a crash may lose the last few hundred milliseconds of commits (never
-/// a torn one). Only for work that is idempotent and re-derivable after a
-/// crash — the saga workers' step log, whose lost rows just make a step run
-/// again (DESIGN §3: every step may run twice). Never for acknowledged writes.
-pub fn relaxed_durability_pool(config: &DbConfig) -> Result<PgPool, DbError> {
-    let options = PgConnectOptions::from_str(&config.url)
-        .map_err(DbError::Url)?
-        .options([("search_path", config.schema.as_str()), ("synchronous_commit", "off")]);
+/// The pool of a service's saga workers: like [`pool`], with two settings
+/// on every connection.
+///
+/// - `synchronous_commit = off`: a crash may lose the last few hundred
+///   milliseconds of commits (never a torn one). Only for work that is
+///   idempotent and re-derivable after a crash — the workers' step log,
+///   whose lost rows just make a step run again (DESIGN §3: every step may
+///   run twice). Never for acknowledged writes.
+/// - `enable_seqscan = off`: every statement a worker runs reads or writes
+///   the rows of a claimed batch (at most a few thousand) by key, so a
+///   sequential scan is never its right plan, and a planner that picks one
+///   makes each batch's cost grow with every saga ever run. It did: the
+///   engine's fenced writes join the batch's `UNNEST` of ids to `sagas`, and
+///   for a batch of 500, custom plans (the first five runs of a statement on
+///   each connection, which with a pool of eight is most of a short run)
+///   priced 500 cached index probes at Postgres's default `random_page_cost`
+///   above scanning 20,000 rows, and hashed the whole table — the claim, the
+///   close, the sale settle and the heartbeat, each on every batch (issue
+///   15). Where no index serves, Postgres still scans (the setting only
+///   prices the scan out).
+pub fn saga_worker_pool(config: &DbConfig) -> Result<PgPool, DbError> {
+    let options = PgConnectOptions::from_str(&config.url).map_err(DbError::Url)?.options([
+        ("search_path", config.schema.as_str()),
+        ("synchronous_commit", "off"),
+        ("enable_seqscan", "off"),
+    ]);
     Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(10))

@@ -937,3 +937,59 @@ async fn create_link_validation_writes_nothing_on_rejection() {
     assert_eq!(got.key, "summer-sale");
     stack.shutdown().await.unwrap();
 }
+
+/// The saga workers' pool (accrue_kit::db::saga_worker_pool) commits without
+/// waiting for the WAL flush and plans a batch's keyed join as index probes:
+/// the engine's fenced writes join an `UNNEST` of the batch's ids to
+/// `sagas`, which a default pool hashes after a sequential scan of the whole
+/// table once the batch is a few hundred ids (issue 15).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_saga_workers_pool_commits_relaxed_and_probes_a_batch_by_key() {
+    use accrue_kit::db::{DbConfig, pool, saga_worker_pool};
+    let db = TestDb::create().await.unwrap();
+    let config = DbConfig { url: db.url.clone(), schema: "public".into(), max_connections: 1 };
+    let (workers, plain) = (saga_worker_pool(&config).unwrap(), pool(&config).unwrap());
+    let settings: (String, String) =
+        sqlx::query_as("SELECT current_setting('synchronous_commit'), current_setting('enable_seqscan')")
+            .fetch_one(&workers)
+            .await
+            .unwrap();
+    assert_eq!(settings, ("off".to_string(), "off".to_string()));
+
+    sqlx::raw_sql(
+        "CREATE TABLE runs (id uuid PRIMARY KEY, generation bigint NOT NULL); \
+         INSERT INTO runs SELECT gen_random_uuid(), 1 FROM generate_series(1, 20000); \
+         ANALYZE runs;",
+    )
+    .execute(&plain)
+    .await
+    .unwrap();
+    let batch: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM runs ORDER BY random() LIMIT 500").fetch_all(&plain).await.unwrap();
+    let generations = vec![1_i64; batch.len()];
+    // EXPLAIN of a custom plan: the batch's size is known, as on the first
+    // runs of a statement on each new connection.
+    let plan = |pool: &sqlx::PgPool| {
+        let (pool, batch, generations) = (pool.clone(), batch.clone(), generations.clone());
+        async move {
+            let lines: Vec<String> = sqlx::query_scalar(
+                "EXPLAIN (COSTS OFF) UPDATE runs r SET generation = r.generation + 1 \
+                 FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, generation) \
+                 WHERE r.id = u.id AND r.generation = u.generation",
+            )
+            .bind(&batch)
+            .bind(&generations)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            lines.join("\n")
+        }
+    };
+    let (probed, scanned) = (plan(&workers).await, plan(&plain).await);
+    assert!(probed.contains("Nested Loop") && probed.contains("Index Cond: (id = u.id)"), "{probed}");
+    assert!(!probed.contains("Seq Scan"), "{probed}");
+    // What the setting is for: without it the same batch scans the table.
+    assert!(scanned.contains("Seq Scan on runs"), "{scanned}");
+    workers.close().await;
+    plain.close().await;
+}

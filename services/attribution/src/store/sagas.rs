@@ -29,10 +29,21 @@ pub(crate) async fn list_sagas(
     cursor: Option<Cursor>,
     limit: i64,
 ) -> Result<(Vec<SagaRow>, i64), StoreError> {
+    // Sagas in flight (running, unwinding) are read from the runnable index,
+    // which holds only them, instead of from every saga the program ever ran:
+    // polling what is in flight (an operator, the replay, the bench while it
+    // measures) cost a scan of the whole history per call (issue 15). The
+    // literal list is what lets even a generic plan prove the partial index's
+    // predicate.
+    let in_flight = if matches!(state, Some(SagaState::Running | SagaState::Unwinding)) {
+        "AND state IN ('running', 'unwinding')"
+    } else {
+        ""
+    };
     let rows: Vec<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {SAGA_COLUMNS} FROM sagas
          WHERE program_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR kind = $3)
-           AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))
+           {in_flight} AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))
          ORDER BY created_at, id LIMIT $6"
     )))
     .bind(program_id)
@@ -43,10 +54,10 @@ pub(crate) async fn list_sagas(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    let total: i64 = sqlx::query_scalar(
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT count(*) FROM sagas
-         WHERE program_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR kind = $3)",
-    )
+         WHERE program_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR kind = $3) {in_flight}"
+    )))
     .bind(program_id)
     .bind(state)
     .bind(kind)

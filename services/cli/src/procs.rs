@@ -6,6 +6,7 @@
 //! (`VmHWM`) before stopping them. What a caller changes in their settings is
 //! its own list of extra environment variables ([`Settings`]).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -117,6 +118,56 @@ pub fn peak_rss_bytes(pid: u32) -> Result<u64, ProcsError> {
 /// with what was measured. `None` where it cannot be read.
 pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// CPU time (user + system) process `pid` has used since it started, all
+/// its threads, in seconds (`/proc/<pid>/stat`, Linux). `None` when the
+/// process is gone or its line does not parse.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks = parse_cpu_ticks(&stat)?;
+    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// The Postgres backends on this machine that serve `database` (their
+/// process title reads `postgres: <user> <database> <client> …`), each with
+/// the CPU seconds it has used so far ([`cpu_seconds`]). Empty when the
+/// server runs elsewhere.
+pub fn backend_cpu_seconds(database: &str) -> BTreeMap<u32, f64> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return BTreeMap::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|title| backend_database(&String::from_utf8_lossy(&title)) == Some(database))
+        })
+        .filter_map(|pid| Some((pid, cpu_seconds(pid)?)))
+        .collect()
+}
+
+/// The database of a Postgres backend's process title, `None` for any
+/// other process (an auxiliary Postgres process has no database). The
+/// title is `postgres: [<cluster_name>: ]<user> <database> <client> <activity>`.
+fn backend_database(title: &str) -> Option<&str> {
+    let mut words = title.split(|c: char| c.is_whitespace() || c == '\0').filter(|word| !word.is_empty()).peekable();
+    (words.next()? == "postgres:").then_some(())?;
+    if words.peek().is_some_and(|word| word.ends_with(':')) {
+        words.next();
+    }
+    let (_user, database, client) = (words.next()?, words.next()?, words.next()?);
+    // A backend's third word is its client (`127.0.0.1(5432)`, `[local]`).
+    (client.ends_with(')') || client == "[local]").then_some(database)
+}
+
+/// utime + stime, in clock ticks, of a `/proc/<pid>/stat` line. The command
+/// name (field 2) is in parentheses and may hold spaces, so the fields are
+/// counted after its closing one: state is the first, utime the 12th.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    utime.checked_add(stime)
 }
 
 /// The `VmHWM:   123456 kB` line of a `/proc/<pid>/status` text, in bytes.
@@ -435,6 +486,29 @@ fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_are_counted_after_the_command_name_however_it_is_spelled() {
+        let stat = "4242 (tokio (worker) 1) S 1 4242 4242 0 -1 4194560 900 0 0 0 153 47 0 0 20 0 9 0 1000 1 1";
+        assert_eq!(parse_cpu_ticks(stat), Some(200));
+        assert_eq!(parse_cpu_ticks("4242 (short) S 1 2"), None);
+        // This process's own line parses; a process that does not exist has none.
+        assert!(cpu_seconds(std::process::id()).is_some_and(|seconds| seconds >= 0.0));
+        assert_eq!(cpu_seconds(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_backend_is_known_by_the_database_in_its_title() {
+        let pad = "\0".repeat(8);
+        assert_eq!(
+            backend_database(&format!("postgres: accrue_ledger bench_1 127.0.0.1(50100) idle{pad}")),
+            Some("bench_1")
+        );
+        assert_eq!(backend_database("postgres: 15/main: postgres bench_1 [local] SELECT"), Some("bench_1"));
+        assert_eq!(backend_database("postgres: 15/main: checkpointer   "), None);
+        assert_eq!(backend_database("postgres: autovacuum launcher"), None);
+        assert_eq!(backend_database("/usr/lib/postgresql/15/bin/postgres -D /var/lib/x"), None);
+    }
 
     #[test]
     fn ports_chosen_together_are_distinct_bindable_and_outside_the_ephemeral_range() {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::baseline::{self, BaselineOptions};
 use super::latency::{Latency, Percentiles};
-use super::run::Throughput;
+use super::run::{CpuPerSale, Throughput};
 use super::{BenchOptions, Measured};
 
 /// Accrue's settled/s at N over the naive baseline's: at least this.
@@ -86,6 +86,8 @@ pub struct Report {
     pub ratio_batched: f64,
     /// Refunds per second at N, first refund sent → last clawback saga done.
     pub clawbacks_per_second: f64,
+    /// CPU time per settled sale at N (absent without a run at N).
+    pub cpu_ms_per_sale: Option<CpuPerSale>,
     /// Record → settled at the offered load (absent when skipped).
     pub latency_ms: Option<Percentiles>,
     /// The latency run in full.
@@ -142,6 +144,7 @@ impl Report {
             ratio_naive,
             ratio_batched,
             clawbacks_per_second: main.map_or(0.0, |run| run.clawbacks_per_second),
+            cpu_ms_per_sale: main.map(|run| run.cpu_ms_per_sale.clone()),
             latency_ms: latency.as_ref().map(|l| l.latency_ms),
             latency,
             peak_rss_bytes,
@@ -239,6 +242,32 @@ impl fmt::Display for Report {
                 run.record_seconds,
                 run.clawbacks_per_second,
                 load(run.load_average)
+            )?;
+        }
+        writeln!(
+            f,
+            "\nCPU per settled sale over the same span, ms (user + system from /proc; Postgres: the run's backends)"
+        )?;
+        writeln!(
+            f,
+            "  {:>9} {:>9} {:>9} {:>9} {:>12} {:>11} {:>10} {:>8} {:>8}",
+            "sales", "total", "postgres", "services", "attribution", "commission", "hierarchy", "ledger", "payouts"
+        )?;
+        for run in &self.runs {
+            let cpu = &run.cpu_ms_per_sale;
+            let of = |schema: &str| cpu.services.get(schema).copied().unwrap_or(0.0);
+            writeln!(
+                f,
+                "  {:>9} {:>9.3} {:>9} {:>9.3} {:>12.3} {:>11.3} {:>10.3} {:>8.3} {:>8.3}",
+                run.sales,
+                cpu.total,
+                cpu.postgres.map_or_else(|| "-".to_string(), |ms| format!("{ms:.3}")),
+                of("total"),
+                of("attribution"),
+                of("commission"),
+                of("hierarchy"),
+                of("ledger"),
+                of("payouts")
             )?;
         }
         for (run, simulation) in self.runs.iter().filter_map(|run| Some((run, run.simulation.as_ref()?))) {

@@ -9,6 +9,10 @@
 //! 2. ListSagas polled until no SETTLE_SALE saga runs or unwinds (then none
 //!    may have failed or be stuck);
 //!
+//! and beside the clock, the CPU time the services and the Postgres backends
+//! serving the run's database used over the same span ([`CpuPerSale`]):
+//! where the time went, per process;
+//!
 //! and only then, so that reading does not load the measured run: each
 //! service's peak RSS; every sale's `settle_time` through ListSales (the
 //! last one ends the timed span; a sale without one is an error); the ledger
@@ -99,6 +103,8 @@ pub struct Throughput {
     pub lines_per_sale: f64,
     /// Peak RSS of each service process and their `total`, in bytes.
     pub peak_rss_bytes: BTreeMap<String, u64>,
+    /// CPU time per settled sale over the timed span.
+    pub cpu_ms_per_sale: CpuPerSale,
     /// Partial refunds recorded after the settlement.
     pub refunds: u64,
     /// Seconds from the first refund sent to the last clawback saga done.
@@ -107,6 +113,57 @@ pub struct Throughput {
     pub clawbacks_per_second: f64,
     /// SimulateProgram over the run's sales, when asked for (before the refunds).
     pub simulation: Option<super::simulate::Simulation>,
+}
+
+/// CPU time per settled sale, in milliseconds, over the throughput run's
+/// timed span (first sale sent → no saga left running): user + system time
+/// from `/proc` (Linux), of each service process and of the Postgres
+/// backends that serve the run's database. What a backend used before it
+/// exited within the span is missed (the services' pools keep theirs), and
+/// the server's auxiliary processes (WAL writer, checkpointer, autovacuum)
+/// are not counted. On a 2-core machine, 2,000 ms of CPU per second of the
+/// span is the whole machine.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuPerSale {
+    /// Each service's, by schema, and their `total`.
+    pub services: BTreeMap<String, f64>,
+    /// The Postgres backends' (`None`: the server is not on this machine).
+    pub postgres: Option<f64>,
+    /// The services' `total` plus Postgres's.
+    pub total: f64,
+}
+
+/// CPU seconds used so far, by process.
+struct CpuSeconds {
+    services: Vec<(&'static str, f64)>,
+    backends: BTreeMap<u32, f64>,
+}
+
+impl CpuSeconds {
+    /// What was used since `before`, per sale of `sales`, in milliseconds. A
+    /// backend that started since counts whole.
+    fn per_sale_since(&self, before: &CpuSeconds, sales: u64) -> CpuPerSale {
+        let per_sale = |seconds: f64| seconds * 1000.0 / sales.max(1) as f64;
+        let mut services: BTreeMap<String, f64> = self
+            .services
+            .iter()
+            .map(|&(schema, now)| {
+                let then = before.services.iter().find(|(s, _)| *s == schema).map_or(0.0, |&(_, t)| t);
+                (schema.to_string(), per_sale((now - then).max(0.0)))
+            })
+            .collect();
+        let total: f64 = services.values().sum();
+        services.insert("total".into(), total);
+        let postgres = (!self.backends.is_empty()).then(|| {
+            per_sale(
+                self.backends
+                    .iter()
+                    .map(|(pid, now)| (now - before.backends.get(pid).copied().unwrap_or(0.0)).max(0.0))
+                    .sum(),
+            )
+        });
+        CpuPerSale { services, total: total + postgres.unwrap_or(0.0), postgres }
+    }
 }
 
 /// `time` as UTC (a missing or out-of-range timestamp is `None`).
@@ -198,11 +255,13 @@ impl Stage {
         let requests = traffic.sales.iter().map(|sale| sale_request(program_id, start, sale)).collect();
         let phase = Phase::start(self.mode, "recording sales", sales);
         let load_before = procs::load_average();
+        let cpu_before = deployed.cpu_seconds();
         let first_sent = Utc::now();
         let recorded = record_sale_requests(clients, requests, RECORD_STREAMS, &phase).await?;
         let record_seconds = seconds_between(first_sent, Utc::now());
         phase.finish(&format!("{recorded} sales recorded in {record_seconds:.1} s"));
         wait_for_sagas(clients, program_id, SETTLE_SALE, sales, self.mode, self.stall_timeout).await?;
+        let cpu_ms_per_sale = deployed.cpu_seconds().per_sale_since(&cpu_before, sales);
         let load_average = [load_before, procs::load_average()];
         check_sagas(clients, program_id, SETTLE_SALE, sales).await?;
         let peak_rss_bytes = deployed.peak_rss()?;
@@ -246,6 +305,7 @@ impl Stage {
             ledger_lines_per_second: ledger_lines as f64 / seconds,
             lines_per_sale: ledger_lines as f64 / sales.max(1) as f64,
             peak_rss_bytes,
+            cpu_ms_per_sale,
             refunds,
             clawback_seconds,
             clawbacks_per_second: refunds as f64 / clawback_seconds,
@@ -302,6 +362,20 @@ impl Deployed {
         let total = peaks.values().sum();
         peaks.insert("total".into(), total);
         Ok(peaks)
+    }
+
+    /// CPU seconds each service process and each Postgres backend serving
+    /// this run's database have used so far (a process gone counts 0).
+    fn cpu_seconds(&self) -> CpuSeconds {
+        CpuSeconds {
+            services: self
+                .services
+                .pids()
+                .into_iter()
+                .map(|(schema, pid)| (schema, procs::cpu_seconds(pid).unwrap_or(0.0)))
+                .collect(),
+            backends: procs::backend_cpu_seconds(&self.database),
+        }
     }
 
     /// Stops the services (SIGTERM, drained) and drops the database.

@@ -37,13 +37,7 @@ pub async fn index_probes_only(conn: &mut PgConnection) -> Result<(), sqlx::Erro
 /// Nothing connects until first use, so a service can start (NOT_SERVING)
 /// while its database is still down.
 pub fn pool(config: &DbConfig) -> Result<PgPool, DbError> {
-    let options = PgConnectOptions::from_str(&config.url)
-        .map_err(DbError::Url)?
-        .options([("search_path", config.schema.as_str())]);
-    Ok(PgPoolOptions::new()
-        .max_connections(config.max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_lazy_with(options))
+    lazy_pool(config, &[])
 }
 
 /// The pool of a service's saga workers: like [`pool`], with two settings
@@ -67,11 +61,16 @@ pub fn pool(config: &DbConfig) -> Result<PgPool, DbError> {
 ///   15). Where no index serves, Postgres still scans (the setting only
 ///   prices the scan out).
 pub fn saga_worker_pool(config: &DbConfig) -> Result<PgPool, DbError> {
-    let options = PgConnectOptions::from_str(&config.url).map_err(DbError::Url)?.options([
-        ("search_path", config.schema.as_str()),
-        ("synchronous_commit", "off"),
-        ("enable_seqscan", "off"),
-    ]);
+    lazy_pool(config, &[("synchronous_commit", "off"), ("enable_seqscan", "off")])
+}
+
+/// A lazy pool on `config` whose connections start with the schema as their
+/// search path and `settings` (server parameters) besides.
+fn lazy_pool(config: &DbConfig, settings: &[(&str, &str)]) -> Result<PgPool, DbError> {
+    let options = PgConnectOptions::from_str(&config.url)
+        .map_err(DbError::Url)?
+        .options([("search_path", config.schema.as_str())])
+        .options(settings.iter().copied());
     Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(10))

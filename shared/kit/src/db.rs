@@ -28,7 +28,7 @@ mod refusal;
 mod roles;
 
 pub use migrations::{check_migrated, migrate};
-pub use pools::{index_probes_only, pool, saga_worker_pool};
+pub use pools::{index_probes_only, keyset_order_by_index, pool, saga_worker_pool};
 pub use refusal::{RECENT as RECENT_REFUSAL, Refusal, diagnose, recent as recent_refusal};
 pub use roles::{provision, provision_dev, role_name, role_url, url_password};
 

@@ -283,9 +283,7 @@ mod tests {
     #[tokio::test]
     async fn a_page_after_a_cursor_past_the_statistics_reads_the_created_order_index() {
         let db = accrue_testkit::TestDb::create().await.unwrap();
-        let config = accrue_kit::db::DbConfig { url: db.url.clone(), schema: "ledger".into(), max_connections: 2 };
-        let pool = accrue_kit::db::pool(&config).unwrap();
-        accrue_kit::db::migrate(&pool, "ledger", &crate::MIGRATOR).await.unwrap();
+        let pool = db.migrated_pool("ledger", &crate::MIGRATOR).await.unwrap();
         let program = ProgramId::from_u128(7);
         // Statistics of entries taken at 10,000, of their states at 40,000
         // (autovacuum analyzes each table on its own schedule).

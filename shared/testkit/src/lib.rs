@@ -58,6 +58,22 @@ impl TestDb {
         let url = replace_database(&admin_url, &name);
         Ok(TestDb { name, admin_url, url })
     }
+
+    /// A small pool on `schema` of this database with `migrator`'s
+    /// migrations applied, for a store test that reads and writes one
+    /// service's tables directly (no service running).
+    pub async fn migrated_pool(
+        &self,
+        schema: &str,
+        migrator: &sqlx::migrate::Migrator,
+    ) -> Result<sqlx::PgPool, TestDbError> {
+        let config = accrue_kit::db::DbConfig { url: self.url.clone(), schema: schema.to_string(), max_connections: 2 };
+        let pool = accrue_kit::db::pool(&config).map_err(|e| TestDbError(format!("pool on {schema}: {e}")))?;
+        accrue_kit::db::migrate(&pool, schema, migrator)
+            .await
+            .map_err(|e| TestDbError(format!("migrating {schema}: {e}")))?;
+        Ok(pool)
+    }
 }
 
 /// `url` with its database name replaced by `name`.

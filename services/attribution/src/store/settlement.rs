@@ -289,9 +289,7 @@ mod tests {
     #[tokio::test]
     async fn volumes_from_the_buckets_equal_a_scan_of_the_sales() {
         let db = accrue_testkit::TestDb::create().await.unwrap();
-        let config = accrue_kit::db::DbConfig { url: db.url.clone(), schema: "attribution".into(), max_connections: 2 };
-        let pool = accrue_kit::db::pool(&config).unwrap();
-        accrue_kit::db::migrate(&pool, "attribution", &crate::MIGRATOR).await.unwrap();
+        let pool = db.migrated_pool("attribution", &crate::MIGRATOR).await.unwrap();
         let program = ProgramId::from_u128(7);
         let partners = [PartnerId::from_u128(1), PartnerId::from_u128(2)];
         let origin = Utc.with_ymd_and_hms(2023, 12, 30, 22, 0, 0).single().unwrap();

@@ -162,23 +162,21 @@ pub async fn list_entries(
     after: Option<(DateTime<Utc>, EntryId)>,
     limit: i64,
 ) -> Result<Vec<EntryRow>, StoreError> {
-    let mut tx = page_transaction(pool, filter).await?;
-    let rows =
-        entries_page("", program_id, filter, after, limit).build_query_as::<EntryRow>().fetch_all(&mut *tx).await?;
+    let mut page = entries_page("", program_id, filter, after, limit);
+    if !filter.is_empty() {
+        return Ok(page.build_query_as::<EntryRow>().fetch_all(pool).await?);
+    }
+    let mut tx = ordered_page_transaction(pool).await?;
+    let rows = page.build_query_as::<EntryRow>().fetch_all(&mut *tx).await?;
     tx.commit().await?;
     Ok(rows)
 }
 
-/// The transaction a page of [`list_entries`] runs in, with the plan
-/// settings its filter calls for.
-async fn page_transaction(
-    pool: &PgPool,
-    filter: &EntryFilter,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+/// The transaction an unfiltered page of [`list_entries`] runs in: its
+/// order comes from `entries_created_idx`, never from a sort.
+async fn ordered_page_transaction(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
     let mut tx = pool.begin().await?;
-    if filter.is_empty() {
-        accrue_kit::db::keyset_order_by_index(&mut tx).await?;
-    }
+    accrue_kit::db::keyset_order_by_index(&mut tx).await?;
     Ok(tx)
 }
 
@@ -298,7 +296,7 @@ mod tests {
                 .unwrap();
 
         let filter = EntryFilter::default();
-        let mut tx = page_transaction(&pool, &filter).await.unwrap();
+        let mut tx = ordered_page_transaction(&pool).await.unwrap();
         let plan: Vec<String> = entries_page("EXPLAIN ", program, &filter, Some((created_at, id)), 1_001)
             .build_query_scalar()
             .fetch_all(&mut *tx)

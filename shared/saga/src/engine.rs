@@ -286,18 +286,27 @@ impl<D: SagaDef> Engine<D> {
         for state in [SagaState::Running, SagaState::Unwinding] {
             count_entered::<D>(state, claimed.iter().filter(|c| c.attempt == 1 && c.state == state).count());
         }
-        let ids: Vec<SagaId> = claimed.iter().map(|c| c.id).collect();
-        let runs: Vec<i32> = claimed.iter().map(|c| c.run).collect();
-        let events: Vec<LoggedEvent> = sqlx::query_as(
-            "SELECT e.saga_id, e.step, e.event, e.detail, e.generation
+        // Only a saga claimed before can have a log: every step event is
+        // written by an owner, fenced on the generation its claim gave, and
+        // the first claim gives generation 1 (nothing sets it back). A batch
+        // of new sagas — all of them under a steady load — skips the read
+        // (a round trip and an index probe per saga, issue 15).
+        let (ids, runs): (Vec<SagaId>, Vec<i32>) =
+            claimed.iter().filter(|c| c.generation > 1).map(|c| (c.id, c.run)).unzip();
+        let events: Vec<LoggedEvent> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "SELECT e.saga_id, e.step, e.event, e.detail, e.generation
              FROM saga_step_events e
              JOIN UNNEST($1::uuid[], $2::int[]) AS u(id, run) ON e.saga_id = u.id AND e.run = u.run
              ORDER BY e.id",
-        )
-        .bind(&ids)
-        .bind(&runs)
-        .fetch_all(&self.pool)
-        .await?;
+            )
+            .bind(&ids)
+            .bind(&runs)
+            .fetch_all(&self.pool)
+            .await?
+        };
         // Every claim bumps generation and attempt together, and resume_stuck
         // (like a retry) sets attempt back to 0, so the claims since the saga
         // started or was last resumed are the generations above this one:

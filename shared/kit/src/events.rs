@@ -21,11 +21,14 @@
 //! Every service's migrations create the same tables: `events`, written
 //! once and never changed (`position bigserial`, `xid xid8` of the writing
 //! transaction, `id uuid`, `program_id uuid`, `type`, `subject`,
-//! `partner_id uuid` NULL, `time`, `data bytea`); `event_numbers`
-//! (`program_id`, `sequence`, `position`), one narrow row per numbered
-//! event; `event_sequences` (`program_id`, `last_sequence`);
-//! `event_watermark` (the last event numbered); and the view
-//! `sequenced_events` that the feed and the webhook worker read.
+//! `partner_id uuid` NULL, `time`, `data bytea`); `event_runs`
+//! (`program_id`, first and last `sequence`, first and last `(xid,
+//! position)`), one row per program and sequencer pass (see
+//! [`sequencer`]); `event_sequences` (`program_id`, `last_sequence`);
+//! `event_watermark` (the last event numbered); the function
+//! `numbered_events(program, after, runs)` that the feed and the webhook
+//! worker read numbers through; and the view `sequenced_events` (every
+//! numbered event, for tests and operators).
 
 pub mod catalogue;
 pub mod feed;

@@ -239,7 +239,8 @@ impl<D: SagaDef> Engine<D> {
 
     /// Claims up to `batch_size` runnable sagas of this kind (running or
     /// unwinding, unowned or with an expired lease, due), bumping their
-    /// generation, and loads the current run's log of each.
+    /// generation, and loads the current run's log of each saga claimed
+    /// before (a first claim has none).
     async fn claim(&self, owner: &str) -> Result<Vec<Saga>, sqlx::Error> {
         // The claim commits durably although the workers' pool commits with
         // synchronous_commit=off. A claim is the one worker write whose loss

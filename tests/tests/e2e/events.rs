@@ -667,10 +667,13 @@ async fn concurrent_writers_and_two_sequencers_number_every_program_without_gaps
     let db = TestDb::create().await.unwrap();
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(12).connect(&db.url).await.unwrap();
     sqlx::raw_sql(include_str!("../../../services/hierarchy/migrations/0006_events.sql")).execute(&pool).await.unwrap();
-    sqlx::raw_sql(include_str!("../../../services/hierarchy/migrations/0008_event_numbers.sql"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    for migration in [
+        include_str!("../../../services/hierarchy/migrations/0007_webhooks.sql"),
+        include_str!("../../../services/hierarchy/migrations/0008_event_numbers.sql"),
+        include_str!("../../../services/hierarchy/migrations/0009_event_runs.sql"),
+    ] {
+        sqlx::raw_sql(migration).execute(&pool).await.unwrap();
+    }
     let programs = [accrue_types::ProgramId::new_v7(), accrue_types::ProgramId::new_v7()];
     let writers_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
 
@@ -740,7 +743,7 @@ async fn concurrent_writers_and_two_sequencers_number_every_program_without_gaps
     }
 
     let rows: Vec<(uuid::Uuid, uuid::Uuid, Option<i64>)> = sqlx::query_as(
-        "SELECT e.id, e.program_id, n.sequence FROM events e LEFT JOIN event_numbers n USING (position)",
+        "SELECT e.id, e.program_id, n.sequence FROM events e LEFT JOIN sequenced_events n USING (position)",
     )
     .fetch_all(&pool)
     .await
@@ -777,6 +780,224 @@ async fn concurrent_writers_and_two_sequencers_number_every_program_without_gaps
     pool.close().await;
 }
 
+/// Numbers are written as runs (issue 15): one pass over 1,300 events —
+/// 1,200 of one program in twelve transactions with another program's 100
+/// in the middle — writes one `event_runs` row per program and RUN_LIMIT
+/// events (3 + 1), never a row per event, and numbers them exactly as a row
+/// per event did: each program 1..n in writing order. The feed reads across
+/// runs a window at a time: a page that spans more runs than one window
+/// holds, and a type filter that matches only the last few events, come
+/// back whole and in order.
+#[tokio::test]
+async fn a_pass_writes_a_run_per_program_and_the_feed_reads_across_runs() {
+    use accrue_kit::auth::{Identity, Programs};
+    use accrue_kit::events::sequencer::{Pass, RUN_LIMIT, sequence_pass};
+    use accrue_kit::events::{EventApi, Hooks, NewEvent};
+    use epb::event_service_server::EventService;
+
+    let db = TestDb::create().await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    for migration in [
+        include_str!("../../../services/hierarchy/migrations/0006_events.sql"),
+        include_str!("../../../services/hierarchy/migrations/0007_webhooks.sql"),
+        include_str!("../../../services/hierarchy/migrations/0008_event_numbers.sql"),
+        include_str!("../../../services/hierarchy/migrations/0009_event_runs.sql"),
+    ] {
+        sqlx::raw_sql(migration).execute(&pool).await.unwrap();
+    }
+    let (a, b) = (accrue_types::ProgramId::new_v7(), accrue_types::ProgramId::new_v7());
+    let event = |program, kind, subject: String| {
+        let data = hpb::Partner { display_name: subject.clone(), ..Default::default() };
+        NewEvent::new(kind, program, subject, None, chrono::Utc::now(), &data)
+    };
+    let write = |events: Vec<NewEvent>| {
+        let pool = pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            accrue_kit::events::insert(&mut tx, &events).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    // Passes until `n` events are numbered: a write transaction of another
+    // test on this cluster may hold the snapshot's xmin back for a moment.
+    let numbered = |n: u64| {
+        let pool = pool.clone();
+        async move {
+            let mut total = 0;
+            for _ in 0..500 {
+                if let Pass::Sequenced(k) = sequence_pass(&pool, &catalogue::HIERARCHY, 5000).await.unwrap() {
+                    total += k;
+                }
+                if total >= n {
+                    return total;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            total
+        }
+    };
+    for t in 0..13 {
+        let events: Vec<NewEvent> = if t == 6 {
+            (0..100).map(|i| event(b, &catalogue::PARTNER_CREATED, format!("b-{i}"))).collect()
+        } else {
+            let first = if t < 6 { t * 100 } else { (t - 1) * 100 };
+            (first..first + 100).map(|i| event(a, &catalogue::PARTNER_CREATED, format!("a-{i}"))).collect()
+        };
+        write(events).await;
+    }
+    assert_eq!(numbered(1300).await, 1300, "one pass numbers them all");
+    let runs: Vec<(uuid::Uuid, i64, i64)> =
+        sqlx::query_as("SELECT program_id, first_sequence, last_sequence FROM event_runs ORDER BY program_id, 2")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let of = |program: accrue_types::ProgramId| -> Vec<(i64, i64)> {
+        runs.iter().filter(|r| r.0 == program.into_uuid()).map(|r| (r.1, r.2)).collect()
+    };
+    assert_eq!(RUN_LIMIT, 500);
+    assert_eq!(of(a), [(1, 500), (501, 1000), (1001, 1200)], "{runs:?}");
+    assert_eq!(of(b), [(1, 100)], "{runs:?}");
+    let order: Vec<(String, i64)> =
+        sqlx::query_as("SELECT subject, sequence FROM sequenced_events WHERE program_id = $1 ORDER BY sequence")
+            .bind(a)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let want: Vec<(String, i64)> = (0..1200).map(|i| (format!("a-{i}"), i + 1)).collect();
+    assert_eq!(order, want, "1..n in writing order");
+
+    // Six more events of `a`, each numbered by a pass of its own: six runs
+    // of one, the last two of another type.
+    for i in 0..6 {
+        let kind = if i < 4 { &catalogue::PARTNER_CREATED } else { &catalogue::PARTNER_STATUS_CHANGED };
+        write(vec![event(a, kind, format!("late-{i}"))]).await;
+        assert_eq!(numbered(1).await, 1);
+    }
+    let (shutdown, (_wake_tx, wake)) = (tokio_util::sync::CancellationToken::new(), tokio::sync::watch::channel(0));
+    let api = EventApi::new(pool.clone(), &catalogue::HIERARCHY, wake, shutdown, Hooks::default());
+    let list = |after: i64, types: Vec<String>| {
+        let mut request = tonic::Request::new(epb::ListEventsRequest {
+            program_id: a.to_string(),
+            after_sequence: after,
+            types,
+            page_size: 1000,
+            ..Default::default()
+        });
+        request.extensions_mut().insert(Identity {
+            subject: "test".into(),
+            programs: Programs::All,
+            roles: [Role::Admin].into(),
+            partner_id: None,
+        });
+        let api = api.clone();
+        async move { api.list_events(request).await.unwrap().into_inner() }
+    };
+    // After 1,150: the rest of the third run and the six runs of one, seven
+    // runs, more than a window.
+    let page = list(1150, vec![]).await;
+    let got: Vec<(String, i64)> = page.events.iter().map(|e| (e.subject.clone(), e.sequence)).collect();
+    let mut want: Vec<(String, i64)> = (1150..1200).map(|i| (format!("a-{i}"), i + 1)).collect();
+    want.extend((0..6).map(|i| (format!("late-{i}"), 1201 + i)));
+    assert_eq!(got, want);
+    assert!(page.next_page_token.is_empty());
+    // A filter that matches only the last two: read through every window.
+    let page = list(0, vec![catalogue::PARTNER_STATUS_CHANGED.name.to_string()]).await;
+    let got: Vec<(String, i64)> = page.events.iter().map(|e| (e.subject.clone(), e.sequence)).collect();
+    assert_eq!(got, [("late-4".to_string(), 1205), ("late-5".to_string(), 1206)]);
+    pool.close().await;
+}
+
+/// The move to runs keeps every number given before it: events numbered
+/// one row each (one of them from before events carried an xid) become runs
+/// of one with the same numbers, a pending webhook delivery finds its event
+/// by position, and the next pass numbers on from the counter.
+#[tokio::test]
+async fn numbers_given_before_runs_keep_their_values_after_the_migration() {
+    use accrue_kit::events::NewEvent;
+    use accrue_kit::events::sequencer::{Pass, sequence_pass};
+
+    let db = TestDb::create().await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    for migration in [
+        include_str!("../../../services/hierarchy/migrations/0006_events.sql"),
+        include_str!("../../../services/hierarchy/migrations/0007_webhooks.sql"),
+        include_str!("../../../services/hierarchy/migrations/0008_event_numbers.sql"),
+    ] {
+        sqlx::raw_sql(migration).execute(&pool).await.unwrap();
+    }
+    let program = accrue_types::ProgramId::new_v7();
+    let write = |name: String| {
+        let pool = pool.clone();
+        async move {
+            let data = hpb::Partner { display_name: name.clone(), ..Default::default() };
+            let event = NewEvent::new(&catalogue::PARTNER_CREATED, program, name, None, chrono::Utc::now(), &data);
+            let mut tx = pool.begin().await.unwrap();
+            accrue_kit::events::insert(&mut tx, &[event]).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    for i in 0..3 {
+        write(format!("old-{i}")).await;
+    }
+    // Numbered the old way, in reverse order of writing (the numbers are
+    // whatever the old sequencer gave: the migration must keep them, not
+    // recompute them); the first event from before events carried an xid.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO event_numbers (program_id, sequence, position) \
+         SELECT '{program}', 4 - row_number() OVER (ORDER BY position), position FROM events; \
+         INSERT INTO event_sequences VALUES ('{program}', 3); \
+         UPDATE events SET xid = NULL WHERE position = (SELECT min(position) FROM events); \
+         UPDATE event_watermark SET xid = (SELECT max(xid) FROM events), position = (SELECT max(position) FROM events); \
+         INSERT INTO webhook_subscriptions VALUES ('{sub}', '{program}', 'http://x', '{{}}', 's', 'ACTIVE', 3, now()); \
+         INSERT INTO webhook_deliveries (id, subscription_id, program_id, sequence, event_id, event_type, state, \
+             attempts, next_attempt_at) \
+         SELECT gen_random_uuid(), '{sub}', '{program}', n.sequence, e.id, e.type, 'PENDING', 0, now() \
+         FROM event_numbers n JOIN events e USING (position) WHERE n.sequence = 2;",
+        sub = uuid::Uuid::new_v4(),
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql(include_str!("../../../services/hierarchy/migrations/0009_event_runs.sql"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let numbers = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, i64)>("SELECT subject, sequence FROM sequenced_events ORDER BY sequence")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let kept: Vec<(String, i64)> = [("old-2", 1), ("old-1", 2), ("old-0", 3)].map(|(s, n)| (s.to_string(), n)).into();
+    assert_eq!(numbers().await, kept);
+    let (subject,): (String,) =
+        sqlx::query_as("SELECT e.subject FROM webhook_deliveries d JOIN events e ON e.position = d.event_position")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(subject, "old-1", "the delivery of number 2 finds its event");
+
+    write("new".to_string()).await;
+    let mut numbered = 0;
+    for _ in 0..500 {
+        if let Pass::Sequenced(k) = sequence_pass(&pool, &catalogue::HIERARCHY, 100).await.unwrap() {
+            numbered += k;
+        }
+        if numbered >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(numbered, 1, "only the new event: nothing numbered before is taken again");
+    let mut all = kept;
+    all.push(("new".to_string(), 4));
+    assert_eq!(numbers().await, all);
+    pool.close().await;
+}
+
 /// A database restored into another cluster carries transaction ids from
 /// the old one: the watermark may be ahead of every new transaction. The
 /// sequencer's start-up check resets it, so nothing already numbered is
@@ -790,10 +1011,13 @@ async fn a_watermark_ahead_of_the_cluster_is_reset_and_numbering_goes_on() {
     let db = TestDb::create().await.unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     sqlx::raw_sql(include_str!("../../../services/hierarchy/migrations/0006_events.sql")).execute(&pool).await.unwrap();
-    sqlx::raw_sql(include_str!("../../../services/hierarchy/migrations/0008_event_numbers.sql"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    for migration in [
+        include_str!("../../../services/hierarchy/migrations/0007_webhooks.sql"),
+        include_str!("../../../services/hierarchy/migrations/0008_event_numbers.sql"),
+        include_str!("../../../services/hierarchy/migrations/0009_event_runs.sql"),
+    ] {
+        sqlx::raw_sql(migration).execute(&pool).await.unwrap();
+    }
     let program = accrue_types::ProgramId::new_v7();
     let write = |name: &'static str| {
         let pool = pool.clone();
@@ -833,6 +1057,13 @@ async fn a_watermark_ahead_of_the_cluster_is_reset_and_numbering_goes_on() {
         .execute(&pool)
         .await
         .unwrap();
+    sqlx::query(
+        "UPDATE event_runs SET first_xid = (first_xid::text::numeric + 1e12)::text::xid8, \
+             last_xid = (last_xid::text::numeric + 1e12)::text::xid8",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     write("new").await;
     assert_eq!(numbered(1, 25).await, 0, "stuck before");
 

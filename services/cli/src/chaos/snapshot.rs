@@ -158,7 +158,8 @@ impl Snapshot {
             // run stopped right after writing them, are left out).
             let rows: Vec<(uuid::Uuid, i64, i64, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT n.program_id, count(DISTINCT n.position), max(n.sequence), max(c.last_sequence) \
-                 FROM \"{schema}\".event_numbers n LEFT JOIN \"{schema}\".event_sequences c USING (program_id) \
+                 FROM \"{schema}\".sequenced_events n \
+                 LEFT JOIN \"{schema}\".event_sequences c USING (program_id) \
                  GROUP BY n.program_id"
             )))
             .fetch_all(&mut conn)

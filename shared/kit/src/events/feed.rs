@@ -38,6 +38,10 @@ pub const WATCH_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Events a watcher reads per query, and buffers ahead of a slow client.
 const WATCH_BATCH: i64 = 500;
 
+/// Runs numbered per read of a page (each at most
+/// [`super::sequencer::RUN_LIMIT`] events).
+const WINDOW_RUNS: i64 = 4;
+
 /// The `EventService` of one service.
 #[derive(Clone)]
 pub struct EventApi {
@@ -128,20 +132,46 @@ impl EventApi {
         Ok(Query { program_id, after, types, partner: scope.partner_scope() })
     }
 
-    /// Up to `limit` sequenced events of `query` after sequence `after`.
+    /// Up to `limit` sequenced events of `query` after sequence `after`,
+    /// read a window of [`WINDOW_RUNS`] runs at a time (see
+    /// [`super::sequencer`]) until the page is full or the feed ends: a
+    /// filter that matches little reads on, and no read numbers more than a
+    /// window's events at once.
     async fn fetch(&self, query: &Query, after: i64, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
-        let mut sql = sqlx::QueryBuilder::new(
-            "SELECT id, program_id, sequence, type, subject, time, data FROM sequenced_events WHERE program_id = ",
-        );
-        sql.push_bind(query.program_id).push(" AND sequence > ").push_bind(after);
-        if !query.types.is_empty() {
-            sql.push(" AND type = ANY(").push_bind(&query.types).push(")");
+        let mut rows: Vec<Row> = Vec::new();
+        let mut from = after;
+        while i64::try_from(rows.len()).unwrap_or(i64::MAX) < limit {
+            // The last number of the window's last run; None: the feed ends.
+            let (end,): (Option<i64>,) = sqlx::query_as(
+                "SELECT max(last_sequence) FROM (SELECT last_sequence FROM event_runs \
+                 WHERE program_id = $1 AND last_sequence > $2 ORDER BY first_sequence LIMIT $3) w",
+            )
+            .bind(query.program_id)
+            .bind(from)
+            .bind(WINDOW_RUNS)
+            .fetch_one(&self.pool)
+            .await?;
+            let Some(end) = end else { break };
+            let mut sql = sqlx::QueryBuilder::new(
+                "SELECT e.id, e.program_id, n.sequence, e.type, e.subject, e.time, e.data \
+                 FROM numbered_events(",
+            );
+            sql.push_bind(query.program_id).push(", ").push_bind(from).push(", ").push_bind(WINDOW_RUNS);
+            // Bounded by `end` too: a run numbered since the window was read
+            // is the next window's.
+            sql.push(") n JOIN events e ON e.position = n.event_position WHERE n.sequence > ").push_bind(from);
+            sql.push(" AND n.sequence <= ").push_bind(end);
+            if !query.types.is_empty() {
+                sql.push(" AND e.type = ANY(").push_bind(&query.types).push(")");
+            }
+            if let Some(partner) = query.partner {
+                sql.push(" AND e.partner_id = ").push_bind(partner);
+            }
+            let wanted = limit - i64::try_from(rows.len()).unwrap_or(i64::MAX);
+            sql.push(" ORDER BY n.sequence LIMIT ").push_bind(wanted);
+            rows.extend(sql.build_query_as::<Row>().fetch_all(&self.pool).await?);
+            from = end;
         }
-        if let Some(partner) = query.partner {
-            sql.push(" AND partner_id = ").push_bind(partner);
-        }
-        sql.push(" ORDER BY sequence LIMIT ").push_bind(limit);
-        let mut rows = sql.build_query_as::<Row>().fetch_all(&self.pool).await?;
         let by_reference = rows.iter_mut().map(|row| (row.subject.as_str(), &mut row.data));
         super::materialize::fill(self.hooks.materialize.as_ref(), &self.pool, by_reference).await?;
         Ok(rows)

@@ -9,9 +9,13 @@
 //! (its snapshot's xmin). Those events are final — committed, or rolled back
 //! and invisible — and no later write can add one among them, so the pass
 //! gives the committed ones the next numbers of their program in `(xid,
-//! position)` order (a narrow `event_numbers` row each; the event row is
-//! never rewritten), bumps `event_sequences`, moves the watermark past them
-//! and NOTIFYs the service's channel. The numbers of a program are therefore
+//! position)` order, bumps `event_sequences`, moves the watermark past them
+//! and NOTIFYs the service's channel. The numbers are written as runs (one
+//! `event_runs` row per program and [`RUN_LIMIT`] events, never a row per
+//! event, and the event row is never rewritten): a run's events are exactly
+//! the visible events of its program between its first and last `(xid,
+//! position)`, and the n-th of them is number `first_sequence + n − 1`
+//! (readers: the SQL function `numbered_events`). The numbers of a program are therefore
 //! 1, 2, 3, … without gaps, a pass that fails rolls back whole, a
 //! transaction that began after another committed is numbered after it, and
 //! one transaction's events keep the order they were written in.
@@ -61,6 +65,11 @@ pub const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// back.
 pub const PASS_LIMIT: i64 = 5000;
 
+/// Most events in one run (one `event_runs` row): a reader numbers a run's
+/// events by reading them all, so this bounds the work of reading one event
+/// (a webhook delivery, a feed page that starts mid-run).
+pub const RUN_LIMIT: i64 = 500;
+
 /// How long to wait after a failed pass (database down) before the next.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -105,8 +114,9 @@ pub async fn sequence_pass(pool: &PgPool, source: &Source, limit: i64) -> Result
     // One statement: the final events after the watermark in (xid,
     // position) order, numbered within their program; the counters bumped
     // by each program's count (RETURNING the new last number, so the pass's
-    // first is last − count + 1); the numbers inserted from both; the
-    // watermark moved to the last event taken.
+    // first is last − count + 1); one run per program and RUN_LIMIT events
+    // (its first and last event and numbers); the watermark moved to the
+    // last event taken.
     let (numbered,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         r#"
         WITH pending AS (
@@ -121,20 +131,27 @@ pub async fn sequence_pass(pool: &PgPool, source: &Source, limit: i64) -> Result
             SELECT program_id, c FROM counts
             ON CONFLICT (program_id) DO UPDATE SET last_sequence = s.last_sequence + excluded.last_sequence
             RETURNING program_id, last_sequence
-        ), numbered AS (
-            INSERT INTO event_numbers (program_id, sequence, position)
-            SELECT p.program_id, b.last_sequence - c.c + p.n, p.position
-            FROM pending p JOIN counts c USING (program_id) JOIN bumped b USING (program_id)
+        ), chunks AS (
+            SELECT program_id, min(n) AS lo, max(n) AS hi FROM pending GROUP BY program_id, (n - 1) / $2
+        ), runs AS (
+            INSERT INTO event_runs
+                (program_id, first_sequence, last_sequence, first_xid, first_position, last_xid, last_position)
+            SELECT k.program_id, b.last_sequence - c.c + k.lo, b.last_sequence - c.c + k.hi,
+                   f.xid, f.position, l.xid, l.position
+            FROM chunks k JOIN counts c USING (program_id) JOIN bumped b USING (program_id)
+            JOIN pending f ON f.program_id = k.program_id AND f.n = k.lo
+            JOIN pending l ON l.program_id = k.program_id AND l.n = k.hi
             RETURNING 1
         ), moved AS (
             UPDATE event_watermark w SET xid = l.xid, position = l.position
             FROM (SELECT xid, position FROM pending ORDER BY xid DESC, position DESC LIMIT 1) l
             RETURNING 1
         )
-        SELECT count(*) FROM numbered
+        SELECT COALESCE(sum(hi - lo + 1), 0)::bigint FROM chunks
         "#
     )))
     .bind(limit)
+    .bind(RUN_LIMIT)
     .fetch_one(&mut *tx)
     .await?;
     if numbered > 0 {
@@ -165,7 +182,9 @@ async fn has_pending(pool: &PgPool) -> Result<bool, sqlx::Error> {
 /// Then, under the sequencer's lock, numbered events get xid 0, unnumbered
 /// ones 1 (so they are numbered first, in position order, before anything
 /// written from now on), and the watermark becomes (0, the last position).
-/// Returns whether it had to; a no-op otherwise (one probe at start).
+/// A run's bounds name its events by their old ids, so every numbered event
+/// first becomes a run of one, `(0, position)`, keeping its number. Returns
+/// whether it had to; a no-op otherwise (one probe at start).
 pub async fn heal_after_restore(pool: &PgPool, source: &Source) -> Result<bool, sqlx::Error> {
     let Some(mut tx) = super::lock::begin_locked(pool, lock_key(source)).await? else {
         return Ok(false);
@@ -178,8 +197,22 @@ pub async fn heal_after_restore(pool: &PgPool, source: &Source) -> Result<bool, 
         return Ok(false);
     }
     sqlx::query(
+        "CREATE TEMPORARY TABLE healed_numbers ON COMMIT DROP AS \
+         SELECT program_id, sequence, position FROM sequenced_events",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM event_runs").execute(&mut *tx).await?;
+    sqlx::query(
         "UPDATE events e SET xid = CASE WHEN EXISTS \
-             (SELECT 1 FROM event_numbers n WHERE n.position = e.position) THEN '0'::xid8 ELSE '1'::xid8 END",
+             (SELECT 1 FROM healed_numbers n WHERE n.position = e.position) THEN '0'::xid8 ELSE '1'::xid8 END",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO event_runs \
+             (program_id, first_sequence, last_sequence, first_xid, first_position, last_xid, last_position) \
+         SELECT program_id, sequence, sequence, '0', position, '0', position FROM healed_numbers",
     )
     .execute(&mut *tx)
     .await?;
@@ -191,12 +224,12 @@ pub async fn heal_after_restore(pool: &PgPool, source: &Source) -> Result<bool, 
 }
 
 /// Events of `schema`'s outbox committed but not numbered yet (tests and
-/// operators: a full scan, not for a hot path).
+/// operators: reads the whole outbox, not for a hot path).
 pub async fn unsequenced(conn: &mut sqlx::PgConnection, schema: &str) -> Result<i64, sqlx::Error> {
     let schema = schema.replace('"', "\"\"");
     let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM \"{schema}\".events e \
-         WHERE NOT EXISTS (SELECT 1 FROM \"{schema}\".event_numbers n WHERE n.position = e.position)"
+        "SELECT (SELECT count(*) FROM \"{schema}\".events) \
+              - (SELECT COALESCE(sum(last_sequence - first_sequence + 1), 0) FROM \"{schema}\".event_runs)::bigint"
     )))
     .fetch_one(conn)
     .await?;

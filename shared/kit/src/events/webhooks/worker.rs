@@ -33,6 +33,12 @@ use crate::events::{Materialize, Source};
 /// Events queued per subscription per pass.
 const ENQUEUE_LIMIT: i64 = 1000;
 
+/// Runs of the feed numbered per subscription per pass (each at most
+/// [`crate::events::sequencer::RUN_LIMIT`] events): enough for
+/// [`ENQUEUE_LIMIT`] events when runs are full, fewer when they are not (a
+/// pass's cursor moves on by what it read, so the next pass goes on).
+const ENQUEUE_RUNS: i64 = 2;
+
 /// How long to wait after a failed pass (database down).
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -129,16 +135,20 @@ pub async fn pass(
             SELECT id, program_id, types, cursor_sequence FROM webhook_subscriptions
             WHERE state = 'ACTIVE' FOR UPDATE
         ), candidates AS (
-            SELECT s.id AS subscription_id, s.types, e.program_id, e.sequence, e.id AS event_id, e.type
+            SELECT s.id AS subscription_id, s.types, e.program_id, e.sequence, e.position, e.id AS event_id, e.type
             FROM subs s CROSS JOIN LATERAL (
-                SELECT program_id, sequence, id, type FROM sequenced_events
-                WHERE program_id = s.program_id AND sequence > s.cursor_sequence
-                ORDER BY sequence LIMIT $1
+                SELECT v.program_id, n.sequence, v.position, v.id, v.type
+                FROM numbered_events(s.program_id, s.cursor_sequence, $2) n
+                JOIN events v ON v.position = n.event_position
+                WHERE n.sequence > s.cursor_sequence
+                ORDER BY n.sequence LIMIT $1
             ) e
         ), queued AS (
             INSERT INTO webhook_deliveries
-                (id, subscription_id, program_id, sequence, event_id, event_type, state, attempts, next_attempt_at)
-            SELECT gen_random_uuid(), subscription_id, program_id, sequence, event_id, type, 'PENDING', 0, now()
+                (id, subscription_id, program_id, sequence, event_position, event_id, event_type, state, attempts,
+                 next_attempt_at)
+            SELECT gen_random_uuid(), subscription_id, program_id, sequence, position, event_id, type, 'PENDING', 0,
+                   now()
             FROM candidates WHERE cardinality(types) = 0 OR type = ANY(types)
             ON CONFLICT (subscription_id, sequence) DO NOTHING
             RETURNING 1
@@ -152,6 +162,7 @@ pub async fn pass(
         "#,
     )
     .bind(ENQUEUE_LIMIT)
+    .bind(ENQUEUE_RUNS)
     .execute(&mut *tx)
     .await?;
     let lease = options.timeout + Duration::from_secs(30);
@@ -171,13 +182,13 @@ pub async fn pass(
         ), leased AS (
             UPDATE webhook_deliveries d SET next_attempt_at = now() + $2::float8 * interval '1 millisecond'
             FROM due WHERE d.id = due.id
-            RETURNING d.id, d.subscription_id, d.attempts, d.program_id, d.sequence
+            RETURNING d.id, d.subscription_id, d.attempts, d.program_id, d.sequence, d.event_position
         )
         SELECT l.id, l.attempts, s.url, s.secret, e.id AS event_id, e.type, e.subject, e.time,
-               e.program_id, e.sequence, e.data
+               e.program_id, l.sequence, e.data
         FROM leased l
         JOIN webhook_subscriptions s ON s.id = l.subscription_id
-        JOIN sequenced_events e ON e.program_id = l.program_id AND e.sequence = l.sequence
+        JOIN events e ON e.position = l.event_position
         "#,
     )
     .bind(options.batch)

@@ -64,9 +64,9 @@ pub async fn post(
     let mut line_indexes = Vec::with_capacity(line_count);
     let mut posting_ids: HashMap<&str, Vec<EntryId>> = HashMap::with_capacity(postings.len());
     for posting in postings {
-        keys.push(posting.key.clone());
-        sale_ids.push(posting.sale_id.clone());
-        hashes.push(posting.hash.clone());
+        keys.push(posting.key.as_str());
+        sale_ids.push(posting.sale_id.as_str());
+        hashes.push(posting.hash.as_slice());
         // 1-based inclusive slice bounds into the flat id array.
         lows.push(i32::try_from(ids.len() + 1).unwrap_or(i32::MAX));
         let mut these = Vec::with_capacity(posting.lines.len());
@@ -76,7 +76,7 @@ pub async fn post(
             these.push(id);
             ids.push(id);
             partner_ids.push(line.partner_id);
-            line_sales.push(posting.sale_id.clone());
+            line_sales.push(posting.sale_id.as_str());
             kinds.push(line.kind.as_str());
             entry_types.push(posted.entry_type().as_str());
             currencies.push(posted.currency().code());
@@ -92,7 +92,7 @@ pub async fn post(
                 Some(breakdown) => serde_json::to_string(breakdown).unwrap_or_else(|_| "{}".to_string()),
                 None => "{}".to_string(),
             });
-            line_keys.push(posting.key.clone());
+            line_keys.push(posting.key.as_str());
             line_indexes.push(i32::try_from(index).unwrap_or(i32::MAX));
         }
         highs.push(i32::try_from(ids.len()).unwrap_or(i32::MAX));

@@ -2,7 +2,6 @@
 //! store (and hierarchy for link partners and for sellers' roles), encode.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use accrue_kit::FieldViolations;
 use accrue_kit::convert::{EventWindow, amount_to_proto, parse_id, require_uuid, timestamp};
@@ -16,7 +15,6 @@ use accrue_proto::types::v1 as types;
 use accrue_types::{PartnerId, ProgramId};
 use chrono::Utc;
 use sqlx::PgPool;
-use tokio::sync::Notify;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::domain::link::{MAX_URL_LEN, Split, check_key, check_splits};
@@ -52,7 +50,7 @@ pub const MAX_SALES_PER_MESSAGE: usize = 1000;
 pub struct AttributionApi {
     pool: PgPool,
     peers: Peers,
-    notify: Arc<Notify>,
+    wake: crate::saga::Wake,
     limits: Limits,
     /// Where RecordSale queues its sale to be recorded with the calls that
     /// arrive with it ([`coalesce`]); none in the recorders' own copy.
@@ -69,10 +67,10 @@ pub struct Limits {
 }
 
 impl AttributionApi {
-    /// A new API over the service's pool, its peers, the notifier that
-    /// wakes the local saga workers when sagas are started, and its limits.
-    pub(crate) fn new(pool: PgPool, peers: Peers, notify: Arc<Notify>, limits: Limits) -> Self {
-        AttributionApi { pool, peers, notify, limits, coalescer: None }
+    /// A new API over the service's pool, its peers, what wakes the local
+    /// saga workers when sagas are started, and its limits.
+    pub(crate) fn new(pool: PgPool, peers: Peers, wake: crate::saga::Wake, limits: Limits) -> Self {
+        AttributionApi { pool, peers, wake, limits, coalescer: None }
     }
 
     /// This API with RecordSale calls recorded together, and the recorders
@@ -86,10 +84,6 @@ impl AttributionApi {
     /// allowed skew).
     fn events(&self) -> EventWindow {
         EventWindow::at(Utc::now(), self.limits.max_future_skew)
-    }
-
-    fn wake_workers(&self) {
-        self.notify.notify_waiters();
     }
 }
 
@@ -470,7 +464,7 @@ impl AttributionService for AttributionApi {
                 format!("saga {id} is {state}; only a failed saga, or one stuck after internal errors, can be retried"),
             )),
             RetryOutcome::Restarted(row) | RetryOutcome::Resumed(row) => {
-                self.wake_workers();
+                self.wake.kind(&row.kind);
                 let events = store::saga_events(&self.pool, id).await?;
                 Ok(Response::new(saga_to_proto(row, events)))
             }
@@ -495,7 +489,7 @@ impl AttributionService for AttributionApi {
         match store::record_refund(&self.pool, &refund).await? {
             RefundOutcome::Recorded { refund, saga_started } => {
                 if saga_started {
-                    self.wake_workers();
+                    self.wake.clawback();
                 }
                 Ok(Response::new(refund_to_proto(refund)))
             }

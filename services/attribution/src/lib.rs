@@ -22,13 +22,11 @@ pub use saga::Hooks as SagaHooks;
 pub use saga::clawback_sale::ClawbackStep;
 pub use saga::settle_sale::Step;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use accrue_kit::service::{Error, Service, Setup};
 use accrue_proto::attribution::v1::attribution_service_server::AttributionServiceServer;
 use sqlx::migrate::Migrator;
-use tokio::sync::Notify;
 use tonic::service::Routes;
 
 static MIGRATOR: Migrator = sqlx::migrate!();
@@ -156,11 +154,11 @@ impl Service for Attribution {
             &config.ledger_url,
             &setup.credential,
         )?;
-        let notify = Arc::new(Notify::new());
-        let (worker_peers, worker_notify, options) = (peers.clone(), notify.clone(), config.saga.clone());
+        let wake = saga::Wake::default();
+        let (worker_peers, worker_wake, options) = (peers.clone(), wake.clone(), config.saga.clone());
         let hooks = config.hooks.clone();
         setup.spawn(move |shutdown| async move {
-            let workers = saga::spawn_workers(worker_pool, worker_peers, options, hooks, worker_notify, shutdown);
+            let workers = saga::spawn_workers(worker_pool, worker_peers, options, hooks, worker_wake, shutdown);
             for set in workers {
                 set.join_all().await;
             }
@@ -169,7 +167,7 @@ impl Service for Attribution {
         let (api, recorders) = AttributionApi::new(
             setup.pool.clone(),
             peers,
-            notify,
+            wake,
             Limits { max_future_skew: config.max_future_skew, stream_idle_timeout: config.stream_idle_timeout },
         )
         .with_coalescing();

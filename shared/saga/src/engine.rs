@@ -154,7 +154,8 @@ impl<D: SagaDef> Engine<D> {
     }
 
     /// Starts `options.workers` workers named `{name}-{pid}-{process}-w{index}`;
-    /// `notify` wakes idle ones early; each stops (releasing its leases) when
+    /// `notify` wakes an idle one early (`notify_one`: one claim takes the
+    /// backlog; `notify_waiters` wakes every idle one); each stops (releasing its leases) when
     /// `shutdown` is cancelled.
     pub fn spawn(self, name: &str, notify: Arc<Notify>, shutdown: CancellationToken) -> JoinSet<()> {
         let mut set = JoinSet::new();
@@ -189,18 +190,29 @@ impl<D: SagaDef> Engine<D> {
             if shutdown.is_cancelled() {
                 break;
             }
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.claim(&owner).await {
-                Ok(batch) if batch.is_empty() => {
-                    errors = 0;
-                    tokio::select! {
-                        _ = &mut notified => {}
-                        _ = tokio::time::sleep(self.options.poll_interval) => {}
-                        _ = shutdown.cancelled() => break,
+            // Listening from before the claim, so a wake during it is not
+            // missed; and only until the claim returns, so a worker that
+            // goes on to drive a batch holds no wake another idle worker
+            // could use (a wake taken and dropped unconsumed passes on to
+            // the next waiter).
+            let claimed = {
+                let notified = notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                match self.claim(&owner).await {
+                    Ok(batch) if batch.is_empty() => {
+                        errors = 0;
+                        tokio::select! {
+                            _ = &mut notified => {}
+                            _ = tokio::time::sleep(self.options.poll_interval) => {}
+                            _ = shutdown.cancelled() => break,
+                        }
+                        continue;
                     }
+                    claimed => claimed,
                 }
+            };
+            match claimed {
                 Ok(batch) => {
                     errors = 0;
                     let short = i64::try_from(batch.len()).unwrap_or(i64::MAX) < self.options.batch_size.max(1);

@@ -159,7 +159,7 @@ impl AttributionApi {
             }
             RecordOutcome::Recorded { sales, sagas_started } => {
                 if sagas_started > 0 {
-                    self.wake_workers();
+                    self.wake.settle();
                 }
                 Ok(sales)
             }

@@ -780,6 +780,47 @@ async fn concurrent_writers_and_two_sequencers_number_every_program_without_gaps
     pool.close().await;
 }
 
+/// Every service's outbox migrations are the same text, file for file:
+/// each service owns its schema and so its own copy, and the tests here run
+/// hierarchy's; a copy that drifted would give one service's feed other
+/// rules unnoticed.
+#[test]
+fn every_service_has_the_same_outbox_migrations() {
+    let families: [[&str; 5]; 4] = [
+        [
+            include_str!("../../../services/attribution/migrations/0010_events.sql"),
+            include_str!("../../../services/commission/migrations/0004_events.sql"),
+            include_str!("../../../services/hierarchy/migrations/0006_events.sql"),
+            include_str!("../../../services/ledger/migrations/0007_events.sql"),
+            include_str!("../../../services/payouts/migrations/0007_events.sql"),
+        ],
+        [
+            include_str!("../../../services/attribution/migrations/0012_webhooks.sql"),
+            include_str!("../../../services/commission/migrations/0005_webhooks.sql"),
+            include_str!("../../../services/hierarchy/migrations/0007_webhooks.sql"),
+            include_str!("../../../services/ledger/migrations/0008_webhooks.sql"),
+            include_str!("../../../services/payouts/migrations/0008_webhooks.sql"),
+        ],
+        [
+            include_str!("../../../services/attribution/migrations/0013_event_numbers.sql"),
+            include_str!("../../../services/commission/migrations/0006_event_numbers.sql"),
+            include_str!("../../../services/hierarchy/migrations/0008_event_numbers.sql"),
+            include_str!("../../../services/ledger/migrations/0009_event_numbers.sql"),
+            include_str!("../../../services/payouts/migrations/0009_event_numbers.sql"),
+        ],
+        [
+            include_str!("../../../services/attribution/migrations/0016_event_runs.sql"),
+            include_str!("../../../services/commission/migrations/0007_event_runs.sql"),
+            include_str!("../../../services/hierarchy/migrations/0009_event_runs.sql"),
+            include_str!("../../../services/ledger/migrations/0013_event_runs.sql"),
+            include_str!("../../../services/payouts/migrations/0010_event_runs.sql"),
+        ],
+    ];
+    for (index, family) in families.iter().enumerate() {
+        assert!(family.iter().all(|text| *text == family[0]), "outbox migration {index} differs between services");
+    }
+}
+
 /// Numbers are written as runs (issue 15): one pass over 1,300 events —
 /// 1,200 of one program in twelve transactions with another program's 100
 /// in the middle — writes one `event_runs` row per program and RUN_LIMIT

@@ -52,16 +52,18 @@ WHERE event_position IS NULL AND state = 'PENDING';
 DROP VIEW sequenced_events;
 DROP TABLE event_numbers;
 
--- The numbered events of the first `runs` runs of `program` that end after
--- sequence `after`, as (sequence, event position); unordered. A reader
--- keeps the numbers above `after` and pages on by runs: the work is bounded
--- by `runs` × RUN_LIMIT events, whatever the feed's length.
+-- The numbered events of the first `runs` runs of `program` (NULL: all)
+-- that end after sequence `after`, each with its number; unordered. A
+-- reader keeps the numbers above `after` and pages on by runs: the work is
+-- bounded by `runs` × RUN_LIMIT events, whatever the feed's length.
 CREATE FUNCTION numbered_events(program uuid, after bigint, runs bigint)
-RETURNS TABLE (sequence bigint, event_position bigint)
+RETURNS TABLE (program_id uuid, sequence bigint, "position" bigint, id uuid, type text, subject text,
+               partner_id uuid, "time" timestamptz, data bytea)
 LANGUAGE sql STABLE AS $$
-    SELECT r.first_sequence - 1 + row_number() OVER (PARTITION BY r.first_sequence ORDER BY e.xid, e.position),
-           e.position
-    FROM (SELECT * FROM event_runs WHERE program_id = program AND last_sequence > after
+    SELECT r.program_id,
+           r.first_sequence - 1 + row_number() OVER (PARTITION BY r.first_sequence ORDER BY e.xid, e.position),
+           e.position, e.id, e.type, e.subject, e.partner_id, e.time, e.data
+    FROM (SELECT * FROM event_runs WHERE event_runs.program_id = program AND last_sequence > after
           ORDER BY first_sequence LIMIT runs) r
     JOIN events e ON e.program_id = r.program_id
         AND (e.xid, e.position) >= (r.first_xid, r.first_position)
@@ -69,12 +71,6 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Every numbered event with its number, for tests and operators (it
--- numbers every run: a feed or a webhook reads through numbered_events).
+-- numbers every run: a feed or a webhook reads a window at a time).
 CREATE VIEW sequenced_events AS
-SELECT r.program_id, r.first_sequence - 1 + row_number() OVER (PARTITION BY r.program_id, r.first_sequence
-                                                                ORDER BY e.xid, e.position) AS sequence,
-       e.position, e.id, e.type, e.subject, e.partner_id, e.time, e.data
-FROM event_runs r
-JOIN events e ON e.program_id = r.program_id
-    AND (e.xid, e.position) >= (r.first_xid, r.first_position)
-    AND (e.xid, e.position) <= (r.last_xid, r.last_position);
+SELECT n.* FROM (SELECT DISTINCT program_id FROM event_runs) p CROSS JOIN LATERAL numbered_events(p.program_id, 0, NULL) n;

@@ -153,22 +153,20 @@ impl EventApi {
             .await?;
             let Some(end) = end else { break };
             let mut sql = sqlx::QueryBuilder::new(
-                "SELECT e.id, e.program_id, n.sequence, e.type, e.subject, e.time, e.data \
-                 FROM numbered_events(",
+                "SELECT id, program_id, sequence, type, subject, time, data FROM numbered_events(",
             );
             sql.push_bind(query.program_id).push(", ").push_bind(from).push(", ").push_bind(WINDOW_RUNS);
             // Bounded by `end` too: a run numbered since the window was read
             // is the next window's.
-            sql.push(") n JOIN events e ON e.position = n.event_position WHERE n.sequence > ").push_bind(from);
-            sql.push(" AND n.sequence <= ").push_bind(end);
+            sql.push(") WHERE sequence > ").push_bind(from).push(" AND sequence <= ").push_bind(end);
             if !query.types.is_empty() {
-                sql.push(" AND e.type = ANY(").push_bind(&query.types).push(")");
+                sql.push(" AND type = ANY(").push_bind(&query.types).push(")");
             }
             if let Some(partner) = query.partner {
-                sql.push(" AND e.partner_id = ").push_bind(partner);
+                sql.push(" AND partner_id = ").push_bind(partner);
             }
             let wanted = limit - i64::try_from(rows.len()).unwrap_or(i64::MAX);
-            sql.push(" ORDER BY n.sequence LIMIT ").push_bind(wanted);
+            sql.push(" ORDER BY sequence LIMIT ").push_bind(wanted);
             rows.extend(sql.build_query_as::<Row>().fetch_all(&self.pool).await?);
             from = end;
         }

@@ -137,9 +137,8 @@ pub async fn pass(
         ), candidates AS (
             SELECT s.id AS subscription_id, s.types, e.program_id, e.sequence, e.position, e.id AS event_id, e.type
             FROM subs s CROSS JOIN LATERAL (
-                SELECT v.program_id, n.sequence, v.position, v.id, v.type
+                SELECT n.program_id, n.sequence, n.position, n.id, n.type
                 FROM numbered_events(s.program_id, s.cursor_sequence, $2) n
-                JOIN events v ON v.position = n.event_position
                 WHERE n.sequence > s.cursor_sequence
                 ORDER BY n.sequence LIMIT $1
             ) e

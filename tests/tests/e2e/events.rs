@@ -652,6 +652,23 @@ async fn a_service_killed_before_delivery_delivers_after_restart() {
     pool.close().await;
 }
 
+/// Hierarchy's outbox migrations, in order (every service's are the same:
+/// `every_service_has_the_same_outbox_migrations`).
+const OUTBOX_MIGRATIONS: [&str; 4] = [
+    include_str!("../../../services/hierarchy/migrations/0006_events.sql"),
+    include_str!("../../../services/hierarchy/migrations/0007_webhooks.sql"),
+    include_str!("../../../services/hierarchy/migrations/0008_event_numbers.sql"),
+    include_str!("../../../services/hierarchy/migrations/0009_event_runs.sql"),
+];
+
+/// `migrations` (of [`OUTBOX_MIGRATIONS`]) on `pool`'s database, alone: the
+/// sequencer's and the feed's tables without a service.
+async fn outbox_tables(pool: &sqlx::PgPool, migrations: &[&'static str]) {
+    for migration in migrations {
+        sqlx::raw_sql(*migration).execute(pool).await.unwrap();
+    }
+}
+
 /// The sequencer's guarantee under concurrency, on the outbox alone: eight
 /// writers commit events of two programs in many small transactions while
 /// two sequencers (two replicas) run passes at the same time. Every event
@@ -666,14 +683,7 @@ async fn concurrent_writers_and_two_sequencers_number_every_program_without_gaps
 
     let db = TestDb::create().await.unwrap();
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(12).connect(&db.url).await.unwrap();
-    sqlx::raw_sql(include_str!("../../../services/hierarchy/migrations/0006_events.sql")).execute(&pool).await.unwrap();
-    for migration in [
-        include_str!("../../../services/hierarchy/migrations/0007_webhooks.sql"),
-        include_str!("../../../services/hierarchy/migrations/0008_event_numbers.sql"),
-        include_str!("../../../services/hierarchy/migrations/0009_event_runs.sql"),
-    ] {
-        sqlx::raw_sql(migration).execute(&pool).await.unwrap();
-    }
+    outbox_tables(&pool, &OUTBOX_MIGRATIONS).await;
     let programs = [accrue_types::ProgramId::new_v7(), accrue_types::ProgramId::new_v7()];
     let writers_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
 
@@ -838,14 +848,7 @@ async fn a_pass_writes_a_run_per_program_and_the_feed_reads_across_runs() {
 
     let db = TestDb::create().await.unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    for migration in [
-        include_str!("../../../services/hierarchy/migrations/0006_events.sql"),
-        include_str!("../../../services/hierarchy/migrations/0007_webhooks.sql"),
-        include_str!("../../../services/hierarchy/migrations/0008_event_numbers.sql"),
-        include_str!("../../../services/hierarchy/migrations/0009_event_runs.sql"),
-    ] {
-        sqlx::raw_sql(migration).execute(&pool).await.unwrap();
-    }
+    outbox_tables(&pool, &OUTBOX_MIGRATIONS).await;
     let (a, b) = (accrue_types::ProgramId::new_v7(), accrue_types::ProgramId::new_v7());
     let event = |program, kind, subject: String| {
         let data = hpb::Partner { display_name: subject.clone(), ..Default::default() };
@@ -976,13 +979,8 @@ async fn numbers_given_before_runs_keep_their_values_after_the_migration() {
 
     let db = TestDb::create().await.unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    for migration in [
-        include_str!("../../../services/hierarchy/migrations/0006_events.sql"),
-        include_str!("../../../services/hierarchy/migrations/0007_webhooks.sql"),
-        include_str!("../../../services/hierarchy/migrations/0008_event_numbers.sql"),
-    ] {
-        sqlx::raw_sql(migration).execute(&pool).await.unwrap();
-    }
+    // Up to the numbers, as they were before runs.
+    outbox_tables(&pool, &OUTBOX_MIGRATIONS[..3]).await;
     let program = accrue_types::ProgramId::new_v7();
     let write = |name: String| {
         let pool = pool.clone();
@@ -1016,10 +1014,7 @@ async fn numbers_given_before_runs_keep_their_values_after_the_migration() {
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::raw_sql(include_str!("../../../services/hierarchy/migrations/0009_event_runs.sql"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    outbox_tables(&pool, &OUTBOX_MIGRATIONS[3..]).await;
     let numbers = || {
         let pool = pool.clone();
         async move {
@@ -1068,14 +1063,7 @@ async fn a_watermark_ahead_of_the_cluster_is_reset_and_numbering_goes_on() {
 
     let db = TestDb::create().await.unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    sqlx::raw_sql(include_str!("../../../services/hierarchy/migrations/0006_events.sql")).execute(&pool).await.unwrap();
-    for migration in [
-        include_str!("../../../services/hierarchy/migrations/0007_webhooks.sql"),
-        include_str!("../../../services/hierarchy/migrations/0008_event_numbers.sql"),
-        include_str!("../../../services/hierarchy/migrations/0009_event_runs.sql"),
-    ] {
-        sqlx::raw_sql(migration).execute(&pool).await.unwrap();
-    }
+    outbox_tables(&pool, &OUTBOX_MIGRATIONS).await;
     let program = accrue_types::ProgramId::new_v7();
     let write = |name: &'static str| {
         let pool = pool.clone();

@@ -59,7 +59,9 @@ DROP TABLE event_numbers;
 CREATE FUNCTION numbered_events(program uuid, after bigint, runs bigint)
 RETURNS TABLE (program_id uuid, sequence bigint, "position" bigint, id uuid, type text, subject text,
                partner_id uuid, "time" timestamptz, data bytea)
-LANGUAGE sql STABLE AS $$
+-- Its tables are this schema's whoever calls it (an operator's session, the
+-- view from another search path).
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     SELECT r.program_id,
            r.first_sequence - 1 + row_number() OVER (PARTITION BY r.first_sequence ORDER BY e.xid, e.position),
            e.position, e.id, e.type, e.subject, e.partner_id, e.time, e.data

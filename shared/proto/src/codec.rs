@@ -15,7 +15,7 @@
 //! nothing; only when it finds a NUL does the walk that names the field run,
 //! so a clean message costs one pass over its bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::LazyLock;
 
@@ -53,20 +53,51 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        CheckedDecoder(PhantomData)
+        CheckedDecoder { check_text: is_request(&U::full_name()), message: PhantomData }
     }
 }
 
 /// Decodes `U` after [`text_violation`] found nothing; INVALID_ARGUMENT
 /// for a NUL in a string field or bytes that do not decode.
+///
+/// Only a request is walked for NUL: a client decoding a response reads
+/// what another Accrue service wrote, and every string it serves came in
+/// through a request this decoder checked (the walk of commission's
+/// settlements was ~3 % of attribution's CPU while settling, issue 15).
 #[derive(Debug, Clone, Copy)]
-pub struct CheckedDecoder<U>(PhantomData<U>);
+pub struct CheckedDecoder<U> {
+    check_text: bool,
+    message: PhantomData<U>,
+}
+
+/// True when `full_name` is the input of some Accrue RPC (what a server
+/// decodes), from the compiled descriptor set; a message that is both an
+/// input and an output counts as an input.
+fn is_request(full_name: &str) -> bool {
+    REQUESTS.contains(full_name)
+}
+
+/// The full names (`accrue.ledger.v1.PostEntriesRequest`) of every method's
+/// input type.
+static REQUESTS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    // The set is compiled into this crate by build.rs; it decodes.
+    let Ok(set) = FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET) else { return HashSet::new() };
+    set.file
+        .iter()
+        .flat_map(|file| &file.service)
+        .flat_map(|service| &service.method)
+        .map(|method| method.input_type().trim_start_matches('.').to_string())
+        .collect()
+});
 
 impl<U: Message + Name + Default> Decoder for CheckedDecoder<U> {
     type Item = U;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        if !self.check_text {
+            return U::decode(buf).map(Some).map_err(malformed);
+        }
         let violation = if buf.chunk().len() == buf.remaining() {
             text_violation(&U::full_name(), buf.chunk())
         } else {
@@ -323,6 +354,19 @@ mod tests {
             amount: Some(types::Money { currency_code: "GBP".into(), amount: "1.00".into() }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn only_rpc_inputs_are_checked_for_nul() {
+        assert!(is_request(&apb::RecordSaleRequest::full_name()));
+        assert!(is_request(&crate::ledger::v1::PostEntriesRequest::full_name()));
+        assert!(!is_request(&crate::commission::v1::ComputeSettlementsResponse::full_name()));
+        assert!(!is_request(&apb::Sale::full_name()), "a resource a Get returns");
+        // What a server decodes gets the walk; what a client decodes does not.
+        let decoder = |codec: &mut CheckedCodec<apb::Sale, apb::RecordSaleRequest>| codec.decoder().check_text;
+        assert!(decoder(&mut CheckedCodec::default()));
+        let mut client = CheckedCodec::<apb::RecordSaleRequest, apb::Sale>::default();
+        assert!(!client.decoder().check_text);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! (DESIGN §5; TigerBeetle / Formance: same key + same body → stored result,
 //! same key + different body → ALREADY_EXISTS).
 
+use std::collections::BTreeMap;
+
 use accrue_kit::FieldViolations;
 use accrue_kit::convert::settlement::entry_input_to_line;
 use accrue_money::{Currency, Money};
@@ -157,21 +159,20 @@ pub fn validate(mut posting: pb::SalePosting, prefix: &str) -> Result<Posting, F
     Ok(Posting { key, sale_id, lines, hash })
 }
 
-/// SHA-256 of the prost-encoded `SalePosting`, made deterministic: protobuf
-/// maps (breakdown inputs) encode in hash-map order, so each line's inputs are
-/// taken out before encoding and appended afterwards in key order, each
-/// string length-prefixed. The inputs are taken out of the posting itself
-/// rather than out of a copy of it, and put back before it returns (issue 15).
+/// SHA-256 of the prost-encoded `SalePosting`, made deterministic: each
+/// line's breakdown inputs are taken out before encoding and appended
+/// afterwards in key order, each string length-prefixed (a format fixed when
+/// protobuf maps still encoded in hash-map order; kept so that a posting
+/// hashed then still matches). The inputs are taken out of the posting itself
+/// rather than out of a copy of it, and put back before it returns; being a
+/// `BTreeMap`, each is already in key order, so it moves out and back whole
+/// (issue 15).
 pub fn request_hash(posting: &mut pb::SalePosting) -> Vec<u8> {
-    let mut inputs: Vec<Vec<(String, String)>> = Vec::with_capacity(posting.lines.len());
-    for line in &mut posting.lines {
-        let mut pairs: Vec<(String, String)> = match line.breakdown.as_mut() {
-            Some(breakdown) => std::mem::take(&mut breakdown.inputs).into_iter().collect(),
-            None => Vec::new(),
-        };
-        pairs.sort();
-        inputs.push(pairs);
-    }
+    let inputs: Vec<BTreeMap<String, String>> = posting
+        .lines
+        .iter_mut()
+        .map(|line| line.breakdown.as_mut().map(|b| std::mem::take(&mut b.inputs)).unwrap_or_default())
+        .collect();
     let mut hasher = Sha256::new();
     hasher.update(posting.encode_to_vec());
     for (index, pairs) in inputs.iter().enumerate() {
@@ -186,7 +187,7 @@ pub fn request_hash(posting: &mut pb::SalePosting) -> Vec<u8> {
     }
     for (line, pairs) in posting.lines.iter_mut().zip(inputs) {
         if let Some(breakdown) = line.breakdown.as_mut() {
-            breakdown.inputs = pairs.into_iter().collect();
+            breakdown.inputs = pairs;
         }
     }
     hasher.finalize().to_vec()
@@ -270,6 +271,48 @@ mod tests {
         ] {
             assert!(message.contains(expected), "{expected} missing from {message}");
         }
+    }
+
+    /// The hash as it was first defined: each line's inputs collected as
+    /// pairs and sorted. Postings hashed by it must still match.
+    fn hash_as_first_defined(posting: &pb::SalePosting) -> Vec<u8> {
+        let mut bare = posting.clone();
+        let mut inputs: Vec<Vec<(String, String)>> = Vec::new();
+        for line in &mut bare.lines {
+            let mut pairs: Vec<(String, String)> = match line.breakdown.as_mut() {
+                Some(breakdown) => std::mem::take(&mut breakdown.inputs).into_iter().collect(),
+                None => Vec::new(),
+            };
+            pairs.sort();
+            inputs.push(pairs);
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(bare.encode_to_vec());
+        for (index, pairs) in inputs.iter().enumerate() {
+            hasher.update((index as u64).to_be_bytes());
+            hasher.update((pairs.len() as u64).to_be_bytes());
+            for (key, value) in pairs {
+                for part in [key, value] {
+                    hasher.update((part.len() as u64).to_be_bytes());
+                    hasher.update(part.as_bytes());
+                }
+            }
+        }
+        hasher.finalize().to_vec()
+    }
+
+    #[test]
+    fn the_hash_is_the_one_postings_were_stored_with() {
+        let mut without = line("1.00", "GBP");
+        without.breakdown = None;
+        let mut posting = posting(vec![line("10.00", "GBP"), without, line("-2.5", "GBP")]);
+        let expected = hash_as_first_defined(&posting);
+        assert_eq!(request_hash(&mut posting), expected);
+        let hex: String = expected.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex, "0df50c938fd8d93e01f8e8ec1ccd11070b6dc9c325c3a70c1e59bc8d3b1f1414",
+            "the format itself does not drift"
+        );
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub fn breakdown_to_proto(breakdown: Breakdown) -> pb::CommissionBreakdown {
     pb::CommissionBreakdown {
         model: breakdown.model,
         formula: breakdown.formula,
-        inputs: breakdown.inputs.into_iter().collect(),
+        inputs: breakdown.inputs,
         rule: breakdown.rule,
         agreement_version_id: breakdown.agreement_version_id.map(|id| id.to_string()).unwrap_or_default(),
         rounding: breakdown.rounding,
@@ -68,10 +68,10 @@ pub fn breakdown_from_proto(
         optional_uuid(&format!("{field}.agreement_version_id"), &breakdown.agreement_version_id, &mut local);
     let valid = local.is_empty();
     violations.absorb(local, str::to_string);
-    valid.then(|| Breakdown {
+    valid.then_some(Breakdown {
         model: breakdown.model,
         formula: breakdown.formula,
-        inputs: breakdown.inputs.into_iter().collect(),
+        inputs: breakdown.inputs,
         rule: breakdown.rule,
         agreement_version_id,
         rounding: breakdown.rounding,

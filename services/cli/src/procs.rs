@@ -21,6 +21,10 @@ use crate::stack::{ADMIN_TOKEN_TTL, Endpoints, ServiceRole};
 
 /// How long a stopping service may drain before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The variable whose value, when set, becomes the started services'
+/// `RUST_LOG` (e.g. `ACCRUE_SERVICES_LOG=accrue_saga=debug,warn`); their
+/// logs are the files named in the run's output.
+pub const SERVICES_LOG: &str = "ACCRUE_SERVICES_LOG";
 /// How often health is asked while waiting for SERVING.
 const HEALTH_POLL: Duration = Duration::from_millis(50);
 
@@ -334,7 +338,9 @@ impl Services {
                 ("ACCRUE_HIERARCHY_URL".to_string(), endpoints.hierarchy.clone()),
                 ("ACCRUE_COMMISSION_URL".to_string(), endpoints.commission.clone()),
                 ("ACCRUE_LEDGER_URL".to_string(), endpoints.ledger.clone()),
-                ("RUST_LOG".to_string(), "warn".to_string()),
+                // Their own RUST_LOG when the caller gives one (to see what
+                // a bench or replay's services did); else warnings only.
+                ("RUST_LOG".to_string(), std::env::var(SERVICES_LOG).unwrap_or_else(|_| "warn".to_string())),
             ];
             env.extend(settings.env.iter().cloned());
             let mut process = Process {

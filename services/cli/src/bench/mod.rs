@@ -220,6 +220,9 @@ pub async fn run(options: BenchOptions) -> Result<Report, BenchError> {
         }
     };
     stopped?;
+    if std::env::var_os(procs::SERVICES_LOG).is_some() {
+        eprintln!("bench: service logs ({} set) kept in {}", procs::SERVICES_LOG, logs.keep().display());
+    }
     Ok(Report::new(&options, database, measured, started.elapsed()))
 }
 

@@ -334,6 +334,7 @@ async fn compute_settlements_uses_the_version_in_force_at_occurred_at() {
                 sale("s-2021", &seller, "100.00", "2021-06-01T00:00:00Z"),
                 sale("s-2019", &seller, "100.00", "2019-06-01T00:00:00Z"),
             ],
+            omit_base_breakdown: false,
         })
         .await
         .unwrap()
@@ -351,6 +352,51 @@ async fn compute_settlements_uses_the_version_in_force_at_occurred_at() {
     assert_eq!(s2019.base_commission, usd("0.00"));
     assert!(s2019.lines.is_empty());
     assert_eq!(s2019.base_breakdown.as_ref().unwrap().note, "no agreement in force");
+}
+
+#[tokio::test]
+async fn omit_base_breakdown_leaves_only_the_base_breakdown_out() {
+    let mut service = start().await;
+    let program = service.program(&[]).await;
+    let seller = service.partner(&program, "", "").await;
+    service
+        .client
+        .create_agreement(pb::CreateAgreementRequest {
+            program_id: program.clone(),
+            partner_id: seller.clone(),
+            effective_from: ts("2020-01-01T00:00:00Z"),
+            rules: Some(percentage("0.10")),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut compute = async |omit_base_breakdown: bool| {
+        service
+            .client
+            .compute_settlements(pb::ComputeSettlementsRequest {
+                program: program_ctx(&program),
+                sales: vec![
+                    sale("s-1", &seller, "100.00", "2020-06-01T00:00:00Z"),
+                    sale("s-0", &seller, "100.00", "2019-06-01T00:00:00Z"),
+                ],
+                draft: None,
+                omit_base_breakdown,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .settlements
+    };
+    let full = compute(false).await;
+    let lean = compute(true).await;
+    assert_eq!(full.len(), 2);
+    assert_eq!(full[0].base_breakdown.as_ref().unwrap().inputs["rate"], "0.1");
+    assert_eq!(full[1].base_breakdown.as_ref().unwrap().note, "no agreement in force");
+    assert!(lean.iter().all(|s| s.base_breakdown.is_none()), "{lean:#?}");
+    // Everything else is what the full answer says, breakdowns of the lines included.
+    let without_base = |s: &pb::Settlement| pb::Settlement { base_breakdown: None, ..s.clone() };
+    assert_eq!(lean, full.iter().map(without_base).collect::<Vec<_>>());
+    assert_eq!(lean[0].lines[0].breakdown.as_ref().unwrap().inputs["rate"], "0.1");
 }
 
 #[tokio::test]
@@ -408,6 +454,7 @@ async fn seed_000_example_end_to_end_with_overrides_and_failures() {
             draft: None,
             program: program_ctx(&program),
             sales: vec![seed, broken],
+            omit_base_breakdown: false,
         })
         .await
         .unwrap()
@@ -450,6 +497,7 @@ async fn seed_000_example_end_to_end_with_overrides_and_failures() {
             draft: None,
             program: program_ctx("not-a-program"),
             sales: vec![pb::SaleContext::default(); 1001],
+            omit_base_breakdown: false,
         })
         .await
         .unwrap_err();
@@ -494,7 +542,12 @@ async fn a_rejected_override_plan_changes_nothing() {
         role: String::new(),
         qualification_facts: None,
     }];
-    let request = pb::ComputeSettlementsRequest { program: program_ctx(&program), sales: vec![sale], draft: None };
+    let request = pb::ComputeSettlementsRequest {
+        program: program_ctx(&program),
+        sales: vec![sale],
+        draft: None,
+        omit_base_breakdown: false,
+    };
     let override_paid = |response: pb::ComputeSettlementsResponse| -> Vec<(String, String)> {
         response.settlements[0]
             .lines

@@ -260,6 +260,7 @@ async fn a_quote_is_exactly_what_compute_settlements_produces_for_the_same_facts
                 settings_version: hierarchy_program.settings_history.last().unwrap().version,
             }),
             sales: vec![context],
+            omit_base_breakdown: false,
         })
         .await
         .unwrap()

@@ -452,6 +452,7 @@ async fn compute_settlements_pays_seed_002_margins_for_scheme_managed_services()
             settings_version: 1,
         }),
         sales,
+        omit_base_breakdown: false,
     };
     let response = service
         .client

@@ -616,6 +616,7 @@ fn requests(path: &str, a: &A) -> Vec<Vec<u8>> {
                 is_first_payment: true,
                 ..Default::default()
             }],
+            omit_base_breakdown: false,
         })],
         "QuoteSale" => vec![enc(cpb::QuoteSaleRequest {
             program_id: p(),
@@ -1017,6 +1018,7 @@ fn cross_requests(a: &A, b: &B) -> Vec<(&'static str, Vec<u8>)> {
                     ancestors: vec![partner_context(&a.parent)],
                     ..Default::default()
                 }],
+                omit_base_breakdown: false,
             }),
         ),
         (

@@ -207,8 +207,12 @@ impl AttributionApi {
     /// `draft.…` are the same in both requests); anything else is UNAVAILABLE.
     async fn check_commission_draft(&self, program_id: ProgramId, draft: &cpb::SettlementDraft) -> Result<(), Status> {
         let program = cpb::ProgramContext { program_id: program_id.to_string(), ..Default::default() };
-        let request =
-            cpb::ComputeSettlementsRequest { program: Some(program), sales: Vec::new(), draft: Some(draft.clone()) };
+        let request = cpb::ComputeSettlementsRequest {
+            program: Some(program),
+            sales: Vec::new(),
+            draft: Some(draft.clone()),
+            omit_base_breakdown: false,
+        };
         match self.peers.commission.clone().compute_settlements(request).await {
             Ok(_) => Ok(()),
             Err(status)

@@ -200,7 +200,7 @@ pub(super) async fn quote_sale(
         .await?
         .pop()
         .ok_or_else(|| internal("settle_sales returned no settlement for the quoted sale"))?;
-    let mut settlement = encode_settlement(settlement);
+    let mut settlement = encode_settlement(settlement, true);
     if draft.is_some() {
         clear_draft_version_id(&mut settlement);
     }

@@ -92,5 +92,11 @@ pub(super) async fn compute_settlements(
         .map(|(index, sale)| codec::decode_sale(index, sale).map_err(|failure| (sale.sale_id.clone(), failure)))
         .collect();
     let settlements = api.settle_sales(program_id, &settings, sales, draft.as_ref()).await?;
-    Ok(pb::ComputeSettlementsResponse { settlements: settlements.into_iter().map(codec::encode_settlement).collect() })
+    let with_base_breakdown = !request.omit_base_breakdown;
+    Ok(pb::ComputeSettlementsResponse {
+        settlements: settlements
+            .into_iter()
+            .map(|settlement| codec::encode_settlement(settlement, with_base_breakdown))
+            .collect(),
+    })
 }

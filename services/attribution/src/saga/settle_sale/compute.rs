@@ -212,7 +212,13 @@ pub(crate) async fn settle_batch(
 ) -> Result<cpb::ComputeSettlementsResponse, StepError> {
     let mut client = saga.peers.commission.clone();
     let sales: Vec<cpb::SaleContext> = (0..sale_ids.len()).map(&context).collect();
-    let request = cpb::ComputeSettlementsRequest { program: Some(program.clone()), sales, draft: draft.cloned() };
+    // Lines only: nothing here reads a settlement's base breakdown.
+    let request = cpb::ComputeSettlementsRequest {
+        program: Some(program.clone()),
+        sales,
+        draft: draft.cloned(),
+        omit_base_breakdown: true,
+    };
     let mut response = client
         .compute_settlements(request)
         .await

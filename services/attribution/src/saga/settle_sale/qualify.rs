@@ -104,6 +104,7 @@ pub(super) async fn settle_with_facts(
             program: Some(program.clone()),
             sales: resend,
             draft: draft.cloned(),
+            omit_base_breakdown: true,
         })
         .await
         .map_err(|status| step_error("commission.ComputeSettlements", &status))?

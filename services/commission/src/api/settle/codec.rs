@@ -266,8 +266,9 @@ pub fn referenced_partners(sales: &[&Sale]) -> (Vec<PartnerId>, Vec<PartnerId>) 
     (sellers.into_iter().collect(), uplines.into_iter().collect())
 }
 
-/// Encodes a settlement.
-pub fn encode_settlement(settlement: Settlement) -> pb::Settlement {
+/// Encodes a settlement, its base breakdown only when `with_base_breakdown`
+/// (ComputeSettlementsRequest.omit_base_breakdown).
+pub fn encode_settlement(settlement: Settlement, with_base_breakdown: bool) -> pb::Settlement {
     pb::Settlement {
         sale_id: settlement.sale_id,
         base_commission: settlement.base_commission.map(money_to_proto),
@@ -278,7 +279,7 @@ pub fn encode_settlement(settlement: Settlement) -> pb::Settlement {
             reason: failure.reason,
             message: failure.message,
         }),
-        base_breakdown: Some(breakdown_to_proto(settlement.base_breakdown)),
+        base_breakdown: with_base_breakdown.then(|| breakdown_to_proto(settlement.base_breakdown)),
         required_facts: settlement.required_facts.into_iter().map(encode_required).collect(),
     }
 }

@@ -151,9 +151,14 @@ async fn replaying_online_retail_posts_exact_commissions_once() {
     assert!(!first.payouts.is_empty());
 
     // The money flow (issue 12 item 7): every payout ends PAID but the one
-    // rejected; Σ PAID payouts = Σ PAID ledger entries; the CSV holds them all.
+    // rejected; Σ PAID payouts = Σ PAID ledger entries + Σ entries paid and
+    // then reversed by a full refund; the CSV holds them all.
     let settlement = &first.settlement;
-    assert_eq!(settlement.paid_total, settlement.ledger_paid_total, "Σ PAID payouts = Σ PAID entries");
+    assert_eq!(
+        settlement.paid_total,
+        settlement.ledger_paid_total + settlement.paid_then_reversed,
+        "Σ PAID payouts = Σ PAID entries + Σ paid then reversed: {settlement:#?}"
+    );
     assert!(settlement.paid_total > Decimal::ZERO);
     assert_eq!(settlement.by_status.get("REJECTED").map(|t| t.count), Some(1), "{settlement:#?}");
     assert_eq!(settlement.by_status.keys().cloned().collect::<Vec<_>>(), vec!["PAID", "REJECTED"]);

@@ -111,8 +111,11 @@ pub struct PayoutSettlement {
     pub by_status: BTreeMap<String, StatusTotal>,
     /// Σ PAID payouts (GBP).
     pub paid_total: Decimal,
-    /// Σ PAID ledger entries, credits − debits (GBP); equals `paid_total`.
+    /// Σ PAID ledger entries, credits − debits (GBP).
     pub ledger_paid_total: Decimal,
+    /// Σ entries paid and later REVERSED by a full refund, credits − debits
+    /// (GBP): `paid_total` = `ledger_paid_total` + this (DESIGN §4, §5).
+    pub paid_then_reversed: Decimal,
     /// Payout rows in the exported CSV.
     pub exported: u64,
     /// Where the CSV was written.
@@ -279,8 +282,8 @@ impl fmt::Display for Summary {
         }
         writeln!(
             f,
-            "    paid total         {:>14} GBP   (Σ PAID ledger entries {} GBP)",
-            s.paid_total, s.ledger_paid_total
+            "    paid total         {:>14} GBP   (Σ PAID ledger entries {} GBP + {} GBP paid, then reversed by a full refund)",
+            s.paid_total, s.ledger_paid_total, s.paid_then_reversed
         )?;
         writeln!(f, "    exported           {:>5} rows to {}", s.exported, s.csv_path)?;
         writeln!(

@@ -238,7 +238,59 @@ pub(super) async fn settle_summary(
     for balance in &balances {
         ledger_paid_total += parse_amount("GetBalances", balance.paid.as_ref())?;
     }
-    Ok(PayoutSettlement { by_status, paid_total, ledger_paid_total, exported, csv_path: path.display().to_string() })
+    let paid_then_reversed = paid_then_reversed(clients, program_id).await?;
+    Ok(PayoutSettlement {
+        by_status,
+        paid_total,
+        ledger_paid_total,
+        paid_then_reversed,
+        exported,
+        csv_path: path.display().to_string(),
+    })
+}
+
+/// Σ (credits − debits) of the entries a payout paid that a full refund
+/// later REVERSED (DESIGN §4: a line clawed back in full becomes REVERSED
+/// whatever its status; its clawback is an at-once debit netted against a
+/// later payout). They left the PAID balance while their money stays in the
+/// PAID payouts, so Σ PAID payouts = Σ PAID entries + this. Read through
+/// ListEntries (REVERSED) and each one's history (GetEntry).
+async fn paid_then_reversed(clients: &Clients, program_id: &str) -> Result<Decimal, ReplayError> {
+    let mut ledger_client = clients.ledger.clone();
+    let mut total = Decimal::ZERO;
+    let mut page_token = String::new();
+    loop {
+        let page = ledger_client
+            .list_entries(ledger::ListEntriesRequest {
+                program_id: program_id.to_string(),
+                status: ledger::EntryStatus::Reversed as i32,
+                page_size: 1000,
+                page_token: std::mem::take(&mut page_token),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("ListEntries"))?
+            .into_inner();
+        for listed in &page.entries {
+            let entry = ledger_client
+                .get_entry(ledger::GetEntryRequest { id: listed.id.clone() })
+                .await
+                .map_err(rpc("GetEntry"))?
+                .into_inner();
+            let was_paid = entry.history.iter().any(|event| {
+                event.from_status == ledger::EntryStatus::Paid as i32
+                    && event.to_status == ledger::EntryStatus::Reversed as i32
+            });
+            if was_paid {
+                let amount = parse_amount("GetEntry", entry.amount.as_ref())?;
+                total += if entry.entry_type == ledger::EntryType::Debit as i32 { -amount } else { amount };
+            }
+        }
+        if page.next_page_token.is_empty() || page.entries.is_empty() {
+            return Ok(total);
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 #[cfg(test)]

@@ -339,7 +339,7 @@ impl Services {
                 ("ACCRUE_COMMISSION_URL".to_string(), endpoints.commission.clone()),
                 ("ACCRUE_LEDGER_URL".to_string(), endpoints.ledger.clone()),
                 // Their own RUST_LOG when the caller gives one (to see what
-                // a bench or replay's services did); else warnings only.
+                // a bench or chaos run's services did); else warnings only.
                 ("RUST_LOG".to_string(), std::env::var(SERVICES_LOG).unwrap_or_else(|_| "warn".to_string())),
             ];
             env.extend(settings.env.iter().cloned());

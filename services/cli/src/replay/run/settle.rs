@@ -254,29 +254,33 @@ pub(super) async fn settle_summary(
 /// whatever its status; its clawback is an at-once debit netted against a
 /// later payout). They left the PAID balance while their money stays in the
 /// PAID payouts, so Σ PAID payouts = Σ PAID entries + this. Read through
-/// ListEntries (REVERSED) and each one's history (GetEntry).
+/// ListEntries (REVERSED) and each one's history (GetEntry), retried like
+/// every read of the replay.
 async fn paid_then_reversed(clients: &Clients, program_id: &str) -> Result<Decimal, ReplayError> {
-    let mut ledger_client = clients.ledger.clone();
+    let mut request = ledger::ListEntriesRequest {
+        program_id: program_id.to_string(),
+        status: ledger::EntryStatus::Reversed as i32,
+        page_size: 1000,
+        ..Default::default()
+    };
     let mut total = Decimal::ZERO;
-    let mut page_token = String::new();
     loop {
-        let page = ledger_client
-            .list_entries(ledger::ListEntriesRequest {
-                program_id: program_id.to_string(),
-                status: ledger::EntryStatus::Reversed as i32,
-                page_size: 1000,
-                page_token: std::mem::take(&mut page_token),
-                ..Default::default()
-            })
-            .await
-            .map_err(rpc("ListEntries"))?
-            .into_inner();
+        let page = crate::retry::idempotent("ListEntries", &clients.ledger, &request, |mut c, r| async move {
+            c.list_entries(r).await
+        })
+        .await
+        .map_err(rpc("ListEntries"))?;
         for listed in &page.entries {
-            let entry = ledger_client
-                .get_entry(ledger::GetEntryRequest { id: listed.id.clone() })
+            let get = ledger::GetEntryRequest { id: listed.id.clone() };
+            let entry =
+                crate::retry::idempotent(
+                    "GetEntry",
+                    &clients.ledger,
+                    &get,
+                    |mut c, r| async move { c.get_entry(r).await },
+                )
                 .await
-                .map_err(rpc("GetEntry"))?
-                .into_inner();
+                .map_err(rpc("GetEntry"))?;
             let was_paid = entry.history.iter().any(|event| {
                 event.from_status == ledger::EntryStatus::Paid as i32
                     && event.to_status == ledger::EntryStatus::Reversed as i32
@@ -289,7 +293,7 @@ async fn paid_then_reversed(clients: &Clients, program_id: &str) -> Result<Decim
         if page.next_page_token.is_empty() || page.entries.is_empty() {
             return Ok(total);
         }
-        page_token = page.next_page_token;
+        request.page_token = page.next_page_token;
     }
 }
 

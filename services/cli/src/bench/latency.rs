@@ -27,14 +27,21 @@ use crate::replay::run::{SETTLE_SALE, rpc, timestamp, wait_for_sagas};
 pub struct Latency {
     /// Offered load, sales per second.
     pub rate: u64,
-    /// How long it was offered.
+    /// How long it was offered after the warm-up (the measured window).
     pub seconds: u64,
-    /// Sales sent.
+    /// How long it was offered before, as a warm-up (see the module docs).
+    pub warmup_seconds: u64,
+    /// Sales sent in the measured window.
     pub sales: u64,
-    /// Sales that never settled (each counted, none in the percentiles).
+    /// Sales sent in the warm-up.
+    pub warmup_sales: u64,
+    /// Sales that never settled, warm-up included (each counted, none in
+    /// the percentiles).
     pub unsettled: u64,
-    /// Percentiles of record → settled over the settled sales.
+    /// Percentiles of record → settled over the measured window's settled sales.
     pub latency_ms: Percentiles,
+    /// The same over the warm-up's sales.
+    pub warmup_latency_ms: Percentiles,
     /// The latest any sale was sent after its scheduled instant.
     pub max_send_lag_ms: f64,
     /// The machine's 1-minute load average when the first sale was sent and
@@ -89,11 +96,18 @@ fn scheduled(started_at: DateTime<Utc>, interval: Duration, index: usize) -> Dat
 }
 
 impl Stage {
-    /// The latency run: `rate` sales per second for `seconds` seconds (see
-    /// the module docs).
-    pub async fn latency(&self, plan: &Plan, rate: u64, seconds: u64) -> Result<Latency, BenchError> {
+    /// The latency run: `rate` sales per second for `warmup_seconds`, then
+    /// for `seconds` measured seconds (see the module docs).
+    pub async fn latency(
+        &self,
+        plan: &Plan,
+        rate: u64,
+        seconds: u64,
+        warmup_seconds: u64,
+    ) -> Result<Latency, BenchError> {
         let sales = rate.saturating_mul(seconds).max(1);
-        let traffic = workload::traffic(self.seed, sales, plan.links.len());
+        let warmup_sales = rate.saturating_mul(warmup_seconds);
+        let traffic = workload::traffic(self.seed, warmup_sales.saturating_add(sales), plan.links.len());
         let name = format!("accrue_bench_latency_{}", std::process::id());
         let lead_time = Utc::now() - chrono::Duration::hours(1);
         let deployed = self.deploy(&name, plan, &traffic, lead_time).await?;
@@ -101,21 +115,22 @@ impl Stage {
         let stopped = deployed.teardown().await;
         let offered = offered?;
         stopped?;
-        let latencies = traffic
-            .sales
-            .iter()
-            .enumerate()
-            .filter_map(|(index, sale)| {
-                let time = offered.settled.times.get(&sale.external_id)?;
-                Some(seconds_between(offered.scheduled(index), *time) * 1000.0)
-            })
-            .collect::<Vec<f64>>();
+        let (mut warmup, mut measured) = (Vec::new(), Vec::new());
+        for (index, sale) in traffic.sales.iter().enumerate() {
+            let Some(time) = offered.settled.times.get(&sale.external_id) else { continue };
+            let latency = seconds_between(offered.scheduled(index), *time) * 1000.0;
+            if (index as u64) < warmup_sales { warmup.push(latency) } else { measured.push(latency) }
+        }
+        let sent = traffic.sales.len() as u64;
         Ok(Latency {
             rate,
             seconds,
+            warmup_seconds,
             sales,
-            unsettled: sales - latencies.len() as u64,
-            latency_ms: Percentiles::of(latencies),
+            warmup_sales,
+            unsettled: sent.saturating_sub((warmup.len() + measured.len()) as u64),
+            latency_ms: Percentiles::of(measured),
+            warmup_latency_ms: Percentiles::of(warmup),
             max_send_lag_ms: offered.max_lag.as_secs_f64() * 1000.0,
             load_average: offered.load_average,
         })

@@ -47,8 +47,11 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Offered load of the latency run, sales per second.
     pub rate: u64,
-    /// How long the latency run offers it, in seconds.
+    /// How long the latency run offers it, in seconds, after its warm-up.
     pub latency_seconds: u64,
+    /// How long the latency run offers it before, as a warm-up kept out of
+    /// its percentiles (see [`latency`]), in seconds.
+    pub latency_warmup_seconds: u64,
     /// Admin URL of a server to make the bench databases on (`None`: a
     /// durable throwaway server).
     pub database_url: Option<String>,
@@ -78,6 +81,7 @@ impl BenchOptions {
             seed: 42,
             rate: 1000,
             latency_seconds: 30,
+            latency_warmup_seconds: 5,
             database_url: None,
             baseline_naive_sales: 20_000,
             baseline_batched_sales: 100_000,
@@ -89,13 +93,15 @@ impl BenchOptions {
         }
     }
 
-    /// The CI smoke mode: 300 sales, 100 sales/s for 3 s, a baseline of
-    /// 500 and 1,000 sales — the whole path in about a minute.
+    /// The CI smoke mode: 300 sales, 100 sales/s for 3 s after a 1 s
+    /// warm-up, a baseline of 500 and 1,000 sales — the whole path in about
+    /// a minute.
     pub fn smoke(self) -> Self {
         BenchOptions {
             sales: 300,
             rate: 100,
             latency_seconds: 3,
+            latency_warmup_seconds: 1,
             baseline_naive_sales: 500,
             baseline_batched_sales: 1000,
             ..self
@@ -186,11 +192,12 @@ pub async fn run(options: BenchOptions) -> Result<Report, BenchError> {
         }
     };
     eprintln!(
-        "bench: {} sales (N), seed {}, latency {} sales/s for {} s, baseline {} naive / {} batched sales, {}{}{}",
+        "bench: {} sales (N), seed {}, latency {} sales/s for {} s after a {} s warm-up, baseline {} naive / {} batched sales, {}{}{}",
         options.sales,
         options.seed,
         options.rate,
         options.latency_seconds,
+        options.latency_warmup_seconds,
         options.baseline_naive_sales,
         options.baseline_batched_sales,
         database,
@@ -261,8 +268,11 @@ async fn measure(stage: &run::Stage, options: &BenchOptions) -> Result<Measured,
     let latency = if options.skip_latency {
         None
     } else {
-        eprintln!("bench: latency run, {} sales/s for {} s (open loop)", options.rate, options.latency_seconds);
-        Some(stage.latency(&plan, options.rate, options.latency_seconds).await?)
+        eprintln!(
+            "bench: latency run, {} sales/s for {} s after a {} s warm-up (open loop)",
+            options.rate, options.latency_seconds, options.latency_warmup_seconds
+        );
+        Some(stage.latency(&plan, options.rate, options.latency_seconds, options.latency_warmup_seconds).await?)
     };
     let baseline = baseline.ok_or_else(|| BenchError::Setup("no throughput run to size the baseline".into()))?;
     Ok(Measured { runs, baseline, latency })

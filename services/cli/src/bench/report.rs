@@ -298,7 +298,11 @@ impl fmt::Display for Report {
         )?;
         match &self.latency {
             Some(l) => {
-                writeln!(f, "\nLatency, record → settled, {} sales/s offered for {} s (open loop)", l.rate, l.seconds)?;
+                writeln!(
+                    f,
+                    "\nLatency, record → settled, {} sales/s offered for {} s after a {} s warm-up (open loop)",
+                    l.rate, l.seconds, l.warmup_seconds
+                )?;
                 let p = &l.latency_ms;
                 writeln!(
                     f,
@@ -312,6 +316,14 @@ impl fmt::Display for Report {
                     l.max_send_lag_ms,
                     load(l.load_average)
                 )?;
+                if l.warmup_sales > 0 {
+                    let w = &l.warmup_latency_ms;
+                    writeln!(
+                        f,
+                        "  warm-up (not in the figures above): p50 {:.1} ms   p95 {:.1} ms   p99 {:.1} ms   max {:.1} ms   ({} sales)",
+                        w.p50, w.p95, w.p99, w.max, l.warmup_sales
+                    )?;
+                }
             }
             None => writeln!(f, "\nLatency: skipped")?,
         }

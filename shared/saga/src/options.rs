@@ -6,7 +6,9 @@ use std::time::Duration;
 /// Saga worker options.
 #[derive(Debug, Clone)]
 pub struct SagaOptions {
-    /// Worker tasks in this process (default 2; 0 runs no sagas here).
+    /// Worker tasks in this process (default 2; 0 runs no sagas here). The
+    /// attribution binary asks for 4 unless told otherwise
+    /// (`ACCRUE_SAGA_WORKERS`); the tests' small pools keep this default.
     pub workers: usize,
     /// Sagas claimed per batch (default 500).
     pub batch_size: i64,

@@ -8,6 +8,16 @@
 //! minus its scheduled instant on the same machine's wall clock, so time a
 //! sale spent waiting to be sent counts too. How late the client itself sent
 //! (its scheduling lag) is reported beside it.
+//!
+//! The load is offered for a warm-up first (`warmup_seconds`, at the same
+//! rate, without a pause): freshly started services and a fresh database
+//! open their pool connections, fill each backend's catalog and plan caches
+//! and grow their first batches then (on this machine the slowest batches
+//! of a 15-second run were all in its first 1.3 s). The warm-up's sales are
+//! sent, settled and checked like every other sale; only their percentiles
+//! are kept apart (`warmup_latency_ms`), as latency benchmarks keep a
+//! calibration period apart (wrk2), so that `latency_ms` is the state the
+//! offered load leads to.
 
 use std::time::Duration;
 

@@ -72,22 +72,25 @@ pub struct CheckedDecoder<U> {
 
 /// True when `full_name` is the input of some Accrue RPC (what a server
 /// decodes), from the compiled descriptor set; a message that is both an
-/// input and an output counts as an input.
+/// input and an output counts as an input. Without a readable set every
+/// message counts as one: the check is skipped only where it is known to be
+/// redundant.
 fn is_request(full_name: &str) -> bool {
-    REQUESTS.contains(full_name)
+    REQUESTS.as_ref().is_none_or(|requests| requests.contains(full_name))
 }
 
 /// The full names (`accrue.ledger.v1.PostEntriesRequest`) of every method's
-/// input type.
-static REQUESTS: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    // The set is compiled into this crate by build.rs; it decodes.
-    let Ok(set) = FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET) else { return HashSet::new() };
-    set.file
-        .iter()
-        .flat_map(|file| &file.service)
-        .flat_map(|service| &service.method)
-        .map(|method| method.input_type().trim_start_matches('.').to_string())
-        .collect()
+/// input type; `None` if the compiled descriptor set does not decode.
+static REQUESTS: LazyLock<Option<HashSet<String>>> = LazyLock::new(|| {
+    let set = FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET).ok()?;
+    Some(
+        set.file
+            .iter()
+            .flat_map(|file| &file.service)
+            .flat_map(|service| &service.method)
+            .map(|method| method.input_type().trim_start_matches('.').to_string())
+            .collect(),
+    )
 });
 
 impl<U: Message + Name + Default> Decoder for CheckedDecoder<U> {

@@ -98,7 +98,11 @@ pub(crate) struct SaleHistory {
     pub(crate) history_service_codes: Vec<String>,
 }
 
-/// The statement of [`sale_histories`] (`$1`: the sale ids).
+/// The statement of [`sale_histories`] (`$1`: the sale ids). The
+/// customer's earlier sales are read once, by one range of
+/// `sales_customer_order`, for both facts: the first payment looks at all of
+/// them, the history keeps the attributed ones (a probe of its own for the
+/// first payment read the same range again, issue 15).
 const SALE_HISTORIES: &str = concat!(
     r#"WITH batch AS (
                SELECT id, program_id, partner_id, currency, customer_external_id, event_type, occurred_at,
@@ -106,12 +110,8 @@ const SALE_HISTORIES: &str = concat!(
                FROM sales WHERE id = ANY($1)
            )
            SELECT s.id,
-             (s.event_type IN ('PAYMENT', 'RENEWAL') AND s.customer_external_id IS NOT NULL AND NOT EXISTS (
-                 SELECT 1 FROM sales e
-                 WHERE e.program_id = s.program_id AND e.customer_external_id = s.customer_external_id
-                   AND e.event_type IN ('PAYMENT', 'RENEWAL')
-                   AND (e.customer_external_id, e.occurred_at, e.id) < (s.customer_external_id, s.occurred_at, s.id)
-             )) AS is_first_payment,
+             (s.event_type IN ('PAYMENT', 'RENEWAL') AND s.customer_external_id IS NOT NULL
+              AND NOT COALESCE(h.paid_before, false)) AS is_first_payment,
              CASE WHEN s.partner_id IS NULL THEN 0 ELSE "#,
     seller_volume_before!(),
     r#" END AS prior_volume,
@@ -120,14 +120,18 @@ const SALE_HISTORIES: &str = concat!(
              COALESCE(h.service_codes, '{}') AS history_service_codes
            FROM batch s
            LEFT JOIN LATERAL (
-               SELECT array_agg(e.id ORDER BY e.occurred_at, e.id) AS ids,
-                      array_agg(e.event_type ORDER BY e.occurred_at, e.id) AS event_types,
-                      array_agg(e.partner_id ORDER BY e.occurred_at, e.id) AS sellers,
-                      array_agg(e.occurred_at ORDER BY e.occurred_at, e.id) AS times,
-                      array_agg(e.service_code ORDER BY e.occurred_at, e.id) AS service_codes
+               SELECT bool_or(e.event_type IN ('PAYMENT', 'RENEWAL')) AS paid_before,
+                      array_agg(e.id ORDER BY e.occurred_at, e.id) FILTER (WHERE e.state <> 'UNATTRIBUTED') AS ids,
+                      array_agg(e.event_type ORDER BY e.occurred_at, e.id)
+                          FILTER (WHERE e.state <> 'UNATTRIBUTED') AS event_types,
+                      array_agg(e.partner_id ORDER BY e.occurred_at, e.id)
+                          FILTER (WHERE e.state <> 'UNATTRIBUTED') AS sellers,
+                      array_agg(e.occurred_at ORDER BY e.occurred_at, e.id)
+                          FILTER (WHERE e.state <> 'UNATTRIBUTED') AS times,
+                      array_agg(e.service_code ORDER BY e.occurred_at, e.id)
+                          FILTER (WHERE e.state <> 'UNATTRIBUTED') AS service_codes
                FROM sales e
                WHERE e.program_id = s.program_id AND e.customer_external_id = s.customer_external_id
-                 AND e.state <> 'UNATTRIBUTED'
                  AND (e.customer_external_id, e.occurred_at, e.id) < (s.customer_external_id, s.occurred_at, s.id)
            ) h ON true"#
 );
@@ -393,6 +397,59 @@ mod tests {
             assert_eq!(history.prior_volume, Decimal::new(1000, 2) * Decimal::from(n / 40), "sale {n}");
         }
         drop(conn);
+        pool.close().await;
+    }
+
+    /// A customer's earlier unattributed payment is not in its history but
+    /// still makes its next payment not the first; a sign-up is in the
+    /// history and is no payment (DESIGN §4 "first payment").
+    #[tokio::test]
+    async fn the_first_payment_counts_every_earlier_payment_and_the_history_only_attributed_sales() {
+        let db = accrue_testkit::TestDb::create().await.unwrap();
+        let pool = db.migrated_pool("attribution", &crate::MIGRATOR).await.unwrap();
+        let program = ProgramId::from_u128(7);
+        let seller = PartnerId::from_u128(1);
+        let now = Utc::now();
+        // (customer, event type, seller, minutes ago)
+        let sales = [
+            ("unattributed-first", "PAYMENT", None, 30),
+            ("unattributed-first", "PAYMENT", Some(seller), 20),
+            ("signup-first", "SIGNUP", Some(seller), 30),
+            ("signup-first", "PAYMENT", Some(seller), 20),
+            ("signup-first", "RENEWAL", Some(seller), 10),
+        ];
+        let mut ids = Vec::new();
+        for (n, (customer, event_type, partner, ago)) in sales.into_iter().enumerate() {
+            let id = SaleId::new_v7();
+            sqlx::query(
+                "INSERT INTO sales (id, program_id, external_id, request_hash, customer_external_id, event_type, \
+                 currency, amount, occurred_at, partner_id, state) \
+                 VALUES ($1, $2, $3, 'h', $4, $5, 'GBP', 10, $6, $7, $8)",
+            )
+            .bind(id)
+            .bind(program)
+            .bind(format!("s-{n}"))
+            .bind(customer)
+            .bind(event_type)
+            .bind(now - Duration::minutes(ago))
+            .bind(partner)
+            .bind(if partner.is_some() { "PENDING" } else { "UNATTRIBUTED" })
+            .execute(&pool)
+            .await
+            .unwrap();
+            ids.push(id);
+        }
+        let histories: HashMap<SaleId, SaleHistory> =
+            sale_histories(&pool, &ids).await.unwrap().into_iter().map(|h| (h.id, h)).collect();
+        let facts = |i: usize| {
+            let h = &histories[&ids[i]];
+            (h.is_first_payment, h.history_ids.clone(), h.history_event_types.clone())
+        };
+        assert_eq!(facts(0), (true, vec![], vec![]));
+        assert_eq!(facts(1), (false, vec![], vec![]), "the earlier payment was unattributed");
+        assert_eq!(facts(2), (false, vec![], vec![]), "a sign-up is no payment");
+        assert_eq!(facts(3), (true, vec![ids[2]], vec!["SIGNUP".to_string()]));
+        assert_eq!(facts(4), (false, vec![ids[2], ids[3]], vec!["SIGNUP".to_string(), "PAYMENT".to_string()]));
         pool.close().await;
     }
 

@@ -2,8 +2,8 @@
 //! ledger), and how their errors are classified for the saga.
 
 use accrue_kit::auth::Credential;
-use accrue_kit::client::AuthChannel;
-use accrue_kit::client::{ClientError, PEER_TIMEOUT, connect};
+use accrue_kit::client::{AuthChannel, RawClient};
+use accrue_kit::client::{ClientError, PEER_TIMEOUT, channel_with_timeout, connect, over};
 use accrue_proto::commission::v1::commission_service_client::CommissionServiceClient;
 use accrue_proto::hierarchy::v1::hierarchy_service_client::HierarchyServiceClient;
 use accrue_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
@@ -16,6 +16,11 @@ pub(crate) struct Peers {
     pub(crate) hierarchy: HierarchyServiceClient<AuthChannel>,
     pub(crate) commission: CommissionServiceClient<AuthChannel>,
     pub(crate) ledger: LedgerServiceClient<AuthChannel>,
+    /// Commission's ComputeSettlements and the ledger's PostEntries with
+    /// the breakdowns kept encoded ([`accrue_proto::passthrough`]), over
+    /// the same connections as the clients above.
+    pub(crate) commission_raw: RawClient,
+    pub(crate) ledger_raw: RawClient,
 }
 
 impl Peers {
@@ -27,10 +32,14 @@ impl Peers {
         ledger: &str,
         credential: &Credential,
     ) -> Result<Self, ClientError> {
+        let commission = channel_with_timeout(commission, PEER_TIMEOUT)?;
+        let ledger = channel_with_timeout(ledger, PEER_TIMEOUT)?;
         Ok(Peers {
             hierarchy: connect(hierarchy, PEER_TIMEOUT, credential)?,
-            commission: connect(commission, PEER_TIMEOUT, credential)?,
-            ledger: connect(ledger, PEER_TIMEOUT, credential)?,
+            commission: over(commission.clone(), credential),
+            ledger: over(ledger.clone(), credential),
+            commission_raw: over(commission, credential),
+            ledger_raw: over(ledger, credential),
         })
     }
 }

@@ -60,7 +60,7 @@ fn endpoint(url: &str, timeout: Duration) -> Result<Endpoint, tonic::transport::
 /// runtime, where no resolver task can run); a channel balanced over the
 /// name's addresses, looked up again every [`balance::resolve_interval`],
 /// for a DNS name.
-fn channel_with_timeout(url: &str, timeout: Duration) -> Result<Channel, ClientError> {
+pub fn channel_with_timeout(url: &str, timeout: Duration) -> Result<Channel, ClientError> {
     let single = endpoint(url, timeout).map_err(|source| ClientError { url: url.to_string(), source })?;
     let uri = single.uri().clone();
     match uri.host() {
@@ -122,6 +122,48 @@ limited_clients!(
     EventServiceClient,
     WebhookServiceClient,
 );
+
+/// A client of any Accrue service that calls a method with message types of
+/// the caller's choosing — the wire-compatible views of
+/// [`accrue_proto::passthrough`] — under the generated clients' limits,
+/// token and trace context.
+#[derive(Debug, Clone)]
+pub struct RawClient(tonic::client::Grpc<AuthChannel>);
+
+impl Client for RawClient {
+    fn over(channel: AuthChannel) -> Self {
+        RawClient(
+            tonic::client::Grpc::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+    }
+}
+
+impl RawClient {
+    /// Calls `method` of `service` (`"accrue.ledger.v1.LedgerService"`,
+    /// `"PostEntries"`) with `request` and reads the answer as `Resp`, as
+    /// the generated client of the service would with its own types; its
+    /// errors are the generated client's (the peer's status, or UNKNOWN
+    /// when the channel is not ready).
+    pub async fn unary<Req, Resp>(
+        &mut self,
+        service: &'static str,
+        method: &'static str,
+        request: Req,
+    ) -> Result<tonic::Response<Resp>, tonic::Status>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + prost::Name + Default + Send + Sync + 'static,
+    {
+        self.0.ready().await.map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
+        let path = tonic::codegen::http::uri::PathAndQuery::try_from(format!("/{service}/{method}"))
+            .map_err(|e| tonic::Status::internal(format!("method path /{service}/{method}: {e}")))?;
+        let mut request = tonic::Request::new(request);
+        request.extensions_mut().insert(tonic::GrpcMethod::new(service, method));
+        self.0.unary(request, path, accrue_proto::codec::CheckedCodec::default()).await
+    }
+}
 
 /// A lazily connecting client of the service at `url` with call `timeout`
 /// (usually [`PEER_TIMEOUT`]); fails only on a malformed URL.

@@ -4,6 +4,7 @@
 #![allow(missing_docs, clippy::all, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod codec;
+pub mod passthrough;
 
 /// The `accrue.*` protobuf packages.
 pub mod accrue {

@@ -344,7 +344,7 @@ impl AttributionApi {
             let response = settle_batch(saga, &program_context(program_id, ctx), &sale_ids, context, draft)
                 .await
                 .map_err(chunk_failure)?;
-            let mut by_sale: HashMap<String, cpb::Settlement> =
+            let mut by_sale: HashMap<String, accrue_proto::passthrough::Settlement> =
                 response.settlements.into_iter().map(|s| (s.sale_id.clone(), s)).collect();
             for ((&i, currency), sale_id) in group.iter().zip(currencies).zip(&sale_ids) {
                 let settlement = by_sale
@@ -354,11 +354,11 @@ impl AttributionApi {
                     outcomes[i] = Ok(out
                         .lines
                         .into_iter()
-                        .map(|line| SimLine {
-                            partner_id: line.partner_id,
-                            kind: line.kind,
-                            level: line.level,
-                            amount: line.amount,
+                        .map(|computed| SimLine {
+                            partner_id: computed.line.partner_id,
+                            kind: computed.line.kind,
+                            level: computed.line.level,
+                            amount: computed.line.amount,
                         })
                         .collect());
                 }

@@ -12,16 +12,19 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use accrue_kit::FieldViolations;
-use accrue_kit::convert::settlement::settlement_line_from_proto;
+use accrue_kit::convert::settlement::{breakdown_to_proto, settlement_line_from_proto};
 use accrue_kit::convert::{amount_to_proto, timestamp};
 use accrue_money::Currency;
 use accrue_proto::commission::v1 as cpb;
 use accrue_proto::ledger::v1 as lpb;
+use accrue_proto::passthrough;
 use accrue_proto::types::v1 as tpb;
 use accrue_saga::{StepError, StepResult, output_unlogged};
 use accrue_types::settlement::Line;
+use bytes::Bytes;
+use prost::Message;
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::qualify;
 use super::resolve::ResolveOut;
@@ -36,24 +39,43 @@ use crate::store::SaleRow;
 use accrue_types::ProgramId;
 
 /// compute's output.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub(crate) struct ComputeOut {
-    pub(crate) currency: String,
-    /// Major units; zero when no rule earned a base commission.
+    /// Major units of the sale's currency; zero when no rule earned a base
+    /// commission.
     pub(crate) base_commission: Decimal,
-    pub(crate) agreement_version_id: String,
-    /// The lines as post sends them to the ledger (the shared settlement
-    /// line, its kind logged by stored name; logs that named it
-    /// "EARNING_KIND_DIRECT" still read).
-    pub(crate) lines: Vec<Line>,
+    /// The lines as post sends them to the ledger. A log written before
+    /// compute went unlogged holds the shared settlement line, its kind by
+    /// stored name ("EARNING_KIND_DIRECT" also reads); it still reads.
+    pub(crate) lines: Vec<ComputedLine>,
     /// Set when a resumed compute adopted the posting its run had already
     /// made ([`adopt`]); `lines` is then empty and post sends nothing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub(crate) adopted: Option<Adopted>,
 }
 
+/// A settlement line as post forwards it: the shared line without its
+/// breakdown, and the breakdown as commission encoded it (an
+/// `accrue.type.v1.CommissionBreakdown`), never decoded here (see
+/// [`accrue_proto::passthrough`]; the ledger checks it).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "Line")]
+pub(crate) struct ComputedLine {
+    /// Its `breakdown` is None: the breakdown is the next field.
+    pub(crate) line: Line,
+    pub(crate) breakdown: Option<Bytes>,
+}
+
+impl From<Line> for ComputedLine {
+    /// A line as a log before issue 15 holds it, its breakdown decoded.
+    fn from(mut line: Line) -> Self {
+        let breakdown = line.breakdown.take().map(|b| Bytes::from(breakdown_to_proto(b).encode_to_vec()));
+        ComputedLine { line, breakdown }
+    }
+}
+
 /// A posting the ledger already holds under the saga run's key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub(crate) struct Adopted {
     /// Its entries, as the ledger lists them.
     pub(crate) entry_ids: Vec<String>,
@@ -66,7 +88,7 @@ impl ComputeOut {
     pub(crate) fn total_commission(&self) -> Decimal {
         match &self.adopted {
             Some(adopted) => adopted.total_commission,
-            None => self.lines.iter().map(|line| line.amount.amount).sum(),
+            None => self.lines.iter().map(|computed| computed.line.amount.amount).sum(),
         }
     }
 }
@@ -130,45 +152,53 @@ fn parse_money(money: &tpb::Money, sale_currency: Currency) -> Result<(Currency,
     Ok((currency, currency.parse_amount(&money.amount).map_err(bad)?))
 }
 
-pub(super) fn compute_out(settlement: cpb::Settlement, currency: Currency) -> StepResult {
+pub(super) fn compute_out(settlement: passthrough::Settlement, currency: Currency) -> StepResult {
     output_unlogged(settlement_lines(settlement, currency)?)
 }
 
 /// A settlement commission sent, checked and decoded into the lines post
 /// sends to the ledger (and SimulateProgram compares, issue 16 item 2). A
 /// settlement that carries a failure, or an invalid line, is a permanent error.
-/// By value: the lines' texts move into the decoded lines.
-pub(crate) fn settlement_lines(settlement: cpb::Settlement, currency: Currency) -> Result<ComputeOut, StepError> {
+/// By value: the lines' texts move into the decoded lines; each breakdown
+/// stays encoded, for post to forward (the ledger checks it).
+pub(crate) fn settlement_lines(
+    settlement: passthrough::Settlement,
+    currency: Currency,
+) -> Result<ComputeOut, StepError> {
     if let Some(failure) = &settlement.failure {
         return Err(StepError::Permanent(failure_message(failure)));
     }
     // No base commission is sent when no rule earned one.
-    let (base_currency, base) = match &settlement.base_commission {
+    let (_, base) = match &settlement.base_commission {
         Some(money) => parse_money(money, currency)?,
         None => (currency, Decimal::ZERO),
     };
     let mut lines = Vec::with_capacity(settlement.lines.len());
     let mut violations = FieldViolations::new();
-    for (index, mut line) in settlement.lines.into_iter().enumerate() {
+    for (index, encoded) in settlement.lines.into_iter().enumerate() {
+        let mut line = cpb::SettlementLine {
+            partner_id: encoded.partner_id,
+            kind: encoded.kind,
+            amount: encoded.amount,
+            level: encoded.level,
+            source_partner_id: encoded.source_partner_id,
+            clears_at: encoded.clears_at,
+            breakdown: None,
+        };
         // A line that names no currency is in the sale's.
         if let Some(money) = line.amount.as_mut()
             && money.currency_code.is_empty()
         {
             money.currency_code = currency.code().to_string();
         }
-        lines.extend(settlement_line_from_proto(&format!("lines[{index}]"), line, &mut violations));
+        let decoded = settlement_line_from_proto(&format!("lines[{index}]"), line, &mut violations);
+        lines.extend(decoded.map(|line| ComputedLine { line, breakdown: encoded.breakdown }));
     }
     if !violations.is_empty() {
         let status = violations.into_status();
         return Err(invalid(&format!("an invalid line ({})", status.message())));
     }
-    Ok(ComputeOut {
-        currency: base_currency.code().to_string(),
-        base_commission: base,
-        agreement_version_id: settlement.agreement_version_id,
-        lines,
-        adopted: None,
-    })
+    Ok(ComputeOut { base_commission: base, lines, adopted: None })
 }
 
 /// Cuts `group` (sales of one program) into one group per program settings
@@ -209,8 +239,7 @@ pub(crate) async fn settle_batch(
     sale_ids: &[String],
     context: impl Fn(usize) -> cpb::SaleContext,
     draft: Option<&cpb::SettlementDraft>,
-) -> Result<cpb::ComputeSettlementsResponse, StepError> {
-    let mut client = saga.peers.commission.clone();
+) -> Result<passthrough::ComputeSettlementsResponse, StepError> {
     let sales: Vec<cpb::SaleContext> = (0..sale_ids.len()).map(&context).collect();
     // Lines only: nothing here reads a settlement's base breakdown.
     let request = cpb::ComputeSettlementsRequest {
@@ -219,11 +248,7 @@ pub(crate) async fn settle_batch(
         draft: draft.cloned(),
         omit_base_breakdown: true,
     };
-    let mut response = client
-        .compute_settlements(request)
-        .await
-        .map_err(|status| step_error("commission.ComputeSettlements", &status))?
-        .into_inner();
+    let mut response = compute_settlements(saga, request).await?;
     // Qualified overrides (issue 16 item 3): only the sales commission
     // asks qualification facts for make a second trip.
     let asking = qualify::asking(&response);
@@ -233,6 +258,19 @@ pub(crate) async fn settle_batch(
         qualify::settle_with_facts(saga, program, sent, draft, &mut response).await?;
     }
     Ok(response)
+}
+
+/// commission.ComputeSettlements, each line's breakdown kept encoded.
+pub(super) async fn compute_settlements(
+    saga: &SettleSale,
+    request: cpb::ComputeSettlementsRequest,
+) -> Result<passthrough::ComputeSettlementsResponse, StepError> {
+    let mut client = saga.peers.commission_raw.clone();
+    client
+        .unary("accrue.commission.v1.CommissionService", "ComputeSettlements", request)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| step_error("commission.ComputeSettlements", &status))
 }
 
 /// What compute reads per sale: resolve's and upline's outputs (borrowed
@@ -296,9 +334,7 @@ async fn adopt(saga: &SettleSale, item: &Item<'_>) -> Result<Option<ComputeOut>,
         return Ok(None);
     }
     Ok(Some(ComputeOut {
-        currency: currency.code().to_string(),
         base_commission: base,
-        agreement_version_id: String::new(),
         lines: Vec::new(),
         adopted: Some(Adopted { entry_ids, total_commission: total }),
     }))
@@ -332,7 +368,7 @@ async fn settle(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
             let ctx = ctx.ok_or_else(|| StepError::Transient("a commission call was cut with no sales".into()))?;
             let program = program_context(program_id?, ctx);
             let response = settle_batch(saga, &program, &sale_ids, context, None).await?;
-            let mut by_sale: HashMap<String, cpb::Settlement> =
+            let mut by_sale: HashMap<String, passthrough::Settlement> =
                 response.settlements.into_iter().map(|s| (s.sale_id.clone(), s)).collect();
             Ok(sale_ids
                 .iter()
@@ -358,6 +394,11 @@ mod tests {
 
     use super::*;
 
+    /// `settlement` as the saga reads it from the wire.
+    fn received(settlement: &cpb::Settlement) -> passthrough::Settlement {
+        passthrough::Settlement::decode(settlement.encode_to_vec().as_slice()).unwrap()
+    }
+
     #[test]
     fn compute_out_rejects_failures_unknown_kinds_and_sums() {
         let gbp = Currency::from_code("GBP").unwrap();
@@ -369,12 +410,15 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(matches!(compute_out(failed, gbp), Err(StepError::Permanent(m)) if m.contains("CURRENCY_MISMATCH")));
+        let failed = compute_out(received(&failed), gbp);
+        assert!(matches!(failed, Err(StepError::Permanent(m)) if m.contains("CURRENCY_MISMATCH")));
+        let breakdown = tpb::CommissionBreakdown { model: "PERCENTAGE".into(), ..Default::default() };
         let line = cpb::SettlementLine {
             partner_id: uuid::Uuid::from_u128(1).to_string(),
             kind: tpb::EarningKind::Direct as i32,
             amount: Some(tpb::Money { currency_code: "GBP".into(), amount: "5.00".into() }),
             clears_at: Some(prost_types::Timestamp { seconds: 1_702_592_000, nanos: 0 }),
+            breakdown: Some(breakdown.clone()),
             ..Default::default()
         };
         let ok = cpb::Settlement {
@@ -382,20 +426,40 @@ mod tests {
             lines: vec![line.clone()],
             ..Default::default()
         };
-        let value = compute_out(ok.clone(), gbp).unwrap();
+        let value = compute_out(received(&ok), gbp).unwrap();
         assert_eq!(value.json(), "{}", "never logged");
         let out: ComputeOut = value.decode().unwrap();
-        let tree = serde_json::to_value(&out).unwrap();
-        assert_eq!(tree["lines"][0]["kind"], "DIRECT", "by stored name (as logs before issue 15 hold it)");
-        assert_eq!(out.lines[0].kind, EarningKind::Direct);
+        assert_eq!(out.lines[0].line.kind, EarningKind::Direct);
+        assert_eq!(out.lines[0].line.breakdown, None, "kept encoded beside the line");
+        assert_eq!(out.lines[0].breakdown.as_deref(), Some(breakdown.encode_to_vec().as_slice()), "as sent");
         assert_eq!(out.base_commission, Decimal::new(1000, 2));
-        let input = entry_input(out.lines[0].clone(), chrono::Utc::now());
+        assert_eq!(out.total_commission(), Decimal::new(500, 2));
+        let input = entry_input(out.lines[0].line.clone(), chrono::Utc::now());
         assert_eq!(input.kind, tpb::EarningKind::Direct as i32);
         assert_eq!(input.amount.unwrap().amount, "5.00");
 
         let unknown = cpb::Settlement { lines: vec![cpb::SettlementLine { kind: 99, ..line.clone() }], ..ok.clone() };
-        assert!(matches!(compute_out(unknown, gbp), Err(StepError::Permanent(m)) if m.contains("lines[0].kind")));
+        let unknown = compute_out(received(&unknown), gbp);
+        assert!(matches!(unknown, Err(StepError::Permanent(m)) if m.contains("lines[0].kind")));
         let no_amount = cpb::Settlement { lines: vec![cpb::SettlementLine { amount: None, ..line }], ..ok };
-        assert!(matches!(compute_out(no_amount, gbp), Err(StepError::Permanent(_))));
+        assert!(matches!(compute_out(received(&no_amount), gbp), Err(StepError::Permanent(_))));
+    }
+
+    /// A compute output logged before issue 15 (lines with their breakdowns
+    /// decoded, the kind by stored name) still reads, its breakdown encoded.
+    #[test]
+    fn a_logged_compute_output_reads_with_its_breakdown_encoded() {
+        let logged = serde_json::json!({
+            "currency": "GBP", "base_commission": "10.00", "agreement_version_id": "",
+            "lines": [{"partner_id": uuid::Uuid::from_u128(1).to_string(), "kind": "DIRECT", "currency": "GBP",
+                       "amount": "5.00", "level": 0, "source_partner_id": "", "clears_at": "2024-02-01T00:00:00Z",
+                       "breakdown": {"model": "PERCENTAGE", "formula": "f", "inputs": {"rate": "0.05"},
+                                     "rule": "r", "agreement_version_id": "", "rounding": "x", "note": ""}}],
+        });
+        let out: ComputeOut = serde_json::from_value(logged).unwrap();
+        assert_eq!(out.lines[0].line.kind, EarningKind::Direct);
+        let breakdown = tpb::CommissionBreakdown::decode(out.lines[0].breakdown.clone().unwrap()).unwrap();
+        assert_eq!(breakdown.model, "PERCENTAGE");
+        assert_eq!(breakdown.inputs.get("rate").map(String::as_str), Some("0.05"));
     }
 }

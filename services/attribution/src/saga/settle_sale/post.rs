@@ -3,15 +3,18 @@
 //! voids whatever the run posted.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use accrue_kit::convert::settlement::entry_input;
 use accrue_proto::ledger::v1 as lpb;
+use accrue_proto::passthrough;
 use accrue_saga::{StepError, StepResult, output};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::compute::ComputeOut;
+use super::compute::{ComputeOut, ComputedLine};
 use super::resolve::ResolveOut;
 use super::{
     Item, Ready, SettleSale, Step, chunk_by_program, chunk_program, earlier, failure_message, merge, per_chunk,
@@ -45,29 +48,49 @@ fn posting_inputs<'a>(item: &Item<'a>) -> Result<Inputs<'a>, StepError> {
     Ok((earlier::<ComputeOut>(item, Step::Compute)?, earlier::<ResolveOut>(item, Step::Resolve)?.attribution))
 }
 
-fn posting(item: &Item<'_>, (computed, rule): &Inputs<'_>) -> lpb::SalePosting {
-    let rule = *rule;
+/// The posting of `item`'s lines, each breakdown forwarded as commission
+/// encoded it. The rule in force is kept on every line's breakdown (issue 14
+/// item 2) as map entries appended to it, which set those inputs (protobuf's
+/// merge); a resolve logged before the rule existed adds nothing, so its
+/// posting's request hash is what it always was.
+fn posting(item: &Item<'_>, (computed, rule): &Inputs<'_>) -> passthrough::SalePosting {
+    let rule_inputs = rule.map(|rule| {
+        let mut inputs = BTreeMap::from([("attribution_model".to_string(), rule.model.as_str().to_string())]);
+        if rule.window_days > 0 {
+            inputs.insert("attribution_window_days".into(), rule.window_days.to_string());
+        }
+        passthrough::breakdown_inputs(inputs)
+    });
     let lines = computed
         .lines
         .iter()
-        .map(|line| {
-            let mut input = entry_input(line.clone(), item.subject.occurred_at);
-            // The rule in force is kept on every line's breakdown (issue 14
-            // item 2); a resolve logged before it existed adds nothing, so
-            // its posting's request hash is what it always was.
-            if let (Some(rule), Some(breakdown)) = (rule, input.breakdown.as_mut()) {
-                breakdown.inputs.insert("attribution_model".into(), rule.model.as_str().into());
-                if rule.window_days > 0 {
-                    breakdown.inputs.insert("attribution_window_days".into(), rule.window_days.to_string());
-                }
-            }
-            input
-        })
+        .map(|computed| posted_line(computed, item.subject.occurred_at, rule_inputs.as_deref()))
         .collect();
-    lpb::SalePosting {
+    passthrough::SalePosting {
         idempotency_key: post_key(item.saga.id, item.saga.run),
         sale_id: item.subject.id.to_string(),
         lines,
+    }
+}
+
+/// One line of a posting: `computed` of a sale that occurred at
+/// `occurred_at`, with `extra` (encoded breakdown inputs) appended to its
+/// breakdown, if it has one.
+fn posted_line(computed: &ComputedLine, occurred_at: DateTime<Utc>, extra: Option<&[u8]>) -> passthrough::EntryInput {
+    let input = entry_input(computed.line.clone(), occurred_at);
+    let breakdown = match (&computed.breakdown, extra) {
+        (Some(encoded), Some(extra)) => Some(Bytes::from([encoded.as_ref(), extra].concat())),
+        (breakdown, _) => breakdown.clone(),
+    };
+    passthrough::EntryInput {
+        partner_id: input.partner_id,
+        kind: input.kind,
+        amount: input.amount,
+        level: input.level,
+        source_partner_id: input.source_partner_id,
+        occurred_at: input.occurred_at,
+        clears_at: input.clears_at,
+        breakdown,
     }
 }
 
@@ -89,15 +112,16 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
     let ready = Ready::of(items, &inputs);
     let chunks = chunk_by_program(&ready.items, |_| 1);
     let outcomes = per_chunk(chunks, ready.items.len(), |chunk| {
-        let mut client = saga.peers.ledger.clone();
+        let mut client = saga.peers.ledger_raw.clone();
         let program_id = chunk_program(&ready.items, &chunk);
-        let postings: Vec<lpb::SalePosting> =
+        let postings: Vec<passthrough::SalePosting> =
             chunk.iter().map(|&i| posting(&ready.items[i], ready.inputs[i])).collect();
         async move {
             let program_id = program_id?;
             let keys: Vec<String> = postings.iter().map(|p| p.idempotency_key.clone()).collect();
-            let response = client
-                .post_entries(lpb::PostEntriesRequest { program_id: program_id.to_string(), postings })
+            let request = passthrough::PostEntriesRequest { program_id: program_id.to_string(), postings };
+            let response: lpb::PostEntriesResponse = client
+                .unary("accrue.ledger.v1.LedgerService", "PostEntries", request)
                 .await
                 .map_err(|status| step_error("ledger.PostEntries", &status))?
                 .into_inner();
@@ -200,8 +224,18 @@ mod tests {
         });
         let computed: ComputeOut = serde_json::from_value(old).unwrap();
         let occurred_at = DateTime::from_timestamp(1_704_067_200, 0).unwrap();
-        let inputs: Vec<lpb::EntryInput> =
-            computed.lines.into_iter().map(|line| entry_input(line, occurred_at)).collect();
+        // Each line as post sends it, read back as the ledger decodes it.
+        let posted = |extra: Option<&[u8]>| -> Vec<lpb::EntryInput> {
+            computed
+                .lines
+                .iter()
+                .map(|line| {
+                    let wire = prost::Message::encode_to_vec(&posted_line(line, occurred_at, extra));
+                    <lpb::EntryInput as prost::Message>::decode(wire.as_slice()).unwrap()
+                })
+                .collect()
+        };
+        let inputs = posted(None);
         let ts = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
         let gbp = |amount: &str| Some(tpb::Money { currency_code: "GBP".into(), amount: amount.into() });
         assert_eq!(
@@ -237,5 +271,14 @@ mod tests {
                 },
             ]
         );
+        // The rule in force joins the inputs of a line that has a breakdown.
+        let rule = BTreeMap::from([("attribution_model".to_string(), "FIRST_TOUCH".to_string())]);
+        let with_rule = posted(Some(&passthrough::breakdown_inputs(rule)));
+        let mut expected = inputs;
+        if let Some(breakdown) = expected[0].breakdown.as_mut() {
+            breakdown.inputs.insert("attribution_model".into(), "FIRST_TOUCH".into());
+        }
+        assert_eq!(with_rule, expected);
+        assert_eq!(with_rule[0].breakdown.as_ref().map(|b| b.inputs.len()), Some(2));
     }
 }

@@ -13,6 +13,7 @@ use accrue_kit::convert::{amount_to_proto, timestamp};
 use accrue_money::Currency;
 use accrue_proto::commission::v1 as cpb;
 use accrue_proto::hierarchy::v1 as hpb;
+use accrue_proto::passthrough;
 use accrue_saga::StepError;
 use accrue_types::{PartnerId, ProgramId};
 use chrono::{DateTime, Duration, Utc};
@@ -25,7 +26,7 @@ use crate::store::{self, VolumeWindow};
 const FACTS_REQUIRED: &str = "QUALIFICATION_FACTS_REQUIRED";
 
 /// Whether a settlement asks for qualification facts.
-fn asks_for_facts(settlement: &cpb::Settlement) -> bool {
+fn asks_for_facts(settlement: &passthrough::Settlement) -> bool {
     settlement.failure.as_ref().is_some_and(|failure| failure.reason == FACTS_REQUIRED)
         && !settlement.required_facts.is_empty()
 }
@@ -44,7 +45,7 @@ struct Wanted {
 
 /// The ids of the sales whose settlement in `response` asks for
 /// qualification facts (empty for programs without qualified plans).
-pub(super) fn asking(response: &cpb::ComputeSettlementsResponse) -> HashSet<String> {
+pub(super) fn asking(response: &passthrough::ComputeSettlementsResponse) -> HashSet<String> {
     response.settlements.iter().filter(|s| asks_for_facts(s)).map(|s| s.sale_id.clone()).collect()
 }
 
@@ -58,9 +59,9 @@ pub(super) async fn settle_with_facts(
     program: &cpb::ProgramContext,
     sales: Vec<cpb::SaleContext>,
     draft: Option<&cpb::SettlementDraft>,
-    response: &mut cpb::ComputeSettlementsResponse,
+    response: &mut passthrough::ComputeSettlementsResponse,
 ) -> Result<(), StepError> {
-    let asking: HashMap<&str, &cpb::Settlement> =
+    let asking: HashMap<&str, &passthrough::Settlement> =
         response.settlements.iter().filter(|s| asks_for_facts(s)).map(|s| (s.sale_id.as_str(), s)).collect();
     let mut resend: Vec<cpb::SaleContext> = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
@@ -98,18 +99,17 @@ pub(super) async fn settle_with_facts(
     let program_id: ProgramId =
         program.program_id.parse().map_err(|_| StepError::Permanent(format!("program id {:?}", program.program_id)))?;
     gather(saga, program_id, &wanted, &mut resend).await?;
-    let mut client = saga.peers.commission.clone();
-    let again = client
-        .compute_settlements(cpb::ComputeSettlementsRequest {
+    let again = super::compute::compute_settlements(
+        saga,
+        cpb::ComputeSettlementsRequest {
             program: Some(program.clone()),
             sales: resend,
             draft: draft.cloned(),
             omit_base_breakdown: true,
-        })
-        .await
-        .map_err(|status| step_error("commission.ComputeSettlements", &status))?
-        .into_inner();
-    let mut by_sale: HashMap<String, cpb::Settlement> =
+        },
+    )
+    .await?;
+    let mut by_sale: HashMap<String, passthrough::Settlement> =
         again.settlements.into_iter().map(|s| (s.sale_id.clone(), s)).collect();
     for settlement in response.settlements.iter_mut().filter(|s| asks_for_facts(s)) {
         let Some(fresh) = by_sale.remove(&settlement.sale_id) else {

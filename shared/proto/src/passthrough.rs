@@ -21,6 +21,12 @@ use bytes::Bytes;
 use crate::accrue::commission::v1 as commission;
 use crate::accrue::r#type::v1 as types;
 
+/// The method whose answer [`ComputeSettlementsResponse`] reads: service, method.
+pub const COMPUTE_SETTLEMENTS: (&str, &str) = ("accrue.commission.v1.CommissionService", "ComputeSettlements");
+
+/// The method [`PostEntriesRequest`] calls: service, method.
+pub const POST_ENTRIES: (&str, &str) = ("accrue.ledger.v1.LedgerService", "PostEntries");
+
 /// `accrue.commission.v1.SettlementLine`, the breakdown encoded.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SettlementLine {
@@ -226,6 +232,25 @@ mod tests {
         assert_eq!(view.encode_to_vec(), request.encode_to_vec(), "the same bytes");
         let back: ledger::PostEntriesRequest = transcode(&view).unwrap();
         assert_eq!(back, request);
+    }
+
+    /// Each method is in the compiled API with the message its view stands for.
+    #[test]
+    fn the_methods_are_the_apis_own() {
+        let set = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET).unwrap();
+        let method = |(service, method): (&str, &str)| {
+            set.file
+                .iter()
+                .flat_map(|file| file.service.iter().map(move |s| (file.package(), s)))
+                .filter(|(package, s)| format!("{package}.{}", s.name()) == service)
+                .flat_map(|(_, s)| s.method.iter())
+                .find(|m| m.name() == method)
+                .map(|m| (m.input_type().to_string(), m.output_type().to_string()))
+        };
+        let (_, output) = method(COMPUTE_SETTLEMENTS).unwrap();
+        assert_eq!(output, format!(".{}", <ComputeSettlementsResponse as prost::Name>::full_name()));
+        let (input, _) = method(POST_ENTRIES).unwrap();
+        assert_eq!(input, format!(".{}", <PostEntriesRequest as prost::Name>::full_name()));
     }
 
     #[test]

@@ -265,9 +265,10 @@ pub(super) async fn compute_settlements(
     saga: &SettleSale,
     request: cpb::ComputeSettlementsRequest,
 ) -> Result<passthrough::ComputeSettlementsResponse, StepError> {
+    let (service, method) = passthrough::COMPUTE_SETTLEMENTS;
     let mut client = saga.peers.commission_raw.clone();
     client
-        .unary("accrue.commission.v1.CommissionService", "ComputeSettlements", request)
+        .unary(service, method, request)
         .await
         .map(tonic::Response::into_inner)
         .map_err(|status| step_error("commission.ComputeSettlements", &status))

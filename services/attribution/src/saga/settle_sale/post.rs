@@ -120,8 +120,9 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
             let program_id = program_id?;
             let keys: Vec<String> = postings.iter().map(|p| p.idempotency_key.clone()).collect();
             let request = passthrough::PostEntriesRequest { program_id: program_id.to_string(), postings };
+            let (service, method) = passthrough::POST_ENTRIES;
             let response: lpb::PostEntriesResponse = client
-                .unary("accrue.ledger.v1.LedgerService", "PostEntries", request)
+                .unary(service, method, request)
                 .await
                 .map_err(|status| step_error("ledger.PostEntries", &status))?
                 .into_inner();

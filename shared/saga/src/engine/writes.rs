@@ -32,16 +32,13 @@ impl<D: SagaDef> Engine<D> {
             }
             return Ok(());
         }
-        let def = &self.def;
+        if last {
+            return self.record_done(batch, index, ok).await;
+        }
         let mut premarked: HashSet<SagaId> = HashSet::new();
         let applied: HashSet<usize> = self
             .write_fenced(batch, index, StepEvent::Succeeded, &ok, async |tx, batch, applied| {
-                if last {
-                    let (ids, generations) = fence_of(batch, applied);
-                    close(tx, SagaState::Done, &ids, &generations).await?;
-                    let sagas: Vec<&Saga> = applied.iter().map(|&i| &batch[i]).collect();
-                    def.on_done(tx, &sagas).await?;
-                } else if steps[index + 1].undo.is_some() {
+                if steps[index + 1].undo.is_some() {
                     let next: Vec<usize> =
                         applied.iter().copied().filter(|&i| batch[i].log[index + 1].output.is_none()).collect();
                     let (ids, generations) = fence_of(batch, &next);
@@ -54,17 +51,48 @@ impl<D: SagaDef> Engine<D> {
             .await?
             .into_iter()
             .collect();
-        if last {
-            super::count_entered::<D>(SagaState::Done, applied.len());
-        }
         for (i, output) in ok {
             if applied.contains(&i) {
                 batch[i].log[index].output = Some(output);
-                batch[i].gone |= last;
                 if premarked.contains(&batch[i].id) {
                     batch[i].marked = Some(index + 1);
                     batch[i].log[index + 1].started = true;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// The last step's `succeeded`: in one transaction, closes the sagas
+    /// done (fenced), appends `succeeded` with each output for the sagas it
+    /// closed, and lets the definition's `on_done` write its change. The
+    /// close goes first because its update takes each saga's row lock, which
+    /// the append then needs no share lock for: appended first, as the other
+    /// fenced writes are, it share-locked every saga row only for the close
+    /// to lock it again, a lock record in the WAL per saga (issue 15).
+    async fn record_done(&self, batch: &mut [Saga], index: usize, ok: Vec<(usize, Output)>) -> Result<(), sqlx::Error> {
+        if ok.is_empty() {
+            return Ok(());
+        }
+        let indices: Vec<usize> = ok.iter().map(|(i, _)| *i).collect();
+        let (ids, generations) = fence_of(batch, &indices);
+        let mut tx = self.pool.begin().await?;
+        let closed = close(&mut tx, SagaState::Done, &ids, &generations).await?;
+        let done: Vec<&(usize, Output)> = ok.iter().filter(|(i, _)| closed.contains(&batch[*i].id)).collect();
+        let (ids, generations): (Vec<SagaId>, Vec<i64>) =
+            done.iter().map(|(i, _)| (batch[*i].id, batch[*i].generation)).unzip();
+        let details: Vec<&str> = done.iter().map(|(_, output)| output.json()).collect();
+        append_locked(&mut tx, self.def.steps()[index].name, StepEvent::Succeeded, &ids, &generations, &details)
+            .await?;
+        let sagas: Vec<&Saga> = done.iter().map(|(i, _)| &batch[*i]).collect();
+        self.def.on_done(&mut tx, &sagas).await?;
+        tx.commit().await?;
+        super::count_entered::<D>(SagaState::Done, closed.len());
+        drop_lost(batch, &indices, &closed);
+        for (i, output) in ok {
+            if closed.contains(&batch[i].id) {
+                batch[i].log[index].output = Some(output);
+                batch[i].gone = true;
             }
         }
         Ok(())
@@ -434,6 +462,36 @@ pub(super) async fn append(
     .fetch_all(&mut *conn)
     .await?;
     Ok(written.into_iter().collect())
+}
+
+/// [`append`] for sagas whose rows this transaction has already locked by
+/// updating them under the same fence (the close): the fence is the join on
+/// the generation, and no share lock is taken.
+async fn append_locked(
+    conn: &mut PgConnection,
+    step: &str,
+    event: StepEvent,
+    ids: &[SagaId],
+    generations: &[i64],
+    details: &[&str],
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO saga_step_events (saga_id, run, step, event, detail, generation)
+         SELECT s.id, s.run, $1, $2, u.detail::json, s.generation
+         FROM UNNEST($3::uuid[], $4::bigint[], $5::text[]) AS u(id, generation, detail)
+         JOIN sagas s ON s.id = u.id AND s.generation = u.generation",
+    )
+    .bind(step)
+    .bind(event)
+    .bind(ids)
+    .bind(generations)
+    .bind(details)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Sets a state (and reason) on fenced sagas; `release` also drops the owner.

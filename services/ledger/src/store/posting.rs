@@ -20,7 +20,8 @@ pub enum PostingOutcome {
 /// keys already stored are skipped up front; the rest go through
 /// `INSERT … ON CONFLICT DO NOTHING` on the postings (with `actor`, the
 /// caller's token subject), then, for the keys actually inserted, their
-/// entries and status projections — all in one statement. No creation event
+/// entries and status projections — all in one statement —, their outbox
+/// events, and last the balances. No creation event
 /// is stored per line: readers derive it from the posting's actor
 /// (`entry_history`, migration 0010). Keys that
 /// already existed are read back and compared by request hash. A concurrent
@@ -154,10 +155,6 @@ pub async fn post(
     let created_at = inserted.first().map(|(_, time)| *time);
     let inserted: HashSet<String> = inserted.into_iter().map(|(key, _)| key).collect();
     if let Some(created_at) = created_at {
-        // The balance projection, in the same transaction: one statement for
-        // the whole batch, from the lines of the postings that went in.
-        let lines = postings.iter().filter(|p| inserted.contains(&p.key)).flat_map(|p| p.lines.iter());
-        apply_posted_balances(&mut tx, program_id, lines).await?;
         // The outbox: one entry.posted per new entry, by reference (see
         // events::posted), in one more statement.
         let mut posted = Vec::with_capacity(line_count);
@@ -185,6 +182,17 @@ pub async fn post(
         .fetch_all(&mut *tx)
         .await?;
         existing = rows.into_iter().map(|(key, hash, ids)| (key, (hash, ids))).collect();
+    }
+    // The balance projection, in the same transaction and last before the
+    // commit: one statement for the whole batch, from the lines of the
+    // postings that went in. Last, because the balance rows of partners near
+    // the top of a tree are in nearly every batch, and a concurrent posting
+    // waits on each row this one updated until it commits: written before
+    // the outbox, its locks were held over the events' insert as well
+    // (issue 15).
+    if !inserted.is_empty() {
+        let lines = postings.iter().filter(|p| inserted.contains(&p.key)).flat_map(|p| p.lines.iter());
+        apply_posted_balances(&mut tx, program_id, lines).await?;
     }
     tx.commit().await?;
     crate::counters::entries_posted(

@@ -43,8 +43,16 @@ impl<D: SagaDef> Engine<D> {
                         applied.iter().copied().filter(|&i| batch[i].log[index + 1].output.is_none()).collect();
                     let (ids, generations) = fence_of(batch, &next);
                     let empty = vec!["{}"; ids.len()];
-                    premarked =
-                        append(tx, steps[index + 1].name, StepEvent::Started, &ids, &generations, &empty).await?;
+                    premarked = append(
+                        tx,
+                        RowLock::Share,
+                        steps[index + 1].name,
+                        StepEvent::Started,
+                        &ids,
+                        &generations,
+                        &empty,
+                    )
+                    .await?;
                 }
                 Ok(())
             })
@@ -82,8 +90,16 @@ impl<D: SagaDef> Engine<D> {
         let (ids, generations): (Vec<SagaId>, Vec<i64>) =
             done.iter().map(|(i, _)| (batch[*i].id, batch[*i].generation)).unzip();
         let details: Vec<&str> = done.iter().map(|(_, output)| output.json()).collect();
-        append_locked(&mut tx, self.def.steps()[index].name, StepEvent::Succeeded, &ids, &generations, &details)
-            .await?;
+        append(
+            &mut tx,
+            RowLock::Held,
+            self.def.steps()[index].name,
+            StepEvent::Succeeded,
+            &ids,
+            &generations,
+            &details,
+        )
+        .await?;
         let sagas: Vec<&Saga> = done.iter().map(|(i, _)| &batch[*i]).collect();
         self.def.on_done(&mut tx, &sagas).await?;
         tx.commit().await?;
@@ -359,7 +375,7 @@ impl<D: SagaDef> Engine<D> {
         // Sent as the outputs' JSON text, serialized once when the step
         // produced them.
         let details: Vec<&str> = pairs.iter().map(|(_, detail)| detail.json()).collect();
-        let kept = append(&mut tx, step, event, &ids, &generations, &details).await?;
+        let kept = append(&mut tx, RowLock::Share, step, event, &ids, &generations, &details).await?;
         let applied: Vec<usize> = indices.iter().copied().filter(|&i| kept.contains(&batch[i].id)).collect();
         then(&mut tx, batch, &applied).await?;
         tx.commit().await?;
@@ -430,13 +446,23 @@ pub(super) fn drop_lost(batch: &mut [Saga], indices: &[usize], kept: &HashSet<Sa
     }
 }
 
+/// How [`append`] holds each saga row while it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RowLock {
+    /// Share-lock it, so that a concurrent claim waits or wins cleanly.
+    Share,
+    /// This transaction has already locked it by updating it under the
+    /// same fence (the close): no second lock.
+    Held,
+}
+
 /// Appends one event per saga (`ids`, `generations` and `details` as JSON
-/// text, index by index), fenced: a row is only
-/// written while the saga's generation is still the claimed one (the saga row
-/// is share-locked, so a concurrent claim waits or wins cleanly). Returns the
-/// sagas whose event was written.
+/// text, index by index), fenced: a row is only written while the saga's
+/// generation is still the claimed one, with the saga row held as `lock`
+/// says. Returns the sagas whose event was written.
 pub(super) async fn append(
     conn: &mut PgConnection,
+    lock: RowLock,
     step: &str,
     event: StepEvent,
     ids: &[SagaId],
@@ -446,52 +472,28 @@ pub(super) async fn append(
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let written: Vec<SagaId> = sqlx::query_scalar(
-        "INSERT INTO saga_step_events (saga_id, run, step, event, detail, generation)
-         SELECT s.id, s.run, $1, $2, u.detail::json, s.generation
-         FROM UNNEST($3::uuid[], $4::bigint[], $5::text[]) AS u(id, generation, detail)
-         JOIN sagas s ON s.id = u.id AND s.generation = u.generation
-         FOR SHARE OF s
-         RETURNING saga_id",
-    )
-    .bind(step)
-    .bind(event)
-    .bind(ids)
-    .bind(generations)
-    .bind(details)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(written.into_iter().collect())
-}
-
-/// [`append`] for sagas whose rows this transaction has already locked by
-/// updating them under the same fence (the close): the fence is the join on
-/// the generation, and no share lock is taken.
-async fn append_locked(
-    conn: &mut PgConnection,
-    step: &str,
-    event: StepEvent,
-    ids: &[SagaId],
-    generations: &[i64],
-    details: &[&str],
-) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
+    // One static statement per lock (a macro so that `concat!` can build both).
+    macro_rules! insert {
+        () => {
+            "INSERT INTO saga_step_events (saga_id, run, step, event, detail, generation)
+             SELECT s.id, s.run, $1, $2, u.detail::json, s.generation
+             FROM UNNEST($3::uuid[], $4::bigint[], $5::text[]) AS u(id, generation, detail)
+             JOIN sagas s ON s.id = u.id AND s.generation = u.generation"
+        };
     }
-    sqlx::query(
-        "INSERT INTO saga_step_events (saga_id, run, step, event, detail, generation)
-         SELECT s.id, s.run, $1, $2, u.detail::json, s.generation
-         FROM UNNEST($3::uuid[], $4::bigint[], $5::text[]) AS u(id, generation, detail)
-         JOIN sagas s ON s.id = u.id AND s.generation = u.generation",
-    )
-    .bind(step)
-    .bind(event)
-    .bind(ids)
-    .bind(generations)
-    .bind(details)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    let sql = match lock {
+        RowLock::Share => concat!(insert!(), " FOR SHARE OF s RETURNING saga_id"),
+        RowLock::Held => concat!(insert!(), " RETURNING saga_id"),
+    };
+    let written: Vec<SagaId> = sqlx::query_scalar(sql)
+        .bind(step)
+        .bind(event)
+        .bind(ids)
+        .bind(generations)
+        .bind(details)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(written.into_iter().collect())
 }
 
 /// Sets a state (and reason) on fenced sagas; `release` also drops the owner.

@@ -87,8 +87,8 @@ impl<D: SagaDef> Engine<D> {
         let mut tx = self.pool.begin().await?;
         let closed = close(&mut tx, SagaState::Done, &ids, &generations).await?;
         let done: Vec<&(usize, Output)> = ok.iter().filter(|(i, _)| closed.contains(&batch[*i].id)).collect();
-        let (ids, generations): (Vec<SagaId>, Vec<i64>) =
-            done.iter().map(|(i, _)| (batch[*i].id, batch[*i].generation)).unzip();
+        let done_indices: Vec<usize> = done.iter().map(|(i, _)| *i).collect();
+        let (ids, generations) = fence_of(batch, &done_indices);
         let details: Vec<&str> = done.iter().map(|(_, output)| output.json()).collect();
         append(
             &mut tx,
@@ -100,7 +100,7 @@ impl<D: SagaDef> Engine<D> {
             &details,
         )
         .await?;
-        let sagas: Vec<&Saga> = done.iter().map(|(i, _)| &batch[*i]).collect();
+        let sagas: Vec<&Saga> = done_indices.iter().map(|&i| &batch[i]).collect();
         self.def.on_done(&mut tx, &sagas).await?;
         tx.commit().await?;
         super::count_entered::<D>(SagaState::Done, closed.len());

@@ -59,8 +59,9 @@ pub struct EntryRow {
     pub occurred_at: DateTime<Utc>,
     /// Clearance time.
     pub clears_at: DateTime<Utc>,
-    /// Stored breakdown.
-    pub breakdown: serde_json::Value,
+    /// Stored breakdown: the shared `Breakdown`'s JSON text, `{}` for none
+    /// (migration 0014).
+    pub breakdown: String,
     /// Posting key.
     pub idempotency_key: String,
     /// Creation time.

@@ -22,15 +22,25 @@ pub(super) fn item_failure(code: &str, reason: &str, message: impl Into<String>)
     types::ItemFailure { code: code.to_string(), reason: reason.to_string(), message: message.into() }
 }
 
+/// A stored breakdown (`entries.breakdown`, text since migration 0014): the
+/// empty object, in whatever spacing a value kept, is none; anything else is
+/// the shared `Breakdown`'s JSON as the ledger wrote it. (Every field of
+/// `Breakdown` has a default, so `{}` would parse as an empty breakdown: it
+/// is told apart first.) Text that does not parse is a stored-data fault
+/// (INTERNAL), never a caller's mistake.
+fn stored_breakdown(text: &str) -> Result<Option<Breakdown>, Status> {
+    if text.chars().filter(|c| !c.is_whitespace()).eq("{}".chars()) {
+        return Ok(None);
+    }
+    serde_json::from_str::<Breakdown>(text).map(Some).map_err(internal)
+}
+
 pub(crate) fn entry_to_proto(row: store::EntryRow, history: Vec<store::EventRow>) -> Result<pb::Entry, Status> {
     let currency = Currency::from_code(&row.currency).map_err(internal)?;
     let kind = EarningKind::from_name(&row.kind).ok_or_else(|| internal(format!("stored kind {:?}", row.kind)))?;
     let entry_type =
         EntryType::parse(&row.entry_type).ok_or_else(|| internal(format!("stored entry_type {:?}", row.entry_type)))?;
-    let breakdown = match &row.breakdown {
-        serde_json::Value::Object(map) if map.is_empty() => None,
-        value => Some(breakdown_to_proto(serde_json::from_value::<Breakdown>(value.clone()).map_err(internal)?)),
-    };
+    let breakdown = stored_breakdown(&row.breakdown)?.map(breakdown_to_proto);
     Ok(pb::Entry {
         id: row.id.to_string(),
         program_id: row.program_id.to_string(),
@@ -94,4 +104,22 @@ pub(crate) fn shown_to(scope: &Identity, mut entry: pb::Entry) -> pb::Entry {
 
 pub(super) fn money(currency: Currency, amount: Decimal) -> Option<types::Money> {
     Some(amount_to_proto(currency, amount))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The three shapes a stored breakdown takes, and a fault.
+    #[test]
+    fn a_stored_breakdown_is_none_some_or_internal() {
+        assert_eq!(stored_breakdown("{}").ok(), Some(None));
+        assert_eq!(stored_breakdown(" { \n } ").ok(), Some(None), "the empty object in any spacing");
+        let mut breakdown = Breakdown { model: "PERCENTAGE".into(), rule: "owner".into(), ..Breakdown::default() };
+        breakdown.input("rate", "0.12");
+        let text = serde_json::to_string(&breakdown).unwrap_or_default();
+        assert_eq!(stored_breakdown(&text).ok(), Some(Some(breakdown)));
+        let fault = stored_breakdown("{\"model\": 7").err().map(|status| status.code());
+        assert_eq!(fault, Some(tonic::Code::Internal));
+    }
 }

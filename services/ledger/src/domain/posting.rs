@@ -61,8 +61,8 @@ impl EntryType {
 
 /// One validated line of a posting: the shared settlement [`Line`] as sent
 /// (its amount signed: > 0 a CREDIT, < 0 a DEBIT) and when the sale occurred.
-/// Its breakdown is stored as `entries.breakdown` (json, `{}` when absent)
-/// in the shared `Breakdown`'s JSON; its kind by `EarningKind::as_str`.
+/// Its breakdown is stored as `entries.breakdown` (text: the shared
+/// `Breakdown`'s JSON, `{}` when absent); its kind by `EarningKind::as_str`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PostedLine {
     /// The line.

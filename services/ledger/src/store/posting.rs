@@ -87,8 +87,8 @@ pub async fn post(
             sources.push(line.source_partner_id);
             occurred.push(posted.occurred_at);
             clears.push(line.clears_at);
-            // JSON text for the json column (issue 15: jsonb's binary form
-            // cost Postgres three times the parse, and nothing queries into it).
+            // JSON text, stored as text (migrations 0006 and 0014: nothing
+            // queries into it, and Postgres parsing it cost settlement time).
             breakdowns.push(match &line.breakdown {
                 Some(breakdown) => serde_json::to_string(breakdown).unwrap_or_else(|_| "{}".to_string()),
                 None => "{}".to_string(),
@@ -114,7 +114,7 @@ pub async fn post(
             INSERT INTO entries (id, program_id, partner_id, sale_id, kind, entry_type, currency, amount, level,
                                  source_partner_id, occurred_at, clears_at, breakdown, idempotency_key, line_index)
             SELECT l.id, $1, l.partner_id, l.sale_id, l.kind, l.entry_type, l.currency, l.amount, l.level,
-                   l.source_partner_id, l.occurred_at, l.clears_at, l.breakdown::json, l.key, l.line_index
+                   l.source_partner_id, l.occurred_at, l.clears_at, l.breakdown, l.key, l.line_index
             FROM unnest($6::uuid[], $8::uuid[], $9::text[], $10::text[], $11::text[], $12::text[], $13::numeric[],
                         $14::int4[], $15::uuid[], $16::timestamptz[], $17::timestamptz[], $18::text[], $19::text[],
                         $20::int4[])

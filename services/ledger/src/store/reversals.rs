@@ -274,7 +274,7 @@ pub async fn reverse_sale(
                                      source_partner_id, occurred_at, clears_at, breakdown, idempotency_key, line_index,
                                      reverses_entry_id, refund_id, placement)
                 SELECT id, $13, partner_id, $14, kind, 'DEBIT', $15, amount, level, source_partner_id, $16, clears_at,
-                       breakdown::json, $17, line_index, reverses_entry_id, $18, placement
+                       breakdown, $17, line_index, reverses_entry_id, $18, placement
                 FROM d ORDER BY n
             ), ev AS (
                 INSERT INTO entry_status_events (entry_id, from_status, to_status, actor, reason)

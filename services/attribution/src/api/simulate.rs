@@ -34,6 +34,7 @@ use crate::saga::settle_sale::{
     MAX_BATCH, ResolveOut, UplineOut, by_settings, cut_by_weight, program_context, resolve_sales, sale_context,
     settle_batch, settlement_lines, upline_weight, uplines_of,
 };
+use crate::store::IndexProbes;
 
 /// Longest period one simulation covers, in days.
 pub const MAX_PERIOD_DAYS: i64 = 400;
@@ -285,7 +286,8 @@ impl AttributionApi {
         let missing: Vec<usize> = (0..chunk.len()).filter(|&i| resolved[i].is_none()).collect();
         if !missing.is_empty() {
             let sales: Vec<&SaleRow> = missing.iter().map(|&i| &chunk[i]).collect();
-            let fresh = resolve_sales(&self.pool, &sales).await.map_err(accrue_kit::error::db_error)?;
+            let fresh =
+                resolve_sales(&self.pool, &sales, IndexProbes::SetLocal).await.map_err(accrue_kit::error::db_error)?;
             for (&i, answer) in missing.iter().zip(fresh) {
                 resolved[i] = keep(&mut outcomes[i], answer);
             }

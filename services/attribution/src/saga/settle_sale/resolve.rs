@@ -14,7 +14,7 @@ use super::{Item, SettleSale, all_failed};
 use crate::domain::link::Split;
 use crate::domain::sale::SaleEventType;
 use crate::domain::touch::Rule;
-use crate::store::{self, SaleHistory, SaleRow};
+use crate::store::{self, IndexProbes, SaleHistory, SaleRow};
 use sqlx::PgPool;
 
 /// resolve's output.
@@ -54,7 +54,8 @@ pub(crate) struct HistoryItem {
 
 pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepResult> {
     let sales: Vec<&SaleRow> = items.iter().map(|item| item.subject).collect();
-    match resolve_sales(&saga.pool, &sales).await {
+    // The workers' pool plans with enable_seqscan off on every connection.
+    match resolve_sales(&saga.pool, &sales, IndexProbes::Pooled).await {
         Ok(resolved) => resolved.into_iter().map(|r| r.and_then(output_kept)).collect(),
         Err(error) => all_failed(items, &error),
     }
@@ -67,9 +68,10 @@ pub(super) async fn action(saga: &SettleSale, items: &[Item<'_>]) -> Vec<StepRes
 pub(crate) async fn resolve_sales(
     pool: &PgPool,
     sales: &[&SaleRow],
+    probes: IndexProbes,
 ) -> Result<Vec<Result<ResolveOut, StepError>>, sqlx::Error> {
     let ids: Vec<SaleId> = sales.iter().map(|sale| sale.id).collect();
-    let rows = store::sale_histories(pool, &ids).await?;
+    let rows = store::sale_histories(pool, &ids, probes).await?;
     let by_id: HashMap<SaleId, SaleHistory> = rows.into_iter().map(|row| (row.id, row)).collect();
     Ok(sales
         .iter()

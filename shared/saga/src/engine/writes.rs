@@ -348,7 +348,17 @@ impl<D: SagaDef> Engine<D> {
         index: usize,
         event: StepEvent,
     ) -> Result<Vec<usize>, sqlx::Error> {
-        self.write_fenced(batch, index, event, pairs, async |_, _, _| Ok(())).await
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One statement needs no transaction block: it commits on its own, and
+        // its share locks on the saga rows last until then, as they did
+        // inside a block — one round trip instead of BEGIN, INSERT, COMMIT
+        // (issue 15: post's `started`, at every settle batch).
+        let mut conn = self.pool.acquire().await?;
+        let (indices, kept) = self.append_fenced(&mut conn, batch, index, event, pairs).await?;
+        drop_lost(batch, &indices, &kept);
+        Ok(indices.into_iter().filter(|&i| kept.contains(&batch[i].id)).collect())
     }
 
     /// The generation-fenced write of a step event: appends `event` for each
@@ -368,19 +378,35 @@ impl<D: SagaDef> Engine<D> {
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
-        let step = self.def.steps()[index].name;
         let mut tx = self.pool.begin().await?;
-        let indices: Vec<usize> = pairs.iter().map(|(i, _)| *i).collect();
-        let (ids, generations) = fence_of(batch, &indices);
-        // Sent as the outputs' JSON text, serialized once when the step
-        // produced them.
-        let details: Vec<&str> = pairs.iter().map(|(_, detail)| detail.json()).collect();
-        let kept = append(&mut tx, RowLock::Share, step, event, &ids, &generations, &details).await?;
+        let (indices, kept) = self.append_fenced(&mut tx, batch, index, event, pairs).await?;
         let applied: Vec<usize> = indices.iter().copied().filter(|&i| kept.contains(&batch[i].id)).collect();
         then(&mut tx, batch, &applied).await?;
         tx.commit().await?;
         drop_lost(batch, &indices, &kept);
         Ok(applied)
+    }
+
+    /// Appends `event` for each `(index, detail)` on `conn`, fenced and with
+    /// the saga rows share-locked (see [`append`]). Returns the indices of
+    /// `pairs`, in order, and the sagas whose event was written; the caller
+    /// drops the rest once its write has committed.
+    async fn append_fenced(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[Saga],
+        index: usize,
+        event: StepEvent,
+        pairs: &[(usize, Output)],
+    ) -> Result<(Vec<usize>, HashSet<SagaId>), sqlx::Error> {
+        let step = self.def.steps()[index].name;
+        let indices: Vec<usize> = pairs.iter().map(|(i, _)| *i).collect();
+        let (ids, generations) = fence_of(batch, &indices);
+        // Sent as the outputs' JSON text, serialized once when the step
+        // produced them.
+        let details: Vec<&str> = pairs.iter().map(|(_, detail)| detail.json()).collect();
+        let kept = append(conn, RowLock::Share, step, event, &ids, &generations, &details).await?;
+        Ok((indices, kept))
     }
 
     /// Graceful shutdown: gives every held saga back at once (no backoff).

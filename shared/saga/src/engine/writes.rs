@@ -86,30 +86,17 @@ impl<D: SagaDef> Engine<D> {
         let (ids, generations) = fence_of(batch, &indices);
         let mut tx = self.pool.begin().await?;
         let closed = close(&mut tx, SagaState::Done, &ids, &generations).await?;
-        let done: Vec<&(usize, Output)> = ok.iter().filter(|(i, _)| closed.contains(&batch[*i].id)).collect();
-        let done_indices: Vec<usize> = done.iter().map(|(i, _)| *i).collect();
-        let (ids, generations) = fence_of(batch, &done_indices);
-        let details: Vec<&str> = done.iter().map(|(_, output)| output.json()).collect();
-        append(
-            &mut tx,
-            RowLock::Held,
-            self.def.steps()[index].name,
-            StepEvent::Succeeded,
-            &ids,
-            &generations,
-            &details,
-        )
-        .await?;
+        let (done, _lost): (Vec<_>, Vec<_>) = ok.into_iter().partition(|(i, _)| closed.contains(&batch[*i].id));
+        let (done_indices, _) =
+            self.append_fenced(&mut tx, RowLock::Held, batch, index, StepEvent::Succeeded, &done).await?;
         let sagas: Vec<&Saga> = done_indices.iter().map(|&i| &batch[i]).collect();
         self.def.on_done(&mut tx, &sagas).await?;
         tx.commit().await?;
         super::count_entered::<D>(SagaState::Done, closed.len());
         drop_lost(batch, &indices, &closed);
-        for (i, output) in ok {
-            if closed.contains(&batch[i].id) {
-                batch[i].log[index].output = Some(output);
-                batch[i].gone = true;
-            }
+        for (i, output) in done {
+            batch[i].log[index].output = Some(output);
+            batch[i].gone = true;
         }
         Ok(())
     }
@@ -356,7 +343,7 @@ impl<D: SagaDef> Engine<D> {
         // inside a block — one round trip instead of BEGIN, INSERT, COMMIT
         // (issue 15: post's `started`, at every settle batch).
         let mut conn = self.pool.acquire().await?;
-        let (indices, kept) = self.append_fenced(&mut conn, batch, index, event, pairs).await?;
+        let (indices, kept) = self.append_fenced(&mut conn, RowLock::Share, batch, index, event, pairs).await?;
         drop_lost(batch, &indices, &kept);
         Ok(indices.into_iter().filter(|&i| kept.contains(&batch[i].id)).collect())
     }
@@ -379,7 +366,7 @@ impl<D: SagaDef> Engine<D> {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        let (indices, kept) = self.append_fenced(&mut tx, batch, index, event, pairs).await?;
+        let (indices, kept) = self.append_fenced(&mut tx, RowLock::Share, batch, index, event, pairs).await?;
         let applied: Vec<usize> = indices.iter().copied().filter(|&i| kept.contains(&batch[i].id)).collect();
         then(&mut tx, batch, &applied).await?;
         tx.commit().await?;
@@ -387,13 +374,14 @@ impl<D: SagaDef> Engine<D> {
         Ok(applied)
     }
 
-    /// Appends `event` for each `(index, detail)` on `conn`, fenced and with
-    /// the saga rows share-locked (see [`append`]). Returns the indices of
+    /// Appends `event` for each `(index, detail)` on `conn`, fenced, with the
+    /// saga rows held as `lock` says (see [`append`]). Returns the indices of
     /// `pairs`, in order, and the sagas whose event was written; the caller
     /// drops the rest once its write has committed.
     async fn append_fenced(
         &self,
         conn: &mut PgConnection,
+        lock: RowLock,
         batch: &[Saga],
         index: usize,
         event: StepEvent,
@@ -405,7 +393,7 @@ impl<D: SagaDef> Engine<D> {
         // Sent as the outputs' JSON text, serialized once when the step
         // produced them.
         let details: Vec<&str> = pairs.iter().map(|(_, detail)| detail.json()).collect();
-        let kept = append(conn, RowLock::Share, step, event, &ids, &generations, &details).await?;
+        let kept = append(conn, lock, step, event, &ids, &generations, &details).await?;
         Ok((indices, kept))
     }
 

@@ -104,8 +104,9 @@ impl HierarchyService for HierarchyApi {
     async fn get_program(&self, request: Request<pb::GetProgramRequest>) -> Result<Response<pb::Program>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
         accrue_kit::auth::caller(&request)?.require_program(id)?;
-        let row = store::get_program(&self.pool, id).await?.ok_or_else(|| not_found("program", id))?;
-        Ok(Response::new(program_reply(&self.pool, &row).await?))
+        let (row, history) =
+            store::get_program_with_history(&self.pool, id).await?.ok_or_else(|| not_found("program", id))?;
+        Ok(Response::new(program_with_history(&row, &history)?))
     }
 
     async fn update_program(
@@ -271,8 +272,9 @@ impl HierarchyService for HierarchyApi {
         violations.into_result()?;
         let program_id = program_id.ok_or_else(|| invalid_field("program_id", "is required"))?;
         scope.require_program(program_id)?;
-        let program =
-            store::get_program(&self.pool, program_id).await?.ok_or_else(|| not_found("program", program_id))?;
+        let (program, history) = store::get_program_with_history(&self.pool, program_id)
+            .await?
+            .ok_or_else(|| not_found("program", program_id))?;
         let mut unique = ids.clone();
         unique.sort_unstable();
         unique.dedup();
@@ -295,7 +297,7 @@ impl HierarchyService for HierarchyApi {
                 .collect::<Result<Vec<_>, _>>()?;
             uplines.push(pb::Upline { partner: Some(partner_ref(row)?), ancestors });
         }
-        Ok(Response::new(pb::GetUplinesResponse { program: Some(program_reply(&self.pool, &program).await?), uplines }))
+        Ok(Response::new(pb::GetUplinesResponse { program: Some(program_with_history(&program, &history)?), uplines }))
     }
 
     /// CountActiveDirectPartners (issue 16 item 3): per (partner, time) the

@@ -265,6 +265,55 @@ pub async fn get_program(executor: impl PgExecutor<'_>, id: ProgramId) -> Result
         .map_err(StoreError::from)
 }
 
+/// A program with its settlement settings over time (oldest first), in one
+/// statement: what GetProgram and GetUplines answer with, one round trip
+/// instead of [`get_program`] then [`settings_history`] (issue 15: GetUplines
+/// runs for every settlement batch and every batch of recorded sales).
+pub async fn get_program_with_history(
+    executor: impl PgExecutor<'_>,
+    id: ProgramId,
+) -> Result<Option<(ProgramRow, Vec<SettingsVersionRow>)>, StoreError> {
+    #[derive(sqlx::FromRow)]
+    struct Joined {
+        #[sqlx(flatten)]
+        program: ProgramRow,
+        h_versions: Vec<i32>,
+        h_effective: Vec<DateTime<Utc>>,
+        h_rounding: Vec<String>,
+        h_depth_caps: Vec<i32>,
+        h_compression: Vec<bool>,
+    }
+    let joined = sqlx::query_as::<_, Joined>(concat!(
+        "SELECT ",
+        program_columns!(),
+        ", h.* FROM programs, LATERAL (
+             SELECT coalesce(array_agg(version ORDER BY version), '{}') AS h_versions,
+                    coalesce(array_agg(effective_from ORDER BY version), '{}') AS h_effective,
+                    coalesce(array_agg(rounding_mode ORDER BY version), '{}') AS h_rounding,
+                    coalesce(array_agg(override_depth_cap ORDER BY version), '{}') AS h_depth_caps,
+                    coalesce(array_agg(compression_enabled ORDER BY version), '{}') AS h_compression
+             FROM program_settings_versions WHERE program_id = programs.id) h
+         WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(executor)
+    .await?;
+    Ok(joined.map(|j| {
+        let history = j
+            .h_versions
+            .into_iter()
+            .zip(j.h_effective)
+            .zip(j.h_rounding)
+            .zip(j.h_depth_caps)
+            .zip(j.h_compression)
+            .map(|((((version, effective_from), rounding_mode), override_depth_cap), compression_enabled)| {
+                SettingsVersionRow { version, effective_from, rounding_mode, override_depth_cap, compression_enabled }
+            })
+            .collect();
+        (j.program, history)
+    }))
+}
+
 /// Takes the program's tree lock for the rest of the transaction: exclusive
 /// for moves (SetParent), shared for inserts under a parent, so a move never
 /// races another move or a new child reading a path being rewritten.

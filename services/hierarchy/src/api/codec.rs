@@ -63,10 +63,17 @@ pub(super) async fn program_reply(
     row: &ProgramRow,
 ) -> Result<pb::Program, Status> {
     let history = store::settings_history(executor, row.id).await?;
+    program_with_history(row, &history)
+}
+
+/// The reply for a program read with its settings history
+/// ([`store::get_program_with_history`]); INTERNAL when it has no settings
+/// version (every program is created with its first).
+pub(super) fn program_with_history(row: &ProgramRow, history: &[SettingsVersionRow]) -> Result<pb::Program, Status> {
     if history.is_empty() {
         return Err(internal(format!("program {} has no settings version", row.id)));
     }
-    program_to_proto(row, &history)
+    program_to_proto(row, history)
 }
 
 pub(super) fn program_to_proto(row: &ProgramRow, history: &[SettingsVersionRow]) -> Result<pb::Program, Status> {

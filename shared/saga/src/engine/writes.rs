@@ -43,16 +43,8 @@ impl<D: SagaDef> Engine<D> {
                         applied.iter().copied().filter(|&i| batch[i].log[index + 1].output.is_none()).collect();
                     let (ids, generations) = fence_of(batch, &next);
                     let empty = vec!["{}"; ids.len()];
-                    premarked = append(
-                        tx,
-                        RowLock::Share,
-                        steps[index + 1].name,
-                        StepEvent::Started,
-                        &ids,
-                        &generations,
-                        &empty,
-                    )
-                    .await?;
+                    premarked =
+                        append(tx, steps[index + 1].name, StepEvent::Started, &ids, &generations, &empty).await?;
                 }
                 Ok(())
             })
@@ -72,31 +64,32 @@ impl<D: SagaDef> Engine<D> {
     }
 
     /// The last step's `succeeded`: in one transaction, closes the sagas
-    /// done (fenced), appends `succeeded` with each output for the sagas it
-    /// closed, and lets the definition's `on_done` write its change. The
-    /// close goes first because its update takes each saga's row lock, which
-    /// the append then needs no share lock for: appended first, as the other
-    /// fenced writes are, it share-locked every saga row only for the close
-    /// to lock it again, a lock record in the WAL per saga (issue 15).
+    /// done (fenced) and appends `succeeded` with each output for the sagas
+    /// it closed — one statement ([`close_done`]) — and lets the
+    /// definition's `on_done` write its change. The close takes each saga's
+    /// row lock, so the append needs no share lock of its own: appended
+    /// first, as the other fenced writes are, it share-locked every saga row
+    /// only for the close to lock it again, a lock record in the WAL per
+    /// saga (issue 15).
     async fn record_done(&self, batch: &mut [Saga], index: usize, ok: Vec<(usize, Output)>) -> Result<(), sqlx::Error> {
         if ok.is_empty() {
             return Ok(());
         }
         let indices: Vec<usize> = ok.iter().map(|(i, _)| *i).collect();
         let (ids, generations) = fence_of(batch, &indices);
+        let details: Vec<&str> = ok.iter().map(|(_, detail)| detail.json()).collect();
         let mut tx = self.pool.begin().await?;
-        let closed = close(&mut tx, SagaState::Done, &ids, &generations).await?;
-        let (done, _lost): (Vec<_>, Vec<_>) = ok.into_iter().partition(|(i, _)| closed.contains(&batch[*i].id));
-        let (done_indices, _) =
-            self.append_fenced(&mut tx, RowLock::Held, batch, index, StepEvent::Succeeded, &done).await?;
-        let sagas: Vec<&Saga> = done_indices.iter().map(|&i| &batch[i]).collect();
+        let closed = close_done(&mut tx, self.def.steps()[index].name, &ids, &generations, &details).await?;
+        let sagas: Vec<&Saga> = indices.iter().map(|&i| &batch[i]).filter(|s| closed.contains(&s.id)).collect();
         self.def.on_done(&mut tx, &sagas).await?;
         tx.commit().await?;
         super::count_entered::<D>(SagaState::Done, closed.len());
         drop_lost(batch, &indices, &closed);
-        for (i, output) in done {
-            batch[i].log[index].output = Some(output);
-            batch[i].gone = true;
+        for (i, output) in ok {
+            if closed.contains(&batch[i].id) {
+                batch[i].log[index].output = Some(output);
+                batch[i].gone = true;
+            }
         }
         Ok(())
     }
@@ -343,7 +336,7 @@ impl<D: SagaDef> Engine<D> {
         // inside a block — one round trip instead of BEGIN, INSERT, COMMIT
         // (issue 15: post's `started`, at every settle batch).
         let mut conn = self.pool.acquire().await?;
-        let (indices, kept) = self.append_fenced(&mut conn, RowLock::Share, batch, index, event, pairs).await?;
+        let (indices, kept) = self.append_fenced(&mut conn, batch, index, event, pairs).await?;
         drop_lost(batch, &indices, &kept);
         Ok(indices.into_iter().filter(|&i| kept.contains(&batch[i].id)).collect())
     }
@@ -366,7 +359,7 @@ impl<D: SagaDef> Engine<D> {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        let (indices, kept) = self.append_fenced(&mut tx, RowLock::Share, batch, index, event, pairs).await?;
+        let (indices, kept) = self.append_fenced(&mut tx, batch, index, event, pairs).await?;
         let applied: Vec<usize> = indices.iter().copied().filter(|&i| kept.contains(&batch[i].id)).collect();
         then(&mut tx, batch, &applied).await?;
         tx.commit().await?;
@@ -374,14 +367,13 @@ impl<D: SagaDef> Engine<D> {
         Ok(applied)
     }
 
-    /// Appends `event` for each `(index, detail)` on `conn`, fenced, with the
-    /// saga rows held as `lock` says (see [`append`]). Returns the indices of
+    /// Appends `event` for each `(index, detail)` on `conn`, fenced (see
+    /// [`append`]). Returns the indices of
     /// `pairs`, in order, and the sagas whose event was written; the caller
     /// drops the rest once its write has committed.
     async fn append_fenced(
         &self,
         conn: &mut PgConnection,
-        lock: RowLock,
         batch: &[Saga],
         index: usize,
         event: StepEvent,
@@ -393,7 +385,7 @@ impl<D: SagaDef> Engine<D> {
         // Sent as the outputs' JSON text, serialized once when the step
         // produced them.
         let details: Vec<&str> = pairs.iter().map(|(_, detail)| detail.json()).collect();
-        let kept = append(conn, lock, step, event, &ids, &generations, &details).await?;
+        let kept = append(conn, step, event, &ids, &generations, &details).await?;
         Ok((indices, kept))
     }
 
@@ -460,23 +452,13 @@ pub(super) fn drop_lost(batch: &mut [Saga], indices: &[usize], kept: &HashSet<Sa
     }
 }
 
-/// How [`append`] holds each saga row while it writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RowLock {
-    /// Share-lock it, so that a concurrent claim waits or wins cleanly.
-    Share,
-    /// This transaction has already locked it by updating it under the
-    /// same fence (the close): no second lock.
-    Held,
-}
-
 /// Appends one event per saga (`ids`, `generations` and `details` as JSON
 /// text, index by index), fenced: a row is only written while the saga's
-/// generation is still the claimed one, with the saga row held as `lock`
-/// says. Returns the sagas whose event was written.
+/// generation is still the claimed one, with the saga row share-locked so
+/// that a concurrent claim waits or wins cleanly. Returns the sagas whose
+/// event was written.
 pub(super) async fn append(
     conn: &mut PgConnection,
-    lock: RowLock,
     step: &str,
     event: StepEvent,
     ids: &[SagaId],
@@ -486,19 +468,11 @@ pub(super) async fn append(
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
-    // One static statement per lock (a macro so that `concat!` can build both).
-    macro_rules! insert {
-        () => {
-            "INSERT INTO saga_step_events (saga_id, run, step, event, detail, generation)
-             SELECT s.id, s.run, $1, $2, u.detail::json, s.generation
-             FROM UNNEST($3::uuid[], $4::bigint[], $5::text[]) AS u(id, generation, detail)
-             JOIN sagas s ON s.id = u.id AND s.generation = u.generation"
-        };
-    }
-    let sql = match lock {
-        RowLock::Share => concat!(insert!(), " FOR SHARE OF s RETURNING saga_id"),
-        RowLock::Held => concat!(insert!(), " RETURNING saga_id"),
-    };
+    let sql = "INSERT INTO saga_step_events (saga_id, run, step, event, detail, generation)
+               SELECT s.id, s.run, $1, $2, u.detail::json, s.generation
+               FROM UNNEST($3::uuid[], $4::bigint[], $5::text[]) AS u(id, generation, detail)
+               JOIN sagas s ON s.id = u.id AND s.generation = u.generation
+               FOR SHARE OF s RETURNING saga_id";
     let written: Vec<SagaId> = sqlx::query_scalar(sql)
         .bind(step)
         .bind(event)
@@ -555,6 +529,40 @@ pub(super) async fn close(
     .bind(ids)
     .bind(generations)
     .bind(state)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(closed.into_iter().collect())
+}
+
+/// Ends fenced sagas done and, in the same statement, appends `step`'s
+/// `succeeded` with each one's detail (JSON text, index by index with `ids`)
+/// for the sagas it ended: the close's update holds each saga row, so the
+/// append is fenced by it. One round trip instead of two (issue 15).
+/// Returns the sagas it ended.
+pub(super) async fn close_done(
+    conn: &mut PgConnection,
+    step: &str,
+    ids: &[SagaId],
+    generations: &[i64],
+    details: &[&str],
+) -> Result<HashSet<SagaId>, sqlx::Error> {
+    let closed: Vec<SagaId> = sqlx::query_scalar(
+        "WITH closed AS (
+             UPDATE sagas s SET state = $4, owner = NULL, lease_expires_at = NULL, updated_at = now()
+             FROM UNNEST($1::uuid[], $2::bigint[], $3::text[]) AS u(id, generation, detail)
+             WHERE s.id = u.id AND s.generation = u.generation
+             RETURNING s.id, s.run, s.generation, u.detail
+         )
+         INSERT INTO saga_step_events (saga_id, run, step, event, detail, generation)
+         SELECT c.id, c.run, $5, $6, c.detail::json, c.generation FROM closed c
+         RETURNING saga_id",
+    )
+    .bind(ids)
+    .bind(generations)
+    .bind(details)
+    .bind(SagaState::Done)
+    .bind(step)
+    .bind(StepEvent::Succeeded)
     .fetch_all(&mut *conn)
     .await?;
     Ok(closed.into_iter().collect())

@@ -55,6 +55,8 @@ pub struct AttributionApi {
     /// Where RecordSale queues its sale to be recorded with the calls that
     /// arrive with it ([`coalesce`]); none in the recorders' own copy.
     coalescer: Option<coalesce::Coalescer>,
+    /// Sellers' roles this process has been told (shared by every copy).
+    seller_roles: SellerRoles,
 }
 
 /// The bounds the API holds callers to beyond each field's own rules.
@@ -70,7 +72,7 @@ impl AttributionApi {
     /// A new API over the service's pool, its peers, what wakes the local
     /// saga workers when sagas are started, and its limits.
     pub(crate) fn new(pool: PgPool, peers: Peers, wake: crate::saga::Wake, limits: Limits) -> Self {
-        AttributionApi { pool, peers, wake, limits, coalescer: None }
+        AttributionApi { pool, peers, wake, limits, coalescer: None, seller_roles: SellerRoles::default() }
     }
 
     /// This API with RecordSale calls recorded together, and the recorders
@@ -299,9 +301,11 @@ impl AttributionService for AttributionApi {
     /// transaction; an invalid sale fails the call naming `sales[i].…` and
     /// nothing of its message is written (earlier messages stay recorded).
     /// A new sale whose seller may not transact fails the call the same way
-    /// (FAILED_PRECONDITION ROLE_MAY_NOT_TRANSACT naming `sales[i]`). Seller
-    /// roles cost at most one hierarchy.GetUplines per message and program,
-    /// and none for sellers an earlier message of the call already looked up.
+    /// (FAILED_PRECONDITION ROLE_MAY_NOT_TRANSACT naming `sales[i]`). A
+    /// program's non-transacting roles are read once per call (one
+    /// hierarchy.GetUplines per program); sellers' roles at most once per
+    /// message and program, and only for sellers this process has not
+    /// looked up before (a role never changes).
     async fn record_sales(
         &self,
         request: Request<Streaming<pb::RecordSalesRequest>>,

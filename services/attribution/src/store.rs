@@ -421,9 +421,18 @@ pub(crate) async fn record_sales(
     }
 
     let mut tx = pool.begin().await?;
-    let programs: Vec<ProgramId> = unique.iter().map(|&i| sales[i].program_id).collect();
-    let externals: Vec<String> = unique.iter().map(|&i| sales[i].external_id.clone()).collect();
-    let mut stored: HashMap<(ProgramId, String), SaleRow> = fetch_by_external(&mut tx, &programs, &externals).await?;
+    // The sales stored already are read first only when a seller of the
+    // batch may not transact: only a new sale of theirs stops the batch, a
+    // replay returns the stored sale. Otherwise a stored sale is simply not
+    // inserted again (ON CONFLICT below) and is read back with any that a
+    // concurrent call won, one round trip fewer per batch (issue 15).
+    let mut stored: HashMap<(ProgramId, String), SaleRow> = if barred.is_empty() {
+        HashMap::new()
+    } else {
+        let programs: Vec<ProgramId> = unique.iter().map(|&i| sales[i].program_id).collect();
+        let externals: Vec<String> = unique.iter().map(|&i| sales[i].external_id.clone()).collect();
+        fetch_by_external(&mut tx, &programs, &externals).await?
+    };
     for &i in &unique {
         if let Some(row) = stored.get(&(sales[i].program_id, sales[i].external_id.clone()))
             && row.request_hash != hashes[i]
@@ -495,15 +504,27 @@ pub(crate) async fn record_sales(
             models.push(rule.model.as_str());
             windows.push(rule.window_days);
         }
+        // Each sale inserted with its SettleSale saga row (an attributed
+        // one's), in one statement: the foreign key is checked at its end.
+        let traces: Vec<Option<&String>> =
+            fresh.iter().map(|&i| traceparents.get(i).and_then(Option::as_ref)).collect();
         let inserted: Vec<SaleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO sales (id, program_id, external_id, request_hash, customer_external_id, event_type, currency,
-                 amount, product_code, service_code, occurred_at, link_id, partner_id, splits, state, saga_id,
-                 attribution_model, attribution_window_days)
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                 $8::numeric[], $9::text[], $10::text[], $11::timestamptz[], $12::uuid[], $13::uuid[], $14::jsonb[],
-                 $15::text[], $16::uuid[], $17::text[], $18::int[])
-             ON CONFLICT (program_id, external_id) DO NOTHING
-             RETURNING {SALE_COLUMNS}"
+            "WITH s AS (
+                 INSERT INTO sales (id, program_id, external_id, request_hash, customer_external_id, event_type,
+                     currency, amount, product_code, service_code, occurred_at, link_id, partner_id, splits, state,
+                     saga_id, attribution_model, attribution_window_days)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::numeric[], $9::text[], $10::text[], $11::timestamptz[], $12::uuid[],
+                     $13::uuid[], $14::jsonb[], $15::text[], $16::uuid[], $17::text[], $18::int[])
+                 ON CONFLICT (program_id, external_id) DO NOTHING
+                 RETURNING {SALE_COLUMNS}
+             ), started AS (
+                 INSERT INTO sagas (id, program_id, sale_id, kind, state, traceparent)
+                 SELECT s.saga_id, s.program_id, s.id, $19, $20, t.traceparent
+                 FROM s JOIN UNNEST($1::uuid[], $21::text[]) AS t(sale_id, traceparent) ON t.sale_id = s.id
+                 WHERE s.saga_id IS NOT NULL
+             )
+             SELECT * FROM s"
         )))
         .bind(&ids)
         .bind(&program_ids)
@@ -523,8 +544,12 @@ pub(crate) async fn record_sales(
         .bind(&saga_ids)
         .bind(&models)
         .bind(&windows)
+        .bind(SettleSale::KIND)
+        .bind(SagaState::Running)
+        .bind(&traces)
         .fetch_all(&mut *tx)
         .await?;
+        sagas_started = inserted.iter().filter(|row| row.saga_id.is_some()).count();
 
         // The outbox, in the recording transaction: one sale.recorded per
         // sale inserted (a replayed or concurrently won sale has its event
@@ -533,36 +558,6 @@ pub(crate) async fn record_sales(
             inserted.iter().map(|row| events::sale(&catalogue::SALE_RECORDED, row, row.created_at)).collect();
         accrue_kit::events::insert(&mut tx, &recorded).await?;
 
-        let started: Vec<&SaleRow> = inserted.iter().filter(|row| row.saga_id.is_some()).collect();
-        if !started.is_empty() {
-            let trace_of: HashMap<(ProgramId, &str), Option<&String>> = fresh
-                .iter()
-                .map(|&i| {
-                    ((sales[i].program_id, sales[i].external_id.as_str()), traceparents.get(i).and_then(Option::as_ref))
-                })
-                .collect();
-            let traces: Vec<Option<&String>> = started
-                .iter()
-                .map(|row| trace_of.get(&(row.program_id, row.external_id.as_str())).copied().flatten())
-                .collect();
-            let saga_ids: Vec<SagaId> = started.iter().filter_map(|row| row.saga_id).collect();
-            let saga_programs: Vec<ProgramId> = started.iter().map(|row| row.program_id).collect();
-            let saga_sales: Vec<SaleId> = started.iter().map(|row| row.id).collect();
-            sqlx::query(
-                "INSERT INTO sagas (id, program_id, sale_id, kind, state, traceparent)
-                 SELECT id, program_id, sale_id, $4, $5, traceparent
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $6::text[]) AS u(id, program_id, sale_id, traceparent)",
-            )
-            .bind(&saga_ids)
-            .bind(&saga_programs)
-            .bind(&saga_sales)
-            .bind(SettleSale::KIND)
-            .bind(SagaState::Running)
-            .bind(&traces)
-            .execute(&mut *tx)
-            .await?;
-            sagas_started = saga_ids.len();
-        }
         let inserted_keys: HashSet<(ProgramId, String)> =
             inserted.iter().map(|row| (row.program_id, row.external_id.clone())).collect();
         for row in inserted {

@@ -72,53 +72,80 @@ impl AttributionApi {
         Ok(())
     }
 
+    /// Reads the non-transacting roles (seed 002) of every program of
+    /// `sales` that `roles` does not hold yet: one hierarchy.GetUplines per
+    /// program, naming no partner. Read on every call, not kept across
+    /// calls, because UpdateProgram changes the list; a sale into a program
+    /// that does not exist is NOT_FOUND (hierarchy's answer), never recorded.
+    pub(super) async fn program_roles(&self, sales: &[SaleInput], roles: &mut RoleCache) -> Result<(), Status> {
+        let mut programs: Vec<ProgramId> =
+            sales.iter().map(|sale| sale.program_id).filter(|id| !roles.programs.contains_key(id)).collect();
+        programs.sort_unstable();
+        programs.dedup();
+        for program_id in programs {
+            let response = self.get_uplines(program_id, &[]).await?;
+            let program =
+                response.program.ok_or_else(|| accrue_kit::internal("hierarchy.GetUplines returned no program"))?;
+            roles.programs.insert(program_id, program.non_transacting_roles);
+        }
+        Ok(())
+    }
+
     /// The sellers of `sales` (their link owners) that may not transact,
     /// partner → role (seed 002: a role in the program's
-    /// `non_transacting_roles`). Asks hierarchy.GetUplines once per program
-    /// for the sellers `roles` does not know yet, and remembers the answers
-    /// for the rest of the call. NOT_FOUND when a sale's program does not
-    /// exist.
+    /// `non_transacting_roles`, which [`program_roles`](Self::program_roles)
+    /// read into `roles`). A seller's role is asked of hierarchy.GetUplines
+    /// (once per program, for every seller not known yet) only in a program
+    /// that bars some role, and only once per process: a partner's role
+    /// and program never change ([`SellerRoles`]).
     pub(super) async fn barred_sellers(
         &self,
         sales: &[SaleInput],
         attributions: &Attributions,
-        roles: &mut RoleCache,
+        roles: &RoleCache,
     ) -> Result<HashMap<PartnerId, String>, Status> {
-        // Every program of the batch is looked up at least once per call,
-        // attributed sellers or not: a sale into a program that does not
-        // exist is NOT_FOUND (hierarchy's answer), never recorded.
         let mut sellers: HashMap<ProgramId, HashSet<PartnerId>> = HashMap::new();
         for sale in sales {
-            let program = sellers.entry(sale.program_id).or_default();
             if let Some(attribution) = store::attribution_of(attributions, sale) {
-                program.insert(attribution.partner_id);
+                sellers.entry(sale.program_id).or_default().insert(attribution.partner_id);
             }
         }
         let mut barred = HashMap::new();
         for (program_id, partners) in sellers {
-            // Once the program is known to bar no role, its sellers need no look-up.
-            let open = roles.programs.get(&program_id).is_some_and(Vec::is_empty);
-            let mut unknown: Vec<PartnerId> =
-                partners.iter().copied().filter(|id| !open && !roles.partners.contains_key(id)).collect();
-            if !roles.programs.contains_key(&program_id) || !unknown.is_empty() {
+            let Some(non_transacting) = roles.programs.get(&program_id).cloned() else {
+                return Err(accrue_kit::internal(format!("program {program_id}'s roles were not read")));
+            };
+            if non_transacting.is_empty() {
+                continue;
+            }
+            // Looked up here, not read back from the cache, which may have
+            // evicted an answer meanwhile.
+            let mut known: HashMap<PartnerId, String> = HashMap::with_capacity(partners.len());
+            let mut unknown = Vec::new();
+            for &id in &partners {
+                match self.seller_roles.get(program_id, id) {
+                    Some(role) => {
+                        known.insert(id, role);
+                    }
+                    None => unknown.push(id),
+                }
+            }
+            if !unknown.is_empty() {
                 unknown.sort_unstable();
                 let response = self.get_uplines(program_id, &unknown).await?;
-                let program =
-                    response.program.ok_or_else(|| accrue_kit::internal("hierarchy.GetUplines returned no program"))?;
-                roles.programs.insert(program_id, program.non_transacting_roles);
                 for partner in response.uplines.into_iter().filter_map(|upline| upline.partner) {
                     if let Ok(id) = partner.id.parse::<PartnerId>() {
-                        roles.partners.insert(id, partner.role);
+                        self.seller_roles.insert(program_id, id, partner.role.clone());
+                        known.insert(id, partner.role);
                     }
                 }
             }
-            let Some(non_transacting) = roles.programs.get(&program_id) else { continue };
             for partner_id in partners {
-                if let Some(role) = roles.partners.get(&partner_id)
-                    && !role.is_empty()
-                    && non_transacting.contains(role)
-                {
-                    barred.insert(partner_id, role.clone());
+                let role = known.remove(&partner_id).ok_or_else(|| {
+                    accrue_kit::internal(format!("hierarchy.GetUplines did not return seller {partner_id}"))
+                })?;
+                if !role.is_empty() && non_transacting.contains(&role) {
+                    barred.insert(partner_id, role);
                 }
             }
         }
@@ -143,7 +170,12 @@ impl AttributionApi {
             Some(message) => format!("sales[{i}] (stream message {message}): "),
             None => String::new(),
         };
-        let attributions = store::attributions(&self.pool, sales).await?;
+        // The programs' roles do not depend on the attribution: both reads
+        // at once, one round trip's wait instead of two (issue 15).
+        let (attributions, ()) = tokio::try_join!(
+            async { store::attributions(&self.pool, sales).await.map_err(Status::from) },
+            self.program_roles(sales, roles)
+        )?;
         let barred = self.barred_sellers(sales, &attributions, roles).await?;
         match store::record_sales(&self.pool, sales, traceparents, &attributions, &barred).await? {
             RecordOutcome::SellerMayNotTransact { index, partner_id, role } => {
@@ -196,12 +228,44 @@ pub(super) fn stream_idle(idle: std::time::Duration, messages: usize, sales: usi
     )
 }
 
-/// What one RecordSale / RecordSales call learned from the hierarchy service:
-/// each program's non-transacting roles and each seller's role. Roles never
-/// change; the barred list may (UpdateProgram), but one call reads it once so
-/// that every sale of the call is judged by the same list.
+/// What one RecordSale / RecordSales call read from the hierarchy service:
+/// each program's non-transacting roles. The list may change
+/// (UpdateProgram), so it is read once per call, and every sale of the call
+/// is judged by the same list.
 #[derive(Debug, Default)]
 pub(super) struct RoleCache {
     programs: HashMap<ProgramId, Vec<String>>,
-    partners: HashMap<PartnerId, String>,
+}
+
+/// Sellers' roles, kept for the life of the process: a partner's role and
+/// program are set when it is created and never change (hierarchy has no
+/// RPC that changes them), so an answer stays true. Bounded to
+/// [`SellerRoles::CAPACITY`] partners; one evicted is asked again.
+#[derive(Clone)]
+pub(crate) struct SellerRoles(std::sync::Arc<quick_cache::sync::Cache<PartnerId, (ProgramId, String)>>);
+
+impl std::fmt::Debug for SellerRoles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SellerRoles").field("len", &self.0.len()).finish()
+    }
+}
+
+impl Default for SellerRoles {
+    fn default() -> Self {
+        SellerRoles(std::sync::Arc::new(quick_cache::sync::Cache::new(Self::CAPACITY)))
+    }
+}
+
+impl SellerRoles {
+    /// Partners remembered (about 100 bytes each).
+    pub(crate) const CAPACITY: usize = 100_000;
+
+    /// The role of `partner_id` in `program_id` ("" for none), if known.
+    fn get(&self, program_id: ProgramId, partner_id: PartnerId) -> Option<String> {
+        self.0.get(&partner_id).filter(|(program, _)| *program == program_id).map(|(_, role)| role)
+    }
+
+    fn insert(&self, program_id: ProgramId, partner_id: PartnerId, role: String) {
+        self.0.insert(partner_id, (program_id, role));
+    }
 }

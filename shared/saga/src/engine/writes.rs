@@ -66,11 +66,9 @@ impl<D: SagaDef> Engine<D> {
     /// The last step's `succeeded`: in one transaction, closes the sagas
     /// done (fenced) and appends `succeeded` with each output for the sagas
     /// it closed — one statement ([`close_done`]) — and lets the
-    /// definition's `on_done` write its change. The close takes each saga's
-    /// row lock, so the append needs no share lock of its own: appended
-    /// first, as the other fenced writes are, it share-locked every saga row
-    /// only for the close to lock it again, a lock record in the WAL per
-    /// saga (issue 15).
+    /// definition's `on_done` write its change. The close's update holds
+    /// each saga row, so this append takes no share lock as the other fenced
+    /// writes do: one lock record in the WAL per saga, not two (issue 15).
     async fn record_done(&self, batch: &mut [Saga], index: usize, ok: Vec<(usize, Output)>) -> Result<(), sqlx::Error> {
         if ok.is_empty() {
             return Ok(());
@@ -512,6 +510,17 @@ pub(super) async fn set_state(
     Ok(())
 }
 
+/// The fenced close of sagas `$1` (ids) at generations `$2` in state `$3`,
+/// owner and lease cleared: one statement text for [`close`] and
+/// [`close_done`] (a macro so that `concat!` can extend it).
+macro_rules! close_sagas {
+    () => {
+        "UPDATE sagas s SET state = $3, owner = NULL, lease_expires_at = NULL, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, generation)
+         WHERE s.id = u.id AND s.generation = u.generation"
+    };
+}
+
 /// Ends fenced sagas in `state` (done or failed) and gives them back;
 /// returns the sagas it ended.
 pub(super) async fn close(
@@ -520,25 +529,20 @@ pub(super) async fn close(
     ids: &[SagaId],
     generations: &[i64],
 ) -> Result<HashSet<SagaId>, sqlx::Error> {
-    let closed: Vec<SagaId> = sqlx::query_scalar(
-        "UPDATE sagas s SET state = $3, owner = NULL, lease_expires_at = NULL, updated_at = now()
-         FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, generation)
-         WHERE s.id = u.id AND s.generation = u.generation
-         RETURNING s.id",
-    )
-    .bind(ids)
-    .bind(generations)
-    .bind(state)
-    .fetch_all(&mut *conn)
-    .await?;
+    let closed: Vec<SagaId> = sqlx::query_scalar(concat!(close_sagas!(), " RETURNING s.id"))
+        .bind(ids)
+        .bind(generations)
+        .bind(state)
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(closed.into_iter().collect())
 }
 
-/// Ends fenced sagas done and, in the same statement, appends `step`'s
-/// `succeeded` with each one's detail (JSON text, index by index with `ids`)
-/// for the sagas it ended: the close's update holds each saga row, so the
-/// append is fenced by it. One round trip instead of two (issue 15).
-/// Returns the sagas it ended.
+/// Ends fenced sagas done (as [`close`]) and, in the same statement, appends
+/// `step`'s `succeeded` with each one's detail (JSON text, index by index
+/// with `ids`) for the sagas it ended: the close's update holds each saga
+/// row, so the append is fenced by it. One round trip instead of two
+/// (issue 15). Returns the sagas it ended.
 pub(super) async fn close_done(
     conn: &mut PgConnection,
     step: &str,
@@ -546,21 +550,19 @@ pub(super) async fn close_done(
     generations: &[i64],
     details: &[&str],
 ) -> Result<HashSet<SagaId>, sqlx::Error> {
-    let closed: Vec<SagaId> = sqlx::query_scalar(
-        "WITH closed AS (
-             UPDATE sagas s SET state = $4, owner = NULL, lease_expires_at = NULL, updated_at = now()
-             FROM UNNEST($1::uuid[], $2::bigint[], $3::text[]) AS u(id, generation, detail)
-             WHERE s.id = u.id AND s.generation = u.generation
-             RETURNING s.id, s.run, s.generation, u.detail
-         )
+    let closed: Vec<SagaId> = sqlx::query_scalar(concat!(
+        "WITH closed AS (",
+        close_sagas!(),
+        " RETURNING s.id, s.run, s.generation)
          INSERT INTO saga_step_events (saga_id, run, step, event, detail, generation)
-         SELECT c.id, c.run, $5, $6, c.detail::json, c.generation FROM closed c
-         RETURNING saga_id",
-    )
+         SELECT c.id, c.run, $5, $6, d.detail::json, c.generation
+         FROM closed c JOIN UNNEST($1::uuid[], $4::text[]) AS d(id, detail) ON d.id = c.id
+         RETURNING saga_id"
+    ))
     .bind(ids)
     .bind(generations)
-    .bind(details)
     .bind(SagaState::Done)
+    .bind(details)
     .bind(step)
     .bind(StepEvent::Succeeded)
     .fetch_all(&mut *conn)
